@@ -1,0 +1,146 @@
+# civetweb-mqtt -- run "make help" for the targets.
+
+VERSION  := 0.1.0
+SOMAJOR  := 0
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+LIBDIR   ?= $(PREFIX)/lib
+INCDIR   ?= $(PREFIX)/include
+PCDIR    ?= $(LIBDIR)/pkgconfig
+
+CC       ?= cc
+CXX      ?= c++
+CFLAGS   ?= -O2 -g
+BUILD    ?= build
+SAN      ?=
+
+# Debian packages: to build, to test (brokers, certificates, HTTP, browser).
+DEPS_BUILD := gcc g++ make pkg-config libc6-dev libcivetweb-dev \
+              libpaho-mqtt-dev libcjson-dev
+DEPS_TEST  := mosquitto mosquitto-clients openssl curl procps
+DEPS_ALL   := $(DEPS_BUILD) $(DEPS_TEST)
+
+WARN     := -std=c11 -Wall -Wextra -Werror
+SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer,)
+XCFLAGS  := $(WARN) $(CFLAGS) $(SANFLAGS) -fPIC -fvisibility=hidden -pthread
+LIBS     := -lpaho-mqtt3as -lcivetweb -lcjson -lpthread
+
+LIB_A    := libcivetweb_mqtt.a
+LIB_SO   := libcivetweb_mqtt.so
+EXAMPLE  := example/civetweb-mqtt
+
+# Unit tests include civetweb_mqtt.c to reach internals; the others use the
+# public API and link the library's object built with the same flags.
+UNIT_TESTS  := test_config test_topics
+INTEG_TESTS := test_client test_connect test_reliability test_example
+TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
+TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
+
+.PHONY: all deps test check asan tsan install uninstall run clean help \
+        exports test-bins cxx-header
+
+all: $(LIB_A) $(LIB_SO) $(EXAMPLE)
+
+help:
+	@echo "make            build $(LIB_A), $(LIB_SO) and $(EXAMPLE)"
+	@echo "make deps       install missing Debian packages (apt-get)"
+	@echo "make run        deps + build, start a local mosquitto (unless one"
+	@echo "                answers) and the example server on :8080"
+	@echo "make test       deps + build + every test (alias: make check)"
+	@echo "make asan       the tests under AddressSanitizer + UBSan"
+	@echo "make tsan       the tests under ThreadSanitizer"
+	@echo "make install    PREFIX=/usr/local DESTDIR= : library, header, .pc"
+	@echo "make exports    check that only mg_mqtt_* symbols are exported"
+	@echo "make clean      remove build output"
+
+deps:
+	@./scripts/deps.sh $(DEPS_ALL)
+
+# ---- library ------------------------------------------------------------
+$(BUILD)/civetweb_mqtt.o: civetweb_mqtt.c civetweb_mqtt.h
+	@mkdir -p $(BUILD)
+	$(CC) $(XCFLAGS) -c $< -o $@
+
+$(LIB_A): $(BUILD)/civetweb_mqtt.o
+	rm -f $@
+	ar rcs $@ $<
+
+$(LIB_SO): $(BUILD)/civetweb_mqtt.o
+	$(CC) $(XCFLAGS) -shared -Wl,-soname,$(LIB_SO).$(SOMAJOR) -o $@ $< $(LIBS)
+
+$(EXAMPLE): example/main.c $(BUILD)/civetweb_mqtt.o civetweb_mqtt.h
+	$(CC) $(XCFLAGS) -I. -o $@ example/main.c $(BUILD)/civetweb_mqtt.o $(LIBS)
+
+exports: $(LIB_SO)
+	@bad=$$(nm -D --defined-only $(LIB_SO) | awk '$$2 ~ /[TDBR]/ {print $$3}' \
+	        | grep -v '^mg_mqtt_' || true); \
+	if [ -n "$$bad" ]; then echo "stray exports: $$bad"; exit 1; fi; \
+	echo "exports: only mg_mqtt_* ($$(nm -D --defined-only $(LIB_SO) | grep -c ' T mg_mqtt_') functions)"
+
+# ---- tests --------------------------------------------------------------
+TEST_COMMON := test/harness.h test/util.h $(BUILD)/test/util.o
+
+$(BUILD)/test/util.o: test/util.c test/util.h test/harness.h
+	@mkdir -p $(BUILD)/test
+	$(CC) $(XCFLAGS) -D_GNU_SOURCE -Itest -c $< -o $@
+
+$(addprefix $(BUILD)/test/,$(UNIT_TESTS)): $(BUILD)/test/%: test/%.c \
+    civetweb_mqtt.c civetweb_mqtt.h $(TEST_COMMON)
+	$(CC) $(XCFLAGS) -I. -Itest -o $@ $< $(BUILD)/test/util.o $(LIBS)
+
+$(addprefix $(BUILD)/test/,$(INTEG_TESTS)): $(BUILD)/test/%: test/%.c \
+    $(BUILD)/civetweb_mqtt.o $(TEST_COMMON)
+	$(CC) $(XCFLAGS) -D_GNU_SOURCE -I. -Itest -o $@ $< $(BUILD)/test/util.o \
+	    $(BUILD)/civetweb_mqtt.o $(LIBS)
+
+# C++ users include the header too: compile it once as C++.
+cxx-header:
+	@echo '#include "civetweb_mqtt.h"' | $(CXX) -x c++ -std=c++11 -Wall \
+	    -Wextra -Werror -I. -fsyntax-only -
+
+test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header
+
+test check: deps
+	@$(MAKE) --no-print-directory all test-bins
+	@BUILD=$(BUILD) ./test/run.sh $(TESTS)
+
+# Sanitizer builds live in their own directories, example included.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=address,undefined \
+	    EXAMPLE=build/asan/civetweb-mqtt test-bins
+	@BUILD=build/asan EXAMPLE_BIN=build/asan/civetweb-mqtt \
+	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 TEST_TIMEOUT_SCALE=3 \
+	    ./test/run.sh $(TESTS)
+
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build/tsan SAN=thread \
+	    EXAMPLE=build/tsan/civetweb-mqtt test-bins
+	@BUILD=build/tsan EXAMPLE_BIN=build/tsan/civetweb-mqtt \
+	    TSAN_OPTIONS="suppressions=$(CURDIR)/test/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
+	    TEST_TIMEOUT_SCALE=5 ./test/run.sh $(TESTS)
+
+# ---- install ------------------------------------------------------------
+civetweb-mqtt.pc: civetweb-mqtt.pc.in Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+install: $(LIB_A) $(LIB_SO) civetweb-mqtt.pc
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR)
+	install -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/$(LIB_SO).$(VERSION)
+	ln -sf $(LIB_SO).$(VERSION) $(DESTDIR)$(LIBDIR)/$(LIB_SO).$(SOMAJOR)
+	ln -sf $(LIB_SO).$(SOMAJOR) $(DESTDIR)$(LIBDIR)/$(LIB_SO)
+	install -m 644 civetweb_mqtt.h $(DESTDIR)$(INCDIR)/
+	install -m 644 civetweb-mqtt.pc $(DESTDIR)$(PCDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/$(LIB_A) $(DESTDIR)$(LIBDIR)/$(LIB_SO)* \
+	    $(DESTDIR)$(INCDIR)/civetweb_mqtt.h $(DESTDIR)$(PCDIR)/civetweb-mqtt.pc
+
+# ---- run ----------------------------------------------------------------
+run: deps
+	@$(MAKE) --no-print-directory all
+	@./example/run.sh example/civetweb.conf
+
+clean:
+	rm -rf build $(LIB_A) $(LIB_SO) $(EXAMPLE) civetweb-mqtt.pc

@@ -1,0 +1,3967 @@
+/*
+ * civetweb_mqtt.c -- an MQTT client for CivetWeb servers. API: civetweb_mqtt.h.
+ *
+ * Design
+ * ------
+ * Threads.  paho.mqtt.c runs a send and a receive thread shared by every
+ * paho client in the process; its callbacks (message arrived, operation
+ * done, connection lost) run there and only take c->lock long enough to
+ * queue work. Each started client adds two threads of its own:
+ *   mqtt-io        the only thread that calls paho once the client runs:
+ *                  connects and reconnects with back-off, renews
+ *                  subscriptions and sends the birth message on each
+ *                  connect, hands queued commands to paho inside the
+ *                  in-flight window, flushes and disconnects at stop. Request
+ *                  handlers therefore never wait on paho's global lock,
+ *                  which paho holds across DNS look-ups and TLS set-up, and
+ *                  paho never sees more than MAX_INFLIGHT QoS>0 messages at a
+ *                  time (its own flow control stalls for a second per window).
+ *   mqtt-dispatch  runs every user handler, one at a time, in arrival order.
+ *
+ * Queues (all guarded by c->lock).
+ *   retry, outq    commands for mqtt-io, FIFO; retry holds QoS 1/2 messages
+ *                  paho gave back when a connection dropped, sent first.
+ *                  publish() refuses once MAX_INFLIGHT + MAX_BUFFERED
+ *                  messages are unfinished.
+ *   evq            events for mqtt-dispatch, FIFO. Messages count against
+ *                  QUEUE_SIZE (an arriving message is dropped and counted
+ *                  when it is full); other events are never dropped.
+ *
+ * Locks.  One mutex per client, c->lock, guards every field marked [L] in
+ * struct mg_mqtt. Nothing calls paho or a user handler while holding it
+ * (paho holds its own lock when it calls us). cwm_registry_lock guards the
+ * list of started clients and is never held together with c->lock.
+ *
+ * Ownership.  A command (struct cwm_out) belongs to the queue it is in,
+ * then to c->inpaho until paho reports it done, then it is freed by the
+ * thread that saw it done. A received paho message belongs to its event
+ * until mqtt-dispatch has run its handlers and frees it.
+ *
+ * Shutdown (mg_mqtt_stop).  Unregister; set c->stopping; mqtt-io flushes
+ * (at most CONNECTION_TIMEOUT seconds, only while connected), disconnects,
+ * destroys the paho handle (no paho callback runs after that), fails what
+ * is left with MG_MQTT_ERR_STOPPED, queues the final disconnect event and
+ * exits; mqtt-dispatch drains evq and exits; both are joined; all is freed.
+ *
+ * Contents
+ *   1. Utilities   2. Errors      3. Topics        4. Configuration
+ *   5. conf files  6. Handler tree  7. Client state  8. Logging
+ *   9. Commands (mqtt-io)  10. paho callbacks  11. Dispatch
+ *   12. Life cycle  13. Status
+ */
+#define _GNU_SOURCE
+#include "civetweb_mqtt.h"
+
+#if MG_MQTT_VERSION_MAJOR != 0 || MG_MQTT_VERSION_MINOR != 1 || \
+    MG_MQTT_VERSION_PATCH != 0
+#error "civetweb_mqtt.c and civetweb_mqtt.h are from different versions"
+#endif
+
+#include <MQTTAsync.h>
+#include <civetweb.h>
+#include <cjson/cJSON.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ========================================================================
+ * 1. Utilities
+ * ====================================================================== */
+
+#define CWM_MAX_PACKET 268435455u /* MQTT's largest remaining length */
+#define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
+#define CWM_BATCH 256             /* commands mqtt-io takes per lock */
+#define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
+
+static char *cwm_strndup(const char *s, size_t n)
+{
+	char *p = malloc(n + 1);
+	if (p != NULL) {
+		memcpy(p, s, n);
+		p[n] = '\0';
+	}
+	return p;
+}
+
+static char *cwm_strdup(const char *s)
+{
+	return s == NULL ? NULL : cwm_strndup(s, strlen(s));
+}
+
+static int64_t cwm_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Absolute CLOCK_REALTIME deadline for pthread_cond_timedwait. */
+static struct timespec cwm_deadline(int64_t ms_from_now)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)(ms_from_now / 1000);
+	ts.tv_nsec += (long)(ms_from_now % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
+static void cwm_fmt(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cwm_fmt(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	if (buf == NULL || len == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+}
+
+/* Copies at most 60 bytes of v into out, printable ASCII only, for quoting a
+ * bad value in an error message without dumping binary or huge input. */
+static const char *cwm_quote(const char *v, char out[72])
+{
+	size_t i, n = 0;
+	for (i = 0; v[i] != '\0' && n < 60; i++)
+		out[n++] = (v[i] >= 0x20 && v[i] < 0x7f) ? v[i] : '?';
+	if (v[i] != '\0') {
+		memcpy(out + n, "...", 3);
+		n += 3;
+	}
+	out[n] = '\0';
+	return out;
+}
+
+static uint32_t cwm_hash(const char *s, size_t n)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+/* A string-keyed hash map with chaining; keys are copied. */
+struct cwm_map_ent {
+	struct cwm_map_ent *next;
+	uint32_t hash;
+	size_t klen;
+	void *val;
+	char key[];
+};
+
+struct cwm_map {
+	struct cwm_map_ent **b;
+	size_t nb; /* buckets, a power of two (0 before first insert) */
+	size_t n;  /* entries */
+};
+
+static struct cwm_map_ent **cwm_map_slot(const struct cwm_map *m,
+                                         const char *k, size_t klen,
+                                         uint32_t h)
+{
+	struct cwm_map_ent **pp = &m->b[h & (m->nb - 1)];
+	for (; *pp != NULL; pp = &(*pp)->next)
+		if ((*pp)->hash == h && (*pp)->klen == klen &&
+		    memcmp((*pp)->key, k, klen) == 0)
+			break;
+	return pp;
+}
+
+static void *cwm_map_get(const struct cwm_map *m, const char *k, size_t klen)
+{
+	if (m->n == 0)
+		return NULL;
+	struct cwm_map_ent *e = *cwm_map_slot(m, k, klen, cwm_hash(k, klen));
+	return e == NULL ? NULL : e->val;
+}
+
+static int cwm_map_grow(struct cwm_map *m)
+{
+	size_t nb = m->nb == 0 ? 8 : m->nb * 2;
+	struct cwm_map_ent **b = calloc(nb, sizeof(*b));
+	if (b == NULL)
+		return -1;
+	for (size_t i = 0; i < m->nb; i++) {
+		struct cwm_map_ent *e = m->b[i], *next;
+		for (; e != NULL; e = next) {
+			next = e->next;
+			e->next = b[e->hash & (nb - 1)];
+			b[e->hash & (nb - 1)] = e;
+		}
+	}
+	free(m->b);
+	m->b = b;
+	m->nb = nb;
+	return 0;
+}
+
+/* Inserts or replaces; returns 0 or -1 (out of memory, map unchanged). */
+static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v)
+{
+	uint32_t h = cwm_hash(k, klen);
+	if (m->nb == 0 || m->n >= m->nb) {
+		if (cwm_map_grow(m) != 0)
+			return -1;
+	}
+	struct cwm_map_ent **pp = cwm_map_slot(m, k, klen, h);
+	if (*pp != NULL) {
+		(*pp)->val = v;
+		return 0;
+	}
+	struct cwm_map_ent *e = malloc(sizeof(*e) + klen + 1);
+	if (e == NULL)
+		return -1;
+	e->next = NULL;
+	e->hash = h;
+	e->klen = klen;
+	e->val = v;
+	memcpy(e->key, k, klen);
+	e->key[klen] = '\0';
+	*pp = e;
+	m->n++;
+	return 0;
+}
+
+/* Removes k; returns its value or NULL. */
+static void *cwm_map_del(struct cwm_map *m, const char *k, size_t klen)
+{
+	if (m->n == 0)
+		return NULL;
+	struct cwm_map_ent **pp = cwm_map_slot(m, k, klen, cwm_hash(k, klen));
+	struct cwm_map_ent *e = *pp;
+	if (e == NULL)
+		return NULL;
+	void *v = e->val;
+	*pp = e->next;
+	free(e);
+	m->n--;
+	return v;
+}
+
+static void cwm_map_free(struct cwm_map *m, void (*free_val)(void *))
+{
+	for (size_t i = 0; i < m->nb; i++) {
+		struct cwm_map_ent *e = m->b[i], *next;
+		for (; e != NULL; e = next) {
+			next = e->next;
+			if (free_val != NULL)
+				free_val(e->val);
+			free(e);
+		}
+	}
+	free(m->b);
+	memset(m, 0, sizeof(*m));
+}
+
+/* ========================================================================
+ * 2. Errors
+ * ====================================================================== */
+
+const char *mg_mqtt_strerror(int err)
+{
+	switch (err) {
+	case MG_MQTT_OK:
+		return "success";
+#define CWM_XX(name, value, text)                                              \
+	case MG_MQTT_ERR_##name:                                                   \
+		return text;
+		MG_MQTT_ERRNO_MAP(CWM_XX)
+#undef CWM_XX
+	default:
+		return "unknown error";
+	}
+}
+
+/* ========================================================================
+ * 3. Topics
+ * ====================================================================== */
+
+/* 1 when s[0..n) is well-formed UTF-8 without U+0000 and without the
+ * control characters U+0001-U+001F / U+007F-U+009F, which MQTT 1.5.4
+ * says a receiver may treat as malformed. */
+static int cwm_utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+	while (p < end) {
+		unsigned c = *p++;
+		uint32_t cp;
+		int more;
+		if (c < 0x80) {
+			if (c < 0x20 || c == 0x7f)
+				return 0;
+			continue;
+		} else if (c >= 0xc2 && c <= 0xdf) {
+			cp = c & 0x1f;
+			more = 1;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			cp = c & 0x0f;
+			more = 2;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			cp = c & 0x07;
+			more = 3;
+		} else {
+			return 0;
+		}
+		if (end - p < more)
+			return 0;
+		for (int i = 0; i < more; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (p[i] & 0x3f);
+		}
+		p += more;
+		if ((more == 2 && cp < 0x800) || (more == 3 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+		    (cp >= 0x80 && cp <= 0x9f))
+			return 0;
+	}
+	return 1;
+}
+
+static int cwm_topic_check(const char *t, size_t n)
+{
+	if (n == 0 || n > 65535 || !cwm_utf8_valid(t, n))
+		return MG_MQTT_ERR_TOPIC;
+	if (memchr(t, '+', n) != NULL || memchr(t, '#', n) != NULL)
+		return MG_MQTT_ERR_TOPIC;
+	return 0;
+}
+
+int mg_mqtt_topic_valid(const char *topic)
+{
+	if (topic == NULL)
+		return MG_MQTT_ERR_INVALID;
+	return cwm_topic_check(topic, strlen(topic));
+}
+
+/* Length of "$share/<group>/" at the start of f, 0 if f is not shared,
+ * -1 if it starts like a shared filter but is malformed. */
+static int cwm_share_len(const char *f, size_t n)
+{
+	static const char pfx[] = "$share/";
+	const size_t pl = sizeof(pfx) - 1;
+	if (n < pl || memcmp(f, pfx, pl) != 0)
+		return 0;
+	const char *g = f + pl, *slash = memchr(g, '/', n - pl);
+	if (slash == NULL || slash == g)
+		return -1;
+	for (const char *p = g; p < slash; p++)
+		if (*p == '+' || *p == '#')
+			return -1;
+	if ((size_t)(slash + 1 - f) >= n)
+		return -1; /* "$share/g/" with no filter */
+	return (int)(slash + 1 - f);
+}
+
+static int cwm_filter_check(const char *f, size_t n)
+{
+	if (n == 0 || n > 65535 || !cwm_utf8_valid(f, n))
+		return MG_MQTT_ERR_FILTER;
+	int sl = cwm_share_len(f, n);
+	if (sl < 0)
+		return MG_MQTT_ERR_FILTER;
+	f += sl;
+	n -= (size_t)sl;
+	for (size_t i = 0; i < n; i++) {
+		int level_start = (i == 0 || f[i - 1] == '/');
+		int level_end = (i + 1 == n || f[i + 1] == '/');
+		if (f[i] == '+' && !(level_start && level_end))
+			return MG_MQTT_ERR_FILTER;
+		if (f[i] == '#' && !(level_start && i + 1 == n))
+			return MG_MQTT_ERR_FILTER;
+	}
+	return 0;
+}
+
+int mg_mqtt_filter_valid(const char *filter)
+{
+	if (filter == NULL)
+		return MG_MQTT_ERR_INVALID;
+	return cwm_filter_check(filter, strlen(filter));
+}
+
+/* Matches a valid filter (without $share) against a topic of n bytes. */
+static int cwm_match(const char *f, const char *t, size_t n)
+{
+	const char *tend = t + n;
+	if (n > 0 && t[0] == '$' && (f[0] == '+' || f[0] == '#'))
+		return 0;
+	for (;;) {
+		const char *fe = strchr(f, '/');
+		size_t fl = fe != NULL ? (size_t)(fe - f) : strlen(f);
+		if (fl == 1 && f[0] == '#')
+			return 1;
+		if (t == NULL)
+			return 0;
+		const char *te = memchr(t, '/', (size_t)(tend - t));
+		size_t tl = te != NULL ? (size_t)(te - t) : (size_t)(tend - t);
+		if (!(fl == 1 && f[0] == '+') && (fl != tl || memcmp(f, t, fl) != 0))
+			return 0;
+		if (fe == NULL)
+			return te == NULL;
+		f = fe + 1;
+		t = te != NULL ? te + 1 : NULL;
+	}
+}
+
+int mg_mqtt_topic_matches(const char *filter, const char *topic)
+{
+	if (filter == NULL || topic == NULL)
+		return 0;
+	size_t fn = strlen(filter), tn = strlen(topic);
+	if (cwm_filter_check(filter, fn) != 0 || cwm_topic_check(topic, tn) != 0)
+		return 0;
+	return cwm_match(filter + cwm_share_len(filter, fn), topic, tn);
+}
+
+/* ========================================================================
+ * 4. Configuration: the <PREFIX>_<KEY> options of one client
+ * ====================================================================== */
+
+enum cwm_ktype {
+	K_STR,    /* any string; "" means unset */
+	K_SECRET, /* a string never echoed */
+	K_PATH,   /* a file or directory name */
+	K_TOPIC,  /* a topic name */
+	K_BOOL,
+	K_INT,    /* integer in [min, max] */
+	K_NUM,    /* non-negative decimal number */
+	K_ENUM
+};
+
+struct cwm_enum {
+	const char *name;
+	int value;
+};
+
+static const struct cwm_enum cwm_protocols[] = {
+    {"3.1.1", 4},   {"3.1", 3},       {"5", 5},       {"5.0", 5},
+    {"mqttv311", 4}, {"mqttv31", 3}, {"mqttv5", 5}, {NULL, 0}};
+static const struct cwm_enum cwm_transports[] = {
+    {"tcp", 0}, {"websockets", 1}, {NULL, 0}};
+static const struct cwm_enum cwm_tls_versions[] = {
+    {"tlsv1.2", MQTT_SSL_VERSION_TLS_1_2},
+    {"tlsv1.1", MQTT_SSL_VERSION_TLS_1_1},
+    {"tlsv1", MQTT_SSL_VERSION_TLS_1_0},
+    {"auto", MQTT_SSL_VERSION_DEFAULT},
+    {"tlsv1.0", MQTT_SSL_VERSION_TLS_1_0},
+    {NULL, 0}};
+enum { CWM_CERT_NONE, CWM_CERT_OPTIONAL, CWM_CERT_REQUIRED };
+static const struct cwm_enum cwm_cert_reqs[] = {
+    {"required", CWM_CERT_REQUIRED},     {"optional", CWM_CERT_OPTIONAL},
+    {"none", CWM_CERT_NONE},             {"cert_required", CWM_CERT_REQUIRED},
+    {"cert_optional", CWM_CERT_OPTIONAL}, {"cert_none", CWM_CERT_NONE},
+    {NULL, 0}};
+
+/* Everything a client reads from its options. Strings are malloc()ed. */
+struct cwm_settings {
+	char *client_id;
+	char *broker_url;
+	int broker_port; /* 0: the scheme's default */
+	char *username;
+	char *password;
+	char *password_file;
+	int keepalive;
+	int connection_timeout;
+	int clean_session;
+	int connect_async;
+	double refresh_time;
+	int protocol; /* 3 (3.1), 4 (3.1.1), 5 */
+	int transport; /* 0 tcp, 1 websockets */
+	int tls_enabled;
+	char *tls_ca_certs;
+	char *tls_certfile;
+	char *tls_keyfile;
+	char *tls_keyfile_password;
+	int tls_cert_reqs;
+	int tls_version;
+	char *tls_ciphers;
+	int tls_insecure;
+	char *will_topic;
+	char *will_message;
+	int will_qos;
+	int will_retain;
+	char *birth_topic;
+	char *birth_message;
+	int birth_qos;
+	int birth_retain;
+	char *shared_group;
+	char *subscribe;
+	int reconnect_min;
+	int reconnect_max;
+	int max_inflight;
+	int max_buffered;
+	char *persistence_dir;
+	int queue_size;
+
+	/* Derived by cwm_settings_finish(). */
+	char **uris;       /* paho server URIs, fail-over order */
+	int nuris;
+	int use_tls;       /* some URI is ssl:// or wss:// */
+	char *secret;      /* PASSWORD, or the first line of PASSWORD_FILE */
+	char **sub_filters; /* parsed SUBSCRIBE */
+	int *sub_qos;
+	int nsubs;
+};
+
+struct cwm_key {
+	const char *name;
+	enum cwm_ktype type;
+	size_t off;
+	long min, max;
+	const char *def;            /* default, parsed like a value; NULL: unset */
+	const struct cwm_enum *en;  /* K_ENUM values */
+	const char *hint;           /* "is not <hint>" in error messages */
+};
+
+#define CWM_S(f) offsetof(struct cwm_settings, f)
+static const char cwm_bool_hint[] = "true or false";
+
+/* The table behind every key: name, type, field, range, default. The
+ * README's configuration reference lists the same keys. */
+static const struct cwm_key cwm_keys[] = {
+    {"CLIENT_ID", K_STR, CWM_S(client_id), 0, 0, NULL, NULL, NULL},
+    {"BROKER_URL", K_STR, CWM_S(broker_url), 0, 0, "localhost", NULL, NULL},
+    {"BROKER_PORT", K_INT, CWM_S(broker_port), 1, 65535, NULL, NULL,
+     "a port number (1-65535)"},
+    {"USERNAME", K_STR, CWM_S(username), 0, 0, NULL, NULL, NULL},
+    {"PASSWORD", K_SECRET, CWM_S(password), 0, 0, NULL, NULL, NULL},
+    {"PASSWORD_FILE", K_PATH, CWM_S(password_file), 0, 0, NULL, NULL, NULL},
+    {"KEEPALIVE", K_INT, CWM_S(keepalive), 0, 65535, "60", NULL,
+     "a number of seconds (0-65535)"},
+    {"CONNECTION_TIMEOUT", K_INT, CWM_S(connection_timeout), 1, 3600, "5",
+     NULL, "a number of seconds (1-3600)"},
+    {"CLEAN_SESSION", K_BOOL, CWM_S(clean_session), 0, 0, "true", NULL,
+     cwm_bool_hint},
+    {"CONNECT_ASYNC", K_BOOL, CWM_S(connect_async), 0, 0, "false", NULL,
+     cwm_bool_hint},
+    {"REFRESH_TIME", K_NUM, CWM_S(refresh_time), 0, 0, "1.0", NULL,
+     "a number of seconds"},
+    {"PROTOCOL_VERSION", K_ENUM, CWM_S(protocol), 0, 0, "3.1.1",
+     cwm_protocols, "one of 3.1, 3.1.1, 5"},
+    {"TRANSPORT", K_ENUM, CWM_S(transport), 0, 0, "tcp", cwm_transports,
+     "one of tcp, websockets"},
+    {"TLS_ENABLED", K_BOOL, CWM_S(tls_enabled), 0, 0, "false", NULL,
+     cwm_bool_hint},
+    {"TLS_CA_CERTS", K_PATH, CWM_S(tls_ca_certs), 0, 0, NULL, NULL, NULL},
+    {"TLS_CERTFILE", K_PATH, CWM_S(tls_certfile), 0, 0, NULL, NULL, NULL},
+    {"TLS_KEYFILE", K_PATH, CWM_S(tls_keyfile), 0, 0, NULL, NULL, NULL},
+    {"TLS_KEYFILE_PASSWORD", K_SECRET, CWM_S(tls_keyfile_password), 0, 0,
+     NULL, NULL, NULL},
+    {"TLS_CERT_REQS", K_ENUM, CWM_S(tls_cert_reqs), 0, 0, "required",
+     cwm_cert_reqs, "one of required, optional, none"},
+    {"TLS_VERSION", K_ENUM, CWM_S(tls_version), 0, 0, "tlsv1.2",
+     cwm_tls_versions, "one of tlsv1.2, tlsv1.1, tlsv1, auto"},
+    {"TLS_CIPHERS", K_STR, CWM_S(tls_ciphers), 0, 0, NULL, NULL, NULL},
+    {"TLS_INSECURE", K_BOOL, CWM_S(tls_insecure), 0, 0, "false", NULL,
+     cwm_bool_hint},
+    {"LAST_WILL_TOPIC", K_TOPIC, CWM_S(will_topic), 0, 0, NULL, NULL,
+     "a topic name (no wildcards)"},
+    {"LAST_WILL_MESSAGE", K_STR, CWM_S(will_message), 0, 0, NULL, NULL, NULL},
+    {"LAST_WILL_QOS", K_INT, CWM_S(will_qos), 0, 2, "0", NULL,
+     "a QoS (0, 1 or 2)"},
+    {"LAST_WILL_RETAIN", K_BOOL, CWM_S(will_retain), 0, 0, "false", NULL,
+     cwm_bool_hint},
+    {"BIRTH_TOPIC", K_TOPIC, CWM_S(birth_topic), 0, 0, NULL, NULL,
+     "a topic name (no wildcards)"},
+    {"BIRTH_MESSAGE", K_STR, CWM_S(birth_message), 0, 0, NULL, NULL, NULL},
+    {"BIRTH_QOS", K_INT, CWM_S(birth_qos), 0, 2, "0", NULL,
+     "a QoS (0, 1 or 2)"},
+    {"BIRTH_RETAIN", K_BOOL, CWM_S(birth_retain), 0, 0, "false", NULL,
+     cwm_bool_hint},
+    {"SHARED_GROUP", K_STR, CWM_S(shared_group), 0, 0, NULL, NULL, NULL},
+    {"SUBSCRIBE", K_STR, CWM_S(subscribe), 0, 0, NULL, NULL, NULL},
+    {"RECONNECT_MIN", K_INT, CWM_S(reconnect_min), 1, 3600, "1", NULL,
+     "a number of seconds (1-3600)"},
+    {"RECONNECT_MAX", K_INT, CWM_S(reconnect_max), 1, 86400, "120", NULL,
+     "a number of seconds (1-86400)"},
+    {"MAX_INFLIGHT", K_INT, CWM_S(max_inflight), 1, 65535, "20", NULL,
+     "a number of messages (1-65535)"},
+    {"MAX_BUFFERED", K_INT, CWM_S(max_buffered), 0, 10000000, "10000", NULL,
+     "a number of messages (0-10000000)"},
+    {"PERSISTENCE_DIR", K_PATH, CWM_S(persistence_dir), 0, 0, NULL, NULL,
+     NULL},
+    {"QUEUE_SIZE", K_INT, CWM_S(queue_size), 1, 10000000, "10000", NULL,
+     "a number of messages (1-10000000)"},
+};
+#define CWM_NKEYS (sizeof(cwm_keys) / sizeof(cwm_keys[0]))
+
+static const struct cwm_key *cwm_key_find(const char *name, size_t n)
+{
+	for (size_t i = 0; i < CWM_NKEYS; i++)
+		if (strlen(cwm_keys[i].name) == n &&
+		    strncasecmp(cwm_keys[i].name, name, n) == 0)
+			return &cwm_keys[i];
+	return NULL;
+}
+
+static int cwm_is_secret(const struct cwm_key *k)
+{
+	return k->type == K_SECRET;
+}
+
+/* Copies v without leading and trailing blanks into a new string. */
+static char *cwm_trimdup(const char *v)
+{
+	while (isspace((unsigned char)*v))
+		v++;
+	size_t n = strlen(v);
+	while (n > 0 && isspace((unsigned char)v[n - 1]))
+		n--;
+	return cwm_strndup(v, n);
+}
+
+static int cwm_parse_bool(const char *v, int *out)
+{
+	static const char *yes[] = {"true", "yes", "on", "1"};
+	static const char *no[] = {"false", "no", "off", "0"};
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(v, yes[i]) == 0)
+			return *out = 1, 0;
+		if (strcasecmp(v, no[i]) == 0)
+			return *out = 0, 0;
+	}
+	return -1;
+}
+
+static int cwm_parse_long(const char *v, long min, long max, long *out)
+{
+	char *end;
+	if (*v == '\0' || !(isdigit((unsigned char)*v) || *v == '-'))
+		return -1;
+	errno = 0;
+	long x = strtol(v, &end, 10);
+	if (errno != 0 || *end != '\0' || x < min || x > max)
+		return -1;
+	*out = x;
+	return 0;
+}
+
+/* Parses value v for key k into s. On error writes the sentence to err. */
+static int cwm_set_key(struct cwm_settings *s, const char *prefix,
+                       const struct cwm_key *k, const char *v, char *err,
+                       size_t errlen)
+{
+	char *field = (char *)s + k->off, q[72];
+	char *t = NULL;
+	int rc = 0;
+
+	if (k->type == K_STR || k->type == K_SECRET || k->type == K_PATH ||
+	    k->type == K_TOPIC) {
+		char **sp = (char **)(void *)field;
+		char *copy = k->type == K_STR || k->type == K_SECRET
+		                 ? cwm_strdup(v)
+		                 : cwm_trimdup(v);
+		if (copy == NULL)
+			return MG_MQTT_ERR_NOMEM;
+		if (copy[0] != '\0' && k->type == K_TOPIC &&
+		    cwm_topic_check(copy, strlen(copy)) != 0) {
+			cwm_fmt(err, errlen, "%s_%s: '%s' is not %s", prefix, k->name,
+			        cwm_quote(copy, q), k->hint);
+			free(copy);
+			return MG_MQTT_ERR_CONFIG;
+		}
+		if (copy[0] != '\0' && !cwm_utf8_valid(copy, strlen(copy)) &&
+		    k->type != K_PATH) {
+			cwm_fmt(err, errlen, "%s_%s: %s is not valid UTF-8", prefix,
+			        k->name,
+			        cwm_is_secret(k) ? "the value" : cwm_quote(copy, q));
+			free(copy);
+			return MG_MQTT_ERR_CONFIG;
+		}
+		free(*sp);
+		*sp = NULL;
+		if (copy[0] == '\0')
+			free(copy);
+		else
+			*sp = copy;
+		return 0;
+	}
+
+	if ((t = cwm_trimdup(v)) == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	switch (k->type) {
+	case K_BOOL:
+		rc = cwm_parse_bool(t, (int *)(void *)field);
+		break;
+	case K_INT: {
+		long x;
+		rc = cwm_parse_long(t, k->min, k->max, &x);
+		if (rc == 0)
+			*(int *)(void *)field = (int)x;
+		break;
+	}
+	case K_NUM: {
+		char *end;
+		errno = 0;
+		double d = strtod(t, &end);
+		rc = (t[0] == '\0' || *end != '\0' || errno != 0 || !(d >= 0) ||
+		      d > 1e9)
+		         ? -1
+		         : 0;
+		if (rc == 0)
+			*(double *)(void *)field = d;
+		break;
+	}
+	case K_ENUM:
+		rc = -1;
+		for (const struct cwm_enum *e = k->en; e->name != NULL; e++)
+			if (strcasecmp(e->name, t) == 0) {
+				*(int *)(void *)field = e->value;
+				rc = 0;
+				break;
+			}
+		break;
+	default:
+		rc = -1;
+		break;
+	}
+	if (rc != 0) {
+		cwm_fmt(err, errlen, "%s_%s: '%s' is not %s", prefix, k->name,
+		        cwm_quote(t, q), k->hint);
+		rc = MG_MQTT_ERR_CONFIG;
+	}
+	free(t);
+	return rc;
+}
+
+static void cwm_strv_free(char **v, int n)
+{
+	if (v == NULL)
+		return;
+	for (int i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static void cwm_settings_free(struct cwm_settings *s)
+{
+	for (size_t i = 0; i < CWM_NKEYS; i++) {
+		const struct cwm_key *k = &cwm_keys[i];
+		if (k->type == K_STR || k->type == K_SECRET || k->type == K_PATH ||
+		    k->type == K_TOPIC) {
+			char **sp = (char **)(void *)((char *)s + k->off);
+			free(*sp);
+		}
+	}
+	cwm_strv_free(s->uris, s->nuris);
+	cwm_strv_free(s->sub_filters, s->nsubs);
+	free(s->sub_qos);
+	if (s->secret != NULL && s->secret != s->password) {
+		explicit_bzero(s->secret, strlen(s->secret));
+		free(s->secret);
+	}
+	memset(s, 0, sizeof(*s));
+}
+
+/* Turns one BROKER_URL entry into a paho URI "scheme://host:port[/path]". */
+static int cwm_parse_url(const struct cwm_settings *s, const char *prefix,
+                         const char *u, char **out, char *err, size_t errlen)
+{
+	static const struct {
+		const char *in, *out;
+		int tls, ws;
+	} schemes[] = {{"mqtt", "tcp", 0, 0}, {"tcp", "tcp", 0, 0},
+	               {"mqtts", "ssl", 1, 0}, {"ssl", "ssl", 1, 0},
+	               {"ws", "ws", 0, 1},     {"wss", "wss", 1, 1}};
+	const char *scheme = NULL, *host = u, *sep = strstr(u, "://");
+	int tls = s->tls_enabled, ws = s->transport == 1;
+	char q[72];
+
+	if (sep != NULL) {
+		size_t i, n = (size_t)(sep - u);
+		for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+			if (strlen(schemes[i].in) == n &&
+			    strncasecmp(u, schemes[i].in, n) == 0)
+				break;
+		if (i == sizeof(schemes) / sizeof(schemes[0])) {
+			cwm_fmt(err, errlen,
+			        "%s_BROKER_URL: '%s' has an unknown scheme (use mqtt://, "
+			        "mqtts://, ws://, wss://, tcp:// or ssl://)",
+			        prefix, cwm_quote(u, q));
+			return MG_MQTT_ERR_CONFIG;
+		}
+		if (s->tls_enabled && !schemes[i].tls) {
+			cwm_fmt(err, errlen,
+			        "%s_BROKER_URL: '%s' is not a TLS URL but %s_TLS_ENABLED "
+			        "is true",
+			        prefix, cwm_quote(u, q), prefix);
+			return MG_MQTT_ERR_CONFIG;
+		}
+		if (s->transport == 1 && !schemes[i].ws) {
+			cwm_fmt(err, errlen,
+			        "%s_BROKER_URL: '%s' is not a WebSocket URL but "
+			        "%s_TRANSPORT is websockets",
+			        prefix, cwm_quote(u, q), prefix);
+			return MG_MQTT_ERR_CONFIG;
+		}
+		scheme = schemes[i].out;
+		tls = schemes[i].tls;
+		ws = schemes[i].ws;
+		host = sep + 3;
+	} else {
+		scheme = ws ? (tls ? "wss" : "ws") : (tls ? "ssl" : "tcp");
+	}
+
+	/* host: a name, an IPv4 address, or [IPv6]; then :port; then /path. */
+	const char *h = host, *hend, *rest;
+	if (*h == '[') {
+		hend = strchr(h, ']');
+		if (hend == NULL)
+			goto bad;
+		hend++;
+	} else {
+		hend = h + strcspn(h, ":/");
+	}
+	if (hend == h)
+		goto bad;
+	for (const char *p = h; p < hend; p++)
+		if (!(isalnum((unsigned char)*p) || strchr("-._[]:", *p) != NULL))
+			goto bad;
+	rest = hend;
+	long port = s->broker_port != 0 ? s->broker_port : (tls ? 8883 : 1883);
+	if (*rest == ':') {
+		char pbuf[8];
+		size_t pn = strcspn(rest + 1, "/");
+		if (pn == 0 || pn >= sizeof(pbuf))
+			goto bad;
+		memcpy(pbuf, rest + 1, pn);
+		pbuf[pn] = '\0';
+		if (cwm_parse_long(pbuf, 1, 65535, &port) != 0)
+			goto bad;
+		rest += 1 + pn;
+	}
+	if (*rest != '\0' && (*rest != '/' || !ws))
+		goto bad;
+	for (const char *p = rest; *p; p++)
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+			goto bad;
+
+	size_t need = strlen(scheme) + 3 + (size_t)(hend - h) + 7 + strlen(rest);
+	if ((*out = malloc(need + 1)) == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	snprintf(*out, need + 1, "%s://%.*s:%ld%s", scheme, (int)(hend - h), h,
+	         port, rest);
+	return 0;
+bad:
+	cwm_fmt(err, errlen,
+	        "%s_BROKER_URL: '%s' is not a host name or URL "
+	        "(host, host:port or scheme://host[:port])",
+	        prefix, cwm_quote(u, q));
+	return MG_MQTT_ERR_CONFIG;
+}
+
+/* Splits a comma-separated list into trimmed, non-empty items. */
+static int cwm_split_list(const char *v, char ***out, int *n)
+{
+	*out = NULL;
+	*n = 0;
+	const char *p = v;
+	while (*p != '\0') {
+		const char *e = strchr(p, ',');
+		size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+		char *item = cwm_strndup(p, len), *t;
+		if (item == NULL)
+			return MG_MQTT_ERR_NOMEM;
+		t = cwm_trimdup(item);
+		free(item);
+		if (t == NULL)
+			return MG_MQTT_ERR_NOMEM;
+		if (t[0] == '\0') {
+			free(t);
+		} else {
+			char **nv = realloc(*out, sizeof(char *) * (size_t)(*n + 1));
+			if (nv == NULL) {
+				free(t);
+				return MG_MQTT_ERR_NOMEM;
+			}
+			*out = nv;
+			(*out)[(*n)++] = t;
+		}
+		if (e == NULL)
+			break;
+		p = e + 1;
+	}
+	return 0;
+}
+
+static int cwm_readable(const char *prefix, const char *key, const char *path,
+                        char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		char q[72];
+		cwm_fmt(err, errlen, "%s_%s: cannot read '%s': %s", prefix, key,
+		        cwm_quote(path, q), strerror(errno));
+		return MG_MQTT_ERR_IO;
+	}
+	fclose(f);
+	return 0;
+}
+
+static int cwm_read_secret(const char *prefix, const char *path, char **out,
+                           char *err, size_t errlen)
+{
+	char buf[1024], q[72];
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		cwm_fmt(err, errlen, "%s_PASSWORD_FILE: cannot read '%s': %s", prefix,
+		        cwm_quote(path, q), strerror(errno));
+		return MG_MQTT_ERR_IO;
+	}
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	int toolong = n == sizeof(buf) - 1 && fgetc(f) != EOF;
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0'; /* the first line is the password */
+	if (toolong) {
+		explicit_bzero(buf, sizeof(buf));
+		cwm_fmt(err, errlen, "%s_PASSWORD_FILE: '%s' is longer than 1023 bytes",
+		        prefix, cwm_quote(path, q));
+		return MG_MQTT_ERR_CONFIG;
+	}
+	*out = cwm_strdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return *out == NULL ? MG_MQTT_ERR_NOMEM : 0;
+}
+
+/* Cross-key checks and derived values, after every key is read. */
+static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
+                               char *err, size_t errlen)
+{
+	char q[72];
+	int rc;
+
+	if (s->password != NULL && s->password_file != NULL) {
+		cwm_fmt(err, errlen,
+		        "%s_PASSWORD_FILE: cannot be used together with %s_PASSWORD",
+		        prefix, prefix);
+		return MG_MQTT_ERR_CONFIG;
+	}
+	if (s->password_file != NULL) {
+		if ((rc = cwm_read_secret(prefix, s->password_file, &s->secret, err,
+		                          errlen)) != 0)
+			return rc;
+	} else {
+		s->secret = s->password;
+	}
+	if (s->secret != NULL && s->username == NULL) {
+		cwm_fmt(err, errlen, "%s_PASSWORD: a password needs %s_USERNAME",
+		        prefix, prefix);
+		return MG_MQTT_ERR_CONFIG;
+	}
+	if (s->reconnect_min > s->reconnect_max) {
+		cwm_fmt(err, errlen,
+		        "%s_RECONNECT_MIN: '%d' is larger than %s_RECONNECT_MAX (%d)",
+		        prefix, s->reconnect_min, prefix, s->reconnect_max);
+		return MG_MQTT_ERR_CONFIG;
+	}
+	if (s->client_id != NULL && s->protocol == 3 && strlen(s->client_id) > 23) {
+		cwm_fmt(err, errlen,
+		        "%s_CLIENT_ID: '%s' is longer than the 23 bytes MQTT 3.1 "
+		        "allows",
+		        prefix, cwm_quote(s->client_id, q));
+		return MG_MQTT_ERR_CONFIG;
+	}
+	if (s->will_message != NULL && s->will_topic == NULL) {
+		cwm_fmt(err, errlen, "%s_LAST_WILL_MESSAGE: needs %s_LAST_WILL_TOPIC",
+		        prefix, prefix);
+		return MG_MQTT_ERR_CONFIG;
+	}
+	if (s->birth_message != NULL && s->birth_topic == NULL) {
+		cwm_fmt(err, errlen, "%s_BIRTH_MESSAGE: needs %s_BIRTH_TOPIC", prefix,
+		        prefix);
+		return MG_MQTT_ERR_CONFIG;
+	}
+	if (s->shared_group != NULL &&
+	    (strpbrk(s->shared_group, "/+#") != NULL ||
+	     !cwm_utf8_valid(s->shared_group, strlen(s->shared_group)))) {
+		cwm_fmt(err, errlen,
+		        "%s_SHARED_GROUP: '%s' is not a group name (no '/', '+' or "
+		        "'#')",
+		        prefix, cwm_quote(s->shared_group, q));
+		return MG_MQTT_ERR_CONFIG;
+	}
+	if (s->persistence_dir != NULL) {
+		struct stat st;
+		if (s->client_id == NULL) {
+			cwm_fmt(err, errlen,
+			        "%s_PERSISTENCE_DIR: needs a fixed %s_CLIENT_ID (stored "
+			        "messages are found again by client id)",
+			        prefix, prefix);
+			return MG_MQTT_ERR_CONFIG;
+		}
+		if (stat(s->persistence_dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
+		    access(s->persistence_dir, W_OK | X_OK) != 0) {
+			cwm_fmt(err, errlen,
+			        "%s_PERSISTENCE_DIR: '%s' is not a writable directory",
+			        prefix, cwm_quote(s->persistence_dir, q));
+			return MG_MQTT_ERR_IO;
+		}
+	}
+	if (s->tls_keyfile != NULL && s->tls_certfile == NULL) {
+		cwm_fmt(err, errlen, "%s_TLS_KEYFILE: needs %s_TLS_CERTFILE", prefix,
+		        prefix);
+		return MG_MQTT_ERR_CONFIG;
+	}
+	if (s->tls_ca_certs != NULL &&
+	    (rc = cwm_readable(prefix, "TLS_CA_CERTS", s->tls_ca_certs, err,
+	                       errlen)) != 0)
+		return rc;
+	if (s->tls_certfile != NULL &&
+	    (rc = cwm_readable(prefix, "TLS_CERTFILE", s->tls_certfile, err,
+	                       errlen)) != 0)
+		return rc;
+	if (s->tls_keyfile != NULL &&
+	    (rc = cwm_readable(prefix, "TLS_KEYFILE", s->tls_keyfile, err,
+	                       errlen)) != 0)
+		return rc;
+
+	/* BROKER_URL: a fail-over list. */
+	char **items;
+	int n;
+	if ((rc = cwm_split_list(s->broker_url, &items, &n)) != 0)
+		return rc;
+	if (n == 0) {
+		cwm_fmt(err, errlen, "%s_BROKER_URL: '%s' names no broker", prefix,
+		        cwm_quote(s->broker_url, q));
+		cwm_strv_free(items, n);
+		return MG_MQTT_ERR_CONFIG;
+	}
+	if ((s->uris = calloc((size_t)n, sizeof(char *))) == NULL) {
+		cwm_strv_free(items, n);
+		return MG_MQTT_ERR_NOMEM;
+	}
+	for (int i = 0; i < n; i++) {
+		if ((rc = cwm_parse_url(s, prefix, items[i], &s->uris[i], err,
+		                        errlen)) != 0) {
+			cwm_strv_free(items, n);
+			return rc;
+		}
+		s->nuris++;
+		if (strncmp(s->uris[i], "ssl:", 4) == 0 ||
+		    strncmp(s->uris[i], "wss:", 4) == 0)
+			s->use_tls = 1;
+	}
+	cwm_strv_free(items, n);
+
+	/* SUBSCRIBE: "filter[:qos], ..." */
+	if (s->subscribe != NULL) {
+		if ((rc = cwm_split_list(s->subscribe, &items, &n)) != 0)
+			return rc;
+		s->sub_filters = items;
+		s->nsubs = n;
+		if ((s->sub_qos = calloc((size_t)n + 1, sizeof(int))) == NULL)
+			return MG_MQTT_ERR_NOMEM;
+		for (int i = 0; i < n; i++) {
+			char *f = items[i];
+			size_t len = strlen(f);
+			if (len >= 2 && f[len - 2] == ':' && f[len - 1] >= '0' &&
+			    f[len - 1] <= '2') {
+				s->sub_qos[i] = f[len - 1] - '0';
+				f[len - 2] = '\0';
+				while (len > 2 && isspace((unsigned char)f[len - 3]))
+					f[--len - 2] = '\0';
+			}
+			if (cwm_filter_check(f, strlen(f)) != 0) {
+				cwm_fmt(err, errlen,
+				        "%s_SUBSCRIBE: '%s' is not a topic filter "
+				        "(filter[:qos], comma-separated)",
+				        prefix, cwm_quote(f, q));
+				return MG_MQTT_ERR_CONFIG;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Reads every <prefix>_<KEY> of options into s. Names of other prefixes
+ * that end in a known key ("<prefix>_X_BROKER_URL" belongs to the client
+ * with prefix "<prefix>_X") are left alone. */
+static int cwm_settings_read(struct cwm_settings *s, const char *prefix,
+                             const char **options, char *err, size_t errlen)
+{
+	size_t plen = strlen(prefix);
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	for (size_t i = 0; i < CWM_NKEYS; i++)
+		if (cwm_keys[i].def != NULL &&
+		    (rc = cwm_set_key(s, prefix, &cwm_keys[i], cwm_keys[i].def, err,
+		                      errlen)) != 0)
+			return rc;
+
+	for (size_t i = 0; options != NULL && options[i] != NULL; i += 2) {
+		const char *name = options[i], *value = options[i + 1];
+		if (value == NULL) {
+			cwm_fmt(err, errlen, "option '%s' has no value", name);
+			return MG_MQTT_ERR_INVALID;
+		}
+		if (strncasecmp(name, prefix, plen) != 0 || name[plen] != '_')
+			continue;
+		const char *key = name + plen + 1;
+		const struct cwm_key *k = cwm_key_find(key, strlen(key));
+		if (k == NULL) {
+			int other_prefix = 0;
+			for (size_t j = 0; j < CWM_NKEYS && !other_prefix; j++) {
+				size_t kl = strlen(key), jl = strlen(cwm_keys[j].name);
+				other_prefix = kl > jl + 1 && key[kl - jl - 1] == '_' &&
+				               strcasecmp(key + kl - jl, cwm_keys[j].name) == 0;
+			}
+			if (other_prefix)
+				continue;
+			char q[72], qv[72];
+			/* A misspelt password key must not echo the password. */
+			int hide = strcasestr(key, "PASS") != NULL;
+			cwm_fmt(err, errlen,
+			        "%s: unknown option (value '%s'); see the README's "
+			        "configuration reference",
+			        cwm_quote(name, q), hide ? "***" : cwm_quote(value, qv));
+			return MG_MQTT_ERR_CONFIG;
+		}
+		if ((rc = cwm_set_key(s, prefix, k, value, err, errlen)) != 0)
+			return rc;
+	}
+	return cwm_settings_finish(s, prefix, err, errlen);
+}
+
+/* Puts the settings as understood, secrets masked, into a JSON object. */
+static void cwm_settings_json(const struct cwm_settings *s, cJSON *o)
+{
+	for (size_t i = 0; i < CWM_NKEYS; i++) {
+		const struct cwm_key *k = &cwm_keys[i];
+		const char *field = (const char *)s + k->off;
+		char name[64];
+		size_t j;
+		for (j = 0; k->name[j] != '\0' && j + 1 < sizeof(name); j++)
+			name[j] = (char)tolower((unsigned char)k->name[j]);
+		name[j] = '\0';
+		switch (k->type) {
+		case K_SECRET: {
+			const char *v = *(char *const *)(const void *)field;
+			if (v != NULL)
+				cJSON_AddStringToObject(o, name, "***");
+			else
+				cJSON_AddNullToObject(o, name);
+			break;
+		}
+		case K_STR:
+		case K_PATH:
+		case K_TOPIC: {
+			const char *v = *(char *const *)(const void *)field;
+			if (v != NULL)
+				cJSON_AddStringToObject(o, name, v);
+			else
+				cJSON_AddNullToObject(o, name);
+			break;
+		}
+		case K_BOOL:
+			cJSON_AddBoolToObject(o, name, *(const int *)(const void *)field);
+			break;
+		case K_INT:
+			if (k->off == CWM_S(broker_port) && s->broker_port == 0)
+				cJSON_AddNullToObject(o, name);
+			else
+				cJSON_AddNumberToObject(o, name,
+				                        *(const int *)(const void *)field);
+			break;
+		case K_NUM:
+			cJSON_AddNumberToObject(o, name,
+			                        *(const double *)(const void *)field);
+			break;
+		case K_ENUM: {
+			int v = *(const int *)(const void *)field;
+			for (const struct cwm_enum *e = k->en; e->name != NULL; e++)
+				if (e->value == v) {
+					cJSON_AddStringToObject(o, name, e->name);
+					break;
+				}
+			break;
+		}
+		}
+	}
+	if (s->password_file != NULL)
+		cJSON_ReplaceItemInObject(o, "password", cJSON_CreateString("***"));
+}
+
+/* ========================================================================
+ * 5. civetweb.conf files and the option split
+ * ====================================================================== */
+
+struct cwm_conf_store {
+	char **kv;        /* name, value, ... (owned) */
+	size_t n;         /* pairs in kv */
+	char **prefixes;  /* owned, upper-case */
+	size_t nprefixes;
+	const char **lists; /* one block: options, civetweb, mqtt, other, prefixes */
+};
+
+static int cwm_conf_add(struct cwm_conf_store *st, const char *name,
+                        size_t nl, const char *value, size_t vl)
+{
+	char *v = cwm_strndup(value, vl);
+	if (v == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	for (size_t i = 0; i < st->n; i++) {
+		if (strlen(st->kv[2 * i]) == nl &&
+		    strncasecmp(st->kv[2 * i], name, nl) == 0) {
+			free(st->kv[2 * i + 1]);
+			st->kv[2 * i + 1] = v;
+			return 0;
+		}
+	}
+	char *k = cwm_strndup(name, nl);
+	char **kv = realloc(st->kv, sizeof(char *) * 2 * (st->n + 1));
+	if (k == NULL || kv == NULL) {
+		free(k);
+		free(v);
+		if (kv != NULL)
+			st->kv = kv;
+		return MG_MQTT_ERR_NOMEM;
+	}
+	st->kv = kv;
+	kv[2 * st->n] = k;
+	kv[2 * st->n + 1] = v;
+	st->n++;
+	return 0;
+}
+
+static void cwm_conf_store_free(struct cwm_conf_store *st)
+{
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i < 2 * st->n; i++)
+		free(st->kv[i]);
+	free(st->kv);
+	for (size_t i = 0; i < st->nprefixes; i++)
+		free(st->prefixes[i]);
+	free(st->prefixes);
+	free(st->lists);
+	free(st);
+}
+
+static int cwm_conf_read_file(struct cwm_conf_store *st, const char *path,
+                              char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	char *line = NULL, q[72];
+	size_t cap = 0;
+	ssize_t len;
+	int lineno = 0, rc = 0;
+
+	if (f == NULL) {
+		cwm_fmt(err, errlen, "cannot read '%s': %s", cwm_quote(path, q),
+		        strerror(errno));
+		return MG_MQTT_ERR_IO;
+	}
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		char *p = line;
+		lineno++;
+		if (lineno == 1 && (size_t)len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+			p += 3; /* UTF-8 byte order mark */
+		size_t n = strlen(p);
+		while (n > 0 && isspace((unsigned char)p[n - 1]))
+			p[--n] = '\0';
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p == '\0' || *p == '#')
+			continue;
+		size_t nl = strcspn(p, " \t");
+		const char *v = p + nl;
+		while (isspace((unsigned char)*v))
+			v++;
+		if (*v == '\0') {
+			char qn[72];
+			p[nl] = '\0';
+			cwm_fmt(err, errlen, "%s:%d: '%s' has no value", cwm_quote(path, q),
+			        lineno, cwm_quote(p, qn));
+			rc = MG_MQTT_ERR_CONFIG;
+			break;
+		}
+		if ((rc = cwm_conf_add(st, p, nl, v, strlen(v))) != 0)
+			break;
+	}
+	free(line);
+	fclose(f);
+	return rc;
+}
+
+/* CivetWeb's spelling of name, or NULL when CivetWeb does not know it. */
+static const char *cwm_civetweb_option(const char *name)
+{
+	const struct mg_option *o = mg_get_valid_options();
+	for (; o != NULL && o->name != NULL; o++)
+		if (strcasecmp(o->name, name) == 0)
+			return o->name;
+	return NULL;
+}
+
+/* The prefix defined by name ("MQTT2_BROKER_URL" -> "MQTT2"), as a length,
+ * using the longest key it ends with; 0 when it ends in no key. */
+static size_t cwm_prefix_of(const char *name)
+{
+	size_t nl = strlen(name), best = 0, bestk = 0;
+	for (size_t i = 0; i < CWM_NKEYS; i++) {
+		size_t kl = strlen(cwm_keys[i].name);
+		if (nl > kl + 1 && name[nl - kl - 1] == '_' && kl > bestk &&
+		    strcasecmp(name + nl - kl, cwm_keys[i].name) == 0) {
+			best = nl - kl - 1;
+			bestk = kl;
+		}
+	}
+	for (size_t i = 0; i < best; i++)
+		if (!(isalnum((unsigned char)name[i]) || name[i] == '_'))
+			return 0;
+	return best;
+}
+
+static int cwm_conf_split(struct cwm_conf_store *st, struct mg_mqtt_config *cfg)
+{
+	/* Pass 1: find the prefixes. */
+	for (size_t i = 0; i < st->n; i++) {
+		const char *name = st->kv[2 * i];
+		size_t pl;
+		if (cwm_civetweb_option(name) != NULL || (pl = cwm_prefix_of(name)) == 0)
+			continue;
+		size_t j;
+		for (j = 0; j < st->nprefixes; j++)
+			if (strlen(st->prefixes[j]) == pl &&
+			    strncasecmp(st->prefixes[j], name, pl) == 0)
+				break;
+		if (j < st->nprefixes)
+			continue;
+		char **np = realloc(st->prefixes, sizeof(char *) * (st->nprefixes + 1));
+		if (np == NULL)
+			return MG_MQTT_ERR_NOMEM;
+		st->prefixes = np;
+		if ((np[st->nprefixes] = cwm_strndup(name, pl)) == NULL)
+			return MG_MQTT_ERR_NOMEM;
+		for (char *p = np[st->nprefixes]; *p; p++)
+			*p = (char)toupper((unsigned char)*p);
+		st->nprefixes++;
+	}
+
+	/* Pass 2: one block holding the five lists. */
+	size_t slots = 4 * (2 * st->n + 1) + st->nprefixes + 1;
+	if ((st->lists = calloc(slots, sizeof(char *))) == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	const char **all = st->lists, **cw = all + 2 * st->n + 1,
+	           **mq = cw + 2 * st->n + 1, **ot = mq + 2 * st->n + 1,
+	           **px = ot + 2 * st->n + 1;
+	size_t na = 0, nc = 0, nm = 0, no = 0;
+	for (size_t i = 0; i < st->n; i++) {
+		const char *name = st->kv[2 * i], *value = st->kv[2 * i + 1];
+		const char *cwname = cwm_civetweb_option(name);
+		all[na++] = name;
+		all[na++] = value;
+		if (cwname != NULL) {
+			cw[nc++] = cwname;
+			cw[nc++] = value;
+			continue;
+		}
+		size_t best = 0;
+		for (size_t j = 0; j < st->nprefixes; j++) {
+			size_t pl = strlen(st->prefixes[j]);
+			if (pl > best && strncasecmp(name, st->prefixes[j], pl) == 0 &&
+			    name[pl] == '_')
+				best = pl;
+		}
+		if (best > 0) {
+			mq[nm++] = name;
+			mq[nm++] = value;
+		} else {
+			ot[no++] = name;
+			ot[no++] = value;
+		}
+	}
+	for (size_t j = 0; j < st->nprefixes; j++)
+		px[j] = st->prefixes[j];
+	cfg->options = all;
+	cfg->civetweb = cw;
+	cfg->mqtt = mq;
+	cfg->other = ot;
+	cfg->prefixes = px;
+	return 0;
+}
+
+int mg_mqtt_config_read(struct mg_mqtt_config *cfg, const char *path,
+                        const char **overrides, char *errbuf, size_t errlen)
+{
+	struct cwm_conf_store *st;
+	int rc = 0;
+
+	if (errbuf != NULL && errlen > 0)
+		errbuf[0] = '\0';
+	if (cfg == NULL)
+		return MG_MQTT_ERR_INVALID;
+	memset(cfg, 0, sizeof(*cfg));
+	if ((st = calloc(1, sizeof(*st))) == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	if (path != NULL)
+		rc = cwm_conf_read_file(st, path, errbuf, errlen);
+	for (size_t i = 0; rc == 0 && overrides != NULL && overrides[i] != NULL;
+	     i += 2) {
+		if (overrides[i + 1] == NULL) {
+			char q[72];
+			cwm_fmt(errbuf, errlen, "option '%s' has no value",
+			        cwm_quote(overrides[i], q));
+			rc = MG_MQTT_ERR_CONFIG;
+			break;
+		}
+		rc = cwm_conf_add(st, overrides[i], strlen(overrides[i]),
+		                  overrides[i + 1], strlen(overrides[i + 1]));
+	}
+	if (rc == 0)
+		rc = cwm_conf_split(st, cfg);
+	if (rc != 0) {
+		if (rc == MG_MQTT_ERR_NOMEM)
+			cwm_fmt(errbuf, errlen, "out of memory");
+		cwm_conf_store_free(st);
+		memset(cfg, 0, sizeof(*cfg));
+		return rc;
+	}
+	cfg->priv_ = st;
+	return 0;
+}
+
+void mg_mqtt_config_free(struct mg_mqtt_config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	cwm_conf_store_free(cfg->priv_);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ========================================================================
+ * 6. Handler tree: topic filters by level, so that matching a topic costs
+ *    O(levels x matching branches), not O(handlers).
+ * ====================================================================== */
+
+struct cwm_handler {
+	struct cwm_handler *next; /* next handler at the same node */
+	mg_mqtt_message_handler fn;
+	void *ud;
+	unsigned seq;             /* registration order */
+};
+
+struct cwm_tnode {
+	struct cwm_map kids;      /* level -> struct cwm_tnode * */
+	struct cwm_tnode *plus;   /* "+" child */
+	struct cwm_tnode *hash;   /* "#" child */
+	struct cwm_handler *handlers, *last;
+};
+
+struct cwm_vec {
+	void **v;
+	size_t n, cap;
+};
+
+static int cwm_vec_push(struct cwm_vec *v, void *p)
+{
+	if (v->n == v->cap) {
+		size_t cap = v->cap == 0 ? 16 : v->cap * 2;
+		void **nv = realloc(v->v, cap * sizeof(void *));
+		if (nv == NULL)
+			return -1;
+		v->v = nv;
+		v->cap = cap;
+	}
+	v->v[v->n++] = p;
+	return 0;
+}
+
+static void cwm_tnode_free(void *p)
+{
+	struct cwm_tnode *t = p;
+	if (t == NULL)
+		return;
+	cwm_map_free(&t->kids, cwm_tnode_free);
+	cwm_tnode_free(t->plus);
+	cwm_tnode_free(t->hash);
+	for (struct cwm_handler *h = t->handlers, *next; h != NULL; h = next) {
+		next = h->next;
+		free(h);
+	}
+	free(t);
+}
+
+/* Adds h under the valid filter f. Returns 0 or MG_MQTT_ERR_NOMEM (the tree
+ * may keep empty nodes then, which match nothing). */
+static int cwm_tree_add(struct cwm_tnode *root, const char *f,
+                        struct cwm_handler *h)
+{
+	struct cwm_tnode *t = root;
+	f += cwm_share_len(f, strlen(f));
+	for (;;) {
+		size_t l = strcspn(f, "/");
+		struct cwm_tnode **slot = NULL, *kid;
+		if (l == 1 && f[0] == '+')
+			slot = &t->plus;
+		else if (l == 1 && f[0] == '#')
+			slot = &t->hash;
+		kid = slot != NULL ? *slot : cwm_map_get(&t->kids, f, l);
+		if (kid == NULL) {
+			if ((kid = calloc(1, sizeof(*kid))) == NULL)
+				return MG_MQTT_ERR_NOMEM;
+			if (slot != NULL) {
+				*slot = kid;
+			} else if (cwm_map_put(&t->kids, f, l, kid) != 0) {
+				free(kid);
+				return MG_MQTT_ERR_NOMEM;
+			}
+		}
+		t = kid;
+		if (f[l] == '\0')
+			break;
+		f += l + 1;
+	}
+	if (t->last != NULL)
+		t->last->next = h;
+	else
+		t->handlers = h;
+	t->last = h;
+	return 0;
+}
+
+static int cwm_push_handlers(struct cwm_vec *out, const struct cwm_tnode *t)
+{
+	for (struct cwm_handler *h = t->handlers; h != NULL; h = h->next)
+		if (cwm_vec_push(out, h) != 0)
+			return -1;
+	return 0;
+}
+
+/* Collects into out the handlers whose filter matches topic t (n bytes),
+ * in registration order. cur and nxt are scratch vectors. */
+static int cwm_tree_match(const struct cwm_tnode *root, const char *t, size_t n,
+                          struct cwm_vec *cur, struct cwm_vec *nxt,
+                          struct cwm_vec *out)
+{
+	const char *end = t + n;
+	int dollar = n > 0 && t[0] == '$';
+	out->n = cur->n = 0;
+	if (cwm_vec_push(cur, (void *)root) != 0)
+		return -1;
+	for (int depth = 0; cur->n > 0; depth++) {
+		const char *e = memchr(t, '/', (size_t)(end - t));
+		size_t l = e != NULL ? (size_t)(e - t) : (size_t)(end - t);
+		int wild = !(depth == 0 && dollar);
+		nxt->n = 0;
+		for (size_t i = 0; i < cur->n; i++) {
+			const struct cwm_tnode *node = cur->v[i], *kid;
+			if (node->hash != NULL && wild &&
+			    cwm_push_handlers(out, node->hash) != 0)
+				return -1;
+			if ((kid = cwm_map_get(&node->kids, t, l)) != NULL &&
+			    cwm_vec_push(nxt, (void *)kid) != 0)
+				return -1;
+			if (node->plus != NULL && wild &&
+			    cwm_vec_push(nxt, node->plus) != 0)
+				return -1;
+		}
+		struct cwm_vec tmp = *cur;
+		*cur = *nxt;
+		*nxt = tmp;
+		if (e == NULL)
+			break;
+		t = e + 1;
+	}
+	for (size_t i = 0; i < cur->n; i++) {
+		const struct cwm_tnode *node = cur->v[i];
+		if (cwm_push_handlers(out, node) != 0 ||
+		    (node->hash != NULL && cwm_push_handlers(out, node->hash) != 0))
+			return -1;
+	}
+	/* Registration order; few matches, so insertion sort. */
+	for (size_t i = 1; i < out->n; i++) {
+		void *h = out->v[i];
+		size_t j = i;
+		for (; j > 0 && ((struct cwm_handler *)out->v[j - 1])->seq >
+		                    ((struct cwm_handler *)h)->seq;
+		     j--)
+			out->v[j] = out->v[j - 1];
+		out->v[j] = h;
+	}
+	return 0;
+}
+
+/* ========================================================================
+ * 7. Client state
+ * ====================================================================== */
+
+enum cwm_state { CWM_IDLE, CWM_DISCONNECTED, CWM_CONNECTING, CWM_CONNECTED };
+enum cwm_cmd { CMD_PUBLISH, CMD_SUBSCRIBE, CMD_UNSUBSCRIBE };
+
+/* A command for mqtt-io: one allocation with its strings and payload. */
+struct cwm_out {
+	struct cwm_out *next;         /* in outq or retry */
+	struct cwm_out *iprev, *inext; /* in c->inpaho */
+	int in_paho;
+	struct mg_mqtt *c;            /* paho callback context */
+	enum cwm_cmd type;
+	int id;
+	int qos, retain;
+	int internal;                 /* renew or birth: no user handler */
+	char *topic;                  /* publish */
+	void *payload;
+	size_t len;
+	struct mg_mqtt_props *props;  /* publish, MQTT 5; NULL: none */
+	int nfilters;                 /* subscribe / unsubscribe */
+	char **filters;               /* as the user wrote them */
+	char **wire;                  /* as sent ($share/<group>/...) */
+	int *qos_list;
+};
+
+/* A remembered subscription. */
+struct cwm_sub {
+	struct cwm_sub *prev, *next; /* in subscription order */
+	char *filter;
+	int qos, granted;
+	int pending; /* user SUBSCRIBE commands for it not yet done */
+};
+
+enum cwm_evtype {
+	EV_MESSAGE,
+	EV_CONNECT,
+	EV_DISCONNECT,
+	EV_PUBACK,
+	EV_SUBACK,
+	EV_UNSUBACK,
+	EV_LOG
+};
+
+/* An event for mqtt-dispatch. Strings and codes live in data[]. */
+struct cwm_event {
+	struct cwm_event *next;
+	enum cwm_evtype type;
+	union {
+		struct {
+			MQTTAsync_message *m;
+			char *topic;
+			size_t topic_len;
+		} msg;
+		struct mg_mqtt_connect_info conn;
+		struct mg_mqtt_disconnect_info disc;
+		struct {
+			int id, result, count;
+			int *codes;
+		} ack;
+		struct {
+			int level;
+			char *text;
+		} log;
+	} u;
+	char data[];
+};
+
+struct mg_mqtt {
+	char prefix[64];
+
+	/* Handlers: written before start, read-only afterwards. */
+	struct cwm_tnode tree;
+	unsigned nhandlers;
+	mg_mqtt_message_handler on_message;
+	void *on_message_ud;
+	mg_mqtt_connect_handler on_connect;
+	void *on_connect_ud;
+	mg_mqtt_disconnect_handler on_disconnect;
+	void *on_disconnect_ud;
+	mg_mqtt_publish_handler on_publish;
+	void *on_publish_ud;
+	mg_mqtt_ack_handler on_subscribe;
+	void *on_subscribe_ud;
+	mg_mqtt_ack_handler on_unsubscribe;
+	void *on_unsubscribe_ud;
+	mg_mqtt_log_handler on_log;
+	void *on_log_ud;
+
+	/* Set by start, read-only while the client runs. */
+	struct cwm_settings cfg;
+	char *client_id;
+	struct mg_context *ctx;
+	char *error_log_file;     /* CivetWeb's error_log_file, or NULL */
+	MQTTAsync paho;
+	int v5;
+	pthread_t io_thread, dispatch_thread;
+	int io_started, dispatch_started;
+	atomic_int ops_ok;        /* operations accepted (threads exist) */
+	atomic_int connected;
+	atomic_int registered;    /* mg_mqtt_get() may return it */
+
+	pthread_mutex_t lock;
+	pthread_cond_t io_cond;    /* wakes mqtt-io */
+	pthread_cond_t ev_cond;    /* wakes mqtt-dispatch */
+	pthread_cond_t state_cond; /* start and stop wait on it */
+
+	/* [L] State and queues. */
+	int stopping, dispatch_exit, disc_done;
+	enum cwm_state state;
+	int attempt;              /* connect attempts since the last success */
+	int64_t reconnect_at;     /* cwm_now_ms() of the next attempt */
+	int64_t stop_deadline;
+	int backoff_s;
+	int first_result;         /* 0 pending; 1 connected; < 0 error */
+	char first_msg[1024];
+	int tls_error;            /* a TLS error was logged this attempt */
+	int send_blocked;         /* paho said "disconnected": wait for connect */
+	int renew_needed, birth_needed;
+	int server_reason;        /* MQTT 5 DISCONNECT reason from the broker */
+	char *broker;             /* URI of the current or last connection */
+	int window;               /* QoS 1/2 messages paho may hold */
+	int inflight, inflight0;  /* QoS 1/2 and QoS 0 messages in paho */
+	int unfinished;           /* publishes accepted and not done */
+	struct cwm_out *outq, *outq_tail, *retry, *retry_tail, *inpaho;
+	struct cwm_event *evq, *evq_tail;
+	int ev_msgs;              /* messages queued or being dispatched */
+	int io_waiting, dispatch_waiting;
+	struct cwm_map subs;      /* filter -> struct cwm_sub */
+	struct cwm_sub *sub_head, *sub_tail;
+	int next_id;
+	unsigned seed;
+	uint64_t published, publish_failed, received, dropped_queue_full;
+	uint64_t reconnects, connects;
+	uint64_t drops_unlogged;
+	int64_t last_drop_log;
+
+	/* mqtt-dispatch only: scratch for matching. */
+	struct cwm_vec cur, nxt, hits;
+};
+
+static const struct mg_mqtt_props cwm_no_props;
+
+/* The started clients, for mg_mqtt_get(). */
+struct cwm_reg {
+	const struct mg_context *ctx;
+	struct mg_mqtt *c;
+};
+static pthread_mutex_t cwm_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cwm_reg *cwm_registry;
+static size_t cwm_nregistry;
+
+/* [L] The next command id: positive, wrapping before INT_MAX. */
+static int cwm_next_id(struct mg_mqtt *c)
+{
+	int id = c->next_id;
+	c->next_id = id == INT_MAX ? 1 : id + 1;
+	return id;
+}
+
+/* [L] Appends an event and wakes mqtt-dispatch. */
+static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev)
+{
+	ev->next = NULL;
+	if (c->evq_tail != NULL)
+		c->evq_tail->next = ev;
+	else
+		c->evq = ev;
+	c->evq_tail = ev;
+	if (c->dispatch_waiting)
+		pthread_cond_signal(&c->ev_cond);
+}
+
+static struct cwm_event *cwm_event_new(enum cwm_evtype type, size_t extra)
+{
+	struct cwm_event *ev = calloc(1, sizeof(*ev) + extra);
+	if (ev != NULL)
+		ev->type = type;
+	return ev;
+}
+
+/* Copies s into ev->data at *used; returns the copy. */
+static char *cwm_event_str(struct cwm_event *ev, size_t *used, const char *s)
+{
+	size_t n = strlen(s);
+	char *p = ev->data + *used;
+	memcpy(p, s, n + 1);
+	*used += n + 1;
+	return p;
+}
+
+/* ========================================================================
+ * 8. Logging
+ * ====================================================================== */
+
+static const char *const cwm_level_names[] = {"error", "warning", "info",
+                                              "debug"};
+static pthread_mutex_t cwm_logfile_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void cwm_log_sink(const struct mg_mqtt *c, FILE *to, int level,
+                         const char *line)
+{
+	char ts[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(to, "[%s] [%s] [%s] %s\n", ts, cwm_level_names[level & 3],
+	        c->prefix, line);
+}
+
+/* Writes one line to the sinks. locked: the caller holds c->lock.
+ * quiet_stderr: the caller reports the text itself (start-up errors). */
+static void cwm_vlog(struct mg_mqtt *c, int locked, int quiet_stderr,
+                     int level, const char *fmt, va_list ap)
+{
+	char line[768];
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\r\n")] = '\0';
+
+	if (c->error_log_file != NULL) {
+		pthread_mutex_lock(&cwm_logfile_lock);
+		FILE *f = fopen(c->error_log_file, "a");
+		if (f != NULL) {
+			cwm_log_sink(c, f, level, line);
+			fclose(f);
+		}
+		pthread_mutex_unlock(&cwm_logfile_lock);
+	}
+	if (c->on_log == NULL) {
+		if (c->error_log_file == NULL && !quiet_stderr)
+			cwm_log_sink(c, stderr, level, line);
+		return;
+	}
+	if (!c->dispatch_started) {
+		c->on_log(c, level, line, c->on_log_ud); /* start-up: caller thread */
+		return;
+	}
+	struct cwm_event *ev = cwm_event_new(EV_LOG, strlen(line) + 1);
+	if (ev == NULL)
+		return;
+	size_t used = 0;
+	ev->u.log.level = level;
+	ev->u.log.text = cwm_event_str(ev, &used, line);
+	if (!locked)
+		pthread_mutex_lock(&c->lock);
+	cwm_push_event(c, ev);
+	if (!locked)
+		pthread_mutex_unlock(&c->lock);
+}
+
+static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	cwm_vlog(c, 0, 0, level, fmt, ap);
+	va_end(ap);
+}
+
+/* A start-up error: to the log handler and CivetWeb's error log, not to
+ * stderr, because mg_mqtt_start() hands the same sentence to its caller. */
+static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	cwm_vlog(c, 0, 1, level, fmt, ap);
+	va_end(ap);
+}
+
+/* The same, for callers that hold c->lock. */
+static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	cwm_vlog(c, 1, 0, level, fmt, ap);
+	va_end(ap);
+}
+
+/* ========================================================================
+ * 9. Commands and mqtt-io
+ * ====================================================================== */
+
+static void cwm_out_free(struct cwm_out *r)
+{
+	free(r);
+}
+
+/* [L] Appends r to a FIFO. */
+static void cwm_fifo_push(struct cwm_out **head, struct cwm_out **tail,
+                          struct cwm_out *r)
+{
+	r->next = NULL;
+	if (*tail != NULL)
+		(*tail)->next = r;
+	else
+		*head = r;
+	*tail = r;
+}
+
+/* [L] Puts a command paho gave back into retry, keeping id order so that
+ * messages go out again in the order they were published. */
+static void cwm_retry_insert(struct mg_mqtt *c, struct cwm_out *r)
+{
+	struct cwm_out **pp = &c->retry, *prev = NULL;
+	if (c->retry_tail != NULL && c->retry_tail->id < r->id) {
+		cwm_fifo_push(&c->retry, &c->retry_tail, r);
+		return;
+	}
+	while (*pp != NULL && (*pp)->id < r->id) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	r->next = *pp;
+	*pp = r;
+	if (r->next == NULL)
+		c->retry_tail = r;
+	(void)prev;
+}
+
+static void cwm_inpaho_link(struct mg_mqtt *c, struct cwm_out *r)
+{
+	r->iprev = NULL;
+	r->inext = c->inpaho;
+	if (c->inpaho != NULL)
+		c->inpaho->iprev = r;
+	c->inpaho = r;
+	r->in_paho = 1;
+}
+
+static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r)
+{
+	if (!r->in_paho)
+		return;
+	if (r->iprev != NULL)
+		r->iprev->inext = r->inext;
+	else
+		c->inpaho = r->inext;
+	if (r->inext != NULL)
+		r->inext->iprev = r->iprev;
+	r->in_paho = 0;
+}
+
+/* A subscribe/unsubscribe command for filters[0..n). qos may be NULL. */
+static struct cwm_out *cwm_cmd_filters(struct mg_mqtt *c, enum cwm_cmd type,
+                                       char *const *filters, const int *qos,
+                                       int n)
+{
+	const char *g = c->cfg.shared_group;
+	size_t size = sizeof(struct cwm_out) + (size_t)n * (2 * sizeof(char *) +
+	                                                    sizeof(int));
+	for (int i = 0; i < n; i++)
+		size += strlen(filters[i]) + 1 +
+		        (g != NULL ? strlen(g) + 9 + strlen(filters[i]) : 0);
+	struct cwm_out *r = calloc(1, size);
+	if (r == NULL)
+		return NULL;
+	r->c = c;
+	r->type = type;
+	r->nfilters = n;
+	r->filters = (char **)(void *)(r + 1);
+	r->wire = r->filters + n;
+	r->qos_list = (int *)(void *)(r->wire + n);
+	char *p = (char *)(r->qos_list + n);
+	for (int i = 0; i < n; i++) {
+		size_t fl = strlen(filters[i]);
+		r->filters[i] = memcpy(p, filters[i], fl + 1);
+		p += fl + 1;
+		r->qos_list[i] = qos != NULL ? qos[i] : 0;
+		if (g != NULL && cwm_share_len(filters[i], fl) == 0) {
+			r->wire[i] = p;
+			p += sprintf(p, "$share/%s/%s", g, filters[i]) + 1;
+		} else {
+			r->wire[i] = r->filters[i];
+		}
+	}
+	return r;
+}
+
+/* Deep copy of MQTT 5 properties into one block; NULL for none. */
+static int cwm_props_dup(const struct mg_mqtt_props *p,
+                         struct mg_mqtt_props **out)
+{
+	*out = NULL;
+	if (p == NULL ||
+	    (p->user_count == 0 && p->message_expiry == 0 &&
+	     p->response_topic == NULL && p->correlation_data == NULL &&
+	     p->content_type == NULL && !p->payload_utf8))
+		return 0;
+	size_t size = sizeof(*p) + p->user_count * sizeof(*p->user) +
+	              p->correlation_len;
+	for (size_t i = 0; i < p->user_count; i++)
+		size += strlen(p->user[i].name) + strlen(p->user[i].value) + 2;
+	if (p->response_topic != NULL)
+		size += strlen(p->response_topic) + 1;
+	if (p->content_type != NULL)
+		size += strlen(p->content_type) + 1;
+	struct mg_mqtt_props *d = malloc(size);
+	if (d == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	*d = *p;
+	struct mg_mqtt_user_property *u = (void *)(d + 1);
+	char *s = (char *)(u + p->user_count);
+	for (size_t i = 0; i < p->user_count; i++) {
+		u[i].name = strcpy(s, p->user[i].name);
+		s += strlen(s) + 1;
+		u[i].value = strcpy(s, p->user[i].value);
+		s += strlen(s) + 1;
+	}
+	d->user = p->user_count > 0 ? u : NULL;
+	if (p->response_topic != NULL) {
+		d->response_topic = strcpy(s, p->response_topic);
+		s += strlen(s) + 1;
+	}
+	if (p->content_type != NULL) {
+		d->content_type = strcpy(s, p->content_type);
+		s += strlen(s) + 1;
+	}
+	if (p->correlation_data != NULL) {
+		d->correlation_data = memcpy(s, p->correlation_data,
+		                             p->correlation_len);
+	}
+	*out = d;
+	return 0;
+}
+
+static int cwm_props_check(const struct mg_mqtt_props *p, size_t *bytes)
+{
+	*bytes = 0;
+	if (p == NULL)
+		return 0;
+	if (p->user_count > 0 && p->user == NULL)
+		return MG_MQTT_ERR_INVALID;
+	if (p->correlation_len > 0 && p->correlation_data == NULL)
+		return MG_MQTT_ERR_INVALID;
+	if (p->correlation_len > 65535)
+		return MG_MQTT_ERR_TOO_LARGE;
+	for (size_t i = 0; i < p->user_count; i++) {
+		const char *n = p->user[i].name, *v = p->user[i].value;
+		if (n == NULL || v == NULL)
+			return MG_MQTT_ERR_INVALID;
+		size_t nl = strlen(n), vl = strlen(v);
+		if (nl > 65535 || vl > 65535)
+			return MG_MQTT_ERR_TOO_LARGE;
+		if (!cwm_utf8_valid(n, nl) || !cwm_utf8_valid(v, vl))
+			return MG_MQTT_ERR_INVALID;
+		*bytes += nl + vl + 5;
+	}
+	if (p->response_topic != NULL) {
+		if (mg_mqtt_topic_valid(p->response_topic) != 0)
+			return MG_MQTT_ERR_TOPIC;
+		*bytes += strlen(p->response_topic) + 3;
+	}
+	if (p->content_type != NULL) {
+		size_t n = strlen(p->content_type);
+		if (n > 65535)
+			return MG_MQTT_ERR_TOO_LARGE;
+		if (!cwm_utf8_valid(p->content_type, n))
+			return MG_MQTT_ERR_INVALID;
+		*bytes += n + 3;
+	}
+	*bytes += p->correlation_len + 3 + 5 + 2;
+	return 0;
+}
+
+/* Builds paho properties from ours (paho copies string data). */
+static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o)
+{
+	MQTTProperty pr;
+	for (size_t i = 0; i < p->user_count; i++) {
+		memset(&pr, 0, sizeof(pr));
+		pr.identifier = MQTTPROPERTY_CODE_USER_PROPERTY;
+		pr.value.data.data = (char *)p->user[i].name;
+		pr.value.data.len = (int)strlen(p->user[i].name);
+		pr.value.value.data = (char *)p->user[i].value;
+		pr.value.value.len = (int)strlen(p->user[i].value);
+		MQTTProperties_add(o, &pr);
+	}
+	if (p->message_expiry != 0) {
+		memset(&pr, 0, sizeof(pr));
+		pr.identifier = MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL;
+		pr.value.integer4 = p->message_expiry;
+		MQTTProperties_add(o, &pr);
+	}
+	if (p->response_topic != NULL) {
+		memset(&pr, 0, sizeof(pr));
+		pr.identifier = MQTTPROPERTY_CODE_RESPONSE_TOPIC;
+		pr.value.data.data = (char *)p->response_topic;
+		pr.value.data.len = (int)strlen(p->response_topic);
+		MQTTProperties_add(o, &pr);
+	}
+	if (p->correlation_data != NULL) {
+		memset(&pr, 0, sizeof(pr));
+		pr.identifier = MQTTPROPERTY_CODE_CORRELATION_DATA;
+		pr.value.data.data = (char *)p->correlation_data;
+		pr.value.data.len = (int)p->correlation_len;
+		MQTTProperties_add(o, &pr);
+	}
+	if (p->content_type != NULL) {
+		memset(&pr, 0, sizeof(pr));
+		pr.identifier = MQTTPROPERTY_CODE_CONTENT_TYPE;
+		pr.value.data.data = (char *)p->content_type;
+		pr.value.data.len = (int)strlen(p->content_type);
+		MQTTProperties_add(o, &pr);
+	}
+	if (p->payload_utf8) {
+		memset(&pr, 0, sizeof(pr));
+		pr.identifier = MQTTPROPERTY_CODE_PAYLOAD_FORMAT_INDICATOR;
+		pr.value.byte = 1;
+		MQTTProperties_add(o, &pr);
+	}
+}
+
+/* Our view of received paho properties, in one malloc()ed block returned
+ * through *mem (NULL when there are none). */
+static void cwm_props_from_paho(MQTTProperties *pp, struct mg_mqtt_props *p,
+                                void **mem)
+{
+	size_t nuser = 0, size = 0;
+	*mem = NULL;
+	memset(p, 0, sizeof(*p));
+	for (int i = 0; i < pp->count; i++) {
+		const MQTTProperty *pr = &pp->array[i];
+		switch (pr->identifier) {
+		case MQTTPROPERTY_CODE_USER_PROPERTY:
+			nuser++;
+			size += (size_t)pr->value.data.len + (size_t)pr->value.value.len + 2;
+			break;
+		case MQTTPROPERTY_CODE_RESPONSE_TOPIC:
+		case MQTTPROPERTY_CODE_CONTENT_TYPE:
+		case MQTTPROPERTY_CODE_CORRELATION_DATA:
+			size += (size_t)pr->value.data.len + 1;
+			break;
+		default:
+			break;
+		}
+	}
+	size += nuser * sizeof(struct mg_mqtt_user_property);
+	char *block = size > 0 ? malloc(size) : NULL;
+	if (size > 0 && block == NULL)
+		return;
+	struct mg_mqtt_user_property *u = (void *)block;
+	char *s = block + nuser * sizeof(*u);
+	size_t ui = 0;
+	for (int i = 0; i < pp->count; i++) {
+		const MQTTProperty *pr = &pp->array[i];
+		const MQTTLenString *d = &pr->value.data;
+		switch (pr->identifier) {
+		case MQTTPROPERTY_CODE_USER_PROPERTY:
+			u[ui].name = memcpy(s, d->data, (size_t)d->len);
+			s[d->len] = '\0';
+			s += d->len + 1;
+			u[ui].value = memcpy(s, pr->value.value.data,
+			                     (size_t)pr->value.value.len);
+			s[pr->value.value.len] = '\0';
+			s += pr->value.value.len + 1;
+			ui++;
+			break;
+		case MQTTPROPERTY_CODE_RESPONSE_TOPIC:
+		case MQTTPROPERTY_CODE_CONTENT_TYPE:
+		case MQTTPROPERTY_CODE_CORRELATION_DATA:
+			memcpy(s, d->data, (size_t)d->len);
+			s[d->len] = '\0';
+			if (pr->identifier == MQTTPROPERTY_CODE_RESPONSE_TOPIC)
+				p->response_topic = s;
+			else if (pr->identifier == MQTTPROPERTY_CODE_CONTENT_TYPE)
+				p->content_type = s;
+			else {
+				p->correlation_data = s;
+				p->correlation_len = (size_t)d->len;
+			}
+			s += d->len + 1;
+			break;
+		case MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL:
+			p->message_expiry = pr->value.integer4;
+			break;
+		case MQTTPROPERTY_CODE_PAYLOAD_FORMAT_INDICATOR:
+			p->payload_utf8 = pr->value.byte == 1;
+			break;
+		default:
+			break;
+		}
+	}
+	p->user = nuser > 0 ? u : NULL;
+	p->user_count = nuser;
+	*mem = block;
+}
+
+/* Operations are refused before start and from the moment stop begins. */
+static int cwm_ops_check(const struct mg_mqtt *c)
+{
+	if (c == NULL)
+		return MG_MQTT_ERR_INVALID;
+	if (!atomic_load(&c->ops_ok))
+		return MG_MQTT_ERR_NOT_STARTED;
+	return 0;
+}
+
+/* [L] Queues a command for mqtt-io and wakes it if it could send now. */
+static void cwm_enqueue(struct mg_mqtt *c, struct cwm_out *r)
+{
+	cwm_fifo_push(&c->outq, &c->outq_tail, r);
+	if (c->io_waiting && c->state == CWM_CONNECTED)
+		pthread_cond_signal(&c->io_cond);
+}
+
+int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
+                          const void *payload, size_t len, int qos, int retain,
+                          const struct mg_mqtt_props *props)
+{
+	size_t tlen, pbytes;
+	int rc;
+
+	if ((rc = cwm_ops_check(c)) != 0)
+		return rc;
+	if (topic == NULL || (payload == NULL && len > 0))
+		return MG_MQTT_ERR_INVALID;
+	if (qos < 0 || qos > 2)
+		return MG_MQTT_ERR_QOS;
+	tlen = strlen(topic);
+	if (cwm_topic_check(topic, tlen) != 0)
+		return tlen > 65535 ? MG_MQTT_ERR_TOO_LARGE : MG_MQTT_ERR_TOPIC;
+	if ((rc = cwm_props_check(props, &pbytes)) != 0)
+		return rc;
+	if (len > CWM_MAX_PACKET || len + tlen + 4 + pbytes > CWM_MAX_PACKET)
+		return MG_MQTT_ERR_TOO_LARGE;
+
+	struct cwm_out *r = malloc(sizeof(*r) + tlen + 1 + len);
+	if (r == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	memset(r, 0, sizeof(*r));
+	if ((rc = cwm_props_dup(props, &r->props)) != 0) {
+		free(r);
+		return rc;
+	}
+	if (r->props != NULL && !c->v5) {
+		free(r->props);
+		free(r);
+		return MG_MQTT_ERR_PROTOCOL;
+	}
+	r->c = c;
+	r->type = CMD_PUBLISH;
+	r->qos = qos;
+	r->retain = retain != 0;
+	r->topic = memcpy((char *)(r + 1), topic, tlen + 1);
+	r->payload = r->topic + tlen + 1;
+	r->len = len;
+	if (len > 0)
+		memcpy(r->payload, payload, len);
+
+	pthread_mutex_lock(&c->lock);
+	if (c->stopping)
+		rc = MG_MQTT_ERR_STOPPED;
+	else if (c->state != CWM_CONNECTED && c->cfg.max_buffered == 0)
+		rc = MG_MQTT_ERR_NOT_CONNECTED;
+	else if (c->unfinished >= c->cfg.max_inflight + c->cfg.max_buffered)
+		rc = MG_MQTT_ERR_BUFFER_FULL;
+	if (rc == 0) {
+		rc = r->id = cwm_next_id(c);
+		c->unfinished++;
+		cwm_enqueue(c, r);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (rc < 0) {
+		free(r->props);
+		free(r);
+	}
+	return rc;
+}
+
+int mg_mqtt_publish(struct mg_mqtt *c, const char *topic, const void *payload,
+                    size_t len, int qos, int retain)
+{
+	return mg_mqtt_publish_props(c, topic, payload, len, qos, retain, NULL);
+}
+
+int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
+{
+	int rc;
+	if ((rc = cwm_ops_check(c)) != 0)
+		return rc;
+	if (filter == NULL)
+		return MG_MQTT_ERR_INVALID;
+	if (qos < 0 || qos > 2)
+		return MG_MQTT_ERR_QOS;
+	size_t fl = strlen(filter);
+	if (cwm_filter_check(filter, fl) != 0)
+		return MG_MQTT_ERR_FILTER;
+	char *f = (char *)filter;
+	struct cwm_out *r = cwm_cmd_filters(c, CMD_SUBSCRIBE, &f, &qos, 1);
+	struct cwm_sub *s = calloc(1, sizeof(*s));
+	char *copy = cwm_strdup(filter);
+	if (r == NULL || s == NULL || copy == NULL) {
+		free(r);
+		free(s);
+		free(copy);
+		return MG_MQTT_ERR_NOMEM;
+	}
+
+	pthread_mutex_lock(&c->lock);
+	struct cwm_sub *old = cwm_map_get(&c->subs, filter, fl);
+	if (c->stopping) {
+		rc = MG_MQTT_ERR_STOPPED;
+	} else if (old == NULL) {
+		if (cwm_map_put(&c->subs, filter, fl, s) != 0) {
+			rc = MG_MQTT_ERR_NOMEM;
+		} else {
+			s->filter = copy;
+			s->prev = c->sub_tail;
+			if (c->sub_tail != NULL)
+				c->sub_tail->next = s;
+			else
+				c->sub_head = s;
+			c->sub_tail = s;
+			old = s;
+			s = NULL;
+			copy = NULL;
+		}
+	}
+	if (rc == 0) {
+		old->qos = qos;
+		old->granted = -1;
+		old->pending++;
+		rc = r->id = cwm_next_id(c);
+		cwm_enqueue(c, r);
+		r = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(r);
+	free(s);
+	free(copy);
+	return rc;
+}
+
+static void cwm_sub_free(struct cwm_sub *s)
+{
+	if (s != NULL) {
+		free(s->filter);
+		free(s);
+	}
+}
+
+/* [L] Forgets a subscription. */
+static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s)
+{
+	cwm_map_del(&c->subs, s->filter, strlen(s->filter));
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		c->sub_head = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	else
+		c->sub_tail = s->prev;
+	cwm_sub_free(s);
+}
+
+int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
+{
+	int rc;
+	if ((rc = cwm_ops_check(c)) != 0)
+		return rc;
+	if (filter == NULL)
+		return MG_MQTT_ERR_INVALID;
+	size_t fl = strlen(filter);
+	if (cwm_filter_check(filter, fl) != 0)
+		return MG_MQTT_ERR_FILTER;
+	char *f = (char *)filter;
+	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &f, NULL, 1);
+	if (r == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	pthread_mutex_lock(&c->lock);
+	struct cwm_sub *s = cwm_map_get(&c->subs, filter, fl);
+	if (c->stopping)
+		rc = MG_MQTT_ERR_STOPPED;
+	else if (s == NULL)
+		rc = MG_MQTT_ERR_NOT_FOUND;
+	else {
+		cwm_sub_forget(c, s);
+		rc = r->id = cwm_next_id(c);
+		cwm_enqueue(c, r);
+		r = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(r);
+	return rc;
+}
+
+int mg_mqtt_unsubscribe_all(struct mg_mqtt *c)
+{
+	int rc, n = 0;
+	if ((rc = cwm_ops_check(c)) != 0)
+		return rc;
+	for (;;) {
+		/* Size the command outside the lock, then check nothing changed. */
+		pthread_mutex_lock(&c->lock);
+		int count = (int)c->subs.n;
+		pthread_mutex_unlock(&c->lock);
+		if (count == 0)
+			return 0;
+		char **fv = calloc((size_t)count, sizeof(char *));
+		if (fv == NULL)
+			return MG_MQTT_ERR_NOMEM;
+		pthread_mutex_lock(&c->lock);
+		if (c->stopping) {
+			pthread_mutex_unlock(&c->lock);
+			free(fv);
+			return MG_MQTT_ERR_STOPPED;
+		}
+		if ((int)c->subs.n != count) {
+			pthread_mutex_unlock(&c->lock);
+			free(fv);
+			continue;
+		}
+		n = 0;
+		for (struct cwm_sub *s = c->sub_head; s != NULL; s = s->next)
+			fv[n++] = s->filter;
+		struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, fv, NULL, n);
+		free(fv);
+		if (r == NULL) {
+			pthread_mutex_unlock(&c->lock);
+			return MG_MQTT_ERR_NOMEM;
+		}
+		while (c->sub_head != NULL)
+			cwm_sub_forget(c, c->sub_head);
+		rc = r->id = cwm_next_id(c);
+		cwm_enqueue(c, r);
+		pthread_mutex_unlock(&c->lock);
+		return rc;
+	}
+}
+
+int mg_mqtt_is_connected(const struct mg_mqtt *c)
+{
+	return c != NULL && atomic_load(&c->connected);
+}
+
+/* Forward declarations: section 10. */
+static void cwm_on_done_ok(void *ctx, MQTTAsync_successData *r);
+static void cwm_on_done_fail(void *ctx, MQTTAsync_failureData *r);
+static void cwm_on_done_ok5(void *ctx, MQTTAsync_successData5 *r);
+static void cwm_on_done_fail5(void *ctx, MQTTAsync_failureData5 *r);
+static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
+                     int retry, const int *codes, int ncodes);
+static void cwm_on_connect_ok(void *ctx, MQTTAsync_successData *r);
+static void cwm_on_connect_fail(void *ctx, MQTTAsync_failureData *r);
+static void cwm_on_connect_ok5(void *ctx, MQTTAsync_successData5 *r);
+static void cwm_on_connect_fail5(void *ctx, MQTTAsync_failureData5 *r);
+static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
+                               const char *text);
+static int cwm_on_ssl_error(const char *str, size_t len, void *u);
+
+/* mqtt-io: hands one command to paho. Called without c->lock; r is already
+ * in c->inpaho, because paho may report it done before returning. */
+static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
+{
+	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+	int rc;
+
+	ro.context = r;
+	if (c->v5) {
+		ro.onSuccess5 = cwm_on_done_ok5;
+		ro.onFailure5 = cwm_on_done_fail5;
+	} else {
+		ro.onSuccess = cwm_on_done_ok;
+		ro.onFailure = cwm_on_done_fail;
+	}
+	if (r->type == CMD_PUBLISH) {
+		MQTTAsync_message m = MQTTAsync_message_initializer;
+		m.payload = r->payload;
+		m.payloadlen = (int)r->len;
+		m.qos = r->qos;
+		m.retained = r->retain;
+		if (r->props != NULL)
+			cwm_props_to_paho(r->props, &m.properties);
+		rc = MQTTAsync_sendMessage(c->paho, r->topic, &m, &ro);
+		MQTTProperties_free(&m.properties);
+	} else if (r->type == CMD_SUBSCRIBE) {
+		rc = MQTTAsync_subscribeMany(c->paho, r->nfilters, r->wire, r->qos_list,
+		                             &ro);
+	} else {
+		rc = MQTTAsync_unsubscribeMany(c->paho, r->nfilters, r->wire, &ro);
+	}
+	if (rc == MQTTASYNC_SUCCESS)
+		return;
+	if (rc == MQTTASYNC_DISCONNECTED || rc == MQTTASYNC_MAX_BUFFERED_MESSAGES ||
+	    rc == MQTTASYNC_NO_MORE_MSGIDS || rc == MQTTASYNC_MAX_MESSAGES_INFLIGHT) {
+		pthread_mutex_lock(&c->lock);
+		c->send_blocked = 1; /* until the next connect, or a completion */
+		pthread_mutex_unlock(&c->lock);
+		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+	} else {
+		cwm_log(c, MG_MQTT_LOG_ERROR, "paho refused a command: %s (%d)",
+		        MQTTAsync_strerror(rc), rc);
+		cwm_done(c, r, MG_MQTT_ERR_PAHO, 0, NULL, 0);
+	}
+}
+
+/* [L] Takes the commands mqtt-io may hand to paho now, oldest first: retry
+ * before outq, stopping at the first QoS message that does not fit the
+ * window so that order is kept. Links them into c->inpaho. */
+static struct cwm_out *cwm_take_batch(struct mg_mqtt *c)
+{
+	struct cwm_out *batch = NULL, *tail = NULL;
+	int taken = 0;
+	while (taken < CWM_BATCH && !c->send_blocked) {
+		struct cwm_out **head = c->retry != NULL ? &c->retry : &c->outq;
+		struct cwm_out **qt = c->retry != NULL ? &c->retry_tail : &c->outq_tail;
+		struct cwm_out *r = *head;
+		if (r == NULL)
+			break;
+		if (r->type == CMD_PUBLISH) {
+			if (r->qos > 0 && c->inflight >= c->window)
+				break;
+			if (r->qos == 0 && c->inflight0 >= CWM_QOS0_WINDOW)
+				break;
+			if (r->qos > 0)
+				c->inflight++;
+			else
+				c->inflight0++;
+		}
+		*head = r->next;
+		if (*head == NULL)
+			*qt = NULL;
+		r->next = NULL;
+		cwm_inpaho_link(c, r);
+		if (tail != NULL)
+			tail->next = r;
+		else
+			batch = r;
+		tail = r;
+		taken++;
+	}
+	return batch;
+}
+
+/* [L] After a connect: renewing SUBSCRIBEs for every settled subscription
+ * (one with a user SUBSCRIBE still queued is sent by that command), then
+ * the birth message, ahead of everything else. */
+static void cwm_queue_renewal(struct mg_mqtt *c)
+{
+	struct cwm_out *first = NULL, *last = NULL;
+	struct cwm_sub *s = c->sub_head;
+
+	c->renew_needed = 0;
+	while (s != NULL) {
+		char *fv[CWM_RENEW_CHUNK];
+		int qv[CWM_RENEW_CHUNK], n = 0;
+		for (; s != NULL && n < CWM_RENEW_CHUNK; s = s->next)
+			if (s->pending == 0) {
+				fv[n] = s->filter;
+				qv[n++] = s->qos;
+			}
+		if (n == 0)
+			break;
+		struct cwm_out *r = cwm_cmd_filters(c, CMD_SUBSCRIBE, fv, qv, n);
+		if (r == NULL) {
+			cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+			               "out of memory renewing subscriptions");
+			break;
+		}
+		r->internal = 1;
+		r->id = cwm_next_id(c);
+		if (last != NULL)
+			last->next = r;
+		else
+			first = r;
+		last = r;
+	}
+	if (c->birth_needed) {
+		const char *t = c->cfg.birth_topic, *m = c->cfg.birth_message;
+		size_t tl = strlen(t), ml = m != NULL ? strlen(m) : 0;
+		struct cwm_out *r = calloc(1, sizeof(*r) + tl + 1 + ml + 1);
+		c->birth_needed = 0;
+		if (r != NULL) {
+			r->c = c;
+			r->type = CMD_PUBLISH;
+			r->internal = 1;
+			r->qos = c->cfg.birth_qos;
+			r->retain = c->cfg.birth_retain;
+			r->topic = memcpy((char *)(r + 1), t, tl + 1);
+			r->payload = r->topic + tl + 1;
+			r->len = ml;
+			if (ml > 0)
+				memcpy(r->payload, m, ml);
+			r->id = cwm_next_id(c);
+			if (last != NULL)
+				last->next = r;
+			else
+				first = r;
+			last = r;
+		}
+	}
+	if (first != NULL) {
+		last->next = c->retry;
+		c->retry = first;
+		if (c->retry_tail == NULL)
+			c->retry_tail = last;
+	}
+}
+
+static char *const *cwm_uri_array(struct mg_mqtt *c)
+{
+	return c->cfg.uris;
+}
+
+/* mqtt-io: starts one connection attempt over the fail-over list. */
+static int cwm_paho_connect(struct mg_mqtt *c)
+{
+	const struct cwm_settings *s = &c->cfg;
+	MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
+	MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
+	MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+	MQTTProperties props = MQTTProperties_initializer;
+	MQTTProperty pr;
+	int rc;
+
+	o.keepAliveInterval = s->keepalive;
+	o.connectTimeout = s->connection_timeout;
+	o.maxInflight = 65535; /* flow control is ours: see cwm_take_batch */
+	o.retryInterval = 0;
+	o.automaticReconnect = 0; /* reconnects are ours: see cwm_io_main */
+	o.context = c;
+	o.serverURIcount = s->nuris;
+	o.serverURIs = cwm_uri_array(c);
+	o.username = s->username;
+	o.password = s->secret;
+	o.MQTTVersion = s->protocol == 5   ? MQTTVERSION_5
+	                : s->protocol == 3 ? MQTTVERSION_3_1
+	                                   : MQTTVERSION_3_1_1;
+	if (c->v5) {
+		o.cleansession = 0;
+		o.cleanstart = s->clean_session;
+		o.onSuccess5 = cwm_on_connect_ok5;
+		o.onFailure5 = cwm_on_connect_fail5;
+		if (!s->clean_session) {
+			/* MQTT 5 ends a session at disconnect unless told otherwise. */
+			memset(&pr, 0, sizeof(pr));
+			pr.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
+			pr.value.integer4 = 0xFFFFFFFFu;
+			MQTTProperties_add(&props, &pr);
+			o.connectProperties = &props;
+		}
+	} else {
+		o.cleansession = s->clean_session;
+		o.onSuccess = cwm_on_connect_ok;
+		o.onFailure = cwm_on_connect_fail;
+	}
+	if (s->will_topic != NULL) {
+		will.topicName = s->will_topic;
+		will.message = NULL;
+		will.payload.data = s->will_message != NULL ? s->will_message : "";
+		will.payload.len = s->will_message != NULL ? (int)strlen(s->will_message)
+		                                           : 0;
+		will.qos = s->will_qos;
+		will.retained = s->will_retain;
+		o.will = &will;
+	}
+	if (c->cfg.use_tls) {
+		ssl.trustStore = s->tls_ca_certs;
+		ssl.keyStore = s->tls_certfile;
+		ssl.privateKey = s->tls_keyfile;
+		ssl.privateKeyPassword = s->tls_keyfile_password;
+		ssl.enabledCipherSuites = s->tls_ciphers;
+		ssl.enableServerCertAuth = s->tls_cert_reqs != CWM_CERT_NONE;
+		ssl.verify = s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
+		ssl.sslVersion = s->tls_version;
+		ssl.ssl_error_cb = cwm_on_ssl_error;
+		ssl.ssl_error_context = c;
+		o.ssl = &ssl;
+	}
+	rc = MQTTAsync_connect(c->paho, &o);
+	MQTTProperties_free(&props);
+	return rc;
+}
+
+/* Milliseconds until the next attempt: the back-off with +-20% jitter,
+ * which then doubles up to RECONNECT_MAX. [L] */
+static int64_t cwm_backoff_ms(struct mg_mqtt *c)
+{
+	int64_t ms = (int64_t)c->backoff_s * 1000;
+	ms = ms * (80 + (int64_t)(rand_r(&c->seed) % 41)) / 100;
+	c->backoff_s = c->backoff_s * 2 > c->cfg.reconnect_max
+	                   ? c->cfg.reconnect_max
+	                   : c->backoff_s * 2;
+	return ms;
+}
+
+/* [L] Fails every command still queued or in paho with MG_MQTT_ERR_STOPPED;
+ * called by mqtt-io after the paho handle is destroyed. */
+static void cwm_fail_all(struct mg_mqtt *c)
+{
+	int lost = 0;
+	for (;;) {
+		struct cwm_out *r = c->inpaho;
+		if (r != NULL) {
+			cwm_inpaho_unlink(c, r);
+			if (r->type == CMD_PUBLISH) {
+				if (r->qos > 0)
+					c->inflight--;
+				else
+					c->inflight0--;
+			}
+		} else if ((r = c->retry) != NULL) {
+			if ((c->retry = r->next) == NULL)
+				c->retry_tail = NULL;
+		} else if ((r = c->outq) != NULL) {
+			if ((c->outq = r->next) == NULL)
+				c->outq_tail = NULL;
+		} else {
+			break;
+		}
+		if (r->type == CMD_PUBLISH && !r->internal)
+			lost++;
+		pthread_mutex_unlock(&c->lock);
+		cwm_done(c, r, MG_MQTT_ERR_STOPPED, 0, NULL, 0);
+		pthread_mutex_lock(&c->lock);
+	}
+	if (lost > 0)
+		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+		               "stopped with %d message(s) not sent", lost);
+}
+
+static void cwm_on_disc_ok(void *ctx, MQTTAsync_successData *r)
+{
+	struct mg_mqtt *c = ctx;
+	(void)r;
+	pthread_mutex_lock(&c->lock);
+	c->disc_done = 1;
+	pthread_cond_broadcast(&c->state_cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void cwm_on_disc_fail(void *ctx, MQTTAsync_failureData *r)
+{
+	(void)r;
+	cwm_on_disc_ok(ctx, NULL);
+}
+
+static void cwm_on_disc_ok5(void *ctx, MQTTAsync_successData5 *r)
+{
+	(void)r;
+	cwm_on_disc_ok(ctx, NULL);
+}
+
+static void cwm_on_disc_fail5(void *ctx, MQTTAsync_failureData5 *r)
+{
+	(void)r;
+	cwm_on_disc_ok(ctx, NULL);
+}
+
+/* mqtt-io, at stop: DISCONNECT (the broker drops the will), then destroy. */
+static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
+{
+	if (was_connected) {
+		MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+		d.timeout = 1000;
+		d.context = c;
+		if (c->v5) {
+			d.onSuccess5 = cwm_on_disc_ok5;
+			d.onFailure5 = cwm_on_disc_fail5;
+		} else {
+			d.onSuccess = cwm_on_disc_ok;
+			d.onFailure = cwm_on_disc_fail;
+		}
+		if (MQTTAsync_disconnect(c->paho, &d) == MQTTASYNC_SUCCESS) {
+			struct timespec until = cwm_deadline(3000);
+			pthread_mutex_lock(&c->lock);
+			while (!c->disc_done &&
+			       pthread_cond_timedwait(&c->state_cond, &c->lock, &until) !=
+			           ETIMEDOUT) {
+			}
+			pthread_mutex_unlock(&c->lock);
+		}
+	}
+	MQTTAsync_destroy(&c->paho); /* no paho callback runs after this */
+	c->paho = NULL;
+}
+
+static void *cwm_io_main(void *arg)
+{
+	struct mg_mqtt *c = arg;
+	pthread_setname_np(pthread_self(), "mqtt-io");
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		int64_t now = cwm_now_ms(), wait_ms = -1;
+		int idle = c->outq == NULL && c->retry == NULL && c->inflight == 0 &&
+		           c->inflight0 == 0;
+		if (c->stopping &&
+		    (c->state != CWM_CONNECTED || idle || now >= c->stop_deadline))
+			break;
+		if (!c->stopping && c->state == CWM_DISCONNECTED &&
+		    now >= c->reconnect_at) {
+			c->state = CWM_CONNECTING;
+			c->attempt++;
+			c->tls_error = 0;
+			pthread_mutex_unlock(&c->lock);
+			int rc = cwm_paho_connect(c);
+			if (rc != MQTTASYNC_SUCCESS)
+				cwm_connect_failed(c, MG_MQTT_ERR_CONNECT, -1,
+				                   MQTTAsync_strerror(rc));
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
+		if (c->state == CWM_CONNECTED) {
+			if (c->renew_needed || c->birth_needed)
+				cwm_queue_renewal(c);
+			struct cwm_out *batch = cwm_take_batch(c);
+			if (batch != NULL) {
+				pthread_mutex_unlock(&c->lock);
+				while (batch != NULL) {
+					struct cwm_out *next = batch->next;
+					batch->next = NULL;
+					cwm_send(c, batch);
+					batch = next;
+				}
+				pthread_mutex_lock(&c->lock);
+				continue;
+			}
+		}
+		if (c->stopping)
+			wait_ms = c->stop_deadline - now;
+		else if (c->state == CWM_DISCONNECTED)
+			wait_ms = c->reconnect_at - now;
+		c->io_waiting = 1;
+		if (wait_ms < 0) {
+			pthread_cond_wait(&c->io_cond, &c->lock);
+		} else {
+			struct timespec until = cwm_deadline(wait_ms);
+			pthread_cond_timedwait(&c->io_cond, &c->lock, &until);
+		}
+		c->io_waiting = 0;
+	}
+
+	int was_connected = c->state == CWM_CONNECTED;
+	char *broker = cwm_strdup(c->broker);
+	c->state = CWM_IDLE;
+	atomic_store(&c->connected, 0);
+	pthread_mutex_unlock(&c->lock);
+
+	cwm_io_shutdown(c, was_connected);
+
+	pthread_mutex_lock(&c->lock);
+	cwm_fail_all(c);
+	if (was_connected) {
+		const char *msg = "stopped";
+		const char *b = broker != NULL ? broker : "";
+		struct cwm_event *ev =
+		    c->on_disconnect != NULL
+		        ? cwm_event_new(EV_DISCONNECT, strlen(msg) + strlen(b) + 2)
+		        : NULL;
+		if (ev != NULL) {
+			size_t used = 0;
+			ev->u.disc.stopped = 1;
+			ev->u.disc.broker = cwm_event_str(ev, &used, b);
+			ev->u.disc.message = cwm_event_str(ev, &used, msg);
+			cwm_push_event(c, ev);
+		}
+		cwm_log_locked(c, MG_MQTT_LOG_INFO, "disconnected from %s (stopped)",
+		               b);
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(broker);
+	return NULL;
+}
+
+/* ========================================================================
+ * 10. paho callbacks (paho's threads; they take c->lock briefly)
+ * ====================================================================== */
+
+/* Reports command r done. result: 0, an MQTT 5 reason code, or a negative
+ * MG_MQTT_ERR_*. retry: paho gave it back because the connection dropped;
+ * user commands go to retry (sent again after reconnect), internal ones
+ * (renewal, birth) are dropped because every connect makes them anew.
+ * codes: SUBACK / UNSUBACK codes. Any thread, without c->lock. */
+static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
+                     int retry, const int *codes, int ncodes)
+{
+	struct cwm_event *ev = NULL;
+	int *zeros = NULL;
+
+	if (r->type == CMD_UNSUBSCRIBE && codes == NULL && result == 0) {
+		zeros = calloc((size_t)r->nfilters, sizeof(int));
+		codes = zeros;
+		ncodes = zeros != NULL ? r->nfilters : 0;
+	}
+	pthread_mutex_lock(&c->lock);
+	if (r->in_paho) {
+		cwm_inpaho_unlink(c, r);
+		if (r->type == CMD_PUBLISH) {
+			if (r->qos > 0)
+				c->inflight--;
+			else
+				c->inflight0--;
+		}
+	}
+	if (c->io_waiting)
+		pthread_cond_signal(&c->io_cond);
+	if (retry && !r->internal) {
+		cwm_retry_insert(c, r);
+		pthread_mutex_unlock(&c->lock);
+		free(zeros);
+		return;
+	}
+	if (result >= 0)
+		c->send_blocked = 0;
+
+	if (r->type == CMD_PUBLISH) {
+		int ok = result == 0 || (result > 0 && result < 0x80);
+		if (!r->internal) {
+			c->unfinished--;
+			if (ok)
+				c->published++;
+			else
+				c->publish_failed++;
+			if (c->on_publish != NULL &&
+			    (ev = cwm_event_new(EV_PUBACK, 0)) != NULL) {
+				ev->u.ack.id = r->id;
+				ev->u.ack.result = result;
+			}
+		} else if (!ok && !retry) {
+			cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+			               "birth message to '%s' not sent: %s (%d)", r->topic,
+			               result < 0 ? mg_mqtt_strerror(result) : "refused",
+			               result);
+		}
+	} else if (!retry) {
+		for (int i = 0; i < r->nfilters; i++) {
+			struct cwm_sub *s = r->type == CMD_SUBSCRIBE
+			                        ? cwm_map_get(&c->subs, r->filters[i],
+			                                      strlen(r->filters[i]))
+			                        : NULL;
+			if (s != NULL && !r->internal && s->pending > 0)
+				s->pending--;
+			if (s != NULL && i < ncodes)
+				s->granted = codes[i];
+			if (r->type == CMD_SUBSCRIBE && i < ncodes && codes[i] >= 0x80)
+				cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+				               "the broker refused the subscription to '%s' "
+				               "(code 0x%02x)",
+				               r->filters[i], (unsigned)codes[i]);
+		}
+		mg_mqtt_ack_handler h = r->type == CMD_SUBSCRIBE ? c->on_subscribe
+		                                                 : c->on_unsubscribe;
+		if (!r->internal && h != NULL &&
+		    (ev = cwm_event_new(r->type == CMD_SUBSCRIBE ? EV_SUBACK
+		                                                 : EV_UNSUBACK,
+		                        sizeof(int) * (size_t)ncodes)) != NULL) {
+			ev->u.ack.id = r->id;
+			ev->u.ack.result = result;
+			ev->u.ack.count = result == 0 ? ncodes : 0;
+			ev->u.ack.codes = ev->u.ack.count > 0 ? (int *)(void *)ev->data
+			                                      : NULL;
+			if (ev->u.ack.count > 0)
+				memcpy(ev->data, codes, sizeof(int) * (size_t)ncodes);
+		}
+	}
+	if (ev != NULL)
+		cwm_push_event(c, ev);
+	pthread_mutex_unlock(&c->lock);
+	free(zeros);
+	cwm_out_free(r);
+}
+
+static void cwm_on_done_ok(void *ctx, MQTTAsync_successData *d)
+{
+	struct cwm_out *r = ctx;
+	if (r->type == CMD_SUBSCRIBE) {
+		if (r->nfilters == 1)
+			cwm_done(r->c, r, 0, 0, &d->alt.qos, 1);
+		else
+			cwm_done(r->c, r, 0, 0, d->alt.qosList, r->nfilters);
+	} else {
+		cwm_done(r->c, r, 0, 0, NULL, 0);
+	}
+}
+
+static void cwm_on_done_fail(void *ctx, MQTTAsync_failureData *d)
+{
+	struct cwm_out *r = ctx;
+	if (r->type == CMD_SUBSCRIBE && d->code == 0x80) {
+		/* MQTT 3.1.1 SUBACK failure for a one-filter request. */
+		int code = 0x80;
+		cwm_done(r->c, r, 0, 0, &code, 1);
+		return;
+	}
+	/* MQTT 3 has no refusal for publish or unsubscribe: the connection
+	 * went away (or the client is being destroyed). */
+	cwm_done(r->c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+}
+
+static void cwm_on_done_ok5(void *ctx, MQTTAsync_successData5 *d)
+{
+	struct cwm_out *r = ctx;
+	int buf[CWM_RENEW_CHUNK] = {0}, n = 0;
+	if (r->type == CMD_PUBLISH) {
+		cwm_done(r->c, r, (int)d->reasonCode, 0, NULL, 0);
+		return;
+	}
+	int count = r->type == CMD_SUBSCRIBE ? d->alt.sub.reasonCodeCount
+	                                     : d->alt.unsub.reasonCodeCount;
+	enum MQTTReasonCodes *rc = r->type == CMD_SUBSCRIBE
+	                               ? d->alt.sub.reasonCodes
+	                               : d->alt.unsub.reasonCodes;
+	int *codes = r->nfilters <= CWM_RENEW_CHUNK
+	                 ? buf
+	                 : calloc((size_t)r->nfilters, sizeof(int));
+	if (codes == NULL) {
+		cwm_done(r->c, r, MG_MQTT_ERR_NOMEM, 0, NULL, 0);
+		return;
+	}
+	for (n = 0; n < r->nfilters; n++)
+		codes[n] = (count > 0 && rc != NULL && n < count) ? (int)rc[n]
+		                                                   : (int)d->reasonCode;
+	cwm_done(r->c, r, 0, 0, codes, n);
+	if (codes != buf)
+		free(codes);
+}
+
+static void cwm_on_done_fail5(void *ctx, MQTTAsync_failureData5 *d)
+{
+	struct cwm_out *r = ctx;
+	if ((int)d->reasonCode >= 0x80) {
+		if (r->type == CMD_PUBLISH) {
+			cwm_done(r->c, r, (int)d->reasonCode, 0, NULL, 0);
+		} else {
+			int *codes = calloc((size_t)r->nfilters, sizeof(int));
+			for (int i = 0; codes != NULL && i < r->nfilters; i++)
+				codes[i] = (int)d->reasonCode;
+			cwm_done(r->c, r, codes != NULL ? 0 : MG_MQTT_ERR_NOMEM, 0, codes,
+			         codes != NULL ? r->nfilters : 0);
+			free(codes);
+		}
+		return;
+	}
+	cwm_done(r->c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+}
+
+/* paho reports "host:port" (or ws://host:port/path) for the connected
+ * server; return our own spelling of that URI. [L] */
+static const char *cwm_known_uri(const struct mg_mqtt *c, const char *uri)
+{
+	if (uri == NULL)
+		return c->cfg.uris[0];
+	for (int i = 0; i < c->cfg.nuris; i++) {
+		const char *u = c->cfg.uris[i], *hp = strstr(u, "://");
+		if (strcmp(u, uri) == 0 || (hp != NULL && strcmp(hp + 3, uri) == 0))
+			return u;
+	}
+	return uri;
+}
+
+static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
+                          int recvmax)
+{
+	pthread_mutex_lock(&c->lock);
+	const char *b = cwm_known_uri(c, uri);
+	char *broker = cwm_strdup(b);
+	if (broker != NULL) {
+		free(c->broker);
+		c->broker = broker;
+	}
+	c->state = CWM_CONNECTED;
+	atomic_store(&c->connected, 1);
+	c->send_blocked = 0;
+	c->window = recvmax > 0 && recvmax < c->cfg.max_inflight
+	                ? recvmax
+	                : c->cfg.max_inflight;
+	c->backoff_s = c->cfg.reconnect_min;
+	if (c->connects > 0)
+		c->reconnects++;
+	c->connects++;
+	c->renew_needed = 1;
+	c->birth_needed = c->cfg.birth_topic != NULL;
+	int attempt = c->attempt;
+	c->attempt = 0;
+	if (c->first_result == 0)
+		c->first_result = 1;
+	pthread_cond_broadcast(&c->state_cond);
+	if (c->on_connect != NULL) {
+		static const char msg[] = "connected";
+		struct cwm_event *ev =
+		    cwm_event_new(EV_CONNECT, strlen(c->broker) + sizeof(msg) + 1);
+		if (ev != NULL) {
+			size_t used = 0;
+			ev->u.conn.connected = 1;
+			ev->u.conn.session_present = session;
+			ev->u.conn.attempt = attempt;
+			ev->u.conn.broker = cwm_event_str(ev, &used, c->broker);
+			ev->u.conn.message = cwm_event_str(ev, &used, msg);
+			cwm_push_event(c, ev);
+		}
+	}
+	cwm_log_locked(c, MG_MQTT_LOG_INFO, "connected to %s as '%s'%s",
+	               c->broker, c->client_id,
+	               session ? " (session resumed)" : "");
+	if (c->io_waiting)
+		pthread_cond_signal(&c->io_cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void cwm_on_connect_ok(void *ctx, MQTTAsync_successData *d)
+{
+	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
+	              0);
+}
+
+static void cwm_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
+{
+	int rm = 0;
+	if (MQTTProperties_hasProperty(&d->properties,
+	                               MQTTPROPERTY_CODE_RECEIVE_MAXIMUM))
+		rm = MQTTProperties_getNumericValue(&d->properties,
+		                                    MQTTPROPERTY_CODE_RECEIVE_MAXIMUM);
+	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
+	              rm);
+}
+
+static const char *cwm_connack_text(int rc)
+{
+	static const char *const t[] = {"accepted",
+	                                "unacceptable protocol version",
+	                                "identifier rejected",
+	                                "server unavailable",
+	                                "bad user name or password",
+	                                "not authorized"};
+	return rc >= 0 && rc <= 5 ? t[rc] : "refused";
+}
+
+static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
+                               const char *text)
+{
+	char brokers[512] = "", msg[300];
+	size_t used = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (int i = 0; i < c->cfg.nuris && used < sizeof(brokers); i++)
+		used += (size_t)snprintf(brokers + used, sizeof(brokers) - used,
+		                         "%s%s", i > 0 ? ", " : "", c->cfg.uris[i]);
+	if (error == MG_MQTT_ERR_CONNECT && c->tls_error)
+		error = MG_MQTT_ERR_TLS;
+	if (reason >= 0)
+		snprintf(msg, sizeof(msg), "refused by the broker: %s (code %d)",
+		         text, reason);
+	else
+		snprintf(msg, sizeof(msg), "%s%s", text != NULL ? text : "failed",
+		         c->tls_error ? " (TLS error, see the log)" : "");
+	c->state = CWM_DISCONNECTED;
+	atomic_store(&c->connected, 0);
+	int attempt = c->attempt;
+	int64_t delay = cwm_backoff_ms(c);
+	c->reconnect_at = cwm_now_ms() + delay;
+	if (c->first_result == 0) {
+		c->first_result = error;
+		cwm_fmt(c->first_msg, sizeof(c->first_msg), "%s: cannot connect to %s: %s",
+		        c->prefix, brokers, msg);
+		pthread_cond_broadcast(&c->state_cond);
+	}
+	if (c->on_connect != NULL) {
+		struct cwm_event *ev =
+		    cwm_event_new(EV_CONNECT, strlen(brokers) + strlen(msg) + 2);
+		if (ev != NULL) {
+			size_t u = 0;
+			ev->u.conn.error = error;
+			ev->u.conn.reason_code = reason;
+			ev->u.conn.attempt = attempt;
+			ev->u.conn.broker = cwm_event_str(ev, &u, brokers);
+			ev->u.conn.message = cwm_event_str(ev, &u, msg);
+			cwm_push_event(c, ev);
+		}
+	}
+	if (!c->stopping)
+		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+		               "connection attempt %d to %s failed: %s; next attempt "
+		               "in %.1f s",
+		               attempt, brokers, msg, (double)delay / 1000.0);
+	if (c->io_waiting)
+		pthread_cond_signal(&c->io_cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void cwm_on_connect_fail(void *ctx, MQTTAsync_failureData *d)
+{
+	if (d != NULL && d->code > 0)
+		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, d->code,
+		                   cwm_connack_text(d->code));
+	else
+		cwm_connect_failed(ctx, MG_MQTT_ERR_CONNECT, -1,
+		                   d != NULL && d->message != NULL
+		                       ? d->message
+		                       : MQTTAsync_strerror(d != NULL ? d->code : -1));
+}
+
+static void cwm_on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
+{
+	if (d != NULL && (int)d->reasonCode >= 0x80)
+		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, (int)d->reasonCode,
+		                   MQTTReasonCode_toString(d->reasonCode));
+	else
+		cwm_connect_failed(ctx, MG_MQTT_ERR_CONNECT, -1,
+		                   d != NULL && d->message != NULL
+		                       ? d->message
+		                       : MQTTAsync_strerror(d != NULL ? d->code : -1));
+}
+
+static void cwm_on_lost(void *ctx, char *cause)
+{
+	struct mg_mqtt *c = ctx;
+	pthread_mutex_lock(&c->lock);
+	if (c->state != CWM_CONNECTED) {
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	char why[128];
+	if (c->server_reason != 0)
+		snprintf(why, sizeof(why), "the broker disconnected: %s (code 0x%02x)",
+		         MQTTReasonCode_toString(c->server_reason),
+		         (unsigned)c->server_reason);
+	else
+		snprintf(why, sizeof(why), "%s",
+		         cause != NULL ? cause : "connection lost");
+	c->state = CWM_DISCONNECTED;
+	atomic_store(&c->connected, 0);
+	int64_t delay = cwm_backoff_ms(c);
+	c->reconnect_at = cwm_now_ms() + delay;
+	if (c->on_disconnect != NULL) {
+		const char *b = c->broker != NULL ? c->broker : "";
+		struct cwm_event *ev =
+		    cwm_event_new(EV_DISCONNECT, strlen(b) + strlen(why) + 2);
+		if (ev != NULL) {
+			size_t u = 0;
+			ev->u.disc.reason_code = c->server_reason;
+			ev->u.disc.broker = cwm_event_str(ev, &u, b);
+			ev->u.disc.message = cwm_event_str(ev, &u, why);
+			cwm_push_event(c, ev);
+		}
+	}
+	c->server_reason = 0;
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "connection to %s lost: %s; reconnecting in %.1f s",
+	               c->broker != NULL ? c->broker : "broker", why,
+	               (double)delay / 1000.0);
+	if (c->io_waiting)
+		pthread_cond_signal(&c->io_cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
+                                     enum MQTTReasonCodes reason)
+{
+	struct mg_mqtt *c = ctx;
+	(void)props;
+	pthread_mutex_lock(&c->lock);
+	c->server_reason = (int)reason;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static int cwm_on_message(void *ctx, char *topic, int topic_len,
+                          MQTTAsync_message *m)
+{
+	struct mg_mqtt *c = ctx;
+	struct cwm_event *ev = malloc(sizeof(*ev));
+	int64_t now;
+
+	pthread_mutex_lock(&c->lock);
+	if (ev == NULL || c->ev_msgs >= c->cfg.queue_size) {
+		c->dropped_queue_full++;
+		c->drops_unlogged++;
+		if ((now = cwm_now_ms()) - c->last_drop_log >= 1000) {
+			cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+			               "dispatch queue full (QUEUE_SIZE %d): dropped %llu "
+			               "message(s), %llu in all",
+			               c->cfg.queue_size,
+			               (unsigned long long)c->drops_unlogged,
+			               (unsigned long long)c->dropped_queue_full);
+			c->last_drop_log = now;
+			c->drops_unlogged = 0;
+		}
+		pthread_mutex_unlock(&c->lock);
+		free(ev);
+		MQTTAsync_freeMessage(&m);
+		MQTTAsync_free(topic);
+		return 1;
+	}
+	c->ev_msgs++;
+	c->received++;
+	memset(ev, 0, sizeof(*ev));
+	ev->type = EV_MESSAGE;
+	ev->u.msg.m = m;
+	ev->u.msg.topic = topic;
+	ev->u.msg.topic_len = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+	cwm_push_event(c, ev);
+	pthread_mutex_unlock(&c->lock);
+	return 1;
+}
+
+static int cwm_on_ssl_error(const char *str, size_t len, void *u)
+{
+	struct mg_mqtt *c = u;
+	while (len > 0 && (str[len - 1] == '\n' || str[len - 1] == '\r'))
+		len--;
+	cwm_log(c, MG_MQTT_LOG_ERROR, "TLS: %.*s", (int)len, str);
+	pthread_mutex_lock(&c->lock);
+	c->tls_error = 1;
+	pthread_mutex_unlock(&c->lock);
+	return 1;
+}
+
+/* ========================================================================
+ * 11. Dispatch (mqtt-dispatch)
+ * ====================================================================== */
+
+static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
+{
+	MQTTAsync_message *m = ev->u.msg.m;
+	struct mg_mqtt_props props;
+	struct mg_mqtt_message msg;
+	void *mem = NULL;
+
+	msg.topic = ev->u.msg.topic;
+	msg.topic_len = ev->u.msg.topic_len;
+	msg.payload = m->payload;
+	msg.payload_len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+	msg.qos = m->qos;
+	msg.retain = m->retained;
+	msg.dup = m->dup;
+	msg.packet_id = m->qos > 0 ? m->msgid : 0;
+	msg.props = &cwm_no_props;
+	if (m->properties.count > 0) {
+		cwm_props_from_paho(&m->properties, &props, &mem);
+		msg.props = &props;
+	}
+
+	if (cwm_tree_match(&c->tree, msg.topic, msg.topic_len, &c->cur, &c->nxt,
+	                   &c->hits) != 0) {
+		cwm_log(c, MG_MQTT_LOG_ERROR, "out of memory matching '%s'", msg.topic);
+		c->hits.n = 0;
+	}
+	if (c->hits.n == 0) {
+		if (c->on_message != NULL)
+			c->on_message(c, &msg, c->on_message_ud);
+	} else {
+		for (size_t i = 0; i < c->hits.n; i++) {
+			const struct cwm_handler *h = c->hits.v[i];
+			h->fn(c, &msg, h->ud);
+		}
+	}
+	free(mem);
+	MQTTAsync_freeMessage(&m);
+	MQTTAsync_free(ev->u.msg.topic);
+}
+
+/* Runs the handler of one event and frees it. */
+static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
+{
+	switch (ev->type) {
+	case EV_MESSAGE:
+		cwm_dispatch_message(c, ev);
+		break;
+	case EV_CONNECT:
+		if (c->on_connect != NULL)
+			c->on_connect(c, &ev->u.conn, c->on_connect_ud);
+		break;
+	case EV_DISCONNECT:
+		if (c->on_disconnect != NULL)
+			c->on_disconnect(c, &ev->u.disc, c->on_disconnect_ud);
+		break;
+	case EV_PUBACK:
+		if (c->on_publish != NULL)
+			c->on_publish(c, ev->u.ack.id, ev->u.ack.result, c->on_publish_ud);
+		break;
+	case EV_SUBACK:
+	case EV_UNSUBACK: {
+		mg_mqtt_ack_handler h =
+		    ev->type == EV_SUBACK ? c->on_subscribe : c->on_unsubscribe;
+		void *ud = ev->type == EV_SUBACK ? c->on_subscribe_ud
+		                                 : c->on_unsubscribe_ud;
+		if (h != NULL)
+			h(c, ev->u.ack.id, ev->u.ack.result, ev->u.ack.codes,
+			  ev->u.ack.count, ud);
+		break;
+	}
+	case EV_LOG:
+		if (c->on_log != NULL)
+			c->on_log(c, ev->u.log.level, ev->u.log.text, c->on_log_ud);
+		break;
+	}
+	free(ev);
+}
+
+/* Frees an event without running it (a client that never ran). */
+static void cwm_event_discard(struct cwm_event *ev)
+{
+	if (ev->type == EV_MESSAGE) {
+		MQTTAsync_freeMessage(&ev->u.msg.m);
+		MQTTAsync_free(ev->u.msg.topic);
+	}
+	free(ev);
+}
+
+static void *cwm_dispatch_main(void *arg)
+{
+	struct mg_mqtt *c = arg;
+	pthread_setname_np(pthread_self(), "mqtt-dispatch");
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		while (c->evq == NULL && !c->dispatch_exit) {
+			c->dispatch_waiting = 1;
+			pthread_cond_wait(&c->ev_cond, &c->lock);
+			c->dispatch_waiting = 0;
+		}
+		if (c->evq == NULL)
+			break;
+		struct cwm_event *batch = c->evq;
+		c->evq = c->evq_tail = NULL;
+		pthread_mutex_unlock(&c->lock);
+
+		/* Messages of the batch keep counting against QUEUE_SIZE until they
+		 * are handled, so that the bound covers all of them. */
+		int nmsg = 0;
+		while (batch != NULL) {
+			struct cwm_event *next = batch->next;
+			nmsg += batch->type == EV_MESSAGE;
+			cwm_dispatch(c, batch);
+			batch = next;
+		}
+
+		pthread_mutex_lock(&c->lock);
+		c->ev_msgs -= nmsg;
+		if (c->drops_unlogged > 0 && cwm_now_ms() - c->last_drop_log >= 1000) {
+			cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+			               "dispatch queue full (QUEUE_SIZE %d): dropped %llu "
+			               "message(s), %llu in all",
+			               c->cfg.queue_size,
+			               (unsigned long long)c->drops_unlogged,
+			               (unsigned long long)c->dropped_queue_full);
+			c->last_drop_log = cwm_now_ms();
+			c->drops_unlogged = 0;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+/* ========================================================================
+ * 12. Life cycle
+ * ====================================================================== */
+
+struct mg_mqtt *mg_mqtt_create(const char *prefix)
+{
+	struct mg_mqtt *c;
+	pthread_condattr_t ca;
+
+	if (prefix == NULL || prefix[0] == '\0')
+		prefix = "MQTT";
+	size_t n = strlen(prefix);
+	if (n >= sizeof(c->prefix))
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (!(isalnum((unsigned char)prefix[i]) || prefix[i] == '_'))
+			return NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		c->prefix[i] = (char)toupper((unsigned char)prefix[i]);
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_cond_init(&c->io_cond, &ca);
+	pthread_cond_init(&c->ev_cond, &ca);
+	pthread_cond_init(&c->state_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	c->next_id = 1;
+	return c;
+}
+
+const char *mg_mqtt_prefix(const struct mg_mqtt *c)
+{
+	return c != NULL ? c->prefix : NULL;
+}
+
+static int cwm_can_register(const struct mg_mqtt *c, const void *h)
+{
+	if (c == NULL || h == NULL)
+		return MG_MQTT_ERR_INVALID;
+	if (atomic_load(&c->ops_ok) || c->dispatch_started)
+		return MG_MQTT_ERR_STARTED;
+	return 0;
+}
+
+int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
+                     mg_mqtt_message_handler h, void *user_data)
+{
+	int rc = cwm_can_register(c, (const void *)h);
+	if (rc != 0)
+		return rc;
+	if (filter == NULL)
+		return MG_MQTT_ERR_INVALID;
+	if (cwm_filter_check(filter, strlen(filter)) != 0)
+		return MG_MQTT_ERR_FILTER;
+	struct cwm_handler *hd = calloc(1, sizeof(*hd));
+	if (hd == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	hd->fn = h;
+	hd->ud = user_data;
+	hd->seq = ++c->nhandlers;
+	if ((rc = cwm_tree_add(&c->tree, filter, hd)) != 0)
+		free(hd);
+	return rc;
+}
+
+#define CWM_SETTER(fn_name, type, field)                                       \
+	int fn_name(struct mg_mqtt *c, type h, void *user_data)                    \
+	{                                                                          \
+		int rc = cwm_can_register(c, (const void *)h);                         \
+		if (rc == 0) {                                                         \
+			c->field = h;                                                      \
+			c->field##_ud = user_data;                                         \
+		}                                                                      \
+		return rc;                                                             \
+	}
+CWM_SETTER(mg_mqtt_on_message, mg_mqtt_message_handler, on_message)
+CWM_SETTER(mg_mqtt_on_connect, mg_mqtt_connect_handler, on_connect)
+CWM_SETTER(mg_mqtt_on_disconnect, mg_mqtt_disconnect_handler, on_disconnect)
+CWM_SETTER(mg_mqtt_on_publish, mg_mqtt_publish_handler, on_publish)
+CWM_SETTER(mg_mqtt_on_subscribe, mg_mqtt_ack_handler, on_subscribe)
+CWM_SETTER(mg_mqtt_on_unsubscribe, mg_mqtt_ack_handler, on_unsubscribe)
+CWM_SETTER(mg_mqtt_on_log, mg_mqtt_log_handler, on_log)
+#undef CWM_SETTER
+
+static int cwm_registry_add(struct mg_mqtt *c)
+{
+	int rc = 0;
+	if (c->ctx == NULL)
+		return 0;
+	pthread_mutex_lock(&cwm_registry_lock);
+	for (size_t i = 0; i < cwm_nregistry; i++)
+		if (cwm_registry[i].ctx == c->ctx &&
+		    strcmp(cwm_registry[i].c->prefix, c->prefix) == 0)
+			rc = MG_MQTT_ERR_EXISTS;
+	if (rc == 0) {
+		struct cwm_reg *r =
+		    realloc(cwm_registry, sizeof(*r) * (cwm_nregistry + 1));
+		if (r == NULL) {
+			rc = MG_MQTT_ERR_NOMEM;
+		} else {
+			cwm_registry = r;
+			r[cwm_nregistry].ctx = c->ctx;
+			r[cwm_nregistry].c = c;
+			cwm_nregistry++;
+		}
+	}
+	pthread_mutex_unlock(&cwm_registry_lock);
+	return rc;
+}
+
+static void cwm_registry_remove(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_registry_lock);
+	for (size_t i = 0; i < cwm_nregistry; i++)
+		if (cwm_registry[i].c == c) {
+			cwm_registry[i] = cwm_registry[--cwm_nregistry];
+			break;
+		}
+	if (cwm_nregistry == 0) {
+		free(cwm_registry);
+		cwm_registry = NULL;
+	}
+	atomic_store(&c->registered, 0);
+	pthread_mutex_unlock(&cwm_registry_lock);
+}
+
+struct mg_mqtt *mg_mqtt_get(const struct mg_context *ctx, const char *prefix)
+{
+	struct mg_mqtt *found = NULL;
+	if (ctx == NULL)
+		return NULL;
+	if (prefix == NULL || prefix[0] == '\0')
+		prefix = "MQTT";
+	pthread_mutex_lock(&cwm_registry_lock);
+	for (size_t i = 0; i < cwm_nregistry; i++)
+		if (cwm_registry[i].ctx == ctx &&
+		    strcasecmp(cwm_registry[i].c->prefix, prefix) == 0 &&
+		    atomic_load(&cwm_registry[i].c->registered))
+			found = cwm_registry[i].c;
+	pthread_mutex_unlock(&cwm_registry_lock);
+	return found;
+}
+
+static char *cwm_make_client_id(void)
+{
+	unsigned char b[4];
+	char id[32];
+	if (getrandom(b, sizeof(b), GRND_NONBLOCK) != (ssize_t)sizeof(b)) {
+		unsigned v = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16) ^
+		             (unsigned)(uintptr_t)&b;
+		memcpy(b, &v, sizeof(b));
+	}
+	snprintf(id, sizeof(id), "civetweb-mqtt-%02x%02x%02x%02x", b[0], b[1],
+	         b[2], b[3]);
+	return cwm_strdup(id);
+}
+
+/* Stops the threads and frees what start set up; the client is then as
+ * mg_mqtt_create() left it, with its handlers. */
+static void cwm_shutdown(struct mg_mqtt *c)
+{
+	cwm_registry_remove(c);
+	pthread_mutex_lock(&c->lock);
+	c->stopping = 1;
+	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
+	pthread_cond_signal(&c->io_cond);
+	pthread_mutex_unlock(&c->lock);
+
+	if (c->io_started) {
+		pthread_join(c->io_thread, NULL);
+	} else if (c->paho != NULL) {
+		MQTTAsync_destroy(&c->paho);
+		c->paho = NULL;
+		pthread_mutex_lock(&c->lock);
+		cwm_fail_all(c);
+		pthread_mutex_unlock(&c->lock);
+	}
+	pthread_mutex_lock(&c->lock);
+	c->dispatch_exit = 1;
+	pthread_cond_signal(&c->ev_cond);
+	pthread_mutex_unlock(&c->lock);
+	if (c->dispatch_started)
+		pthread_join(c->dispatch_thread, NULL);
+	while (c->evq != NULL) {
+		struct cwm_event *ev = c->evq;
+		c->evq = ev->next;
+		cwm_event_discard(ev);
+	}
+
+	atomic_store(&c->ops_ok, 0);
+	atomic_store(&c->connected, 0);
+	while (c->sub_head != NULL)
+		cwm_sub_forget(c, c->sub_head);
+	cwm_map_free(&c->subs, NULL);
+	cwm_settings_free(&c->cfg);
+	free(c->client_id);
+	free(c->broker);
+	free(c->error_log_file);
+	free(c->cur.v);
+	free(c->nxt.v);
+	free(c->hits.v);
+
+	/* Back to the state mg_mqtt_create() left, handlers kept. */
+	size_t keep = offsetof(struct mg_mqtt, cfg);
+	pthread_mutex_t lock = c->lock;
+	pthread_cond_t a = c->io_cond, b = c->ev_cond, d = c->state_cond;
+	memset((char *)c + keep, 0, sizeof(*c) - keep);
+	c->lock = lock;
+	c->io_cond = a;
+	c->ev_cond = b;
+	c->state_cond = d;
+	c->next_id = 1;
+}
+
+int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
+                  const char **options, char *errbuf, size_t errlen)
+{
+	char err[1024] = "";
+	int rc;
+
+	if (errbuf != NULL && errlen > 0)
+		errbuf[0] = '\0';
+	if (c == NULL)
+		return MG_MQTT_ERR_INVALID;
+	if (atomic_load(&c->ops_ok) || c->dispatch_started)
+		return MG_MQTT_ERR_STARTED;
+
+	c->ctx = ctx;
+	if (ctx != NULL) {
+		const char *lf = mg_get_option(ctx, "error_log_file");
+		if (lf != NULL && lf[0] != '\0' &&
+		    (c->error_log_file = cwm_strdup(lf)) == NULL)
+			return MG_MQTT_ERR_NOMEM;
+	}
+	rc = cwm_settings_read(&c->cfg, c->prefix, options, err, sizeof(err));
+	if (rc == MG_MQTT_ERR_NOMEM && err[0] == '\0')
+		snprintf(err, sizeof(err), "%s: out of memory", c->prefix);
+	if (rc != 0)
+		goto fail;
+
+	const struct cwm_settings *s = &c->cfg;
+	c->v5 = s->protocol == 5;
+	c->client_id = s->client_id != NULL ? cwm_strdup(s->client_id)
+	                                    : cwm_make_client_id();
+	if (c->client_id == NULL) {
+		rc = MG_MQTT_ERR_NOMEM;
+		goto fail;
+	}
+	if ((rc = cwm_registry_add(c)) != 0) {
+		snprintf(err, sizeof(err),
+		         "%s: a client with this prefix is already started on this "
+		         "server",
+		         c->prefix);
+		goto fail;
+	}
+	if (!s->use_tls && (s->tls_ca_certs != NULL || s->tls_certfile != NULL ||
+	                    s->tls_insecure))
+		cwm_log(c, MG_MQTT_LOG_WARNING,
+		        "TLS options are set but TLS is off (set %s_TLS_ENABLED or use "
+		        "an mqtts:// URL)",
+		        c->prefix);
+	if (s->client_id == NULL && !s->clean_session)
+		cwm_log(c, MG_MQTT_LOG_WARNING,
+		        "CLEAN_SESSION is false with a generated client id: the "
+		        "session cannot be resumed after a restart");
+
+	for (int i = 0; i < s->nsubs; i++) {
+		struct cwm_sub *sub = calloc(1, sizeof(*sub));
+		if (sub == NULL || (sub->filter = cwm_strdup(s->sub_filters[i])) == NULL ||
+		    cwm_map_put(&c->subs, sub->filter, strlen(sub->filter), sub) != 0) {
+			cwm_sub_free(sub);
+			rc = MG_MQTT_ERR_NOMEM;
+			goto fail;
+		}
+		sub->qos = s->sub_qos[i];
+		sub->granted = -1;
+		sub->prev = c->sub_tail;
+		if (c->sub_tail != NULL)
+			c->sub_tail->next = sub;
+		else
+			c->sub_head = sub;
+		c->sub_tail = sub;
+	}
+
+	MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+	co.MQTTVersion = c->v5 ? MQTTVERSION_5
+	                 : s->protocol == 3 ? MQTTVERSION_3_1
+	                                    : MQTTVERSION_3_1_1;
+	co.sendWhileDisconnected = 0; /* buffering while disconnected is ours */
+	co.maxBufferedMessages = 1 << 30;
+	co.persistQoS0 = 0;
+	rc = MQTTAsync_createWithOptions(
+	    &c->paho, s->uris[0], c->client_id,
+	    s->persistence_dir != NULL ? MQTTCLIENT_PERSISTENCE_DEFAULT
+	                               : MQTTCLIENT_PERSISTENCE_NONE,
+	    s->persistence_dir, &co);
+	if (rc != MQTTASYNC_SUCCESS) {
+		snprintf(err, sizeof(err), "%s: cannot create the MQTT client: %s",
+		         c->prefix, MQTTAsync_strerror(rc));
+		c->paho = NULL;
+		rc = rc == MQTTASYNC_PERSISTENCE_ERROR ? MG_MQTT_ERR_IO : MG_MQTT_ERR_PAHO;
+		goto fail;
+	}
+	MQTTAsync_setCallbacks(c->paho, c, cwm_on_lost, cwm_on_message, NULL);
+	if (c->v5)
+		MQTTAsync_setDisconnected(c->paho, c, cwm_on_server_disconnect);
+
+	c->state = CWM_DISCONNECTED;
+	c->backoff_s = s->reconnect_min;
+	c->window = s->max_inflight;
+	c->seed = (unsigned)cwm_now_ms() ^ (unsigned)(uintptr_t)c;
+	atomic_store(&c->ops_ok, 1);
+	c->dispatch_started = 1;
+	if (pthread_create(&c->dispatch_thread, NULL, cwm_dispatch_main, c) != 0) {
+		c->dispatch_started = 0;
+		rc = MG_MQTT_ERR_THREAD;
+		goto fail;
+	}
+	c->io_started = 1;
+	if (pthread_create(&c->io_thread, NULL, cwm_io_main, c) != 0) {
+		c->io_started = 0;
+		rc = MG_MQTT_ERR_THREAD;
+		goto fail;
+	}
+
+	if (!s->connect_async) {
+		int64_t budget =
+		    (int64_t)s->connection_timeout * 1000 * s->nuris + 5000;
+		struct timespec until = cwm_deadline(budget);
+		pthread_mutex_lock(&c->lock);
+		while (c->first_result == 0 &&
+		       pthread_cond_timedwait(&c->state_cond, &c->lock, &until) !=
+		           ETIMEDOUT) {
+		}
+		rc = c->first_result;
+		if (rc < 0)
+			cwm_fmt(err, sizeof(err), "%s", c->first_msg);
+		pthread_mutex_unlock(&c->lock);
+		if (rc == 0) {
+			rc = MG_MQTT_ERR_TIMEOUT;
+			snprintf(err, sizeof(err), "%s: no answer from %s within %lld s",
+			         c->prefix, s->uris[0], (long long)budget / 1000);
+		}
+		if (rc < 0)
+			goto fail;
+	}
+	atomic_store(&c->registered, 1);
+	return 0;
+
+fail:
+	if (err[0] == '\0')
+		snprintf(err, sizeof(err), "%s: %s", c->prefix, mg_mqtt_strerror(rc));
+	cwm_log_quiet(c, MG_MQTT_LOG_ERROR, "%s", err);
+	cwm_fmt(errbuf, errlen, "%s", err);
+	cwm_shutdown(c);
+	return rc;
+}
+
+int mg_mqtt_stop(struct mg_mqtt *c)
+{
+	if (c == NULL)
+		return 0;
+	if (c->dispatch_started &&
+	    pthread_equal(pthread_self(), c->dispatch_thread))
+		return MG_MQTT_ERR_IN_HANDLER;
+	cwm_shutdown(c);
+	cwm_map_free(&c->tree.kids, cwm_tnode_free);
+	cwm_tnode_free(c->tree.plus);
+	cwm_tnode_free(c->tree.hash);
+	for (struct cwm_handler *h = c->tree.handlers, *next; h != NULL; h = next) {
+		next = h->next;
+		free(h);
+	}
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->io_cond);
+	pthread_cond_destroy(&c->ev_cond);
+	pthread_cond_destroy(&c->state_cond);
+	free(c);
+	return 0;
+}
+
+/* ========================================================================
+ * 13. Status
+ * ====================================================================== */
+
+int mg_mqtt_subscriptions(struct mg_mqtt *c, struct mg_mqtt_subscription **list)
+{
+	if (c == NULL || list == NULL)
+		return MG_MQTT_ERR_INVALID;
+	*list = NULL;
+	pthread_mutex_lock(&c->lock);
+	size_t n = 0, size = 0;
+	for (struct cwm_sub *s = c->sub_head; s != NULL; s = s->next) {
+		n++;
+		size += strlen(s->filter) + 1;
+	}
+	if (n == 0) {
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	struct mg_mqtt_subscription *v = malloc(n * sizeof(*v) + size);
+	if (v == NULL) {
+		pthread_mutex_unlock(&c->lock);
+		return MG_MQTT_ERR_NOMEM;
+	}
+	char *p = (char *)(v + n);
+	size_t i = 0;
+	for (struct cwm_sub *s = c->sub_head; s != NULL; s = s->next, i++) {
+		size_t l = strlen(s->filter) + 1;
+		v[i].filter = memcpy(p, s->filter, l);
+		p += l;
+		v[i].qos = s->qos;
+		v[i].granted = s->granted;
+	}
+	pthread_mutex_unlock(&c->lock);
+	*list = v;
+	return (int)n;
+}
+
+static const char *cwm_protocol_name(int p)
+{
+	return p == 5 ? "5" : p == 3 ? "3.1" : "3.1.1";
+}
+
+int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len)
+{
+	if (c == NULL)
+		return MG_MQTT_ERR_INVALID;
+	cJSON *o = cJSON_CreateObject(), *subs = cJSON_CreateArray(),
+	      *counters = cJSON_CreateObject(), *gauges = cJSON_CreateObject(),
+	      *brokers = cJSON_CreateArray(), *config = cJSON_CreateObject();
+	int running = atomic_load(&c->ops_ok);
+
+	if (o == NULL || subs == NULL || counters == NULL || gauges == NULL ||
+	    brokers == NULL || config == NULL) {
+		cJSON_Delete(o);
+		cJSON_Delete(subs);
+		cJSON_Delete(counters);
+		cJSON_Delete(gauges);
+		cJSON_Delete(brokers);
+		cJSON_Delete(config);
+		return MG_MQTT_ERR_NOMEM;
+	}
+	cJSON_AddStringToObject(o, "prefix", c->prefix);
+	pthread_mutex_lock(&c->lock);
+	if (c->client_id != NULL)
+		cJSON_AddStringToObject(o, "client_id", c->client_id);
+	else
+		cJSON_AddNullToObject(o, "client_id");
+	cJSON_AddBoolToObject(o, "running", running);
+	cJSON_AddBoolToObject(o, "connected", c->state == CWM_CONNECTED);
+	if (c->broker != NULL)
+		cJSON_AddStringToObject(o, "broker", c->broker);
+	else
+		cJSON_AddNullToObject(o, "broker");
+	for (int i = 0; i < c->cfg.nuris; i++)
+		cJSON_AddItemToArray(brokers, cJSON_CreateString(c->cfg.uris[i]));
+	cJSON_AddItemToObject(o, "brokers", brokers);
+	cJSON_AddStringToObject(o, "protocol", cwm_protocol_name(c->cfg.protocol));
+	cJSON_AddStringToObject(o, "transport",
+	                        c->cfg.transport == 1 ? "websockets" : "tcp");
+	cJSON_AddBoolToObject(o, "tls", c->cfg.use_tls);
+	for (struct cwm_sub *s = c->sub_head; s != NULL; s = s->next) {
+		cJSON *e = cJSON_CreateObject();
+		cJSON_AddStringToObject(e, "filter", s->filter);
+		cJSON_AddNumberToObject(e, "qos", s->qos);
+		if (s->granted >= 0)
+			cJSON_AddNumberToObject(e, "granted", s->granted);
+		else
+			cJSON_AddNullToObject(e, "granted");
+		cJSON_AddItemToArray(subs, e);
+	}
+	cJSON_AddItemToObject(o, "subscriptions", subs);
+	cJSON_AddNumberToObject(counters, "published", (double)c->published);
+	cJSON_AddNumberToObject(counters, "publish_failed",
+	                        (double)c->publish_failed);
+	cJSON_AddNumberToObject(counters, "received", (double)c->received);
+	cJSON_AddNumberToObject(counters, "dropped_queue_full",
+	                        (double)c->dropped_queue_full);
+	cJSON_AddNumberToObject(counters, "reconnects", (double)c->reconnects);
+	cJSON_AddNumberToObject(counters, "connects", (double)c->connects);
+	cJSON_AddItemToObject(o, "counters", counters);
+	int queued = 0;
+	for (struct cwm_out *r = c->retry; r != NULL; r = r->next)
+		queued += r->type == CMD_PUBLISH && !r->internal;
+	for (struct cwm_out *r = c->outq; r != NULL; r = r->next)
+		queued += r->type == CMD_PUBLISH;
+	cJSON_AddNumberToObject(gauges, "in_flight", c->inflight + c->inflight0);
+	cJSON_AddNumberToObject(gauges, "queued", queued);
+	cJSON_AddNumberToObject(gauges, "queue_depth", c->ev_msgs);
+	cJSON_AddItemToObject(o, "gauges", gauges);
+	pthread_mutex_unlock(&c->lock);
+	if (running)
+		cwm_settings_json(&c->cfg, config); /* read-only while running */
+	cJSON_AddItemToObject(o, "config", config);
+
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (text == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	size_t n = strlen(text);
+	if (buf != NULL && len > 0) {
+		size_t k = n < len - 1 ? n : len - 1;
+		memcpy(buf, text, k);
+		buf[k] = '\0';
+	}
+	cJSON_free(text);
+	return n > INT_MAX ? INT_MAX : (int)n;
+}

@@ -1,0 +1,461 @@
+/*
+ * civetweb-mqtt: an MQTT client (Eclipse paho.mqtt.c) attached to a CivetWeb
+ * server context, configured from the same option list / civetweb.conf.
+ *
+ * This header is the manual. Read the "Contract" section once; every
+ * function below refers to it.
+ *
+ * Contract
+ * --------
+ * Errors.  Every function that can fail returns a negative MG_MQTT_ERR_*
+ * code; mg_mqtt_strerror() turns it into text. A failed call leaves the
+ * client as it was. Start-up errors also fill a caller-supplied buffer with
+ * a sentence naming the offending key and value (secrets are never echoed).
+ *
+ * Asynchrony.  subscribe / unsubscribe / publish return at once. A positive
+ * return value is an id; it means "queued", not "sent". The matching
+ * acknowledgement handler (on_publish, on_subscribe, on_unsubscribe) is
+ * later called with the same id exactly once. A negative return means the
+ * operation was not queued and no handler will run for it.
+ *
+ * Threads.  Each started client owns two threads: "mqtt-io" (talks to
+ * paho, reconnects, applies flow control) and "mqtt-dispatch" (runs every
+ * handler, one at a time, in arrival order). Calls marked "any thread" may
+ * be made concurrently from CivetWeb worker threads, from handlers and from
+ * your own threads. Handlers may call every "any thread" function,
+ * including publish; they must not call mg_mqtt_stop().
+ *
+ * Life cycle.  mg_mqtt_create() -> mg_mqtt_on_*() -> mg_mqtt_start() ->
+ * ... -> mg_mqtt_stop(). Handlers are registered before start, as with
+ * Flask-MQTT's "register handlers before init_app". Stop the CivetWeb
+ * context (mg_stop) before the clients attached to it, so that no request
+ * handler still holds a client pointer when it is freed.
+ */
+#ifndef CIVETWEB_MQTT_H
+#define CIVETWEB_MQTT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MG_MQTT_VERSION_MAJOR 0
+#define MG_MQTT_VERSION_MINOR 1
+#define MG_MQTT_VERSION_PATCH 0
+#define MG_MQTT_VERSION "0.1.0"
+
+#if defined(_WIN32)
+#define MG_MQTT_API __declspec(dllexport)
+#else
+#define MG_MQTT_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct mg_context; /* CivetWeb's server context (civetweb.h) */
+struct mg_mqtt;    /* one MQTT client; opaque */
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ---------------------------------------------------------------------- */
+
+/* One table: name, value, text. mg_mqtt_strerror() is generated from it. */
+#define MG_MQTT_ERRNO_MAP(XX)                                                  \
+	XX(INVALID, -1, "invalid argument")                                        \
+	XX(NOMEM, -2, "out of memory")                                             \
+	XX(CONFIG, -3, "bad configuration")                                        \
+	XX(TOPIC, -4, "invalid topic name")                                        \
+	XX(FILTER, -5, "invalid topic filter")                                     \
+	XX(QOS, -6, "QoS must be 0, 1 or 2")                                       \
+	XX(TOO_LARGE, -7, "topic or payload too large")                            \
+	XX(PROTOCOL, -8, "MQTT 5 properties need PROTOCOL_VERSION 5")              \
+	XX(NOT_CONNECTED, -9, "not connected and buffering is off")                \
+	XX(BUFFER_FULL, -10, "outgoing buffer full (MAX_INFLIGHT + MAX_BUFFERED)") \
+	XX(QUEUE_FULL, -11, "dispatch queue full (QUEUE_SIZE)")                    \
+	XX(STARTED, -12, "client already started")                                 \
+	XX(NOT_STARTED, -13, "client not started")                                 \
+	XX(STOPPED, -14, "client stopped before the operation completed")          \
+	XX(EXISTS, -15, "a client with this prefix is already on this context")    \
+	XX(IN_HANDLER, -16, "not allowed from a handler")                          \
+	XX(CONNECT, -17, "could not connect to the broker")                        \
+	XX(REFUSED, -18, "the broker refused the connection")                      \
+	XX(TIMEOUT, -19, "timed out")                                              \
+	XX(CONNECTION_LOST, -20, "connection to the broker lost")                  \
+	XX(TLS, -21, "TLS error")                                                  \
+	XX(THREAD, -22, "cannot create a thread")                                  \
+	XX(IO, -23, "cannot read a file")                                          \
+	XX(PAHO, -24, "MQTT library error")                                        \
+	XX(NOT_FOUND, -25, "not found")
+
+enum mg_mqtt_error {
+	MG_MQTT_OK = 0,
+#define MG_MQTT_XX_(name, value, text) MG_MQTT_ERR_##name = value,
+	MG_MQTT_ERRNO_MAP(MG_MQTT_XX_)
+#undef MG_MQTT_XX_
+};
+
+/* Text for an MG_MQTT_ERR_* code (or "success" for 0). Never NULL; an
+ * unknown code gives "unknown error". The string is static.
+ * Any thread. */
+MG_MQTT_API const char *mg_mqtt_strerror(int err);
+
+/* ------------------------------------------------------------------------
+ * Messages and MQTT 5 properties
+ * ---------------------------------------------------------------------- */
+
+/* One MQTT 5 user property. Both strings NUL-terminated UTF-8. */
+struct mg_mqtt_user_property {
+	const char *name;
+	const char *value;
+};
+
+/* MQTT 5 publish properties. Zero-initialise and fill what you need; every
+ * field's zero value means "absent". With PROTOCOL_VERSION 3.1 / 3.1.1 a
+ * received message has all fields absent, and publishing with any field set
+ * fails with MG_MQTT_ERR_PROTOCOL. */
+struct mg_mqtt_props {
+	const struct mg_mqtt_user_property *user; /* array; NULL: none */
+	size_t user_count;                        /* entries in user */
+	uint32_t message_expiry;   /* seconds; 0: message never expires */
+	const char *response_topic; /* NULL: none; a topic name, no wildcards */
+	const void *correlation_data; /* NULL: none; binary */
+	size_t correlation_len;       /* bytes in correlation_data */
+	const char *content_type;     /* NULL: none; e.g. "application/json" */
+	int payload_utf8;             /* 1: payload format indicator "UTF-8" */
+};
+
+/* A received message, as handed to message handlers. Everything it points
+ * to is valid until the handler returns; copy what you keep. */
+struct mg_mqtt_message {
+	const char *topic;        /* NUL-terminated topic name */
+	size_t topic_len;         /* strlen(topic) */
+	const void *payload;      /* payload bytes; NOT NUL-terminated */
+	size_t payload_len;       /* bytes in payload; 0: empty payload */
+	int qos;                  /* 0, 1 or 2 as delivered by the broker */
+	int retain;               /* 1: a retained message (sent on subscribe) */
+	int dup;                  /* 1: the broker may have sent it before */
+	int packet_id;            /* MQTT packet id; 0 for QoS 0 */
+	const struct mg_mqtt_props *props; /* never NULL; all absent if none */
+};
+
+/* ------------------------------------------------------------------------
+ * Handlers. All run on the client's dispatch thread ("mqtt-dispatch"), one
+ * at a time, in the order their events arrived. A handler that blocks
+ * delays later handlers of the same client, never the network: keep-alive
+ * and acknowledgements go on, and arriving messages wait in the dispatch
+ * queue (QUEUE_SIZE; see mg_mqtt_on_topic for what happens when it is full).
+ * ---------------------------------------------------------------------- */
+
+typedef void (*mg_mqtt_message_handler)(struct mg_mqtt *c,
+                                        const struct mg_mqtt_message *msg,
+                                        void *user_data);
+
+/* Outcome of one connection attempt. */
+struct mg_mqtt_connect_info {
+	int connected;       /* 1: connected; 0: this attempt failed */
+	int error;           /* 0, or MG_MQTT_ERR_CONNECT / _REFUSED / _TIMEOUT / _TLS */
+	int reason_code;     /* CONNACK code: 0-5 (MQTT 3) or MQTT 5 reason code;
+	                        -1 when no CONNACK arrived (network, TLS, timeout) */
+	int session_present; /* 1: the broker resumed a stored session */
+	int attempt;         /* 1 for the first attempt after start or a loss */
+	const char *broker;  /* URI tried or connected to, e.g. "tcp://h:1883" */
+	const char *message; /* human-readable detail; never NULL */
+};
+typedef void (*mg_mqtt_connect_handler)(struct mg_mqtt *c,
+                                        const struct mg_mqtt_connect_info *info,
+                                        void *user_data);
+
+/* The end of a connection. */
+struct mg_mqtt_disconnect_info {
+	int stopped;         /* 1: mg_mqtt_stop() ended it (no last will sent) */
+	int reason_code;     /* MQTT 5 DISCONNECT reason from the broker; 0 else */
+	const char *broker;  /* URI that was connected */
+	const char *message; /* human-readable cause; never NULL */
+};
+typedef void (*mg_mqtt_disconnect_handler)(
+    struct mg_mqtt *c, const struct mg_mqtt_disconnect_info *info,
+    void *user_data);
+
+/* Acknowledgement of a publish: id as returned by mg_mqtt_publish().
+ * result: 0 when the broker acknowledged it (QoS 1: PUBACK, QoS 2: PUBCOMP)
+ * or, for QoS 0, when it was written to the network; an MQTT 5 PUBACK /
+ * PUBREC reason code (> 0; 0x10 "no matching subscribers" is a success,
+ * >= 0x80 a refusal); or a negative MG_MQTT_ERR_* (MG_MQTT_ERR_STOPPED when
+ * the client stopped before the message could be sent). */
+typedef void (*mg_mqtt_publish_handler)(struct mg_mqtt *c, int id, int result,
+                                        void *user_data);
+
+/* Acknowledgement of a subscribe or unsubscribe: id as returned by the call.
+ * codes[i] is the broker's answer for the i-th filter of the request:
+ * SUBACK granted QoS 0-2 or a failure code >= 0x80; UNSUBACK MQTT 5 reason
+ * code (0 with MQTT 3, which has none). count is the number of filters.
+ * When the request could not be completed, count is 0, codes is NULL and
+ * result is a negative MG_MQTT_ERR_*; otherwise result is 0. */
+typedef void (*mg_mqtt_ack_handler)(struct mg_mqtt *c, int id, int result,
+                                    const int *codes, int count,
+                                    void *user_data);
+
+enum mg_mqtt_log_level {
+	MG_MQTT_LOG_ERROR = 0,
+	MG_MQTT_LOG_WARNING = 1,
+	MG_MQTT_LOG_INFO = 2,
+	MG_MQTT_LOG_DEBUG = 3
+};
+/* text: one line, no trailing newline, never holds a password. */
+typedef void (*mg_mqtt_log_handler)(struct mg_mqtt *c, int level,
+                                    const char *text, void *user_data);
+
+/* ------------------------------------------------------------------------
+ * Life cycle
+ * ---------------------------------------------------------------------- */
+
+/* Creates a client that reads the options named <prefix>_<KEY>. prefix NULL
+ * or "" means "MQTT"; prefixes match without regard to case and must be
+ * letters, digits and '_'.
+ * Returns the client, or NULL when out of memory or the prefix is invalid.
+ * Free it with mg_mqtt_stop(), started or not. Any thread. */
+MG_MQTT_API struct mg_mqtt *mg_mqtt_create(const char *prefix);
+
+/* Reads the client's options from `options` (name, value, name, value, ...,
+ * NULL: the list mg_start() takes, or mg_mqtt_config.mqtt), starts its
+ * threads and connects. Option names of other prefixes and CivetWeb's own
+ * options are ignored; an unknown <PREFIX>_<KEY> or a bad value is an error.
+ *
+ * ctx may be NULL (no CivetWeb server: mg_mqtt_get() cannot find the
+ * client). With ctx, log lines also go to CivetWeb's error_log_file.
+ *
+ * With CONNECT_ASYNC false (the default) it waits for the first connection
+ * attempt to every URL of BROKER_URL and fails if none succeeds; with
+ * CONNECT_ASYNC true it returns at once and connects in the background.
+ * Either way, after a successful start the client reconnects by itself.
+ *
+ * errbuf (may be NULL) receives one sentence on failure, such as
+ * "MQTT_KEEPALIVE: 'abc' is not a number of seconds (0-65535)".
+ * Returns 0, or MG_MQTT_ERR_CONFIG / _IO (bad option or unreadable file),
+ * _EXISTS (same prefix already on ctx), _STARTED, _CONNECT / _REFUSED /
+ * _TIMEOUT / _TLS (first connection failed), _THREAD, _NOMEM. On failure
+ * the client is left created and not started: fix and retry, or stop it.
+ * Call once per client, from any thread but not from its handlers. */
+MG_MQTT_API int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
+                              const char **options, char *errbuf,
+                              size_t errlen);
+
+/* Stops and frees the client. Waits up to CONNECTION_TIMEOUT seconds for
+ * queued messages to be sent while connected, then sends DISCONNECT (the
+ * broker drops the last will), joins both threads after the dispatch thread
+ * has run the handlers of every event already queued (the disconnect
+ * handler last), and frees everything. Messages not sent by then are
+ * reported to on_publish with MG_MQTT_ERR_STOPPED. c may be NULL or a
+ * client that was never started. After return, c is invalid.
+ * Returns 0, or MG_MQTT_ERR_IN_HANDLER (called from one of c's handlers;
+ * nothing is done). Not thread-safe with respect to c: call it once, when
+ * no other thread uses c any more. */
+MG_MQTT_API int mg_mqtt_stop(struct mg_mqtt *c);
+
+/* The started client of `prefix` (NULL: "MQTT") attached to ctx, or NULL.
+ * The usual call from a request handler:
+ *     struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), NULL);
+ * The pointer stays valid until mg_mqtt_stop(). Any thread. */
+MG_MQTT_API struct mg_mqtt *mg_mqtt_get(const struct mg_context *ctx,
+                                        const char *prefix);
+
+/* The client's prefix, upper-case, as given to mg_mqtt_create(). Valid as
+ * long as c. Any thread. */
+MG_MQTT_API const char *mg_mqtt_prefix(const struct mg_mqtt *c);
+
+/* ------------------------------------------------------------------------
+ * Registering handlers: before mg_mqtt_start() only, from one thread.
+ * Each returns 0, MG_MQTT_ERR_INVALID (NULL handler or client),
+ * MG_MQTT_ERR_STARTED (after start), or as noted. Registering a second
+ * connect/disconnect/publish/subscribe/unsubscribe/log/message handler
+ * replaces the first.
+ * ---------------------------------------------------------------------- */
+
+/* Calls h for every message whose topic matches `filter` ('+' one level,
+ * '#' the rest; "$share/<group>/<filter>" is matched as <filter>). Several
+ * handlers may match one message: each is called, in registration order.
+ * Registering only routes messages; subscribe with mg_mqtt_subscribe() or
+ * the SUBSCRIBE option. Matching cost does not grow with the number of
+ * handlers (a topic tree, not a list).
+ * Queue policy: a message that arrives while QUEUE_SIZE messages already
+ * wait for the dispatch thread is dropped, counted ("dropped_queue_full" in
+ * the status) and reported by a warning through the log (at most one per
+ * second); connection and acknowledgement events are never dropped.
+ * Returns also MG_MQTT_ERR_FILTER for an invalid filter. */
+MG_MQTT_API int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
+                                 mg_mqtt_message_handler h, void *user_data);
+
+/* The catch-all: called for a message no topic handler matched (Flask-MQTT's
+ * on_message rule). */
+MG_MQTT_API int mg_mqtt_on_message(struct mg_mqtt *c, mg_mqtt_message_handler h,
+                                   void *user_data);
+
+/* Called after every connection attempt, successful or not, including
+ * reconnects. Subscriptions are being renewed when it runs. */
+MG_MQTT_API int mg_mqtt_on_connect(struct mg_mqtt *c, mg_mqtt_connect_handler h,
+                                   void *user_data);
+
+/* Called when an established connection ends: lost, closed by the broker,
+ * or stopped by mg_mqtt_stop() (then info->stopped is 1, and it is the last
+ * handler to run). */
+MG_MQTT_API int mg_mqtt_on_disconnect(struct mg_mqtt *c,
+                                      mg_mqtt_disconnect_handler h,
+                                      void *user_data);
+
+MG_MQTT_API int mg_mqtt_on_publish(struct mg_mqtt *c, mg_mqtt_publish_handler h,
+                                   void *user_data);
+MG_MQTT_API int mg_mqtt_on_subscribe(struct mg_mqtt *c, mg_mqtt_ack_handler h,
+                                     void *user_data);
+MG_MQTT_API int mg_mqtt_on_unsubscribe(struct mg_mqtt *c, mg_mqtt_ack_handler h,
+                                       void *user_data);
+
+/* Receives every log line of the client. Lines logged while mg_mqtt_start()
+ * runs are delivered on the calling thread before start returns; the rest on
+ * the dispatch thread. Without a log handler, lines go to CivetWeb's
+ * error_log_file if the context has one, else to stderr. */
+MG_MQTT_API int mg_mqtt_on_log(struct mg_mqtt *c, mg_mqtt_log_handler h,
+                               void *user_data);
+
+/* ------------------------------------------------------------------------
+ * Operations: any thread, after a successful mg_mqtt_start() (else
+ * MG_MQTT_ERR_NOT_STARTED), until mg_mqtt_stop() begins (then
+ * MG_MQTT_ERR_STOPPED). None of them waits on the network.
+ * ---------------------------------------------------------------------- */
+
+/* Subscribes to `filter` at `qos` and remembers it: the subscription is
+ * renewed on every reconnect, also when made while disconnected (it is then
+ * sent on the next connect). Subscribing again to the same filter updates
+ * its QoS. With SHARED_GROUP set, the broker sees $share/<group>/<filter>.
+ * Returns an id > 0 (on_subscribe follows once the broker answers; while
+ * disconnected the answer comes after the next connect), or
+ * MG_MQTT_ERR_FILTER, _QOS, _INVALID, _NOMEM. */
+MG_MQTT_API int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter,
+                                  int qos);
+
+/* Forgets and unsubscribes `filter` (as given to subscribe). Returns an id
+ * > 0 (on_unsubscribe follows), or MG_MQTT_ERR_NOT_FOUND (not subscribed),
+ * _FILTER, _INVALID, _NOMEM. */
+MG_MQTT_API int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter);
+
+/* Forgets every subscription and unsubscribes them in one request.
+ * Returns an id > 0, 0 when there was nothing to unsubscribe, or
+ * MG_MQTT_ERR_NOMEM. */
+MG_MQTT_API int mg_mqtt_unsubscribe_all(struct mg_mqtt *c);
+
+/* Queues a message for `topic` (a topic name: no wildcards) and returns.
+ * The payload (len bytes; payload may be NULL when len is 0) and topic are
+ * copied; the caller keeps ownership. Messages published by one thread are
+ * sent in the order published.
+ * While disconnected the message is kept and sent after reconnect, up to
+ * MAX_BUFFERED messages; QoS 1/2 messages that were in flight when the
+ * connection dropped are sent again (at least once). Publish fails with
+ * MG_MQTT_ERR_BUFFER_FULL once MAX_INFLIGHT + MAX_BUFFERED messages are
+ * unfinished (queued, buffered, or awaiting acknowledgement), and with
+ * MG_MQTT_ERR_NOT_CONNECTED while disconnected when MAX_BUFFERED is 0.
+ * Returns an id > 0 (on_publish follows), or MG_MQTT_ERR_TOPIC, _QOS,
+ * _TOO_LARGE, _INVALID, _NOMEM, _BUFFER_FULL, _NOT_CONNECTED. */
+MG_MQTT_API int mg_mqtt_publish(struct mg_mqtt *c, const char *topic,
+                                const void *payload, size_t len, int qos,
+                                int retain);
+
+/* mg_mqtt_publish() with MQTT 5 properties (props may be NULL). Everything
+ * props points to is copied. Also returns MG_MQTT_ERR_PROTOCOL when a
+ * property is set and the client does not speak MQTT 5, and
+ * MG_MQTT_ERR_TOPIC for a bad response_topic. */
+MG_MQTT_API int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
+                                      const void *payload, size_t len, int qos,
+                                      int retain,
+                                      const struct mg_mqtt_props *props);
+
+/* 1 when connected to a broker, 0 otherwise (also for NULL or a client not
+ * started). Any thread. */
+MG_MQTT_API int mg_mqtt_is_connected(const struct mg_mqtt *c);
+
+/* One remembered subscription. */
+struct mg_mqtt_subscription {
+	const char *filter; /* as given to subscribe (without $share/<group>/) */
+	int qos;            /* requested QoS */
+	int granted;        /* QoS granted at the last SUBACK; -1: not yet */
+};
+
+/* The current subscriptions, in the order they were made. *list receives
+ * one malloc()ed block (the array and its strings): release it with free().
+ * *list is NULL when there are none.
+ * Returns the number of entries, or MG_MQTT_ERR_INVALID / _NOMEM. */
+MG_MQTT_API int mg_mqtt_subscriptions(struct mg_mqtt *c,
+                                      struct mg_mqtt_subscription **list);
+
+/* Writes the client's status as one JSON object into buf (snprintf rules:
+ * always NUL-terminated when len > 0, truncated if short). Fields: prefix,
+ * client_id, connected, broker, brokers, protocol, transport, tls,
+ * subscriptions, counters {published, publish_failed, received,
+ * dropped_queue_full, reconnects, connects}, gauges {in_flight, queued,
+ * queue_depth}, and config: every option as the client understood it,
+ * passwords as "***". Never contains a secret.
+ * Returns the length of the whole JSON text (excluding the NUL), like
+ * snprintf, or MG_MQTT_ERR_INVALID / _NOMEM. Any thread. */
+MG_MQTT_API int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len);
+
+/* ------------------------------------------------------------------------
+ * Topics. Pure functions; any thread.
+ * ---------------------------------------------------------------------- */
+
+/* 0 when topic is a valid topic name to publish to: 1 to 65535 bytes of
+ * UTF-8 without NUL, '+' or '#'. Else MG_MQTT_ERR_TOPIC (or _INVALID for
+ * NULL). */
+MG_MQTT_API int mg_mqtt_topic_valid(const char *topic);
+
+/* 0 when filter is a valid topic filter: '+' only as a whole level, '#'
+ * only as the whole last level, "$share/<group>/<filter>" with a non-empty
+ * group without wildcards. Else MG_MQTT_ERR_FILTER (or _INVALID). */
+MG_MQTT_API int mg_mqtt_filter_valid(const char *filter);
+
+/* 1 when topic matches filter, 0 when not or when either is invalid.
+ * Leading wildcards do not match topics starting with '$' (MQTT 4.7.2);
+ * "$share/<group>/f" matches like f. */
+MG_MQTT_API int mg_mqtt_topic_matches(const char *filter, const char *topic);
+
+/* ------------------------------------------------------------------------
+ * Configuration: civetweb.conf and the option split
+ * ---------------------------------------------------------------------- */
+
+/* Result of mg_mqtt_config_read(). Every list is name, value, ..., NULL;
+ * all strings live until mg_mqtt_config_free(). */
+struct mg_mqtt_config {
+	const char **options;  /* everything read: the file, then `overrides`;
+	                          a name given twice keeps its last value */
+	const char **civetweb; /* CivetWeb's own options, spelled as CivetWeb
+	                          spells them: pass to mg_start() */
+	const char **mqtt;     /* every <PREFIX>_<KEY>: pass to mg_mqtt_start() */
+	const char **other;    /* names that are neither */
+	const char **prefixes; /* NULL-terminated list of the prefixes found, in
+	                          first-seen order, upper-case: one client each */
+	void *priv_;           /* storage; do not touch */
+};
+
+/* Reads `path` (NULL: no file) in civetweb.conf format: one option a line,
+ * name and value split at the first run of blanks, the value running to
+ * the end of the line (it may hold blanks and '#'; trailing blanks are cut);
+ * blank lines and lines whose first non-blank is '#' are skipped. Then adds
+ * `overrides` (name, value, ..., NULL; may be NULL), e.g. the command line.
+ * Then splits: a name CivetWeb knows (mg_get_valid_options(), any case) goes
+ * to civetweb; a name ending in _<KEY> for a civetweb-mqtt KEY defines the
+ * prefix before it; every name starting with a found prefix and '_' goes
+ * to mqtt (an unknown key there is reported by mg_mqtt_start()); the rest
+ * to other.
+ * Returns 0, or MG_MQTT_ERR_IO (cannot read path), MG_MQTT_ERR_CONFIG (a
+ * line without a value: "civetweb.conf:7: 'listening_ports' has no value"),
+ * MG_MQTT_ERR_NOMEM; errbuf (may be NULL) receives the sentence. On
+ * failure *cfg holds nothing to free. Any thread. */
+MG_MQTT_API int mg_mqtt_config_read(struct mg_mqtt_config *cfg,
+                                    const char *path, const char **overrides,
+                                    char *errbuf, size_t errlen);
+
+/* Frees what mg_mqtt_config_read() allocated; cfg may be zeroed or NULL. */
+MG_MQTT_API void mg_mqtt_config_free(struct mg_mqtt_config *cfg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CIVETWEB_MQTT_H */

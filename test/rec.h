@@ -1,0 +1,306 @@
+/*
+ * A recorder for every handler of a client: integration tests register
+ * rec_attach() and then wait for what they expect to arrive.
+ */
+#ifndef CWM_TEST_REC_H
+#define CWM_TEST_REC_H
+
+#include "civetweb_mqtt.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#define REC_MAX 20000
+
+struct rec_msg {
+	char topic[256];
+	char *payload; /* NUL-terminated copy */
+	size_t len;
+	int qos, retain, dup;
+	int handler; /* which handler saw it: 0 catch-all, else rec_on_topic's tag */
+	char props[512]; /* "k=v;k=v" user properties, then |rt=|cd=|exp=|ct= */
+};
+
+struct rec_ack {
+	int id, result, count;
+	int codes[8];
+};
+
+struct rec {
+	pthread_mutex_t mu;
+	int connects, connect_fails, disconnects, stopped_disconnects;
+	int last_error, last_reason, last_session;
+	char last_conn_msg[512], last_disc_msg[256], last_broker[256];
+	int last_disc_reason;
+	struct rec_msg *msgs;
+	int nmsgs;
+	struct rec_ack *pub, sub[64], unsub[64];
+	int npub, nsub, nunsub;
+	char *log; /* every log line, '\n'-joined */
+	size_t loglen;
+	int slow_ms; /* message handlers sleep this long */
+	int order_ok; /* 0 if a handler ran on a thread other than the first */
+	pthread_t dispatch;
+	int have_dispatch;
+};
+
+struct rec_tag {
+	struct rec *r;
+	int tag;
+};
+
+static inline void rec_thread_check(struct rec *r)
+{
+	pthread_t self = pthread_self();
+	if (!r->have_dispatch) {
+		r->dispatch = self;
+		r->have_dispatch = 1;
+	} else if (!pthread_equal(r->dispatch, self)) {
+		r->order_ok = 0;
+	}
+}
+
+static inline void rec_record_msg(struct rec *r, const struct mg_mqtt_message *m,
+                                  int tag)
+{
+	if (r->slow_ms > 0)
+		th_sleep_ms(r->slow_ms);
+	pthread_mutex_lock(&r->mu);
+	rec_thread_check(r);
+	if (r->nmsgs < REC_MAX) {
+		struct rec_msg *x = &r->msgs[r->nmsgs++];
+		snprintf(x->topic, sizeof(x->topic), "%s", m->topic);
+		x->payload = malloc(m->payload_len + 1);
+		memcpy(x->payload, m->payload, m->payload_len);
+		x->payload[m->payload_len] = '\0';
+		x->len = m->payload_len;
+		x->qos = m->qos;
+		x->retain = m->retain;
+		x->dup = m->dup;
+		x->handler = tag;
+		size_t o = 0;
+		const struct mg_mqtt_props *p = m->props;
+		for (size_t i = 0; i < p->user_count && o < sizeof(x->props); i++)
+			o += (size_t)snprintf(x->props + o, sizeof(x->props) - o, "%s=%s;",
+			                      p->user[i].name, p->user[i].value);
+		if (o < sizeof(x->props))
+			snprintf(x->props + o, sizeof(x->props) - o,
+			         "|rt=%s|cd=%.*s|exp=%u|ct=%s|utf8=%d",
+			         p->response_topic ? p->response_topic : "",
+			         (int)p->correlation_len,
+			         p->correlation_data ? (const char *)p->correlation_data
+			                             : "",
+			         (unsigned)p->message_expiry,
+			         p->content_type ? p->content_type : "", p->payload_utf8);
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+static inline void rec_on_message(struct mg_mqtt *c,
+                                  const struct mg_mqtt_message *m, void *ud)
+{
+	(void)c;
+	rec_record_msg(ud, m, 0);
+}
+
+static inline void rec_on_topic_cb(struct mg_mqtt *c,
+                                   const struct mg_mqtt_message *m, void *ud)
+{
+	struct rec_tag *t = ud;
+	(void)c;
+	rec_record_msg(t->r, m, t->tag);
+}
+
+static inline void rec_on_connect(struct mg_mqtt *c,
+                                  const struct mg_mqtt_connect_info *i, void *ud)
+{
+	struct rec *r = ud;
+	(void)c;
+	pthread_mutex_lock(&r->mu);
+	rec_thread_check(r);
+	if (i->connected)
+		r->connects++;
+	else
+		r->connect_fails++;
+	r->last_error = i->error;
+	r->last_reason = i->reason_code;
+	r->last_session = i->session_present;
+	snprintf(r->last_conn_msg, sizeof(r->last_conn_msg), "%s", i->message);
+	snprintf(r->last_broker, sizeof(r->last_broker), "%s", i->broker);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static inline void rec_on_disconnect(struct mg_mqtt *c,
+                                     const struct mg_mqtt_disconnect_info *i,
+                                     void *ud)
+{
+	struct rec *r = ud;
+	(void)c;
+	pthread_mutex_lock(&r->mu);
+	rec_thread_check(r);
+	r->disconnects++;
+	r->stopped_disconnects += i->stopped;
+	r->last_disc_reason = i->reason_code;
+	snprintf(r->last_disc_msg, sizeof(r->last_disc_msg), "%s", i->message);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static inline void rec_on_publish(struct mg_mqtt *c, int id, int result,
+                                  void *ud)
+{
+	struct rec *r = ud;
+	(void)c;
+	pthread_mutex_lock(&r->mu);
+	rec_thread_check(r);
+	if (r->npub < REC_MAX)
+		r->pub[r->npub++] = (struct rec_ack){id, result, 0, {0}};
+	pthread_mutex_unlock(&r->mu);
+}
+
+static inline void rec_ack(struct rec *r, struct rec_ack *v, int *n, int max,
+                           int id, int result, const int *codes, int count)
+{
+	pthread_mutex_lock(&r->mu);
+	rec_thread_check(r);
+	if (*n < max) {
+		struct rec_ack *a = &v[(*n)++];
+		a->id = id;
+		a->result = result;
+		a->count = count;
+		for (int i = 0; i < count && i < 8; i++)
+			a->codes[i] = codes[i];
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+static inline void rec_on_subscribe(struct mg_mqtt *c, int id, int result,
+                                    const int *codes, int count, void *ud)
+{
+	struct rec *r = ud;
+	(void)c;
+	rec_ack(r, r->sub, &r->nsub, 64, id, result, codes, count);
+}
+
+static inline void rec_on_unsubscribe(struct mg_mqtt *c, int id, int result,
+                                      const int *codes, int count, void *ud)
+{
+	struct rec *r = ud;
+	(void)c;
+	rec_ack(r, r->unsub, &r->nunsub, 64, id, result, codes, count);
+}
+
+static inline void rec_on_log(struct mg_mqtt *c, int level, const char *text,
+                              void *ud)
+{
+	struct rec *r = ud;
+	(void)c;
+	(void)level;
+	pthread_mutex_lock(&r->mu);
+	size_t n = strlen(text);
+	char *p = realloc(r->log, r->loglen + n + 2);
+	if (p != NULL) {
+		r->log = p;
+		memcpy(p + r->loglen, text, n);
+		p[r->loglen + n] = '\n';
+		p[r->loglen + n + 1] = '\0';
+		r->loglen += n + 1;
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+static inline void rec_init(struct rec *r)
+{
+	memset(r, 0, sizeof(*r));
+	pthread_mutex_init(&r->mu, NULL);
+	r->msgs = calloc(REC_MAX, sizeof(*r->msgs));
+	r->pub = calloc(REC_MAX, sizeof(*r->pub));
+	r->order_ok = 1;
+}
+
+static inline void rec_free(struct rec *r)
+{
+	for (int i = 0; i < r->nmsgs; i++)
+		free(r->msgs[i].payload);
+	free(r->msgs);
+	free(r->pub);
+	free(r->log);
+	pthread_mutex_destroy(&r->mu);
+}
+
+/* Registers every handler of c with r (the catch-all included). */
+static inline void rec_attach(struct mg_mqtt *c, struct rec *r)
+{
+	ASSERT_EQ(mg_mqtt_on_message(c, rec_on_message, r), 0);
+	ASSERT_EQ(mg_mqtt_on_connect(c, rec_on_connect, r), 0);
+	ASSERT_EQ(mg_mqtt_on_disconnect(c, rec_on_disconnect, r), 0);
+	ASSERT_EQ(mg_mqtt_on_publish(c, rec_on_publish, r), 0);
+	ASSERT_EQ(mg_mqtt_on_subscribe(c, rec_on_subscribe, r), 0);
+	ASSERT_EQ(mg_mqtt_on_unsubscribe(c, rec_on_unsubscribe, r), 0);
+	ASSERT_EQ(mg_mqtt_on_log(c, rec_on_log, r), 0);
+}
+
+/* Locked reads for WAIT_UNTIL. */
+static inline int rec_get(struct rec *r, const int *field)
+{
+	pthread_mutex_lock(&r->mu);
+	int v = *field;
+	pthread_mutex_unlock(&r->mu);
+	return v;
+}
+#define REC(r, field) rec_get((r), &(r)->field)
+
+static inline int rec_log_has(struct rec *r, const char *needle)
+{
+	pthread_mutex_lock(&r->mu);
+	int v = r->log != NULL && strstr(r->log, needle) != NULL;
+	pthread_mutex_unlock(&r->mu);
+	return v;
+}
+
+/* Index of the first message on topic with payload (NULL: any), or -1. */
+static inline int rec_find(struct rec *r, const char *topic, const char *payload)
+{
+	int found = -1;
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < r->nmsgs && found < 0; i++)
+		if (strcmp(r->msgs[i].topic, topic) == 0 &&
+		    (payload == NULL || strcmp(r->msgs[i].payload, payload) == 0))
+			found = i;
+	pthread_mutex_unlock(&r->mu);
+	return found;
+}
+
+/* Index of the publish ack for id, or -1. */
+static inline int rec_find_pub(struct rec *r, int id)
+{
+	int found = -1;
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < r->npub && found < 0; i++)
+		if (r->pub[i].id == id)
+			found = i;
+	pthread_mutex_unlock(&r->mu);
+	return found;
+}
+
+/* 1 when c has n subscriptions, each acknowledged by the broker. */
+static inline int rec_subs_settled(struct mg_mqtt *c, int n)
+{
+	struct mg_mqtt_subscription *subs = NULL;
+	int k = mg_mqtt_subscriptions(c, &subs), ok = k == n;
+	for (int i = 0; ok && i < k; i++)
+		ok = subs[i].granted >= 0;
+	free(subs);
+	return ok;
+}
+
+/* Starts c with options; fails the test with the error text otherwise. */
+static inline void rec_start(struct mg_mqtt *c, const char **opts)
+{
+	char err[1024];
+	int rc = mg_mqtt_start(c, NULL, opts, err, sizeof(err));
+	if (rc != 0)
+		th_fail(__FILE__, __LINE__, "mg_mqtt_start: %d %s", rc, err);
+}
+
+#endif

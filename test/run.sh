@@ -1,0 +1,23 @@
+#!/bin/sh
+# Runs the test programs named as arguments from $BUILD/test and ends with
+# one line "N passed, N failed" summing them all; exits 1 on any failure.
+BUILD=${BUILD:-build}
+passed=0
+failed=0
+for t in "$@"; do
+	echo "== $t"
+	log="$BUILD/test/$t.log"
+	"$BUILD/test/$t" 2>&1 | tee "$log"
+	out=$(tail -n 1 "$log")
+	p=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+	f=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+	if [ -z "$p" ]; then
+		echo "$t: no summary line (crashed?)" >&2
+		failed=$((failed + 1))
+		continue
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,290 @@
+/*
+ * The client against a real mosquitto: connect, subscribe, publish, QoS,
+ * retain, handlers and their order, acknowledgements, unsubscribe_all,
+ * status, and many threads publishing at once.
+ */
+#include "rec.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+static struct mg_mqtt *client_with(struct rec *r, const char *prefix)
+{
+	struct mg_mqtt *c = mg_mqtt_create(prefix);
+	ASSERT(c != NULL);
+	rec_init(r);
+	rec_attach(c, r);
+	return c;
+}
+
+TEST(anonymous_connect_calls_connect_handler_and_reports_connected)
+{
+	struct th_broker b;
+	struct rec r;
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = client_with(&r, NULL);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
+	rec_start(c, opts);
+	ASSERT(mg_mqtt_is_connected(c));
+	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
+	ASSERT_EQ(REC(&r, connect_fails), 0);
+	ASSERT_STREQ(r.last_broker, b.url);
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	ASSERT_EQ(r.stopped_disconnects, 1);
+	rec_free(&r);
+}
+
+TEST(publish_reaches_mosquitto_sub_at_each_qos_with_acks)
+{
+	struct th_broker b;
+	struct th_sub s;
+	struct rec r;
+	th_broker_start(&b, NULL);
+	th_sub_start(&s, &b, "cwm/pub/#", 3, "-q 2");
+	struct mg_mqtt *c = client_with(&r, NULL);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
+	rec_start(c, opts);
+	int id0 = mg_mqtt_publish(c, "cwm/pub/0", "zero", 4, 0, 0);
+	int id1 = mg_mqtt_publish(c, "cwm/pub/1", "one", 3, 1, 0);
+	int id2 = mg_mqtt_publish(c, "cwm/pub/2", "two", 3, 2, 0);
+	ASSERT_GT(id0, 0);
+	ASSERT_GT(id1, id0);
+	ASSERT_GT(id2, id1);
+	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
+	int n;
+	char *got = th_sub_messages(&s, &n);
+	ASSERT_EQ(n, 3);
+	ASSERT_CONTAINS(got, "cwm/pub/0 zero");
+	ASSERT_CONTAINS(got, "cwm/pub/1 one");
+	ASSERT_CONTAINS(got, "cwm/pub/2 two");
+	free(got);
+	ASSERT(WAIT_UNTIL(REC(&r, npub) == 3, 5000));
+	for (int id = id0; id <= id2; id++) {
+		int i = rec_find_pub(&r, id);
+		ASSERT_GE(i, 0);
+		ASSERT_EQ(r.pub[i].result, 0);
+	}
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
+TEST(subscribe_receives_mosquitto_pub_messages_with_qos_and_retain)
+{
+	struct th_broker b;
+	struct rec r;
+	th_broker_start(&b, NULL);
+	th_pub(&b, "cwm/ret/a", "kept", 1, 1, NULL);
+	struct mg_mqtt *c = client_with(&r, NULL);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
+	rec_start(c, opts);
+	int sid = mg_mqtt_subscribe(c, "cwm/ret/#", 2);
+	ASSERT_GT(sid, 0);
+	ASSERT(WAIT_UNTIL(REC(&r, nsub) == 1, 5000));
+	ASSERT_EQ(r.sub[0].id, sid);
+	ASSERT_EQ(r.sub[0].result, 0);
+	ASSERT_EQ(r.sub[0].count, 1);
+	ASSERT_EQ(r.sub[0].codes[0], 2);
+	ASSERT(WAIT_UNTIL(rec_find(&r, "cwm/ret/a", "kept") >= 0, 5000));
+	int i = rec_find(&r, "cwm/ret/a", "kept");
+	ASSERT_EQ(r.msgs[i].retain, 1);
+	ASSERT_EQ(r.msgs[i].qos, 1);
+	th_pub(&b, "cwm/ret/b", "live", 2, 0, NULL);
+	ASSERT(WAIT_UNTIL(rec_find(&r, "cwm/ret/b", "live") >= 0, 5000));
+	i = rec_find(&r, "cwm/ret/b", "live");
+	ASSERT_EQ(r.msgs[i].retain, 0);
+	ASSERT_EQ(r.msgs[i].qos, 2);
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
+TEST(every_matching_topic_handler_runs_in_order_and_catch_all_only_when_none)
+{
+	struct th_broker b;
+	struct rec r;
+	struct rec_tag t1, t2, t3;
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = client_with(&r, NULL);
+	t1 = (struct rec_tag){&r, 1};
+	t2 = (struct rec_tag){&r, 2};
+	t3 = (struct rec_tag){&r, 3};
+	ASSERT_EQ(mg_mqtt_on_topic(c, "home/+/temp", rec_on_topic_cb, &t1), 0);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "home/#", rec_on_topic_cb, &t2), 0);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "home/kitchen/temp", rec_on_topic_cb, &t3), 0);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_SUBSCRIBE", "#", NULL};
+	rec_start(c, opts);
+	ASSERT(WAIT_UNTIL(mg_mqtt_is_connected(c), 5000));
+	/* The SUBSCRIBE list is renewed on connect; wait for it to settle. */
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
+	th_pub(&b, "home/kitchen/temp", "21", 0, 0, NULL);
+	th_pub(&b, "office/desk", "x", 0, 0, NULL);
+	th_pub(&b, "home/garden", "y", 0, 0, NULL);
+	ASSERT(WAIT_UNTIL(REC(&r, nmsgs) == 5, 5000));
+	th_sleep_ms(200);
+	ASSERT_EQ(REC(&r, nmsgs), 5);
+	/* home/kitchen/temp: handlers 1, 2, 3 in registration order. */
+	ASSERT_STREQ(r.msgs[0].topic, "home/kitchen/temp");
+	ASSERT_EQ(r.msgs[0].handler, 1);
+	ASSERT_EQ(r.msgs[1].handler, 2);
+	ASSERT_EQ(r.msgs[2].handler, 3);
+	/* office/desk: no topic handler, so the catch-all. */
+	ASSERT_STREQ(r.msgs[3].topic, "office/desk");
+	ASSERT_EQ(r.msgs[3].handler, 0);
+	/* home/garden: only home/#; the catch-all does not run. */
+	ASSERT_STREQ(r.msgs[4].topic, "home/garden");
+	ASSERT_EQ(r.msgs[4].handler, 2);
+	ASSERT(r.order_ok);
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
+TEST(unsubscribe_and_unsubscribe_all_stop_delivery_and_are_acknowledged)
+{
+	struct th_broker b;
+	struct rec r;
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = client_with(&r, NULL);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
+	rec_start(c, opts);
+	ASSERT_GT(mg_mqtt_subscribe(c, "u/a", 0), 0);
+	ASSERT_GT(mg_mqtt_subscribe(c, "u/b", 1), 0);
+	ASSERT_GT(mg_mqtt_subscribe(c, "u/c", 2), 0);
+	ASSERT(WAIT_UNTIL(REC(&r, nsub) == 3, 5000));
+	ASSERT_EQ(mg_mqtt_unsubscribe(c, "u/zzz"), MG_MQTT_ERR_NOT_FOUND);
+	int uid = mg_mqtt_unsubscribe(c, "u/a");
+	ASSERT_GT(uid, 0);
+	ASSERT(WAIT_UNTIL(REC(&r, nunsub) == 1, 5000));
+	ASSERT_EQ(r.unsub[0].id, uid);
+	ASSERT_EQ(r.unsub[0].count, 1);
+
+	struct mg_mqtt_subscription *subs;
+	ASSERT_EQ(mg_mqtt_subscriptions(c, &subs), 2);
+	ASSERT_STREQ(subs[0].filter, "u/b");
+	ASSERT_EQ(subs[0].qos, 1);
+	ASSERT_STREQ(subs[1].filter, "u/c");
+	free(subs);
+
+	int aid = mg_mqtt_unsubscribe_all(c);
+	ASSERT_GT(aid, 0);
+	ASSERT(WAIT_UNTIL(REC(&r, nunsub) == 2, 5000));
+	ASSERT_EQ(r.unsub[1].id, aid);
+	ASSERT_EQ(r.unsub[1].count, 2);
+	ASSERT_EQ(mg_mqtt_subscriptions(c, &subs), 0);
+	ASSERT(subs == NULL);
+	ASSERT_EQ(mg_mqtt_unsubscribe_all(c), 0);
+
+	th_pub(&b, "u/a", "1", 1, 0, NULL);
+	th_pub(&b, "u/b", "2", 1, 0, NULL);
+	th_pub(&b, "u/c", "3", 1, 0, NULL);
+	/* A probe on a live subscription proves the others had time. */
+	ASSERT_GT(mg_mqtt_subscribe(c, "u/probe", 1), 0);
+	ASSERT(WAIT_UNTIL(REC(&r, nsub) == 4, 5000));
+	th_pub(&b, "u/probe", "p", 1, 0, NULL);
+	ASSERT(WAIT_UNTIL(rec_find(&r, "u/probe", "p") >= 0, 5000));
+	ASSERT_EQ(REC(&r, nmsgs), 1);
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
+struct flood {
+	struct mg_mqtt *c;
+	int thread, count, errors;
+};
+
+static void *flood_main(void *arg)
+{
+	struct flood *f = arg;
+	char topic[64], payload[64];
+	snprintf(topic, sizeof(topic), "flood/%d", f->thread);
+	for (int i = 0; i < f->count; i++) {
+		int n = snprintf(payload, sizeof(payload), "%d-%d", f->thread, i);
+		if (mg_mqtt_publish(f->c, topic, payload, (size_t)n, 1, 0) <= 0)
+			f->errors++;
+	}
+	return NULL;
+}
+
+TEST_T(thirty_two_threads_publishing_qos1_lose_nothing, 90)
+{
+	enum { THREADS = 32, EACH = 250 };
+	struct th_broker b;
+	struct th_sub s;
+	struct rec r;
+	th_broker_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
+	                    "max_queued_messages 0\n");
+	th_sub_start(&s, &b, "flood/#", THREADS * EACH, "-q 1");
+	struct mg_mqtt *c = client_with(&r, NULL);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
+	rec_start(c, opts);
+	pthread_t t[THREADS];
+	struct flood f[THREADS];
+	for (int i = 0; i < THREADS; i++) {
+		f[i] = (struct flood){c, i, EACH, 0};
+		ASSERT_EQ(pthread_create(&t[i], NULL, flood_main, &f[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++) {
+		pthread_join(t[i], NULL);
+		ASSERT_EQ(f[i].errors, 0);
+	}
+	ASSERT_EQ(th_sub_wait(&s, 60000), 0);
+	int n;
+	char *got = th_sub_messages(&s, &n);
+	ASSERT_EQ(n, THREADS * EACH);
+	/* Every (thread, i) exactly once, and per thread in order. */
+	int next[THREADS] = {0};
+	char *save = NULL;
+	for (char *line = strtok_r(got, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		int th, i;
+		ASSERT_EQ(sscanf(strchr(line, ' ') + 1, "%d-%d", &th, &i), 2);
+		ASSERT_EQ(i, next[th]);
+		next[th]++;
+	}
+	free(got);
+	ASSERT(WAIT_UNTIL(REC(&r, npub) == THREADS * EACH, 10000));
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
+TEST(status_json_reports_state_counters_and_masks_the_password)
+{
+	struct th_broker b;
+	struct rec r;
+	char conf[1024], pw[512], buf[8192];
+	th_path(pw, sizeof(pw), "passwd");
+	snprintf(conf, sizeof(conf),
+	         "listener {PORT} 127.0.0.1\nallow_anonymous false\n"
+	         "password_file %s\n",
+	         pw);
+	const char *mk[] = {"mosquitto_passwd", "-b", "-c", pw, "alice",
+	                    "Tr0ub4dor&3", NULL};
+	ASSERT_EQ(th_run(mk, NULL, 10000), 0);
+	th_broker_start(&b, conf);
+	struct mg_mqtt *c = client_with(&r, "Status");
+	const char *opts[] = {"STATUS_BROKER_URL", b.url, "status_username",
+	                      "alice", "Status_Password", "Tr0ub4dor&3",
+	                      "STATUS_CLIENT_ID", "status-test", NULL};
+	rec_start(c, opts);
+	ASSERT_GT(mg_mqtt_subscribe(c, "s/#", 1), 0);
+	ASSERT_GT(mg_mqtt_publish(c, "s/x", "1", 1, 1, 0), 0);
+	ASSERT(WAIT_UNTIL(REC(&r, npub) == 1 && REC(&r, nmsgs) == 1, 5000));
+	int n = mg_mqtt_status(c, buf, sizeof(buf));
+	ASSERT_GT(n, 0);
+	ASSERT_LT(n, (int)sizeof(buf));
+	ASSERT_CONTAINS(buf, "\"prefix\":\"STATUS\"");
+	ASSERT_CONTAINS(buf, "\"client_id\":\"status-test\"");
+	ASSERT_CONTAINS(buf, "\"connected\":true");
+	ASSERT_CONTAINS(buf, "\"protocol\":\"3.1.1\"");
+	ASSERT_CONTAINS(buf, "\"filter\":\"s/#\"");
+	ASSERT_CONTAINS(buf, "\"published\":1");
+	ASSERT_CONTAINS(buf, "\"received\":1");
+	ASSERT_CONTAINS(buf, "\"password\":\"***\"");
+	ASSERT_CONTAINS(buf, "\"username\":\"alice\"");
+	ASSERT_NOT_CONTAINS(buf, "Tr0ub4dor");
+	/* snprintf rules: truncated but NUL-terminated, same return value. */
+	char small[16];
+	ASSERT_EQ(mg_mqtt_status(c, small, sizeof(small)), n);
+	ASSERT_EQ(strlen(small), sizeof(small) - 1);
+	ASSERT_NOT_CONTAINS(r.log, "Tr0ub4dor");
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}

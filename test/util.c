@@ -1,0 +1,630 @@
+/* The test runner (main) and the helpers of util.h. */
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- registry and runner ---------------------------------------------- */
+
+struct th_test {
+	const char *name, *file;
+	th_fn fn;
+	int timeout;
+};
+static struct th_test th_tests[512];
+static int th_ntests;
+static const char *th_current;
+
+void th_register(const char *name, th_fn fn, int timeout_s, const char *file)
+{
+	if (th_ntests < (int)(sizeof(th_tests) / sizeof(th_tests[0])))
+		th_tests[th_ntests++] = (struct th_test){name, file, fn, timeout_s};
+}
+
+int64_t th_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void th_sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+	}
+}
+
+int th_timeout_scale(void)
+{
+	const char *s = getenv("TEST_TIMEOUT_SCALE");
+	int v = s != NULL ? atoi(s) : 1;
+	return v > 0 ? v : 1;
+}
+
+/* Child processes of the running test, killed when it ends. */
+static pid_t th_pids[256];
+static int th_npids;
+static char th_dirbuf[256];
+
+static void th_track(pid_t pid)
+{
+	if (th_npids < (int)(sizeof(th_pids) / sizeof(th_pids[0])))
+		th_pids[th_npids++] = pid;
+}
+
+static void th_untrack(pid_t pid)
+{
+	for (int i = 0; i < th_npids; i++)
+		if (th_pids[i] == pid) {
+			th_pids[i] = th_pids[--th_npids];
+			return;
+		}
+}
+
+/* Async-signal-safe: kill and reap every tracked child. */
+static void th_kill_children(void)
+{
+	for (int i = 0; i < th_npids; i++)
+		kill(th_pids[i], SIGKILL);
+	for (int i = 0; i < th_npids; i++)
+		waitpid(th_pids[i], NULL, 0);
+	th_npids = 0;
+}
+
+static void th_rmtree(const char *dir)
+{
+	if (dir[0] == '\0' || getenv("TEST_KEEP") != NULL)
+		return;
+	const char *argv[] = {"rm", "-rf", dir, NULL};
+	pid_t pid = fork();
+	if (pid == 0) {
+		execvp(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+}
+
+static void th_on_alarm(int sig)
+{
+	static const char msg[] = "    timeout: the test ran out of time\n";
+	(void)sig;
+	if (write(2, msg, sizeof(msg) - 1) < 0) {
+	}
+	th_kill_children();
+	_exit(3);
+}
+
+void th_fail(const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "    %s:%d: ", file, line);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	if (th_dirbuf[0] != '\0')
+		fprintf(stderr, "    test files kept in %s\n", th_dirbuf);
+	th_kill_children();
+	exit(1);
+}
+
+static int th_run_one(const struct th_test *t)
+{
+	int scale = th_timeout_scale(), status = 0;
+	int64_t start = th_now_ms(), limit = (int64_t)(t->timeout * scale + 15) * 1000;
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid == 0) {
+		setpgid(0, 0);
+		th_current = t->name;
+		signal(SIGALRM, th_on_alarm);
+		signal(SIGPIPE, SIG_IGN);
+		alarm((unsigned)(t->timeout * scale));
+		t->fn();
+		th_kill_children();
+		th_rmtree(th_dirbuf);
+		exit(0);
+	}
+	if (pid < 0) {
+		perror("fork");
+		return 0;
+	}
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid)
+			break;
+		if (th_now_ms() - start > limit) {
+			/* The child's own alarm failed: kill its whole group. */
+			kill(-pid, SIGKILL);
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			fprintf(stderr, "    hard timeout\n");
+			break;
+		}
+		th_sleep_ms(10);
+	}
+	double secs = (double)(th_now_ms() - start) / 1000.0;
+	int ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	if (ok)
+		printf("ok   %-52s %6.2f s\n", t->name, secs);
+	else if (WIFSIGNALED(status))
+		printf("FAIL %-52s %6.2f s (signal %d)\n", t->name, secs,
+		       WTERMSIG(status));
+	else
+		printf("FAIL %-52s %6.2f s (exit %d)\n", t->name, secs,
+		       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	fflush(stdout);
+	return ok;
+}
+
+int main(int argc, char **argv)
+{
+	int passed = 0, failed = 0;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (int i = 0; i < th_ntests; i++) {
+		if (argc > 1 && strstr(th_tests[i].name, argv[1]) == NULL)
+			continue;
+		if (th_run_one(&th_tests[i]))
+			passed++;
+		else
+			failed++;
+	}
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed > 0 ? 1 : 0;
+}
+
+/* ---- files and processes ------------------------------------------------ */
+
+const char *th_dir(void)
+{
+	if (th_dirbuf[0] == '\0') {
+		snprintf(th_dirbuf, sizeof(th_dirbuf), "/tmp/cwm-%s-XXXXXX",
+		         th_current != NULL ? th_current : "test");
+		if (mkdtemp(th_dirbuf) == NULL)
+			th_fail(__FILE__, __LINE__, "mkdtemp: %s", strerror(errno));
+		chmod(th_dirbuf, 0755);
+	}
+	return th_dirbuf;
+}
+
+const char *th_path(char *buf, size_t len, const char *name)
+{
+	snprintf(buf, len, "%s/%s", th_dir(), name);
+	return buf;
+}
+
+void th_chmod_world(const char *path)
+{
+	chmod(path, 0777);
+}
+
+pid_t th_spawn(const char *const argv[], const char *out)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0)
+		th_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		int fd = open(out != NULL ? out : "/dev/null",
+		              O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+			close(fd);
+		}
+		int in = open("/dev/null", O_RDONLY);
+		if (in >= 0) {
+			dup2(in, 0);
+			close(in);
+		}
+		signal(SIGPIPE, SIG_DFL);
+		alarm(0);
+		execvp(argv[0], (char *const *)argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	th_track(pid);
+	return pid;
+}
+
+int th_wait_exit(pid_t pid, int ms)
+{
+	int status;
+	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid) {
+			th_untrack(pid);
+			if (WIFEXITED(status))
+				return WEXITSTATUS(status);
+			return 128 + WTERMSIG(status);
+		}
+		if (r < 0) {
+			th_untrack(pid);
+			return -2;
+		}
+		if (th_now_ms() >= until)
+			return -1;
+		th_sleep_ms(5);
+	}
+}
+
+void th_kill(pid_t pid, int sig)
+{
+	if (pid <= 0)
+		return;
+	kill(pid, sig);
+	if (th_wait_exit(pid, 5000) == -1) {
+		kill(pid, SIGKILL);
+		th_wait_exit(pid, 5000);
+	}
+}
+
+int th_run(const char *const argv[], const char *out, int ms)
+{
+	pid_t pid = th_spawn(argv, out);
+	int rc = th_wait_exit(pid, ms);
+	if (rc == -1) {
+		th_kill(pid, SIGKILL);
+		th_fail(__FILE__, __LINE__, "%s did not finish in %d ms", argv[0], ms);
+	}
+	return rc;
+}
+
+int th_free_port(void)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+		th_fail(__FILE__, __LINE__, "no free port: %s", strerror(errno));
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+int th_wait_port(int port, int ms)
+{
+	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
+	do {
+		struct sockaddr_in a;
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		memset(&a, 0, sizeof(a));
+		a.sin_family = AF_INET;
+		a.sin_port = htons((uint16_t)port);
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+		if (fd >= 0)
+			close(fd);
+		if (ok)
+			return 1;
+		th_sleep_ms(20);
+	} while (th_now_ms() < until);
+	return 0;
+}
+
+char *th_read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	if (f != NULL) {
+		for (;;) {
+			if (cap - n < 4096) {
+				cap = cap * 2 + 8192;
+				buf = realloc(buf, cap);
+				if (buf == NULL)
+					th_fail(__FILE__, __LINE__, "out of memory");
+			}
+			size_t r = fread(buf + n, 1, cap - n - 1, f);
+			n += r;
+			if (r == 0)
+				break;
+		}
+		fclose(f);
+	}
+	if (buf == NULL && (buf = malloc(1)) == NULL)
+		th_fail(__FILE__, __LINE__, "out of memory");
+	buf[n] = '\0';
+	if (len != NULL)
+		*len = n;
+	return buf;
+}
+
+void th_write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	if (f == NULL || fputs(text, f) < 0)
+		th_fail(__FILE__, __LINE__, "cannot write %s", path);
+	fclose(f);
+	chmod(path, 0644);
+}
+
+int th_count_lines(const char *path, const char *needle)
+{
+	char *text = th_read_file(path, NULL), *line, *save = NULL;
+	int n = 0;
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save))
+		n += strstr(line, needle) != NULL;
+	free(text);
+	return n;
+}
+
+/* ---- brokers -------------------------------------------------------------- */
+
+static int th_broker_count;
+
+static void th_subst(char *out, size_t len, const char *in,
+                     const struct th_broker *b)
+{
+	size_t o = 0;
+	while (*in != '\0' && o + 1 < len) {
+		const char *rep = NULL;
+		char num[16];
+		size_t skip = 0;
+		if (strncmp(in, "{PORT}", 6) == 0) {
+			snprintf(num, sizeof(num), "%d", b->port);
+			rep = num;
+			skip = 6;
+		} else if (strncmp(in, "{PORT2}", 7) == 0) {
+			snprintf(num, sizeof(num), "%d", b->port2);
+			rep = num;
+			skip = 7;
+		} else if (strncmp(in, "{PORT3}", 7) == 0) {
+			snprintf(num, sizeof(num), "%d", b->port3);
+			rep = num;
+			skip = 7;
+		} else if (strncmp(in, "{DIR}", 5) == 0) {
+			rep = th_dir();
+			skip = 5;
+		}
+		if (rep != NULL) {
+			o += (size_t)snprintf(out + o, len - o, "%s", rep);
+			in += skip;
+		} else {
+			out[o++] = *in++;
+		}
+	}
+	out[o < len ? o : len - 1] = '\0';
+}
+
+static void th_broker_launch(struct th_broker *b)
+{
+	const char *argv[] = {"mosquitto", "-c", b->conf, NULL};
+	b->pid = th_spawn(argv, b->log);
+	int ok = th_wait_port(b->port, 10000) &&
+	         (b->port2 == 0 || th_wait_port(b->port2, 10000)) &&
+	         (b->port3 == 0 || th_wait_port(b->port3, 10000));
+	if (!ok) {
+		char *log = th_read_file(b->log, NULL);
+		th_fail(__FILE__, __LINE__, "mosquitto did not start: %s", log);
+	}
+}
+
+void th_broker_start(struct th_broker *b, const char *conf)
+{
+	char name[64], text[8192];
+	if (conf == NULL)
+		conf = "listener {PORT} 127.0.0.1\nallow_anonymous true\n";
+	memset(b, 0, sizeof(*b));
+	b->n = ++th_broker_count;
+	b->port = th_free_port();
+	if (strstr(conf, "{PORT2}") != NULL)
+		do
+			b->port2 = th_free_port();
+		while (b->port2 == b->port);
+	if (strstr(conf, "{PORT3}") != NULL)
+		do
+			b->port3 = th_free_port();
+		while (b->port3 == b->port || b->port3 == b->port2);
+	th_subst(text, sizeof(text), conf, b);
+	/* Logs to stderr (captured), no persistence unless conf asks. */
+	strncat(text, "\nlog_dest stderr\nlog_type all\n",
+	        sizeof(text) - strlen(text) - 1);
+	snprintf(name, sizeof(name), "mosquitto-%d.conf", b->n);
+	th_path(b->conf, sizeof(b->conf), name);
+	snprintf(name, sizeof(name), "mosquitto-%d.log", b->n);
+	th_path(b->log, sizeof(b->log), name);
+	th_write_file(b->conf, text);
+	snprintf(b->url, sizeof(b->url), "tcp://127.0.0.1:%d", b->port);
+	th_broker_launch(b);
+}
+
+void th_broker_stop(struct th_broker *b)
+{
+	th_kill(b->pid, SIGTERM);
+	b->pid = 0;
+}
+
+void th_broker_kill9(struct th_broker *b)
+{
+	th_kill(b->pid, SIGKILL);
+	b->pid = 0;
+}
+
+void th_broker_restart(struct th_broker *b)
+{
+	if (b->pid > 0)
+		th_broker_stop(b);
+	th_broker_launch(b);
+}
+
+/* ---- mosquitto_sub / mosquitto_pub ---------------------------------------- */
+
+static int th_split_args(char *extra, const char **argv, int n, int max)
+{
+	for (char *save = NULL, *t = extra != NULL ? strtok_r(extra, " ", &save)
+	                                           : NULL;
+	     t != NULL && n < max; t = strtok_r(NULL, " ", &save))
+		argv[n++] = t;
+	return n;
+}
+
+void th_sub_start(struct th_sub *s, const struct th_broker *b,
+                  const char *topic, int count, const char *extra)
+{
+	static int nsubs;
+	char port[16], cnt[16], name[64], ex[512];
+	const char *argv[48];
+	int n = 0;
+
+	snprintf(port, sizeof(port), "%d", b->port);
+	snprintf(cnt, sizeof(cnt), "%d", count);
+	snprintf(name, sizeof(name), "sub-%d.out", ++nsubs);
+	snprintf(ex, sizeof(ex), "%s", extra != NULL ? extra : "");
+	th_path(s->out, sizeof(s->out), name);
+	/* Line-buffered, so that the SUBACK line shows up at once. */
+	argv[n++] = "stdbuf";
+	argv[n++] = "-oL";
+	argv[n++] = "mosquitto_sub";
+	argv[n++] = "-h";
+	argv[n++] = "127.0.0.1";
+	argv[n++] = "-p";
+	argv[n++] = port;
+	argv[n++] = "-t";
+	argv[n++] = topic;
+	argv[n++] = "-v";
+	argv[n++] = "-d";
+	if (count > 0) {
+		argv[n++] = "-C";
+		argv[n++] = cnt;
+	}
+	n = th_split_args(ex, argv, n, 46);
+	argv[n] = NULL;
+	s->pid = th_spawn(argv, s->out);
+	/* -d prints the SUBACK: from then on nothing is missed. */
+	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
+	while (th_count_lines(s->out, "received SUBACK") == 0) {
+		if (th_now_ms() > until)
+			th_fail(__FILE__, __LINE__, "mosquitto_sub got no SUBACK");
+		th_sleep_ms(5);
+	}
+}
+
+int th_sub_wait(struct th_sub *s, int ms)
+{
+	int rc = th_wait_exit(s->pid, ms);
+	if (rc != -1)
+		s->pid = 0;
+	return rc;
+}
+
+void th_sub_stop(struct th_sub *s)
+{
+	if (s->pid > 0)
+		th_kill(s->pid, SIGTERM);
+	s->pid = 0;
+}
+
+char *th_sub_messages(const struct th_sub *s, int *n)
+{
+	char *text = th_read_file(s->out, NULL), *line, *save = NULL;
+	size_t len = strlen(text);
+	char *out = malloc(len + 1);
+	size_t o = 0;
+	int count = 0;
+	if (out == NULL)
+		th_fail(__FILE__, __LINE__, "out of memory");
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, "Client ", 7) == 0 ||
+		    strncmp(line, "Subscribed (mid", 15) == 0)
+			continue;
+		o += (size_t)sprintf(out + o, "%s%s", count > 0 ? "\n" : "", line);
+		count++;
+	}
+	out[o] = '\0';
+	free(text);
+	if (n != NULL)
+		*n = count;
+	return out;
+}
+
+void th_pub(const struct th_broker *b, const char *topic, const char *msg,
+            int qos, int retain, const char *extra)
+{
+	char port[16], q[4], ex[512], outp[512];
+	const char *argv[48];
+	int n = 0;
+	snprintf(port, sizeof(port), "%d", b->port);
+	snprintf(q, sizeof(q), "%d", qos);
+	snprintf(ex, sizeof(ex), "%s", extra != NULL ? extra : "");
+	argv[n++] = "mosquitto_pub";
+	argv[n++] = "-h";
+	argv[n++] = "127.0.0.1";
+	argv[n++] = "-p";
+	argv[n++] = port;
+	argv[n++] = "-t";
+	argv[n++] = topic;
+	argv[n++] = "-m";
+	argv[n++] = msg;
+	argv[n++] = "-q";
+	argv[n++] = q;
+	if (retain)
+		argv[n++] = "-r";
+	n = th_split_args(ex, argv, n, 46);
+	argv[n] = NULL;
+	th_path(outp, sizeof(outp), "pub.out");
+	int rc = th_run(argv, outp, 10000);
+	if (rc != 0) {
+		char *log = th_read_file(outp, NULL);
+		th_fail(__FILE__, __LINE__, "mosquitto_pub exited %d: %s", rc, log);
+	}
+}
+
+/* ---- certificates --------------------------------------------------------- */
+
+static void th_sh(const char *script)
+{
+	char out[512];
+	const char *argv[] = {"sh", "-ec", script, NULL};
+	th_path(out, sizeof(out), "openssl.log");
+	if (th_run(argv, out, 60000) != 0) {
+		char *log = th_read_file(out, NULL);
+		th_fail(__FILE__, __LINE__, "certificate script failed: %s", log);
+	}
+}
+
+void th_make_certs(void)
+{
+	char script[4096];
+	snprintf(
+	    script, sizeof(script),
+	    "cd '%s'\n"
+	    "q='-loglevel error'\n"
+	    "mk_ca() { openssl req -x509 -newkey rsa:2048 -nodes -days 2 "
+	    "-subj \"/CN=$1\" -keyout $2.key -out $2.crt 2>/dev/null; }\n"
+	    "mk_ca 'cwm test CA' ca\n"
+	    "mk_ca 'cwm other CA' other-ca\n"
+	    "sign() { openssl req -newkey rsa:2048 -nodes -subj \"/CN=$2\" "
+	    "-keyout $1.key -out $1.csr 2>/dev/null\n"
+	    "  printf '%%s\\n' \"$3\" > $1.ext\n"
+	    "  openssl x509 -req -in $1.csr -CA ca.crt -CAkey ca.key "
+	    "-CAcreateserial -days 2 -extfile $1.ext -out $1.crt 2>/dev/null; }\n"
+	    "sign server localhost 'subjectAltName=IP:127.0.0.1,DNS:localhost'\n"
+	    "sign wrong-host example.invalid 'subjectAltName=DNS:example.invalid'\n"
+	    "sign client cwm-client 'extendedKeyUsage=clientAuth'\n"
+	    "openssl pkey -in client.key -aes256 -passout pass:s3cret-pass "
+	    "-out client-enc.key\n"
+	    "chmod 644 *.key *.crt\n",
+	    th_dir());
+	th_sh(script);
+}

@@ -1,0 +1,88 @@
+/*
+ * Test utilities: temporary directories, child processes tracked by PID,
+ * free loopback ports, mosquitto brokers started per test, and the
+ * mosquitto_sub / mosquitto_pub command-line clients as independent peers.
+ * Every helper fails the running test (th_fail) when it cannot do its job.
+ */
+#ifndef CWM_TEST_UTIL_H
+#define CWM_TEST_UTIL_H
+
+#include "harness.h"
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* The running test's own directory (created on first use, mode 0755 so
+ * that a broker that dropped root can read it). Removed after a pass. */
+const char *th_dir(void);
+/* th_dir()/name into buf. */
+const char *th_path(char *buf, size_t len, const char *name);
+
+/* Processes. out: file for stdout and stderr (NULL: /dev/null). The PID
+ * is tracked: the harness kills it when the test ends. */
+pid_t th_spawn(const char *const argv[], const char *out);
+/* Waits for exit up to ms; returns the exit status (0-255), 128+signal,
+ * or -1 on timeout (the process keeps running). */
+int th_wait_exit(pid_t pid, int ms);
+/* Sends sig, waits for the exit (SIGKILL after 5 s), untracks. */
+void th_kill(pid_t pid, int sig);
+/* Runs argv to completion (up to ms); returns its exit status. */
+int th_run(const char *const argv[], const char *out, int ms);
+
+int th_free_port(void);
+/* 1 when a TCP connect to 127.0.0.1:port succeeds within ms. */
+int th_wait_port(int port, int ms);
+
+/* malloc()ed contents ("" for a missing file) and its length. */
+char *th_read_file(const char *path, size_t *len);
+void th_write_file(const char *path, const char *text);
+/* Lines of the file that contain needle. */
+int th_count_lines(const char *path, const char *needle);
+
+/* A mosquitto broker on loopback. conf may use {PORT} {PORT2} {PORT3}
+ * (free ports picked now) and {DIR} (the test directory); NULL gives an
+ * anonymous TCP listener on {PORT}. Ready when every port accepts. */
+struct th_broker {
+	pid_t pid;
+	int port, port2, port3;
+	char conf[512], log[512];
+	char url[64]; /* tcp://127.0.0.1:{PORT} */
+	int n;        /* instance number, for file names */
+};
+void th_broker_start(struct th_broker *b, const char *conf);
+void th_broker_stop(struct th_broker *b);     /* SIGTERM, wait */
+void th_broker_kill9(struct th_broker *b);    /* SIGKILL, wait */
+void th_broker_restart(struct th_broker *b);  /* same conf and ports */
+
+/* mosquitto_sub -v as an independent subscriber. Returns once the broker
+ * acknowledged the subscription. count: exit after that many messages
+ * (0: run until stopped). extra: more arguments, space-separated, or NULL. */
+struct th_sub {
+	pid_t pid;
+	char out[512];
+};
+void th_sub_start(struct th_sub *s, const struct th_broker *b,
+                  const char *topic, int count, const char *extra);
+/* Waits up to ms for it to exit (count reached); returns its status. */
+int th_sub_wait(struct th_sub *s, int ms);
+void th_sub_stop(struct th_sub *s);
+/* The received messages as "topic payload" lines, malloc()ed, '\n'-joined;
+ * *n gets the number of lines. */
+char *th_sub_messages(const struct th_sub *s, int *n);
+
+/* mosquitto_pub; fails the test if it does not succeed. extra as above. */
+void th_pub(const struct th_broker *b, const char *topic, const char *msg,
+            int qos, int retain, const char *extra);
+
+/* Makes a CA, a server certificate for 127.0.0.1/localhost signed by it, a
+ * client certificate, and a second CA nobody trusts, in th_dir():
+ * ca.crt, server.crt, server.key, client.crt, client.key, client-enc.key
+ * (passphrase "s3cret-pass"), other-ca.crt, wrong-host.crt/.key (signed by
+ * ca.crt for "example.invalid" only). */
+void th_make_certs(void);
+
+/* A child process writes its own files in the test directory; a broker
+ * that dropped root must be able to write its persistence there. */
+void th_chmod_world(const char *path);
+
+#endif
