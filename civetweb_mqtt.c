@@ -1129,8 +1129,13 @@ static int cwm_settings_read(struct cwm_settings *s, const char *prefix,
 			if (other_prefix)
 				continue;
 			char q[72], qv[72];
-			/* A misspelt password key must not echo the password. */
-			int hide = strcasestr(key, "PASS") != NULL;
+			/* A misspelt secret key must not echo the secret. */
+			static const char *const secretish[] = {"PAS", "PW", "SECRET",
+			                                        "TOKEN", "KEY", "CRED",
+			                                        "AUTH"};
+			int hide = 0;
+			for (size_t j = 0; j < sizeof(secretish) / sizeof(*secretish); j++)
+				hide |= strcasestr(key, secretish[j]) != NULL;
 			cwm_fmt(err, errlen,
 			        "%s: unknown option (value '%s'); see the README's "
 			        "configuration reference",

@@ -1,0 +1,408 @@
+/*
+ * What must hold when things go wrong: broker restarts, messages in flight
+ * when the connection dies, outages, slow handlers, a full dispatch queue,
+ * buffering limits, and stopping with work still queued. Also the client on
+ * a real CivetWeb context (mg_mqtt_get, error_log_file).
+ */
+#include "rec.h"
+
+#include <civetweb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+
+static const char *persistent_broker =
+    "listener {PORT} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n";
+
+static struct mg_mqtt *client_with(struct rec *r)
+{
+	struct mg_mqtt *c = mg_mqtt_create(NULL);
+	ASSERT(c != NULL);
+	rec_init(r);
+	rec_attach(c, r);
+	return c;
+}
+
+static int status_has(struct mg_mqtt *c, const char *needle)
+{
+	char buf[16384];
+	mg_mqtt_status(c, buf, sizeof(buf));
+	return strstr(buf, needle) != NULL;
+}
+
+TEST_T(broker_restart_reconnects_renews_subscriptions_and_delivers_outage_messages,
+       60)
+{
+	struct th_broker b;
+	struct th_sub s;
+	struct rec r;
+	th_broker_start(&b, persistent_broker);
+	struct mg_mqtt *c = client_with(&r);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_RECONNECT_MIN", "1",
+	                      "MQTT_RECONNECT_MAX", "2", NULL};
+	rec_start(c, opts);
+	ASSERT_GT(mg_mqtt_subscribe(c, "before/#", 1), 0);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
+
+	th_broker_kill9(&b);
+	ASSERT(WAIT_UNTIL(!mg_mqtt_is_connected(c), 5000));
+	ASSERT(WAIT_UNTIL(REC(&r, disconnects) == 1, 5000));
+	/* During the outage: a new subscription and ten QoS 1 messages. */
+	ASSERT_GT(mg_mqtt_subscribe(c, "during/#", 1), 0);
+	int ids[10];
+	for (int i = 0; i < 10; i++) {
+		char p[16];
+		snprintf(p, sizeof(p), "m%d", i);
+		ids[i] = mg_mqtt_publish(c, "outage/q1", p, strlen(p), 1, 0);
+		ASSERT_GT(ids[i], 0);
+	}
+	ASSERT(!mg_mqtt_is_connected(c));
+
+	/* The subscriber connects first so that nothing published after the
+	 * restart can be missed. */
+	th_broker_restart(&b);
+	th_sub_start(&s, &b, "outage/#", 10, "-q 1");
+	ASSERT(WAIT_UNTIL(mg_mqtt_is_connected(c), 10000));
+	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
+	int n;
+	char *got = th_sub_messages(&s, &n);
+	ASSERT_EQ(n, 10);
+	for (int i = 0; i < 10; i++) {
+		char line[32];
+		snprintf(line, sizeof(line), "outage/q1 m%d", i);
+		ASSERT_CONTAINS(got, line);
+	}
+	free(got);
+	for (int i = 0; i < 10; i++)
+		ASSERT(WAIT_UNTIL(rec_find_pub(&r, ids[i]) >= 0, 5000));
+
+	/* Both subscriptions are live on the new broker. */
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 2), 5000));
+	th_pub(&b, "before/x", "1", 1, 0, NULL);
+	th_pub(&b, "during/y", "2", 1, 0, NULL);
+	ASSERT(WAIT_UNTIL(rec_find(&r, "before/x", "1") >= 0, 5000));
+	ASSERT(WAIT_UNTIL(rec_find(&r, "during/y", "2") >= 0, 5000));
+	ASSERT_EQ(REC(&r, connects), 2);
+	ASSERT(status_has(c, "\"reconnects\":1"));
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
+TEST_T(qos1_messages_in_flight_when_the_broker_dies_are_sent_again, 60)
+{
+	struct th_broker b;
+	struct th_sub s;
+	struct rec r;
+	th_broker_start(&b, persistent_broker);
+	struct mg_mqtt *c = client_with(&r);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_RECONNECT_MIN", "1",
+	                      "MQTT_RECONNECT_MAX", "2", "MQTT_KEEPALIVE", "2",
+	                      NULL};
+	rec_start(c, opts);
+	/* A frozen broker takes the PUBLISHes into its socket but never
+	 * acknowledges them: they are in flight when it dies. */
+	kill(b.pid, SIGSTOP);
+	int ids[5];
+	for (int i = 0; i < 5; i++) {
+		char p[16];
+		snprintf(p, sizeof(p), "f%d", i);
+		ids[i] = mg_mqtt_publish(c, "inflight/q1", p, strlen(p), 1, 0);
+		ASSERT_GT(ids[i], 0);
+	}
+	th_sleep_ms(300);
+	ASSERT(status_has(c, "\"in_flight\":5"));
+	th_broker_kill9(&b);
+	th_broker_restart(&b);
+	th_sub_start(&s, &b, "inflight/#", 5, "-q 1");
+	ASSERT_EQ(th_sub_wait(&s, 20000), 0);
+	int n;
+	char *got = th_sub_messages(&s, &n);
+	ASSERT_EQ(n, 5);
+	for (int i = 0; i < 5; i++) {
+		char line[32];
+		snprintf(line, sizeof(line), "inflight/q1 f%d", i);
+		ASSERT_CONTAINS(got, line);
+	}
+	free(got);
+	/* One acknowledgement each, all successful. */
+	ASSERT(WAIT_UNTIL(REC(&r, npub) == 5, 5000));
+	for (int i = 0; i < 5; i++) {
+		int k = rec_find_pub(&r, ids[i]);
+		ASSERT_GE(k, 0);
+		ASSERT_EQ(r.pub[k].result, 0);
+	}
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
+TEST_T(a_handler_slower_than_the_keepalive_does_not_drop_the_connection, 40)
+{
+	struct th_broker b;
+	struct rec r;
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = client_with(&r);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_KEEPALIVE", "1",
+	                      "MQTT_SUBSCRIBE", "slow/#", NULL};
+	rec_start(c, opts);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
+	r.slow_ms = 4000; /* mosquitto drops a client silent for 1.5 x 1 s */
+	th_pub(&b, "slow/a", "1", 0, 0, NULL);
+	th_pub(&b, "slow/b", "2", 0, 0, NULL);
+	ASSERT(WAIT_UNTIL(REC(&r, nmsgs) == 2, 15000));
+	ASSERT(mg_mqtt_is_connected(c));
+	ASSERT_EQ(REC(&r, disconnects), 0);
+	ASSERT_EQ(REC(&r, connects), 1);
+	ASSERT_EQ(th_count_lines(b.log, "exceeded timeout"), 0);
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
+TEST_T(a_full_dispatch_queue_drops_new_messages_counts_and_logs_them, 40)
+{
+	enum { FLOOD = 60, QSIZE = 5 };
+	struct th_broker b;
+	struct rec r;
+	char qs[16];
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = client_with(&r);
+	snprintf(qs, sizeof(qs), "%d", QSIZE);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_QUEUE_SIZE", qs,
+	                      "MQTT_SUBSCRIBE", "flood/#", NULL};
+	rec_start(c, opts);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
+	r.slow_ms = 100;
+	char port[16], count[16];
+	snprintf(port, sizeof(port), "%d", b.port);
+	snprintf(count, sizeof(count), "%d", FLOOD);
+	/* mosquitto_pub -l sends one message per stdin line, as fast as it can. */
+	char lines[512], cmd[1024];
+	th_path(lines, sizeof(lines), "lines.txt");
+	FILE *f = fopen(lines, "w");
+	for (int i = 0; i < FLOOD; i++)
+		fprintf(f, "msg %d\n", i);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd),
+	         "mosquitto_pub -h 127.0.0.1 -p %s -t flood/x -q 1 -l < %s", port,
+	         lines);
+	const char *argv[] = {"sh", "-c", cmd, NULL};
+	ASSERT_EQ(th_run(argv, NULL, 10000), 0);
+
+	/* Every message was either handled or counted as dropped. */
+	char buf[16384], *p;
+	long long dropped = 0;
+	ASSERT(WAIT_UNTIL((mg_mqtt_status(c, buf, sizeof(buf)),
+	                   (p = strstr(buf, "\"dropped_queue_full\":")) != NULL &&
+	                       (dropped = atoll(p + 21)) + REC(&r, nmsgs) == FLOOD),
+	                  15000));
+	ASSERT_GT(dropped, 0);
+	ASSERT_LE(REC(&r, nmsgs), FLOOD - 1);
+	ASSERT_CONTAINS(buf, "\"received\":");
+	ASSERT(WAIT_UNTIL(rec_log_has(&r, "dispatch queue full"), 5000));
+	/* The queue drains: new messages are handled again. */
+	r.slow_ms = 0;
+	ASSERT(WAIT_UNTIL(status_has(c, "\"queue_depth\":0"), 10000));
+	th_pub(&b, "flood/after", "ok", 1, 0, NULL);
+	ASSERT(WAIT_UNTIL(rec_find(&r, "flood/after", "ok") >= 0, 5000));
+	ASSERT(mg_mqtt_is_connected(c));
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
+TEST(publish_while_disconnected_obeys_max_buffered_and_max_inflight)
+{
+	struct rec r, r0;
+	int dead = th_free_port();
+	char url[64];
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", dead);
+
+	struct mg_mqtt *c = client_with(&r);
+	const char *opts[] = {"MQTT_BROKER_URL", url,         "MQTT_CONNECT_ASYNC",
+	                      "true",            "MQTT_MAX_BUFFERED", "3",
+	                      "MQTT_MAX_INFLIGHT", "1",        NULL};
+	rec_start(c, opts);
+	for (int i = 0; i < 4; i++)
+		ASSERT_GT(mg_mqtt_publish(c, "b/t", "x", 1, i % 3, 0), 0);
+	ASSERT_EQ(mg_mqtt_publish(c, "b/t", "x", 1, 1, 0), MG_MQTT_ERR_BUFFER_FULL);
+	ASSERT_EQ(mg_mqtt_publish(c, "b/t", "x", 1, 0, 0), MG_MQTT_ERR_BUFFER_FULL);
+	ASSERT(status_has(c, "\"queued\":4"));
+	/* Stopping fails what was never sent, each exactly once, at once. */
+	int64_t t0 = th_now_ms();
+	mg_mqtt_stop(c);
+	ASSERT_LT(th_now_ms() - t0, 3000);
+	ASSERT_EQ(r.npub, 4);
+	for (int i = 0; i < 4; i++)
+		ASSERT_EQ(r.pub[i].result, MG_MQTT_ERR_STOPPED);
+	ASSERT_CONTAINS(r.log, "stopped with 4 message(s) not sent");
+	rec_free(&r);
+
+	struct mg_mqtt *c0 = client_with(&r0);
+	const char *opts0[] = {"MQTT_BROKER_URL", url, "MQTT_CONNECT_ASYNC", "true",
+	                       "MQTT_MAX_BUFFERED", "0", NULL};
+	rec_start(c0, opts0);
+	ASSERT_EQ(mg_mqtt_publish(c0, "b/t", "x", 1, 1, 0),
+	          MG_MQTT_ERR_NOT_CONNECTED);
+	mg_mqtt_stop(c0);
+	ASSERT_EQ(r0.npub, 0);
+	rec_free(&r0);
+}
+
+TEST_T(stop_flushes_messages_queued_while_connected, 60)
+{
+	enum { N = 2000 };
+	struct th_broker b;
+	struct th_sub s;
+	struct rec r;
+	th_broker_start(&b, persistent_broker);
+	th_sub_start(&s, &b, "flush/#", N, "-q 1");
+	struct mg_mqtt *c = client_with(&r);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
+	rec_start(c, opts);
+	for (int i = 0; i < N; i++) {
+		char p[16];
+		snprintf(p, sizeof(p), "%d", i);
+		ASSERT_GT(mg_mqtt_publish(c, "flush/x", p, strlen(p), 1, 0), 0);
+	}
+	mg_mqtt_stop(c);
+	ASSERT_EQ(r.npub, N);
+	for (int i = 0; i < N; i++)
+		ASSERT_EQ(r.pub[i].result, 0);
+	ASSERT_EQ(th_sub_wait(&s, 20000), 0);
+	int n;
+	free(th_sub_messages(&s, &n));
+	ASSERT_EQ(n, N);
+	rec_free(&r);
+}
+
+static int stop_result = 1;
+static void stop_from_handler(struct mg_mqtt *c, const struct mg_mqtt_message *m,
+                              void *ud)
+{
+	(void)m;
+	(void)ud;
+	stop_result = mg_mqtt_stop(c);
+}
+
+/* Republishes every message on echo/in to echo/out from the handler. */
+static void echo_handler(struct mg_mqtt *c, const struct mg_mqtt_message *m,
+                         void *ud)
+{
+	(void)ud;
+	mg_mqtt_publish(c, "echo/out", m->payload, m->payload_len, 1, 0);
+}
+
+TEST(handlers_may_publish_but_not_stop_their_own_client)
+{
+	struct th_broker b;
+	struct th_sub s;
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = mg_mqtt_create(NULL);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "echo/in", echo_handler, NULL), 0);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "stop/me", stop_from_handler, NULL), 0);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_SUBSCRIBE",
+	                      "echo/in, stop/me", NULL};
+	rec_start(c, opts);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 2), 5000));
+	th_sub_start(&s, &b, "echo/out", 1, NULL);
+	th_pub(&b, "echo/in", "ping", 1, 0, NULL);
+	ASSERT_EQ(th_sub_wait(&s, 5000), 0);
+	int n;
+	char *got = th_sub_messages(&s, &n);
+	ASSERT_STREQ(got, "echo/out ping");
+	free(got);
+	th_pub(&b, "stop/me", "now", 1, 0, NULL);
+	ASSERT(WAIT_UNTIL(stop_result != 1, 5000));
+	ASSERT_EQ(stop_result, MG_MQTT_ERR_IN_HANDLER);
+	ASSERT(mg_mqtt_is_connected(c));
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+}
+
+TEST(registering_after_start_and_operations_after_failed_start_are_refused)
+{
+	struct th_broker b;
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = mg_mqtt_create(NULL);
+	const char *bad[] = {"MQTT_BROKER_URL", b.url, "MQTT_KEEPALIVE", "soon",
+	                     NULL};
+	char err[512];
+	ASSERT_EQ(mg_mqtt_start(c, NULL, bad, err, sizeof(err)), MG_MQTT_ERR_CONFIG);
+	ASSERT_CONTAINS(err, "MQTT_KEEPALIVE");
+	ASSERT_CONTAINS(err, "'soon'");
+	ASSERT_EQ(mg_mqtt_publish(c, "a", "b", 1, 0, 0), MG_MQTT_ERR_NOT_STARTED);
+	/* Still a created client: handlers can be added, start retried. */
+	ASSERT_EQ(mg_mqtt_on_message(c, echo_handler, NULL), 0);
+	const char *good[] = {"MQTT_BROKER_URL", b.url, NULL};
+	rec_start(c, good);
+	ASSERT_EQ(mg_mqtt_start(c, NULL, good, NULL, 0), MG_MQTT_ERR_STARTED);
+	ASSERT_EQ(mg_mqtt_on_message(c, echo_handler, NULL), MG_MQTT_ERR_STARTED);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "a", echo_handler, NULL), MG_MQTT_ERR_STARTED);
+	ASSERT_EQ(mg_mqtt_publish(c, "a/+", "b", 1, 0, 0), MG_MQTT_ERR_TOPIC);
+	ASSERT_EQ(mg_mqtt_publish(c, "a", "b", 1, 3, 0), MG_MQTT_ERR_QOS);
+	ASSERT_EQ(mg_mqtt_publish(c, "a", NULL, 1, 0, 0), MG_MQTT_ERR_INVALID);
+	ASSERT_GT(mg_mqtt_publish(c, "a", NULL, 0, 0, 0), 0);
+	ASSERT_EQ(mg_mqtt_subscribe(c, "a/#/b", 0), MG_MQTT_ERR_FILTER);
+	ASSERT_EQ(mg_mqtt_subscribe(c, "a", -1), MG_MQTT_ERR_QOS);
+	mg_mqtt_stop(c);
+}
+
+TEST(a_client_on_a_civetweb_context_is_found_by_prefix_and_logs_to_its_error_log)
+{
+	struct th_broker b;
+	char logfile[512], port[32];
+	th_broker_start(&b, NULL);
+	th_path(logfile, sizeof(logfile), "civetweb-error.log");
+	snprintf(port, sizeof(port), "127.0.0.1:%d", th_free_port());
+	const char *cw[] = {"listening_ports", port, "error_log_file", logfile,
+	                    NULL};
+	struct mg_context *ctx = mg_start(NULL, NULL, cw);
+	ASSERT(ctx != NULL);
+
+	struct mg_mqtt *c = mg_mqtt_create("mqtt"), *c2 = mg_mqtt_create("MQTT"),
+	               *other = mg_mqtt_create("BROKER2");
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "BROKER2_BROKER_URL", b.url,
+	                      NULL};
+	char err[512];
+	ASSERT_EQ(mg_mqtt_start(c, ctx, opts, err, sizeof(err)), 0);
+	ASSERT(mg_mqtt_get(ctx, NULL) == c);
+	ASSERT(mg_mqtt_get(ctx, "Mqtt") == c);
+	ASSERT(mg_mqtt_get(ctx, "BROKER2") == NULL);
+	ASSERT(mg_mqtt_get(NULL, NULL) == NULL);
+	ASSERT_EQ(mg_mqtt_start(c2, ctx, opts, err, sizeof(err)), MG_MQTT_ERR_EXISTS);
+	ASSERT_EQ(mg_mqtt_start(other, ctx, opts, err, sizeof(err)), 0);
+	ASSERT(mg_mqtt_get(ctx, "broker2") == other);
+	/* Without a log handler, lines go to CivetWeb's error_log_file. */
+	ASSERT(WAIT_UNTIL(th_count_lines(logfile, "[MQTT] connected to") == 1,
+	                  5000));
+	ASSERT(WAIT_UNTIL(th_count_lines(logfile, "[BROKER2] connected to") == 1,
+	                  5000));
+	const char *bad[] = {"MQTT_BROKER_URL", b.url, "MQTT_QOS", "1", NULL};
+	ASSERT_EQ(mg_mqtt_start(c2, NULL, bad, err, sizeof(err)), MG_MQTT_ERR_CONFIG);
+	mg_mqtt_stop(c2);
+
+	mg_stop(ctx);
+	mg_mqtt_stop(c);
+	mg_mqtt_stop(other);
+	ASSERT_EQ(th_count_lines(logfile, "disconnected from"), 2);
+}
+
+TEST(start_up_errors_reach_civetweb_error_log_and_never_show_the_password)
+{
+	char logfile[512], port[32], err[512];
+	th_path(logfile, sizeof(logfile), "civetweb-error.log");
+	snprintf(port, sizeof(port), "127.0.0.1:%d", th_free_port());
+	const char *cw[] = {"listening_ports", port, "error_log_file", logfile,
+	                    NULL};
+	struct mg_context *ctx = mg_start(NULL, NULL, cw);
+	ASSERT(ctx != NULL);
+	struct mg_mqtt *c = mg_mqtt_create(NULL);
+	const char *opts[] = {"MQTT_USERNAME", "u", "MQTT_PASSWORD", "hunter2-secret",
+	                      "MQTT_PASWORD", "hunter3-secret", NULL};
+	ASSERT_EQ(mg_mqtt_start(c, ctx, opts, err, sizeof(err)), MG_MQTT_ERR_CONFIG);
+	ASSERT_CONTAINS(err, "MQTT_PASWORD");
+	ASSERT_NOT_CONTAINS(err, "hunter");
+	char *log = th_read_file(logfile, NULL);
+	ASSERT_CONTAINS(log, "MQTT_PASWORD");
+	ASSERT_NOT_CONTAINS(log, "hunter");
+	free(log);
+	mg_mqtt_stop(c);
+	mg_stop(ctx);
+}
