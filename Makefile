@@ -132,6 +132,7 @@ install: $(LIB_A) $(LIB_SO) civetweb-mqtt.pc
 	ln -sf $(LIB_SO).$(SOMAJOR) $(DESTDIR)$(LIBDIR)/$(LIB_SO)
 	install -m 644 civetweb_mqtt.h $(DESTDIR)$(INCDIR)/
 	install -m 644 civetweb-mqtt.pc $(DESTDIR)$(PCDIR)/
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig 2>/dev/null || true; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(LIB_A) $(DESTDIR)$(LIBDIR)/$(LIB_SO)* \

@@ -9,6 +9,7 @@
 #include "util.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #define REC_MAX 20000
@@ -39,7 +40,7 @@ struct rec {
 	int npub, nsub, nunsub;
 	char *log; /* every log line, '\n'-joined */
 	size_t loglen;
-	int slow_ms; /* message handlers sleep this long */
+	_Atomic int slow_ms; /* message handlers sleep this long; any thread sets it */
 	int order_ok; /* 0 if a handler ran on a thread other than the first */
 	pthread_t dispatch;
 	int have_dispatch;

@@ -9,6 +9,7 @@
 #include <civetweb.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 static const char *persistent_broker =
@@ -273,7 +274,7 @@ TEST_T(stop_flushes_messages_queued_while_connected, 60)
 	rec_free(&r);
 }
 
-static int stop_result = 1;
+static _Atomic int stop_result = 1;
 static void stop_from_handler(struct mg_mqtt *c, const struct mg_mqtt_message *m,
                               void *ud)
 {
