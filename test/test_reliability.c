@@ -7,10 +7,14 @@
 #include "rec.h"
 
 #include <civetweb.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static const char *persistent_broker =
     "listener {PORT} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n";
@@ -406,4 +410,92 @@ TEST(start_up_errors_reach_civetweb_error_log_and_never_show_the_password)
 	free(log);
 	mg_mqtt_stop(c);
 	mg_stop(ctx);
+}
+
+TEST_T(persistence_dir_sends_the_messages_of_a_killed_process_after_restart, 60)
+{
+	struct th_broker b;
+	struct th_sub s;
+	struct rec r;
+	char dir[512], sub[600];
+	th_broker_start(&b, NULL);
+	th_path(dir, sizeof(dir), "persist");
+	mkdir(dir, 0700);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_CLIENT_ID", "cwm-persist",
+	                      "MQTT_PERSISTENCE_DIR", dir, "MQTT_CONNECT_ASYNC", "true",
+	                      "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "2",
+	                      NULL};
+	/* The first server process: connected, then the broker freezes, five
+	 * QoS 1 messages go out unacknowledged, and the process is killed. */
+	int pipefd[2];
+	ASSERT_EQ(pipe(pipefd), 0);
+	kill(b.pid, SIGSTOP);
+	pid_t child = fork();
+	ASSERT(child >= 0);
+	if (child == 0) {
+		struct mg_mqtt *c = mg_mqtt_create(NULL);
+		if (mg_mqtt_start(c, NULL, opts, NULL, 0) != 0)
+			_exit(2);
+		for (int i = 0; i < 5; i++) {
+			char p[16];
+			snprintf(p, sizeof(p), "kept%d", i);
+			if (mg_mqtt_publish(c, "persist/q1", p, strlen(p), 1, 0) <= 0)
+				_exit(3);
+		}
+		if (write(pipefd[1], "x", 1) != 1)
+			_exit(4);
+		pause();
+		_exit(0);
+	}
+	char ch;
+	ASSERT_EQ(read(pipefd[0], &ch, 1), 1);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	snprintf(sub, sizeof(sub), "%s/cwm-persist", dir);
+	char *ls = NULL;
+	{
+		char cmd[1024], out[512];
+		snprintf(cmd, sizeof(cmd), "ls '%s' | grep -c '\\.msg$'", sub);
+		th_path(out, sizeof(out), "ls.out");
+		const char *argv[] = {"sh", "-c", cmd, NULL};
+		th_run(argv, out, 5000);
+		ls = th_read_file(out, NULL);
+	}
+	ASSERT_EQ(atoi(ls), 5);
+	free(ls);
+
+	/* The broker crashes too: nothing of the session survives there. */
+	th_broker_kill9(&b);
+	th_broker_restart(&b);
+	th_sub_start(&s, &b, "persist/#", 5, "-q 1");
+	struct mg_mqtt *c = mg_mqtt_create(NULL);
+	rec_init(&r);
+	rec_attach(c, &r);
+	rec_start(c, opts);
+	ASSERT_EQ(th_sub_wait(&s, 20000), 0);
+	int n;
+	char *got = th_sub_messages(&s, &n);
+	ASSERT_EQ(n, 5);
+	for (int i = 0; i < 5; i++) {
+		char line[32];
+		snprintf(line, sizeof(line), "persist/q1 kept%d", i);
+		ASSERT_CONTAINS(got, line);
+	}
+	free(got);
+	ASSERT(rec_log_has(&r, "5 stored message(s) queued again"));
+	/* Acknowledged: the files are gone; the user saw no foreign acks. */
+	ASSERT(WAIT_UNTIL(status_has(c, "\"published\":5"), 5000));
+	mg_mqtt_stop(c);
+	ASSERT_EQ(r.npub, 0);
+	struct dirent *e;
+	DIR *d = opendir(sub);
+	ASSERT(d != NULL);
+	int left = 0;
+	while ((e = readdir(d)) != NULL)
+		left += strstr(e->d_name, ".msg") != NULL;
+	closedir(d);
+	ASSERT_EQ(left, 0);
+	rec_free(&r);
 }

@@ -1,0 +1,636 @@
+/*
+ * Topics without a broker: topic names and filters, matching, UTF-8, the
+ * handler tree against a brute-force check, error texts and the hash map.
+ */
+#include "../civetweb_mqtt.c"
+
+#include "harness.h"
+#include "util.h"
+
+#include <stdlib.h>
+
+/* ---- topic names ------------------------------------------------------- */
+
+TEST(topic_valid_accepts_names_without_wildcards)
+{
+	const char *good[] = {"a", "a/b", "/", "a//b", "//", "$SYS/x", " ",
+	                      "a b/c:d", "\xc3\xbcn\xc3\xaf/\xc3\xa7o\xe2\x88\x82" "e",
+	                      "\xf0\x9f\x98\x80", "$share", NULL};
+	for (size_t i = 0; good[i] != NULL; i++)
+		if (mg_mqtt_topic_valid(good[i]) != 0)
+			th_fail(__FILE__, __LINE__, "'%s' refused", good[i]);
+}
+
+TEST(topic_valid_refuses_empty_null_and_wildcards)
+{
+	ASSERT_EQ(mg_mqtt_topic_valid(NULL), MG_MQTT_ERR_INVALID);
+	const char *bad[] = {"", "+", "#", "a/+", "a/#", "a+", "a#b", "+/a",
+	                     "a/b/#", NULL};
+	for (size_t i = 0; bad[i] != NULL; i++)
+		if (mg_mqtt_topic_valid(bad[i]) != MG_MQTT_ERR_TOPIC)
+			th_fail(__FILE__, __LINE__, "'%s' accepted", bad[i]);
+}
+
+TEST(topic_valid_refuses_bad_utf8_and_control_characters)
+{
+	const char *bad[] = {
+	    "a\xc0\xaf",          /* overlong '/' */
+	    "\x80",               /* lone continuation byte */
+	    "a\xed\xa0\x80",      /* surrogate U+D800 */
+	    "\xed\xbf\xbf",       /* surrogate U+DFFF */
+	    "\xf4\x90\x80\x80",   /* above U+10FFFF */
+	    "a\xe2\x82",          /* truncated sequence */
+	    "\xf8\x88\x80\x80\x80", /* five-byte form */
+	    "\xff",
+	    "a\x01",
+	    "a\tb",
+	    "line\n",
+	    "del\x7f",
+	    "c1\xc2\x85",         /* U+0085, a C1 control */
+	    NULL};
+	for (size_t i = 0; bad[i] != NULL; i++)
+		if (mg_mqtt_topic_valid(bad[i]) != MG_MQTT_ERR_TOPIC)
+			th_fail(__FILE__, __LINE__, "bad topic %zu accepted", i);
+}
+
+TEST(topic_of_65535_bytes_is_valid_and_65536_is_not)
+{
+	char *t = malloc(65537);
+	ASSERT(t != NULL);
+	memset(t, 'a', 65536);
+	t[65535] = '\0';
+	ASSERT_EQ(mg_mqtt_topic_valid(t), 0);
+	t[65535] = 'a';
+	t[65536] = '\0';
+	ASSERT_EQ(mg_mqtt_topic_valid(t), MG_MQTT_ERR_TOPIC);
+	/* The same bound for filters. */
+	ASSERT_EQ(mg_mqtt_filter_valid(t), MG_MQTT_ERR_FILTER);
+	t[65535] = '\0';
+	ASSERT_EQ(mg_mqtt_filter_valid(t), 0);
+	free(t);
+}
+
+/* ---- filters ----------------------------------------------------------- */
+
+TEST(filter_valid_accepts_whole_level_wildcards_and_shares)
+{
+	const char *good[] = {"#",        "+",           "a/+/b",        "a/#",
+	                      "+/+",      "+/#",         "/#",           "a//+",
+	                      "$SYS/#",   "$share/g/a/#", "$share/g/#",  "$share/g/+",
+	                      "$share/g//", "a/b",        "/",           "$share",
+	                      "$share/g/$share/h/x", NULL};
+	for (size_t i = 0; good[i] != NULL; i++)
+		if (mg_mqtt_filter_valid(good[i]) != 0)
+			th_fail(__FILE__, __LINE__, "'%s' refused", good[i]);
+}
+
+TEST(filter_valid_refuses_misplaced_wildcards_and_bad_shares)
+{
+	ASSERT_EQ(mg_mqtt_filter_valid(NULL), MG_MQTT_ERR_INVALID);
+	const char *bad[] = {"a#",       "a/#/b",     "a+",        "+a/b",
+	                     "a/b#",     "#/a",       "##",        "++",
+	                     "a/+b",     "$share//a", "$share/g",  "$share/g/",
+	                     "$share/g+/a", "$share/#/a", "$share/",  "",
+	                     "$share/g/a#", "a\xc0\xaf", "a\x01/#",  NULL};
+	for (size_t i = 0; bad[i] != NULL; i++)
+		if (mg_mqtt_filter_valid(bad[i]) != MG_MQTT_ERR_FILTER)
+			th_fail(__FILE__, __LINE__, "'%s' accepted", bad[i]);
+}
+
+/* ---- matching ---------------------------------------------------------- */
+
+struct m {
+	const char *filter, *topic;
+	int want;
+};
+
+static const struct m matches[] = {
+    {"a/b", "a/b", 1},
+    {"a/b", "a/c", 0},
+    {"a/b", "a/b/c", 0},
+    {"a/b/c", "a/b", 0},
+    {"a/+", "a/b", 1},
+    {"a/+", "a", 0},
+    {"a/+", "a/b/c", 0},
+    {"a/+", "a/", 1}, /* an empty level is a level */
+    {"a/+/c", "a//c", 1},
+    {"a/+/c", "a/b/c", 1},
+    {"a/+/c", "a/b/d", 0},
+    {"+", "a", 1},
+    {"+", "/a", 0},
+    {"+/+", "/a", 1},
+    {"/+", "/a", 1},
+    {"+", "/", 0},
+    {"a/#", "a", 1}, /* '#' includes the parent level */
+    {"a/#", "a/b", 1},
+    {"a/#", "a/b/c/d", 1},
+    {"a/#", "ab", 0},
+    {"a/#", "b/a", 0},
+    {"a/b/#", "a", 0},
+    {"a/+/#", "a/b", 1},
+    {"#", "a", 1},
+    {"#", "/", 1},
+    {"#", "a/b/c", 1},
+    {"#", "$SYS/x", 0},  /* leading wildcards skip '$' topics */
+    {"#", "$SYS", 0},
+    {"+/x", "$SYS/x", 0},
+    {"+/#", "$SYS/x", 0},
+    {"$SYS/#", "$SYS/x", 1},
+    {"$SYS/#", "$SYS", 1},
+    {"$SYS/+", "$SYS/x", 1},
+    {"a/+", "a/$x", 1},  /* '$' only matters on the first level */
+    {"a/#", "a/$x", 1},
+    {"$share/g/a/+", "a/b", 1},
+    {"$share/g/a/+", "a/b/c", 0},
+    {"$share/g/#", "x", 1},
+    {"$share/g/#", "$SYS/x", 0},
+    {"$share/g/a", "$share/g/a", 0},
+    {"A/b", "a/b", 0},   /* case matters */
+    {"a/b", "a/b/", 0},
+    {"a/b/", "a/b/", 1},
+    /* Invalid filter or topic: no match. */
+    {"a/#/b", "a/x/b", 0},
+    {"a+", "a+", 0},
+    {"a/b", "a/+", 0},
+    {"#", "a/#", 0},
+    {"#", "", 0},
+    {"$share/g", "g", 0},
+    {"#", "\xff", 0},
+};
+
+TEST(topic_matches_follows_mqtt_wildcard_rules)
+{
+	for (size_t i = 0; i < sizeof(matches) / sizeof(matches[0]); i++) {
+		const struct m *c = &matches[i];
+		if (mg_mqtt_topic_matches(c->filter, c->topic) != c->want)
+			th_fail(__FILE__, __LINE__, "'%s' vs '%s': want %d", c->filter,
+			        c->topic, c->want);
+	}
+	ASSERT_EQ(mg_mqtt_topic_matches(NULL, "a"), 0);
+	ASSERT_EQ(mg_mqtt_topic_matches("a", NULL), 0);
+	ASSERT_EQ(mg_mqtt_topic_matches(NULL, NULL), 0);
+}
+
+/* ---- UTF-8 and $share ------------------------------------------------- */
+
+struct u8 {
+	const char *s;
+	size_t n;
+	int want;
+};
+
+#define U8(lit, want) {lit, sizeof(lit) - 1, want}
+
+static const struct u8 utf8_cases[] = {
+    U8("", 1),
+    U8("plain ascii ~", 1),
+    U8("\x7e", 1),
+    U8("\x7f", 0),             /* DEL */
+    U8("\x1f", 0),
+    U8("\0", 0),               /* U+0000 inside the length */
+    U8("a\0b", 0),
+    U8("\xc2\x80", 0),         /* U+0080, C1 control */
+    U8("\xc2\x9f", 0),         /* U+009F, C1 control */
+    U8("\xc2\xa0", 1),         /* U+00A0 */
+    U8("\xdf\xbf", 1),         /* U+07FF */
+    U8("\xc0\x80", 0),         /* overlong U+0000 */
+    U8("\xc1\xbf", 0),         /* overlong */
+    U8("\xe0\x9f\xbf", 0),     /* overlong U+07FF */
+    U8("\xe0\xa0\x80", 1),     /* U+0800 */
+    U8("\xed\x9f\xbf", 1),     /* U+D7FF */
+    U8("\xed\xa0\x80", 0),     /* U+D800 */
+    U8("\xed\xbf\xbf", 0),     /* U+DFFF */
+    U8("\xee\x80\x80", 1),     /* U+E000 */
+    U8("\xef\xbf\xbf", 1),     /* U+FFFF: a non-character, still allowed */
+    U8("\xef\xbb\xbf", 1),     /* U+FEFF */
+    U8("\xf0\x8f\xbf\xbf", 0), /* overlong U+FFFF */
+    U8("\xf0\x90\x80\x80", 1), /* U+10000 */
+    U8("\xf4\x8f\xbf\xbf", 1), /* U+10FFFF */
+    U8("\xf4\x90\x80\x80", 0), /* U+110000 */
+    U8("\xf5\x80\x80\x80", 0),
+    U8("\xfe", 0),
+    U8("\xff", 0),
+    U8("\x80", 0),
+    U8("\xbf", 0),
+    U8("\xc3", 0),             /* truncated at the end */
+    U8("\xe2\x82", 0),
+    U8("\xf0\x9f\x98", 0),
+    U8("\xc3\x28", 0),         /* bad continuation */
+    U8("\xe2\x28\xa1", 0),
+    U8("\xf0\x9f\x28\x80", 0),
+    U8("\xe2\x82\xac", 1),     /* the euro sign */
+};
+
+TEST(utf8_validation_edge_cases)
+{
+	for (size_t i = 0; i < sizeof(utf8_cases) / sizeof(utf8_cases[0]); i++)
+		if (cwm_utf8_valid(utf8_cases[i].s, utf8_cases[i].n) !=
+		    utf8_cases[i].want)
+			th_fail(__FILE__, __LINE__, "case %zu: want %d", i,
+			        utf8_cases[i].want);
+	/* Only n bytes are looked at: a sequence cut by n is truncated. */
+	ASSERT_EQ(cwm_utf8_valid("a\xe2\x82\xac", 3), 0);
+	ASSERT_EQ(cwm_utf8_valid("a\xe2\x82\xac", 4), 1);
+	ASSERT_EQ(cwm_utf8_valid("ab\x01", 2), 1);
+}
+
+TEST(share_len_measures_the_share_prefix)
+{
+	struct {
+		const char *f;
+		int want;
+	} c[] = {{"$share/g/a", 9},    {"$share/group/a/#", 13},
+	         {"$share/g/#", 9},    {"$share/g//", 9},
+	         {"a", 0},             {"$share", 0},
+	         {"$shar/g/a", 0},     {"$sharex/g/a", 0},
+	         {"$SHARE/g/a", 0},    {"share/g/a", 0},
+	         {"$share/", -1},      {"$share/g", -1},
+	         {"$share//a", -1},    {"$share/g/", -1},
+	         {"$share/g+/a", -1},  {"$share/#/a", -1},
+	         {"$share/a#b/c", -1}};
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
+		if (cwm_share_len(c[i].f, strlen(c[i].f)) != c[i].want)
+			th_fail(__FILE__, __LINE__, "'%s': %d, want %d", c[i].f,
+			        cwm_share_len(c[i].f, strlen(c[i].f)), c[i].want);
+	/* Only n bytes count. */
+	ASSERT_EQ(cwm_share_len("$share/g/a", 8), -1);
+	ASSERT_EQ(cwm_share_len("$share/g/a", 9), -1);
+	ASSERT_EQ(cwm_share_len("$share/g/a", 10), 9);
+	ASSERT_EQ(cwm_share_len("$share/g/a", 3), 0);
+}
+
+/* ---- the handler tree -------------------------------------------------- */
+
+struct tree {
+	struct cwm_tnode root;
+	struct cwm_vec cur, nxt, out;
+	unsigned seq;
+};
+
+static void tree_add(struct tree *t, const char *filter)
+{
+	struct cwm_handler *h = calloc(1, sizeof(*h));
+	ASSERT(h != NULL);
+	ASSERT_EQ(cwm_filter_check(filter, strlen(filter)), 0);
+	h->seq = ++t->seq;
+	ASSERT_EQ(cwm_tree_add(&t->root, filter, h), 0);
+}
+
+/* Matches topic; returns the seqs as "1,4,7" in buf (sorted as found). */
+static const char *tree_hits(struct tree *t, const char *topic, char *buf,
+                             size_t len)
+{
+	size_t n = 0;
+	ASSERT_EQ(cwm_tree_match(&t->root, topic, strlen(topic), &t->cur, &t->nxt,
+	                         &t->out),
+	          0);
+	buf[0] = '\0';
+	for (size_t i = 0; i < t->out.n; i++) {
+		const struct cwm_handler *h = t->out.v[i];
+		n += (size_t)snprintf(buf + n, len - n, "%s%u", i > 0 ? "," : "",
+		                      h->seq);
+		ASSERT_LT(n, len);
+	}
+	return buf;
+}
+
+/* Frees the tree the way mg_mqtt_stop() does for a client's. */
+static void tree_free(struct tree *t)
+{
+	cwm_map_free(&t->root.kids, cwm_tnode_free);
+	cwm_tnode_free(t->root.plus);
+	cwm_tnode_free(t->root.hash);
+	for (struct cwm_handler *h = t->root.handlers, *next; h != NULL;
+	     h = next) {
+		next = h->next;
+		free(h);
+	}
+	free(t->cur.v);
+	free(t->nxt.v);
+	free(t->out.v);
+	memset(t, 0, sizeof(*t));
+}
+
+TEST(tree_matches_each_handler_once_in_registration_order)
+{
+	struct tree t = {0};
+	char buf[256];
+	tree_add(&t, "home/#");              /* 1 */
+	tree_add(&t, "home/+/temp");         /* 2 */
+	tree_add(&t, "home/kitchen/temp");   /* 3 */
+	tree_add(&t, "#");                   /* 4 */
+	tree_add(&t, "+/kitchen/+");         /* 5 */
+	tree_add(&t, "home/kitchen/temp");   /* 6: same filter again */
+	tree_add(&t, "home/+/#");            /* 7 */
+	tree_add(&t, "office");              /* 8 */
+	tree_add(&t, "home/kitchen/temp/#"); /* 9: '#' matches its parent */
+	ASSERT_STREQ(tree_hits(&t, "home/kitchen/temp", buf, sizeof(buf)),
+	             "1,2,3,4,5,6,7,9");
+	ASSERT_STREQ(tree_hits(&t, "home/garden", buf, sizeof(buf)), "1,4,7");
+	ASSERT_STREQ(tree_hits(&t, "home", buf, sizeof(buf)), "1,4");
+	ASSERT_STREQ(tree_hits(&t, "office", buf, sizeof(buf)), "4,8");
+	ASSERT_STREQ(tree_hits(&t, "office/desk", buf, sizeof(buf)), "4");
+	ASSERT_STREQ(tree_hits(&t, "x/kitchen/y", buf, sizeof(buf)), "4,5");
+	ASSERT_STREQ(tree_hits(&t, "home/kitchen/temp/x/y", buf, sizeof(buf)),
+	             "1,4,7,9");
+	tree_free(&t);
+}
+
+TEST(tree_hash_child_matches_its_parent_level)
+{
+	struct tree t = {0};
+	char buf[64];
+	tree_add(&t, "a/#");   /* 1 */
+	tree_add(&t, "a/b/#"); /* 2 */
+	tree_add(&t, "+/#");   /* 3 */
+	tree_add(&t, "a/+/#"); /* 4 */
+	ASSERT_STREQ(tree_hits(&t, "a", buf, sizeof(buf)), "1,3");
+	ASSERT_STREQ(tree_hits(&t, "a/b", buf, sizeof(buf)), "1,2,3,4");
+	ASSERT_STREQ(tree_hits(&t, "a/c", buf, sizeof(buf)), "1,3,4");
+	ASSERT_STREQ(tree_hits(&t, "b", buf, sizeof(buf)), "3");
+	ASSERT_STREQ(tree_hits(&t, "a/", buf, sizeof(buf)), "1,3,4");
+	tree_free(&t);
+}
+
+TEST(tree_skips_dollar_topics_for_leading_wildcards)
+{
+	struct tree t = {0};
+	char buf[64];
+	tree_add(&t, "#");          /* 1 */
+	tree_add(&t, "+/x");        /* 2 */
+	tree_add(&t, "$SYS/#");     /* 3 */
+	tree_add(&t, "$SYS/+");     /* 4 */
+	tree_add(&t, "+/#");        /* 5 */
+	tree_add(&t, "$SYS/x/#");   /* 6 */
+	ASSERT_STREQ(tree_hits(&t, "$SYS/x", buf, sizeof(buf)), "3,4,6");
+	ASSERT_STREQ(tree_hits(&t, "$SYS", buf, sizeof(buf)), "3");
+	ASSERT_STREQ(tree_hits(&t, "a/x", buf, sizeof(buf)), "1,2,5");
+	/* '$' deeper down is an ordinary character. */
+	ASSERT_STREQ(tree_hits(&t, "a/$x", buf, sizeof(buf)), "1,5");
+	tree_free(&t);
+}
+
+TEST(tree_stores_share_filters_as_the_plain_filter)
+{
+	struct tree t = {0};
+	char buf[64];
+	tree_add(&t, "$share/g1/a/+"); /* 1 */
+	tree_add(&t, "a/b");           /* 2 */
+	tree_add(&t, "$share/g2/#");   /* 3 */
+	ASSERT_STREQ(tree_hits(&t, "a/b", buf, sizeof(buf)), "1,2,3");
+	ASSERT_STREQ(tree_hits(&t, "$share/g1/a/b", buf, sizeof(buf)), "");
+	/* Stored under "a", not under "$share". */
+	ASSERT(cwm_map_get(&t.root.kids, "$share", 6) == NULL);
+	ASSERT(cwm_map_get(&t.root.kids, "a", 1) != NULL);
+	ASSERT(t.root.hash != NULL);
+	tree_free(&t);
+}
+
+TEST(tree_handles_empty_levels)
+{
+	struct tree t = {0};
+	char buf[64];
+	tree_add(&t, "a//c");  /* 1 */
+	tree_add(&t, "a/+/c"); /* 2 */
+	tree_add(&t, "/");     /* 3 */
+	tree_add(&t, "+/+");   /* 4 */
+	tree_add(&t, "/#");    /* 5 */
+	ASSERT_STREQ(tree_hits(&t, "a//c", buf, sizeof(buf)), "1,2");
+	ASSERT_STREQ(tree_hits(&t, "a/b/c", buf, sizeof(buf)), "2");
+	ASSERT_STREQ(tree_hits(&t, "/", buf, sizeof(buf)), "3,4,5");
+	ASSERT_STREQ(tree_hits(&t, "/x", buf, sizeof(buf)), "4,5");
+	ASSERT_STREQ(tree_hits(&t, "x", buf, sizeof(buf)), "");
+	tree_free(&t);
+}
+
+TEST(empty_tree_matches_nothing)
+{
+	struct tree t = {0};
+	char buf[16];
+	ASSERT_STREQ(tree_hits(&t, "a/b", buf, sizeof(buf)), "");
+	ASSERT_STREQ(tree_hits(&t, "$SYS", buf, sizeof(buf)), "");
+	tree_free(&t);
+}
+
+/* Deterministic xorshift32: the same tree and topics on every run. */
+static uint32_t rnd(uint32_t *s)
+{
+	uint32_t x = *s;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	return *s = x;
+}
+
+static const char *const levels[] = {"a", "b", "c", "dd", "", "e1"};
+#define NLEVELS (sizeof(levels) / sizeof(levels[0]))
+
+/* A random filter: exact levels, '+', a final '#', sometimes a share
+ * prefix or a leading "$SYS". It may be invalid ("", "$share/g0/"). */
+static void random_filter1(uint32_t *s, char *buf, size_t len)
+{
+	size_t n = 0;
+	int depth = 1 + (int)(rnd(s) % 5);
+	if (rnd(s) % 20 == 0)
+		n += (size_t)snprintf(buf + n, len - n, "$share/g%u/", rnd(s) % 3);
+	for (int d = 0; d < depth; d++) {
+		uint32_t r = rnd(s) % 10;
+		const char *lv;
+		if (d == 0 && r == 0)
+			lv = "$SYS";
+		else if (r < 3)
+			lv = "+";
+		else if (r == 3 && d == depth - 1)
+			lv = "#";
+		else
+			lv = levels[rnd(s) % NLEVELS];
+		n += (size_t)snprintf(buf + n, len - n, "%s%s", d > 0 ? "/" : "", lv);
+	}
+}
+
+static void random_filter(uint32_t *s, char *buf, size_t len)
+{
+	do
+		random_filter1(s, buf, len);
+	while (cwm_filter_check(buf, strlen(buf)) != 0);
+}
+
+static void random_topic(uint32_t *s, char *buf, size_t len)
+{
+	size_t n = 0;
+	int depth = 1 + (int)(rnd(s) % 6);
+	for (int d = 0; d < depth; d++) {
+		const char *lv = d == 0 && rnd(s) % 10 == 0
+		                     ? "$SYS"
+		                     : levels[rnd(s) % NLEVELS];
+		n += (size_t)snprintf(buf + n, len - n, "%s%s", d > 0 ? "/" : "", lv);
+	}
+	if (n == 0) /* a lone empty level is no topic */
+		snprintf(buf, len, "a");
+}
+
+TEST_T(tree_with_ten_thousand_handlers_agrees_with_brute_force, 20)
+{
+	enum { HANDLERS = 10000, TOPICS = 400 };
+	struct tree t = {0};
+	char (*filters)[96] = calloc(HANDLERS, sizeof(*filters));
+	uint32_t seed = 0x2545f491u, total = 0, wild_dollar = 0;
+	ASSERT(filters != NULL);
+	for (int i = 0; i < HANDLERS; i++) {
+		random_filter(&seed, filters[i], sizeof(filters[i]));
+		tree_add(&t, filters[i]);
+	}
+	for (int k = 0; k < TOPICS; k++) {
+		char topic[96];
+		random_topic(&seed, topic, sizeof(topic));
+		size_t tn = strlen(topic);
+		ASSERT_EQ(cwm_topic_check(topic, tn), 0);
+		ASSERT_EQ(cwm_tree_match(&t.root, topic, tn, &t.cur, &t.nxt, &t.out),
+		          0);
+		size_t j = 0;
+		for (int i = 0; i < HANDLERS; i++) {
+			const char *f = filters[i];
+			f += cwm_share_len(f, strlen(f));
+			if (!cwm_match(f, topic, tn))
+				continue;
+			/* The tree gives the same handlers, in seq order. */
+			if (j >= t.out.n ||
+			    ((struct cwm_handler *)t.out.v[j])->seq != (unsigned)i + 1)
+				th_fail(__FILE__, __LINE__,
+				        "topic '%s': filter %d '%s' missing or out of order",
+				        topic, i + 1, filters[i]);
+			ASSERT_EQ(mg_mqtt_topic_matches(filters[i], topic), 1);
+			j++;
+		}
+		if (j != t.out.n)
+			th_fail(__FILE__, __LINE__, "topic '%s': tree has %zu extra",
+			        topic, t.out.n - j);
+		total += (uint32_t)j;
+		wild_dollar += topic[0] == '$';
+	}
+	/* The random data exercised something. */
+	ASSERT_GT(total, TOPICS);
+	ASSERT_GT(wild_dollar, 5);
+	free(filters);
+	tree_free(&t);
+}
+
+/* ---- error texts ------------------------------------------------------- */
+
+struct errtext {
+	int code;
+	const char *text;
+};
+
+TEST(strerror_gives_the_text_of_every_code)
+{
+#define XX(name, value, text) {value, text},
+	static const struct errtext all[] = {MG_MQTT_ERRNO_MAP(XX)};
+#undef XX
+	size_t n = sizeof(all) / sizeof(all[0]);
+	ASSERT_EQ(n, 25);
+	for (size_t i = 0; i < n; i++) {
+		ASSERT_LT(all[i].code, 0);
+		ASSERT_STREQ(mg_mqtt_strerror(all[i].code), all[i].text);
+		for (size_t j = 0; j < i; j++)
+			ASSERT_NE(all[i].code, all[j].code);
+	}
+	ASSERT_EQ(MG_MQTT_ERR_INVALID, -1);
+	ASSERT_EQ(MG_MQTT_ERR_NOT_FOUND, -25);
+	ASSERT_STREQ(mg_mqtt_strerror(MG_MQTT_ERR_CONFIG), "bad configuration");
+	ASSERT_STREQ(mg_mqtt_strerror(0), "success");
+	ASSERT_STREQ(mg_mqtt_strerror(MG_MQTT_OK), "success");
+	const int unknown[] = {1, 2, 100, -26, -999, INT_MIN, INT_MAX};
+	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
+		ASSERT_STREQ(mg_mqtt_strerror(unknown[i]), "unknown error");
+}
+
+/* ---- the hash map ------------------------------------------------------ */
+
+static int freed_vals;
+
+static void count_free(void *v)
+{
+	(void)v;
+	freed_vals++;
+}
+
+TEST(map_puts_gets_replaces_and_deletes_many_keys)
+{
+	enum { N = 5000 };
+	struct cwm_map m = {0};
+	char k[32];
+	ASSERT(cwm_map_get(&m, "x", 1) == NULL);
+	ASSERT(cwm_map_del(&m, "x", 1) == NULL);
+	for (intptr_t i = 0; i < N; i++) {
+		int kl = snprintf(k, sizeof(k), "key-%ld", (long)i);
+		ASSERT_EQ(cwm_map_put(&m, k, (size_t)kl, (void *)(i + 1)), 0);
+	}
+	ASSERT_EQ(m.n, N);
+	ASSERT_GE(m.nb, N); /* grew */
+	ASSERT_EQ(m.nb & (m.nb - 1), 0);
+	for (intptr_t i = 0; i < N; i++) {
+		int kl = snprintf(k, sizeof(k), "key-%ld", (long)i);
+		ASSERT_EQ((intptr_t)cwm_map_get(&m, k, (size_t)kl), i + 1);
+	}
+	/* Replace the even ones: the count stays. */
+	for (intptr_t i = 0; i < N; i += 2) {
+		int kl = snprintf(k, sizeof(k), "key-%ld", (long)i);
+		ASSERT_EQ(cwm_map_put(&m, k, (size_t)kl, (void *)(i + 100000)), 0);
+	}
+	ASSERT_EQ(m.n, N);
+	/* Delete every third. */
+	size_t left = N;
+	for (intptr_t i = 0; i < N; i += 3) {
+		int kl = snprintf(k, sizeof(k), "key-%ld", (long)i);
+		intptr_t want = i % 2 == 0 ? i + 100000 : i + 1;
+		ASSERT_EQ((intptr_t)cwm_map_del(&m, k, (size_t)kl), want);
+		ASSERT(cwm_map_del(&m, k, (size_t)kl) == NULL);
+		left--;
+	}
+	ASSERT_EQ(m.n, left);
+	for (intptr_t i = 0; i < N; i++) {
+		int kl = snprintf(k, sizeof(k), "key-%ld", (long)i);
+		intptr_t got = (intptr_t)cwm_map_get(&m, k, (size_t)kl);
+		intptr_t want = i % 3 == 0 ? 0 : i % 2 == 0 ? i + 100000 : i + 1;
+		ASSERT_EQ(got, want);
+	}
+	/* Deleted keys can come back. */
+	ASSERT_EQ(cwm_map_put(&m, "key-0", 5, (void *)7), 0);
+	ASSERT_EQ((intptr_t)cwm_map_get(&m, "key-0", 5), 7);
+	freed_vals = 0;
+	cwm_map_free(&m, count_free);
+	ASSERT_EQ(freed_vals, (int)left + 1);
+	ASSERT(m.b == NULL && m.n == 0 && m.nb == 0);
+	/* A freed map is empty and usable again. */
+	ASSERT(cwm_map_get(&m, "key-1", 5) == NULL);
+	ASSERT_EQ(cwm_map_put(&m, "k", 1, (void *)1), 0);
+	cwm_map_free(&m, NULL);
+}
+
+TEST(map_keys_are_bytes_of_a_length_not_prefixes)
+{
+	struct cwm_map m = {0};
+	const char *keys[] = {"a", "ab", "abc", "abcd", "b", "ba", ""};
+	for (intptr_t i = 0; i < 7; i++)
+		ASSERT_EQ(cwm_map_put(&m, keys[i], strlen(keys[i]), (void *)(i + 1)),
+		          0);
+	for (intptr_t i = 0; i < 7; i++)
+		ASSERT_EQ((intptr_t)cwm_map_get(&m, keys[i], strlen(keys[i])), i + 1);
+	/* A key is the first klen bytes, whatever follows. */
+	ASSERT_EQ((intptr_t)cwm_map_get(&m, "abcdef", 2), 2);
+	ASSERT_EQ((intptr_t)cwm_map_get(&m, "a/b", 1), 1);
+	ASSERT_EQ((intptr_t)cwm_map_get(&m, "xyz", 0), 7);
+	ASSERT(cwm_map_get(&m, "abcde", 5) == NULL);
+	/* Embedded NUL bytes are part of a key. */
+	ASSERT_EQ(cwm_map_put(&m, "a\0b", 3, (void *)99), 0);
+	ASSERT_EQ((intptr_t)cwm_map_get(&m, "a\0b", 3), 99);
+	ASSERT_EQ((intptr_t)cwm_map_get(&m, "a", 1), 1);
+	/* Deleting one leaves its prefixes and extensions. */
+	ASSERT_EQ((intptr_t)cwm_map_del(&m, "ab", 2), 2);
+	ASSERT_EQ((intptr_t)cwm_map_get(&m, "a", 1), 1);
+	ASSERT_EQ((intptr_t)cwm_map_get(&m, "abc", 3), 3);
+	ASSERT(cwm_map_get(&m, "ab", 2) == NULL);
+	ASSERT_EQ(m.n, 7);
+	cwm_map_free(&m, NULL);
+}
