@@ -135,12 +135,13 @@ static void cwm_fmt(char *buf, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Copies at most 60 bytes of v into out, printable ASCII only, for quoting a
- * bad value in an error message without dumping binary or huge input. */
-static const char *cwm_quote(const char *v, char out[72])
+/* Copies at most max bytes of v into out (which holds max + 4), printable
+ * ASCII only, for quoting a bad value in an error message without dumping
+ * binary or huge input. */
+static const char *cwm_quote_n(const char *v, char *out, size_t max)
 {
 	size_t i, n = 0;
-	for (i = 0; v[i] != '\0' && n < 60; i++)
+	for (i = 0; v[i] != '\0' && n < max; i++)
 		out[n++] = (v[i] >= 0x20 && v[i] < 0x7f) ? v[i] : '?';
 	if (v[i] != '\0') {
 		memcpy(out + n, "...", 3);
@@ -148,6 +149,18 @@ static const char *cwm_quote(const char *v, char out[72])
 	}
 	out[n] = '\0';
 	return out;
+}
+
+/* A value: 60 bytes at most, into a char[72]. */
+static const char *cwm_quote(const char *v, char out[72])
+{
+	return cwm_quote_n(v, out, 60);
+}
+
+/* A file name: 300 bytes at most, into a char[320]. */
+static const char *cwm_quote_path(const char *v, char out[320])
+{
+	return cwm_quote_n(v, out, 300);
 }
 
 static uint32_t cwm_hash(const char *s, size_t n)
@@ -683,9 +696,12 @@ static int cwm_set_key(struct cwm_settings *s, const char *prefix,
 		}
 		if (copy[0] != '\0' && !cwm_utf8_valid(copy, strlen(copy)) &&
 		    k->type != K_PATH) {
-			cwm_fmt(err, errlen, "%s_%s: %s is not valid UTF-8", prefix,
-			        k->name,
-			        cwm_is_secret(k) ? "the value" : cwm_quote(copy, q));
+			if (cwm_is_secret(k))
+				cwm_fmt(err, errlen, "%s_%s: the value is not valid UTF-8",
+				        prefix, k->name);
+			else
+				cwm_fmt(err, errlen, "%s_%s: '%s' is not valid UTF-8", prefix,
+				        k->name, cwm_quote(copy, q));
 			free(copy);
 			return MG_MQTT_ERR_CONFIG;
 		}
@@ -716,7 +732,7 @@ static int cwm_set_key(struct cwm_settings *s, const char *prefix,
 		errno = 0;
 		double d = strtod(t, &end);
 		rc = (t[0] == '\0' || *end != '\0' || errno != 0 || !(d >= 0) ||
-		      d > 1e9)
+		      d > 1e9 || strspn(t, "0123456789.") != strlen(t))
 		         ? -1
 		         : 0;
 		if (rc == 0)
@@ -905,39 +921,54 @@ static int cwm_split_list(const char *v, char ***out, int *n)
 	return 0;
 }
 
+/* A file we can open, and not a directory (those open fine on Linux). */
 static int cwm_readable(const char *prefix, const char *key, const char *path,
                         char *err, size_t errlen)
 {
+	char q[320];
+	struct stat st;
 	FILE *f = fopen(path, "rb");
 	if (f == NULL) {
-		char q[72];
 		cwm_fmt(err, errlen, "%s_%s: cannot read '%s': %s", prefix, key,
-		        cwm_quote(path, q), strerror(errno));
+		        cwm_quote_path(path, q), strerror(errno));
 		return MG_MQTT_ERR_IO;
 	}
+	int dir = fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode);
 	fclose(f);
+	if (dir) {
+		cwm_fmt(err, errlen, "%s_%s: '%s' is a directory, not a file", prefix,
+		        key, cwm_quote_path(path, q));
+		return MG_MQTT_ERR_IO;
+	}
 	return 0;
 }
 
+/* The first line of PASSWORD_FILE, at most 1023 bytes. */
 static int cwm_read_secret(const char *prefix, const char *path, char **out,
                            char *err, size_t errlen)
 {
-	char buf[1024], q[72];
-	FILE *f = fopen(path, "rb");
+	char buf[1025], q[320];
+	int rc = cwm_readable(prefix, "PASSWORD_FILE", path, err, errlen);
+	FILE *f = rc == 0 ? fopen(path, "rb") : NULL;
+	if (rc != 0)
+		return rc;
 	if (f == NULL) {
 		cwm_fmt(err, errlen, "%s_PASSWORD_FILE: cannot read '%s': %s", prefix,
-		        cwm_quote(path, q), strerror(errno));
+		        cwm_quote_path(path, q), strerror(errno));
 		return MG_MQTT_ERR_IO;
 	}
 	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	int toolong = n == sizeof(buf) - 1 && fgetc(f) != EOF;
 	fclose(f);
 	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0'; /* the first line is the password */
+	size_t line = strcspn(buf, "\r\n");
+	int toolong = line > 1023;
+	buf[line] = '\0';
 	if (toolong) {
 		explicit_bzero(buf, sizeof(buf));
-		cwm_fmt(err, errlen, "%s_PASSWORD_FILE: '%s' is longer than 1023 bytes",
-		        prefix, cwm_quote(path, q));
+		cwm_fmt(err, errlen,
+		        "%s_PASSWORD_FILE: the first line of '%s' is longer than 1023 "
+		        "bytes",
+		        prefix, cwm_quote_path(path, q));
 		return MG_MQTT_ERR_CONFIG;
 	}
 	*out = cwm_strdup(buf);
@@ -1013,9 +1044,10 @@ static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
 		}
 		if (stat(s->persistence_dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
 		    access(s->persistence_dir, W_OK | X_OK) != 0) {
+			char qp[320];
 			cwm_fmt(err, errlen,
 			        "%s_PERSISTENCE_DIR: '%s' is not a writable directory",
-			        prefix, cwm_quote(s->persistence_dir, q));
+			        prefix, cwm_quote_path(s->persistence_dir, qp));
 			return MG_MQTT_ERR_IO;
 		}
 	}
@@ -1040,6 +1072,10 @@ static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
 	/* BROKER_URL: a fail-over list. */
 	char **items;
 	int n;
+	if (s->broker_url == NULL) {
+		cwm_fmt(err, errlen, "%s_BROKER_URL: '' names no broker", prefix);
+		return MG_MQTT_ERR_CONFIG;
+	}
 	if ((rc = cwm_split_list(s->broker_url, &items, &n)) != 0)
 		return rc;
 	if (n == 0) {
@@ -1074,15 +1110,28 @@ static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
 		if ((s->sub_qos = calloc((size_t)n + 1, sizeof(int))) == NULL)
 			return MG_MQTT_ERR_NOMEM;
 		for (int i = 0; i < n; i++) {
-			char *f = items[i];
-			size_t len = strlen(f);
-			if (len >= 2 && f[len - 2] == ':' && f[len - 1] >= '0' &&
-			    f[len - 1] <= '2') {
-				s->sub_qos[i] = f[len - 1] - '0';
-				f[len - 2] = '\0';
-				while (len > 2 && isspace((unsigned char)f[len - 3]))
-					f[--len - 2] = '\0';
+			/* A QoS is one digit after the last ':' ("time/12:30" is a
+			 * filter); "a:3" is a QoS out of range, not a filter. */
+			char *f = items[i], *colon = strrchr(f, ':'), *t = NULL;
+			if (colon != NULL && (t = cwm_trimdup(colon + 1)) != NULL &&
+			    strlen(t) == 1 && isdigit((unsigned char)t[0])) {
+				long qv;
+				int bad = cwm_parse_long(t, 0, 2, &qv) != 0;
+				free(t);
+				t = NULL;
+				if (bad) {
+					cwm_fmt(err, errlen,
+					        "%s_SUBSCRIBE: '%s' asks for a QoS other than 0, 1 "
+					        "or 2",
+					        prefix, cwm_quote(f, q));
+					return MG_MQTT_ERR_CONFIG;
+				}
+				s->sub_qos[i] = (int)qv;
+				*colon = '\0';
+				for (size_t l = strlen(f); l > 0 && isspace((unsigned char)f[l - 1]);)
+					f[--l] = '\0';
 			}
+			free(t);
 			if (cwm_filter_check(f, strlen(f)) != 0) {
 				cwm_fmt(err, errlen,
 				        "%s_SUBSCRIBE: '%s' is not a topic filter "
@@ -1269,13 +1318,13 @@ static int cwm_conf_read_file(struct cwm_conf_store *st, const char *path,
                               char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
-	char *line = NULL, q[72];
+	char *line = NULL, q[320];
 	size_t cap = 0;
 	ssize_t len;
 	int lineno = 0, rc = 0;
 
 	if (f == NULL) {
-		cwm_fmt(err, errlen, "cannot read '%s': %s", cwm_quote(path, q),
+		cwm_fmt(err, errlen, "cannot read '%s': %s", cwm_quote_path(path, q),
 		        strerror(errno));
 		return MG_MQTT_ERR_IO;
 	}
@@ -1298,8 +1347,8 @@ static int cwm_conf_read_file(struct cwm_conf_store *st, const char *path,
 		if (*v == '\0') {
 			char qn[72];
 			p[nl] = '\0';
-			cwm_fmt(err, errlen, "%s:%d: '%s' has no value", cwm_quote(path, q),
-			        lineno, cwm_quote(p, qn));
+			cwm_fmt(err, errlen, "%s:%d: '%s' has no value",
+			        cwm_quote_path(path, q), lineno, cwm_quote(p, qn));
 			rc = MG_MQTT_ERR_CONFIG;
 			break;
 		}
@@ -2435,7 +2484,7 @@ static int cwm_name_cmp(const void *a, const void *b)
  * message left there, oldest first. Unreadable files are renamed *.bad. */
 static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
 {
-	char path[PATH_MAX], safe[256], q[72];
+	char path[PATH_MAX], safe[256], q[320];
 	size_t n = 0;
 
 	for (const char *p = c->client_id; *p != '\0' && n + 1 < sizeof(safe); p++)
@@ -2444,7 +2493,7 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
 	snprintf(path, sizeof(path), "%s/%s", c->cfg.persistence_dir, safe);
 	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
 		cwm_fmt(err, errlen, "%s_PERSISTENCE_DIR: cannot create '%s': %s",
-		        c->prefix, cwm_quote(path, q), strerror(errno));
+		        c->prefix, cwm_quote_path(path, q), strerror(errno));
 		return MG_MQTT_ERR_IO;
 	}
 	if ((c->pdir = cwm_strdup(path)) == NULL)
@@ -2453,7 +2502,7 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
 	DIR *d = opendir(path);
 	if (d == NULL) {
 		cwm_fmt(err, errlen, "%s_PERSISTENCE_DIR: cannot read '%s': %s",
-		        c->prefix, cwm_quote(path, q), strerror(errno));
+		        c->prefix, cwm_quote_path(path, q), strerror(errno));
 		return MG_MQTT_ERR_IO;
 	}
 	char **names = NULL;

@@ -371,7 +371,9 @@ MG_MQTT_API int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
  * started). Any thread. */
 MG_MQTT_API int mg_mqtt_is_connected(const struct mg_mqtt *c);
 
-/* One remembered subscription. */
+/* One remembered subscription. mg_mqtt_subscriptions() and
+ * mg_mqtt_status() also work before start and after a failed start (no
+ * subscriptions then; "running": false). */
 struct mg_mqtt_subscription {
 	const char *filter; /* as given to subscribe (without $share/<group>/) */
 	int qos;            /* requested QoS */

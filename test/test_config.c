@@ -957,6 +957,11 @@ TEST(subscribe_with_a_bad_filter_is_refused)
 	ASSERT_EQ(read_one("SUBSCRIBE", "a/#/b:2", NULL, err, sizeof(err)),
 	          MG_MQTT_ERR_CONFIG);
 	ASSERT_CONTAINS(err, "'a/#/b'");
+	/* One digit after the last ':' is a QoS; 3 is out of range. */
+	ASSERT_EQ(read_one("SUBSCRIBE", "ok, a/b:3", NULL, err, sizeof(err)),
+	          MG_MQTT_ERR_CONFIG);
+	ASSERT_CONTAINS(err, "'a/b:3'");
+	ASSERT_CONTAINS(err, "QoS");
 }
 
 /* ---- the settings as JSON ---------------------------------------------- */
