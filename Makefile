@@ -17,7 +17,7 @@ SAN      ?=
 # Debian packages: to build, to test (brokers, certificates, HTTP, browser).
 DEPS_BUILD := gcc g++ make pkg-config libc6-dev libcivetweb-dev \
               libpaho-mqtt-dev libcjson-dev
-DEPS_TEST  := mosquitto mosquitto-clients openssl curl procps
+DEPS_TEST  := mosquitto mosquitto-clients openssl curl coreutils
 DEPS_ALL   := $(DEPS_BUILD) $(DEPS_TEST)
 
 WARN     := -std=c11 -Wall -Wextra -Werror

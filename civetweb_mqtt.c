@@ -1954,6 +1954,7 @@ static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
 
 static void cwm_out_free(struct cwm_out *r)
 {
+	free(r->props);
 	free(r);
 }
 
@@ -3417,8 +3418,10 @@ static void cwm_on_done_ok5(void *ctx, MQTTAsync_successData5 *d)
 		cwm_done(r->c, r, MG_MQTT_ERR_NOMEM, 0, NULL, 0);
 		return;
 	}
+	/* paho fills reasonCodes only for more than one filter; with one, the
+	 * array pointer is left uninitialised and the code is in reasonCode. */
 	for (n = 0; n < r->nfilters; n++)
-		codes[n] = (count > 0 && rc != NULL && n < count) ? (int)rc[n]
+		codes[n] = (count > 1 && rc != NULL && n < count) ? (int)rc[n]
 		                                                   : (int)d->reasonCode;
 	cwm_done(r->c, r, 0, 0, codes, n);
 	if (codes != buf)
@@ -3601,9 +3604,15 @@ static void cwm_on_connect_fail(void *ctx, MQTTAsync_failureData *d)
 
 static void cwm_on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
 {
-	if (d != NULL && (int)d->reasonCode >= 0x80)
-		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, (int)d->reasonCode,
-		                   MQTTReasonCode_toString(d->reasonCode));
+	/* paho puts a CONNACK refusal in reasonCode or, after trying every
+	 * URL, in code. */
+	int reason = d == NULL                      ? 0
+	             : (int)d->reasonCode >= 0x80 ? (int)d->reasonCode
+	             : d->code >= 0x80            ? d->code
+	                                          : 0;
+	if (reason != 0)
+		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, reason,
+		                   MQTTReasonCode_toString((enum MQTTReasonCodes)reason));
 	else
 		cwm_connect_failed(ctx, MG_MQTT_ERR_CONNECT, -1,
 		                   d != NULL && d->message != NULL
