@@ -47,7 +47,7 @@
  *   1. Utilities   2. Errors      3. Topics        4. Configuration
  *   5. conf files  6. Handler tree  7. Client state  8. Logging
  *   9. Commands (mqtt-io)  10. paho callbacks  11. Dispatch
- *   12. Life cycle  13. Status
+ *   12. Bridge (HTTP, WebSocket, SSE)  13. Life cycle  14. Status
  */
 #define _GNU_SOURCE
 #include "civetweb_mqtt.h"
@@ -526,6 +526,12 @@ struct cwm_settings {
 	int max_buffered;
 	char *persistence_dir;
 	int queue_size;
+	char *bridge_path;
+	char *bridge_publish_allow;
+	char *bridge_subscribe_allow;
+	char *bridge_auth_file;
+	int bridge_max_body;
+	int bridge_client_queue;
 
 	/* Derived by cwm_settings_finish(). */
 	char **uris;       /* paho server URIs, fail-over order */
@@ -535,6 +541,8 @@ struct cwm_settings {
 	char **sub_filters; /* parsed SUBSCRIBE */
 	int *sub_qos;
 	int nsubs;
+	char **bpub, **bsub; /* parsed BRIDGE_PUBLISH_ALLOW / _SUBSCRIBE_ALLOW */
+	int nbpub, nbsub;
 };
 
 struct cwm_key {
@@ -616,6 +624,17 @@ static const struct cwm_key cwm_keys[] = {
      NULL},
     {"QUEUE_SIZE", K_INT, CWM_S(queue_size), 1, 10000000, "10000", NULL,
      "a number of messages (1-10000000)"},
+    {"BRIDGE_PATH", K_STR, CWM_S(bridge_path), 0, 0, NULL, NULL, NULL},
+    {"BRIDGE_PUBLISH_ALLOW", K_STR, CWM_S(bridge_publish_allow), 0, 0, NULL,
+     NULL, NULL},
+    {"BRIDGE_SUBSCRIBE_ALLOW", K_STR, CWM_S(bridge_subscribe_allow), 0, 0,
+     NULL, NULL, NULL},
+    {"BRIDGE_AUTH_FILE", K_PATH, CWM_S(bridge_auth_file), 0, 0, NULL, NULL,
+     NULL},
+    {"BRIDGE_MAX_BODY", K_INT, CWM_S(bridge_max_body), 1, 268435455, "65536",
+     NULL, "a number of bytes (1-268435455)"},
+    {"BRIDGE_CLIENT_QUEUE", K_INT, CWM_S(bridge_client_queue), 1, 1000000,
+     "1000", NULL, "a number of messages (1-1000000)"},
 };
 #define CWM_NKEYS (sizeof(cwm_keys) / sizeof(cwm_keys[0]))
 
@@ -783,6 +802,8 @@ static void cwm_settings_free(struct cwm_settings *s)
 	cwm_strv_free(s->uris, s->nuris);
 	cwm_strv_free(s->sub_filters, s->nsubs);
 	free(s->sub_qos);
+	cwm_strv_free(s->bpub, s->nbpub);
+	cwm_strv_free(s->bsub, s->nbsub);
 	if (s->secret != NULL && s->secret != s->password) {
 		explicit_bzero(s->secret, strlen(s->secret));
 		free(s->secret);
@@ -976,6 +997,67 @@ static int cwm_read_secret(const char *prefix, const char *path, char **out,
 	return *out == NULL ? MG_MQTT_ERR_NOMEM : 0;
 }
 
+/* BRIDGE_*: a path, two allow lists of filters, an auth file. */
+static int cwm_bridge_settings(struct cwm_settings *s, const char *prefix,
+                               char *err, size_t errlen)
+{
+	char q[72];
+	const char *p = s->bridge_path;
+	int rc;
+
+	if (p == NULL) {
+		const char *set = s->bridge_publish_allow ? "BRIDGE_PUBLISH_ALLOW"
+		                  : s->bridge_subscribe_allow ? "BRIDGE_SUBSCRIBE_ALLOW"
+		                  : s->bridge_auth_file       ? "BRIDGE_AUTH_FILE"
+		                                              : NULL;
+		if (set != NULL) {
+			cwm_fmt(err, errlen, "%s_%s: needs %s_BRIDGE_PATH", prefix, set,
+			        prefix);
+			return MG_MQTT_ERR_CONFIG;
+		}
+		return 0;
+	}
+	/* A plain absolute path: what CivetWeb would not rewrite. */
+	size_t n = strlen(p);
+	int ok = p[0] == '/' && n > 1 && p[n - 1] != '/' &&
+	         strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                   "0123456789-_~./") == n &&
+	         strstr(p, "//") == NULL && strstr(p, "/.") == NULL && n < 200;
+	if (!ok) {
+		cwm_fmt(err, errlen,
+		        "%s_BRIDGE_PATH: '%s' is not a URL path like /mqtt (letters, "
+		        "digits, '-', '_', '~', '.', no trailing '/')",
+		        prefix, cwm_quote(p, q));
+		return MG_MQTT_ERR_CONFIG;
+	}
+	static const char *const keys[] = {"BRIDGE_PUBLISH_ALLOW",
+	                                   "BRIDGE_SUBSCRIBE_ALLOW"};
+	const char *vals[] = {s->bridge_publish_allow, s->bridge_subscribe_allow};
+	char ***outs[] = {&s->bpub, &s->bsub};
+	int *ns[] = {&s->nbpub, &s->nbsub};
+	for (int k = 0; k < 2; k++) {
+		if (vals[k] == NULL)
+			continue; /* deny by default */
+		if ((rc = cwm_split_list(vals[k], outs[k], ns[k])) != 0)
+			return rc;
+		for (int i = 0; i < *ns[k]; i++) {
+			const char *f = (*outs[k])[i];
+			if (cwm_filter_check(f, strlen(f)) != 0) {
+				cwm_fmt(err, errlen,
+				        "%s_%s: '%s' is not a topic filter (comma-separated "
+				        "filters)",
+				        prefix, keys[k], cwm_quote(f, q));
+				return MG_MQTT_ERR_CONFIG;
+			}
+		}
+	}
+	if (s->bridge_auth_file != NULL &&
+	    (rc = cwm_readable(prefix, "BRIDGE_AUTH_FILE", s->bridge_auth_file, err,
+	                       errlen)) != 0)
+		return rc;
+	return 0;
+}
+
 /* Cross-key checks and derived values, after every key is read. */
 static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
                                char *err, size_t errlen)
@@ -1141,7 +1223,7 @@ static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
 			}
 		}
 	}
-	return 0;
+	return cwm_bridge_settings(s, prefix, err, errlen);
 }
 
 /* Reads every <prefix>_<KEY> of options into s. Names of other prefixes
@@ -1597,6 +1679,54 @@ static int cwm_tree_add(struct cwm_tnode *root, const char *f,
 	return 0;
 }
 
+static int cwm_tnode_empty(const struct cwm_tnode *t)
+{
+	return t->kids.n == 0 && t->plus == NULL && t->hash == NULL &&
+	       t->handlers == NULL;
+}
+
+/* Removes the handler with user data ud under filter f (the rest of it,
+ * NULL at its end) below node t, freeing nodes left empty. Returns 1 when
+ * t itself is empty now. */
+static int cwm_tree_remove_at(struct cwm_tnode *t, const char *f, void *ud)
+{
+	if (f == NULL) {
+		struct cwm_handler **pp = &t->handlers, *prev = NULL;
+		for (; *pp != NULL; prev = *pp, pp = &(*pp)->next)
+			if ((*pp)->ud == ud) {
+				struct cwm_handler *h = *pp;
+				*pp = h->next;
+				if (t->last == h)
+					t->last = prev;
+				free(h);
+				break;
+			}
+		return cwm_tnode_empty(t);
+	}
+	size_t l = strcspn(f, "/");
+	const char *rest = f[l] != '\0' ? f + l + 1 : NULL;
+	struct cwm_tnode **slot = NULL, *kid;
+	if (l == 1 && f[0] == '+')
+		slot = &t->plus;
+	else if (l == 1 && f[0] == '#')
+		slot = &t->hash;
+	kid = slot != NULL ? *slot : cwm_map_get(&t->kids, f, l);
+	if (kid != NULL && cwm_tree_remove_at(kid, rest, ud)) {
+		if (slot != NULL)
+			*slot = NULL;
+		else
+			cwm_map_del(&t->kids, f, l);
+		cwm_tnode_free(kid);
+	}
+	return cwm_tnode_empty(t);
+}
+
+/* The bridge's subscriptions come and go: removal prunes the tree. */
+static void cwm_tree_remove(struct cwm_tnode *root, const char *f, void *ud)
+{
+	cwm_tree_remove_at(root, f + cwm_share_len(f, strlen(f)), ud);
+}
+
 static int cwm_push_handlers(struct cwm_vec *out, const struct cwm_tnode *t)
 {
 	for (struct cwm_handler *h = t->handlers; h != NULL; h = h->next)
@@ -1677,6 +1807,8 @@ struct cwm_out {
 	int qos, retain;
 	int internal;                 /* renew or birth: no user handler */
 	int restored;                 /* read back from PERSISTENCE_DIR */
+	int counted;                  /* SUBSCRIBE counted in cwm_sub.pending */
+	int noop;                     /* done at once, nothing sent */
 	uint64_t pseq;                /* its file in PERSISTENCE_DIR; 0: none */
 	char *topic;                  /* publish */
 	void *payload;
@@ -1693,7 +1825,9 @@ struct cwm_sub {
 	struct cwm_sub *prev, *next; /* in subscription order */
 	char *filter;
 	int qos, granted;
-	int pending; /* user SUBSCRIBE commands for it not yet done */
+	int pending; /* SUBSCRIBEs for it queued and not done: renewal skips it */
+	int app;     /* subscribed through the API or SUBSCRIBE */
+	int brefs;   /* bridge clients holding it */
 };
 
 enum cwm_evtype {
@@ -1757,6 +1891,7 @@ struct mg_mqtt {
 	struct mg_context *ctx;
 	char *error_log_file;     /* CivetWeb's error_log_file, or NULL */
 	char *pdir;               /* PERSISTENCE_DIR/<client id>, or NULL */
+	struct cwm_bridge *bridge; /* BRIDGE_PATH set; lives from start to stop */
 	atomic_uint_fast64_t pseq_next; /* next message file number */
 	MQTTAsync paho;
 	int v5;
@@ -1806,6 +1941,9 @@ struct mg_mqtt {
 };
 
 static const struct mg_mqtt_props cwm_no_props;
+struct cwm_bridge;
+static void cwm_bridge_deliver(struct cwm_bridge *b,
+                               const struct mg_mqtt_message *m);
 
 /* The started clients, for mg_mqtt_get(). */
 struct cwm_reg {
@@ -2723,6 +2861,8 @@ int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 		old->qos = qos;
 		old->granted = -1;
 		old->pending++;
+		old->app = 1;
+		r->counted = 1;
 		rc = r->id = cwm_next_id(c);
 		cwm_enqueue(c, r);
 		r = NULL;
@@ -2775,10 +2915,16 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 	struct cwm_sub *s = cwm_map_get(&c->subs, filter, fl);
 	if (c->stopping)
 		rc = MG_MQTT_ERR_STOPPED;
-	else if (s == NULL)
+	else if (s == NULL || !s->app)
 		rc = MG_MQTT_ERR_NOT_FOUND;
 	else {
-		cwm_sub_forget(c, s);
+		/* Browsers still hold it: the broker keeps it, the app lets go. */
+		if (s->brefs > 0) {
+			s->app = 0;
+			r->noop = 1;
+		} else {
+			cwm_sub_forget(c, s);
+		}
 		rc = r->id = cwm_next_id(c);
 		cwm_enqueue(c, r);
 		r = NULL;
@@ -2790,7 +2936,7 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 
 int mg_mqtt_unsubscribe_all(struct mg_mqtt *c)
 {
-	int rc, n = 0;
+	int rc;
 	if ((rc = cwm_ops_check(c)) != 0)
 		return rc;
 	for (;;) {
@@ -2800,36 +2946,127 @@ int mg_mqtt_unsubscribe_all(struct mg_mqtt *c)
 		pthread_mutex_unlock(&c->lock);
 		if (count == 0)
 			return 0;
-		char **fv = calloc((size_t)count, sizeof(char *));
-		if (fv == NULL)
+		char **real = calloc((size_t)count, sizeof(char *));
+		char **kept = calloc((size_t)count, sizeof(char *));
+		if (real == NULL || kept == NULL) {
+			free(real);
+			free(kept);
 			return MG_MQTT_ERR_NOMEM;
+		}
 		pthread_mutex_lock(&c->lock);
-		if (c->stopping) {
+		if (c->stopping || (int)c->subs.n != count) {
+			rc = c->stopping ? MG_MQTT_ERR_STOPPED : 1;
 			pthread_mutex_unlock(&c->lock);
-			free(fv);
-			return MG_MQTT_ERR_STOPPED;
+			free(real);
+			free(kept);
+			if (rc == 1)
+				continue;
+			return rc;
 		}
-		if ((int)c->subs.n != count) {
-			pthread_mutex_unlock(&c->lock);
-			free(fv);
-			continue;
-		}
-		n = 0;
+		/* The app's subscriptions go; those browsers hold stay subscribed
+		 * and are acknowledged without a packet when nothing else goes. */
+		int nreal = 0, nkept = 0;
 		for (struct cwm_sub *s = c->sub_head; s != NULL; s = s->next)
-			fv[n++] = s->filter;
-		struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, fv, NULL, n);
-		free(fv);
+			if (s->app && s->brefs == 0)
+				real[nreal++] = s->filter;
+			else if (s->app)
+				kept[nkept++] = s->filter;
+		struct cwm_out *r = NULL;
+		if (nreal > 0)
+			r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, real, NULL, nreal);
+		else if (nkept > 0)
+			r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, kept, NULL, nkept);
+		free(real);
+		free(kept);
+		if (nreal + nkept == 0) {
+			pthread_mutex_unlock(&c->lock);
+			return 0;
+		}
 		if (r == NULL) {
 			pthread_mutex_unlock(&c->lock);
 			return MG_MQTT_ERR_NOMEM;
 		}
-		while (c->sub_head != NULL)
-			cwm_sub_forget(c, c->sub_head);
+		r->noop = nreal == 0;
+		for (struct cwm_sub *s = c->sub_head, *next; s != NULL; s = next) {
+			next = s->next;
+			if (s->app && s->brefs == 0)
+				cwm_sub_forget(c, s);
+			else
+				s->app = 0;
+		}
 		rc = r->id = cwm_next_id(c);
 		cwm_enqueue(c, r);
 		pthread_mutex_unlock(&c->lock);
 		return rc;
 	}
+}
+
+/* The bridge's side of a subscription: the first holder subscribes, a
+ * higher QoS re-subscribes, the last to leave unsubscribes (unless the app
+ * holds it too). Called without c->lock (the bridge lock may be held). */
+static void cwm_sub_ref(struct mg_mqtt *c, const char *filter, int qos)
+{
+	char *f = (char *)filter;
+	struct cwm_out *r = cwm_cmd_filters(c, CMD_SUBSCRIBE, &f, &qos, 1);
+	struct cwm_sub *n = calloc(1, sizeof(*n));
+	char *copy = cwm_strdup(filter);
+	size_t fl = strlen(filter);
+	int send = 0;
+
+	pthread_mutex_lock(&c->lock);
+	struct cwm_sub *s = cwm_map_get(&c->subs, filter, fl);
+	if (s == NULL && n != NULL && copy != NULL &&
+	    cwm_map_put(&c->subs, filter, fl, n) == 0) {
+		s = n;
+		n = NULL;
+		s->filter = copy;
+		copy = NULL;
+		s->qos = qos;
+		s->granted = -1;
+		s->prev = c->sub_tail;
+		if (c->sub_tail != NULL)
+			c->sub_tail->next = s;
+		else
+			c->sub_head = s;
+		c->sub_tail = s;
+		send = 1;
+	} else if (s != NULL && qos > s->qos) {
+		s->qos = qos;
+		send = 1;
+	}
+	if (s != NULL)
+		s->brefs++;
+	if (send && r != NULL && !c->stopping) {
+		s->pending++;
+		r->internal = 1;
+		r->counted = 1;
+		r->id = cwm_next_id(c);
+		cwm_enqueue(c, r);
+		r = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(r);
+	free(n);
+	free(copy);
+}
+
+static void cwm_sub_unref(struct mg_mqtt *c, const char *filter)
+{
+	char *f = (char *)filter;
+	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &f, NULL, 1);
+	pthread_mutex_lock(&c->lock);
+	struct cwm_sub *s = cwm_map_get(&c->subs, filter, strlen(filter));
+	if (s != NULL && s->brefs > 0 && --s->brefs == 0 && !s->app) {
+		cwm_sub_forget(c, s);
+		if (r != NULL && !c->stopping) {
+			r->internal = 1;
+			r->id = cwm_next_id(c);
+			cwm_enqueue(c, r);
+			r = NULL;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(r);
 }
 
 int mg_mqtt_is_connected(const struct mg_mqtt *c)
@@ -2859,6 +3096,10 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
 	int rc;
 
+	if (r->noop) {
+		cwm_done(c, r, 0, 0, NULL, 0);
+		return;
+	}
 	ro.context = r;
 	if (c->v5) {
 		ro.onSuccess5 = cwm_on_done_ok5;
@@ -3308,6 +3549,13 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 		free(zeros);
 		return;
 	}
+	if (retry && r->counted) {
+		/* An internal SUBSCRIBE given back: the next renewal sends it. */
+		struct cwm_sub *s = cwm_map_get(&c->subs, r->filters[0],
+		                                strlen(r->filters[0]));
+		if (s != NULL && s->pending > 0)
+			s->pending--;
+	}
 	if (result >= 0)
 		c->send_blocked = 0;
 
@@ -3339,7 +3587,7 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 			                        ? cwm_map_get(&c->subs, r->filters[i],
 			                                      strlen(r->filters[i]))
 			                        : NULL;
-			if (s != NULL && !r->internal && s->pending > 0)
+			if (s != NULL && r->counted && s->pending > 0)
 				s->pending--;
 			if (s != NULL && i < ncodes)
 				s->granted = codes[i];
@@ -3762,6 +4010,8 @@ static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 			h->fn(c, &msg, h->ud);
 		}
 	}
+	if (c->bridge != NULL)
+		cwm_bridge_deliver(c->bridge, &msg);
 	free(mem);
 	MQTTAsync_freeMessage(&m);
 	MQTTAsync_free(ev->u.msg.topic);
@@ -3861,7 +4111,1703 @@ static void *cwm_dispatch_main(void *arg)
 }
 
 /* ========================================================================
- * 12. Life cycle
+ * 12. Bridge: MQTT for browsers over HTTP, WebSocket and Server-Sent Events
+ *
+ * Mounted at BRIDGE_PATH on the client's CivetWeb context. Each browser
+ * connection is a struct cwm_bclient; its filters are counted onto the one
+ * MQTT client (cwm_sub_ref). mqtt-dispatch puts each matching message,
+ * rendered to JSON once, into every matching client's bounded queue and
+ * never writes to a socket itself: WebSocket clients are written by
+ * CWM_WRITERS "mqtt-bridge" threads (mg_websocket_write, which takes
+ * CivetWeb's connection lock), SSE clients by the CivetWeb worker thread
+ * that serves them. A client whose queue overflows is dropped and counted.
+ *
+ * Lifetime. CivetWeb's handlers point at an anchor (one per context and
+ * prefix, never freed), whose mutex is the bridge lock: it guards the
+ * bridge pointer, the clients, their queues and filters, and the delivery
+ * tree. A handler that runs after mg_mqtt_stop() finds no bridge and
+ * answers 503 instead of touching freed memory. WebSocket clients belong to
+ * their connection (freed by the close handler), SSE clients to their
+ * handler. Lock order: anchor lock, then c->lock; never the reverse.
+ * ====================================================================== */
+
+#define CWM_WRITERS 4            /* WebSocket writer threads per bridge */
+#define CWM_SSE_HEARTBEAT_MS 1000 /* SSE comment line when idle; a failed
+                                    write is how a handler learns that the
+                                    browser left or the server stops */
+
+/* -- MD5 (RFC 1321), for HTTP digest authentication ---------------------- */
+
+struct cwm_md5 {
+	uint32_t h[4];
+	uint64_t n;
+	unsigned char buf[64];
+};
+
+static void cwm_md5_block(uint32_t h[4], const unsigned char *p)
+{
+	static const uint32_t k[64] = {
+	    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
+	    0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+	    0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
+	    0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+	    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
+	    0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+	    0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+	    0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+	    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
+	    0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+	    0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391};
+	static const unsigned char r[64] = {
+	    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
+	    5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
+	    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
+	    6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
+	uint32_t w[16], a = h[0], b = h[1], c = h[2], d = h[3];
+	for (int i = 0; i < 16; i++)
+		w[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
+		       (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
+	for (int i = 0; i < 64; i++) {
+		uint32_t f;
+		int g;
+		if (i < 16) {
+			f = (b & c) | (~b & d);
+			g = i;
+		} else if (i < 32) {
+			f = (d & b) | (~d & c);
+			g = (5 * i + 1) % 16;
+		} else if (i < 48) {
+			f = b ^ c ^ d;
+			g = (3 * i + 5) % 16;
+		} else {
+			f = c ^ (b | ~d);
+			g = (7 * i) % 16;
+		}
+		uint32_t t = d;
+		d = c;
+		c = b;
+		uint32_t x = a + f + k[i] + w[g];
+		b = b + ((x << r[i]) | (x >> (32 - r[i])));
+		a = t;
+	}
+	h[0] += a;
+	h[1] += b;
+	h[2] += c;
+	h[3] += d;
+}
+
+static void cwm_md5_init(struct cwm_md5 *m)
+{
+	m->h[0] = 0x67452301;
+	m->h[1] = 0xefcdab89;
+	m->h[2] = 0x98badcfe;
+	m->h[3] = 0x10325476;
+	m->n = 0;
+}
+
+static void cwm_md5_add(struct cwm_md5 *m, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	while (len > 0) {
+		size_t used = (size_t)(m->n % 64), take = 64 - used;
+		if (take > len)
+			take = len;
+		memcpy(m->buf + used, p, take);
+		m->n += take;
+		p += take;
+		len -= take;
+		if (m->n % 64 == 0)
+			cwm_md5_block(m->h, m->buf);
+	}
+}
+
+/* Finishes into 33 bytes of lower-case hex. */
+static void cwm_md5_hex(struct cwm_md5 *m, char out[33])
+{
+	uint64_t bits = m->n * 8;
+	unsigned char pad = 0x80, len[8];
+	cwm_md5_add(m, &pad, 1);
+	pad = 0;
+	while (m->n % 64 != 56)
+		cwm_md5_add(m, &pad, 1);
+	for (int i = 0; i < 8; i++)
+		len[i] = (unsigned char)(bits >> (8 * i));
+	cwm_md5_add(m, len, 8);
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x",
+		         (unsigned)(m->h[i / 4] >> (8 * (i % 4))) & 0xff);
+}
+
+/* MD5 of the strings joined with ':' (NULL ends the list), as hex. */
+static void cwm_md5_join(char out[33], ...)
+{
+	struct cwm_md5 m;
+	va_list ap;
+	const char *s;
+	int first = 1;
+	cwm_md5_init(&m);
+	va_start(ap, out);
+	while ((s = va_arg(ap, const char *)) != NULL) {
+		if (!first)
+			cwm_md5_add(&m, ":", 1);
+		cwm_md5_add(&m, s, strlen(s));
+		first = 0;
+	}
+	va_end(ap);
+	cwm_md5_hex(&m, out);
+}
+
+/* -- base64 ---------------------------------------------------------------- */
+
+static char *cwm_base64(const void *data, size_t n)
+{
+	static const char t[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const unsigned char *p = data;
+	char *out = malloc(4 * ((n + 2) / 3) + 1), *o = out;
+	if (out == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16;
+		if (i + 1 < n)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (i + 2 < n)
+			v |= p[i + 2];
+		*o++ = t[v >> 18];
+		*o++ = t[(v >> 12) & 63];
+		*o++ = i + 1 < n ? t[(v >> 6) & 63] : '=';
+		*o++ = i + 2 < n ? t[v & 63] : '=';
+	}
+	*o = '\0';
+	return out;
+}
+
+/* Decodes standard base64 (padding optional); NULL if malformed. */
+static unsigned char *cwm_unbase64(const char *s, size_t *len)
+{
+	size_t n = strlen(s), o = 0;
+	unsigned char *out = malloc(n / 4 * 3 + 3);
+	uint32_t acc = 0;
+	int bits = 0;
+	if (out == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		int v = ch >= 'A' && ch <= 'Z'   ? ch - 'A'
+		        : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+		        : ch >= '0' && ch <= '9' ? ch - '0' + 52
+		        : ch == '+'              ? 62
+		        : ch == '/'              ? 63
+		                                 : -1;
+		if (ch == '=') {
+			if (strspn(s + i, "=") != n - i)
+				break; /* padding only at the end */
+			n = i;
+			break;
+		}
+		if (v < 0) {
+			free(out);
+			return NULL;
+		}
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (unsigned char)(acc >> bits);
+		}
+	}
+	if (bits >= 6) { /* a lone trailing character */
+		free(out);
+		return NULL;
+	}
+	*len = o;
+	return out;
+}
+
+/* Valid UTF-8 without NUL (JSON can carry any other code point). */
+static int cwm_utf8_text(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+	while (p < end) {
+		unsigned c = *p++;
+		int more;
+		uint32_t cp;
+		if (c == 0)
+			return 0;
+		if (c < 0x80)
+			continue;
+		if (c >= 0xc2 && c <= 0xdf)
+			more = 1, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			more = 2, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			more = 3, cp = c & 0x07;
+		else
+			return 0;
+		if (end - p < more)
+			return 0;
+		for (int i = 0; i < more; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		p += more;
+		if ((more == 2 && cp < 0x800) || (more == 3 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+	}
+	return 1;
+}
+
+/* -- structures ------------------------------------------------------------- */
+
+/* One outgoing message as JSON, shared by every client it goes to. */
+struct cwm_bmsg {
+	atomic_int refs;
+	size_t len;
+	char *sse; /* "data: <json>\n\n", made under the bridge lock when needed */
+	size_t sse_len;
+	char text[];
+};
+
+enum cwm_bkind { BC_WS, BC_SSE };
+
+struct cwm_bridge;
+
+struct cwm_bclient {
+	struct cwm_bridge *b;     /* NULL once the bridge is gone */
+	struct mg_connection *conn;
+	enum cwm_bkind kind;
+	unsigned id;
+	/* Under the bridge lock: */
+	struct cwm_bmsg **q;      /* ring of queued messages */
+	unsigned qhead, qlen, qcap;
+	int busy;                 /* a writer is writing to it */
+	int listed;               /* in b->ready */
+	int dead;                 /* dropped or closing: nothing more queued */
+	int close_frame;          /* WS: a writer should send a close frame */
+	struct cwm_bclient *prev, *next, *ready_next;
+	struct cwm_map filters;   /* its filters -> (intptr_t)qos + 1 */
+	uint64_t stamp;           /* last message it was given (dedupe) */
+	pthread_cond_t cond;      /* SSE: its handler waits here */
+};
+
+struct cwm_anchor {
+	struct cwm_anchor *next;
+	const struct mg_context *ctx;
+	char prefix[64];
+	pthread_mutex_t lock;     /* the bridge lock */
+	struct cwm_bridge *bridge;
+};
+
+static struct cwm_anchor *cwm_anchors; /* under cwm_registry_lock */
+
+struct cwm_bridge {
+	struct mg_mqtt *c;
+	struct cwm_anchor *a;
+	const char *path;         /* c->cfg.bridge_path */
+	size_t plen;
+	char *realm;              /* CivetWeb's authentication_domain */
+	unsigned char secret[16]; /* signs digest nonces */
+	/* Under the bridge lock: */
+	pthread_cond_t wcond;     /* writers wait for ready clients */
+	pthread_cond_t idle;      /* users, busy clients */
+	int stopping, users;
+	struct cwm_tnode tree;    /* browser filters -> clients (handler ud) */
+	struct cwm_bclient *clients, *ready, *ready_tail;
+	uint64_t seq;
+	unsigned next_id;
+	struct cwm_vec cur, nxt, hits;
+	pthread_t writers[CWM_WRITERS];
+	int nwriters;
+	/* Counters, read by the status without the lock. */
+	atomic_int n_ws, n_sse;
+	atomic_uint_fast64_t delivered, dropped_clients, publishes, rejected;
+};
+
+static void cwm_bmsg_put(struct cwm_bmsg *m)
+{
+	if (m != NULL && atomic_fetch_sub(&m->refs, 1) == 1) {
+		free(m->sse);
+		free(m);
+	}
+}
+
+/* The JSON a browser receives for a message. */
+static struct cwm_bmsg *cwm_bmsg_make(const struct mg_mqtt_message *m)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *b64 = NULL;
+	if (o == NULL)
+		return NULL;
+	cJSON_AddStringToObject(o, "op", "message");
+	cJSON_AddStringToObject(o, "topic", m->topic);
+	char *text = malloc(m->payload_len + 1);
+	int utf8 = text != NULL && cwm_utf8_text(m->payload, m->payload_len);
+	if (utf8) {
+		memcpy(text, m->payload, m->payload_len);
+		text[m->payload_len] = '\0';
+		cJSON_AddStringToObject(o, "payload", text);
+	} else {
+		b64 = cwm_base64(m->payload, m->payload_len);
+		cJSON_AddStringToObject(o, "payload", b64 != NULL ? b64 : "");
+		cJSON_AddBoolToObject(o, "base64", 1);
+	}
+	free(text);
+	free(b64);
+	cJSON_AddNumberToObject(o, "qos", m->qos);
+	cJSON_AddBoolToObject(o, "retain", m->retain);
+	const struct mg_mqtt_props *p = m->props;
+	if (p->user_count > 0 || p->response_topic || p->correlation_data ||
+	    p->content_type || p->message_expiry || p->payload_utf8) {
+		cJSON *pr = cJSON_AddObjectToObject(o, "properties");
+		if (p->user_count > 0) {
+			cJSON *u = cJSON_AddObjectToObject(pr, "user");
+			for (size_t i = 0; i < p->user_count; i++)
+				cJSON_AddStringToObject(u, p->user[i].name, p->user[i].value);
+		}
+		if (p->response_topic)
+			cJSON_AddStringToObject(pr, "response_topic", p->response_topic);
+		if (p->correlation_data) {
+			char *cd = cwm_base64(p->correlation_data, p->correlation_len);
+			cJSON_AddStringToObject(pr, "correlation_data", cd ? cd : "");
+			free(cd);
+		}
+		if (p->content_type)
+			cJSON_AddStringToObject(pr, "content_type", p->content_type);
+		if (p->message_expiry)
+			cJSON_AddNumberToObject(pr, "message_expiry", p->message_expiry);
+		if (p->payload_utf8)
+			cJSON_AddBoolToObject(pr, "payload_utf8", 1);
+	}
+	char *json = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (json == NULL)
+		return NULL;
+	size_t n = strlen(json);
+	struct cwm_bmsg *bm = malloc(sizeof(*bm) + n + 1);
+	if (bm != NULL) {
+		atomic_init(&bm->refs, 1);
+		bm->len = n;
+		bm->sse = NULL;
+		bm->sse_len = 0;
+		memcpy(bm->text, json, n + 1);
+	}
+	cJSON_free(json);
+	return bm;
+}
+
+/* A JSON object as an outgoing message (acks, errors, hello). */
+static struct cwm_bmsg *cwm_bmsg_json(cJSON *o)
+{
+	char *json = cJSON_PrintUnformatted(o);
+	if (json == NULL)
+		return NULL;
+	size_t n = strlen(json);
+	struct cwm_bmsg *bm = malloc(sizeof(*bm) + n + 1);
+	if (bm != NULL) {
+		atomic_init(&bm->refs, 1);
+		bm->len = n;
+		bm->sse = NULL;
+		bm->sse_len = 0;
+		memcpy(bm->text, json, n + 1);
+	}
+	cJSON_free(json);
+	return bm;
+}
+
+/* -- clients ------------------------------------------------------------------ */
+
+/* [B] Frees what the client has queued. */
+static void cwm_bclient_flush(struct cwm_bclient *bc)
+{
+	for (unsigned i = 0; i < bc->qlen; i++)
+		cwm_bmsg_put(bc->q[(bc->qhead + i) % bc->qcap]);
+	bc->qhead = bc->qlen = 0;
+}
+
+/* [B] Puts a WebSocket client with work on the writers' list. */
+static void cwm_bclient_list(struct cwm_bridge *b, struct cwm_bclient *bc)
+{
+	if (bc->kind != BC_WS || bc->busy || bc->listed)
+		return;
+	bc->listed = 1;
+	bc->ready_next = NULL;
+	if (b->ready_tail != NULL)
+		b->ready_tail->ready_next = bc;
+	else
+		b->ready = bc;
+	b->ready_tail = bc;
+	pthread_cond_signal(&b->wcond);
+}
+
+/* [B] Lets go of every filter of the client (unsubscribing the MQTT client
+ * from those no one else holds). */
+static void cwm_bclient_unsubscribe_all(struct cwm_bridge *b,
+                                        struct cwm_bclient *bc)
+{
+	struct cwm_map *m = &bc->filters;
+	for (size_t i = 0; i < m->nb; i++)
+		for (struct cwm_map_ent *e = m->b[i]; e != NULL; e = e->next) {
+			cwm_tree_remove(&b->tree, e->key, bc);
+			cwm_sub_unref(b->c, e->key);
+		}
+	cwm_map_free(m, NULL);
+}
+
+/* [B] Drops a client that cannot keep up: nothing more is queued for it,
+ * its subscriptions go, and the browser is told to go away. */
+static void cwm_bclient_drop(struct cwm_bridge *b, struct cwm_bclient *bc,
+                             const char *why)
+{
+	if (bc->dead)
+		return;
+	bc->dead = 1;
+	cwm_bclient_flush(bc);
+	cwm_bclient_unsubscribe_all(b, bc);
+	atomic_fetch_add(&b->dropped_clients, 1);
+	cwm_log(b->c, MG_MQTT_LOG_WARNING, "bridge: %s client %u dropped: %s",
+	        bc->kind == BC_WS ? "WebSocket" : "SSE", bc->id, why);
+	if (bc->kind == BC_WS) {
+		bc->close_frame = 1;
+		cwm_bclient_list(b, bc);
+	} else {
+		pthread_cond_signal(&bc->cond);
+	}
+}
+
+/* [B] Queues m for the client; drops the client when its queue is full. */
+static void cwm_bclient_push(struct cwm_bridge *b, struct cwm_bclient *bc,
+                             struct cwm_bmsg *m)
+{
+	unsigned cap = (unsigned)b->c->cfg.bridge_client_queue;
+	if (bc->dead)
+		return;
+	if (bc->qlen >= cap) {
+		cwm_bclient_drop(b, bc, "its queue is full (BRIDGE_CLIENT_QUEUE)");
+		return;
+	}
+	if (bc->qlen == bc->qcap) {
+		unsigned ncap = bc->qcap == 0 ? 16 : bc->qcap * 2;
+		if (ncap > cap)
+			ncap = cap;
+		struct cwm_bmsg **nq = malloc(ncap * sizeof(*nq));
+		if (nq == NULL) {
+			cwm_bclient_drop(b, bc, "out of memory");
+			return;
+		}
+		for (unsigned i = 0; i < bc->qlen; i++)
+			nq[i] = bc->q[(bc->qhead + i) % bc->qcap];
+		free(bc->q);
+		bc->q = nq;
+		bc->qhead = 0;
+		bc->qcap = ncap;
+	}
+	atomic_fetch_add(&m->refs, 1);
+	bc->q[(bc->qhead + bc->qlen) % bc->qcap] = m;
+	bc->qlen++;
+	if (bc->kind == BC_SSE)
+		pthread_cond_signal(&bc->cond);
+	else
+		cwm_bclient_list(b, bc);
+}
+
+/* [B] Queues a JSON object (an ack or an error) for the client. */
+static void cwm_bclient_send(struct cwm_bridge *b, struct cwm_bclient *bc,
+                             cJSON *o)
+{
+	struct cwm_bmsg *m = cwm_bmsg_json(o);
+	if (m != NULL) {
+		cwm_bclient_push(b, bc, m);
+		cwm_bmsg_put(m);
+	}
+}
+
+static struct cwm_bclient *cwm_bclient_new(struct cwm_bridge *b,
+                                           struct mg_connection *conn,
+                                           enum cwm_bkind kind)
+{
+	struct cwm_bclient *bc = calloc(1, sizeof(*bc));
+	if (bc == NULL)
+		return NULL;
+	bc->b = b;
+	bc->conn = conn;
+	bc->kind = kind;
+	pthread_cond_init(&bc->cond, NULL);
+	/* [B] held by the caller */
+	bc->id = ++b->next_id;
+	bc->next = b->clients;
+	if (b->clients != NULL)
+		b->clients->prev = bc;
+	b->clients = bc;
+	atomic_fetch_add(kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
+	return bc;
+}
+
+/* [B] Takes the client out of the bridge, waiting for a writer that is
+ * writing to it; the caller frees it afterwards (cwm_bclient_free). */
+static void cwm_bclient_remove(struct cwm_bridge *b, struct cwm_bclient *bc)
+{
+	bc->dead = 1;
+	while (bc->busy)
+		pthread_cond_wait(&b->idle, &b->a->lock);
+	if (bc->listed) {
+		struct cwm_bclient **pp = &b->ready, *prev = NULL;
+		while (*pp != bc) {
+			prev = *pp;
+			pp = &(*pp)->ready_next;
+		}
+		*pp = bc->ready_next;
+		if (b->ready_tail == bc)
+			b->ready_tail = prev;
+		bc->listed = 0;
+	}
+	cwm_bclient_flush(bc);
+	cwm_bclient_unsubscribe_all(b, bc);
+	if (bc->prev != NULL)
+		bc->prev->next = bc->next;
+	else
+		b->clients = bc->next;
+	if (bc->next != NULL)
+		bc->next->prev = bc->prev;
+	atomic_fetch_sub(bc->kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
+	bc->b = NULL;
+}
+
+static void cwm_bclient_free(struct cwm_bclient *bc)
+{
+	cwm_bclient_flush(bc);
+	cwm_map_free(&bc->filters, NULL);
+	free(bc->q);
+	pthread_cond_destroy(&bc->cond);
+	free(bc);
+}
+
+/* -- access rules ----------------------------------------------------------------- */
+
+/* 1 when every topic filter f can match is matched by allow filter a:
+ * level by level, '#' in a covers the rest, '+' in a covers one level of
+ * any kind but '#', and a wildcard never covers a leading '$' level. */
+static int cwm_filter_covers(const char *a, const char *f)
+{
+	for (int depth = 0;; depth++) {
+		size_t al = strcspn(a, "/"), fl = strcspn(f, "/");
+		int adollar_guard = depth == 0 && f[0] == '$';
+		if (al == 1 && a[0] == '#')
+			return !adollar_guard;
+		if (fl == 1 && f[0] == '#')
+			return 0;
+		if (al == 1 && a[0] == '+') {
+			if (adollar_guard)
+				return 0;
+		} else if (fl == 1 && f[0] == '+') {
+			return 0;
+		} else if (al != fl || memcmp(a, f, al) != 0) {
+			return 0;
+		}
+		if (a[al] == '\0' || f[fl] == '\0')
+			/* "a/#" also covers "a" (its parent level). */
+			return a[al] == '\0' && f[fl] == '\0'
+			           ? 1
+			           : (f[fl] == '\0' && strcmp(a + al, "/#") == 0);
+		a += al + 1;
+		f += fl + 1;
+	}
+}
+
+static int cwm_may_publish(const struct cwm_bridge *b, const char *topic)
+{
+	const struct cwm_settings *s = &b->c->cfg;
+	for (int i = 0; i < s->nbpub; i++)
+		if (mg_mqtt_topic_matches(s->bpub[i], topic))
+			return 1;
+	return 0;
+}
+
+static int cwm_may_subscribe(const struct cwm_bridge *b, const char *filter)
+{
+	const struct cwm_settings *s = &b->c->cfg;
+	if (cwm_share_len(filter, strlen(filter)) != 0)
+		return 0; /* shared subscriptions are the server's business */
+	for (int i = 0; i < s->nbsub; i++)
+		if (cwm_filter_covers(s->bsub[i], filter))
+			return 1;
+	return 0;
+}
+
+/* -- delivery (mqtt-dispatch) -------------------------------------------------- */
+
+static void cwm_bridge_deliver(struct cwm_bridge *b,
+                               const struct mg_mqtt_message *m)
+{
+	struct cwm_bmsg *bm = NULL;
+	pthread_mutex_lock(&b->a->lock);
+	if (b->clients == NULL || b->stopping) {
+		pthread_mutex_unlock(&b->a->lock);
+		return;
+	}
+	if (cwm_tree_match(&b->tree, m->topic, m->topic_len, &b->cur, &b->nxt,
+	                   &b->hits) == 0 &&
+	    b->hits.n > 0) {
+		uint64_t seq = ++b->seq;
+		for (size_t i = 0; i < b->hits.n; i++) {
+			struct cwm_bclient *bc = ((struct cwm_handler *)b->hits.v[i])->ud;
+			if (bc->stamp == seq || bc->dead)
+				continue;
+			bc->stamp = seq; /* overlapping filters: once per client */
+			if (bm == NULL && (bm = cwm_bmsg_make(m)) == NULL)
+				break;
+			cwm_bclient_push(b, bc, bm);
+			atomic_fetch_add(&b->delivered, 1);
+		}
+	}
+	pthread_mutex_unlock(&b->a->lock);
+	cwm_bmsg_put(bm);
+}
+
+/* -- WebSocket writers ----------------------------------------------------------- */
+
+static void *cwm_bridge_writer(void *arg)
+{
+	struct cwm_bridge *b = arg;
+	struct cwm_bmsg *batch[64];
+	pthread_setname_np(pthread_self(), "mqtt-bridge");
+
+	pthread_mutex_lock(&b->a->lock);
+	for (;;) {
+		while (b->ready == NULL && !b->stopping)
+			pthread_cond_wait(&b->wcond, &b->a->lock);
+		if (b->stopping)
+			break;
+		struct cwm_bclient *bc = b->ready;
+		if ((b->ready = bc->ready_next) == NULL)
+			b->ready_tail = NULL;
+		bc->listed = 0;
+		bc->busy = 1;
+		unsigned n = 0;
+		while (n < 64 && bc->qlen > 0) {
+			batch[n++] = bc->q[bc->qhead];
+			bc->qhead = (bc->qhead + 1) % bc->qcap;
+			bc->qlen--;
+		}
+		int close_frame = bc->close_frame && bc->qlen == 0;
+		if (close_frame)
+			bc->close_frame = 0;
+		pthread_mutex_unlock(&b->a->lock);
+
+		int failed = 0;
+		for (unsigned i = 0; i < n; i++) {
+			if (!failed && mg_websocket_write(bc->conn, MG_WEBSOCKET_OPCODE_TEXT,
+			                                  batch[i]->text, batch[i]->len) <= 0)
+				failed = 1;
+			cwm_bmsg_put(batch[i]);
+		}
+		if (close_frame && !failed) {
+			/* 1008: policy violation (could not keep up). */
+			static const char bye[] = "\x03\xf0too slow";
+			mg_websocket_write(bc->conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE,
+			                   bye, sizeof(bye) - 1);
+		}
+
+		pthread_mutex_lock(&b->a->lock);
+		bc->busy = 0;
+		if (failed)
+			cwm_bclient_drop(b, bc, "a write failed");
+		else if (bc->qlen > 0 || bc->close_frame)
+			cwm_bclient_list(b, bc);
+		pthread_cond_broadcast(&b->idle);
+	}
+	pthread_mutex_unlock(&b->a->lock);
+	return NULL;
+}
+
+/* -- acquiring the bridge from CivetWeb's threads -------------------------------- */
+
+static struct cwm_bridge *cwm_bridge_acquire(struct cwm_anchor *a)
+{
+	pthread_mutex_lock(&a->lock);
+	struct cwm_bridge *b = a->bridge;
+	if (b != NULL && !b->stopping)
+		b->users++;
+	else
+		b = NULL;
+	pthread_mutex_unlock(&a->lock);
+	return b;
+}
+
+static void cwm_bridge_release(struct cwm_bridge *b)
+{
+	pthread_mutex_lock(&b->a->lock);
+	if (--b->users == 0)
+		pthread_cond_broadcast(&b->idle);
+	pthread_mutex_unlock(&b->a->lock);
+}
+
+/* -- HTTP helpers ------------------------------------------------------------------- */
+
+static int cwm_reply_text(struct mg_connection *conn, int status,
+                          const char *json, const char *extra_name,
+                          const char *extra_value)
+{
+	char len[32];
+	snprintf(len, sizeof(len), "%zu", strlen(json));
+	mg_response_header_start(conn, status);
+	mg_response_header_add(conn, "Content-Type", "application/json", -1);
+	mg_response_header_add(conn, "Content-Length", len, -1);
+	mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+	if (extra_name != NULL)
+		mg_response_header_add(conn, extra_name, extra_value, -1);
+	mg_response_header_send(conn);
+	mg_write(conn, json, strlen(json));
+	return status;
+}
+
+static int cwm_reply_json(struct mg_connection *conn, int status, cJSON *o)
+{
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (text == NULL)
+		return cwm_reply_text(conn, 500, "{\"error\":\"out of memory\"}", NULL,
+		                      NULL);
+	cwm_reply_text(conn, status, text, NULL, NULL);
+	cJSON_free(text);
+	return status;
+}
+
+static int cwm_reply_error(struct mg_connection *conn, int status,
+                           const char *error)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "error", error);
+	return cwm_reply_json(conn, status, o);
+}
+
+/* The HTTP status for a publish/subscribe error code. */
+static int cwm_http_status(int err)
+{
+	switch (err) {
+	case MG_MQTT_ERR_TOO_LARGE:
+		return 413;
+	case MG_MQTT_ERR_BUFFER_FULL:
+	case MG_MQTT_ERR_QUEUE_FULL:
+	case MG_MQTT_ERR_NOT_CONNECTED:
+	case MG_MQTT_ERR_STOPPED:
+	case MG_MQTT_ERR_NOT_STARTED:
+		return 503;
+	case MG_MQTT_ERR_NOMEM:
+	case MG_MQTT_ERR_IO:
+	case MG_MQTT_ERR_PAHO:
+		return 500;
+	default:
+		return 400;
+	}
+}
+
+/* Reads the request body, at most BRIDGE_MAX_BODY bytes. Returns 0, or
+ * 413 (too large), 500. *body is malloc()ed and NUL-terminated. */
+static int cwm_read_body(struct cwm_bridge *b, struct mg_connection *conn,
+                         char **body, size_t *len)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	size_t max = (size_t)b->c->cfg.bridge_max_body, n = 0;
+	*body = NULL;
+	*len = 0;
+	if (ri->content_length > (long long)max)
+		return 413;
+	size_t cap = ri->content_length >= 0 ? (size_t)ri->content_length + 1
+	                                     : 4096;
+	char *buf = malloc(cap);
+	if (buf == NULL)
+		return 500;
+	for (;;) {
+		if (n + 1 >= cap) {
+			if (cap > max + 1) {
+				free(buf);
+				return 413;
+			}
+			cap = cap * 2 > max + 2 ? max + 2 : cap * 2;
+			char *nb = realloc(buf, cap);
+			if (nb == NULL) {
+				free(buf);
+				return 500;
+			}
+			buf = nb;
+		}
+		int r = mg_read(conn, buf + n, cap - n - 1);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (n > max) {
+			free(buf);
+			return 413;
+		}
+	}
+	buf[n] = '\0';
+	*body = buf;
+	*len = n;
+	return 0;
+}
+
+/* -- publishing from JSON (HTTP and WebSocket) --------------------------------- */
+
+/* Publishes what a browser sent: {"topic":..,"payload":..,"qos":..,
+ * "retain":..,"base64":..,"properties":{..}}. Returns the message id, or
+ * fills *status and *err. */
+static int cwm_bridge_publish_json(struct cwm_bridge *b, const cJSON *req,
+                                   int *status, const char **err)
+{
+	const cJSON *topic = cJSON_GetObjectItemCaseSensitive(req, "topic");
+	const cJSON *payload = cJSON_GetObjectItemCaseSensitive(req, "payload");
+	const cJSON *qos = cJSON_GetObjectItemCaseSensitive(req, "qos");
+	const cJSON *retain = cJSON_GetObjectItemCaseSensitive(req, "retain");
+	const cJSON *base64 = cJSON_GetObjectItemCaseSensitive(req, "base64");
+	const cJSON *props = cJSON_GetObjectItemCaseSensitive(req, "properties");
+	struct mg_mqtt_user_property user[32];
+	struct mg_mqtt_props p;
+	unsigned char *raw = NULL, *cd = NULL;
+	char *printed = NULL;
+	const void *data = "";
+	size_t len = 0;
+	int q = 0, r = 0, id;
+
+	*status = 400;
+	if (!cJSON_IsString(topic) || topic->valuestring[0] == '\0') {
+		*err = "\"topic\" must be a non-empty string";
+		return -1;
+	}
+	if (qos != NULL && (!cJSON_IsNumber(qos) || qos->valuedouble < 0 ||
+	                    qos->valuedouble > 2 ||
+	                    qos->valuedouble != (double)qos->valueint)) {
+		*err = "\"qos\" must be 0, 1 or 2";
+		return -1;
+	}
+	q = qos != NULL ? qos->valueint : 0;
+	if (retain != NULL && !cJSON_IsBool(retain)) {
+		*err = "\"retain\" must be true or false";
+		return -1;
+	}
+	r = cJSON_IsTrue(retain);
+	if (mg_mqtt_topic_valid(topic->valuestring) != 0) {
+		*err = "invalid topic name";
+		return -1;
+	}
+	if (!cwm_may_publish(b, topic->valuestring)) {
+		*status = 403;
+		*err = "publishing to this topic is not allowed "
+		       "(BRIDGE_PUBLISH_ALLOW)";
+		atomic_fetch_add(&b->rejected, 1);
+		return -1;
+	}
+	if (cJSON_IsString(payload)) {
+		if (cJSON_IsTrue(base64)) {
+			if ((raw = cwm_unbase64(payload->valuestring, &len)) == NULL) {
+				*err = "\"payload\" is not valid base64";
+				return -1;
+			}
+			data = raw;
+		} else {
+			data = payload->valuestring;
+			len = strlen(payload->valuestring);
+		}
+	} else if (payload != NULL && !cJSON_IsNull(payload)) {
+		/* Any other JSON value goes as its JSON text. */
+		if ((printed = cJSON_PrintUnformatted(payload)) == NULL) {
+			*status = 500;
+			*err = "out of memory";
+			return -1;
+		}
+		data = printed;
+		len = strlen(printed);
+	}
+	memset(&p, 0, sizeof(p));
+	if (props != NULL) {
+		const cJSON *u = cJSON_GetObjectItemCaseSensitive(props, "user");
+		const cJSON *e;
+		if (!cJSON_IsObject(props) || (u != NULL && !cJSON_IsObject(u))) {
+			*err = "\"properties\" must be an object; \"user\" an object of "
+			       "strings";
+			goto fail;
+		}
+		cJSON_ArrayForEach(e, u)
+		{
+			if (!cJSON_IsString(e) || p.user_count == 32) {
+				*err = "user properties must be strings (at most 32)";
+				goto fail;
+			}
+			user[p.user_count].name = e->string;
+			user[p.user_count++].value = e->valuestring;
+		}
+		p.user = p.user_count > 0 ? user : NULL;
+		e = cJSON_GetObjectItemCaseSensitive(props, "message_expiry");
+		if (cJSON_IsNumber(e) && e->valuedouble >= 1 &&
+		    e->valuedouble <= 4294967295.0)
+			p.message_expiry = (uint32_t)e->valuedouble;
+		e = cJSON_GetObjectItemCaseSensitive(props, "content_type");
+		if (cJSON_IsString(e))
+			p.content_type = e->valuestring;
+		e = cJSON_GetObjectItemCaseSensitive(props, "response_topic");
+		if (cJSON_IsString(e))
+			p.response_topic = e->valuestring;
+		e = cJSON_GetObjectItemCaseSensitive(props, "correlation_data");
+		if (cJSON_IsString(e)) {
+			size_t cl;
+			if ((cd = cwm_unbase64(e->valuestring, &cl)) == NULL) {
+				*err = "\"correlation_data\" must be base64";
+				goto fail;
+			}
+			p.correlation_data = cd;
+			p.correlation_len = cl;
+		}
+	}
+	id = mg_mqtt_publish_props(b->c, topic->valuestring, data, len, q, r, &p);
+	free(raw);
+	free(cd);
+	cJSON_free(printed);
+	if (id > 0) {
+		atomic_fetch_add(&b->publishes, 1);
+		return id;
+	}
+	*status = cwm_http_status(id);
+	*err = id == MG_MQTT_ERR_PROTOCOL ? "properties need PROTOCOL_VERSION 5"
+	                                  : mg_mqtt_strerror(id);
+	return -1;
+fail:
+	free(raw);
+	free(cd);
+	cJSON_free(printed);
+	return -1;
+}
+
+/* -- routes ------------------------------------------------------------------------ */
+
+static int cwm_route_publish(struct cwm_bridge *b, struct mg_connection *conn)
+{
+	char *body;
+	size_t len;
+	const char *err;
+	int status = cwm_read_body(b, conn, &body, &len);
+	if (status != 0)
+		return cwm_reply_error(conn, status,
+		                       status == 413 ? "body larger than BRIDGE_MAX_BODY"
+		                                     : "out of memory");
+	cJSON *req = cJSON_ParseWithLength(body, len);
+	free(body);
+	if (!cJSON_IsObject(req)) {
+		cJSON_Delete(req);
+		return cwm_reply_error(conn, 400, "the body is not a JSON object");
+	}
+	int id = cwm_bridge_publish_json(b, req, &status, &err);
+	cJSON_Delete(req);
+	if (id < 0)
+		return cwm_reply_error(conn, status, err);
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "id", id);
+	return cwm_reply_json(conn, 200, o);
+}
+
+/* POST <path>/publish/<topic>?qos=&retain=: the raw body is the payload. */
+static int cwm_route_publish_raw(struct cwm_bridge *b, struct mg_connection *conn,
+                                 const char *topic)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	char v[16];
+	int qos = 0, retain = 0;
+
+	/* The topic is taken from the decoded path, which must be what CivetWeb
+	 * routed on: dot segments, '//' and '\\' are rewritten by it, and a NUL
+	 * would cut the topic short. */
+	if (ri->local_uri_raw == NULL || strcmp(ri->local_uri_raw, ri->local_uri) != 0 ||
+	    (ri->request_uri != NULL && strcasestr(ri->request_uri, "%00") != NULL))
+		return cwm_reply_error(conn, 400,
+		                       "the topic in the path is not canonical (dot "
+		                       "segments, '//', '\\\\' or NUL); publish it with "
+		                       "POST <path>/publish and a JSON body");
+	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
+		return cwm_reply_error(conn, 400, "invalid topic name");
+	const char *qs = ri->query_string != NULL ? ri->query_string : "";
+	if (mg_get_var(qs, strlen(qs), "qos", v, sizeof(v)) > 0) {
+		if (strlen(v) != 1 || v[0] < '0' || v[0] > '2')
+			return cwm_reply_error(conn, 400, "qos must be 0, 1 or 2");
+		qos = v[0] - '0';
+	}
+	if (mg_get_var(qs, strlen(qs), "retain", v, sizeof(v)) > 0) {
+		if (cwm_parse_bool(v, &retain) != 0)
+			return cwm_reply_error(conn, 400, "retain must be true or false");
+	}
+	if (!cwm_may_publish(b, topic)) {
+		atomic_fetch_add(&b->rejected, 1);
+		return cwm_reply_error(conn, 403,
+		                       "publishing to this topic is not allowed "
+		                       "(BRIDGE_PUBLISH_ALLOW)");
+	}
+	char *body;
+	size_t len;
+	int status = cwm_read_body(b, conn, &body, &len);
+	if (status != 0)
+		return cwm_reply_error(conn, status,
+		                       status == 413 ? "body larger than BRIDGE_MAX_BODY"
+		                                     : "out of memory");
+	int id = mg_mqtt_publish(b->c, topic, body, len, qos, retain);
+	free(body);
+	if (id < 0)
+		return cwm_reply_error(conn, cwm_http_status(id), mg_mqtt_strerror(id));
+	atomic_fetch_add(&b->publishes, 1);
+	char json[48];
+	snprintf(json, sizeof(json), "{\"id\":%d}", id);
+	return cwm_reply_text(conn, 200, json, NULL, NULL);
+}
+
+static cJSON *cwm_status_object(struct mg_mqtt *c);
+
+static int cwm_route_status(struct cwm_bridge *b, struct mg_connection *conn)
+{
+	cJSON *o = cwm_status_object(b->c);
+	if (o == NULL)
+		return cwm_reply_error(conn, 500, "out of memory");
+	return cwm_reply_json(conn, 200, o);
+}
+
+/* Subscribes client bc to filter for a browser. Returns 0 or an HTTP
+ * status with *err. Takes the bridge lock. */
+static int cwm_bridge_subscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
+                                const char *filter, int qos, const char **err)
+{
+	if (mg_mqtt_filter_valid(filter) != 0) {
+		*err = "invalid topic filter";
+		return 400;
+	}
+	if (!cwm_may_subscribe(b, filter)) {
+		atomic_fetch_add(&b->rejected, 1);
+		*err = "subscribing to this filter is not allowed "
+		       "(BRIDGE_SUBSCRIBE_ALLOW)";
+		return 403;
+	}
+	size_t fl = strlen(filter);
+	int rc = 0;
+	pthread_mutex_lock(&b->a->lock);
+	if (bc->dead) {
+		*err = "the client was dropped";
+		rc = 410;
+	} else {
+		intptr_t old = (intptr_t)cwm_map_get(&bc->filters, filter, fl);
+		struct cwm_handler *h = old == 0 ? calloc(1, sizeof(*h)) : NULL;
+		if (old == 0 && h == NULL) {
+			*err = "out of memory";
+			rc = 500;
+		} else if (cwm_map_put(&bc->filters, filter, fl,
+		                       (void *)(intptr_t)(qos + 1)) != 0) {
+			free(h);
+			*err = "out of memory";
+			rc = 500;
+		} else {
+			if (h != NULL) {
+				h->ud = bc;
+				if (cwm_tree_add(&b->tree, filter, h) != 0)
+					free(h); /* matches nothing; unsubscribe is harmless */
+			}
+			/* One count per client and filter; a higher QoS re-subscribes. */
+			if (old == 0)
+				cwm_sub_ref(b->c, filter, qos);
+			else if (qos + 1 > old) {
+				cwm_sub_ref(b->c, filter, qos);
+				cwm_sub_unref(b->c, filter);
+			}
+		}
+	}
+	pthread_mutex_unlock(&b->a->lock);
+	return rc;
+}
+
+static int cwm_bridge_unsubscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
+                                  const char *filter, const char **err)
+{
+	int rc = 0;
+	pthread_mutex_lock(&b->a->lock);
+	if (cwm_map_del(&bc->filters, filter, strlen(filter)) == NULL) {
+		*err = "not subscribed to this filter";
+		rc = 404;
+	} else {
+		cwm_tree_remove(&b->tree, filter, bc);
+		cwm_sub_unref(b->c, filter);
+	}
+	pthread_mutex_unlock(&b->a->lock);
+	return rc;
+}
+
+/* GET <path>/events?topic=F&topic=G[&qos=N]: Server-Sent Events. The
+ * worker thread serving the request stays here, writing the client's
+ * queue, until the browser leaves, the client is dropped, or the bridge or
+ * the server stops. */
+static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *qs = ri->query_string != NULL ? ri->query_string : "";
+	char filters[16][512], v[16];
+	const char *err = NULL;
+	int n = 0, qos = 0, status = 0;
+
+	for (; n < 16; n++) {
+		int r = mg_get_var2(qs, strlen(qs), "topic", filters[n],
+		                    sizeof(filters[n]), (size_t)n);
+		if (r == -2)
+			return cwm_reply_error(conn, 400, "a topic filter is too long");
+		if (r < 0)
+			break;
+	}
+	if (n == 0)
+		return cwm_reply_error(conn, 400,
+		                       "give at least one ?topic=<filter> (at most 16)");
+	if (mg_get_var(qs, strlen(qs), "qos", v, sizeof(v)) > 0) {
+		if (strlen(v) != 1 || v[0] < '0' || v[0] > '2')
+			return cwm_reply_error(conn, 400, "qos must be 0, 1 or 2");
+		qos = v[0] - '0';
+	}
+	for (int i = 0; i < n; i++) {
+		if (mg_mqtt_filter_valid(filters[i]) != 0)
+			return cwm_reply_error(conn, 400, "invalid topic filter");
+		if (!cwm_may_subscribe(b, filters[i])) {
+			atomic_fetch_add(&b->rejected, 1);
+			return cwm_reply_error(conn, 403,
+			                       "subscribing to this filter is not allowed "
+			                       "(BRIDGE_SUBSCRIBE_ALLOW)");
+		}
+	}
+
+	pthread_mutex_lock(&b->a->lock);
+	struct cwm_bclient *bc = cwm_bclient_new(b, conn, BC_SSE);
+	pthread_mutex_unlock(&b->a->lock);
+	if (bc == NULL)
+		return cwm_reply_error(conn, 500, "out of memory");
+	for (int i = 0; i < n && status == 0; i++)
+		status = cwm_bridge_subscribe(b, bc, filters[i], qos, &err);
+
+	if (status == 0) {
+		mg_response_header_start(conn, 200);
+		mg_response_header_add(conn, "Content-Type", "text/event-stream", -1);
+		mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+		mg_response_header_add(conn, "X-Accel-Buffering", "no", -1);
+		mg_response_header_send(conn);
+		static const char hello[] = "retry: 2000\n: civetweb-mqtt\n\n";
+		int alive = mg_write(conn, hello, sizeof(hello) - 1) > 0;
+		struct cwm_bmsg *batch[64];
+
+		pthread_mutex_lock(&b->a->lock);
+		while (alive && !bc->dead && !b->stopping) {
+			if (bc->qlen == 0) {
+				struct timespec until = cwm_deadline(CWM_SSE_HEARTBEAT_MS);
+				if (pthread_cond_timedwait(&bc->cond, &b->a->lock, &until) ==
+				        ETIMEDOUT &&
+				    bc->qlen == 0 && !bc->dead && !b->stopping) {
+					pthread_mutex_unlock(&b->a->lock);
+					alive = mg_write(conn, ":\n", 2) > 0;
+					pthread_mutex_lock(&b->a->lock);
+				}
+				continue;
+			}
+			unsigned k = 0;
+			while (k < 64 && bc->qlen > 0) {
+				struct cwm_bmsg *m = bc->q[bc->qhead];
+				bc->qhead = (bc->qhead + 1) % bc->qcap;
+				bc->qlen--;
+				if (m->sse == NULL && (m->sse = malloc(m->len + 9)) != NULL)
+					m->sse_len = (size_t)sprintf(m->sse, "data: %s\n\n", m->text);
+				batch[k++] = m;
+			}
+			pthread_mutex_unlock(&b->a->lock);
+			for (unsigned i = 0; i < k; i++) {
+				if (alive && batch[i]->sse != NULL &&
+				    mg_write(conn, batch[i]->sse, batch[i]->sse_len) <= 0)
+					alive = 0;
+				cwm_bmsg_put(batch[i]);
+			}
+			pthread_mutex_lock(&b->a->lock);
+		}
+		cwm_bclient_remove(b, bc);
+		pthread_mutex_unlock(&b->a->lock);
+		cwm_bclient_free(bc);
+		return 200;
+	}
+	pthread_mutex_lock(&b->a->lock);
+	cwm_bclient_remove(b, bc);
+	pthread_mutex_unlock(&b->a->lock);
+	cwm_bclient_free(bc);
+	return cwm_reply_error(conn, status, err);
+}
+
+/* -- digest authentication (RFC 7616, MD5, qop=auth) ---------------------------- */
+
+/* The value of parameter name in a Digest header, unquoted, into out. */
+static int cwm_digest_param(const char *h, const char *name, char *out,
+                            size_t len)
+{
+	size_t nl = strlen(name);
+	const char *p = h;
+	while ((p = strcasestr(p, name)) != NULL) {
+		int start = p == h || p[-1] == ' ' || p[-1] == ',' || p[-1] == '\t';
+		const char *v = p + nl;
+		while (*v == ' ')
+			v++;
+		if (!start || *v != '=') {
+			p += nl;
+			continue;
+		}
+		v++;
+		while (*v == ' ')
+			v++;
+		size_t n = 0;
+		if (*v == '"') {
+			for (v++; *v != '\0' && *v != '"' && n + 1 < len; v++) {
+				if (*v == '\\' && v[1] != '\0')
+					v++;
+				out[n++] = *v;
+			}
+			if (*v != '"')
+				return -1;
+		} else {
+			while (*v != '\0' && *v != ',' && *v != ' ' && n + 1 < len)
+				out[n++] = *v++;
+		}
+		out[n] = '\0';
+		return 0;
+	}
+	return -1;
+}
+
+/* nonce = <time hex>-<md5(secret:time)> */
+static void cwm_digest_nonce(const struct cwm_bridge *b, long long t,
+                             char out[64])
+{
+	char ts[24], sec[33], mac[33];
+	snprintf(ts, sizeof(ts), "%llx", t);
+	for (int i = 0; i < 16; i++)
+		snprintf(sec + 2 * i, 3, "%02x", b->secret[i]);
+	cwm_md5_join(mac, sec, ts, (const char *)NULL);
+	snprintf(out, 64, "%s-%s", ts, mac);
+}
+
+/* 1: authenticated; 0: not (stale set when only the nonce was too old). */
+static int cwm_digest_check(struct cwm_bridge *b, struct mg_connection *conn,
+                            int *stale)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *h = mg_get_header(conn, "Authorization");
+	char user[256], realm[256], nonce[64], uri[2048], response[64], qop[16],
+	    nc[16], cnonce[256], want[64], ha1[33] = "", ha2[33], expect[33];
+	*stale = 0;
+	if (h == NULL || strncasecmp(h, "Digest ", 7) != 0)
+		return 0;
+	h += 7;
+	if (cwm_digest_param(h, "username", user, sizeof(user)) ||
+	    cwm_digest_param(h, "realm", realm, sizeof(realm)) ||
+	    cwm_digest_param(h, "nonce", nonce, sizeof(nonce)) ||
+	    cwm_digest_param(h, "uri", uri, sizeof(uri)) ||
+	    cwm_digest_param(h, "response", response, sizeof(response)))
+		return 0;
+	int has_qop = cwm_digest_param(h, "qop", qop, sizeof(qop)) == 0;
+	if (has_qop && (strcmp(qop, "auth") != 0 ||
+	                cwm_digest_param(h, "nc", nc, sizeof(nc)) ||
+	                cwm_digest_param(h, "cnonce", cnonce, sizeof(cnonce))))
+		return 0;
+	if (strcmp(realm, b->realm) != 0)
+		return 0;
+	/* The digest covers the URI the browser asked for, not another one. */
+	size_t ul = strcspn(uri, "?");
+	if (ri->request_uri == NULL || strlen(ri->request_uri) != ul ||
+	    strncmp(ri->request_uri, uri, ul) != 0)
+		return 0;
+	/* Our own nonce, not older than an hour. */
+	char *dash = strchr(nonce, '-');
+	if (dash == NULL)
+		return 0;
+	long long t = strtoll(nonce, NULL, 16);
+	cwm_digest_nonce(b, t, want);
+	if (strcmp(want, nonce) != 0)
+		return 0;
+	/* Look the user up: lines "user:realm:md5(user:realm:password)". */
+	FILE *f = fopen(b->c->cfg.bridge_auth_file, "r");
+	char line[1024];
+	if (f == NULL) {
+		cwm_log(b->c, MG_MQTT_LOG_ERROR, "bridge: cannot read BRIDGE_AUTH_FILE: %s",
+		        strerror(errno));
+		return 0;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		line[strcspn(line, "\r\n")] = '\0';
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (c2 == NULL)
+			continue;
+		*c1 = *c2 = '\0';
+		if (strcmp(line, user) == 0 && strcmp(c1 + 1, realm) == 0 &&
+		    strlen(c2 + 1) == 32) {
+			memcpy(ha1, c2 + 1, 33);
+			break;
+		}
+	}
+	fclose(f);
+	explicit_bzero(line, sizeof(line));
+	if (ha1[0] == '\0')
+		return 0;
+	cwm_md5_join(ha2, ri->request_method, uri, (const char *)NULL);
+	if (has_qop)
+		cwm_md5_join(expect, ha1, nonce, nc, cnonce, qop, ha2,
+		             (const char *)NULL);
+	else
+		cwm_md5_join(expect, ha1, nonce, ha2, (const char *)NULL);
+	explicit_bzero(ha1, sizeof(ha1));
+	unsigned diff = strlen(response) != 32;
+	for (int i = 0; i < 32 && response[i] != '\0'; i++)
+		diff |= (unsigned)(tolower((unsigned char)response[i]) ^ expect[i]);
+	if (diff != 0)
+		return 0;
+	if ((long long)time(NULL) - t > 3600) {
+		*stale = 1;
+		return 0;
+	}
+	return 1;
+}
+
+static int cwm_bridge_auth(struct mg_connection *conn, void *cbdata)
+{
+	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
+	int stale, ok;
+	if (b == NULL) {
+		cwm_reply_error(conn, 503, "the MQTT client of this bridge is stopped");
+		return 0;
+	}
+	if (b->c->cfg.bridge_auth_file == NULL) {
+		cwm_bridge_release(b);
+		return 1;
+	}
+	ok = cwm_digest_check(b, conn, &stale);
+	if (!ok) {
+		char nonce[64], hdr[256];
+		cwm_digest_nonce(b, (long long)time(NULL), nonce);
+		snprintf(hdr, sizeof(hdr),
+		         "Digest realm=\"%s\", qop=\"auth\", nonce=\"%s\", "
+		         "algorithm=MD5%s",
+		         b->realm, nonce, stale ? ", stale=true" : "");
+		cwm_reply_text(conn, 401, "{\"error\":\"authentication required\"}",
+		               "WWW-Authenticate", hdr);
+	}
+	cwm_bridge_release(b);
+	return ok;
+}
+
+/* Every plain HTTP request under BRIDGE_PATH. */
+static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
+	int status;
+	if (b == NULL)
+		return cwm_reply_error(conn, 503,
+		                       "the MQTT client of this bridge is stopped");
+	const char *route = ri->local_uri + b->plen, *m = ri->request_method;
+	int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+	int post = strcmp(m, "POST") == 0;
+	if (strcmp(route, "/publish") == 0)
+		status = post ? cwm_route_publish(b, conn)
+		              : cwm_reply_text(conn, 405, "{\"error\":\"use POST\"}",
+		                               "Allow", "POST");
+	else if (strncmp(route, "/publish/", 9) == 0)
+		status = post ? cwm_route_publish_raw(b, conn, route + 9)
+		              : cwm_reply_text(conn, 405, "{\"error\":\"use POST\"}",
+		                               "Allow", "POST");
+	else if (strcmp(route, "/status") == 0)
+		status = get ? cwm_route_status(b, conn)
+		             : cwm_reply_text(conn, 405, "{\"error\":\"use GET\"}",
+		                              "Allow", "GET");
+	else if (strcmp(route, "/events") == 0)
+		status = get ? cwm_route_events(b, conn)
+		             : cwm_reply_text(conn, 405, "{\"error\":\"use GET\"}",
+		                              "Allow", "GET");
+	else if (strcmp(route, "/ws") == 0)
+		status = cwm_reply_text(conn, 426,
+		                        "{\"error\":\"a WebSocket upgrade is required\"}",
+		                        "Upgrade", "websocket");
+	else
+		status = cwm_reply_error(conn, 404, "no such route");
+	cwm_bridge_release(b);
+	return status;
+}
+
+/* -- WebSocket handlers (CivetWeb's worker thread of the connection) -------- */
+
+static int cwm_ws_connect(const struct mg_connection *conn, void *cbdata)
+{
+	(void)conn;
+	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
+	if (b == NULL)
+		return 1; /* refuse the upgrade */
+	cwm_bridge_release(b);
+	return 0;
+}
+
+static void cwm_ws_ready(struct mg_connection *conn, void *cbdata)
+{
+	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
+	if (b == NULL)
+		return;
+	pthread_mutex_lock(&b->a->lock);
+	struct cwm_bclient *bc = cwm_bclient_new(b, conn, BC_WS);
+	if (bc != NULL) {
+		mg_set_user_connection_data(conn, bc);
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "op", "hello");
+		cJSON_AddBoolToObject(o, "connected", mg_mqtt_is_connected(b->c));
+		cJSON_AddStringToObject(o, "prefix", b->c->prefix);
+		cwm_bclient_send(b, bc, o);
+		cJSON_Delete(o);
+	}
+	pthread_mutex_unlock(&b->a->lock);
+	cwm_bridge_release(b);
+}
+
+/* Replies to one op: {"op":"ack"|"error","of":op,"id":<echo>,...}. */
+static void cwm_ws_reply(struct cwm_bridge *b, struct cwm_bclient *bc,
+                         const char *op, const cJSON *id, int status,
+                         const char *err, const char *topic, int message_id)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "op", status == 0 ? "ack" : "error");
+	cJSON_AddStringToObject(o, "of", op);
+	if (id != NULL)
+		cJSON_AddItemToObject(o, "id", cJSON_Duplicate(id, 1));
+	if (topic != NULL)
+		cJSON_AddStringToObject(o, "topic", topic);
+	if (status != 0) {
+		cJSON_AddNumberToObject(o, "status", status);
+		cJSON_AddStringToObject(o, "error", err);
+	}
+	if (message_id > 0)
+		cJSON_AddNumberToObject(o, "message_id", message_id);
+	pthread_mutex_lock(&b->a->lock);
+	cwm_bclient_send(b, bc, o);
+	pthread_mutex_unlock(&b->a->lock);
+	cJSON_Delete(o);
+}
+
+static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
+                       size_t len, void *cbdata)
+{
+	struct cwm_bclient *bc = mg_get_user_connection_data(conn);
+	struct cwm_anchor *a = cbdata;
+	int opcode = bits & 0xf;
+	if (opcode == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE)
+		return 0;
+	if (opcode == MG_WEBSOCKET_OPCODE_PING || opcode == MG_WEBSOCKET_OPCODE_PONG)
+		return 1;
+	if (bc == NULL)
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	struct cwm_bridge *b = bc->b;
+	if (b == NULL || b->stopping || bc->dead)
+		b = NULL;
+	else
+		b->users++;
+	pthread_mutex_unlock(&a->lock);
+	if (b == NULL)
+		return 0;
+
+	const char *err = NULL;
+	int status = 0;
+	cJSON *req = opcode == MG_WEBSOCKET_OPCODE_TEXT
+	                 ? cJSON_ParseWithLength(data, len)
+	                 : NULL;
+	const cJSON *op = cJSON_GetObjectItemCaseSensitive(req, "op");
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
+	const cJSON *topic = cJSON_GetObjectItemCaseSensitive(req, "topic");
+	const cJSON *qos = cJSON_GetObjectItemCaseSensitive(req, "qos");
+	const char *name = cJSON_IsString(op) ? op->valuestring : "";
+
+	if (!cJSON_IsObject(req) || !cJSON_IsString(op)) {
+		cwm_ws_reply(b, bc, name, id, 400,
+		             opcode == MG_WEBSOCKET_OPCODE_TEXT
+		                 ? "malformed JSON or missing \"op\""
+		                 : "send JSON text frames",
+		             NULL, 0);
+	} else if (strcmp(name, "subscribe") == 0) {
+		int q = 0;
+		if (!cJSON_IsString(topic))
+			status = 400, err = "\"topic\" must be a string";
+		else if (qos != NULL && (!cJSON_IsNumber(qos) || qos->valueint < 0 ||
+		                         qos->valueint > 2 ||
+		                         qos->valuedouble != (double)qos->valueint))
+			status = 400, err = "\"qos\" must be 0, 1 or 2";
+		else {
+			q = qos != NULL ? qos->valueint : 0;
+			status = cwm_bridge_subscribe(b, bc, topic->valuestring, q, &err);
+		}
+		cwm_ws_reply(b, bc, name, id, status, err,
+		             cJSON_IsString(topic) ? topic->valuestring : NULL, 0);
+	} else if (strcmp(name, "unsubscribe") == 0) {
+		if (!cJSON_IsString(topic))
+			status = 400, err = "\"topic\" must be a string";
+		else
+			status = cwm_bridge_unsubscribe(b, bc, topic->valuestring, &err);
+		cwm_ws_reply(b, bc, name, id, status, err,
+		             cJSON_IsString(topic) ? topic->valuestring : NULL, 0);
+	} else if (strcmp(name, "unsubscribe_all") == 0) {
+		pthread_mutex_lock(&a->lock);
+		cwm_bclient_unsubscribe_all(b, bc);
+		pthread_mutex_unlock(&a->lock);
+		cwm_ws_reply(b, bc, name, id, 0, NULL, NULL, 0);
+	} else if (strcmp(name, "publish") == 0) {
+		int mid = cwm_bridge_publish_json(b, req, &status, &err);
+		cwm_ws_reply(b, bc, name, id, mid > 0 ? 0 : status, err,
+		             cJSON_IsString(topic) ? topic->valuestring : NULL, mid);
+	} else {
+		cwm_ws_reply(b, bc, name, id, 400,
+		             "unknown op (subscribe, unsubscribe, unsubscribe_all, "
+		             "publish)",
+		             NULL, 0);
+	}
+	cJSON_Delete(req);
+	cwm_bridge_release(b);
+	return 1;
+}
+
+static void cwm_ws_close(const struct mg_connection *conn, void *cbdata)
+{
+	struct cwm_bclient *bc = mg_get_user_connection_data(conn);
+	struct cwm_anchor *a = cbdata;
+	if (bc == NULL)
+		return;
+	pthread_mutex_lock(&a->lock);
+	if (bc->b != NULL)
+		cwm_bclient_remove(bc->b, bc);
+	pthread_mutex_unlock(&a->lock);
+	cwm_bclient_free(bc);
+}
+
+/* -- set-up and tear-down ------------------------------------------------------------ */
+
+static struct cwm_anchor *cwm_anchor_get(const struct mg_context *ctx,
+                                         const char *prefix)
+{
+	struct cwm_anchor *a;
+	pthread_mutex_lock(&cwm_registry_lock);
+	for (a = cwm_anchors; a != NULL; a = a->next)
+		if (a->ctx == ctx && strcmp(a->prefix, prefix) == 0)
+			break;
+	if (a == NULL && (a = calloc(1, sizeof(*a))) != NULL) {
+		a->ctx = ctx;
+		snprintf(a->prefix, sizeof(a->prefix), "%s", prefix);
+		pthread_mutex_init(&a->lock, NULL);
+		a->next = cwm_anchors;
+		cwm_anchors = a;
+	}
+	pthread_mutex_unlock(&cwm_registry_lock);
+	return a;
+}
+
+/* Before the client's threads start: the bridge, not yet reachable. */
+static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen)
+{
+	if (c->ctx == NULL) {
+		cwm_fmt(err, errlen,
+		        "%s_BRIDGE_PATH: the bridge needs a CivetWeb context (ctx is "
+		        "NULL)",
+		        c->prefix);
+		return MG_MQTT_ERR_CONFIG;
+	}
+	struct cwm_bridge *b = calloc(1, sizeof(*b));
+	struct cwm_anchor *a = cwm_anchor_get(c->ctx, c->prefix);
+	const char *realm = mg_get_option(c->ctx, "authentication_domain");
+	if (b == NULL || a == NULL ||
+	    (b->realm = cwm_strdup(realm != NULL ? realm : "")) == NULL) {
+		free(b);
+		return MG_MQTT_ERR_NOMEM;
+	}
+	b->c = c;
+	b->a = a;
+	b->path = c->cfg.bridge_path;
+	b->plen = strlen(b->path);
+	if (getrandom(b->secret, sizeof(b->secret), 0) != (ssize_t)sizeof(b->secret))
+		for (size_t i = 0; i < sizeof(b->secret); i++)
+			b->secret[i] = (unsigned char)(rand_r(&c->seed) >> 3);
+	pthread_cond_init(&b->wcond, NULL);
+	pthread_cond_init(&b->idle, NULL);
+	c->bridge = b;
+	return 0;
+}
+
+/* After a successful start: writers, then CivetWeb's handlers. */
+static int cwm_bridge_open(struct mg_mqtt *c, char *err, size_t errlen)
+{
+	struct cwm_bridge *b = c->bridge;
+	char uri[256];
+	for (; b->nwriters < CWM_WRITERS; b->nwriters++)
+		if (pthread_create(&b->writers[b->nwriters], NULL, cwm_bridge_writer,
+		                   b) != 0) {
+			cwm_fmt(err, errlen, "%s: cannot create a bridge thread", c->prefix);
+			return MG_MQTT_ERR_THREAD;
+		}
+	pthread_mutex_lock(&b->a->lock);
+	b->a->bridge = b;
+	pthread_mutex_unlock(&b->a->lock);
+	snprintf(uri, sizeof(uri), "%s/ws", b->path);
+	mg_set_auth_handler(c->ctx, b->path, cwm_bridge_auth, b->a);
+	mg_set_websocket_handler(c->ctx, uri, cwm_ws_connect, cwm_ws_ready,
+	                         cwm_ws_data, cwm_ws_close, b->a);
+	mg_set_request_handler(c->ctx, b->path, cwm_bridge_http, b->a);
+	cwm_log(c, MG_MQTT_LOG_INFO,
+	        "bridge at %s (publish: %d filter(s), subscribe: %d filter(s), "
+	        "%s)",
+	        b->path, c->cfg.nbpub, c->cfg.nbsub,
+	        c->cfg.bridge_auth_file != NULL ? "digest authentication"
+	                                        : "no authentication");
+	return 0;
+}
+
+/* After mqtt-dispatch has stopped. CivetWeb may still hold WebSocket
+ * connections of this bridge: they are detached, and their close handler
+ * frees them. SSE handlers are woken and waited for. */
+static void cwm_bridge_destroy(struct mg_mqtt *c)
+{
+	struct cwm_bridge *b = c->bridge;
+	if (b == NULL)
+		return;
+	pthread_mutex_lock(&b->a->lock);
+	if (b->a->bridge == b)
+		b->a->bridge = NULL;
+	b->stopping = 1;
+	pthread_cond_broadcast(&b->wcond);
+	for (struct cwm_bclient *bc = b->clients; bc != NULL; bc = bc->next)
+		pthread_cond_signal(&bc->cond);
+	pthread_mutex_unlock(&b->a->lock);
+	for (int i = 0; i < b->nwriters; i++)
+		pthread_join(b->writers[i], NULL);
+
+	pthread_mutex_lock(&b->a->lock);
+	while (b->users > 0)
+		pthread_cond_wait(&b->idle, &b->a->lock);
+	while (b->clients != NULL) {
+		struct cwm_bclient *bc = b->clients;
+		bc->busy = 0; /* writers are gone */
+		cwm_bclient_remove(b, bc);
+	}
+	pthread_mutex_unlock(&b->a->lock);
+
+	cwm_map_free(&b->tree.kids, cwm_tnode_free);
+	cwm_tnode_free(b->tree.plus);
+	cwm_tnode_free(b->tree.hash);
+	for (struct cwm_handler *h = b->tree.handlers, *next; h != NULL; h = next) {
+		next = h->next;
+		free(h);
+	}
+	free(b->cur.v);
+	free(b->nxt.v);
+	free(b->hits.v);
+	free(b->realm);
+	pthread_cond_destroy(&b->wcond);
+	pthread_cond_destroy(&b->idle);
+	free(b);
+	c->bridge = NULL;
+}
+
+/* ========================================================================
+ * 13. Life cycle
  * ====================================================================== */
 
 struct mg_mqtt *mg_mqtt_create(const char *prefix)
@@ -4044,6 +5990,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	pthread_mutex_unlock(&c->lock);
 	if (c->dispatch_started)
 		pthread_join(c->dispatch_thread, NULL);
+	cwm_bridge_destroy(c);
 	while (c->evq != NULL) {
 		struct cwm_event *ev = c->evq;
 		c->evq = ev->next;
@@ -4138,6 +6085,7 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 		}
 		sub->qos = s->sub_qos[i];
 		sub->granted = -1;
+		sub->app = 1;
 		sub->prev = c->sub_tail;
 		if (c->sub_tail != NULL)
 			c->sub_tail->next = sub;
@@ -4169,6 +6117,9 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 	MQTTAsync_setCallbacks(c->paho, c, cwm_on_lost, cwm_on_message, NULL);
 	if (c->v5)
 		MQTTAsync_setDisconnected(c->paho, c, cwm_on_server_disconnect);
+
+	if (s->bridge_path != NULL && (rc = cwm_bridge_create(c, err, sizeof(err))) != 0)
+		goto fail;
 
 	c->state = CWM_DISCONNECTED;
 	c->backoff_s = s->reconnect_min;
@@ -4209,6 +6160,8 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 		if (rc < 0)
 			goto fail;
 	}
+	if (c->bridge != NULL && (rc = cwm_bridge_open(c, err, sizeof(err))) != 0)
+		goto fail;
 	atomic_store(&c->registered, 1);
 	return 0;
 
@@ -4245,7 +6198,7 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 }
 
 /* ========================================================================
- * 13. Status
+ * 14. Status
  * ====================================================================== */
 
 int mg_mqtt_subscriptions(struct mg_mqtt *c, struct mg_mqtt_subscription **list)
@@ -4276,6 +6229,8 @@ int mg_mqtt_subscriptions(struct mg_mqtt *c, struct mg_mqtt_subscription **list)
 		p += l;
 		v[i].qos = s->qos;
 		v[i].granted = s->granted;
+		v[i].app = s->app;
+		v[i].browsers = s->brefs;
 	}
 	pthread_mutex_unlock(&c->lock);
 	*list = v;
@@ -4287,10 +6242,9 @@ static const char *cwm_protocol_name(int p)
 	return p == 5 ? "5" : p == 3 ? "3.1" : "3.1.1";
 }
 
-int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len)
+/* The status as a cJSON object (also served by the bridge). */
+static cJSON *cwm_status_object(struct mg_mqtt *c)
 {
-	if (c == NULL)
-		return MG_MQTT_ERR_INVALID;
 	cJSON *o = cJSON_CreateObject(), *subs = cJSON_CreateArray(),
 	      *counters = cJSON_CreateObject(), *gauges = cJSON_CreateObject(),
 	      *brokers = cJSON_CreateArray(), *config = cJSON_CreateObject();
@@ -4304,7 +6258,7 @@ int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len)
 		cJSON_Delete(gauges);
 		cJSON_Delete(brokers);
 		cJSON_Delete(config);
-		return MG_MQTT_ERR_NOMEM;
+		return NULL;
 	}
 	cJSON_AddStringToObject(o, "prefix", c->prefix);
 	pthread_mutex_lock(&c->lock);
@@ -4333,6 +6287,8 @@ int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len)
 			cJSON_AddNumberToObject(e, "granted", s->granted);
 		else
 			cJSON_AddNullToObject(e, "granted");
+		cJSON_AddBoolToObject(e, "app", s->app);
+		cJSON_AddNumberToObject(e, "browsers", s->brefs);
 		cJSON_AddItemToArray(subs, e);
 	}
 	cJSON_AddItemToObject(o, "subscriptions", subs);
@@ -4344,7 +6300,6 @@ int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len)
 	                        (double)c->dropped_queue_full);
 	cJSON_AddNumberToObject(counters, "reconnects", (double)c->reconnects);
 	cJSON_AddNumberToObject(counters, "connects", (double)c->connects);
-	cJSON_AddItemToObject(o, "counters", counters);
 	int queued = 0;
 	for (struct cwm_out *r = c->retry; r != NULL; r = r->next)
 		queued += r->type == CMD_PUBLISH && !r->internal;
@@ -4353,13 +6308,42 @@ int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len)
 	cJSON_AddNumberToObject(gauges, "in_flight", c->inflight + c->inflight0);
 	cJSON_AddNumberToObject(gauges, "queued", queued);
 	cJSON_AddNumberToObject(gauges, "queue_depth", c->ev_msgs);
-	cJSON_AddItemToObject(o, "gauges", gauges);
 	pthread_mutex_unlock(&c->lock);
+	/* The bridge lives from start to stop; its counters are atomic. */
+	struct cwm_bridge *b = running ? c->bridge : NULL;
+	if (b != NULL) {
+		cJSON *bo = cJSON_CreateObject();
+		int ws = atomic_load(&b->n_ws), sse = atomic_load(&b->n_sse);
+		cJSON_AddStringToObject(bo, "path", b->path);
+		cJSON_AddNumberToObject(bo, "websocket_clients", ws);
+		cJSON_AddNumberToObject(bo, "sse_clients", sse);
+		cJSON_AddBoolToObject(bo, "authentication",
+		                      c->cfg.bridge_auth_file != NULL);
+		cJSON_AddItemToObject(o, "bridge", bo);
+		cJSON_AddNumberToObject(gauges, "bridge_clients", ws + sse);
+		cJSON_AddNumberToObject(counters, "bridge_delivered",
+		                        (double)atomic_load(&b->delivered));
+		cJSON_AddNumberToObject(counters, "bridge_dropped_clients",
+		                        (double)atomic_load(&b->dropped_clients));
+		cJSON_AddNumberToObject(counters, "bridge_publishes",
+		                        (double)atomic_load(&b->publishes));
+		cJSON_AddNumberToObject(counters, "bridge_rejected",
+		                        (double)atomic_load(&b->rejected));
+	}
+	cJSON_AddItemToObject(o, "counters", counters);
+	cJSON_AddItemToObject(o, "gauges", gauges);
 	if (running)
 		cwm_settings_json(&c->cfg, config); /* read-only while running */
 	cJSON_AddItemToObject(o, "config", config);
+	return o;
+}
 
-	char *text = cJSON_PrintUnformatted(o);
+int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len)
+{
+	if (c == NULL)
+		return MG_MQTT_ERR_INVALID;
+	cJSON *o = cwm_status_object(c);
+	char *text = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
 	cJSON_Delete(o);
 	if (text == NULL)
 		return MG_MQTT_ERR_NOMEM;

@@ -376,8 +376,10 @@ MG_MQTT_API int mg_mqtt_is_connected(const struct mg_mqtt *c);
  * subscriptions then; "running": false). */
 struct mg_mqtt_subscription {
 	const char *filter; /* as given to subscribe (without $share/<group>/) */
-	int qos;            /* requested QoS */
+	int qos;            /* requested QoS (the highest asked for) */
 	int granted;        /* QoS granted at the last SUBACK; -1: not yet */
+	int app;            /* 1: subscribed through the API or SUBSCRIBE */
+	int browsers;       /* bridge clients holding it (0 without the bridge) */
 };
 
 /* The current subscriptions, in the order they were made. *list receives
