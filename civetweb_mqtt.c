@@ -24,8 +24,9 @@
  *                  publish() refuses once MAX_INFLIGHT + MAX_BUFFERED
  *                  messages are unfinished.
  *   evq            events for mqtt-dispatch, FIFO. Messages count against
- *                  QUEUE_SIZE (an arriving message is dropped and counted
- *                  when it is full); other events are never dropped.
+ *                  QUEUE_SIZE: when it is full, paho's thread waits up to
+ *                  CWM_QUEUE_WAIT_MS for room, then drops the arriving
+ *                  message and counts it; other events are never dropped.
  *
  * Locks.  One mutex per client, c->lock, guards every field marked [L] in
  * struct mg_mqtt. Nothing calls paho or a user handler while holding it
@@ -86,6 +87,8 @@
 #define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
 #define CWM_BATCH 256             /* commands mqtt-io takes per lock */
 #define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
+#define CWM_QUEUE_WAIT_MS 200     /* a full dispatch queue: how long paho's
+                                     thread waits for room before dropping */
 
 static char *cwm_strndup(const char *s, size_t n)
 {
@@ -1809,6 +1812,8 @@ struct cwm_out {
 	int restored;                 /* read back from PERSISTENCE_DIR */
 	int counted;                  /* SUBSCRIBE counted in cwm_sub.pending */
 	int noop;                     /* done at once, nothing sent */
+	struct cwm_out **members;     /* a group: SUBSCRIBEs sent as one */
+	int nmembers;
 	uint64_t pseq;                /* its file in PERSISTENCE_DIR; 0: none */
 	char *topic;                  /* publish */
 	void *payload;
@@ -1905,6 +1910,7 @@ struct mg_mqtt {
 	pthread_cond_t io_cond;    /* wakes mqtt-io */
 	pthread_cond_t ev_cond;    /* wakes mqtt-dispatch */
 	pthread_cond_t state_cond; /* start and stop wait on it */
+	pthread_cond_t space_cond; /* paho's thread waits for room in evq */
 
 	/* [L] State and queues. */
 	int stopping, dispatch_exit, disc_done;
@@ -1926,7 +1932,7 @@ struct mg_mqtt {
 	struct cwm_out *outq, *outq_tail, *retry, *retry_tail, *inpaho;
 	struct cwm_event *evq, *evq_tail;
 	int ev_msgs;              /* messages queued or being dispatched */
-	int io_waiting, dispatch_waiting;
+	int io_waiting, dispatch_waiting, space_waiting;
 	struct cwm_map subs;      /* filter -> struct cwm_sub */
 	struct cwm_sub *sub_head, *sub_tail;
 	int next_id;
@@ -3139,6 +3145,57 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 	}
 }
 
+/* [L] Sends SUBSCRIBEs queued one after the other (10,000 subscriptions
+ * made in a loop, say) as one request of up to CWM_RENEW_CHUNK filters:
+ * first is already taken off the queue, the others are taken off here. The
+ * group is what paho sees; cwm_done hands each member its SUBACK codes.
+ * Returns first alone when out of memory. */
+static struct cwm_out *cwm_group_subscribes(struct cwm_out *first,
+                                            struct cwm_out **head,
+                                            struct cwm_out **tail)
+{
+	int n = 0, nf = 0;
+	for (struct cwm_out *r = first; r != NULL && n < CWM_RENEW_CHUNK &&
+	                                r->type == CMD_SUBSCRIBE && !r->noop &&
+	                                nf + r->nfilters <= CWM_RENEW_CHUNK;
+	     r = r == first ? *head : r->next) {
+		n++;
+		nf += r->nfilters;
+	}
+	if (n < 2)
+		return first;
+	size_t size = sizeof(struct cwm_out) + (size_t)n * sizeof(struct cwm_out *) +
+	              (size_t)nf * (2 * sizeof(char *) + sizeof(int));
+	struct cwm_out *g = calloc(1, size);
+	if (g == NULL)
+		return first;
+	g->c = first->c;
+	g->type = CMD_SUBSCRIBE;
+	g->internal = 1;
+	g->id = first->id;
+	g->members = (struct cwm_out **)(void *)(g + 1);
+	g->filters = (char **)(void *)(g->members + n);
+	g->wire = g->filters + nf;
+	g->qos_list = (int *)(void *)(g->wire + nf);
+	struct cwm_out *r = first;
+	for (int i = 0; i < n; i++) {
+		if (i > 0) {
+			r = *head;
+			*head = r->next;
+			if (*head == NULL)
+				*tail = NULL;
+			r->next = NULL;
+		}
+		g->members[g->nmembers++] = r;
+		for (int k = 0; k < r->nfilters; k++) {
+			g->filters[g->nfilters] = r->filters[k];
+			g->wire[g->nfilters] = r->wire[k];
+			g->qos_list[g->nfilters++] = r->qos_list[k];
+		}
+	}
+	return g;
+}
+
 /* [L] Takes the commands mqtt-io may hand to paho now, oldest first: retry
  * before outq, stopping at the first QoS message that does not fit the
  * window so that order is kept. Links them into c->inpaho. */
@@ -3166,6 +3223,9 @@ static struct cwm_out *cwm_take_batch(struct mg_mqtt *c)
 		if (*head == NULL)
 			*qt = NULL;
 		r->next = NULL;
+		if (r->type == CMD_SUBSCRIBE && !r->noop && *head != NULL &&
+		    (*head)->type == CMD_SUBSCRIBE && !(*head)->noop)
+			r = cwm_group_subscribes(r, head, qt);
 		cwm_inpaho_link(c, r);
 		if (tail != NULL)
 			tail->next = r;
@@ -3526,6 +3586,25 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	struct cwm_event *ev = NULL;
 	int *zeros = NULL;
 
+	if (r->nmembers > 0) {
+		/* A group: each member gets its own share of the SUBACK. */
+		pthread_mutex_lock(&c->lock);
+		cwm_inpaho_unlink(c, r);
+		if (c->io_waiting)
+			pthread_cond_signal(&c->io_cond);
+		pthread_mutex_unlock(&c->lock);
+		int off = 0;
+		for (int i = 0; i < r->nmembers; i++) {
+			struct cwm_out *m = r->members[i];
+			int n = m->nfilters;
+			cwm_done(c, m, result, retry,
+			         codes != NULL && off + n <= ncodes ? codes + off : NULL,
+			         codes != NULL && off + n <= ncodes ? n : 0);
+			off += n;
+		}
+		cwm_out_free(r);
+		return;
+	}
 	if (r->type == CMD_UNSUBSCRIBE && codes == NULL && result == 0) {
 		zeros = calloc((size_t)r->nfilters, sizeof(int));
 		codes = zeros;
@@ -3928,6 +4007,19 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 	int64_t now;
 
 	pthread_mutex_lock(&c->lock);
+	if (ev != NULL && c->ev_msgs >= c->cfg.queue_size && !c->stopping) {
+		/* Give mqtt-dispatch a moment to make room: a burst, or the machine
+		 * being busy, then costs nothing. Bounded, so that a handler that
+		 * stays slow costs messages but never the connection (this is
+		 * paho's receive thread, which also keeps the connection alive). */
+		struct timespec until = cwm_deadline(CWM_QUEUE_WAIT_MS);
+		c->space_waiting++;
+		while (c->ev_msgs >= c->cfg.queue_size && !c->stopping &&
+		       pthread_cond_timedwait(&c->space_cond, &c->lock, &until) !=
+		           ETIMEDOUT) {
+		}
+		c->space_waiting--;
+	}
 	if (ev == NULL || c->ev_msgs >= c->cfg.queue_size) {
 		c->dropped_queue_full++;
 		c->drops_unlogged++;
@@ -3975,6 +4067,29 @@ static int cwm_on_ssl_error(const char *str, size_t len, void *u)
  * 11. Dispatch (mqtt-dispatch)
  * ====================================================================== */
 
+/* Runs the handlers of one message: every matching topic handler in
+ * registration order, else the catch-all; then the bridge's browsers. */
+static void cwm_dispatch_handlers(struct mg_mqtt *c,
+                                  const struct mg_mqtt_message *msg)
+{
+	if (cwm_tree_match(&c->tree, msg->topic, msg->topic_len, &c->cur, &c->nxt,
+	                   &c->hits) != 0) {
+		cwm_log(c, MG_MQTT_LOG_ERROR, "out of memory matching '%s'", msg->topic);
+		c->hits.n = 0;
+	}
+	if (c->hits.n == 0) {
+		if (c->on_message != NULL)
+			c->on_message(c, msg, c->on_message_ud);
+	} else {
+		for (size_t i = 0; i < c->hits.n; i++) {
+			const struct cwm_handler *h = c->hits.v[i];
+			h->fn(c, msg, h->ud);
+		}
+	}
+	if (c->bridge != NULL)
+		cwm_bridge_deliver(c->bridge, msg);
+}
+
 static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 {
 	MQTTAsync_message *m = ev->u.msg.m;
@@ -3995,23 +4110,7 @@ static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 		cwm_props_from_paho(&m->properties, &props, &mem);
 		msg.props = &props;
 	}
-
-	if (cwm_tree_match(&c->tree, msg.topic, msg.topic_len, &c->cur, &c->nxt,
-	                   &c->hits) != 0) {
-		cwm_log(c, MG_MQTT_LOG_ERROR, "out of memory matching '%s'", msg.topic);
-		c->hits.n = 0;
-	}
-	if (c->hits.n == 0) {
-		if (c->on_message != NULL)
-			c->on_message(c, &msg, c->on_message_ud);
-	} else {
-		for (size_t i = 0; i < c->hits.n; i++) {
-			const struct cwm_handler *h = c->hits.v[i];
-			h->fn(c, &msg, h->ud);
-		}
-	}
-	if (c->bridge != NULL)
-		cwm_bridge_deliver(c->bridge, &msg);
+	cwm_dispatch_handlers(c, &msg);
 	free(mem);
 	MQTTAsync_freeMessage(&m);
 	MQTTAsync_free(ev->u.msg.topic);
@@ -4095,6 +4194,8 @@ static void *cwm_dispatch_main(void *arg)
 
 		pthread_mutex_lock(&c->lock);
 		c->ev_msgs -= nmsg;
+		if (nmsg > 0 && c->space_waiting > 0)
+			pthread_cond_broadcast(&c->space_cond);
 		if (c->drops_unlogged > 0 && cwm_now_ms() - c->last_drop_log >= 1000) {
 			cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 			               "dispatch queue full (QUEUE_SIZE %d): dropped %llu "
@@ -5832,6 +5933,7 @@ struct mg_mqtt *mg_mqtt_create(const char *prefix)
 	pthread_cond_init(&c->io_cond, &ca);
 	pthread_cond_init(&c->ev_cond, &ca);
 	pthread_cond_init(&c->state_cond, &ca);
+	pthread_cond_init(&c->space_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	c->next_id = 1;
 	return c;
@@ -5973,6 +6075,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	c->stopping = 1;
 	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
 	pthread_cond_signal(&c->io_cond);
+	pthread_cond_broadcast(&c->space_cond);
 	pthread_mutex_unlock(&c->lock);
 
 	if (c->io_started) {
@@ -6014,12 +6117,14 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	/* Back to the state mg_mqtt_create() left, handlers kept. */
 	size_t keep = offsetof(struct mg_mqtt, cfg);
 	pthread_mutex_t lock = c->lock;
-	pthread_cond_t a = c->io_cond, b = c->ev_cond, d = c->state_cond;
+	pthread_cond_t a = c->io_cond, b = c->ev_cond, d = c->state_cond,
+	               e = c->space_cond;
 	memset((char *)c + keep, 0, sizeof(*c) - keep);
 	c->lock = lock;
 	c->io_cond = a;
 	c->ev_cond = b;
 	c->state_cond = d;
+	c->space_cond = e;
 	c->next_id = 1;
 }
 
@@ -6193,6 +6298,7 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 	pthread_cond_destroy(&c->io_cond);
 	pthread_cond_destroy(&c->ev_cond);
 	pthread_cond_destroy(&c->state_cond);
+	pthread_cond_destroy(&c->space_cond);
 	free(c);
 	return 0;
 }

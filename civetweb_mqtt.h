@@ -278,9 +278,11 @@ MG_MQTT_API const char *mg_mqtt_prefix(const struct mg_mqtt *c);
  * the SUBSCRIBE option. Matching cost does not grow with the number of
  * handlers (a topic tree, not a list).
  * Queue policy: a message that arrives while QUEUE_SIZE messages already
- * wait for the dispatch thread is dropped, counted ("dropped_queue_full" in
- * the status) and reported by a warning through the log (at most one per
- * second); connection and acknowledgement events are never dropped.
+ * wait for the dispatch thread waits up to 200 ms for room (on paho's
+ * network thread, so a burst costs nothing); if the queue is still full it
+ * is dropped, counted ("dropped_queue_full" in the status) and reported by
+ * a warning through the log (at most one per second). Connection and
+ * acknowledgement events are never dropped.
  * Returns also MG_MQTT_ERR_FILTER for an invalid filter. */
 MG_MQTT_API int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
                                  mg_mqtt_message_handler h, void *user_data);

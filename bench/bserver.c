@@ -1,0 +1,180 @@
+/*
+ * bserver: the web server of the HTTP, fan-out and memory benchmarks.
+ *
+ *   bserver -p http_port [-b broker_port] [-m mode] [-t num_threads]
+ *
+ * mode ceiling: CivetWeb alone. POST /ceiling reads the body and answers 200;
+ *               GET /plainws is a WebSocket that does nothing (the baseline
+ *               for idle browsers).
+ * mode mqtt:    the same plus a civetweb-mqtt client on the broker, with
+ *               POST /pub0/<topic> and /pub1/<topic> publishing the body at
+ *               QoS 0 / 1 from the request handler, GET /subscribe?n=N making
+ *               N subscriptions, and the bridge at /mqtt (publish and
+ *               subscribe allowed on bench/#).
+ * Both set enable_keep_alive yes and tcp_nodelay 1, as the example does.
+ * Prints "ready" on stdout when serving; stops on SIGTERM.
+ */
+
+#include "civetweb_mqtt.h"
+
+#include <civetweb.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static int ok(struct mg_connection *conn, const char *body)
+{
+	char len[32];
+	snprintf(len, sizeof(len), "%zu", strlen(body));
+	mg_response_header_start(conn, 200);
+	mg_response_header_add(conn, "Content-Type", "application/json", -1);
+	mg_response_header_add(conn, "Content-Length", len, -1);
+	mg_response_header_send(conn);
+	mg_write(conn, body, strlen(body));
+	return 200;
+}
+
+static int fail(struct mg_connection *conn, int status, const char *why)
+{
+	mg_send_http_error(conn, status, "%s", why);
+	return status;
+}
+
+/* The request body, up to 64 KiB. */
+static size_t read_body(struct mg_connection *conn, char *buf, size_t cap)
+{
+	size_t n = 0;
+	int r;
+	while (n < cap && (r = mg_read(conn, buf + n, cap - n)) > 0)
+		n += (size_t)r;
+	return n;
+}
+
+static int ceiling(struct mg_connection *conn, void *ud)
+{
+	char buf[65536];
+	(void)ud;
+	read_body(conn, buf, sizeof(buf));
+	return ok(conn, "{\"id\":0}");
+}
+
+static int publish(struct mg_connection *conn, void *ud)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	int qos = (int)(intptr_t)ud;
+	char buf[65536], reply[32];
+	size_t n = read_body(conn, buf, sizeof(buf));
+	struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), NULL);
+	const char *topic = ri->local_uri + 6; /* after "/pubN/" */
+	int id = mg_mqtt_publish(m, topic, buf, n, qos, 0);
+	if (id <= 0)
+		return fail(conn, 503, mg_mqtt_strerror(id));
+	snprintf(reply, sizeof(reply), "{\"id\":%d}", id);
+	return ok(conn, reply);
+}
+
+static int subscribe_many(struct mg_connection *conn, void *ud)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	char v[16], f[64];
+	(void)ud;
+	long n = 0;
+	if (ri->query_string != NULL &&
+	    mg_get_var(ri->query_string, strlen(ri->query_string), "n", v,
+	               sizeof(v)) > 0)
+		n = atol(v);
+	struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), NULL);
+	for (long i = 0; i < n; i++) {
+		snprintf(f, sizeof(f), "bench/sub/%ld/+/x", i);
+		if (mg_mqtt_subscribe(m, f, 0) <= 0)
+			return fail(conn, 500, "subscribe failed");
+	}
+	return ok(conn, "{\"ok\":true}");
+}
+
+static int ws_connect(const struct mg_connection *c, void *ud)
+{
+	(void)c;
+	(void)ud;
+	return 0;
+}
+
+static int ws_data(struct mg_connection *c, int bits, char *d, size_t n,
+                   void *ud)
+{
+	(void)c;
+	(void)bits;
+	(void)d;
+	(void)n;
+	(void)ud;
+	return (bits & 0xf) != MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE;
+}
+
+int main(int argc, char **argv)
+{
+	int opt, http = 0, broker = 0;
+	const char *mode = "ceiling", *threads = "64";
+	char ports[32], url[64], err[512];
+	while ((opt = getopt(argc, argv, "p:b:m:t:")) != -1) {
+		switch (opt) {
+		case 'p': http = atoi(optarg); break;
+		case 'b': broker = atoi(optarg); break;
+		case 'm': mode = optarg; break;
+		case 't': threads = optarg; break;
+		default: return 2;
+		}
+	}
+	int with_mqtt = strcmp(mode, "mqtt") == 0;
+	snprintf(ports, sizeof(ports), "127.0.0.1:%d", http);
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", broker);
+	const char *cw[] = {"listening_ports", ports, "num_threads", threads,
+	                    "enable_keep_alive", "yes", "tcp_nodelay", "1",
+	                    "request_timeout_ms", "10000", NULL};
+	mg_init_library(0);
+	struct mg_context *ctx = mg_start(NULL, NULL, cw);
+	if (ctx == NULL)
+		return fprintf(stderr, "bserver: cannot start CivetWeb\n"), 2;
+	mg_set_request_handler(ctx, "/ceiling", ceiling, NULL);
+	mg_set_websocket_handler(ctx, "/plainws", ws_connect, NULL, ws_data, NULL,
+	                         NULL);
+	struct mg_mqtt *m = NULL;
+	if (with_mqtt) {
+		const char *opts[] = {"MQTT_BROKER_URL", url, "MQTT_BRIDGE_PATH", "/mqtt",
+		                      "MQTT_BRIDGE_PUBLISH_ALLOW", "bench/#",
+		                      "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "bench/#",
+		                      "MQTT_BRIDGE_CLIENT_QUEUE", "100000",
+		                      "MQTT_MAX_BUFFERED", "1000000", NULL};
+		m = mg_mqtt_create(NULL);
+		if (mg_mqtt_start(m, ctx, opts, err, sizeof(err)) != 0)
+			return fprintf(stderr, "bserver: %s\n", err), 2;
+		mg_set_request_handler(ctx, "/pub0/", publish, (void *)(intptr_t)0);
+		mg_set_request_handler(ctx, "/pub1/", publish, (void *)(intptr_t)1);
+		mg_set_request_handler(ctx, "/subscribe", subscribe_many, NULL);
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	printf("ready\n");
+	fflush(stdout);
+	while (!stop) {
+		struct timespec ts = {0, 50 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	mg_stop(ctx);
+	mg_mqtt_stop(m);
+	return 0;
+}
