@@ -17,8 +17,12 @@ SAN      ?=
 # Debian packages: to build, to test (brokers, certificates, HTTP, browser).
 DEPS_BUILD := gcc g++ make pkg-config libc6-dev libcivetweb-dev \
               libpaho-mqtt-dev libcjson-dev
-DEPS_TEST  := mosquitto mosquitto-clients openssl curl coreutils
+DEPS_TEST  := mosquitto mosquitto-clients openssl curl coreutils \
+              chromium nodejs
 DEPS_ALL   := $(DEPS_BUILD) $(DEPS_TEST)
+# The browser test drives Debian's chromium with playwright-core from npm
+# (pinned in package-lock.json; never a browser download).
+NODE_STAMP := node_modules/playwright-core/package.json
 
 WARN     := -std=c11 -Wall -Wextra -Werror
 SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer,)
@@ -32,18 +36,21 @@ EXAMPLE  := example/civetweb-mqtt
 # Unit tests include civetweb_mqtt.c to reach internals; the others use the
 # public API and link the library's object built with the same flags.
 UNIT_TESTS  := test_config test_topics
-INTEG_TESTS := test_client test_connect test_reliability test_example
+INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge
 TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
+# Run with node by test/run.sh, after the C programs.
+BROWSER_TESTS := test/browser/dashboard.test.mjs
 
-.PHONY: all deps test check asan tsan install uninstall run clean help \
-        exports test-bins cxx-header
+.PHONY: all deps node-deps test check asan tsan install uninstall run \
+        clean help exports test-bins cxx-header
 
 all: $(LIB_A) $(LIB_SO) $(EXAMPLE)
 
 help:
 	@echo "make            build $(LIB_A), $(LIB_SO) and $(EXAMPLE)"
-	@echo "make deps       install missing Debian packages (apt-get)"
+	@echo "make deps       install missing Debian packages (apt-get) and"
+	@echo "                node_modules (npm ci) for the browser test"
 	@echo "make run        deps + build, start a local mosquitto (unless one"
 	@echo "                answers) and the example server on :8080"
 	@echo "make test       deps + build + every test (alias: make check)"
@@ -53,8 +60,20 @@ help:
 	@echo "make exports    check that only mg_mqtt_* symbols are exported"
 	@echo "make clean      remove build output"
 
+# nodesource's nodejs ships npm; Debian's nodejs needs the npm package, which
+# conflicts with nodesource's: installed only when there is no npm command.
 deps:
 	@./scripts/deps.sh $(DEPS_ALL)
+	@command -v npm >/dev/null 2>&1 || ./scripts/deps.sh npm
+	@$(MAKE) --no-print-directory node-deps
+
+node-deps: $(NODE_STAMP)
+
+# npm ci when playwright-core is missing or the lock file is newer. npm
+# gives unpacked files old times: touch the stamp so make sees it is fresh.
+$(NODE_STAMP): package-lock.json
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	@touch $@
 
 # ---- library ------------------------------------------------------------
 $(BUILD)/civetweb_mqtt.o: civetweb_mqtt.c civetweb_mqtt.h
@@ -102,7 +121,7 @@ test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header
 
 test check: deps
 	@$(MAKE) --no-print-directory all test-bins
-	@BUILD=$(BUILD) ./test/run.sh $(TESTS)
+	@BUILD=$(BUILD) ./test/run.sh $(TESTS) $(BROWSER_TESTS)
 
 # Sanitizer builds live in their own directories, example included.
 asan: deps
@@ -110,14 +129,14 @@ asan: deps
 	    EXAMPLE=build/asan/civetweb-mqtt test-bins
 	@BUILD=build/asan EXAMPLE_BIN=build/asan/civetweb-mqtt \
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 TEST_TIMEOUT_SCALE=3 \
-	    ./test/run.sh $(TESTS)
+	    ./test/run.sh $(TESTS) $(BROWSER_TESTS)
 
 tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build/tsan SAN=thread \
 	    EXAMPLE=build/tsan/civetweb-mqtt test-bins
 	@BUILD=build/tsan EXAMPLE_BIN=build/tsan/civetweb-mqtt \
 	    TSAN_OPTIONS="suppressions=$(CURDIR)/test/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
-	    TEST_TIMEOUT_SCALE=5 ./test/run.sh $(TESTS)
+	    TEST_TIMEOUT_SCALE=5 ./test/run.sh $(TESTS) $(BROWSER_TESTS)
 
 # ---- install ------------------------------------------------------------
 civetweb-mqtt.pc: civetweb-mqtt.pc.in Makefile

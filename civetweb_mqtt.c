@@ -546,6 +546,7 @@ struct cwm_settings {
 	int nsubs;
 	char **bpub, **bsub; /* parsed BRIDGE_PUBLISH_ALLOW / _SUBSCRIBE_ALLOW */
 	int nbpub, nbsub;
+	uint64_t set;        /* bit i: cwm_keys[i] was given an option */
 };
 
 struct cwm_key {
@@ -627,7 +628,7 @@ static const struct cwm_key cwm_keys[] = {
      NULL},
     {"QUEUE_SIZE", K_INT, CWM_S(queue_size), 1, 10000000, "10000", NULL,
      "a number of messages (1-10000000)"},
-    {"BRIDGE_PATH", K_STR, CWM_S(bridge_path), 0, 0, NULL, NULL, NULL},
+    {"BRIDGE_PATH", K_PATH, CWM_S(bridge_path), 0, 0, NULL, NULL, NULL},
     {"BRIDGE_PUBLISH_ALLOW", K_STR, CWM_S(bridge_publish_allow), 0, 0, NULL,
      NULL, NULL},
     {"BRIDGE_SUBSCRIBE_ALLOW", K_STR, CWM_S(bridge_subscribe_allow), 0, 0,
@@ -640,6 +641,7 @@ static const struct cwm_key cwm_keys[] = {
      "1000", NULL, "a number of messages (1-1000000)"},
 };
 #define CWM_NKEYS (sizeof(cwm_keys) / sizeof(cwm_keys[0]))
+_Static_assert(CWM_NKEYS <= 64, "cwm_settings.set has one bit a key");
 
 static const struct cwm_key *cwm_key_find(const char *name, size_t n)
 {
@@ -1009,15 +1011,14 @@ static int cwm_bridge_settings(struct cwm_settings *s, const char *prefix,
 	int rc;
 
 	if (p == NULL) {
-		const char *set = s->bridge_publish_allow ? "BRIDGE_PUBLISH_ALLOW"
-		                  : s->bridge_subscribe_allow ? "BRIDGE_SUBSCRIBE_ALLOW"
-		                  : s->bridge_auth_file       ? "BRIDGE_AUTH_FILE"
-		                                              : NULL;
-		if (set != NULL) {
-			cwm_fmt(err, errlen, "%s_%s: needs %s_BRIDGE_PATH", prefix, set,
-			        prefix);
-			return MG_MQTT_ERR_CONFIG;
-		}
+		/* Any other BRIDGE_* key given without the path is a mistake. */
+		for (size_t i = 0; i < CWM_NKEYS; i++)
+			if ((s->set >> i & 1) && strncmp(cwm_keys[i].name, "BRIDGE_", 7) == 0 &&
+			    cwm_keys[i].off != CWM_S(bridge_path)) {
+				cwm_fmt(err, errlen, "%s_%s: needs %s_BRIDGE_PATH", prefix,
+				        cwm_keys[i].name, prefix);
+				return MG_MQTT_ERR_CONFIG;
+			}
 		return 0;
 	}
 	/* A plain absolute path: what CivetWeb would not rewrite. */
@@ -1280,6 +1281,7 @@ static int cwm_settings_read(struct cwm_settings *s, const char *prefix,
 		}
 		if ((rc = cwm_set_key(s, prefix, k, value, err, errlen)) != 0)
 			return rc;
+		s->set |= (uint64_t)1 << (k - cwm_keys);
 	}
 	return cwm_settings_finish(s, prefix, err, errlen);
 }
@@ -1950,6 +1952,8 @@ static const struct mg_mqtt_props cwm_no_props;
 struct cwm_bridge;
 static void cwm_bridge_deliver(struct cwm_bridge *b,
                                const struct mg_mqtt_message *m);
+static void cwm_bridge_state(struct cwm_bridge *b, int connected,
+                             const char *broker);
 
 /* The started clients, for mg_mqtt_get(). */
 struct cwm_reg {
@@ -2657,7 +2661,7 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
 		size_t l = strlen(e->d_name);
 		if (l == 20 && strcmp(e->d_name + 16, ".tmp") == 0) {
 			char tmp[PATH_MAX];
-			snprintf(tmp, sizeof(tmp), "%s/%s", path, e->d_name);
+			cwm_fmt(tmp, sizeof(tmp), "%s/%s", path, e->d_name);
 			unlink(tmp); /* a write the last process did not finish */
 			continue;
 		}
@@ -2683,7 +2687,7 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
 		char file[PATH_MAX];
 		size_t len;
 		uint64_t seq = strtoull(names[i], NULL, 16);
-		snprintf(file, sizeof(file), "%s/%s", path, names[i]);
+		cwm_fmt(file, sizeof(file), "%s/%s", path, names[i]);
 		FILE *f = fopen(file, "rb");
 		unsigned char *data = NULL;
 		struct cwm_out *r = NULL;
@@ -3815,7 +3819,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	if (c->first_result == 0)
 		c->first_result = 1;
 	pthread_cond_broadcast(&c->state_cond);
-	if (c->on_connect != NULL) {
+	if (c->on_connect != NULL || c->bridge != NULL) {
 		static const char msg[] = "connected";
 		struct cwm_event *ev =
 		    cwm_event_new(EV_CONNECT, strlen(c->broker) + sizeof(msg) + 1);
@@ -3967,7 +3971,7 @@ static void cwm_on_lost(void *ctx, char *cause)
 	atomic_store(&c->connected, 0);
 	int64_t delay = cwm_backoff_ms(c);
 	c->reconnect_at = cwm_now_ms() + delay;
-	if (c->on_disconnect != NULL) {
+	if (c->on_disconnect != NULL || c->bridge != NULL) {
 		const char *b = c->broker != NULL ? c->broker : "";
 		struct cwm_event *ev =
 		    cwm_event_new(EV_DISCONNECT, strlen(b) + strlen(why) + 2);
@@ -4126,10 +4130,14 @@ static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 	case EV_CONNECT:
 		if (c->on_connect != NULL)
 			c->on_connect(c, &ev->u.conn, c->on_connect_ud);
+		if (c->bridge != NULL && ev->u.conn.connected)
+			cwm_bridge_state(c->bridge, 1, ev->u.conn.broker);
 		break;
 	case EV_DISCONNECT:
 		if (c->on_disconnect != NULL)
 			c->on_disconnect(c, &ev->u.disc, c->on_disconnect_ud);
+		if (c->bridge != NULL && !ev->u.disc.stopped)
+			cwm_bridge_state(c->bridge, 0, ev->u.disc.broker);
 		break;
 	case EV_PUBACK:
 		if (c->on_publish != NULL)
@@ -4866,12 +4874,59 @@ static void cwm_bridge_deliver(struct cwm_bridge *b,
 	cwm_bmsg_put(bm);
 }
 
+/* mqtt-dispatch: tells every browser that the MQTT connection came or
+ * went: {"op":"state","connected":..,"broker":..}. */
+static void cwm_bridge_state(struct cwm_bridge *b, int connected,
+                             const char *broker)
+{
+	pthread_mutex_lock(&b->a->lock);
+	if (b->clients != NULL && !b->stopping) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "op", "state");
+		cJSON_AddBoolToObject(o, "connected", connected);
+		cJSON_AddStringToObject(o, "broker", broker != NULL ? broker : "");
+		struct cwm_bmsg *m = cwm_bmsg_json(o);
+		cJSON_Delete(o);
+		for (struct cwm_bclient *bc = b->clients; m != NULL && bc != NULL;
+		     bc = bc->next)
+			cwm_bclient_push(b, bc, m);
+		cwm_bmsg_put(m);
+	}
+	pthread_mutex_unlock(&b->a->lock);
+}
+
 /* -- WebSocket writers ----------------------------------------------------------- */
+
+/* Appends one unmasked WebSocket text frame to buf. */
+static int cwm_ws_frame(struct cwm_wbuf *buf, const struct cwm_bmsg *m)
+{
+	unsigned char h[10];
+	size_t hl;
+	h[0] = 0x80 | MG_WEBSOCKET_OPCODE_TEXT;
+	if (m->len < 126) {
+		h[1] = (unsigned char)m->len;
+		hl = 2;
+	} else if (m->len <= 0xffff) {
+		h[1] = 126;
+		h[2] = (unsigned char)(m->len >> 8);
+		h[3] = (unsigned char)m->len;
+		hl = 4;
+	} else {
+		h[1] = 127;
+		for (int i = 0; i < 8; i++)
+			h[2 + i] = (unsigned char)((uint64_t)m->len >> (56 - 8 * i));
+		hl = 10;
+	}
+	cwm_wput(buf, h, hl);
+	cwm_wput(buf, m->text, m->len);
+	return buf->oom ? -1 : 0;
+}
 
 static void *cwm_bridge_writer(void *arg)
 {
 	struct cwm_bridge *b = arg;
 	struct cwm_bmsg *batch[64];
+	struct cwm_wbuf out = {NULL, 0, 0, 0};
 	pthread_setname_np(pthread_self(), "mqtt-bridge");
 
 	pthread_mutex_lock(&b->a->lock);
@@ -4896,12 +4951,26 @@ static void *cwm_bridge_writer(void *arg)
 			bc->close_frame = 0;
 		pthread_mutex_unlock(&b->a->lock);
 
+		/* The batch as frames in one write: mg_websocket_write would make
+		 * two system calls a frame. The connection lock keeps CivetWeb's own
+		 * frames (pongs) from landing in the middle. */
 		int failed = 0;
+		out.n = 0;
+		out.oom = 0;
 		for (unsigned i = 0; i < n; i++) {
-			if (!failed && mg_websocket_write(bc->conn, MG_WEBSOCKET_OPCODE_TEXT,
-			                                  batch[i]->text, batch[i]->len) <= 0)
+			if (cwm_ws_frame(&out, batch[i]) != 0)
 				failed = 1;
 			cwm_bmsg_put(batch[i]);
+		}
+		if (!failed && out.n > 0) {
+			mg_lock_connection(bc->conn);
+			failed = mg_write(bc->conn, out.p, out.n) != (int)out.n;
+			mg_unlock_connection(bc->conn);
+		}
+		if (out.cap > (1u << 20)) { /* don't keep a huge buffer around */
+			free(out.p);
+			out.p = NULL;
+			out.cap = 0;
 		}
 		if (close_frame && !failed) {
 			/* 1008: policy violation (could not keep up). */
@@ -4919,6 +4988,7 @@ static void *cwm_bridge_writer(void *arg)
 		pthread_cond_broadcast(&b->idle);
 	}
 	pthread_mutex_unlock(&b->a->lock);
+	free(out.p);
 	return NULL;
 }
 
@@ -4950,16 +5020,34 @@ static int cwm_reply_text(struct mg_connection *conn, int status,
                           const char *json, const char *extra_name,
                           const char *extra_value)
 {
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	int head = strcmp(ri->request_method, "HEAD") == 0;
+	size_t n = strlen(json);
 	char len[32];
-	snprintf(len, sizeof(len), "%zu", strlen(json));
-	mg_response_header_start(conn, status);
+	snprintf(len, sizeof(len), "%zu", n);
+	if (mg_response_header_start(conn, status) != 0) {
+		/* CivetWeb refuses its response API on a WebSocket upgrade request
+		 * (a 401 or 503 before the handshake): write the response whole. */
+		char extra[512] = "";
+		if (extra_name != NULL)
+			snprintf(extra, sizeof(extra), "%s: %s\r\n", extra_name,
+			         extra_value);
+		mg_printf(conn,
+		          "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+		          "Content-Length: %s\r\nCache-Control: no-store\r\n%s"
+		          "Connection: close\r\n\r\n%s",
+		          status, mg_get_response_code_text(conn, status), len, extra,
+		          head ? "" : json);
+		return status;
+	}
 	mg_response_header_add(conn, "Content-Type", "application/json", -1);
 	mg_response_header_add(conn, "Content-Length", len, -1);
 	mg_response_header_add(conn, "Cache-Control", "no-store", -1);
 	if (extra_name != NULL)
 		mg_response_header_add(conn, extra_name, extra_value, -1);
 	mg_response_header_send(conn);
-	mg_write(conn, json, strlen(json));
+	if (!head)
+		mg_write(conn, json, n);
 	return status;
 }
 
@@ -5206,6 +5294,24 @@ static int cwm_route_publish(struct cwm_bridge *b, struct mg_connection *conn)
 	return cwm_reply_json(conn, 200, o);
 }
 
+/* CivetWeb decodes the request URI in place and keeps no undecoded copy,
+ * so "%00" would silently cut the topic short. It shows as a NUL inside the
+ * URI's original span (which ends where the query string or " HTTP/"
+ * began): decoding adds one NUL as the new end, each "%00" one more. */
+static int cwm_uri_has_nul(const struct mg_request_info *ri)
+{
+	const char *u = ri->request_uri, *v = ri->http_version, *end;
+	if (u == NULL || v == NULL || v - u < 6 || strncmp(v - 5, "HTTP/", 5) != 0)
+		return 0; /* not the layout we know: the ACL still holds */
+	end = ri->query_string != NULL && ri->query_string > u && ri->query_string < v
+	          ? ri->query_string - 1
+	          : v - 6;
+	int nuls = 0;
+	for (const char *p = u; p < end; p++)
+		nuls += *p == '\0';
+	return nuls > 1;
+}
+
 /* POST <path>/publish/<topic>?qos=&retain=: the raw body is the payload. */
 static int cwm_route_publish_raw(struct cwm_bridge *b, struct mg_connection *conn,
                                  const char *topic)
@@ -5218,7 +5324,7 @@ static int cwm_route_publish_raw(struct cwm_bridge *b, struct mg_connection *con
 	 * routed on: dot segments, '//' and '\\' are rewritten by it, and a NUL
 	 * would cut the topic short. */
 	if (ri->local_uri_raw == NULL || strcmp(ri->local_uri_raw, ri->local_uri) != 0 ||
-	    (ri->request_uri != NULL && strcasestr(ri->request_uri, "%00") != NULL))
+	    cwm_uri_has_nul(ri))
 		return cwm_reply_error(conn, 400,
 		                       "the topic in the path is not canonical (dot "
 		                       "segments, '//', '\\\\' or NUL); publish it with "
@@ -5347,13 +5453,19 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 	const char *err = NULL;
 	int n = 0, qos = 0, status = 0;
 
-	for (; n < 16; n++) {
-		int r = mg_get_var2(qs, strlen(qs), "topic", filters[n],
-		                    sizeof(filters[n]), (size_t)n);
+	for (;; n++) {
+		char extra[8];
+		int r = n < 16 ? mg_get_var2(qs, strlen(qs), "topic", filters[n],
+		                             sizeof(filters[n]), (size_t)n)
+		               : mg_get_var2(qs, strlen(qs), "topic", extra,
+		                             sizeof(extra), (size_t)n);
+		if (r < 0 && r != -2)
+			break;
+		if (n == 16)
+			return cwm_reply_error(conn, 400,
+			                       "at most 16 topic filters a stream");
 		if (r == -2)
 			return cwm_reply_error(conn, 400, "a topic filter is too long");
-		if (r < 0)
-			break;
 	}
 	if (n == 0)
 		return cwm_reply_error(conn, 400,
@@ -5389,8 +5501,10 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 		mg_response_header_add(conn, "X-Accel-Buffering", "no", -1);
 		mg_response_header_send(conn);
 		static const char hello[] = "retry: 2000\n: civetweb-mqtt\n\n";
-		int alive = mg_write(conn, hello, sizeof(hello) - 1) > 0;
+		int alive = strcmp(ri->request_method, "HEAD") != 0 &&
+		            mg_write(conn, hello, sizeof(hello) - 1) > 0;
 		struct cwm_bmsg *batch[64];
+		struct cwm_wbuf out = {NULL, 0, 0, 0};
 
 		pthread_mutex_lock(&b->a->lock);
 		while (alive && !bc->dead && !b->stopping) {
@@ -5415,17 +5529,22 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 				batch[k++] = m;
 			}
 			pthread_mutex_unlock(&b->a->lock);
+			/* One write for the batch. */
+			out.n = 0;
+			out.oom = 0;
 			for (unsigned i = 0; i < k; i++) {
-				if (alive && batch[i]->sse != NULL &&
-				    mg_write(conn, batch[i]->sse, batch[i]->sse_len) <= 0)
-					alive = 0;
+				if (batch[i]->sse != NULL)
+					cwm_wput(&out, batch[i]->sse, batch[i]->sse_len);
 				cwm_bmsg_put(batch[i]);
 			}
+			if (out.oom || (out.n > 0 && mg_write(conn, out.p, out.n) <= 0))
+				alive = 0;
 			pthread_mutex_lock(&b->a->lock);
 		}
 		cwm_bclient_remove(b, bc);
 		pthread_mutex_unlock(&b->a->lock);
 		cwm_bclient_free(bc);
+		free(out.p);
 		return 200;
 	}
 	pthread_mutex_lock(&b->a->lock);
@@ -5433,6 +5552,15 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 	pthread_mutex_unlock(&b->a->lock);
 	cwm_bclient_free(bc);
 	return cwm_reply_error(conn, status, err);
+}
+
+/* 1 when uri is the bridge path or below it. CivetWeb's last matching step
+ * is a case-insensitive prefix match without a '/' boundary, so it also
+ * hands us "/MQTT/x" and "/mqttx": those are not ours. */
+static int cwm_bridge_owns(const struct cwm_bridge *b, const char *uri)
+{
+	return strncmp(uri, b->path, b->plen) == 0 &&
+	       (uri[b->plen] == '\0' || uri[b->plen] == '/');
 }
 
 /* -- digest authentication (RFC 7616, MD5, qop=auth) ---------------------------- */
@@ -5511,11 +5639,14 @@ static int cwm_digest_check(struct cwm_bridge *b, struct mg_connection *conn,
 		return 0;
 	if (strcmp(realm, b->realm) != 0)
 		return 0;
-	/* The digest covers the URI the browser asked for, not another one. */
-	size_t ul = strcspn(uri, "?");
-	if (ri->request_uri == NULL || strlen(ri->request_uri) != ul ||
-	    strncmp(ri->request_uri, uri, ul) != 0)
+	/* The digest covers the URI the browser asked for, not another one.
+	 * CivetWeb hands us the path decoded; the header has it as sent. */
+	char path[2048];
+	uri[strcspn(uri, "?")] = '\0';
+	if (mg_url_decode(uri, (int)strlen(uri), path, (int)sizeof(path), 0) < 0 ||
+	    ri->request_uri == NULL || strcmp(ri->request_uri, path) != 0)
 		return 0;
+	cwm_digest_param(h, "uri", uri, sizeof(uri)); /* the whole, for HA2 */
 	/* Our own nonce, not older than an hour. */
 	char *dash = strchr(nonce, '-');
 	if (dash == NULL)
@@ -5575,7 +5706,8 @@ static int cwm_bridge_auth(struct mg_connection *conn, void *cbdata)
 		cwm_reply_error(conn, 503, "the MQTT client of this bridge is stopped");
 		return 0;
 	}
-	if (b->c->cfg.bridge_auth_file == NULL) {
+	if (b->c->cfg.bridge_auth_file == NULL ||
+	    !cwm_bridge_owns(b, mg_get_request_info(conn)->local_uri)) {
 		cwm_bridge_release(b);
 		return 1;
 	}
@@ -5603,6 +5735,10 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 	if (b == NULL)
 		return cwm_reply_error(conn, 503,
 		                       "the MQTT client of this bridge is stopped");
+	if (!cwm_bridge_owns(b, ri->local_uri)) {
+		cwm_bridge_release(b);
+		return 0; /* not ours: CivetWeb serves it as it would without us */
+	}
 	const char *route = ri->local_uri + b->plen, *m = ri->request_method;
 	int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
 	int post = strcmp(m, "POST") == 0;
@@ -5636,12 +5772,13 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 
 static int cwm_ws_connect(const struct mg_connection *conn, void *cbdata)
 {
-	(void)conn;
+	const char *uri = mg_get_request_info(conn)->local_uri;
 	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
 	if (b == NULL)
 		return 1; /* refuse the upgrade */
+	int ours = cwm_bridge_owns(b, uri) && strcmp(uri + b->plen, "/ws") == 0;
 	cwm_bridge_release(b);
-	return 0;
+	return ours ? 0 : 1;
 }
 
 static void cwm_ws_ready(struct mg_connection *conn, void *cbdata)

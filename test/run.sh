@@ -1,13 +1,24 @@
 #!/bin/sh
-# Runs the test programs named as arguments from $BUILD/test and ends with
-# one line "N passed, N failed" summing them all; exits 1 on any failure.
+# Runs the tests named as arguments and ends with one line "N passed, N
+# failed" summing them all; exits 1 on any failure. A name ending in .mjs is
+# a path run with node (the browser test); any other name is a C test
+# program in $BUILD/test.
 BUILD=${BUILD:-build}
 passed=0
 failed=0
+mkdir -p "$BUILD/test"
 for t in "$@"; do
 	echo "== $t"
-	log="$BUILD/test/$t.log"
-	"$BUILD/test/$t" 2>&1 | tee "$log"
+	case "$t" in
+	*.mjs)
+		log="$BUILD/test/$(basename "$t").log"
+		node "$t" 2>&1 | tee "$log"
+		;;
+	*)
+		log="$BUILD/test/$t.log"
+		"$BUILD/test/$t" 2>&1 | tee "$log"
+		;;
+	esac
 	out=$(tail -n 1 "$log")
 	p=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
 	f=$(echo "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')

@@ -75,7 +75,9 @@ static const char *const tested_keys[] = {
     "BIRTH_MESSAGE",    "BIRTH_QOS",            "BIRTH_RETAIN",
     "SHARED_GROUP",     "SUBSCRIBE",            "RECONNECT_MIN",
     "RECONNECT_MAX",    "MAX_INFLIGHT",         "MAX_BUFFERED",
-    "PERSISTENCE_DIR",  "QUEUE_SIZE"};
+    "PERSISTENCE_DIR",  "QUEUE_SIZE",
+    "BRIDGE_PATH",      "BRIDGE_PUBLISH_ALLOW", "BRIDGE_SUBSCRIBE_ALLOW",
+    "BRIDGE_AUTH_FILE", "BRIDGE_MAX_BODY",      "BRIDGE_CLIENT_QUEUE"};
 #define NTESTED (sizeof(tested_keys) / sizeof(tested_keys[0]))
 
 TEST(every_key_in_the_table_is_covered_by_these_tests)
@@ -135,12 +137,20 @@ TEST(defaults_without_options_are_the_documented_ones)
 	ASSERT_EQ(s.max_buffered, 10000);
 	ASSERT(s.persistence_dir == NULL);
 	ASSERT_EQ(s.queue_size, 10000);
+	ASSERT(s.bridge_path == NULL); /* no bridge */
+	ASSERT(s.bridge_publish_allow == NULL);
+	ASSERT(s.bridge_subscribe_allow == NULL);
+	ASSERT(s.bridge_auth_file == NULL);
+	ASSERT_EQ(s.bridge_max_body, 65536);
+	ASSERT_EQ(s.bridge_client_queue, 1000);
 	/* Derived. */
 	ASSERT_EQ(s.nuris, 1);
 	ASSERT_STREQ(s.uris[0], "tcp://localhost:1883");
 	ASSERT_EQ(s.use_tls, 0);
 	ASSERT(s.secret == NULL);
 	ASSERT_EQ(s.nsubs, 0);
+	ASSERT_EQ(s.nbpub, 0); /* deny by default */
+	ASSERT_EQ(s.nbsub, 0);
 	cwm_settings_free(&s);
 }
 
@@ -231,6 +241,27 @@ static const struct good goods[] = {
      0},
     {"QUEUE_SIZE", "1", {NULL}, 1, NULL, 0},
     {"QUEUE_SIZE", "10000000", {NULL}, 10000000, NULL, 0},
+    {"BRIDGE_PATH", "/mqtt", {NULL}, 0, "/mqtt", 0},
+    {"BRIDGE_PATH", "/api/v1.2/mq-tt_x~y", {NULL}, 0, "/api/v1.2/mq-tt_x~y",
+     0},
+    {"BRIDGE_PATH", "", {NULL}, 0, NULL, 0}, /* empty: no bridge */
+    {"BRIDGE_PUBLISH_ALLOW", "demo/#", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 0,
+     "demo/#", 0},
+    {"BRIDGE_PUBLISH_ALLOW", "a/#, b/+/c", {"MQTT_BRIDGE_PATH", "/m", NULL}, 0,
+     "a/#, b/+/c", 0},
+    {"BRIDGE_SUBSCRIBE_ALLOW", "#", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 0,
+     "#", 0},
+    {"BRIDGE_SUBSCRIBE_ALLOW", "$SYS/broker/#, +/status",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 0, "$SYS/broker/#, +/status", 0},
+    {"BRIDGE_AUTH_FILE", " /dev/null ", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 0,
+     "/dev/null", 0},
+    {"BRIDGE_MAX_BODY", "1", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 1, NULL, 0},
+    {"BRIDGE_MAX_BODY", " 268435455 ", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
+     268435455, NULL, 0},
+    {"BRIDGE_CLIENT_QUEUE", "1", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 1, NULL,
+     0},
+    {"BRIDGE_CLIENT_QUEUE", "1000000", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
+     1000000, NULL, 0},
 };
 
 TEST(every_key_accepts_its_good_values)
@@ -376,6 +407,49 @@ static const struct bad bads[] = {
     {"QUEUE_SIZE", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
     {"QUEUE_SIZE", "10000001", MG_MQTT_ERR_CONFIG, "'10000001'", {NULL}},
     {"QUEUE_SIZE", "many", MG_MQTT_ERR_CONFIG, "'many'", {NULL}},
+    /* A path CivetWeb would not rewrite: leading '/', no trailing '/',
+     * no dot segments, no '//', no blanks or escapes. */
+    {"BRIDGE_PATH", "mqtt", MG_MQTT_ERR_CONFIG, "'mqtt'", {NULL}},
+    {"BRIDGE_PATH", "/mqtt/", MG_MQTT_ERR_CONFIG, "'/mqtt/'", {NULL}},
+    {"BRIDGE_PATH", "/", MG_MQTT_ERR_CONFIG, "'/'", {NULL}},
+    {"BRIDGE_PATH", "/a/../mqtt", MG_MQTT_ERR_CONFIG, "'/a/../mqtt'", {NULL}},
+    {"BRIDGE_PATH", "/a/./mqtt", MG_MQTT_ERR_CONFIG, "'/a/./mqtt'", {NULL}},
+    {"BRIDGE_PATH", "/..", MG_MQTT_ERR_CONFIG, "'/..'", {NULL}},
+    {"BRIDGE_PATH", "/a//mqtt", MG_MQTT_ERR_CONFIG, "'/a//mqtt'", {NULL}},
+    {"BRIDGE_PATH", "//mqtt", MG_MQTT_ERR_CONFIG, "'//mqtt'", {NULL}},
+    {"BRIDGE_PATH", "/my mqtt", MG_MQTT_ERR_CONFIG, "'/my mqtt'", {NULL}},
+    {"BRIDGE_PATH", "/a\\b", MG_MQTT_ERR_CONFIG, "'/a\\b'", {NULL}},
+    {"BRIDGE_PATH", "/a%2Fb", MG_MQTT_ERR_CONFIG, "'/a%2Fb'", {NULL}},
+    {"BRIDGE_PATH", "/a?b", MG_MQTT_ERR_CONFIG, "'/a?b'", {NULL}},
+    {"BRIDGE_PATH", "/mqtt#", MG_MQTT_ERR_CONFIG, "'/mqtt#'", {NULL}},
+    {"BRIDGE_PATH", "http://h/mqtt", MG_MQTT_ERR_CONFIG, "'http://h/mqtt'",
+     {NULL}},
+    /* Every filter of an allow list must be a valid filter. */
+    {"BRIDGE_PUBLISH_ALLOW", "a/#/b", MG_MQTT_ERR_CONFIG, "'a/#/b'",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
+    {"BRIDGE_PUBLISH_ALLOW", "ok/#, a+", MG_MQTT_ERR_CONFIG, "'a+'",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
+    {"BRIDGE_PUBLISH_ALLOW", "a/b#", MG_MQTT_ERR_CONFIG, "'a/b#'",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
+    {"BRIDGE_SUBSCRIBE_ALLOW", "#/x", MG_MQTT_ERR_CONFIG, "'#/x'",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
+    {"BRIDGE_SUBSCRIBE_ALLOW", "a/#, $share//x", MG_MQTT_ERR_CONFIG,
+     "'$share//x'", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
+    {"BRIDGE_SUBSCRIBE_ALLOW", "x/+y", MG_MQTT_ERR_CONFIG, "'x/+y'",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
+    {"BRIDGE_AUTH_FILE", "/nonexistent/htdigest", MG_MQTT_ERR_IO,
+     "'/nonexistent/htdigest'", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
+    {"BRIDGE_AUTH_FILE", "/tmp", MG_MQTT_ERR_IO, "'/tmp'",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
+    {"BRIDGE_MAX_BODY", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
+    {"BRIDGE_MAX_BODY", "268435456", MG_MQTT_ERR_CONFIG, "'268435456'",
+     {NULL}},
+    {"BRIDGE_MAX_BODY", "-1", MG_MQTT_ERR_CONFIG, "'-1'", {NULL}},
+    {"BRIDGE_MAX_BODY", "64k", MG_MQTT_ERR_CONFIG, "'64k'", {NULL}},
+    {"BRIDGE_CLIENT_QUEUE", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
+    {"BRIDGE_CLIENT_QUEUE", "1000001", MG_MQTT_ERR_CONFIG, "'1000001'",
+     {NULL}},
+    {"BRIDGE_CLIENT_QUEUE", "lots", MG_MQTT_ERR_CONFIG, "'lots'", {NULL}},
 };
 
 TEST(every_key_rejects_bad_values_naming_key_and_value)
@@ -701,6 +775,106 @@ TEST(persistence_dir_needs_a_client_id_and_an_existing_directory)
 	ASSERT_EQ(read_one("PERSISTENCE_DIR", th_dir(), OPTS("MQTT_CLIENT_ID", "c"),
 	                   err, sizeof(err)),
 	          0);
+}
+
+TEST(bridge_keys_without_bridge_path_are_an_error_naming_both_keys)
+{
+	char err[512], htd[512];
+	th_write_file(th_path(htd, sizeof(htd), "htdigest"),
+	              "u:r:0123456789abcdef0123456789abcdef\n");
+	const char *keys[][2] = {{"BRIDGE_PUBLISH_ALLOW", "a/#"},
+	                         {"BRIDGE_SUBSCRIBE_ALLOW", "a/#"},
+	                         {"BRIDGE_AUTH_FILE", htd}};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "MQTT_%s", keys[i][0]);
+		ASSERT_EQ(read_one(keys[i][0], keys[i][1], NULL, err, sizeof(err)),
+		          MG_MQTT_ERR_CONFIG);
+		ASSERT_CONTAINS(err, name);
+		ASSERT_CONTAINS(err, "MQTT_BRIDGE_PATH");
+		/* With the path, the same value is fine. */
+		ASSERT_EQ(read_one(keys[i][0], keys[i][1],
+		                   OPTS("MQTT_BRIDGE_PATH", "/mqtt"), err, sizeof(err)),
+		          0);
+	}
+	/* Under another prefix, that prefix is named. */
+	struct cwm_settings s;
+	err[0] = '\0';
+	ASSERT_EQ(cwm_settings_read(&s, "MQTT2",
+	                            OPTS("MQTT2_BRIDGE_SUBSCRIBE_ALLOW", "#"), err,
+	                            sizeof(err)),
+	          MG_MQTT_ERR_CONFIG);
+	ASSERT_CONTAINS(err, "MQTT2_BRIDGE_SUBSCRIBE_ALLOW");
+	ASSERT_CONTAINS(err, "MQTT2_BRIDGE_PATH");
+	cwm_settings_free(&s);
+}
+
+/* The same rule for the two numbers: a limit set for a bridge that is not
+ * there is a forgotten BRIDGE_PATH, not something to ignore silently. */
+TEST(bridge_max_body_or_client_queue_without_bridge_path_is_an_error)
+{
+	char err[512];
+	const char *keys[][2] = {{"BRIDGE_MAX_BODY", "1024"},
+	                         {"BRIDGE_CLIENT_QUEUE", "50"}};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "MQTT_%s", keys[i][0]);
+		int rc = read_one(keys[i][0], keys[i][1], NULL, err, sizeof(err));
+		if (rc != MG_MQTT_ERR_CONFIG)
+			th_fail(__FILE__, __LINE__, "%s %s without MQTT_BRIDGE_PATH: rc %d "
+			        "'%s'", name, keys[i][1], rc, err);
+		ASSERT_CONTAINS(err, name);
+		ASSERT_CONTAINS(err, "MQTT_BRIDGE_PATH");
+	}
+}
+
+TEST(bridge_allow_lists_are_split_into_trimmed_filters)
+{
+	struct cwm_settings s;
+	char err[512];
+	ASSERT_EQ(settings(&s,
+	                   OPTS("MQTT_BRIDGE_PATH", "/mqtt",
+	                        "MQTT_BRIDGE_PUBLISH_ALLOW", " a/# ,b/+/c,  d ",
+	                        "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "$SYS/broker/#"),
+	                   err, sizeof(err)),
+	          0);
+	ASSERT_EQ(s.nbpub, 3);
+	ASSERT_STREQ(s.bpub[0], "a/#");
+	ASSERT_STREQ(s.bpub[1], "b/+/c");
+	ASSERT_STREQ(s.bpub[2], "d");
+	ASSERT_EQ(s.nbsub, 1);
+	ASSERT_STREQ(s.bsub[0], "$SYS/broker/#");
+	cwm_settings_free(&s);
+	/* A path alone: a bridge that allows nothing. */
+	ASSERT_EQ(settings(&s, OPTS("MQTT_BRIDGE_PATH", "/mqtt"), err, sizeof(err)),
+	          0);
+	ASSERT_EQ(s.nbpub, 0);
+	ASSERT_EQ(s.nbsub, 0);
+	cwm_settings_free(&s);
+	/* Empty entries are skipped, as in the other lists. */
+	ASSERT_EQ(settings(&s,
+	                   OPTS("MQTT_BRIDGE_PATH", "/mqtt",
+	                        "MQTT_BRIDGE_PUBLISH_ALLOW", "a/#,,b, ,"),
+	                   err, sizeof(err)),
+	          0);
+	ASSERT_EQ(s.nbpub, 2);
+	ASSERT_STREQ(s.bpub[1], "b");
+	cwm_settings_free(&s);
+}
+
+TEST(bridge_path_needs_a_civetweb_context)
+{
+	struct mg_mqtt *c = mg_mqtt_create(NULL);
+	char err[512];
+	ASSERT(c != NULL);
+	ASSERT_EQ(mg_mqtt_start(c, NULL,
+	                        OPTS("MQTT_BROKER_URL", "tcp://127.0.0.1:1",
+	                             "MQTT_CONNECT_ASYNC", "true",
+	                             "MQTT_BRIDGE_PATH", "/mqtt"),
+	                        err, sizeof(err)),
+	          MG_MQTT_ERR_CONFIG);
+	ASSERT_CONTAINS(err, "MQTT_BRIDGE_PATH");
+	mg_mqtt_stop(c);
 }
 
 TEST(tls_keyfile_needs_a_certfile_and_tls_files_must_be_readable)

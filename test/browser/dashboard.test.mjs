@@ -1,0 +1,544 @@
+// The dashboard (example/www/index.html) in a real browser: Debian's
+// chromium driven by playwright-core, against the example server and a
+// mosquitto broker this test starts on free loopback ports.
+//
+//   node test/browser/dashboard.test.mjs
+//
+// EXAMPLE_BIN: the server binary (default example/civetweb-mqtt, relative to
+// the repository root); TEST_TIMEOUT_SCALE multiplies every wait (sanitizer
+// builds); KEEP_TMP=1 keeps the temporary directory (configs, logs).
+// Prints "ok <check>" or "FAIL <check>: reason" for each check and ends with
+// "N passed, N failed"; exits 0 only when every check passed. Every process
+// it starts is stopped by its PID before it exits.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const SCALE = Math.max(1, Number(process.env.TEST_TIMEOUT_SCALE) || 1);
+const EXAMPLE_BIN = path.resolve(ROOT, process.env.EXAMPLE_BIN || 'example/civetweb-mqtt');
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const WWW = path.join(ROOT, 'example', 'www');
+const OUT = path.join(ROOT, 'test', 'out');
+const SHOT = path.join(OUT, 'dashboard.png');
+const DOCS_SHOT = path.join(ROOT, 'docs', 'dashboard.png');
+const T = (ms) => ms * SCALE; // a bounded wait, scaled
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dashboard-test-'));
+const children = new Set(); // every process started here: {pid, name, exited}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---- processes ----------------------------------------------------------------
+
+function start(name, cmd, args, logName) {
+  const log = path.join(tmp, logName || `${name}.log`);
+  const fd = fs.openSync(log, 'a');
+  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], cwd: ROOT });
+  fs.closeSync(fd);
+  const p = { name, pid: child.pid, log, child, code: null, exited: false };
+  p.done = new Promise((resolve) => {
+    child.on('exit', (code, signal) => { p.exited = true; p.code = code ?? `signal ${signal}`; resolve(p.code); });
+    child.on('error', (e) => { p.exited = true; p.code = `spawn error: ${e.message}`; resolve(p.code); });
+  });
+  children.add(p);
+  return p;
+}
+
+async function waitExit(p, ms) {
+  if (p.exited) return p.code;
+  const r = await Promise.race([p.done, sleep(ms).then(() => undefined)]);
+  return r;
+}
+
+// SIGTERM by PID, then SIGKILL if it does not go within ms.
+async function stop(p, ms = T(15000)) {
+  if (p.exited) { children.delete(p); return p.code; }
+  try { process.kill(p.pid, 'SIGTERM'); } catch { /* gone */ }
+  let code = await waitExit(p, ms);
+  if (code === undefined) {
+    try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
+    code = await waitExit(p, 5000);
+  }
+  children.delete(p);
+  return code;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+function answers(port) {
+  return new Promise((resolve) => {
+    const c = net.connect({ host: '127.0.0.1', port });
+    const done = (ok) => { c.destroy(); resolve(ok); };
+    c.once('connect', () => done(true));
+    c.once('error', () => done(false));
+    c.setTimeout(1000, () => done(false));
+  });
+}
+
+async function waitFor(what, fn, ms, every = 50) {
+  const until = Date.now() + ms;
+  let last;
+  for (;;) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}` + (last instanceof Error ? ` (${last.message})` : ''));
+    await sleep(every);
+  }
+}
+
+async function waitPort(port, p, ms) {
+  await waitFor(`port ${port}`, async () => {
+    if (p && p.exited) throw new Error(`${p.name} exited (${p.code}): ${tail(p.log)}`);
+    return answers(port);
+  }, ms, 20);
+}
+
+function tail(file, n = 15) {
+  try { return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-n).join(' | '); } catch { return '(no log)'; }
+}
+
+// ---- MQTT peers: mosquitto_pub / mosquitto_sub ---------------------------------
+
+let nPub = 0;
+async function mqttPub(topic, args) {
+  const p = start('mosquitto_pub', 'mosquitto_pub', ['-h', '127.0.0.1', '-p', String(brokerPort), '-t', topic, ...args],
+    `pub-${++nPub}.log`);
+  const code = await waitExit(p, T(10000));
+  if (code === undefined) { await stop(p); throw new Error(`mosquitto_pub ${topic} did not finish`); }
+  children.delete(p);
+  if (code !== 0) throw new Error(`mosquitto_pub ${topic} exited ${code}: ${tail(p.log)}`);
+}
+
+// ---- servers --------------------------------------------------------------------
+
+let brokerPort, httpPort, broker, server, serverConf;
+let nServer = 0;
+
+function writeBrokerConf() {
+  const conf = path.join(tmp, 'mosquitto.conf');
+  fs.writeFileSync(conf, [
+    `listener ${brokerPort} 127.0.0.1`,
+    'allow_anonymous true',
+    'persistence false',
+    'log_dest stderr',
+    'log_type all',
+    ''].join('\n'));
+  return conf;
+}
+
+// The example's civetweb.conf with this test's ports and an absolute
+// document root; everything else (the bridge lines included) as shipped.
+function writeServerConf() {
+  const example = fs.readFileSync(path.join(ROOT, 'example', 'civetweb.conf'), 'utf8');
+  for (const need of ['MQTT_BRIDGE_PATH /mqtt', 'MQTT_BRIDGE_PUBLISH_ALLOW demo/#', 'MQTT_BRIDGE_SUBSCRIBE_ALLOW demo/#'])
+    if (!example.split('\n').includes(need)) throw new Error(`example/civetweb.conf lacks the line "${need}"`);
+  const seen = new Set();
+  const lines = example.split('\n').map((line) => {
+    const key = line.trim().split(/\s+/)[0].toLowerCase();
+    const set = { listening_ports: `listening_ports 127.0.0.1:${httpPort}`, document_root: `document_root ${WWW}`,
+      mqtt_broker_url: `MQTT_BROKER_URL tcp://127.0.0.1:${brokerPort}` }[key];
+    if (set && !line.trim().startsWith('#')) { seen.add(key); return set; }
+    return line;
+  });
+  for (const k of ['listening_ports', 'document_root', 'mqtt_broker_url'])
+    if (!seen.has(k)) throw new Error(`example/civetweb.conf has no ${k} line`);
+  const conf = path.join(tmp, 'civetweb.conf');
+  fs.writeFileSync(conf, lines.join('\n'));
+  return conf;
+}
+
+async function startServer() {
+  const p = start('server', EXAMPLE_BIN, [serverConf], `server-${++nServer}.log`);
+  await waitPort(httpPort, p, T(15000));
+  return p;
+}
+
+async function status() {
+  const r = await fetch(`http://127.0.0.1:${httpPort}/mqtt/status`, { signal: AbortSignal.timeout(3000) });
+  if (!r.ok) throw new Error(`GET /mqtt/status: HTTP ${r.status}`);
+  return r.json();
+}
+
+function serverSub(st, filter) {
+  return (st.subscriptions || []).find((s) => s.filter === filter);
+}
+
+// ---- checks ---------------------------------------------------------------------
+
+let passed = 0, failed = 0, fatal = null;
+
+async function check(name, fn, { critical = false } = {}) {
+  if (fatal) { failed++; console.log(`FAIL ${name}: not run (${fatal})`); return; }
+  try {
+    await fn();
+    passed++;
+    console.log(`ok ${name}`);
+  } catch (e) {
+    failed++;
+    const reason = String(e && e.message ? e.message : e).split('\n')[0];
+    console.log(`FAIL ${name}: ${reason}`);
+    if (critical) fatal = `"${name}" failed`;
+  }
+}
+
+// ---- the browser ----------------------------------------------------------------
+
+let context, page, browserPid = 0;
+const pageErrors = [], outsideRequests = [];
+const userDataDir = path.join(tmp, 'chromium-profile');
+
+// The browser process playwright started for us: our child, with our profile.
+function findBrowserPid() {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== process.pid) continue;
+      const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      if (cmd.includes(userDataDir)) return Number(d);
+    } catch { /* gone */ }
+  }
+  return 0;
+}
+
+const sel = {
+  ws: '[data-testid="ws-state"]',
+  mqtt: '[data-testid="mqtt-state"]',
+  sub: (f) => `[data-testid="subscription"][data-filter="${f}"]`,
+  rows: '[data-testid="message-row"]',
+};
+
+async function state(selector) {
+  return page.getAttribute(selector, 'data-state');
+}
+
+async function waitState(selector, want, ms) {
+  const loc = page.locator(`${selector}[data-state="${want}"]`);
+  try {
+    await loc.waitFor({ state: 'attached', timeout: ms });
+  } catch {
+    throw new Error(`${selector} is "${await state(selector)}" after ${ms} ms, not "${want}"`);
+  }
+}
+
+async function counter(name) {
+  const v = await page.getAttribute(`[data-testid="counter-${name}"]`, 'data-value');
+  return v === null || v === '' ? NaN : Number(v);
+}
+
+// The message rows as shown, newest first.
+function listRows() {
+  return page.$$eval(sel.rows, (trs) => trs.map((tr, i) => ({
+    i, topic: tr.dataset.topic, qos: tr.dataset.qos, retain: tr.dataset.retain, base64: tr.dataset.base64,
+    payload: tr.querySelector('[data-testid="message-payload"] .text').lastChild?.textContent ?? '',
+    badge: tr.querySelector('[data-testid="message-payload"] .badge')?.textContent ?? '',
+  })));
+}
+
+// The newest row for a topic and payload (and more, by pred); waits for it.
+async function waitRow(topic, payload, ms, pred = () => true) {
+  return waitFor(`a message row ${topic} "${payload}"`, async () =>
+    (await listRows()).find((r) => r.topic === topic && r.payload === payload && pred(r)), ms);
+}
+
+async function fillSubscribe(filter, qos) {
+  await page.fill('[data-testid="sub-filter"]', filter);
+  await page.selectOption('[data-testid="sub-qos"]', String(qos));
+  await page.click('[data-testid="sub-submit"]');
+}
+
+async function fillPublish(topic, payload, qos, retain = false) {
+  await page.fill('[data-testid="pub-topic"]', topic);
+  await page.fill('[data-testid="pub-payload"]', payload);
+  await page.selectOption('[data-testid="pub-qos"]', String(qos));
+  await page.setChecked('[data-testid="pub-retain"]', retain);
+  await page.click('[data-testid="pub-submit"]');
+}
+
+// ---- the test ---------------------------------------------------------------------
+
+async function main() {
+  let base, received0 = NaN, published0 = NaN;
+
+  await check('mosquitto starts on a free loopback port', async () => {
+    brokerPort = await freePort();
+    do httpPort = await freePort(); while (httpPort === brokerPort);
+    broker = start('mosquitto', 'mosquitto', ['-c', writeBrokerConf()]);
+    await waitPort(brokerPort, broker, T(10000));
+  }, { critical: true });
+
+  await check('example server starts with the example configuration', async () => {
+    if (!fs.existsSync(EXAMPLE_BIN)) throw new Error(`${EXAMPLE_BIN} does not exist (make)`);
+    serverConf = writeServerConf();
+    server = await startServer();
+    base = `http://127.0.0.1:${httpPort}`;
+    await waitFor('GET /mqtt/status connected', async () => (await status()).connected === true, T(10000), 100);
+  }, { critical: true });
+
+  await check('chromium starts (playwright-core, /usr/bin/chromium)', async () => {
+    fs.mkdirSync(userDataDir);
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS,
+      viewport: { width: 1280, height: 800 }, timeout: T(30000),
+    });
+    browserPid = findBrowserPid();
+    page = context.pages()[0] || await context.newPage();
+    page.setDefaultTimeout(T(10000));
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('request', (r) => {
+      if (!r.url().startsWith(base + '/') && !r.url().startsWith('data:')) outsideRequests.push(r.url());
+    });
+  }, { critical: true });
+
+  await check('the dashboard loads from the document root', async () => {
+    const r = await page.goto(base + '/', { timeout: T(15000) });
+    if (!r || r.status() !== 200) throw new Error(`GET / answered ${r && r.status()}`);
+    const title = await page.title();
+    if (!/civetweb-mqtt/.test(title)) throw new Error(`title is "${title}"`);
+  }, { critical: true });
+
+  await check('the dashboard shows WebSocket and MQTT connected', async () => {
+    await waitState(sel.ws, 'connected', T(10000));
+    await waitState(sel.mqtt, 'connected', T(10000));
+  }, { critical: true });
+
+  await check('default subscription demo/# at QoS 1 is active (page and server)', async () => {
+    await waitState(sel.sub('demo/#'), 'active', T(10000));
+    const qos = await page.getAttribute(sel.sub('demo/#'), 'data-qos');
+    if (qos !== '1') throw new Error(`QoS shown ${qos}`);
+    await waitFor('status: demo/# held by a browser', async () => (serverSub(await status(), 'demo/#')?.browsers ?? 0) >= 1, T(5000), 100);
+  });
+
+  await check('counters panel shows the status counters', async () => {
+    await waitFor('counters filled', async () => {
+      for (const k of ['published', 'received', 'dropped_queue_full', 'reconnects', 'bridge_clients', 'bridge_delivered'])
+        if (Number.isNaN(await counter(k))) return false;
+      return (await counter('bridge_clients')) >= 1;
+    }, T(6000), 100);
+    received0 = await counter('received');
+    published0 = await counter('published');
+  });
+
+  // Retained before the page subscribes demo/extra/+: the broker sends it on
+  // that SUBSCRIBE, with the retain flag.
+  await mqttPub('demo/extra/config', ['-m', '{"mode":"eco"}', '-q', '1', '-r']).catch((e) => console.log(`# ${e.message}`));
+
+  await check('subscribe demo/extra/+ at QoS 2 via the form', async () => {
+    await fillSubscribe('demo/extra/+', 2);
+    await waitState(sel.sub('demo/extra/+'), 'active', T(10000));
+    const qos = await page.getAttribute(sel.sub('demo/extra/+'), 'data-qos');
+    if (qos !== '2') throw new Error(`QoS shown ${qos}`);
+    await waitFor('status: demo/extra/+ granted', async () => {
+      const s = serverSub(await status(), 'demo/extra/+');
+      return s && s.browsers === 1 && s.granted !== null;
+    }, T(5000), 100);
+  });
+
+  await check('the retained message shows with its retained flag', async () => {
+    // demo/# got it live first (not retained); SUBSCRIBE demo/extra/+ brings
+    // the broker's retained copy.
+    const row = await waitRow('demo/extra/config', '{"mode":"eco"}', T(10000), (r) => r.retain === 'true');
+    if (row.qos !== '1') throw new Error(`QoS shown ${row.qos}`);
+  });
+
+  await check('a mosquitto_pub message appears with topic, payload and QoS', async () => {
+    await mqttPub('demo/sensors/kitchen/temperature', ['-m', '21.5', '-q', '1']);
+    const row = await waitRow('demo/sensors/kitchen/temperature', '21.5', T(10000));
+    if (row.qos !== '1' || row.retain !== 'false' || row.base64 !== 'false')
+      throw new Error(`row shows qos ${row.qos}, retain ${row.retain}, base64 ${row.base64}`);
+  });
+
+  await check('newest message first, QoS 0 shown', async () => {
+    await mqttPub('demo/lamp', ['-m', 'on', '-q', '0']);
+    const row = await waitRow('demo/lamp', 'on', T(10000));
+    if (row.i !== 0) throw new Error(`demo/lamp is row ${row.i}, not the first`);
+    if (row.qos !== '0') throw new Error(`QoS shown ${row.qos}`);
+    const second = await waitRow('demo/sensors/kitchen/temperature', '21.5', 1000);
+    if (second.i !== 1) throw new Error(`the older message is row ${second.i}, not the second`);
+  });
+
+  await check('a binary payload is shown in base64, marked', async () => {
+    const bin = path.join(tmp, 'binary.bin');
+    fs.writeFileSync(bin, Buffer.from([0xff, 0x00, 0x01, 0x02, 0xfe]));
+    await mqttPub('demo/camera/frame', ['-f', bin, '-q', '1']);
+    const row = await waitRow('demo/camera/frame', Buffer.from([0xff, 0x00, 0x01, 0x02, 0xfe]).toString('base64'), T(10000));
+    if (row.base64 !== 'true' || row.badge !== 'base64') throw new Error(`not marked (base64 ${row.base64}, badge "${row.badge}")`);
+  });
+
+  await check('several messages arrive in publishing order', async () => {
+    const msgs = [['demo/sensors/livingroom/humidity', '48'], ['demo/door/front', '{"open":false,"battery":87}'],
+      ['demo/sensors/kitchen/temperature', '21.7'], ['demo/lamp', 'off']];
+    for (const [t, m] of msgs) await mqttPub(t, ['-m', m, '-q', '1']);
+    await waitRow(...msgs[msgs.length - 1], T(10000)); // the last one in: all in
+    const shown = await listRows();
+    const rows = msgs.map(([t, m]) => shown.find((r) => r.topic === t && r.payload === m)?.i);
+    if (rows.join() !== '3,2,1,0') throw new Error(`rows ${rows.join()}, not 3,2,1,0`);
+  });
+
+  await check('publish from the form reaches mosquitto_sub, ack shown', async () => {
+    const sub = start('mosquitto_sub', 'stdbuf', ['-oL', 'mosquitto_sub', '-h', '127.0.0.1', '-p', String(brokerPort),
+      '-t', 'demo/page/out', '-q', '1', '-C', '1', '-W', String(Math.ceil(T(20000) / 1000)), '-v', '-d'], 'sub.log');
+    try {
+      await waitFor('mosquitto_sub SUBACK', async () => {
+        if (sub.exited) throw new Error(`mosquitto_sub exited ${sub.code}: ${tail(sub.log)}`);
+        return fs.readFileSync(sub.log, 'utf8').includes('received SUBACK');
+      }, T(10000), 20);
+      await fillPublish('demo/page/out', 'hello from the browser', 1, false);
+      await waitState('[data-testid="publish-result"]', 'ok', T(10000));
+      const text = await page.textContent('[data-testid="publish-result"]');
+      if (!/message id \d+/.test(text)) throw new Error(`ack shows "${text}"`);
+      const code = await waitExit(sub, T(15000));
+      if (code !== 0) throw new Error(`mosquitto_sub exited ${code}: ${tail(sub.log)}`);
+      const got = fs.readFileSync(sub.log, 'utf8').split('\n').filter((l) => l.startsWith('demo/page/out '));
+      if (got.length !== 1 || got[0] !== 'demo/page/out hello from the browser') throw new Error(`mosquitto_sub got ${JSON.stringify(got)}`);
+    } finally {
+      await stop(sub);
+    }
+    await waitRow('demo/page/out', 'hello from the browser', T(10000)); // demo/# brings it back too
+  });
+
+  await check('counters update (received, published, bridge_delivered)', async () => {
+    await waitFor('the counters to grow', async () =>
+      (await counter('received')) >= received0 + 4 && (await counter('published')) > published0 &&
+      (await counter('bridge_delivered')) >= 4 && (await counter('bridge_clients')) >= 1, T(8000), 200);
+  });
+
+  await check('screenshot saved (test/out/dashboard.png, docs/dashboard.png)', async () => {
+    // The form back to its inviting defaults for the picture.
+    await page.fill('[data-testid="pub-topic"]', 'demo/lamp');
+    await page.fill('[data-testid="pub-payload"]', 'on');
+    await page.fill('[data-testid="sub-filter"]', '');
+    await page.locator('[data-testid="sub-filter"]').blur();
+    await page.mouse.move(1270, 790);
+    await sleep(1500); // row highlight faded
+    fs.mkdirSync(OUT, { recursive: true });
+    await page.screenshot({ path: SHOT });
+    fs.mkdirSync(path.dirname(DOCS_SHOT), { recursive: true });
+    fs.copyFileSync(SHOT, DOCS_SHOT);
+    if (fs.statSync(SHOT).size < 10000) throw new Error('the screenshot is suspiciously small');
+  });
+
+  await check('a denied subscription ("#") shows the 403 error', async () => {
+    await fillSubscribe('#', 0);
+    await waitState('[data-testid="subscribe-result"]', 'error', T(10000));
+    const text = await page.textContent('[data-testid="subscribe-result"]');
+    if (!text.includes('403') || !/not allowed/.test(text)) throw new Error(`subscribe result shows "${text}"`);
+    await page.locator('[data-testid="error-item"][data-status="403"]').first().waitFor({ state: 'visible', timeout: T(5000) });
+    if (await page.locator(sel.sub('#')).count() !== 0) throw new Error('"#" is listed as a subscription');
+  });
+
+  await check('a denied publish (private/x) shows the 403 error', async () => {
+    await fillPublish('private/x', 'nope', 0, false);
+    await waitState('[data-testid="publish-result"]', 'error', T(10000));
+    const text = await page.textContent('[data-testid="publish-result"]');
+    if (!text.includes('403')) throw new Error(`publish result shows "${text}"`);
+  });
+
+  await check('the list is capped at 500 rows, newest first', async () => {
+    const lines = path.join(tmp, 'lines.txt');
+    fs.writeFileSync(lines, Array.from({ length: 520 }, (_, i) => `n ${i + 1}`).join('\n') + '\n');
+    // -l: one message a line, from standard input (a shell redirect).
+    const p = start('mosquitto_pub', 'sh', ['-c', `exec mosquitto_pub -h 127.0.0.1 -p ${brokerPort} -t demo/bulk -q 0 -l < '${lines}'`], 'pub-bulk.log');
+    const code = await waitExit(p, T(15000));
+    if (code !== 0) { await stop(p); throw new Error(`mosquitto_pub -l exited ${code}: ${tail(p.log)}`); }
+    children.delete(p);
+    const row = await waitRow('demo/bulk', 'n 520', T(15000));
+    if (row.i !== 0) throw new Error(`the newest is row ${row.i}`);
+    const n = await page.locator(sel.rows).count();
+    if (n !== 500) throw new Error(`${n} rows`);
+    await page.click('[data-testid="msg-clear"]');
+    await waitFor('an empty list', async () => (await page.locator(sel.rows).count()) === 0, T(3000));
+  });
+
+  await check('server stopped (SIGTERM): the page shows disconnected', async () => {
+    const code = await stop(server);
+    if (code !== 0) throw new Error(`the server exited ${code}: ${tail(server.log)}`);
+    await waitState(sel.ws, 'disconnected', T(10000));
+    await waitFor('MQTT state not "connected"', async () => (await state(sel.mqtt)) !== 'connected', T(6000), 100);
+    await waitState('[data-testid="status-updated"]', 'error', T(6000));
+    await page.screenshot({ path: path.join(OUT, 'dashboard-disconnected.png') });
+  });
+
+  await check('server restarted: the page reconnects and re-subscribes by itself', async () => {
+    server = await startServer();
+    await waitState(sel.ws, 'connected', T(20000));
+    await waitState(sel.sub('demo/#'), 'active', T(10000));
+    await waitState(sel.sub('demo/extra/+'), 'active', T(10000));
+    await waitFor('status: both filters held by the browser, granted', async () => {
+      const st = await status();
+      const a = serverSub(st, 'demo/#'), b = serverSub(st, 'demo/extra/+');
+      return st.connected && a && a.browsers === 1 && a.granted !== null && b && b.browsers === 1 && b.granted !== null;
+    }, T(10000), 100);
+    await waitState(sel.mqtt, 'connected', T(6000));
+  });
+
+  await check('after the restart a new message arrives', async () => {
+    await mqttPub('demo/after/restart', ['-m', 'back again', '-q', '1']);
+    await waitRow('demo/after/restart', 'back again', T(10000));
+  });
+
+  await check('the unsubscribe button removes the subscription (page and server)', async () => {
+    await page.click(`${sel.sub('demo/extra/+')} [data-testid="unsubscribe"]`);
+    await page.locator(sel.sub('demo/extra/+')).waitFor({ state: 'detached', timeout: T(10000) });
+    await waitFor('status: demo/extra/+ gone', async () => !serverSub(await status(), 'demo/extra/+'), T(5000), 100);
+  });
+
+  await check('no script errors, nothing fetched from outside the server', async () => {
+    if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join('; ')}`);
+    if (outsideRequests.length) throw new Error(`outside requests: ${outsideRequests.join(', ')}`);
+  });
+}
+
+// ---- run, always clean up ------------------------------------------------------------
+
+const watchdog = setTimeout(() => {
+  console.log(`FAIL watchdog: the test ran over ${T(240)} s`);
+  failed++;
+  cleanup().finally(() => finish());
+}, T(240000));
+
+let cleaned = false;
+async function cleanup() {
+  if (cleaned) return;
+  cleaned = true;
+  if (context) await Promise.race([context.close().catch(() => {}), sleep(10000)]);
+  if (browserPid) { try { process.kill(browserPid, 'SIGKILL'); } catch { /* closed */ } }
+  for (const p of [...children].reverse()) await stop(p, 10000);
+}
+
+function finish() {
+  clearTimeout(watchdog);
+  if (failed > 0 || process.env.KEEP_TMP) {
+    console.log(`# logs and configuration kept in ${tmp}`);
+    for (const f of ['server-1.log', 'server-2.log', 'mosquitto.log']) {
+      const file = path.join(tmp, f);
+      if (failed > 0 && fs.existsSync(file)) console.log(`# ${f}: ${tail(file, 8)}`);
+    }
+  } else {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 && passed > 0 ? 0 : 1);
+}
+
+try {
+  await main();
+} catch (e) {
+  failed++;
+  console.log(`FAIL dashboard test: ${e && e.stack ? e.stack.split('\n')[0] : e}`);
+} finally {
+  await cleanup();
+  finish();
+}
