@@ -89,6 +89,11 @@
 #define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
 #define CWM_QUEUE_WAIT_MS 200     /* a full dispatch queue: how long paho's
                                      thread waits for room before dropping */
+#define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
+
+/* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
+ * only an idle one. */
+enum { CWM_RUNNING = 0, CWM_COALESCING = 1, CWM_IDLE_WAIT = 2 };
 
 static char *cwm_strndup(const char *s, size_t n)
 {
@@ -110,6 +115,20 @@ static int64_t cwm_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Absolute CLOCK_REALTIME deadline for pthread_cond_timedwait. */
+static struct timespec cwm_deadline_us(int64_t us)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)(us / 1000000);
+	ts.tv_nsec += (long)(us % 1000000) * 1000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
 }
 
 /* Absolute CLOCK_REALTIME deadline for pthread_cond_timedwait. */
@@ -1981,7 +2000,7 @@ static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev)
 	else
 		c->evq = ev;
 	c->evq_tail = ev;
-	if (c->dispatch_waiting)
+	if (c->dispatch_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->ev_cond);
 }
 
@@ -2744,7 +2763,7 @@ static int cwm_ops_check(const struct mg_mqtt *c)
 static void cwm_enqueue(struct mg_mqtt *c, struct cwm_out *r)
 {
 	cwm_fifo_push(&c->outq, &c->outq_tail, r);
-	if (c->io_waiting && c->state == CWM_CONNECTED)
+	if (c->io_waiting == CWM_IDLE_WAIT && c->state == CWM_CONNECTED)
 		pthread_cond_signal(&c->io_cond);
 }
 
@@ -3487,10 +3506,50 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 	c->paho = NULL;
 }
 
+/* Worker threads call this after each batch of work: a stream is work
+ * coming less than two coalescing windows apart. */
+static void cwm_worked(int *busy, int64_t *last_us)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	*busy = now - *last_us < 2 * CWM_COALESCE_US;
+	*last_us = now;
+}
+
+/* [L] Waits on cond until signalled, or until wait_ms (< 0: no limit).
+ * Wake-up coalescing: in a stream of work (cwm_worked), a thread first
+ * waits at most CWM_COALESCE_US, and producers do not signal it meanwhile,
+ * so that one wake-up serves several messages instead of one each (a
+ * context switch per message doubles the CPU a message costs). Otherwise
+ * it is signalled at once: latency at ordinary rates is unchanged, and a
+ * trickle of messages pays for no timer. */
+static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
+                              int *waiting, int *busy, int64_t wait_ms)
+{
+	if (*busy && (wait_ms < 0 || wait_ms * 1000 > CWM_COALESCE_US)) {
+		struct timespec until = cwm_deadline_us(CWM_COALESCE_US);
+		*waiting = CWM_COALESCING;
+		pthread_cond_timedwait(cond, &c->lock, &until);
+	} else {
+		*waiting = CWM_IDLE_WAIT;
+		if (wait_ms < 0) {
+			pthread_cond_wait(cond, &c->lock);
+		} else {
+			struct timespec until = cwm_deadline(wait_ms);
+			pthread_cond_timedwait(cond, &c->lock, &until);
+		}
+	}
+	*waiting = CWM_RUNNING;
+	*busy = 0;
+}
+
 static void *cwm_io_main(void *arg)
 {
 	struct mg_mqtt *c = arg;
 	pthread_setname_np(pthread_self(), "mqtt-io");
+	int busy = 0;
+	int64_t last_us = 0;
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -3526,6 +3585,7 @@ static void *cwm_io_main(void *arg)
 					batch = next;
 				}
 				pthread_mutex_lock(&c->lock);
+				cwm_worked(&busy, &last_us);
 				continue;
 			}
 		}
@@ -3533,14 +3593,7 @@ static void *cwm_io_main(void *arg)
 			wait_ms = c->stop_deadline - now;
 		else if (c->state == CWM_DISCONNECTED)
 			wait_ms = c->reconnect_at - now;
-		c->io_waiting = 1;
-		if (wait_ms < 0) {
-			pthread_cond_wait(&c->io_cond, &c->lock);
-		} else {
-			struct timespec until = cwm_deadline(wait_ms);
-			pthread_cond_timedwait(&c->io_cond, &c->lock, &until);
-		}
-		c->io_waiting = 0;
+		cwm_wait_for_work(c, &c->io_cond, &c->io_waiting, &busy, wait_ms);
 	}
 
 	int was_connected = c->state == CWM_CONNECTED;
@@ -3594,7 +3647,7 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 		/* A group: each member gets its own share of the SUBACK. */
 		pthread_mutex_lock(&c->lock);
 		cwm_inpaho_unlink(c, r);
-		if (c->io_waiting)
+		if (c->io_waiting == CWM_IDLE_WAIT)
 			pthread_cond_signal(&c->io_cond);
 		pthread_mutex_unlock(&c->lock);
 		int off = 0;
@@ -3624,7 +3677,7 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 				c->inflight0--;
 		}
 	}
-	if (c->io_waiting)
+	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
 	if (retry && !r->internal) {
 		cwm_retry_insert(c, r);
@@ -3836,7 +3889,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	cwm_log_locked(c, MG_MQTT_LOG_INFO, "connected to %s as '%s'%s",
 	               c->broker, c->client_id,
 	               session ? " (session resumed)" : "");
-	if (c->io_waiting)
+	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
 }
@@ -3916,7 +3969,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		               "connection attempt %d to %s failed: %s; next attempt "
 		               "in %.1f s",
 		               attempt, brokers, msg, (double)delay / 1000.0);
-	if (c->io_waiting)
+	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
 }
@@ -3988,7 +4041,7 @@ static void cwm_on_lost(void *ctx, char *cause)
 	               "connection to %s lost: %s; reconnecting in %.1f s",
 	               c->broker != NULL ? c->broker : "broker", why,
 	               (double)delay / 1000.0);
-	if (c->io_waiting)
+	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
 }
@@ -4177,13 +4230,12 @@ static void *cwm_dispatch_main(void *arg)
 	struct mg_mqtt *c = arg;
 	pthread_setname_np(pthread_self(), "mqtt-dispatch");
 
+	int busy = 0;
+	int64_t last_us = 0;
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
-		while (c->evq == NULL && !c->dispatch_exit) {
-			c->dispatch_waiting = 1;
-			pthread_cond_wait(&c->ev_cond, &c->lock);
-			c->dispatch_waiting = 0;
-		}
+		while (c->evq == NULL && !c->dispatch_exit)
+			cwm_wait_for_work(c, &c->ev_cond, &c->dispatch_waiting, &busy, -1);
 		if (c->evq == NULL)
 			break;
 		struct cwm_event *batch = c->evq;
@@ -4201,6 +4253,7 @@ static void *cwm_dispatch_main(void *arg)
 		}
 
 		pthread_mutex_lock(&c->lock);
+		cwm_worked(&busy, &last_us);
 		c->ev_msgs -= nmsg;
 		if (nmsg > 0 && c->space_waiting > 0)
 			pthread_cond_broadcast(&c->space_cond);
