@@ -250,8 +250,11 @@ static int cwm_map_grow(struct cwm_map *m)
 	return 0;
 }
 
-/* Inserts or replaces; returns 0 or -1 (out of memory, map unchanged). */
-static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v)
+/* Inserts or replaces; returns 0 or -1 (out of memory, map unchanged).
+ * *stored (if not NULL) receives the map's own copy of the key, which lives
+ * as long as the entry. */
+static int cwm_map_put_key(struct cwm_map *m, const char *k, size_t klen,
+                           void *v, const char **stored)
 {
 	uint32_t h = cwm_hash(k, klen);
 	if (m->nb == 0 || m->n >= m->nb) {
@@ -261,6 +264,8 @@ static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v)
 	struct cwm_map_ent **pp = cwm_map_slot(m, k, klen, h);
 	if (*pp != NULL) {
 		(*pp)->val = v;
+		if (stored != NULL)
+			*stored = (*pp)->key;
 		return 0;
 	}
 	struct cwm_map_ent *e = malloc(sizeof(*e) + klen + 1);
@@ -274,7 +279,14 @@ static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v)
 	e->key[klen] = '\0';
 	*pp = e;
 	m->n++;
+	if (stored != NULL)
+		*stored = e->key;
 	return 0;
+}
+
+static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v)
+{
+	return cwm_map_put_key(m, k, klen, v, NULL);
 }
 
 /* Removes k; returns its value or NULL. */
@@ -1831,29 +1843,36 @@ struct cwm_out {
 	int qos, retain;
 	int internal;                 /* renew or birth: no user handler */
 	int restored;                 /* read back from PERSISTENCE_DIR */
-	int counted;                  /* SUBSCRIBE counted in cwm_sub.pending */
 	int noop;                     /* done at once, nothing sent */
-	struct cwm_out **members;     /* a group: SUBSCRIBEs sent as one */
-	int nmembers;
+	int appendable;               /* a SUBSCRIBE later calls may join */
 	uint64_t pseq;                /* its file in PERSISTENCE_DIR; 0: none */
 	char *topic;                  /* publish */
 	void *payload;
 	size_t len;
 	struct mg_mqtt_props *props;  /* publish, MQTT 5; NULL: none */
-	int nfilters;                 /* subscribe / unsubscribe */
+	int nfilters, cap;            /* subscribe / unsubscribe */
 	char **filters;               /* as the user wrote them */
 	char **wire;                  /* as sent ($share/<group>/...) */
 	int *qos_list;
+	int *ids;                     /* SUBSCRIBE: the id to acknowledge a
+	                                 filter under; 0: nobody's (renewal,
+	                                 bridge) */
+	unsigned char *flags;         /* CMD_COUNTED, CMD_BORROWED a filter */
 };
+
+/* cwm_out.flags: the filter is counted in its cwm_sub.pending; its string
+ * is the subs map's copy of the key, not the command's own. */
+enum { CMD_COUNTED = 1, CMD_BORROWED = 2 };
 
 /* A remembered subscription. */
 struct cwm_sub {
 	struct cwm_sub *prev, *next; /* in subscription order */
-	char *filter;
+	const char *filter;          /* the subs map's copy of its key */
 	int qos, granted;
 	int pending; /* SUBSCRIBEs for it queued and not done: renewal skips it */
 	int app;     /* subscribed through the API or SUBSCRIBE */
 	int brefs;   /* bridge clients holding it */
+	int gone;    /* forgotten; kept while commands borrow its filter */
 };
 
 enum cwm_evtype {
@@ -2121,6 +2140,19 @@ static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
 
 static void cwm_out_free(struct cwm_out *r)
 {
+	if (r == NULL)
+		return;
+	for (int i = 0; i < r->nfilters; i++) {
+		if (r->wire[i] != r->filters[i])
+			free(r->wire[i]);
+		if (!(r->flags[i] & CMD_BORROWED))
+			free(r->filters[i]);
+	}
+	free(r->filters);
+	free(r->wire);
+	free(r->qos_list);
+	free(r->ids);
+	free(r->flags);
 	free(r->props);
 	free(r);
 }
@@ -2180,39 +2212,100 @@ static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r)
 	r->in_paho = 0;
 }
 
-/* A subscribe/unsubscribe command for filters[0..n). qos may be NULL. */
-static struct cwm_out *cwm_cmd_filters(struct mg_mqtt *c, enum cwm_cmd type,
-                                       char *const *filters, const int *qos,
-                                       int n)
+/* An empty subscribe/unsubscribe command; filters join with cwm_cmd_add. */
+static struct cwm_out *cwm_cmd_new(struct mg_mqtt *c, enum cwm_cmd type)
+{
+	struct cwm_out *r = calloc(1, sizeof(*r));
+	if (r != NULL) {
+		r->c = c;
+		r->type = type;
+	}
+	return r;
+}
+
+/* Adds a filter to a subscribe/unsubscribe command. id: the caller's id
+ * for its own acknowledgement (0: none); counted: cwm_sub.pending counts
+ * it, and then filter is the subs map's key, which the command borrows
+ * (cwm_sub_forget gives it a copy first). Returns 0, or -1 when out of
+ * memory (r unchanged). */
+static int cwm_cmd_add(struct mg_mqtt *c, struct cwm_out *r, const char *filter,
+                       int qos, int id, int counted)
 {
 	const char *g = c->cfg.shared_group;
-	size_t size = sizeof(struct cwm_out) + (size_t)n * (2 * sizeof(char *) +
-	                                                    sizeof(int));
-	for (int i = 0; i < n; i++)
-		size += strlen(filters[i]) + 1 +
-		        (g != NULL ? strlen(g) + 9 + strlen(filters[i]) : 0);
-	struct cwm_out *r = calloc(1, size);
-	if (r == NULL)
-		return NULL;
-	r->c = c;
-	r->type = type;
-	r->nfilters = n;
-	r->filters = (char **)(void *)(r + 1);
-	r->wire = r->filters + n;
-	r->qos_list = (int *)(void *)(r->wire + n);
-	char *p = (char *)(r->qos_list + n);
-	for (int i = 0; i < n; i++) {
-		size_t fl = strlen(filters[i]);
-		r->filters[i] = memcpy(p, filters[i], fl + 1);
-		p += fl + 1;
-		r->qos_list[i] = qos != NULL ? qos[i] : 0;
-		if (g != NULL && cwm_share_len(filters[i], fl) == 0) {
-			r->wire[i] = p;
-			p += sprintf(p, "$share/%s/%s", g, filters[i]) + 1;
-		} else {
-			r->wire[i] = r->filters[i];
-		}
+	if (r->nfilters == r->cap) {
+		int cap = r->cap == 0 ? 1 : r->cap * 2;
+		if (r->appendable && cap > CWM_RENEW_CHUNK)
+			cap = CWM_RENEW_CHUNK;
+		char **f = realloc(r->filters, sizeof(char *) * (size_t)cap);
+		if (f != NULL)
+			r->filters = f;
+		char **w = f != NULL ? realloc(r->wire, sizeof(char *) * (size_t)cap)
+		                     : NULL;
+		if (w != NULL)
+			r->wire = w;
+		int *q = w != NULL ? realloc(r->qos_list, sizeof(int) * (size_t)cap)
+		                   : NULL;
+		if (q != NULL)
+			r->qos_list = q;
+		int *i = q != NULL ? realloc(r->ids, sizeof(int) * (size_t)cap) : NULL;
+		if (i != NULL)
+			r->ids = i;
+		unsigned char *k = i != NULL ? realloc(r->flags, (size_t)cap) : NULL;
+		if (k == NULL)
+			return -1;
+		r->flags = k;
+		r->cap = cap;
 	}
+	size_t fl = strlen(filter);
+	char *copy = counted ? (char *)filter : cwm_strndup(filter, fl);
+	char *wire = copy;
+	if (copy != NULL && g != NULL && cwm_share_len(filter, fl) == 0) {
+		size_t wl = strlen(g) + fl + 9;
+		if ((wire = malloc(wl)) != NULL)
+			snprintf(wire, wl, "$share/%s/%s", g, filter);
+	}
+	if (copy == NULL || wire == NULL) {
+		if (!counted)
+			free(copy);
+		return -1;
+	}
+	int n = r->nfilters++;
+	r->filters[n] = copy;
+	r->wire[n] = wire;
+	r->qos_list[n] = qos;
+	r->ids[n] = id;
+	r->flags[n] = counted ? CMD_COUNTED | CMD_BORROWED : 0;
+	return 0;
+}
+
+static void cwm_out_free(struct cwm_out *r);
+
+/* A subscribe/unsubscribe command for filters[0..n) (qos may be NULL),
+ * acknowledged to nobody per filter. */
+static struct cwm_out *cwm_cmd_filters(struct mg_mqtt *c, enum cwm_cmd type,
+                                       const char *const *filters,
+                                       const int *qos, int n)
+{
+	struct cwm_out *r = cwm_cmd_new(c, type);
+	if (r != NULL && n > 1) {
+		/* Room for n at once: renewal and unsubscribe_all send many. */
+		r->filters = malloc(sizeof(char *) * (size_t)n);
+		r->wire = malloc(sizeof(char *) * (size_t)n);
+		r->qos_list = malloc(sizeof(int) * (size_t)n);
+		r->ids = malloc(sizeof(int) * (size_t)n);
+		r->flags = malloc((size_t)n);
+		if (r->filters == NULL || r->wire == NULL || r->qos_list == NULL ||
+		    r->ids == NULL || r->flags == NULL) {
+			cwm_out_free(r);
+			return NULL;
+		}
+		r->cap = n;
+	}
+	for (int i = 0; r != NULL && i < n; i++)
+		if (cwm_cmd_add(c, r, filters[i], qos != NULL ? qos[i] : 0, 0, 0) != 0) {
+			cwm_out_free(r);
+			r = NULL;
+		}
 	return r;
 }
 
@@ -2797,8 +2890,7 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 		return rc;
 	}
 	if (r->props != NULL && !c->v5) {
-		free(r->props);
-		free(r);
+		cwm_out_free(r);
 		return MG_MQTT_ERR_PROTOCOL;
 	}
 	r->c = c;
@@ -2811,8 +2903,7 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 	if (len > 0)
 		memcpy(r->payload, payload, len);
 	if (c->pdir != NULL && qos > 0 && (rc = cwm_persist_write(c, r)) != 0) {
-		free(r->props);
-		free(r);
+		cwm_out_free(r);
 		return rc;
 	}
 
@@ -2831,8 +2922,7 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 	pthread_mutex_unlock(&c->lock);
 	if (rc < 0) {
 		cwm_persist_remove(c, r);
-		free(r->props);
-		free(r);
+		cwm_out_free(r);
 	}
 	return rc;
 }
@@ -2843,78 +2933,120 @@ int mg_mqtt_publish(struct mg_mqtt *c, const char *topic, const void *payload,
 	return mg_mqtt_publish_props(c, topic, payload, len, qos, retain, NULL);
 }
 
+/* [L] Queues filter for a SUBSCRIBE: it joins the unsent SUBSCRIBE at the
+ * tail of outq when there is one with room (10,000 subscriptions made in a
+ * loop then cost one request per 128, not one each, and order with
+ * publishes and unsubscribes is kept). Returns 0 or MG_MQTT_ERR_NOMEM. */
+static int cwm_queue_subscribe(struct mg_mqtt *c, const char *filter, int qos,
+                               int id, int counted)
+{
+	struct cwm_out *t = c->outq_tail;
+	if (t != NULL && t->type == CMD_SUBSCRIBE && t->appendable &&
+	    t->nfilters < CWM_RENEW_CHUNK &&
+	    cwm_cmd_add(c, t, filter, qos, id, counted) == 0) {
+		if (c->io_waiting == CWM_IDLE_WAIT && c->state == CWM_CONNECTED)
+			pthread_cond_signal(&c->io_cond);
+		return 0;
+	}
+	struct cwm_out *r = cwm_cmd_new(c, CMD_SUBSCRIBE);
+	if (r != NULL)
+		r->appendable = 1;
+	if (r == NULL || cwm_cmd_add(c, r, filter, qos, id, counted) != 0) {
+		cwm_out_free(r);
+		return MG_MQTT_ERR_NOMEM;
+	}
+	r->internal = id == 0;
+	r->id = id != 0 ? id : cwm_next_id(c);
+	cwm_enqueue(c, r);
+	return 0;
+}
+
+/* [L] The table entry for filter, made if missing (*n is a spare the
+ * caller allocated outside the lock; consumed when used). */
+static struct cwm_sub *cwm_sub_get(struct mg_mqtt *c, const char *filter,
+                                   struct cwm_sub **n, int *made)
+{
+	size_t fl = strlen(filter);
+	struct cwm_sub *s = cwm_map_get(&c->subs, filter, fl);
+	*made = 0;
+	if (s != NULL && s->gone) {
+		s->gone = 0; /* subscribed again before the old commands were done */
+		s->granted = -1;
+		s->prev = c->sub_tail;
+		if (c->sub_tail != NULL)
+			c->sub_tail->next = s;
+		else
+			c->sub_head = s;
+		c->sub_tail = s;
+		*made = 1;
+		return s;
+	}
+	if (s != NULL || *n == NULL ||
+	    cwm_map_put_key(&c->subs, filter, fl, *n, &(*n)->filter) != 0)
+		return s;
+	s = *n;
+	*n = NULL;
+	s->granted = -1;
+	s->prev = c->sub_tail;
+	if (c->sub_tail != NULL)
+		c->sub_tail->next = s;
+	else
+		c->sub_head = s;
+	c->sub_tail = s;
+	*made = 1;
+	return s;
+}
+
+static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s);
+
 int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 {
-	int rc;
+	int rc, made;
 	if ((rc = cwm_ops_check(c)) != 0)
 		return rc;
 	if (filter == NULL)
 		return MG_MQTT_ERR_INVALID;
 	if (qos < 0 || qos > 2)
 		return MG_MQTT_ERR_QOS;
-	size_t fl = strlen(filter);
-	if (cwm_filter_check(filter, fl) != 0)
+	if (cwm_filter_check(filter, strlen(filter)) != 0)
 		return MG_MQTT_ERR_FILTER;
-	char *f = (char *)filter;
-	struct cwm_out *r = cwm_cmd_filters(c, CMD_SUBSCRIBE, &f, &qos, 1);
-	struct cwm_sub *s = calloc(1, sizeof(*s));
-	char *copy = cwm_strdup(filter);
-	if (r == NULL || s == NULL || copy == NULL) {
-		free(r);
-		free(s);
-		free(copy);
-		return MG_MQTT_ERR_NOMEM;
-	}
+	struct cwm_sub *n = calloc(1, sizeof(*n));
 
 	pthread_mutex_lock(&c->lock);
-	struct cwm_sub *old = cwm_map_get(&c->subs, filter, fl);
+	struct cwm_sub *s = c->stopping ? NULL : cwm_sub_get(c, filter, &n, &made);
 	if (c->stopping) {
 		rc = MG_MQTT_ERR_STOPPED;
-	} else if (old == NULL) {
-		if (cwm_map_put(&c->subs, filter, fl, s) != 0) {
-			rc = MG_MQTT_ERR_NOMEM;
+	} else if (s == NULL) {
+		rc = MG_MQTT_ERR_NOMEM;
+	} else {
+		int id = cwm_next_id(c);
+		if ((rc = cwm_queue_subscribe(c, s->filter, qos, id, 1)) != 0) {
+			if (made)
+				cwm_sub_forget(c, s);
 		} else {
-			s->filter = copy;
-			s->prev = c->sub_tail;
-			if (c->sub_tail != NULL)
-				c->sub_tail->next = s;
-			else
-				c->sub_head = s;
-			c->sub_tail = s;
-			old = s;
-			s = NULL;
-			copy = NULL;
+			s->qos = qos;
+			s->granted = -1;
+			s->pending++;
+			s->app = 1;
+			rc = id;
 		}
 	}
-	if (rc == 0) {
-		old->qos = qos;
-		old->granted = -1;
-		old->pending++;
-		old->app = 1;
-		r->counted = 1;
-		rc = r->id = cwm_next_id(c);
-		cwm_enqueue(c, r);
-		r = NULL;
-	}
 	pthread_mutex_unlock(&c->lock);
-	free(r);
-	free(s);
-	free(copy);
+	free(n);
 	return rc;
 }
 
 static void cwm_sub_free(struct cwm_sub *s)
 {
-	if (s != NULL) {
-		free(s->filter);
-		free(s);
-	}
+	free(s);
 }
 
-/* [L] Forgets a subscription. */
+/* [L] Forgets a subscription. While SUBSCRIBE commands still borrow its
+ * filter (s->pending), the map entry that holds the string stays, marked
+ * gone: off the list, invisible to the API, deleted by cwm_done when the
+ * last of them is done (or revived by a new subscribe). */
 static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s)
 {
-	cwm_map_del(&c->subs, s->filter, strlen(s->filter));
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else
@@ -2923,6 +3055,14 @@ static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s)
 		s->next->prev = s->prev;
 	else
 		c->sub_tail = s->prev;
+	s->prev = s->next = NULL;
+	s->app = 0;
+	s->brefs = 0;
+	if (s->pending > 0) {
+		s->gone = 1;
+		return;
+	}
+	cwm_map_del(&c->subs, s->filter, strlen(s->filter)); /* frees s->filter */
 	cwm_sub_free(s);
 }
 
@@ -2936,8 +3076,7 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 	size_t fl = strlen(filter);
 	if (cwm_filter_check(filter, fl) != 0)
 		return MG_MQTT_ERR_FILTER;
-	char *f = (char *)filter;
-	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &f, NULL, 1);
+	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &filter, NULL, 1);
 	if (r == NULL)
 		return MG_MQTT_ERR_NOMEM;
 	pthread_mutex_lock(&c->lock);
@@ -2959,7 +3098,7 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 		r = NULL;
 	}
 	pthread_mutex_unlock(&c->lock);
-	free(r);
+	cwm_out_free(r);
 	return rc;
 }
 
@@ -2975,8 +3114,8 @@ int mg_mqtt_unsubscribe_all(struct mg_mqtt *c)
 		pthread_mutex_unlock(&c->lock);
 		if (count == 0)
 			return 0;
-		char **real = calloc((size_t)count, sizeof(char *));
-		char **kept = calloc((size_t)count, sizeof(char *));
+		const char **real = calloc((size_t)count, sizeof(char *));
+		const char **kept = calloc((size_t)count, sizeof(char *));
 		if (real == NULL || kept == NULL) {
 			free(real);
 			free(kept);
@@ -3005,8 +3144,8 @@ int mg_mqtt_unsubscribe_all(struct mg_mqtt *c)
 			r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, real, NULL, nreal);
 		else if (nkept > 0)
 			r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, kept, NULL, nkept);
-		free(real);
-		free(kept);
+		free((void *)real);
+		free((void *)kept);
 		if (nreal + nkept == 0) {
 			pthread_mutex_unlock(&c->lock);
 			return 0;
@@ -3035,54 +3174,27 @@ int mg_mqtt_unsubscribe_all(struct mg_mqtt *c)
  * holds it too). Called without c->lock (the bridge lock may be held). */
 static void cwm_sub_ref(struct mg_mqtt *c, const char *filter, int qos)
 {
-	char *f = (char *)filter;
-	struct cwm_out *r = cwm_cmd_filters(c, CMD_SUBSCRIBE, &f, &qos, 1);
 	struct cwm_sub *n = calloc(1, sizeof(*n));
-	char *copy = cwm_strdup(filter);
-	size_t fl = strlen(filter);
-	int send = 0;
+	int made;
 
 	pthread_mutex_lock(&c->lock);
-	struct cwm_sub *s = cwm_map_get(&c->subs, filter, fl);
-	if (s == NULL && n != NULL && copy != NULL &&
-	    cwm_map_put(&c->subs, filter, fl, n) == 0) {
-		s = n;
-		n = NULL;
-		s->filter = copy;
-		copy = NULL;
-		s->qos = qos;
-		s->granted = -1;
-		s->prev = c->sub_tail;
-		if (c->sub_tail != NULL)
-			c->sub_tail->next = s;
-		else
-			c->sub_head = s;
-		c->sub_tail = s;
-		send = 1;
-	} else if (s != NULL && qos > s->qos) {
-		s->qos = qos;
-		send = 1;
-	}
-	if (s != NULL)
+	struct cwm_sub *s = cwm_sub_get(c, filter, &n, &made);
+	if (s != NULL) {
+		int send = made || qos > s->qos;
+		if (qos > s->qos || made)
+			s->qos = qos;
 		s->brefs++;
-	if (send && r != NULL && !c->stopping) {
-		s->pending++;
-		r->internal = 1;
-		r->counted = 1;
-		r->id = cwm_next_id(c);
-		cwm_enqueue(c, r);
-		r = NULL;
+		if (send && !c->stopping &&
+		    cwm_queue_subscribe(c, s->filter, s->qos, 0, 1) == 0)
+			s->pending++;
 	}
 	pthread_mutex_unlock(&c->lock);
-	free(r);
 	free(n);
-	free(copy);
 }
 
 static void cwm_sub_unref(struct mg_mqtt *c, const char *filter)
 {
-	char *f = (char *)filter;
-	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &f, NULL, 1);
+	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &filter, NULL, 1);
 	pthread_mutex_lock(&c->lock);
 	struct cwm_sub *s = cwm_map_get(&c->subs, filter, strlen(filter));
 	if (s != NULL && s->brefs > 0 && --s->brefs == 0 && !s->app) {
@@ -3095,7 +3207,7 @@ static void cwm_sub_unref(struct mg_mqtt *c, const char *filter)
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
-	free(r);
+	cwm_out_free(r);
 }
 
 int mg_mqtt_is_connected(const struct mg_mqtt *c)
@@ -3168,57 +3280,6 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 	}
 }
 
-/* [L] Sends SUBSCRIBEs queued one after the other (10,000 subscriptions
- * made in a loop, say) as one request of up to CWM_RENEW_CHUNK filters:
- * first is already taken off the queue, the others are taken off here. The
- * group is what paho sees; cwm_done hands each member its SUBACK codes.
- * Returns first alone when out of memory. */
-static struct cwm_out *cwm_group_subscribes(struct cwm_out *first,
-                                            struct cwm_out **head,
-                                            struct cwm_out **tail)
-{
-	int n = 0, nf = 0;
-	for (struct cwm_out *r = first; r != NULL && n < CWM_RENEW_CHUNK &&
-	                                r->type == CMD_SUBSCRIBE && !r->noop &&
-	                                nf + r->nfilters <= CWM_RENEW_CHUNK;
-	     r = r == first ? *head : r->next) {
-		n++;
-		nf += r->nfilters;
-	}
-	if (n < 2)
-		return first;
-	size_t size = sizeof(struct cwm_out) + (size_t)n * sizeof(struct cwm_out *) +
-	              (size_t)nf * (2 * sizeof(char *) + sizeof(int));
-	struct cwm_out *g = calloc(1, size);
-	if (g == NULL)
-		return first;
-	g->c = first->c;
-	g->type = CMD_SUBSCRIBE;
-	g->internal = 1;
-	g->id = first->id;
-	g->members = (struct cwm_out **)(void *)(g + 1);
-	g->filters = (char **)(void *)(g->members + n);
-	g->wire = g->filters + nf;
-	g->qos_list = (int *)(void *)(g->wire + nf);
-	struct cwm_out *r = first;
-	for (int i = 0; i < n; i++) {
-		if (i > 0) {
-			r = *head;
-			*head = r->next;
-			if (*head == NULL)
-				*tail = NULL;
-			r->next = NULL;
-		}
-		g->members[g->nmembers++] = r;
-		for (int k = 0; k < r->nfilters; k++) {
-			g->filters[g->nfilters] = r->filters[k];
-			g->wire[g->nfilters] = r->wire[k];
-			g->qos_list[g->nfilters++] = r->qos_list[k];
-		}
-	}
-	return g;
-}
-
 /* [L] Takes the commands mqtt-io may hand to paho now, oldest first: retry
  * before outq, stopping at the first QoS message that does not fit the
  * window so that order is kept. Links them into c->inpaho. */
@@ -3246,9 +3307,7 @@ static struct cwm_out *cwm_take_batch(struct mg_mqtt *c)
 		if (*head == NULL)
 			*qt = NULL;
 		r->next = NULL;
-		if (r->type == CMD_SUBSCRIBE && !r->noop && *head != NULL &&
-		    (*head)->type == CMD_SUBSCRIBE && !(*head)->noop)
-			r = cwm_group_subscribes(r, head, qt);
+		r->appendable = 0; /* on its way to paho: no more joiners */
 		cwm_inpaho_link(c, r);
 		if (tail != NULL)
 			tail->next = r;
@@ -3270,7 +3329,7 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 
 	c->renew_needed = 0;
 	while (s != NULL) {
-		char *fv[CWM_RENEW_CHUNK];
+		const char *fv[CWM_RENEW_CHUNK];
 		int qv[CWM_RENEW_CHUNK], n = 0;
 		for (; s != NULL && n < CWM_RENEW_CHUNK; s = s->next)
 			if (s->pending == 0) {
@@ -3643,25 +3702,6 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	struct cwm_event *ev = NULL;
 	int *zeros = NULL;
 
-	if (r->nmembers > 0) {
-		/* A group: each member gets its own share of the SUBACK. */
-		pthread_mutex_lock(&c->lock);
-		cwm_inpaho_unlink(c, r);
-		if (c->io_waiting == CWM_IDLE_WAIT)
-			pthread_cond_signal(&c->io_cond);
-		pthread_mutex_unlock(&c->lock);
-		int off = 0;
-		for (int i = 0; i < r->nmembers; i++) {
-			struct cwm_out *m = r->members[i];
-			int n = m->nfilters;
-			cwm_done(c, m, result, retry,
-			         codes != NULL && off + n <= ncodes ? codes + off : NULL,
-			         codes != NULL && off + n <= ncodes ? n : 0);
-			off += n;
-		}
-		cwm_out_free(r);
-		return;
-	}
 	if (r->type == CMD_UNSUBSCRIBE && codes == NULL && result == 0) {
 		zeros = calloc((size_t)r->nfilters, sizeof(int));
 		codes = zeros;
@@ -3679,18 +3719,17 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	}
 	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
-	if (retry && !r->internal) {
+	/* Given back by paho: user commands (and SUBSCRIBEs renewal skips, as
+	 * their filters are counted) go again after the reconnect; renewal and
+	 * birth are made anew by every connect. */
+	int keep = !r->internal;
+	for (int i = 0; i < r->nfilters && !keep; i++)
+		keep = r->flags[i] & CMD_COUNTED;
+	if (retry && keep) {
 		cwm_retry_insert(c, r);
 		pthread_mutex_unlock(&c->lock);
 		free(zeros);
 		return;
-	}
-	if (retry && r->counted) {
-		/* An internal SUBSCRIBE given back: the next renewal sends it. */
-		struct cwm_sub *s = cwm_map_get(&c->subs, r->filters[0],
-		                                strlen(r->filters[0]));
-		if (s != NULL && s->pending > 0)
-			s->pending--;
 	}
 	if (result >= 0)
 		c->send_blocked = 0;
@@ -3717,28 +3756,56 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 			               result < 0 ? mg_mqtt_strerror(result) : "refused",
 			               result);
 		}
-	} else if (!retry) {
+	} else if (!retry && r->type == CMD_SUBSCRIBE) {
+		/* One acknowledgement per caller, with the code of its filter. */
 		for (int i = 0; i < r->nfilters; i++) {
-			struct cwm_sub *s = r->type == CMD_SUBSCRIBE
-			                        ? cwm_map_get(&c->subs, r->filters[i],
-			                                      strlen(r->filters[i]))
-			                        : NULL;
-			if (s != NULL && r->counted && s->pending > 0)
+			struct cwm_sub *s = cwm_map_get(&c->subs, r->filters[i],
+			                                strlen(r->filters[i]));
+			int has = result == 0 && i < ncodes;
+			if (s != NULL && (r->flags[i] & CMD_COUNTED) && s->pending > 0)
 				s->pending--;
-			if (s != NULL && i < ncodes)
+			if (s != NULL && s->gone) {
+				if (s->pending == 0) {
+					if (r->flags[i] & CMD_BORROWED) {
+						/* the string goes with the entry: keep a copy for
+						 * the log line below */
+						r->flags[i] &= (unsigned char)~CMD_BORROWED;
+						char *copy = cwm_strdup(r->filters[i]);
+						if (r->wire[i] == r->filters[i])
+							r->wire[i] = copy;
+						r->filters[i] = copy != NULL ? copy : (char *)"";
+						if (copy == NULL)
+							r->flags[i] |= CMD_BORROWED; /* never free "" */
+					}
+					cwm_map_del(&c->subs, s->filter, strlen(s->filter));
+					cwm_sub_free(s);
+				}
+				s = NULL;
+			}
+			if (s != NULL && has)
 				s->granted = codes[i];
-			if (r->type == CMD_SUBSCRIBE && i < ncodes && codes[i] >= 0x80)
+			if (has && codes[i] >= 0x80)
 				cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 				               "the broker refused the subscription to '%s' "
 				               "(code 0x%02x)",
 				               r->filters[i], (unsigned)codes[i]);
+			struct cwm_event *e;
+			if (r->ids[i] > 0 && c->on_subscribe != NULL &&
+			    (e = cwm_event_new(EV_SUBACK, sizeof(int))) != NULL) {
+				e->u.ack.id = r->ids[i];
+				e->u.ack.result = has || result != 0 ? result : MG_MQTT_ERR_PAHO;
+				e->u.ack.count = has ? 1 : 0;
+				e->u.ack.codes = has ? (int *)(void *)e->data : NULL;
+				if (has)
+					memcpy(e->data, &codes[i], sizeof(int));
+				cwm_push_event(c, e);
+			}
 		}
-		mg_mqtt_ack_handler h = r->type == CMD_SUBSCRIBE ? c->on_subscribe
-		                                                 : c->on_unsubscribe;
+	} else if (!retry) {
+		mg_mqtt_ack_handler h = c->on_unsubscribe;
 		if (!r->internal && h != NULL &&
-		    (ev = cwm_event_new(r->type == CMD_SUBSCRIBE ? EV_SUBACK
-		                                                 : EV_UNSUBACK,
-		                        sizeof(int) * (size_t)ncodes)) != NULL) {
+		    (ev = cwm_event_new(EV_UNSUBACK, sizeof(int) * (size_t)ncodes)) !=
+		        NULL) {
 			ev->u.ack.id = r->id;
 			ev->u.ack.result = result;
 			ev->u.ack.count = result == 0 ? ncodes : 0;
@@ -6294,7 +6361,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	atomic_store(&c->connected, 0);
 	while (c->sub_head != NULL)
 		cwm_sub_forget(c, c->sub_head);
-	cwm_map_free(&c->subs, NULL);
+	cwm_map_free(&c->subs, free); /* and any entry still marked gone */
 	cwm_settings_free(&c->cfg);
 	free(c->client_id);
 	free(c->broker);
@@ -6372,8 +6439,9 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 
 	for (int i = 0; i < s->nsubs; i++) {
 		struct cwm_sub *sub = calloc(1, sizeof(*sub));
-		if (sub == NULL || (sub->filter = cwm_strdup(s->sub_filters[i])) == NULL ||
-		    cwm_map_put(&c->subs, sub->filter, strlen(sub->filter), sub) != 0) {
+		const char *f = s->sub_filters[i];
+		if (sub == NULL ||
+		    cwm_map_put_key(&c->subs, f, strlen(f), sub, &sub->filter) != 0) {
 			cwm_sub_free(sub);
 			rc = MG_MQTT_ERR_NOMEM;
 			goto fail;

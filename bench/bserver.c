@@ -20,6 +20,7 @@
 #include <civetweb.h>
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,19 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop;
+static atomic_long subacks; /* SUBACKs seen: /subscribe waits for them */
+
+static void on_subscribe(struct mg_mqtt *c, int id, int result,
+                         const int *codes, int count, void *ud)
+{
+	(void)c;
+	(void)id;
+	(void)result;
+	(void)codes;
+	(void)count;
+	(void)ud;
+	atomic_fetch_add(&subacks, 1);
+}
 
 static void on_signal(int sig)
 {
@@ -96,11 +110,20 @@ static int subscribe_many(struct mg_connection *conn, void *ud)
 	               sizeof(v)) > 0)
 		n = atol(v);
 	struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), NULL);
+	long want = atomic_load(&subacks) + n;
 	for (long i = 0; i < n; i++) {
 		snprintf(f, sizeof(f), "bench/sub/%ld/+/x", i);
 		if (mg_mqtt_subscribe(m, f, 0) <= 0)
 			return fail(conn, 500, "subscribe failed");
 	}
+	/* Answer once the broker acknowledged them all (the status route would
+	 * do, but its JSON of n subscriptions would itself weigh on the RSS). */
+	for (int i = 0; i < 6000 && atomic_load(&subacks) < want; i++) {
+		struct timespec ts = {0, 10 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	if (atomic_load(&subacks) < want)
+		return fail(conn, 504, "not all subscriptions were acknowledged");
 	return ok(conn, "{\"ok\":true}");
 }
 
@@ -157,6 +180,7 @@ int main(int argc, char **argv)
 		                      "MQTT_BRIDGE_CLIENT_QUEUE", "100000",
 		                      "MQTT_MAX_BUFFERED", "1000000", NULL};
 		m = mg_mqtt_create(NULL);
+		mg_mqtt_on_subscribe(m, on_subscribe, NULL);
 		if (mg_mqtt_start(m, ctx, opts, err, sizeof(err)) != 0)
 			return fprintf(stderr, "bserver: %s\n", err), 2;
 		mg_set_request_handler(ctx, "/pub0/", publish, (void *)(intptr_t)0);

@@ -499,3 +499,96 @@ TEST_T(persistence_dir_sends_the_messages_of_a_killed_process_after_restart, 60)
 	ASSERT_EQ(left, 0);
 	rec_free(&r);
 }
+
+TEST_T(subscriptions_made_and_undone_while_disconnected_end_as_the_last_call_says,
+       40)
+{
+	struct th_broker b;
+	struct rec r;
+	th_broker_start(&b, NULL);
+	th_broker_kill9(&b); /* its port, with nothing listening yet */
+	struct mg_mqtt *c = client_with(&r);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_CONNECT_ASYNC", "true",
+	                      "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1",
+	                      NULL};
+	rec_start(c, opts);
+	int ids[7];
+	ids[0] = mg_mqtt_subscribe(c, "s/a", 1);
+	ids[1] = mg_mqtt_subscribe(c, "s/b", 0);
+	ids[2] = mg_mqtt_unsubscribe(c, "s/a");
+	ids[3] = mg_mqtt_subscribe(c, "s/a", 1); /* again, before any was sent */
+	ids[4] = mg_mqtt_subscribe(c, "s/c", 1);
+	ids[5] = mg_mqtt_unsubscribe(c, "s/c");
+	ids[6] = mg_mqtt_subscribe(c, "s/b", 2); /* a higher QoS */
+	for (int i = 0; i < 7; i++)
+		ASSERT_GT(ids[i], 0);
+	ASSERT_EQ(mg_mqtt_unsubscribe(c, "s/c"), MG_MQTT_ERR_NOT_FOUND);
+
+	th_broker_restart(&b);
+	ASSERT(WAIT_UNTIL(REC(&r, nsub) == 5 && REC(&r, nunsub) == 2, 10000));
+	/* Each call acknowledged once, under its own id. */
+	int sub_ids[] = {ids[0], ids[1], ids[3], ids[4], ids[6]};
+	for (int i = 0; i < 5; i++) {
+		int seen = 0;
+		for (int k = 0; k < r.nsub; k++)
+			if (r.sub[k].id == sub_ids[i]) {
+				seen++;
+				ASSERT_EQ(r.sub[k].result, 0);
+				ASSERT_EQ(r.sub[k].count, 1);
+			}
+		ASSERT_EQ(seen, 1);
+	}
+	ASSERT(r.unsub[0].id == ids[2] || r.unsub[1].id == ids[2]);
+	ASSERT(r.unsub[0].id == ids[5] || r.unsub[1].id == ids[5]);
+
+	struct mg_mqtt_subscription *subs;
+	ASSERT_EQ(mg_mqtt_subscriptions(c, &subs), 2);
+	ASSERT_STREQ(subs[0].filter, "s/b");
+	ASSERT_EQ(subs[0].qos, 2);
+	ASSERT_STREQ(subs[1].filter, "s/a");
+	free(subs);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 2), 5000));
+	/* The broker agrees: a and b arrive, c does not (the probe on b comes
+	 * last, so c had its chance). */
+	th_pub(&b, "s/c", "no", 1, 0, NULL);
+	th_pub(&b, "s/a", "yes", 1, 0, NULL);
+	th_pub(&b, "s/b", "probe", 1, 0, NULL);
+	ASSERT(WAIT_UNTIL(rec_find(&r, "s/b", "probe") >= 0, 5000));
+	ASSERT_GE(rec_find(&r, "s/a", "yes"), 0);
+	ASSERT_EQ(rec_find(&r, "s/c", NULL), -1);
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
+TEST_T(ten_thousand_subscriptions_are_each_acknowledged_once, 60)
+{
+	enum { N = 10000 };
+	struct th_broker b;
+	struct rec r;
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = client_with(&r);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
+	rec_start(c, opts);
+	char f[64];
+	int first = 0, last = 0;
+	for (int i = 0; i < N; i++) {
+		snprintf(f, sizeof(f), "many/%d/+", i);
+		int id = mg_mqtt_subscribe(c, f, i % 3);
+		ASSERT_GT(id, 0);
+		if (i == 0)
+			first = id;
+		last = id;
+	}
+	ASSERT_EQ(last - first, N - 1);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, N), 30000));
+	/* r.sub keeps 64; the status counts them all through granted QoS. */
+	struct mg_mqtt_subscription *subs;
+	ASSERT_EQ(mg_mqtt_subscriptions(c, &subs), N);
+	for (int i = 0; i < N; i++)
+		ASSERT_EQ(subs[i].granted, i % 3);
+	free(subs);
+	th_pub(&b, "many/9999/x", "end", 1, 0, NULL);
+	ASSERT(WAIT_UNTIL(rec_find(&r, "many/9999/x", "end") >= 0, 5000));
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
