@@ -58,6 +58,9 @@ help:
 	@echo "make tsan       the tests under ThreadSanitizer"
 	@echo "make install    PREFIX=/usr/local DESTDIR= : library, header, .pc"
 	@echo "make exports    check that only mg_mqtt_* symbols are exported"
+	@echo "make bench      benchmarks against their baselines (under 10 min);"
+	@echo "                writes bench/RESULTS.md and bench/results.png"
+	@echo "make bench-quick  the same, one run each, smaller (under 1 min)"
 	@echo "make clean      remove build output"
 
 # nodesource's nodejs ships npm; Debian's nodejs needs the npm package, which
@@ -137,6 +140,46 @@ tsan: deps
 	@BUILD=build/tsan EXAMPLE_BIN=build/tsan/civetweb-mqtt \
 	    TSAN_OPTIONS="suppressions=$(CURDIR)/test/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
 	    TEST_TIMEOUT_SCALE=5 ./test/run.sh $(TESTS) $(BROWSER_TESTS)
+
+# ---- benchmarks -----------------------------------------------------------
+# Built without sanitizers, against the library's object in build/.
+DEPS_BENCH   := wrk gnuplot-nox python3
+BENCH_TOOLS  := bpub bcount bws
+BENCH_PAHO   := recv_paho
+BENCH_LIBBIN := recv_cwm bserver
+BENCH_BINS   := $(addprefix build/bench/,$(BENCH_TOOLS) $(BENCH_PAHO) \
+                $(BENCH_LIBBIN) bdispatch)
+BENCH_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread
+
+$(addprefix build/bench/,$(BENCH_TOOLS)): build/bench/%: bench/%.c \
+    bench/mqttraw.h
+	@mkdir -p build/bench
+	$(CC) $(BENCH_CFLAGS) -o $@ $<
+
+build/bench/recv_paho: bench/recv_paho.c bench/recv_common.h bench/mqttraw.h
+	@mkdir -p build/bench
+	$(CC) $(BENCH_CFLAGS) -o $@ $< -lpaho-mqtt3as
+
+$(addprefix build/bench/,$(BENCH_LIBBIN)): build/bench/%: bench/%.c \
+    build/civetweb_mqtt.o bench/recv_common.h bench/mqttraw.h
+	@mkdir -p build/bench
+	$(CC) $(BENCH_CFLAGS) -I. -o $@ $< build/civetweb_mqtt.o $(LIBS)
+
+build/bench/bdispatch: bench/bdispatch.c civetweb_mqtt.c civetweb_mqtt.h
+	@mkdir -p build/bench
+	$(CC) $(filter-out -D_GNU_SOURCE,$(BENCH_CFLAGS)) -I. -o $@ $< $(LIBS)
+
+bench-bins: $(BENCH_BINS)
+
+bench: deps
+	@./scripts/deps.sh $(DEPS_BENCH)
+	@$(MAKE) --no-print-directory bench-bins
+	@python3 bench/run.py
+
+bench-quick: deps
+	@./scripts/deps.sh $(DEPS_BENCH)
+	@$(MAKE) --no-print-directory bench-bins
+	@python3 bench/run.py --quick
 
 # ---- install ------------------------------------------------------------
 civetweb-mqtt.pc: civetweb-mqtt.pc.in Makefile

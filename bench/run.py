@@ -114,6 +114,7 @@ class Broker:
         with open(conf, "w") as f:
             f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                     "max_queued_messages 0\nmax_inflight_messages 0\n"
+                    "set_tcp_nodelay true\n"
                     "persistence false\n")
         os.chmod(TMP, 0o755)
         os.chmod(conf, 0o644)
