@@ -4626,7 +4626,10 @@ struct cwm_anchor {
 	const struct mg_context *ctx;
 	char prefix[64];
 	pthread_mutex_t lock;     /* the bridge lock */
-	struct cwm_bridge *bridge;
+	pthread_cond_t idle;      /* cwm_bridge_destroy waits for users */
+	_Atomic(struct cwm_bridge *) bridge;
+	atomic_int users;         /* CivetWeb threads inside the bridge */
+	atomic_int draining;      /* a destroy waits for users to reach 0 */
 };
 
 static struct cwm_anchor *cwm_anchors; /* under cwm_registry_lock */
@@ -4640,8 +4643,8 @@ struct cwm_bridge {
 	unsigned char secret[16]; /* signs digest nonces */
 	/* Under the bridge lock: */
 	pthread_cond_t wcond;     /* writers wait for ready clients */
-	pthread_cond_t idle;      /* users, busy clients */
-	int stopping, users;
+	pthread_cond_t idle;      /* a writer let go of a client */
+	atomic_int stopping;      /* set under the bridge lock */
 	struct cwm_tnode tree;    /* browser filters -> clients (handler ud) */
 	struct cwm_bclient *clients, *ready, *ready_tail;
 	uint64_t seq;
@@ -5114,24 +5117,34 @@ static void *cwm_bridge_writer(void *arg)
 
 /* -- acquiring the bridge from CivetWeb's threads -------------------------------- */
 
+/* Entering and leaving the bridge costs two atomic operations, no lock:
+ * every request to the bridge does it. The count is the anchor's (never
+ * freed) and goes up before the bridge pointer is read, so the destroyer,
+ * which clears the pointer and then waits for the count to drop to 0,
+ * cannot free a bridge someone is in. */
+static void cwm_anchor_leave(struct cwm_anchor *a)
+{
+	if (atomic_fetch_sub(&a->users, 1) == 1 && atomic_load(&a->draining)) {
+		pthread_mutex_lock(&a->lock);
+		pthread_cond_broadcast(&a->idle);
+		pthread_mutex_unlock(&a->lock);
+	}
+}
+
 static struct cwm_bridge *cwm_bridge_acquire(struct cwm_anchor *a)
 {
-	pthread_mutex_lock(&a->lock);
-	struct cwm_bridge *b = a->bridge;
-	if (b != NULL && !b->stopping)
-		b->users++;
-	else
-		b = NULL;
-	pthread_mutex_unlock(&a->lock);
+	atomic_fetch_add(&a->users, 1);
+	struct cwm_bridge *b = atomic_load(&a->bridge);
+	if (b == NULL || atomic_load(&b->stopping)) {
+		cwm_anchor_leave(a);
+		return NULL;
+	}
 	return b;
 }
 
 static void cwm_bridge_release(struct cwm_bridge *b)
 {
-	pthread_mutex_lock(&b->a->lock);
-	if (--b->users == 0)
-		pthread_cond_broadcast(&b->idle);
-	pthread_mutex_unlock(&b->a->lock);
+	cwm_anchor_leave(b->a);
 }
 
 /* -- HTTP helpers ------------------------------------------------------------------- */
@@ -5957,15 +5970,16 @@ static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
 		return 1;
 	if (bc == NULL)
 		return 0;
+	atomic_fetch_add(&a->users, 1);
 	pthread_mutex_lock(&a->lock);
 	struct cwm_bridge *b = bc->b;
-	if (b == NULL || b->stopping || bc->dead)
+	if (b == NULL || atomic_load(&b->stopping) || bc->dead)
 		b = NULL;
-	else
-		b->users++;
 	pthread_mutex_unlock(&a->lock);
-	if (b == NULL)
+	if (b == NULL) {
+		cwm_anchor_leave(a);
 		return 0;
+	}
 
 	const char *err = NULL;
 	int status = 0;
@@ -6052,6 +6066,7 @@ static struct cwm_anchor *cwm_anchor_get(const struct mg_context *ctx,
 		a->ctx = ctx;
 		snprintf(a->prefix, sizeof(a->prefix), "%s", prefix);
 		pthread_mutex_init(&a->lock, NULL);
+		pthread_cond_init(&a->idle, NULL);
 		a->next = cwm_anchors;
 		cwm_anchors = a;
 	}
@@ -6102,10 +6117,14 @@ static int cwm_bridge_open(struct mg_mqtt *c, char *err, size_t errlen)
 			return MG_MQTT_ERR_THREAD;
 		}
 	pthread_mutex_lock(&b->a->lock);
-	b->a->bridge = b;
+	atomic_store(&b->a->bridge, b);
 	pthread_mutex_unlock(&b->a->lock);
 	snprintf(uri, sizeof(uri), "%s/ws", b->path);
-	mg_set_auth_handler(c->ctx, b->path, cwm_bridge_auth, b->a);
+	/* Without an auth file no handler at all (NULL also removes the one an
+	 * earlier start on this context may have left). */
+	mg_set_auth_handler(c->ctx, b->path,
+	                    c->cfg.bridge_auth_file != NULL ? cwm_bridge_auth : NULL,
+	                    b->a);
 	mg_set_websocket_handler(c->ctx, uri, cwm_ws_connect, cwm_ws_ready,
 	                         cwm_ws_data, cwm_ws_close, b->a);
 	mg_set_request_handler(c->ctx, b->path, cwm_bridge_http, b->a);
@@ -6127,9 +6146,9 @@ static void cwm_bridge_destroy(struct mg_mqtt *c)
 	if (b == NULL)
 		return;
 	pthread_mutex_lock(&b->a->lock);
-	if (b->a->bridge == b)
-		b->a->bridge = NULL;
-	b->stopping = 1;
+	if (atomic_load(&b->a->bridge) == b)
+		atomic_store(&b->a->bridge, NULL);
+	atomic_store(&b->stopping, 1);
 	pthread_cond_broadcast(&b->wcond);
 	for (struct cwm_bclient *bc = b->clients; bc != NULL; bc = bc->next)
 		pthread_cond_signal(&bc->cond);
@@ -6137,9 +6156,16 @@ static void cwm_bridge_destroy(struct mg_mqtt *c)
 	for (int i = 0; i < b->nwriters; i++)
 		pthread_join(b->writers[i], NULL);
 
+	atomic_store(&b->a->draining, 1);
 	pthread_mutex_lock(&b->a->lock);
-	while (b->users > 0)
-		pthread_cond_wait(&b->idle, &b->a->lock);
+	while (atomic_load(&b->a->users) > 0) {
+		/* SSE handlers were woken above; plain requests are brief. */
+		struct timespec until = cwm_deadline(100);
+		for (struct cwm_bclient *bc = b->clients; bc != NULL; bc = bc->next)
+			pthread_cond_signal(&bc->cond);
+		pthread_cond_timedwait(&b->a->idle, &b->a->lock, &until);
+	}
+	atomic_store(&b->a->draining, 0);
 	while (b->clients != NULL) {
 		struct cwm_bclient *bc = b->clients;
 		bc->busy = 0; /* writers are gone */
