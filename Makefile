@@ -18,7 +18,7 @@ SAN      ?=
 DEPS_BUILD := gcc g++ make pkg-config libc6-dev libcivetweb-dev \
               libpaho-mqtt-dev libcjson-dev
 DEPS_TEST  := mosquitto mosquitto-clients openssl curl coreutils \
-              chromium nodejs
+              chromium nodejs wrk
 DEPS_ALL   := $(DEPS_BUILD) $(DEPS_TEST)
 # The browser test drives Debian's chromium with playwright-core from npm
 # (pinned in package-lock.json; never a browser download).
@@ -36,13 +36,15 @@ EXAMPLE  := example/civetweb-mqtt
 # Unit tests include civetweb_mqtt.c to reach internals; the others use the
 # public API and link the library's object built with the same flags.
 UNIT_TESTS  := test_config test_topics
-INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge
+INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
+               test_faults test_security test_load
 TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
 BROWSER_TESTS := test/browser/dashboard.test.mjs
 
 .PHONY: all deps node-deps test check asan tsan install uninstall run \
+        fuzz fuzz-quick fuzz-bins valgrind \
         clean help exports test-bins cxx-header
 
 all: $(LIB_A) $(LIB_SO) $(EXAMPLE)
@@ -61,6 +63,13 @@ help:
 	@echo "make bench      benchmarks against their baselines (under 10 min);"
 	@echo "                writes bench/RESULTS.md and bench/results.png"
 	@echo "make bench-quick  the same, one run each, smaller (under 1 min)"
+	@echo "make fuzz       libFuzzer targets (clang, ASan+UBSan) in build/fuzz,"
+	@echo "                FUZZ_SECONDS=60 each on a copy of fuzz/corpus/;"
+	@echo "                fails on any crash, failed check or leak"
+	@echo "make fuzz-quick the same, 10 s each (what CI runs)"
+	@echo "make valgrind   fault tests (stop in a flood, silent network, full"
+	@echo "                queue) and the example server under valgrind;"
+	@echo "                fails on any memory error or definite leak"
 	@echo "make clean      remove build output"
 
 # nodesource's nodejs ships npm; Debian's nodejs needs the npm package, which
@@ -131,7 +140,8 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=address,undefined \
 	    EXAMPLE=build/asan/civetweb-mqtt test-bins
 	@BUILD=build/asan EXAMPLE_BIN=build/asan/civetweb-mqtt \
-	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 TEST_TIMEOUT_SCALE=3 \
+	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:suppressions=$(CURDIR)/test/asan.supp \
+	    TEST_TIMEOUT_SCALE=3 \
 	    ./test/run.sh $(TESTS) $(BROWSER_TESTS)
 
 tsan: deps
@@ -180,6 +190,56 @@ bench-quick: deps
 	@./scripts/deps.sh $(DEPS_BENCH)
 	@$(MAKE) --no-print-directory bench-bins
 	@python3 bench/run.py --quick
+
+# ---- fuzzing --------------------------------------------------------------
+# libFuzzer targets that include civetweb_mqtt.c (fuzz/*.c), built with
+# clang under ASan + UBSan. fuzz/run.sh runs each for FUZZ_SECONDS on a
+# scratch copy of its seed corpus (build/fuzz/work/); finds go to
+# build/fuzz/artifacts/.
+DEPS_FUZZ    := clang-14 libclang-rt-14-dev
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := fuzz_conf fuzz_topics fuzz_bridge_json
+FUZZ_BINS    := $(addprefix build/fuzz/,$(FUZZ_TARGETS))
+FUZZ_CFLAGS  := -std=c11 -Wall -Wextra -Werror -g -O1 \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+                -fno-omit-frame-pointer
+
+$(FUZZ_BINS): build/fuzz/%: fuzz/%.c fuzz/fuzz_common.h civetweb_mqtt.c \
+    civetweb_mqtt.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -I. -o $@ $< $(LIBS)
+
+fuzz-bins: $(FUZZ_BINS)
+
+fuzz:
+	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_FUZZ)
+	@$(MAKE) --no-print-directory fuzz-bins
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) ./fuzz/run.sh $(FUZZ_TARGETS)
+
+fuzz-quick:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+
+# ---- valgrind -------------------------------------------------------------
+# In-process tests of test_faults (each a substring of test names) under
+# memcheck. Valgrind follows the harness's fork of each test, so a memory
+# error or a definite/indirect leak makes that test exit 1 (FAIL);
+# --trace-children puts the example server the SIGTERM test starts under
+# it too, but not the system's programs (mosquitto, curl, sh, rm).
+DEPS_VALGRIND  := valgrind mosquitto mosquitto-clients curl
+VALGRIND_TESTS := stopping_the_library sigterm_stops silent dispatch_queue
+VALGRIND_CMD   := valgrind -q --leak-check=full \
+                  --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
+                  --trace-children=yes --trace-children-skip='/usr/*,/bin/*,/sbin/*'
+
+valgrind:
+	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_VALGRIND)
+	@$(MAKE) --no-print-directory $(EXAMPLE) $(BUILD)/test/test_faults
+	@fail=0; for t in $(VALGRIND_TESTS); do \
+	    EXAMPLE_BIN=$(EXAMPLE) TEST_TIMEOUT_SCALE=5 \
+	        $(VALGRIND_CMD) $(BUILD)/test/test_faults $$t || fail=1; \
+	done; [ $$fail -eq 0 ] && echo "valgrind: clean" || \
+	    { echo "valgrind: FAILED" >&2; exit 1; }
 
 # ---- install ------------------------------------------------------------
 civetweb-mqtt.pc: civetweb-mqtt.pc.in Makefile

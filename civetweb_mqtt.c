@@ -31,7 +31,8 @@
  * Locks.  One mutex per client, c->lock, guards every field marked [L] in
  * struct mg_mqtt. Nothing calls paho or a user handler while holding it
  * (paho holds its own lock when it calls us). cwm_registry_lock guards the
- * list of started clients and is never held together with c->lock.
+ * list of started clients; when both are held (the bridge's /metrics
+ * route), the registry lock is taken first, never the other way round.
  *
  * Ownership.  A command (struct cwm_out) belongs to the queue it is in,
  * then to c->inpaho until paho reports it done, then it is freed by the
@@ -48,7 +49,8 @@
  *   1. Utilities   2. Errors      3. Topics        4. Configuration
  *   5. conf files  6. Handler tree  7. Client state  8. Logging
  *   9. Commands (mqtt-io)  10. paho callbacks  11. Dispatch
- *   12. Bridge (HTTP, WebSocket, SSE)  13. Life cycle  14. Status
+ *   12. Bridge (HTTP, WebSocket, SSE)  13. Requests  14. Life cycle
+ *   15. Status
  */
 #define _GNU_SOURCE
 #include "civetweb_mqtt.h"
@@ -87,6 +89,9 @@
 #define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
 #define CWM_BATCH 256             /* commands mqtt-io takes per lock */
 #define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
+#define CWM_MAX_LOSSES 3 /* a publish in flight at this many connection
+                            losses in a row is given up: the broker
+                            refuses it (too large for it, say) */
 #define CWM_QUEUE_WAIT_MS 200     /* a full dispatch queue: how long paho's
                                      thread waits for room before dropping */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
@@ -440,11 +445,158 @@ static int cwm_filter_check(const char *f, size_t n)
 	return 0;
 }
 
+/* Named levels: "home/{room}/temperature". */
+struct mg_mqtt_params {
+	int n;
+	struct {
+		int level;        /* 0-based, in the filter without $share/<g>/ */
+		const char *name; /* NUL-terminated, in the same block */
+	} p[];
+};
+
+/* Copies filter into *out with every "{name}" level written '+', and
+ * (when params is not NULL) the names and their levels into *params (NULL
+ * when there are none; one free()able block). Returns 0, MG_MQTT_ERR_PARAM
+ * (a '{' or '}' in a level that is not exactly "{name}", a name that is
+ * empty or not letters, digits and '_', a name used twice),
+ * MG_MQTT_ERR_FILTER (not a filter once written with '+'), _NOMEM. */
+static int cwm_filter_normalize(const char *filter, char **out,
+                                struct mg_mqtt_params **params)
+{
+	size_t n = strlen(filter), names_len = 0;
+	int count = 0;
+	char *plain = malloc(n + 1), *o = plain;
+	*out = NULL;
+	if (params != NULL)
+		*params = NULL;
+	if (plain == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	int share = cwm_share_len(filter, n);
+	const char *f = filter;
+	if (share > 0) {
+		memcpy(o, f, (size_t)share);
+		o += share;
+		f += share;
+	}
+	/* Pass 1: rewrite, count, check. */
+	for (const char *lv = f;;) {
+		size_t l = strcspn(lv, "/");
+		int braces = memchr(lv, '{', l) != NULL || memchr(lv, '}', l) != NULL;
+		if (braces) {
+			int whole = l >= 3 && lv[0] == '{' && lv[l - 1] == '}';
+			for (size_t i = 1; whole && i + 1 < l; i++)
+				whole = isalnum((unsigned char)lv[i]) || lv[i] == '_';
+			if (!whole) {
+				free(plain);
+				return MG_MQTT_ERR_PARAM;
+			}
+			/* The same name earlier? */
+			for (const char *prev = f; prev < lv;) {
+				size_t pl = strcspn(prev, "/");
+				if (pl == l && memcmp(prev, lv, l) == 0) {
+					free(plain);
+					return MG_MQTT_ERR_PARAM;
+				}
+				prev += pl + 1;
+			}
+			*o++ = '+';
+			count++;
+			names_len += l - 1;
+		} else {
+			memcpy(o, lv, l);
+			o += l;
+		}
+		if (lv[l] == '\0')
+			break;
+		*o++ = '/';
+		lv += l + 1;
+	}
+	*o = '\0';
+	if (cwm_filter_check(plain, strlen(plain)) != 0) {
+		free(plain);
+		return MG_MQTT_ERR_FILTER;
+	}
+	if (params != NULL && count > 0) {
+		struct mg_mqtt_params *pp =
+		    malloc(sizeof(*pp) + (size_t)count * sizeof(pp->p[0]) + names_len);
+		if (pp == NULL) {
+			free(plain);
+			return MG_MQTT_ERR_NOMEM;
+		}
+		char *names = (char *)&pp->p[count];
+		pp->n = 0;
+		int level = 0;
+		for (const char *lv = f;; level++) {
+			size_t l = strcspn(lv, "/");
+			if (l >= 3 && lv[0] == '{') {
+				pp->p[pp->n].level = level;
+				pp->p[pp->n++].name = memcpy(names, lv + 1, l - 2);
+				names[l - 2] = '\0';
+				names += l - 1;
+			}
+			if (lv[l] == '\0')
+				break;
+			lv += l + 1;
+		}
+		*params = pp;
+	}
+	*out = plain;
+	return 0;
+}
+
+/* Replaces the malloc()ed filter *f by its normalized form ("{name}"
+ * levels written '+'). Returns what cwm_filter_normalize returns; *f is
+ * unchanged on error. */
+static int cwm_filter_normalize_owned(char **f)
+{
+	char *plain;
+	int rc = cwm_filter_normalize(*f, &plain, NULL);
+	if (rc == 0) {
+		free(*f);
+		*f = plain;
+	}
+	return rc;
+}
+
 int mg_mqtt_filter_valid(const char *filter)
 {
+	char *plain;
 	if (filter == NULL)
 		return MG_MQTT_ERR_INVALID;
-	return cwm_filter_check(filter, strlen(filter));
+	if (strchr(filter, '{') == NULL && strchr(filter, '}') == NULL)
+		return cwm_filter_check(filter, strlen(filter));
+	int rc = cwm_filter_normalize(filter, &plain, NULL);
+	free(plain);
+	return rc;
+}
+
+int mg_mqtt_param(const struct mg_mqtt_message *msg, const char *name,
+                  char *buf, size_t len)
+{
+	if (msg == NULL || name == NULL || (buf == NULL && len > 0))
+		return MG_MQTT_ERR_INVALID;
+	const struct mg_mqtt_params *pp = msg->params;
+	for (int i = 0; pp != NULL && i < pp->n; i++) {
+		if (strcmp(pp->p[i].name, name) != 0)
+			continue;
+		const char *t = msg->topic, *end = t + msg->topic_len;
+		for (int level = 0; level < pp->p[i].level && t != NULL; level++) {
+			t = memchr(t, '/', (size_t)(end - t));
+			if (t != NULL)
+				t++;
+		}
+		if (t == NULL)
+			return MG_MQTT_ERR_NOT_FOUND;
+		const char *e = memchr(t, '/', (size_t)(end - t));
+		size_t l = e != NULL ? (size_t)(e - t) : (size_t)(end - t);
+		if (len > 0) {
+			size_t k = l < len - 1 ? l : len - 1;
+			memcpy(buf, t, k);
+			buf[k] = '\0';
+		}
+		return l > INT_MAX ? INT_MAX : (int)l;
+	}
+	return MG_MQTT_ERR_NOT_FOUND;
 }
 
 /* Matches a valid filter (without $share) against a topic of n bytes. */
@@ -473,12 +625,20 @@ static int cwm_match(const char *f, const char *t, size_t n)
 
 int mg_mqtt_topic_matches(const char *filter, const char *topic)
 {
+	char *plain = NULL;
 	if (filter == NULL || topic == NULL)
 		return 0;
+	if ((strchr(filter, '{') != NULL || strchr(filter, '}') != NULL)) {
+		if (cwm_filter_normalize(filter, &plain, NULL) != 0)
+			return 0;
+		filter = plain;
+	}
 	size_t fn = strlen(filter), tn = strlen(topic);
-	if (cwm_filter_check(filter, fn) != 0 || cwm_topic_check(topic, tn) != 0)
-		return 0;
-	return cwm_match(filter + cwm_share_len(filter, fn), topic, tn);
+	int m = cwm_filter_check(filter, fn) == 0 &&
+	        cwm_topic_check(topic, tn) == 0 &&
+	        cwm_match(filter + cwm_share_len(filter, fn), topic, tn);
+	free(plain);
+	return m;
 }
 
 /* ========================================================================
@@ -566,6 +726,8 @@ struct cwm_settings {
 	char *bridge_auth_file;
 	int bridge_max_body;
 	int bridge_client_queue;
+	int bridge_last_values;
+	int bridge_request_timeout_max;
 
 	/* Derived by cwm_settings_finish(). */
 	char **uris;       /* paho server URIs, fail-over order */
@@ -670,6 +832,10 @@ static const struct cwm_key cwm_keys[] = {
      NULL, "a number of bytes (1-268435455)"},
     {"BRIDGE_CLIENT_QUEUE", K_INT, CWM_S(bridge_client_queue), 1, 1000000,
      "1000", NULL, "a number of messages (1-1000000)"},
+    {"BRIDGE_LAST_VALUES", K_INT, CWM_S(bridge_last_values), 0, 10000000,
+     "1000", NULL, "a number of topics (0-10000000)"},
+    {"BRIDGE_REQUEST_TIMEOUT_MAX", K_INT, CWM_S(bridge_request_timeout_max), 1,
+     3600, "30", NULL, "a number of seconds (1-3600)"},
 };
 #define CWM_NKEYS (sizeof(cwm_keys) / sizeof(cwm_keys[0]))
 _Static_assert(CWM_NKEYS <= 64, "cwm_settings.set has one bit a key");
@@ -860,6 +1026,18 @@ static int cwm_parse_url(const struct cwm_settings *s, const char *prefix,
 	const char *scheme = NULL, *host = u, *sep = strstr(u, "://");
 	int tls = s->tls_enabled, ws = s->transport == 1;
 	char q[72];
+
+	/* user:password@host: refused without quoting it, as it may hold a
+	 * password. */
+	const char *auth = sep != NULL ? sep + 3 : u;
+	if (memchr(auth, '@', strcspn(auth, "/")) != NULL) {
+		cwm_fmt(err, errlen,
+		        "%s_BROKER_URL: user names and passwords in the URL are not "
+		        "supported (the URL is not shown here); use %s_USERNAME and "
+		        "%s_PASSWORD or %s_PASSWORD_FILE",
+		        prefix, prefix, prefix, prefix);
+		return MG_MQTT_ERR_CONFIG;
+	}
 
 	if (sep != NULL) {
 		size_t i, n = (size_t)(sep - u);
@@ -1076,12 +1254,14 @@ static int cwm_bridge_settings(struct cwm_settings *s, const char *prefix,
 		if ((rc = cwm_split_list(vals[k], outs[k], ns[k])) != 0)
 			return rc;
 		for (int i = 0; i < *ns[k]; i++) {
-			const char *f = (*outs[k])[i];
-			if (cwm_filter_check(f, strlen(f)) != 0) {
+			char **f = &(*outs[k])[i];
+			if ((rc = cwm_filter_normalize_owned(f)) == MG_MQTT_ERR_NOMEM)
+				return rc;
+			if (rc != 0) {
 				cwm_fmt(err, errlen,
 				        "%s_%s: '%s' is not a topic filter (comma-separated "
-				        "filters)",
-				        prefix, keys[k], cwm_quote(f, q));
+				        "filters; a level may be \"{name}\")",
+				        prefix, keys[k], cwm_quote(*f, q));
 				return MG_MQTT_ERR_CONFIG;
 			}
 		}
@@ -1249,10 +1429,14 @@ static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
 					f[--l] = '\0';
 			}
 			free(t);
-			if (cwm_filter_check(f, strlen(f)) != 0) {
+			if ((rc = cwm_filter_normalize_owned(&items[i])) ==
+			    MG_MQTT_ERR_NOMEM)
+				return rc;
+			if (rc != 0) {
 				cwm_fmt(err, errlen,
 				        "%s_SUBSCRIBE: '%s' is not a topic filter "
-				        "(filter[:qos], comma-separated)",
+				        "(filter[:qos], comma-separated; a level may be "
+				        "\"{name}\")",
 				        prefix, cwm_quote(f, q));
 				return MG_MQTT_ERR_CONFIG;
 			}
@@ -1315,6 +1499,12 @@ static int cwm_settings_read(struct cwm_settings *s, const char *prefix,
 		s->set |= (uint64_t)1 << (k - cwm_keys);
 	}
 	return cwm_settings_finish(s, prefix, err, errlen);
+}
+
+/* The PROTOCOL_VERSION value as written in the configuration. */
+static const char *cwm_protocol_name(int p)
+{
+	return p == 5 ? "5" : p == 3 ? "3.1" : "3.1.1";
 }
 
 /* Puts the settings as understood, secrets masked, into a JSON object. */
@@ -1634,7 +1824,16 @@ struct cwm_handler {
 	mg_mqtt_message_handler fn;
 	void *ud;
 	unsigned seq;             /* registration order */
+	struct mg_mqtt_params *params; /* its filter's {names}; NULL: none */
 };
+
+static void cwm_handler_free(struct cwm_handler *h)
+{
+	if (h != NULL) {
+		free(h->params);
+		free(h);
+	}
+}
 
 struct cwm_tnode {
 	struct cwm_map kids;      /* level -> struct cwm_tnode * */
@@ -1672,7 +1871,7 @@ static void cwm_tnode_free(void *p)
 	cwm_tnode_free(t->hash);
 	for (struct cwm_handler *h = t->handlers, *next; h != NULL; h = next) {
 		next = h->next;
-		free(h);
+		cwm_handler_free(h);
 	}
 	free(t);
 }
@@ -1734,7 +1933,7 @@ static int cwm_tree_remove_at(struct cwm_tnode *t, const char *f, void *ud)
 				*pp = h->next;
 				if (t->last == h)
 					t->last = prev;
-				free(h);
+				cwm_handler_free(h);
 				break;
 			}
 		return cwm_tnode_empty(t);
@@ -1845,6 +2044,11 @@ struct cwm_out {
 	int restored;                 /* read back from PERSISTENCE_DIR */
 	int noop;                     /* done at once, nothing sent */
 	int appendable;               /* a SUBSCRIBE later calls may join */
+	int sent;                     /* publish: paho took it on this
+	                                 connection */
+	int losses;                   /* publish: connections lost while it
+	                                 was in flight (see CWM_MAX_LOSSES) */
+	uint64_t lost_on;             /* c->connects when last counted */
 	uint64_t pseq;                /* its file in PERSISTENCE_DIR; 0: none */
 	char *topic;                  /* publish */
 	void *payload;
@@ -1871,7 +2075,8 @@ struct cwm_sub {
 	int qos, granted;
 	int pending; /* SUBSCRIBEs for it queued and not done: renewal skips it */
 	int app;     /* subscribed through the API or SUBSCRIBE */
-	int brefs;   /* bridge clients holding it */
+	int brefs;   /* holders besides the app: bridge clients, and sys */
+	int sys;     /* 1: mg_mqtt_request's reply filter (counted in brefs) */
 	int gone;    /* forgotten; kept while commands borrow its filter */
 };
 
@@ -1909,8 +2114,11 @@ struct cwm_event {
 	char data[];
 };
 
+struct cwm_req;
+
 struct mg_mqtt {
 	char prefix[64];
+	pthread_mutex_t req_lock; /* the requests below; from create to free */
 
 	/* Handlers: written before start, read-only afterwards. */
 	struct cwm_tnode tree;
@@ -1944,6 +2152,9 @@ struct mg_mqtt {
 	int io_started, dispatch_started;
 	atomic_int ops_ok;        /* operations accepted (threads exist) */
 	atomic_int connected;
+	int uri_try;              /* [L] the BROKER_URL entry of this attempt */
+	atomic_uint max_packet;   /* the broker's Maximum Packet Size (MQTT 5
+	                             CONNACK); 0: not announced */
 	atomic_int registered;    /* mg_mqtt_get() may return it */
 
 	pthread_mutex_t lock;
@@ -1984,6 +2195,18 @@ struct mg_mqtt {
 
 	/* mqtt-dispatch only: scratch for matching. */
 	struct cwm_vec cur, nxt, hits;
+
+	/* Requests (mg_mqtt_request). reply_base is set by start, before paho
+	 * exists; the rest is under req_lock. */
+	char *reply_base;         /* "<client id>/reply/"; NULL: not a topic */
+	size_t reply_base_len;
+	struct cwm_req *reqs;     /* waiting for their reply */
+	uint64_t req_seq;
+	uint32_t req_nonce;       /* tells this run's ids from an earlier one's */
+	int req_stopping;
+	int req_active;           /* callers inside mg_mqtt_request() */
+	atomic_int reply_held;    /* the reply filter is subscribed */
+	atomic_uint_fast64_t req_replied, req_timeouts, req_failed, req_late;
 };
 
 static const struct mg_mqtt_props cwm_no_props;
@@ -2860,6 +3083,23 @@ static void cwm_enqueue(struct mg_mqtt *c, struct cwm_out *r)
 		pthread_cond_signal(&c->io_cond);
 }
 
+/* Bytes of the PUBLISH packet for a topic of tlen bytes, properties of
+ * pbytes (MQTT 5) and a payload of len: what a broker compares with the
+ * Maximum Packet Size it announced. */
+static size_t cwm_varint_len(size_t n)
+{
+	return n < 128 ? 1 : n < 16384 ? 2 : n < 2097152 ? 3 : 4;
+}
+
+static size_t cwm_publish_size(int v5, size_t tlen, size_t pbytes, int qos,
+                               size_t len)
+{
+	size_t rem = 2 + tlen + (qos > 0 ? 2 : 0) + len;
+	if (v5)
+		rem += cwm_varint_len(pbytes) + pbytes;
+	return 1 + cwm_varint_len(rem) + rem;
+}
+
 int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
                           const void *payload, size_t len, int qos, int retain,
                           const struct mg_mqtt_props *props)
@@ -2879,6 +3119,9 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 	if ((rc = cwm_props_check(props, &pbytes)) != 0)
 		return rc;
 	if (len > CWM_MAX_PACKET || len + tlen + 4 + pbytes > CWM_MAX_PACKET)
+		return MG_MQTT_ERR_TOO_LARGE;
+	unsigned maxp = atomic_load(&c->max_packet);
+	if (maxp > 0 && cwm_publish_size(c->v5, tlen, pbytes, qos, len) > maxp)
 		return MG_MQTT_ERR_TOO_LARGE;
 
 	struct cwm_out *r = malloc(sizeof(*r) + tlen + 1 + len);
@@ -3002,14 +3245,16 @@ static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s);
 int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 {
 	int rc, made;
+	char *plain;
 	if ((rc = cwm_ops_check(c)) != 0)
 		return rc;
 	if (filter == NULL)
 		return MG_MQTT_ERR_INVALID;
 	if (qos < 0 || qos > 2)
 		return MG_MQTT_ERR_QOS;
-	if (cwm_filter_check(filter, strlen(filter)) != 0)
-		return MG_MQTT_ERR_FILTER;
+	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
+		return rc;
+	filter = plain;
 	struct cwm_sub *n = calloc(1, sizeof(*n));
 
 	pthread_mutex_lock(&c->lock);
@@ -3033,6 +3278,7 @@ int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 	}
 	pthread_mutex_unlock(&c->lock);
 	free(n);
+	free(plain);
 	return rc;
 }
 
@@ -3058,6 +3304,7 @@ static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s)
 	s->prev = s->next = NULL;
 	s->app = 0;
 	s->brefs = 0;
+	s->sys = 0;
 	if (s->pending > 0) {
 		s->gone = 1;
 		return;
@@ -3073,12 +3320,16 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 		return rc;
 	if (filter == NULL)
 		return MG_MQTT_ERR_INVALID;
+	char *plain;
+	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
+		return rc;
+	filter = plain;
 	size_t fl = strlen(filter);
-	if (cwm_filter_check(filter, fl) != 0)
-		return MG_MQTT_ERR_FILTER;
 	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &filter, NULL, 1);
-	if (r == NULL)
+	if (r == NULL) {
+		free(plain);
 		return MG_MQTT_ERR_NOMEM;
+	}
 	pthread_mutex_lock(&c->lock);
 	struct cwm_sub *s = cwm_map_get(&c->subs, filter, fl);
 	if (c->stopping)
@@ -3099,6 +3350,7 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 	}
 	pthread_mutex_unlock(&c->lock);
 	cwm_out_free(r);
+	free(plain);
 	return rc;
 }
 
@@ -3171,8 +3423,10 @@ int mg_mqtt_unsubscribe_all(struct mg_mqtt *c)
 
 /* The bridge's side of a subscription: the first holder subscribes, a
  * higher QoS re-subscribes, the last to leave unsubscribes (unless the app
- * holds it too). Called without c->lock (the bridge lock may be held). */
-static void cwm_sub_ref(struct mg_mqtt *c, const char *filter, int qos)
+ * holds it too). sys: the holder is mg_mqtt_request (never let go). Called
+ * without c->lock (the bridge lock may be held). */
+static void cwm_sub_ref(struct mg_mqtt *c, const char *filter, int qos,
+                        int sys)
 {
 	struct cwm_sub *n = calloc(1, sizeof(*n));
 	int made;
@@ -3184,6 +3438,8 @@ static void cwm_sub_ref(struct mg_mqtt *c, const char *filter, int qos)
 		if (qos > s->qos || made)
 			s->qos = qos;
 		s->brefs++;
+		if (sys)
+			s->sys = 1;
 		if (send && !c->stopping &&
 		    cwm_queue_subscribe(c, s->filter, s->qos, 0, 1) == 0)
 			s->pending++;
@@ -3230,6 +3486,28 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
                                const char *text);
 static int cwm_on_ssl_error(const char *str, size_t len, void *u);
 
+/* A message published before the broker announced its Maximum Packet
+ * Size (buffered while disconnected, read back from PERSISTENCE_DIR) that
+ * exceeds it: sent, it would make the broker close the connection, and
+ * the message would be sent again after every reconnect, forever. It is
+ * failed instead, logged and counted. */
+static int cwm_publish_too_large(struct mg_mqtt *c, const struct cwm_out *r)
+{
+	unsigned maxp = atomic_load(&c->max_packet);
+	size_t pbytes = 0, size;
+	if (maxp == 0)
+		return 0;
+	(void)cwm_props_check(r->props, &pbytes);
+	size = cwm_publish_size(c->v5, strlen(r->topic), pbytes, r->qos, r->len);
+	if (size <= maxp)
+		return 0;
+	cwm_log(c, MG_MQTT_LOG_ERROR,
+	        "message %d to '%s' (%zu bytes) is larger than the broker's "
+	        "maximum packet size (%u bytes): not sent",
+	        r->id, r->topic, size, maxp);
+	return 1;
+}
+
 /* mqtt-io: hands one command to paho. Called without c->lock; r is already
  * in c->inpaho, because paho may report it done before returning. */
 static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
@@ -3249,6 +3527,10 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 		ro.onSuccess = cwm_on_done_ok;
 		ro.onFailure = cwm_on_done_fail;
 	}
+	if (r->type == CMD_PUBLISH && cwm_publish_too_large(c, r)) {
+		cwm_done(c, r, MG_MQTT_ERR_TOO_LARGE, 0, NULL, 0);
+		return;
+	}
 	if (r->type == CMD_PUBLISH) {
 		MQTTAsync_message m = MQTTAsync_message_initializer;
 		m.payload = r->payload;
@@ -3257,8 +3539,11 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 		m.retained = r->retain;
 		if (r->props != NULL)
 			cwm_props_to_paho(r->props, &m.properties);
+		r->sent = 1; /* before: paho may report it done before returning */
 		rc = MQTTAsync_sendMessage(c->paho, r->topic, &m, &ro);
 		MQTTProperties_free(&m.properties);
+		if (rc != MQTTASYNC_SUCCESS)
+			r->sent = 0;
 	} else if (r->type == CMD_SUBSCRIBE) {
 		rc = MQTTAsync_subscribeMany(c->paho, r->nfilters, r->wire, r->qos_list,
 		                             &ro);
@@ -3384,13 +3669,12 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 	}
 }
 
-static char *const *cwm_uri_array(struct mg_mqtt *c)
-{
-	return c->cfg.uris;
-}
-
-/* mqtt-io: starts one connection attempt over the fail-over list. */
-static int cwm_paho_connect(struct mg_mqtt *c)
+/* mqtt-io: starts one connection attempt, to BROKER_URL entry idx. The
+ * fail-over list is walked here, one URI per paho connect, not by paho:
+ * given several, paho also moves to the next one by itself after a lost
+ * connection, behind the client's back (its success then reported to
+ * nobody). */
+static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 {
 	const struct cwm_settings *s = &c->cfg;
 	MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
@@ -3406,8 +3690,8 @@ static int cwm_paho_connect(struct mg_mqtt *c)
 	o.retryInterval = 0;
 	o.automaticReconnect = 0; /* reconnects are ours: see cwm_io_main */
 	o.context = c;
-	o.serverURIcount = s->nuris;
-	o.serverURIs = cwm_uri_array(c);
+	o.serverURIcount = 1;
+	o.serverURIs = &c->cfg.uris[idx];
 	o.username = s->username;
 	o.password = s->secret;
 	o.MQTTVersion = s->protocol == 5   ? MQTTVERSION_5
@@ -3621,10 +3905,12 @@ static void *cwm_io_main(void *arg)
 		if (!c->stopping && c->state == CWM_DISCONNECTED &&
 		    now >= c->reconnect_at) {
 			c->state = CWM_CONNECTING;
-			c->attempt++;
+			if (c->uri_try == 0)
+				c->attempt++; /* one attempt: a round over BROKER_URL */
 			c->tls_error = 0;
+			int idx = c->uri_try;
 			pthread_mutex_unlock(&c->lock);
-			int rc = cwm_paho_connect(c);
+			int rc = cwm_paho_connect(c, idx);
 			if (rc != MQTTASYNC_SUCCESS)
 				cwm_connect_failed(c, MG_MQTT_ERR_CONNECT, -1,
 				                   MQTTAsync_strerror(rc));
@@ -3725,6 +4011,28 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	int keep = !r->internal;
 	for (int i = 0; i < r->nfilters && !keep; i++)
 		keep = r->flags[i] & CMD_COUNTED;
+	if (retry && keep && r->type == CMD_PUBLISH && r->sent) {
+		/* A broker that closes the connection over a message (larger than
+		 * its maximum packet size, with MQTT 3.1.1 or without announcing
+		 * one) would get it again after every reconnect, and nothing
+		 * after it: after CWM_MAX_LOSSES such connections it is given
+		 * up. */
+		r->sent = 0;
+		if (r->lost_on != c->connects) {
+			r->lost_on = c->connects;
+			r->losses++;
+		}
+		if (r->losses >= CWM_MAX_LOSSES) {
+			retry = 0;
+			result = MG_MQTT_ERR_CONNECTION_LOST;
+			cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+			               "message %d to '%s' (%zu bytes) was in flight "
+			               "when the connection was lost %d times in a "
+			               "row: given up (does the broker refuse it, "
+			               "too large for it?)",
+			               r->id, r->topic, r->len, r->losses);
+		}
+	}
 	if (retry && keep) {
 		cwm_retry_insert(c, r);
 		pthread_mutex_unlock(&c->lock);
@@ -3913,8 +4221,9 @@ static const char *cwm_known_uri(const struct mg_mqtt *c, const char *uri)
 }
 
 static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
-                          int recvmax)
+                          int recvmax, unsigned maxpacket)
 {
+	atomic_store(&c->max_packet, maxpacket);
 	pthread_mutex_lock(&c->lock);
 	const char *b = cwm_known_uri(c, uri);
 	char *broker = cwm_strdup(b);
@@ -3925,6 +4234,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->state = CWM_CONNECTED;
 	atomic_store(&c->connected, 1);
 	c->send_blocked = 0;
+	c->uri_try = 0; /* the next round starts with the first again */
 	c->window = recvmax > 0 && recvmax < c->cfg.max_inflight
 	                ? recvmax
 	                : c->cfg.max_inflight;
@@ -3964,7 +4274,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 static void cwm_on_connect_ok(void *ctx, MQTTAsync_successData *d)
 {
 	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
-	              0);
+	              0, 0);
 }
 
 static void cwm_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
@@ -3974,8 +4284,13 @@ static void cwm_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
 	                               MQTTPROPERTY_CODE_RECEIVE_MAXIMUM))
 		rm = MQTTProperties_getNumericValue(&d->properties,
 		                                    MQTTPROPERTY_CODE_RECEIVE_MAXIMUM);
+	unsigned mp = 0;
+	if (MQTTProperties_hasProperty(&d->properties,
+	                               MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE))
+		mp = (unsigned)MQTTProperties_getNumericValue(
+		    &d->properties, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE);
 	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
-	              rm);
+	              rm, mp);
 }
 
 static const char *cwm_connack_text(int rc)
@@ -3996,6 +4311,24 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	size_t used = 0;
 
 	pthread_mutex_lock(&c->lock);
+	if (c->uri_try + 1 < c->cfg.nuris && !c->stopping) {
+		/* More of BROKER_URL to try in this round: the next one now. */
+		const char *tried = c->cfg.uris[c->uri_try];
+		c->uri_try++;
+		c->state = CWM_DISCONNECTED;
+		c->reconnect_at = cwm_now_ms();
+		cwm_log_locked(c, MG_MQTT_LOG_INFO,
+		               "connection to %s failed: %s%s%s; trying %s", tried,
+		               reason >= 0 ? "refused by the broker: " : "",
+		               text != NULL ? text : "failed",
+		               c->tls_error ? " (TLS error, see the log)" : "",
+		               c->cfg.uris[c->uri_try]);
+		if (c->io_waiting == CWM_IDLE_WAIT)
+			pthread_cond_signal(&c->io_cond);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	c->uri_try = 0;
 	for (int i = 0; i < c->cfg.nuris && used < sizeof(brokers); i++)
 		used += (size_t)snprintf(brokers + used, sizeof(brokers) - used,
 		                         "%s%s", i > 0 ? ", " : "", c->cfg.uris[i]);
@@ -4071,14 +4404,14 @@ static void cwm_on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
 		                       : MQTTAsync_strerror(d != NULL ? d->code : -1));
 }
 
-static void cwm_on_lost(void *ctx, char *cause)
+/* The connection is gone: schedule the next attempt and tell the
+ * handlers. Called with c->lock held; a no-op unless connected, so that
+ * paho's two ways of saying it (connectionLost, and the disconnected
+ * callback for an MQTT 5 DISCONNECT from the broker) count once. */
+static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 {
-	struct mg_mqtt *c = ctx;
-	pthread_mutex_lock(&c->lock);
-	if (c->state != CWM_CONNECTED) {
-		pthread_mutex_unlock(&c->lock);
+	if (c->state != CWM_CONNECTED)
 		return;
-	}
 	char why[128];
 	if (c->server_reason != 0)
 		snprintf(why, sizeof(why), "the broker disconnected: %s (code 0x%02x)",
@@ -4110,9 +4443,20 @@ static void cwm_on_lost(void *ctx, char *cause)
 	               (double)delay / 1000.0);
 	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
+}
+
+static void cwm_on_lost(void *ctx, char *cause)
+{
+	struct mg_mqtt *c = ctx;
+	pthread_mutex_lock(&c->lock);
+	cwm_conn_lost_locked(c, cause);
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* An MQTT 5 DISCONNECT from the broker (session taken over, packet too
+ * large, server shutting down, ...). paho marks the client disconnected
+ * before it closes the socket and then does not always call
+ * connectionLost, so this is the connection loss too. */
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason)
 {
@@ -4120,13 +4464,23 @@ static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
 	(void)props;
 	pthread_mutex_lock(&c->lock);
 	c->server_reason = (int)reason;
+	cwm_conn_lost_locked(c, NULL);
 	pthread_mutex_unlock(&c->lock);
 }
+
+static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
+                           MQTTAsync_message *m);
 
 static int cwm_on_message(void *ctx, char *topic, int topic_len,
                           MQTTAsync_message *m)
 {
 	struct mg_mqtt *c = ctx;
+	size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+	if (cwm_req_arrived(c, topic, tl, m)) {
+		MQTTAsync_freeMessage(&m);
+		MQTTAsync_free(topic);
+		return 1;
+	}
 	struct cwm_event *ev = malloc(sizeof(*ev));
 	int64_t now;
 
@@ -4169,7 +4523,7 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 	ev->type = EV_MESSAGE;
 	ev->u.msg.m = m;
 	ev->u.msg.topic = topic;
-	ev->u.msg.topic_len = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+	ev->u.msg.topic_len = tl;
 	cwm_push_event(c, ev);
 	pthread_mutex_unlock(&c->lock);
 	return 1;
@@ -4205,9 +4559,11 @@ static void cwm_dispatch_handlers(struct mg_mqtt *c,
 		if (c->on_message != NULL)
 			c->on_message(c, msg, c->on_message_ud);
 	} else {
+		struct mg_mqtt_message m = *msg;
 		for (size_t i = 0; i < c->hits.n; i++) {
 			const struct cwm_handler *h = c->hits.v[i];
-			h->fn(c, msg, h->ud);
+			m.params = h->params;
+			h->fn(c, &m, h->ud);
 		}
 	}
 	if (c->bridge != NULL)
@@ -4230,6 +4586,7 @@ static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 	msg.dup = m->dup;
 	msg.packet_id = m->qos > 0 ? m->msgid : 0;
 	msg.props = &cwm_no_props;
+	msg.params = NULL;
 	if (m->properties.count > 0) {
 		cwm_props_from_paho(&m->properties, &props, &mem);
 		msg.props = &props;
@@ -4511,6 +4868,38 @@ static char *cwm_base64(const void *data, size_t n)
 	return out;
 }
 
+/* cJSON turns "\u0000" inside a string into a C string cut there: a topic
+ * "a\u0000/x" would be read as "a", a payload "ab\u0000cd" as "ab". The
+ * bridge refuses such JSON rather than act on a shortened field (binary
+ * payloads travel as base64); a raw NUL byte likewise. An escape is a
+ * backslash preceded by an even number of backslashes. */
+static const char cwm_json_nul_err[] =
+    "a JSON string holds \\u0000 (NUL), which no topic, text payload or "
+    "property can carry; send binary payloads as base64";
+
+static cJSON *cwm_json_parse(const char *s, size_t n, const char **err)
+{
+	if (memchr(s, '\0', n) != NULL) { /* never valid JSON text either */
+		*err = cwm_json_nul_err;
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] != '\\')
+			continue;
+		size_t j = i;
+		while (j < n && s[j] == '\\')
+			j++;
+		if ((j - i) % 2 == 1 && n - j >= 5 && s[j] == 'u' &&
+		    memcmp(s + j + 1, "0000", 4) == 0) {
+			*err = cwm_json_nul_err;
+			return NULL;
+		}
+		i = j - 1;
+	}
+	*err = NULL;
+	return cJSON_ParseWithLength(s, n);
+}
+
 /* Decodes standard base64 (padding optional); NULL if malformed. */
 static unsigned char *cwm_unbase64(const char *s, size_t *len)
 {
@@ -4529,9 +4918,10 @@ static unsigned char *cwm_unbase64(const char *s, size_t *len)
 		        : ch == '/'              ? 63
 		                                 : -1;
 		if (ch == '=') {
-			if (strspn(s + i, "=") != n - i)
-				break; /* padding only at the end */
-			n = i;
+			if (strspn(s + i, "=") != n - i) { /* padding only at the end */
+				free(out);
+				return NULL;
+			}
 			break;
 		}
 		if (v < 0) {
@@ -4655,7 +5045,102 @@ struct cwm_bridge {
 	/* Counters, read by the status without the lock. */
 	atomic_int n_ws, n_sse;
 	atomic_uint_fast64_t delivered, dropped_clients, publishes, rejected;
+	/* Last values (BRIDGE_LAST_VALUES): written by mqtt-dispatch, read by
+	 * requests, under lv_lock. */
+	pthread_mutex_t lv_lock;
+	struct cwm_map lv;              /* topic -> struct cwm_lv */
+	struct cwm_lv *lv_old, *lv_new; /* least .. most recently updated */
 };
+
+/* The last message seen on one topic. */
+struct cwm_lv {
+	struct cwm_lv *older, *newer;
+	const char *topic; /* the map's key */
+	size_t topic_len;
+	void *payload;
+	size_t len;
+	int qos, retain;
+	int64_t at_ms;     /* when it arrived: ms since the epoch */
+};
+
+static void cwm_lv_unlink(struct cwm_bridge *b, struct cwm_lv *e)
+{
+	if (e->older != NULL)
+		e->older->newer = e->newer;
+	else
+		b->lv_old = e->newer;
+	if (e->newer != NULL)
+		e->newer->older = e->older;
+	else
+		b->lv_new = e->older;
+	e->older = e->newer = NULL;
+}
+
+/* mqtt-dispatch: remembers m as the last value of its topic; the least
+ * recently updated topic goes when BRIDGE_LAST_VALUES are kept. */
+static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
+{
+	const struct cwm_settings *cfg = &b->c->cfg;
+	size_t max = (size_t)cfg->bridge_last_values;
+	struct timespec ts;
+	int readable = 0;
+	/* Only what a browser may read (BRIDGE_SUBSCRIBE_ALLOW): the rest
+	 * could never be asked for, and would push readable topics out. */
+	for (int i = 0; i < cfg->nbsub && !readable; i++)
+		readable = cwm_match(cfg->bsub[i] +
+		                         cwm_share_len(cfg->bsub[i], strlen(cfg->bsub[i])),
+		                     m->topic, m->topic_len);
+	if (max == 0 || !readable)
+		return;
+	void *copy = malloc(m->payload_len > 0 ? m->payload_len : 1);
+	if (copy == NULL)
+		return;
+	if (m->payload_len > 0)
+		memcpy(copy, m->payload, m->payload_len);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	pthread_mutex_lock(&b->lv_lock);
+	struct cwm_lv *e = cwm_map_get(&b->lv, m->topic, m->topic_len);
+	if (e != NULL) {
+		cwm_lv_unlink(b, e);
+		free(e->payload);
+	} else {
+		if (b->lv.n >= max && b->lv_old != NULL) {
+			struct cwm_lv *o = b->lv_old;
+			cwm_lv_unlink(b, o);
+			cwm_map_del(&b->lv, o->topic, o->topic_len); /* frees o->topic */
+			free(o->payload);
+			free(o);
+		}
+		if ((e = calloc(1, sizeof(*e))) == NULL ||
+		    cwm_map_put_key(&b->lv, m->topic, m->topic_len, e, &e->topic) !=
+		        0) {
+			pthread_mutex_unlock(&b->lv_lock);
+			free(e);
+			free(copy);
+			return;
+		}
+		e->topic_len = m->topic_len;
+	}
+	e->payload = copy;
+	e->len = m->payload_len;
+	e->qos = m->qos;
+	e->retain = m->retain;
+	e->at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	e->older = b->lv_new;
+	if (b->lv_new != NULL)
+		b->lv_new->newer = e;
+	else
+		b->lv_old = e;
+	b->lv_new = e;
+	pthread_mutex_unlock(&b->lv_lock);
+}
+
+static void cwm_lv_free(void *p)
+{
+	struct cwm_lv *e = p;
+	free(e->payload);
+	free(e);
+}
 
 static void cwm_bmsg_put(struct cwm_bmsg *m)
 {
@@ -4665,28 +5150,41 @@ static void cwm_bmsg_put(struct cwm_bmsg *m)
 	}
 }
 
+/* Adds "payload": the text when it is UTF-8, else base64 and
+ * "base64":true (how the bridge carries payloads everywhere). Returns 0 or
+ * -1 (out of memory). */
+static int cwm_add_payload(cJSON *o, const void *payload, size_t len)
+{
+	char *text;
+	int utf8 = cwm_utf8_text(payload, len);
+	if (utf8) {
+		if ((text = malloc(len + 1)) == NULL)
+			return -1;
+		if (len > 0)
+			memcpy(text, payload, len);
+		text[len] = '\0';
+	} else if ((text = cwm_base64(payload, len)) == NULL) {
+		return -1;
+	}
+	cJSON *v = cJSON_AddStringToObject(o, "payload", text);
+	free(text);
+	if (v == NULL || (!utf8 && cJSON_AddBoolToObject(o, "base64", 1) == NULL))
+		return -1;
+	return 0;
+}
+
 /* The JSON a browser receives for a message. */
 static struct cwm_bmsg *cwm_bmsg_make(const struct mg_mqtt_message *m)
 {
 	cJSON *o = cJSON_CreateObject();
-	char *b64 = NULL;
 	if (o == NULL)
 		return NULL;
 	cJSON_AddStringToObject(o, "op", "message");
 	cJSON_AddStringToObject(o, "topic", m->topic);
-	char *text = malloc(m->payload_len + 1);
-	int utf8 = text != NULL && cwm_utf8_text(m->payload, m->payload_len);
-	if (utf8) {
-		memcpy(text, m->payload, m->payload_len);
-		text[m->payload_len] = '\0';
-		cJSON_AddStringToObject(o, "payload", text);
-	} else {
-		b64 = cwm_base64(m->payload, m->payload_len);
-		cJSON_AddStringToObject(o, "payload", b64 != NULL ? b64 : "");
-		cJSON_AddBoolToObject(o, "base64", 1);
+	if (cwm_add_payload(o, m->payload, m->payload_len) != 0) {
+		cJSON_Delete(o);
+		return NULL;
 	}
-	free(text);
-	free(b64);
 	cJSON_AddNumberToObject(o, "qos", m->qos);
 	cJSON_AddBoolToObject(o, "retain", m->retain);
 	const struct mg_mqtt_props *p = m->props;
@@ -4973,6 +5471,7 @@ static void cwm_bridge_deliver(struct cwm_bridge *b,
                                const struct mg_mqtt_message *m)
 {
 	struct cwm_bmsg *bm = NULL;
+	cwm_lv_update(b, m);
 	pthread_mutex_lock(&b->a->lock);
 	if (b->clients == NULL || b->stopping) {
 		pthread_mutex_unlock(&b->a->lock);
@@ -4982,8 +5481,14 @@ static void cwm_bridge_deliver(struct cwm_bridge *b,
 	                   &b->hits) == 0 &&
 	    b->hits.n > 0) {
 		uint64_t seq = ++b->seq;
+		/* Pushing may drop a browser that fell behind, which frees its
+		 * handlers, also those further in hits (overlapping filters):
+		 * take every hit's client first. Clients are only marked dead
+		 * here, freed later. */
+		for (size_t i = 0; i < b->hits.n; i++)
+			b->hits.v[i] = ((struct cwm_handler *)b->hits.v[i])->ud;
 		for (size_t i = 0; i < b->hits.n; i++) {
-			struct cwm_bclient *bc = ((struct cwm_handler *)b->hits.v[i])->ud;
+			struct cwm_bclient *bc = b->hits.v[i];
 			if (bc->stamp == seq || bc->dead)
 				continue;
 			bc->stamp = seq; /* overlapping filters: once per client */
@@ -5149,13 +5654,14 @@ static void cwm_bridge_release(struct cwm_bridge *b)
 
 /* -- HTTP helpers ------------------------------------------------------------------- */
 
-static int cwm_reply_text(struct mg_connection *conn, int status,
-                          const char *json, const char *extra_name,
-                          const char *extra_value)
+/* Sends a whole response: body (n bytes) as ctype, with one optional extra
+ * header. Returns status. */
+static int cwm_reply_body(struct mg_connection *conn, int status,
+                          const void *body, size_t n, const char *ctype,
+                          const char *extra_name, const char *extra_value)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	int head = strcmp(ri->request_method, "HEAD") == 0;
-	size_t n = strlen(json);
 	char len[32];
 	snprintf(len, sizeof(len), "%zu", n);
 	if (mg_response_header_start(conn, status) != 0) {
@@ -5166,22 +5672,32 @@ static int cwm_reply_text(struct mg_connection *conn, int status,
 			snprintf(extra, sizeof(extra), "%s: %s\r\n", extra_name,
 			         extra_value);
 		mg_printf(conn,
-		          "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+		          "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
 		          "Content-Length: %s\r\nCache-Control: no-store\r\n%s"
-		          "Connection: close\r\n\r\n%s",
-		          status, mg_get_response_code_text(conn, status), len, extra,
-		          head ? "" : json);
+		          "Connection: close\r\n\r\n",
+		          status, mg_get_response_code_text(conn, status), ctype, len,
+		          extra);
+		if (!head)
+			mg_write(conn, body, n);
 		return status;
 	}
-	mg_response_header_add(conn, "Content-Type", "application/json", -1);
+	mg_response_header_add(conn, "Content-Type", ctype, -1);
 	mg_response_header_add(conn, "Content-Length", len, -1);
 	mg_response_header_add(conn, "Cache-Control", "no-store", -1);
 	if (extra_name != NULL)
 		mg_response_header_add(conn, extra_name, extra_value, -1);
 	mg_response_header_send(conn);
 	if (!head)
-		mg_write(conn, json, n);
+		mg_write(conn, body, n);
 	return status;
+}
+
+static int cwm_reply_text(struct mg_connection *conn, int status,
+                          const char *json, const char *extra_name,
+                          const char *extra_value)
+{
+	return cwm_reply_body(conn, status, json, strlen(json), "application/json",
+	                      extra_name, extra_value);
 }
 
 static int cwm_reply_json(struct mg_connection *conn, int status, cJSON *o)
@@ -5412,11 +5928,13 @@ static int cwm_route_publish(struct cwm_bridge *b, struct mg_connection *conn)
 		return cwm_reply_error(conn, status,
 		                       status == 413 ? "body larger than BRIDGE_MAX_BODY"
 		                                     : "out of memory");
-	cJSON *req = cJSON_ParseWithLength(body, len);
+	cJSON *req = cwm_json_parse(body, len, &err);
 	free(body);
 	if (!cJSON_IsObject(req)) {
 		cJSON_Delete(req);
-		return cwm_reply_error(conn, 400, "the body is not a JSON object");
+		return cwm_reply_error(conn, 400,
+		                       err != NULL ? err
+		                                   : "the body is not a JSON object");
 	}
 	int id = cwm_bridge_publish_json(b, req, &status, &err);
 	cJSON_Delete(req);
@@ -5446,6 +5964,51 @@ static int cwm_uri_has_nul(const struct mg_request_info *ri)
 }
 
 /* POST <path>/publish/<topic>?qos=&retain=: the raw body is the payload. */
+/* The occurrence-th value of name in a query string, for topics and
+ * filters: %XX decoded, but '+' kept as '+' (the wildcard, not a form's
+ * space; a space is %20). Returns its length, -1 (absent), -2 (longer than
+ * len - 1) or -3 (a %00 in it). */
+static int cwm_query_topic(const char *qs, const char *name, size_t occurrence,
+                           char *dst, size_t len)
+{
+	size_t nl = strlen(name);
+	dst[0] = '\0';
+	for (const char *p = qs; *p != '\0';) {
+		size_t l = strcspn(p, "&");
+		if (l > nl && p[nl] == '=' && strncmp(p, name, nl) == 0 &&
+		    occurrence-- == 0) {
+			int n = mg_url_decode(p + nl + 1, (int)(l - nl - 1), dst, (int)len,
+			                      0);
+			if (n < 0)
+				return -2;
+			return strlen(dst) != (size_t)n ? -3 : n;
+		}
+		p += l + (p[l] == '&');
+	}
+	return -1;
+}
+
+/* A topic taken from the decoded path must be what CivetWeb routed on: dot
+ * segments, '//' and '\\' are rewritten by it, and a NUL would cut the
+ * topic short. Returns 0, or the status of the error response sent. */
+static int cwm_path_topic(struct mg_connection *conn, const char *topic,
+                          const char *instead)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	char msg[256];
+	if (ri->local_uri_raw == NULL ||
+	    strcmp(ri->local_uri_raw, ri->local_uri) != 0 || cwm_uri_has_nul(ri)) {
+		snprintf(msg, sizeof(msg),
+		         "the topic in the path is not canonical (dot segments, '//', "
+		         "'\\\\' or NUL)%s",
+		         instead);
+		return cwm_reply_error(conn, 400, msg);
+	}
+	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
+		return cwm_reply_error(conn, 400, "invalid topic name");
+	return 0;
+}
+
 static int cwm_route_publish_raw(struct cwm_bridge *b, struct mg_connection *conn,
                                  const char *topic)
 {
@@ -5453,17 +6016,11 @@ static int cwm_route_publish_raw(struct cwm_bridge *b, struct mg_connection *con
 	char v[16];
 	int qos = 0, retain = 0;
 
-	/* The topic is taken from the decoded path, which must be what CivetWeb
-	 * routed on: dot segments, '//' and '\\' are rewritten by it, and a NUL
-	 * would cut the topic short. */
-	if (ri->local_uri_raw == NULL || strcmp(ri->local_uri_raw, ri->local_uri) != 0 ||
-	    cwm_uri_has_nul(ri))
-		return cwm_reply_error(conn, 400,
-		                       "the topic in the path is not canonical (dot "
-		                       "segments, '//', '\\\\' or NUL); publish it with "
-		                       "POST <path>/publish and a JSON body");
-	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
-		return cwm_reply_error(conn, 400, "invalid topic name");
+	int status;
+	if ((status = cwm_path_topic(conn, topic,
+	                             "; publish it with POST <path>/publish and a "
+	                             "JSON body")) != 0)
+		return status;
 	const char *qs = ri->query_string != NULL ? ri->query_string : "";
 	if (mg_get_var(qs, strlen(qs), "qos", v, sizeof(v)) > 0) {
 		if (strlen(v) != 1 || v[0] < '0' || v[0] > '2')
@@ -5482,8 +6039,7 @@ static int cwm_route_publish_raw(struct cwm_bridge *b, struct mg_connection *con
 	}
 	char *body;
 	size_t len;
-	int status = cwm_read_body(b, conn, &body, &len);
-	if (status != 0)
+	if ((status = cwm_read_body(b, conn, &body, &len)) != 0)
 		return cwm_reply_error(conn, status,
 		                       status == 413 ? "body larger than BRIDGE_MAX_BODY"
 		                                     : "out of memory");
@@ -5507,12 +6063,478 @@ static int cwm_route_status(struct cwm_bridge *b, struct mg_connection *conn)
 	return cwm_reply_json(conn, 200, o);
 }
 
+/* Rewrites a browser's filter in place with its "{name}" levels written
+ * '+' (never longer). Returns 0 or -1 when it is not a valid filter. */
+static int cwm_bridge_filter(char *filter)
+{
+	char *plain;
+	if (cwm_filter_normalize(filter, &plain, NULL) != 0)
+		return -1;
+	memcpy(filter, plain, strlen(plain) + 1);
+	free(plain);
+	return 0;
+}
+
+
+/* A content type from the network, fit for a response header. */
+static int cwm_header_safe(const char *v)
+{
+	if (v == NULL || v[0] == '\0' || strlen(v) > 200)
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
+		if (*p < 0x20 || *p >= 0x7f)
+			return 0;
+	return 1;
+}
+
+/* POST <path>/request/<topic>[?timeout=<s>&qos=<n>]: the body goes out as
+ * an mg_mqtt_request(); the reply comes back as the response. */
+static int cwm_route_request(struct cwm_bridge *b, struct mg_connection *conn,
+                             const char *topic)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *qs = ri->query_string != NULL ? ri->query_string : "";
+	int64_t max_ms = (int64_t)b->c->cfg.bridge_request_timeout_max * 1000;
+	int64_t ms = max_ms < 5000 ? max_ms : 5000;
+	int qos = 1, status;
+	char v[32], msg[128];
+
+	if ((status = cwm_path_topic(conn, topic, "")) != 0)
+		return status;
+	if (mg_get_var(qs, strlen(qs), "qos", v, sizeof(v)) > 0) {
+		if (strlen(v) != 1 || v[0] < '0' || v[0] > '2')
+			return cwm_reply_error(conn, 400, "qos must be 0, 1 or 2");
+		qos = v[0] - '0';
+	}
+	if (mg_get_var(qs, strlen(qs), "timeout", v, sizeof(v)) > 0) {
+		char *end;
+		errno = 0;
+		double t = strtod(v, &end);
+		if (end == v || *end != '\0' || errno != 0 || !(t > 0) || t > 1e9)
+			return cwm_reply_error(conn, 400,
+			                       "timeout must be a number of seconds > 0");
+		ms = (int64_t)(t * 1000 + 0.999);
+		if (ms > max_ms)
+			ms = max_ms; /* BRIDGE_REQUEST_TIMEOUT_MAX bounds it */
+	}
+	if (!cwm_may_publish(b, topic)) {
+		atomic_fetch_add(&b->rejected, 1);
+		return cwm_reply_error(conn, 403,
+		                       "publishing to this topic is not allowed "
+		                       "(BRIDGE_PUBLISH_ALLOW)");
+	}
+	char *body;
+	size_t len;
+	if ((status = cwm_read_body(b, conn, &body, &len)) != 0)
+		return cwm_reply_error(conn, status,
+		                       status == 413 ? "body larger than BRIDGE_MAX_BODY"
+		                                     : "out of memory");
+	struct mg_mqtt_reply r;
+	int rc = mg_mqtt_request(b->c, topic, body, len, qos, (int)ms, &r);
+	free(body);
+	if (rc == 0) {
+		const char *ctype = r.content_type;
+		if (!cwm_header_safe(ctype)) {
+			cJSON *j = NULL;
+			int text = cwm_utf8_text(r.payload, r.payload_len);
+			if (text)
+				j = cJSON_ParseWithLength(r.payload, r.payload_len);
+			ctype = cJSON_IsObject(j) || cJSON_IsArray(j) ? "application/json"
+			        : text ? "text/plain; charset=utf-8"
+			               : "application/octet-stream";
+			cJSON_Delete(j);
+		}
+		status = cwm_reply_body(conn, 200, r.payload, r.payload_len, ctype,
+		                        NULL, NULL);
+		mg_mqtt_reply_free(&r);
+		return status;
+	}
+	switch (rc) {
+	case MG_MQTT_ERR_TIMEOUT:
+		snprintf(msg, sizeof(msg), "no reply within %.3f s", (double)ms / 1000);
+		return cwm_reply_error(conn, 504, msg);
+	case MG_MQTT_ERR_REFUSED:
+		return cwm_reply_error(conn, 502,
+		                       "the broker refused the reply subscription");
+	case MG_MQTT_ERR_TOPIC:
+		return cwm_reply_error(conn, 500,
+		                       "the client id cannot start a reply topic");
+	default:
+		return cwm_reply_error(conn, cwm_http_status(rc), mg_mqtt_strerror(rc));
+	}
+}
+
+/* One last value as JSON. */
+static cJSON *cwm_lv_json(const struct cwm_lv *e)
+{
+	cJSON *o = cJSON_CreateObject();
+	char when[40];
+	time_t sec = (time_t)(e->at_ms / 1000);
+	struct tm tm;
+	gmtime_r(&sec, &tm);
+	size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + n, sizeof(when) - n, ".%03dZ", (int)(e->at_ms % 1000));
+	if (o == NULL || cJSON_AddStringToObject(o, "topic", e->topic) == NULL ||
+	    cwm_add_payload(o, e->payload, e->len) != 0 ||
+	    cJSON_AddNumberToObject(o, "qos", e->qos) == NULL ||
+	    cJSON_AddBoolToObject(o, "retain", e->retain) == NULL ||
+	    cJSON_AddStringToObject(o, "received", when) == NULL ||
+	    cJSON_AddNumberToObject(o, "received_ms", (double)e->at_ms) == NULL) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* GET <path>/last/<topic>: the last message seen on topic. */
+static int cwm_route_last(struct cwm_bridge *b, struct mg_connection *conn,
+                          const char *topic)
+{
+	int status;
+	if ((status = cwm_path_topic(conn, topic,
+	                             "; list it with GET <path>/last?filter=")) != 0)
+		return status;
+	if (!cwm_may_subscribe(b, topic)) {
+		atomic_fetch_add(&b->rejected, 1);
+		return cwm_reply_error(conn, 403,
+		                       "reading this topic is not allowed "
+		                       "(BRIDGE_SUBSCRIBE_ALLOW)");
+	}
+	if (b->c->cfg.bridge_last_values == 0)
+		return cwm_reply_error(conn, 404,
+		                       "last values are off (BRIDGE_LAST_VALUES 0)");
+	pthread_mutex_lock(&b->lv_lock);
+	const struct cwm_lv *e = cwm_map_get(&b->lv, topic, strlen(topic));
+	cJSON *o = e != NULL ? cwm_lv_json(e) : NULL;
+	pthread_mutex_unlock(&b->lv_lock);
+	if (e == NULL)
+		return cwm_reply_error(conn, 404, "no message seen on this topic");
+	if (o == NULL)
+		return cwm_reply_error(conn, 500, "out of memory");
+	return cwm_reply_json(conn, 200, o);
+}
+
+/* GET <path>/last?filter=F: every last value on a topic F matches, the
+ * most recently updated first. */
+static int cwm_route_last_list(struct cwm_bridge *b, struct mg_connection *conn)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *qs = ri->query_string != NULL ? ri->query_string : "";
+	char filter[1024];
+	int r = cwm_query_topic(qs, "filter", 0, filter, sizeof(filter));
+	if (r == -2)
+		return cwm_reply_error(conn, 400, "the topic filter is too long");
+	if (r == -1)
+		return cwm_reply_error(conn, 400, "give ?filter=<topic filter>");
+	if (r < 0)
+		return cwm_reply_error(conn, 400, "invalid topic filter");
+	if (b->c->cfg.bridge_last_values == 0)
+		return cwm_reply_error(conn, 404,
+		                       "last values are off (BRIDGE_LAST_VALUES 0)");
+	if (cwm_bridge_filter(filter) != 0 || cwm_share_len(filter, strlen(filter)))
+		return cwm_reply_error(conn, 400, "invalid topic filter");
+	if (!cwm_may_subscribe(b, filter)) {
+		atomic_fetch_add(&b->rejected, 1);
+		return cwm_reply_error(conn, 403,
+		                       "reading this filter is not allowed "
+		                       "(BRIDGE_SUBSCRIBE_ALLOW)");
+	}
+	cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "values");
+	int oom = a == NULL;
+	pthread_mutex_lock(&b->lv_lock);
+	for (const struct cwm_lv *e = b->lv_new; e != NULL && !oom; e = e->older) {
+		if (!cwm_match(filter, e->topic, e->topic_len))
+			continue;
+		cJSON *j = cwm_lv_json(e);
+		if (j == NULL || !cJSON_AddItemToArray(a, j)) {
+			cJSON_Delete(j);
+			oom = 1;
+		}
+	}
+	pthread_mutex_unlock(&b->lv_lock);
+	if (oom) {
+		cJSON_Delete(o);
+		return cwm_reply_error(conn, 500, "out of memory");
+	}
+	return cwm_reply_json(conn, 200, o);
+}
+
+/* -- metrics ------------------------------------------------------------------ */
+
+/* A growing text buffer; on allocation failure it stops growing and
+ * remembers it. */
+struct cwm_sbuf {
+	char *p;
+	size_t n, cap;
+	int oom;
+};
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static void cwm_sbuf_printf(struct cwm_sbuf *s, const char *fmt, ...)
+{
+	va_list ap;
+	for (int pass = 0; pass < 2 && !s->oom; pass++) {
+		va_start(ap, fmt);
+		int k = vsnprintf(s->p != NULL ? s->p + s->n : NULL,
+		                  s->p != NULL ? s->cap - s->n : 0, fmt, ap);
+		va_end(ap);
+		if (k < 0) {
+			s->oom = 1;
+			return;
+		}
+		if (s->p != NULL && (size_t)k < s->cap - s->n) {
+			s->n += (size_t)k;
+			return;
+		}
+		size_t cap = s->cap > 0 ? s->cap : 4096;
+		while (cap < s->n + (size_t)k + 1)
+			cap *= 2;
+		char *np = realloc(s->p, cap);
+		if (np == NULL) {
+			s->oom = 1;
+			return;
+		}
+		s->p = np;
+		s->cap = cap;
+	}
+}
+
+/* One client's numbers, taken under its locks. */
+struct cwm_snap {
+	const char *prefix; /* the client's, alive while the registry is held */
+	char client_id[256];
+	const char *protocol;
+	int connected, bridge;
+	uint64_t published, publish_failed, received, dropped_queue_full;
+	uint64_t connects, reconnects;
+	int in_flight, buffered, queue_depth, subscriptions;
+	uint64_t replied, timeouts, failed, late;
+	int ws, sse;
+	uint64_t delivered, dropped_clients, publishes, rejected;
+	size_t last_values;
+};
+
+static void cwm_snap_take(struct mg_mqtt *c, struct cwm_snap *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->prefix = c->prefix;
+	s->protocol = cwm_protocol_name(c->cfg.protocol);
+	pthread_mutex_lock(&c->lock);
+	snprintf(s->client_id, sizeof(s->client_id), "%s",
+	         c->client_id != NULL ? c->client_id : "");
+	s->connected = c->state == CWM_CONNECTED;
+	s->published = c->published;
+	s->publish_failed = c->publish_failed;
+	s->received = c->received;
+	s->dropped_queue_full = c->dropped_queue_full;
+	s->connects = c->connects;
+	s->reconnects = c->reconnects;
+	s->in_flight = c->inflight + c->inflight0;
+	for (struct cwm_out *r = c->retry; r != NULL; r = r->next)
+		s->buffered += r->type == CMD_PUBLISH && !r->internal;
+	for (struct cwm_out *r = c->outq; r != NULL; r = r->next)
+		s->buffered += r->type == CMD_PUBLISH;
+	s->queue_depth = c->ev_msgs;
+	for (struct cwm_sub *sub = c->sub_head; sub != NULL; sub = sub->next)
+		s->subscriptions++;
+	pthread_mutex_unlock(&c->lock);
+	s->replied = atomic_load(&c->req_replied);
+	s->timeouts = atomic_load(&c->req_timeouts);
+	s->failed = atomic_load(&c->req_failed);
+	s->late = atomic_load(&c->req_late);
+	struct cwm_bridge *b = c->bridge;
+	if (b != NULL) {
+		s->bridge = 1;
+		s->ws = atomic_load(&b->n_ws);
+		s->sse = atomic_load(&b->n_sse);
+		s->delivered = atomic_load(&b->delivered);
+		s->dropped_clients = atomic_load(&b->dropped_clients);
+		s->publishes = atomic_load(&b->publishes);
+		s->rejected = atomic_load(&b->rejected);
+		pthread_mutex_lock(&b->lv_lock);
+		s->last_values = b->lv.n;
+		pthread_mutex_unlock(&b->lv_lock);
+	}
+}
+
+/* A label value in the exposition format: \\, \" and \n escaped. */
+static void cwm_sbuf_label(struct cwm_sbuf *o, const char *v)
+{
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			cwm_sbuf_printf(o, "\\%c", *v);
+		else if (*v == '\n')
+			cwm_sbuf_printf(o, "\\n");
+		else
+			cwm_sbuf_printf(o, "%c", *v);
+	}
+}
+
+#define CWM_FAMILY(o, name, type, help)                                        \
+	cwm_sbuf_printf(o, "# HELP civetweb_mqtt_%s %s\n# TYPE civetweb_mqtt_%s %s\n", \
+	                name, help, name, type)
+
+/* GET <path>/metrics: every client started on this server, in the
+ * Prometheus text format (version 0.0.4), one `client` label a prefix. */
+static int cwm_route_metrics(struct cwm_bridge *b, struct mg_connection *conn)
+{
+	struct cwm_sbuf o = {NULL, 0, 0, 0};
+	struct cwm_snap *v = NULL;
+	size_t n = 0;
+
+	/* Lock order: the registry, then a client's lock (never the reverse):
+	 * a registered client and its bridge stay alive while it is held. */
+	pthread_mutex_lock(&cwm_registry_lock);
+	if ((v = calloc(cwm_nregistry + 1, sizeof(*v))) != NULL)
+		for (size_t i = 0; i < cwm_nregistry; i++)
+			if (cwm_registry[i].ctx == b->c->ctx &&
+			    atomic_load(&cwm_registry[i].c->registered))
+				cwm_snap_take(cwm_registry[i].c, &v[n++]);
+
+	if (v != NULL) {
+		CWM_FAMILY(&o, "info", "gauge",
+		           "Client identity: 1 for each client, its id and protocol "
+		           "as labels.");
+		for (size_t i = 0; i < n; i++) {
+			cwm_sbuf_printf(&o, "civetweb_mqtt_info{client=\"%s\",client_id=\"",
+			                v[i].prefix);
+			cwm_sbuf_label(&o, v[i].client_id);
+			cwm_sbuf_printf(&o, "\",protocol=\"%s\"} 1\n", v[i].protocol);
+		}
+#define CWM_GAUGE_ROWS(field)                                                  \
+	for (size_t i = 0; i < n; i++)                                             \
+		cwm_sbuf_printf(&o, "%s{client=\"%s\"} %lld\n", row, v[i].prefix,      \
+		                (long long)v[i].field)
+#define CWM_ONE(name, type, help, field)                                       \
+	do {                                                                       \
+		const char *row = "civetweb_mqtt_" name;                               \
+		CWM_FAMILY(&o, name, type, help);                                      \
+		CWM_GAUGE_ROWS(field);                                                 \
+	} while (0)
+		CWM_ONE("connected", "gauge", "1 when connected to the broker.",
+		        connected);
+		CWM_ONE("connects_total", "counter",
+		        "Successful connections to the broker.", connects);
+		CWM_ONE("reconnects_total", "counter",
+		        "Connections made again after a lost one.", reconnects);
+		CWM_ONE("messages_published_total", "counter",
+		        "Messages published and done (QoS 0 sent, QoS 1/2 "
+		        "acknowledged).",
+		        published);
+		CWM_ONE("messages_received_total", "counter",
+		        "Messages received from the broker and queued for the "
+		        "handlers.",
+		        received);
+		CWM_FAMILY(&o, "messages_dropped_total", "counter",
+		           "Messages lost, by reason: queue_full (QUEUE_SIZE), "
+		           "publish_failed (failed or refused after it was "
+		           "accepted), late_reply (a reply after its request timed "
+		           "out).");
+		for (size_t i = 0; i < n; i++)
+			cwm_sbuf_printf(
+			    &o,
+			    "civetweb_mqtt_messages_dropped_total{client=\"%s\",reason="
+			    "\"queue_full\"} %llu\n"
+			    "civetweb_mqtt_messages_dropped_total{client=\"%s\",reason="
+			    "\"publish_failed\"} %llu\n"
+			    "civetweb_mqtt_messages_dropped_total{client=\"%s\",reason="
+			    "\"late_reply\"} %llu\n",
+			    v[i].prefix, (unsigned long long)v[i].dropped_queue_full,
+			    v[i].prefix, (unsigned long long)v[i].publish_failed,
+			    v[i].prefix, (unsigned long long)v[i].late);
+		CWM_ONE("messages_in_flight", "gauge",
+		        "Messages handed to the network and not yet acknowledged.",
+		        in_flight);
+		CWM_ONE("messages_buffered", "gauge",
+		        "Messages waiting to be sent (MAX_BUFFERED bounds them).",
+		        buffered);
+		CWM_ONE("dispatch_queue_messages", "gauge",
+		        "Received messages waiting for the handlers (QUEUE_SIZE "
+		        "bounds them).",
+		        queue_depth);
+		CWM_ONE("subscriptions", "gauge",
+		        "Topic filters subscribed (renewed on reconnect).",
+		        subscriptions);
+		CWM_FAMILY(&o, "requests_total", "counter",
+		           "Requests (mg_mqtt_request, POST <path>/request/...) by "
+		           "outcome: replied, timeout, failed.");
+		for (size_t i = 0; i < n; i++)
+			cwm_sbuf_printf(
+			    &o,
+			    "civetweb_mqtt_requests_total{client=\"%s\",outcome="
+			    "\"replied\"} %llu\n"
+			    "civetweb_mqtt_requests_total{client=\"%s\",outcome="
+			    "\"timeout\"} %llu\n"
+			    "civetweb_mqtt_requests_total{client=\"%s\",outcome="
+			    "\"failed\"} %llu\n",
+			    v[i].prefix, (unsigned long long)v[i].replied, v[i].prefix,
+			    (unsigned long long)v[i].timeouts, v[i].prefix,
+			    (unsigned long long)v[i].failed);
+		/* The bridge's families: clients that have one. */
+		CWM_FAMILY(&o, "bridge_clients", "gauge",
+		           "Browsers connected to the bridge, by transport.");
+		for (size_t i = 0; i < n; i++)
+			if (v[i].bridge)
+				cwm_sbuf_printf(
+				    &o,
+				    "civetweb_mqtt_bridge_clients{client=\"%s\",transport="
+				    "\"websocket\"} %d\n"
+				    "civetweb_mqtt_bridge_clients{client=\"%s\",transport="
+				    "\"sse\"} %d\n",
+				    v[i].prefix, v[i].ws, v[i].prefix, v[i].sse);
+#define CWM_BRIDGE_ONE(name, type, help, field)                                \
+	do {                                                                       \
+		CWM_FAMILY(&o, name, type, help);                                      \
+		for (size_t i = 0; i < n; i++)                                         \
+			if (v[i].bridge)                                                   \
+				cwm_sbuf_printf(&o, "civetweb_mqtt_" name "{client=\"%s\"} "   \
+				                    "%llu\n",                                  \
+				                v[i].prefix,                                   \
+				                (unsigned long long)v[i].field);               \
+	} while (0)
+		CWM_BRIDGE_ONE("bridge_messages_delivered_total", "counter",
+		               "Messages queued for browsers (one per browser).",
+		               delivered);
+		CWM_BRIDGE_ONE("bridge_clients_dropped_total", "counter",
+		               "Browsers dropped for falling BRIDGE_CLIENT_QUEUE "
+		               "messages behind.",
+		               dropped_clients);
+		CWM_BRIDGE_ONE("bridge_publishes_total", "counter",
+		               "Messages published by browsers and HTTP clients.",
+		               publishes);
+		CWM_BRIDGE_ONE("bridge_rejected_total", "counter",
+		               "Requests refused by BRIDGE_PUBLISH_ALLOW or "
+		               "BRIDGE_SUBSCRIBE_ALLOW.",
+		               rejected);
+		CWM_BRIDGE_ONE("bridge_last_values", "gauge",
+		               "Topics whose last message is kept (BRIDGE_LAST_VALUES "
+		               "bounds them).",
+		               last_values);
+#undef CWM_BRIDGE_ONE
+#undef CWM_ONE
+#undef CWM_GAUGE_ROWS
+	}
+	pthread_mutex_unlock(&cwm_registry_lock);
+	free(v);
+	if (v == NULL || o.oom) {
+		free(o.p);
+		return cwm_reply_error(conn, 500, "out of memory");
+	}
+	int status = cwm_reply_body(conn, 200, o.p, o.n,
+	                            "text/plain; version=0.0.4; charset=utf-8",
+	                            NULL, NULL);
+	free(o.p);
+	return status;
+}
+
 /* Subscribes client bc to filter for a browser. Returns 0 or an HTTP
  * status with *err. Takes the bridge lock. */
 static int cwm_bridge_subscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
-                                const char *filter, int qos, const char **err)
+                                char *filter, int qos, const char **err)
 {
-	if (mg_mqtt_filter_valid(filter) != 0) {
+	if (cwm_bridge_filter(filter) != 0) {
 		*err = "invalid topic filter";
 		return 400;
 	}
@@ -5547,9 +6569,9 @@ static int cwm_bridge_subscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
 			}
 			/* One count per client and filter; a higher QoS re-subscribes. */
 			if (old == 0)
-				cwm_sub_ref(b->c, filter, qos);
+				cwm_sub_ref(b->c, filter, qos, 0);
 			else if (qos + 1 > old) {
-				cwm_sub_ref(b->c, filter, qos);
+				cwm_sub_ref(b->c, filter, qos, 0);
 				cwm_sub_unref(b->c, filter);
 			}
 		}
@@ -5559,9 +6581,13 @@ static int cwm_bridge_subscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
 }
 
 static int cwm_bridge_unsubscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
-                                  const char *filter, const char **err)
+                                  char *filter, const char **err)
 {
 	int rc = 0;
+	if (cwm_bridge_filter(filter) != 0) {
+		*err = "invalid topic filter";
+		return 400;
+	}
 	pthread_mutex_lock(&b->a->lock);
 	if (cwm_map_del(&bc->filters, filter, strlen(filter)) == NULL) {
 		*err = "not subscribed to this filter";
@@ -5588,17 +6614,19 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 
 	for (;; n++) {
 		char extra[8];
-		int r = n < 16 ? mg_get_var2(qs, strlen(qs), "topic", filters[n],
-		                             sizeof(filters[n]), (size_t)n)
-		               : mg_get_var2(qs, strlen(qs), "topic", extra,
-		                             sizeof(extra), (size_t)n);
-		if (r < 0 && r != -2)
+		int r = n < 16 ? cwm_query_topic(qs, "topic", (size_t)n, filters[n],
+		                                 sizeof(filters[n]))
+		               : cwm_query_topic(qs, "topic", (size_t)n, extra,
+		                                 sizeof(extra));
+		if (r == -1)
 			break;
 		if (n == 16)
 			return cwm_reply_error(conn, 400,
 			                       "at most 16 topic filters a stream");
 		if (r == -2)
 			return cwm_reply_error(conn, 400, "a topic filter is too long");
+		if (r < 0)
+			return cwm_reply_error(conn, 400, "invalid topic filter");
 	}
 	if (n == 0)
 		return cwm_reply_error(conn, 400,
@@ -5609,7 +6637,7 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 		qos = v[0] - '0';
 	}
 	for (int i = 0; i < n; i++) {
-		if (mg_mqtt_filter_valid(filters[i]) != 0)
+		if (cwm_bridge_filter(filters[i]) != 0)
 			return cwm_reply_error(conn, 400, "invalid topic filter");
 		if (!cwm_may_subscribe(b, filters[i])) {
 			atomic_fetch_add(&b->rejected, 1);
@@ -5698,41 +6726,63 @@ static int cwm_bridge_owns(const struct cwm_bridge *b, const char *uri)
 
 /* -- digest authentication (RFC 7616, MD5, qop=auth) ---------------------------- */
 
-/* The value of parameter name in a Digest header, unquoted, into out. */
+/* The value of parameter name in a Digest header, unquoted, into out.
+ * The header is read as the list of name=value pairs it is, so a name
+ * inside another parameter's quoted value is never taken for a parameter.
+ * -1: not there, malformed, or longer than out. */
 static int cwm_digest_param(const char *h, const char *name, char *out,
                             size_t len)
 {
 	size_t nl = strlen(name);
 	const char *p = h;
-	while ((p = strcasestr(p, name)) != NULL) {
-		int start = p == h || p[-1] == ' ' || p[-1] == ',' || p[-1] == '\t';
-		const char *v = p + nl;
-		while (*v == ' ')
-			v++;
-		if (!start || *v != '=') {
-			p += nl;
-			continue;
-		}
-		v++;
-		while (*v == ' ')
-			v++;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (strncasecmp(p, "Digest", 6) == 0 && (p[6] == ' ' || p[6] == '\t'))
+		p += 6;
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (*p == '\0')
+			return -1;
+		const char *key = p;
+		while (*p != '\0' && *p != '=' && *p != ' ' && *p != '\t' &&
+		       *p != ',')
+			p++;
+		size_t kl = (size_t)(p - key);
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p != '=')
+			return -1;
+		p++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		int match = kl == nl && strncasecmp(key, name, nl) == 0;
 		size_t n = 0;
-		if (*v == '"') {
-			for (v++; *v != '\0' && *v != '"' && n + 1 < len; v++) {
-				if (*v == '\\' && v[1] != '\0')
-					v++;
-				out[n++] = *v;
+		if (*p == '"') {
+			for (p++; *p != '\0' && *p != '"'; p++) {
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+				if (match && n + 1 >= len)
+					return -1;
+				if (match)
+					out[n++] = *p;
 			}
-			if (*v != '"')
+			if (*p != '"')
 				return -1;
+			p++;
 		} else {
-			while (*v != '\0' && *v != ',' && *v != ' ' && n + 1 < len)
-				out[n++] = *v++;
+			for (; *p != '\0' && *p != ',' && *p != ' ' && *p != '\t'; p++) {
+				if (match && n + 1 >= len)
+					return -1;
+				if (match)
+					out[n++] = *p;
+			}
 		}
-		out[n] = '\0';
-		return 0;
+		if (match) {
+			out[n] = '\0';
+			return 0;
+		}
 	}
-	return -1;
 }
 
 /* nonce = <time hex>-<md5(secret:time)> */
@@ -5859,6 +6909,15 @@ static int cwm_bridge_auth(struct mg_connection *conn, void *cbdata)
 	return ok;
 }
 
+
+/* 405 with the Allow header: method is "GET" (GET and HEAD) or "POST". */
+static int cwm_reply_405(struct mg_connection *conn, const char *method)
+{
+	return cwm_reply_text(conn, 405,
+	                      strcmp(method, "GET") == 0 ? "{\"error\":\"use GET\"}"
+	                                                 : "{\"error\":\"use POST\"}",
+	                      "Allow", method);
+}
 /* Every plain HTTP request under BRIDGE_PATH. */
 static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 {
@@ -5877,20 +6936,28 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 	int post = strcmp(m, "POST") == 0;
 	if (strcmp(route, "/publish") == 0)
 		status = post ? cwm_route_publish(b, conn)
-		              : cwm_reply_text(conn, 405, "{\"error\":\"use POST\"}",
-		                               "Allow", "POST");
+		              : cwm_reply_405(conn, "POST");
 	else if (strncmp(route, "/publish/", 9) == 0)
 		status = post ? cwm_route_publish_raw(b, conn, route + 9)
-		              : cwm_reply_text(conn, 405, "{\"error\":\"use POST\"}",
-		                               "Allow", "POST");
+		              : cwm_reply_405(conn, "POST");
 	else if (strcmp(route, "/status") == 0)
 		status = get ? cwm_route_status(b, conn)
-		             : cwm_reply_text(conn, 405, "{\"error\":\"use GET\"}",
-		                              "Allow", "GET");
+		             : cwm_reply_405(conn, "GET");
 	else if (strcmp(route, "/events") == 0)
 		status = get ? cwm_route_events(b, conn)
-		             : cwm_reply_text(conn, 405, "{\"error\":\"use GET\"}",
-		                              "Allow", "GET");
+		             : cwm_reply_405(conn, "GET");
+	else if (strncmp(route, "/request/", 9) == 0)
+		status = post ? cwm_route_request(b, conn, route + 9)
+		              : cwm_reply_405(conn, "POST");
+	else if (strcmp(route, "/last") == 0)
+		status = get ? cwm_route_last_list(b, conn)
+		             : cwm_reply_405(conn, "GET");
+	else if (strncmp(route, "/last/", 6) == 0)
+		status = get ? cwm_route_last(b, conn, route + 6)
+		             : cwm_reply_405(conn, "GET");
+	else if (strcmp(route, "/metrics") == 0)
+		status = get ? cwm_route_metrics(b, conn)
+		             : cwm_reply_405(conn, "GET");
 	else if (strcmp(route, "/ws") == 0)
 		status = cwm_reply_text(conn, 426,
 		                        "{\"error\":\"a WebSocket upgrade is required\"}",
@@ -5939,12 +7006,19 @@ static void cwm_ws_reply(struct cwm_bridge *b, struct cwm_bclient *bc,
                          const char *op, const cJSON *id, int status,
                          const char *err, const char *topic, int message_id)
 {
+	/* Echoes only what is valid UTF-8: a text frame that is not makes a
+	 * conforming WebSocket client close the connection (RFC 6455). */
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "op", status == 0 ? "ack" : "error");
-	cJSON_AddStringToObject(o, "of", op);
-	if (id != NULL)
-		cJSON_AddItemToObject(o, "id", cJSON_Duplicate(id, 1));
-	if (topic != NULL)
+	cJSON_AddStringToObject(o, "of",
+	                        cwm_utf8_valid(op, strlen(op)) ? op : "");
+	if (id != NULL) {
+		char *t = cJSON_PrintUnformatted(id);
+		if (t != NULL && cwm_utf8_valid(t, strlen(t)))
+			cJSON_AddItemToObject(o, "id", cJSON_Duplicate(id, 1));
+		cJSON_free(t);
+	}
+	if (topic != NULL && cwm_utf8_valid(topic, strlen(topic)))
 		cJSON_AddStringToObject(o, "topic", topic);
 	if (status != 0) {
 		cJSON_AddNumberToObject(o, "status", status);
@@ -5984,7 +7058,7 @@ static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
 	const char *err = NULL;
 	int status = 0;
 	cJSON *req = opcode == MG_WEBSOCKET_OPCODE_TEXT
-	                 ? cJSON_ParseWithLength(data, len)
+	                 ? cwm_json_parse(data, len, &err)
 	                 : NULL;
 	const cJSON *op = cJSON_GetObjectItemCaseSensitive(req, "op");
 	const cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
@@ -5994,10 +7068,12 @@ static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
 
 	if (!cJSON_IsObject(req) || !cJSON_IsString(op)) {
 		cwm_ws_reply(b, bc, name, id, 400,
-		             opcode == MG_WEBSOCKET_OPCODE_TEXT
+		             err != NULL ? err
+		             : opcode == MG_WEBSOCKET_OPCODE_TEXT
 		                 ? "malformed JSON or missing \"op\""
 		                 : "send JSON text frames",
 		             NULL, 0);
+		err = NULL;
 	} else if (strcmp(name, "subscribe") == 0) {
 		int q = 0;
 		if (!cJSON_IsString(topic))
@@ -6101,6 +7177,7 @@ static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen)
 			b->secret[i] = (unsigned char)(rand_r(&c->seed) >> 3);
 	pthread_cond_init(&b->wcond, NULL);
 	pthread_cond_init(&b->idle, NULL);
+	pthread_mutex_init(&b->lv_lock, NULL);
 	c->bridge = b;
 	return 0;
 }
@@ -6178,12 +7255,14 @@ static void cwm_bridge_destroy(struct mg_mqtt *c)
 	cwm_tnode_free(b->tree.hash);
 	for (struct cwm_handler *h = b->tree.handlers, *next; h != NULL; h = next) {
 		next = h->next;
-		free(h);
+		cwm_handler_free(h);
 	}
 	free(b->cur.v);
 	free(b->nxt.v);
 	free(b->hits.v);
 	free(b->realm);
+	cwm_map_free(&b->lv, cwm_lv_free);
+	pthread_mutex_destroy(&b->lv_lock);
 	pthread_cond_destroy(&b->wcond);
 	pthread_cond_destroy(&b->idle);
 	free(b);
@@ -6191,7 +7270,293 @@ static void cwm_bridge_destroy(struct mg_mqtt *c)
 }
 
 /* ========================================================================
- * 13. Life cycle
+ * 13. Requests: a publish with a reply topic, and the wait for its reply
+ * ====================================================================== */
+
+/* One caller of mg_mqtt_request(), on its own stack, linked into c->reqs
+ * while it waits. */
+struct cwm_req {
+	struct cwm_req *next;
+	pthread_cond_t cond;
+	char corr[32];      /* correlation id: the last level of the reply topic */
+	int done;           /* 1: replied; -1: out of memory copying the reply */
+	void *payload;
+	size_t len;
+	char *content_type;
+};
+
+/* Start: the reply topics are "<client id>/reply/<id>", when the client id
+ * can be the start of a topic name. */
+static int cwm_req_setup(struct mg_mqtt *c)
+{
+	const char *id = c->client_id;
+	if (strpbrk(id, "+#") != NULL || id[0] == '$')
+		return 0; /* mg_mqtt_request() says MG_MQTT_ERR_TOPIC */
+	size_t n = strlen(id);
+	if ((c->reply_base = malloc(n + 8)) == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	memcpy(c->reply_base, id, n);
+	memcpy(c->reply_base + n, "/reply/", 8);
+	c->reply_base_len = n + 7;
+	if (getrandom(&c->req_nonce, sizeof(c->req_nonce), GRND_NONBLOCK) !=
+	    (ssize_t)sizeof(c->req_nonce))
+		c->req_nonce = (uint32_t)cwm_now_ms() ^ (uint32_t)getpid();
+	return 0;
+}
+
+/* paho's receive thread, before anything else looks at a message: takes
+ * a reply to a waiting request. Returns 1 when the message was a reply
+ * (then it is consumed here, on time or late), 0 otherwise. */
+static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
+                           MQTTAsync_message *m)
+{
+	size_t bl = c->reply_base_len;
+	if (c->reply_base == NULL || tl <= bl ||
+	    memcmp(topic, c->reply_base, bl) != 0 ||
+	    memchr(topic + bl, '/', tl - bl) != NULL)
+		return 0;
+	const char *corr = topic + bl;
+	size_t cl = tl - bl;
+	pthread_mutex_lock(&c->req_lock);
+	struct cwm_req *q = c->reqs;
+	while (q != NULL &&
+	       (q->done || strlen(q->corr) != cl || memcmp(q->corr, corr, cl) != 0))
+		q = q->next;
+	if (q == NULL) {
+		atomic_fetch_add(&c->req_late, 1);
+	} else {
+		size_t n = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+		q->payload = malloc(n + 1);
+		if (q->payload != NULL) {
+			if (n > 0)
+				memcpy(q->payload, m->payload, n);
+			((char *)q->payload)[n] = '\0';
+			q->len = n;
+			if (m->properties.count > 0 &&
+			    MQTTProperties_hasProperty(&m->properties,
+			                               MQTTPROPERTY_CODE_CONTENT_TYPE)) {
+				MQTTProperty *p = MQTTProperties_getProperty(
+				    &m->properties, MQTTPROPERTY_CODE_CONTENT_TYPE);
+				if (p != NULL && (q->content_type =
+				                      malloc((size_t)p->value.data.len + 1))) {
+					memcpy(q->content_type, p->value.data.data,
+					       (size_t)p->value.data.len);
+					q->content_type[p->value.data.len] = '\0';
+				}
+			}
+		}
+		q->done = q->payload != NULL ? 1 : -1;
+		pthread_cond_signal(&q->cond);
+	}
+	pthread_mutex_unlock(&c->req_lock);
+	return 1;
+}
+
+/* Stop: every waiting request returns MG_MQTT_ERR_STOPPED. wait: also
+ * until every caller has left mg_mqtt_request() (after c->stopping is
+ * set, so that none still waits for its subscription). */
+static void cwm_req_stop(struct mg_mqtt *c, int wait)
+{
+	pthread_mutex_lock(&c->req_lock);
+	c->req_stopping = 1;
+	for (struct cwm_req *q = c->reqs; q != NULL; q = q->next)
+		pthread_cond_signal(&q->cond);
+	while (wait && c->req_active > 0) {
+		pthread_mutex_unlock(&c->req_lock);
+		usleep(1000);
+		pthread_mutex_lock(&c->req_lock);
+	}
+	pthread_mutex_unlock(&c->req_lock);
+}
+
+/* Holds the reply filter and waits until the broker has granted it (on the
+ * first request, and after a reconnect until it is renewed). Returns 0,
+ * MG_MQTT_ERR_TIMEOUT, _STOPPED, _REFUSED. */
+static int cwm_req_ready(struct mg_mqtt *c, int64_t deadline)
+{
+	char filter[sizeof(c->prefix) + 512];
+	size_t n = c->reply_base_len;
+	char *f = n + 2 <= sizeof(filter) ? filter : malloc(n + 2);
+	int rc = 0;
+	if (f == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	memcpy(f, c->reply_base, n);
+	f[n] = '+';
+	f[n + 1] = '\0';
+	if (!atomic_exchange(&c->reply_held, 1))
+		cwm_sub_ref(c, f, 1, 1);
+	for (int64_t sleep_us = 200;; sleep_us = sleep_us < 20000 ? sleep_us * 2 : sleep_us) {
+		pthread_mutex_lock(&c->lock);
+		const struct cwm_sub *s = cwm_map_get(&c->subs, f, n + 1);
+		int granted = s != NULL ? s->granted : -1, stopping = c->stopping;
+		int ok = granted >= 0 && granted < 0x80 && c->state == CWM_CONNECTED;
+		pthread_mutex_unlock(&c->lock);
+		if (ok)
+			break;
+		if (stopping) {
+			rc = MG_MQTT_ERR_STOPPED;
+			break;
+		}
+		if (granted >= 0x80) {
+			cwm_log(c, MG_MQTT_LOG_ERROR,
+			        "the broker refused the reply subscription '%s' (code "
+			        "0x%02x): requests cannot get replies",
+			        f, (unsigned)granted);
+			rc = MG_MQTT_ERR_REFUSED;
+			break;
+		}
+		int64_t left = deadline - cwm_now_ms();
+		if (left <= 0) {
+			rc = MG_MQTT_ERR_TIMEOUT;
+			break;
+		}
+		/* Only until the first SUBACK (and again after a reconnect). */
+		usleep((useconds_t)(sleep_us < left * 1000 ? sleep_us : left * 1000));
+	}
+	if (f != filter)
+		free(f);
+	return rc;
+}
+
+/* The 3.1.1 request: {"reply_to":..,"correlation_id":..,"payload":..}. */
+static char *cwm_req_envelope(const char *reply_to, const char *corr,
+                              const void *payload, size_t len)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *out = NULL;
+	if (o == NULL)
+		return NULL;
+	if (cJSON_AddStringToObject(o, "reply_to", reply_to) != NULL &&
+	    cJSON_AddStringToObject(o, "correlation_id", corr) != NULL &&
+	    cwm_add_payload(o, payload, len) == 0)
+		out = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return out;
+}
+
+/* mg_mqtt_request() once the arguments are checked and the caller
+ * counted in c->req_active. */
+static int cwm_request(struct mg_mqtt *c, const char *topic,
+                       const void *payload, size_t len, int qos,
+                       int timeout_ms, struct mg_mqtt_reply *reply)
+{
+	int64_t deadline = cwm_now_ms() + timeout_ms;
+	int rc = cwm_req_ready(c, deadline);
+	if (rc != 0)
+		return rc;
+
+	struct cwm_req q;
+	memset(&q, 0, sizeof(q));
+	pthread_cond_init(&q.cond, NULL);
+	pthread_mutex_lock(&c->req_lock);
+	if (c->req_stopping) {
+		pthread_mutex_unlock(&c->req_lock);
+		pthread_cond_destroy(&q.cond);
+		return MG_MQTT_ERR_STOPPED;
+	}
+	snprintf(q.corr, sizeof(q.corr), "%08x%llx", (unsigned)c->req_nonce,
+	         (unsigned long long)++c->req_seq);
+	q.next = c->reqs;
+	c->reqs = &q;
+	pthread_mutex_unlock(&c->req_lock);
+
+	size_t bl = c->reply_base_len, cl = strlen(q.corr);
+	char *reply_to = malloc(bl + cl + 1), *env = NULL;
+	if (reply_to == NULL) {
+		rc = MG_MQTT_ERR_NOMEM;
+	} else {
+		memcpy(reply_to, c->reply_base, bl);
+		memcpy(reply_to + bl, q.corr, cl + 1);
+		if (c->v5) {
+			struct mg_mqtt_props p;
+			memset(&p, 0, sizeof(p));
+			p.response_topic = reply_to;
+			p.correlation_data = q.corr;
+			p.correlation_len = cl;
+			rc = mg_mqtt_publish_props(c, topic, payload, len, qos, 0, &p);
+		} else if ((env = cwm_req_envelope(reply_to, q.corr, payload, len)) ==
+		           NULL) {
+			rc = MG_MQTT_ERR_NOMEM;
+		} else {
+			rc = mg_mqtt_publish(c, topic, env, strlen(env), qos, 0);
+		}
+	}
+	free(reply_to);
+	cJSON_free(env);
+
+	pthread_mutex_lock(&c->req_lock);
+	if (rc > 0) {
+		struct timespec until = cwm_deadline(deadline - cwm_now_ms());
+		while (q.done == 0 && !c->req_stopping &&
+		       pthread_cond_timedwait(&q.cond, &c->req_lock, &until) !=
+		           ETIMEDOUT) {
+		}
+		rc = q.done == 1    ? 0
+		     : q.done < 0   ? MG_MQTT_ERR_NOMEM
+		     : c->req_stopping ? MG_MQTT_ERR_STOPPED
+		                       : MG_MQTT_ERR_TIMEOUT;
+	}
+	for (struct cwm_req **pp = &c->reqs; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == &q) {
+			*pp = q.next;
+			break;
+		}
+	pthread_mutex_unlock(&c->req_lock);
+	pthread_cond_destroy(&q.cond);
+
+	if (rc == 0) {
+		reply->payload = q.payload;
+		reply->payload_len = q.len;
+		reply->content_type = q.content_type;
+		return 0;
+	}
+	free(q.payload);
+	free(q.content_type);
+	return rc;
+}
+
+int mg_mqtt_request(struct mg_mqtt *c, const char *topic, const void *payload,
+                    size_t len, int qos, int timeout_ms,
+                    struct mg_mqtt_reply *reply)
+{
+	int rc;
+	if (reply != NULL)
+		memset(reply, 0, sizeof(*reply));
+	if ((rc = cwm_ops_check(c)) != 0)
+		return rc;
+	if (topic == NULL || reply == NULL || timeout_ms <= 0 ||
+	    (payload == NULL && len > 0))
+		return MG_MQTT_ERR_INVALID;
+	if (qos < 0 || qos > 2)
+		return MG_MQTT_ERR_QOS;
+	if (mg_mqtt_topic_valid(topic) != 0 || c->reply_base == NULL)
+		return MG_MQTT_ERR_TOPIC;
+	pthread_mutex_lock(&c->req_lock);
+	c->req_active++;
+	pthread_mutex_unlock(&c->req_lock);
+	rc = cwm_request(c, topic, payload, len, qos, timeout_ms, reply);
+	atomic_fetch_add(rc == 0                      ? &c->req_replied
+	                 : rc == MG_MQTT_ERR_TIMEOUT ? &c->req_timeouts
+	                                              : &c->req_failed,
+	                 1);
+	/* The last touch of c: stop may free it once req_active is 0. */
+	pthread_mutex_lock(&c->req_lock);
+	c->req_active--;
+	pthread_mutex_unlock(&c->req_lock);
+	return rc;
+}
+
+void mg_mqtt_reply_free(struct mg_mqtt_reply *reply)
+{
+	if (reply == NULL)
+		return;
+	free(reply->payload);
+	free(reply->content_type);
+	memset(reply, 0, sizeof(*reply));
+}
+
+/* ========================================================================
+ * 14. Life cycle
  * ====================================================================== */
 
 struct mg_mqtt *mg_mqtt_create(const char *prefix)
@@ -6212,6 +7577,7 @@ struct mg_mqtt *mg_mqtt_create(const char *prefix)
 	for (size_t i = 0; i < n; i++)
 		c->prefix[i] = (char)toupper((unsigned char)prefix[i]);
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->req_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_cond_init(&c->io_cond, &ca);
 	pthread_cond_init(&c->ev_cond, &ca);
@@ -6244,16 +7610,23 @@ int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
 		return rc;
 	if (filter == NULL)
 		return MG_MQTT_ERR_INVALID;
-	if (cwm_filter_check(filter, strlen(filter)) != 0)
-		return MG_MQTT_ERR_FILTER;
+	char *plain;
+	struct mg_mqtt_params *params;
+	if ((rc = cwm_filter_normalize(filter, &plain, &params)) != 0)
+		return rc;
 	struct cwm_handler *hd = calloc(1, sizeof(*hd));
-	if (hd == NULL)
+	if (hd == NULL) {
+		free(plain);
+		free(params);
 		return MG_MQTT_ERR_NOMEM;
+	}
 	hd->fn = h;
 	hd->ud = user_data;
 	hd->seq = ++c->nhandlers;
-	if ((rc = cwm_tree_add(&c->tree, filter, hd)) != 0)
-		free(hd);
+	hd->params = params;
+	if ((rc = cwm_tree_add(&c->tree, plain, hd)) != 0)
+		cwm_handler_free(hd);
+	free(plain);
 	return rc;
 }
 
@@ -6360,6 +7733,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	pthread_cond_signal(&c->io_cond);
 	pthread_cond_broadcast(&c->space_cond);
 	pthread_mutex_unlock(&c->lock);
+	cwm_req_stop(c, 0);
 
 	if (c->io_started) {
 		pthread_join(c->io_thread, NULL);
@@ -6377,6 +7751,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	if (c->dispatch_started)
 		pthread_join(c->dispatch_thread, NULL);
 	cwm_bridge_destroy(c);
+	cwm_req_stop(c, 1); /* woken at the start; wait until they are out */
 	while (c->evq != NULL) {
 		struct cwm_event *ev = c->evq;
 		c->evq = ev->next;
@@ -6390,6 +7765,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	cwm_map_free(&c->subs, free); /* and any entry still marked gone */
 	cwm_settings_free(&c->cfg);
 	free(c->client_id);
+	free(c->reply_base);
 	free(c->broker);
 	free(c->error_log_file);
 	free(c->pdir);
@@ -6441,7 +7817,7 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 	c->v5 = s->protocol == 5;
 	c->client_id = s->client_id != NULL ? cwm_strdup(s->client_id)
 	                                    : cwm_make_client_id();
-	if (c->client_id == NULL) {
+	if (c->client_id == NULL || (rc = cwm_req_setup(c)) != 0) {
 		rc = MG_MQTT_ERR_NOMEM;
 		goto fail;
 	}
@@ -6509,6 +7885,13 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 
 	if (s->bridge_path != NULL && (rc = cwm_bridge_create(c, err, sizeof(err))) != 0)
 		goto fail;
+	if (s->bridge_path != NULL && s->shared_group != NULL)
+		cwm_log(c, MG_MQTT_LOG_WARNING,
+		        "%s_SHARED_GROUP also shares the subscriptions the bridge "
+		        "makes for browsers: a browser sees only the messages the "
+		        "broker gives this server; to share only some filters, "
+		        "write them as $share/<group>/<filter> in %s_SUBSCRIBE",
+		        c->prefix, c->prefix);
 
 	c->state = CWM_DISCONNECTED;
 	c->backoff_s = s->reconnect_min;
@@ -6576,9 +7959,10 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 	cwm_tnode_free(c->tree.hash);
 	for (struct cwm_handler *h = c->tree.handlers, *next; h != NULL; h = next) {
 		next = h->next;
-		free(h);
+		cwm_handler_free(h);
 	}
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->req_lock);
 	pthread_cond_destroy(&c->io_cond);
 	pthread_cond_destroy(&c->ev_cond);
 	pthread_cond_destroy(&c->state_cond);
@@ -6588,7 +7972,7 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 }
 
 /* ========================================================================
- * 14. Status
+ * 15. Status
  * ====================================================================== */
 
 int mg_mqtt_subscriptions(struct mg_mqtt *c, struct mg_mqtt_subscription **list)
@@ -6620,16 +8004,12 @@ int mg_mqtt_subscriptions(struct mg_mqtt *c, struct mg_mqtt_subscription **list)
 		v[i].qos = s->qos;
 		v[i].granted = s->granted;
 		v[i].app = s->app;
-		v[i].browsers = s->brefs;
+		v[i].browsers = s->brefs - s->sys;
+		v[i].internal = s->sys;
 	}
 	pthread_mutex_unlock(&c->lock);
 	*list = v;
 	return (int)n;
-}
-
-static const char *cwm_protocol_name(int p)
-{
-	return p == 5 ? "5" : p == 3 ? "3.1" : "3.1.1";
 }
 
 /* The status as a cJSON object (also served by the bridge). */
@@ -6678,7 +8058,9 @@ static cJSON *cwm_status_object(struct mg_mqtt *c)
 		else
 			cJSON_AddNullToObject(e, "granted");
 		cJSON_AddBoolToObject(e, "app", s->app);
-		cJSON_AddNumberToObject(e, "browsers", s->brefs);
+		cJSON_AddNumberToObject(e, "browsers", s->brefs - s->sys);
+		if (s->sys)
+			cJSON_AddBoolToObject(e, "internal", 1);
 		cJSON_AddItemToArray(subs, e);
 	}
 	cJSON_AddItemToObject(o, "subscriptions", subs);
@@ -6699,6 +8081,14 @@ static cJSON *cwm_status_object(struct mg_mqtt *c)
 	cJSON_AddNumberToObject(gauges, "queued", queued);
 	cJSON_AddNumberToObject(gauges, "queue_depth", c->ev_msgs);
 	pthread_mutex_unlock(&c->lock);
+	cJSON_AddNumberToObject(counters, "requests_replied",
+	                        (double)atomic_load(&c->req_replied));
+	cJSON_AddNumberToObject(counters, "requests_timed_out",
+	                        (double)atomic_load(&c->req_timeouts));
+	cJSON_AddNumberToObject(counters, "requests_failed",
+	                        (double)atomic_load(&c->req_failed));
+	cJSON_AddNumberToObject(counters, "late_replies",
+	                        (double)atomic_load(&c->req_late));
 	/* The bridge lives from start to stop; its counters are atomic. */
 	struct cwm_bridge *b = running ? c->bridge : NULL;
 	if (b != NULL) {
@@ -6719,6 +8109,9 @@ static cJSON *cwm_status_object(struct mg_mqtt *c)
 		                        (double)atomic_load(&b->publishes));
 		cJSON_AddNumberToObject(counters, "bridge_rejected",
 		                        (double)atomic_load(&b->rejected));
+		pthread_mutex_lock(&b->lv_lock);
+		cJSON_AddNumberToObject(gauges, "bridge_last_values", (double)b->lv.n);
+		pthread_mutex_unlock(&b->lv_lock);
 	}
 	cJSON_AddItemToObject(o, "counters", counters);
 	cJSON_AddItemToObject(o, "gauges", gauges);

@@ -85,7 +85,8 @@ struct mg_mqtt;    /* one MQTT client; opaque */
 	XX(THREAD, -22, "cannot create a thread")                                  \
 	XX(IO, -23, "cannot read a file")                                          \
 	XX(PAHO, -24, "MQTT library error")                                        \
-	XX(NOT_FOUND, -25, "not found")
+	XX(NOT_FOUND, -25, "not found")                                            \
+	XX(PARAM, -26, "bad {name} level (a whole level, a name used once)")
 
 enum mg_mqtt_error {
 	MG_MQTT_OK = 0,
@@ -124,6 +125,10 @@ struct mg_mqtt_props {
 	int payload_utf8;             /* 1: payload format indicator "UTF-8" */
 };
 
+/* The {name} levels of the filter of the topic handler being called;
+ * read them with mg_mqtt_param(). Opaque. */
+struct mg_mqtt_params;
+
 /* A received message, as handed to message handlers. Everything it points
  * to is valid until the handler returns; copy what you keep. */
 struct mg_mqtt_message {
@@ -136,7 +141,18 @@ struct mg_mqtt_message {
 	int dup;                  /* 1: the broker may have sent it before */
 	int packet_id;            /* MQTT packet id; 0 for QoS 0 */
 	const struct mg_mqtt_props *props; /* never NULL; all absent if none */
+	const struct mg_mqtt_params *params; /* named levels of the handler's
+	                                        filter; NULL: none */
 };
+
+/* The value of the level named {name} in the filter of the topic handler
+ * being called: with a handler on "home/{room}/temperature", a message on
+ * "home/kitchen/temperature" gives "kitchen" for "room". Writes it into
+ * buf (snprintf rules: NUL-terminated when len > 0, truncated if short).
+ * Returns its length, MG_MQTT_ERR_NOT_FOUND (no such name, or the catch-all
+ * handler), or MG_MQTT_ERR_INVALID. Within the handler only. */
+MG_MQTT_API int mg_mqtt_param(const struct mg_mqtt_message *msg,
+                              const char *name, char *buf, size_t len);
 
 /* ------------------------------------------------------------------------
  * Handlers. All run on the client's dispatch thread ("mqtt-dispatch"), one
@@ -249,7 +265,9 @@ MG_MQTT_API int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
  * client that was never started. After return, c is invalid.
  * Returns 0, or MG_MQTT_ERR_IN_HANDLER (called from one of c's handlers;
  * nothing is done). Not thread-safe with respect to c: call it once, when
- * no other thread uses c any more. */
+ * no other thread uses c any more. The one exception: threads waiting in
+ * mg_mqtt_request() are woken (MG_MQTT_ERR_STOPPED), and stop waits until
+ * they have returned. */
 MG_MQTT_API int mg_mqtt_stop(struct mg_mqtt *c);
 
 /* The started client of `prefix` (NULL: "MQTT") attached to ctx, or NULL.
@@ -272,7 +290,9 @@ MG_MQTT_API const char *mg_mqtt_prefix(const struct mg_mqtt *c);
  * ---------------------------------------------------------------------- */
 
 /* Calls h for every message whose topic matches `filter` ('+' one level,
- * '#' the rest; "$share/<group>/<filter>" is matched as <filter>). Several
+ * '#' the rest; "$share/<group>/<filter>" is matched as <filter>). A level
+ * may be named, "{room}": it matches like '+' and the handler reads it
+ * with mg_mqtt_param(). Several
  * handlers may match one message: each is called, in registration order.
  * Registering only routes messages; subscribe with mg_mqtt_subscribe() or
  * the SUBSCRIBE option. Matching cost does not grow with the number of
@@ -283,7 +303,9 @@ MG_MQTT_API const char *mg_mqtt_prefix(const struct mg_mqtt *c);
  * is dropped, counted ("dropped_queue_full" in the status) and reported by
  * a warning through the log (at most one per second). Connection and
  * acknowledgement events are never dropped.
- * Returns also MG_MQTT_ERR_FILTER for an invalid filter. */
+ * Returns also MG_MQTT_ERR_FILTER for an invalid filter, and
+ * MG_MQTT_ERR_PARAM for a named level that is not a whole level
+ * ("a{b}/c"), an empty or non-alphanumeric name, or a name used twice. */
 MG_MQTT_API int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
                                  mg_mqtt_message_handler h, void *user_data);
 
@@ -321,7 +343,8 @@ MG_MQTT_API int mg_mqtt_on_log(struct mg_mqtt *c, mg_mqtt_log_handler h,
 /* ------------------------------------------------------------------------
  * Operations: any thread, after a successful mg_mqtt_start() (else
  * MG_MQTT_ERR_NOT_STARTED), until mg_mqtt_stop() begins (then
- * MG_MQTT_ERR_STOPPED). None of them waits on the network.
+ * MG_MQTT_ERR_STOPPED). None of them waits on the network, except
+ * mg_mqtt_request(), which waits for its reply.
  * ---------------------------------------------------------------------- */
 
 /* Subscribes to `filter` at `qos` and remembers it: the subscription is
@@ -330,7 +353,9 @@ MG_MQTT_API int mg_mqtt_on_log(struct mg_mqtt *c, mg_mqtt_log_handler h,
  * its QoS. With SHARED_GROUP set, the broker sees $share/<group>/<filter>.
  * Returns an id > 0 (on_subscribe follows once the broker answers; while
  * disconnected the answer comes after the next connect), or
- * MG_MQTT_ERR_FILTER, _QOS, _INVALID, _NOMEM. */
+ * MG_MQTT_ERR_FILTER, _PARAM, _QOS, _INVALID, _NOMEM. Named levels
+ * ("home/{room}/temperature") are subscribed, listed and unsubscribed as
+ * '+'. */
 MG_MQTT_API int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter,
                                   int qos);
 
@@ -354,6 +379,18 @@ MG_MQTT_API int mg_mqtt_unsubscribe_all(struct mg_mqtt *c);
  * MG_MQTT_ERR_BUFFER_FULL once MAX_INFLIGHT + MAX_BUFFERED messages are
  * unfinished (queued, buffered, or awaiting acknowledgement), and with
  * MG_MQTT_ERR_NOT_CONNECTED while disconnected when MAX_BUFFERED is 0.
+ * MG_MQTT_ERR_TOO_LARGE: a topic over 65,535 bytes, a packet over MQTT's
+ * 256 MiB, or (MQTT 5) a packet over the Maximum Packet Size the broker
+ * announced when it accepted the connection. A message buffered before
+ * that and found too large when its turn comes is not sent (the broker
+ * would close the connection over it): on_publish gets
+ * MG_MQTT_ERR_TOO_LARGE and it counts in publish_failed. With MQTT 3.1.1
+ * a broker cannot say; mosquitto's message_size_limit then drops the
+ * message and still acknowledges it (with MQTT 5 on_publish gets reason
+ * code 0x95). A QoS 1/2 message that was in flight each time the
+ * connection was lost, 3 connections in a row (a broker that closes the
+ * connection over it without saying why), is given up: on_publish gets
+ * MG_MQTT_ERR_CONNECTION_LOST and the log says so.
  * Returns an id > 0 (on_publish follows), or MG_MQTT_ERR_TOPIC, _QOS,
  * _TOO_LARGE, _INVALID, _NOMEM, _BUFFER_FULL, _NOT_CONNECTED. */
 MG_MQTT_API int mg_mqtt_publish(struct mg_mqtt *c, const char *topic,
@@ -373,6 +410,44 @@ MG_MQTT_API int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
  * started). Any thread. */
 MG_MQTT_API int mg_mqtt_is_connected(const struct mg_mqtt *c);
 
+/* The answer to mg_mqtt_request(). */
+struct mg_mqtt_reply {
+	void *payload;      /* malloc()ed; payload_len bytes and a NUL after them */
+	size_t payload_len; /* bytes in payload */
+	char *content_type; /* MQTT 5 content type of the reply; NULL: none */
+};
+
+/* Request/response over MQTT. Publishes payload to `topic` with a reply
+ * topic "<client id>/reply/<correlation id>" and waits, up to timeout_ms,
+ * for the one message published to that reply topic.
+ * With MQTT 5 the request carries the response topic and correlation data
+ * properties (the correlation data is the correlation id), and its payload
+ * is `payload` unchanged. With 3.1.1 (no properties) the payload is a JSON
+ * envelope: {"reply_to":"<reply topic>","correlation_id":"<id>",
+ * "payload":"<payload as text>"}, or "payload":"<base64>","base64":true
+ * when the payload is not UTF-8 text. Either way the responder publishes
+ * its answer, as is, to the reply topic.
+ * The first call subscribes to "<client id>/reply/+" (QoS 1; kept until
+ * stop, renewed on reconnect) and waits for the broker to grant it, within
+ * the same timeout. Replies are taken off the network by paho's thread, not
+ * queued behind handlers; one that comes after its request timed out is
+ * dropped and counted (late_replies in the status and the metrics).
+ * Blocks the calling thread (a CivetWeb worker, any thread; from a handler
+ * it holds up later handlers). Many threads may wait at once.
+ * On success fills *reply (release it with mg_mqtt_reply_free()) and
+ * returns 0. Returns MG_MQTT_ERR_TIMEOUT (no reply in time), _STOPPED
+ * (stop began), _REFUSED (the broker refused the reply subscription),
+ * _TOPIC (a bad topic, or a client id with '+', '#' or a leading '$' that
+ * cannot be a reply topic), _INVALID (timeout_ms <= 0, reply NULL), or what
+ * mg_mqtt_publish() returns; *reply is then all NULL/0. */
+MG_MQTT_API int mg_mqtt_request(struct mg_mqtt *c, const char *topic,
+                                const void *payload, size_t len, int qos,
+                                int timeout_ms, struct mg_mqtt_reply *reply);
+
+/* Frees what mg_mqtt_request() put into *reply and zeroes it; NULL is a
+ * no-op. */
+MG_MQTT_API void mg_mqtt_reply_free(struct mg_mqtt_reply *reply);
+
 /* One remembered subscription. mg_mqtt_subscriptions() and
  * mg_mqtt_status() also work before start and after a failed start (no
  * subscriptions then; "running": false). */
@@ -382,6 +457,8 @@ struct mg_mqtt_subscription {
 	int granted;        /* QoS granted at the last SUBACK; -1: not yet */
 	int app;            /* 1: subscribed through the API or SUBSCRIBE */
 	int browsers;       /* bridge clients holding it (0 without the bridge) */
+	int internal;       /* 1: held by the library (mg_mqtt_request's reply
+	                       filter) */
 };
 
 /* The current subscriptions, in the order they were made. *list receives
@@ -395,9 +472,13 @@ MG_MQTT_API int mg_mqtt_subscriptions(struct mg_mqtt *c,
  * always NUL-terminated when len > 0, truncated if short). Fields: prefix,
  * client_id, connected, broker, brokers, protocol, transport, tls,
  * subscriptions, counters {published, publish_failed, received,
- * dropped_queue_full, reconnects, connects}, gauges {in_flight, queued,
- * queue_depth}, and config: every option as the client understood it,
- * passwords as "***". Never contains a secret.
+ * dropped_queue_full, reconnects, connects, requests_replied,
+ * requests_timed_out, requests_failed, late_replies}, gauges {in_flight,
+ * queued, queue_depth}, with a bridge also "bridge" {path,
+ * websocket_clients, sse_clients, authentication}, the bridge_* counters
+ * and the bridge_clients and bridge_last_values gauges; and config: every
+ * option as the client understood it, passwords and key passphrases as
+ * "***". Never contains a secret.
  * Returns the length of the whole JSON text (excluding the NUL), like
  * snprintf, or MG_MQTT_ERR_INVALID / _NOMEM. Any thread. */
 MG_MQTT_API int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len);
@@ -413,12 +494,13 @@ MG_MQTT_API int mg_mqtt_topic_valid(const char *topic);
 
 /* 0 when filter is a valid topic filter: '+' only as a whole level, '#'
  * only as the whole last level, "$share/<group>/<filter>" with a non-empty
- * group without wildcards. Else MG_MQTT_ERR_FILTER (or _INVALID). */
+ * group without wildcards; named levels "{name}" count as '+'. Else
+ * MG_MQTT_ERR_FILTER, MG_MQTT_ERR_PARAM (a bad named level) or _INVALID. */
 MG_MQTT_API int mg_mqtt_filter_valid(const char *filter);
 
 /* 1 when topic matches filter, 0 when not or when either is invalid.
  * Leading wildcards do not match topics starting with '$' (MQTT 4.7.2);
- * "$share/<group>/f" matches like f. */
+ * "$share/<group>/f" matches like f; "{name}" like '+'. */
 MG_MQTT_API int mg_mqtt_topic_matches(const char *filter, const char *topic);
 
 /* ------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include "rec.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <civetweb.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -794,6 +795,11 @@ TEST_T(malformed_or_mistyped_publish_requests_get_400_and_publish_nothing, 60)
 	    "{\"topic\":\"pub/+\"}",                    /* wildcard */
 	    "{\"topic\":\"pub/#\"}",                    /* wildcard */
 	    "{\"topic\":\"pub/a\",\"payload\":\"@@\",\"base64\":true}",
+	    /* padding, then more: not base64 (found by fuzz_bridge_json) */
+	    "{\"topic\":\"pub/a\",\"payload\":\"QQ==QUJD\",\"base64\":true}",
+	    /* \u0000 would cut the field short (found by fuzz_bridge_json) */
+	    "{\"topic\":\"pub/a\\u0000/x\",\"payload\":\"p\"}",
+	    "{\"topic\":\"pub/a\",\"payload\":\"ab\\u0000cd\"}",
 	};
 	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
 		EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish", bodies[i], NULL,
@@ -2317,4 +2323,869 @@ TEST_T(the_status_route_shows_the_bridge_and_never_a_secret, 60)
 	raw_close(ws);
 	ASSERT(WAIT_UNTIL(st_num(&s, "gauges.bridge_clients") == 0, 15000));
 	srv_stop(&s);
+}
+
+/* ======================================================================
+ * 7. Beyond the anchors: request/response, last values, metrics, named
+ *    levels in the allow lists
+ * ==================================================================== */
+
+/* A responder on a second client of this process: answers each message on
+ * rpc/{op} with "<op>:<payload>". MQTT 5: to the response topic, with the
+ * correlation data and a content type; 3.1.1: to the reply_to of the JSON
+ * envelope. Topics under rpc/silent/ get no answer. */
+struct responder {
+	struct mg_mqtt *c;
+	int v5;
+	atomic_int delay_ms; /* before each answer (on its dispatch thread) */
+	atomic_int answered;
+	pthread_mutex_t mu;
+	char last_request[1024]; /* the last payload as it arrived */
+};
+
+static void responder_cb(struct mg_mqtt *c, const struct mg_mqtt_message *m,
+                         void *ud)
+{
+	struct responder *x = ud;
+	char op[64], reply_to[512], answer[1024];
+	const void *cd = NULL;
+	size_t cdl = 0;
+	ASSERT_GT(mg_mqtt_param(m, "op", op, sizeof(op)), 0);
+	pthread_mutex_lock(&x->mu);
+	snprintf(x->last_request, sizeof(x->last_request), "%.*s",
+	         (int)m->payload_len, (const char *)m->payload);
+	pthread_mutex_unlock(&x->mu);
+	if (strcmp(op, "silent") == 0)
+		return;
+	if (x->delay_ms > 0)
+		th_sleep_ms(x->delay_ms);
+	if (x->v5) {
+		if (m->props->response_topic == NULL)
+			return;
+		snprintf(reply_to, sizeof(reply_to), "%s", m->props->response_topic);
+		cd = m->props->correlation_data;
+		cdl = m->props->correlation_len;
+		snprintf(answer, sizeof(answer), "%s:%.*s", op, (int)m->payload_len,
+		         (const char *)m->payload);
+	} else {
+		cJSON *env = cJSON_ParseWithLength(m->payload, m->payload_len);
+		const cJSON *rt = cJSON_GetObjectItemCaseSensitive(env, "reply_to");
+		const cJSON *p = cJSON_GetObjectItemCaseSensitive(env, "payload");
+		if (!cJSON_IsString(rt) || !cJSON_IsString(p)) {
+			cJSON_Delete(env);
+			return;
+		}
+		snprintf(reply_to, sizeof(reply_to), "%s", rt->valuestring);
+		snprintf(answer, sizeof(answer), "%s:%s", op, p->valuestring);
+		cJSON_Delete(env);
+	}
+	struct mg_mqtt_props props;
+	memset(&props, 0, sizeof(props));
+	props.correlation_data = cd;
+	props.correlation_len = cdl;
+	props.content_type = "text/x-answer";
+	int id = x->v5 ? mg_mqtt_publish_props(c, reply_to, answer, strlen(answer),
+	                                       1, 0, &props)
+	               : mg_mqtt_publish(c, reply_to, answer, strlen(answer), 1, 0);
+	if (id > 0)
+		atomic_fetch_add(&x->answered, 1);
+}
+
+static void responder_start(struct responder *x, const struct th_broker *b,
+                            int v5)
+{
+	char err[512];
+	memset(x, 0, sizeof(*x));
+	pthread_mutex_init(&x->mu, NULL);
+	x->v5 = v5;
+	x->c = mg_mqtt_create("RESP");
+	ASSERT(x->c != NULL);
+	ASSERT_EQ(mg_mqtt_on_topic(x->c, "rpc/{op}", responder_cb, x), 0);
+	const char *opts[] = {"RESP_BROKER_URL",       b->url,
+	                      "RESP_PROTOCOL_VERSION", v5 ? "5" : "3.1.1",
+	                      "RESP_SUBSCRIBE",        "rpc/+:1",
+	                      NULL};
+	int rc = mg_mqtt_start(x->c, NULL, opts, err, sizeof(err));
+	if (rc != 0)
+		th_fail(__FILE__, __LINE__, "responder: %d %s", rc, err);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(x->c, 1), 10000));
+}
+
+static void responder_stop(struct responder *x)
+{
+	mg_mqtt_stop(x->c);
+	pthread_mutex_destroy(&x->mu);
+}
+
+/* Runs `count` curl POSTs to path at once, the i-th with body "<prefix><i>";
+ * their bodies land in th_dir()/par.<i>, their statuses in par.<i>.code. */
+static void http_parallel(int port, const char *path, int count,
+                          const char *prefix)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd),
+	         "cd '%s' && i=0; while [ $i -lt %d ]; do "
+	         "curl -s --max-time 20 -o par.$i -w '%%{http_code}' -X POST "
+	         "--data-binary \"%s$i\" 'http://127.0.0.1:%d%s' > par.$i.code & "
+	         "i=$((i+1)); done; wait",
+	         th_dir(), count, prefix, port, path);
+	const char *argv[] = {"sh", "-c", cmd, NULL};
+	ASSERT_EQ(th_run(argv, NULL, 60000), 0);
+}
+
+TEST_T(http_requests_get_their_mqtt5_replies_many_at_once_or_504, 90)
+{
+	struct th_broker b;
+	struct srv s;
+	struct resp r;
+	struct responder x;
+	th_broker_start(&b, NULL);
+	responder_start(&x, &b, 1);
+	srv_start(&s, b.url,
+	          OPTS("MQTT_PROTOCOL_VERSION", "5", "MQTT_BRIDGE_PUBLISH_ALLOW",
+	               "rpc/#"),
+	          64);
+
+	ASSERT_EQ(http(s.port, "POST", "/mqtt/request/rpc/echo", "hello", NULL, &r),
+	          200);
+	ASSERT_STREQ(r.body, "echo:hello");
+	/* The reply's MQTT 5 content type is the response's. */
+	ASSERT_CONTAINS(r.head, "Content-Type: text/x-answer");
+	resp_free(&r);
+	/* The request went out with a response topic under the client id and
+	 * the id as correlation data; the reply filter is the library's own. */
+	ASSERT_EQ(x.answered, 1);
+	int app = -1;
+	struct mg_mqtt_subscription *v = NULL;
+	int n = mg_mqtt_subscriptions(s.c, &v), internal = 0;
+	for (int i = 0; i < n; i++)
+		if (v[i].internal) {
+			internal++;
+			app = v[i].app;
+			ASSERT_EQ(v[i].browsers, 0);
+			ASSERT(strstr(v[i].filter, "/reply/+") != NULL);
+		}
+	free(v);
+	ASSERT_EQ(internal, 1);
+	ASSERT_EQ(app, 0);
+
+	/* 40 at once: every answer goes back to its own request. */
+	http_parallel(s.port, "/mqtt/request/rpc/par", 40, "body-");
+	for (int i = 0; i < 40; i++) {
+		char f[512], name[32], want[64];
+		snprintf(name, sizeof(name), "par.%d.code", i);
+		char *code = th_read_file(th_path(f, sizeof(f), name), NULL);
+		snprintf(name, sizeof(name), "par.%d", i);
+		char *body = th_read_file(th_path(f, sizeof(f), name), NULL);
+		snprintf(want, sizeof(want), "par:body-%d", i);
+		if (strcmp(code, "200") != 0 || strcmp(body, want) != 0)
+			th_fail(__FILE__, __LINE__, "request %d: %s '%s'", i, code, body);
+		free(code);
+		free(body);
+	}
+
+	/* Nobody answers: 504 after the timeout asked for. */
+	int64_t t0 = th_now_ms();
+	http(s.port, "POST", "/mqtt/request/rpc/silent?timeout=0.3", "x", NULL, &r);
+	int64_t took = th_now_ms() - t0;
+	EXPECT_ERROR(504, &r);
+	ASSERT_CONTAINS(r.body, "no reply within 0.300 s");
+	resp_free(&r);
+	ASSERT_GE(took, 300);
+	ASSERT_EQ(st_num(&s, "counters.requests_replied"), 41);
+	ASSERT_EQ(st_num(&s, "counters.requests_timed_out"), 1);
+	ASSERT_EQ(st_num(&s, "counters.late_replies"), 0);
+	srv_stop(&s);
+	responder_stop(&x);
+}
+
+TEST_T(mqtt311_requests_carry_a_json_envelope_a_shell_peer_can_answer, 60)
+{
+	struct th_broker b;
+	struct th_sub sub;
+	struct srv s;
+	struct resp r;
+	th_broker_start(&b, NULL);
+	srv_start(&s, b.url, OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "rpc/#"), 0);
+	/* mosquitto_sub sees the request; the test answers with mosquitto_pub. */
+	th_sub_start(&sub, &b, "rpc/#", 2, "-q 1 -F %p");
+	char out[512], url[256];
+	th_path(out, sizeof(out), "req.out");
+	snprintf(url, sizeof(url),
+	         "http://127.0.0.1:%d/mqtt/request/rpc/shell?timeout=10", s.port);
+	const char *argv[] = {"curl", "-s",  "-X", "POST", "--data-binary",
+	                      "ping", url,   NULL};
+	pid_t curl = th_spawn(argv, out);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "reply_to") == 1, 10000));
+	char *text = th_read_file(sub.out, NULL), *line = strstr(text, "{\"");
+	ASSERT(line != NULL);
+	line[strcspn(line, "\n")] = '\0';
+	cJSON *env = cJSON_Parse(line);
+	free(text);
+	const cJSON *rt = cJSON_GetObjectItemCaseSensitive(env, "reply_to");
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(env, "correlation_id");
+	ASSERT(cJSON_IsString(rt) && cJSON_IsString(id));
+	ASSERT(str_is(env, "payload", "ping"));
+	ASSERT(cJSON_GetObjectItemCaseSensitive(env, "base64") == NULL);
+	/* "<client id>/reply/<correlation id>" */
+	cJSON *st = status_obj(&s);
+	char want[512];
+	snprintf(want, sizeof(want), "%s/reply/%s",
+	         cJSON_GetObjectItemCaseSensitive(st, "client_id")->valuestring,
+	         id->valuestring);
+	cJSON_Delete(st);
+	ASSERT_STREQ(rt->valuestring, want);
+	th_pub(&b, rt->valuestring, "pong", 1, 0, NULL);
+	cJSON_Delete(env);
+	ASSERT_EQ(th_wait_exit(curl, 10000), 0);
+	char *body = th_read_file(out, NULL);
+	ASSERT_STREQ(body, "pong");
+	free(body);
+
+	/* A body that is not text goes base64 in the envelope. */
+	char bin[512];
+	th_path(bin, sizeof(bin), "bin.req");
+	FILE *f = fopen(bin, "wb");
+	ASSERT(f != NULL);
+	fwrite("\x01\x00\xfe", 1, 3, f);
+	fclose(f);
+	char arg[600];
+	snprintf(arg, sizeof(arg), "--data-binary '@%s'", bin);
+	http(s.port, "POST", "/mqtt/request/rpc/bin?timeout=0.5", NULL, arg, &r);
+	EXPECT_ERROR(504, &r);
+	resp_free(&r);
+	ASSERT_EQ(th_sub_wait(&sub, 10000), 0);
+	char *all = th_read_file(sub.out, NULL);
+	ASSERT_CONTAINS(all, "\"payload\":\"AQD+\",\"base64\":true");
+	free(all);
+	srv_stop(&s);
+}
+
+TEST_T(a_late_reply_is_dropped_and_counted_and_timeouts_are_bounded, 60)
+{
+	struct th_broker b;
+	struct srv s;
+	struct resp r;
+	struct responder x;
+	th_broker_start(&b, NULL);
+	responder_start(&x, &b, 0);
+	srv_start(&s, b.url,
+	          OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "rpc/#",
+	               "MQTT_BRIDGE_REQUEST_TIMEOUT_MAX", "1"),
+	          0);
+	/* 60 s asked for, 1 s allowed: 504 after about a second. */
+	atomic_store(&x.delay_ms, 2500);
+	int64_t t0 = th_now_ms();
+	http(s.port, "POST", "/mqtt/request/rpc/slow?timeout=60", "a", NULL, &r);
+	int64_t took = th_now_ms() - t0;
+	EXPECT_ERROR(504, &r);
+	ASSERT_CONTAINS(r.body, "no reply within 1.000 s");
+	resp_free(&r);
+	ASSERT_GE(took, 1000);
+	ASSERT_LT(took, 2500); /* bounded: the answer comes at 2.5 s */
+	/* The late answer arrives, matches nothing, and is counted. */
+	ASSERT(WAIT_UNTIL(st_num(&s, "counters.late_replies") == 1, 10000));
+	/* The next request gets its own answer, not the late one. */
+	atomic_store(&x.delay_ms, 0);
+	ASSERT_EQ(http(s.port, "POST", "/mqtt/request/rpc/fast", "b", NULL, &r),
+	          200);
+	ASSERT_STREQ(r.body, "fast:b");
+	ASSERT_CONTAINS(r.head, "Content-Type: text/plain; charset=utf-8");
+	resp_free(&r);
+	ASSERT_EQ(st_num(&s, "counters.requests_replied"), 1);
+	ASSERT_EQ(st_num(&s, "counters.requests_timed_out"), 1);
+	ASSERT_EQ(st_num(&s, "counters.late_replies"), 1);
+	ASSERT_EQ(st_num(&s, "counters.received"), 0); /* replies never queue */
+	srv_stop(&s);
+	responder_stop(&x);
+}
+
+TEST_T(bad_requests_get_their_status_and_publish_nothing, 60)
+{
+	struct th_broker b;
+	struct th_sub sub;
+	struct srv s;
+	th_broker_start(&b, NULL);
+	th_sub_start(&sub, &b, "#", 0, NULL);
+	srv_start(&s, b.url,
+	          OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "rpc/#", "MQTT_BRIDGE_MAX_BODY",
+	               "16"),
+	          0);
+	EXPECT_HTTP_ERROR(s.port, "GET", "/mqtt/request/rpc/x", NULL, NULL, 405);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/other/x", "1", NULL, 403);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/rpc/%2B", "1", NULL, 400);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/", "1", NULL, 400);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/rpc/x?timeout=0", "1",
+	                  NULL, 400);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/rpc/x?timeout=-1", "1",
+	                  NULL, 400);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/rpc/x?timeout=soon", "1",
+	                  NULL, 400);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/rpc/x?qos=3", "1", NULL,
+	                  400);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/rpc/x",
+	                  "more than sixteen bytes", NULL, 413);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/rpc/a/../x", "1",
+	                  "--path-as-is", 400);
+	th_pub(&b, "probe/2", "p", 1, 0, NULL);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "probe/2 p") == 1, 10000));
+	/* Only the probes and no request reached the broker. */
+	ASSERT_EQ(th_count_lines(sub.out, "rpc/"), 0);
+	ASSERT_EQ(st_num(&s, "counters.requests_replied") +
+	              st_num(&s, "counters.requests_timed_out") +
+	              st_num(&s, "counters.requests_failed"),
+	          0);
+	srv_stop(&s);
+}
+
+/* A CivetWeb handler of the application that asks over MQTT: the C side
+ * of the same feature. */
+static int app_rpc_handler(struct mg_connection *conn, void *ud)
+{
+	struct mg_mqtt *c = mg_mqtt_get(mg_get_context(conn), NULL);
+	struct mg_mqtt_reply r;
+	(void)ud;
+	int rc = mg_mqtt_request(c, "rpc/app", "from-c", 6, 1, 5000, &r);
+	if (rc != 0) {
+		mg_send_http_error(conn, 502, "%s", mg_mqtt_strerror(rc));
+		return 502;
+	}
+	mg_send_http_ok(conn, "text/plain", (long long)r.payload_len);
+	mg_write(conn, r.payload, r.payload_len);
+	mg_mqtt_reply_free(&r);
+	ASSERT(r.payload == NULL && r.content_type == NULL);
+	return 200;
+}
+
+struct waiter {
+	struct mg_mqtt *c;
+	int rc;
+	int64_t took;
+};
+
+static void *wait_request(void *p)
+{
+	struct waiter *w = p;
+	struct mg_mqtt_reply r;
+	int64_t t0 = th_now_ms();
+	w->rc = mg_mqtt_request(w->c, "rpc/silent", "x", 1, 0, 20000, &r);
+	w->took = th_now_ms() - t0;
+	return NULL;
+}
+
+TEST_T(the_c_request_call_answers_a_civetweb_handler_and_stop_wakes_waiters,
+       60)
+{
+	struct th_broker b;
+	struct srv s;
+	struct resp r;
+	struct responder x;
+	struct mg_mqtt_reply rep;
+	th_broker_start(&b, NULL);
+	responder_start(&x, &b, 1);
+	srv_start(&s, b.url, OPTS("MQTT_PROTOCOL_VERSION", "5"), 0);
+	mg_set_request_handler(s.ctx, "/app/rpc", app_rpc_handler, NULL);
+	ASSERT_EQ(http(s.port, "GET", "/app/rpc", NULL, NULL, &r), 200);
+	ASSERT_STREQ(r.body, "app:from-c");
+	resp_free(&r);
+
+	/* Errors come back at once, *reply all NULL. */
+	ASSERT_EQ(mg_mqtt_request(s.c, "rpc/x", "a", 1, 0, 0, &rep),
+	          MG_MQTT_ERR_INVALID);
+	ASSERT(rep.payload == NULL && rep.payload_len == 0);
+	ASSERT_EQ(mg_mqtt_request(s.c, "rpc/#", "a", 1, 0, 100, &rep),
+	          MG_MQTT_ERR_TOPIC);
+	ASSERT_EQ(mg_mqtt_request(s.c, "rpc/x", "a", 1, 3, 100, &rep),
+	          MG_MQTT_ERR_QOS);
+	ASSERT_EQ(mg_mqtt_request(s.c, "rpc/x", "a", 1, 0, 100, NULL),
+	          MG_MQTT_ERR_INVALID);
+	ASSERT_EQ(mg_mqtt_request(s.c, "rpc/x", NULL, 1, 0, 100, &rep),
+	          MG_MQTT_ERR_INVALID);
+	ASSERT_EQ(mg_mqtt_request(NULL, "rpc/x", "a", 1, 0, 100, &rep),
+	          MG_MQTT_ERR_INVALID);
+	ASSERT_EQ(mg_mqtt_request(s.c, "rpc/silent", "a", 1, 0, 200, &rep),
+	          MG_MQTT_ERR_TIMEOUT);
+	mg_mqtt_reply_free(NULL);
+
+	/* Stop with three callers waiting: they return STOPPED, promptly. */
+	struct waiter w[3];
+	pthread_t t[3];
+	for (int i = 0; i < 3; i++) {
+		w[i] = (struct waiter){s.c, 1, 0};
+		ASSERT_EQ(pthread_create(&t[i], NULL, wait_request, &w[i]), 0);
+	}
+	th_sleep_ms(300);
+	mg_stop(s.ctx);
+	mg_mqtt_stop(s.c);
+	s.mqtt_stopped = 1;
+	for (int i = 0; i < 3; i++) {
+		pthread_join(t[i], NULL);
+		ASSERT_EQ(w[i].rc, MG_MQTT_ERR_STOPPED);
+		ASSERT_LT(w[i].took, 15000);
+	}
+	rec_free(&s.r);
+	responder_stop(&x);
+}
+
+/* ---- last values ----------------------------------------------------- */
+
+/* GET <path>/last/<topic>: 200 with payload, or the status. */
+static int last_of(struct srv *s, const char *topic, char *payload, size_t len,
+                   int *retain)
+{
+	struct resp r;
+	char path[512];
+	snprintf(path, sizeof(path), "/mqtt/last/%s", topic);
+	int st = http(s->port, "GET", path, NULL, NULL, &r);
+	if (st == 200) {
+		ASSERT(str_is(r.json, "topic", topic));
+		const cJSON *p = cJSON_GetObjectItemCaseSensitive(r.json, "payload");
+		ASSERT(cJSON_IsString(p));
+		snprintf(payload, len, "%s", p->valuestring);
+		if (retain != NULL)
+			*retain = cJSON_IsTrue(
+			    cJSON_GetObjectItemCaseSensitive(r.json, "retain"));
+		ASSERT(cJSON_IsString(
+		    cJSON_GetObjectItemCaseSensitive(r.json, "received")));
+		ASSERT_GT(jnum(r.json, "received_ms"), 1.7e12);
+	} else {
+		EXPECT_ERROR(st, &r);
+	}
+	resp_free(&r);
+	return st;
+}
+
+/* The topics of GET <path>/last?filter=F, comma-joined, newest first. */
+static int last_list(struct srv *s, const char *filter_enc, char *out,
+                     size_t len)
+{
+	struct resp r;
+	char path[512];
+	snprintf(path, sizeof(path), "/mqtt/last?filter=%s", filter_enc);
+	int st = http(s->port, "GET", path, NULL, NULL, &r);
+	out[0] = '\0';
+	if (st == 200) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(r.json, "values"), *e;
+		ASSERT(cJSON_IsArray(v));
+		cJSON_ArrayForEach(e, v)
+		{
+			const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "topic");
+			ASSERT(cJSON_IsString(t));
+			snprintf(out + strlen(out), len - strlen(out), "%s%s",
+			         out[0] ? "," : "", t->valuestring);
+		}
+	} else {
+		EXPECT_ERROR(st, &r);
+	}
+	resp_free(&r);
+	return st;
+}
+
+TEST_T(last_values_are_kept_per_topic_bounded_and_behind_the_allow_list, 60)
+{
+	struct th_broker b;
+	struct srv s;
+	char v[256], list[512];
+	int retain = -1;
+	th_broker_start(&b, NULL);
+	/* Retained before the server exists: it arrives on subscribe. */
+	th_pub(&b, "lv/kept", "was-retained", 1, 1, NULL);
+	srv_start(&s, b.url,
+	          OPTS("MQTT_SUBSCRIBE", "lv/#:1, other/#", "MQTT_BRIDGE_LAST_VALUES",
+	               "3", "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "lv/#"),
+	          0);
+	ASSERT(WAIT_UNTIL(rec_find(&s.r, "lv/kept", "was-retained") >= 0, 10000));
+	ASSERT_EQ(last_of(&s, "lv/kept", v, sizeof(v), &retain), 200);
+	ASSERT_STREQ(v, "was-retained");
+	ASSERT_EQ(retain, 1);
+	ASSERT_EQ(last_of(&s, "lv/none", v, sizeof(v), NULL), 404);
+
+	broker_probe(&s, &b, "lv/a", "1");
+	broker_probe(&s, &b, "lv/b", "2");
+	/* A later message replaces the value; binary payloads come base64. */
+	broker_probe(&s, &b, "lv/a", "1b");
+	ASSERT_GT(mg_mqtt_publish(s.c, "lv/bin", "\x01\x00\xff", 3, 1, 0), 0);
+	ASSERT(WAIT_UNTIL(rec_find(&s.r, "lv/bin", NULL) >= 0, 10000));
+	ASSERT_EQ(last_of(&s, "lv/a", v, sizeof(v), &retain), 200);
+	ASSERT_STREQ(v, "1b");
+	ASSERT_EQ(retain, 0);
+	struct resp r;
+	ASSERT_EQ(http(s.port, "GET", "/mqtt/last/lv/bin", NULL, NULL, &r), 200);
+	ASSERT(str_is(r.json, "payload", "AQD/"));
+	ASSERT(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r.json, "base64")));
+	resp_free(&r);
+	/* Three kept: lv/kept, updated least recently, went first; lv/b
+	 * (updated before lv/a) is next. */
+	ASSERT_EQ(last_of(&s, "lv/kept", v, sizeof(v), NULL), 404);
+	ASSERT_EQ(last_list(&s, "lv/%23", list, sizeof(list)), 200);
+	ASSERT_STREQ(list, "lv/bin,lv/a,lv/b");
+	broker_probe(&s, &b, "lv/c", "3");
+	ASSERT_EQ(last_list(&s, "lv/%2B", list, sizeof(list)), 200);
+	ASSERT_STREQ(list, "lv/c,lv/bin,lv/a");
+	/* A '+' in the query is the wildcard, not a form's space. */
+	ASSERT_EQ(last_list(&s, "lv/+", list, sizeof(list)), 200);
+	ASSERT_STREQ(list, "lv/c,lv/bin,lv/a");
+	/* Named levels are '+'; a filter that matches nothing gives []. */
+	ASSERT_EQ(last_list(&s, "lv/%7Bname%7D", list, sizeof(list)), 200);
+	ASSERT_STREQ(list, "lv/c,lv/bin,lv/a");
+	ASSERT_EQ(last_list(&s, "lv/x/%23", list, sizeof(list)), 200);
+	ASSERT_STREQ(list, "");
+	ASSERT_EQ(st_num(&s, "gauges.bridge_last_values"), 3);
+
+	/* The subscribe allow list guards reads: other/# is subscribed by the
+	 * server, but not for browsers. */
+	broker_probe(&s, &b, "other/x", "secret");
+	ASSERT_EQ(last_of(&s, "other/x", v, sizeof(v), NULL), 403);
+	/* ... and not kept: it pushed no readable topic out. */
+	ASSERT_EQ(st_num(&s, "gauges.bridge_last_values"), 3);
+	ASSERT_EQ(last_of(&s, "lv/a", v, sizeof(v), NULL), 200);
+	ASSERT_EQ(last_list(&s, "%23", list, sizeof(list)), 403);
+	ASSERT_EQ(last_list(&s, "%24share/g/lv/%23", list, sizeof(list)), 400);
+	ASSERT_EQ(last_list(&s, "lv/%23/x", list, sizeof(list)), 400);
+	EXPECT_HTTP_ERROR(s.port, "GET", "/mqtt/last", NULL, NULL, 400);
+	EXPECT_HTTP_ERROR(s.port, "GET", "/mqtt/last/lv/%2B", NULL, NULL, 400);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/last/lv/a", "x", NULL, 405);
+	EXPECT_HTTP_ERROR(s.port, "GET", "/mqtt/last/lv/../other/x", NULL,
+	                  "--path-as-is", 400);
+	srv_stop(&s);
+}
+
+TEST_T(last_values_can_be_turned_off, 60)
+{
+	struct th_broker b;
+	struct srv s;
+	char v[64];
+	th_broker_start(&b, NULL);
+	srv_start(&s, b.url,
+	          OPTS("MQTT_SUBSCRIBE", "lv/#", "MQTT_BRIDGE_LAST_VALUES", "0",
+	               "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "lv/#"),
+	          0);
+	broker_probe(&s, &b, "lv/a", "1");
+	ASSERT_EQ(last_of(&s, "lv/a", v, sizeof(v), NULL), 404);
+	char list[64];
+	ASSERT_EQ(last_list(&s, "lv/%23", list, sizeof(list)), 404);
+	ASSERT_EQ(st_num(&s, "gauges.bridge_last_values"), 0);
+	srv_stop(&s);
+}
+
+/* ---- metrics: a strict parser of the Prometheus text format 0.0.4 -------- */
+
+struct sample {
+	char name[128];
+	char labels[512]; /* as written, escapes kept: k="v",k="v" */
+	double value;
+};
+
+struct metrics {
+	struct sample s[512];
+	int n;
+	char families[64][128];
+	char types[64][16];
+	int nfam;
+};
+
+static int metric_name_ok(const char *p, size_t n)
+{
+	if (n == 0 || !(isalpha((unsigned char)p[0]) || p[0] == '_' || p[0] == ':'))
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if (!(isalnum((unsigned char)p[i]) || p[i] == '_' || p[i] == ':'))
+			return 0;
+	return 1;
+}
+
+/* Fails the test at the first line that breaks the format or the naming
+ * conventions. */
+static void metrics_parse(const char *text, struct metrics *m)
+{
+	const char *p = text;
+	char fam[128] = "", type[16] = "";
+	int lineno = 0, have_help = 0;
+	memset(m, 0, sizeof(*m));
+	ASSERT(text[0] != '\0');
+	ASSERT(text[strlen(text) - 1] == '\n');
+	while (*p != '\0') {
+		const char *e = strchr(p, '\n');
+		ASSERT(e != NULL);
+		char line[1024];
+		size_t n = (size_t)(e - p);
+		ASSERT(n < sizeof(line));
+		memcpy(line, p, n);
+		line[n] = '\0';
+		p = e + 1;
+		lineno++;
+#define BAD(why) th_fail(__FILE__, __LINE__, "line %d (%s): %s", lineno, why, line)
+		if (strncmp(line, "# HELP ", 7) == 0) {
+			const char *nm = line + 7;
+			size_t l = strcspn(nm, " ");
+			if (!metric_name_ok(nm, l) || nm[l] != ' ' || nm[l + 1] == '\0')
+				BAD("HELP needs a name and a text");
+			snprintf(fam, sizeof(fam), "%.*s", (int)l, nm);
+			for (int i = 0; i < m->nfam; i++)
+				if (strcmp(m->families[i], fam) == 0)
+					BAD("a family twice");
+			have_help = 1;
+			type[0] = '\0';
+			continue;
+		}
+		if (strncmp(line, "# TYPE ", 7) == 0) {
+			const char *nm = line + 7;
+			size_t l = strcspn(nm, " ");
+			if (!have_help || strlen(fam) != l || strncmp(nm, fam, l) != 0)
+				BAD("TYPE without its HELP first");
+			snprintf(type, sizeof(type), "%s", nm + l + 1);
+			if (strcmp(type, "counter") != 0 && strcmp(type, "gauge") != 0)
+				BAD("a type other than counter or gauge");
+			size_t fl = strlen(fam);
+			int total = fl > 6 && strcmp(fam + fl - 6, "_total") == 0;
+			if (strcmp(type, "counter") == 0 ? !total : total)
+				BAD("counters, and only counters, end in _total");
+			if (strncmp(fam, "civetweb_mqtt_", 14) != 0)
+				BAD("not in the civetweb_mqtt_ namespace");
+			ASSERT_LT(m->nfam, 64);
+			snprintf(m->families[m->nfam], sizeof(m->families[0]), "%s", fam);
+			snprintf(m->types[m->nfam++], sizeof(m->types[0]), "%s", type);
+			have_help = 0;
+			continue;
+		}
+		if (line[0] == '#' || line[0] == '\0')
+			BAD("a comment or empty line that is neither HELP nor TYPE");
+		/* A sample: name{k="v",...} value */
+		if (type[0] == '\0')
+			BAD("a sample before its family's TYPE");
+		struct sample *s = &m->s[m->n];
+		size_t l = strcspn(line, "{ ");
+		if (!metric_name_ok(line, l) || strlen(fam) != l ||
+		    strncmp(line, fam, l) != 0)
+			BAD("a sample outside its family");
+		snprintf(s->name, sizeof(s->name), "%.*s", (int)l, line);
+		const char *q = line + l;
+		if (*q == '{') {
+			const char *start = ++q;
+			for (;;) {
+				size_t ln = strcspn(q, "=");
+				if (ln == 0 || !(isalpha((unsigned char)q[0]) || q[0] == '_'))
+					BAD("a label name");
+				for (size_t i = 0; i < ln; i++)
+					if (!(isalnum((unsigned char)q[i]) || q[i] == '_'))
+						BAD("a label name");
+				q += ln;
+				if (q[0] != '=' || q[1] != '"')
+					BAD("a label without =\"");
+				q += 2;
+				while (*q != '"') {
+					if (*q == '\0')
+						BAD("an unterminated label value");
+					if (*q == '\\') {
+						if (q[1] != '\\' && q[1] != '"' && q[1] != 'n')
+							BAD("an escape other than \\\\ \\\" \\n");
+						q++;
+					}
+					q++;
+				}
+				q++;
+				if (*q == ',') {
+					q++;
+					continue;
+				}
+				if (*q != '}')
+					BAD("labels not closed");
+				break;
+			}
+			snprintf(s->labels, sizeof(s->labels), "%.*s", (int)(q - start),
+			         start);
+			q++;
+		}
+		if (*q != ' ')
+			BAD("no blank before the value");
+		char *end;
+		errno = 0;
+		s->value = strtod(q + 1, &end);
+		if (end == q + 1 || *end != '\0' || errno != 0)
+			BAD("the value is not a number (and nothing may follow it)");
+		if (strcmp(type, "counter") == 0 && s->value < 0)
+			BAD("a negative counter");
+		if (strstr(s->labels, "client=\"") == NULL)
+			BAD("no client label");
+		for (int i = 0; i < m->n; i++)
+			if (strcmp(m->s[i].name, s->name) == 0 &&
+			    strcmp(m->s[i].labels, s->labels) == 0)
+				BAD("the same series twice");
+		ASSERT_LT(m->n, 511);
+		m->n++;
+#undef BAD
+	}
+	ASSERT_GT(m->nfam, 10);
+}
+
+/* The value of name{labels}; fails when the series is missing. */
+static double metric(const struct metrics *m, const char *name,
+                     const char *labels)
+{
+	for (int i = 0; i < m->n; i++)
+		if (strcmp(m->s[i].name, name) == 0 &&
+		    strcmp(m->s[i].labels, labels) == 0)
+			return m->s[i].value;
+	th_fail(__FILE__, __LINE__, "no series %s{%s}", name, labels);
+}
+
+static int has_metric(const struct metrics *m, const char *name,
+                      const char *labels)
+{
+	for (int i = 0; i < m->n; i++)
+		if (strcmp(m->s[i].name, name) == 0 &&
+		    strcmp(m->s[i].labels, labels) == 0)
+			return 1;
+	return 0;
+}
+
+TEST_T(metrics_are_strict_prometheus_text_for_every_client_of_the_server, 60)
+{
+	struct th_broker b;
+	struct srv s;
+	struct resp r;
+	struct rec r2;
+	char err[512];
+	static struct metrics m;
+	th_broker_start(&b, NULL);
+	srv_start(&s, b.url,
+	          OPTS("MQTT_SUBSCRIBE", "mx/#:1", "MQTT_BRIDGE_PUBLISH_ALLOW",
+	               "mx/#", "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "mx/#",
+	               "MQTT_CLIENT_ID", "id-with-\"quote\\"),
+	          0);
+	/* A second client on the same server, without a bridge. */
+	struct mg_mqtt *c2 = mg_mqtt_create("MQTT2");
+	ASSERT(c2 != NULL);
+	rec_init(&r2);
+	rec_attach(c2, &r2);
+	const char *o2[] = {"MQTT2_BROKER_URL", b.url, NULL};
+	ASSERT_EQ(mg_mqtt_start(c2, s.ctx, o2, err, sizeof(err)), 0);
+
+	EXPECT_PUBLISHED(s.port, "/mqtt/publish/mx/a", "1", NULL);
+	EXPECT_PUBLISHED(s.port, "/mqtt/publish/mx/b", "2", NULL);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish/nope", "1", NULL, 403);
+	ASSERT(WAIT_UNTIL(rec_find(&s.r, "mx/b", "2") >= 0, 10000));
+	http(s.port, "POST", "/mqtt/request/mx/nobody?timeout=0.2", "q", NULL, &r);
+	EXPECT_ERROR(504, &r);
+	resp_free(&r);
+	struct wsc w;
+	ASSERT_EQ(wsc_open(&w, s.port), 0);
+	ASSERT(WAIT_UNTIL(st_num(&s, "gauges.bridge_clients") == 1, 10000));
+
+	ASSERT_EQ(http(s.port, "GET", "/mqtt/metrics", NULL, NULL, &r), 200);
+	ASSERT_CONTAINS(r.head,
+	                "Content-Type: text/plain; version=0.0.4; charset=utf-8");
+	metrics_parse(r.body, &m);
+	const char *c1 = "client=\"MQTT\"", *c2l = "client=\"MQTT2\"";
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_connected", c1), 1);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_connected", c2l), 1);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_connects_total", c1), 1);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_reconnects_total", c1), 0);
+	/* The two publishes and the request; the two messages back (the
+	 * request topic mx/nobody is subscribed too). */
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_messages_published_total", c1), 3);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_messages_received_total", c1), 3);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_messages_dropped_total",
+	                 "client=\"MQTT\",reason=\"queue_full\""),
+	          0);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_messages_dropped_total",
+	                 "client=\"MQTT\",reason=\"late_reply\""),
+	          0);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_requests_total",
+	                 "client=\"MQTT\",outcome=\"timeout\""),
+	          1);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_requests_total",
+	                 "client=\"MQTT\",outcome=\"replied\""),
+	          0);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_messages_in_flight", c1), 0);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_messages_buffered", c1), 0);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_dispatch_queue_messages", c1), 0);
+	/* mx/# and the reply filter of the request */
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_subscriptions", c1), 2);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_subscriptions", c2l), 0);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_bridge_clients",
+	                 "client=\"MQTT\",transport=\"websocket\""),
+	          1);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_bridge_clients",
+	                 "client=\"MQTT\",transport=\"sse\""),
+	          0);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_bridge_publishes_total", c1), 2);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_bridge_rejected_total", c1), 1);
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_bridge_last_values", c1), 3);
+	/* The label value is escaped; the client without a bridge has no
+	 * bridge series. */
+	ASSERT_EQ(metric(&m, "civetweb_mqtt_info",
+	                 "client=\"MQTT\",client_id=\"id-with-\\\"quote\\\\\","
+	                 "protocol=\"3.1.1\""),
+	          1);
+	ASSERT(!has_metric(&m, "civetweb_mqtt_bridge_publishes_total", c2l));
+	ASSERT(has_metric(&m, "civetweb_mqtt_requests_total",
+	                  "client=\"MQTT2\",outcome=\"failed\""));
+	resp_free(&r);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/metrics", "x", NULL, 405);
+
+	/* A stopped client leaves the output; the parser still agrees. */
+	mg_mqtt_stop(c2);
+	rec_free(&r2);
+	ASSERT_EQ(http(s.port, "GET", "/mqtt/metrics", NULL, NULL, &r), 200);
+	metrics_parse(r.body, &m);
+	ASSERT(!has_metric(&m, "civetweb_mqtt_connected", c2l));
+	resp_free(&r);
+	wsc_close(&w);
+	srv_stop(&s);
+}
+
+TEST_T(a_named_level_in_the_allow_lists_matches_like_plus, 60)
+{
+	struct th_broker b;
+	struct th_sub sub;
+	struct srv s;
+	struct wsc w;
+	th_broker_start(&b, NULL);
+	th_sub_start(&sub, &b, "home/#", 1, NULL);
+	srv_start(&s, b.url,
+	          OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "home/{room}/set",
+	               "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "home/{room}/state"),
+	          0);
+	EXPECT_PUBLISHED(s.port, "/mqtt/publish/home/kitchen/set", "on", NULL);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish/home/a/b/set", "1", NULL,
+	                  403);
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish/home/kitchen/get", "1",
+	                  NULL, 403);
+	ASSERT_EQ(th_sub_wait(&sub, 10000), 0);
+	ASSERT_EQ(wsc_open(&w, s.port), 0);
+	/* A browser may name levels too: subscribed as '+'. */
+	WS_ACK(&w, "{\"op\":\"subscribe\",\"topic\":\"home/{r}/state\",\"id\":1}", 1);
+	ASSERT(WAIT_UNTIL(sub_live(&s, "home/+/state", 1), 10000));
+	WS_ERROR(&w, "{\"op\":\"subscribe\",\"topic\":\"home/#\",\"id\":2}", 2, 403);
+	WS_ERROR(&w, "{\"op\":\"subscribe\",\"topic\":\"home/{r}/{r}\",\"id\":3}", 3,
+	         400);
+	th_pub(&b, "home/hall/state", "open", 0, 0, NULL);
+	cJSON_Delete(WSC_WAIT(&w, "message", "home/hall/state", "open", -1));
+	WS_ACK(&w, "{\"op\":\"unsubscribe\",\"topic\":\"home/{x}/state\",\"id\":4}",
+	       4);
+	ASSERT(WAIT_UNTIL(sub_info(&s, "home/+/state", NULL, NULL, NULL) == -1,
+	                  10000));
+	wsc_close(&w);
+	srv_stop(&s);
+}
+
+/* SHARED_GROUP shares every subscription, the bridge's too: the client
+ * says so when it starts, and what a browser then gets is its server's
+ * share. */
+TEST_T(shared_group_with_the_bridge_is_warned_about_at_start, 30)
+{
+	struct th_broker b;
+	struct srv s;
+	th_broker_start(&b, NULL);
+	srv_start(&s, b.url, OPTS("MQTT_SHARED_GROUP", "web"), 0);
+	ASSERT(WAIT_UNTIL(rec_log_has(&s.r, "MQTT_SHARED_GROUP also shares the "
+	                                    "subscriptions the bridge makes"),
+	                  5000));
+	srv_stop(&s);
+	srv_start(&s, b.url, NULL, 0);
+	th_sleep_ms(200);
+	ASSERT(!rec_log_has(&s.r, "SHARED_GROUP"));
+	srv_stop(&s);
+	th_broker_stop(&b);
 }

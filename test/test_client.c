@@ -137,6 +137,86 @@ TEST(every_matching_topic_handler_runs_in_order_and_catch_all_only_when_none)
 	rec_free(&r);
 }
 
+/* Records "<room>|<sensor>" as each named-level handler reads them. */
+struct named {
+	pthread_mutex_t mu;
+	char got[8][128];
+	int n;
+};
+
+static void named_cb(struct mg_mqtt *c, const struct mg_mqtt_message *m,
+                     void *ud)
+{
+	struct named *x = ud;
+	char room[32], sensor[32];
+	int lr = mg_mqtt_param(m, "room", room, sizeof(room));
+	int ls = mg_mqtt_param(m, "sensor", sensor, sizeof(sensor));
+	(void)c;
+	pthread_mutex_lock(&x->mu);
+	if (x->n < 8)
+		snprintf(x->got[x->n++], sizeof(x->got[0]), "%s=%d:%s|%d:%s", m->topic,
+		         lr, lr >= 0 ? room : "-", ls, ls >= 0 ? sensor : "-");
+	pthread_mutex_unlock(&x->mu);
+}
+
+static int named_count(struct named *x)
+{
+	pthread_mutex_lock(&x->mu);
+	int n = x->n;
+	pthread_mutex_unlock(&x->mu);
+	return n;
+}
+
+TEST(named_levels_subscribe_as_plus_and_handlers_read_them_by_name)
+{
+	struct th_broker b;
+	struct rec r;
+	struct named a = {PTHREAD_MUTEX_INITIALIZER, {{0}}, 0};
+	struct named h = {PTHREAD_MUTEX_INITIALIZER, {{0}}, 0};
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = client_with(&r, NULL);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "home/{room}/{sensor}", named_cb, &a), 0);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "home/{room}/#", named_cb, &h), 0);
+	/* The SUBSCRIBE option takes named levels too. */
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_SUBSCRIBE",
+	                      "home/{room}/{sensor}:1", NULL};
+	rec_start(c, opts);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
+	ASSERT_GT(mg_mqtt_subscribe(c, "office/{desk}/lamp", 1), 0);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 2), 5000));
+	struct mg_mqtt_subscription *v = NULL;
+	ASSERT_EQ(mg_mqtt_subscriptions(c, &v), 2);
+	ASSERT_STREQ(v[0].filter, "home/+/+");
+	ASSERT_EQ(v[0].qos, 1);
+	ASSERT_STREQ(v[1].filter, "office/+/lamp");
+	free(v);
+
+	th_pub(&b, "home/kitchen/temperature", "21", 1, 0, NULL);
+	th_pub(&b, "home/hall/door", "open", 1, 0, NULL);
+	th_pub(&b, "office/d7/lamp", "on", 1, 0, NULL);
+	ASSERT(WAIT_UNTIL(named_count(&a) == 2 && named_count(&h) == 2 &&
+	                      REC(&r, nmsgs) == 1,
+	                  5000));
+	ASSERT_STREQ(a.got[0], "home/kitchen/temperature=7:kitchen|11:temperature");
+	ASSERT_STREQ(a.got[1], "home/hall/door=4:hall|4:door");
+	/* Each handler sees the names of its own filter only. */
+	ASSERT_STREQ(h.got[0], "home/kitchen/temperature=7:kitchen|-25:-");
+	ASSERT_STREQ(h.got[1], "home/hall/door=4:hall|-25:-");
+	/* office/d7/lamp has no topic handler: the catch-all got it. */
+	ASSERT_EQ(rec_find(&r, "office/d7/lamp", "on"), 0);
+
+	/* Unsubscribing by the named filter finds the '+' one. */
+	ASSERT_GT(mg_mqtt_unsubscribe(c, "office/{desk}/lamp"), 0);
+	ASSERT_EQ(mg_mqtt_unsubscribe(c, "office/{x}/lamp"), MG_MQTT_ERR_NOT_FOUND);
+	ASSERT_EQ(mg_mqtt_unsubscribe(c, "office/{x}/{x}"), MG_MQTT_ERR_PARAM);
+	ASSERT_EQ(mg_mqtt_subscribe(c, "a/{x}y", 0), MG_MQTT_ERR_PARAM);
+	ASSERT(WAIT_UNTIL(REC(&r, nunsub) == 1, 5000));
+	ASSERT_EQ(mg_mqtt_subscriptions(c, &v), 1);
+	free(v);
+	mg_mqtt_stop(c);
+	rec_free(&r);
+}
+
 TEST(unsubscribe_and_unsubscribe_all_stop_delivery_and_are_acknowledged)
 {
 	struct th_broker b;

@@ -77,7 +77,8 @@ static const char *const tested_keys[] = {
     "RECONNECT_MAX",    "MAX_INFLIGHT",         "MAX_BUFFERED",
     "PERSISTENCE_DIR",  "QUEUE_SIZE",
     "BRIDGE_PATH",      "BRIDGE_PUBLISH_ALLOW", "BRIDGE_SUBSCRIBE_ALLOW",
-    "BRIDGE_AUTH_FILE", "BRIDGE_MAX_BODY",      "BRIDGE_CLIENT_QUEUE"};
+    "BRIDGE_AUTH_FILE", "BRIDGE_MAX_BODY",      "BRIDGE_CLIENT_QUEUE",
+    "BRIDGE_LAST_VALUES", "BRIDGE_REQUEST_TIMEOUT_MAX"};
 #define NTESTED (sizeof(tested_keys) / sizeof(tested_keys[0]))
 
 TEST(every_key_in_the_table_is_covered_by_these_tests)
@@ -143,6 +144,8 @@ TEST(defaults_without_options_are_the_documented_ones)
 	ASSERT(s.bridge_auth_file == NULL);
 	ASSERT_EQ(s.bridge_max_body, 65536);
 	ASSERT_EQ(s.bridge_client_queue, 1000);
+	ASSERT_EQ(s.bridge_last_values, 1000);
+	ASSERT_EQ(s.bridge_request_timeout_max, 30);
 	/* Derived. */
 	ASSERT_EQ(s.nuris, 1);
 	ASSERT_STREQ(s.uris[0], "tcp://localhost:1883");
@@ -262,6 +265,14 @@ static const struct good goods[] = {
      0},
     {"BRIDGE_CLIENT_QUEUE", "1000000", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
      1000000, NULL, 0},
+    {"BRIDGE_LAST_VALUES", "0", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 0, NULL,
+     0},
+    {"BRIDGE_LAST_VALUES", "10000000", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
+     10000000, NULL, 0},
+    {"BRIDGE_REQUEST_TIMEOUT_MAX", "1", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 1,
+     NULL, 0},
+    {"BRIDGE_REQUEST_TIMEOUT_MAX", "3600", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
+     3600, NULL, 0},
 };
 
 TEST(every_key_accepts_its_good_values)
@@ -450,6 +461,20 @@ static const struct bad bads[] = {
     {"BRIDGE_CLIENT_QUEUE", "1000001", MG_MQTT_ERR_CONFIG, "'1000001'",
      {NULL}},
     {"BRIDGE_CLIENT_QUEUE", "lots", MG_MQTT_ERR_CONFIG, "'lots'", {NULL}},
+    {"BRIDGE_LAST_VALUES", "-1", MG_MQTT_ERR_CONFIG, "'-1'", {NULL}},
+    {"BRIDGE_LAST_VALUES", "10000001", MG_MQTT_ERR_CONFIG, "'10000001'",
+     {NULL}},
+    {"BRIDGE_REQUEST_TIMEOUT_MAX", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
+    {"BRIDGE_REQUEST_TIMEOUT_MAX", "3601", MG_MQTT_ERR_CONFIG, "'3601'",
+     {NULL}},
+    {"BRIDGE_REQUEST_TIMEOUT_MAX", "2.5", MG_MQTT_ERR_CONFIG, "'2.5'", {NULL}},
+    /* Named levels: as in handler filters, or refused. */
+    {"BRIDGE_PUBLISH_ALLOW", "a/{x}/{x}", MG_MQTT_ERR_CONFIG, "'a/{x}/{x}'",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
+    {"BRIDGE_SUBSCRIBE_ALLOW", "a/b{x}", MG_MQTT_ERR_CONFIG, "'a/b{x}'",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
+    {"SUBSCRIBE", "home/{room}/{room}:1", MG_MQTT_ERR_CONFIG,
+     "'home/{room}/{room}'", {NULL}},
 };
 
 TEST(every_key_rejects_bad_values_naming_key_and_value)
@@ -809,13 +834,15 @@ TEST(bridge_keys_without_bridge_path_are_an_error_naming_both_keys)
 	cwm_settings_free(&s);
 }
 
-/* The same rule for the two numbers: a limit set for a bridge that is not
+/* The same rule for the bridge's numbers: a limit set for a bridge that is not
  * there is a forgotten BRIDGE_PATH, not something to ignore silently. */
-TEST(bridge_max_body_or_client_queue_without_bridge_path_is_an_error)
+TEST(bridge_limits_without_bridge_path_are_an_error)
 {
 	char err[512];
 	const char *keys[][2] = {{"BRIDGE_MAX_BODY", "1024"},
-	                         {"BRIDGE_CLIENT_QUEUE", "50"}};
+	                         {"BRIDGE_CLIENT_QUEUE", "50"},
+	                         {"BRIDGE_LAST_VALUES", "10"},
+	                         {"BRIDGE_REQUEST_TIMEOUT_MAX", "5"}};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char name[64];
 		snprintf(name, sizeof(name), "MQTT_%s", keys[i][0]);
@@ -844,6 +871,19 @@ TEST(bridge_allow_lists_are_split_into_trimmed_filters)
 	ASSERT_STREQ(s.bpub[2], "d");
 	ASSERT_EQ(s.nbsub, 1);
 	ASSERT_STREQ(s.bsub[0], "$SYS/broker/#");
+	cwm_settings_free(&s);
+	/* A {name} level is a '+' (the SUBSCRIBE list says the same). */
+	ASSERT_EQ(settings(&s,
+	                   OPTS("MQTT_BRIDGE_PATH", "/mqtt",
+	                        "MQTT_BRIDGE_PUBLISH_ALLOW", "home/{room}/set",
+	                        "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "{site}/#",
+	                        "MQTT_SUBSCRIBE", "home/{room}/{sensor}:2"),
+	                   err, sizeof(err)),
+	          0);
+	ASSERT_STREQ(s.bpub[0], "home/+/set");
+	ASSERT_STREQ(s.bsub[0], "+/#");
+	ASSERT_STREQ(s.sub_filters[0], "home/+/+");
+	ASSERT_EQ(s.sub_qos[0], 2);
 	cwm_settings_free(&s);
 	/* A path alone: a bridge that allows nothing. */
 	ASSERT_EQ(settings(&s, OPTS("MQTT_BRIDGE_PATH", "/mqtt"), err, sizeof(err)),

@@ -1374,3 +1374,67 @@ TEST_T(connect_sync_to_a_silent_listener_times_out_and_the_client_can_retry,
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	rec_free(&r);
 }
+
+/* A broker with max_packet_size announces it in its MQTT 5 CONNACK. A
+ * publish larger than that is refused at once while connected; one
+ * buffered before the broker was known is failed when its turn comes
+ * (sent, it would make the broker close the connection, and come back
+ * after every reconnect). Nothing of it reaches the broker, and the
+ * messages around it do. */
+TEST_T(messages_over_the_brokers_maximum_packet_size_are_refused_not_resent,
+       60)
+{
+	struct th_broker b;
+	struct th_sub s;
+	struct rec r;
+	char big[2000];
+	memset(big, 'x', sizeof(big));
+	th_broker_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
+	                    "max_packet_size 1000\n");
+	th_broker_stop(&b);
+	struct mg_mqtt *c = client_with(&r, NULL);
+	const char *o[] = {"MQTT_BROKER_URL",       b.url,
+	                   "MQTT_PROTOCOL_VERSION", "5",
+	                   "MQTT_CONNECT_ASYNC",    "true",
+	                   "MQTT_RECONNECT_MIN",    "1",
+	                   "MQTT_RECONNECT_MAX",    "2",
+	                   NULL};
+	rec_start(c, o);
+	int before = mg_mqtt_publish(c, "mps/a", "before", 6, 1, 0);
+	int early = mg_mqtt_publish(c, "mps/big", big, sizeof(big), 1, 0);
+	int after = mg_mqtt_publish(c, "mps/b", "after", 5, 1, 0);
+	ASSERT_GT(before, 0);
+	ASSERT_GT(early, 0);
+	ASSERT_GT(after, 0);
+	th_broker_restart(&b);
+	th_sub_start(&s, &b, "mps/#", 0, "-V mqttv5");
+	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 15000));
+	ASSERT(WAIT_UNTIL(rec_find_pub(&r, after) >= 0, 10000));
+	ASSERT_EQ(pub_result(&r, before), 0);
+	ASSERT_EQ(pub_result(&r, early), MG_MQTT_ERR_TOO_LARGE);
+	ASSERT_EQ(pub_result(&r, after), 0);
+	ASSERT(rec_log_has(&r, "larger than the broker's maximum packet size "
+	                       "(1000 bytes): not sent"));
+
+	/* Connected and known: refused by the call itself. */
+	ASSERT_EQ(mg_mqtt_publish(c, "mps/big", big, sizeof(big), 1, 0),
+	          MG_MQTT_ERR_TOO_LARGE);
+	ASSERT_EQ(mg_mqtt_publish(c, "mps/big", big, 900, 0, 0) > 0, 1);
+	ASSERT(WAIT_UNTIL(th_count_lines(s.out, "mps/big xxx") == 1, 10000));
+	th_sleep_ms(300);
+	ASSERT_EQ(REC(&r, disconnects), 0);
+	ASSERT_EQ(REC(&r, connects), 1);
+	int n;
+	char *got = th_sub_messages(&s, &n);
+	ASSERT_EQ(n, 3); /* before, after, and the 900-byte one */
+	ASSERT_CONTAINS(got, "mps/a before");
+	ASSERT_CONTAINS(got, "mps/b after");
+	free(got);
+	char st[4096];
+	mg_mqtt_status(c, st, sizeof(st));
+	ASSERT_CONTAINS(st, "\"publish_failed\":1");
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	th_sub_stop(&s);
+	th_broker_stop(&b);
+	rec_free(&r);
+}

@@ -221,6 +221,112 @@ static const struct u8 utf8_cases[] = {
     U8("\xe2\x82\xac", 1),     /* the euro sign */
 };
 
+/* ---- named levels: "home/{room}/temperature" ----------------------------- */
+
+/* The value of name for topic under filter, as mg_mqtt_param gives it. */
+static int param_of(const char *filter, const char *topic, const char *name,
+                    char *buf, size_t len)
+{
+	char *plain;
+	struct mg_mqtt_params *pp;
+	ASSERT_EQ(cwm_filter_normalize(filter, &plain, &pp), 0);
+	struct mg_mqtt_message m = {0};
+	m.topic = topic;
+	m.topic_len = strlen(topic);
+	m.params = pp;
+	int rc = mg_mqtt_param(&m, name, buf, len);
+	free(plain);
+	free(pp);
+	return rc;
+}
+
+TEST(named_levels_match_like_plus_and_give_their_value_by_name)
+{
+	char v[64], *plain;
+	ASSERT_EQ(mg_mqtt_filter_valid("home/{room}/temperature"), 0);
+	ASSERT_EQ(mg_mqtt_filter_valid("{site}/{room}/#"), 0);
+	ASSERT_EQ(mg_mqtt_filter_valid("$share/g/home/{room_2}/t"), 0);
+	ASSERT(mg_mqtt_topic_matches("home/{room}/temperature",
+	                             "home/kitchen/temperature"));
+	ASSERT(!mg_mqtt_topic_matches("home/{room}/temperature",
+	                              "home/kitchen/humidity"));
+	ASSERT(!mg_mqtt_topic_matches("home/{room}/temperature",
+	                              "home/a/b/temperature"));
+	ASSERT_EQ(cwm_filter_normalize("$share/g/{a}/x/{b}/#", &plain, NULL), 0);
+	ASSERT_STREQ(plain, "$share/g/+/x/+/#");
+	free(plain);
+
+	ASSERT_EQ(param_of("home/{room}/temperature", "home/kitchen/temperature",
+	                   "room", v, sizeof(v)),
+	          7);
+	ASSERT_STREQ(v, "kitchen");
+	ASSERT_EQ(param_of("{site}/{room}/#", "berlin/hall/a/b", "site", v,
+	                   sizeof(v)),
+	          6);
+	ASSERT_STREQ(v, "berlin");
+	ASSERT_EQ(param_of("{site}/{room}/#", "berlin/hall/a/b", "room", v,
+	                   sizeof(v)),
+	          4);
+	ASSERT_STREQ(v, "hall");
+	/* Levels count without the share prefix; an empty level is a value. */
+	ASSERT_EQ(param_of("$share/g/x/{id}", "x/", "id", v, sizeof(v)), 0);
+	ASSERT_STREQ(v, "");
+	/* snprintf rules: the whole length, a truncated NUL-terminated copy. */
+	ASSERT_EQ(param_of("a/{n}", "a/abcdefgh", "n", v, 4), 8);
+	ASSERT_STREQ(v, "abc");
+	ASSERT_EQ(param_of("a/{n}", "a/abcdefgh", "n", NULL, 0), 8);
+	ASSERT_EQ(param_of("a/{n}", "a/x", "other", v, sizeof(v)),
+	          MG_MQTT_ERR_NOT_FOUND);
+	/* No names at all (the catch-all, a plain filter). */
+	struct mg_mqtt_message m = {0};
+	m.topic = "a/b";
+	m.topic_len = 3;
+	ASSERT_EQ(mg_mqtt_param(&m, "x", v, sizeof(v)), MG_MQTT_ERR_NOT_FOUND);
+	ASSERT_EQ(mg_mqtt_param(NULL, "x", v, sizeof(v)), MG_MQTT_ERR_INVALID);
+	ASSERT_EQ(mg_mqtt_param(&m, NULL, v, sizeof(v)), MG_MQTT_ERR_INVALID);
+}
+
+static void never_called(struct mg_mqtt *c, const struct mg_mqtt_message *m,
+                         void *ud)
+{
+	(void)c, (void)m, (void)ud;
+	abort();
+}
+
+TEST(bad_named_levels_are_refused_with_their_own_error)
+{
+	static const char *const bad[] = {
+	    "home/{room}/{room}", /* a name used twice */
+	    "home/x{room}",       /* braces inside a level with other text */
+	    "home/{room}x",       "home/{}/t", "home/{a-b}/t", "home/{a b}/t",
+	    "home/{/t",           "home/}/t", "home/{{a}}/t", "{a}{b}"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (mg_mqtt_filter_valid(bad[i]) != MG_MQTT_ERR_PARAM)
+			th_fail(__FILE__, __LINE__, "'%s' gave %d", bad[i],
+			        mg_mqtt_filter_valid(bad[i]));
+		ASSERT(!mg_mqtt_topic_matches(bad[i], "home/x/t"));
+	}
+	/* Named, but not a filter once written '+'. */
+	ASSERT_EQ(mg_mqtt_filter_valid("a/{n}/#/b"), MG_MQTT_ERR_FILTER);
+	/* Registration and subscription say the same, before any broker. */
+	struct mg_mqtt *c = mg_mqtt_create("NAMED");
+	ASSERT(c != NULL);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "home/{room}/{room}", NULL, NULL),
+	          MG_MQTT_ERR_INVALID); /* a NULL handler first */
+	ASSERT_EQ(mg_mqtt_on_topic(c, "home/{room}/{room}",
+	                           never_called, NULL),
+	          MG_MQTT_ERR_PARAM);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "home/x{room}",
+	                           never_called, NULL),
+	          MG_MQTT_ERR_PARAM);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "home/{room}/t",
+	                           never_called, NULL),
+	          0);
+	ASSERT_STREQ(mg_mqtt_strerror(MG_MQTT_ERR_PARAM),
+	             "bad {name} level (a whole level, a name used once)");
+	mg_mqtt_stop(c);
+}
+
 TEST(utf8_validation_edge_cases)
 {
 	for (size_t i = 0; i < sizeof(utf8_cases) / sizeof(utf8_cases[0]); i++)
@@ -528,7 +634,7 @@ TEST(strerror_gives_the_text_of_every_code)
 	static const struct errtext all[] = {MG_MQTT_ERRNO_MAP(XX)};
 #undef XX
 	size_t n = sizeof(all) / sizeof(all[0]);
-	ASSERT_EQ(n, 25);
+	ASSERT_EQ(n, 26);
 	for (size_t i = 0; i < n; i++) {
 		ASSERT_LT(all[i].code, 0);
 		ASSERT_STREQ(mg_mqtt_strerror(all[i].code), all[i].text);
@@ -540,7 +646,7 @@ TEST(strerror_gives_the_text_of_every_code)
 	ASSERT_STREQ(mg_mqtt_strerror(MG_MQTT_ERR_CONFIG), "bad configuration");
 	ASSERT_STREQ(mg_mqtt_strerror(0), "success");
 	ASSERT_STREQ(mg_mqtt_strerror(MG_MQTT_OK), "success");
-	const int unknown[] = {1, 2, 100, -26, -999, INT_MIN, INT_MAX};
+	const int unknown[] = {1, 2, 100, -27, -999, INT_MIN, INT_MAX};
 	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
 		ASSERT_STREQ(mg_mqtt_strerror(unknown[i]), "unknown error");
 }
@@ -633,4 +739,214 @@ TEST(map_keys_are_bytes_of_a_length_not_prefixes)
 	ASSERT(cwm_map_get(&m, "ab", 2) == NULL);
 	ASSERT_EQ(m.n, 7);
 	cwm_map_free(&m, NULL);
+}
+
+/* ---- found by fuzz/fuzz_bridge_json (regressions) ----------------------- */
+
+/* "base64-after-padding": cwm_unbase64 stops at the first '=' when more
+ * text follows it, so "QQ==QUJD" decodes as "A" instead of being refused
+ * (a bridge "payload" with "base64":true, "correlation_data"). */
+TEST(unbase64_refuses_text_after_the_padding)
+{
+	size_t n = 0;
+	unsigned char *d;
+	const char *good[][2] = {{"QUJD", "ABC"}, {"QQ==", "A"}, {"QQ", "A"},
+	                         {"QUI=", "AB"}};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		d = cwm_unbase64(good[i][0], &n);
+		ASSERT(d != NULL);
+		ASSERT_EQ(n, strlen(good[i][1]));
+		ASSERT(memcmp(d, good[i][1], n) == 0);
+		free(d);
+	}
+	const char *bad[] = {"QQ==QUJD", "QUI=QQ", "QQ=A", "QQ==Q"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		d = cwm_unbase64(bad[i], &n);
+		if (d != NULL) {
+			free(d);
+			th_fail(__FILE__, __LINE__, "'%s' decoded (%zu bytes)", bad[i], n);
+		}
+	}
+}
+
+/* "digest-param-in-quoted-value": cwm_digest_param finds a parameter name
+ * inside another parameter's quoted value ("realm=" in a user name), and
+ * returns what follows it there instead of the parameter itself. */
+TEST(digest_param_skips_names_inside_quoted_values)
+{
+	char out[256];
+	const char *h = "Digest username=\"x realm=\\\"evil\\\"\", "
+	                "realm=\"example.com\", nonce=\"1-2\", uri=\"/mqtt\"";
+	ASSERT_EQ(cwm_digest_param(h, "username", out, sizeof(out)), 0);
+	ASSERT_STREQ(out, "x realm=\"evil\"");
+	ASSERT_EQ(cwm_digest_param(h, "realm", out, sizeof(out)), 0);
+	ASSERT_STREQ(out, "example.com");
+	const char *h2 = "Digest username=\"a, nonce=zz\", nonce=\"1-2\"";
+	ASSERT_EQ(cwm_digest_param(h2, "nonce", out, sizeof(out)), 0);
+	ASSERT_STREQ(out, "1-2");
+}
+
+/* "json-nul-truncation": a JSON string with \u0000 becomes a C string cut
+ * at the NUL; cwm_bridge_publish_json (POST <path>/publish and the
+ * WebSocket "publish" op) then publishes to "demo/a" for the topic
+ * "demo/a\u0000/x", and "ab" for the payload "ab\u0000cd". Required: such
+ * a field is refused (400), or for the payload published whole. The
+ * bridge's parser (cwm_json_parse) now refuses \u0000 before cJSON sees it. The
+ * client is a fake, as in the fuzz target: created, never started, marked
+ * disconnected so that publish queues; static, as a started one is
+ * reachable. */
+static struct mg_mqtt *nul_client;
+
+TEST(bridge_json_never_publishes_a_field_cut_at_a_nul)
+{
+	static struct cwm_settings s;
+	static struct cwm_bridge br;
+	char err[256];
+	const char *opts[] = {"MQTT_BRIDGE_PATH", "/mqtt",
+	                      "MQTT_BRIDGE_PUBLISH_ALLOW", "demo/#", NULL};
+	ASSERT_EQ(cwm_settings_read(&s, "MQTT", opts, err, sizeof(err)), 0);
+	nul_client = mg_mqtt_create("MQTT");
+	ASSERT(nul_client != NULL);
+	nul_client->cfg = s;
+	nul_client->v5 = 1;
+	nul_client->state = CWM_DISCONNECTED;
+	atomic_store(&nul_client->ops_ok, 1);
+	br.c = nul_client;
+	const char *bodies[] = {
+	    "{\"topic\":\"demo/a\\u0000/x\",\"payload\":\"p\"}",
+	    "{\"topic\":\"demo/a\",\"payload\":\"ab\\u0000cd\"}",
+	    "{\"topic\":\"demo/a\",\"payload\":\"p\",\"properties\":"
+	    "{\"content_type\":\"t\\u0000x\"}}",
+	    "{\"topic\":\"demo/a\",\"payload\":\"p\",\"properties\":"
+	    "{\"user\":{\"k\":\"v\\u0000w\"}}}",
+	};
+	/* A clean body is published: the fake works. */
+	cJSON *req = cJSON_Parse("{\"topic\":\"demo/a\",\"payload\":\"p\"}");
+	int status = 0;
+	const char *e = NULL;
+	ASSERT_GT(cwm_bridge_publish_json(&br, req, &status, &e), 0);
+	cJSON_Delete(req);
+	int cut = 0;
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		/* Parsed as the bridge parses: refused there, or published whole. */
+		req = cwm_json_parse(bodies[i], strlen(bodies[i]), &e);
+		if (req == NULL) {
+			ASSERT_CONTAINS(e, "\\u0000 (NUL)");
+			continue;
+		}
+		e = NULL;
+		int id = cwm_bridge_publish_json(&br, req, &status, &e);
+		cJSON_Delete(req);
+		if (id <= 0) {
+			ASSERT_EQ(status, 400);
+			continue;
+		}
+		const struct cwm_out *r = nul_client->outq_tail;
+		ASSERT(r != NULL && r->id == id);
+		if (i == 1 && r->len == 5 && memcmp(r->payload, "ab\0cd", 5) == 0)
+			continue; /* the payload whole is fine too */
+		fprintf(stderr, "  published with a field cut at the NUL: %s "
+		                "(topic '%s', %zu payload bytes)\n",
+		        bodies[i], r->topic, r->len);
+		cut++;
+	}
+	/* A raw NUL byte inside a string of the body (POST <path>/publish
+	 * parses the body by its length) is cut the same way. */
+	static const char raw[] = "{\"topic\":\"demo/a\0b\",\"payload\":\"p\"}";
+	req = cwm_json_parse(raw, sizeof(raw) - 1, &e);
+	if (req == NULL)
+		ASSERT_CONTAINS(e, "\\u0000 (NUL)");
+	if (req != NULL) {
+		int id = cwm_bridge_publish_json(&br, req, &status, &e);
+		cJSON_Delete(req);
+		if (id > 0) {
+			fprintf(stderr, "  published with a raw NUL in the topic: to '%s'\n",
+			        nul_client->outq_tail->topic);
+			cut++;
+		}
+	}
+	ASSERT_EQ(cut, 0);
+}
+
+/* Heap use after free in cwm_bridge_deliver (fuzz_bridge_json, 120 s run;
+ * minimized: a browser subscribed to "demo/x/state" and "demo/+/state").
+ * A browser holds two filters that both match a topic, and its queue
+ * (BRIDGE_CLIENT_QUEUE) is full: the first match drops it
+ * (cwm_bclient_push -> cwm_bclient_drop -> cwm_bclient_unsubscribe_all),
+ * which frees both of its handlers in the bridge's tree, and the loop
+ * over b->hits then reads the second one (->ud) and writes bc->stamp
+ * through it. In the server: mqtt-dispatch, a slow browser with
+ * overlapping subscriptions. ASan reports it at once; in a plain build
+ * the freed bytes stay as they were unless they are overwritten, so this
+ * test makes glibc overwrite them: M_PERTURB fills freed chunks (fastbin
+ * path), and the tcache bin of the handler's size is filled first so that
+ * the handlers' free() takes that path. */
+#include <malloc.h>
+
+static struct mg_mqtt *uaf_client;
+static struct cwm_anchor uaf_anchor;
+static struct cwm_bridge uaf_br;
+
+TEST(bridge_drops_a_full_browser_with_overlapping_filters_safely)
+{
+	static struct cwm_settings s;
+	char err[256];
+	const char *opts[] = {"MQTT_BRIDGE_PATH", "/mqtt",
+	                      "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "demo/#",
+	                      "MQTT_BRIDGE_CLIENT_QUEUE", "2", NULL};
+	ASSERT_EQ(cwm_settings_read(&s, "MQTT", opts, err, sizeof(err)), 0);
+	uaf_client = mg_mqtt_create("MQTT");
+	ASSERT(uaf_client != NULL);
+	uaf_client->cfg = s;
+	uaf_client->state = CWM_DISCONNECTED;
+	atomic_store(&uaf_client->ops_ok, 1);
+	pthread_mutex_init(&uaf_anchor.lock, NULL);
+	pthread_cond_init(&uaf_anchor.idle, NULL);
+	snprintf(uaf_anchor.prefix, sizeof(uaf_anchor.prefix), "MQTT");
+	uaf_br.c = uaf_client;
+	uaf_br.a = &uaf_anchor;
+	uaf_br.path = "/mqtt";
+	uaf_br.plen = strlen(uaf_br.path);
+	pthread_cond_init(&uaf_br.wcond, NULL);
+	pthread_cond_init(&uaf_br.idle, NULL);
+	atomic_store(&uaf_anchor.bridge, &uaf_br);
+
+	pthread_mutex_lock(&uaf_anchor.lock);
+	struct cwm_bclient *bc = cwm_bclient_new(&uaf_br, NULL, BC_SSE);
+	pthread_mutex_unlock(&uaf_anchor.lock);
+	ASSERT(bc != NULL);
+	char f1[] = "demo/x/state", f2[] = "demo/+/state";
+	const char *e = NULL;
+	ASSERT_EQ(cwm_bridge_subscribe(&uaf_br, bc, f1, 0, &e), 0);
+	ASSERT_EQ(cwm_bridge_subscribe(&uaf_br, bc, f2, 0, &e), 0);
+
+	struct mg_mqtt_message m;
+	struct mg_mqtt_props props; /* dispatch always passes them */
+	memset(&m, 0, sizeof(m));
+	memset(&props, 0, sizeof(props));
+	m.props = &props;
+	m.topic = "demo/x/state";
+	m.topic_len = strlen(m.topic);
+	m.payload = "v";
+	m.payload_len = 1;
+	/* Two fit the queue; the third drops the browser. */
+	cwm_bridge_deliver(&uaf_br, &m);
+	cwm_bridge_deliver(&uaf_br, &m);
+	ASSERT_EQ(bc->qlen, 2);
+	mallopt(M_PERTURB, 0x5a);
+	void *fill[16];
+	for (int i = 0; i < 16; i++)
+		fill[i] = malloc(sizeof(struct cwm_handler));
+	for (int i = 0; i < 16; i++)
+		free(fill[i]);
+	cwm_bridge_deliver(&uaf_br, &m);
+	mallopt(M_PERTURB, 0);
+	ASSERT(bc->dead);
+	ASSERT_EQ(bc->qlen, 0);
+	ASSERT(cwm_tnode_empty(&uaf_br.tree));
+
+	pthread_mutex_lock(&uaf_anchor.lock);
+	cwm_bclient_remove(&uaf_br, bc);
+	pthread_mutex_unlock(&uaf_anchor.lock);
+	cwm_bclient_free(bc);
 }

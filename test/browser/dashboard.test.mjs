@@ -164,6 +164,13 @@ async function startServer() {
   return p;
 }
 
+// GET <bridge>/last/<topic>: {status, body}.
+async function lastValue(topic) {
+  const r = await fetch(`http://127.0.0.1:${httpPort}/mqtt/last/${topic.split('/').map(encodeURIComponent).join('/')}`,
+    { signal: AbortSignal.timeout(3000) });
+  return { status: r.status, body: await r.json().catch(() => null) };
+}
+
 async function status() {
   const r = await fetch(`http://127.0.0.1:${httpPort}/mqtt/status`, { signal: AbortSignal.timeout(3000) });
   if (!r.ok) throw new Error(`GET /mqtt/status: HTTP ${r.status}`);
@@ -244,6 +251,9 @@ function listRows() {
     i, topic: tr.dataset.topic, qos: tr.dataset.qos, retain: tr.dataset.retain, base64: tr.dataset.base64,
     payload: tr.querySelector('[data-testid="message-payload"] .text').lastChild?.textContent ?? '',
     badge: tr.querySelector('[data-testid="message-payload"] .badge')?.textContent ?? '',
+    last: tr.dataset.last, lastClass: tr.classList.contains('last-value'),
+    lastLabel: tr.querySelector('[data-testid="last-value"]')?.textContent ?? '',
+    time: tr.querySelector('td.time time')?.getAttribute('datetime') ?? '',
   })));
 }
 
@@ -270,7 +280,8 @@ async function fillPublish(topic, payload, qos, retain = false) {
 // ---- the test ---------------------------------------------------------------------
 
 async function main() {
-  let base, received0 = NaN, published0 = NaN;
+  let base, received0 = NaN, published0 = NaN, cached = null;
+  const LV_TOPIC = 'demo/lastvalue/test';
 
   await check('mosquitto starts on a free loopback port', async () => {
     brokerPort = await freePort();
@@ -286,6 +297,24 @@ async function main() {
     base = `http://127.0.0.1:${httpPort}`;
     await waitFor('GET /mqtt/status connected', async () => (await status()).connected === true, T(10000), 100);
   }, { critical: true });
+
+  // Before any page is open: a message no browser sees live, not retained
+  // (the broker keeps nothing), so only the server's last values have it.
+  await check('a message published before the page opens is in GET /mqtt/last/<topic>', async () => {
+    await waitFor('status: the server\'s demo/# granted', async () => {
+      const s = serverSub(await status(), 'demo/#');
+      return s && s.granted !== null && s.granted !== undefined;
+    }, T(10000), 100);
+    const before = await lastValue(LV_TOPIC);
+    if (before.status !== 404) throw new Error(`GET /mqtt/last/${LV_TOPIC} answered ${before.status} before the publish`);
+    await mqttPub(LV_TOPIC, ['-m', 'cached-42', '-q', '1']);
+    cached = await waitFor(`GET /mqtt/last/${LV_TOPIC} 200`, async () => {
+      const r = await lastValue(LV_TOPIC);
+      return r.status === 200 && r.body && r.body.payload === 'cached-42' ? r.body : null;
+    }, T(10000), 50);
+    if (cached.topic !== LV_TOPIC || cached.retain !== false || cached.qos !== 1 || !cached.received)
+      throw new Error(`last value ${JSON.stringify(cached)}`);
+  });
 
   await check('chromium starts (playwright-core, /usr/bin/chromium)', async () => {
     fs.mkdirSync(userDataDir);
@@ -309,6 +338,20 @@ async function main() {
     if (!/civetweb-mqtt/.test(title)) throw new Error(`title is "${title}"`);
   }, { critical: true });
 
+  await check('the last value published before the page opened shows on load, marked "last value"', async () => {
+    if (!cached) throw new Error('no last value to look for');
+    const row = await waitRow(LV_TOPIC, 'cached-42', T(10000));
+    if (row.last !== 'true' || !row.lastClass || row.lastLabel !== 'last value')
+      throw new Error(`not marked as a last value (data-last ${row.last}, class ${row.lastClass}, label "${row.lastLabel}")`);
+    if (row.qos !== '1' || row.retain !== 'false' || row.base64 !== 'false')
+      throw new Error(`row shows qos ${row.qos}, retain ${row.retain}, base64 ${row.base64}`);
+    if (row.time !== new Date(cached.received_ms).toISOString())
+      throw new Error(`row time ${row.time}, not the server's received ${cached.received}`);
+    // Nothing published since: the one row of the topic is the server's copy.
+    const mine = (await listRows()).filter((r) => r.topic === LV_TOPIC);
+    if (mine.length !== 1) throw new Error(`${mine.length} rows for ${LV_TOPIC}`);
+  });
+
   await check('the dashboard shows WebSocket and MQTT connected', async () => {
     await waitState(sel.ws, 'connected', T(10000));
     await waitState(sel.mqtt, 'connected', T(10000));
@@ -319,6 +362,16 @@ async function main() {
     const qos = await page.getAttribute(sel.sub('demo/#'), 'data-qos');
     if (qos !== '1') throw new Error(`QoS shown ${qos}`);
     await waitFor('status: demo/# held by a browser', async () => (serverSub(await status(), 'demo/#')?.browsers ?? 0) >= 1, T(5000), 100);
+  });
+
+  await check('a live message replaces the last value of its topic', async () => {
+    await mqttPub(LV_TOPIC, ['-m', 'live-43', '-q', '0']);
+    const row = await waitRow(LV_TOPIC, 'live-43', T(10000));
+    if (row.last !== 'false' || row.lastClass || row.lastLabel) throw new Error('the live message is marked as a last value');
+    if (row.i !== 0) throw new Error(`the live message is row ${row.i}, not the first`);
+    if (row.qos !== '0') throw new Error(`QoS shown ${row.qos}`);
+    const mine = (await listRows()).filter((r) => r.topic === LV_TOPIC);
+    if (mine.length !== 1) throw new Error(`${mine.length} rows for ${LV_TOPIC}: ${mine.map((r) => `"${r.payload}"${r.last === 'true' ? ' (last value)' : ''}`).join(', ')}`);
   });
 
   await check('counters panel shows the status counters', async () => {
@@ -437,6 +490,10 @@ async function main() {
     if (!text.includes('403') || !/not allowed/.test(text)) throw new Error(`subscribe result shows "${text}"`);
     await page.locator('[data-testid="error-item"][data-status="403"]').first().waitFor({ state: 'visible', timeout: T(5000) });
     if (await page.locator(sel.sub('#')).count() !== 0) throw new Error('"#" is listed as a subscription');
+    // GET /mqtt/last?filter=%23 is refused too (403): quietly.
+    const ctxs = await page.$$eval('[data-testid="error-item"] .ctx', (xs) => xs.map((x) => x.textContent));
+    if (ctxs.some((c) => c.includes('/last'))) throw new Error(`errors shown for /last: ${ctxs.join(', ')}`);
+    if (await page.isVisible('[data-testid="last-note"]')) throw new Error(`note shown: "${await page.textContent('[data-testid="last-note"]')}"`);
   });
 
   await check('a denied publish (private/x) shows the 403 error', async () => {
@@ -460,6 +517,18 @@ async function main() {
     if (n !== 500) throw new Error(`${n} rows`);
     await page.click('[data-testid="msg-clear"]');
     await waitFor('an empty list', async () => (await page.locator(sel.rows).count()) === 0, T(3000));
+  });
+
+  await check('a filter subscribed from the form brings its last values', async () => {
+    // The list is empty now; demo/lastvalue/+ has one topic, last "live-43".
+    await fillSubscribe('demo/lastvalue/+', 0);
+    await waitState(sel.sub('demo/lastvalue/+'), 'active', T(10000));
+    const row = await waitRow(LV_TOPIC, 'live-43', T(10000));
+    if (row.last !== 'true' || row.lastLabel !== 'last value') throw new Error(`not marked as a last value (data-last ${row.last})`);
+    const rows = await listRows();
+    if (rows.length !== 1) throw new Error(`${rows.length} rows: ${rows.map((r) => r.topic).join(', ')}`);
+    await page.click(`${sel.sub('demo/lastvalue/+')} [data-testid="unsubscribe"]`);
+    await page.locator(sel.sub('demo/lastvalue/+')).waitFor({ state: 'detached', timeout: T(10000) });
   });
 
   await check('server stopped (SIGTERM): the page shows disconnected', async () => {
