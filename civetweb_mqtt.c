@@ -5918,6 +5918,26 @@ fail:
 
 /* -- routes ------------------------------------------------------------------------ */
 
+/* The raw publish and request routes: 403 unless BRIDGE_PUBLISH_ALLOW
+ * lets browsers publish to topic, else the body into *body (the caller
+ * frees it). Returns 0, or the status of the error reply it sent. */
+static int cwm_publish_body(struct cwm_bridge *b, struct mg_connection *conn,
+                            const char *topic, char **body, size_t *len)
+{
+	if (!cwm_may_publish(b, topic)) {
+		atomic_fetch_add(&b->rejected, 1);
+		return cwm_reply_error(conn, 403,
+		                       "publishing to this topic is not allowed "
+		                       "(BRIDGE_PUBLISH_ALLOW)");
+	}
+	int status = cwm_read_body(b, conn, body, len);
+	if (status != 0)
+		return cwm_reply_error(conn, status,
+		                       status == 413 ? "body larger than BRIDGE_MAX_BODY"
+		                                     : "out of memory");
+	return 0;
+}
+
 static int cwm_route_publish(struct cwm_bridge *b, struct mg_connection *conn)
 {
 	char *body;
@@ -6031,18 +6051,10 @@ static int cwm_route_publish_raw(struct cwm_bridge *b, struct mg_connection *con
 		if (cwm_parse_bool(v, &retain) != 0)
 			return cwm_reply_error(conn, 400, "retain must be true or false");
 	}
-	if (!cwm_may_publish(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "publishing to this topic is not allowed "
-		                       "(BRIDGE_PUBLISH_ALLOW)");
-	}
 	char *body;
 	size_t len;
-	if ((status = cwm_read_body(b, conn, &body, &len)) != 0)
-		return cwm_reply_error(conn, status,
-		                       status == 413 ? "body larger than BRIDGE_MAX_BODY"
-		                                     : "out of memory");
+	if ((status = cwm_publish_body(b, conn, topic, &body, &len)) != 0)
+		return status;
 	int id = mg_mqtt_publish(b->c, topic, body, len, qos, retain);
 	free(body);
 	if (id < 0)
@@ -6117,18 +6129,10 @@ static int cwm_route_request(struct cwm_bridge *b, struct mg_connection *conn,
 		if (ms > max_ms)
 			ms = max_ms; /* BRIDGE_REQUEST_TIMEOUT_MAX bounds it */
 	}
-	if (!cwm_may_publish(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "publishing to this topic is not allowed "
-		                       "(BRIDGE_PUBLISH_ALLOW)");
-	}
 	char *body;
 	size_t len;
-	if ((status = cwm_read_body(b, conn, &body, &len)) != 0)
-		return cwm_reply_error(conn, status,
-		                       status == 413 ? "body larger than BRIDGE_MAX_BODY"
-		                                     : "out of memory");
+	if ((status = cwm_publish_body(b, conn, topic, &body, &len)) != 0)
+		return status;
 	struct mg_mqtt_reply r;
 	int rc = mg_mqtt_request(b->c, topic, body, len, qos, (int)ms, &r);
 	free(body);

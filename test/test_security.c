@@ -1752,16 +1752,19 @@ TEST_T(credentials_in_the_broker_url_are_never_echoed_in_errors_or_logs, 60)
 {
 	struct corpus k;
 	struct example x;
-	char url[256], conf[512];
+	char url[256], url2[256], conf[512];
 	memset(&k, 0, sizeof(k));
-	snprintf(url, sizeof(url), "mqtt://sec-user:" PW_URL "@127.0.0.1:1883");
+	/* Refused before any connection; a free port all the same. */
+	int port = th_free_port();
+	snprintf(url, sizeof(url), "mqtt://sec-user:" PW_URL "@127.0.0.1:%d", port);
+	snprintf(url2, sizeof(url2), "tcp://127.0.0.1:%d, ws://u:" PW_URL "@h:80/mqtt",
+	         port);
 	int rc = start_fails(&k, "credentials in the URL",
 	                     OPTS("MQTT_BROKER_URL", url));
 	ASSERT_EQ(rc, MG_MQTT_ERR_CONFIG);
 	ASSERT_CONTAINS(k.text, "MQTT_BROKER_URL"); /* the key is named */
 	rc = start_fails(&k, "credentials in a fail-over URL",
-	                 OPTS("MQTT_BROKER_URL",
-	                      "tcp://127.0.0.1:1883, ws://u:" PW_URL "@h:80/mqtt"));
+	                 OPTS("MQTT_BROKER_URL", url2));
 	ASSERT_EQ(rc, MG_MQTT_ERR_CONFIG);
 	/* Other sentences that quote the URL: a scheme against TLS_ENABLED or
 	 * TRANSPORT. */
