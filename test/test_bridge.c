@@ -446,84 +446,14 @@ static cJSON *ws_call(struct wsc *w, const char *json, int id, int line)
 
 /* ---- raw TCP clients: hand-made requests, clients that never read -------- */
 
-struct raw {
-	int fd;
-	size_t len;
-	char buf[1 << 16];
-};
-
-/* rcvbuf > 0: a small receive buffer, set before connect so that the
- * window stays small. */
-static struct raw *raw_connect(int port, int rcvbuf)
-{
-	struct raw *r = calloc(1, sizeof(*r));
-	struct sockaddr_in a;
-	ASSERT(r != NULL);
-	r->fd = socket(AF_INET, SOCK_STREAM, 0);
-	ASSERT(r->fd >= 0);
-	if (rcvbuf > 0)
-		ASSERT_EQ(
-		    setsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)),
-		    0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ASSERT_EQ(connect(r->fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	return r;
-}
-
-static void raw_close(struct raw *r)
-{
-	if (r != NULL) {
-		close(r->fd);
-		free(r);
-	}
-}
-
-static void raw_send(struct raw *r, const void *data, size_t n)
-{
-	const char *p = data;
-	while (n > 0) {
-		ssize_t k = send(r->fd, p, n, MSG_NOSIGNAL);
-		if (k < 0 && errno == EINTR)
-			continue;
-		ASSERT_GT(k, 0);
-		p += k;
-		n -= (size_t)k;
-	}
-}
-
-/* Reads what arrives within ms into the buffer: bytes read, 0 at end of
- * stream, -1 on timeout. */
-static int raw_fill(struct raw *r, int ms)
-{
-	struct pollfd p = {r->fd, POLLIN, 0};
-	if (r->len == sizeof(r->buf))
-		return -1;
-	if (poll(&p, 1, ms * th_timeout_scale()) <= 0)
-		return -1;
-	ssize_t k = recv(r->fd, r->buf + r->len, sizeof(r->buf) - r->len, 0);
-	if (k <= 0)
-		return 0;
-	r->len += (size_t)k;
-	return (int)k;
-}
-
-static void raw_consume(struct raw *r, size_t n)
-{
-	memmove(r->buf, r->buf + n, r->len - n);
-	r->len -= n;
-}
-
 /* Reads the response head; returns the status (0: none); the head, NUL-
  * terminated, into head when not NULL. */
-static int raw_head(struct raw *r, char *head, size_t cap)
+static int raw_head(struct th_raw *r, char *head, size_t cap)
 {
 	char *end;
 	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
 	while ((end = memmem(r->buf, r->len, "\r\n\r\n", 4)) == NULL) {
-		if (th_now_ms() > until || raw_fill(r, 1000) == 0)
+		if (th_now_ms() > until || th_raw_fill(r, 1000) == 0)
 			return 0;
 	}
 	size_t n = (size_t)(end - r->buf) + 4;
@@ -531,12 +461,12 @@ static int raw_head(struct raw *r, char *head, size_t cap)
 		snprintf(head, cap, "%.*s", (int)n, r->buf);
 	int status = 0;
 	sscanf(r->buf, "HTTP/1.%*d %d", &status);
-	raw_consume(r, n);
+	th_raw_consume(r, n);
 	return status;
 }
 
 /* A WebSocket upgrade by hand; auth: an Authorization value or NULL. */
-static int raw_ws_upgrade(struct raw *r, int port, const char *auth, char *head,
+static int raw_ws_upgrade(struct th_raw *r, int port, const char *auth, char *head,
                           size_t cap)
 {
 	char req[2048];
@@ -547,12 +477,12 @@ static int raw_ws_upgrade(struct raw *r, int port, const char *auth, char *head,
 	         "Sec-WebSocket-Version: 13\r\n%s%s%s\r\n",
 	         port, auth ? "Authorization: " : "", auth ? auth : "",
 	         auth ? "\r\n" : "");
-	raw_send(r, req, strlen(req));
+	th_raw_send(r, req, strlen(req));
 	return raw_head(r, head, cap);
 }
 
 /* A masked text frame, as a browser sends it. */
-static void raw_ws_send(struct raw *r, const char *text)
+static void raw_ws_send(struct th_raw *r, const char *text)
 {
 	unsigned char h[8], mask[4] = {0x12, 0x34, 0x56, 0x78};
 	size_t n = strlen(text), hl = 0;
@@ -571,13 +501,13 @@ static void raw_ws_send(struct raw *r, const char *text)
 	memcpy(f + hl, mask, 4);
 	for (size_t i = 0; i < n; i++)
 		f[hl + 4 + i] = (char)(text[i] ^ mask[i % 4]);
-	raw_send(r, f, hl + 4 + n);
+	th_raw_send(r, f, hl + 4 + n);
 	free(f);
 }
 
 /* The next frame from the server (unmasked): its opcode, the payload NUL-
  * terminated into out; -1 on timeout or end of stream. */
-static int raw_ws_frame(struct raw *r, char *out, size_t cap, int ms)
+static int raw_ws_frame(struct th_raw *r, char *out, size_t cap, int ms)
 {
 	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
 	for (;;) {
@@ -598,24 +528,24 @@ static int raw_ws_frame(struct raw *r, char *out, size_t cap, int ms)
 				ASSERT_LT(n, cap);
 				memcpy(out, r->buf + hl, n);
 				out[n] = '\0';
-				raw_consume(r, hl + n);
+				th_raw_consume(r, hl + n);
 				return op;
 			}
 		}
-		if (th_now_ms() > until || raw_fill(r, 200) == 0)
+		if (th_now_ms() > until || th_raw_fill(r, 200) == 0)
 			return -1;
 	}
 }
 
 /* GET <path> as an EventSource does; returns the status. */
-static int raw_sse_open(struct raw *r, int port, const char *path)
+static int raw_sse_open(struct th_raw *r, int port, const char *path)
 {
 	char req[2048];
 	snprintf(req, sizeof(req),
 	         "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
 	         "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
 	         path, port);
-	raw_send(r, req, strlen(req));
+	th_raw_send(r, req, strlen(req));
 	char head[2048];
 	int status = raw_head(r, head, sizeof(head));
 	if (status == 200)
@@ -625,7 +555,7 @@ static int raw_sse_open(struct raw *r, int port, const char *path)
 
 /* The JSON of the next "data: " line, malloc()ed; NULL on timeout or end
  * of stream. Other lines (comments, retry:) are skipped. */
-static char *raw_sse_next(struct raw *r, int ms)
+static char *raw_sse_next(struct th_raw *r, int ms)
 {
 	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
 	for (;;) {
@@ -633,14 +563,14 @@ static char *raw_sse_next(struct raw *r, int ms)
 		while ((nl = memchr(r->buf, '\n', r->len)) != NULL) {
 			size_t n = (size_t)(nl - r->buf);
 			char *line = strndup(r->buf, n);
-			raw_consume(r, n + 1);
+			th_raw_consume(r, n + 1);
 			if (strncmp(line, "data: ", 6) == 0) {
 				memmove(line, line + 6, strlen(line + 6) + 1);
 				return line;
 			}
 			free(line);
 		}
-		if (th_now_ms() > until || raw_fill(r, 200) == 0)
+		if (th_now_ms() > until || th_raw_fill(r, 200) == 0)
 			return NULL;
 	}
 }
@@ -947,23 +877,23 @@ TEST_T(head_requests_get_the_head_without_a_body, 60)
 	                                    "/mqtt/events?topic=h/%23"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
 		char req[512], head[2048];
-		struct raw *r = raw_connect(s.port, 0);
+		struct th_raw *r = th_raw_connect(s.port, 0);
 		snprintf(req, sizeof(req),
 		         "HEAD %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
 		         "Connection: close\r\n\r\n",
 		         paths[i], s.port);
-		raw_send(r, req, strlen(req));
+		th_raw_send(r, req, strlen(req));
 		ASSERT_EQ(raw_head(r, head, sizeof(head)), 200);
 		/* The end of the stream, and nothing before it. */
 		int64_t until = th_now_ms() + 10000 * th_timeout_scale();
-		while (r->len == 0 && th_now_ms() < until && raw_fill(r, 200) != 0) {
+		while (r->len == 0 && th_now_ms() < until && th_raw_fill(r, 200) != 0) {
 		}
 		if (r->len != 0)
 			th_fail(__FILE__, __LINE__,
 			        "HEAD %s: a body after the head: "
 			        "'%.100s'",
 			        paths[i], r->buf);
-		raw_close(r);
+		th_raw_close(r);
 	}
 	ASSERT(WAIT_UNTIL(st_num(&s, "gauges.bridge_clients") == 0, 10000));
 	ASSERT_EQ(nsubs(&s), 0);
@@ -1031,7 +961,7 @@ TEST_T(requests_after_the_client_stopped_get_503_until_the_server_stops, 60)
 	/* Open connections across the stop: a WebSocket and an SSE stream. */
 	ASSERT_EQ(wsc_open(&w, s.port), 0);
 	WS_ACK(&w, "{\"op\":\"subscribe\",\"topic\":\"pub/#\",\"id\":1}", 1);
-	struct raw *sse = raw_connect(s.port, 0);
+	struct th_raw *sse = th_raw_connect(s.port, 0);
 	ASSERT_EQ(raw_sse_open(sse, s.port, "/mqtt/events?topic=pub/%23"), 200);
 	ASSERT(WAIT_UNTIL(st_num(&s, "gauges.bridge_clients") == 2, 10000));
 
@@ -1042,7 +972,7 @@ TEST_T(requests_after_the_client_stopped_get_503_until_the_server_stops, 60)
 	char *line;
 	while ((line = raw_sse_next(sse, 10000)) != NULL)
 		free(line);
-	raw_close(sse);
+	th_raw_close(sse);
 	wsc_send(&w, "{\"op\":\"publish\",\"topic\":\"pub/x\",\"id\":2}");
 	ASSERT(WAIT_UNTIL(atomic_load(&w.closed), 10000));
 	wsc_close(&w);
@@ -1275,9 +1205,9 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	ASSERT_EQ(wsc_open(&w, s.port), -1);
 	pthread_mutex_destroy(&w.mu);
 	char auth[1024], *head;
-	struct raw *ws = raw_connect(s.port, 0);
+	struct th_raw *ws = th_raw_connect(s.port, 0);
 	ASSERT_NE(raw_ws_upgrade(ws, s.port, NULL, NULL, 0), 101);
-	raw_close(ws);
+	th_raw_close(ws);
 	/* (The challenge comes from a plain request: see
 	 * a_websocket_upgrade_without_credentials_gets_a_digest_challenge.) */
 	http(s.port, "GET", "/mqtt/status", NULL, NULL, &r);
@@ -1290,7 +1220,7 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	ASSERT_EQ(nsubs(&s), 0);
 
 	/* ...and accepted with them (answering the challenge by hand). */
-	ws = raw_connect(s.port, 0);
+	ws = th_raw_connect(s.port, 0);
 	digest_answer(auth, sizeof(auth), head, "GET", "/mqtt/ws", USER, PASS);
 	free(head);
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port, auth, NULL, 0), 101);
@@ -1324,7 +1254,7 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	ASSERT_EQ(raw_ws_frame(ws, frame, sizeof(frame), 10000), 1);
 	ASSERT_CONTAINS(frame, "\"payload\":\"ok1\"");
 	th_kill(curl, SIGTERM);
-	raw_close(ws);
+	th_raw_close(ws);
 
 	/* Only the two accepted messages reached the broker. */
 	th_pub(&b, "probe", "p", 1, 0, NULL);
@@ -1458,12 +1388,12 @@ TEST_T(a_websocket_upgrade_without_credentials_gets_a_digest_challenge, 60)
 	          0);
 	/* A browser can only answer a challenge it was given: a 401 response
 	 * with its head, as for every other bridge URL. */
-	struct raw *ws = raw_connect(s.port, 0);
+	struct th_raw *ws = th_raw_connect(s.port, 0);
 	head[0] = '\0';
 	int status = raw_ws_upgrade(ws, s.port, NULL, head, sizeof(head));
 	if (status != 401) {
 		char rest[512];
-		int n = raw_fill(ws, 1000);
+		int n = th_raw_fill(ws, 1000);
 		snprintf(rest, sizeof(rest), "%.*s", (int)ws->len, ws->buf);
 		th_fail(__FILE__, __LINE__,
 		        "upgrade without credentials: status %d, "
@@ -1471,7 +1401,7 @@ TEST_T(a_websocket_upgrade_without_credentials_gets_a_digest_challenge, 60)
 		        status, head, n, rest);
 	}
 	ASSERT_CONTAINS(head, "WWW-Authenticate: Digest");
-	raw_close(ws);
+	th_raw_close(ws);
 	srv_stop(&s);
 }
 
@@ -1783,7 +1713,7 @@ TEST_T(sse_streams_messages_to_curl_and_a_raw_client_and_cleans_up_after_them,
 	const char *argv[] = {"curl", "-s", "-N", url, NULL};
 	pid_t curl = th_spawn(argv, out);
 	/* A raw client, as a browser's EventSource. */
-	struct raw *r = raw_connect(s.port, 0);
+	struct th_raw *r = th_raw_connect(s.port, 0);
 	ASSERT_EQ(raw_sse_open(r, s.port, "/mqtt/events?topic=sse/%23&qos=1"), 200);
 	ASSERT(WAIT_UNTIL(sub_live(&s, "sse/a", 1) && sub_live(&s, "sse/b", 1) &&
 	                      sub_live(&s, "sse/#", 1),
@@ -1828,7 +1758,7 @@ TEST_T(sse_streams_messages_to_curl_and_a_raw_client_and_cleans_up_after_them,
 	                      sub_info(&s, "sse/b", NULL, NULL, NULL) == -1,
 	                  10000));
 	ASSERT_EQ(sub_info(&s, "sse/#", NULL, NULL, NULL), 1);
-	raw_close(r);
+	th_raw_close(r);
 	ASSERT(WAIT_UNTIL(st_num(&s, "gauges.bridge_clients") == 0, 10000));
 	ASSERT(WAIT_UNTIL(nsubs(&s) == 0, 10000));
 	ASSERT_EQ(st_num(&s, "bridge.sse_clients"), 0);
@@ -1847,7 +1777,7 @@ TEST_T(an_sse_request_with_more_filters_than_served_is_refused, 60)
 	for (int i = 1; i <= 17; i++)
 		o += (size_t)snprintf(path + o, sizeof(path) - o, "%stopic=sse/%d",
 		                      i > 1 ? "&" : "", i);
-	struct raw *r = raw_connect(s.port, 0);
+	struct th_raw *r = th_raw_connect(s.port, 0);
 	int status = raw_sse_open(r, s.port, path);
 	if (status == 200) {
 		/* Served: then all 17, the last one included. */
@@ -1865,7 +1795,7 @@ TEST_T(an_sse_request_with_more_filters_than_served_is_refused, 60)
 	} else {
 		ASSERT_EQ(status, 400);
 	}
-	raw_close(r);
+	th_raw_close(r);
 	srv_stop(&s);
 }
 
@@ -1886,7 +1816,7 @@ TEST_T(two_hundred_clients_coming_and_going_leave_no_clients_or_subscriptions,
 		/* Per batch: CivetWeb WebSocket clients that close cleanly, raw
 		 * WebSocket clients that just drop the connection, SSE clients. */
 		struct wsc ws[7];
-		struct raw *rws[7], *sse[6];
+		struct th_raw *rws[7], *sse[6];
 		char json[128], path[128], frame[4096];
 		for (int i = 0; i < 7; i++) {
 			ASSERT_EQ(wsc_open(&ws[i], s.port), 0);
@@ -1896,7 +1826,7 @@ TEST_T(two_hundred_clients_coming_and_going_leave_no_clients_or_subscriptions,
 			WS_ACK(&ws[i], json, 1);
 		}
 		for (int i = 0; i < 7; i++) {
-			rws[i] = raw_connect(s.port, 0);
+			rws[i] = th_raw_connect(s.port, 0);
 			ASSERT_EQ(raw_ws_upgrade(rws[i], s.port, NULL, NULL, 0), 101);
 			ASSERT_EQ(raw_ws_frame(rws[i], frame, sizeof(frame), 10000), 1);
 			snprintf(json, sizeof(json),
@@ -1907,7 +1837,7 @@ TEST_T(two_hundred_clients_coming_and_going_leave_no_clients_or_subscriptions,
 			ASSERT_CONTAINS(frame, "\"op\":\"ack\"");
 		}
 		for (int i = 0; i < 6; i++) {
-			sse[i] = raw_connect(s.port, 0);
+			sse[i] = th_raw_connect(s.port, 0);
 			snprintf(path, sizeof(path), "/mqtt/events?topic=loop/%d/%%23",
 			         (i + 2) % FILTERS);
 			ASSERT_EQ(raw_sse_open(sse[i], s.port, path), 200);
@@ -1955,10 +1885,10 @@ TEST_T(two_hundred_clients_coming_and_going_leave_no_clients_or_subscriptions,
 		}
 		for (int i = 0; i < 7; i++) {
 			wsc_close(&ws[i]);
-			raw_close(rws[i]);
+			th_raw_close(rws[i]);
 		}
 		for (int i = 0; i < 6; i++)
-			raw_close(sse[i]);
+			th_raw_close(sse[i]);
 		ASSERT(WAIT_UNTIL(st_num(&s, "gauges.bridge_clients") == 0, 15000));
 		ASSERT(WAIT_UNTIL(nsubs(&s) == 0, 10000));
 	}
@@ -2062,7 +1992,7 @@ TEST_T(a_websocket_client_that_never_reads_is_dropped_and_delays_no_one, 120)
 	ASSERT_EQ(wsc_open(&w, s.port), 0);
 	WS_ACK(&w, "{\"op\":\"subscribe\",\"topic\":\"flood/#\",\"id\":1}", 1);
 	/* Hand-made: subscribes, reads the ack, then never reads again. */
-	struct raw *stalled = raw_connect(s.port, 2048);
+	struct th_raw *stalled = th_raw_connect(s.port, 2048);
 	ASSERT_EQ(raw_ws_upgrade(stalled, s.port, NULL, NULL, 0), 101);
 	ASSERT_EQ(raw_ws_frame(stalled, frame, sizeof(frame), 10000), 1);
 	raw_ws_send(stalled,
@@ -2085,7 +2015,7 @@ TEST_T(a_websocket_client_that_never_reads_is_dropped_and_delays_no_one, 120)
 	/* Stopping with the stalled one still connected, a writer thread
 	 * blocked on it: the stop completes (within the test's time). */
 	srv_stop(&s);
-	raw_close(stalled);
+	th_raw_close(stalled);
 }
 
 TEST_T(an_sse_client_that_never_reads_is_dropped_and_delays_no_one, 120)
@@ -2100,7 +2030,7 @@ TEST_T(an_sse_client_that_never_reads_is_dropped_and_delays_no_one, 120)
 	          0);
 	ASSERT_EQ(wsc_open(&w, s.port), 0);
 	WS_ACK(&w, "{\"op\":\"subscribe\",\"topic\":\"flood/#\",\"id\":1}", 1);
-	struct raw *stalled = raw_connect(s.port, 2048);
+	struct th_raw *stalled = th_raw_connect(s.port, 2048);
 	ASSERT_EQ(raw_sse_open(stalled, s.port, "/mqtt/events?topic=flood/%23"),
 	          200);
 	ASSERT(WAIT_UNTIL(sub_live(&s, "flood/#", 2), 10000));
@@ -2114,7 +2044,7 @@ TEST_T(an_sse_client_that_never_reads_is_dropped_and_delays_no_one, 120)
 	ASSERT_EQ(st_num(&s, "counters.bridge_dropped_clients"), 1);
 	ASSERT(!atomic_load(&w.closed));
 	/* Its worker thread is released once the connection goes. */
-	raw_close(stalled);
+	th_raw_close(stalled);
 	ASSERT(WAIT_UNTIL(st_num(&s, "bridge.sse_clients") == 0, 15000));
 	wsc_close(&w);
 	ASSERT(WAIT_UNTIL(st_num(&s, "gauges.bridge_clients") == 0, 15000));
@@ -2271,7 +2201,7 @@ TEST_T(the_status_route_shows_the_bridge_and_never_a_secret, 60)
 	/* One browser of each kind, both authenticated. */
 	http(s.port, "GET", "/mqtt/status", NULL, NULL, &r);
 	ASSERT_EQ(r.status, 401);
-	struct raw *ws = raw_connect(s.port, 0);
+	struct th_raw *ws = th_raw_connect(s.port, 0);
 	digest_answer(auth, sizeof(auth), r.head, "GET", "/mqtt/ws", USER, PASS);
 	resp_free(&r);
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port, auth, NULL, 0), 101);
@@ -2320,7 +2250,7 @@ TEST_T(the_status_route_shows_the_bridge_and_never_a_secret, 60)
 	cJSON_Delete(st);
 	free(file);
 	th_kill(curl, SIGTERM);
-	raw_close(ws);
+	th_raw_close(ws);
 	ASSERT(WAIT_UNTIL(st_num(&s, "gauges.bridge_clients") == 0, 15000));
 	srv_stop(&s);
 }

@@ -300,84 +300,20 @@ static int expect_published(int port, const char *path, const char *data,
 
 /* ---- a raw WebSocket client (any bytes in a text frame) ----------------- */
 
-struct raw {
-	int fd;
-	size_t len;
-	char buf[1 << 18];
-	char seen[4096]; /* "message" frames read while waiting for a reply */
-};
-
-static struct raw *raw_connect(int port)
-{
-	struct raw *r = calloc(1, sizeof(*r));
-	struct sockaddr_in a;
-	ASSERT(r != NULL);
-	r->fd = socket(AF_INET, SOCK_STREAM, 0);
-	ASSERT(r->fd >= 0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ASSERT_EQ(connect(r->fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	return r;
-}
-
-static void raw_close(struct raw *r)
-{
-	if (r != NULL) {
-		close(r->fd);
-		free(r);
-	}
-}
-
-static void raw_send(struct raw *r, const void *data, size_t n)
-{
-	const char *p = data;
-	while (n > 0) {
-		ssize_t k = send(r->fd, p, n, MSG_NOSIGNAL);
-		if (k < 0 && errno == EINTR)
-			continue;
-		ASSERT_GT(k, 0);
-		p += k;
-		n -= (size_t)k;
-	}
-}
-
-/* Bytes read within ms, 0 at the end of the stream, -1 on timeout. */
-static int raw_fill(struct raw *r, int ms)
-{
-	struct pollfd p = {r->fd, POLLIN, 0};
-	if (r->len == sizeof(r->buf))
-		return -1;
-	if (poll(&p, 1, ms * th_timeout_scale()) <= 0)
-		return -1;
-	ssize_t k = recv(r->fd, r->buf + r->len, sizeof(r->buf) - r->len, 0);
-	if (k <= 0)
-		return 0;
-	r->len += (size_t)k;
-	return (int)k;
-}
-
-static void raw_consume(struct raw *r, size_t n)
-{
-	memmove(r->buf, r->buf + n, r->len - n);
-	r->len -= n;
-}
-
-static int raw_head(struct raw *r)
+static int raw_head(struct th_raw *r)
 {
 	char *end;
 	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
 	while ((end = memmem(r->buf, r->len, "\r\n\r\n", 4)) == NULL)
-		if (th_now_ms() > until || raw_fill(r, 1000) == 0)
+		if (th_now_ms() > until || th_raw_fill(r, 1000) == 0)
 			return 0;
 	int status = 0;
 	sscanf(r->buf, "HTTP/1.%*d %d", &status);
-	raw_consume(r, (size_t)(end - r->buf) + 4);
+	th_raw_consume(r, (size_t)(end - r->buf) + 4);
 	return status;
 }
 
-static int raw_ws_upgrade(struct raw *r, int port)
+static int raw_ws_upgrade(struct th_raw *r, int port)
 {
 	char req[1024];
 	snprintf(req, sizeof(req),
@@ -386,13 +322,13 @@ static int raw_ws_upgrade(struct raw *r, int port)
 	         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 	         "Sec-WebSocket-Version: 13\r\n\r\n",
 	         port);
-	raw_send(r, req, strlen(req));
+	th_raw_send(r, req, strlen(req));
 	return raw_head(r);
 }
 
 /* A masked text frame of n bytes, as a browser would send it (a browser
  * never sends invalid UTF-8; a script over a raw socket may). */
-static void raw_ws_send(struct raw *r, const char *text, size_t n)
+static void raw_ws_send(struct th_raw *r, const char *text, size_t n)
 {
 	unsigned char h[14], mask[4] = {0x12, 0x34, 0x56, 0x78};
 	size_t hl = 0;
@@ -414,13 +350,13 @@ static void raw_ws_send(struct raw *r, const char *text, size_t n)
 	memcpy(f + hl, mask, 4);
 	for (size_t i = 0; i < n; i++)
 		f[hl + 4 + i] = (char)(text[i] ^ mask[i % 4]);
-	raw_send(r, f, hl + 4 + n);
+	th_raw_send(r, f, hl + 4 + n);
 	free(f);
 }
 
 /* The next frame from the server: its opcode, the payload into *out
  * (malloc()ed, NUL-terminated, *n bytes); -1 on timeout or end. */
-static int raw_ws_frame(struct raw *r, char **out, size_t *n_out, int ms)
+static int raw_ws_frame(struct th_raw *r, char **out, size_t *n_out, int ms)
 {
 	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
 	for (;;) {
@@ -449,18 +385,18 @@ static int raw_ws_frame(struct raw *r, char **out, size_t *n_out, int ms)
 				memcpy(*out, r->buf + hl, n);
 				(*out)[n] = '\0';
 				*n_out = n;
-				raw_consume(r, hl + n);
+				th_raw_consume(r, hl + n);
 				return op;
 			}
 		}
-		if (th_now_ms() > until || raw_fill(r, 200) == 0)
+		if (th_now_ms() > until || th_raw_fill(r, 200) == 0)
 			return -1;
 	}
 }
 
 /* Sends json (n bytes) and returns the reply to it: the next text frame,
  * which must be valid UTF-8 and valid JSON. */
-static cJSON *ws_call_(struct raw *r, const char *json, size_t n, int strict,
+static cJSON *ws_call_(struct th_raw *r, const char *json, size_t n, int strict,
                        int line)
 {
 	char *f;
@@ -512,7 +448,7 @@ static int str_is(const cJSON *o, const char *key, const char *want)
 /* The reply is {"op":"error","status":status (or alt),"error":"..."}. */
 static int ws_strict = 1; /* 0: tolerate a non-UTF-8 echo of a non-UTF-8 op */
 
-static void ws_expect_error(struct raw *r, const char *json, size_t n,
+static void ws_expect_error(struct th_raw *r, const char *json, size_t n,
                             int status, int alt, int line)
 {
 	cJSON *o = ws_call_(r, json, n, ws_strict || !has_bad_utf8(json, n), line);
@@ -529,7 +465,7 @@ static void ws_expect_error(struct raw *r, const char *json, size_t n,
 #define WS_ERROR(r, json, status)                                              \
 	ws_expect_error(r, json, strlen(json), status, 0, __LINE__)
 
-static int ws_expect_ack(struct raw *r, const char *json, int line)
+static int ws_expect_ack(struct th_raw *r, const char *json, int line)
 {
 	cJSON *o = ws_call(r, json, strlen(json), line);
 	if (!str_is(o, "op", "ack")) {
@@ -846,7 +782,7 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#",
 	                   "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "pub/#",
 	                   "MQTT_BRIDGE_MAX_BODY", "200000"));
-	struct raw *ws = raw_connect(s.port);
+	struct th_raw *ws = th_raw_connect(s.port, 0);
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port), 101);
 	char *f;
 	size_t fl;
@@ -938,7 +874,7 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	ASSERT_NOT_CONTAINS(got, "pub/x");
 	ASSERT_NOT_CONTAINS(got, "pub/a");
 	free(got);
-	raw_close(ws);
+	th_raw_close(ws);
 	ASSERT_EQ(REC(&s.r, disconnects), 0);
 	th_sub_stop(&sub);
 	srv_stop(&s);
@@ -956,7 +892,7 @@ TEST_T(websocket_error_replies_are_utf8_even_when_the_topic_is_not, 30)
 	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH", "/mqtt",
 	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#",
 	                   "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "pub/#"));
-	struct raw *ws = raw_connect(s.port);
+	struct th_raw *ws = th_raw_connect(s.port, 0);
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port), 101);
 	char *f;
 	size_t fl;
@@ -970,7 +906,7 @@ TEST_T(websocket_error_replies_are_utf8_even_when_the_topic_is_not, 30)
 	         400);
 	/* Still open and usable. */
 	WS_ACK(ws, "{\"op\":\"subscribe\",\"topic\":\"pub/ok\"}");
-	raw_close(ws);
+	th_raw_close(ws);
 	srv_stop(&s);
 }
 
@@ -1033,7 +969,7 @@ TEST_T(mqtt5_maximum_packet_size_refuses_larger_publishes_locally, 60)
 	ASSERT_EQ(r.status, 413);
 	ASSERT(str_is(r.json, "error", mg_mqtt_strerror(MG_MQTT_ERR_TOO_LARGE)));
 	resp_free(&r);
-	struct raw *ws = raw_connect(s.port);
+	struct th_raw *ws = th_raw_connect(s.port, 0);
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port), 101);
 	char *f;
 	size_t fl;
@@ -1043,7 +979,7 @@ TEST_T(mqtt5_maximum_packet_size_refuses_larger_publishes_locally, 60)
 	         "{\"op\":\"publish\",\"topic\":\"big/ws\",\"payload\":\"%s\"}", big);
 	ws_expect_error(ws, json, strlen(json), 413, 413, __LINE__);
 	free(json);
-	raw_close(ws);
+	th_raw_close(ws);
 
 	/* What fits goes; the connection never dropped. */
 	int id = mg_mqtt_publish(s.c, "big/fits", fits, 900, 1, 0);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -630,4 +631,66 @@ void th_make_certs(void)
 	    "chmod 644 *.key *.crt\n",
 	    th_dir());
 	th_sh(script);
+}
+
+/* ---- raw TCP clients ------------------------------------------------------ */
+
+struct th_raw *th_raw_connect(int port, int rcvbuf)
+{
+	struct th_raw *r = calloc(1, sizeof(*r));
+	struct sockaddr_in a;
+	ASSERT(r != NULL);
+	r->fd = socket(AF_INET, SOCK_STREAM, 0);
+	ASSERT(r->fd >= 0);
+	if (rcvbuf > 0)
+		ASSERT_EQ(
+		    setsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)),
+		    0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_EQ(connect(r->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return r;
+}
+
+void th_raw_close(struct th_raw *r)
+{
+	if (r != NULL) {
+		close(r->fd);
+		free(r);
+	}
+}
+
+void th_raw_send(struct th_raw *r, const void *data, size_t n)
+{
+	const char *p = data;
+	while (n > 0) {
+		ssize_t k = send(r->fd, p, n, MSG_NOSIGNAL);
+		if (k < 0 && errno == EINTR)
+			continue;
+		ASSERT_GT(k, 0);
+		p += k;
+		n -= (size_t)k;
+	}
+}
+
+int th_raw_fill(struct th_raw *r, int ms)
+{
+	struct pollfd p = {r->fd, POLLIN, 0};
+	if (r->len == sizeof(r->buf))
+		return -1;
+	if (poll(&p, 1, ms * th_timeout_scale()) <= 0)
+		return -1;
+	ssize_t k = recv(r->fd, r->buf + r->len, sizeof(r->buf) - r->len, 0);
+	if (k <= 0)
+		return 0;
+	r->len += (size_t)k;
+	return (int)k;
+}
+
+void th_raw_consume(struct th_raw *r, size_t n)
+{
+	memmove(r->buf, r->buf + n, r->len - n);
+	r->len -= n;
 }

@@ -85,4 +85,26 @@ void th_make_certs(void);
  * that dropped root must be able to write its persistence there. */
 void th_chmod_world(const char *path);
 
+/* ---- raw TCP clients to 127.0.0.1: hand-made requests and frames --------- */
+
+struct th_raw {
+	int fd;
+	size_t len;        /* bytes in buf not yet consumed */
+	char buf[1 << 18];
+	char seen[4096];   /* free for the test: text it collects while reading */
+};
+
+/* Connects to 127.0.0.1:port (fails the test otherwise). rcvbuf > 0: that
+ * receive buffer, set before connect so that the window stays small (a
+ * client that never reads). Free with th_raw_close. */
+struct th_raw *th_raw_connect(int port, int rcvbuf);
+void th_raw_close(struct th_raw *r); /* NULL is fine */
+/* Sends all n bytes (fails the test otherwise). */
+void th_raw_send(struct th_raw *r, const void *data, size_t n);
+/* Reads what arrives within ms (scaled) into buf: bytes read, 0 at the end
+ * of the stream, -1 on timeout or a full buffer. */
+int th_raw_fill(struct th_raw *r, int ms);
+/* Drops the first n bytes of buf. */
+void th_raw_consume(struct th_raw *r, size_t n);
+
 #endif
