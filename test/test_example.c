@@ -9,12 +9,6 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-static const char *example_bin(void)
-{
-	const char *b = getenv("EXAMPLE_BIN");
-	return b != NULL ? b : "example/civetweb-mqtt";
-}
-
 struct server {
 	pid_t pid;
 	int port;
@@ -51,7 +45,7 @@ static void server_start(struct server *s, const struct th_broker *b,
 	th_write_file(s->conf, text);
 	snprintf(name, sizeof(name), "server-%d.log", n);
 	th_path(s->log, sizeof(s->log), name);
-	const char *argv[] = {example_bin(), s->conf, NULL};
+	const char *argv[] = {th_example_bin(), s->conf, NULL};
 	s->pid = th_spawn(argv, s->log);
 	if (!th_wait_port(s->port, 10000)) {
 		char *log = th_read_file(s->log, NULL);
@@ -204,7 +198,7 @@ TEST_T(a_bad_configuration_exits_1_naming_the_key_and_value, 40)
 		th_write_file(conf, text);
 		snprintf(name, sizeof(name), "bad-%zu.log", i);
 		th_path(log, sizeof(log), name);
-		const char *argv[] = {example_bin(), conf, NULL};
+		const char *argv[] = {th_example_bin(), conf, NULL};
 		ASSERT_EQ(th_run(argv, log, 15000), 1);
 		char *out = th_read_file(log, NULL);
 		ASSERT_CONTAINS(out, cases[i][1]);
@@ -234,7 +228,7 @@ TEST_T(command_line_options_override_the_file, 40)
 	int p2 = th_free_port();
 	snprintf(port, sizeof(port), "127.0.0.1:%d", p2);
 	th_path(log, sizeof(log), "override.log");
-	const char *argv[] = {example_bin(), s.conf, "-listening_ports", port,
+	const char *argv[] = {th_example_bin(), s.conf, "-listening_ports", port,
 	                      "-MQTT_CLIENT_ID", "from-command-line", NULL};
 	pid_t pid = th_spawn(argv, log);
 	ASSERT(th_wait_port(p2, 10000));

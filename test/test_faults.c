@@ -42,12 +42,6 @@
 
 #define OPTS(...) ((const char *[]){__VA_ARGS__, NULL})
 
-static const char *example_bin(void)
-{
-	const char *b = getenv("EXAMPLE_BIN");
-	return b != NULL ? b : "example/civetweb-mqtt";
-}
-
 /* ---- small things -------------------------------------------------------- */
 
 /* VmRSS of pid (0: this process) in kB; -1 if it cannot be read. */
@@ -341,48 +335,6 @@ static void srv_stop(struct srv *s)
 }
 
 /* ---- the example server binary ------------------------------------------ */
-
-struct xsrv {
-	pid_t pid;
-	int port;
-	char log[512], conf[512];
-};
-
-/* (Re)starts the server with its configuration; returns once HTTP
- * answers. A new log file each time. */
-static void xsrv_launch(struct xsrv *s)
-{
-	static int n;
-	char name[64];
-	snprintf(name, sizeof(name), "server-%d.log", ++n);
-	th_path(s->log, sizeof(s->log), name);
-	const char *argv[] = {example_bin(), s->conf, NULL};
-	s->pid = th_spawn(argv, s->log);
-	if (!th_wait_port(s->port, 15000)) {
-		char *log = th_read_file(s->log, NULL);
-		th_fail(__FILE__, __LINE__, "server did not start: %s", log);
-	}
-}
-
-/* Writes a configuration (mqtt: MQTT_* lines) and starts the example server
- * on a free port. */
-static void xsrv_start(struct xsrv *s, const char *mqtt, const char *civetweb)
-{
-	char text[4096], name[64];
-	static int n;
-	s->port = th_free_port();
-	snprintf(text, sizeof(text),
-	         "listening_ports 127.0.0.1:%d\n"
-	         "document_root .\n"
-	         "enable_keep_alive yes\n"
-	         "tcp_nodelay 1\n"
-	         "%s\n%s",
-	         s->port, civetweb != NULL ? civetweb : "", mqtt);
-	snprintf(name, sizeof(name), "civetweb-%d.conf", ++n);
-	th_path(s->conf, sizeof(s->conf), name);
-	th_write_file(s->conf, text);
-	xsrv_launch(s);
-}
 
 /* ======================================================================
  * 1. A broker that dies in the middle of QoS 1 and QoS 2 streams
@@ -749,7 +701,7 @@ TEST_T(persistence_dir_makes_the_example_server_send_after_a_sigkill, 90)
 	enum { N = 20 };
 	struct th_broker b;
 	struct th_sub sub;
-	struct xsrv s;
+	struct th_xsrv s;
 	struct hc h;
 	char dir[512], msgdir[600], mqtt[1024];
 	th_broker_start(&b, NULL);
@@ -761,7 +713,7 @@ TEST_T(persistence_dir_makes_the_example_server_send_after_a_sigkill, 90)
 	         "MQTT_PERSISTENCE_DIR %s\nMQTT_CONNECT_ASYNC true\n"
 	         "MQTT_RECONNECT_MIN 1\nMQTT_RECONNECT_MAX 2\n",
 	         b.url, dir);
-	xsrv_start(&s, mqtt, NULL);
+	th_xsrv_start(&s, mqtt, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 15000));
 
 	/* A frozen broker takes the PUBLISHes into its socket and never
@@ -783,7 +735,7 @@ TEST_T(persistence_dir_makes_the_example_server_send_after_a_sigkill, 90)
 	th_broker_kill9(&b);
 	th_broker_restart(&b);
 	th_sub_start(&sub, &b, "persist/#", 0, "-q 1");
-	xsrv_launch(&s);
+	th_xsrv_launch(&s);
 	char line[64];
 	for (int i = 0; i < N; i++) {
 		snprintf(line, sizeof(line), "persist/q1 kept%d", i);
@@ -1578,7 +1530,7 @@ TEST_T(sigterm_stops_the_example_server_in_the_middle_of_floods_with_browsers,
 {
 	int bport;
 	char mqtt[1024];
-	struct xsrv s;
+	struct th_xsrv s;
 	struct flood f;
 	quiet_broker_start(&bport, "max_queued_messages 0\n");
 	snprintf(mqtt, sizeof(mqtt),
@@ -1590,7 +1542,7 @@ TEST_T(sigterm_stops_the_example_server_in_the_middle_of_floods_with_browsers,
 	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW flood/#\n"
 	         "MQTT_BRIDGE_CLIENT_QUEUE 100000\n",
 	         bport);
-	xsrv_start(&s, mqtt, "num_threads 16\n");
+	th_xsrv_start(&s, mqtt, "num_threads 16\n");
 	/* Logged once every client started, its bridge mounted. */
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "serving") == 1, 15000));
 	flood_start(&f, s.port, bport, "/api/publish/flood/out/c");

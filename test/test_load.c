@@ -27,12 +27,6 @@
 #define WRK_CONNECTIONS 50
 #define WRK_SECONDS 60
 
-static const char *example_bin(void)
-{
-	const char *b = getenv("EXAMPLE_BIN");
-	return b != NULL ? b : "example/civetweb-mqtt";
-}
-
 /* VmRSS of pid in kB; -1 if it cannot be read. */
 static long rss_kb(pid_t pid)
 {
@@ -74,40 +68,6 @@ static pid_t load_broker_start(int *port)
 	if (!th_wait_port(*port, 10000))
 		th_fail(__FILE__, __LINE__, "mosquitto did not start");
 	return pid;
-}
-
-struct xsrv {
-	pid_t pid;
-	int port;
-	char log[512], conf[512];
-};
-
-/* Writes a configuration (mqtt: MQTT_* lines, civetweb: more CivetWeb
- * lines) and starts the example server on a free port; returns once HTTP
- * answers. */
-static void xsrv_start(struct xsrv *s, const char *mqtt, const char *civetweb)
-{
-	char text[4096], name[64];
-	static int n;
-	s->port = th_free_port();
-	snprintf(text, sizeof(text),
-	         "listening_ports 127.0.0.1:%d\n"
-	         "document_root .\n"
-	         "enable_keep_alive yes\n"
-	         "tcp_nodelay 1\n"
-	         "%s\n%s",
-	         s->port, civetweb != NULL ? civetweb : "", mqtt);
-	snprintf(name, sizeof(name), "civetweb-%d.conf", ++n);
-	th_path(s->conf, sizeof(s->conf), name);
-	th_write_file(s->conf, text);
-	snprintf(name, sizeof(name), "server-%d.log", n);
-	th_path(s->log, sizeof(s->log), name);
-	const char *argv[] = {example_bin(), s->conf, NULL};
-	s->pid = th_spawn(argv, s->log);
-	if (!th_wait_port(s->port, 15000)) {
-		char *log = th_read_file(s->log, NULL);
-		th_fail(__FILE__, __LINE__, "server did not start: %s", log);
-	}
 }
 
 /* One HTTP/1.0 request on its own connection; returns the status, the
@@ -309,7 +269,7 @@ TEST_T(wrk_50_clients_60_s_every_200_reaches_the_broker_and_rss_is_flat, 150)
 {
 	char dir[512], script[512], out[512], subout[512], url[128], *text;
 	int bport;
-	struct xsrv s;
+	struct th_xsrv s;
 
 	snprintf(dir, sizeof(dir), "%s", th_dir());
 	load_broker_start(&bport);
@@ -337,7 +297,7 @@ TEST_T(wrk_50_clients_60_s_every_200_reaches_the_broker_and_rss_is_flat, 150)
 	         "MQTT_BRIDGE_PATH /mqtt\n",
 	         bport);
 	/* A worker thread per keep-alive connection, and some to spare. */
-	xsrv_start(&s, mqtt, "num_threads 64\n");
+	th_xsrv_start(&s, mqtt, "num_threads 64\n");
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 10000));
 
 	/* The script, with the test directory in it. */
@@ -524,14 +484,14 @@ static void shared_subscription(const char *per_server_mqtt)
 {
 	enum { N = 2000 };
 	struct th_broker b;
-	struct xsrv s[2];
+	struct th_xsrv s[2];
 	char mqtt[1024], lines[512], port[16];
 	th_broker_start(&b, NULL);
 	for (int i = 0; i < 2; i++) {
 		snprintf(mqtt, sizeof(mqtt),
 		         "MQTT_BROKER_URL %s\nMQTT_CLIENT_ID scale-%c\n%s", b.url,
 		         'a' + i, per_server_mqtt);
-		xsrv_start(&s[i], mqtt, NULL);
+		th_xsrv_start(&s[i], mqtt, NULL);
 		ASSERT(WAIT_UNTIL(th_count_lines(s[i].log, "connected to") == 1,
 		                  10000));
 	}

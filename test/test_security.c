@@ -1502,11 +1502,6 @@ TEST_T(secrets_never_show_in_logs_errors_status_or_metrics_of_a_client, 120)
 /* The example server: its stderr (library and CivetWeb log lines), the
  * status and metrics routes and its exit messages, on success and on each
  * failure. */
-static const char *example_bin(void)
-{
-	const char *b = getenv("EXAMPLE_BIN");
-	return b != NULL ? b : "example/civetweb-mqtt";
-}
 
 struct example {
 	pid_t pid;
@@ -1536,7 +1531,7 @@ static void example_spawn(struct example *x, const char *extra,
 	th_write_file(x->conf, text);
 	snprintf(name, sizeof(name), "example-%d.log", n);
 	th_path(x->log, sizeof(x->log), name);
-	argv[a++] = example_bin();
+	argv[a++] = th_example_bin();
 	argv[a++] = x->conf;
 	for (size_t i = 0; args != NULL && args[i] != NULL && a < 15; i++)
 		argv[a++] = args[i];

@@ -694,3 +694,43 @@ void th_raw_consume(struct th_raw *r, size_t n)
 	memmove(r->buf, r->buf + n, r->len - n);
 	r->len -= n;
 }
+
+/* ---- the example server ---------------------------------------------------- */
+
+const char *th_example_bin(void)
+{
+	const char *b = getenv("EXAMPLE_BIN");
+	return b != NULL ? b : "example/civetweb-mqtt";
+}
+
+void th_xsrv_launch(struct th_xsrv *s)
+{
+	static int n;
+	char name[64];
+	snprintf(name, sizeof(name), "server-%d.log", ++n);
+	th_path(s->log, sizeof(s->log), name);
+	const char *argv[] = {th_example_bin(), s->conf, NULL};
+	s->pid = th_spawn(argv, s->log);
+	if (!th_wait_port(s->port, 15000)) {
+		char *log = th_read_file(s->log, NULL);
+		th_fail(__FILE__, __LINE__, "server did not start: %s", log);
+	}
+}
+
+void th_xsrv_start(struct th_xsrv *s, const char *mqtt, const char *civetweb)
+{
+	char text[4096], name[64];
+	static int n;
+	s->port = th_free_port();
+	snprintf(text, sizeof(text),
+	         "listening_ports 127.0.0.1:%d\n"
+	         "document_root .\n"
+	         "enable_keep_alive yes\n"
+	         "tcp_nodelay 1\n"
+	         "%s\n%s",
+	         s->port, civetweb != NULL ? civetweb : "", mqtt);
+	snprintf(name, sizeof(name), "civetweb-%d.conf", ++n);
+	th_path(s->conf, sizeof(s->conf), name);
+	th_write_file(s->conf, text);
+	th_xsrv_launch(s);
+}

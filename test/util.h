@@ -85,6 +85,24 @@ void th_make_certs(void);
  * that dropped root must be able to write its persistence there. */
 void th_chmod_world(const char *path);
 
+/* ---- the example server (example/civetweb-mqtt) --------------------------- */
+
+/* $EXAMPLE_BIN, or example/civetweb-mqtt (run from the repository). */
+const char *th_example_bin(void);
+
+struct th_xsrv {
+	pid_t pid;
+	int port;
+	char log[512], conf[512];
+};
+
+/* Writes a configuration (mqtt: MQTT_* lines; civetweb: more CivetWeb lines
+ * or NULL) with a free 127.0.0.1 port, keep-alive and tcp_nodelay, and
+ * starts the example server on it; returns once it accepts connections. */
+void th_xsrv_start(struct th_xsrv *s, const char *mqtt, const char *civetweb);
+/* Starts it (again) with the same configuration, a new log file. */
+void th_xsrv_launch(struct th_xsrv *s);
+
 /* ---- raw TCP clients to 127.0.0.1: hand-made requests and frames --------- */
 
 struct th_raw {
