@@ -136,18 +136,10 @@ static struct timespec cwm_deadline_us(int64_t us)
 	return ts;
 }
 
-/* Absolute CLOCK_REALTIME deadline for pthread_cond_timedwait. */
+/* The same, ms_from_now milliseconds from now. */
 static struct timespec cwm_deadline(int64_t ms_from_now)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(ms_from_now / 1000);
-	ts.tv_nsec += (long)(ms_from_now % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
+	return cwm_deadline_us(ms_from_now * 1000);
 }
 
 static void cwm_fmt(char *buf, size_t len, const char *fmt, ...)
