@@ -26,7 +26,9 @@ NODE_STAMP := node_modules/playwright-core/package.json
 
 WARN     := -std=c11 -Wall -Wextra -Werror
 SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer,)
-XCFLAGS  := $(WARN) $(CFLAGS) $(SANFLAGS) -fPIC -fvisibility=hidden -pthread
+# The project's own builds point compiler messages and debuggers at src/.
+XCFLAGS  := $(WARN) $(CFLAGS) $(SANFLAGS) -fPIC -fvisibility=hidden -pthread \
+            -DMG_MQTT_ENABLE_LINES=1
 LIBS     := -lpaho-mqtt3as -lcivetweb -lcjson -lpthread
 
 LIB_A    := libcivetweb_mqtt.a
@@ -35,7 +37,7 @@ EXAMPLE  := example/civetweb-mqtt
 
 # Unit tests include civetweb_mqtt.c to reach internals; the others use the
 # public API and link the library's object built with the same flags.
-UNIT_TESTS  := test_config test_topics
+UNIT_TESTS  := test_config test_topics test_nobridge
 INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
                test_faults test_security test_load
 TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
@@ -44,6 +46,7 @@ TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 BROWSER_TESTS := test/browser/dashboard.test.mjs
 
 .PHONY: all deps node-deps test check asan tsan install uninstall run \
+        check-generated check-nobridge \
         fuzz fuzz-quick fuzz-bins valgrind \
         clean help exports test-bins cxx-header
 
@@ -60,6 +63,9 @@ help:
 	@echo "make tsan       the tests under ThreadSanitizer"
 	@echo "make install    PREFIX=/usr/local DESTDIR= : library, header, .pc"
 	@echo "make exports    check that only mg_mqtt_* symbols are exported"
+	@echo "make check-generated  civetweb_mqtt.c is what src/ generates"
+	@echo "make check-nobridge   the build without the bridge needs no"
+	@echo "                CivetWeb WebSocket symbols (make test runs it)"
 	@echo "make bench      benchmarks against their baselines (under 10 min);"
 	@echo "                writes bench/RESULTS.md and bench/results.png"
 	@echo "make bench-quick  the same, one run each, smaller (under 1 min)"
@@ -88,6 +94,28 @@ $(NODE_STAMP): package-lock.json
 	@touch $@
 
 # ---- library ------------------------------------------------------------
+# civetweb_mqtt.c is generated from the parts in src/ (and committed, for
+# users who drop the two files into their build): edit src/, run make.
+SRC_PARTS := $(wildcard src/*.c src/*.h)
+
+civetweb_mqtt.c: scripts/amalgamate.sh $(SRC_PARTS)
+	./scripts/amalgamate.sh > $@.tmp && mv $@.tmp $@
+
+# Fails when the committed civetweb_mqtt.c is not what src/ generates.
+check-generated:
+	@./scripts/amalgamate.sh --check civetweb_mqtt.c
+
+# The client without the bridge (MG_MQTT_ENABLE_BRIDGE=0) needs nothing of
+# CivetWeb's WebSocket support: no mg_websocket_* / mg_set_websocket_*.
+$(BUILD)/civetweb_mqtt_nobridge.o: civetweb_mqtt.c civetweb_mqtt.h
+	@mkdir -p $(BUILD)
+	$(CC) $(XCFLAGS) -DMG_MQTT_ENABLE_BRIDGE=0 -c $< -o $@
+
+check-nobridge: $(BUILD)/civetweb_mqtt_nobridge.o
+	@ws=$$(nm -u $< | grep -i websocket || true); \
+	if [ -n "$$ws" ]; then echo "no-bridge build needs: $$ws"; exit 1; fi; \
+	echo "no-bridge build: no WebSocket symbols of CivetWeb needed"
+
 $(BUILD)/civetweb_mqtt.o: civetweb_mqtt.c civetweb_mqtt.h
 	@mkdir -p $(BUILD)
 	$(CC) $(XCFLAGS) -c $< -o $@
@@ -129,7 +157,7 @@ cxx-header:
 	@echo '#include "civetweb_mqtt.h"' | $(CXX) -x c++ -std=c++11 -Wall \
 	    -Wextra -Werror -I. -fsyntax-only -
 
-test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header
+test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header check-nobridge
 
 test check: deps
 	@$(MAKE) --no-print-directory all test-bins
@@ -159,7 +187,8 @@ BENCH_PAHO   := recv_paho
 BENCH_LIBBIN := recv_cwm bserver
 BENCH_BINS   := $(addprefix build/bench/,$(BENCH_TOOLS) $(BENCH_PAHO) \
                 $(BENCH_LIBBIN) bdispatch)
-BENCH_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread
+BENCH_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread \
+                -DMG_MQTT_ENABLE_LINES=1
 
 $(addprefix build/bench/,$(BENCH_TOOLS)): build/bench/%: bench/%.c \
     bench/mqttraw.h
@@ -201,7 +230,7 @@ FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := fuzz_conf fuzz_topics fuzz_bridge_json
 FUZZ_BINS    := $(addprefix build/fuzz/,$(FUZZ_TARGETS))
-FUZZ_CFLAGS  := -std=c11 -Wall -Wextra -Werror -g -O1 \
+FUZZ_CFLAGS  := -std=c11 -Wall -Wextra -Werror -g -O1 -DMG_MQTT_ENABLE_LINES=1 \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 -fno-omit-frame-pointer
 

@@ -42,6 +42,19 @@
 #define MG_MQTT_VERSION_PATCH 0
 #define MG_MQTT_VERSION "0.1.0"
 
+/* Compile-time switches for building civetweb_mqtt.c (define them on the
+ * compiler's command line; nothing in this header depends on them):
+ *   MG_MQTT_ENABLE_BRIDGE  1 (default): the HTTP/WebSocket/SSE bridge is
+ *                          built in. 0: left out, for a CivetWeb built
+ *                          without WebSocket support; the library then
+ *                          calls no mg_websocket_* function, and
+ *                          mg_mqtt_start() refuses every BRIDGE_* option
+ *                          with MG_MQTT_ERR_CONFIG and a sentence saying the
+ *                          bridge was not compiled in.
+ *   MG_MQTT_ENABLE_LINES   1: #line markers point compiler messages and
+ *                          debuggers at the parts in src/ (the project's
+ *                          own builds); 0 (default) otherwise. */
+
 #if defined(_WIN32)
 #define MG_MQTT_API __declspec(dllexport)
 #else

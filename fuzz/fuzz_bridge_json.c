@@ -14,9 +14,8 @@
  * the way a writer thread does. No thread, socket or broker is involved.
  *
  * cwm_ws_data() itself cannot be called: it needs a CivetWeb connection
- * (mg_get_user_connection_data). Its dispatch of an op to the bridge
- * functions is mirrored in ws_op() below, line for line; everything it
- * calls is the library's.
+ * (mg_get_user_connection_data). What it does with a frame once it found
+ * the bridge, cwm_ws_op(), is called instead.
  *
  * Input: byte 0 = flags (allow lists, MQTT 5, when commands complete,
  * WebSocket or SSE client); the rest: JSON texts separated by 0xff bytes.
@@ -296,10 +295,11 @@ static int publish_nul(const cJSON *req, const cJSON *req2)
 
 /* Publish outcome: refused with a status and a sentence and nothing
  * queued, or queued with exactly the topic and payload the JSON named. */
-static void check_publish(const cJSON *req, int had_nul, int id, int status,
+static void check_publish(const cJSON *req, int had_nul, int id,
                           const char *err, struct cwm_out *tail0,
                           int unfinished0, const struct cwm_settings *s)
 {
+	int status = id <= 0 ? cwm_http_status(id) : 200;
 	const cJSON *topic = cJSON_GetObjectItemCaseSensitive(req, "topic");
 	const cJSON *payload = cJSON_GetObjectItemCaseSensitive(req, "payload");
 	const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(req, "base64");
@@ -351,82 +351,6 @@ static void check_publish(const cJSON *req, int had_nul, int id, int status,
 		       "base64 after the padding: payload '%s' accepted",
 		       payload->valuestring);
 	}
-}
-
-/* ---- the WebSocket handler's dispatch (mirror of cwm_ws_data) ---------- */
-
-/* The part of cwm_ws_data after it found the bridge, for a text frame
- * (text = 1) or a binary one. Returns the status of a subscribe /
- * unsubscribe / publish (0: done), -1 for other ops. */
-struct ws_result {
-	int is_sub, is_pub; /* the op was a subscribe / a publish */
-	int mid, status;    /* publish: cwm_bridge_publish_json's results */
-	const char *err;
-};
-
-static int ws_op(struct cwm_bridge *b, struct cwm_bclient *bc, cJSON *req,
-                 int text, struct ws_result *res)
-{
-	struct cwm_anchor *a = &anchor;
-	const char *err = NULL;
-	int status = 0, ret = -1;
-	const cJSON *op = cJSON_GetObjectItemCaseSensitive(req, "op");
-	const cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
-	const cJSON *topic = cJSON_GetObjectItemCaseSensitive(req, "topic");
-	const cJSON *qos = cJSON_GetObjectItemCaseSensitive(req, "qos");
-	const char *name = cJSON_IsString(op) ? op->valuestring : "";
-	memset(res, 0, sizeof(*res));
-
-	if (!cJSON_IsObject(req) || !cJSON_IsString(op)) {
-		cwm_ws_reply(b, bc, name, id, 400,
-		             text ? "malformed JSON or missing \"op\""
-		                  : "send JSON text frames",
-		             NULL, 0);
-	} else if (strcmp(name, "subscribe") == 0) {
-		int q = 0;
-		if (!cJSON_IsString(topic))
-			status = 400, err = "\"topic\" must be a string";
-		else if (qos != NULL && (!cJSON_IsNumber(qos) || qos->valueint < 0 ||
-		                         qos->valueint > 2 ||
-		                         qos->valuedouble != (double)qos->valueint))
-			status = 400, err = "\"qos\" must be 0, 1 or 2";
-		else {
-			q = qos != NULL ? qos->valueint : 0;
-			status = cwm_bridge_subscribe(b, bc, topic->valuestring, q, &err);
-		}
-		cwm_ws_reply(b, bc, name, id, status, err,
-		             cJSON_IsString(topic) ? topic->valuestring : NULL, 0);
-		ret = status;
-		res->is_sub = 1;
-	} else if (strcmp(name, "unsubscribe") == 0) {
-		if (!cJSON_IsString(topic))
-			status = 400, err = "\"topic\" must be a string";
-		else
-			status = cwm_bridge_unsubscribe(b, bc, topic->valuestring, &err);
-		cwm_ws_reply(b, bc, name, id, status, err,
-		             cJSON_IsString(topic) ? topic->valuestring : NULL, 0);
-		ret = status;
-	} else if (strcmp(name, "unsubscribe_all") == 0) {
-		pthread_mutex_lock(&a->lock);
-		cwm_bclient_unsubscribe_all(b, bc);
-		pthread_mutex_unlock(&a->lock);
-		cwm_ws_reply(b, bc, name, id, 0, NULL, NULL, 0);
-	} else if (strcmp(name, "publish") == 0) {
-		int mid = cwm_bridge_publish_json(b, req, &status, &err);
-		cwm_ws_reply(b, bc, name, id, mid > 0 ? 0 : status, err,
-		             cJSON_IsString(topic) ? topic->valuestring : NULL, mid);
-		ret = mid > 0 ? 0 : status;
-		res->is_pub = 1;
-		res->mid = mid;
-		res->status = status;
-		res->err = err;
-	} else {
-		cwm_ws_reply(b, bc, name, id, 400,
-		             "unknown op (subscribe, unsubscribe, unsubscribe_all, "
-		             "publish)",
-		             NULL, 0);
-	}
-	return ret;
 }
 
 /* ---- the browser's subscriptions ---------------------------------------- */
@@ -638,29 +562,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		/* POST <path>/publish: cwm_route_publish after the body is read. */
 		if (cJSON_IsObject(req)) {
-			int status = 0, unfinished0 = cl->unfinished;
+			int unfinished0 = cl->unfinished;
 			const char *err = NULL;
 			struct cwm_out *tail0 = cl->outq_tail;
-			int id = cwm_bridge_publish_json(&br, req, &status, &err);
-			check_publish(req, pub_nul, id, status, err, tail0, unfinished0, s);
+			int id = cwm_bridge_publish_json(&br, req, &err);
+			check_publish(req, pub_nul, id, err, tail0, unfinished0, s);
 		}
 
 		/* The same text (or, for flag bit 5, a binary frame) over the
 		 * WebSocket. */
-		int text = !(flags >> 5 & 1) || i > 0, st = -1;
-		struct ws_result res = {0};
+		int text = !(flags >> 5 & 1) || i > 0;
+		struct cwm_ws_result res = {0};
 		struct cwm_out *tail0 = cl->outq_tail;
 		int unfinished0 = cl->unfinished;
 		if (!bc->dead) /* cwm_ws_data ends a dropped client's connection */
-			st = ws_op(&br, bc, text ? req : NULL, text, &res);
-		if (res.is_pub)
-			check_publish(req, pub_nul, res.mid, res.status, res.err, tail0,
-			              unfinished0, s);
+			cwm_ws_op(&br, bc, text ? req : NULL, text, NULL, &res);
+		if (res.kind == CWM_WS_PUBLISH)
+			check_publish(req, pub_nul, res.rc == 0 ? res.mid : res.rc,
+			              res.err, tail0, unfinished0, s);
 		take_replies(bc, &rp, NULL, NULL, 0);
-		CHECKF(bc->dead || strcmp(rp.last, st == 0 ? "ack" : "error") == 0 ||
-		           st < 0,
-		       "status %d, reply '%s'", st, rp.last);
-		if (res.is_sub && st == 0)
+		CHECKF(bc->dead || strcmp(rp.last, res.rc == 0 ? "ack" : "error") == 0,
+		       "code %d, reply '%s'", res.rc, rp.last);
+		if (res.kind == CWM_WS_SUBSCRIBE && res.rc == 0)
 			CHECKF(!sub_nul, "subscribed to NUL-truncated filter '%s'",
 			       tw[0]->valuestring);
 		if (drain_each)

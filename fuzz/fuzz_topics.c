@@ -122,7 +122,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		int sl = cwm_share_len(s, n);
 		long rs = fz_share(s, n);
-		CHECKF(sl == rs, "cwm_share_len('%s') = %d, reference %ld", s, sl, rs);
+		CHECKF(sl == (rs < 0 ? MG_MQTT_ERR_FILTER : rs),
+		       "cwm_share_len('%s') = %d, reference %ld", s, sl, rs);
 
 		if (tv == 0 && nt < MAX_TOPICS)
 			topics[nt++] = pc.s[i];

@@ -1,0 +1,485 @@
+/*
+ * The bridge's HTTP side: responses, request bodies, the routes and the
+ * handler that picks one.
+ */
+#include "internal.h"
+
+#if MG_MQTT_ENABLE_BRIDGE
+
+/* -- HTTP helpers ------------------------------------------------------------------- */
+
+/* Sends a whole response: body (n bytes) as ctype, with one optional extra
+ * header. Returns status. */
+static int cwm_reply_body(struct mg_connection *conn, int status,
+                          const void *body, size_t n, const char *ctype,
+                          const char *extra_name, const char *extra_value)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	int head = strcmp(ri->request_method, "HEAD") == 0;
+	char len[32];
+	snprintf(len, sizeof(len), "%zu", n);
+	if (mg_response_header_start(conn, status) != 0) {
+		/* CivetWeb refuses its response API on a WebSocket upgrade request
+		 * (a 401 or 503 before the handshake): write the response whole. */
+		char extra[512] = "";
+		if (extra_name != NULL)
+			snprintf(extra, sizeof(extra), "%s: %s\r\n", extra_name,
+			         extra_value);
+		mg_printf(conn,
+		          "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+		          "Content-Length: %s\r\nCache-Control: no-store\r\n%s"
+		          "Connection: close\r\n\r\n",
+		          status, mg_get_response_code_text(conn, status), ctype, len,
+		          extra);
+		if (!head)
+			mg_write(conn, body, n);
+		return status;
+	}
+	mg_response_header_add(conn, "Content-Type", ctype, -1);
+	mg_response_header_add(conn, "Content-Length", len, -1);
+	mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+	if (extra_name != NULL)
+		mg_response_header_add(conn, extra_name, extra_value, -1);
+	mg_response_header_send(conn);
+	if (!head)
+		mg_write(conn, body, n);
+	return status;
+}
+
+static int cwm_reply_text(struct mg_connection *conn, int status,
+                          const char *json, const char *extra_name,
+                          const char *extra_value)
+{
+	return cwm_reply_body(conn, status, json, strlen(json), "application/json",
+	                      extra_name, extra_value);
+}
+
+static int cwm_reply_json(struct mg_connection *conn, int status, cJSON *o)
+{
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (text == NULL)
+		return cwm_reply_text(conn, 500, "{\"error\":\"out of memory\"}", NULL,
+		                      NULL);
+	cwm_reply_text(conn, status, text, NULL, NULL);
+	cJSON_free(text);
+	return status;
+}
+
+static int cwm_reply_error(struct mg_connection *conn, int status,
+                           const char *error)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "error", error);
+	return cwm_reply_json(conn, status, o);
+}
+
+/* The HTTP status for an error code: the one place where the bridge's
+ * codes become statuses. */
+static int cwm_http_status(int err)
+{
+	switch (err) {
+	case MG_MQTT_ERR_TOO_LARGE:
+		return 413;
+	case MG_MQTT_ERR_BUFFER_FULL:
+	case MG_MQTT_ERR_QUEUE_FULL:
+	case MG_MQTT_ERR_NOT_CONNECTED:
+	case MG_MQTT_ERR_STOPPED:
+	case MG_MQTT_ERR_NOT_STARTED:
+		return 503;
+	case MG_MQTT_ERR_NOMEM:
+	case MG_MQTT_ERR_IO:
+	case MG_MQTT_ERR_PAHO:
+		return 500;
+	case MG_MQTT_ERR_NOT_FOUND:
+		return 404;
+	case CWM_ERR_DENIED:
+		return 403;
+	case CWM_ERR_GONE:
+		return 410;
+	default:
+		return 400;
+	}
+}
+
+/* An error reply for code rc: its status, and err (or the code's text). */
+static int cwm_reply_code(struct mg_connection *conn, int rc, const char *err)
+{
+	return cwm_reply_error(conn, cwm_http_status(rc),
+	                       err != NULL ? err : mg_mqtt_strerror(rc));
+}
+
+/* Reads the request body, at most BRIDGE_MAX_BODY bytes. Returns 0,
+ * MG_MQTT_ERR_TOO_LARGE or _NOMEM. *body is malloc()ed and
+ * NUL-terminated. */
+static int cwm_read_body(struct cwm_bridge *b, struct mg_connection *conn,
+                         char **body, size_t *len)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	size_t max = (size_t)b->c->cfg.bridge_max_body, n = 0;
+	*body = NULL;
+	*len = 0;
+	if (ri->content_length > (long long)max)
+		return MG_MQTT_ERR_TOO_LARGE;
+	size_t cap = ri->content_length >= 0 ? (size_t)ri->content_length + 1
+	                                     : 4096;
+	char *buf = malloc(cap);
+	int rc = buf == NULL ? MG_MQTT_ERR_NOMEM : 0;
+	while (rc == 0) {
+		if (n + 1 >= cap) {
+			char *nb = NULL;
+			if (cap > max + 1)
+				rc = MG_MQTT_ERR_TOO_LARGE;
+			else if ((nb = realloc(buf, cap * 2 > max + 2 ? max + 2
+			                                              : cap * 2)) == NULL)
+				rc = MG_MQTT_ERR_NOMEM;
+			if (nb == NULL)
+				break;
+			cap = cap * 2 > max + 2 ? max + 2 : cap * 2;
+			buf = nb;
+		}
+		int r = mg_read(conn, buf + n, cap - n - 1);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (n > max)
+			rc = MG_MQTT_ERR_TOO_LARGE;
+	}
+	if (rc != 0) {
+		free(buf);
+		return rc;
+	}
+	buf[n] = '\0';
+	*body = buf;
+	*len = n;
+	return 0;
+}
+
+/* cwm_read_body, or the error reply: 0 or the status it sent. */
+static int cwm_body_or_reply(struct cwm_bridge *b, struct mg_connection *conn,
+                             char **body, size_t *len)
+{
+	int rc = cwm_read_body(b, conn, body, len);
+	if (rc == 0)
+		return 0;
+	return cwm_reply_code(conn, rc,
+	                      rc == MG_MQTT_ERR_TOO_LARGE
+	                          ? "body larger than BRIDGE_MAX_BODY"
+	                          : "out of memory");
+}
+
+/* A "qos" in the query string into *qos (left as it was when absent).
+ * Returns 0, or the status of the error reply it sent. */
+static int cwm_query_qos(struct mg_connection *conn, const char *qs, int *qos)
+{
+	char v[16];
+	if (mg_get_var(qs, strlen(qs), "qos", v, sizeof(v)) <= 0)
+		return 0;
+	if (strlen(v) != 1 || v[0] < '0' || v[0] > '2')
+		return cwm_reply_error(conn, 400, "qos must be 0, 1 or 2");
+	*qos = v[0] - '0';
+	return 0;
+}
+
+/* -- routes ------------------------------------------------------------------------ */
+
+/* The raw publish and request routes: 403 unless BRIDGE_PUBLISH_ALLOW
+ * lets browsers publish to topic, else the body into *body (the caller
+ * frees it). Returns 0, or the status of the error reply it sent. */
+static int cwm_publish_body(struct cwm_bridge *b, struct mg_connection *conn,
+                            const char *topic, char **body, size_t *len)
+{
+	if (!cwm_may_publish(b, topic)) {
+		atomic_fetch_add(&b->rejected, 1);
+		return cwm_reply_error(conn, 403,
+		                       "publishing to this topic is not allowed "
+		                       "(BRIDGE_PUBLISH_ALLOW)");
+	}
+	return cwm_body_or_reply(b, conn, body, len);
+}
+
+/* POST <path>/publish: a JSON body, {"topic":..,"payload":..,...}. */
+static int cwm_route_publish(struct cwm_bridge *b, struct mg_connection *conn)
+{
+	char *body;
+	size_t len;
+	const char *err;
+	int status = cwm_body_or_reply(b, conn, &body, &len);
+	if (status != 0)
+		return status;
+	cJSON *req = cwm_json_parse(body, len, &err);
+	free(body);
+	if (!cJSON_IsObject(req)) {
+		cJSON_Delete(req);
+		return cwm_reply_error(conn, 400,
+		                       err != NULL ? err
+		                                   : "the body is not a JSON object");
+	}
+	int id = cwm_bridge_publish_json(b, req, &err);
+	cJSON_Delete(req);
+	if (id < 0)
+		return cwm_reply_code(conn, id, err);
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "id", id);
+	return cwm_reply_json(conn, 200, o);
+}
+
+/* CivetWeb decodes the request URI in place and keeps no undecoded copy,
+ * so "%00" would silently cut the topic short. It shows as a NUL inside the
+ * URI's original span (which ends where the query string or " HTTP/"
+ * began): decoding adds one NUL as the new end, each "%00" one more. */
+static int cwm_uri_has_nul(const struct mg_request_info *ri)
+{
+	const char *u = ri->request_uri, *v = ri->http_version, *end;
+	if (u == NULL || v == NULL || v - u < 6 || strncmp(v - 5, "HTTP/", 5) != 0)
+		return 0; /* not the layout we know: the ACL still holds */
+	end = ri->query_string != NULL && ri->query_string > u && ri->query_string < v
+	          ? ri->query_string - 1
+	          : v - 6;
+	int nuls = 0;
+	for (const char *p = u; p < end; p++)
+		nuls += *p == '\0';
+	return nuls > 1;
+}
+
+/* The occurrence-th value of name in a query string, for topics and
+ * filters: %XX decoded, but '+' kept as '+' (the wildcard, not a form's
+ * space; a space is %20). Returns its length, MG_MQTT_ERR_NOT_FOUND
+ * (absent), MG_MQTT_ERR_TOO_LARGE (longer than len - 1) or
+ * MG_MQTT_ERR_FILTER (a %00 in it). */
+static int cwm_query_topic(const char *qs, const char *name, size_t occurrence,
+                           char *dst, size_t len)
+{
+	size_t nl = strlen(name);
+	dst[0] = '\0';
+	for (const char *p = qs; *p != '\0';) {
+		size_t l = strcspn(p, "&");
+		if (l > nl && p[nl] == '=' && strncmp(p, name, nl) == 0 &&
+		    occurrence-- == 0) {
+			int n = mg_url_decode(p + nl + 1, (int)(l - nl - 1), dst, (int)len,
+			                      0);
+			if (n < 0)
+				return MG_MQTT_ERR_TOO_LARGE;
+			return strlen(dst) != (size_t)n ? MG_MQTT_ERR_FILTER : n;
+		}
+		p += l + (p[l] == '&');
+	}
+	return MG_MQTT_ERR_NOT_FOUND;
+}
+
+/* A topic taken from the decoded path must be what CivetWeb routed on: dot
+ * segments, '//' and '\\' are rewritten by it, and a NUL would cut the
+ * topic short. Returns 0, or the status of the error response sent. */
+static int cwm_path_topic(struct mg_connection *conn, const char *topic,
+                          const char *instead)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	char msg[256];
+	if (ri->local_uri_raw == NULL ||
+	    strcmp(ri->local_uri_raw, ri->local_uri) != 0 || cwm_uri_has_nul(ri)) {
+		snprintf(msg, sizeof(msg),
+		         "the topic in the path is not canonical (dot segments, '//', "
+		         "'\\\\' or NUL)%s",
+		         instead);
+		return cwm_reply_error(conn, 400, msg);
+	}
+	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
+		return cwm_reply_error(conn, 400, "invalid topic name");
+	return 0;
+}
+
+/* POST <path>/publish/<topic>?qos=&retain=: the raw body is the payload. */
+static int cwm_route_publish_raw(struct cwm_bridge *b, struct mg_connection *conn,
+                                 const char *topic)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *qs = ri->query_string != NULL ? ri->query_string : "";
+	char v[16], *body, json[48];
+	size_t len;
+	int qos = 0, retain = 0, status;
+
+	if ((status = cwm_path_topic(conn, topic,
+	                             "; publish it with POST <path>/publish and a "
+	                             "JSON body")) != 0 ||
+	    (status = cwm_query_qos(conn, qs, &qos)) != 0)
+		return status;
+	if (mg_get_var(qs, strlen(qs), "retain", v, sizeof(v)) > 0 &&
+	    cwm_parse_bool(v, &retain) != 0)
+		return cwm_reply_error(conn, 400, "retain must be true or false");
+	if ((status = cwm_publish_body(b, conn, topic, &body, &len)) != 0)
+		return status;
+	int id = mg_mqtt_publish(b->c, topic, body, len, qos, retain);
+	free(body);
+	if (id < 0)
+		return cwm_reply_code(conn, id, NULL);
+	atomic_fetch_add(&b->publishes, 1);
+	snprintf(json, sizeof(json), "{\"id\":%d}", id);
+	return cwm_reply_text(conn, 200, json, NULL, NULL);
+}
+
+static int cwm_route_status(struct cwm_bridge *b, struct mg_connection *conn)
+{
+	cJSON *o = cwm_status_object(b->c);
+	if (o == NULL)
+		return cwm_reply_error(conn, 500, "out of memory");
+	return cwm_reply_json(conn, 200, o);
+}
+
+/* A content type from the network, fit for a response header. */
+static int cwm_header_safe(const char *v)
+{
+	if (v == NULL || v[0] == '\0' || strlen(v) > 200)
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
+		if (*p < 0x20 || *p >= 0x7f)
+			return 0;
+	return 1;
+}
+
+/* The reply to a request as the response: its MQTT 5 content type, else
+ * one guessed from the payload. */
+static int cwm_reply_mqtt(struct mg_connection *conn,
+                          const struct mg_mqtt_reply *r)
+{
+	const char *ctype = r->content_type;
+	if (!cwm_header_safe(ctype)) {
+		cJSON *j = NULL;
+		int text = cwm_utf8_text(r->payload, r->payload_len);
+		if (text)
+			j = cJSON_ParseWithLength(r->payload, r->payload_len);
+		ctype = cJSON_IsObject(j) || cJSON_IsArray(j) ? "application/json"
+		        : text ? "text/plain; charset=utf-8"
+		               : "application/octet-stream";
+		cJSON_Delete(j);
+	}
+	return cwm_reply_body(conn, 200, r->payload, r->payload_len, ctype, NULL,
+	                      NULL);
+}
+
+/* "timeout" in seconds into *ms, at most max_ms. Returns 0, or the status
+ * of the error reply it sent. */
+static int cwm_query_timeout(struct mg_connection *conn, const char *qs,
+                             int64_t max_ms, int64_t *ms)
+{
+	char v[32], *end;
+	if (mg_get_var(qs, strlen(qs), "timeout", v, sizeof(v)) <= 0)
+		return 0;
+	errno = 0;
+	double t = strtod(v, &end);
+	if (end == v || *end != '\0' || errno != 0 || !(t > 0) || t > 1e9)
+		return cwm_reply_error(conn, 400,
+		                       "timeout must be a number of seconds > 0");
+	*ms = (int64_t)(t * 1000 + 0.999);
+	if (*ms > max_ms)
+		*ms = max_ms; /* BRIDGE_REQUEST_TIMEOUT_MAX bounds it */
+	return 0;
+}
+
+/* POST <path>/request/<topic>[?timeout=<s>&qos=<n>]: the body goes out as
+ * an mg_mqtt_request(); the reply comes back as the response. */
+static int cwm_route_request(struct cwm_bridge *b, struct mg_connection *conn,
+                             const char *topic)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *qs = ri->query_string != NULL ? ri->query_string : "";
+	int64_t max_ms = (int64_t)b->c->cfg.bridge_request_timeout_max * 1000;
+	int64_t ms = max_ms < 5000 ? max_ms : 5000;
+	int qos = 1, status;
+	char msg[128], *body;
+	size_t len;
+	struct mg_mqtt_reply r;
+
+	if ((status = cwm_path_topic(conn, topic, "")) != 0 ||
+	    (status = cwm_query_qos(conn, qs, &qos)) != 0 ||
+	    (status = cwm_query_timeout(conn, qs, max_ms, &ms)) != 0 ||
+	    (status = cwm_publish_body(b, conn, topic, &body, &len)) != 0)
+		return status;
+	int rc = mg_mqtt_request(b->c, topic, body, len, qos, (int)ms, &r);
+	free(body);
+	switch (rc) {
+	case 0:
+		status = cwm_reply_mqtt(conn, &r);
+		mg_mqtt_reply_free(&r);
+		return status;
+	case MG_MQTT_ERR_TIMEOUT:
+		snprintf(msg, sizeof(msg), "no reply within %.3f s", (double)ms / 1000);
+		return cwm_reply_error(conn, 504, msg);
+	case MG_MQTT_ERR_REFUSED:
+		return cwm_reply_error(conn, 502,
+		                       "the broker refused the reply subscription");
+	case MG_MQTT_ERR_TOPIC:
+		return cwm_reply_error(conn, 500,
+		                       "the client id cannot start a reply topic");
+	default:
+		return cwm_reply_code(conn, rc, NULL);
+	}
+}
+
+/* 1 when uri is the bridge path or below it. CivetWeb's last matching step
+ * is a case-insensitive prefix match without a '/' boundary, so it also
+ * hands us "/MQTT/x" and "/mqttx": those are not ours. */
+static int cwm_bridge_owns(const struct cwm_bridge *b, const char *uri)
+{
+	return strncmp(uri, b->path, b->plen) == 0 &&
+	       (uri[b->plen] == '\0' || uri[b->plen] == '/');
+}
+
+/* 405 with the Allow header: method is "GET" (GET and HEAD) or "POST". */
+static int cwm_reply_405(struct mg_connection *conn, const char *method)
+{
+	return cwm_reply_text(conn, 405,
+	                      strcmp(method, "GET") == 0 ? "{\"error\":\"use GET\"}"
+	                                                 : "{\"error\":\"use POST\"}",
+	                      "Allow", method);
+}
+/* Every plain HTTP request under BRIDGE_PATH. */
+static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
+	int status;
+	if (b == NULL)
+		return cwm_reply_error(conn, 503,
+		                       "the MQTT client of this bridge is stopped");
+	if (!cwm_bridge_owns(b, ri->local_uri)) {
+		cwm_bridge_release(b);
+		return 0; /* not ours: CivetWeb serves it as it would without us */
+	}
+	const char *route = ri->local_uri + b->plen, *m = ri->request_method;
+	int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+	int post = strcmp(m, "POST") == 0;
+	if (strcmp(route, "/publish") == 0)
+		status = post ? cwm_route_publish(b, conn)
+		              : cwm_reply_405(conn, "POST");
+	else if (strncmp(route, "/publish/", 9) == 0)
+		status = post ? cwm_route_publish_raw(b, conn, route + 9)
+		              : cwm_reply_405(conn, "POST");
+	else if (strcmp(route, "/status") == 0)
+		status = get ? cwm_route_status(b, conn)
+		             : cwm_reply_405(conn, "GET");
+	else if (strcmp(route, "/events") == 0)
+		status = get ? cwm_route_events(b, conn)
+		             : cwm_reply_405(conn, "GET");
+	else if (strncmp(route, "/request/", 9) == 0)
+		status = post ? cwm_route_request(b, conn, route + 9)
+		              : cwm_reply_405(conn, "POST");
+	else if (strcmp(route, "/last") == 0)
+		status = get ? cwm_route_last_list(b, conn)
+		             : cwm_reply_405(conn, "GET");
+	else if (strncmp(route, "/last/", 6) == 0)
+		status = get ? cwm_route_last(b, conn, route + 6)
+		             : cwm_reply_405(conn, "GET");
+	else if (strcmp(route, "/metrics") == 0)
+		status = get ? cwm_route_metrics(b, conn)
+		             : cwm_reply_405(conn, "GET");
+	else if (strcmp(route, "/ws") == 0)
+		status = cwm_reply_text(conn, 426,
+		                        "{\"error\":\"a WebSocket upgrade is required\"}",
+		                        "Upgrade", "websocket");
+	else
+		status = cwm_reply_error(conn, 404, "no such route");
+	cwm_bridge_release(b);
+	return status;
+}
+
+#endif /* MG_MQTT_ENABLE_BRIDGE */

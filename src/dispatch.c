@@ -1,0 +1,247 @@
+/*
+ * The event queue and the mqtt-dispatch thread: paho's message callback
+ * queues, mqtt-dispatch runs every handler in arrival order.
+ */
+#include "internal.h"
+
+static const struct mg_mqtt_props cwm_no_props; /* a message without any */
+
+/* [L] Appends an event and wakes mqtt-dispatch. */
+static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev)
+{
+	ev->next = NULL;
+	if (c->evq_tail != NULL)
+		c->evq_tail->next = ev;
+	else
+		c->evq = ev;
+	c->evq_tail = ev;
+	if (c->dispatch_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->ev_cond);
+}
+
+static struct cwm_event *cwm_event_new(enum cwm_evtype type, size_t extra)
+{
+	struct cwm_event *ev = calloc(1, sizeof(*ev) + extra);
+	if (ev != NULL)
+		ev->type = type;
+	return ev;
+}
+
+/* Copies s into ev->data at *used; returns the copy. */
+static char *cwm_event_str(struct cwm_event *ev, size_t *used, const char *s)
+{
+	size_t n = strlen(s);
+	char *p = ev->data + *used;
+	memcpy(p, s, n + 1);
+	*used += n + 1;
+	return p;
+}
+
+static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
+                           MQTTAsync_message *m);
+
+/* [L] Logs the messages dropped for a full queue since the last such line,
+ * at most once a second. */
+static void cwm_log_drops(struct mg_mqtt *c)
+{
+	int64_t now = cwm_now_ms();
+	if (c->drops_unlogged == 0 || now - c->last_drop_log < 1000)
+		return;
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "dispatch queue full (QUEUE_SIZE %d): dropped %llu "
+	               "message(s), %llu in all",
+	               c->cfg.queue_size, (unsigned long long)c->drops_unlogged,
+	               (unsigned long long)c->dropped_queue_full);
+	c->last_drop_log = now;
+	c->drops_unlogged = 0;
+}
+
+static int cwm_on_message(void *ctx, char *topic, int topic_len,
+                          MQTTAsync_message *m)
+{
+	struct mg_mqtt *c = ctx;
+	size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+	if (cwm_req_arrived(c, topic, tl, m)) {
+		MQTTAsync_freeMessage(&m);
+		MQTTAsync_free(topic);
+		return 1;
+	}
+	struct cwm_event *ev = malloc(sizeof(*ev));
+
+	pthread_mutex_lock(&c->lock);
+	if (ev != NULL && c->ev_msgs >= c->cfg.queue_size && !c->stopping) {
+		/* Give mqtt-dispatch a moment to make room: a burst, or the machine
+		 * being busy, then costs nothing. Bounded, so that a handler that
+		 * stays slow costs messages but never the connection (this is
+		 * paho's receive thread, which also keeps the connection alive). */
+		struct timespec until = cwm_deadline(CWM_QUEUE_WAIT_MS);
+		c->space_waiting++;
+		while (c->ev_msgs >= c->cfg.queue_size && !c->stopping &&
+		       pthread_cond_timedwait(&c->space_cond, &c->lock, &until) !=
+		           ETIMEDOUT) {
+		}
+		c->space_waiting--;
+	}
+	if (ev == NULL || c->ev_msgs >= c->cfg.queue_size) {
+		c->dropped_queue_full++;
+		c->drops_unlogged++;
+		cwm_log_drops(c);
+		pthread_mutex_unlock(&c->lock);
+		free(ev);
+		MQTTAsync_freeMessage(&m);
+		MQTTAsync_free(topic);
+		return 1;
+	}
+	c->ev_msgs++;
+	c->received++;
+	memset(ev, 0, sizeof(*ev));
+	ev->type = EV_MESSAGE;
+	ev->u.msg.m = m;
+	ev->u.msg.topic = topic;
+	ev->u.msg.topic_len = tl;
+	cwm_push_event(c, ev);
+	pthread_mutex_unlock(&c->lock);
+	return 1;
+}
+
+/* Runs the handlers of one message: every matching topic handler in
+ * registration order, else the catch-all; then the bridge's browsers. */
+static void cwm_dispatch_handlers(struct mg_mqtt *c,
+                                  const struct mg_mqtt_message *msg)
+{
+	if (cwm_tree_match(&c->tree, msg->topic, msg->topic_len, &c->cur, &c->nxt,
+	                   &c->hits) != 0) {
+		cwm_log(c, MG_MQTT_LOG_ERROR, "out of memory matching '%s'", msg->topic);
+		c->hits.n = 0;
+	}
+	if (c->hits.n == 0) {
+		if (c->on_message != NULL)
+			c->on_message(c, msg, c->on_message_ud);
+	} else {
+		struct mg_mqtt_message m = *msg;
+		for (size_t i = 0; i < c->hits.n; i++) {
+			const struct cwm_handler *h = c->hits.v[i];
+			m.params = h->params;
+			h->fn(c, &m, h->ud);
+		}
+	}
+	if (c->bridge != NULL)
+		cwm_bridge_deliver(c->bridge, msg);
+}
+
+static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
+{
+	MQTTAsync_message *m = ev->u.msg.m;
+	struct mg_mqtt_props props;
+	struct mg_mqtt_message msg;
+	void *mem = NULL;
+
+	msg.topic = ev->u.msg.topic;
+	msg.topic_len = ev->u.msg.topic_len;
+	msg.payload = m->payload;
+	msg.payload_len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+	msg.qos = m->qos;
+	msg.retain = m->retained;
+	msg.dup = m->dup;
+	msg.packet_id = m->qos > 0 ? m->msgid : 0;
+	msg.props = &cwm_no_props;
+	msg.params = NULL;
+	if (m->properties.count > 0) {
+		cwm_props_from_paho(&m->properties, &props, &mem);
+		msg.props = &props;
+	}
+	cwm_dispatch_handlers(c, &msg);
+	free(mem);
+	MQTTAsync_freeMessage(&m);
+	MQTTAsync_free(ev->u.msg.topic);
+}
+
+/* Runs the handler of one event and frees it. */
+static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
+{
+	switch (ev->type) {
+	case EV_MESSAGE:
+		cwm_dispatch_message(c, ev);
+		break;
+	case EV_CONNECT:
+		if (c->on_connect != NULL)
+			c->on_connect(c, &ev->u.conn, c->on_connect_ud);
+		if (c->bridge != NULL && ev->u.conn.connected)
+			cwm_bridge_state(c->bridge, 1, ev->u.conn.broker);
+		break;
+	case EV_DISCONNECT:
+		if (c->on_disconnect != NULL)
+			c->on_disconnect(c, &ev->u.disc, c->on_disconnect_ud);
+		if (c->bridge != NULL && !ev->u.disc.stopped)
+			cwm_bridge_state(c->bridge, 0, ev->u.disc.broker);
+		break;
+	case EV_PUBACK:
+		if (c->on_publish != NULL)
+			c->on_publish(c, ev->u.ack.id, ev->u.ack.result, c->on_publish_ud);
+		break;
+	case EV_SUBACK:
+	case EV_UNSUBACK: {
+		mg_mqtt_ack_handler h =
+		    ev->type == EV_SUBACK ? c->on_subscribe : c->on_unsubscribe;
+		void *ud = ev->type == EV_SUBACK ? c->on_subscribe_ud
+		                                 : c->on_unsubscribe_ud;
+		if (h != NULL)
+			h(c, ev->u.ack.id, ev->u.ack.result, ev->u.ack.codes,
+			  ev->u.ack.count, ud);
+		break;
+	}
+	case EV_LOG:
+		if (c->on_log != NULL)
+			c->on_log(c, ev->u.log.level, ev->u.log.text, c->on_log_ud);
+		break;
+	}
+	free(ev);
+}
+
+/* Frees an event without running it (a client that never ran). */
+static void cwm_event_discard(struct cwm_event *ev)
+{
+	if (ev->type == EV_MESSAGE) {
+		MQTTAsync_freeMessage(&ev->u.msg.m);
+		MQTTAsync_free(ev->u.msg.topic);
+	}
+	free(ev);
+}
+
+static void *cwm_dispatch_main(void *arg)
+{
+	struct mg_mqtt *c = arg;
+	pthread_setname_np(pthread_self(), "mqtt-dispatch");
+
+	int busy = 0;
+	int64_t last_us = 0;
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		while (c->evq == NULL && !c->dispatch_exit)
+			cwm_wait_for_work(c, &c->ev_cond, &c->dispatch_waiting, &busy, -1);
+		if (c->evq == NULL)
+			break;
+		struct cwm_event *batch = c->evq;
+		c->evq = c->evq_tail = NULL;
+		pthread_mutex_unlock(&c->lock);
+
+		/* Messages of the batch keep counting against QUEUE_SIZE until they
+		 * are handled, so that the bound covers all of them. */
+		int nmsg = 0;
+		while (batch != NULL) {
+			struct cwm_event *next = batch->next;
+			nmsg += batch->type == EV_MESSAGE;
+			cwm_dispatch(c, batch);
+			batch = next;
+		}
+
+		pthread_mutex_lock(&c->lock);
+		cwm_worked(&busy, &last_us);
+		c->ev_msgs -= nmsg;
+		if (nmsg > 0 && c->space_waiting > 0)
+			pthread_cond_broadcast(&c->space_cond);
+		cwm_log_drops(c);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}

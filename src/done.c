@@ -1,0 +1,264 @@
+/*
+ * Command completion: paho reports a publish, subscribe or unsubscribe done
+ * or failed (on its threads); the acknowledgement becomes an event.
+ */
+#include "internal.h"
+
+/* [L] Given back by paho (the connection dropped): 1 when r goes to retry,
+ * to be sent again after the reconnect. User commands (and SUBSCRIBEs
+ * renewal skips, as their filters are counted) go again; renewal and birth
+ * are made anew by every connect. A publish in flight at CWM_MAX_LOSSES
+ * connection losses in a row is given up instead (*result set): a broker
+ * that closes the connection over a message (larger than its maximum
+ * packet size, with MQTT 3.1.1 or without announcing one) would get it
+ * again after every reconnect, and nothing after it. */
+static int cwm_done_requeue(struct mg_mqtt *c, struct cwm_out *r, int *result)
+{
+	int keep = !r->internal;
+	for (int i = 0; i < r->nfilters && !keep; i++)
+		keep = r->flags[i] & CMD_COUNTED;
+	if (!keep)
+		return 0;
+	if (r->type == CMD_PUBLISH && r->sent) {
+		r->sent = 0;
+		if (r->lost_on != c->connects) {
+			r->lost_on = c->connects;
+			r->losses++;
+		}
+		if (r->losses >= CWM_MAX_LOSSES) {
+			*result = MG_MQTT_ERR_CONNECTION_LOST;
+			cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+			               "message %d to '%s' (%zu bytes) was in flight "
+			               "when the connection was lost %d times in a "
+			               "row: given up (does the broker refuse it, "
+			               "too large for it?)",
+			               r->id, r->topic, r->len, r->losses);
+			return 0;
+		}
+	}
+	cwm_retry_insert(c, r);
+	return 1;
+}
+
+/* [L] A publish done: counters, its file, the on_publish event. retry: an
+ * internal one paho gave back (not logged: the next connect makes it
+ * anew). */
+static struct cwm_event *cwm_done_publish(struct mg_mqtt *c,
+                                          struct cwm_out *r, int result,
+                                          int retry)
+{
+	struct cwm_event *ev = NULL;
+	int ok = result == 0 || (result > 0 && result < 0x80);
+	if (r->internal) {
+		if (!ok && !retry)
+			cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+			               "birth message to '%s' not sent: %s (%d)", r->topic,
+			               result < 0 ? mg_mqtt_strerror(result) : "refused",
+			               result);
+		return NULL;
+	}
+	c->unfinished--;
+	if (ok)
+		c->published++;
+	else
+		c->publish_failed++;
+	/* Unsent at stop: the file stays, for the next start. */
+	if (result != MG_MQTT_ERR_STOPPED)
+		cwm_persist_remove(c, r);
+	if (c->on_publish != NULL && !r->restored &&
+	    (ev = cwm_event_new(EV_PUBACK, 0)) != NULL) {
+		ev->u.ack.id = r->id;
+		ev->u.ack.result = result;
+	}
+	return ev;
+}
+
+/* [L] Filter i of a SUBSCRIBE is done: its table entry (freed when it
+ * was forgotten meanwhile and this was the last command borrowing its
+ * string, which r then copies for the log line). The entry, or NULL. */
+static struct cwm_sub *cwm_done_sub_entry(struct mg_mqtt *c, struct cwm_out *r,
+                                          int i)
+{
+	struct cwm_sub *s =
+	    cwm_map_get(&c->subs, r->filters[i], strlen(r->filters[i]));
+	if (s != NULL && (r->flags[i] & CMD_COUNTED) && s->pending > 0)
+		s->pending--;
+	if (s == NULL || !s->gone)
+		return s;
+	if (s->pending == 0) {
+		if (r->flags[i] & CMD_BORROWED) {
+			r->flags[i] &= (unsigned char)~CMD_BORROWED;
+			char *copy = cwm_strdup(r->filters[i]);
+			if (r->wire[i] == r->filters[i])
+				r->wire[i] = copy;
+			r->filters[i] = copy != NULL ? copy : (char *)"";
+			if (copy == NULL)
+				r->flags[i] |= CMD_BORROWED; /* never free "" */
+		}
+		cwm_map_del(&c->subs, s->filter, strlen(s->filter));
+		cwm_sub_free(s);
+	}
+	return NULL;
+}
+
+/* [L] A SUBSCRIBE done: the granted QoS of each filter, and one
+ * acknowledgement per caller with the code of its filter. */
+static void cwm_done_subscribe(struct mg_mqtt *c, struct cwm_out *r,
+                               int result, const int *codes, int ncodes)
+{
+	for (int i = 0; i < r->nfilters; i++) {
+		struct cwm_sub *s = cwm_done_sub_entry(c, r, i);
+		int has = result == 0 && i < ncodes;
+		if (s != NULL && has)
+			s->granted = codes[i];
+		if (has && codes[i] >= 0x80)
+			cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+			               "the broker refused the subscription to '%s' "
+			               "(code 0x%02x)",
+			               r->filters[i], (unsigned)codes[i]);
+		struct cwm_event *e;
+		if (r->ids[i] > 0 && c->on_subscribe != NULL &&
+		    (e = cwm_event_new(EV_SUBACK, sizeof(int))) != NULL) {
+			e->u.ack.id = r->ids[i];
+			e->u.ack.result = has || result != 0 ? result : MG_MQTT_ERR_PAHO;
+			e->u.ack.count = has ? 1 : 0;
+			e->u.ack.codes = has ? (int *)(void *)e->data : NULL;
+			if (has)
+				memcpy(e->data, &codes[i], sizeof(int));
+			cwm_push_event(c, e);
+		}
+	}
+}
+
+/* [L] An UNSUBSCRIBE done: the on_unsubscribe event (codes NULL: all 0). */
+static struct cwm_event *cwm_done_unsubscribe(struct mg_mqtt *c,
+                                              const struct cwm_out *r,
+                                              int result, const int *codes,
+                                              int ncodes)
+{
+	struct cwm_event *ev;
+	if (r->internal || c->on_unsubscribe == NULL)
+		return NULL;
+	if (result == 0 && codes == NULL)
+		ncodes = r->nfilters;
+	ev = cwm_event_new(EV_UNSUBACK, sizeof(int) * (size_t)ncodes);
+	if (ev == NULL)
+		return NULL;
+	ev->u.ack.id = r->id;
+	ev->u.ack.result = result;
+	ev->u.ack.count = result == 0 ? ncodes : 0;
+	ev->u.ack.codes = ev->u.ack.count > 0 ? (int *)(void *)ev->data : NULL;
+	if (ev->u.ack.count > 0 && codes != NULL)
+		memcpy(ev->data, codes, sizeof(int) * (size_t)ncodes);
+	return ev; /* event_new zeroed data: all codes 0 without codes */
+}
+
+/* Reports command r done. result: 0, an MQTT 5 reason code, or a negative
+ * MG_MQTT_ERR_*. retry: paho gave it back because the connection dropped
+ * (see cwm_done_requeue). codes: SUBACK / UNSUBACK codes. Any thread,
+ * without c->lock; frees r unless it goes to retry. */
+static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
+                     int retry, const int *codes, int ncodes)
+{
+	struct cwm_event *ev = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	if (r->in_paho)
+		cwm_inpaho_unlink(c, r);
+	if (c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond);
+	if (retry && cwm_done_requeue(c, r, &result)) {
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	if (result >= 0)
+		c->send_blocked = 0;
+	if (r->type == CMD_PUBLISH)
+		ev = cwm_done_publish(c, r, result, retry && r->internal);
+	else if (retry)
+		ev = NULL; /* internal (renewal): the next connect makes it anew */
+	else if (r->type == CMD_SUBSCRIBE)
+		cwm_done_subscribe(c, r, result, codes, ncodes);
+	else
+		ev = cwm_done_unsubscribe(c, r, result, codes, ncodes);
+	if (ev != NULL)
+		cwm_push_event(c, ev);
+	pthread_mutex_unlock(&c->lock);
+	cwm_out_free(r);
+}
+
+static void cwm_on_done_ok(void *ctx, MQTTAsync_successData *d)
+{
+	struct cwm_out *r = ctx;
+	if (r->type == CMD_SUBSCRIBE) {
+		if (r->nfilters == 1)
+			cwm_done(r->c, r, 0, 0, &d->alt.qos, 1);
+		else
+			cwm_done(r->c, r, 0, 0, d->alt.qosList, r->nfilters);
+	} else {
+		cwm_done(r->c, r, 0, 0, NULL, 0);
+	}
+}
+
+static void cwm_on_done_fail(void *ctx, MQTTAsync_failureData *d)
+{
+	struct cwm_out *r = ctx;
+	if (r->type == CMD_SUBSCRIBE && d->code == 0x80) {
+		/* MQTT 3.1.1 SUBACK failure for a one-filter request. */
+		int code = 0x80;
+		cwm_done(r->c, r, 0, 0, &code, 1);
+		return;
+	}
+	/* MQTT 3 has no refusal for publish or unsubscribe: the connection
+	 * went away (or the client is being destroyed). */
+	cwm_done(r->c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+}
+
+static void cwm_on_done_ok5(void *ctx, MQTTAsync_successData5 *d)
+{
+	struct cwm_out *r = ctx;
+	int buf[CWM_RENEW_CHUNK] = {0}, n = 0;
+	if (r->type == CMD_PUBLISH) {
+		cwm_done(r->c, r, (int)d->reasonCode, 0, NULL, 0);
+		return;
+	}
+	int count = r->type == CMD_SUBSCRIBE ? d->alt.sub.reasonCodeCount
+	                                     : d->alt.unsub.reasonCodeCount;
+	enum MQTTReasonCodes *rc = r->type == CMD_SUBSCRIBE
+	                               ? d->alt.sub.reasonCodes
+	                               : d->alt.unsub.reasonCodes;
+	int *codes = r->nfilters <= CWM_RENEW_CHUNK
+	                 ? buf
+	                 : calloc((size_t)r->nfilters, sizeof(int));
+	if (codes == NULL) {
+		cwm_done(r->c, r, MG_MQTT_ERR_NOMEM, 0, NULL, 0);
+		return;
+	}
+	/* paho fills reasonCodes only for more than one filter; with one, the
+	 * array pointer is left uninitialised and the code is in reasonCode. */
+	for (n = 0; n < r->nfilters; n++)
+		codes[n] = (count > 1 && rc != NULL && n < count) ? (int)rc[n]
+		                                                   : (int)d->reasonCode;
+	cwm_done(r->c, r, 0, 0, codes, n);
+	if (codes != buf)
+		free(codes);
+}
+
+static void cwm_on_done_fail5(void *ctx, MQTTAsync_failureData5 *d)
+{
+	struct cwm_out *r = ctx;
+	if ((int)d->reasonCode >= 0x80) {
+		if (r->type == CMD_PUBLISH) {
+			cwm_done(r->c, r, (int)d->reasonCode, 0, NULL, 0);
+		} else {
+			int *codes = calloc((size_t)r->nfilters, sizeof(int));
+			for (int i = 0; codes != NULL && i < r->nfilters; i++)
+				codes[i] = (int)d->reasonCode;
+			cwm_done(r->c, r, codes != NULL ? 0 : MG_MQTT_ERR_NOMEM, 0, codes,
+			         codes != NULL ? r->nfilters : 0);
+			free(codes);
+		}
+		return;
+	}
+	cwm_done(r->c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+}

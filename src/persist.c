@@ -1,0 +1,315 @@
+/*
+ * PERSISTENCE_DIR: QoS 1/2 messages kept in files until the broker
+ * acknowledges them, and queued again at the next start.
+ */
+#include "internal.h"
+
+/* ---- PERSISTENCE_DIR ---------------------------------------------------
+ * Each accepted QoS 1/2 message is written to <dir>/<client id>/<n>.msg
+ * (written to a temporary name, then renamed, so a crash never leaves half
+ * a file) before publish() returns, and removed once the broker has
+ * acknowledged it. At start the files left over are queued again, oldest
+ * first. paho's own persistence is not used: paho 1.3 drops restored
+ * in-flight messages when the broker answers "no session", which is what a
+ * crashed broker answers. There is no fsync: this survives the server
+ * process dying, not a power cut. */
+
+static const char cwm_magic[4] = {'C', 'W', 'M', '1'};
+
+/* Writes r to a new file; sets r->pseq. Any thread, without c->lock. */
+static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
+{
+	struct cwm_wbuf b = {NULL, 0, 0, 0};
+	const struct mg_mqtt_props *p = r->props;
+	char path[PATH_MAX], tmp[PATH_MAX];
+	uint64_t seq = atomic_fetch_add(&c->pseq_next, 1);
+
+	cwm_wput(&b, cwm_magic, sizeof(cwm_magic));
+	cwm_wput32(&b, (uint32_t)r->qos);
+	cwm_wput32(&b, (uint32_t)r->retain);
+	cwm_wputs(&b, r->topic, strlen(r->topic));
+	cwm_wputs(&b, r->payload, r->len);
+	cwm_wput32(&b, p != NULL ? (uint32_t)p->user_count : 0);
+	for (size_t i = 0; p != NULL && i < p->user_count; i++) {
+		cwm_wputs(&b, p->user[i].name, strlen(p->user[i].name));
+		cwm_wputs(&b, p->user[i].value, strlen(p->user[i].value));
+	}
+	cwm_wput32(&b, p != NULL ? p->message_expiry : 0);
+	cwm_wput32(&b, p != NULL ? (uint32_t)p->payload_utf8 : 0);
+	const char *rt = p != NULL && p->response_topic ? p->response_topic : "";
+	const char *ct = p != NULL && p->content_type ? p->content_type : "";
+	cwm_wputs(&b, rt, strlen(rt));
+	cwm_wputs(&b, ct, strlen(ct));
+	cwm_wputs(&b, p != NULL && p->correlation_data ? p->correlation_data : "",
+	          p != NULL && p->correlation_data ? p->correlation_len : 0);
+	if (b.oom) {
+		free(b.p);
+		return MG_MQTT_ERR_NOMEM;
+	}
+	snprintf(path, sizeof(path), "%s/%016llx.msg", c->pdir,
+	         (unsigned long long)seq);
+	snprintf(tmp, sizeof(tmp), "%s/%016llx.tmp", c->pdir,
+	         (unsigned long long)seq);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	size_t done = 0;
+	while (fd >= 0 && done < b.n) {
+		ssize_t w = write(fd, b.p + done, b.n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		done += (size_t)w;
+	}
+	int ok = fd >= 0 && done == b.n;
+	if (fd >= 0 && close(fd) != 0)
+		ok = 0;
+	if (ok && rename(tmp, path) != 0)
+		ok = 0;
+	free(b.p);
+	if (!ok) {
+		int e = errno;
+		unlink(tmp);
+		cwm_log(c, MG_MQTT_LOG_ERROR, "PERSISTENCE_DIR: cannot write %s: %s",
+		        path, strerror(e));
+		return MG_MQTT_ERR_IO;
+	}
+	r->pseq = seq;
+	return 0;
+}
+
+static void cwm_persist_remove(struct mg_mqtt *c, struct cwm_out *r)
+{
+	char path[PATH_MAX];
+	if (r->pseq == 0 || c->pdir == NULL)
+		return;
+	snprintf(path, sizeof(path), "%s/%016llx.msg", c->pdir,
+	         (unsigned long long)r->pseq);
+	unlink(path);
+	r->pseq = 0;
+}
+
+struct cwm_rbuf {
+	const unsigned char *p, *end;
+	int bad;
+};
+
+static uint32_t cwm_rget32(struct cwm_rbuf *b)
+{
+	uint32_t v = 0;
+	if (b->bad || b->end - b->p < 4) {
+		b->bad = 1;
+		return 0;
+	}
+	memcpy(&v, b->p, 4);
+	b->p += 4;
+	return v;
+}
+
+/* A length-prefixed field: pointer into the buffer, length in *n. */
+static const char *cwm_rgets(struct cwm_rbuf *b, size_t *n)
+{
+	*n = cwm_rget32(b);
+	if (b->bad || (size_t)(b->end - b->p) < *n) {
+		b->bad = 1;
+		*n = 0;
+		return "";
+	}
+	const char *s = (const char *)b->p;
+	b->p += *n;
+	return s;
+}
+
+/* One publish record from a message file, or NULL if it is not one. */
+static struct cwm_out *cwm_persist_parse(struct mg_mqtt *c,
+                                         const unsigned char *data, size_t n)
+{
+	struct cwm_rbuf b = {data, data + n, 0};
+	size_t tl, pl, rtl, ctl, cdl;
+	struct mg_mqtt_props props;
+	struct mg_mqtt_user_property user[64];
+
+	memset(&props, 0, sizeof(props));
+	if (n < 4 || memcmp(data, cwm_magic, 4) != 0)
+		return NULL;
+	b.p += 4;
+	int qos = (int)cwm_rget32(&b), retain = (int)cwm_rget32(&b);
+	const char *topic = cwm_rgets(&b, &tl);
+	const char *payload = cwm_rgets(&b, &pl);
+	uint32_t nuser = cwm_rget32(&b);
+	if (nuser > 64)
+		return NULL;
+	/* Names and values are copied out NUL-terminated below. */
+	char *strs[128] = {NULL};
+	for (uint32_t i = 0; i < nuser && !b.bad; i++) {
+		size_t kl, vl;
+		const char *k = cwm_rgets(&b, &kl), *v = cwm_rgets(&b, &vl);
+		strs[2 * i] = cwm_strndup(k, kl);
+		strs[2 * i + 1] = cwm_strndup(v, vl);
+		user[i].name = strs[2 * i] != NULL ? strs[2 * i] : "";
+		user[i].value = strs[2 * i + 1] != NULL ? strs[2 * i + 1] : "";
+	}
+	props.user = nuser > 0 ? user : NULL;
+	props.user_count = nuser;
+	props.message_expiry = cwm_rget32(&b);
+	props.payload_utf8 = (int)cwm_rget32(&b);
+	const char *rt = cwm_rgets(&b, &rtl), *ct = cwm_rgets(&b, &ctl);
+	const char *cd = cwm_rgets(&b, &cdl);
+	char *rts = cwm_strndup(rt, rtl), *cts = cwm_strndup(ct, ctl);
+	char *tops = cwm_strndup(topic, tl);
+	props.response_topic = rtl > 0 ? rts : NULL;
+	props.content_type = ctl > 0 ? cts : NULL;
+	props.correlation_data = cdl > 0 ? cd : NULL;
+	props.correlation_len = cdl;
+
+	struct cwm_out *r = NULL;
+	if (!b.bad && qos >= 1 && qos <= 2 && tops != NULL &&
+	    cwm_topic_check(tops, tl) == 0 && (r = calloc(1, sizeof(*r) + tl + 1 + pl)) != NULL) {
+		r->c = c;
+		r->type = CMD_PUBLISH;
+		r->qos = qos;
+		r->retain = retain != 0;
+		r->restored = 1;
+		r->topic = memcpy((char *)(r + 1), tops, tl + 1);
+		r->payload = r->topic + tl + 1;
+		r->len = pl;
+		if (pl > 0)
+			memcpy(r->payload, payload, pl);
+		if (cwm_props_dup(&props, &r->props) != 0) {
+			free(r);
+			r = NULL;
+		}
+	}
+	for (uint32_t i = 0; i < 2 * nuser; i++)
+		free(strs[i]);
+	free(rts);
+	free(cts);
+	free(tops);
+	return r;
+}
+
+static int cwm_name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* <dir>/<client id> (made if missing) into c->pdir. */
+static int cwm_persist_dir(struct mg_mqtt *c, char *err, size_t errlen)
+{
+	char path[PATH_MAX], safe[256], q[320];
+	size_t n = 0;
+	for (const char *p = c->client_id; *p != '\0' && n + 1 < sizeof(safe); p++)
+		safe[n++] = isalnum((unsigned char)*p) || strchr("-_.", *p) ? *p : '_';
+	safe[n] = '\0';
+	snprintf(path, sizeof(path), "%s/%s", c->cfg.persistence_dir, safe);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+		cwm_fmt(err, errlen, "%s_PERSISTENCE_DIR: cannot create '%s': %s",
+		        c->prefix, cwm_quote_path(path, q), strerror(errno));
+		return MG_MQTT_ERR_IO;
+	}
+	return (c->pdir = cwm_strdup(path)) == NULL ? MG_MQTT_ERR_NOMEM : 0;
+}
+
+/* The message files in c->pdir, sorted (oldest first); removes the
+ * temporary files of writes the last process did not finish. */
+static int cwm_persist_list(struct mg_mqtt *c, char ***names, size_t *count,
+                            char *err, size_t errlen)
+{
+	char q[320];
+	size_t cap = 0;
+	struct dirent *e;
+	DIR *d = opendir(c->pdir);
+	*names = NULL;
+	*count = 0;
+	if (d == NULL) {
+		cwm_fmt(err, errlen, "%s_PERSISTENCE_DIR: cannot read '%s': %s",
+		        c->prefix, cwm_quote_path(c->pdir, q), strerror(errno));
+		return MG_MQTT_ERR_IO;
+	}
+	while ((e = readdir(d)) != NULL) {
+		size_t l = strlen(e->d_name);
+		if (l == 20 && strcmp(e->d_name + 16, ".tmp") == 0) {
+			char tmp[PATH_MAX];
+			cwm_fmt(tmp, sizeof(tmp), "%s/%s", c->pdir, e->d_name);
+			unlink(tmp);
+			continue;
+		}
+		if (l != 20 || strcmp(e->d_name + 16, ".msg") != 0)
+			continue;
+		if (*count == cap) {
+			cap = cap * 2 + 16;
+			char **nn = realloc(*names, cap * sizeof(char *));
+			if (nn == NULL)
+				break;
+			*names = nn;
+		}
+		if (((*names)[*count] = cwm_strdup(e->d_name)) != NULL)
+			(*count)++;
+	}
+	closedir(d);
+	if (*count > 0)
+		qsort(*names, *count, sizeof(char *), cwm_name_cmp);
+	return 0;
+}
+
+/* One message file as a publish command, or NULL if it is not one. */
+static struct cwm_out *cwm_persist_load(struct mg_mqtt *c, const char *file)
+{
+	FILE *f = fopen(file, "rb");
+	unsigned char *data = NULL;
+	struct cwm_out *r = NULL;
+	size_t len;
+	if (f == NULL)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long sz = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	if (sz > 0 && sz <= (long)CWM_MAX_PACKET + 65536 &&
+	    (data = malloc((size_t)sz)) != NULL &&
+	    (len = fread(data, 1, (size_t)sz, f)) == (size_t)sz)
+		r = cwm_persist_parse(c, data, len);
+	fclose(f);
+	free(data);
+	return r;
+}
+
+/* At start, before the threads: makes <dir>/<client id> and queues every
+ * message left there, oldest first. Unreadable files are renamed *.bad. */
+static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
+{
+	char **names;
+	size_t count;
+	uint64_t next = 1;
+	int restored = 0, rc;
+
+	if ((rc = cwm_persist_dir(c, err, errlen)) != 0 ||
+	    (rc = cwm_persist_list(c, &names, &count, err, errlen)) != 0)
+		return rc;
+	for (size_t i = 0; i < count; i++) {
+		char file[PATH_MAX], bad[PATH_MAX + 8];
+		uint64_t seq = strtoull(names[i], NULL, 16);
+		cwm_fmt(file, sizeof(file), "%s/%s", c->pdir, names[i]);
+		struct cwm_out *r = cwm_persist_load(c, file);
+		if (seq >= next)
+			next = seq + 1;
+		if (r == NULL) {
+			snprintf(bad, sizeof(bad), "%s.bad", file);
+			rename(file, bad);
+			cwm_log(c, MG_MQTT_LOG_WARNING,
+			        "PERSISTENCE_DIR: %s is not a stored message; renamed to "
+			        "*.bad",
+			        file);
+			continue;
+		}
+		r->pseq = seq;
+		r->id = cwm_next_id(c);
+		c->unfinished++;
+		cwm_fifo_push(&c->outq, &c->outq_tail, r);
+		restored++;
+	}
+	cwm_strv_free(names, (int)count);
+	atomic_store(&c->pseq_next, next);
+	if (restored > 0)
+		cwm_log(c, MG_MQTT_LOG_INFO,
+		        "PERSISTENCE_DIR: %d stored message(s) queued again", restored);
+	return 0;
+}
