@@ -35,9 +35,10 @@
  *                  MAX_BUFFERED messages are unfinished.
  *   evq            events for mqtt-dispatch (struct cwm_event), FIFO.
  *                  Messages count against QUEUE_SIZE: when it is full,
- *                  paho's thread waits up to CWM_QUEUE_WAIT_MS for room,
- *                  then drops the arriving message and counts it; other
- *                  events are never dropped.
+ *                  an arriving QoS 0 message is dropped and counted, a
+ *                  QoS 1/2 one (already acknowledged by paho) is kept
+ *                  beyond it; paho's thread never waits. Other events are
+ *                  never dropped.
  *   bclient.q      per browser, under the bridge lock: a bounded ring of
  *                  rendered messages; a browser that lets it fill is dropped.
  *
@@ -80,7 +81,7 @@
  *                          files.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 78 "src/internal.h"
+#line 79 "src/internal.h"
 #endif
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -125,11 +126,9 @@
 #define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
 #define CWM_BATCH 256             /* commands mqtt-io takes per lock */
 #define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
-#define CWM_MAX_LOSSES 3 /* a publish in flight at this many connection
-                            losses in a row is given up: the broker
-                            refuses it (too large for it, say) */
-#define CWM_QUEUE_WAIT_MS 200     /* a full dispatch queue: how long paho's
-                                     thread waits for room before dropping */
+#define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
+                               the back-off; a loss then moves to the next
+                               broker at once */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
 
 /* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
@@ -188,6 +187,7 @@ struct cwm_settings {
 	int keepalive;
 	int connection_timeout;
 	int clean_session;
+	int protocol_fallback; /* 5 refused: go on with 3.1.1 */
 	int connect_async;
 	double refresh_time;
 	int protocol; /* 3 (3.1), 4 (3.1.1), 5 */
@@ -287,11 +287,11 @@ struct cwm_out {
 	int restored;                 /* read back from PERSISTENCE_DIR */
 	int noop;                     /* done at once, nothing sent */
 	int appendable;               /* a SUBSCRIBE later calls may join */
+	int orphan;                   /* emptied: its contents went to a new
+	                                 command (cwm_orphan_acks); paho's late
+	                                 answer only frees it */
 	int sent;                     /* publish: paho took it on this
 	                                 connection */
-	int losses;                   /* publish: connections lost while it
-	                                 was in flight (see CWM_MAX_LOSSES) */
-	uint64_t lost_on;             /* c->connects when last counted */
 	uint64_t pseq;                /* its file in PERSISTENCE_DIR; 0: none */
 	char *topic;                  /* publish */
 	void *payload;
@@ -369,7 +369,6 @@ struct mg_mqtt {
 	pthread_cond_t io_cond;    /* wakes mqtt-io */
 	pthread_cond_t ev_cond;    /* wakes mqtt-dispatch */
 	pthread_cond_t state_cond; /* start and stop wait on it */
-	pthread_cond_t space_cond; /* paho's thread waits for room in evq */
 
 	/* Handlers: written before start, read-only afterwards. */
 	struct cwm_tnode tree;
@@ -403,7 +402,13 @@ struct mg_mqtt {
 	int io_started, dispatch_started;
 	atomic_int ops_ok;        /* operations accepted (threads exist) */
 	atomic_int connected;
-	int uri_try;              /* [L] the BROKER_URL entry of this attempt */
+	int uri_base;             /* [L] the BROKER_URL entry a round starts at */
+	int uri_try;              /* [L] entries tried in this round before */
+	int uri_cur;              /* [L] the entry of this attempt/connection */
+	int64_t connected_at;     /* [L] ms, of the current connection */
+	atomic_int no_retain;     /* the broker said Retain Available 0 */
+	atomic_int v311_now;      /* PROTOCOL_FALLBACK happened: connects use
+	                             3.1.1 on the MQTT 5 handle */
 	atomic_uint max_packet;   /* the broker's Maximum Packet Size (MQTT 5
 	                             CONNACK); 0: not announced */
 	atomic_int registered;    /* mg_mqtt_get() may return it */
@@ -427,17 +432,22 @@ struct mg_mqtt {
 	int inflight, inflight0;  /* QoS 1/2 and QoS 0 messages in paho */
 	int unfinished;           /* publishes accepted and not done */
 	struct cwm_out *outq, *outq_tail, *retry, *retry_tail, *inpaho;
+	struct cwm_out *orphans;  /* see cwm_out.orphan, linked by next */
 	struct cwm_event *evq, *evq_tail;
 	int ev_msgs;              /* messages queued or being dispatched */
-	int io_waiting, dispatch_waiting, space_waiting;
+	uint64_t ev_pushed, ev_done; /* events queued and run, ever */
+	int flush_waiting;        /* cwm_dispatch_flush waits on state_cond */
+	int io_waiting, dispatch_waiting;
 	struct cwm_map subs;      /* filter -> struct cwm_sub */
 	struct cwm_sub *sub_head, *sub_tail;
 	int next_id;
 	unsigned seed;
 	uint64_t published, publish_failed, received, dropped_queue_full;
 	uint64_t reconnects, connects;
-	uint64_t drops_unlogged;
-	int64_t last_drop_log;
+	uint64_t drops_unlogged, queue_overflow;
+	uint64_t *unlinks;        /* PERSISTENCE_DIR files for mqtt-io to remove */
+	size_t nunlinks, capunlinks;
+	int64_t last_drop_log, last_overflow_log;
 
 	/* mqtt-dispatch only: scratch for matching. */
 	struct cwm_vec cur, nxt, hits;
@@ -1520,6 +1530,8 @@ static const struct cwm_key cwm_keys[] = {
      "a number of seconds"},
     {"PROTOCOL_VERSION", K_ENUM, CWM_S(protocol), 0, 0, "3.1.1",
      cwm_protocols, "one of 3.1, 3.1.1, 5"},
+    {"PROTOCOL_FALLBACK", K_BOOL, CWM_S(protocol_fallback), 0, 0, "false",
+     NULL, cwm_bool_hint},
     {"TRANSPORT", K_ENUM, CWM_S(transport), 0, 0, "tcp", cwm_transports,
      "one of tcp, websockets"},
     {"TLS_ENABLED", K_BOOL, CWM_S(tls_enabled), 0, 0, "false", NULL,
@@ -3847,15 +3859,52 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 	return 0;
 }
 
-static void cwm_persist_remove(struct mg_mqtt *c, struct cwm_out *r)
+static void cwm_persist_unlink(struct mg_mqtt *c, uint64_t seq)
 {
 	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/%016llx.msg", c->pdir,
+	         (unsigned long long)seq);
+	unlink(path);
+}
+
+/* [L] r is done: its file goes. Completions come on paho's threads, which
+ * must not wait for the disk: the file is named for mqtt-io, which removes
+ * it (cwm_persist_drain); out of memory, it is removed here. */
+static void cwm_persist_remove(struct mg_mqtt *c, struct cwm_out *r)
+{
 	if (r->pseq == 0 || c->pdir == NULL)
 		return;
-	snprintf(path, sizeof(path), "%s/%016llx.msg", c->pdir,
-	         (unsigned long long)r->pseq);
-	unlink(path);
+	if (c->nunlinks == c->capunlinks) {
+		size_t cap = c->capunlinks > 0 ? c->capunlinks * 2 : 64;
+		uint64_t *v = realloc(c->unlinks, cap * sizeof(*v));
+		if (v == NULL) {
+			cwm_persist_unlink(c, r->pseq);
+			r->pseq = 0;
+			return;
+		}
+		c->unlinks = v;
+		c->capunlinks = cap;
+	}
+	c->unlinks[c->nunlinks++] = r->pseq;
 	r->pseq = 0;
+	if (c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond);
+}
+
+/* [L] mqtt-io: removes the files of the messages done (released around
+ * the disk). */
+static void cwm_persist_drain(struct mg_mqtt *c)
+{
+	while (c->nunlinks > 0) {
+		uint64_t batch[64];
+		size_t n = c->nunlinks < 64 ? c->nunlinks : 64;
+		c->nunlinks -= n;
+		memcpy(batch, c->unlinks + c->nunlinks, n * sizeof(*batch));
+		pthread_mutex_unlock(&c->lock);
+		for (size_t i = 0; i < n; i++)
+			cwm_persist_unlink(c, batch[i]);
+		pthread_mutex_lock(&c->lock);
+	}
 }
 
 struct cwm_rbuf {
@@ -4137,6 +4186,10 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 		cwm_done(c, r, MG_MQTT_ERR_TOO_LARGE, 0, NULL, 0);
 		return;
 	}
+	if (r->type == CMD_PUBLISH && r->retain && atomic_load(&c->no_retain)) {
+		cwm_done(c, r, 0x9A, 0, NULL, 0); /* "retain not supported" */
+		return;
+	}
 	if (r->type == CMD_PUBLISH) {
 		MQTTAsync_message m = MQTTAsync_message_initializer;
 		m.payload = r->payload;
@@ -4357,6 +4410,13 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 	}
 	MQTTAsync_destroy(&c->paho); /* no paho callback runs after this */
 	c->paho = NULL;
+	pthread_mutex_lock(&c->lock);
+	while (c->orphans != NULL) {
+		struct cwm_out *r = c->orphans;
+		c->orphans = r->next;
+		free(r);
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* Worker threads call this after each batch of work: a stream is work
@@ -4404,7 +4464,8 @@ static void cwm_io_connect(struct mg_mqtt *c)
 	if (c->uri_try == 0)
 		c->attempt++; /* one attempt: a round over BROKER_URL */
 	c->tls_error = 0;
-	int idx = c->uri_try;
+	int idx = (c->uri_base + c->uri_try) % c->cfg.nuris;
+	c->uri_cur = idx;
 	pthread_mutex_unlock(&c->lock);
 	int rc = cwm_paho_connect(c, idx);
 	if (rc != MQTTASYNC_SUCCESS)
@@ -4445,7 +4506,11 @@ static void cwm_io_finish(struct mg_mqtt *c)
 	cwm_io_shutdown(c, was_connected);
 	pthread_mutex_lock(&c->lock);
 	cwm_fail_all(c);
+	cwm_persist_drain(c);
 	if (was_connected) {
+		/* The line first: on_disconnect is the last handler of a stop. */
+		cwm_log_locked(c, MG_MQTT_LOG_INFO, "disconnected from %s (stopped)",
+		               b);
 		struct cwm_event *ev =
 		    c->on_disconnect != NULL
 		        ? cwm_event_new(EV_DISCONNECT, strlen(msg) + strlen(b) + 2)
@@ -4457,8 +4522,6 @@ static void cwm_io_finish(struct mg_mqtt *c)
 			ev->u.disc.message = cwm_event_str(ev, &used, msg);
 			cwm_push_event(c, ev);
 		}
-		cwm_log_locked(c, MG_MQTT_LOG_INFO, "disconnected from %s (stopped)",
-		               b);
 	}
 	free(broker);
 }
@@ -4483,6 +4546,7 @@ static void *cwm_io_main(void *arg)
 			cwm_io_connect(c);
 			continue;
 		}
+		cwm_persist_drain(c);
 		if (c->state == CWM_CONNECTED && cwm_io_send(c)) {
 			cwm_worked(&busy, &last_us);
 			continue;
@@ -4532,10 +4596,88 @@ static const char *cwm_known_uri(const struct mg_mqtt *c, const char *uri)
 	return uri;
 }
 
-static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
-                          int recvmax, unsigned maxpacket)
+/* [L] At a connect: a SUBSCRIBE or UNSUBSCRIBE still in paho was sent on
+ * an earlier connection and may have been lost with it. paho fails such
+ * commands when the session ends, but on a resumed session it keeps
+ * waiting for their acknowledgement and never sends them again: they
+ * would never be done, and renewal skips a subscription whose command is
+ * pending. Each goes to retry as a new command, sent again on this
+ * connection; the old one is emptied and kept (c->orphans) for paho's
+ * answer, if one ever comes, or for the stop. Renewals are dropped: this
+ * connect makes them anew. */
+static void cwm_orphan_acks(struct mg_mqtt *c)
 {
-	atomic_store(&c->max_packet, maxpacket);
+	struct cwm_out *r, *next;
+	for (r = c->inpaho; r != NULL; r = next) {
+		next = r->inext;
+		if (r->type == CMD_PUBLISH)
+			continue;
+		struct cwm_out *copy = malloc(sizeof(*copy));
+		if (copy == NULL)
+			continue; /* out of memory: it waits for paho as before */
+		cwm_inpaho_unlink(c, r);
+		*copy = *r;
+		copy->next = copy->iprev = copy->inext = NULL;
+		if (copy->internal)
+			cwm_out_free(copy);
+		else
+			cwm_retry_insert(c, copy);
+		struct cwm_out keep = {.c = c, .type = r->type, .orphan = 1};
+		*r = keep;
+		r->next = c->orphans;
+		c->orphans = r;
+	}
+}
+
+/* What an MQTT 5 CONNACK announces (absent: the specification's default);
+ * MQTT 3.1.1 announces nothing: all 1, no maxima. */
+struct cwm_caps {
+	int recvmax;
+	unsigned maxpacket;
+	int shared, wildcard, retain, alias_max;
+};
+
+/* [L] Says loudly what this client needs and the broker said it does not
+ * have. A broker without shared subscriptions would take
+ * "$share/<group>/..." as a plain topic and deliver nothing; without
+ * wildcards it refuses those subscriptions. Retained publishes are failed
+ * by mqtt-io with 0x9A ("retain not supported") rather than sent: the
+ * broker would close the connection over them. */
+static void cwm_check_caps(struct mg_mqtt *c, const struct cwm_caps *k)
+{
+	int shared = 0, wild = 0;
+	for (struct cwm_sub *s = c->sub_head; s != NULL; s = s->next) {
+		shared += c->cfg.shared_group != NULL ||
+		          strncmp(s->filter, "$share/", 7) == 0;
+		wild += strpbrk(s->filter, "+#") != NULL;
+	}
+	if (!k->shared && shared > 0)
+		cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+		               "%s has no shared subscriptions (CONNACK: Shared "
+		               "Subscription Available 0): %d shared subscription(s) "
+		               "(SHARED_GROUP or $share/) will be refused or deliver "
+		               "nothing",
+		               c->broker, shared);
+	if (!k->wildcard && wild > 0)
+		cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+		               "%s has no wildcard subscriptions (CONNACK: Wildcard "
+		               "Subscription Available 0): %d subscription(s) with "
+		               "'+' or '#' will be refused",
+		               c->broker, wild);
+	if (!k->retain)
+		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+		               "%s does not keep retained messages (CONNACK: Retain "
+		               "Available 0): retained publishes fail with reason "
+		               "0x9A",
+		               c->broker);
+	atomic_store(&c->no_retain, !k->retain);
+}
+
+static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
+                          const struct cwm_caps *k)
+{
+	int recvmax = k->recvmax;
+	atomic_store(&c->max_packet, k->maxpacket);
 	pthread_mutex_lock(&c->lock);
 	const char *b = cwm_known_uri(c, uri);
 	char *broker = cwm_strdup(b);
@@ -4546,16 +4688,18 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->state = CWM_CONNECTED;
 	atomic_store(&c->connected, 1);
 	c->send_blocked = 0;
-	c->uri_try = 0; /* the next round starts with the first again */
+	c->uri_try = 0;
+	c->uri_base = c->uri_cur;
+	c->connected_at = cwm_now_ms();
 	c->window = recvmax > 0 && recvmax < c->cfg.max_inflight
 	                ? recvmax
 	                : c->cfg.max_inflight;
-	c->backoff_s = c->cfg.reconnect_min;
 	if (c->connects > 0)
 		c->reconnects++;
 	c->connects++;
 	c->renew_needed = 1;
 	c->birth_needed = c->cfg.birth_topic != NULL;
+	cwm_orphan_acks(c);
 	int attempt = c->attempt;
 	c->attempt = 0;
 	if (c->first_result == 0)
@@ -4578,6 +4722,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	cwm_log_locked(c, MG_MQTT_LOG_INFO, "connected to %s as '%s'%s",
 	               c->broker, c->client_id,
 	               session ? " (session resumed)" : "");
+	cwm_check_caps(c, k);
 	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
@@ -4585,24 +4730,33 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 
 static void cwm_on_connect_ok(void *ctx, MQTTAsync_successData *d)
 {
+	struct cwm_caps k = {0, 0, 1, 1, 1, 0};
 	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
-	              0, 0);
+	              &k);
+}
+
+static int cwm_prop_num(MQTTProperties *p, enum MQTTPropertyCodes id, int dflt)
+{
+	return MQTTProperties_hasProperty(p, id)
+	           ? MQTTProperties_getNumericValue(p, id)
+	           : dflt;
 }
 
 static void cwm_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
 {
-	int rm = 0;
-	if (MQTTProperties_hasProperty(&d->properties,
-	                               MQTTPROPERTY_CODE_RECEIVE_MAXIMUM))
-		rm = MQTTProperties_getNumericValue(&d->properties,
-		                                    MQTTPROPERTY_CODE_RECEIVE_MAXIMUM);
-	unsigned mp = 0;
-	if (MQTTProperties_hasProperty(&d->properties,
-	                               MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE))
-		mp = (unsigned)MQTTProperties_getNumericValue(
-		    &d->properties, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE);
+	MQTTProperties *p = &d->properties;
+	struct cwm_caps k;
+	k.recvmax = cwm_prop_num(p, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM, 0);
+	k.maxpacket =
+	    (unsigned)cwm_prop_num(p, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE, 0);
+	k.shared =
+	    cwm_prop_num(p, MQTTPROPERTY_CODE_SHARED_SUBSCRIPTION_AVAILABLE, 1);
+	k.wildcard =
+	    cwm_prop_num(p, MQTTPROPERTY_CODE_WILDCARD_SUBSCRIPTION_AVAILABLE, 1);
+	k.retain = cwm_prop_num(p, MQTTPROPERTY_CODE_RETAIN_AVAILABLE, 1);
+	k.alias_max = cwm_prop_num(p, MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, 0);
 	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
-	              rm, mp);
+	              &k);
 }
 
 static const char *cwm_connack_text(int rc)
@@ -4625,7 +4779,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	pthread_mutex_lock(&c->lock);
 	if (c->uri_try + 1 < c->cfg.nuris && !c->stopping) {
 		/* More of BROKER_URL to try in this round: the next one now. */
-		const char *tried = c->cfg.uris[c->uri_try];
+		const char *tried = c->cfg.uris[c->uri_cur];
 		c->uri_try++;
 		c->state = CWM_DISCONNECTED;
 		c->reconnect_at = cwm_now_ms();
@@ -4634,7 +4788,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		               reason >= 0 ? "refused by the broker: " : "",
 		               text != NULL ? text : "failed",
 		               c->tls_error ? " (TLS error, see the log)" : "",
-		               c->cfg.uris[c->uri_try]);
+		               c->cfg.uris[(c->uri_base + c->uri_try) % c->cfg.nuris]);
 		if (c->io_waiting == CWM_IDLE_WAIT)
 			pthread_cond_signal(&c->io_cond);
 		pthread_mutex_unlock(&c->lock);
@@ -4657,6 +4811,9 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	int attempt = c->attempt;
 	int64_t delay = cwm_backoff_ms(c);
 	c->reconnect_at = cwm_now_ms() + delay;
+	/* The first attempt of a start that waits for it: mg_mqtt_start()
+	 * fails with this sentence, and no attempt follows. */
+	int start_fails = c->first_result == 0 && !c->cfg.connect_async;
 	if (c->first_result == 0) {
 		c->first_result = error;
 		cwm_fmt(c->first_msg, sizeof(c->first_msg), "%s: cannot connect to %s: %s",
@@ -4676,7 +4833,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 			cwm_push_event(c, ev);
 		}
 	}
-	if (!c->stopping)
+	if (!c->stopping && !start_fails)
 		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 		               "connection attempt %d to %s failed: %s; next attempt "
 		               "in %.1f s",
@@ -4686,16 +4843,73 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* What paho's words for a failed connect mean, said plainly: the error
+ * and the text. paho says "TCP connect timeout" for any attempt not done
+ * within CONNECTION_TIMEOUT (TCP, TLS or CONNACK), and "TCP connect
+ * completion failure" when the socket closed after CONNECT was sent. */
+static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
+                           char *buf, size_t len)
+{
+	const char *m = paho != NULL ? paho : MQTTAsync_strerror(code);
+	if (strcmp(m, "TCP connect timeout") == 0) {
+		snprintf(buf, len,
+		         "no answer within CONNECTION_TIMEOUT (%d s): nothing "
+		         "listening that speaks MQTT, or a network that drops the "
+		         "packets",
+		         c->cfg.connection_timeout);
+		return MG_MQTT_ERR_TIMEOUT;
+	}
+	if (strcmp(m, "TCP connect completion failure") == 0) {
+		snprintf(buf, len,
+		         "the broker closed the connection after CONNECT without "
+		         "answering it%s",
+		         c->v5 && !atomic_load(&c->v311_now)
+		             ? " (a broker without MQTT 5 does that: set "
+		               "PROTOCOL_VERSION 3.1.1, or PROTOCOL_FALLBACK true)"
+		             : "");
+		return MG_MQTT_ERR_CONNECT;
+	}
+	snprintf(buf, len, "%s", m);
+	return MG_MQTT_ERR_CONNECT;
+}
+
+/* PROTOCOL_FALLBACK: an MQTT 5 CONNECT refused as such (closed without
+ * CONNACK, or "unsupported protocol version") is tried again at once with
+ * 3.1.1, on the same broker; 1 when it is. */
+static int cwm_fall_back(struct mg_mqtt *c, const char *paho, int reason)
+{
+	if (!c->v5 || !c->cfg.protocol_fallback || atomic_load(&c->v311_now))
+		return 0;
+	if (reason != 0x84 && reason != 1 &&
+	    (paho == NULL || strcmp(paho, "TCP connect completion failure") != 0))
+		return 0;
+	atomic_store(&c->v311_now, 1);
+	pthread_mutex_lock(&c->lock);
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "%s refused MQTT 5 (%s): going on with MQTT 3.1.1 "
+	               "(PROTOCOL_FALLBACK); MQTT 5 properties are not sent",
+	               c->cfg.uris[c->uri_cur],
+	               reason != 0 ? "unsupported protocol version"
+	                           : "closed the connection after CONNECT");
+	c->state = CWM_DISCONNECTED;
+	c->reconnect_at = cwm_now_ms();
+	if (c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond);
+	pthread_mutex_unlock(&c->lock);
+	return 1;
+}
+
 static void cwm_on_connect_fail(void *ctx, MQTTAsync_failureData *d)
 {
-	if (d != NULL && d->code > 0)
+	char why[256];
+	if (d != NULL && d->code > 0) {
 		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, d->code,
 		                   cwm_connack_text(d->code));
-	else
-		cwm_connect_failed(ctx, MG_MQTT_ERR_CONNECT, -1,
-		                   d != NULL && d->message != NULL
-		                       ? d->message
-		                       : MQTTAsync_strerror(d != NULL ? d->code : -1));
+		return;
+	}
+	int e = cwm_connect_why(ctx, d != NULL ? d->code : -1,
+	                        d != NULL ? d->message : NULL, why, sizeof(why));
+	cwm_connect_failed(ctx, e, -1, why);
 }
 
 static void cwm_on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
@@ -4705,15 +4919,24 @@ static void cwm_on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
 	int reason = d == NULL                      ? 0
 	             : (int)d->reasonCode >= 0x80 ? (int)d->reasonCode
 	             : d->code >= 0x80            ? d->code
+	             : d->code > 0 && d->code <= 5 ? d->code /* 3.1.1 CONNACK */
 	                                          : 0;
-	if (reason != 0)
+	char why[256];
+	if (cwm_fall_back(ctx, d != NULL ? d->message : NULL, reason))
+		return;
+	if (reason > 0 && reason <= 5) {
+		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, reason,
+		                   cwm_connack_text(reason));
+		return;
+	}
+	if (reason != 0) {
 		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, reason,
 		                   MQTTReasonCode_toString((enum MQTTReasonCodes)reason));
-	else
-		cwm_connect_failed(ctx, MG_MQTT_ERR_CONNECT, -1,
-		                   d != NULL && d->message != NULL
-		                       ? d->message
-		                       : MQTTAsync_strerror(d != NULL ? d->code : -1));
+		return;
+	}
+	int e = cwm_connect_why(ctx, d != NULL ? d->code : -1,
+	                        d != NULL ? d->message : NULL, why, sizeof(why));
+	cwm_connect_failed(ctx, e, -1, why);
 }
 
 /* The connection is gone: schedule the next attempt and tell the
@@ -4734,8 +4957,20 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 		         cause != NULL ? cause : "connection lost");
 	c->state = CWM_DISCONNECTED;
 	atomic_store(&c->connected, 0);
-	int64_t delay = cwm_backoff_ms(c);
-	c->reconnect_at = cwm_now_ms() + delay;
+	/* The next round starts with the next broker: the one just lost is
+	 * the least likely to answer. After a connection that lasted, at once
+	 * and with the back-off reset; one the broker dropped soon after
+	 * accepting it (a node that cannot serve the session) keeps the
+	 * back-off growing, so that brokers that all do that are not
+	 * hammered. */
+	int64_t now = cwm_now_ms(), delay;
+	int stable = now - c->connected_at >= CWM_STABLE_MS;
+	if (stable)
+		c->backoff_s = c->cfg.reconnect_min;
+	c->uri_base = (c->uri_cur + 1) % c->cfg.nuris;
+	c->uri_try = 0;
+	delay = stable && c->cfg.nuris > 1 ? 0 : cwm_backoff_ms(c);
+	c->reconnect_at = now + delay;
 	if (c->on_disconnect != NULL || c->bridge != NULL) {
 		const char *b = c->broker != NULL ? c->broker : "";
 		struct cwm_event *ev =
@@ -4817,10 +5052,17 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 	o.serverURIs = &c->cfg.uris[idx];
 	o.username = s->username;
 	o.password = s->secret;
-	o.MQTTVersion = s->protocol == 5   ? MQTTVERSION_5
+	int v5 = c->v5 && !atomic_load(&c->v311_now);
+	o.MQTTVersion = v5                 ? MQTTVERSION_5
 	                : s->protocol == 3 ? MQTTVERSION_3_1
 	                                   : MQTTVERSION_3_1_1;
-	if (c->v5) {
+	if (c->v5 && !v5) {
+		/* After PROTOCOL_FALLBACK: the MQTT 5 handle speaks 3.1.1; its
+		 * callbacks stay the MQTT 5 ones. */
+		o.cleansession = s->clean_session;
+		o.onSuccess5 = cwm_on_connect_ok5;
+		o.onFailure5 = cwm_on_connect_fail5;
+	} else if (v5) {
 		o.cleansession = 0;
 		o.cleanstart = s->clean_session;
 		o.onSuccess5 = cwm_on_connect_ok5;
@@ -4876,11 +5118,10 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 /* [L] Given back by paho (the connection dropped): 1 when r goes to retry,
  * to be sent again after the reconnect. User commands (and SUBSCRIBEs
  * renewal skips, as their filters are counted) go again; renewal and birth
- * are made anew by every connect. A publish in flight at CWM_MAX_LOSSES
- * connection losses in a row is given up instead (*result set): a broker
- * that closes the connection over a message (larger than its maximum
- * packet size, with MQTT 3.1.1 or without announcing one) would get it
- * again after every reconnect, and nothing after it. */
+ * are made anew by every connect. Nothing is given up because connections
+ * die: only a broker's refusal (a reason code, an announced maximum) fails
+ * a message. A QoS 0 message paho had taken is not sent again (*result
+ * set): it may have left in the dying socket, and QoS 0 is at most once. */
 static int cwm_done_requeue(struct mg_mqtt *c, struct cwm_out *r, int *result)
 {
 	int keep = !r->internal;
@@ -4888,23 +5129,11 @@ static int cwm_done_requeue(struct mg_mqtt *c, struct cwm_out *r, int *result)
 		keep = r->flags[i] & CMD_COUNTED;
 	if (!keep)
 		return 0;
-	if (r->type == CMD_PUBLISH && r->sent) {
-		r->sent = 0;
-		if (r->lost_on != c->connects) {
-			r->lost_on = c->connects;
-			r->losses++;
-		}
-		if (r->losses >= CWM_MAX_LOSSES) {
-			*result = MG_MQTT_ERR_CONNECTION_LOST;
-			cwm_log_locked(c, MG_MQTT_LOG_ERROR,
-			               "message %d to '%s' (%zu bytes) was in flight "
-			               "when the connection was lost %d times in a "
-			               "row: given up (does the broker refuse it, "
-			               "too large for it?)",
-			               r->id, r->topic, r->len, r->losses);
-			return 0;
-		}
+	if (r->type == CMD_PUBLISH && r->qos == 0 && r->sent) {
+		*result = MG_MQTT_ERR_CONNECTION_LOST;
+		return 0;
 	}
+	r->sent = 0;
 	cwm_retry_insert(c, r);
 	return 1;
 }
@@ -5032,6 +5261,16 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	struct cwm_event *ev = NULL;
 
 	pthread_mutex_lock(&c->lock);
+	if (r->orphan) {
+		struct cwm_out **pp = &c->orphans;
+		while (*pp != NULL && *pp != r)
+			pp = &(*pp)->next;
+		if (*pp == r)
+			*pp = r->next;
+		pthread_mutex_unlock(&c->lock);
+		free(r);
+		return;
+	}
 	if (r->in_paho)
 		cwm_inpaho_unlink(c, r);
 	if (c->io_waiting == CWM_IDLE_WAIT)
@@ -5150,6 +5389,7 @@ static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev)
 	else
 		c->evq = ev;
 	c->evq_tail = ev;
+	c->ev_pushed++;
 	if (c->dispatch_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->ev_cond);
 }
@@ -5183,7 +5423,7 @@ static void cwm_log_drops(struct mg_mqtt *c)
 	if (c->drops_unlogged == 0 || now - c->last_drop_log < 1000)
 		return;
 	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
-	               "dispatch queue full (QUEUE_SIZE %d): dropped %llu "
+	               "dispatch queue full (QUEUE_SIZE %d): dropped %llu QoS 0 "
 	               "message(s), %llu in all",
 	               c->cfg.queue_size, (unsigned long long)c->drops_unlogged,
 	               (unsigned long long)c->dropped_queue_full);
@@ -5191,6 +5431,26 @@ static void cwm_log_drops(struct mg_mqtt *c)
 	c->drops_unlogged = 0;
 }
 
+/* [L] The same for QoS 1/2 messages kept beyond QUEUE_SIZE. */
+static void cwm_log_overflow(struct mg_mqtt *c)
+{
+	int64_t now = cwm_now_ms();
+	if (now - c->last_overflow_log < 1000)
+		return;
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "dispatch queue full (QUEUE_SIZE %d): %d message(s) wait "
+	               "for the handlers; QoS 1/2 ones are kept (the broker has "
+	               "their acknowledgement), %llu kept beyond the bound in all",
+	               c->cfg.queue_size, c->ev_msgs,
+	               (unsigned long long)c->queue_overflow);
+	c->last_overflow_log = now;
+}
+
+/* paho's receive thread, holding paho's process-wide lock: nothing here
+ * waits. A full queue drops a QoS 0 message at once (at most once is what
+ * it promised); a QoS 1 or 2 one is kept beyond QUEUE_SIZE, because paho
+ * has acknowledged it to the broker already and dropping it would lose a
+ * message the broker counts as delivered. */
 static int cwm_on_message(void *ctx, char *topic, int topic_len,
                           MQTTAsync_message *m)
 {
@@ -5204,20 +5464,8 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 	struct cwm_event *ev = malloc(sizeof(*ev));
 
 	pthread_mutex_lock(&c->lock);
-	if (ev != NULL && c->ev_msgs >= c->cfg.queue_size && !c->stopping) {
-		/* Give mqtt-dispatch a moment to make room: a burst, or the machine
-		 * being busy, then costs nothing. Bounded, so that a handler that
-		 * stays slow costs messages but never the connection (this is
-		 * paho's receive thread, which also keeps the connection alive). */
-		struct timespec until = cwm_deadline(CWM_QUEUE_WAIT_MS);
-		c->space_waiting++;
-		while (c->ev_msgs >= c->cfg.queue_size && !c->stopping &&
-		       pthread_cond_timedwait(&c->space_cond, &c->lock, &until) !=
-		           ETIMEDOUT) {
-		}
-		c->space_waiting--;
-	}
-	if (ev == NULL || c->ev_msgs >= c->cfg.queue_size) {
+	int full = c->ev_msgs >= c->cfg.queue_size;
+	if (ev == NULL || (full && m->qos == 0)) {
 		c->dropped_queue_full++;
 		c->drops_unlogged++;
 		cwm_log_drops(c);
@@ -5226,6 +5474,10 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 		MQTTAsync_freeMessage(&m);
 		MQTTAsync_free(topic);
 		return 1;
+	}
+	if (full) {
+		c->queue_overflow++;
+		cwm_log_overflow(c);
 	}
 	c->ev_msgs++;
 	c->received++;
@@ -5333,6 +5585,19 @@ static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 	free(ev);
 }
 
+/* Waits until mqtt-dispatch has run every event queued before the call
+ * (not from mqtt-dispatch itself). */
+static void cwm_dispatch_flush(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&c->lock);
+	uint64_t upto = c->ev_pushed;
+	c->flush_waiting++;
+	while (c->ev_done < upto && c->dispatch_started && !c->dispatch_exit)
+		pthread_cond_wait(&c->state_cond, &c->lock);
+	c->flush_waiting--;
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* Frees an event without running it (a client that never ran). */
 static void cwm_event_discard(struct cwm_event *ev)
 {
@@ -5363,18 +5628,21 @@ static void *cwm_dispatch_main(void *arg)
 		/* Messages of the batch keep counting against QUEUE_SIZE until they
 		 * are handled, so that the bound covers all of them. */
 		int nmsg = 0;
+		uint64_t nev = 0;
 		while (batch != NULL) {
 			struct cwm_event *next = batch->next;
 			nmsg += batch->type == EV_MESSAGE;
 			cwm_dispatch(c, batch);
 			batch = next;
+			nev++;
 		}
 
 		pthread_mutex_lock(&c->lock);
 		cwm_worked(&busy, &last_us);
 		c->ev_msgs -= nmsg;
-		if (nmsg > 0 && c->space_waiting > 0)
-			pthread_cond_broadcast(&c->space_cond);
+		c->ev_done += nev;
+		if (c->flush_waiting)
+			pthread_cond_broadcast(&c->state_cond);
 		cwm_log_drops(c);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -5770,7 +6038,6 @@ struct mg_mqtt *mg_mqtt_create(const char *prefix)
 	pthread_cond_init(&c->io_cond, &ca);
 	pthread_cond_init(&c->ev_cond, &ca);
 	pthread_cond_init(&c->state_cond, &ca);
-	pthread_cond_init(&c->space_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	c->next_id = 1;
 	return c;
@@ -5945,7 +6212,6 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	c->stopping = 1;
 	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
 	pthread_cond_signal(&c->io_cond);
-	pthread_cond_broadcast(&c->space_cond);
 	pthread_mutex_unlock(&c->lock);
 	cwm_req_stop(c, 0);
 
@@ -5983,6 +6249,9 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	free(c->broker);
 	free(c->error_log_file);
 	free(c->pdir);
+	free(c->unlinks);
+	c->unlinks = NULL;
+	c->nunlinks = c->capunlinks = 0;
 	free(c->cur.v);
 	free(c->nxt.v);
 	free(c->hits.v);
@@ -6138,6 +6407,9 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 	    (c->cfg.connect_async || (rc = cwm_start_wait(c, err, sizeof(err))) == 0) &&
 	    (c->bridge == NULL || (rc = cwm_bridge_open(c, err, sizeof(err))) == 0)) {
 		atomic_store(&c->registered, 1);
+		/* The header's promise: what the start logged (and on_connect for
+		 * a connection it made) has reached the handlers when it returns. */
+		cwm_dispatch_flush(c);
 		return 0;
 	}
 	if (err[0] == '\0')
@@ -6162,7 +6434,6 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 	pthread_cond_destroy(&c->io_cond);
 	pthread_cond_destroy(&c->ev_cond);
 	pthread_cond_destroy(&c->state_cond);
-	pthread_cond_destroy(&c->space_cond);
 	free(c);
 	return 0;
 }
@@ -6258,6 +6529,8 @@ static void cwm_status_counts(const struct mg_mqtt *c, cJSON *counters,
 	cJSON_AddNumberToObject(counters, "received", (double)c->received);
 	cJSON_AddNumberToObject(counters, "dropped_queue_full",
 	                        (double)c->dropped_queue_full);
+	cJSON_AddNumberToObject(counters, "kept_beyond_queue",
+	                        (double)c->queue_overflow);
 	cJSON_AddNumberToObject(counters, "reconnects", (double)c->reconnects);
 	cJSON_AddNumberToObject(counters, "connects", (double)c->connects);
 	cJSON_AddNumberToObject(gauges, "in_flight", c->inflight + c->inflight0);

@@ -310,12 +310,15 @@ MG_MQTT_API const char *mg_mqtt_prefix(const struct mg_mqtt *c);
  * Registering only routes messages; subscribe with mg_mqtt_subscribe() or
  * the SUBSCRIBE option. Matching cost does not grow with the number of
  * handlers (a topic tree, not a list).
- * Queue policy: a message that arrives while QUEUE_SIZE messages already
- * wait for the dispatch thread waits up to 200 ms for room (on paho's
- * network thread, so a burst costs nothing); if the queue is still full it
- * is dropped, counted ("dropped_queue_full" in the status) and reported by
- * a warning through the log (at most one per second). Connection and
- * acknowledgement events are never dropped.
+ * Queue policy: nothing waits on paho's network thread (it serves every
+ * client of the process). A QoS 0 message that arrives while QUEUE_SIZE
+ * messages already wait for the dispatch thread is dropped, counted
+ * ("dropped_queue_full" in the status) and reported by a warning through
+ * the log (at most one per second). A QoS 1 or 2 message is never dropped:
+ * paho has acknowledged it to the broker on arrival, so it is kept beyond
+ * QUEUE_SIZE (counted in "kept_beyond_queue", warned about the same way);
+ * memory then grows with what the broker sends to a handler that cannot
+ * keep up. Connection and acknowledgement events are never dropped.
  * Returns also MG_MQTT_ERR_FILTER for an invalid filter, and
  * MG_MQTT_ERR_PARAM for a named level that is not a whole level
  * ("a{b}/c"), an empty or non-alphanumeric name, or a name used twice. */
@@ -485,7 +488,7 @@ MG_MQTT_API int mg_mqtt_subscriptions(struct mg_mqtt *c,
  * always NUL-terminated when len > 0, truncated if short). Fields: prefix,
  * client_id, connected, broker, brokers, protocol, transport, tls,
  * subscriptions, counters {published, publish_failed, received,
- * dropped_queue_full, reconnects, connects, requests_replied,
+ * dropped_queue_full, kept_beyond_queue, reconnects, connects, requests_replied,
  * requests_timed_out, requests_failed, late_replies}, gauges {in_flight,
  * queued, queue_depth}, with a bridge also "bridge" {path,
  * websocket_clients, sse_clients, authentication}, the bridge_* counters

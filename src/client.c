@@ -32,7 +32,6 @@ struct mg_mqtt *mg_mqtt_create(const char *prefix)
 	pthread_cond_init(&c->io_cond, &ca);
 	pthread_cond_init(&c->ev_cond, &ca);
 	pthread_cond_init(&c->state_cond, &ca);
-	pthread_cond_init(&c->space_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	c->next_id = 1;
 	return c;
@@ -207,7 +206,6 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	c->stopping = 1;
 	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
 	pthread_cond_signal(&c->io_cond);
-	pthread_cond_broadcast(&c->space_cond);
 	pthread_mutex_unlock(&c->lock);
 	cwm_req_stop(c, 0);
 
@@ -245,6 +243,9 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	free(c->broker);
 	free(c->error_log_file);
 	free(c->pdir);
+	free(c->unlinks);
+	c->unlinks = NULL;
+	c->nunlinks = c->capunlinks = 0;
 	free(c->cur.v);
 	free(c->nxt.v);
 	free(c->hits.v);
@@ -400,6 +401,9 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 	    (c->cfg.connect_async || (rc = cwm_start_wait(c, err, sizeof(err))) == 0) &&
 	    (c->bridge == NULL || (rc = cwm_bridge_open(c, err, sizeof(err))) == 0)) {
 		atomic_store(&c->registered, 1);
+		/* The header's promise: what the start logged (and on_connect for
+		 * a connection it made) has reached the handlers when it returns. */
+		cwm_dispatch_flush(c);
 		return 0;
 	}
 	if (err[0] == '\0')
@@ -424,7 +428,6 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 	pthread_cond_destroy(&c->io_cond);
 	pthread_cond_destroy(&c->ev_cond);
 	pthread_cond_destroy(&c->state_cond);
-	pthread_cond_destroy(&c->space_cond);
 	free(c);
 	return 0;
 }

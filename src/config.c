@@ -46,6 +46,8 @@ static const struct cwm_key cwm_keys[] = {
      "a number of seconds"},
     {"PROTOCOL_VERSION", K_ENUM, CWM_S(protocol), 0, 0, "3.1.1",
      cwm_protocols, "one of 3.1, 3.1.1, 5"},
+    {"PROTOCOL_FALLBACK", K_BOOL, CWM_S(protocol_fallback), 0, 0, "false",
+     NULL, cwm_bool_hint},
     {"TRANSPORT", K_ENUM, CWM_S(transport), 0, 0, "tcp", cwm_transports,
      "one of tcp, websockets"},
     {"TLS_ENABLED", K_BOOL, CWM_S(tls_enabled), 0, 0, "false", NULL,

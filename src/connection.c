@@ -31,10 +31,88 @@ static const char *cwm_known_uri(const struct mg_mqtt *c, const char *uri)
 	return uri;
 }
 
-static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
-                          int recvmax, unsigned maxpacket)
+/* [L] At a connect: a SUBSCRIBE or UNSUBSCRIBE still in paho was sent on
+ * an earlier connection and may have been lost with it. paho fails such
+ * commands when the session ends, but on a resumed session it keeps
+ * waiting for their acknowledgement and never sends them again: they
+ * would never be done, and renewal skips a subscription whose command is
+ * pending. Each goes to retry as a new command, sent again on this
+ * connection; the old one is emptied and kept (c->orphans) for paho's
+ * answer, if one ever comes, or for the stop. Renewals are dropped: this
+ * connect makes them anew. */
+static void cwm_orphan_acks(struct mg_mqtt *c)
 {
-	atomic_store(&c->max_packet, maxpacket);
+	struct cwm_out *r, *next;
+	for (r = c->inpaho; r != NULL; r = next) {
+		next = r->inext;
+		if (r->type == CMD_PUBLISH)
+			continue;
+		struct cwm_out *copy = malloc(sizeof(*copy));
+		if (copy == NULL)
+			continue; /* out of memory: it waits for paho as before */
+		cwm_inpaho_unlink(c, r);
+		*copy = *r;
+		copy->next = copy->iprev = copy->inext = NULL;
+		if (copy->internal)
+			cwm_out_free(copy);
+		else
+			cwm_retry_insert(c, copy);
+		struct cwm_out keep = {.c = c, .type = r->type, .orphan = 1};
+		*r = keep;
+		r->next = c->orphans;
+		c->orphans = r;
+	}
+}
+
+/* What an MQTT 5 CONNACK announces (absent: the specification's default);
+ * MQTT 3.1.1 announces nothing: all 1, no maxima. */
+struct cwm_caps {
+	int recvmax;
+	unsigned maxpacket;
+	int shared, wildcard, retain, alias_max;
+};
+
+/* [L] Says loudly what this client needs and the broker said it does not
+ * have. A broker without shared subscriptions would take
+ * "$share/<group>/..." as a plain topic and deliver nothing; without
+ * wildcards it refuses those subscriptions. Retained publishes are failed
+ * by mqtt-io with 0x9A ("retain not supported") rather than sent: the
+ * broker would close the connection over them. */
+static void cwm_check_caps(struct mg_mqtt *c, const struct cwm_caps *k)
+{
+	int shared = 0, wild = 0;
+	for (struct cwm_sub *s = c->sub_head; s != NULL; s = s->next) {
+		shared += c->cfg.shared_group != NULL ||
+		          strncmp(s->filter, "$share/", 7) == 0;
+		wild += strpbrk(s->filter, "+#") != NULL;
+	}
+	if (!k->shared && shared > 0)
+		cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+		               "%s has no shared subscriptions (CONNACK: Shared "
+		               "Subscription Available 0): %d shared subscription(s) "
+		               "(SHARED_GROUP or $share/) will be refused or deliver "
+		               "nothing",
+		               c->broker, shared);
+	if (!k->wildcard && wild > 0)
+		cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+		               "%s has no wildcard subscriptions (CONNACK: Wildcard "
+		               "Subscription Available 0): %d subscription(s) with "
+		               "'+' or '#' will be refused",
+		               c->broker, wild);
+	if (!k->retain)
+		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+		               "%s does not keep retained messages (CONNACK: Retain "
+		               "Available 0): retained publishes fail with reason "
+		               "0x9A",
+		               c->broker);
+	atomic_store(&c->no_retain, !k->retain);
+}
+
+static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
+                          const struct cwm_caps *k)
+{
+	int recvmax = k->recvmax;
+	atomic_store(&c->max_packet, k->maxpacket);
 	pthread_mutex_lock(&c->lock);
 	const char *b = cwm_known_uri(c, uri);
 	char *broker = cwm_strdup(b);
@@ -45,16 +123,18 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->state = CWM_CONNECTED;
 	atomic_store(&c->connected, 1);
 	c->send_blocked = 0;
-	c->uri_try = 0; /* the next round starts with the first again */
+	c->uri_try = 0;
+	c->uri_base = c->uri_cur;
+	c->connected_at = cwm_now_ms();
 	c->window = recvmax > 0 && recvmax < c->cfg.max_inflight
 	                ? recvmax
 	                : c->cfg.max_inflight;
-	c->backoff_s = c->cfg.reconnect_min;
 	if (c->connects > 0)
 		c->reconnects++;
 	c->connects++;
 	c->renew_needed = 1;
 	c->birth_needed = c->cfg.birth_topic != NULL;
+	cwm_orphan_acks(c);
 	int attempt = c->attempt;
 	c->attempt = 0;
 	if (c->first_result == 0)
@@ -77,6 +157,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	cwm_log_locked(c, MG_MQTT_LOG_INFO, "connected to %s as '%s'%s",
 	               c->broker, c->client_id,
 	               session ? " (session resumed)" : "");
+	cwm_check_caps(c, k);
 	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
@@ -84,24 +165,33 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 
 static void cwm_on_connect_ok(void *ctx, MQTTAsync_successData *d)
 {
+	struct cwm_caps k = {0, 0, 1, 1, 1, 0};
 	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
-	              0, 0);
+	              &k);
+}
+
+static int cwm_prop_num(MQTTProperties *p, enum MQTTPropertyCodes id, int dflt)
+{
+	return MQTTProperties_hasProperty(p, id)
+	           ? MQTTProperties_getNumericValue(p, id)
+	           : dflt;
 }
 
 static void cwm_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
 {
-	int rm = 0;
-	if (MQTTProperties_hasProperty(&d->properties,
-	                               MQTTPROPERTY_CODE_RECEIVE_MAXIMUM))
-		rm = MQTTProperties_getNumericValue(&d->properties,
-		                                    MQTTPROPERTY_CODE_RECEIVE_MAXIMUM);
-	unsigned mp = 0;
-	if (MQTTProperties_hasProperty(&d->properties,
-	                               MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE))
-		mp = (unsigned)MQTTProperties_getNumericValue(
-		    &d->properties, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE);
+	MQTTProperties *p = &d->properties;
+	struct cwm_caps k;
+	k.recvmax = cwm_prop_num(p, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM, 0);
+	k.maxpacket =
+	    (unsigned)cwm_prop_num(p, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE, 0);
+	k.shared =
+	    cwm_prop_num(p, MQTTPROPERTY_CODE_SHARED_SUBSCRIPTION_AVAILABLE, 1);
+	k.wildcard =
+	    cwm_prop_num(p, MQTTPROPERTY_CODE_WILDCARD_SUBSCRIPTION_AVAILABLE, 1);
+	k.retain = cwm_prop_num(p, MQTTPROPERTY_CODE_RETAIN_AVAILABLE, 1);
+	k.alias_max = cwm_prop_num(p, MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, 0);
 	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
-	              rm, mp);
+	              &k);
 }
 
 static const char *cwm_connack_text(int rc)
@@ -124,7 +214,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	pthread_mutex_lock(&c->lock);
 	if (c->uri_try + 1 < c->cfg.nuris && !c->stopping) {
 		/* More of BROKER_URL to try in this round: the next one now. */
-		const char *tried = c->cfg.uris[c->uri_try];
+		const char *tried = c->cfg.uris[c->uri_cur];
 		c->uri_try++;
 		c->state = CWM_DISCONNECTED;
 		c->reconnect_at = cwm_now_ms();
@@ -133,7 +223,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		               reason >= 0 ? "refused by the broker: " : "",
 		               text != NULL ? text : "failed",
 		               c->tls_error ? " (TLS error, see the log)" : "",
-		               c->cfg.uris[c->uri_try]);
+		               c->cfg.uris[(c->uri_base + c->uri_try) % c->cfg.nuris]);
 		if (c->io_waiting == CWM_IDLE_WAIT)
 			pthread_cond_signal(&c->io_cond);
 		pthread_mutex_unlock(&c->lock);
@@ -156,6 +246,9 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	int attempt = c->attempt;
 	int64_t delay = cwm_backoff_ms(c);
 	c->reconnect_at = cwm_now_ms() + delay;
+	/* The first attempt of a start that waits for it: mg_mqtt_start()
+	 * fails with this sentence, and no attempt follows. */
+	int start_fails = c->first_result == 0 && !c->cfg.connect_async;
 	if (c->first_result == 0) {
 		c->first_result = error;
 		cwm_fmt(c->first_msg, sizeof(c->first_msg), "%s: cannot connect to %s: %s",
@@ -175,7 +268,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 			cwm_push_event(c, ev);
 		}
 	}
-	if (!c->stopping)
+	if (!c->stopping && !start_fails)
 		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 		               "connection attempt %d to %s failed: %s; next attempt "
 		               "in %.1f s",
@@ -185,16 +278,73 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* What paho's words for a failed connect mean, said plainly: the error
+ * and the text. paho says "TCP connect timeout" for any attempt not done
+ * within CONNECTION_TIMEOUT (TCP, TLS or CONNACK), and "TCP connect
+ * completion failure" when the socket closed after CONNECT was sent. */
+static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
+                           char *buf, size_t len)
+{
+	const char *m = paho != NULL ? paho : MQTTAsync_strerror(code);
+	if (strcmp(m, "TCP connect timeout") == 0) {
+		snprintf(buf, len,
+		         "no answer within CONNECTION_TIMEOUT (%d s): nothing "
+		         "listening that speaks MQTT, or a network that drops the "
+		         "packets",
+		         c->cfg.connection_timeout);
+		return MG_MQTT_ERR_TIMEOUT;
+	}
+	if (strcmp(m, "TCP connect completion failure") == 0) {
+		snprintf(buf, len,
+		         "the broker closed the connection after CONNECT without "
+		         "answering it%s",
+		         c->v5 && !atomic_load(&c->v311_now)
+		             ? " (a broker without MQTT 5 does that: set "
+		               "PROTOCOL_VERSION 3.1.1, or PROTOCOL_FALLBACK true)"
+		             : "");
+		return MG_MQTT_ERR_CONNECT;
+	}
+	snprintf(buf, len, "%s", m);
+	return MG_MQTT_ERR_CONNECT;
+}
+
+/* PROTOCOL_FALLBACK: an MQTT 5 CONNECT refused as such (closed without
+ * CONNACK, or "unsupported protocol version") is tried again at once with
+ * 3.1.1, on the same broker; 1 when it is. */
+static int cwm_fall_back(struct mg_mqtt *c, const char *paho, int reason)
+{
+	if (!c->v5 || !c->cfg.protocol_fallback || atomic_load(&c->v311_now))
+		return 0;
+	if (reason != 0x84 && reason != 1 &&
+	    (paho == NULL || strcmp(paho, "TCP connect completion failure") != 0))
+		return 0;
+	atomic_store(&c->v311_now, 1);
+	pthread_mutex_lock(&c->lock);
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "%s refused MQTT 5 (%s): going on with MQTT 3.1.1 "
+	               "(PROTOCOL_FALLBACK); MQTT 5 properties are not sent",
+	               c->cfg.uris[c->uri_cur],
+	               reason != 0 ? "unsupported protocol version"
+	                           : "closed the connection after CONNECT");
+	c->state = CWM_DISCONNECTED;
+	c->reconnect_at = cwm_now_ms();
+	if (c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond);
+	pthread_mutex_unlock(&c->lock);
+	return 1;
+}
+
 static void cwm_on_connect_fail(void *ctx, MQTTAsync_failureData *d)
 {
-	if (d != NULL && d->code > 0)
+	char why[256];
+	if (d != NULL && d->code > 0) {
 		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, d->code,
 		                   cwm_connack_text(d->code));
-	else
-		cwm_connect_failed(ctx, MG_MQTT_ERR_CONNECT, -1,
-		                   d != NULL && d->message != NULL
-		                       ? d->message
-		                       : MQTTAsync_strerror(d != NULL ? d->code : -1));
+		return;
+	}
+	int e = cwm_connect_why(ctx, d != NULL ? d->code : -1,
+	                        d != NULL ? d->message : NULL, why, sizeof(why));
+	cwm_connect_failed(ctx, e, -1, why);
 }
 
 static void cwm_on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
@@ -204,15 +354,24 @@ static void cwm_on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
 	int reason = d == NULL                      ? 0
 	             : (int)d->reasonCode >= 0x80 ? (int)d->reasonCode
 	             : d->code >= 0x80            ? d->code
+	             : d->code > 0 && d->code <= 5 ? d->code /* 3.1.1 CONNACK */
 	                                          : 0;
-	if (reason != 0)
+	char why[256];
+	if (cwm_fall_back(ctx, d != NULL ? d->message : NULL, reason))
+		return;
+	if (reason > 0 && reason <= 5) {
+		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, reason,
+		                   cwm_connack_text(reason));
+		return;
+	}
+	if (reason != 0) {
 		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, reason,
 		                   MQTTReasonCode_toString((enum MQTTReasonCodes)reason));
-	else
-		cwm_connect_failed(ctx, MG_MQTT_ERR_CONNECT, -1,
-		                   d != NULL && d->message != NULL
-		                       ? d->message
-		                       : MQTTAsync_strerror(d != NULL ? d->code : -1));
+		return;
+	}
+	int e = cwm_connect_why(ctx, d != NULL ? d->code : -1,
+	                        d != NULL ? d->message : NULL, why, sizeof(why));
+	cwm_connect_failed(ctx, e, -1, why);
 }
 
 /* The connection is gone: schedule the next attempt and tell the
@@ -233,8 +392,20 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 		         cause != NULL ? cause : "connection lost");
 	c->state = CWM_DISCONNECTED;
 	atomic_store(&c->connected, 0);
-	int64_t delay = cwm_backoff_ms(c);
-	c->reconnect_at = cwm_now_ms() + delay;
+	/* The next round starts with the next broker: the one just lost is
+	 * the least likely to answer. After a connection that lasted, at once
+	 * and with the back-off reset; one the broker dropped soon after
+	 * accepting it (a node that cannot serve the session) keeps the
+	 * back-off growing, so that brokers that all do that are not
+	 * hammered. */
+	int64_t now = cwm_now_ms(), delay;
+	int stable = now - c->connected_at >= CWM_STABLE_MS;
+	if (stable)
+		c->backoff_s = c->cfg.reconnect_min;
+	c->uri_base = (c->uri_cur + 1) % c->cfg.nuris;
+	c->uri_try = 0;
+	delay = stable && c->cfg.nuris > 1 ? 0 : cwm_backoff_ms(c);
+	c->reconnect_at = now + delay;
 	if (c->on_disconnect != NULL || c->bridge != NULL) {
 		const char *b = c->broker != NULL ? c->broker : "";
 		struct cwm_event *ev =
@@ -316,10 +487,17 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 	o.serverURIs = &c->cfg.uris[idx];
 	o.username = s->username;
 	o.password = s->secret;
-	o.MQTTVersion = s->protocol == 5   ? MQTTVERSION_5
+	int v5 = c->v5 && !atomic_load(&c->v311_now);
+	o.MQTTVersion = v5                 ? MQTTVERSION_5
 	                : s->protocol == 3 ? MQTTVERSION_3_1
 	                                   : MQTTVERSION_3_1_1;
-	if (c->v5) {
+	if (c->v5 && !v5) {
+		/* After PROTOCOL_FALLBACK: the MQTT 5 handle speaks 3.1.1; its
+		 * callbacks stay the MQTT 5 ones. */
+		o.cleansession = s->clean_session;
+		o.onSuccess5 = cwm_on_connect_ok5;
+		o.onFailure5 = cwm_on_connect_fail5;
+	} else if (v5) {
 		o.cleansession = 0;
 		o.cleanstart = s->clean_session;
 		o.onSuccess5 = cwm_on_connect_ok5;

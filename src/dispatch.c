@@ -15,6 +15,7 @@ static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev)
 	else
 		c->evq = ev;
 	c->evq_tail = ev;
+	c->ev_pushed++;
 	if (c->dispatch_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->ev_cond);
 }
@@ -48,7 +49,7 @@ static void cwm_log_drops(struct mg_mqtt *c)
 	if (c->drops_unlogged == 0 || now - c->last_drop_log < 1000)
 		return;
 	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
-	               "dispatch queue full (QUEUE_SIZE %d): dropped %llu "
+	               "dispatch queue full (QUEUE_SIZE %d): dropped %llu QoS 0 "
 	               "message(s), %llu in all",
 	               c->cfg.queue_size, (unsigned long long)c->drops_unlogged,
 	               (unsigned long long)c->dropped_queue_full);
@@ -56,6 +57,26 @@ static void cwm_log_drops(struct mg_mqtt *c)
 	c->drops_unlogged = 0;
 }
 
+/* [L] The same for QoS 1/2 messages kept beyond QUEUE_SIZE. */
+static void cwm_log_overflow(struct mg_mqtt *c)
+{
+	int64_t now = cwm_now_ms();
+	if (now - c->last_overflow_log < 1000)
+		return;
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "dispatch queue full (QUEUE_SIZE %d): %d message(s) wait "
+	               "for the handlers; QoS 1/2 ones are kept (the broker has "
+	               "their acknowledgement), %llu kept beyond the bound in all",
+	               c->cfg.queue_size, c->ev_msgs,
+	               (unsigned long long)c->queue_overflow);
+	c->last_overflow_log = now;
+}
+
+/* paho's receive thread, holding paho's process-wide lock: nothing here
+ * waits. A full queue drops a QoS 0 message at once (at most once is what
+ * it promised); a QoS 1 or 2 one is kept beyond QUEUE_SIZE, because paho
+ * has acknowledged it to the broker already and dropping it would lose a
+ * message the broker counts as delivered. */
 static int cwm_on_message(void *ctx, char *topic, int topic_len,
                           MQTTAsync_message *m)
 {
@@ -69,20 +90,8 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 	struct cwm_event *ev = malloc(sizeof(*ev));
 
 	pthread_mutex_lock(&c->lock);
-	if (ev != NULL && c->ev_msgs >= c->cfg.queue_size && !c->stopping) {
-		/* Give mqtt-dispatch a moment to make room: a burst, or the machine
-		 * being busy, then costs nothing. Bounded, so that a handler that
-		 * stays slow costs messages but never the connection (this is
-		 * paho's receive thread, which also keeps the connection alive). */
-		struct timespec until = cwm_deadline(CWM_QUEUE_WAIT_MS);
-		c->space_waiting++;
-		while (c->ev_msgs >= c->cfg.queue_size && !c->stopping &&
-		       pthread_cond_timedwait(&c->space_cond, &c->lock, &until) !=
-		           ETIMEDOUT) {
-		}
-		c->space_waiting--;
-	}
-	if (ev == NULL || c->ev_msgs >= c->cfg.queue_size) {
+	int full = c->ev_msgs >= c->cfg.queue_size;
+	if (ev == NULL || (full && m->qos == 0)) {
 		c->dropped_queue_full++;
 		c->drops_unlogged++;
 		cwm_log_drops(c);
@@ -91,6 +100,10 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 		MQTTAsync_freeMessage(&m);
 		MQTTAsync_free(topic);
 		return 1;
+	}
+	if (full) {
+		c->queue_overflow++;
+		cwm_log_overflow(c);
 	}
 	c->ev_msgs++;
 	c->received++;
@@ -198,6 +211,19 @@ static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 	free(ev);
 }
 
+/* Waits until mqtt-dispatch has run every event queued before the call
+ * (not from mqtt-dispatch itself). */
+static void cwm_dispatch_flush(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&c->lock);
+	uint64_t upto = c->ev_pushed;
+	c->flush_waiting++;
+	while (c->ev_done < upto && c->dispatch_started && !c->dispatch_exit)
+		pthread_cond_wait(&c->state_cond, &c->lock);
+	c->flush_waiting--;
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* Frees an event without running it (a client that never ran). */
 static void cwm_event_discard(struct cwm_event *ev)
 {
@@ -228,18 +254,21 @@ static void *cwm_dispatch_main(void *arg)
 		/* Messages of the batch keep counting against QUEUE_SIZE until they
 		 * are handled, so that the bound covers all of them. */
 		int nmsg = 0;
+		uint64_t nev = 0;
 		while (batch != NULL) {
 			struct cwm_event *next = batch->next;
 			nmsg += batch->type == EV_MESSAGE;
 			cwm_dispatch(c, batch);
 			batch = next;
+			nev++;
 		}
 
 		pthread_mutex_lock(&c->lock);
 		cwm_worked(&busy, &last_us);
 		c->ev_msgs -= nmsg;
-		if (nmsg > 0 && c->space_waiting > 0)
-			pthread_cond_broadcast(&c->space_cond);
+		c->ev_done += nev;
+		if (c->flush_waiting)
+			pthread_cond_broadcast(&c->state_cond);
 		cwm_log_drops(c);
 	}
 	pthread_mutex_unlock(&c->lock);

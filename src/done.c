@@ -7,11 +7,10 @@
 /* [L] Given back by paho (the connection dropped): 1 when r goes to retry,
  * to be sent again after the reconnect. User commands (and SUBSCRIBEs
  * renewal skips, as their filters are counted) go again; renewal and birth
- * are made anew by every connect. A publish in flight at CWM_MAX_LOSSES
- * connection losses in a row is given up instead (*result set): a broker
- * that closes the connection over a message (larger than its maximum
- * packet size, with MQTT 3.1.1 or without announcing one) would get it
- * again after every reconnect, and nothing after it. */
+ * are made anew by every connect. Nothing is given up because connections
+ * die: only a broker's refusal (a reason code, an announced maximum) fails
+ * a message. A QoS 0 message paho had taken is not sent again (*result
+ * set): it may have left in the dying socket, and QoS 0 is at most once. */
 static int cwm_done_requeue(struct mg_mqtt *c, struct cwm_out *r, int *result)
 {
 	int keep = !r->internal;
@@ -19,23 +18,11 @@ static int cwm_done_requeue(struct mg_mqtt *c, struct cwm_out *r, int *result)
 		keep = r->flags[i] & CMD_COUNTED;
 	if (!keep)
 		return 0;
-	if (r->type == CMD_PUBLISH && r->sent) {
-		r->sent = 0;
-		if (r->lost_on != c->connects) {
-			r->lost_on = c->connects;
-			r->losses++;
-		}
-		if (r->losses >= CWM_MAX_LOSSES) {
-			*result = MG_MQTT_ERR_CONNECTION_LOST;
-			cwm_log_locked(c, MG_MQTT_LOG_ERROR,
-			               "message %d to '%s' (%zu bytes) was in flight "
-			               "when the connection was lost %d times in a "
-			               "row: given up (does the broker refuse it, "
-			               "too large for it?)",
-			               r->id, r->topic, r->len, r->losses);
-			return 0;
-		}
+	if (r->type == CMD_PUBLISH && r->qos == 0 && r->sent) {
+		*result = MG_MQTT_ERR_CONNECTION_LOST;
+		return 0;
 	}
+	r->sent = 0;
 	cwm_retry_insert(c, r);
 	return 1;
 }
@@ -163,6 +150,16 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	struct cwm_event *ev = NULL;
 
 	pthread_mutex_lock(&c->lock);
+	if (r->orphan) {
+		struct cwm_out **pp = &c->orphans;
+		while (*pp != NULL && *pp != r)
+			pp = &(*pp)->next;
+		if (*pp == r)
+			*pp = r->next;
+		pthread_mutex_unlock(&c->lock);
+		free(r);
+		return;
+	}
 	if (r->in_paho)
 		cwm_inpaho_unlink(c, r);
 	if (c->io_waiting == CWM_IDLE_WAIT)

@@ -32,9 +32,10 @@
  *                  MAX_BUFFERED messages are unfinished.
  *   evq            events for mqtt-dispatch (struct cwm_event), FIFO.
  *                  Messages count against QUEUE_SIZE: when it is full,
- *                  paho's thread waits up to CWM_QUEUE_WAIT_MS for room,
- *                  then drops the arriving message and counts it; other
- *                  events are never dropped.
+ *                  an arriving QoS 0 message is dropped and counted, a
+ *                  QoS 1/2 one (already acknowledged by paho) is kept
+ *                  beyond it; paho's thread never waits. Other events are
+ *                  never dropped.
  *   bclient.q      per browser, under the bridge lock: a bounded ring of
  *                  rendered messages; a browser that lets it fill is dropped.
  *
@@ -119,11 +120,9 @@
 #define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
 #define CWM_BATCH 256             /* commands mqtt-io takes per lock */
 #define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
-#define CWM_MAX_LOSSES 3 /* a publish in flight at this many connection
-                            losses in a row is given up: the broker
-                            refuses it (too large for it, say) */
-#define CWM_QUEUE_WAIT_MS 200     /* a full dispatch queue: how long paho's
-                                     thread waits for room before dropping */
+#define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
+                               the back-off; a loss then moves to the next
+                               broker at once */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
 
 /* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
@@ -182,6 +181,7 @@ struct cwm_settings {
 	int keepalive;
 	int connection_timeout;
 	int clean_session;
+	int protocol_fallback; /* 5 refused: go on with 3.1.1 */
 	int connect_async;
 	double refresh_time;
 	int protocol; /* 3 (3.1), 4 (3.1.1), 5 */
@@ -281,11 +281,11 @@ struct cwm_out {
 	int restored;                 /* read back from PERSISTENCE_DIR */
 	int noop;                     /* done at once, nothing sent */
 	int appendable;               /* a SUBSCRIBE later calls may join */
+	int orphan;                   /* emptied: its contents went to a new
+	                                 command (cwm_orphan_acks); paho's late
+	                                 answer only frees it */
 	int sent;                     /* publish: paho took it on this
 	                                 connection */
-	int losses;                   /* publish: connections lost while it
-	                                 was in flight (see CWM_MAX_LOSSES) */
-	uint64_t lost_on;             /* c->connects when last counted */
 	uint64_t pseq;                /* its file in PERSISTENCE_DIR; 0: none */
 	char *topic;                  /* publish */
 	void *payload;
@@ -363,7 +363,6 @@ struct mg_mqtt {
 	pthread_cond_t io_cond;    /* wakes mqtt-io */
 	pthread_cond_t ev_cond;    /* wakes mqtt-dispatch */
 	pthread_cond_t state_cond; /* start and stop wait on it */
-	pthread_cond_t space_cond; /* paho's thread waits for room in evq */
 
 	/* Handlers: written before start, read-only afterwards. */
 	struct cwm_tnode tree;
@@ -397,7 +396,13 @@ struct mg_mqtt {
 	int io_started, dispatch_started;
 	atomic_int ops_ok;        /* operations accepted (threads exist) */
 	atomic_int connected;
-	int uri_try;              /* [L] the BROKER_URL entry of this attempt */
+	int uri_base;             /* [L] the BROKER_URL entry a round starts at */
+	int uri_try;              /* [L] entries tried in this round before */
+	int uri_cur;              /* [L] the entry of this attempt/connection */
+	int64_t connected_at;     /* [L] ms, of the current connection */
+	atomic_int no_retain;     /* the broker said Retain Available 0 */
+	atomic_int v311_now;      /* PROTOCOL_FALLBACK happened: connects use
+	                             3.1.1 on the MQTT 5 handle */
 	atomic_uint max_packet;   /* the broker's Maximum Packet Size (MQTT 5
 	                             CONNACK); 0: not announced */
 	atomic_int registered;    /* mg_mqtt_get() may return it */
@@ -421,17 +426,22 @@ struct mg_mqtt {
 	int inflight, inflight0;  /* QoS 1/2 and QoS 0 messages in paho */
 	int unfinished;           /* publishes accepted and not done */
 	struct cwm_out *outq, *outq_tail, *retry, *retry_tail, *inpaho;
+	struct cwm_out *orphans;  /* see cwm_out.orphan, linked by next */
 	struct cwm_event *evq, *evq_tail;
 	int ev_msgs;              /* messages queued or being dispatched */
-	int io_waiting, dispatch_waiting, space_waiting;
+	uint64_t ev_pushed, ev_done; /* events queued and run, ever */
+	int flush_waiting;        /* cwm_dispatch_flush waits on state_cond */
+	int io_waiting, dispatch_waiting;
 	struct cwm_map subs;      /* filter -> struct cwm_sub */
 	struct cwm_sub *sub_head, *sub_tail;
 	int next_id;
 	unsigned seed;
 	uint64_t published, publish_failed, received, dropped_queue_full;
 	uint64_t reconnects, connects;
-	uint64_t drops_unlogged;
-	int64_t last_drop_log;
+	uint64_t drops_unlogged, queue_overflow;
+	uint64_t *unlinks;        /* PERSISTENCE_DIR files for mqtt-io to remove */
+	size_t nunlinks, capunlinks;
+	int64_t last_drop_log, last_overflow_log;
 
 	/* mqtt-dispatch only: scratch for matching. */
 	struct cwm_vec cur, nxt, hits;

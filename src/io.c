@@ -50,6 +50,10 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 		cwm_done(c, r, MG_MQTT_ERR_TOO_LARGE, 0, NULL, 0);
 		return;
 	}
+	if (r->type == CMD_PUBLISH && r->retain && atomic_load(&c->no_retain)) {
+		cwm_done(c, r, 0x9A, 0, NULL, 0); /* "retain not supported" */
+		return;
+	}
 	if (r->type == CMD_PUBLISH) {
 		MQTTAsync_message m = MQTTAsync_message_initializer;
 		m.payload = r->payload;
@@ -270,6 +274,13 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 	}
 	MQTTAsync_destroy(&c->paho); /* no paho callback runs after this */
 	c->paho = NULL;
+	pthread_mutex_lock(&c->lock);
+	while (c->orphans != NULL) {
+		struct cwm_out *r = c->orphans;
+		c->orphans = r->next;
+		free(r);
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* Worker threads call this after each batch of work: a stream is work
@@ -317,7 +328,8 @@ static void cwm_io_connect(struct mg_mqtt *c)
 	if (c->uri_try == 0)
 		c->attempt++; /* one attempt: a round over BROKER_URL */
 	c->tls_error = 0;
-	int idx = c->uri_try;
+	int idx = (c->uri_base + c->uri_try) % c->cfg.nuris;
+	c->uri_cur = idx;
 	pthread_mutex_unlock(&c->lock);
 	int rc = cwm_paho_connect(c, idx);
 	if (rc != MQTTASYNC_SUCCESS)
@@ -358,7 +370,11 @@ static void cwm_io_finish(struct mg_mqtt *c)
 	cwm_io_shutdown(c, was_connected);
 	pthread_mutex_lock(&c->lock);
 	cwm_fail_all(c);
+	cwm_persist_drain(c);
 	if (was_connected) {
+		/* The line first: on_disconnect is the last handler of a stop. */
+		cwm_log_locked(c, MG_MQTT_LOG_INFO, "disconnected from %s (stopped)",
+		               b);
 		struct cwm_event *ev =
 		    c->on_disconnect != NULL
 		        ? cwm_event_new(EV_DISCONNECT, strlen(msg) + strlen(b) + 2)
@@ -370,8 +386,6 @@ static void cwm_io_finish(struct mg_mqtt *c)
 			ev->u.disc.message = cwm_event_str(ev, &used, msg);
 			cwm_push_event(c, ev);
 		}
-		cwm_log_locked(c, MG_MQTT_LOG_INFO, "disconnected from %s (stopped)",
-		               b);
 	}
 	free(broker);
 }
@@ -396,6 +410,7 @@ static void *cwm_io_main(void *arg)
 			cwm_io_connect(c);
 			continue;
 		}
+		cwm_persist_drain(c);
 		if (c->state == CWM_CONNECTED && cwm_io_send(c)) {
 			cwm_worked(&busy, &last_us);
 			continue;

@@ -77,15 +77,52 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 	return 0;
 }
 
-static void cwm_persist_remove(struct mg_mqtt *c, struct cwm_out *r)
+static void cwm_persist_unlink(struct mg_mqtt *c, uint64_t seq)
 {
 	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/%016llx.msg", c->pdir,
+	         (unsigned long long)seq);
+	unlink(path);
+}
+
+/* [L] r is done: its file goes. Completions come on paho's threads, which
+ * must not wait for the disk: the file is named for mqtt-io, which removes
+ * it (cwm_persist_drain); out of memory, it is removed here. */
+static void cwm_persist_remove(struct mg_mqtt *c, struct cwm_out *r)
+{
 	if (r->pseq == 0 || c->pdir == NULL)
 		return;
-	snprintf(path, sizeof(path), "%s/%016llx.msg", c->pdir,
-	         (unsigned long long)r->pseq);
-	unlink(path);
+	if (c->nunlinks == c->capunlinks) {
+		size_t cap = c->capunlinks > 0 ? c->capunlinks * 2 : 64;
+		uint64_t *v = realloc(c->unlinks, cap * sizeof(*v));
+		if (v == NULL) {
+			cwm_persist_unlink(c, r->pseq);
+			r->pseq = 0;
+			return;
+		}
+		c->unlinks = v;
+		c->capunlinks = cap;
+	}
+	c->unlinks[c->nunlinks++] = r->pseq;
 	r->pseq = 0;
+	if (c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond);
+}
+
+/* [L] mqtt-io: removes the files of the messages done (released around
+ * the disk). */
+static void cwm_persist_drain(struct mg_mqtt *c)
+{
+	while (c->nunlinks > 0) {
+		uint64_t batch[64];
+		size_t n = c->nunlinks < 64 ? c->nunlinks : 64;
+		c->nunlinks -= n;
+		memcpy(batch, c->unlinks + c->nunlinks, n * sizeof(*batch));
+		pthread_mutex_unlock(&c->lock);
+		for (size_t i = 0; i < n; i++)
+			cwm_persist_unlink(c, batch[i]);
+		pthread_mutex_lock(&c->lock);
+	}
 }
 
 struct cwm_rbuf {
