@@ -127,8 +127,7 @@
 #define CWM_BATCH 256             /* commands mqtt-io takes per lock */
 #define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
-                               the back-off; a loss then moves to the next
-                               broker at once */
+                               the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
 
 /* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
@@ -315,7 +314,8 @@ enum { CMD_COUNTED = 1, CMD_BORROWED = 2 };
 struct cwm_sub {
 	struct cwm_sub *prev, *next; /* in subscription order */
 	const char *filter;          /* the subs map's copy of its key */
-	int qos, granted;
+	int qos, granted; /* qos: sent, the highest of its holders' */
+	int bqos;         /* the highest the bridge's holders asked for */
 	int pending; /* SUBSCRIBEs for it queued and not done: renewal skips it */
 	int app;     /* subscribed through the API or SUBSCRIBE */
 	int brefs;   /* holders besides the app: bridge clients, and sys */
@@ -406,6 +406,8 @@ struct mg_mqtt {
 	int uri_try;              /* [L] entries tried in this round before */
 	int uri_cur;              /* [L] the entry of this attempt/connection */
 	int64_t connected_at;     /* [L] ms, of the current connection */
+	int quick_moves;          /* [L] losses answered by trying the next
+	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
 	atomic_int v311_now;      /* PROTOCOL_FALLBACK happened: connects use
 	                             3.1.1 on the MQTT 5 handle */
@@ -2038,7 +2040,8 @@ static int cwm_parse_url(const struct cwm_settings *s, const char *prefix,
 	return 0;
 }
 
-/* Splits a comma-separated list into trimmed, non-empty items. */
+/* Splits a comma-separated list into trimmed, non-empty items. Out of
+ * memory, frees what it made: *out NULL, *n 0. */
 static int cwm_split_list(const char *v, char ***out, int *n)
 {
 	*out = NULL;
@@ -2047,21 +2050,22 @@ static int cwm_split_list(const char *v, char ***out, int *n)
 	while (*p != '\0') {
 		const char *e = strchr(p, ',');
 		size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
-		char *item = cwm_strndup(p, len), *t;
-		if (item == NULL)
-			return MG_MQTT_ERR_NOMEM;
-		t = cwm_trimdup(item);
+		char *item = cwm_strndup(p, len), *t = NULL, **nv = NULL;
+		if (item != NULL)
+			t = cwm_trimdup(item);
 		free(item);
-		if (t == NULL)
-			return MG_MQTT_ERR_NOMEM;
-		if (t[0] == '\0') {
+		if (t != NULL && t[0] == '\0') {
 			free(t);
+		} else if (t == NULL || (nv = realloc(*out, sizeof(char *) *
+		                                                (size_t)(*n + 1))) ==
+		                            NULL) {
+			free(t);
+			while (*n > 0)
+				free((*out)[--*n]);
+			free(*out);
+			*out = NULL;
+			return MG_MQTT_ERR_NOMEM;
 		} else {
-			char **nv = realloc(*out, sizeof(char *) * (size_t)(*n + 1));
-			if (nv == NULL) {
-				free(t);
-				return MG_MQTT_ERR_NOMEM;
-			}
 			*out = nv;
 			(*out)[(*n)++] = t;
 		}
@@ -3576,11 +3580,14 @@ int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 		rc = MG_MQTT_ERR_NOMEM;
 	} else {
 		int id = cwm_next_id(c);
-		if ((rc = cwm_queue_subscribe(c, s->filter, qos, id, 1)) != 0) {
+		/* The broker gets the highest QoS of the holders: the app's latest
+		 * and the browsers'. */
+		int eff = s->brefs > 0 && s->bqos > qos ? s->bqos : qos;
+		if ((rc = cwm_queue_subscribe(c, s->filter, eff, id, 1)) != 0) {
 			if (made)
 				cwm_sub_forget(c, s);
 		} else {
-			s->qos = qos;
+			s->qos = eff;
 			s->granted = -1;
 			s->pending++;
 			s->app = 1;
@@ -3748,6 +3755,8 @@ static void cwm_sub_ref(struct mg_mqtt *c, const char *filter, int qos,
 		int send = made || qos > s->qos;
 		if (qos > s->qos || made)
 			s->qos = qos;
+		if (qos > s->bqos)
+			s->bqos = qos;
 		s->brefs++;
 		if (sys)
 			s->sys = 1;
@@ -4957,19 +4966,26 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 		         cause != NULL ? cause : "connection lost");
 	c->state = CWM_DISCONNECTED;
 	atomic_store(&c->connected, 0);
-	/* The next round starts with the next broker: the one just lost is
-	 * the least likely to answer. After a connection that lasted, at once
-	 * and with the back-off reset; one the broker dropped soon after
-	 * accepting it (a node that cannot serve the session) keeps the
-	 * back-off growing, so that brokers that all do that are not
-	 * hammered. */
+	/* The next round starts with the next broker, at once: the one just
+	 * lost is the least likely to answer. A connection the broker dropped
+	 * soon after accepting it (a node that cannot serve the session)
+	 * counts as a move too; after as many moves as there are other
+	 * brokers the back-off applies, and only a connection that lasted
+	 * resets it, so that brokers that all do that are not hammered. */
 	int64_t now = cwm_now_ms(), delay;
-	int stable = now - c->connected_at >= CWM_STABLE_MS;
-	if (stable)
+	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
+		c->quick_moves = 0;
+	}
 	c->uri_base = (c->uri_cur + 1) % c->cfg.nuris;
 	c->uri_try = 0;
-	delay = stable && c->cfg.nuris > 1 ? 0 : cwm_backoff_ms(c);
+	if (c->quick_moves < c->cfg.nuris - 1) {
+		c->quick_moves++;
+		delay = 0;
+	} else {
+		c->quick_moves = 0;
+		delay = cwm_backoff_ms(c);
+	}
 	c->reconnect_at = now + delay;
 	if (c->on_disconnect != NULL || c->bridge != NULL) {
 		const char *b = c->broker != NULL ? c->broker : "";

@@ -366,7 +366,9 @@ MG_MQTT_API int mg_mqtt_on_log(struct mg_mqtt *c, mg_mqtt_log_handler h,
 /* Subscribes to `filter` at `qos` and remembers it: the subscription is
  * renewed on every reconnect, also when made while disconnected (it is then
  * sent on the next connect). Subscribing again to the same filter updates
- * its QoS. With SHARED_GROUP set, the broker sees $share/<group>/<filter>.
+ * its QoS; when the bridge's browsers hold the same filter, the broker gets
+ * the highest QoS any of them or the application asked for (a lower one
+ * from the application never lowers theirs). With SHARED_GROUP set, the broker sees $share/<group>/<filter>.
  * Returns an id > 0 (on_subscribe follows once the broker answers; while
  * disconnected the answer comes after the next connect), or
  * MG_MQTT_ERR_FILTER, _PARAM, _QOS, _INVALID, _NOMEM. Named levels

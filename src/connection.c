@@ -392,19 +392,26 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 		         cause != NULL ? cause : "connection lost");
 	c->state = CWM_DISCONNECTED;
 	atomic_store(&c->connected, 0);
-	/* The next round starts with the next broker: the one just lost is
-	 * the least likely to answer. After a connection that lasted, at once
-	 * and with the back-off reset; one the broker dropped soon after
-	 * accepting it (a node that cannot serve the session) keeps the
-	 * back-off growing, so that brokers that all do that are not
-	 * hammered. */
+	/* The next round starts with the next broker, at once: the one just
+	 * lost is the least likely to answer. A connection the broker dropped
+	 * soon after accepting it (a node that cannot serve the session)
+	 * counts as a move too; after as many moves as there are other
+	 * brokers the back-off applies, and only a connection that lasted
+	 * resets it, so that brokers that all do that are not hammered. */
 	int64_t now = cwm_now_ms(), delay;
-	int stable = now - c->connected_at >= CWM_STABLE_MS;
-	if (stable)
+	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
+		c->quick_moves = 0;
+	}
 	c->uri_base = (c->uri_cur + 1) % c->cfg.nuris;
 	c->uri_try = 0;
-	delay = stable && c->cfg.nuris > 1 ? 0 : cwm_backoff_ms(c);
+	if (c->quick_moves < c->cfg.nuris - 1) {
+		c->quick_moves++;
+		delay = 0;
+	} else {
+		c->quick_moves = 0;
+		delay = cwm_backoff_ms(c);
+	}
 	c->reconnect_at = now + delay;
 	if (c->on_disconnect != NULL || c->bridge != NULL) {
 		const char *b = c->broker != NULL ? c->broker : "";

@@ -121,8 +121,7 @@
 #define CWM_BATCH 256             /* commands mqtt-io takes per lock */
 #define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
-                               the back-off; a loss then moves to the next
-                               broker at once */
+                               the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
 
 /* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
@@ -309,7 +308,8 @@ enum { CMD_COUNTED = 1, CMD_BORROWED = 2 };
 struct cwm_sub {
 	struct cwm_sub *prev, *next; /* in subscription order */
 	const char *filter;          /* the subs map's copy of its key */
-	int qos, granted;
+	int qos, granted; /* qos: sent, the highest of its holders' */
+	int bqos;         /* the highest the bridge's holders asked for */
 	int pending; /* SUBSCRIBEs for it queued and not done: renewal skips it */
 	int app;     /* subscribed through the API or SUBSCRIBE */
 	int brefs;   /* holders besides the app: bridge clients, and sys */
@@ -400,6 +400,8 @@ struct mg_mqtt {
 	int uri_try;              /* [L] entries tried in this round before */
 	int uri_cur;              /* [L] the entry of this attempt/connection */
 	int64_t connected_at;     /* [L] ms, of the current connection */
+	int quick_moves;          /* [L] losses answered by trying the next
+	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
 	atomic_int v311_now;      /* PROTOCOL_FALLBACK happened: connects use
 	                             3.1.1 on the MQTT 5 handle */
