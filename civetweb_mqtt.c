@@ -126,6 +126,10 @@
 #define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
 #define CWM_BATCH 256             /* commands mqtt-io takes per lock */
 #define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
+#define CWM_SLOT_CHUNK 64   /* the first chunk of message slots; each next
+                               one doubles the pool, up to QUEUE_SIZE */
+#define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
+#define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
@@ -337,11 +341,13 @@ enum cwm_evtype {
 struct cwm_event {
 	struct cwm_event *next;
 	enum cwm_evtype type;
+	int pooled; /* a message slot of the client's pool (cwm_slot_take) */
 	union {
 		struct {
 			MQTTAsync_message *m;
 			char *topic;
 			size_t topic_len;
+			int inline_hit; /* inline handlers ran: no catch-all */
 		} msg;
 		struct mg_mqtt_connect_info conn;
 		struct mg_mqtt_disconnect_info disc;
@@ -373,6 +379,8 @@ struct mg_mqtt {
 	/* Handlers: written before start, read-only afterwards. */
 	struct cwm_tnode tree;
 	unsigned nhandlers;
+	struct cwm_tnode itree;   /* inline handlers (mg_mqtt_on_topic_inline) */
+	unsigned ninline;
 	mg_mqtt_message_handler on_message;
 	void *on_message_ud;
 	mg_mqtt_connect_handler on_connect;
@@ -406,6 +414,8 @@ struct mg_mqtt {
 	int uri_try;              /* [L] entries tried in this round before */
 	int uri_cur;              /* [L] the entry of this attempt/connection */
 	int64_t connected_at;     /* [L] ms, of the current connection */
+	int64_t lost_at;          /* [L] ms, of the last connection loss */
+	int same_again;           /* [L] see cwm_connect_failed */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
@@ -437,6 +447,9 @@ struct mg_mqtt {
 	struct cwm_out *orphans;  /* see cwm_out.orphan, linked by next */
 	struct cwm_event *evq, *evq_tail;
 	int ev_msgs;              /* messages queued or being dispatched */
+	struct cwm_event *slot_free;  /* the message slot pool */
+	struct cwm_event *chunks[CWM_SLOT_CHUNKS];
+	int nslots, nchunks;
 	uint64_t ev_pushed, ev_done; /* events queued and run, ever */
 	int flush_waiting;        /* cwm_dispatch_flush waits on state_cond */
 	int io_waiting, dispatch_waiting;
@@ -453,6 +466,9 @@ struct mg_mqtt {
 
 	/* mqtt-dispatch only: scratch for matching. */
 	struct cwm_vec cur, nxt, hits;
+	/* paho's receive thread only: the same for inline handlers. */
+	struct cwm_vec icur, inxt, ihits;
+	atomic_ullong inline_handled;
 
 	/* Requests (mg_mqtt_request). reply_base is set by start, before paho
 	 * exists; the rest is under req_lock. */
@@ -3450,12 +3466,12 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 		rc = r->id = cwm_next_id(c);
 		c->unfinished++;
 		cwm_enqueue(c, r);
+	} else {
+		cwm_persist_remove(c, r);
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (rc < 0) {
-		cwm_persist_remove(c, r);
+	if (rc < 0)
 		cwm_out_free(r);
-	}
 	return rc;
 }
 
@@ -3896,8 +3912,8 @@ static void cwm_persist_remove(struct mg_mqtt *c, struct cwm_out *r)
 	}
 	c->unlinks[c->nunlinks++] = r->pseq;
 	r->pseq = 0;
-	if (c->io_waiting == CWM_IDLE_WAIT)
-		pthread_cond_signal(&c->io_cond);
+	if (c->nunlinks == 1 && c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond); /* later ones join this one */
 }
 
 /* [L] mqtt-io: removes the files of the messages done (released around
@@ -4786,6 +4802,20 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	size_t used = 0;
 
 	pthread_mutex_lock(&c->lock);
+	/* Right after a loss, paho sometimes fails the next connect at once
+	 * with "socket error" (the dead connection's socket still in its
+	 * receive thread's hands): that says nothing of this broker, which
+	 * is tried again, once, shortly, instead of counting as refused. */
+	if (text != NULL && strcmp(text, "socket error") == 0 && !c->stopping &&
+	    !c->same_again && cwm_now_ms() - c->lost_at < CWM_SAME_AGAIN_MS) {
+		c->same_again = 1;
+		c->state = CWM_DISCONNECTED;
+		c->reconnect_at = cwm_now_ms() + 100;
+		if (c->io_waiting == CWM_IDLE_WAIT)
+			pthread_cond_signal(&c->io_cond);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
 	if (c->uri_try + 1 < c->cfg.nuris && !c->stopping) {
 		/* More of BROKER_URL to try in this round: the next one now. */
 		const char *tried = c->cfg.uris[c->uri_cur];
@@ -4973,6 +5003,8 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 	 * brokers the back-off applies, and only a connection that lasted
 	 * resets it, so that brokers that all do that are not hammered. */
 	int64_t now = cwm_now_ms(), delay;
+	c->lost_at = now;
+	c->same_again = 0;
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;
@@ -5289,7 +5321,10 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	}
 	if (r->in_paho)
 		cwm_inpaho_unlink(c, r);
-	if (c->io_waiting == CWM_IDLE_WAIT)
+	/* mqtt-io needs to hear of a completion only when it frees room
+	 * something queued waits for, or when the stop waits for the last. */
+	if (c->io_waiting == CWM_IDLE_WAIT &&
+	    (c->outq != NULL || c->retry != NULL || c->stopping))
 		pthread_cond_signal(&c->io_cond);
 	if (retry && cwm_done_requeue(c, r, &result)) {
 		pthread_mutex_unlock(&c->lock);
@@ -5462,6 +5497,104 @@ static void cwm_log_overflow(struct mg_mqtt *c)
 	c->last_overflow_log = now;
 }
 
+/* [L] An event slot for a message: from the client's pool, which grows in
+ * chunks up to QUEUE_SIZE slots and is kept until the stop (no allocation
+ * per message once it has grown); beyond QUEUE_SIZE (over: a QoS 1/2
+ * message kept while the queue is full), from the heap. NULL: out of
+ * memory. */
+static struct cwm_event *cwm_slot_take(struct mg_mqtt *c, int over)
+{
+	struct cwm_event *ev = c->slot_free;
+	if (ev == NULL && !over && c->nslots < c->cfg.queue_size &&
+	    c->nchunks < CWM_SLOT_CHUNKS) {
+		int n = c->cfg.queue_size - c->nslots;
+		int want = c->nslots < CWM_SLOT_CHUNK ? CWM_SLOT_CHUNK : c->nslots;
+		n = n < want ? n : want; /* doubling: a few chunks in all */
+		struct cwm_event *chunk = calloc((size_t)n, sizeof(*chunk));
+		if (chunk != NULL) {
+			c->chunks[c->nchunks++] = chunk;
+			c->nslots += n;
+			for (int i = n - 1; i >= 0; i--) {
+				chunk[i].pooled = 1;
+				chunk[i].next = c->slot_free;
+				c->slot_free = &chunk[i];
+			}
+			ev = c->slot_free;
+		}
+	}
+	if (ev != NULL) {
+		c->slot_free = ev->next;
+		return ev;
+	}
+	ev = malloc(sizeof(*ev));
+	if (ev != NULL)
+		ev->pooled = 0;
+	return ev;
+}
+
+/* [L] Gives slots back (a batch, linked by next), or frees heap ones. */
+static void cwm_slots_put(struct mg_mqtt *c, struct cwm_event *list)
+{
+	while (list != NULL) {
+		struct cwm_event *next = list->next;
+		if (list->pooled) {
+			list->next = c->slot_free;
+			c->slot_free = list;
+		} else {
+			free(list);
+		}
+		list = next;
+	}
+}
+
+/* The message as handlers see it (props: converted into *props, *mem to
+ * free after). */
+static void cwm_message_view(MQTTAsync_message *m, const char *topic,
+                             size_t tl, struct mg_mqtt_message *msg,
+                             struct mg_mqtt_props *props, void **mem)
+{
+	msg->topic = topic;
+	msg->topic_len = tl;
+	msg->payload = m->payload;
+	msg->payload_len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+	msg->qos = m->qos;
+	msg->retain = m->retained;
+	msg->dup = m->dup;
+	msg->packet_id = m->qos > 0 ? m->msgid : 0;
+	msg->props = &cwm_no_props;
+	msg->params = NULL;
+	*mem = NULL;
+	if (m->properties.count > 0) {
+		cwm_props_from_paho(&m->properties, props, mem);
+		msg->props = props;
+	}
+}
+
+/* paho's receive thread: runs the inline handlers matching the message
+ * (*hit: some did). Returns 1 when the message is done with them: no
+ * queued handler, catch-all or bridge could want it. */
+static int cwm_inline_run(struct mg_mqtt *c, const char *topic, size_t tl,
+                          MQTTAsync_message *m, int *hit)
+{
+	if (cwm_tree_match(&c->itree, topic, tl, &c->icur, &c->inxt,
+	                   &c->ihits) != 0 ||
+	    c->ihits.n == 0)
+		return 0;
+	struct mg_mqtt_props props;
+	struct mg_mqtt_message msg;
+	void *mem;
+	cwm_message_view(m, topic, tl, &msg, &props, &mem);
+	for (size_t i = 0; i < c->ihits.n; i++) {
+		const struct cwm_handler *h = c->ihits.v[i];
+		msg.params = h->params;
+		h->fn(c, &msg, h->ud);
+	}
+	free(mem);
+	*hit = 1;
+	atomic_fetch_add(&c->inline_handled, 1);
+	return c->nhandlers == 0 && c->bridge == NULL;
+}
+
 /* paho's receive thread, holding paho's process-wide lock: nothing here
  * waits. A full queue drops a QoS 0 message at once (at most once is what
  * it promised); a QoS 1 or 2 one is kept beyond QUEUE_SIZE, because paho
@@ -5477,16 +5610,23 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 		MQTTAsync_free(topic);
 		return 1;
 	}
-	struct cwm_event *ev = malloc(sizeof(*ev));
+	int hit = 0;
+	if (c->ninline > 0 && cwm_inline_run(c, topic, tl, m, &hit)) {
+		MQTTAsync_freeMessage(&m);
+		MQTTAsync_free(topic);
+		return 1;
+	}
 
 	pthread_mutex_lock(&c->lock);
 	int full = c->ev_msgs >= c->cfg.queue_size;
-	if (ev == NULL || (full && m->qos == 0)) {
+	struct cwm_event *ev = NULL;
+	if (!full || m->qos > 0)
+		ev = cwm_slot_take(c, full);
+	if (ev == NULL) {
 		c->dropped_queue_full++;
 		c->drops_unlogged++;
 		cwm_log_drops(c);
 		pthread_mutex_unlock(&c->lock);
-		free(ev);
 		MQTTAsync_freeMessage(&m);
 		MQTTAsync_free(topic);
 		return 1;
@@ -5497,11 +5637,11 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 	}
 	c->ev_msgs++;
 	c->received++;
-	memset(ev, 0, sizeof(*ev));
 	ev->type = EV_MESSAGE;
 	ev->u.msg.m = m;
 	ev->u.msg.topic = topic;
 	ev->u.msg.topic_len = tl;
+	ev->u.msg.inline_hit = hit;
 	cwm_push_event(c, ev);
 	pthread_mutex_unlock(&c->lock);
 	return 1;
@@ -5510,7 +5650,8 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 /* Runs the handlers of one message: every matching topic handler in
  * registration order, else the catch-all; then the bridge's browsers. */
 static void cwm_dispatch_handlers(struct mg_mqtt *c,
-                                  const struct mg_mqtt_message *msg)
+                                  const struct mg_mqtt_message *msg,
+                                  int inline_hit)
 {
 	if (cwm_tree_match(&c->tree, msg->topic, msg->topic_len, &c->cur, &c->nxt,
 	                   &c->hits) != 0) {
@@ -5518,7 +5659,7 @@ static void cwm_dispatch_handlers(struct mg_mqtt *c,
 		c->hits.n = 0;
 	}
 	if (c->hits.n == 0) {
-		if (c->on_message != NULL)
+		if (c->on_message != NULL && !inline_hit)
 			c->on_message(c, msg, c->on_message_ud);
 	} else {
 		struct mg_mqtt_message m = *msg;
@@ -5537,29 +5678,18 @@ static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 	MQTTAsync_message *m = ev->u.msg.m;
 	struct mg_mqtt_props props;
 	struct mg_mqtt_message msg;
-	void *mem = NULL;
+	void *mem;
 
-	msg.topic = ev->u.msg.topic;
-	msg.topic_len = ev->u.msg.topic_len;
-	msg.payload = m->payload;
-	msg.payload_len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
-	msg.qos = m->qos;
-	msg.retain = m->retained;
-	msg.dup = m->dup;
-	msg.packet_id = m->qos > 0 ? m->msgid : 0;
-	msg.props = &cwm_no_props;
-	msg.params = NULL;
-	if (m->properties.count > 0) {
-		cwm_props_from_paho(&m->properties, &props, &mem);
-		msg.props = &props;
-	}
-	cwm_dispatch_handlers(c, &msg);
+	cwm_message_view(m, ev->u.msg.topic, ev->u.msg.topic_len, &msg, &props,
+	                 &mem);
+	cwm_dispatch_handlers(c, &msg, ev->u.msg.inline_hit);
 	free(mem);
 	MQTTAsync_freeMessage(&m);
 	MQTTAsync_free(ev->u.msg.topic);
 }
 
-/* Runs the handler of one event and frees it. */
+/* Runs the handler of one event; frees it unless it is a message slot
+ * (those go back to the pool in batches, by the caller). */
 static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 {
 	switch (ev->type) {
@@ -5598,7 +5728,8 @@ static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 			c->on_log(c, ev->u.log.level, ev->u.log.text, c->on_log_ud);
 		break;
 	}
-	free(ev);
+	if (ev->type != EV_MESSAGE)
+		free(ev);
 }
 
 /* Waits until mqtt-dispatch has run every event queued before the call
@@ -5621,7 +5752,8 @@ static void cwm_event_discard(struct cwm_event *ev)
 		MQTTAsync_freeMessage(&ev->u.msg.m);
 		MQTTAsync_free(ev->u.msg.topic);
 	}
-	free(ev);
+	if (!ev->pooled)
+		free(ev);
 }
 
 static void *cwm_dispatch_main(void *arg)
@@ -5645,15 +5777,22 @@ static void *cwm_dispatch_main(void *arg)
 		 * are handled, so that the bound covers all of them. */
 		int nmsg = 0;
 		uint64_t nev = 0;
+		struct cwm_event *used = NULL;
 		while (batch != NULL) {
 			struct cwm_event *next = batch->next;
-			nmsg += batch->type == EV_MESSAGE;
+			int is_msg = batch->type == EV_MESSAGE;
 			cwm_dispatch(c, batch);
+			if (is_msg) {
+				batch->next = used; /* message slots: back in one go */
+				used = batch;
+				nmsg++;
+			}
 			batch = next;
 			nev++;
 		}
 
 		pthread_mutex_lock(&c->lock);
+		cwm_slots_put(c, used);
 		cwm_worked(&busy, &last_us);
 		c->ev_msgs -= nmsg;
 		c->ev_done += nev;
@@ -6073,8 +6212,10 @@ static int cwm_can_register(const struct mg_mqtt *c, const void *h)
 	return 0;
 }
 
-int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
-                     mg_mqtt_message_handler h, void *user_data)
+/* Both topic handler kinds: h into tree, counted in *count. */
+static int cwm_on_topic_into(struct mg_mqtt *c, struct cwm_tnode *tree,
+                             unsigned *count, const char *filter,
+                             mg_mqtt_message_handler h, void *user_data)
 {
 	int rc = cwm_can_register(c, (const void *)h);
 	if (rc != 0)
@@ -6093,12 +6234,28 @@ int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
 	}
 	hd->fn = h;
 	hd->ud = user_data;
-	hd->seq = ++c->nhandlers;
+	hd->seq = ++*count;
 	hd->params = params;
-	if ((rc = cwm_tree_add(&c->tree, plain, hd)) != 0)
+	if ((rc = cwm_tree_add(tree, plain, hd)) != 0)
 		cwm_handler_free(hd);
 	free(plain);
 	return rc;
+}
+
+int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
+                     mg_mqtt_message_handler h, void *user_data)
+{
+	return c == NULL ? MG_MQTT_ERR_INVALID
+	                 : cwm_on_topic_into(c, &c->tree, &c->nhandlers, filter,
+	                                     h, user_data);
+}
+
+int mg_mqtt_on_topic_inline(struct mg_mqtt *c, const char *filter,
+                            mg_mqtt_message_handler h, void *user_data)
+{
+	return c == NULL ? MG_MQTT_ERR_INVALID
+	                 : cwm_on_topic_into(c, &c->itree, &c->ninline, filter,
+	                                     h, user_data);
 }
 
 #define CWM_SETTER(fn_name, type, field)                                       \
@@ -6271,6 +6428,11 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	free(c->cur.v);
 	free(c->nxt.v);
 	free(c->hits.v);
+	free(c->icur.v);
+	free(c->inxt.v);
+	free(c->ihits.v);
+	for (int i = 0; i < c->nchunks; i++)
+		free(c->chunks[i]);
 
 	/* Back to the state mg_mqtt_create() left, handlers and locks kept. */
 	size_t keep = offsetof(struct mg_mqtt, cfg);
@@ -6445,6 +6607,7 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 		return MG_MQTT_ERR_IN_HANDLER;
 	cwm_shutdown(c);
 	cwm_tree_clear(&c->tree);
+	cwm_tree_clear(&c->itree);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->req_lock);
 	pthread_cond_destroy(&c->io_cond);
@@ -6547,6 +6710,8 @@ static void cwm_status_counts(const struct mg_mqtt *c, cJSON *counters,
 	                        (double)c->dropped_queue_full);
 	cJSON_AddNumberToObject(counters, "kept_beyond_queue",
 	                        (double)c->queue_overflow);
+	cJSON_AddNumberToObject(counters, "handled_inline",
+	                        (double)atomic_load(&c->inline_handled));
 	cJSON_AddNumberToObject(counters, "reconnects", (double)c->reconnects);
 	cJSON_AddNumberToObject(counters, "connects", (double)c->connects);
 	cJSON_AddNumberToObject(gauges, "in_flight", c->inflight + c->inflight0);

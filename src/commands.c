@@ -302,12 +302,12 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 		rc = r->id = cwm_next_id(c);
 		c->unfinished++;
 		cwm_enqueue(c, r);
+	} else {
+		cwm_persist_remove(c, r);
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (rc < 0) {
-		cwm_persist_remove(c, r);
+	if (rc < 0)
 		cwm_out_free(r);
-	}
 	return rc;
 }
 

@@ -212,6 +212,20 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	size_t used = 0;
 
 	pthread_mutex_lock(&c->lock);
+	/* Right after a loss, paho sometimes fails the next connect at once
+	 * with "socket error" (the dead connection's socket still in its
+	 * receive thread's hands): that says nothing of this broker, which
+	 * is tried again, once, shortly, instead of counting as refused. */
+	if (text != NULL && strcmp(text, "socket error") == 0 && !c->stopping &&
+	    !c->same_again && cwm_now_ms() - c->lost_at < CWM_SAME_AGAIN_MS) {
+		c->same_again = 1;
+		c->state = CWM_DISCONNECTED;
+		c->reconnect_at = cwm_now_ms() + 100;
+		if (c->io_waiting == CWM_IDLE_WAIT)
+			pthread_cond_signal(&c->io_cond);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
 	if (c->uri_try + 1 < c->cfg.nuris && !c->stopping) {
 		/* More of BROKER_URL to try in this round: the next one now. */
 		const char *tried = c->cfg.uris[c->uri_cur];
@@ -399,6 +413,8 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 	 * brokers the back-off applies, and only a connection that lasted
 	 * resets it, so that brokers that all do that are not hammered. */
 	int64_t now = cwm_now_ms(), delay;
+	c->lost_at = now;
+	c->same_again = 0;
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;

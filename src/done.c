@@ -162,7 +162,10 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	}
 	if (r->in_paho)
 		cwm_inpaho_unlink(c, r);
-	if (c->io_waiting == CWM_IDLE_WAIT)
+	/* mqtt-io needs to hear of a completion only when it frees room
+	 * something queued waits for, or when the stop waits for the last. */
+	if (c->io_waiting == CWM_IDLE_WAIT &&
+	    (c->outq != NULL || c->retry != NULL || c->stopping))
 		pthread_cond_signal(&c->io_cond);
 	if (retry && cwm_done_requeue(c, r, &result)) {
 		pthread_mutex_unlock(&c->lock);

@@ -90,6 +90,8 @@ static void cwm_status_counts(const struct mg_mqtt *c, cJSON *counters,
 	                        (double)c->dropped_queue_full);
 	cJSON_AddNumberToObject(counters, "kept_beyond_queue",
 	                        (double)c->queue_overflow);
+	cJSON_AddNumberToObject(counters, "handled_inline",
+	                        (double)atomic_load(&c->inline_handled));
 	cJSON_AddNumberToObject(counters, "reconnects", (double)c->reconnects);
 	cJSON_AddNumberToObject(counters, "connects", (double)c->connects);
 	cJSON_AddNumberToObject(gauges, "in_flight", c->inflight + c->inflight0);
