@@ -4804,13 +4804,14 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	pthread_mutex_lock(&c->lock);
 	/* Right after a loss, paho sometimes fails the next connect at once
 	 * with "socket error" (the dead connection's socket still in its
-	 * receive thread's hands): that says nothing of this broker, which
-	 * is tried again, once, shortly, instead of counting as refused. */
+	 * receive thread's hands, which can sleep up to a second): that says
+	 * nothing of this broker, which is tried again shortly, a few times,
+	 * instead of counting as refused. */
 	if (text != NULL && strcmp(text, "socket error") == 0 && !c->stopping &&
-	    !c->same_again && cwm_now_ms() - c->lost_at < CWM_SAME_AGAIN_MS) {
-		c->same_again = 1;
+	    c->same_again < 3 && cwm_now_ms() - c->lost_at < CWM_SAME_AGAIN_MS) {
+		c->same_again++;
 		c->state = CWM_DISCONNECTED;
-		c->reconnect_at = cwm_now_ms() + 100;
+		c->reconnect_at = cwm_now_ms() + 300;
 		if (c->io_waiting == CWM_IDLE_WAIT)
 			pthread_cond_signal(&c->io_cond);
 		pthread_mutex_unlock(&c->lock);
