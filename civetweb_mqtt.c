@@ -483,6 +483,13 @@ struct mg_mqtt {
 	atomic_uint_fast64_t req_replied, req_timeouts, req_failed, req_late;
 };
 
+/* The connection speaks MQTT 5 now: PROTOCOL_VERSION 5 and no
+ * PROTOCOL_FALLBACK to 3.1.1 happened. */
+static inline int cwm_v5_now(struct mg_mqtt *c)
+{
+	return c->v5 && !atomic_load(&c->v311_now);
+}
+
 
 /* A growable byte buffer; on allocation failure it stops growing and
  * remembers it (oom). */
@@ -3437,7 +3444,7 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 		free(r);
 		return rc;
 	}
-	if (r->props != NULL && !c->v5) {
+	if (r->props != NULL && !cwm_v5_now(c)) {
 		cwm_out_free(r);
 		return MG_MQTT_ERR_PROTOCOL;
 	}
@@ -4200,7 +4207,8 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 		return;
 	}
 	ro.context = r;
-	if (c->v5) {
+	if (cwm_v5_now(c)) { /* paho wants the callbacks of the connection's
+	                        version (PROTOCOL_FALLBACK may have changed it) */
 		ro.onSuccess5 = cwm_on_done_ok5;
 		ro.onFailure5 = cwm_on_done_fail5;
 	} else {
@@ -4416,7 +4424,7 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 		MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
 		d.timeout = 1000;
 		d.context = c;
-		if (c->v5) {
+		if (cwm_v5_now(c)) {
 			d.onSuccess5 = cwm_on_disc_ok5;
 			d.onFailure5 = cwm_on_disc_fail5;
 		} else {
@@ -4903,7 +4911,7 @@ static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
 		snprintf(buf, len,
 		         "the broker closed the connection after CONNECT without "
 		         "answering it%s",
-		         c->v5 && !atomic_load(&c->v311_now)
+		         cwm_v5_now(c)
 		             ? " (a broker without MQTT 5 does that: set "
 		               "PROTOCOL_VERSION 3.1.1, or PROTOCOL_FALLBACK true)"
 		             : "");
@@ -5101,17 +5109,11 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 	o.serverURIs = &c->cfg.uris[idx];
 	o.username = s->username;
 	o.password = s->secret;
-	int v5 = c->v5 && !atomic_load(&c->v311_now);
+	int v5 = cwm_v5_now(c);
 	o.MQTTVersion = v5                 ? MQTTVERSION_5
 	                : s->protocol == 3 ? MQTTVERSION_3_1
 	                                   : MQTTVERSION_3_1_1;
-	if (c->v5 && !v5) {
-		/* After PROTOCOL_FALLBACK: the MQTT 5 handle speaks 3.1.1; its
-		 * callbacks stay the MQTT 5 ones. */
-		o.cleansession = s->clean_session;
-		o.onSuccess5 = cwm_on_connect_ok5;
-		o.onFailure5 = cwm_on_connect_fail5;
-	} else if (v5) {
+	if (v5) {
 		o.cleansession = 0;
 		o.cleanstart = s->clean_session;
 		o.onSuccess5 = cwm_on_connect_ok5;
@@ -6007,7 +6009,7 @@ static int cwm_request(struct mg_mqtt *c, const char *topic,
 	} else {
 		memcpy(reply_to, c->reply_base, bl);
 		memcpy(reply_to + bl, q.corr, cl + 1);
-		if (c->v5) {
+		if (cwm_v5_now(c)) {
 			struct mg_mqtt_props p;
 			memset(&p, 0, sizeof(p));
 			p.response_topic = reply_to;

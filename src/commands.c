@@ -273,7 +273,7 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 		free(r);
 		return rc;
 	}
-	if (r->props != NULL && !c->v5) {
+	if (r->props != NULL && !cwm_v5_now(c)) {
 		cwm_out_free(r);
 		return MG_MQTT_ERR_PROTOCOL;
 	}

@@ -313,7 +313,7 @@ static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
 		snprintf(buf, len,
 		         "the broker closed the connection after CONNECT without "
 		         "answering it%s",
-		         c->v5 && !atomic_load(&c->v311_now)
+		         cwm_v5_now(c)
 		             ? " (a broker without MQTT 5 does that: set "
 		               "PROTOCOL_VERSION 3.1.1, or PROTOCOL_FALLBACK true)"
 		             : "");
@@ -511,17 +511,11 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 	o.serverURIs = &c->cfg.uris[idx];
 	o.username = s->username;
 	o.password = s->secret;
-	int v5 = c->v5 && !atomic_load(&c->v311_now);
+	int v5 = cwm_v5_now(c);
 	o.MQTTVersion = v5                 ? MQTTVERSION_5
 	                : s->protocol == 3 ? MQTTVERSION_3_1
 	                                   : MQTTVERSION_3_1_1;
-	if (c->v5 && !v5) {
-		/* After PROTOCOL_FALLBACK: the MQTT 5 handle speaks 3.1.1; its
-		 * callbacks stay the MQTT 5 ones. */
-		o.cleansession = s->clean_session;
-		o.onSuccess5 = cwm_on_connect_ok5;
-		o.onFailure5 = cwm_on_connect_fail5;
-	} else if (v5) {
+	if (v5) {
 		o.cleansession = 0;
 		o.cleanstart = s->clean_session;
 		o.onSuccess5 = cwm_on_connect_ok5;

@@ -477,6 +477,13 @@ struct mg_mqtt {
 	atomic_uint_fast64_t req_replied, req_timeouts, req_failed, req_late;
 };
 
+/* The connection speaks MQTT 5 now: PROTOCOL_VERSION 5 and no
+ * PROTOCOL_FALLBACK to 3.1.1 happened. */
+static inline int cwm_v5_now(struct mg_mqtt *c)
+{
+	return c->v5 && !atomic_load(&c->v311_now);
+}
+
 
 /* A growable byte buffer; on allocation failure it stops growing and
  * remembers it (oom). */
