@@ -3268,6 +3268,18 @@ static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r)
 		c->inflight0--;
 }
 
+/* A command lost with its connection is sent again: a user's, or one
+ * holding a filter counted in its subscription's pending (renewal skips
+ * those, so nobody else would send it); renewal and birth are made anew by
+ * every connect. */
+static int cwm_cmd_goes_again(const struct cwm_out *r)
+{
+	int keep = !r->internal;
+	for (int i = 0; i < r->nfilters && !keep; i++)
+		keep = r->flags[i] & CMD_COUNTED;
+	return keep;
+}
+
 /* An empty subscribe/unsubscribe command; filters join with cwm_cmd_add. */
 static struct cwm_out *cwm_cmd_new(struct mg_mqtt *c, enum cwm_cmd type)
 {
@@ -4635,9 +4647,9 @@ static const char *cwm_known_uri(const struct mg_mqtt *c, const char *uri)
  * waiting for their acknowledgement and never sends them again: they
  * would never be done, and renewal skips a subscription whose command is
  * pending. Each goes to retry as a new command, sent again on this
- * connection; the old one is emptied and kept (c->orphans) for paho's
- * answer, if one ever comes, or for the stop. Renewals are dropped: this
- * connect makes them anew. */
+ * connection when cwm_cmd_goes_again says so (renewals are made anew);
+ * the old one is emptied and kept (c->orphans) for paho's answer, if one
+ * ever comes, or for the stop. */
 static void cwm_orphan_acks(struct mg_mqtt *c)
 {
 	struct cwm_out *r, *next;
@@ -4651,10 +4663,10 @@ static void cwm_orphan_acks(struct mg_mqtt *c)
 		cwm_inpaho_unlink(c, r);
 		*copy = *r;
 		copy->next = copy->iprev = copy->inext = NULL;
-		if (copy->internal)
-			cwm_out_free(copy);
-		else
+		if (cwm_cmd_goes_again(copy))
 			cwm_retry_insert(c, copy);
+		else
+			cwm_out_free(copy);
 		struct cwm_out keep = {.c = c, .type = r->type, .orphan = 1};
 		*r = keep;
 		r->next = c->orphans;
@@ -5175,10 +5187,7 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
  * set): it may have left in the dying socket, and QoS 0 is at most once. */
 static int cwm_done_requeue(struct mg_mqtt *c, struct cwm_out *r, int *result)
 {
-	int keep = !r->internal;
-	for (int i = 0; i < r->nfilters && !keep; i++)
-		keep = r->flags[i] & CMD_COUNTED;
-	if (!keep)
+	if (!cwm_cmd_goes_again(r))
 		return 0;
 	if (r->type == CMD_PUBLISH && r->qos == 0 && r->sent) {
 		*result = MG_MQTT_ERR_CONNECTION_LOST;
@@ -6695,7 +6704,7 @@ static void cwm_status_identity(const struct mg_mqtt *c, cJSON *o, int running)
 	cJSON *brokers = cJSON_AddArrayToObject(o, "brokers");
 	for (int i = 0; brokers != NULL && i < c->cfg.nuris; i++)
 		cJSON_AddItemToArray(brokers, cJSON_CreateString(c->cfg.uris[i]));
-	cJSON_AddStringToObject(o, "protocol", cwm_protocol_name(c->cfg.protocol));
+	cJSON_AddStringToObject(o, "protocol", cwm_protocol_name(c->v5 && !cwm_v5_now(c) ? 4 : c->cfg.protocol));
 	cJSON_AddStringToObject(o, "transport",
 	                        c->cfg.transport == 1 ? "websockets" : "tcp");
 	cJSON_AddBoolToObject(o, "tls", c->cfg.use_tls);

@@ -37,9 +37,9 @@ static const char *cwm_known_uri(const struct mg_mqtt *c, const char *uri)
  * waiting for their acknowledgement and never sends them again: they
  * would never be done, and renewal skips a subscription whose command is
  * pending. Each goes to retry as a new command, sent again on this
- * connection; the old one is emptied and kept (c->orphans) for paho's
- * answer, if one ever comes, or for the stop. Renewals are dropped: this
- * connect makes them anew. */
+ * connection when cwm_cmd_goes_again says so (renewals are made anew);
+ * the old one is emptied and kept (c->orphans) for paho's answer, if one
+ * ever comes, or for the stop. */
 static void cwm_orphan_acks(struct mg_mqtt *c)
 {
 	struct cwm_out *r, *next;
@@ -53,10 +53,10 @@ static void cwm_orphan_acks(struct mg_mqtt *c)
 		cwm_inpaho_unlink(c, r);
 		*copy = *r;
 		copy->next = copy->iprev = copy->inext = NULL;
-		if (copy->internal)
-			cwm_out_free(copy);
-		else
+		if (cwm_cmd_goes_again(copy))
 			cwm_retry_insert(c, copy);
+		else
+			cwm_out_free(copy);
 		struct cwm_out keep = {.c = c, .type = r->type, .orphan = 1};
 		*r = keep;
 		r->next = c->orphans;

@@ -13,10 +13,7 @@
  * set): it may have left in the dying socket, and QoS 0 is at most once. */
 static int cwm_done_requeue(struct mg_mqtt *c, struct cwm_out *r, int *result)
 {
-	int keep = !r->internal;
-	for (int i = 0; i < r->nfilters && !keep; i++)
-		keep = r->flags[i] & CMD_COUNTED;
-	if (!keep)
+	if (!cwm_cmd_goes_again(r))
 		return 0;
 	if (r->type == CMD_PUBLISH && r->qos == 0 && r->sent) {
 		*result = MG_MQTT_ERR_CONNECTION_LOST;
