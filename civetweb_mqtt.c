@@ -485,7 +485,7 @@ struct mg_mqtt {
 
 /* The connection speaks MQTT 5 now: PROTOCOL_VERSION 5 and no
  * PROTOCOL_FALLBACK to 3.1.1 happened. */
-static inline int cwm_v5_now(struct mg_mqtt *c)
+static inline int cwm_v5_now(const struct mg_mqtt *c)
 {
 	return c->v5 && !atomic_load(&c->v311_now);
 }
@@ -6704,7 +6704,9 @@ static void cwm_status_identity(const struct mg_mqtt *c, cJSON *o, int running)
 	cJSON *brokers = cJSON_AddArrayToObject(o, "brokers");
 	for (int i = 0; brokers != NULL && i < c->cfg.nuris; i++)
 		cJSON_AddItemToArray(brokers, cJSON_CreateString(c->cfg.uris[i]));
-	cJSON_AddStringToObject(o, "protocol", cwm_protocol_name(c->v5 && !cwm_v5_now(c) ? 4 : c->cfg.protocol));
+	/* The one in use: 3.1.1 after PROTOCOL_FALLBACK. */
+	int proto = c->v5 && !cwm_v5_now(c) ? 4 : c->cfg.protocol;
+	cJSON_AddStringToObject(o, "protocol", cwm_protocol_name(proto));
 	cJSON_AddStringToObject(o, "transport",
 	                        c->cfg.transport == 1 ? "websockets" : "tcp");
 	cJSON_AddBoolToObject(o, "tls", c->cfg.use_tls);

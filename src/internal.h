@@ -479,7 +479,7 @@ struct mg_mqtt {
 
 /* The connection speaks MQTT 5 now: PROTOCOL_VERSION 5 and no
  * PROTOCOL_FALLBACK to 3.1.1 happened. */
-static inline int cwm_v5_now(struct mg_mqtt *c)
+static inline int cwm_v5_now(const struct mg_mqtt *c)
 {
 	return c->v5 && !atomic_load(&c->v311_now);
 }
