@@ -317,8 +317,10 @@ static int cwm_start_settings(struct mg_mqtt *c, const char **options,
 		        c->prefix);
 	if (s->client_id == NULL && !s->clean_session)
 		cwm_log(c, MG_MQTT_LOG_WARNING,
-		        "CLEAN_SESSION is false with a generated client id: the "
-		        "session cannot be resumed after a restart");
+		        "%s_CLEAN_SESSION is false without %s_CLIENT_ID: the "
+		        "generated id is new at every start, so the session can "
+		        "never be resumed; set %s_CLIENT_ID",
+		        c->prefix, c->prefix, c->prefix);
 	if (s->bridge_path != NULL && s->shared_group != NULL)
 		cwm_log(c, MG_MQTT_LOG_WARNING,
 		        "%s_SHARED_GROUP also shares the subscriptions the bridge "
