@@ -130,6 +130,7 @@
                                one doubles the pool, up to QUEUE_SIZE */
 #define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
 #define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
+#define CWM_WAKE_MS 20      /* see src/wake.c */
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
@@ -416,6 +417,9 @@ struct mg_mqtt {
 	int64_t connected_at;     /* [L] ms, of the current connection */
 	int64_t lost_at;          /* [L] ms, of the last connection loss */
 	int same_again;           /* [L] see cwm_connect_failed */
+	struct mg_mqtt *run_next; /* the running clients (src/wake.c) */
+	int connecting_counted;   /* [L] in cwm_connecting */
+	int64_t next_wake;        /* [L] ms, the next wake-up UNSUBSCRIBE */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
@@ -4177,6 +4181,102 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
 	return 0;
 }
 /*
+ * Waking paho's receive thread for a client that connects while others of
+ * the process are connected: the connecting count, the list of running
+ * clients, and the wake-up traffic.
+ *
+ * paho has one receive thread for every client of the process. It sleeps
+ * in poll() for up to a second when no socket has anything to read, and
+ * takes a new client's socket in only when it wakes: once for the TCP
+ * connect and once for the CONNACK, so a second or third client took about
+ * 2 s to connect where the first took 0.1 s (bare paho too; MQTTAsync's
+ * receive thread, MQTTAsync_cycle's 1000 ms timeout). No paho option
+ * changes it; traffic on a socket it already polls wakes it. So while a
+ * client connects, every connected client of the process sends an
+ * UNSUBSCRIBE of a filter nobody holds ("$cwm/wake", answered by UNSUBACK)
+ * every CWM_WAKE_MS, from its own mqtt-io thread.
+ */
+#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
+#line 17 "src/wake.c"
+#endif
+
+static atomic_int cwm_connecting; /* clients with a connect in progress */
+static pthread_mutex_t cwm_running_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mg_mqtt *cwm_running; /* under cwm_running_lock, by run_next */
+
+/* A started client joins the list (start) or leaves it (stop). */
+static void cwm_running_add(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_running_lock);
+	c->run_next = cwm_running;
+	cwm_running = c;
+	pthread_mutex_unlock(&cwm_running_lock);
+}
+
+static void cwm_running_remove(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_running_lock);
+	for (struct mg_mqtt **pp = &cwm_running; *pp != NULL;
+	     pp = &(*pp)->run_next)
+		if (*pp == c) {
+			*pp = c->run_next;
+			break;
+		}
+	pthread_mutex_unlock(&cwm_running_lock);
+}
+
+/* [L] c's connect starts (on) or has its result (off). */
+static void cwm_connecting_set(struct mg_mqtt *c, int on)
+{
+	if (on == c->connecting_counted)
+		return;
+	c->connecting_counted = on;
+	if (on)
+		atomic_fetch_add(&cwm_connecting, 1);
+	else
+		atomic_fetch_sub(&cwm_connecting, 1);
+}
+
+/* mqtt-io of c, without c->lock: tells the other running clients that a
+ * connect is in progress, so that the connected ones start the traffic. */
+static void cwm_wake_others(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_running_lock);
+	for (struct mg_mqtt *x = cwm_running; x != NULL; x = x->run_next) {
+		if (x == c)
+			continue;
+		pthread_mutex_lock(&x->lock);
+		if (x->state == CWM_CONNECTED && x->io_waiting == CWM_IDLE_WAIT)
+			pthread_cond_signal(&x->io_cond);
+		pthread_mutex_unlock(&x->lock);
+	}
+	pthread_mutex_unlock(&cwm_running_lock);
+}
+
+/* [L] mqtt-io of a connected client: the wake-up UNSUBSCRIBE when another
+ * client connects and it is time. Returns 0 when it queued one (to be sent
+ * now), else how long until the next one (ms), or -1: nobody connects. */
+static int64_t cwm_wake_traffic(struct mg_mqtt *c, int64_t now)
+{
+	if (atomic_load(&cwm_connecting) == 0 || c->state != CWM_CONNECTED)
+		return -1;
+	if (now >= c->next_wake) {
+		static const char *const wake[] = {"$cwm/wake"};
+		struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, wake, NULL, 1);
+		if (r != NULL) {
+			r->internal = 1;
+			r->id = cwm_next_id(c);
+			r->next = c->retry;
+			c->retry = r;
+			if (c->retry_tail == NULL)
+				c->retry_tail = r;
+		}
+		c->next_wake = now + CWM_WAKE_MS;
+		return r != NULL ? 0 : CWM_WAKE_MS;
+	}
+	return c->next_wake - now;
+}
+/*
  * The mqtt-io thread: the only thread that calls paho once a client runs.
  * Hands commands to paho inside the in-flight window, renews subscriptions,
  * reconnects, flushes and disconnects at stop.
@@ -4511,7 +4611,9 @@ static void cwm_io_connect(struct mg_mqtt *c)
 	c->tls_error = 0;
 	int idx = (c->uri_base + c->uri_try) % c->cfg.nuris;
 	c->uri_cur = idx;
+	cwm_connecting_set(c, 1);
 	pthread_mutex_unlock(&c->lock);
+	cwm_wake_others(c);
 	int rc = cwm_paho_connect(c, idx);
 	if (rc != MQTTASYNC_SUCCESS)
 		cwm_connect_failed(c, MG_MQTT_ERR_CONNECT, -1, MQTTAsync_strerror(rc));
@@ -4543,6 +4645,7 @@ static int cwm_io_send(struct mg_mqtt *c)
 static void cwm_io_finish(struct mg_mqtt *c)
 {
 	int was_connected = c->state == CWM_CONNECTED;
+	cwm_connecting_set(c, 0);
 	char *broker = cwm_strdup(c->broker);
 	const char *msg = "stopped", *b = broker != NULL ? broker : "";
 	c->state = CWM_IDLE;
@@ -4596,10 +4699,15 @@ static void *cwm_io_main(void *arg)
 			cwm_worked(&busy, &last_us);
 			continue;
 		}
+		int64_t wake_ms = cwm_wake_traffic(c, now);
+		if (wake_ms == 0)
+			continue; /* a wake-up to send */
 		if (c->stopping)
 			wait_ms = c->stop_deadline - now;
 		else if (c->state == CWM_DISCONNECTED)
 			wait_ms = c->reconnect_at - now;
+		else
+			wait_ms = wake_ms;
 		cwm_wait_for_work(c, &c->io_cond, &c->io_waiting, &busy, wait_ms);
 	}
 	cwm_io_finish(c);
@@ -4724,6 +4832,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	int recvmax = k->recvmax;
 	atomic_store(&c->max_packet, k->maxpacket);
 	pthread_mutex_lock(&c->lock);
+	cwm_connecting_set(c, 0);
 	const char *b = cwm_known_uri(c, uri);
 	char *broker = cwm_strdup(b);
 	if (broker != NULL) {
@@ -4822,6 +4931,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	size_t used = 0;
 
 	pthread_mutex_lock(&c->lock);
+	cwm_connecting_set(c, 0);
 	/* Right after a loss, paho sometimes fails the next connect at once
 	 * with "socket error" (the dead connection's socket still in its
 	 * receive thread's hands, which can sleep up to a second): that says
@@ -4945,6 +5055,7 @@ static int cwm_fall_back(struct mg_mqtt *c, const char *paho, int reason)
 		return 0;
 	atomic_store(&c->v311_now, 1);
 	pthread_mutex_lock(&c->lock);
+	cwm_connecting_set(c, 0);
 	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 	               "%s refused MQTT 5 (%s): going on with MQTT 3.1.1 "
 	               "(PROTOCOL_FALLBACK); MQTT 5 properties are not sent",
@@ -6393,6 +6504,7 @@ static char *cwm_make_client_id(void)
 static void cwm_shutdown(struct mg_mqtt *c)
 {
 	cwm_registry_remove(c);
+	cwm_running_remove(c);
 	pthread_mutex_lock(&c->lock);
 	c->stopping = 1;
 	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
@@ -6544,6 +6656,7 @@ static int cwm_start_threads(struct mg_mqtt *c)
 		return MG_MQTT_ERR_THREAD;
 	}
 	c->io_started = 1;
+	cwm_running_add(c);
 	if (pthread_create(&c->io_thread, NULL, cwm_io_main, c) != 0) {
 		c->io_started = 0;
 		return MG_MQTT_ERR_THREAD;

@@ -220,6 +220,7 @@ static char *cwm_make_client_id(void)
 static void cwm_shutdown(struct mg_mqtt *c)
 {
 	cwm_registry_remove(c);
+	cwm_running_remove(c);
 	pthread_mutex_lock(&c->lock);
 	c->stopping = 1;
 	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
@@ -371,6 +372,7 @@ static int cwm_start_threads(struct mg_mqtt *c)
 		return MG_MQTT_ERR_THREAD;
 	}
 	c->io_started = 1;
+	cwm_running_add(c);
 	if (pthread_create(&c->io_thread, NULL, cwm_io_main, c) != 0) {
 		c->io_started = 0;
 		return MG_MQTT_ERR_THREAD;

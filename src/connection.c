@@ -114,6 +114,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	int recvmax = k->recvmax;
 	atomic_store(&c->max_packet, k->maxpacket);
 	pthread_mutex_lock(&c->lock);
+	cwm_connecting_set(c, 0);
 	const char *b = cwm_known_uri(c, uri);
 	char *broker = cwm_strdup(b);
 	if (broker != NULL) {
@@ -212,6 +213,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	size_t used = 0;
 
 	pthread_mutex_lock(&c->lock);
+	cwm_connecting_set(c, 0);
 	/* Right after a loss, paho sometimes fails the next connect at once
 	 * with "socket error" (the dead connection's socket still in its
 	 * receive thread's hands, which can sleep up to a second): that says
@@ -335,6 +337,7 @@ static int cwm_fall_back(struct mg_mqtt *c, const char *paho, int reason)
 		return 0;
 	atomic_store(&c->v311_now, 1);
 	pthread_mutex_lock(&c->lock);
+	cwm_connecting_set(c, 0);
 	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 	               "%s refused MQTT 5 (%s): going on with MQTT 3.1.1 "
 	               "(PROTOCOL_FALLBACK); MQTT 5 properties are not sent",

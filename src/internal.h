@@ -124,6 +124,7 @@
                                one doubles the pool, up to QUEUE_SIZE */
 #define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
 #define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
+#define CWM_WAKE_MS 20      /* see src/wake.c */
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
@@ -410,6 +411,9 @@ struct mg_mqtt {
 	int64_t connected_at;     /* [L] ms, of the current connection */
 	int64_t lost_at;          /* [L] ms, of the last connection loss */
 	int same_again;           /* [L] see cwm_connect_failed */
+	struct mg_mqtt *run_next; /* the running clients (src/wake.c) */
+	int connecting_counted;   /* [L] in cwm_connecting */
+	int64_t next_wake;        /* [L] ms, the next wake-up UNSUBSCRIBE */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */

@@ -331,7 +331,9 @@ static void cwm_io_connect(struct mg_mqtt *c)
 	c->tls_error = 0;
 	int idx = (c->uri_base + c->uri_try) % c->cfg.nuris;
 	c->uri_cur = idx;
+	cwm_connecting_set(c, 1);
 	pthread_mutex_unlock(&c->lock);
+	cwm_wake_others(c);
 	int rc = cwm_paho_connect(c, idx);
 	if (rc != MQTTASYNC_SUCCESS)
 		cwm_connect_failed(c, MG_MQTT_ERR_CONNECT, -1, MQTTAsync_strerror(rc));
@@ -363,6 +365,7 @@ static int cwm_io_send(struct mg_mqtt *c)
 static void cwm_io_finish(struct mg_mqtt *c)
 {
 	int was_connected = c->state == CWM_CONNECTED;
+	cwm_connecting_set(c, 0);
 	char *broker = cwm_strdup(c->broker);
 	const char *msg = "stopped", *b = broker != NULL ? broker : "";
 	c->state = CWM_IDLE;
@@ -416,10 +419,15 @@ static void *cwm_io_main(void *arg)
 			cwm_worked(&busy, &last_us);
 			continue;
 		}
+		int64_t wake_ms = cwm_wake_traffic(c, now);
+		if (wake_ms == 0)
+			continue; /* a wake-up to send */
 		if (c->stopping)
 			wait_ms = c->stop_deadline - now;
 		else if (c->state == CWM_DISCONNECTED)
 			wait_ms = c->reconnect_at - now;
+		else
+			wait_ms = wake_ms;
 		cwm_wait_for_work(c, &c->io_cond, &c->io_waiting, &busy, wait_ms);
 	}
 	cwm_io_finish(c);
