@@ -130,7 +130,8 @@
                                one doubles the pool, up to QUEUE_SIZE */
 #define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
 #define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
-#define CWM_WAKE_MS 20      /* see src/wake.c */
+#define CWM_WAKE_MS 4       /* see src/wake.c */
+#define CWM_WAKE_MAX_MS 250
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
@@ -420,6 +421,7 @@ struct mg_mqtt {
 	struct mg_mqtt *run_next; /* the running clients (src/wake.c) */
 	int connecting_counted;   /* [L] in cwm_connecting */
 	int64_t next_wake;        /* [L] ms, the next wake-up UNSUBSCRIBE */
+	int wake_gap;             /* [L] ms, to the one after; 0: none due */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
@@ -4194,10 +4196,12 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
  * changes it; traffic on a socket it already polls wakes it. So while a
  * client connects, every connected client of the process sends an
  * UNSUBSCRIBE of a filter nobody holds ("$cwm/wake", answered by UNSUBACK)
- * every CWM_WAKE_MS, from its own mqtt-io thread.
+ * from its own mqtt-io thread: CWM_WAKE_MS after the connect began, then at
+ * doubling gaps up to CWM_WAKE_MAX_MS (a connect to a broker that does not
+ * answer costs a few packets a second, not hundreds).
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 17 "src/wake.c"
+#line 19 "src/wake.c"
 #endif
 
 static atomic_int cwm_connecting; /* clients with a connect in progress */
@@ -4258,8 +4262,14 @@ static void cwm_wake_others(struct mg_mqtt *c)
  * now), else how long until the next one (ms), or -1: nobody connects. */
 static int64_t cwm_wake_traffic(struct mg_mqtt *c, int64_t now)
 {
-	if (atomic_load(&cwm_connecting) == 0 || c->state != CWM_CONNECTED)
+	if (atomic_load(&cwm_connecting) == 0 || c->state != CWM_CONNECTED) {
+		c->wake_gap = 0;
 		return -1;
+	}
+	if (c->wake_gap == 0) { /* a connect began: the first one soon */
+		c->wake_gap = CWM_WAKE_MS;
+		c->next_wake = now + CWM_WAKE_MS;
+	}
 	if (now >= c->next_wake) {
 		static const char *const wake[] = {"$cwm/wake"};
 		struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, wake, NULL, 1);
@@ -4271,8 +4281,10 @@ static int64_t cwm_wake_traffic(struct mg_mqtt *c, int64_t now)
 			if (c->retry_tail == NULL)
 				c->retry_tail = r;
 		}
-		c->next_wake = now + CWM_WAKE_MS;
-		return r != NULL ? 0 : CWM_WAKE_MS;
+		c->wake_gap = c->wake_gap * 2 > CWM_WAKE_MAX_MS ? CWM_WAKE_MAX_MS
+		                                                : c->wake_gap * 2;
+		c->next_wake = now + c->wake_gap;
+		return r != NULL ? 0 : c->wake_gap;
 	}
 	return c->next_wake - now;
 }

@@ -124,7 +124,8 @@
                                one doubles the pool, up to QUEUE_SIZE */
 #define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
 #define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
-#define CWM_WAKE_MS 20      /* see src/wake.c */
+#define CWM_WAKE_MS 4       /* see src/wake.c */
+#define CWM_WAKE_MAX_MS 250
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
@@ -414,6 +415,7 @@ struct mg_mqtt {
 	struct mg_mqtt *run_next; /* the running clients (src/wake.c) */
 	int connecting_counted;   /* [L] in cwm_connecting */
 	int64_t next_wake;        /* [L] ms, the next wake-up UNSUBSCRIBE */
+	int wake_gap;             /* [L] ms, to the one after; 0: none due */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */

@@ -12,7 +12,9 @@
  * changes it; traffic on a socket it already polls wakes it. So while a
  * client connects, every connected client of the process sends an
  * UNSUBSCRIBE of a filter nobody holds ("$cwm/wake", answered by UNSUBACK)
- * every CWM_WAKE_MS, from its own mqtt-io thread.
+ * from its own mqtt-io thread: CWM_WAKE_MS after the connect began, then at
+ * doubling gaps up to CWM_WAKE_MAX_MS (a connect to a broker that does not
+ * answer costs a few packets a second, not hundreds).
  */
 #include "internal.h"
 
@@ -74,8 +76,14 @@ static void cwm_wake_others(struct mg_mqtt *c)
  * now), else how long until the next one (ms), or -1: nobody connects. */
 static int64_t cwm_wake_traffic(struct mg_mqtt *c, int64_t now)
 {
-	if (atomic_load(&cwm_connecting) == 0 || c->state != CWM_CONNECTED)
+	if (atomic_load(&cwm_connecting) == 0 || c->state != CWM_CONNECTED) {
+		c->wake_gap = 0;
 		return -1;
+	}
+	if (c->wake_gap == 0) { /* a connect began: the first one soon */
+		c->wake_gap = CWM_WAKE_MS;
+		c->next_wake = now + CWM_WAKE_MS;
+	}
 	if (now >= c->next_wake) {
 		static const char *const wake[] = {"$cwm/wake"};
 		struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, wake, NULL, 1);
@@ -87,8 +95,10 @@ static int64_t cwm_wake_traffic(struct mg_mqtt *c, int64_t now)
 			if (c->retry_tail == NULL)
 				c->retry_tail = r;
 		}
-		c->next_wake = now + CWM_WAKE_MS;
-		return r != NULL ? 0 : CWM_WAKE_MS;
+		c->wake_gap = c->wake_gap * 2 > CWM_WAKE_MAX_MS ? CWM_WAKE_MAX_MS
+		                                                : c->wake_gap * 2;
+		c->next_wake = now + c->wake_gap;
+		return r != NULL ? 0 : c->wake_gap;
 	}
 	return c->next_wake - now;
 }
