@@ -222,6 +222,7 @@ struct cwm_settings {
 	int max_buffered;
 	char *persistence_dir;
 	int queue_size;
+	int max_packet_size; /* the broker's packet limit, as the user knows it */
 	char *bridge_path;
 	char *bridge_publish_allow;
 	char *bridge_subscribe_allow;
@@ -427,8 +428,11 @@ struct mg_mqtt {
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
 	atomic_int v311_now;      /* PROTOCOL_FALLBACK happened: connects use
 	                             3.1.1 on the MQTT 5 handle */
-	atomic_uint max_packet;   /* the broker's Maximum Packet Size (MQTT 5
-	                             CONNACK); 0: not announced */
+	atomic_uint max_packet;   /* the packet limit in force: the smallest of
+	                             MAX_PACKET_SIZE, the broker's Maximum
+	                             Packet Size (MQTT 5 CONNACK) and what a
+	                             DISCONNECT 0x95 taught; 0: none */
+	unsigned learned_max;     /* [L] from DISCONNECT 0x95; 0: none */
 	atomic_int registered;    /* mg_mqtt_get() may return it */
 
 
@@ -1607,6 +1611,8 @@ static const struct cwm_key cwm_keys[] = {
      NULL},
     {"QUEUE_SIZE", K_INT, CWM_S(queue_size), 1, 10000000, "10000", NULL,
      "a number of messages (1-10000000)"},
+    {"MAX_PACKET_SIZE", K_INT, CWM_S(max_packet_size), 0, 268435455, "0",
+     NULL, "a number of bytes (0: none; up to 268435455)"},
     {"BRIDGE_PATH", K_PATH, CWM_S(bridge_path), 0, 0, NULL, NULL, NULL},
     {"BRIDGE_PUBLISH_ALLOW", K_STR, CWM_S(bridge_publish_allow), 0, 0, NULL,
      NULL, NULL},
@@ -4842,8 +4848,13 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
                           const struct cwm_caps *k)
 {
 	int recvmax = k->recvmax;
-	atomic_store(&c->max_packet, k->maxpacket);
 	pthread_mutex_lock(&c->lock);
+	unsigned lim = k->maxpacket, v[2] = {(unsigned)c->cfg.max_packet_size,
+	                                     c->learned_max};
+	for (int i = 0; i < 2; i++)
+		if (v[i] > 0 && (lim == 0 || v[i] < lim))
+			lim = v[i];
+	atomic_store(&c->max_packet, lim);
 	cwm_connecting_set(c, 0);
 	const char *b = cwm_known_uri(c, uri);
 	char *broker = cwm_strdup(b);
@@ -5192,6 +5203,36 @@ static void cwm_on_lost(void *ctx, char *cause)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* [L] DISCONNECT 0x95 (packet too large) from a broker that announced no
+ * limit: the broker refused the largest packet in flight. The limit in
+ * force becomes one byte under it, so that the message fails (not sent
+ * again: cwm_publish_too_large) and smaller ones still go. */
+static void cwm_learn_max_packet(struct mg_mqtt *c)
+{
+	size_t big = 0;
+	for (const struct cwm_out *r = c->inpaho; r != NULL; r = r->inext) {
+		size_t pbytes = 0;
+		if (r->type != CMD_PUBLISH)
+			continue;
+		(void)cwm_props_check(r->props, &pbytes);
+		size_t n = cwm_publish_size(c->v5, strlen(r->topic), pbytes, r->qos,
+		                            r->len);
+		big = n > big ? n : big;
+	}
+	if (big < 2)
+		return;
+	unsigned lim = (unsigned)(big - 1), now = atomic_load(&c->max_packet);
+	if (now != 0 && now <= lim)
+		return;
+	c->learned_max = lim;
+	atomic_store(&c->max_packet, lim);
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "the broker refused a packet of %zu bytes as too large "
+	               "(DISCONNECT 0x95) without announcing a limit: messages "
+	               "of %zu bytes or more are refused from now on",
+	               big, big);
+}
+
 /* An MQTT 5 DISCONNECT from the broker (session taken over, packet too
  * large, server shutting down, ...). paho marks the client disconnected
  * before it closes the socket and then does not always call
@@ -5202,6 +5243,8 @@ static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
 	struct mg_mqtt *c = ctx;
 	(void)props;
 	pthread_mutex_lock(&c->lock);
+	if (reason == MQTTREASONCODE_PACKET_TOO_LARGE)
+		cwm_learn_max_packet(c);
 	c->server_reason = (int)reason;
 	cwm_conn_lost_locked(c, NULL);
 	pthread_mutex_unlock(&c->lock);
@@ -6660,6 +6703,7 @@ static int cwm_start_threads(struct mg_mqtt *c)
 	c->state = CWM_DISCONNECTED;
 	c->backoff_s = c->cfg.reconnect_min;
 	c->window = c->cfg.max_inflight;
+	atomic_store(&c->max_packet, (unsigned)c->cfg.max_packet_size);
 	c->seed = (unsigned)cwm_now_ms() ^ (unsigned)(uintptr_t)c;
 	atomic_store(&c->ops_ok, 1);
 	c->dispatch_started = 1;

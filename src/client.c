@@ -364,6 +364,7 @@ static int cwm_start_threads(struct mg_mqtt *c)
 	c->state = CWM_DISCONNECTED;
 	c->backoff_s = c->cfg.reconnect_min;
 	c->window = c->cfg.max_inflight;
+	atomic_store(&c->max_packet, (unsigned)c->cfg.max_packet_size);
 	c->seed = (unsigned)cwm_now_ms() ^ (unsigned)(uintptr_t)c;
 	atomic_store(&c->ops_ok, 1);
 	c->dispatch_started = 1;

@@ -92,6 +92,8 @@ static const struct cwm_key cwm_keys[] = {
      NULL},
     {"QUEUE_SIZE", K_INT, CWM_S(queue_size), 1, 10000000, "10000", NULL,
      "a number of messages (1-10000000)"},
+    {"MAX_PACKET_SIZE", K_INT, CWM_S(max_packet_size), 0, 268435455, "0",
+     NULL, "a number of bytes (0: none; up to 268435455)"},
     {"BRIDGE_PATH", K_PATH, CWM_S(bridge_path), 0, 0, NULL, NULL, NULL},
     {"BRIDGE_PUBLISH_ALLOW", K_STR, CWM_S(bridge_publish_allow), 0, 0, NULL,
      NULL, NULL},

@@ -112,8 +112,13 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
                           const struct cwm_caps *k)
 {
 	int recvmax = k->recvmax;
-	atomic_store(&c->max_packet, k->maxpacket);
 	pthread_mutex_lock(&c->lock);
+	unsigned lim = k->maxpacket, v[2] = {(unsigned)c->cfg.max_packet_size,
+	                                     c->learned_max};
+	for (int i = 0; i < 2; i++)
+		if (v[i] > 0 && (lim == 0 || v[i] < lim))
+			lim = v[i];
+	atomic_store(&c->max_packet, lim);
 	cwm_connecting_set(c, 0);
 	const char *b = cwm_known_uri(c, uri);
 	char *broker = cwm_strdup(b);
@@ -462,6 +467,36 @@ static void cwm_on_lost(void *ctx, char *cause)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* [L] DISCONNECT 0x95 (packet too large) from a broker that announced no
+ * limit: the broker refused the largest packet in flight. The limit in
+ * force becomes one byte under it, so that the message fails (not sent
+ * again: cwm_publish_too_large) and smaller ones still go. */
+static void cwm_learn_max_packet(struct mg_mqtt *c)
+{
+	size_t big = 0;
+	for (const struct cwm_out *r = c->inpaho; r != NULL; r = r->inext) {
+		size_t pbytes = 0;
+		if (r->type != CMD_PUBLISH)
+			continue;
+		(void)cwm_props_check(r->props, &pbytes);
+		size_t n = cwm_publish_size(c->v5, strlen(r->topic), pbytes, r->qos,
+		                            r->len);
+		big = n > big ? n : big;
+	}
+	if (big < 2)
+		return;
+	unsigned lim = (unsigned)(big - 1), now = atomic_load(&c->max_packet);
+	if (now != 0 && now <= lim)
+		return;
+	c->learned_max = lim;
+	atomic_store(&c->max_packet, lim);
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "the broker refused a packet of %zu bytes as too large "
+	               "(DISCONNECT 0x95) without announcing a limit: messages "
+	               "of %zu bytes or more are refused from now on",
+	               big, big);
+}
+
 /* An MQTT 5 DISCONNECT from the broker (session taken over, packet too
  * large, server shutting down, ...). paho marks the client disconnected
  * before it closes the socket and then does not always call
@@ -472,6 +507,8 @@ static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
 	struct mg_mqtt *c = ctx;
 	(void)props;
 	pthread_mutex_lock(&c->lock);
+	if (reason == MQTTREASONCODE_PACKET_TOO_LARGE)
+		cwm_learn_max_packet(c);
 	c->server_reason = (int)reason;
 	cwm_conn_lost_locked(c, NULL);
 	pthread_mutex_unlock(&c->lock);

@@ -216,6 +216,7 @@ struct cwm_settings {
 	int max_buffered;
 	char *persistence_dir;
 	int queue_size;
+	int max_packet_size; /* the broker's packet limit, as the user knows it */
 	char *bridge_path;
 	char *bridge_publish_allow;
 	char *bridge_subscribe_allow;
@@ -421,8 +422,11 @@ struct mg_mqtt {
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
 	atomic_int v311_now;      /* PROTOCOL_FALLBACK happened: connects use
 	                             3.1.1 on the MQTT 5 handle */
-	atomic_uint max_packet;   /* the broker's Maximum Packet Size (MQTT 5
-	                             CONNACK); 0: not announced */
+	atomic_uint max_packet;   /* the packet limit in force: the smallest of
+	                             MAX_PACKET_SIZE, the broker's Maximum
+	                             Packet Size (MQTT 5 CONNACK) and what a
+	                             DISCONNECT 0x95 taught; 0: none */
+	unsigned learned_max;     /* [L] from DISCONNECT 0x95; 0: none */
 	atomic_int registered;    /* mg_mqtt_get() may return it */
 
 

