@@ -132,7 +132,10 @@
 #define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
 #define CWM_WAKE_MS 4       /* see src/wake.c */
 #define CWM_WAKE_MAX_MS 250
-#define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
+#define CWM_STABLE_MS 10000
+#define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
+#define CWM_SHORT_LOSSES 3   /* ... this many times in a row, on a persistent
+                                session: paho's handle is made anew */ /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
 
@@ -423,6 +426,8 @@ struct mg_mqtt {
 	int connecting_counted;   /* [L] in cwm_connecting */
 	int64_t next_wake;        /* [L] ms, the next wake-up UNSUBSCRIBE */
 	int wake_gap;             /* [L] ms, to the one after; 0: none due */
+	int short_losses;         /* [L] in a row, see CWM_SHORT_LOSSES */
+	int renew_paho;           /* [L] mqtt-io makes paho's handle anew */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
@@ -780,6 +785,7 @@ static void cwm_json_str_or_null(cJSON *o, const char *name, const char *v);
 static void cwm_registry_each(const struct mg_context *ctx,
                               void (*fn)(struct mg_mqtt *c, void *arg),
                               void *arg);
+static int cwm_start_paho(struct mg_mqtt *c, char *err, size_t errlen);
 
 /* src/status.c */
 static cJSON *cwm_status_object(struct mg_mqtt *c);
@@ -4571,7 +4577,8 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 			pthread_mutex_unlock(&c->lock);
 		}
 	}
-	MQTTAsync_destroy(&c->paho); /* no paho callback runs after this */
+	if (c->paho != NULL)
+		MQTTAsync_destroy(&c->paho); /* no paho callback runs after this */
 	c->paho = NULL;
 	pthread_mutex_lock(&c->lock);
 	while (c->orphans != NULL) {
@@ -4620,9 +4627,52 @@ static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
 	*busy = 0;
 }
 
+/* [L] mqtt-io, released around paho's calls: a new paho handle for c
+ * (cwm_conn_lost_locked says when). Destroying the old one hands back
+ * what it held, to retry as paho's give-back would (its failure callbacks,
+ * or here for what it kept quiet about); the new one starts without
+ * paho's session store, so a message it corrupted there is gone. */
+static void cwm_paho_renew(struct mg_mqtt *c)
+{
+	char err[256];
+	c->renew_paho = 0;
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "the broker closed %d connections in a row right after "
+	               "accepting them: paho's client is made anew (unfinished "
+	               "messages are sent again from the library's copies)",
+	               CWM_SHORT_LOSSES);
+	pthread_mutex_unlock(&c->lock);
+	MQTTAsync_destroy(&c->paho);
+	c->paho = NULL;
+	for (;;) {
+		pthread_mutex_lock(&c->lock);
+		struct cwm_out *r = c->inpaho, *o;
+		while ((o = c->orphans) != NULL) {
+			c->orphans = o->next;
+			free(o);
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (r == NULL)
+			break;
+		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+	}
+	int rc = cwm_start_paho(c, err, sizeof(err));
+	pthread_mutex_lock(&c->lock);
+	if (rc != 0) {
+		cwm_log_locked(c, MG_MQTT_LOG_ERROR, "%s", err);
+		c->renew_paho = 1; /* again before the next attempt */
+	}
+}
+
 /* [L] Starts the next connection attempt (released around paho's call). */
 static void cwm_io_connect(struct mg_mqtt *c)
 {
+	if (c->renew_paho)
+		cwm_paho_renew(c);
+	if (c->paho == NULL) {
+		c->reconnect_at = cwm_now_ms() + 1000; /* create failed: later */
+		return;
+	}
 	c->state = CWM_CONNECTING;
 	if (c->uri_try == 0)
 		c->attempt++; /* one attempt: a round over BROKER_URL */
@@ -5160,6 +5210,18 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 	int64_t now = cwm_now_ms(), delay;
 	c->lost_at = now;
 	c->same_again = 0;
+	/* paho can corrupt a message it keeps for a persistent session (see
+	 * the README's known limitations) and then resend it after every
+	 * CONNACK, and the broker closes each connection over it: after a few
+	 * such losses in a row mqtt-io starts paho's handle afresh, and what
+	 * paho held goes again from the library's own copies. */
+	c->short_losses = now - c->connected_at < CWM_SHORT_MS
+	                      ? c->short_losses + 1
+	                      : 0;
+	if (c->short_losses >= CWM_SHORT_LOSSES && !c->cfg.clean_session) {
+		c->short_losses = 0;
+		c->renew_paho = 1;
+	}
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;

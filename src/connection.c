@@ -424,6 +424,18 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 	int64_t now = cwm_now_ms(), delay;
 	c->lost_at = now;
 	c->same_again = 0;
+	/* paho can corrupt a message it keeps for a persistent session (see
+	 * the README's known limitations) and then resend it after every
+	 * CONNACK, and the broker closes each connection over it: after a few
+	 * such losses in a row mqtt-io starts paho's handle afresh, and what
+	 * paho held goes again from the library's own copies. */
+	c->short_losses = now - c->connected_at < CWM_SHORT_MS
+	                      ? c->short_losses + 1
+	                      : 0;
+	if (c->short_losses >= CWM_SHORT_LOSSES && !c->cfg.clean_session) {
+		c->short_losses = 0;
+		c->renew_paho = 1;
+	}
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;

@@ -126,7 +126,10 @@
 #define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
 #define CWM_WAKE_MS 4       /* see src/wake.c */
 #define CWM_WAKE_MAX_MS 250
-#define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
+#define CWM_STABLE_MS 10000
+#define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
+#define CWM_SHORT_LOSSES 3   /* ... this many times in a row, on a persistent
+                                session: paho's handle is made anew */ /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
 
@@ -417,6 +420,8 @@ struct mg_mqtt {
 	int connecting_counted;   /* [L] in cwm_connecting */
 	int64_t next_wake;        /* [L] ms, the next wake-up UNSUBSCRIBE */
 	int wake_gap;             /* [L] ms, to the one after; 0: none due */
+	int short_losses;         /* [L] in a row, see CWM_SHORT_LOSSES */
+	int renew_paho;           /* [L] mqtt-io makes paho's handle anew */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
@@ -774,6 +779,7 @@ static void cwm_json_str_or_null(cJSON *o, const char *name, const char *v);
 static void cwm_registry_each(const struct mg_context *ctx,
                               void (*fn)(struct mg_mqtt *c, void *arg),
                               void *arg);
+static int cwm_start_paho(struct mg_mqtt *c, char *err, size_t errlen);
 
 /* src/status.c */
 static cJSON *cwm_status_object(struct mg_mqtt *c);

@@ -273,7 +273,8 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 			pthread_mutex_unlock(&c->lock);
 		}
 	}
-	MQTTAsync_destroy(&c->paho); /* no paho callback runs after this */
+	if (c->paho != NULL)
+		MQTTAsync_destroy(&c->paho); /* no paho callback runs after this */
 	c->paho = NULL;
 	pthread_mutex_lock(&c->lock);
 	while (c->orphans != NULL) {
@@ -322,9 +323,52 @@ static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
 	*busy = 0;
 }
 
+/* [L] mqtt-io, released around paho's calls: a new paho handle for c
+ * (cwm_conn_lost_locked says when). Destroying the old one hands back
+ * what it held, to retry as paho's give-back would (its failure callbacks,
+ * or here for what it kept quiet about); the new one starts without
+ * paho's session store, so a message it corrupted there is gone. */
+static void cwm_paho_renew(struct mg_mqtt *c)
+{
+	char err[256];
+	c->renew_paho = 0;
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "the broker closed %d connections in a row right after "
+	               "accepting them: paho's client is made anew (unfinished "
+	               "messages are sent again from the library's copies)",
+	               CWM_SHORT_LOSSES);
+	pthread_mutex_unlock(&c->lock);
+	MQTTAsync_destroy(&c->paho);
+	c->paho = NULL;
+	for (;;) {
+		pthread_mutex_lock(&c->lock);
+		struct cwm_out *r = c->inpaho, *o;
+		while ((o = c->orphans) != NULL) {
+			c->orphans = o->next;
+			free(o);
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (r == NULL)
+			break;
+		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+	}
+	int rc = cwm_start_paho(c, err, sizeof(err));
+	pthread_mutex_lock(&c->lock);
+	if (rc != 0) {
+		cwm_log_locked(c, MG_MQTT_LOG_ERROR, "%s", err);
+		c->renew_paho = 1; /* again before the next attempt */
+	}
+}
+
 /* [L] Starts the next connection attempt (released around paho's call). */
 static void cwm_io_connect(struct mg_mqtt *c)
 {
+	if (c->renew_paho)
+		cwm_paho_renew(c);
+	if (c->paho == NULL) {
+		c->reconnect_at = cwm_now_ms() + 1000; /* create failed: later */
+		return;
+	}
 	c->state = CWM_CONNECTING;
 	if (c->uri_try == 0)
 		c->attempt++; /* one attempt: a round over BROKER_URL */
