@@ -33,7 +33,8 @@
  *                  QoS 1/2 messages paho gave back when a connection
  *                  dropped, sent first. publish() refuses once MAX_INFLIGHT +
  *                  MAX_BUFFERED messages are unfinished.
- *   evq            events for mqtt-dispatch (struct cwm_event), FIFO.
+ *   evq            events for mqtt-dispatch (struct cwm_event), FIFO; log
+ *                  lines too (EV_LOG): mqtt-dispatch writes the log file.
  *                  Messages count against QUEUE_SIZE: when it is full,
  *                  an arriving QoS 0 message is dropped and counted, a
  *                  QoS 1/2 one (already acknowledged by paho) is kept
@@ -49,8 +50,12 @@
  * guards its clients, their queues and filters and the delivery tree; it
  * is taken before c->lock, never after. The registry lock (client.c)
  * guards the list of started clients and is taken before any client's
- * lock. No lock is held across a call into paho or CivetWeb that can block
- * on the network.
+ * lock. cwm_trace_lock (trace.c, process-wide) guards the clients paho's
+ * trace is forwarded to; paho's trace callback takes it holding paho's
+ * locks, so it is taken before a client's c->lock, never while one is
+ * held; the only paho calls made holding it are the trace setters, which
+ * take no lock. No lock is held across a call into paho or CivetWeb that
+ * can block on the network.
  *
  * Ownership.  A command belongs to the queue it is in, then to c->inpaho
  * until paho reports it done, then it is freed by the thread that saw it
@@ -81,7 +86,7 @@
  *                          files.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 79 "src/internal.h"
+#line 84 "src/internal.h"
 #endif
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
