@@ -158,7 +158,8 @@ static void debug_cycle(struct logrec *l, const char *protocol)
 	ASSERT(WAIT_UNTIL(lr_count(l, "SUBACK id", "codes 0x01") > 0, 5000));
 	ASSERT_GT(mg_mqtt_publish(c, "log/x", payload, sizeof(payload) - 1, 1, 0),
 	          0);
-	ASSERT(WAIT_UNTIL(on_pub_ok == 1, 5000));
+	ASSERT(WAIT_UNTIL(__atomic_load_n(&on_pub_ok, __ATOMIC_SEQ_CST) == 1,
+	                  5000));
 	LR_HAS(l, "PUBLISH in: topic 'log/x', qos 1", "31 bytes");
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	th_broker_stop(&b);
