@@ -131,9 +131,12 @@
 #define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
 #define CWM_BATCH 256             /* commands mqtt-io takes per lock */
 #define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
+#define CWM_SLOT_CHUNK 64   /* the first chunk of message slots; each next
+                               one doubles the pool, up to QUEUE_SIZE */
+#define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
+#define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
-                               the back-off; a loss then moves to the next
-                               broker at once */
+                               the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
 
 /* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
@@ -321,7 +324,8 @@ enum { CMD_COUNTED = 1, CMD_BORROWED = 2 };
 struct cwm_sub {
 	struct cwm_sub *prev, *next; /* in subscription order */
 	const char *filter;          /* the subs map's copy of its key */
-	int qos, granted;
+	int qos, granted; /* qos: sent, the highest of its holders' */
+	int bqos;         /* the highest the bridge's holders asked for */
 	int pending; /* SUBSCRIBEs for it queued and not done: renewal skips it */
 	int app;     /* subscribed through the API or SUBSCRIBE */
 	int brefs;   /* holders besides the app: bridge clients, and sys */
@@ -343,11 +347,13 @@ enum cwm_evtype {
 struct cwm_event {
 	struct cwm_event *next;
 	enum cwm_evtype type;
+	int pooled; /* a message slot of the client's pool (cwm_slot_take) */
 	union {
 		struct {
 			MQTTAsync_message *m;
 			char *topic;
 			size_t topic_len;
+			int inline_hit; /* inline handlers ran: no catch-all */
 		} msg;
 		struct mg_mqtt_connect_info conn;
 		struct mg_mqtt_disconnect_info disc;
@@ -381,6 +387,8 @@ struct mg_mqtt {
 	/* Handlers: written before start, read-only afterwards. */
 	struct cwm_tnode tree;
 	unsigned nhandlers;
+	struct cwm_tnode itree;   /* inline handlers (mg_mqtt_on_topic_inline) */
+	unsigned ninline;
 	mg_mqtt_message_handler on_message;
 	void *on_message_ud;
 	mg_mqtt_connect_handler on_connect;
@@ -414,6 +422,10 @@ struct mg_mqtt {
 	int uri_try;              /* [L] entries tried in this round before */
 	int uri_cur;              /* [L] the entry of this attempt/connection */
 	int64_t connected_at;     /* [L] ms, of the current connection */
+	int64_t lost_at;          /* [L] ms, of the last connection loss */
+	int same_again;           /* [L] see cwm_connect_failed */
+	int quick_moves;          /* [L] losses answered by trying the next
+	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
 	atomic_int v311_now;      /* PROTOCOL_FALLBACK happened: connects use
 	                             3.1.1 on the MQTT 5 handle */
@@ -443,6 +455,9 @@ struct mg_mqtt {
 	struct cwm_out *orphans;  /* see cwm_out.orphan, linked by next */
 	struct cwm_event *evq, *evq_tail;
 	int ev_msgs;              /* messages queued or being dispatched */
+	struct cwm_event *slot_free;  /* the message slot pool */
+	struct cwm_event *chunks[CWM_SLOT_CHUNKS];
+	int nslots, nchunks;
 	uint64_t ev_pushed, ev_done; /* events queued and run, ever */
 	int flush_waiting;        /* cwm_dispatch_flush waits on state_cond */
 	int io_waiting, dispatch_waiting;
@@ -459,6 +474,9 @@ struct mg_mqtt {
 
 	/* mqtt-dispatch only: scratch for matching. */
 	struct cwm_vec cur, nxt, hits;
+	/* paho's receive thread only: the same for inline handlers. */
+	struct cwm_vec icur, inxt, ihits;
+	atomic_ullong inline_handled;
 
 	/* Requests (mg_mqtt_request). reply_base is set by start, before paho
 	 * exists; the rest is under req_lock. */
@@ -481,6 +499,13 @@ struct mg_mqtt {
 	atomic_int trace_queued;  /* paho lines queued for mqtt-dispatch */
 	atomic_uint_fast64_t trace_dropped; /* paho lines dropped: too many */
 };
+
+/* The connection speaks MQTT 5 now: PROTOCOL_VERSION 5 and no
+ * PROTOCOL_FALLBACK to 3.1.1 happened. */
+static inline int cwm_v5_now(const struct mg_mqtt *c)
+{
+	return c->v5 && !atomic_load(&c->v311_now);
+}
 
 
 /* A growable byte buffer; on allocation failure it stops growing and
@@ -2082,7 +2107,8 @@ static int cwm_parse_url(const struct cwm_settings *s, const char *prefix,
 	return 0;
 }
 
-/* Splits a comma-separated list into trimmed, non-empty items. */
+/* Splits a comma-separated list into trimmed, non-empty items. Out of
+ * memory, frees what it made: *out NULL, *n 0. */
 static int cwm_split_list(const char *v, char ***out, int *n)
 {
 	*out = NULL;
@@ -2091,21 +2117,22 @@ static int cwm_split_list(const char *v, char ***out, int *n)
 	while (*p != '\0') {
 		const char *e = strchr(p, ',');
 		size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
-		char *item = cwm_strndup(p, len), *t;
-		if (item == NULL)
-			return MG_MQTT_ERR_NOMEM;
-		t = cwm_trimdup(item);
+		char *item = cwm_strndup(p, len), *t = NULL, **nv = NULL;
+		if (item != NULL)
+			t = cwm_trimdup(item);
 		free(item);
-		if (t == NULL)
-			return MG_MQTT_ERR_NOMEM;
-		if (t[0] == '\0') {
+		if (t != NULL && t[0] == '\0') {
 			free(t);
+		} else if (t == NULL || (nv = realloc(*out, sizeof(char *) *
+		                                                (size_t)(*n + 1))) ==
+		                            NULL) {
+			free(t);
+			while (*n > 0)
+				free((*out)[--*n]);
+			free(*out);
+			*out = NULL;
+			return MG_MQTT_ERR_NOMEM;
 		} else {
-			char **nv = realloc(*out, sizeof(char *) * (size_t)(*n + 1));
-			if (nv == NULL) {
-				free(t);
-				return MG_MQTT_ERR_NOMEM;
-			}
 			*out = nv;
 			(*out)[(*n)++] = t;
 		}
@@ -3343,7 +3370,7 @@ static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx)
 	const struct cwm_settings *s = &c->cfg;
 	const char *uri = s->uris[idx];
 	if (cwm_debug_on(c)) {
-		int v5 = c->v5 && !atomic_load(&c->v311_now);
+		int v5 = cwm_v5_now(c);
 		cwm_log(c, MG_MQTT_LOG_DEBUG,
 		        "CONNECT to %s: MQTT %s, %s %s, keepalive %d s, client id "
 		        "'%s'%s%s%s%s",
@@ -3862,6 +3889,18 @@ static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r)
 		c->inflight0--;
 }
 
+/* A command lost with its connection is sent again: a user's, or one
+ * holding a filter counted in its subscription's pending (renewal skips
+ * those, so nobody else would send it); renewal and birth are made anew by
+ * every connect. */
+static int cwm_cmd_goes_again(const struct cwm_out *r)
+{
+	int keep = !r->internal;
+	for (int i = 0; i < r->nfilters && !keep; i++)
+		keep = r->flags[i] & CMD_COUNTED;
+	return keep;
+}
+
 /* An empty subscribe/unsubscribe command; filters join with cwm_cmd_add. */
 static struct cwm_out *cwm_cmd_new(struct mg_mqtt *c, enum cwm_cmd type)
 {
@@ -4038,7 +4077,7 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 		free(r);
 		return rc;
 	}
-	if (r->props != NULL && !c->v5) {
+	if (r->props != NULL && !cwm_v5_now(c)) {
 		cwm_out_free(r);
 		return MG_MQTT_ERR_PROTOCOL;
 	}
@@ -4067,12 +4106,12 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 		rc = r->id = cwm_next_id(c);
 		c->unfinished++;
 		cwm_enqueue(c, r);
+	} else {
+		cwm_persist_remove(c, r);
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (rc < 0) {
-		cwm_persist_remove(c, r);
+	if (rc < 0)
 		cwm_out_free(r);
-	}
 	return rc;
 }
 
@@ -4197,11 +4236,14 @@ int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 		rc = MG_MQTT_ERR_NOMEM;
 	} else {
 		int id = cwm_next_id(c);
-		if ((rc = cwm_queue_subscribe(c, s->filter, qos, id, 1)) != 0) {
+		/* The broker gets the highest QoS of the holders: the app's latest
+		 * and the browsers'. */
+		int eff = s->brefs > 0 && s->bqos > qos ? s->bqos : qos;
+		if ((rc = cwm_queue_subscribe(c, s->filter, eff, id, 1)) != 0) {
 			if (made)
 				cwm_sub_forget(c, s);
 		} else {
-			s->qos = qos;
+			s->qos = eff;
 			s->granted = -1;
 			s->pending++;
 			s->app = 1;
@@ -4369,6 +4411,8 @@ static void cwm_sub_ref(struct mg_mqtt *c, const char *filter, int qos,
 		int send = made || qos > s->qos;
 		if (qos > s->qos || made)
 			s->qos = qos;
+		if (qos > s->bqos)
+			s->bqos = qos;
 		s->brefs++;
 		if (sys)
 			s->sys = 1;
@@ -4508,8 +4552,8 @@ static void cwm_persist_remove(struct mg_mqtt *c, struct cwm_out *r)
 	}
 	c->unlinks[c->nunlinks++] = r->pseq;
 	r->pseq = 0;
-	if (c->io_waiting == CWM_IDLE_WAIT)
-		pthread_cond_signal(&c->io_cond);
+	if (c->nunlinks == 1 && c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond); /* later ones join this one */
 }
 
 /* [L] mqtt-io: removes the files of the messages done (released around
@@ -4796,7 +4840,8 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 		return;
 	}
 	ro.context = r;
-	if (c->v5) {
+	if (cwm_v5_now(c)) { /* paho wants the callbacks of the connection's
+	                        version (PROTOCOL_FALLBACK may have changed it) */
 		ro.onSuccess5 = cwm_on_done_ok5;
 		ro.onFailure5 = cwm_on_done_fail5;
 	} else {
@@ -5013,7 +5058,7 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 		MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
 		d.timeout = 1000;
 		d.context = c;
-		if (c->v5) {
+		if (cwm_v5_now(c)) {
 			d.onSuccess5 = cwm_on_disc_ok5;
 			d.onFailure5 = cwm_on_disc_fail5;
 		} else {
@@ -5228,9 +5273,9 @@ static const char *cwm_known_uri(const struct mg_mqtt *c, const char *uri)
  * waiting for their acknowledgement and never sends them again: they
  * would never be done, and renewal skips a subscription whose command is
  * pending. Each goes to retry as a new command, sent again on this
- * connection; the old one is emptied and kept (c->orphans) for paho's
- * answer, if one ever comes, or for the stop. Renewals are dropped: this
- * connect makes them anew. */
+ * connection when cwm_cmd_goes_again says so (renewals are made anew);
+ * the old one is emptied and kept (c->orphans) for paho's answer, if one
+ * ever comes, or for the stop. */
 static void cwm_orphan_acks(struct mg_mqtt *c)
 {
 	struct cwm_out *r, *next;
@@ -5244,10 +5289,10 @@ static void cwm_orphan_acks(struct mg_mqtt *c)
 		cwm_inpaho_unlink(c, r);
 		*copy = *r;
 		copy->next = copy->iprev = copy->inext = NULL;
-		if (copy->internal)
-			cwm_out_free(copy);
-		else
+		if (cwm_cmd_goes_again(copy))
 			cwm_retry_insert(c, copy);
+		else
+			cwm_out_free(copy);
 		struct cwm_out keep = {.c = c, .type = r->type, .orphan = 1};
 		*r = keep;
 		r->next = c->orphans;
@@ -5414,6 +5459,21 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		pthread_mutex_unlock(&c->lock);
 	}
 	pthread_mutex_lock(&c->lock);
+	/* Right after a loss, paho sometimes fails the next connect at once
+	 * with "socket error" (the dead connection's socket still in its
+	 * receive thread's hands, which can sleep up to a second): that says
+	 * nothing of this broker, which is tried again shortly, a few times,
+	 * instead of counting as refused. */
+	if (text != NULL && strcmp(text, "socket error") == 0 && !c->stopping &&
+	    c->same_again < 3 && cwm_now_ms() - c->lost_at < CWM_SAME_AGAIN_MS) {
+		c->same_again++;
+		c->state = CWM_DISCONNECTED;
+		c->reconnect_at = cwm_now_ms() + 300;
+		if (c->io_waiting == CWM_IDLE_WAIT)
+			pthread_cond_signal(&c->io_cond);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
 	if (c->uri_try + 1 < c->cfg.nuris && !c->stopping) {
 		/* More of BROKER_URL to try in this round: the next one now. */
 		const char *tried = c->cfg.uris[c->uri_cur];
@@ -5500,7 +5560,7 @@ static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
 		snprintf(buf, len,
 		         "the broker closed the connection after CONNECT without "
 		         "answering it%s",
-		         c->v5 && !atomic_load(&c->v311_now)
+		         cwm_v5_now(c)
 		             ? " (a broker without MQTT 5 does that: set "
 		               "PROTOCOL_VERSION 3.1.1, or PROTOCOL_FALLBACK true)"
 		             : "");
@@ -5594,19 +5654,28 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 		         cause != NULL ? cause : "connection lost");
 	c->state = CWM_DISCONNECTED;
 	atomic_store(&c->connected, 0);
-	/* The next round starts with the next broker: the one just lost is
-	 * the least likely to answer. After a connection that lasted, at once
-	 * and with the back-off reset; one the broker dropped soon after
-	 * accepting it (a node that cannot serve the session) keeps the
-	 * back-off growing, so that brokers that all do that are not
-	 * hammered. */
+	/* The next round starts with the next broker, at once: the one just
+	 * lost is the least likely to answer. A connection the broker dropped
+	 * soon after accepting it (a node that cannot serve the session)
+	 * counts as a move too; after as many moves as there are other
+	 * brokers the back-off applies, and only a connection that lasted
+	 * resets it, so that brokers that all do that are not hammered. */
 	int64_t now = cwm_now_ms(), delay;
-	int stable = now - c->connected_at >= CWM_STABLE_MS;
-	if (stable)
+	c->lost_at = now;
+	c->same_again = 0;
+	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
+		c->quick_moves = 0;
+	}
 	c->uri_base = (c->uri_cur + 1) % c->cfg.nuris;
 	c->uri_try = 0;
-	delay = stable && c->cfg.nuris > 1 ? 0 : cwm_backoff_ms(c);
+	if (c->quick_moves < c->cfg.nuris - 1) {
+		c->quick_moves++;
+		delay = 0;
+	} else {
+		c->quick_moves = 0;
+		delay = cwm_backoff_ms(c);
+	}
 	c->reconnect_at = now + delay;
 	if (c->on_disconnect != NULL || c->bridge != NULL) {
 		const char *b = c->broker != NULL ? c->broker : "";
@@ -5689,17 +5758,11 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 	o.serverURIs = &c->cfg.uris[idx];
 	o.username = s->username;
 	o.password = s->secret;
-	int v5 = c->v5 && !atomic_load(&c->v311_now);
+	int v5 = cwm_v5_now(c);
 	o.MQTTVersion = v5                 ? MQTTVERSION_5
 	                : s->protocol == 3 ? MQTTVERSION_3_1
 	                                   : MQTTVERSION_3_1_1;
-	if (c->v5 && !v5) {
-		/* After PROTOCOL_FALLBACK: the MQTT 5 handle speaks 3.1.1; its
-		 * callbacks stay the MQTT 5 ones. */
-		o.cleansession = s->clean_session;
-		o.onSuccess5 = cwm_on_connect_ok5;
-		o.onFailure5 = cwm_on_connect_fail5;
-	} else if (v5) {
+	if (v5) {
 		o.cleansession = 0;
 		o.cleanstart = s->clean_session;
 		o.onSuccess5 = cwm_on_connect_ok5;
@@ -5761,10 +5824,7 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
  * set): it may have left in the dying socket, and QoS 0 is at most once. */
 static int cwm_done_requeue(struct mg_mqtt *c, struct cwm_out *r, int *result)
 {
-	int keep = !r->internal;
-	for (int i = 0; i < r->nfilters && !keep; i++)
-		keep = r->flags[i] & CMD_COUNTED;
-	if (!keep)
+	if (!cwm_cmd_goes_again(r))
 		return 0;
 	if (r->type == CMD_PUBLISH && r->qos == 0 && r->sent) {
 		*result = MG_MQTT_ERR_CONNECTION_LOST;
@@ -5911,7 +5971,10 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	}
 	if (r->in_paho)
 		cwm_inpaho_unlink(c, r);
-	if (c->io_waiting == CWM_IDLE_WAIT)
+	/* mqtt-io needs to hear of a completion only when it frees room
+	 * something queued waits for, or when the stop waits for the last. */
+	if (c->io_waiting == CWM_IDLE_WAIT &&
+	    (c->outq != NULL || c->retry != NULL || c->stopping))
 		pthread_cond_signal(&c->io_cond);
 	if (retry && cwm_done_requeue(c, r, &result)) {
 		pthread_mutex_unlock(&c->lock);
@@ -6084,6 +6147,104 @@ static void cwm_log_overflow(struct mg_mqtt *c)
 	c->last_overflow_log = now;
 }
 
+/* [L] An event slot for a message: from the client's pool, which grows in
+ * chunks up to QUEUE_SIZE slots and is kept until the stop (no allocation
+ * per message once it has grown); beyond QUEUE_SIZE (over: a QoS 1/2
+ * message kept while the queue is full), from the heap. NULL: out of
+ * memory. */
+static struct cwm_event *cwm_slot_take(struct mg_mqtt *c, int over)
+{
+	struct cwm_event *ev = c->slot_free;
+	if (ev == NULL && !over && c->nslots < c->cfg.queue_size &&
+	    c->nchunks < CWM_SLOT_CHUNKS) {
+		int n = c->cfg.queue_size - c->nslots;
+		int want = c->nslots < CWM_SLOT_CHUNK ? CWM_SLOT_CHUNK : c->nslots;
+		n = n < want ? n : want; /* doubling: a few chunks in all */
+		struct cwm_event *chunk = calloc((size_t)n, sizeof(*chunk));
+		if (chunk != NULL) {
+			c->chunks[c->nchunks++] = chunk;
+			c->nslots += n;
+			for (int i = n - 1; i >= 0; i--) {
+				chunk[i].pooled = 1;
+				chunk[i].next = c->slot_free;
+				c->slot_free = &chunk[i];
+			}
+			ev = c->slot_free;
+		}
+	}
+	if (ev != NULL) {
+		c->slot_free = ev->next;
+		return ev;
+	}
+	ev = malloc(sizeof(*ev));
+	if (ev != NULL)
+		ev->pooled = 0;
+	return ev;
+}
+
+/* [L] Gives slots back (a batch, linked by next), or frees heap ones. */
+static void cwm_slots_put(struct mg_mqtt *c, struct cwm_event *list)
+{
+	while (list != NULL) {
+		struct cwm_event *next = list->next;
+		if (list->pooled) {
+			list->next = c->slot_free;
+			c->slot_free = list;
+		} else {
+			free(list);
+		}
+		list = next;
+	}
+}
+
+/* The message as handlers see it (props: converted into *props, *mem to
+ * free after). */
+static void cwm_message_view(MQTTAsync_message *m, const char *topic,
+                             size_t tl, struct mg_mqtt_message *msg,
+                             struct mg_mqtt_props *props, void **mem)
+{
+	msg->topic = topic;
+	msg->topic_len = tl;
+	msg->payload = m->payload;
+	msg->payload_len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+	msg->qos = m->qos;
+	msg->retain = m->retained;
+	msg->dup = m->dup;
+	msg->packet_id = m->qos > 0 ? m->msgid : 0;
+	msg->props = &cwm_no_props;
+	msg->params = NULL;
+	*mem = NULL;
+	if (m->properties.count > 0) {
+		cwm_props_from_paho(&m->properties, props, mem);
+		msg->props = props;
+	}
+}
+
+/* paho's receive thread: runs the inline handlers matching the message
+ * (*hit: some did). Returns 1 when the message is done with them: no
+ * queued handler, catch-all or bridge could want it. */
+static int cwm_inline_run(struct mg_mqtt *c, const char *topic, size_t tl,
+                          MQTTAsync_message *m, int *hit)
+{
+	if (cwm_tree_match(&c->itree, topic, tl, &c->icur, &c->inxt,
+	                   &c->ihits) != 0 ||
+	    c->ihits.n == 0)
+		return 0;
+	struct mg_mqtt_props props;
+	struct mg_mqtt_message msg;
+	void *mem;
+	cwm_message_view(m, topic, tl, &msg, &props, &mem);
+	for (size_t i = 0; i < c->ihits.n; i++) {
+		const struct cwm_handler *h = c->ihits.v[i];
+		msg.params = h->params;
+		h->fn(c, &msg, h->ud);
+	}
+	free(mem);
+	*hit = 1;
+	atomic_fetch_add(&c->inline_handled, 1);
+	return c->nhandlers == 0 && c->bridge == NULL;
+}
+
 /* paho's receive thread, holding paho's process-wide lock: nothing here
  * waits. A full queue drops a QoS 0 message at once (at most once is what
  * it promised); a QoS 1 or 2 one is kept beyond QUEUE_SIZE, because paho
@@ -6100,16 +6261,23 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 		MQTTAsync_free(topic);
 		return 1;
 	}
-	struct cwm_event *ev = malloc(sizeof(*ev));
+	int hit = 0;
+	if (c->ninline > 0 && cwm_inline_run(c, topic, tl, m, &hit)) {
+		MQTTAsync_freeMessage(&m);
+		MQTTAsync_free(topic);
+		return 1;
+	}
 
 	pthread_mutex_lock(&c->lock);
 	int full = c->ev_msgs >= c->cfg.queue_size;
-	if (ev == NULL || (full && m->qos == 0)) {
+	struct cwm_event *ev = NULL;
+	if (!full || m->qos > 0)
+		ev = cwm_slot_take(c, full);
+	if (ev == NULL) {
 		c->dropped_queue_full++;
 		c->drops_unlogged++;
 		cwm_log_drops(c);
 		pthread_mutex_unlock(&c->lock);
-		free(ev);
 		MQTTAsync_freeMessage(&m);
 		MQTTAsync_free(topic);
 		return 1;
@@ -6120,11 +6288,11 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 	}
 	c->ev_msgs++;
 	c->received++;
-	memset(ev, 0, sizeof(*ev));
 	ev->type = EV_MESSAGE;
 	ev->u.msg.m = m;
 	ev->u.msg.topic = topic;
 	ev->u.msg.topic_len = tl;
+	ev->u.msg.inline_hit = hit;
 	cwm_push_event(c, ev);
 	pthread_mutex_unlock(&c->lock);
 	return 1;
@@ -6133,7 +6301,8 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 /* Runs the handlers of one message: every matching topic handler in
  * registration order, else the catch-all; then the bridge's browsers. */
 static void cwm_dispatch_handlers(struct mg_mqtt *c,
-                                  const struct mg_mqtt_message *msg)
+                                  const struct mg_mqtt_message *msg,
+                                  int inline_hit)
 {
 	if (cwm_tree_match(&c->tree, msg->topic, msg->topic_len, &c->cur, &c->nxt,
 	                   &c->hits) != 0) {
@@ -6141,7 +6310,7 @@ static void cwm_dispatch_handlers(struct mg_mqtt *c,
 		c->hits.n = 0;
 	}
 	if (c->hits.n == 0) {
-		if (c->on_message != NULL)
+		if (c->on_message != NULL && !inline_hit)
 			c->on_message(c, msg, c->on_message_ud);
 	} else {
 		struct mg_mqtt_message m = *msg;
@@ -6160,29 +6329,18 @@ static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 	MQTTAsync_message *m = ev->u.msg.m;
 	struct mg_mqtt_props props;
 	struct mg_mqtt_message msg;
-	void *mem = NULL;
+	void *mem;
 
-	msg.topic = ev->u.msg.topic;
-	msg.topic_len = ev->u.msg.topic_len;
-	msg.payload = m->payload;
-	msg.payload_len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
-	msg.qos = m->qos;
-	msg.retain = m->retained;
-	msg.dup = m->dup;
-	msg.packet_id = m->qos > 0 ? m->msgid : 0;
-	msg.props = &cwm_no_props;
-	msg.params = NULL;
-	if (m->properties.count > 0) {
-		cwm_props_from_paho(&m->properties, &props, &mem);
-		msg.props = &props;
-	}
-	cwm_dispatch_handlers(c, &msg);
+	cwm_message_view(m, ev->u.msg.topic, ev->u.msg.topic_len, &msg, &props,
+	                 &mem);
+	cwm_dispatch_handlers(c, &msg, ev->u.msg.inline_hit);
 	free(mem);
 	MQTTAsync_freeMessage(&m);
 	MQTTAsync_free(ev->u.msg.topic);
 }
 
-/* Runs the handler of one event and frees it. */
+/* Runs the handler of one event; frees it unless it is a message slot
+ * (those go back to the pool in batches, by the caller). */
 static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 {
 	switch (ev->type) {
@@ -6220,7 +6378,8 @@ static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 		cwm_log_event(c, ev); /* log.c: file, handler or stderr */
 		break;
 	}
-	free(ev);
+	if (ev->type != EV_MESSAGE)
+		free(ev);
 }
 
 /* Waits until mqtt-dispatch has run every event queued before the call
@@ -6243,7 +6402,8 @@ static void cwm_event_discard(struct cwm_event *ev)
 		MQTTAsync_freeMessage(&ev->u.msg.m);
 		MQTTAsync_free(ev->u.msg.topic);
 	}
-	free(ev);
+	if (!ev->pooled)
+		free(ev);
 }
 
 static void *cwm_dispatch_main(void *arg)
@@ -6267,15 +6427,22 @@ static void *cwm_dispatch_main(void *arg)
 		 * are handled, so that the bound covers all of them. */
 		int nmsg = 0;
 		uint64_t nev = 0;
+		struct cwm_event *used = NULL;
 		while (batch != NULL) {
 			struct cwm_event *next = batch->next;
-			nmsg += batch->type == EV_MESSAGE;
+			int is_msg = batch->type == EV_MESSAGE;
 			cwm_dispatch(c, batch);
+			if (is_msg) {
+				batch->next = used; /* message slots: back in one go */
+				used = batch;
+				nmsg++;
+			}
 			batch = next;
 			nev++;
 		}
 
 		pthread_mutex_lock(&c->lock);
+		cwm_slots_put(c, used);
 		cwm_worked(&busy, &last_us);
 		c->ev_msgs -= nmsg;
 		c->ev_done += nev;
@@ -6489,7 +6656,7 @@ static int cwm_request(struct mg_mqtt *c, const char *topic,
 	} else {
 		memcpy(reply_to, c->reply_base, bl);
 		memcpy(reply_to + bl, q.corr, cl + 1);
-		if (c->v5) {
+		if (cwm_v5_now(c)) {
 			struct mg_mqtt_props p;
 			memset(&p, 0, sizeof(p));
 			p.response_topic = reply_to;
@@ -6695,8 +6862,10 @@ static int cwm_can_register(const struct mg_mqtt *c, const void *h)
 	return 0;
 }
 
-int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
-                     mg_mqtt_message_handler h, void *user_data)
+/* Both topic handler kinds: h into tree, counted in *count. */
+static int cwm_on_topic_into(struct mg_mqtt *c, struct cwm_tnode *tree,
+                             unsigned *count, const char *filter,
+                             mg_mqtt_message_handler h, void *user_data)
 {
 	int rc = cwm_can_register(c, (const void *)h);
 	if (rc != 0)
@@ -6715,12 +6884,28 @@ int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
 	}
 	hd->fn = h;
 	hd->ud = user_data;
-	hd->seq = ++c->nhandlers;
+	hd->seq = ++*count;
 	hd->params = params;
-	if ((rc = cwm_tree_add(&c->tree, plain, hd)) != 0)
+	if ((rc = cwm_tree_add(tree, plain, hd)) != 0)
 		cwm_handler_free(hd);
 	free(plain);
 	return rc;
+}
+
+int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
+                     mg_mqtt_message_handler h, void *user_data)
+{
+	return c == NULL ? MG_MQTT_ERR_INVALID
+	                 : cwm_on_topic_into(c, &c->tree, &c->nhandlers, filter,
+	                                     h, user_data);
+}
+
+int mg_mqtt_on_topic_inline(struct mg_mqtt *c, const char *filter,
+                            mg_mqtt_message_handler h, void *user_data)
+{
+	return c == NULL ? MG_MQTT_ERR_INVALID
+	                 : cwm_on_topic_into(c, &c->itree, &c->ninline, filter,
+	                                     h, user_data);
 }
 
 #define CWM_SETTER(fn_name, type, field)                                       \
@@ -6893,6 +7078,11 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	free(c->cur.v);
 	free(c->nxt.v);
 	free(c->hits.v);
+	free(c->icur.v);
+	free(c->inxt.v);
+	free(c->ihits.v);
+	for (int i = 0; i < c->nchunks; i++)
+		free(c->chunks[i]);
 
 	/* Back to the state mg_mqtt_create() left, handlers and locks kept. */
 	size_t keep = offsetof(struct mg_mqtt, cfg);
@@ -6938,8 +7128,10 @@ static int cwm_start_settings(struct mg_mqtt *c, const char **options,
 		        c->prefix);
 	if (s->client_id == NULL && !s->clean_session)
 		cwm_log(c, MG_MQTT_LOG_WARNING,
-		        "CLEAN_SESSION is false with a generated client id: the "
-		        "session cannot be resumed after a restart");
+		        "%s_CLEAN_SESSION is false without %s_CLIENT_ID: the "
+		        "generated id is new at every start, so the session can "
+		        "never be resumed; set %s_CLIENT_ID",
+		        c->prefix, c->prefix, c->prefix);
 	if (s->bridge_path != NULL && s->shared_group != NULL)
 		cwm_log(c, MG_MQTT_LOG_WARNING,
 		        "%s_SHARED_GROUP also shares the subscriptions the bridge "
@@ -7067,6 +7259,7 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 		return MG_MQTT_ERR_IN_HANDLER;
 	cwm_shutdown(c);
 	cwm_tree_clear(&c->tree);
+	cwm_tree_clear(&c->itree);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->req_lock);
 	pthread_cond_destroy(&c->io_cond);
@@ -7151,7 +7344,9 @@ static void cwm_status_identity(const struct mg_mqtt *c, cJSON *o, int running)
 	cJSON *brokers = cJSON_AddArrayToObject(o, "brokers");
 	for (int i = 0; brokers != NULL && i < c->cfg.nuris; i++)
 		cJSON_AddItemToArray(brokers, cJSON_CreateString(c->cfg.uris[i]));
-	cJSON_AddStringToObject(o, "protocol", cwm_protocol_name(c->cfg.protocol));
+	/* The one in use: 3.1.1 after PROTOCOL_FALLBACK. */
+	int proto = c->v5 && !cwm_v5_now(c) ? 4 : c->cfg.protocol;
+	cJSON_AddStringToObject(o, "protocol", cwm_protocol_name(proto));
 	cJSON_AddStringToObject(o, "transport",
 	                        c->cfg.transport == 1 ? "websockets" : "tcp");
 	cJSON_AddBoolToObject(o, "tls", c->cfg.use_tls);
@@ -7169,6 +7364,8 @@ static void cwm_status_counts(const struct mg_mqtt *c, cJSON *counters,
 	                        (double)c->dropped_queue_full);
 	cJSON_AddNumberToObject(counters, "kept_beyond_queue",
 	                        (double)c->queue_overflow);
+	cJSON_AddNumberToObject(counters, "handled_inline",
+	                        (double)atomic_load(&c->inline_handled));
 	cJSON_AddNumberToObject(counters, "reconnects", (double)c->reconnects);
 	cJSON_AddNumberToObject(counters, "connects", (double)c->connects);
 	cJSON_AddNumberToObject(gauges, "in_flight", c->inflight + c->inflight0);

@@ -330,6 +330,28 @@ MG_MQTT_API const char *mg_mqtt_prefix(const struct mg_mqtt *c);
 MG_MQTT_API int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
                                  mg_mqtt_message_handler h, void *user_data);
 
+/* As mg_mqtt_on_topic(), but h runs inline: on paho's network thread, as
+ * the message arrives, before anything is queued. h MUST NOT BLOCK: paho
+ * has one receive thread for every client of the process and calls h
+ * holding its process-wide lock, so while h runs no client of the process
+ * receives, acknowledges or keeps alive. h may call mg_mqtt_publish*() (it
+ * only queues) and read the message; it must not call mg_mqtt_request(),
+ * mg_mqtt_stop() or anything that waits. The message and its strings are
+ * valid only during the call.
+ * Cost model. Queued (mg_mqtt_on_topic): per message one event slot from
+ * a pool (grown up to QUEUE_SIZE, no allocation once grown) and, when
+ * mqtt-dispatch sleeps, one wake-up; the handler then runs on
+ * mqtt-dispatch, whose latency it may add to freely. Inline: no slot, no
+ * queue, no wake-up, no second thread; a message that only inline handlers
+ * want (no queued topic handler registered, no bridge) is freed on paho's
+ * thread right after them. A message that inline handlers matched also
+ * goes to the queued handlers when there are any (then the catch-all is
+ * not called for it), and to the bridge's browsers.
+ * Register before mg_mqtt_start(); returns as mg_mqtt_on_topic(). */
+MG_MQTT_API int mg_mqtt_on_topic_inline(struct mg_mqtt *c, const char *filter,
+                                        mg_mqtt_message_handler h,
+                                        void *user_data);
+
 /* The catch-all: called for a message no topic handler matched (Flask-MQTT's
  * on_message rule). */
 MG_MQTT_API int mg_mqtt_on_message(struct mg_mqtt *c, mg_mqtt_message_handler h,
@@ -405,7 +427,9 @@ MG_MQTT_API int mg_mqtt_on_log(struct mg_mqtt *c, mg_mqtt_log_handler h,
 /* Subscribes to `filter` at `qos` and remembers it: the subscription is
  * renewed on every reconnect, also when made while disconnected (it is then
  * sent on the next connect). Subscribing again to the same filter updates
- * its QoS. With SHARED_GROUP set, the broker sees $share/<group>/<filter>.
+ * its QoS; when the bridge's browsers hold the same filter, the broker gets
+ * the highest QoS any of them or the application asked for (a lower one
+ * from the application never lowers theirs). With SHARED_GROUP set, the broker sees $share/<group>/<filter>.
  * Returns an id > 0 (on_subscribe follows once the broker answers; while
  * disconnected the answer comes after the next connect), or
  * MG_MQTT_ERR_FILTER, _PARAM, _QOS, _INVALID, _NOMEM. Named levels
@@ -527,7 +551,8 @@ MG_MQTT_API int mg_mqtt_subscriptions(struct mg_mqtt *c,
  * always NUL-terminated when len > 0, truncated if short). Fields: prefix,
  * client_id, connected, broker, brokers, protocol, transport, tls,
  * subscriptions, counters {published, publish_failed, received,
- * dropped_queue_full, kept_beyond_queue, reconnects, connects, requests_replied,
+ * dropped_queue_full, kept_beyond_queue, handled_inline (messages inline
+ * handlers ran for; "received" counts the queued ones), reconnects, connects, requests_replied,
  * requests_timed_out, requests_failed, late_replies}, gauges {in_flight,
  * queued, queue_depth}, with a bridge also "bridge" {path,
  * websocket_clients, sse_clients, authentication}, the bridge_* counters

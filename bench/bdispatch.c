@@ -64,14 +64,14 @@ int main(int argc, char **argv)
 		for (long i = 0; i < 100000; i++) {
 			msg.topic = topics[i & 63];
 			msg.topic_len = strlen(msg.topic);
-			cwm_dispatch_handlers(c, &msg);
+			cwm_dispatch_handlers(c, &msg, 0);
 		}
 		hits = 0;
 		uint64_t t0 = now_ns();
 		for (long i = 0; i < n; i++) {
 			msg.topic = topics[i & 63];
 			msg.topic_len = strlen(msg.topic);
-			cwm_dispatch_handlers(c, &msg);
+			cwm_dispatch_handlers(c, &msg, 0);
 		}
 		uint64_t t1 = now_ns();
 		if (hits != (unsigned long)n)

@@ -51,8 +51,10 @@ static int cwm_can_register(const struct mg_mqtt *c, const void *h)
 	return 0;
 }
 
-int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
-                     mg_mqtt_message_handler h, void *user_data)
+/* Both topic handler kinds: h into tree, counted in *count. */
+static int cwm_on_topic_into(struct mg_mqtt *c, struct cwm_tnode *tree,
+                             unsigned *count, const char *filter,
+                             mg_mqtt_message_handler h, void *user_data)
 {
 	int rc = cwm_can_register(c, (const void *)h);
 	if (rc != 0)
@@ -71,12 +73,28 @@ int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
 	}
 	hd->fn = h;
 	hd->ud = user_data;
-	hd->seq = ++c->nhandlers;
+	hd->seq = ++*count;
 	hd->params = params;
-	if ((rc = cwm_tree_add(&c->tree, plain, hd)) != 0)
+	if ((rc = cwm_tree_add(tree, plain, hd)) != 0)
 		cwm_handler_free(hd);
 	free(plain);
 	return rc;
+}
+
+int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
+                     mg_mqtt_message_handler h, void *user_data)
+{
+	return c == NULL ? MG_MQTT_ERR_INVALID
+	                 : cwm_on_topic_into(c, &c->tree, &c->nhandlers, filter,
+	                                     h, user_data);
+}
+
+int mg_mqtt_on_topic_inline(struct mg_mqtt *c, const char *filter,
+                            mg_mqtt_message_handler h, void *user_data)
+{
+	return c == NULL ? MG_MQTT_ERR_INVALID
+	                 : cwm_on_topic_into(c, &c->itree, &c->ninline, filter,
+	                                     h, user_data);
 }
 
 #define CWM_SETTER(fn_name, type, field)                                       \
@@ -249,6 +267,11 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	free(c->cur.v);
 	free(c->nxt.v);
 	free(c->hits.v);
+	free(c->icur.v);
+	free(c->inxt.v);
+	free(c->ihits.v);
+	for (int i = 0; i < c->nchunks; i++)
+		free(c->chunks[i]);
 
 	/* Back to the state mg_mqtt_create() left, handlers and locks kept. */
 	size_t keep = offsetof(struct mg_mqtt, cfg);
@@ -294,8 +317,10 @@ static int cwm_start_settings(struct mg_mqtt *c, const char **options,
 		        c->prefix);
 	if (s->client_id == NULL && !s->clean_session)
 		cwm_log(c, MG_MQTT_LOG_WARNING,
-		        "CLEAN_SESSION is false with a generated client id: the "
-		        "session cannot be resumed after a restart");
+		        "%s_CLEAN_SESSION is false without %s_CLIENT_ID: the "
+		        "generated id is new at every start, so the session can "
+		        "never be resumed; set %s_CLIENT_ID",
+		        c->prefix, c->prefix, c->prefix);
 	if (s->bridge_path != NULL && s->shared_group != NULL)
 		cwm_log(c, MG_MQTT_LOG_WARNING,
 		        "%s_SHARED_GROUP also shares the subscriptions the bridge "
@@ -423,6 +448,7 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 		return MG_MQTT_ERR_IN_HANDLER;
 	cwm_shutdown(c);
 	cwm_tree_clear(&c->tree);
+	cwm_tree_clear(&c->itree);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->req_lock);
 	pthread_cond_destroy(&c->io_cond);

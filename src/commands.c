@@ -97,6 +97,18 @@ static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r)
 		c->inflight0--;
 }
 
+/* A command lost with its connection is sent again: a user's, or one
+ * holding a filter counted in its subscription's pending (renewal skips
+ * those, so nobody else would send it); renewal and birth are made anew by
+ * every connect. */
+static int cwm_cmd_goes_again(const struct cwm_out *r)
+{
+	int keep = !r->internal;
+	for (int i = 0; i < r->nfilters && !keep; i++)
+		keep = r->flags[i] & CMD_COUNTED;
+	return keep;
+}
+
 /* An empty subscribe/unsubscribe command; filters join with cwm_cmd_add. */
 static struct cwm_out *cwm_cmd_new(struct mg_mqtt *c, enum cwm_cmd type)
 {
@@ -273,7 +285,7 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 		free(r);
 		return rc;
 	}
-	if (r->props != NULL && !c->v5) {
+	if (r->props != NULL && !cwm_v5_now(c)) {
 		cwm_out_free(r);
 		return MG_MQTT_ERR_PROTOCOL;
 	}
@@ -302,12 +314,12 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 		rc = r->id = cwm_next_id(c);
 		c->unfinished++;
 		cwm_enqueue(c, r);
+	} else {
+		cwm_persist_remove(c, r);
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (rc < 0) {
-		cwm_persist_remove(c, r);
+	if (rc < 0)
 		cwm_out_free(r);
-	}
 	return rc;
 }
 

@@ -133,7 +133,8 @@ static int cwm_parse_url(const struct cwm_settings *s, const char *prefix,
 	return 0;
 }
 
-/* Splits a comma-separated list into trimmed, non-empty items. */
+/* Splits a comma-separated list into trimmed, non-empty items. Out of
+ * memory, frees what it made: *out NULL, *n 0. */
 static int cwm_split_list(const char *v, char ***out, int *n)
 {
 	*out = NULL;
@@ -142,21 +143,22 @@ static int cwm_split_list(const char *v, char ***out, int *n)
 	while (*p != '\0') {
 		const char *e = strchr(p, ',');
 		size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
-		char *item = cwm_strndup(p, len), *t;
-		if (item == NULL)
-			return MG_MQTT_ERR_NOMEM;
-		t = cwm_trimdup(item);
+		char *item = cwm_strndup(p, len), *t = NULL, **nv = NULL;
+		if (item != NULL)
+			t = cwm_trimdup(item);
 		free(item);
-		if (t == NULL)
-			return MG_MQTT_ERR_NOMEM;
-		if (t[0] == '\0') {
+		if (t != NULL && t[0] == '\0') {
 			free(t);
+		} else if (t == NULL || (nv = realloc(*out, sizeof(char *) *
+		                                                (size_t)(*n + 1))) ==
+		                            NULL) {
+			free(t);
+			while (*n > 0)
+				free((*out)[--*n]);
+			free(*out);
+			*out = NULL;
+			return MG_MQTT_ERR_NOMEM;
 		} else {
-			char **nv = realloc(*out, sizeof(char *) * (size_t)(*n + 1));
-			if (nv == NULL) {
-				free(t);
-				return MG_MQTT_ERR_NOMEM;
-			}
 			*out = nv;
 			(*out)[(*n)++] = t;
 		}

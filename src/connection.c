@@ -37,9 +37,9 @@ static const char *cwm_known_uri(const struct mg_mqtt *c, const char *uri)
  * waiting for their acknowledgement and never sends them again: they
  * would never be done, and renewal skips a subscription whose command is
  * pending. Each goes to retry as a new command, sent again on this
- * connection; the old one is emptied and kept (c->orphans) for paho's
- * answer, if one ever comes, or for the stop. Renewals are dropped: this
- * connect makes them anew. */
+ * connection when cwm_cmd_goes_again says so (renewals are made anew);
+ * the old one is emptied and kept (c->orphans) for paho's answer, if one
+ * ever comes, or for the stop. */
 static void cwm_orphan_acks(struct mg_mqtt *c)
 {
 	struct cwm_out *r, *next;
@@ -53,10 +53,10 @@ static void cwm_orphan_acks(struct mg_mqtt *c)
 		cwm_inpaho_unlink(c, r);
 		*copy = *r;
 		copy->next = copy->iprev = copy->inext = NULL;
-		if (copy->internal)
-			cwm_out_free(copy);
-		else
+		if (cwm_cmd_goes_again(copy))
 			cwm_retry_insert(c, copy);
+		else
+			cwm_out_free(copy);
 		struct cwm_out keep = {.c = c, .type = r->type, .orphan = 1};
 		*r = keep;
 		r->next = c->orphans;
@@ -223,6 +223,21 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		pthread_mutex_unlock(&c->lock);
 	}
 	pthread_mutex_lock(&c->lock);
+	/* Right after a loss, paho sometimes fails the next connect at once
+	 * with "socket error" (the dead connection's socket still in its
+	 * receive thread's hands, which can sleep up to a second): that says
+	 * nothing of this broker, which is tried again shortly, a few times,
+	 * instead of counting as refused. */
+	if (text != NULL && strcmp(text, "socket error") == 0 && !c->stopping &&
+	    c->same_again < 3 && cwm_now_ms() - c->lost_at < CWM_SAME_AGAIN_MS) {
+		c->same_again++;
+		c->state = CWM_DISCONNECTED;
+		c->reconnect_at = cwm_now_ms() + 300;
+		if (c->io_waiting == CWM_IDLE_WAIT)
+			pthread_cond_signal(&c->io_cond);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
 	if (c->uri_try + 1 < c->cfg.nuris && !c->stopping) {
 		/* More of BROKER_URL to try in this round: the next one now. */
 		const char *tried = c->cfg.uris[c->uri_cur];
@@ -309,7 +324,7 @@ static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
 		snprintf(buf, len,
 		         "the broker closed the connection after CONNECT without "
 		         "answering it%s",
-		         c->v5 && !atomic_load(&c->v311_now)
+		         cwm_v5_now(c)
 		             ? " (a broker without MQTT 5 does that: set "
 		               "PROTOCOL_VERSION 3.1.1, or PROTOCOL_FALLBACK true)"
 		             : "");
@@ -403,19 +418,28 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 		         cause != NULL ? cause : "connection lost");
 	c->state = CWM_DISCONNECTED;
 	atomic_store(&c->connected, 0);
-	/* The next round starts with the next broker: the one just lost is
-	 * the least likely to answer. After a connection that lasted, at once
-	 * and with the back-off reset; one the broker dropped soon after
-	 * accepting it (a node that cannot serve the session) keeps the
-	 * back-off growing, so that brokers that all do that are not
-	 * hammered. */
+	/* The next round starts with the next broker, at once: the one just
+	 * lost is the least likely to answer. A connection the broker dropped
+	 * soon after accepting it (a node that cannot serve the session)
+	 * counts as a move too; after as many moves as there are other
+	 * brokers the back-off applies, and only a connection that lasted
+	 * resets it, so that brokers that all do that are not hammered. */
 	int64_t now = cwm_now_ms(), delay;
-	int stable = now - c->connected_at >= CWM_STABLE_MS;
-	if (stable)
+	c->lost_at = now;
+	c->same_again = 0;
+	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
+		c->quick_moves = 0;
+	}
 	c->uri_base = (c->uri_cur + 1) % c->cfg.nuris;
 	c->uri_try = 0;
-	delay = stable && c->cfg.nuris > 1 ? 0 : cwm_backoff_ms(c);
+	if (c->quick_moves < c->cfg.nuris - 1) {
+		c->quick_moves++;
+		delay = 0;
+	} else {
+		c->quick_moves = 0;
+		delay = cwm_backoff_ms(c);
+	}
 	c->reconnect_at = now + delay;
 	if (c->on_disconnect != NULL || c->bridge != NULL) {
 		const char *b = c->broker != NULL ? c->broker : "";
@@ -498,17 +522,11 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 	o.serverURIs = &c->cfg.uris[idx];
 	o.username = s->username;
 	o.password = s->secret;
-	int v5 = c->v5 && !atomic_load(&c->v311_now);
+	int v5 = cwm_v5_now(c);
 	o.MQTTVersion = v5                 ? MQTTVERSION_5
 	                : s->protocol == 3 ? MQTTVERSION_3_1
 	                                   : MQTTVERSION_3_1_1;
-	if (c->v5 && !v5) {
-		/* After PROTOCOL_FALLBACK: the MQTT 5 handle speaks 3.1.1; its
-		 * callbacks stay the MQTT 5 ones. */
-		o.cleansession = s->clean_session;
-		o.onSuccess5 = cwm_on_connect_ok5;
-		o.onFailure5 = cwm_on_connect_fail5;
-	} else if (v5) {
+	if (v5) {
 		o.cleansession = 0;
 		o.cleanstart = s->clean_session;
 		o.onSuccess5 = cwm_on_connect_ok5;

@@ -72,6 +72,104 @@ static void cwm_log_overflow(struct mg_mqtt *c)
 	c->last_overflow_log = now;
 }
 
+/* [L] An event slot for a message: from the client's pool, which grows in
+ * chunks up to QUEUE_SIZE slots and is kept until the stop (no allocation
+ * per message once it has grown); beyond QUEUE_SIZE (over: a QoS 1/2
+ * message kept while the queue is full), from the heap. NULL: out of
+ * memory. */
+static struct cwm_event *cwm_slot_take(struct mg_mqtt *c, int over)
+{
+	struct cwm_event *ev = c->slot_free;
+	if (ev == NULL && !over && c->nslots < c->cfg.queue_size &&
+	    c->nchunks < CWM_SLOT_CHUNKS) {
+		int n = c->cfg.queue_size - c->nslots;
+		int want = c->nslots < CWM_SLOT_CHUNK ? CWM_SLOT_CHUNK : c->nslots;
+		n = n < want ? n : want; /* doubling: a few chunks in all */
+		struct cwm_event *chunk = calloc((size_t)n, sizeof(*chunk));
+		if (chunk != NULL) {
+			c->chunks[c->nchunks++] = chunk;
+			c->nslots += n;
+			for (int i = n - 1; i >= 0; i--) {
+				chunk[i].pooled = 1;
+				chunk[i].next = c->slot_free;
+				c->slot_free = &chunk[i];
+			}
+			ev = c->slot_free;
+		}
+	}
+	if (ev != NULL) {
+		c->slot_free = ev->next;
+		return ev;
+	}
+	ev = malloc(sizeof(*ev));
+	if (ev != NULL)
+		ev->pooled = 0;
+	return ev;
+}
+
+/* [L] Gives slots back (a batch, linked by next), or frees heap ones. */
+static void cwm_slots_put(struct mg_mqtt *c, struct cwm_event *list)
+{
+	while (list != NULL) {
+		struct cwm_event *next = list->next;
+		if (list->pooled) {
+			list->next = c->slot_free;
+			c->slot_free = list;
+		} else {
+			free(list);
+		}
+		list = next;
+	}
+}
+
+/* The message as handlers see it (props: converted into *props, *mem to
+ * free after). */
+static void cwm_message_view(MQTTAsync_message *m, const char *topic,
+                             size_t tl, struct mg_mqtt_message *msg,
+                             struct mg_mqtt_props *props, void **mem)
+{
+	msg->topic = topic;
+	msg->topic_len = tl;
+	msg->payload = m->payload;
+	msg->payload_len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+	msg->qos = m->qos;
+	msg->retain = m->retained;
+	msg->dup = m->dup;
+	msg->packet_id = m->qos > 0 ? m->msgid : 0;
+	msg->props = &cwm_no_props;
+	msg->params = NULL;
+	*mem = NULL;
+	if (m->properties.count > 0) {
+		cwm_props_from_paho(&m->properties, props, mem);
+		msg->props = props;
+	}
+}
+
+/* paho's receive thread: runs the inline handlers matching the message
+ * (*hit: some did). Returns 1 when the message is done with them: no
+ * queued handler, catch-all or bridge could want it. */
+static int cwm_inline_run(struct mg_mqtt *c, const char *topic, size_t tl,
+                          MQTTAsync_message *m, int *hit)
+{
+	if (cwm_tree_match(&c->itree, topic, tl, &c->icur, &c->inxt,
+	                   &c->ihits) != 0 ||
+	    c->ihits.n == 0)
+		return 0;
+	struct mg_mqtt_props props;
+	struct mg_mqtt_message msg;
+	void *mem;
+	cwm_message_view(m, topic, tl, &msg, &props, &mem);
+	for (size_t i = 0; i < c->ihits.n; i++) {
+		const struct cwm_handler *h = c->ihits.v[i];
+		msg.params = h->params;
+		h->fn(c, &msg, h->ud);
+	}
+	free(mem);
+	*hit = 1;
+	atomic_fetch_add(&c->inline_handled, 1);
+	return c->nhandlers == 0 && c->bridge == NULL;
+}
+
 /* paho's receive thread, holding paho's process-wide lock: nothing here
  * waits. A full queue drops a QoS 0 message at once (at most once is what
  * it promised); a QoS 1 or 2 one is kept beyond QUEUE_SIZE, because paho
@@ -88,16 +186,23 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 		MQTTAsync_free(topic);
 		return 1;
 	}
-	struct cwm_event *ev = malloc(sizeof(*ev));
+	int hit = 0;
+	if (c->ninline > 0 && cwm_inline_run(c, topic, tl, m, &hit)) {
+		MQTTAsync_freeMessage(&m);
+		MQTTAsync_free(topic);
+		return 1;
+	}
 
 	pthread_mutex_lock(&c->lock);
 	int full = c->ev_msgs >= c->cfg.queue_size;
-	if (ev == NULL || (full && m->qos == 0)) {
+	struct cwm_event *ev = NULL;
+	if (!full || m->qos > 0)
+		ev = cwm_slot_take(c, full);
+	if (ev == NULL) {
 		c->dropped_queue_full++;
 		c->drops_unlogged++;
 		cwm_log_drops(c);
 		pthread_mutex_unlock(&c->lock);
-		free(ev);
 		MQTTAsync_freeMessage(&m);
 		MQTTAsync_free(topic);
 		return 1;
@@ -108,11 +213,11 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 	}
 	c->ev_msgs++;
 	c->received++;
-	memset(ev, 0, sizeof(*ev));
 	ev->type = EV_MESSAGE;
 	ev->u.msg.m = m;
 	ev->u.msg.topic = topic;
 	ev->u.msg.topic_len = tl;
+	ev->u.msg.inline_hit = hit;
 	cwm_push_event(c, ev);
 	pthread_mutex_unlock(&c->lock);
 	return 1;
@@ -121,7 +226,8 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 /* Runs the handlers of one message: every matching topic handler in
  * registration order, else the catch-all; then the bridge's browsers. */
 static void cwm_dispatch_handlers(struct mg_mqtt *c,
-                                  const struct mg_mqtt_message *msg)
+                                  const struct mg_mqtt_message *msg,
+                                  int inline_hit)
 {
 	if (cwm_tree_match(&c->tree, msg->topic, msg->topic_len, &c->cur, &c->nxt,
 	                   &c->hits) != 0) {
@@ -129,7 +235,7 @@ static void cwm_dispatch_handlers(struct mg_mqtt *c,
 		c->hits.n = 0;
 	}
 	if (c->hits.n == 0) {
-		if (c->on_message != NULL)
+		if (c->on_message != NULL && !inline_hit)
 			c->on_message(c, msg, c->on_message_ud);
 	} else {
 		struct mg_mqtt_message m = *msg;
@@ -148,29 +254,18 @@ static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 	MQTTAsync_message *m = ev->u.msg.m;
 	struct mg_mqtt_props props;
 	struct mg_mqtt_message msg;
-	void *mem = NULL;
+	void *mem;
 
-	msg.topic = ev->u.msg.topic;
-	msg.topic_len = ev->u.msg.topic_len;
-	msg.payload = m->payload;
-	msg.payload_len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
-	msg.qos = m->qos;
-	msg.retain = m->retained;
-	msg.dup = m->dup;
-	msg.packet_id = m->qos > 0 ? m->msgid : 0;
-	msg.props = &cwm_no_props;
-	msg.params = NULL;
-	if (m->properties.count > 0) {
-		cwm_props_from_paho(&m->properties, &props, &mem);
-		msg.props = &props;
-	}
-	cwm_dispatch_handlers(c, &msg);
+	cwm_message_view(m, ev->u.msg.topic, ev->u.msg.topic_len, &msg, &props,
+	                 &mem);
+	cwm_dispatch_handlers(c, &msg, ev->u.msg.inline_hit);
 	free(mem);
 	MQTTAsync_freeMessage(&m);
 	MQTTAsync_free(ev->u.msg.topic);
 }
 
-/* Runs the handler of one event and frees it. */
+/* Runs the handler of one event; frees it unless it is a message slot
+ * (those go back to the pool in batches, by the caller). */
 static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 {
 	switch (ev->type) {
@@ -208,7 +303,8 @@ static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 		cwm_log_event(c, ev); /* log.c: file, handler or stderr */
 		break;
 	}
-	free(ev);
+	if (ev->type != EV_MESSAGE)
+		free(ev);
 }
 
 /* Waits until mqtt-dispatch has run every event queued before the call
@@ -231,7 +327,8 @@ static void cwm_event_discard(struct cwm_event *ev)
 		MQTTAsync_freeMessage(&ev->u.msg.m);
 		MQTTAsync_free(ev->u.msg.topic);
 	}
-	free(ev);
+	if (!ev->pooled)
+		free(ev);
 }
 
 static void *cwm_dispatch_main(void *arg)
@@ -255,15 +352,22 @@ static void *cwm_dispatch_main(void *arg)
 		 * are handled, so that the bound covers all of them. */
 		int nmsg = 0;
 		uint64_t nev = 0;
+		struct cwm_event *used = NULL;
 		while (batch != NULL) {
 			struct cwm_event *next = batch->next;
-			nmsg += batch->type == EV_MESSAGE;
+			int is_msg = batch->type == EV_MESSAGE;
 			cwm_dispatch(c, batch);
+			if (is_msg) {
+				batch->next = used; /* message slots: back in one go */
+				used = batch;
+				nmsg++;
+			}
 			batch = next;
 			nev++;
 		}
 
 		pthread_mutex_lock(&c->lock);
+		cwm_slots_put(c, used);
 		cwm_worked(&busy, &last_us);
 		c->ev_msgs -= nmsg;
 		c->ev_done += nev;

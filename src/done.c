@@ -13,10 +13,7 @@
  * set): it may have left in the dying socket, and QoS 0 is at most once. */
 static int cwm_done_requeue(struct mg_mqtt *c, struct cwm_out *r, int *result)
 {
-	int keep = !r->internal;
-	for (int i = 0; i < r->nfilters && !keep; i++)
-		keep = r->flags[i] & CMD_COUNTED;
-	if (!keep)
+	if (!cwm_cmd_goes_again(r))
 		return 0;
 	if (r->type == CMD_PUBLISH && r->qos == 0 && r->sent) {
 		*result = MG_MQTT_ERR_CONNECTION_LOST;
@@ -163,7 +160,10 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	}
 	if (r->in_paho)
 		cwm_inpaho_unlink(c, r);
-	if (c->io_waiting == CWM_IDLE_WAIT)
+	/* mqtt-io needs to hear of a completion only when it frees room
+	 * something queued waits for, or when the stop waits for the last. */
+	if (c->io_waiting == CWM_IDLE_WAIT &&
+	    (c->outq != NULL || c->retry != NULL || c->stopping))
 		pthread_cond_signal(&c->io_cond);
 	if (retry && cwm_done_requeue(c, r, &result)) {
 		pthread_mutex_unlock(&c->lock);

@@ -125,9 +125,12 @@
 #define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
 #define CWM_BATCH 256             /* commands mqtt-io takes per lock */
 #define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
+#define CWM_SLOT_CHUNK 64   /* the first chunk of message slots; each next
+                               one doubles the pool, up to QUEUE_SIZE */
+#define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
+#define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
-                               the back-off; a loss then moves to the next
-                               broker at once */
+                               the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
 
 /* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
@@ -315,7 +318,8 @@ enum { CMD_COUNTED = 1, CMD_BORROWED = 2 };
 struct cwm_sub {
 	struct cwm_sub *prev, *next; /* in subscription order */
 	const char *filter;          /* the subs map's copy of its key */
-	int qos, granted;
+	int qos, granted; /* qos: sent, the highest of its holders' */
+	int bqos;         /* the highest the bridge's holders asked for */
 	int pending; /* SUBSCRIBEs for it queued and not done: renewal skips it */
 	int app;     /* subscribed through the API or SUBSCRIBE */
 	int brefs;   /* holders besides the app: bridge clients, and sys */
@@ -337,11 +341,13 @@ enum cwm_evtype {
 struct cwm_event {
 	struct cwm_event *next;
 	enum cwm_evtype type;
+	int pooled; /* a message slot of the client's pool (cwm_slot_take) */
 	union {
 		struct {
 			MQTTAsync_message *m;
 			char *topic;
 			size_t topic_len;
+			int inline_hit; /* inline handlers ran: no catch-all */
 		} msg;
 		struct mg_mqtt_connect_info conn;
 		struct mg_mqtt_disconnect_info disc;
@@ -375,6 +381,8 @@ struct mg_mqtt {
 	/* Handlers: written before start, read-only afterwards. */
 	struct cwm_tnode tree;
 	unsigned nhandlers;
+	struct cwm_tnode itree;   /* inline handlers (mg_mqtt_on_topic_inline) */
+	unsigned ninline;
 	mg_mqtt_message_handler on_message;
 	void *on_message_ud;
 	mg_mqtt_connect_handler on_connect;
@@ -408,6 +416,10 @@ struct mg_mqtt {
 	int uri_try;              /* [L] entries tried in this round before */
 	int uri_cur;              /* [L] the entry of this attempt/connection */
 	int64_t connected_at;     /* [L] ms, of the current connection */
+	int64_t lost_at;          /* [L] ms, of the last connection loss */
+	int same_again;           /* [L] see cwm_connect_failed */
+	int quick_moves;          /* [L] losses answered by trying the next
+	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
 	atomic_int v311_now;      /* PROTOCOL_FALLBACK happened: connects use
 	                             3.1.1 on the MQTT 5 handle */
@@ -437,6 +449,9 @@ struct mg_mqtt {
 	struct cwm_out *orphans;  /* see cwm_out.orphan, linked by next */
 	struct cwm_event *evq, *evq_tail;
 	int ev_msgs;              /* messages queued or being dispatched */
+	struct cwm_event *slot_free;  /* the message slot pool */
+	struct cwm_event *chunks[CWM_SLOT_CHUNKS];
+	int nslots, nchunks;
 	uint64_t ev_pushed, ev_done; /* events queued and run, ever */
 	int flush_waiting;        /* cwm_dispatch_flush waits on state_cond */
 	int io_waiting, dispatch_waiting;
@@ -453,6 +468,9 @@ struct mg_mqtt {
 
 	/* mqtt-dispatch only: scratch for matching. */
 	struct cwm_vec cur, nxt, hits;
+	/* paho's receive thread only: the same for inline handlers. */
+	struct cwm_vec icur, inxt, ihits;
+	atomic_ullong inline_handled;
 
 	/* Requests (mg_mqtt_request). reply_base is set by start, before paho
 	 * exists; the rest is under req_lock. */
@@ -475,6 +493,13 @@ struct mg_mqtt {
 	atomic_int trace_queued;  /* paho lines queued for mqtt-dispatch */
 	atomic_uint_fast64_t trace_dropped; /* paho lines dropped: too many */
 };
+
+/* The connection speaks MQTT 5 now: PROTOCOL_VERSION 5 and no
+ * PROTOCOL_FALLBACK to 3.1.1 happened. */
+static inline int cwm_v5_now(const struct mg_mqtt *c)
+{
+	return c->v5 && !atomic_load(&c->v311_now);
+}
 
 
 /* A growable byte buffer; on allocation failure it stops growing and

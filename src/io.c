@@ -39,7 +39,8 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 		return;
 	}
 	ro.context = r;
-	if (c->v5) {
+	if (cwm_v5_now(c)) { /* paho wants the callbacks of the connection's
+	                        version (PROTOCOL_FALLBACK may have changed it) */
 		ro.onSuccess5 = cwm_on_done_ok5;
 		ro.onFailure5 = cwm_on_done_fail5;
 	} else {
@@ -256,7 +257,7 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 		MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
 		d.timeout = 1000;
 		d.context = c;
-		if (c->v5) {
+		if (cwm_v5_now(c)) {
 			d.onSuccess5 = cwm_on_disc_ok5;
 			d.onFailure5 = cwm_on_disc_fail5;
 		} else {

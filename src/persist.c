@@ -105,8 +105,8 @@ static void cwm_persist_remove(struct mg_mqtt *c, struct cwm_out *r)
 	}
 	c->unlinks[c->nunlinks++] = r->pseq;
 	r->pseq = 0;
-	if (c->io_waiting == CWM_IDLE_WAIT)
-		pthread_cond_signal(&c->io_cond);
+	if (c->nunlinks == 1 && c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond); /* later ones join this one */
 }
 
 /* [L] mqtt-io: removes the files of the messages done (released around

@@ -199,7 +199,7 @@ static int cwm_request(struct mg_mqtt *c, const char *topic,
 	} else {
 		memcpy(reply_to, c->reply_base, bl);
 		memcpy(reply_to + bl, q.corr, cl + 1);
-		if (c->v5) {
+		if (cwm_v5_now(c)) {
 			struct mg_mqtt_props p;
 			memset(&p, 0, sizeof(p));
 			p.response_topic = reply_to;

@@ -72,7 +72,9 @@ static void cwm_status_identity(const struct mg_mqtt *c, cJSON *o, int running)
 	cJSON *brokers = cJSON_AddArrayToObject(o, "brokers");
 	for (int i = 0; brokers != NULL && i < c->cfg.nuris; i++)
 		cJSON_AddItemToArray(brokers, cJSON_CreateString(c->cfg.uris[i]));
-	cJSON_AddStringToObject(o, "protocol", cwm_protocol_name(c->cfg.protocol));
+	/* The one in use: 3.1.1 after PROTOCOL_FALLBACK. */
+	int proto = c->v5 && !cwm_v5_now(c) ? 4 : c->cfg.protocol;
+	cJSON_AddStringToObject(o, "protocol", cwm_protocol_name(proto));
 	cJSON_AddStringToObject(o, "transport",
 	                        c->cfg.transport == 1 ? "websockets" : "tcp");
 	cJSON_AddBoolToObject(o, "tls", c->cfg.use_tls);
@@ -90,6 +92,8 @@ static void cwm_status_counts(const struct mg_mqtt *c, cJSON *counters,
 	                        (double)c->dropped_queue_full);
 	cJSON_AddNumberToObject(counters, "kept_beyond_queue",
 	                        (double)c->queue_overflow);
+	cJSON_AddNumberToObject(counters, "handled_inline",
+	                        (double)atomic_load(&c->inline_handled));
 	cJSON_AddNumberToObject(counters, "reconnects", (double)c->reconnects);
 	cJSON_AddNumberToObject(counters, "connects", (double)c->connects);
 	cJSON_AddNumberToObject(gauges, "in_flight", c->inflight + c->inflight0);

@@ -112,11 +112,14 @@ int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 		rc = MG_MQTT_ERR_NOMEM;
 	} else {
 		int id = cwm_next_id(c);
-		if ((rc = cwm_queue_subscribe(c, s->filter, qos, id, 1)) != 0) {
+		/* The broker gets the highest QoS of the holders: the app's latest
+		 * and the browsers'. */
+		int eff = s->brefs > 0 && s->bqos > qos ? s->bqos : qos;
+		if ((rc = cwm_queue_subscribe(c, s->filter, eff, id, 1)) != 0) {
 			if (made)
 				cwm_sub_forget(c, s);
 		} else {
-			s->qos = qos;
+			s->qos = eff;
 			s->granted = -1;
 			s->pending++;
 			s->app = 1;
@@ -284,6 +287,8 @@ static void cwm_sub_ref(struct mg_mqtt *c, const char *filter, int qos,
 		int send = made || qos > s->qos;
 		if (qos > s->qos || made)
 			s->qos = qos;
+		if (qos > s->bqos)
+			s->bqos = qos;
 		s->brefs++;
 		if (sys)
 			s->sys = 1;

@@ -274,7 +274,7 @@ static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx)
 	const struct cwm_settings *s = &c->cfg;
 	const char *uri = s->uris[idx];
 	if (cwm_debug_on(c)) {
-		int v5 = c->v5 && !atomic_load(&c->v311_now);
+		int v5 = cwm_v5_now(c);
 		cwm_log(c, MG_MQTT_LOG_DEBUG,
 		        "CONNECT to %s: MQTT %s, %s %s, keepalive %d s, client id "
 		        "'%s'%s%s%s%s",

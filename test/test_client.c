@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 static struct mg_mqtt *client_with(struct rec *r, const char *prefix)
 {
@@ -135,6 +136,103 @@ TEST(every_matching_topic_handler_runs_in_order_and_catch_all_only_when_none)
 	ASSERT(r.order_ok);
 	mg_mqtt_stop(c);
 	rec_free(&r);
+}
+
+/* An inline handler: records the topic, the payload and the name of the
+ * thread it runs on. */
+struct inl {
+	pthread_mutex_t mu;
+	char topic[8][64], thread[8][32], room[8][16];
+	int n;
+};
+
+static void inl_cb(struct mg_mqtt *c, const struct mg_mqtt_message *m,
+                   void *ud)
+{
+	struct inl *x = ud;
+	(void)c;
+	pthread_mutex_lock(&x->mu);
+	if (x->n < 8) {
+		snprintf(x->topic[x->n], sizeof(x->topic[0]), "%.*s",
+		         (int)m->topic_len, m->topic);
+		pthread_getname_np(pthread_self(), x->thread[x->n],
+		                   sizeof(x->thread[0]));
+		if (mg_mqtt_param(m, "room", x->room[x->n], sizeof(x->room[0])) < 0)
+			x->room[x->n][0] = '\0';
+		x->n++;
+	}
+	pthread_mutex_unlock(&x->mu);
+}
+
+static int inl_count(struct inl *x)
+{
+	pthread_mutex_lock(&x->mu);
+	int n = x->n;
+	pthread_mutex_unlock(&x->mu);
+	return n;
+}
+
+/* Inline handlers run on paho's thread, not mqtt-dispatch, with named
+ * levels; with no queued handler nothing is queued (queue_depth and
+ * received stay 0, handled_inline counts); with a queued handler on the
+ * same messages both run and the catch-all does not. */
+TEST(inline_handlers_run_on_paho_thread_and_queue_nothing_alone)
+{
+	struct th_broker b;
+	struct rec r;
+	struct inl x;
+	memset(&x, 0, sizeof(x));
+	pthread_mutex_init(&x.mu, NULL);
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = client_with(&r, NULL);
+	ASSERT_EQ(mg_mqtt_on_topic_inline(c, "home/{room}/temp", inl_cb, &x), 0);
+	ASSERT_EQ(mg_mqtt_on_topic_inline(c, NULL, inl_cb, &x),
+	          MG_MQTT_ERR_INVALID);
+	ASSERT_EQ(mg_mqtt_on_topic_inline(c, "a/#/b", inl_cb, &x),
+	          MG_MQTT_ERR_FILTER);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_SUBSCRIBE",
+	                      "home/#", NULL};
+	rec_start(c, opts);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
+	ASSERT_EQ(mg_mqtt_on_topic_inline(c, "x", inl_cb, &x),
+	          MG_MQTT_ERR_STARTED);
+	th_pub(&b, "home/kitchen/temp", "21", 1, 0, NULL);
+	th_pub(&b, "home/hall/temp", "19", 0, 0, NULL);
+	ASSERT(WAIT_UNTIL(inl_count(&x) == 2, 5000));
+	ASSERT_STREQ(x.topic[0], "home/kitchen/temp");
+	ASSERT_STREQ(x.room[0], "kitchen");
+	ASSERT_STREQ(x.room[1], "hall");
+	ASSERT(strcmp(x.thread[0], "mqtt-dispatch") != 0);
+	ASSERT(strncmp(x.thread[0], "MQTTAsync", 9) == 0);
+	/* home/garden matched no inline handler: the catch-all gets it. */
+	th_pub(&b, "home/garden", "y", 0, 0, NULL);
+	ASSERT(WAIT_UNTIL(REC(&r, nmsgs) == 1, 5000));
+	ASSERT_STREQ(r.msgs[0].topic, "home/garden");
+	char buf[4096];
+	ASSERT_GT(mg_mqtt_status(c, buf, sizeof(buf)), 0);
+	ASSERT_CONTAINS(buf, "\"handled_inline\":2");
+	ASSERT_CONTAINS(buf, "\"received\":1");
+	mg_mqtt_stop(c);
+	rec_free(&r);
+
+	/* With a queued handler too: both run, the catch-all does not. */
+	struct rec r2;
+	struct rec_tag t1;
+	x.n = 0;
+	c = client_with(&r2, NULL);
+	t1 = (struct rec_tag){&r2, 1};
+	ASSERT_EQ(mg_mqtt_on_topic_inline(c, "home/+/temp", inl_cb, &x), 0);
+	ASSERT_EQ(mg_mqtt_on_topic(c, "home/#", rec_on_topic_cb, &t1), 0);
+	rec_start(c, opts);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
+	th_pub(&b, "home/kitchen/temp", "21", 0, 0, NULL);
+	ASSERT(WAIT_UNTIL(inl_count(&x) == 1 && REC(&r2, nmsgs) == 1, 5000));
+	th_sleep_ms(200);
+	ASSERT_EQ(REC(&r2, nmsgs), 1);
+	ASSERT_EQ(r2.msgs[0].handler, 1);
+	mg_mqtt_stop(c);
+	rec_free(&r2);
+	pthread_mutex_destroy(&x.mu);
 }
 
 /* Records "<room>|<sensor>" as each named-level handler reads them. */

@@ -15,7 +15,7 @@
 
 /* ---- a log handler that records level and thread of each line --------- */
 
-#define LOGMAX 20000
+#define LOGMAX 100000
 
 struct logrec {
 	pthread_mutex_t mu;
@@ -489,4 +489,61 @@ TEST_T(tls_host_name_mismatch_fails_start_with_err_tls_naming_the_host, 90)
 	tls_start(url, "127.0.0.1", MG_MQTT_ERR_TLS, "info");
 	th_broker_stop(&bad);
 	th_broker_stop(&good);
+}
+
+/* ---- 6. a log handler that blocks: paho's lines are bounded ------------ */
+
+static atomic_int hold_log; /* 1: the handler waits */
+static atomic_int held;
+
+static void blocking_log(struct mg_mqtt *c, int level, const char *text,
+                         void *ud)
+{
+	(void)c;
+	(void)level;
+	lr_on_log(c, level, text, ud);
+	while (atomic_load(&hold_log)) {
+		atomic_store(&held, 1);
+		th_sleep_ms(5);
+	}
+}
+
+/* The status counter "published" (QoS 0 sent, QoS 1/2 acknowledged). */
+static long published_of(struct mg_mqtt *c)
+{
+	char buf[16384];
+	if (mg_mqtt_status(c, buf, sizeof(buf)) <= 0)
+		return -1;
+	const char *p = strstr(buf, "\"published\":");
+	return p != NULL ? atol(p + 12) : -1;
+}
+
+TEST_T(paho_lines_waiting_for_a_blocked_log_handler_are_bounded_and_counted,
+       90)
+{
+	struct th_broker b;
+	th_broker_start(&b, NULL);
+	struct logrec *l = lr_new();
+	struct mg_mqtt *c = mg_mqtt_create(NULL);
+	ASSERT_EQ(mg_mqtt_on_log(c, blocking_log, l), 0);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_LOG_LEVEL", "debug",
+	                      NULL};
+	start_ok(c, NULL, opts);
+	atomic_store(&hold_log, 1);
+	ASSERT_GT(mg_mqtt_publish(c, "hold/x", "x", 1, 0, 0), 0);
+	ASSERT(WAIT_UNTIL(atomic_load(&held), 5000));
+	/* Each QoS 0 publish makes one paho line (-> PUBLISH) at least. */
+	for (int k = 0; k < 12000; k++)
+		while (mg_mqtt_publish(c, "hold/x", "x", 1, 0, 0) < 0)
+			th_sleep_ms(1);
+	/* Held until paho has sent them all (the status counts them on paho's
+	 * thread): each traced its "-> PUBLISH" line meanwhile. */
+	ASSERT(WAIT_UNTIL(published_of(c) >= 12001, 30000));
+	atomic_store(&hold_log, 0);
+	LR_HAS(l, "paho: ", "trace line(s) dropped: more than 10000 waited");
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	th_broker_stop(&b);
+	/* Still every one of our own lines (they are never dropped). */
+	ASSERT_EQ(lr_count(l, "PUBLISH out: id", ""), 12001);
+	lr_free(l);
 }
