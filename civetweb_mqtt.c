@@ -33,7 +33,8 @@
  *                  QoS 1/2 messages paho gave back when a connection
  *                  dropped, sent first. publish() refuses once MAX_INFLIGHT +
  *                  MAX_BUFFERED messages are unfinished.
- *   evq            events for mqtt-dispatch (struct cwm_event), FIFO.
+ *   evq            events for mqtt-dispatch (struct cwm_event), FIFO; log
+ *                  lines too (EV_LOG): mqtt-dispatch writes the log file.
  *                  Messages count against QUEUE_SIZE: when it is full,
  *                  an arriving QoS 0 message is dropped and counted, a
  *                  QoS 1/2 one (already acknowledged by paho) is kept
@@ -49,8 +50,12 @@
  * guards its clients, their queues and filters and the delivery tree; it
  * is taken before c->lock, never after. The registry lock (client.c)
  * guards the list of started clients and is taken before any client's
- * lock. No lock is held across a call into paho or CivetWeb that can block
- * on the network.
+ * lock. cwm_trace_lock (trace.c, process-wide) guards the clients paho's
+ * trace is forwarded to; paho's trace callback takes it holding paho's
+ * locks, so it is taken before a client's c->lock, never while one is
+ * held; the only paho calls made holding it are the trace setters, which
+ * take no lock. No lock is held across a call into paho or CivetWeb that
+ * can block on the network.
  *
  * Ownership.  A command belongs to the queue it is in, then to c->inpaho
  * until paho reports it done, then it is freed by the thread that saw it
@@ -81,7 +86,7 @@
  *                          files.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 79 "src/internal.h"
+#line 84 "src/internal.h"
 #endif
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -226,6 +231,7 @@ struct cwm_settings {
 	char *persistence_dir;
 	int queue_size;
 	int max_packet_size; /* the broker's packet limit, as the user knows it */
+	int log_level;     /* MG_MQTT_LOG_*: lines above it are not made */
 	char *bridge_path;
 	char *bridge_publish_allow;
 	char *bridge_subscribe_allow;
@@ -363,6 +369,8 @@ struct cwm_event {
 		} ack;
 		struct {
 			int level;
+			int quiet; /* not to stderr (cwm_log_quiet) */
+			int trace; /* a line of paho's trace (trace.c) */
 			char *text;
 		} log;
 	} u;
@@ -496,6 +504,15 @@ struct mg_mqtt {
 	int req_active;           /* callers inside mg_mqtt_request() */
 	atomic_int reply_held;    /* the reply filter is subscribed */
 	atomic_uint_fast64_t req_replied, req_timeouts, req_failed, req_late;
+
+	/* trace.c: paho's trace, under its process-wide cwm_trace_lock
+	 * (taken before c->lock, never while c->lock is held). */
+	int trace_joined;         /* in the list of clients paho's trace sees */
+	int trace_tls;            /* a verified TLS connect is in progress */
+	int trace_host_bad;       /* paho's trace: its host name check failed */
+	char trace_host[256];     /* host name of the URI being tried */
+	atomic_int trace_queued;  /* paho lines queued for mqtt-dispatch */
+	atomic_uint_fast64_t trace_dropped; /* paho lines dropped: too many */
 };
 
 /* The connection speaks MQTT 5 now: PROTOCOL_VERSION 5 and no
@@ -691,6 +708,27 @@ static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static int cwm_log_wants(const struct mg_mqtt *c, int level);
+static void cwm_log_event(struct mg_mqtt *c, const struct cwm_event *ev);
+static void cwm_log_push_trace(struct mg_mqtt *c, const char *line);
+
+/* src/trace.c: LOG_LEVEL debug lines of the library's own packets, paho's
+ * trace (process-wide) forwarded to debug clients, and what paho says
+ * only in its trace (a TLS host name mismatch). Every function here is
+ * called without c->lock. */
+static void cwm_trace_join(struct mg_mqtt *c);
+static void cwm_trace_leave(struct mg_mqtt *c);
+static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx);
+static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len);
+static void cwm_debug_connack(struct mg_mqtt *c, int session,
+                              MQTTProperties *props);
+static void cwm_debug_send(struct mg_mqtt *c, const struct cwm_out *r);
+static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
+                           int result, int retry, const int *codes,
+                           int ncodes);
+static void cwm_debug_received(struct mg_mqtt *c, const char *topic,
+                               size_t tl, const MQTTAsync_message *m);
+static void cwm_debug_disconnect(struct mg_mqtt *c);
 
 /* src/props.c */
 static int cwm_props_dup(const struct mg_mqtt_props *p,
@@ -1547,6 +1585,10 @@ static const struct cwm_enum cwm_cert_reqs[] = {
     {"none", CWM_CERT_NONE},             {"cert_required", CWM_CERT_REQUIRED},
     {"cert_optional", CWM_CERT_OPTIONAL}, {"cert_none", CWM_CERT_NONE},
     {NULL, 0}};
+static const struct cwm_enum cwm_log_levels[] = {
+    {"error", MG_MQTT_LOG_ERROR},     {"warning", MG_MQTT_LOG_WARNING},
+    {"info", MG_MQTT_LOG_INFO},       {"debug", MG_MQTT_LOG_DEBUG},
+    {"warn", MG_MQTT_LOG_WARNING},    {NULL, 0}};
 static const char cwm_bool_hint[] = "true or false";
 
 /* The table behind every key: name, type, field, range, default. The
@@ -1619,6 +1661,8 @@ static const struct cwm_key cwm_keys[] = {
      "a number of messages (1-10000000)"},
     {"MAX_PACKET_SIZE", K_INT, CWM_S(max_packet_size), 0, 268435455, "0",
      NULL, "a number of bytes (0: none; up to 268435455)"},
+    {"LOG_LEVEL", K_ENUM, CWM_S(log_level), 0, 0, "info", cwm_log_levels,
+     "one of error, warning, info, debug"},
     {"BRIDGE_PATH", K_PATH, CWM_S(bridge_path), 0, 0, NULL, NULL, NULL},
     {"BRIDGE_PUBLISH_ALLOW", K_STR, CWM_S(bridge_publish_allow), 0, 0, NULL,
      NULL, NULL},
@@ -2875,16 +2919,27 @@ static int cwm_tree_match(const struct cwm_tnode *root, const char *t, size_t n,
 	return 0;
 }
 /*
- * Logging: one line to the log handler (on mqtt-dispatch), CivetWeb's
- * error_log_file, or stderr when neither is set.
+ * Logging: one line to CivetWeb's error_log_file, then the log handler, or
+ * stderr when neither is set. Lines below LOG_LEVEL are not made at all.
+ * Once mqtt-dispatch runs, every line goes through the event queue
+ * (EV_LOG) and is written by mqtt-dispatch, in the order it was logged:
+ * no file is opened on paho's threads (which serve every client of the
+ * process and call us holding paho's lock) or on a request's thread.
+ * Before that (start-up, on the caller's thread) and after it stopped, a
+ * line is written on the thread that logs it.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 5 "src/log.c"
+#line 11 "src/log.c"
 #endif
 
 static const char *const cwm_level_names[] = {"error", "warning", "info",
                                               "debug"};
 static pthread_mutex_t cwm_logfile_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* paho trace lines one client may have queued; beyond, they are counted
+ * and dropped (a handler that blocks must not make memory grow without
+ * bound at LOG_LEVEL debug). */
+#define CWM_TRACE_QUEUE 10000
 
 static void cwm_log_sink(const struct mg_mqtt *c, FILE *to, int level,
                          const char *line)
@@ -2898,15 +2953,19 @@ static void cwm_log_sink(const struct mg_mqtt *c, FILE *to, int level,
 	        c->prefix, line);
 }
 
-/* Writes one line to the sinks. locked: the caller holds c->lock.
- * quiet_stderr: the caller reports the text itself (start-up errors). */
-static void cwm_vlog(struct mg_mqtt *c, int locked, int quiet_stderr,
-                     int level, const char *fmt, va_list ap)
+/* 1 when a line of this level is made: LOG_LEVEL (before the options are
+ * read, errors only). */
+static int cwm_log_wants(const struct mg_mqtt *c, int level)
 {
-	char line[768];
-	vsnprintf(line, sizeof(line), fmt, ap);
-	line[strcspn(line, "\r\n")] = '\0';
+	return level <= c->cfg.log_level;
+}
 
+/* Writes one line to the sinks, on this thread. on_log: the handler may
+ * be called (not after mqtt-dispatch has stopped: on_disconnect is the
+ * last handler of a stop). */
+static void cwm_log_write(struct mg_mqtt *c, int level, const char *line,
+                          int quiet_stderr, int on_log)
+{
 	if (c->error_log_file != NULL) {
 		pthread_mutex_lock(&cwm_logfile_lock);
 		FILE *f = fopen(c->error_log_file, "a");
@@ -2916,26 +2975,107 @@ static void cwm_vlog(struct mg_mqtt *c, int locked, int quiet_stderr,
 		}
 		pthread_mutex_unlock(&cwm_logfile_lock);
 	}
-	if (c->on_log == NULL) {
-		if (c->error_log_file == NULL && !quiet_stderr)
-			cwm_log_sink(c, stderr, level, line);
-		return;
+	if (c->on_log != NULL) {
+		if (on_log)
+			c->on_log(c, level, line, c->on_log_ud);
+	} else if (c->error_log_file == NULL && !quiet_stderr) {
+		cwm_log_sink(c, stderr, level, line);
 	}
-	if (!c->dispatch_started) {
-		c->on_log(c, level, line, c->on_log_ud); /* start-up: caller thread */
-		return;
-	}
+}
+
+/* [L] 1 when mqtt-dispatch takes a line queued now: it runs, and has not
+ * been told to drain and exit. */
+static int cwm_log_queueable(const struct mg_mqtt *c)
+{
+	return c->dispatch_started && !c->dispatch_exit;
+}
+
+/* A line as an EV_LOG event, or NULL (out of memory). */
+static struct cwm_event *cwm_log_ev(int level, const char *line, int quiet,
+                                    int trace)
+{
 	struct cwm_event *ev = cwm_event_new(EV_LOG, strlen(line) + 1);
+	if (ev != NULL) {
+		size_t used = 0;
+		ev->u.log.level = level;
+		ev->u.log.quiet = quiet;
+		ev->u.log.trace = trace;
+		ev->u.log.text = cwm_event_str(ev, &used, line);
+	}
+	return ev;
+}
+
+/* Makes one line and hands it on. locked: the caller holds c->lock.
+ * quiet_stderr: the caller reports the text itself (start-up errors). */
+static void cwm_vlog(struct mg_mqtt *c, int locked, int quiet_stderr,
+                     int level, const char *fmt, va_list ap)
+{
+	char line[768];
+	if (!cwm_log_wants(c, level))
+		return;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\r\n")] = '\0';
+
+	/* dispatch_started is written before mqtt-dispatch exists and after
+	 * it is joined, by the thread that starts and stops the client. */
+	struct cwm_event *ev =
+	    c->dispatch_started ? cwm_log_ev(level, line, quiet_stderr, 0) : NULL;
+	if (ev != NULL) {
+		if (!locked)
+			pthread_mutex_lock(&c->lock);
+		int queued = cwm_log_queueable(c);
+		if (queued)
+			cwm_push_event(c, ev);
+		if (!locked)
+			pthread_mutex_unlock(&c->lock);
+		if (queued)
+			return;
+		free(ev);
+	}
+	/* Start-up (the caller's thread), a stopped mqtt-dispatch, or out of
+	 * memory: written here. */
+	cwm_log_write(c, level, line, quiet_stderr, !c->dispatch_started);
+}
+
+/* mqtt-dispatch: writes the line of an EV_LOG event. */
+static void cwm_log_event(struct mg_mqtt *c, const struct cwm_event *ev)
+{
+	if (ev->u.log.trace) {
+		atomic_fetch_sub(&c->trace_queued, 1);
+		uint_fast64_t lost = atomic_exchange(&c->trace_dropped, 0);
+		if (lost > 0) {
+			char note[128];
+			snprintf(note, sizeof(note),
+			         "paho: %llu trace line(s) dropped: more than %d waited "
+			         "for the log handler",
+			         (unsigned long long)lost, CWM_TRACE_QUEUE);
+			cwm_log_write(c, MG_MQTT_LOG_WARNING, note, 0, 1);
+		}
+	}
+	cwm_log_write(c, ev->u.log.level, ev->u.log.text, ev->u.log.quiet, 1);
+}
+
+/* A line of paho's trace for this debug client (trace.c, on whichever
+ * thread paho traces on, holding paho's locks): queued, never written
+ * here, and dropped rather than waited for. */
+static void cwm_log_push_trace(struct mg_mqtt *c, const char *line)
+{
+	if (atomic_load(&c->trace_queued) >= CWM_TRACE_QUEUE) {
+		atomic_fetch_add(&c->trace_dropped, 1);
+		return;
+	}
+	struct cwm_event *ev = cwm_log_ev(MG_MQTT_LOG_DEBUG, line, 0, 1);
 	if (ev == NULL)
 		return;
-	size_t used = 0;
-	ev->u.log.level = level;
-	ev->u.log.text = cwm_event_str(ev, &used, line);
-	if (!locked)
-		pthread_mutex_lock(&c->lock);
-	cwm_push_event(c, ev);
-	if (!locked)
-		pthread_mutex_unlock(&c->lock);
+	pthread_mutex_lock(&c->lock);
+	int queued = cwm_log_queueable(c);
+	if (queued) {
+		atomic_fetch_add(&c->trace_queued, 1);
+		cwm_push_event(c, ev);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!queued)
+		free(ev);
 }
 
 static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
@@ -2969,6 +3109,487 @@ static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	cwm_vlog(c, 1, 0, level, fmt, ap);
 	va_end(ap);
+}
+/*
+ * Tracing. LOG_LEVEL debug: one line per packet-level event of the
+ * library's own (CONNECT, CONNACK with its properties, SUBSCRIBE and
+ * SUBACK, UNSUBSCRIBE and UNSUBACK, PUBLISH out and its acknowledgement,
+ * PUBLISH in, DISCONNECT), never a password or payload bytes; and paho's
+ * trace, forwarded to every client that asked for debug.
+ *
+ * paho's trace is one per process (MQTTAsync_setTraceLevel /
+ * _setTraceCallback), its callback runs on whichever thread paho traces
+ * on, holding paho's locks. So: the callback only queues (an EV_LOG for
+ * each debug client, cwm_log_push_trace), under cwm_trace_lock, which is
+ * taken before a client's c->lock and never while one is held, and never
+ * held across a call into paho that takes a lock (setting the level and
+ * the callback takes none). Lines that could carry a secret are dropped,
+ * payload bytes cut off (cwm_trace_clean).
+ *
+ * The level is the cheapest paho has (MQTTASYNC_TRACE_ERROR: paho then
+ * skips the function entry/exit records it otherwise keeps for every
+ * call) unless a client needs more: MQTTASYNC_TRACE_PROTOCOL while a
+ * debug client runs, or while a TLS connect that checks the host name is
+ * in progress. paho reports a host name mismatch only in its trace
+ * ("X509_check_host for hostname H failed"), then fails the connect with
+ * "TCP/TLS connect failure"; cwm_trace_tls_failed tells the connect
+ * failure path. The line names the host only: it is given to every
+ * client whose attempt is to a URI of that host name and in progress
+ * (between cwm_trace_connect_begin and its CONNACK or failure), and taken
+ * back when paho then sends that client's CONNECT (the address matched
+ * the certificate's IP address entry instead). Two clients of one process
+ * connecting at once to the same host name, with different certificates
+ * behind it, can be told the other's result.
+ * MQTT_C_CLIENT_TRACE_LEVEL in the environment (paho's own switch) keeps
+ * the level the environment set: the library then never changes it.
+ */
+#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
+#line 34 "src/trace.c"
+#endif
+
+static pthread_mutex_t cwm_trace_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Under cwm_trace_lock: */
+static struct mg_mqtt **cwm_tr_clients; /* started clients, for their
+                                           secrets and as recipients */
+static size_t cwm_tr_n, cwm_tr_cap;
+static int cwm_tr_debug;   /* of them at LOG_LEVEL debug */
+static int cwm_tr_tls;     /* of them with trace_tls set */
+static int cwm_tr_level;   /* the level set; 0: none yet */
+static int cwm_tr_cb;      /* our callback is set */
+static int cwm_tr_env = -1; /* MQTT_C_CLIENT_TRACE_LEVEL given: 1 */
+
+static int cwm_debug_on(const struct mg_mqtt *c)
+{
+	return cwm_log_wants(c, MG_MQTT_LOG_DEBUG);
+}
+
+/* ---- paho's trace --------------------------------------------------- */
+
+/* paho's line without its "YYYYMMDD HHMMSS.mmm " time stamp. */
+static const char *cwm_trace_text(const char *m)
+{
+	const char *p = m;
+	p += strspn(p, "0123456789");
+	if (*p == ' ') {
+		p++;
+		p += strspn(p, "0123456789.");
+		if (*p == ' ')
+			return p + 1;
+	}
+	return m;
+}
+
+static int cwm_has_ci(const char *hay, const char *needle)
+{
+	return strcasestr(hay, needle) != NULL;
+}
+
+/* [T] 1 when the line may carry a secret: it names credentials (user
+ * name, password, proxy authentication, an Authorization header), dumps
+ * heap contents (paho's leak report at exit prints memory), or holds
+ * the password or key passphrase of a started client. */
+static int cwm_trace_secret(const char *t)
+{
+	static const char *const words[] = {"password", "passwd", "username",
+	                                    "user name", "auth", "Content ",
+	                                    "Heap "};
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (cwm_has_ci(t, words[i]))
+			return 1;
+	for (size_t i = 0; i < cwm_tr_n; i++) {
+		const struct cwm_settings *s = &cwm_tr_clients[i]->cfg;
+		if ((s->secret != NULL && s->secret[0] != '\0' &&
+		     strstr(t, s->secret) != NULL) ||
+		    (s->tls_keyfile_password != NULL &&
+		     s->tls_keyfile_password[0] != '\0' &&
+		     strstr(t, s->tls_keyfile_password) != NULL))
+			return 1;
+	}
+	return 0;
+}
+
+/* The line as forwarded: "paho: <text>", a PUBLISH without the payload
+ * bytes paho prints after "payload len(N):". */
+static void cwm_trace_clean(const char *t, char *out, size_t len)
+{
+	const char *pl = strstr(t, "payload len(");
+	int n = (int)strcspn(t, "\r\n");
+	if (pl != NULL) {
+		const char *close = strchr(pl, ')');
+		if (close != NULL && close - t + 1 < n)
+			n = (int)(close - t + 1);
+	}
+	snprintf(out, len, "paho: %.*s", n, t);
+}
+
+/* Host name of a URI ("ssl://[::1]:8883/x" -> "::1"). */
+static void cwm_uri_host(const char *uri, char *out, size_t len)
+{
+	const char *h = strstr(uri, "://");
+	h = h != NULL ? h + 3 : uri;
+	size_t n;
+	if (*h == '[') {
+		h++;
+		n = strcspn(h, "]");
+	} else {
+		n = strcspn(h, ":/");
+	}
+	snprintf(out, len, "%.*s", (int)n, h);
+}
+
+/* [T] The TLS watch: a host name check failed for the host in the line,
+ * or paho sent a client's CONNECT (its handshake succeeded). */
+static void cwm_trace_watch(const char *t)
+{
+	static const char pre[] = "X509_check_host for hostname ";
+	if (strncmp(t, pre, sizeof(pre) - 1) == 0) {
+		const char *h = t + sizeof(pre) - 1, *e = strstr(h, " failed");
+		if (e == NULL)
+			return;
+		if (*h == '[')
+			h++;
+		size_t n = (size_t)(e - h);
+		if (n > 0 && h[n - 1] == ']')
+			n--;
+		for (size_t i = 0; i < cwm_tr_n; i++) {
+			struct mg_mqtt *c = cwm_tr_clients[i];
+			if (c->trace_tls && strlen(c->trace_host) == n &&
+			    strncasecmp(c->trace_host, h, n) == 0)
+				c->trace_host_bad = 1;
+		}
+		return;
+	}
+	const char *p = strstr(t, " -> CONNECT ");
+	const char *id = strchr(t, ' ');
+	if (p == NULL || id == NULL || id >= p)
+		return;
+	id++;
+	for (size_t i = 0; i < cwm_tr_n; i++) {
+		struct mg_mqtt *c = cwm_tr_clients[i];
+		if (c->trace_tls && strlen(c->client_id) == (size_t)(p - id) &&
+		    strncmp(c->client_id, id, (size_t)(p - id)) == 0)
+			c->trace_host_bad = 0;
+	}
+}
+
+/* paho's trace callback: paho's threads (or mqtt-io inside a paho call),
+ * holding paho's locks. Queues only. */
+static void cwm_trace_cb(enum MQTTASYNC_TRACE_LEVELS level, char *message)
+{
+	if (level < MQTTASYNC_TRACE_PROTOCOL || message == NULL)
+		return;
+	const char *t = cwm_trace_text(message);
+	pthread_mutex_lock(&cwm_trace_lock);
+	if (cwm_tr_tls > 0)
+		cwm_trace_watch(t);
+	if (cwm_tr_debug > 0 && !cwm_trace_secret(t)) {
+		char line[600];
+		cwm_trace_clean(t, line, sizeof(line));
+		for (size_t i = 0; i < cwm_tr_n; i++)
+			if (cwm_debug_on(cwm_tr_clients[i]))
+				cwm_log_push_trace(cwm_tr_clients[i], line);
+	}
+	pthread_mutex_unlock(&cwm_trace_lock);
+}
+
+/* [T] The level and the callback the clients need now. */
+static void cwm_trace_apply(void)
+{
+	int need = cwm_tr_debug > 0 || cwm_tr_tls > 0;
+	int level = need ? MQTTASYNC_TRACE_PROTOCOL : MQTTASYNC_TRACE_ERROR;
+	if (cwm_tr_env < 0) {
+		const char *e = getenv("MQTT_C_CLIENT_TRACE_LEVEL");
+		cwm_tr_env = e != NULL && e[0] != '\0';
+	}
+	if (!cwm_tr_env && level != cwm_tr_level) {
+		MQTTAsync_setTraceLevel((enum MQTTASYNC_TRACE_LEVELS)level);
+		cwm_tr_level = level;
+	}
+	if (need != cwm_tr_cb) {
+		MQTTAsync_setTraceCallback(need ? cwm_trace_cb : NULL);
+		cwm_tr_cb = need;
+	}
+}
+
+/* mqtt-io, before the client's first paho call that can trace. */
+static void cwm_trace_join(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_trace_lock);
+	if (cwm_tr_n == cwm_tr_cap) {
+		size_t cap = cwm_tr_cap > 0 ? cwm_tr_cap * 2 : 8;
+		struct mg_mqtt **v = realloc(cwm_tr_clients, cap * sizeof(*v));
+		if (v == NULL) {
+			/* Out of memory: this client gets no paho trace and no host
+			 * name check; the level stays as it is. */
+			pthread_mutex_unlock(&cwm_trace_lock);
+			return;
+		}
+		cwm_tr_clients = v;
+		cwm_tr_cap = cap;
+	}
+	cwm_tr_clients[cwm_tr_n++] = c;
+	c->trace_joined = 1;
+	cwm_tr_debug += cwm_debug_on(c);
+	cwm_trace_apply();
+	pthread_mutex_unlock(&cwm_trace_lock);
+}
+
+/* [T] The TLS watch of c ends. */
+static void cwm_trace_tls_end(struct mg_mqtt *c)
+{
+	if (!c->trace_tls)
+		return;
+	c->trace_tls = 0;
+	cwm_tr_tls--;
+	cwm_trace_apply();
+}
+
+/* mqtt-io, after the paho handle is destroyed: no more paho lines for c
+ * (nor other clients' lines: on_disconnect is the last handler). */
+static void cwm_trace_leave(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_trace_lock);
+	if (c->trace_joined) {
+		cwm_trace_tls_end(c);
+		for (size_t i = 0; i < cwm_tr_n; i++)
+			if (cwm_tr_clients[i] == c) {
+				cwm_tr_clients[i] = cwm_tr_clients[--cwm_tr_n];
+				break;
+			}
+		cwm_tr_debug -= cwm_debug_on(c);
+		c->trace_joined = 0;
+		cwm_trace_apply();
+	}
+	if (cwm_tr_n == 0) {
+		free(cwm_tr_clients);
+		cwm_tr_clients = NULL;
+		cwm_tr_cap = 0;
+	}
+	pthread_mutex_unlock(&cwm_trace_lock);
+}
+
+/* paho checks the host name only for a TLS URI it verifies. */
+static int cwm_checks_host(const struct mg_mqtt *c, const char *uri)
+{
+	const struct cwm_settings *s = &c->cfg;
+	return (strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "wss://", 6) == 0) &&
+	       s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
+}
+
+static const char *cwm_yes(int v)
+{
+	return v ? "true" : "false";
+}
+
+/* mqtt-io, before it hands paho the connect to BROKER_URL entry idx: the
+ * CONNECT line, and the TLS watch. */
+static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx)
+{
+	const struct cwm_settings *s = &c->cfg;
+	const char *uri = s->uris[idx];
+	if (cwm_debug_on(c)) {
+		int v5 = cwm_v5_now(c);
+		cwm_log(c, MG_MQTT_LOG_DEBUG,
+		        "CONNECT to %s: MQTT %s, %s %s, keepalive %d s, client id "
+		        "'%s'%s%s%s%s",
+		        uri, v5 ? "5" : cwm_protocol_name(s->protocol),
+		        v5 ? "clean start" : "clean session",
+		        cwm_yes(s->clean_session), s->keepalive, c->client_id,
+		        s->username != NULL ? ", user name set" : "",
+		        s->secret != NULL ? ", password set" : "",
+		        s->will_topic != NULL ? ", will to " : "",
+		        s->will_topic != NULL ? s->will_topic : "");
+	}
+	pthread_mutex_lock(&cwm_trace_lock);
+	if (c->trace_joined) {
+		c->trace_host_bad = 0;
+		cwm_uri_host(uri, c->trace_host, sizeof(c->trace_host));
+		int want = cwm_checks_host(c, uri);
+		if (want && !c->trace_tls) {
+			c->trace_tls = 1;
+			cwm_tr_tls++;
+			cwm_trace_apply();
+		} else if (!want) {
+			cwm_trace_tls_end(c);
+		}
+	}
+	pthread_mutex_unlock(&cwm_trace_lock);
+}
+
+/* The connect failed (cwm_connect_failed): 1 when paho's trace said the
+ * broker's certificate does not match the host name of this attempt's
+ * URI; why gets the host name. Ends the TLS watch. */
+static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len)
+{
+	int bad = 0;
+	pthread_mutex_lock(&cwm_trace_lock);
+	if (c->trace_tls && c->trace_host_bad) {
+		bad = 1;
+		snprintf(why, len, "%s", c->trace_host);
+	}
+	c->trace_host_bad = 0;
+	cwm_trace_tls_end(c);
+	pthread_mutex_unlock(&cwm_trace_lock);
+	return bad;
+}
+
+/* ---- the library's own packets, at LOG_LEVEL debug ------------------- */
+
+/* Appends one MQTT 5 property as "name=value" (binary data: its length;
+ * it may be authentication data). */
+static size_t cwm_prop_text(const MQTTProperty *p, char *out, size_t len)
+{
+	const char *name = MQTTPropertyName(p->identifier);
+	char nb[16];
+	if (name == NULL) {
+		snprintf(nb, sizeof(nb), "0x%02x", (unsigned)p->identifier);
+		name = nb;
+	}
+	switch (MQTTProperty_getType(p->identifier)) {
+	case MQTTPROPERTY_TYPE_BYTE:
+		return (size_t)snprintf(out, len, "%s=%u", name, p->value.byte);
+	case MQTTPROPERTY_TYPE_TWO_BYTE_INTEGER:
+		return (size_t)snprintf(out, len, "%s=%u", name, p->value.integer2);
+	case MQTTPROPERTY_TYPE_FOUR_BYTE_INTEGER:
+	case MQTTPROPERTY_TYPE_VARIABLE_BYTE_INTEGER:
+		return (size_t)snprintf(out, len, "%s=%u", name, p->value.integer4);
+	case MQTTPROPERTY_TYPE_UTF_8_ENCODED_STRING:
+		return (size_t)snprintf(out, len, "%s='%.*s'", name,
+		                        p->value.data.len > 80 ? 80 : p->value.data.len,
+		                        p->value.data.data);
+	case MQTTPROPERTY_TYPE_UTF_8_STRING_PAIR:
+		return (size_t)snprintf(out, len, "%s '%.*s'='%.*s'", name,
+		                        p->value.data.len > 40 ? 40 : p->value.data.len,
+		                        p->value.data.data,
+		                        p->value.value.len > 40 ? 40 : p->value.value.len,
+		                        p->value.value.data);
+	default:
+		return (size_t)snprintf(out, len, "%s=(%d bytes)", name,
+		                        p->value.data.len);
+	}
+}
+
+/* paho's thread: a CONNACK that accepted the connection (props: MQTT 5's,
+ * NULL with 3.1.1). Ends the TLS watch. */
+static void cwm_debug_connack(struct mg_mqtt *c, int session,
+                              MQTTProperties *props)
+{
+	pthread_mutex_lock(&cwm_trace_lock);
+	c->trace_host_bad = 0;
+	cwm_trace_tls_end(c);
+	pthread_mutex_unlock(&cwm_trace_lock);
+	if (!cwm_debug_on(c))
+		return;
+	char pl[512] = "";
+	size_t used = 0;
+	for (int i = 0; props != NULL && i < props->count && used < sizeof(pl);
+	     i++) {
+		used += (size_t)snprintf(pl + used, sizeof(pl) - used, "%s",
+		                         i > 0 ? ", " : "");
+		if (used < sizeof(pl))
+			used += cwm_prop_text(&props->array[i], pl + used,
+			                      sizeof(pl) - used);
+	}
+	cwm_log(c, MG_MQTT_LOG_DEBUG, "CONNACK: accepted, session present %s%s%s%s",
+	        cwm_yes(session), props != NULL ? "; properties: " : "",
+	        props != NULL && props->count == 0 ? "none" : "", pl);
+}
+
+/* The filters of a SUBSCRIBE / UNSUBSCRIBE as sent: 'f' qos N, ... */
+static void cwm_filters_text(const struct cwm_out *r, int qos, char *out,
+                             size_t len)
+{
+	size_t used = 0;
+	out[0] = '\0';
+	for (int i = 0; i < r->nfilters && used < len; i++) {
+		if (qos)
+			used += (size_t)snprintf(out + used, len - used, "%s'%s' qos %d",
+			                         i > 0 ? ", " : "", r->wire[i],
+			                         r->qos_list[i]);
+		else
+			used += (size_t)snprintf(out + used, len - used, "%s'%s'",
+			                         i > 0 ? ", " : "", r->wire[i]);
+	}
+}
+
+/* mqtt-io, before it hands paho command r. */
+static void cwm_debug_send(struct mg_mqtt *c, const struct cwm_out *r)
+{
+	if (!cwm_debug_on(c) || r->noop)
+		return;
+	if (r->type == CMD_PUBLISH) {
+		cwm_log(c, MG_MQTT_LOG_DEBUG,
+		        "PUBLISH out: id %d, topic '%s', qos %d%s, %zu bytes%s", r->id,
+		        r->topic, r->qos, r->retain ? ", retained" : "", r->len,
+		        r->internal ? " (birth)" : "");
+		return;
+	}
+	char f[512];
+	cwm_filters_text(r, r->type == CMD_SUBSCRIBE, f, sizeof(f));
+	cwm_log(c, MG_MQTT_LOG_DEBUG, "%s: id %d, %d filter(s): %s%s",
+	        r->type == CMD_SUBSCRIBE ? "SUBSCRIBE" : "UNSUBSCRIBE", r->id,
+	        r->nfilters, f, r->internal ? " (renewal)" : "");
+}
+
+/* A command done (cwm_done, any thread): its acknowledgement. */
+static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
+                           int result, int retry, const int *codes,
+                           int ncodes)
+{
+	if (!cwm_debug_on(c) || r->orphan || r->noop)
+		return;
+	const char *what = r->type == CMD_PUBLISH     ? "PUBLISH"
+	                   : r->type == CMD_SUBSCRIBE ? "SUBACK"
+	                                              : "UNSUBACK";
+	if (retry) {
+		cwm_log(c, MG_MQTT_LOG_DEBUG,
+		        "%s id %d: given back by paho (connection lost): %s", what,
+		        r->id, mg_mqtt_strerror(result));
+		return;
+	}
+	if (result < 0) {
+		cwm_log(c, MG_MQTT_LOG_DEBUG, "%s id %d: failed: %s", what, r->id,
+		        mg_mqtt_strerror(result));
+		return;
+	}
+	if (r->type == CMD_PUBLISH) {
+		cwm_log(c, MG_MQTT_LOG_DEBUG, "%s id %d: %s%s (code 0x%02x)",
+		        r->qos == 0 ? "PUBLISH" : r->qos == 1 ? "PUBACK" : "PUBCOMP",
+		        r->id, r->qos == 0 ? "sent" : "acknowledged",
+		        result >= 0x80 ? ", refused" : "", (unsigned)result);
+		return;
+	}
+	char cs[256] = "";
+	size_t used = 0;
+	for (int i = 0; codes != NULL && i < ncodes && used < sizeof(cs); i++)
+		used += (size_t)snprintf(cs + used, sizeof(cs) - used, "%s0x%02x",
+		                         i > 0 ? " " : "", (unsigned)codes[i]);
+	cwm_log(c, MG_MQTT_LOG_DEBUG, "%s id %d: codes %s", what, r->id,
+	        used > 0 ? cs : "(none)");
+}
+
+/* paho's receive thread: a message arrived. */
+static void cwm_debug_received(struct mg_mqtt *c, const char *topic,
+                               size_t tl, const MQTTAsync_message *m)
+{
+	if (!cwm_debug_on(c))
+		return;
+	cwm_log(c, MG_MQTT_LOG_DEBUG,
+	        "PUBLISH in: topic '%.*s', qos %d%s%s, %d bytes%s", (int)tl, topic,
+	        m->qos, m->retained ? ", retained" : "", m->dup ? ", dup" : "",
+	        m->payloadlen, m->properties.count > 0 ? ", with properties" : "");
+}
+
+/* mqtt-io at stop, before DISCONNECT. */
+static void cwm_debug_disconnect(struct mg_mqtt *c)
+{
+	if (!cwm_debug_on(c))
+		return;
+	pthread_mutex_lock(&c->lock);
+	char *b = cwm_strdup(c->broker != NULL ? c->broker : "the broker");
+	pthread_mutex_unlock(&c->lock);
+	cwm_log(c, MG_MQTT_LOG_DEBUG, "DISCONNECT to %s", b != NULL ? b : "");
+	free(b);
 }
 /*
  * MQTT 5 properties: checking, copying, and converting to and from paho's.
@@ -4359,6 +4980,7 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 		cwm_done(c, r, 0x9A, 0, NULL, 0); /* "retain not supported" */
 		return;
 	}
+	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
 	if (r->type == CMD_PUBLISH) {
 		MQTTAsync_message m = MQTTAsync_message_initializer;
 		m.payload = r->payload;
@@ -4567,6 +5189,7 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 			d.onSuccess = cwm_on_disc_ok;
 			d.onFailure = cwm_on_disc_fail;
 		}
+		cwm_debug_disconnect(c); /* trace.c: LOG_LEVEL debug */
 		if (MQTTAsync_disconnect(c->paho, &d) == MQTTASYNC_SUCCESS) {
 			struct timespec until = cwm_deadline(3000);
 			pthread_mutex_lock(&c->lock);
@@ -4587,6 +5210,7 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 		free(r);
 	}
 	pthread_mutex_unlock(&c->lock);
+	cwm_trace_leave(c); /* trace.c: no paho trace lines after this */
 }
 
 /* Worker threads call this after each batch of work: a stream is work
@@ -4682,6 +5306,7 @@ static void cwm_io_connect(struct mg_mqtt *c)
 	cwm_connecting_set(c, 1);
 	pthread_mutex_unlock(&c->lock);
 	cwm_wake_others(c);
+	cwm_trace_connect_begin(c, idx); /* trace.c: CONNECT line, TLS watch */
 	int rc = cwm_paho_connect(c, idx);
 	if (rc != MQTTASYNC_SUCCESS)
 		cwm_connect_failed(c, MG_MQTT_ERR_CONNECT, -1, MQTTAsync_strerror(rc));
@@ -4746,6 +5371,7 @@ static void *cwm_io_main(void *arg)
 {
 	struct mg_mqtt *c = arg;
 	pthread_setname_np(pthread_self(), "mqtt-io");
+	cwm_trace_join(c); /* trace.c: paho's trace, LOG_LEVEL debug */
 	int busy = 0;
 	int64_t last_us = 0;
 
@@ -4958,6 +5584,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 static void cwm_on_connect_ok(void *ctx, MQTTAsync_successData *d)
 {
 	struct cwm_caps k = {0, 0, 1, 1, 1, 0};
+	cwm_debug_connack(ctx, d->alt.connect.sessionPresent, NULL); /* trace.c */
 	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
 	              &k);
 }
@@ -4973,6 +5600,7 @@ static void cwm_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
 {
 	MQTTProperties *p = &d->properties;
 	struct cwm_caps k;
+	cwm_debug_connack(ctx, d->alt.connect.sessionPresent, p); /* trace.c */
 	k.recvmax = cwm_prop_num(p, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM, 0);
 	k.maxpacket =
 	    (unsigned)cwm_prop_num(p, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE, 0);
@@ -5000,9 +5628,18 @@ static const char *cwm_connack_text(int rc)
 static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
                                const char *text)
 {
-	char brokers[512] = "", msg[300];
+	char brokers[512] = "", msg[300], host[256];
 	size_t used = 0;
 
+	/* trace.c: a host name mismatch, which paho says only in its trace. */
+	if (cwm_trace_tls_failed(c, host, sizeof(host))) {
+		cwm_log(c, MG_MQTT_LOG_ERROR,
+		        "TLS: the broker's certificate does not match host name %s",
+		        host);
+		pthread_mutex_lock(&c->lock);
+		c->tls_error = 1; /* MG_MQTT_ERR_TLS, below */
+		pthread_mutex_unlock(&c->lock);
+	}
 	pthread_mutex_lock(&c->lock);
 	cwm_connecting_set(c, 0);
 	/* Right after a loss, paho sometimes fails the next connect at once
@@ -5548,6 +6185,7 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 {
 	struct cwm_event *ev = NULL;
 
+	cwm_debug_done(c, r, result, retry, codes, ncodes); /* trace.c */
 	pthread_mutex_lock(&c->lock);
 	if (r->orphan) {
 		struct cwm_out **pp = &c->orphans;
@@ -5845,6 +6483,7 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 {
 	struct mg_mqtt *c = ctx;
 	size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+	cwm_debug_received(c, topic, tl, m); /* trace.c: LOG_LEVEL debug */
 	if (cwm_req_arrived(c, topic, tl, m)) {
 		MQTTAsync_freeMessage(&m);
 		MQTTAsync_free(topic);
@@ -5964,8 +6603,7 @@ static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 		break;
 	}
 	case EV_LOG:
-		if (c->on_log != NULL)
-			c->on_log(c, ev->u.log.level, ev->u.log.text, c->on_log_ud);
+		cwm_log_event(c, ev); /* log.c: file, handler or stderr */
 		break;
 	}
 	if (ev->type != EV_MESSAGE)

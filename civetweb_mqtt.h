@@ -230,7 +230,9 @@ enum mg_mqtt_log_level {
 	MG_MQTT_LOG_INFO = 2,
 	MG_MQTT_LOG_DEBUG = 3
 };
-/* text: one line, no trailing newline, never holds a password. */
+/* text: one line, no trailing newline, never holds a password or payload
+ * bytes. Lines of a level above the client's LOG_LEVEL option (error,
+ * warning, info by default, debug) are not made at all. */
 typedef void (*mg_mqtt_log_handler)(struct mg_mqtt *c, int level,
                                     const char *text, void *user_data);
 
@@ -262,7 +264,10 @@ MG_MQTT_API struct mg_mqtt *mg_mqtt_create(const char *prefix);
  * "MQTT_KEEPALIVE: 'abc' is not a number of seconds (0-65535)".
  * Returns 0, or MG_MQTT_ERR_CONFIG / _IO (bad option or unreadable file),
  * _EXISTS (same prefix already on ctx), _STARTED, _CONNECT / _REFUSED /
- * _TIMEOUT / _TLS (first connection failed), _THREAD, _NOMEM. On failure
+ * _TIMEOUT / _TLS (first connection failed; _TLS for a TLS error, an
+ * untrusted certificate, or a certificate that does not name the host of
+ * the URL, which the log says as "TLS: the broker's certificate does not
+ * match host name <host>"), _THREAD, _NOMEM. On failure
  * the client is left created and not started: fix and retry, or stop it.
  * Call once per client, from any thread but not from its handlers. */
 MG_MQTT_API int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
@@ -373,8 +378,42 @@ MG_MQTT_API int mg_mqtt_on_unsubscribe(struct mg_mqtt *c, mg_mqtt_ack_handler h,
 
 /* Receives every log line of the client. Lines logged while mg_mqtt_start()
  * runs are delivered on the calling thread before start returns; the rest on
- * the dispatch thread. Without a log handler, lines go to CivetWeb's
- * error_log_file if the context has one, else to stderr. */
+ * the dispatch thread. Lines also go to CivetWeb's error_log_file if the
+ * context has one, and to stderr when there is neither a handler nor a
+ * file. Once the client's dispatch thread runs, the file and stderr are
+ * written by it too, in the order the lines were logged: never on paho's
+ * network threads (which serve every client of the process) nor on the
+ * thread that published.
+ *
+ * LOG_LEVEL debug adds one line per packet-level event, at
+ * MG_MQTT_LOG_DEBUG: "CONNECT to <uri>: MQTT <version>, clean session|start
+ * <flag>, keepalive <s>, client id '<id>'[, user name set][, password set]",
+ * "CONNACK: accepted, session present <flag>[; properties: <MQTT 5
+ * properties>]", "SUBSCRIBE: id N, k filter(s): '<filter>' qos Q, ...",
+ * "SUBACK id N: codes 0x..", "UNSUBSCRIBE ..." / "UNSUBACK ...",
+ * "PUBLISH out: id N, topic '<t>', qos Q, B bytes", its "PUBACK id N" /
+ * "PUBCOMP id N" / "PUBLISH id N: sent" (QoS 0), "PUBLISH in: topic '<t>',
+ * qos Q, B bytes", "DISCONNECT to <uri>". It also forwards paho.mqtt.c's
+ * own trace at its protocol level, as lines starting "paho: ". paho's
+ * trace is one for the whole process (MQTTAsync_setTraceLevel and
+ * MQTTAsync_setTraceCallback are process-wide): every debug client of the
+ * process sees the paho lines of every paho client in it, its own and
+ * others'. paho lines are queued by paho's thread and written by the
+ * dispatch thread; a line that names a user name, a password or proxy
+ * authentication, or holds the password or key passphrase of a running
+ * client, is dropped, and payload bytes paho prints are cut off. At most
+ * 10000 paho lines wait per client; beyond that they are dropped and
+ * counted in a warning.
+ *
+ * paho's trace level.  The library owns paho's trace callback. It sets
+ * paho's trace level to MQTTASYNC_TRACE_ERROR when a client starts (paho's
+ * default, TRACE_MINIMUM, records every function entry and exit and costs
+ * paho nearly twice the instructions per message, see the README), raises
+ * it to MQTTASYNC_TRACE_PROTOCOL while a debug client runs or while a TLS
+ * connect that checks the host name is in progress (paho reports a host
+ * name mismatch only in its trace), and lowers it again after. With
+ * MQTT_C_CLIENT_TRACE_LEVEL set in the environment (paho's own switch) the
+ * level is left as the environment set it. */
 MG_MQTT_API int mg_mqtt_on_log(struct mg_mqtt *c, mg_mqtt_log_handler h,
                                void *user_data);
 

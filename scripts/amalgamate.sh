@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # The client first, then the bridge (each bridge part is wrapped in
 # #if MG_MQTT_ENABLE_BRIDGE by itself).
 PARTS="internal.h
-util.c topics.c config.c config_check.c conffile.c tree.c log.c props.c
+util.c topics.c config.c config_check.c conffile.c tree.c log.c trace.c props.c
 commands.c subs.c persist.c wake.c io.c connection.c done.c dispatch.c request.c
 json.c client.c status.c
 bridge.c bridge_clients.c bridge_json.c bridge_http.c bridge_last.c

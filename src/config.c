@@ -22,6 +22,10 @@ static const struct cwm_enum cwm_cert_reqs[] = {
     {"none", CWM_CERT_NONE},             {"cert_required", CWM_CERT_REQUIRED},
     {"cert_optional", CWM_CERT_OPTIONAL}, {"cert_none", CWM_CERT_NONE},
     {NULL, 0}};
+static const struct cwm_enum cwm_log_levels[] = {
+    {"error", MG_MQTT_LOG_ERROR},     {"warning", MG_MQTT_LOG_WARNING},
+    {"info", MG_MQTT_LOG_INFO},       {"debug", MG_MQTT_LOG_DEBUG},
+    {"warn", MG_MQTT_LOG_WARNING},    {NULL, 0}};
 static const char cwm_bool_hint[] = "true or false";
 
 /* The table behind every key: name, type, field, range, default. The
@@ -94,6 +98,8 @@ static const struct cwm_key cwm_keys[] = {
      "a number of messages (1-10000000)"},
     {"MAX_PACKET_SIZE", K_INT, CWM_S(max_packet_size), 0, 268435455, "0",
      NULL, "a number of bytes (0: none; up to 268435455)"},
+    {"LOG_LEVEL", K_ENUM, CWM_S(log_level), 0, 0, "info", cwm_log_levels,
+     "one of error, warning, info, debug"},
     {"BRIDGE_PATH", K_PATH, CWM_S(bridge_path), 0, 0, NULL, NULL, NULL},
     {"BRIDGE_PUBLISH_ALLOW", K_STR, CWM_S(bridge_publish_allow), 0, 0, NULL,
      NULL, NULL},

@@ -172,6 +172,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 static void cwm_on_connect_ok(void *ctx, MQTTAsync_successData *d)
 {
 	struct cwm_caps k = {0, 0, 1, 1, 1, 0};
+	cwm_debug_connack(ctx, d->alt.connect.sessionPresent, NULL); /* trace.c */
 	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
 	              &k);
 }
@@ -187,6 +188,7 @@ static void cwm_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
 {
 	MQTTProperties *p = &d->properties;
 	struct cwm_caps k;
+	cwm_debug_connack(ctx, d->alt.connect.sessionPresent, p); /* trace.c */
 	k.recvmax = cwm_prop_num(p, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM, 0);
 	k.maxpacket =
 	    (unsigned)cwm_prop_num(p, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE, 0);
@@ -214,9 +216,18 @@ static const char *cwm_connack_text(int rc)
 static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
                                const char *text)
 {
-	char brokers[512] = "", msg[300];
+	char brokers[512] = "", msg[300], host[256];
 	size_t used = 0;
 
+	/* trace.c: a host name mismatch, which paho says only in its trace. */
+	if (cwm_trace_tls_failed(c, host, sizeof(host))) {
+		cwm_log(c, MG_MQTT_LOG_ERROR,
+		        "TLS: the broker's certificate does not match host name %s",
+		        host);
+		pthread_mutex_lock(&c->lock);
+		c->tls_error = 1; /* MG_MQTT_ERR_TLS, below */
+		pthread_mutex_unlock(&c->lock);
+	}
 	pthread_mutex_lock(&c->lock);
 	cwm_connecting_set(c, 0);
 	/* Right after a loss, paho sometimes fails the next connect at once

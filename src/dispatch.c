@@ -180,6 +180,7 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 {
 	struct mg_mqtt *c = ctx;
 	size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+	cwm_debug_received(c, topic, tl, m); /* trace.c: LOG_LEVEL debug */
 	if (cwm_req_arrived(c, topic, tl, m)) {
 		MQTTAsync_freeMessage(&m);
 		MQTTAsync_free(topic);
@@ -299,8 +300,7 @@ static void cwm_dispatch(struct mg_mqtt *c, struct cwm_event *ev)
 		break;
 	}
 	case EV_LOG:
-		if (c->on_log != NULL)
-			c->on_log(c, ev->u.log.level, ev->u.log.text, c->on_log_ud);
+		cwm_log_event(c, ev); /* log.c: file, handler or stderr */
 		break;
 	}
 	if (ev->type != EV_MESSAGE)

@@ -146,6 +146,7 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 {
 	struct cwm_event *ev = NULL;
 
+	cwm_debug_done(c, r, result, retry, codes, ncodes); /* trace.c */
 	pthread_mutex_lock(&c->lock);
 	if (r->orphan) {
 		struct cwm_out **pp = &c->orphans;

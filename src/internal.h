@@ -30,7 +30,8 @@
  *                  QoS 1/2 messages paho gave back when a connection
  *                  dropped, sent first. publish() refuses once MAX_INFLIGHT +
  *                  MAX_BUFFERED messages are unfinished.
- *   evq            events for mqtt-dispatch (struct cwm_event), FIFO.
+ *   evq            events for mqtt-dispatch (struct cwm_event), FIFO; log
+ *                  lines too (EV_LOG): mqtt-dispatch writes the log file.
  *                  Messages count against QUEUE_SIZE: when it is full,
  *                  an arriving QoS 0 message is dropped and counted, a
  *                  QoS 1/2 one (already acknowledged by paho) is kept
@@ -46,8 +47,12 @@
  * guards its clients, their queues and filters and the delivery tree; it
  * is taken before c->lock, never after. The registry lock (client.c)
  * guards the list of started clients and is taken before any client's
- * lock. No lock is held across a call into paho or CivetWeb that can block
- * on the network.
+ * lock. cwm_trace_lock (trace.c, process-wide) guards the clients paho's
+ * trace is forwarded to; paho's trace callback takes it holding paho's
+ * locks, so it is taken before a client's c->lock, never while one is
+ * held; the only paho calls made holding it are the trace setters, which
+ * take no lock. No lock is held across a call into paho or CivetWeb that
+ * can block on the network.
  *
  * Ownership.  A command belongs to the queue it is in, then to c->inpaho
  * until paho reports it done, then it is freed by the thread that saw it
@@ -220,6 +225,7 @@ struct cwm_settings {
 	char *persistence_dir;
 	int queue_size;
 	int max_packet_size; /* the broker's packet limit, as the user knows it */
+	int log_level;     /* MG_MQTT_LOG_*: lines above it are not made */
 	char *bridge_path;
 	char *bridge_publish_allow;
 	char *bridge_subscribe_allow;
@@ -357,6 +363,8 @@ struct cwm_event {
 		} ack;
 		struct {
 			int level;
+			int quiet; /* not to stderr (cwm_log_quiet) */
+			int trace; /* a line of paho's trace (trace.c) */
 			char *text;
 		} log;
 	} u;
@@ -490,6 +498,15 @@ struct mg_mqtt {
 	int req_active;           /* callers inside mg_mqtt_request() */
 	atomic_int reply_held;    /* the reply filter is subscribed */
 	atomic_uint_fast64_t req_replied, req_timeouts, req_failed, req_late;
+
+	/* trace.c: paho's trace, under its process-wide cwm_trace_lock
+	 * (taken before c->lock, never while c->lock is held). */
+	int trace_joined;         /* in the list of clients paho's trace sees */
+	int trace_tls;            /* a verified TLS connect is in progress */
+	int trace_host_bad;       /* paho's trace: its host name check failed */
+	char trace_host[256];     /* host name of the URI being tried */
+	atomic_int trace_queued;  /* paho lines queued for mqtt-dispatch */
+	atomic_uint_fast64_t trace_dropped; /* paho lines dropped: too many */
 };
 
 /* The connection speaks MQTT 5 now: PROTOCOL_VERSION 5 and no
@@ -685,6 +702,27 @@ static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static int cwm_log_wants(const struct mg_mqtt *c, int level);
+static void cwm_log_event(struct mg_mqtt *c, const struct cwm_event *ev);
+static void cwm_log_push_trace(struct mg_mqtt *c, const char *line);
+
+/* src/trace.c: LOG_LEVEL debug lines of the library's own packets, paho's
+ * trace (process-wide) forwarded to debug clients, and what paho says
+ * only in its trace (a TLS host name mismatch). Every function here is
+ * called without c->lock. */
+static void cwm_trace_join(struct mg_mqtt *c);
+static void cwm_trace_leave(struct mg_mqtt *c);
+static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx);
+static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len);
+static void cwm_debug_connack(struct mg_mqtt *c, int session,
+                              MQTTProperties *props);
+static void cwm_debug_send(struct mg_mqtt *c, const struct cwm_out *r);
+static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
+                           int result, int retry, const int *codes,
+                           int ncodes);
+static void cwm_debug_received(struct mg_mqtt *c, const char *topic,
+                               size_t tl, const MQTTAsync_message *m);
+static void cwm_debug_disconnect(struct mg_mqtt *c);
 
 /* src/props.c */
 static int cwm_props_dup(const struct mg_mqtt_props *p,

@@ -55,6 +55,7 @@ static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
 		cwm_done(c, r, 0x9A, 0, NULL, 0); /* "retain not supported" */
 		return;
 	}
+	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
 	if (r->type == CMD_PUBLISH) {
 		MQTTAsync_message m = MQTTAsync_message_initializer;
 		m.payload = r->payload;
@@ -263,6 +264,7 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 			d.onSuccess = cwm_on_disc_ok;
 			d.onFailure = cwm_on_disc_fail;
 		}
+		cwm_debug_disconnect(c); /* trace.c: LOG_LEVEL debug */
 		if (MQTTAsync_disconnect(c->paho, &d) == MQTTASYNC_SUCCESS) {
 			struct timespec until = cwm_deadline(3000);
 			pthread_mutex_lock(&c->lock);
@@ -283,6 +285,7 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 		free(r);
 	}
 	pthread_mutex_unlock(&c->lock);
+	cwm_trace_leave(c); /* trace.c: no paho trace lines after this */
 }
 
 /* Worker threads call this after each batch of work: a stream is work
@@ -378,6 +381,7 @@ static void cwm_io_connect(struct mg_mqtt *c)
 	cwm_connecting_set(c, 1);
 	pthread_mutex_unlock(&c->lock);
 	cwm_wake_others(c);
+	cwm_trace_connect_begin(c, idx); /* trace.c: CONNECT line, TLS watch */
 	int rc = cwm_paho_connect(c, idx);
 	if (rc != MQTTASYNC_SUCCESS)
 		cwm_connect_failed(c, MG_MQTT_ERR_CONNECT, -1, MQTTAsync_strerror(rc));
@@ -442,6 +446,7 @@ static void *cwm_io_main(void *arg)
 {
 	struct mg_mqtt *c = arg;
 	pthread_setname_np(pthread_self(), "mqtt-io");
+	cwm_trace_join(c); /* trace.c: paho's trace, LOG_LEVEL debug */
 	int busy = 0;
 	int64_t last_us = 0;
 

@@ -77,6 +77,7 @@ static const char *const tested_keys[] = {
     "SHARED_GROUP",     "SUBSCRIBE",            "RECONNECT_MIN",
     "RECONNECT_MAX",    "MAX_INFLIGHT",         "MAX_BUFFERED",
     "PERSISTENCE_DIR",  "QUEUE_SIZE",           "MAX_PACKET_SIZE",
+    "LOG_LEVEL",
     "BRIDGE_PATH",      "BRIDGE_PUBLISH_ALLOW", "BRIDGE_SUBSCRIBE_ALLOW",
     "BRIDGE_AUTH_FILE", "BRIDGE_MAX_BODY",      "BRIDGE_CLIENT_QUEUE",
     "BRIDGE_LAST_VALUES", "BRIDGE_REQUEST_TIMEOUT_MAX"};
@@ -139,6 +140,7 @@ TEST(defaults_without_options_are_the_documented_ones)
 	ASSERT_EQ(s.max_buffered, 10000);
 	ASSERT(s.persistence_dir == NULL);
 	ASSERT_EQ(s.queue_size, 10000);
+	ASSERT_EQ(s.log_level, MG_MQTT_LOG_INFO);
 	ASSERT(s.bridge_path == NULL); /* no bridge */
 	ASSERT(s.bridge_publish_allow == NULL);
 	ASSERT(s.bridge_subscribe_allow == NULL);
@@ -247,6 +249,11 @@ static const struct good goods[] = {
      0},
     {"QUEUE_SIZE", "1", {NULL}, 1, NULL, 0},
     {"QUEUE_SIZE", "10000000", {NULL}, 10000000, NULL, 0},
+    {"LOG_LEVEL", "error", {NULL}, MG_MQTT_LOG_ERROR, NULL, 0},
+    {"LOG_LEVEL", "Warning", {NULL}, MG_MQTT_LOG_WARNING, NULL, 0},
+    {"LOG_LEVEL", "warn", {NULL}, MG_MQTT_LOG_WARNING, NULL, 0},
+    {"LOG_LEVEL", " info ", {NULL}, MG_MQTT_LOG_INFO, NULL, 0},
+    {"LOG_LEVEL", "DEBUG", {NULL}, MG_MQTT_LOG_DEBUG, NULL, 0},
     {"BRIDGE_PATH", "/mqtt", {NULL}, 0, "/mqtt", 0},
     {"BRIDGE_PATH", "/api/v1.2/mq-tt_x~y", {NULL}, 0, "/api/v1.2/mq-tt_x~y",
      0},
@@ -377,6 +384,8 @@ static const struct bad bads[] = {
     {"PROTOCOL_VERSION", "3", MG_MQTT_ERR_CONFIG, "'3'", {NULL}},
     {"PROTOCOL_VERSION", "mqtt5", MG_MQTT_ERR_CONFIG, "'mqtt5'", {NULL}},
     {"TRANSPORT", "udp", MG_MQTT_ERR_CONFIG, "'udp'", {NULL}},
+    {"LOG_LEVEL", "trace", MG_MQTT_ERR_CONFIG, "'trace'", {NULL}},
+    {"LOG_LEVEL", "3", MG_MQTT_ERR_CONFIG, "'3'", {NULL}},
     {"TRANSPORT", "ws", MG_MQTT_ERR_CONFIG, "'ws'", {NULL}},
     {"TLS_ENABLED", "yesno", MG_MQTT_ERR_CONFIG, "'yesno'", {NULL}},
     {"TLS_CA_CERTS", "/nonexistent/ca.crt", MG_MQTT_ERR_IO,
