@@ -593,7 +593,10 @@ static void stream_across_broker_failure(int graceful, struct stream_result *res
 	                  30000));
 	ASSERT(!mg_mqtt_is_connected(s.c));
 	th_broker_restart(&b);
-	ASSERT(WAIT_UNTIL(mg_mqtt_is_connected(s.c) && REC(&s.r, connects) == 2 &&
+	/* At least one reconnect: more when paho resent a message it corrupted
+	 * (README: known limitations) and the broker closed over it, until the
+	 * library made paho's client anew. */
+	ASSERT(WAIT_UNTIL(mg_mqtt_is_connected(s.c) && REC(&s.r, connects) >= 2 &&
 	                      mg_mqtt_is_connected(feed.c) &&
 	                      mg_mqtt_is_connected(recv),
 	                  15000));
