@@ -39,7 +39,7 @@ EXAMPLE  := example/civetweb-mqtt
 # public API and link the library's object built with the same flags.
 UNIT_TESTS  := test_config test_topics test_nobridge
 INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
-               test_faults test_security test_load
+               test_faults test_security test_load test_packets test_chaos
 TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
@@ -138,19 +138,26 @@ exports: $(LIB_SO)
 
 # ---- tests --------------------------------------------------------------
 TEST_COMMON := test/harness.h test/util.h $(BUILD)/test/util.o
+# The MQTT-aware fault proxy, linked into the integration tests.
+MQPROXY     := $(BUILD)/test/mqproxy.o
 
 $(BUILD)/test/util.o: test/util.c test/util.h test/harness.h
 	@mkdir -p $(BUILD)/test
 	$(CC) $(XCFLAGS) -D_GNU_SOURCE -Itest -c $< -o $@
+
+$(MQPROXY): test/mqproxy.c test/mqproxy.h test/harness.h test/util.h \
+    civetweb_mqtt.h
+	@mkdir -p $(BUILD)/test
+	$(CC) $(XCFLAGS) -D_GNU_SOURCE -I. -Itest -c $< -o $@
 
 $(addprefix $(BUILD)/test/,$(UNIT_TESTS)): $(BUILD)/test/%: test/%.c \
     civetweb_mqtt.c civetweb_mqtt.h $(TEST_COMMON)
 	$(CC) $(XCFLAGS) -I. -Itest -o $@ $< $(BUILD)/test/util.o $(LIBS)
 
 $(addprefix $(BUILD)/test/,$(INTEG_TESTS)): $(BUILD)/test/%: test/%.c \
-    $(BUILD)/civetweb_mqtt.o $(TEST_COMMON)
+    $(BUILD)/civetweb_mqtt.o $(TEST_COMMON) $(MQPROXY)
 	$(CC) $(XCFLAGS) -D_GNU_SOURCE -I. -Itest -o $@ $< $(BUILD)/test/util.o \
-	    $(BUILD)/civetweb_mqtt.o $(LIBS)
+	    $(MQPROXY) $(BUILD)/civetweb_mqtt.o $(LIBS)
 
 # C++ users include the header too: compile it once as C++.
 cxx-header:
