@@ -27,7 +27,7 @@ enum { MQP_MAX_RULES = 64 };
 struct mqp_rrule {
 	struct mqp_rule r;
 	char *topic;
-	int matched, fired;
+	int id, matched, fired;
 };
 
 struct mqp_conn {
@@ -49,8 +49,10 @@ struct mqp {
 	atomic_int dst_port, mode, stop, accepted, open, malformed, last_level;
 	atomic_uint gen;
 	char url[64];
+	char first_bad[256]; /* the first malformed packet, described */
 	struct mqp_rrule rules[MQP_MAX_RULES];
-	int nrules;
+	int nrules, next_id;
+	int cleared_fired[1024]; /* fired counts of removed rules, by id */
 	int counts[2][16];
 	struct mqp_conn **conns;
 	int nconns, capconns;
@@ -184,12 +186,16 @@ static int mqp_match_one(const char *s, size_t n, void *ud)
 }
 
 static int mqp_rule_matches(const struct mqp_rrule *x, int dir, int type,
-                            int level, const unsigned char *body, size_t n)
+                            int flags, int level, const unsigned char *body,
+                            size_t n)
 {
 	const struct mqp_rule *r = &x->r;
 	int rdir = r->dir == 0 ? MQP_BOTH : r->dir;
 	if (!(rdir & dir) || (r->type != 0 && r->type != type) ||
 	    (r->level != 0 && r->level != level))
+		return 0;
+	if (r->qos_mask != 0 && (type != MQP_PUBLISH ||
+	                         !(r->qos_mask & (1 << ((flags >> 1) & 3)))))
 		return 0;
 	if (x->topic == NULL)
 		return 1;
@@ -205,6 +211,24 @@ static int mqp_connect_level(const unsigned char *body, size_t n)
 		return 0;
 	size_t nl = (size_t)body[0] << 8 | body[1];
 	return 2 + nl < n ? body[2 + nl] : 0;
+}
+
+/* Counts a malformed packet and describes the first one. */
+static void mqp_bad(struct mqp *p, int dir, const unsigned char *pkt,
+                    size_t len, const char *why)
+{
+	if (atomic_fetch_add(&p->malformed, 1) != 0)
+		return;
+	pthread_mutex_lock(&p->mu);
+	size_t o = (size_t)snprintf(p->first_bad, sizeof(p->first_bad),
+	                            "%s %s (%zu bytes):",
+	                            dir == MQP_C2S ? "client->broker"
+	                                           : "broker->client",
+	                            why, len);
+	for (size_t i = 0; i < len && i < 48 && o + 4 < sizeof(p->first_bad); i++)
+		o += (size_t)snprintf(p->first_bad + o, sizeof(p->first_bad) - o,
+		                      " %02x", pkt[i]);
+	pthread_mutex_unlock(&p->mu);
 }
 
 static void mqp_close_conn(struct mqp_conn *c)
@@ -230,7 +254,7 @@ static int mqp_packet(struct mqp_conn *c, int dir, const unsigned char *pkt,
 	int to = dir == MQP_C2S ? c->sfd : c->cfd;
 
 	if (type == 0) {
-		atomic_fetch_add(&p->malformed, 1);
+		mqp_bad(p, dir, pkt, len, "packet type 0");
 		return -1;
 	}
 	if (type == MQP_CONNECT && dir == MQP_C2S) {
@@ -243,20 +267,20 @@ static int mqp_packet(struct mqp_conn *c, int dir, const unsigned char *pkt,
 		char topic[1024];
 		size_t tl = blen >= 2 ? ((size_t)body[0] << 8 | body[1]) : 0;
 		if (blen < 2 || 2 + tl > blen || tl >= sizeof(topic)) {
-			atomic_fetch_add(&p->malformed, 1);
+			mqp_bad(p, dir, pkt, len, "PUBLISH topic overruns the packet");
 		} else {
 			memcpy(topic, body + 2, tl);
 			topic[tl] = '\0';
 			if (strlen(topic) != tl || mg_mqtt_topic_valid(topic) != 0)
-				atomic_fetch_add(&p->malformed, 1);
+				mqp_bad(p, dir, pkt, len, "PUBLISH topic is no topic name");
 		}
 	}
 	pthread_mutex_lock(&p->mu);
 	p->counts[dir - 1][type]++;
 	for (int i = 0; i < p->nrules && action == 0; i++) {
 		struct mqp_rrule *x = &p->rules[i];
-		if (x->r.action == 0 ||
-		    !mqp_rule_matches(x, dir, type, c->level, body, blen))
+		if (!mqp_rule_matches(x, dir, type, pkt[0] & 0x0f, c->level, body,
+		                      blen))
 			continue;
 		x->matched++;
 		if (x->r.nth != 0 && x->matched != x->r.nth)
@@ -342,7 +366,8 @@ static int mqp_feed(struct mqp_conn *c, int dir, const unsigned char *data,
 		size_t rem;
 		int k = mqp_varint(c->buf[d] + o + 1, c->len[d] - o - 1, &rem);
 		if (k < 0) {
-			atomic_fetch_add(&c->p->malformed, 1);
+			mqp_bad(c->p, dir, c->buf[d] + o, c->len[d] - o,
+			        "remaining length over 4 bytes");
 			return -1;
 		}
 		if (k == 0 || c->len[d] - o < 1 + (size_t)k + rem)
@@ -549,29 +574,41 @@ int mqp_add(struct mqp *p, const struct mqp_rule *r)
 {
 	pthread_mutex_lock(&p->mu);
 	ASSERT(p->nrules < MQP_MAX_RULES);
-	int id = p->nrules++;
-	struct mqp_rrule *x = &p->rules[id];
+	struct mqp_rrule *x = &p->rules[p->nrules++];
 	memset(x, 0, sizeof(*x));
 	x->r = *r;
 	x->topic = r->topic != NULL ? strdup(r->topic) : NULL;
 	x->r.topic = NULL;
+	x->id = p->next_id++;
 	pthread_mutex_unlock(&p->mu);
-	return id;
+	return x->id;
 }
 
-/* Rules are switched off, not removed: ids stay valid for mqp_fired. */
+/* Removes every rule; what they did stays readable by id. */
 void mqp_clear(struct mqp *p)
 {
 	pthread_mutex_lock(&p->mu);
-	for (int i = 0; i < p->nrules; i++)
-		p->rules[i].r.action = 0;
+	for (int i = 0; i < p->nrules; i++) {
+		struct mqp_rrule *x = &p->rules[i];
+		if (x->id < (int)(sizeof(p->cleared_fired) / sizeof(int)))
+			p->cleared_fired[x->id] = x->fired;
+		free(x->topic);
+	}
+	p->nrules = 0;
 	pthread_mutex_unlock(&p->mu);
 }
 
 int mqp_fired(struct mqp *p, int id)
 {
+	int v = 0, found = 0;
 	pthread_mutex_lock(&p->mu);
-	int v = id >= 0 && id < p->nrules ? p->rules[id].fired : 0;
+	for (int i = 0; i < p->nrules; i++)
+		if (p->rules[i].id == id) {
+			v = p->rules[i].fired;
+			found = 1;
+		}
+	if (!found && id >= 0 && id < (int)(sizeof(p->cleared_fired) / sizeof(int)))
+		v = p->cleared_fired[id];
 	pthread_mutex_unlock(&p->mu);
 	return v;
 }
@@ -635,4 +672,11 @@ int mqp_last_level(struct mqp *p)
 int mqp_malformed(struct mqp *p)
 {
 	return atomic_load(&p->malformed);
+}
+
+void mqp_malformed_text(struct mqp *p, char *buf, size_t len)
+{
+	pthread_mutex_lock(&p->mu);
+	snprintf(buf, len, "%s", p->first_bad);
+	pthread_mutex_unlock(&p->mu);
 }

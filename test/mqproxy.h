@@ -23,7 +23,8 @@
  * A rule matches by packet type (0: any), direction, MQTT protocol level of
  * the connection's CONNECT (0: any; 5 for MQTT 5, 4 for 3.1.1), and topic:
  * a PUBLISH whose topic name matches the filter, a SUBSCRIBE / UNSUBSCRIBE
- * with a filter equal to it (NULL: any). nth: act on the nth match only
+ * with a filter equal to it (NULL: any), and for PUBLISH by QoS (qos_mask).
+ * nth: act on the nth match only
  * (1-based; 0: on every match), times: at most that many actions (0: no
  * bound). Rules can be added and cleared while traffic flows (any thread).
  *
@@ -59,6 +60,7 @@ struct mqp_rule {
 	int dir;           /* enum mqp_dir; 0 counts as MQP_BOTH */
 	int level;         /* protocol level of the connection; 0: any */
 	const char *topic; /* see above; copied; NULL: any */
+	int qos_mask;      /* PUBLISH only: bit 1 << QoS matches; 0: any */
 	int nth;           /* 0: every match; N: the Nth match only */
 	int times;         /* 0: unbounded; N: act at most N times */
 	int action;        /* enum mqp_action */
@@ -82,7 +84,7 @@ const char *mqp_url(const struct mqp *p);
 
 /* Adds a rule; returns its id (>= 0) for mqp_fired(). */
 int mqp_add(struct mqp *p, const struct mqp_rule *r);
-/* Removes every rule. */
+/* Removes every rule (mqp_fired still answers for their ids). */
 void mqp_clear(struct mqp *p);
 /* Times rule id acted. */
 int mqp_fired(struct mqp *p, int id);
@@ -107,6 +109,8 @@ int mqp_last_level(struct mqp *p);
  * PUBLISH topic longer than its packet, a reserved type 0): a corrupted
  * stream. */
 int mqp_malformed(struct mqp *p);
+/* The first of them: direction, why, and its first bytes in hex. */
+void mqp_malformed_text(struct mqp *p, char *buf, size_t len);
 
 /* The name of a packet type ("PUBLISH"). */
 const char *mqp_type_name(int type);
