@@ -45,7 +45,7 @@ TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
 BROWSER_TESTS := test/browser/dashboard.test.mjs
 
-.PHONY: all deps node-deps test check asan tsan install uninstall run \
+.PHONY: all deps node-deps test check asan tsan install uninstall run soak \
         check-generated check-nobridge \
         fuzz fuzz-quick fuzz-bins valgrind \
         clean help exports test-bins cxx-header
@@ -59,6 +59,9 @@ help:
 	@echo "make run        deps + build, start a local mosquitto (unless one"
 	@echo "                answers) and the example server on :8080"
 	@echo "make test       deps + build + every test (alias: make check)"
+	@echo "make soak       the chaos test (test_chaos) with a new random seed"
+	@echo "                each run for SOAK_MINUTES=10, CHAOS_SECONDS=20 a"
+	@echo "                seed; prints failing seeds and how to rerun them"
 	@echo "make asan       the tests under AddressSanitizer + UBSan"
 	@echo "make tsan       the tests under ThreadSanitizer"
 	@echo "make install    PREFIX=/usr/local DESTDIR= : library, header, .pc"
@@ -169,6 +172,14 @@ test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header check-nobridge
 test check: deps
 	@$(MAKE) --no-print-directory all test-bins
 	@BUILD=$(BUILD) ./test/run.sh $(TESTS) $(BROWSER_TESTS)
+
+# Many seeds of the chaos test for a set time (test/soak.sh).
+SOAK_MINUTES  ?= 10
+CHAOS_SECONDS ?= 20
+soak: deps
+	@$(MAKE) --no-print-directory $(BUILD)/test/test_chaos
+	@BUILD=$(BUILD) SOAK_MINUTES=$(SOAK_MINUTES) CHAOS_SECONDS=$(CHAOS_SECONDS) \
+	    ./test/soak.sh
 
 # Sanitizer builds live in their own directories, example included.
 asan: deps

@@ -50,6 +50,8 @@ struct mqp {
 	atomic_uint gen;
 	char url[64];
 	char first_bad[256]; /* the first malformed packet, described */
+	mqp_packet_fn observe;
+	void *observe_ud;
 	struct mqp_rrule rules[MQP_MAX_RULES];
 	int nrules, next_id;
 	int cleared_fired[1024]; /* fired counts of removed rules, by id */
@@ -261,6 +263,8 @@ static int mqp_packet(struct mqp_conn *c, int dir, const unsigned char *pkt,
 		c->level = mqp_connect_level(body, blen);
 		atomic_store(&p->last_level, c->level);
 	}
+	if (p->observe != NULL)
+		p->observe(p->observe_ud, dir, pkt, len, hlen, c->level);
 	if (type == MQP_PUBLISH) {
 		/* A topic that overruns its packet, or is not a valid topic name,
 		 * is a corrupted stream. */
@@ -611,6 +615,12 @@ int mqp_fired(struct mqp *p, int id)
 		v = p->cleared_fired[id];
 	pthread_mutex_unlock(&p->mu);
 	return v;
+}
+
+void mqp_observe(struct mqp *p, mqp_packet_fn fn, void *ud)
+{
+	p->observe = fn;
+	p->observe_ud = ud;
 }
 
 void mqp_mode(struct mqp *p, int mode)

@@ -112,6 +112,15 @@ int mqp_malformed(struct mqp *p);
 /* The first of them: direction, why, and its first bytes in hex. */
 void mqp_malformed_text(struct mqp *p, char *buf, size_t len);
 
+/* Calls fn for every whole packet read, before the rules (on the
+ * connection's thread, without the proxy's lock; fn must be thread-safe).
+ * dir: MQP_C2S or MQP_S2C; pkt: the whole packet, hlen: its fixed
+ * header's length; level: the connection's protocol level. Set before
+ * traffic starts. */
+typedef void (*mqp_packet_fn)(void *ud, int dir, const unsigned char *pkt,
+                              size_t len, size_t hlen, int level);
+void mqp_observe(struct mqp *p, mqp_packet_fn fn, void *ud);
+
 /* The name of a packet type ("PUBLISH"). */
 const char *mqp_type_name(int type);
 
