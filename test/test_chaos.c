@@ -379,6 +379,7 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 	fprintf(stderr, "    chaos: FAULT_SEED=%llu CHAOS_SECONDS=%d\n", g_seed,
 	        g_seconds);
 
+	int64_t t_begin = th_now_ms();
 	th_path(dir, sizeof(dir), "bdata");
 	mkdir(dir, 0777);
 	th_chmod_world(dir);
@@ -398,7 +399,7 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 
 	for (int i = 0; i < NCLI; i++) {
 		struct cli *k = &g_cli[i];
-		char url[64], sub[64], opt[NCLI][8][48];
+		char url[64], sub[64], opt[NCLI][9][48];
 		memset(k, 0, offsetof(struct cli, msgs));
 		memset(k->nmsgs, 0, sizeof(k->nmsgs));
 		k->n = i;
@@ -418,30 +419,36 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 		ASSERT_EQ(mg_mqtt_on_message(k->c, cli_on_message, k), 0);
 		snprintf(url, sizeof(url), "%s", mqp_url(k->p));
 		snprintf(sub, sizeof(sub), "chaos/in/%d/#:1", i);
-		const char *keys[] = {"BROKER_URL", "CLIENT_ID", "CLEAN_SESSION",
-		                      "SUBSCRIBE",  "RECONNECT_MIN", "RECONNECT_MAX",
-		                      "QUEUE_SIZE", "CONNECTION_TIMEOUT"};
+		/* CONNECT_ASYNC: the clients connect at the same time (a second
+		 * client's synchronous start takes about 2 s). */
+		const char *keys[] = {"BROKER_URL",    "CLIENT_ID",     "CLEAN_SESSION",
+		                      "SUBSCRIBE",     "RECONNECT_MIN", "RECONNECT_MAX",
+		                      "QUEUE_SIZE",    "CONNECTION_TIMEOUT",
+		                      "CONNECT_ASYNC"};
 		const char *vals[] = {url, k->id, "false", sub, "1", "2",
-		                      i == 2 ? "1" : "10000", "3"};
-		const char *o[2 * 8 + 1];
-		for (int j = 0; j < 8; j++) {
+		                      i == 2 ? "1" : "10000", "3", "true"};
+		const char *o[2 * 9 + 1];
+		for (int j = 0; j < 9; j++) {
 			snprintf(opt[i][j], sizeof(opt[i][j]), "%s_%s", k->prefix,
 			         keys[j]);
 			o[2 * j] = opt[i][j];
 			o[2 * j + 1] = vals[j];
 		}
-		o[16] = NULL;
+		o[18] = NULL;
 		int rc = mg_mqtt_start(k->c, NULL, o, err, sizeof(err));
 		if (rc != 0)
 			th_fail(__FILE__, __LINE__, "start %s: %s", k->prefix, err);
-		ASSERT(WAIT_UNTIL(rec_subs_settled(k->c, 1), 10000));
 	}
 	/* The third client's queue is kept full. */
 	struct mg_mqtt *feed = mg_mqtt_create("FEED");
 	rec_init(&rfeed);
 	rec_attach(feed, &rfeed);
 	rec_start(feed, OPTS("FEED_BROKER_URL", b.url, "FEED_RECONNECT_MIN", "1",
-	                     "FEED_RECONNECT_MAX", "1"));
+	                     "FEED_RECONNECT_MAX", "1", "FEED_CONNECT_ASYNC",
+	                     "true"));
+	for (int i = 0; i < NCLI; i++)
+		ASSERT(WAIT_UNTIL(rec_subs_settled(g_cli[i].c, 1), 15000));
+	ASSERT(WAIT_UNTIL(mg_mqtt_is_connected(feed), 15000));
 	/* CHAOS_FULL_QUEUE=0 leaves C2's queue alone (to tell the faults'
 	 * effects from the full queue's when a seed fails). */
 	env = getenv("CHAOS_FULL_QUEUE");
@@ -459,6 +466,8 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 		}
 
 	/* The schedule, with the feeder's flood in between steps. */
+	fprintf(stderr, "    chaos: set up in %lld ms\n",
+	        (long long)(th_now_ms() - t_begin));
 	int64_t t0 = th_now_ms(), end = t0 + g_seconds * 1000LL, next = t0 + 500;
 	int restarts = 0, steps = 0;
 	while (th_now_ms() < end) {
@@ -526,6 +535,7 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 			th_sleep_ms(50);
 		}
 	}
+	int64_t t_settled = th_now_ms();
 	for (int i = 0; i < NCLI; i++)
 		if (mqp_malformed(g_cli[i].p) != 0) {
 			char bad[256];
@@ -628,6 +638,7 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 			           "queue was full",
 			           g_cli[i].prefix, acks_during[i], g_seconds);
 
+	int64_t t_checked = th_now_ms();
 	/* Stop all at once (each may flush for a while). */
 	pthread_t st[NCLI + 2];
 	for (int i = 0; i < NCLI; i++)
@@ -636,6 +647,12 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 	pthread_create(&st[NCLI + 1], NULL, stopper, col);
 	for (int i = 0; i < NCLI + 2; i++)
 		pthread_join(st[i], NULL);
+	fprintf(stderr,
+	        "    chaos: all reported %lld ms after the faults ended, checked "
+	        "after %lld ms, stopped after %lld ms\n",
+	        (long long)(t_settled - t0 - chaos_ms),
+	        (long long)(t_checked - t0 - chaos_ms),
+	        (long long)(th_now_ms() - t0 - chaos_ms));
 	for (int i = 0; i < NCLI; i++) {
 		mqp_stop(g_cli[i].p);
 		rec_free(&g_cli[i].r);
@@ -644,7 +661,10 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 	}
 	rec_free(&rcol);
 	rec_free(&rfeed);
+	int64_t t_stop = th_now_ms();
 	th_broker_stop(&b);
+	fprintf(stderr, "    chaos: broker stopped in %lld ms\n",
+	        (long long)(th_now_ms() - t_stop));
 }
 
 TEST_T(chaos_seed_1, 200)
