@@ -499,9 +499,10 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 	}
 	fprintf(stderr,
 	        "    chaos: %d steps, %d broker restarts in %lld ms; QoS 1/2 "
-	        "acknowledged meanwhile: %d, %d, %d (client C2's queue full)\n",
+	        "acknowledged meanwhile: %d, %d, %d%s\n",
 	        steps, restarts, (long long)chaos_ms, acks_during[0],
-	        acks_during[1], acks_during[2]);
+	        acks_during[1], acks_during[2],
+	        full_queue ? " (client C2's queue full)" : "");
 
 	/* Every QoS 1/2 publish reported (bounded: a stuck message is a
 	 * failure, not a hang). */
