@@ -523,7 +523,10 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 			pthread_mutex_unlock(&k->mu);
 			if (pending == 0)
 				break;
-			if (th_now_ms() > settle_until) {
+			/* A corrupted stream does not heal: say so at once. */
+			if (th_now_ms() > settle_until ||
+			    (mqp_malformed(k->p) > 0 &&
+			     th_now_ms() > settle_until - 50000LL * th_timeout_scale())) {
 				char st[4096], bad[256];
 				mg_mqtt_status(k->c, st, sizeof(st));
 				mqp_malformed_text(k->p, bad, sizeof(bad));
