@@ -39,13 +39,14 @@ EXAMPLE  := example/civetweb-mqtt
 # public API and link the library's object built with the same flags.
 UNIT_TESTS  := test_config test_topics test_nobridge
 INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
-               test_faults test_security test_load test_logging
+               test_faults test_security test_load test_logging test_packets \
+               test_chaos
 TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
 BROWSER_TESTS := test/browser/dashboard.test.mjs
 
-.PHONY: all deps node-deps test check asan tsan install uninstall run \
+.PHONY: all deps node-deps test check asan tsan install uninstall run soak \
         check-generated check-nobridge \
         fuzz fuzz-quick fuzz-bins valgrind \
         clean help exports test-bins cxx-header
@@ -59,6 +60,9 @@ help:
 	@echo "make run        deps + build, start a local mosquitto (unless one"
 	@echo "                answers) and the example server on :8080"
 	@echo "make test       deps + build + every test (alias: make check)"
+	@echo "make soak       the chaos test (test_chaos) with a new random seed"
+	@echo "                each run for SOAK_MINUTES=10, CHAOS_SECONDS=20 a"
+	@echo "                seed; prints failing seeds and how to rerun them"
 	@echo "make asan       the tests under AddressSanitizer + UBSan"
 	@echo "make tsan       the tests under ThreadSanitizer"
 	@echo "make install    PREFIX=/usr/local DESTDIR= : library, header, .pc"
@@ -138,19 +142,26 @@ exports: $(LIB_SO)
 
 # ---- tests --------------------------------------------------------------
 TEST_COMMON := test/harness.h test/util.h $(BUILD)/test/util.o
+# The MQTT-aware fault proxy, linked into the integration tests.
+MQPROXY     := $(BUILD)/test/mqproxy.o
 
 $(BUILD)/test/util.o: test/util.c test/util.h test/harness.h
 	@mkdir -p $(BUILD)/test
 	$(CC) $(XCFLAGS) -D_GNU_SOURCE -Itest -c $< -o $@
+
+$(MQPROXY): test/mqproxy.c test/mqproxy.h test/harness.h test/util.h \
+    civetweb_mqtt.h
+	@mkdir -p $(BUILD)/test
+	$(CC) $(XCFLAGS) -D_GNU_SOURCE -I. -Itest -c $< -o $@
 
 $(addprefix $(BUILD)/test/,$(UNIT_TESTS)): $(BUILD)/test/%: test/%.c \
     civetweb_mqtt.c civetweb_mqtt.h $(TEST_COMMON)
 	$(CC) $(XCFLAGS) -I. -Itest -o $@ $< $(BUILD)/test/util.o $(LIBS)
 
 $(addprefix $(BUILD)/test/,$(INTEG_TESTS)): $(BUILD)/test/%: test/%.c \
-    $(BUILD)/civetweb_mqtt.o $(TEST_COMMON)
+    $(BUILD)/civetweb_mqtt.o $(TEST_COMMON) $(MQPROXY)
 	$(CC) $(XCFLAGS) -D_GNU_SOURCE -I. -Itest -o $@ $< $(BUILD)/test/util.o \
-	    $(BUILD)/civetweb_mqtt.o $(LIBS)
+	    $(MQPROXY) $(BUILD)/civetweb_mqtt.o $(LIBS)
 
 # C++ users include the header too: compile it once as C++.
 cxx-header:
@@ -162,6 +173,14 @@ test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header check-nobridge
 test check: deps
 	@$(MAKE) --no-print-directory all test-bins
 	@BUILD=$(BUILD) ./test/run.sh $(TESTS) $(BROWSER_TESTS)
+
+# Many seeds of the chaos test for a set time (test/soak.sh).
+SOAK_MINUTES  ?= 10
+CHAOS_SECONDS ?= 20
+soak: deps
+	@$(MAKE) --no-print-directory $(BUILD)/test/test_chaos
+	@BUILD=$(BUILD) SOAK_MINUTES=$(SOAK_MINUTES) CHAOS_SECONDS=$(CHAOS_SECONDS) \
+	    ./test/soak.sh
 
 # Sanitizer builds live in their own directories, example included.
 asan: deps
