@@ -755,6 +755,60 @@ TEST_T(a_broker_that_keeps_dropping_the_connection_fails_no_accepted_message,
 	rec_free(&r);
 }
 
+/* A persistent session whose connections the broker closes right after
+ * CONNACK, again and again (what mosquitto does when paho resends a
+ * message it corrupted: README, known limitations): after 3 in a row the
+ * library makes paho's client anew and sends what paho held from its own
+ * copies. QoS 1 messages in flight then are all acknowledged and reach the
+ * broker; none is reported failed. */
+TEST_T(a_session_dropped_after_every_connack_gets_a_new_paho_client, 90)
+{
+	enum { N = 10 };
+	struct th_broker b;
+	struct th_sub sub;
+	struct rec r;
+	int counts[N];
+	th_broker_start(&b, NULL);
+	th_sub_start(&sub, &b, "nh/#", 0, "-q 1");
+	struct mqp *p = mqp_start(b.port);
+	struct mg_mqtt *c = resumed(&r, mqp_url(p), "pk-new-handle");
+	/* In flight: the broker's PUBACKs never arrive. */
+	mqp_add(p, &(struct mqp_rule){
+	               .type = MQP_PUBACK, .dir = MQP_S2C, .action = MQP_DROP});
+	for (int i = 0; i < N; i++) {
+		char m[16];
+		snprintf(m, sizeof(m), "h%d", i);
+		ASSERT_GT(mg_mqtt_publish(c, "nh/x", m, strlen(m), 1, 0), 0);
+	}
+	ASSERT(WAIT_UNTIL(mqp_count(p, MQP_C2S, MQP_PUBLISH) >= N, 10000));
+	mqp_clear(p);
+	int rule = mqp_add(p, &(struct mqp_rule){.type = MQP_CONNACK,
+	                                         .dir = MQP_S2C,
+	                                         .times = 3,
+	                                         .action = MQP_CUT_AFTER});
+	mqp_cut_all(p);
+	ASSERT(WAIT_UNTIL(mqp_fired(p, rule) == 3, 30000));
+	ASSERT(WAIT_UNTIL(rec_log_has(&r, "made anew"), 20000));
+	ASSERT(WAIT_UNTIL(REC(&r, npub) >= N && mg_mqtt_is_connected(c), 20000));
+	pthread_mutex_lock(&r.mu);
+	for (int i = 0; i < r.npub; i++)
+		if (r.pub[i].result != 0)
+			th_fail(__FILE__, __LINE__, "publish %d reported %d (%s)",
+			        r.pub[i].id, r.pub[i].result,
+			        mg_mqtt_strerror(r.pub[i].result));
+	pthread_mutex_unlock(&r.mu);
+	ASSERT_GT(mg_mqtt_publish(c, "nh/end", "end", 3, 1, 0), 0);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "nh/end end") == 1, 10000));
+	sub_payload_counts(&sub, "h", counts, N);
+	for (int i = 0; i < N; i++)
+		if (counts[i] < 1)
+			th_fail(__FILE__, __LINE__, "h%d never reached the broker", i);
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	th_sub_stop(&sub);
+	mqp_stop(p);
+	rec_free(&r);
+}
+
 /* ======================================================================
  * 5. Fail-over order
  * ==================================================================== */
