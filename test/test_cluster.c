@@ -23,7 +23,8 @@
  *     allows them); server 1 gives up no message (no broker refused one);
  *     server 1's subscription works again on its new node.
  *  3. A $share/web/cluster/# subscriber (node 2) gets none of it: RabbitMQ
- *     3.10 has no shared subscriptions and takes the filter literally.
+ *     3.10 has no shared subscriptions and takes the filter literally. An
+ *     MQTT 5 CONNECT is closed without a CONNACK.
  *
  * Run twice: with quorum session queues (node 1 stays down), and with
  * 3.10's default single-node (classic) session queues, where server 1's
@@ -89,7 +90,8 @@ static void env_common(struct envs *e, const struct cluster *cl)
 	char none[512];
 	env_add(e, "HOME=%s", th_dir());
 	env_add(e, "ERL_EPMD_PORT=%d", cl->epmd_port);
-	env_add(e, "RABBITMQ_CONF_ENV_FILE=%s", th_path(none, sizeof(none), "none.env"));
+	env_add(e, "RABBITMQ_CONF_ENV_FILE=%s",
+	        th_path(none, sizeof(none), "none.env"));
 }
 
 /* rabbitmqctl -n <node> args... (NULL-terminated); its output in out. Its
@@ -104,7 +106,9 @@ static int ctl(const struct cluster *cl, const struct node *nd, const char *out,
 	env_common(&e, cl);
 	env_add(&e, "RABBITMQ_CTL_DIST_PORT_MIN=%d", port);
 	env_add(&e, "RABBITMQ_CTL_DIST_PORT_MAX=%d", port);
-	env_add(&e, "RABBITMQ_CTL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}");
+	env_add(
+	    &e,
+	    "RABBITMQ_CTL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}");
 	argv[n++] = "env";
 	for (int i = 0; i < e.n; i++)
 		argv[n++] = e.s[i];
@@ -143,8 +147,9 @@ static void node_launch(struct cluster *cl, int i)
 	env_add(&e, "RABBITMQ_LOG_BASE=%s/log", nd->dir);
 	env_add(&e, "RABBITMQ_PID_FILE=%s/pid", nd->dir);
 	env_add(&e, "RABBITMQ_ALLOW_INPUT=1");
-	env_add(&e, "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-noinput -start_epmd false "
-	            "-kernel inet_dist_use_interface {127,0,0,1}");
+	env_add(&e,
+	        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-noinput -start_epmd false "
+	        "-kernel inet_dist_use_interface {127,0,0,1}");
 
 	mkdir(nd->dir, 0755);
 	snprintf(path, sizeof(path), "%s/log", nd->dir);
@@ -215,7 +220,8 @@ static void cluster_start(struct cluster *cl, const char *queue_type)
 	char eport[16];
 	cl->epmd_port = th_free_port();
 	snprintf(eport, sizeof(eport), "%d", cl->epmd_port);
-	const char *eargv[] = {"epmd", "-address", "127.0.0.1", "-port", eport, NULL};
+	const char *eargv[] = {"epmd",  "-address", "127.0.0.1",
+	                       "-port", eport,      NULL};
 	cl->epmd = th_spawn(eargv, th_path(path, sizeof(path), "epmd.log"));
 	ASSERT(th_wait_port(cl->epmd_port, 10000));
 
@@ -281,9 +287,16 @@ static void cluster_stop(struct cluster *cl)
 	th_kill(cl->epmd, SIGTERM);
 }
 
+/* SIGKILL now, without waiting (an HTTP keep-alive connection idle
+ * meanwhile would be closed by CivetWeb); node_reap waits for the exit. */
 static void node_kill9(struct cluster *cl, int i)
 {
-	th_kill(cl->n[i].pid, SIGKILL);
+	kill(cl->n[i].pid, SIGKILL);
+}
+
+static void node_reap(struct cluster *cl, int i)
+{
+	ASSERT_NE(th_wait_exit(cl->n[i].pid, 30000), -1);
 	cl->n[i].pid = 0;
 }
 
@@ -343,7 +356,8 @@ static void count_seq(const char *file, const char *topic, int server, int *cnt)
 		snprintf(key, sizeof(key), "%s ", topic);
 	for (char *l = strtok_r(text, "\n", &save); l != NULL;
 	     l = strtok_r(NULL, "\n", &save)) {
-		const char *p = server ? strstr(l, key) : (strncmp(l, key, strlen(key)) == 0 ? l : NULL);
+		const char *p = server ? strstr(l, key)
+		                       : (strncmp(l, key, strlen(key)) == 0 ? l : NULL);
 		if (p == NULL)
 			continue;
 		if (server && (p = strstr(p, "): ")) == NULL)
@@ -371,8 +385,8 @@ static struct tally tally(const unsigned char *ok, const int *cnt)
 	return t;
 }
 
-static int wait_all(const unsigned char *ok, const char *file, const char *topic,
-                    int server, int *cnt, int ms)
+static int wait_all(const unsigned char *ok, const char *file,
+                    const char *topic, int server, int *cnt, int ms)
 {
 	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
 	struct tally t;
@@ -386,7 +400,7 @@ static int wait_all(const unsigned char *ok, const char *file, const char *topic
 	return 0;
 }
 
-/* ---- the test -------------------------------------------------------------- */
+/* ---- the test ------------------------------------------------------------ */
 
 static void server_start(struct th_xsrv *s, const struct cluster *cl, int first,
                          const char *id, const char *subscribe)
@@ -405,7 +419,7 @@ static void server_start(struct th_xsrv *s, const struct cluster *cl, int first,
 	         cl->n[(first + 2) % NODES].url, id, subscribe);
 	th_xsrv_start(s, mqtt, "num_threads 8\n");
 	char want[128];
-	snprintf(want, sizeof(want), "connected to %s", cl->n[first].url);
+	snprintf(want, sizeof(want), "connected to %s ", cl->n[first].url);
 	if (!WAIT_UNTIL(th_count_lines(s->log, want) == 1, 30000)) {
 		char *log = th_read_file(s->log, NULL);
 		th_fail(__FILE__, __LINE__, "%s never %s: %s", id, want, log);
@@ -418,6 +432,41 @@ static int node_connects(const struct th_xsrv *s, const struct cluster *cl,
 	char want[128];
 	snprintf(want, sizeof(want), "connected to %s ", cl->n[i].url);
 	return th_count_lines(s->log, want);
+}
+
+/* An MQTT 5 CONNECT to port: RabbitMQ 3.10 closes the connection without
+ * a CONNACK (what the README says; the client must use 3.1.1 there). The
+ * same CONNECT as 3.1.1 (no properties) is accepted: the packet is right. */
+static void mqtt5_connect_is_closed_unanswered(int port)
+{
+	static const unsigned char connect4[] = {
+	    0x10, 16,                          /* CONNECT, remaining length */
+	    0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, /* MQTT 3.1.1, clean session */
+	    0, 60, 0, 4, 'c', 'w', 'm', '4'};  /* keep-alive, client id */
+	static const unsigned char connect5[] = {
+	    0x10, 17,                          /* CONNECT, remaining length */
+	    0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, /* MQTT 5, clean start */
+	    0, 60, 0,                          /* keep-alive, no properties */
+	    0, 4, 'c', 'w', 'm', '5'};         /* client id */
+	struct th_raw *r = th_raw_connect(port, 0);
+	th_raw_send(r, connect4, sizeof(connect4));
+	while (r->len < 4 && th_raw_fill(r, 30000) > 0) {
+	}
+	ASSERT_EQ(r->len, 4);
+	ASSERT(memcmp(r->buf, "\x20\x02\x00\x00", 4) == 0);
+	th_raw_close(r);
+
+	r = th_raw_connect(port, 0);
+	th_raw_send(r, connect5, sizeof(connect5));
+	int k;
+	while ((k = th_raw_fill(r, 30000)) > 0) {
+	}
+	if (k < 0 || r->len > 0)
+		th_fail(__FILE__, __LINE__,
+		        "MQTT 5 CONNECT: %s (%zu bytes, first 0x%02x)",
+		        k < 0 ? "still open after 30 s" : "answered before the close",
+		        r->len, r->len > 0 ? (unsigned char)r->buf[0] : 0);
+	th_raw_close(r);
 }
 
 /* restart: node 1 comes back after the stream (with classic queues,
@@ -436,6 +485,7 @@ static void cluster_run(const char *queue_type, int restart)
 	ASSERT(cnt != NULL && ok != NULL);
 
 	cluster_start(&cl, queue_type);
+	mqtt5_connect_is_closed_unanswered(cl.n[1].mqtt);
 	server_start(&s1, &cl, 0, "cluster-s1", "cluster/back/#:1");
 	server_start(&s2, &cl, 1, "cluster-s2", "cluster/#:1");
 	/* A persistent-session subscriber on node 3 (never killed). */
@@ -477,13 +527,15 @@ static void cluster_run(const char *queue_type, int restart)
 	        "server 2 (node 2); server 2 -> server 1\n");
 
 	/* 2. A stream of POSTs to server 1; node 1 killed in the middle. */
-	int codes[600] = {0};
+	int codes[600] = {0}, noanswer = 0;
 	for (int seq = 1; seq <= STREAM; seq++) {
 		snprintf(body, sizeof(body), "%d", seq);
 		int st = http_post(&h1, s1.port, "/api/publish/cluster/stream", body);
 		ok[seq] = st == 200;
 		if (st >= 0 && st < 600)
 			codes[st]++;
+		else
+			noanswer++;
 		if (seq == KILL_AT)
 			node_kill9(&cl, 0);
 		th_sleep_ms(1);
@@ -491,6 +543,7 @@ static void cluster_run(const char *queue_type, int restart)
 	th_raw_close(h1);
 	th_raw_close(h2);
 	h1 = h2 = NULL;
+	node_reap(&cl, 0);
 
 	/* Server 1 went to another node. */
 	ASSERT(WAIT_UNTIL(th_count_lines(s1.log, "connected to") >= 2, 60000));
@@ -511,17 +564,19 @@ static void cluster_run(const char *queue_type, int restart)
 	/* Every POST answered 200 reached the subscriber and server 2. */
 	int at_sub = wait_all(ok, sub.out, "cluster/stream", 0, cnt, 60000);
 	struct tally ts = tally(ok, cnt);
-	int at_s2 = wait_all(ok, s2.log, "cluster/stream", 1, cnt, at_sub ? 30000 : 1000);
+	int at_s2 =
+	    wait_all(ok, s2.log, "cluster/stream", 1, cnt, at_sub ? 30000 : 1000);
 	struct tally t2 = tally(ok, cnt);
 	int given_up = th_count_lines(s1.log, "given up");
 	fprintf(stderr,
 	        "    node 1 killed at POST %d of %d: %d answered 200 (%d 503, %d "
-	        "other); at the subscriber (node 3) %d missing, %d duplicates; at "
-	        "server 2 %d missing, %d duplicates; server 1 connected to node "
-	        "1/2/3 %d/%d/%d times, lost %d connections%s, logged %d messages "
-	        "given up\n",
-	        KILL_AT, STREAM, ts.ok, codes[503], STREAM - ts.ok - codes[503],
-	        ts.missing, ts.dups, t2.missing, t2.dups, node_connects(&s1, &cl, 0),
+	        "other, %d no answer); at the subscriber (node 3) %d missing, %d "
+	        "duplicates; at server 2 %d missing, %d duplicates; server 1 "
+	        "connected to node 1/2/3 %d/%d/%d times, lost %d connections%s, "
+	        "logged %d messages given up\n",
+	        KILL_AT, STREAM, ts.ok, codes[503],
+	        STREAM - ts.ok - codes[503] - noanswer, noanswer, ts.missing,
+	        ts.dups, t2.missing, t2.dups, node_connects(&s1, &cl, 0),
 	        node_connects(&s1, &cl, 1), node_connects(&s1, &cl, 2),
 	        th_count_lines(s1.log, " lost: "),
 	        restart ? " (node 1 restarted after the stream)" : "", given_up);
@@ -531,16 +586,17 @@ static void cluster_run(const char *queue_type, int restart)
 		for (int k = 0, o = 0; k < t->missing && k < 10; k++)
 			o += snprintf(seqs + o, sizeof(seqs) - (size_t)o, " %d",
 			              t->first_missing[k]);
-		th_fail(__FILE__, __LINE__,
-		        "%d of %d messages answered 200 never reached %s (first:%s)%s%s",
-		        t->missing, t->ok, !at_sub ? "the subscriber" : "server 2", seqs,
-		        given_up > 0
-		            ? "; server 1 gave them up although no broker refused "
-		              "them (issue 12, point 3: a message is given up only "
-		              "when a broker refuses it):"
-		            : "",
-		        given_up > 0 ? grep_lines(s1.log, "given up", buf, sizeof(buf), 3)
-		                     : "");
+		th_fail(
+		    __FILE__, __LINE__,
+		    "%d of %d messages answered 200 never reached %s (first:%s)%s%s",
+		    t->missing, t->ok, !at_sub ? "the subscriber" : "server 2", seqs,
+		    given_up > 0
+		        ? "; server 1 gave them up although no broker refused "
+		          "them (issue 12, point 3: a message is given up only "
+		          "when a broker refuses it):"
+		        : "",
+		    given_up > 0 ? grep_lines(s1.log, "given up", buf, sizeof(buf), 3)
+		                 : "");
 	}
 	/* Nothing is given up by server 1 either (no broker refused anything). */
 	ASSERT_EQ(given_up, 0);
@@ -551,8 +607,9 @@ static void cluster_run(const char *queue_type, int restart)
 	while (th_count_lines(s1.log, "message on 'cluster/back/after'") == 0 &&
 	       th_now_ms() < until) {
 		snprintf(body, sizeof(body), "a%d", ++probes);
-		ASSERT_EQ(http_post(&h2, s2.port, "/api/publish/cluster/back/after", body),
-		          200);
+		ASSERT_EQ(
+		    http_post(&h2, s2.port, "/api/publish/cluster/back/after", body),
+		    200);
 		th_sleep_ms(200);
 	}
 	th_raw_close(h2);
@@ -574,8 +631,9 @@ static void cluster_run(const char *queue_type, int restart)
 	free(ok);
 }
 
-TEST_T(a_rabbitmq_cluster_delivers_across_nodes_and_a_node_kill_loses_nothing_answered_200,
-       420)
+TEST_T(
+    a_rabbitmq_cluster_delivers_across_nodes_and_a_node_kill_loses_nothing_answered_200,
+    420)
 {
 	cluster_run("quorum", 0);
 }
@@ -585,8 +643,9 @@ TEST_T(a_rabbitmq_cluster_delivers_across_nodes_and_a_node_kill_loses_nothing_an
  * connection on its SUBSCRIBE (the queue is down): connections die, but no
  * broker refuses a message. Nothing answered 200 may be given up; it is
  * delivered once node 1 is back. */
-TEST_T(with_single_node_session_queues_a_node_kill_gives_up_nothing_answered_200,
-       420)
+TEST_T(
+    with_single_node_session_queues_a_node_kill_gives_up_nothing_answered_200,
+    420)
 {
 	cluster_run("classic", 1);
 }
