@@ -3,10 +3,11 @@
  * three nodes on loopback, each with its own node name, AMQP, distribution
  * and MQTT ports and its own data and log directories under the test
  * directory; one epmd of their own on a free port (never 4369), started
- * here and stopped by its PID. Clustered with rabbitmqctl join_cluster;
- * persistent MQTT sessions in quorum queues (mqtt.durable_queue_type, which
- * 3.10 has), replicated on all three nodes, so that one node lost leaves a
- * majority.
+ * here and stopped by its PID. Clustered with rabbitmqctl join_cluster.
+ * Persistent MQTT sessions are queues: in the first test quorum queues
+ * (mqtt.durable_queue_type, which 3.10 has), replicated on all three nodes,
+ * so that one node lost leaves a majority; in the second 3.10's default,
+ * classic queues, each on one node.
  *
  * Two example servers (example/civetweb-mqtt), each with all three nodes
  * as its fail-over list, server 1 first on node 1, server 2 first on node
@@ -26,10 +27,10 @@
  *     3.10 has no shared subscriptions and takes the filter literally. An
  *     MQTT 5 CONNECT is closed without a CONNACK.
  *
- * Run twice: with quorum session queues (node 1 stays down), and with
- * 3.10's default single-node (classic) session queues, where server 1's
- * queue dies with node 1: the other nodes accept its CONNECT and close the
- * connection on its SUBSCRIBE until node 1 is restarted.
+ * With quorum queues node 1 stays down. With classic queues server 1's
+ * session queue dies with node 1: the other nodes accept its CONNECT and
+ * close the connection on its SUBSCRIBE, so node 1 is restarted after the
+ * stream, and nothing may have been given up meanwhile.
  *
  * The counts go to stderr. Nothing here is judged by time; the waits are
  * generous (RabbitMQ boots slowly: the nodes start in parallel).
