@@ -18,7 +18,7 @@ SAN      ?=
 DEPS_BUILD := gcc g++ make pkg-config libc6-dev libcivetweb-dev \
               libpaho-mqtt-dev libcjson-dev
 DEPS_TEST  := mosquitto mosquitto-clients openssl curl coreutils \
-              chromium nodejs wrk
+              chromium nodejs wrk rabbitmq-server
 DEPS_ALL   := $(DEPS_BUILD) $(DEPS_TEST)
 # The browser test drives Debian's chromium with playwright-core from npm
 # (pinned in package-lock.json; never a browser download).
@@ -41,12 +41,14 @@ UNIT_TESTS  := test_config test_topics test_nobridge
 INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
                test_faults test_security test_load test_logging test_packets \
                test_chaos
+# A three-node RabbitMQ cluster (make test-cluster, and CI): not in make test.
+CLUSTER_TESTS := test_cluster
 TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
 BROWSER_TESTS := test/browser/dashboard.test.mjs
 
-.PHONY: all deps node-deps test check asan tsan install uninstall run soak \
+.PHONY: all deps node-deps test check test-cluster asan tsan install uninstall run soak \
         check-generated check-nobridge \
         fuzz fuzz-quick fuzz-bins valgrind \
         clean help exports test-bins cxx-header
@@ -63,6 +65,8 @@ help:
 	@echo "make soak       the chaos test (test_chaos) with a new random seed"
 	@echo "                each run for SOAK_MINUTES=10, CHAOS_SECONDS=20 a"
 	@echo "                seed; prints failing seeds and how to rerun them"
+	@echo "make test-cluster  a three-node RabbitMQ cluster: cross-node"
+	@echo "                delivery, a node killed under load (a few minutes)"
 	@echo "make asan       the tests under AddressSanitizer + UBSan"
 	@echo "make tsan       the tests under ThreadSanitizer"
 	@echo "make install    PREFIX=/usr/local DESTDIR= : library, header, .pc"
@@ -158,7 +162,7 @@ $(addprefix $(BUILD)/test/,$(UNIT_TESTS)): $(BUILD)/test/%: test/%.c \
     civetweb_mqtt.c civetweb_mqtt.h $(TEST_COMMON)
 	$(CC) $(XCFLAGS) -I. -Itest -o $@ $< $(BUILD)/test/util.o $(LIBS)
 
-$(addprefix $(BUILD)/test/,$(INTEG_TESTS)): $(BUILD)/test/%: test/%.c \
+$(addprefix $(BUILD)/test/,$(INTEG_TESTS) $(CLUSTER_TESTS)): $(BUILD)/test/%: test/%.c \
     $(BUILD)/civetweb_mqtt.o $(TEST_COMMON) $(MQPROXY)
 	$(CC) $(XCFLAGS) -D_GNU_SOURCE -I. -Itest -o $@ $< $(BUILD)/test/util.o \
 	    $(MQPROXY) $(BUILD)/civetweb_mqtt.o $(LIBS)
@@ -181,6 +185,12 @@ soak: deps
 	@$(MAKE) --no-print-directory $(BUILD)/test/test_chaos
 	@BUILD=$(BUILD) SOAK_MINUTES=$(SOAK_MINUTES) CHAOS_SECONDS=$(CHAOS_SECONDS) \
 	    ./test/soak.sh
+
+# Three RabbitMQ 3.10 nodes clustered on loopback, two example servers,
+# a node killed under a stream of POSTs (a few minutes).
+test-cluster: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/test/test_cluster
+	@BUILD=$(BUILD) ./test/run.sh $(CLUSTER_TESTS)
 
 # Sanitizer builds live in their own directories, example included.
 asan: deps
