@@ -210,6 +210,7 @@ struct cwm_settings {
 	int max_inflight;
 	int max_buffered;
 	char *persistence_dir;
+	int persistence_fsync;
 	int queue_size;
 	char *bridge_path;
 	char *bridge_publish_allow;
