@@ -214,6 +214,14 @@ static int publish_handler(struct mg_connection *conn, void *ud)
 		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
 		return 413;
 	}
+	/* A body cut short (the client went away, or timed out) is not the
+	 * message: never publish part of one as if it were whole. */
+	if (ri->content_length >= 0 && (long long)len != ri->content_length) {
+		free(body);
+		reply(conn, 400, "{\"error\":\"the body ended before its "
+		                 "Content-Length\"}");
+		return 400;
+	}
 	int id = mg_mqtt_publish(m, topic, body, len, 1, 0);
 	free(body);
 	if (id > 0) {

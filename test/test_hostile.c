@@ -5,8 +5,9 @@
  *  - POST /api/publish/<topic> of example/main.c publishes under the rules
  *    of the client's bridge (mg_mqtt_bridge_check_publish): without the
  *    bridge's digest credentials nothing reaches the broker, the publish
- *    allow list holds, a client without a bridge publishes nothing, and a
- *    body a page on another site could send is refused;
+ *    allow list holds, a client without a bridge publishes nothing, a
+ *    body a page on another site could send is refused, and a body cut
+ *    short of its Content-Length is not published;
  *  - its 404 body is JSON whatever ?client= holds;
  *  - the shipped example/civetweb.conf: as many idle TCP connections as it
  *    has workers do not keep /mqtt/status from answering;
@@ -22,6 +23,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -490,4 +492,40 @@ TEST_T(persistence_fsync_option_is_read_and_the_store_works_with_it, 60)
 	                      &l, err, sizeof(err)),
 	          MG_MQTT_ERR_CONFIG);
 	ASSERT_CONTAINS(err, "MQTT_PERSISTENCE_FSYNC");
+}
+
+TEST_T(example_publish_route_refuses_a_body_shorter_than_its_length, 60)
+{
+	struct th_broker b;
+	struct th_sub sub;
+	struct th_xsrv s;
+	char mqtt[512];
+	th_broker_start(&b, NULL);
+	th_sub_start(&sub, &b, "#", 0, "-q 1");
+	snprintf(mqtt, sizeof(mqtt),
+	         "MQTT_BROKER_URL %s\nMQTT_BRIDGE_PATH /mqtt\n"
+	         "MQTT_BRIDGE_PUBLISH_ALLOW demo/#\n",
+	         b.url);
+	th_xsrv_start(&s, mqtt, NULL);
+	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 15000));
+	/* Ten bytes announced, three sent, then the client's half closes. */
+	struct th_raw *r = th_raw_connect(s.port, 0);
+	static const char req[] = "POST /api/publish/demo/short HTTP/1.1\r\n"
+	                          "Host: 127.0.0.1\r\n"
+	                          "Content-Type: application/octet-stream\r\n"
+	                          "Content-Length: 10\r\n\r\nabc";
+	th_raw_send(r, req, strlen(req));
+	shutdown(r->fd, SHUT_WR);
+	int n;
+	while ((n = th_raw_fill(r, 30000)) > 0)
+		;
+	r->buf[r->len < sizeof(r->buf) ? r->len : sizeof(r->buf) - 1] = '\0';
+	ASSERT_CONTAINS(r->buf, "HTTP/1.1 400");
+	th_raw_close(r);
+	probe(&b, &sub, "demo/probe");
+	char *got = th_sub_messages(&sub, NULL);
+	ASSERT_NOT_CONTAINS(got, "demo/short");
+	free(got);
+	th_sub_stop(&sub);
+	th_kill(s.pid, SIGTERM);
 }
