@@ -75,7 +75,7 @@ static const char *const tested_keys[] = {
     "BIRTH_MESSAGE",    "BIRTH_QOS",            "BIRTH_RETAIN",
     "SHARED_GROUP",     "SUBSCRIBE",            "RECONNECT_MIN",
     "RECONNECT_MAX",    "MAX_INFLIGHT",         "MAX_BUFFERED",
-    "PERSISTENCE_DIR",  "QUEUE_SIZE",
+    "PERSISTENCE_DIR",  "PERSISTENCE_FSYNC",    "QUEUE_SIZE",
     "BRIDGE_PATH",      "BRIDGE_PUBLISH_ALLOW", "BRIDGE_SUBSCRIBE_ALLOW",
     "BRIDGE_AUTH_FILE", "BRIDGE_MAX_BODY",      "BRIDGE_CLIENT_QUEUE",
     "BRIDGE_LAST_VALUES", "BRIDGE_REQUEST_TIMEOUT_MAX"};
@@ -137,6 +137,7 @@ TEST(defaults_without_options_are_the_documented_ones)
 	ASSERT_EQ(s.max_inflight, 20);
 	ASSERT_EQ(s.max_buffered, 10000);
 	ASSERT(s.persistence_dir == NULL);
+	ASSERT_EQ(s.persistence_fsync, 0);
 	ASSERT_EQ(s.queue_size, 10000);
 	ASSERT(s.bridge_path == NULL); /* no bridge */
 	ASSERT(s.bridge_publish_allow == NULL);
@@ -242,6 +243,8 @@ static const struct good goods[] = {
     {"MAX_BUFFERED", "10000000", {NULL}, 10000000, NULL, 0},
     {"PERSISTENCE_DIR", " /tmp ", {"MQTT_CLIENT_ID", "p1", NULL}, 0, "/tmp",
      0},
+    {"PERSISTENCE_FSYNC", "true", {NULL}, 1, NULL, 0},
+    {"PERSISTENCE_FSYNC", "off", {NULL}, 0, NULL, 0},
     {"QUEUE_SIZE", "1", {NULL}, 1, NULL, 0},
     {"QUEUE_SIZE", "10000000", {NULL}, 10000000, NULL, 0},
     {"BRIDGE_PATH", "/mqtt", {NULL}, 0, "/mqtt", 0},
@@ -415,6 +418,7 @@ static const struct bad bads[] = {
      "'/nonexistent/dir'", {"MQTT_CLIENT_ID", "p1", NULL}},
     {"PERSISTENCE_DIR", "/dev/null", MG_MQTT_ERR_IO, "'/dev/null'",
      {"MQTT_CLIENT_ID", "p1", NULL}},
+    {"PERSISTENCE_FSYNC", "always", MG_MQTT_ERR_CONFIG, "'always'", {NULL}},
     {"QUEUE_SIZE", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
     {"QUEUE_SIZE", "10000001", MG_MQTT_ERR_CONFIG, "'10000001'", {NULL}},
     {"QUEUE_SIZE", "many", MG_MQTT_ERR_CONFIG, "'many'", {NULL}},
