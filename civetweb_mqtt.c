@@ -3857,14 +3857,14 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 		ok = 0;
 	if (fd >= 0 && close(fd) != 0)
 		ok = 0;
-	if (ok && rename(tmp, path) != 0)
-		ok = 0;
-	if (ok && c->cfg.persistence_fsync && cwm_fsync_dir(c->pdir) != 0)
+	int renamed = ok && rename(tmp, path) == 0;
+	if (!renamed ||
+	    (c->cfg.persistence_fsync && cwm_fsync_dir(c->pdir) != 0))
 		ok = 0;
 	free(b.p);
 	if (!ok) {
 		int e = errno;
-		unlink(tmp);
+		unlink(renamed ? path : tmp); /* publish() fails: no file left */
 		cwm_log(c, MG_MQTT_LOG_ERROR, "PERSISTENCE_DIR: cannot write %s: %s",
 		        path, strerror(e));
 		return MG_MQTT_ERR_IO;
@@ -4015,7 +4015,7 @@ static int cwm_persist_dir(struct mg_mqtt *c, char *err, size_t errlen)
 	char path[PATH_MAX], name[NAME_MAX + 1], q[320];
 	if (cwm_persist_name(c->client_id, name) != 0) {
 		cwm_fmt(err, errlen,
-		        "%s_PERSISTENCE_DIR: the client id is too long for a "
+		        "%s_PERSISTENCE_DIR: the client id is empty or too long for a "
 		        "directory name (each byte outside A-Z a-z 0-9 _ - takes 3 of "
 		        "its %d)",
 		        c->prefix, NAME_MAX);

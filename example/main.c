@@ -158,6 +158,44 @@ static void reply(struct mg_connection *conn, int status, const char *fmt, ...)
 	mg_write(conn, body, (size_t)n);
 }
 
+/* The request body, at most MAX_BODY bytes, into *body (malloc()ed; the
+ * caller frees it). Returns 0, or the status of the error reply sent. */
+static int read_body(struct mg_connection *conn, char **body, size_t *len)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	int r;
+	*body = NULL;
+	*len = 0;
+	if (ri->content_length > MAX_BODY) {
+		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
+		return 413;
+	}
+	char *buf = malloc(MAX_BODY + 1);
+	size_t n = 0;
+	if (buf == NULL) {
+		reply(conn, 500, "{\"error\":\"out of memory\"}");
+		return 500;
+	}
+	while (n <= MAX_BODY && (r = mg_read(conn, buf + n, MAX_BODY + 1 - n)) > 0)
+		n += (size_t)r;
+	if (n > MAX_BODY) {
+		free(buf);
+		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
+		return 413;
+	}
+	/* A body cut short (the client went away, or timed out) is not the
+	 * message: never publish part of one as if it were whole. */
+	if (ri->content_length >= 0 && (long long)n != ri->content_length) {
+		free(buf);
+		reply(conn, 400,
+		      "{\"error\":\"the body ended before its Content-Length\"}");
+		return 400;
+	}
+	*body = buf;
+	*len = n;
+	return 0;
+}
+
 /* POST /api/publish/<topic>: the body, published at QoS 1 to <topic> by the
  * client of prefix ?client=<PREFIX> (default: MQTT, or the only one),
  * under the rules of that client's bridge: its BRIDGE_AUTH_FILE and
@@ -195,33 +233,10 @@ static int publish_handler(struct mg_connection *conn, void *ud)
 		      "multipart/form-data (e.g. application/octet-stream)\"}");
 		return 415;
 	}
-	if (ri->content_length > MAX_BODY) {
-		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
-		return 413;
-	}
-	char *body = malloc(MAX_BODY + 1);
-	size_t len = 0;
-	int r;
-	if (body == NULL) {
-		reply(conn, 500, "{\"error\":\"out of memory\"}");
-		return 500;
-	}
-	while (len <= MAX_BODY &&
-	       (r = mg_read(conn, body + len, MAX_BODY + 1 - len)) > 0)
-		len += (size_t)r;
-	if (len > MAX_BODY) {
-		free(body);
-		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
-		return 413;
-	}
-	/* A body cut short (the client went away, or timed out) is not the
-	 * message: never publish part of one as if it were whole. */
-	if (ri->content_length >= 0 && (long long)len != ri->content_length) {
-		free(body);
-		reply(conn, 400, "{\"error\":\"the body ended before its "
-		                 "Content-Length\"}");
-		return 400;
-	}
+	char *body;
+	size_t len;
+	if ((status = read_body(conn, &body, &len)) != 0)
+		return status;
 	int id = mg_mqtt_publish(m, topic, body, len, 1, 0);
 	free(body);
 	if (id > 0) {
@@ -229,12 +244,12 @@ static int publish_handler(struct mg_connection *conn, void *ud)
 		return 200;
 	}
 	status = id == MG_MQTT_ERR_TOPIC || id == MG_MQTT_ERR_INVALID ? 400
-	             : id == MG_MQTT_ERR_TOO_LARGE                        ? 413
-	             : id == MG_MQTT_ERR_BUFFER_FULL ||
-	                     id == MG_MQTT_ERR_NOT_CONNECTED ||
-	                     id == MG_MQTT_ERR_STOPPED
-	                 ? 503
-	                 : 500;
+	         : id == MG_MQTT_ERR_TOO_LARGE                        ? 413
+	         : id == MG_MQTT_ERR_BUFFER_FULL ||
+	                 id == MG_MQTT_ERR_NOT_CONNECTED ||
+	                 id == MG_MQTT_ERR_STOPPED
+	             ? 503
+	             : 500;
 	reply(conn, status, "{\"error\":\"%s\",\"code\":%d}", mg_mqtt_strerror(id),
 	      id);
 	return status;
