@@ -96,6 +96,8 @@ TEST_T(post_to_the_publish_handler_reaches_mosquitto_sub, 40)
 	th_sub_start(&sub, &b, "demo/lamp", 1, "-q 1");
 	server_start(&s, &b, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 10000));
+	/* The port accepts before the example's own route is in place. */
+	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "serving") == 1, 10000));
 	ASSERT_EQ(http("POST", s.port, "/api/publish/demo/lamp", "on", &body), 200);
 	ASSERT_CONTAINS(body, "{\"id\":");
 	free(body);
@@ -242,6 +244,7 @@ TEST_T(command_line_options_override_the_file, 40)
 	ASSERT(th_wait_port(p2, 10000));
 	ASSERT(WAIT_UNTIL(th_count_lines(log, "as 'from-command-line'") == 1,
 	                  10000));
+	ASSERT(WAIT_UNTIL(th_count_lines(log, "serving") == 1, 10000));
 	char *body;
 	ASSERT_EQ(http("POST", p2, "/api/publish/demo/x", "1", &body), 200);
 	free(body);

@@ -65,6 +65,16 @@ static int curl_(int port, const char *method, const char *path,
 	return status;
 }
 
+/* The example server logs "serving" once its clients are started and
+ * its own routes are in place (the port accepts before that), and
+ * "connected to" when the client is connected. */
+static void xsrv_ready(const char *log, int connected)
+{
+	ASSERT(WAIT_UNTIL(th_count_lines(log, "serving") == 1, 15000));
+	if (connected)
+		ASSERT(WAIT_UNTIL(th_count_lines(log, "connected to") == 1, 15000));
+}
+
 /* An htdigest file for USER / PASS in REALM; its path into path. */
 static void write_htdigest(char *path, size_t len)
 {
@@ -104,7 +114,7 @@ TEST_T(example_publish_route_asks_for_the_bridge_password_and_allow_list, 60)
 	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW sec/#\n",
 	         b.url, htd);
 	th_xsrv_start(&s, mqtt, "authentication_domain " REALM "\n");
-	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 15000));
+	xsrv_ready(s.log, 1);
 
 	/* No credentials: the challenge, nothing published; inside or outside
 	 * the allow list alike (no hint about the list before the password). */
@@ -177,7 +187,7 @@ TEST_T(example_publish_route_publishes_nothing_for_a_client_without_bridge, 60)
 	th_sub_start(&sub, &b, "#", 0, "-q 1");
 	snprintf(mqtt, sizeof(mqtt), "MQTT_BROKER_URL %s\n", b.url);
 	th_xsrv_start(&s, mqtt, NULL);
-	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 15000));
+	xsrv_ready(s.log, 1);
 	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/any/thing", OCTETS, "x",
 	                &body, NULL),
 	          403);
@@ -198,6 +208,7 @@ TEST_T(example_404_body_is_json_whatever_the_client_parameter_holds, 40)
 	th_xsrv_start(&s, "MQTT_BROKER_URL tcp://127.0.0.1:1\n"
 	                  "MQTT_CONNECT_ASYNC true\n",
 	              NULL);
+	xsrv_ready(s.log, 0);
 	ASSERT_EQ(curl_(s.port, "POST",
 	                "/api/publish/demo/x?client=a%22%2C%22injected%22%3A%22%5C%0A",
 	                OCTETS, "x", &body, NULL),
@@ -264,7 +275,7 @@ TEST_T(idle_connections_do_not_starve_the_shipped_example_configuration, 180)
 	                      NULL};
 	pid_t pid = th_spawn(argv, log);
 	ASSERT(th_wait_port(port, 15000));
-	ASSERT(WAIT_UNTIL(th_count_lines(log, "connected to") == 1, 15000));
+	xsrv_ready(log, 1);
 
 	/* As many sockets as there are workers, connected and silent: each
 	 * takes a worker as it is accepted. */
@@ -507,7 +518,7 @@ TEST_T(example_publish_route_refuses_a_body_shorter_than_its_length, 60)
 	         "MQTT_BRIDGE_PUBLISH_ALLOW demo/#\n",
 	         b.url);
 	th_xsrv_start(&s, mqtt, NULL);
-	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 15000));
+	xsrv_ready(s.log, 1);
 	/* Ten bytes announced, three sent, then the client's half closes. */
 	struct th_raw *r = th_raw_connect(s.port, 0);
 	static const char req[] = "POST /api/publish/demo/short HTTP/1.1\r\n"
