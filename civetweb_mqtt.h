@@ -584,6 +584,43 @@ MG_MQTT_API int mg_mqtt_filter_valid(const char *filter);
 MG_MQTT_API int mg_mqtt_topic_matches(const char *filter, const char *topic);
 
 /* ------------------------------------------------------------------------
+ * The bridge's rules in your own request handlers
+ * ---------------------------------------------------------------------- */
+
+struct mg_connection; /* CivetWeb's connection (civetweb.h) */
+
+/* For a request handler of your own that publishes what a browser sends
+ * (as example/main.c's POST /api/publish/<topic> does): may the request on
+ * conn publish to topic under the rules of c's bridge? The same checks, in
+ * the same order, as the bridge's own POST <BRIDGE_PATH>/publish/<topic>:
+ *   1. BRIDGE_AUTH_FILE set: the request must carry valid HTTP digest
+ *      credentials for it (realm: CivetWeb's authentication_domain; the
+ *      digest's uri must be this request's), else 401 with the digest
+ *      challenge (WWW-Authenticate) the browser answers;
+ *   2. topic must be a valid topic name (mg_mqtt_topic_valid()), else 400;
+ *   3. BRIDGE_PUBLISH_ALLOW must match topic, else 403 (counted in the
+ *      bridge_rejected counter).
+ * A client without a bridge (no BRIDGE_PATH, or a library built with
+ * MG_MQTT_ENABLE_BRIDGE=0) has no rules that let a browser publish: 403.
+ * A client that is stopping: 503.
+ * Returns 0 when the request may go on; nothing was sent then and the
+ * handler reads the body and publishes (mg_mqtt_publish()). Otherwise it
+ * has sent the whole refusal (a JSON body {"error":"..."}) and returns its
+ * HTTP status: the handler returns that to CivetWeb and does nothing else.
+ * It reads no request body. c NULL, conn NULL or topic NULL: 400 is sent
+ * when conn is not NULL, and MG_MQTT_ERR_INVALID is returned when it is.
+ * From CivetWeb request handlers of c's context (ctx given to
+ * mg_mqtt_start()), any worker thread, between mg_mqtt_start() and
+ * mg_mqtt_stop(). It checks neither the request's Origin nor its
+ * Content-Type: a handler that takes bodies from browsers refuses the
+ * types a page on another site can send without asking (text/plain,
+ * application/x-www-form-urlencoded, multipart/form-data) itself, as
+ * example/main.c does. */
+MG_MQTT_API int mg_mqtt_bridge_check_publish(struct mg_mqtt *c,
+                                             struct mg_connection *conn,
+                                             const char *topic);
+
+/* ------------------------------------------------------------------------
  * Configuration: civetweb.conf and the option split
  * ---------------------------------------------------------------------- */
 

@@ -10,8 +10,12 @@
  * on SIGINT / SIGTERM, and exits 1 with the reason on a bad configuration.
  *
  * It shows "publish from a request handler":
- *   curl -d 'on' http://127.0.0.1:8080/api/publish/home/lamp
- * publishes "on" to home/lamp at QoS 1 and answers {"id":N}.
+ *   curl -H 'Content-Type: application/octet-stream' -d 'on' \
+ *        http://127.0.0.1:8080/api/publish/demo/lamp
+ * publishes "on" to demo/lamp at QoS 1 and answers {"id":N}. The route
+ * publishes under the rules of the client's bridge (BRIDGE_AUTH_FILE,
+ * BRIDGE_PUBLISH_ALLOW; see mg_mqtt_bridge_check_publish()): without a
+ * bridge it refuses everything (403).
  */
 #define _GNU_SOURCE
 #include "civetweb_mqtt.h"
@@ -95,6 +99,44 @@ static void on_mqtt_message(struct mg_mqtt *c, const struct mg_mqtt_message *m,
 	      n < m->payload_len ? "..." : "");
 }
 
+/* text as the inside of a JSON string (quotes, backslashes and control
+ * characters escaped) into out; cut short to fit. Returns out. */
+static const char *json_escape(const char *text, char *out, size_t len)
+{
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)text;
+	     *p != '\0' && n + 7 < len; p++) {
+		if (*p == '"' || *p == '\\') {
+			out[n++] = '\\';
+			out[n++] = (char)*p;
+		} else if (*p < 0x20 || *p == 0x7f) {
+			n += (size_t)snprintf(out + n, len - n, "\\u%04x", *p);
+		} else {
+			out[n++] = (char)*p;
+		}
+	}
+	out[n] = '\0';
+	return out;
+}
+
+/* The media type of the request's Content-Type, before any ';'. */
+static int media_is(const char *ct, const char *type)
+{
+	size_t n = strcspn(ct, ";");
+	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	return strlen(type) == n && strncasecmp(ct, type, n) == 0;
+}
+
+/* A page on any site can make a browser POST these three types (and none)
+ * without asking first: taking them would let it publish as the visitor. */
+static int cross_site_type(const char *ct)
+{
+	return ct == NULL || ct[0] == '\0' || media_is(ct, "text/plain") ||
+	       media_is(ct, "application/x-www-form-urlencoded") ||
+	       media_is(ct, "multipart/form-data");
+}
+
 static void reply(struct mg_connection *conn, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void reply(struct mg_connection *conn, int status, const char *fmt, ...)
@@ -111,16 +153,59 @@ static void reply(struct mg_connection *conn, int status, const char *fmt, ...)
 	mg_response_header_add(conn, "Content-Type", "application/json", -1);
 	mg_response_header_add(conn, "Content-Length", len, -1);
 	mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+	mg_response_header_add(conn, "X-Content-Type-Options", "nosniff", -1);
 	mg_response_header_send(conn);
 	mg_write(conn, body, (size_t)n);
 }
 
+/* The request body, at most MAX_BODY bytes, into *body (malloc()ed; the
+ * caller frees it). Returns 0, or the status of the error reply sent. */
+static int read_body(struct mg_connection *conn, char **body, size_t *len)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	int r;
+	*body = NULL;
+	*len = 0;
+	if (ri->content_length > MAX_BODY) {
+		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
+		return 413;
+	}
+	char *buf = malloc(MAX_BODY + 1);
+	size_t n = 0;
+	if (buf == NULL) {
+		reply(conn, 500, "{\"error\":\"out of memory\"}");
+		return 500;
+	}
+	while (n <= MAX_BODY && (r = mg_read(conn, buf + n, MAX_BODY + 1 - n)) > 0)
+		n += (size_t)r;
+	if (n > MAX_BODY) {
+		free(buf);
+		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
+		return 413;
+	}
+	/* A body cut short (the client went away, or timed out) is not the
+	 * message: never publish part of one as if it were whole. */
+	if (ri->content_length >= 0 && (long long)n != ri->content_length) {
+		free(buf);
+		reply(conn, 400,
+		      "{\"error\":\"the body ended before its Content-Length\"}");
+		return 400;
+	}
+	*body = buf;
+	*len = n;
+	return 0;
+}
+
 /* POST /api/publish/<topic>: the body, published at QoS 1 to <topic> by the
- * client of prefix ?client=<PREFIX> (default: MQTT, or the only one). */
+ * client of prefix ?client=<PREFIX> (default: MQTT, or the only one),
+ * under the rules of that client's bridge: its BRIDGE_AUTH_FILE and
+ * BRIDGE_PUBLISH_ALLOW (no bridge: nothing may be published), and never a
+ * body a page on another site could have sent (415). */
 static int publish_handler(struct mg_connection *conn, void *ud)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
-	char prefix[64] = "";
+	char prefix[64] = "", shown[64 * 6 + 1];
+	int status;
 	(void)ud;
 
 	if (strcmp(ri->request_method, "POST") != 0) {
@@ -135,41 +220,36 @@ static int publish_handler(struct mg_connection *conn, void *ud)
 	struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), prefix);
 	if (m == NULL) {
 		reply(conn, 404, "{\"error\":\"no MQTT client with prefix %s\"}",
-		      prefix);
+		      json_escape(prefix, shown, sizeof(shown)));
 		return 404;
 	}
-	if (ri->content_length > MAX_BODY) {
-		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
-		return 413;
+	/* Credentials, the topic and the allow list: answered when refused. */
+	if ((status = mg_mqtt_bridge_check_publish(m, conn, topic)) != 0)
+		return status;
+	if (cross_site_type(mg_get_header(conn, "Content-Type"))) {
+		reply(conn, 415,
+		      "{\"error\":\"give the body a Content-Type other than "
+		      "text/plain, application/x-www-form-urlencoded or "
+		      "multipart/form-data (e.g. application/octet-stream)\"}");
+		return 415;
 	}
-	char *body = malloc(MAX_BODY + 1);
-	size_t len = 0;
-	int r;
-	if (body == NULL) {
-		reply(conn, 500, "{\"error\":\"out of memory\"}");
-		return 500;
-	}
-	while (len <= MAX_BODY &&
-	       (r = mg_read(conn, body + len, MAX_BODY + 1 - len)) > 0)
-		len += (size_t)r;
-	if (len > MAX_BODY) {
-		free(body);
-		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
-		return 413;
-	}
+	char *body;
+	size_t len;
+	if ((status = read_body(conn, &body, &len)) != 0)
+		return status;
 	int id = mg_mqtt_publish(m, topic, body, len, 1, 0);
 	free(body);
 	if (id > 0) {
 		reply(conn, 200, "{\"id\":%d}", id);
 		return 200;
 	}
-	int status = id == MG_MQTT_ERR_TOPIC || id == MG_MQTT_ERR_INVALID ? 400
-	             : id == MG_MQTT_ERR_TOO_LARGE                        ? 413
-	             : id == MG_MQTT_ERR_BUFFER_FULL ||
-	                     id == MG_MQTT_ERR_NOT_CONNECTED ||
-	                     id == MG_MQTT_ERR_STOPPED
-	                 ? 503
-	                 : 500;
+	status = id == MG_MQTT_ERR_TOPIC || id == MG_MQTT_ERR_INVALID ? 400
+	         : id == MG_MQTT_ERR_TOO_LARGE                        ? 413
+	         : id == MG_MQTT_ERR_BUFFER_FULL ||
+	                 id == MG_MQTT_ERR_NOT_CONNECTED ||
+	                 id == MG_MQTT_ERR_STOPPED
+	             ? 503
+	             : 500;
 	reply(conn, status, "{\"error\":\"%s\",\"code\":%d}", mg_mqtt_strerror(id),
 	      id);
 	return status;

@@ -17,7 +17,7 @@ util.c topics.c config.c config_check.c conffile.c tree.c log.c trace.c props.c
 commands.c subs.c persist.c wake.c io.c connection.c done.c dispatch.c request.c
 json.c client.c status.c
 bridge.c bridge_clients.c bridge_json.c bridge_http.c bridge_last.c
-bridge_metrics.c bridge_sse.c bridge_ws.c bridge_auth.c"
+bridge_metrics.c bridge_sse.c bridge_ws.c bridge_auth.c bridge_guard.c"
 
 # Every part must be listed (a new file left out would be silently lost)
 # and open with a comment (see generate).

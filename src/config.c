@@ -94,6 +94,8 @@ static const struct cwm_key cwm_keys[] = {
      "a number of messages (0-10000000)"},
     {"PERSISTENCE_DIR", K_PATH, CWM_S(persistence_dir), 0, 0, NULL, NULL,
      NULL},
+    {"PERSISTENCE_FSYNC", K_BOOL, CWM_S(persistence_fsync), 0, 0, "false",
+     NULL, cwm_bool_hint},
     {"QUEUE_SIZE", K_INT, CWM_S(queue_size), 1, 10000000, "10000", NULL,
      "a number of messages (1-10000000)"},
     {"MAX_PACKET_SIZE", K_INT, CWM_S(max_packet_size), 0, 268435455, "0",

@@ -223,6 +223,7 @@ struct cwm_settings {
 	int max_inflight;
 	int max_buffered;
 	char *persistence_dir;
+	int persistence_fsync;
 	int queue_size;
 	int max_packet_size; /* the broker's packet limit, as the user knows it */
 	int log_level;     /* MG_MQTT_LOG_*: lines above it are not made */

@@ -5,16 +5,37 @@
 #include "internal.h"
 
 /* ---- PERSISTENCE_DIR ---------------------------------------------------
- * Each accepted QoS 1/2 message is written to <dir>/<client id>/<n>.msg
- * (written to a temporary name, then renamed, so a crash never leaves half
- * a file) before publish() returns, and removed once the broker has
- * acknowledged it. At start the files left over are queued again, oldest
- * first. paho's own persistence is not used: paho 1.3 drops restored
- * in-flight messages when the broker answers "no session", which is what a
- * crashed broker answers. There is no fsync: this survives the server
- * process dying, not a power cut. */
+ * Each accepted QoS 1/2 message is written to <dir>/<id>/<n>.msg, where
+ * <id> is the client id with every byte outside [A-Za-z0-9_-] written as
+ * %XX (so that no id is ".", "..", holds a '/' or shares a directory with
+ * another) and <n> its number as 16 lower-case hex digits. It is written
+ * to <n>.tmp, then renamed, so a crash never leaves half a file, before
+ * publish() returns, and removed once the broker has acknowledged it. At
+ * start the files left over are queued again, oldest first; only names of
+ * exactly that form are touched. paho's own persistence is not used: paho
+ * 1.3 drops restored in-flight messages when the broker answers "no
+ * session", which is what a crashed broker answers.
+ * Without PERSISTENCE_FSYNC the data is in the kernel's page cache when
+ * publish() returns: it survives the process dying (crash, SIGKILL), not a
+ * power cut or a kernel crash. With it, the file is fsync()ed before the
+ * rename and the directory after it, so that a message publish() accepted
+ * is on the disk (as far as the disk keeps its promises). */
 
 static const char cwm_magic[4] = {'C', 'W', 'M', '1'};
+
+static void cwm_persist_path(const struct mg_mqtt *c, uint64_t seq,
+                             const char *ext, char out[PATH_MAX]);
+
+/* fsync() of a directory, so that a rename or create in it is on disk. */
+static int cwm_fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
+}
 
 /* Writes r to a new file; sets r->pseq. Any thread, without c->lock. */
 static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
@@ -46,10 +67,8 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 		free(b.p);
 		return MG_MQTT_ERR_NOMEM;
 	}
-	snprintf(path, sizeof(path), "%s/%016llx.msg", c->pdir,
-	         (unsigned long long)seq);
-	snprintf(tmp, sizeof(tmp), "%s/%016llx.tmp", c->pdir,
-	         (unsigned long long)seq);
+	cwm_persist_path(c, seq, ".msg", path);
+	cwm_persist_path(c, seq, ".tmp", tmp);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	size_t done = 0;
 	while (fd >= 0 && done < b.n) {
@@ -61,14 +80,18 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 		done += (size_t)w;
 	}
 	int ok = fd >= 0 && done == b.n;
+	if (ok && c->cfg.persistence_fsync && fsync(fd) != 0)
+		ok = 0;
 	if (fd >= 0 && close(fd) != 0)
 		ok = 0;
-	if (ok && rename(tmp, path) != 0)
+	int renamed = ok && rename(tmp, path) == 0;
+	if (!renamed ||
+	    (c->cfg.persistence_fsync && cwm_fsync_dir(c->pdir) != 0))
 		ok = 0;
 	free(b.p);
 	if (!ok) {
 		int e = errno;
-		unlink(tmp);
+		unlink(renamed ? path : tmp); /* publish() fails: no file left */
 		cwm_log(c, MG_MQTT_LOG_ERROR, "PERSISTENCE_DIR: cannot write %s: %s",
 		        path, strerror(e));
 		return MG_MQTT_ERR_IO;
@@ -80,8 +103,7 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 static void cwm_persist_unlink(struct mg_mqtt *c, uint64_t seq)
 {
 	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/%016llx.msg", c->pdir,
-	         (unsigned long long)seq);
+	cwm_persist_path(c, seq, ".msg", path);
 	unlink(path);
 }
 
@@ -224,38 +246,102 @@ static struct cwm_out *cwm_persist_parse(struct mg_mqtt *c,
 	return r;
 }
 
-static int cwm_name_cmp(const void *a, const void *b)
+/* The client id as one file name: [A-Za-z0-9_-] as they are, every other
+ * byte as %XX (upper-case hex). Distinct ids give distinct names, and
+ * none is "." or "..", empty, or holds a '/'. Returns 0, or
+ * MG_MQTT_ERR_TOO_LARGE when the name would be longer than NAME_MAX. */
+static int cwm_persist_name(const char *id, char out[NAME_MAX + 1])
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = 0;
+	if (id[0] == '\0')
+		return MG_MQTT_ERR_INVALID;
+	for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++) {
+		int plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+		            (*p >= '0' && *p <= '9') || *p == '_' || *p == '-';
+		if (n + (plain ? 1 : 3) > NAME_MAX)
+			return MG_MQTT_ERR_TOO_LARGE;
+		if (plain) {
+			out[n++] = (char)*p;
+		} else {
+			out[n++] = '%';
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 15];
+		}
+	}
+	out[n] = '\0';
+	return 0;
 }
 
-/* <dir>/<client id> (made if missing) into c->pdir. */
+/* <dir>/<encoded client id> (made if missing) into c->pdir. */
 static int cwm_persist_dir(struct mg_mqtt *c, char *err, size_t errlen)
 {
-	char path[PATH_MAX], safe[256], q[320];
-	size_t n = 0;
-	for (const char *p = c->client_id; *p != '\0' && n + 1 < sizeof(safe); p++)
-		safe[n++] = isalnum((unsigned char)*p) || strchr("-_.", *p) ? *p : '_';
-	safe[n] = '\0';
-	snprintf(path, sizeof(path), "%s/%s", c->cfg.persistence_dir, safe);
-	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-		cwm_fmt(err, errlen, "%s_PERSISTENCE_DIR: cannot create '%s': %s",
-		        c->prefix, cwm_quote_path(path, q), strerror(errno));
-		return MG_MQTT_ERR_IO;
+	char path[PATH_MAX], name[NAME_MAX + 1], q[320];
+	if (cwm_persist_name(c->client_id, name) != 0) {
+		cwm_fmt(err, errlen,
+		        "%s_PERSISTENCE_DIR: the client id is empty or too long for a "
+		        "directory name (each byte outside A-Z a-z 0-9 _ - takes 3 of "
+		        "its %d)",
+		        c->prefix, NAME_MAX);
+		return MG_MQTT_ERR_CONFIG;
+	}
+	cwm_fmt(path, sizeof(path), "%s/%s", c->cfg.persistence_dir, name);
+	if (mkdir(path, 0700) != 0) {
+		if (errno != EEXIST) {
+			cwm_fmt(err, errlen, "%s_PERSISTENCE_DIR: cannot create '%s': %s",
+			        c->prefix, cwm_quote_path(path, q), strerror(errno));
+			return MG_MQTT_ERR_IO;
+		}
+	} else if (c->cfg.persistence_fsync) {
+		cwm_fsync_dir(c->cfg.persistence_dir);
 	}
 	return (c->pdir = cwm_strdup(path)) == NULL ? MG_MQTT_ERR_NOMEM : 0;
 }
 
-/* The message files in c->pdir, sorted (oldest first); removes the
- * temporary files of writes the last process did not finish. */
-static int cwm_persist_list(struct mg_mqtt *c, char ***names, size_t *count,
+/* A store file's name: exactly 16 lower-case hex digits (not all 0), then
+ * ext. Returns its number, or 0 when name is not one. */
+static uint64_t cwm_persist_seq(const char *name, const char *ext)
+{
+	uint64_t seq = 0;
+	if (strlen(name) != 16 + strlen(ext) || strcmp(name + 16, ext) != 0)
+		return 0;
+	for (int i = 0; i < 16; i++) {
+		char ch = name[i];
+		int d = ch >= '0' && ch <= '9' ? ch - '0'
+		        : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+		                                 : -1;
+		if (d < 0)
+			return 0;
+		seq = seq << 4 | (uint64_t)d;
+	}
+	return seq;
+}
+
+/* <pdir>/<seq as 16 hex digits><ext>: the one way a store path is made. */
+static void cwm_persist_path(const struct mg_mqtt *c, uint64_t seq,
+                             const char *ext, char out[PATH_MAX])
+{
+	cwm_fmt(out, PATH_MAX, "%s/%016llx%s", c->pdir, (unsigned long long)seq,
+	        ext);
+}
+
+static int cwm_seq_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The numbers of the message files in c->pdir, sorted (oldest first);
+ * removes the temporary files of writes the last process did not finish.
+ * Any other name is left alone. *seqs is malloc()ed (NULL when none). */
+static int cwm_persist_list(struct mg_mqtt *c, uint64_t **seqs, size_t *count,
                             char *err, size_t errlen)
 {
-	char q[320];
+	char q[320], path[PATH_MAX];
 	size_t cap = 0;
 	struct dirent *e;
 	DIR *d = opendir(c->pdir);
-	*names = NULL;
+	*seqs = NULL;
 	*count = 0;
 	if (d == NULL) {
 		cwm_fmt(err, errlen, "%s_PERSISTENCE_DIR: cannot read '%s': %s",
@@ -263,28 +349,26 @@ static int cwm_persist_list(struct mg_mqtt *c, char ***names, size_t *count,
 		return MG_MQTT_ERR_IO;
 	}
 	while ((e = readdir(d)) != NULL) {
-		size_t l = strlen(e->d_name);
-		if (l == 20 && strcmp(e->d_name + 16, ".tmp") == 0) {
-			char tmp[PATH_MAX];
-			cwm_fmt(tmp, sizeof(tmp), "%s/%s", c->pdir, e->d_name);
-			unlink(tmp);
+		uint64_t seq = cwm_persist_seq(e->d_name, ".tmp");
+		if (seq != 0) {
+			cwm_persist_path(c, seq, ".tmp", path);
+			unlink(path);
 			continue;
 		}
-		if (l != 20 || strcmp(e->d_name + 16, ".msg") != 0)
+		if ((seq = cwm_persist_seq(e->d_name, ".msg")) == 0)
 			continue;
 		if (*count == cap) {
 			cap = cap * 2 + 16;
-			char **nn = realloc(*names, cap * sizeof(char *));
-			if (nn == NULL)
+			uint64_t *ns = realloc(*seqs, cap * sizeof(uint64_t));
+			if (ns == NULL)
 				break;
-			*names = nn;
+			*seqs = ns;
 		}
-		if (((*names)[*count] = cwm_strdup(e->d_name)) != NULL)
-			(*count)++;
+		(*seqs)[(*count)++] = seq;
 	}
 	closedir(d);
 	if (*count > 0)
-		qsort(*names, *count, sizeof(char *), cwm_name_cmp);
+		qsort(*seqs, *count, sizeof(uint64_t), cwm_seq_cmp);
 	return 0;
 }
 
@@ -313,23 +397,23 @@ static struct cwm_out *cwm_persist_load(struct mg_mqtt *c, const char *file)
  * message left there, oldest first. Unreadable files are renamed *.bad. */
 static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
 {
-	char **names;
+	uint64_t *seqs;
 	size_t count;
 	uint64_t next = 1;
 	int restored = 0, rc;
 
 	if ((rc = cwm_persist_dir(c, err, errlen)) != 0 ||
-	    (rc = cwm_persist_list(c, &names, &count, err, errlen)) != 0)
+	    (rc = cwm_persist_list(c, &seqs, &count, err, errlen)) != 0)
 		return rc;
 	for (size_t i = 0; i < count; i++) {
-		char file[PATH_MAX], bad[PATH_MAX + 8];
-		uint64_t seq = strtoull(names[i], NULL, 16);
-		cwm_fmt(file, sizeof(file), "%s/%s", c->pdir, names[i]);
+		char file[PATH_MAX], bad[PATH_MAX];
+		uint64_t seq = seqs[i];
+		cwm_persist_path(c, seq, ".msg", file);
+		cwm_persist_path(c, seq, ".msg.bad", bad);
 		struct cwm_out *r = cwm_persist_load(c, file);
-		if (seq >= next)
+		if (seq >= next && seq < UINT64_MAX)
 			next = seq + 1;
 		if (r == NULL) {
-			snprintf(bad, sizeof(bad), "%s.bad", file);
 			rename(file, bad);
 			cwm_log(c, MG_MQTT_LOG_WARNING,
 			        "PERSISTENCE_DIR: %s is not a stored message; renamed to "
@@ -343,7 +427,7 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
 		cwm_fifo_push(&c->outq, &c->outq_tail, r);
 		restored++;
 	}
-	cwm_strv_free(names, (int)count);
+	free(seqs);
 	atomic_store(&c->pseq_next, next);
 	if (restored > 0)
 		cwm_log(c, MG_MQTT_LOG_INFO,

@@ -76,8 +76,8 @@ static const char *const tested_keys[] = {
     "BIRTH_MESSAGE",    "BIRTH_QOS",            "BIRTH_RETAIN",
     "SHARED_GROUP",     "SUBSCRIBE",            "RECONNECT_MIN",
     "RECONNECT_MAX",    "MAX_INFLIGHT",         "MAX_BUFFERED",
-    "PERSISTENCE_DIR",  "QUEUE_SIZE",           "MAX_PACKET_SIZE",
-    "LOG_LEVEL",
+    "PERSISTENCE_DIR",  "PERSISTENCE_FSYNC",    "QUEUE_SIZE",
+    "MAX_PACKET_SIZE",  "LOG_LEVEL",
     "BRIDGE_PATH",      "BRIDGE_PUBLISH_ALLOW", "BRIDGE_SUBSCRIBE_ALLOW",
     "BRIDGE_AUTH_FILE", "BRIDGE_MAX_BODY",      "BRIDGE_CLIENT_QUEUE",
     "BRIDGE_LAST_VALUES", "BRIDGE_REQUEST_TIMEOUT_MAX"};
@@ -139,6 +139,7 @@ TEST(defaults_without_options_are_the_documented_ones)
 	ASSERT_EQ(s.max_inflight, 20);
 	ASSERT_EQ(s.max_buffered, 10000);
 	ASSERT(s.persistence_dir == NULL);
+	ASSERT_EQ(s.persistence_fsync, 0);
 	ASSERT_EQ(s.queue_size, 10000);
 	ASSERT_EQ(s.log_level, MG_MQTT_LOG_INFO);
 	ASSERT(s.bridge_path == NULL); /* no bridge */
@@ -247,6 +248,8 @@ static const struct good goods[] = {
     {"MAX_BUFFERED", "10000000", {NULL}, 10000000, NULL, 0},
     {"PERSISTENCE_DIR", " /tmp ", {"MQTT_CLIENT_ID", "p1", NULL}, 0, "/tmp",
      0},
+    {"PERSISTENCE_FSYNC", "true", {NULL}, 1, NULL, 0},
+    {"PERSISTENCE_FSYNC", "off", {NULL}, 0, NULL, 0},
     {"QUEUE_SIZE", "1", {NULL}, 1, NULL, 0},
     {"QUEUE_SIZE", "10000000", {NULL}, 10000000, NULL, 0},
     {"LOG_LEVEL", "error", {NULL}, MG_MQTT_LOG_ERROR, NULL, 0},
@@ -429,6 +432,7 @@ static const struct bad bads[] = {
      "'/nonexistent/dir'", {"MQTT_CLIENT_ID", "p1", NULL}},
     {"PERSISTENCE_DIR", "/dev/null", MG_MQTT_ERR_IO, "'/dev/null'",
      {"MQTT_CLIENT_ID", "p1", NULL}},
+    {"PERSISTENCE_FSYNC", "always", MG_MQTT_ERR_CONFIG, "'always'", {NULL}},
     {"QUEUE_SIZE", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
     {"QUEUE_SIZE", "10000001", MG_MQTT_ERR_CONFIG, "'10000001'", {NULL}},
     {"QUEUE_SIZE", "many", MG_MQTT_ERR_CONFIG, "'many'", {NULL}},

@@ -37,6 +37,8 @@ static void server_start(struct server *s, const struct th_broker *b,
 	         "\n"
 	         "MQTT_BROKER_URL %s\n"
 	         "MQTT_SUBSCRIBE demo/#:1\n"
+	         "MQTT_BRIDGE_PATH /mqtt\n"
+	         "MQTT_BRIDGE_PUBLISH_ALLOW demo/#\n"
 	         "%s",
 	         s->port, b != NULL ? b->url : "tcp://127.0.0.1:1",
 	         extra != NULL ? extra : "");
@@ -68,8 +70,10 @@ static int http(const char *method, int port, const char *path,
 	argv[n++] = "-c";
 	char cmd[4096];
 	snprintf(cmd, sizeof(cmd),
-	         "curl -s -o '%s' -w '%%{http_code}' -X %s %s%s%s '%s' > '%s'", out,
-	         method, data != NULL ? "--data-binary '" : "",
+	         "curl -s -o '%s' -w '%%{http_code}' -X %s %s%s%s%s '%s' > '%s'",
+	         out, method,
+	         data != NULL ? "-H 'Content-Type: application/octet-stream' " : "",
+	         data != NULL ? "--data-binary '" : "",
 	         data != NULL ? data : "", data != NULL ? "'" : "", url, code);
 	argv[n++] = cmd;
 	argv[n] = NULL;
@@ -92,6 +96,8 @@ TEST_T(post_to_the_publish_handler_reaches_mosquitto_sub, 40)
 	th_sub_start(&sub, &b, "demo/lamp", 1, "-q 1");
 	server_start(&s, &b, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 10000));
+	/* The port accepts before the example's own route is in place. */
+	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "serving") == 1, 10000));
 	ASSERT_EQ(http("POST", s.port, "/api/publish/demo/lamp", "on", &body), 200);
 	ASSERT_CONTAINS(body, "{\"id\":");
 	free(body);
@@ -108,6 +114,10 @@ TEST_T(post_to_the_publish_handler_reaches_mosquitto_sub, 40)
 	ASSERT_EQ(http("POST", s.port, "/api/publish/demo/x?client=NOPE", "x",
 	               &body),
 	          404);
+	free(body);
+	/* The route publishes under the bridge's allow list (demo/#). */
+	ASSERT_EQ(http("POST", s.port, "/api/publish/other/x", "x", &body), 403);
+	ASSERT_CONTAINS(body, "BRIDGE_PUBLISH_ALLOW");
 	free(body);
 	/* The document root is served like the stock civetweb binary does. */
 	ASSERT_EQ(http("GET", s.port, "/", NULL, &body), 200);
@@ -234,6 +244,7 @@ TEST_T(command_line_options_override_the_file, 40)
 	ASSERT(th_wait_port(p2, 10000));
 	ASSERT(WAIT_UNTIL(th_count_lines(log, "as 'from-command-line'") == 1,
 	                  10000));
+	ASSERT(WAIT_UNTIL(th_count_lines(log, "serving") == 1, 10000));
 	char *body;
 	ASSERT_EQ(http("POST", p2, "/api/publish/demo/x", "1", &body), 200);
 	free(body);

@@ -218,10 +218,16 @@ static int hc_post(struct hc *h, const char *path, const char *body)
 	size_t bl = strlen(body);
 	if (h->fd < 0 && hc_open(h) != 0)
 		return -1;
+	/* The bridge takes JSON as application/json, raw bodies as anything
+	 * but a form's types. */
+	size_t pl = strcspn(path, "?");
+	const char *ct = pl >= 8 && strncmp(path + pl - 8, "/publish", 8) == 0
+	                     ? "application/json"
+	                     : "application/octet-stream";
 	int n = snprintf(req, sizeof(req),
 	                 "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-	                 "Content-Length: %zu\r\n\r\n%s",
-	                 path, bl, body);
+	                 "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n%s",
+	                 path, ct, bl, body);
 	for (int off = 0; off < n;) {
 		ssize_t k = send(h->fd, req + off, (size_t)(n - off), MSG_NOSIGNAL);
 		if (k <= 0) {
@@ -714,7 +720,8 @@ TEST_T(persistence_dir_makes_the_example_server_send_after_a_sigkill, 90)
 	snprintf(mqtt, sizeof(mqtt),
 	         "MQTT_BROKER_URL %s\nMQTT_CLIENT_ID cwm-fault-persist\n"
 	         "MQTT_PERSISTENCE_DIR %s\nMQTT_CONNECT_ASYNC true\n"
-	         "MQTT_RECONNECT_MIN 1\nMQTT_RECONNECT_MAX 2\n",
+	         "MQTT_RECONNECT_MIN 1\nMQTT_RECONNECT_MAX 2\n"
+	         "MQTT_BRIDGE_PATH /mqtt\nMQTT_BRIDGE_PUBLISH_ALLOW persist/#\n",
 	         b.url, dir);
 	th_xsrv_start(&s, mqtt, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 15000));

@@ -88,6 +88,7 @@ static int http1(int port, const char *method, const char *path,
 	ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
 	int n = snprintf(req, sizeof(req),
 	                 "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+	                 "Content-Type: application/octet-stream\r\n"
 	                 "Content-Length: %zu\r\n\r\n%s",
 	                 method, path, data != NULL ? strlen(data) : 0,
 	                 data != NULL ? data : "");
@@ -227,7 +228,7 @@ static const char wrk_script[] =
     "function init(args)\n"
     "  seq, n200, n503, nother = 0, 0, 0, 0\n"
     "  out = io.open('@DIR@/ok-' .. tid, 'w')\n"
-    "  headers = {['Content-Type'] = 'text/plain'}\n"
+    "  headers = {['Content-Type'] = 'application/octet-stream'}\n"
     "end\n"
     "function request()\n"
     "  seq = seq + 1\n"
@@ -294,7 +295,8 @@ TEST_T(wrk_50_clients_60_s_every_200_reaches_the_broker_and_rss_is_flat, 150)
 	         "MQTT_BROKER_URL tcp://127.0.0.1:%d\n"
 	         "MQTT_CLIENT_ID load-test\n"
 	         "MQTT_MAX_INFLIGHT 100\n"
-	         "MQTT_BRIDGE_PATH /mqtt\n",
+	         "MQTT_BRIDGE_PATH /mqtt\n"
+	         "MQTT_BRIDGE_PUBLISH_ALLOW load/#\n",
 	         bport);
 	/* A worker thread per keep-alive connection, and some to spare. */
 	th_xsrv_start(&s, mqtt, "num_threads 64\n");
