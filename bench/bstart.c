@@ -3,11 +3,13 @@
  * MQTTAsync (built with -DBSTART_PAHO: bstart_paho) or with civetweb-mqtt
  * (bstart_cwm).
  *
- *   bstart_paho -p port -k clients -m seq|together|traffic
+ *   bstart_paho -p port -k clients -m seq|together|late|traffic
  *   bstart_cwm  -p port -k clients -m seq|threads
  *
  * seq:      one client after the other, each connected before the next.
  * together: (paho) every MQTTAsync_connect issued at once, then wait.
+ * late:     (paho) the first client connected, then the others' connects
+ *           issued at once.
  * traffic:  (paho) like seq, but the first client is subscribed to a topic
  *           of its own and publishes to it every 10 ms while the others
  *           connect, so its socket has something to read.
@@ -120,6 +122,18 @@ static void run(void)
 		for (int i = 0; i < k; i++)
 			connect_one(i);
 		for (int i = 0; i < k; i++)
+			wait_for(i);
+		return;
+	}
+	if (strcmp(mode, "late") == 0) {
+		create(0);
+		connect_one(0);
+		wait_for(0);
+		for (int i = 1; i < k; i++)
+			create(i);
+		for (int i = 1; i < k; i++)
+			connect_one(i);
+		for (int i = 1; i < k; i++)
 			wait_for(i);
 		return;
 	}

@@ -670,7 +670,8 @@ def report(info, elapsed):
         f" create to the last of k clients connected (CONNACK) in one "
         f"process, clients started one after the other (seq); also paho with"
         f" every connect issued at once (together), paho with traffic on the "
-        f"first client while the others connect (traffic), civetweb-mqtt "
+        f"first client while the others connect (traffic), paho with the "
+        f"first connected and then the others at once (late), civetweb-mqtt "
         f"with every mg_mqtt_start from its own thread (threads).",
         f"- Latency: {N_LATENCY:,} messages at {LAT_RATE}/s, publisher's "
         "CLOCK_MONOTONIC stamp to the handler.",
@@ -834,6 +835,7 @@ def run_startup(t0):
                    ("cwm 1", startup, "bstart_cwm", "seq", 1, b),
                    (f"cwm {k}", startup, "bstart_cwm", "seq", k, b),
                    (f"paho {k} together", startup, "bstart_paho", "together", k, b),
+                   (f"paho {k} late", startup, "bstart_paho", "late", k, b),
                    (f"paho {k} traffic", startup, "bstart_paho", "traffic", k, b),
                    (f"cwm {k} threads", startup, "bstart_cwm", "threads", k, b))
     finally:
@@ -850,6 +852,9 @@ def run_startup(t0):
     row(scn, "ms to connect, every connect issued at once", "bare paho, 1 client",
         med(R["paho 1"], ms), f"bare paho, {k} clients",
         med(R[f"paho {k} together"], ms), higher=False, lost=("0", "0"))
+    row(scn, "ms, first connected, then the others' connects at once",
+        "bare paho, 1 client", med(R["paho 1"], ms), f"bare paho, {k} clients",
+        med(R[f"paho {k} late"], ms), higher=False, lost=("0", "0"))
     row(scn, "ms, one after the other, traffic on the first",
         "bare paho, 1 client", med(R["paho 1"], ms), f"bare paho, {k} clients",
         med(R[f"paho {k} traffic"], ms), higher=False, lost=("0", "0"))
