@@ -88,9 +88,16 @@ def start(args, ready=False, stdout_file=None):
                          text=True)
     PROCS.append(p)
     if ready:
-        line = p.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"{args[0]} did not get ready: {line!r}")
+        # Lines before "ready" are skipped: paho 1.3.15's MQTTAsync_connect
+        # prints "checking <uri>" on stdout for each of serverURIs.
+        seen = []
+        while True:
+            line = p.stdout.readline()
+            if line.strip() == "ready":
+                break
+            seen.append(line)
+            if not line or len(seen) > 20:
+                raise RuntimeError(f"{args[0]} did not get ready: {seen!r}")
     return p
 
 
