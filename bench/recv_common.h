@@ -88,7 +88,7 @@ static inline void recv_wait(struct recv_stats *s, long idle_ms)
  * whole process, every thread included. */
 struct recv_usage {
 	double cpu;
-	long csw;
+	long csw, vcsw;
 };
 
 static inline struct recv_usage recv_usage_now(void)
@@ -99,6 +99,7 @@ static inline struct recv_usage recv_usage_now(void)
 	u.cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
 	        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 	u.csw = ru.ru_nvcsw + ru.ru_nivcsw;
+	u.vcsw = ru.ru_nvcsw;
 	return u;
 }
 
@@ -123,17 +124,18 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* {"count":..,"lost":..,"rate":..,"cpu_ns_per_msg":..,"csw_per_msg":..,
- *  "p50_us":..} */
+ *  "vcsw_per_msg":.. (the voluntary ones alone), "p50_us":..} */
 static inline void recv_report(struct recv_stats *s, struct recv_usage u0,
                                struct recv_usage u1)
 {
 	long n = atomic_load(&s->count);
 	double span = (double)(s->last_ns - s->first_ns) / 1e9;
 	printf("{\"count\":%ld,\"lost\":%ld,\"rate\":%.1f,\"cpu_ns_per_msg\":%.1f"
-	       ",\"csw_per_msg\":%.4f",
+	       ",\"csw_per_msg\":%.4f,\"vcsw_per_msg\":%.4f",
 	       n, s->expected - n, span > 0 ? (double)(n - 1) / span : 0.0,
 	       n > 0 ? (u1.cpu - u0.cpu) * 1e9 / (double)n : 0.0,
-	       n > 0 ? (double)(u1.csw - u0.csw) / (double)n : 0.0);
+	       n > 0 ? (double)(u1.csw - u0.csw) / (double)n : 0.0,
+	       n > 0 ? (double)(u1.vcsw - u0.vcsw) / (double)n : 0.0);
 	if (s->lat != NULL && n > 0) {
 		size_t m = (size_t)(n < s->expected ? n : s->expected);
 		qsort(s->lat, m, sizeof(uint64_t), cmp_u64);
