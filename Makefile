@@ -238,17 +238,20 @@ $(BENCH_DIR)/bdispatch: bench/bdispatch.c civetweb_mqtt.c civetweb_mqtt.h
 
 bench-bins: $(BENCH_BINS)
 
+# BENCH_ARGS=--only=inbound,startup runs just those scenarios (of inbound,
+# latency, http, dispatch, fanout, memory, two, startup; no RESULTS.md).
+BENCH_ARGS ?=
 BENCH_RUN := BENCH_BIN=$(BENCH_DIR) PAHO_PREFIX=$(PAHO_PREFIX) python3 bench/run.py
 
 bench: deps
 	@./scripts/deps.sh $(DEPS_BENCH)
 	@$(MAKE) --no-print-directory bench-bins
-	@$(BENCH_RUN)
+	@$(BENCH_RUN) $(BENCH_ARGS)
 
 bench-quick: deps
 	@./scripts/deps.sh $(DEPS_BENCH)
 	@$(MAKE) --no-print-directory bench-bins
-	@$(BENCH_RUN) --quick
+	@$(BENCH_RUN) --quick $(BENCH_ARGS)
 
 # ---- fuzzing --------------------------------------------------------------
 # libFuzzer targets that include civetweb_mqtt.c (fuzz/*.c), built with

@@ -42,6 +42,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, os.environ.get("BENCH_BIN") or "build/bench")
 PAHO_PREFIX = os.environ.get("PAHO_PREFIX", "")
 QUICK = "--quick" in sys.argv
+# --only=inbound,startup,...: just those scenarios (no RESULTS.md written).
+SCENARIOS = ("inbound", "latency", "http", "dispatch", "fanout", "memory",
+             "two", "startup")
+ONLY = next((a.split("=", 1)[1].split(",") for a in sys.argv
+             if a.startswith("--only=")), None)
+if ONLY and not set(ONLY) <= set(SCENARIOS):
+    sys.exit(f"--only: one or more of {','.join(SCENARIOS)}")
+
+
+def wanted(name):
+    return ONLY is None or name in ONLY
 RUNS = 1 if QUICK else 3
 
 # Sizes: full run under 10 minutes, quick under 1 on this 2-core machine.
@@ -637,7 +648,7 @@ def report(info, elapsed):
     print("\n### Targets of issue 14 (ratios in this run, medians)\n")
     print(targets)
     print(f"\nload average at the end (1, 5, 15 min): {loadavg()}")
-    if QUICK:
+    if QUICK or ONLY:
         return
     md = [
         "# Benchmark results",
@@ -925,8 +936,28 @@ def main():
         f"{RUNS} interleaved round(s) a figure) on {info['cpu']}; "
         f"paho.mqtt.c {info['paho.mqtt.c']}; load average {info['load average at start (1, 5, 15 min)']}")
 
-    single = run_inbound(t0)
+    single = None
+    if wanted("inbound"):
+        single = run_inbound(t0)
 
+    if wanted("latency"):
+        run_latency(t0)
+    if wanted("http"):
+        run_http(t0)
+    if wanted("dispatch"):
+        run_dispatch(t0)
+    if wanted("fanout"):
+        run_fanout(t0)
+    if wanted("memory"):
+        run_memory(t0)
+    if wanted("two"):
+        run_two(t0, single)
+    if wanted("startup"):
+        run_startup(t0)
+    finish_report(info, t0)
+
+
+def run_latency(t0):
     log(f"[{time.time() - t0:.0f} s] latency")
     R = rounds(("bare paho", inbound, "recv_paho", 0, N_LATENCY, True, LAT_RATE),
                ("topic handler", inbound, "recv_cwm", 0, N_LATENCY, True,
@@ -941,8 +972,8 @@ def main():
     row(scn, "p99.9 (us)", "bare paho", med(base, "p999_us"), "topic handler",
         med(prod, "p999_us"), higher=False, lost=lost)
 
-    run_http(t0)
 
+def run_dispatch(t0):
     log(f"[{time.time() - t0:.0f} s] dispatch")
     d = repeat(dispatch)
     scn = "4. Topic dispatch cost"
@@ -951,6 +982,8 @@ def main():
             med(d, lambda r: r["1"]), f"{h} handlers", med(d, lambda r: r[h]),
             2.0 if h == "10000" else None, higher=False)
 
+
+def run_fanout(t0):
     log(f"[{time.time() - t0:.0f} s] fan-out")
     R = rounds(("mqtt", fanout, "mqtt"), ("ws", fanout, "ws"),
                ("sse", fanout, "sse"))
@@ -965,6 +998,8 @@ def main():
             med(base, "p99_us"), f"bridge {name}", med(runs, "p99_us"),
             higher=False, lost=lost)
 
+
+def run_memory(t0):
     log(f"[{time.time() - t0:.0f} s] memory")
     mem = repeat(memory)
     scn = "6. Memory (RSS)"
@@ -978,14 +1013,20 @@ def main():
     abs_row(scn, "KiB per idle WebSocket beyond CivetWeb's", "bridge",
             med(mem, "kib_per_ws_beyond"), 32)
 
+
+def run_two(t0, single):
     log(f"[{time.time() - t0:.0f} s] two brokers")
     two = repeat(two_brokers)
     scn = "7. Two brokers in one process"
-    row(scn, "combined rate (msg/s)", "one broker (scenario 1)", single,
-        "two prefixes", med(two, "rate"), lost=("", lost_of(two)))
+    if single is None:
+        abs_row(scn, "combined rate (msg/s)", "two prefixes", med(two, "rate"),
+                None, lost=lost_of(two))
+    else:
+        row(scn, "combined rate (msg/s)", "one broker (scenario 1)", single,
+            "two prefixes", med(two, "rate"), lost=("", lost_of(two)))
 
-    run_startup(t0)
 
+def finish_report(info, t0):
     total_lost = 0
     for r in ROWS:
         for side in r["lost"]:
