@@ -3,7 +3,7 @@
  * MQTTAsync (built with -DBSTART_PAHO: bstart_paho) or with civetweb-mqtt
  * (bstart_cwm).
  *
- *   bstart_paho -p port -k clients -m seq|together|late|traffic
+ *   bstart_paho -p port -k clients -m seq|together|late|traffic|unsub
  *   bstart_cwm  -p port -k clients -m seq|threads
  *
  * seq:      one client after the other, each connected before the next.
@@ -13,6 +13,9 @@
  * traffic:  (paho) like seq, but the first client is subscribed to a topic
  *           of its own and publishes to it every 10 ms while the others
  *           connect, so its socket has something to read.
+ * unsub:    (paho) like traffic, but the first client sends an UNSUBSCRIBE
+ *           of a filter it never subscribed every 10 ms (the broker's
+ *           UNSUBACK is what its socket reads; no subscription needed).
  * threads:  (civetweb-mqtt) every mg_mqtt_start from its own thread at once.
  * Prints {"clients":k,"mode":"..","total_s":..,"each_s":[..]}: the time from
  * before the first create to each client connected (MQTT CONNACK seen).
@@ -104,10 +107,13 @@ static void connect_one(int i)
 
 static void *ticker(void *arg)
 {
-	(void)arg;
+	int unsub = arg != NULL;
 	char b = 'x';
 	while (atomic_load(&ticking)) {
-		MQTTAsync_send(cl[0], tick_topic, 1, &b, 0, 0, NULL);
+		if (unsub)
+			MQTTAsync_unsubscribe(cl[0], tick_topic, NULL);
+		else
+			MQTTAsync_send(cl[0], tick_topic, 1, &b, 0, 0, NULL);
 		usleep(10000);
 	}
 	return NULL;
@@ -137,21 +143,25 @@ static void run(void)
 			wait_for(i);
 		return;
 	}
-	int traffic = strcmp(mode, "traffic") == 0;
+	int unsub = strcmp(mode, "unsub") == 0;
+	int traffic = unsub || strcmp(mode, "traffic") == 0;
 	for (int i = 0; i < k; i++) {
 		create(i);
 		connect_one(i);
 		wait_for(i);
 		if (i == 0 && traffic) {
-			MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
 			snprintf(tick_topic, sizeof(tick_topic), "bstart/%d/tick",
 			         (int)getpid());
-			ro.onSuccess = on_subscribed;
-			MQTTAsync_subscribe(cl[0], tick_topic, 0, &ro);
-			while (!atomic_load(&subscribed))
-				usleep(1000);
+			if (!unsub) {
+				MQTTAsync_responseOptions ro =
+				    MQTTAsync_responseOptions_initializer;
+				ro.onSuccess = on_subscribed;
+				MQTTAsync_subscribe(cl[0], tick_topic, 0, &ro);
+				while (!atomic_load(&subscribed))
+					usleep(1000);
+			}
 			atomic_store(&ticking, 1);
-			pthread_create(&tk, NULL, ticker, NULL);
+			pthread_create(&tk, NULL, ticker, unsub ? (void *)1 : NULL);
 		}
 	}
 	if (traffic) {

@@ -697,7 +697,9 @@ def report(info, elapsed):
         f"process, clients started one after the other (seq); also paho with"
         f" every connect issued at once (together), paho with traffic on the "
         f"first client while the others connect (traffic), paho with the "
-        f"first connected and then the others at once (late), civetweb-mqtt "
+        f"first connected and then the others at once (late), paho with the "
+        f"first client sending an UNSUBSCRIBE every 10 ms (unsub), "
+        f"civetweb-mqtt "
         f"with every mg_mqtt_start from its own thread (threads).",
         f"- Latency: {N_LATENCY:,} messages at {LAT_RATE}/s, publisher's "
         "CLOCK_MONOTONIC stamp to the handler.",
@@ -869,6 +871,7 @@ def run_startup(t0):
                    (f"paho {k} together", startup, "bstart_paho", "together", k, b),
                    (f"paho {k} late", startup, "bstart_paho", "late", k, b),
                    (f"paho {k} traffic", startup, "bstart_paho", "traffic", k, b),
+                   (f"paho {k} unsub", startup, "bstart_paho", "unsub", k, b),
                    (f"cwm {k} threads", startup, "bstart_cwm", "threads", k, b))
     finally:
         b.stop()
@@ -890,6 +893,9 @@ def run_startup(t0):
     row(scn, "ms, one after the other, traffic on the first",
         "bare paho, 1 client", med(R["paho 1"], ms), f"bare paho, {k} clients",
         med(R[f"paho {k} traffic"], ms), higher=False, lost=("0", "0"))
+    row(scn, "ms, one after the other, first sends UNSUBSCRIBEs",
+        "bare paho, 1 client", med(R["paho 1"], ms), f"bare paho, {k} clients",
+        med(R[f"paho {k} unsub"], ms), higher=False, lost=("0", "0"))
     row(scn, "ms to connect, mg_mqtt_start from k threads",
         "civetweb-mqtt, 1 client", med(R["cwm 1"], ms),
         f"civetweb-mqtt, {k} clients", med(R[f"cwm {k} threads"], ms),
