@@ -241,7 +241,9 @@ bench-bins: $(BENCH_BINS)
 # BENCH_ARGS=--only=inbound,startup runs just those scenarios (of inbound,
 # latency, http, dispatch, fanout, memory, two, startup; no RESULTS.md).
 BENCH_ARGS ?=
-BENCH_RUN := BENCH_BIN=$(BENCH_DIR) PAHO_PREFIX=$(PAHO_PREFIX) python3 bench/run.py
+BENCH_RUN := BENCH_BIN=$(BENCH_DIR) \
+             PAHO_PREFIX=$(if $(PAHO_PREFIX),$(abspath $(PAHO_PREFIX))) \
+             python3 bench/run.py
 
 bench: deps
 	@./scripts/deps.sh $(DEPS_BENCH)

@@ -17,7 +17,9 @@
  *               result 0 (QoS 1: PUBACK; QoS 0: written; the bridge's
  *               publishes do not reach on_publish)
  *               and with a failure, CLOCK_MONOTONIC of the first accepted
- *               publish and of the last acknowledgement.
+ *               publish and of the last acknowledgement, and the client's
+ *               in_flight and queued gauges (the bridge's publishes count
+ *               there: the driver waits for both to be 0).
  * Both set enable_keep_alive yes and tcp_nodelay 1, as the example does.
  * Prints "ready" on stdout when serving; stops on SIGTERM.
  */
@@ -160,16 +162,29 @@ static int subscribe_many(struct mg_connection *conn, void *ud)
 	return ok(conn, "{\"ok\":true}");
 }
 
+/* A number of the client's status JSON ("key":N), or -1. */
+static long status_number(const char *status, const char *key)
+{
+	char pat[64];
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	const char *p = strstr(status, pat);
+	return p != NULL ? atol(p + strlen(pat)) : -1;
+}
+
 static int ack_count(struct mg_connection *conn, void *ud)
 {
-	char body[256];
+	char body[384], status[8192];
 	(void)ud;
+	struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), NULL);
+	mg_mqtt_status(m, status, sizeof(status));
 	snprintf(body, sizeof(body),
 	         "{\"accepted\":%ld,\"acks\":%ld,\"failed\":%ld,"
-	         "\"first_ns\":%llu,\"last_ack_ns\":%llu}",
+	         "\"first_ns\":%llu,\"last_ack_ns\":%llu,"
+	         "\"in_flight\":%ld,\"queued\":%ld}",
 	         atomic_load(&accepted), atomic_load(&acks), atomic_load(&failed),
 	         (unsigned long long)atomic_load(&first_ns),
-	         (unsigned long long)atomic_load(&last_ack_ns));
+	         (unsigned long long)atomic_load(&last_ack_ns),
+	         status_number(status, "in_flight"), status_number(status, "queued"));
 	return ok(conn, body);
 }
 
