@@ -74,9 +74,10 @@ help:
 	@echo "make check-generated  civetweb_mqtt.c is what src/ generates"
 	@echo "make check-nobridge   the build without the bridge needs no"
 	@echo "                CivetWeb WebSocket symbols (make test runs it)"
-	@echo "make bench      benchmarks against their baselines (under 10 min);"
-	@echo "                writes bench/RESULTS.md and bench/results.png"
-	@echo "make bench-quick  the same, one run each, smaller (under 1 min)"
+	@echo "make bench      benchmarks against their baselines (about 10 min);"
+	@echo "                writes bench/RESULTS.md and bench/results.png;"
+	@echo "                PAHO_PREFIX=/path: against the paho installed there"
+	@echo "make bench-quick  the same, one round each, smaller (under 2 min)"
 	@echo "make fuzz       libFuzzer targets (clang, ASan+UBSan) in build/fuzz,"
 	@echo "                FUZZ_SECONDS=60 each on a copy of fuzz/corpus/;"
 	@echo "                fails on any crash, failed check or leak"
@@ -209,45 +210,79 @@ tsan: deps
 	    TEST_TIMEOUT_SCALE=5 ./test/run.sh $(TESTS) $(BROWSER_TESTS)
 
 # ---- benchmarks -----------------------------------------------------------
-# Built without sanitizers, against the library's object in build/.
-DEPS_BENCH   := wrk gnuplot-nox python3
+# Built without sanitizers, with the library's own object compiled for the
+# bench. PAHO_PREFIX=/path runs the whole bench against a paho.mqtt.c
+# installed there (include/, lib/; found at run time through the rpath):
+# the bare-paho baseline and civetweb-mqtt both link it, in their own
+# build directory. Without it, Debian's libpaho-mqtt-dev.
+DEPS_BENCH   := wrk gnuplot-nox python3 libmosquitto-dev valgrind
+PAHO_PREFIX  ?=
+BENCH_DIR    := build/bench$(if $(PAHO_PREFIX),-paho$(subst /,_,$(abspath $(PAHO_PREFIX))))
+BENCH_PAHO_I := $(if $(PAHO_PREFIX),-I$(abspath $(PAHO_PREFIX))/include)
+BENCH_RPATH  := -Wl,-rpath,$(abspath $(PAHO_PREFIX))/lib
+BENCH_PAHO_L := $(if $(PAHO_PREFIX),-L$(abspath $(PAHO_PREFIX))/lib $(BENCH_RPATH))
 BENCH_TOOLS  := bpub bcount bws
-BENCH_PAHO   := recv_paho
-BENCH_LIBBIN := recv_cwm bserver
-BENCH_BINS   := $(addprefix build/bench/,$(BENCH_TOOLS) $(BENCH_PAHO) \
+BENCH_BASE   := recv_paho recv_mosq bstart_paho
+BENCH_LIBBIN := recv_cwm bserver bstart_cwm
+BENCH_BINS   := $(addprefix $(BENCH_DIR)/,$(BENCH_TOOLS) $(BENCH_BASE) \
                 $(BENCH_LIBBIN) bdispatch)
 BENCH_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread \
-                -DMG_MQTT_ENABLE_LINES=1
+                -DMG_MQTT_ENABLE_LINES=1 $(BENCH_PAHO_I)
+BENCH_LIBS   := $(BENCH_PAHO_L) $(LIBS)
 
-$(addprefix build/bench/,$(BENCH_TOOLS)): build/bench/%: bench/%.c \
+$(addprefix $(BENCH_DIR)/,$(BENCH_TOOLS)): $(BENCH_DIR)/%: bench/%.c \
     bench/mqttraw.h
-	@mkdir -p build/bench
+	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) -o $@ $<
 
-build/bench/recv_paho: bench/recv_paho.c bench/recv_common.h bench/mqttraw.h
-	@mkdir -p build/bench
-	$(CC) $(BENCH_CFLAGS) -o $@ $< -lpaho-mqtt3as
+$(BENCH_DIR)/recv_paho: bench/recv_paho.c bench/recv_common.h bench/mqttraw.h
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< $(BENCH_PAHO_L) -lpaho-mqtt3as
 
-$(addprefix build/bench/,$(BENCH_LIBBIN)): build/bench/%: bench/%.c \
-    build/civetweb_mqtt.o bench/recv_common.h bench/mqttraw.h
-	@mkdir -p build/bench
-	$(CC) $(BENCH_CFLAGS) -I. -o $@ $< build/civetweb_mqtt.o $(LIBS)
+$(BENCH_DIR)/recv_mosq: bench/recv_mosq.c bench/recv_common.h bench/mqttraw.h
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< -lmosquitto
 
-build/bench/bdispatch: bench/bdispatch.c civetweb_mqtt.c civetweb_mqtt.h
-	@mkdir -p build/bench
-	$(CC) $(filter-out -D_GNU_SOURCE,$(BENCH_CFLAGS)) -I. -o $@ $< $(LIBS)
+$(BENCH_DIR)/bstart_paho: bench/bstart.c
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -DBSTART_PAHO -o $@ $< $(BENCH_PAHO_L) -lpaho-mqtt3as
+
+$(BENCH_DIR)/bstart_cwm: bench/bstart.c $(BENCH_DIR)/civetweb_mqtt.o
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -I. -o $@ $< $(BENCH_DIR)/civetweb_mqtt.o $(BENCH_LIBS)
+
+$(BENCH_DIR)/civetweb_mqtt.o: civetweb_mqtt.c civetweb_mqtt.h
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(WARN) $(CFLAGS) $(BENCH_PAHO_I) -fvisibility=hidden -pthread \
+	    -DMG_MQTT_ENABLE_LINES=1 -c $< -o $@
+
+$(addprefix $(BENCH_DIR)/,recv_cwm bserver): $(BENCH_DIR)/%: bench/%.c \
+    $(BENCH_DIR)/civetweb_mqtt.o bench/recv_common.h bench/mqttraw.h
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -I. -o $@ $< $(BENCH_DIR)/civetweb_mqtt.o $(BENCH_LIBS)
+
+$(BENCH_DIR)/bdispatch: bench/bdispatch.c civetweb_mqtt.c civetweb_mqtt.h
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(filter-out -D_GNU_SOURCE,$(BENCH_CFLAGS)) -I. -o $@ $< $(BENCH_LIBS)
 
 bench-bins: $(BENCH_BINS)
+
+# BENCH_ARGS=--only=inbound,startup runs just those scenarios (of inbound,
+# latency, http, dispatch, fanout, memory, two, startup; no RESULTS.md).
+BENCH_ARGS ?=
+BENCH_RUN := BENCH_BIN=$(BENCH_DIR) \
+             PAHO_PREFIX=$(if $(PAHO_PREFIX),$(abspath $(PAHO_PREFIX))) \
+             python3 bench/run.py
 
 bench: deps
 	@./scripts/deps.sh $(DEPS_BENCH)
 	@$(MAKE) --no-print-directory bench-bins
-	@python3 bench/run.py
+	@$(BENCH_RUN) $(BENCH_ARGS)
 
 bench-quick: deps
 	@./scripts/deps.sh $(DEPS_BENCH)
 	@$(MAKE) --no-print-directory bench-bins
-	@python3 bench/run.py --quick
+	@$(BENCH_RUN) --quick $(BENCH_ARGS)
 
 # ---- fuzzing --------------------------------------------------------------
 # libFuzzer targets that include civetweb_mqtt.c (fuzz/*.c), built with

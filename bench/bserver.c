@@ -10,7 +10,16 @@
  *               POST /pub0/<topic> and /pub1/<topic> publishing the body at
  *               QoS 0 / 1 from the request handler, GET /subscribe?n=N making
  *               N subscriptions, and the bridge at /mqtt (publish and
- *               subscribe allowed on bench/#).
+ *               subscribe allowed on bench/#). GET /acks answers
+ *               {"accepted":..,"acks":..,"failed":..,"first_ns":..,
+ *               "last_ack_ns":..}: publishes accepted by /pub0 and /pub1
+ *               (mg_mqtt_publish returned an id), on_publish calls with
+ *               result 0 (QoS 1: PUBACK; QoS 0: written; the bridge's
+ *               publishes do not reach on_publish)
+ *               and with a failure, CLOCK_MONOTONIC of the first accepted
+ *               publish and of the last acknowledgement, and the client's
+ *               in_flight and queued gauges (the bridge's publishes count
+ *               there: the driver waits for both to be 0).
  * Both set enable_keep_alive yes and tcp_nodelay 1, as the example does.
  * Prints "ready" on stdout when serving; stops on SIGTERM.
  */
@@ -21,6 +30,7 @@
 
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +39,28 @@
 
 static volatile sig_atomic_t stop;
 static atomic_long subacks; /* SUBACKs seen: /subscribe waits for them */
+static atomic_long accepted, acks, failed;
+static _Atomic uint64_t first_ns, last_ack_ns;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void on_publish(struct mg_mqtt *c, int id, int result, void *ud)
+{
+	(void)c;
+	(void)id;
+	(void)ud;
+	if (result == 0 || result == 0x10) {
+		atomic_store(&last_ack_ns, mono_ns());
+		atomic_fetch_add(&acks, 1);
+	} else {
+		atomic_fetch_add(&failed, 1);
+	}
+}
 
 static void on_subscribe(struct mg_mqtt *c, int id, int result,
                          const int *codes, int count, void *ud)
@@ -92,9 +124,12 @@ static int publish(struct mg_connection *conn, void *ud)
 	size_t n = read_body(conn, buf, sizeof(buf));
 	struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), NULL);
 	const char *topic = ri->local_uri + 6; /* after "/pubN/" */
+	uint64_t t = mono_ns(), zero = 0;
 	int id = mg_mqtt_publish(m, topic, buf, n, qos, 0);
 	if (id <= 0)
 		return fail(conn, 503, mg_mqtt_strerror(id));
+	atomic_compare_exchange_strong(&first_ns, &zero, t);
+	atomic_fetch_add(&accepted, 1);
 	snprintf(reply, sizeof(reply), "{\"id\":%d}", id);
 	return ok(conn, reply);
 }
@@ -125,6 +160,32 @@ static int subscribe_many(struct mg_connection *conn, void *ud)
 	if (atomic_load(&subacks) < want)
 		return fail(conn, 504, "not all subscriptions were acknowledged");
 	return ok(conn, "{\"ok\":true}");
+}
+
+/* A number of the client's status JSON ("key":N), or -1. */
+static long status_number(const char *status, const char *key)
+{
+	char pat[64];
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	const char *p = strstr(status, pat);
+	return p != NULL ? atol(p + strlen(pat)) : -1;
+}
+
+static int ack_count(struct mg_connection *conn, void *ud)
+{
+	char body[384], status[8192];
+	(void)ud;
+	struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), NULL);
+	mg_mqtt_status(m, status, sizeof(status));
+	snprintf(body, sizeof(body),
+	         "{\"accepted\":%ld,\"acks\":%ld,\"failed\":%ld,"
+	         "\"first_ns\":%llu,\"last_ack_ns\":%llu,"
+	         "\"in_flight\":%ld,\"queued\":%ld}",
+	         atomic_load(&accepted), atomic_load(&acks), atomic_load(&failed),
+	         (unsigned long long)atomic_load(&first_ns),
+	         (unsigned long long)atomic_load(&last_ack_ns),
+	         status_number(status, "in_flight"), status_number(status, "queued"));
+	return ok(conn, body);
 }
 
 static int ws_connect(const struct mg_connection *c, void *ud)
@@ -181,11 +242,13 @@ int main(int argc, char **argv)
 		                      "MQTT_MAX_BUFFERED", "1000000", NULL};
 		m = mg_mqtt_create(NULL);
 		mg_mqtt_on_subscribe(m, on_subscribe, NULL);
+		mg_mqtt_on_publish(m, on_publish, NULL);
 		if (mg_mqtt_start(m, ctx, opts, err, sizeof(err)) != 0)
 			return fprintf(stderr, "bserver: %s\n", err), 2;
 		mg_set_request_handler(ctx, "/pub0/", publish, (void *)(intptr_t)0);
 		mg_set_request_handler(ctx, "/pub1/", publish, (void *)(intptr_t)1);
 		mg_set_request_handler(ctx, "/subscribe", subscribe_many, NULL);
+		mg_set_request_handler(ctx, "/acks", ack_count, NULL);
 	}
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));

@@ -1,7 +1,15 @@
 /*
- * What both benchmark receivers share: arrival accounting (count, first and
+ * What the benchmark receivers share: arrival accounting (count, first and
  * last arrival, broker-to-handler latency from the publisher's timestamp),
- * CPU time of the process over the run, and the one JSON result line.
+ * CPU time and context switches of the process over the run, and the one
+ * JSON result line.
+ *
+ * Under callgrind (valgrind --tool=callgrind) recv_measure_begin() zeroes
+ * the instruction counters once the receiver is subscribed and
+ * recv_measure_end() dumps them when the last message is in, so the dump
+ * holds the message phase only; run.py takes two message counts and divides
+ * the difference (start-up and one-off costs cancel out). Outside valgrind
+ * the client requests are a few no-op instructions.
  */
 #ifndef CWM_BENCH_RECV_COMMON_H
 #define CWM_BENCH_RECV_COMMON_H
@@ -11,6 +19,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
+#include <valgrind/callgrind.h>
 
 struct recv_stats {
 	long expected;
@@ -75,12 +84,37 @@ static inline void recv_wait(struct recv_stats *s, long idle_ms)
 	pthread_mutex_unlock(&s->mu);
 }
 
-static inline double cpu_seconds(void)
+/* CPU time (user+sys) and context switches (voluntary+involuntary) of the
+ * whole process, every thread included. */
+struct recv_usage {
+	double cpu;
+	long csw, vcsw;
+};
+
+static inline struct recv_usage recv_usage_now(void)
 {
 	struct rusage ru;
+	struct recv_usage u;
 	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	u.cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	u.csw = ru.ru_nvcsw + ru.ru_nivcsw;
+	u.vcsw = ru.ru_nvcsw;
+	return u;
+}
+
+/* The message phase: from "ready" to the last message (or idle timeout). */
+static inline struct recv_usage recv_measure_begin(void)
+{
+	CALLGRIND_ZERO_STATS;
+	return recv_usage_now();
+}
+
+static inline struct recv_usage recv_measure_end(void)
+{
+	struct recv_usage u = recv_usage_now();
+	CALLGRIND_DUMP_STATS_AT("messages");
+	return u;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -89,14 +123,19 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* {"count":..,"lost":..,"rate":..,"cpu_ns_per_msg":..,"p50_us":..} */
-static inline void recv_report(struct recv_stats *s, double cpu0, double cpu1)
+/* {"count":..,"lost":..,"rate":..,"cpu_ns_per_msg":..,"csw_per_msg":..,
+ *  "vcsw_per_msg":.. (the voluntary ones alone), "p50_us":..} */
+static inline void recv_report(struct recv_stats *s, struct recv_usage u0,
+                               struct recv_usage u1)
 {
 	long n = atomic_load(&s->count);
 	double span = (double)(s->last_ns - s->first_ns) / 1e9;
-	printf("{\"count\":%ld,\"lost\":%ld,\"rate\":%.1f,\"cpu_ns_per_msg\":%.1f",
+	printf("{\"count\":%ld,\"lost\":%ld,\"rate\":%.1f,\"cpu_ns_per_msg\":%.1f"
+	       ",\"csw_per_msg\":%.4f,\"vcsw_per_msg\":%.4f",
 	       n, s->expected - n, span > 0 ? (double)(n - 1) / span : 0.0,
-	       n > 0 ? (cpu1 - cpu0) * 1e9 / (double)n : 0.0);
+	       n > 0 ? (u1.cpu - u0.cpu) * 1e9 / (double)n : 0.0,
+	       n > 0 ? (double)(u1.csw - u0.csw) / (double)n : 0.0,
+	       n > 0 ? (double)(u1.vcsw - u0.vcsw) / (double)n : 0.0);
 	if (s->lat != NULL && n > 0) {
 		size_t m = (size_t)(n < s->expected ? n : s->expected);
 		qsort(s->lat, m, sizeof(uint64_t), cmp_u64);

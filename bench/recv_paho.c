@@ -76,10 +76,10 @@ int main(int argc, char **argv)
 		usleep(1000);
 	printf("ready\n");
 	fflush(stdout);
-	double cpu0 = cpu_seconds();
+	struct recv_usage u0 = recv_measure_begin();
 	recv_wait(&stats, idle);
-	double cpu1 = cpu_seconds();
-	recv_report(&stats, cpu0, cpu1);
+	struct recv_usage u1 = recv_measure_end();
+	recv_report(&stats, u0, u1);
 	MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
 	MQTTAsync_disconnect(c, &d);
 	MQTTAsync_destroy(&c);
