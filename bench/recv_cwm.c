@@ -49,12 +49,6 @@ int main(int argc, char **argv)
 		default: return 2;
 		}
 	}
-	if (inline_handler) {
-		/* Registered with mg_mqtt_on_topic() below until the library has
-		 * an inline registration (issue 14). */
-		fprintf(stderr, "recv_cwm: no inline topic handlers in this build\n");
-		return 3;
-	}
 	for (char *save = NULL, *p = strtok_r(portlist, ",", &save);
 	     p != NULL && nports < 2; p = strtok_r(NULL, ",", &save))
 		ports[nports++] = atoi(p);
@@ -66,7 +60,10 @@ int main(int argc, char **argv)
 		snprintf(url[i], sizeof(url[i]), "tcp://127.0.0.1:%d", ports[i]);
 		snprintf(sub[i], sizeof(sub[i]), "%s:%d", filter, qos);
 		cl[i] = mg_mqtt_create(i == 0 ? "MQTT" : "MQTT2");
-		mg_mqtt_on_topic(cl[i], filter, on_topic, NULL);
+		if (inline_handler)
+			mg_mqtt_on_topic_inline(cl[i], filter, on_topic, NULL);
+		else
+			mg_mqtt_on_topic(cl[i], filter, on_topic, NULL);
 		/* Nothing may be dropped for want of room: the queue bound is not
 		 * what is measured here. */
 		const char *opts[] = {"MQTT_BROKER_URL", url[0], "MQTT_SUBSCRIBE", sub[0],
