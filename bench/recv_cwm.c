@@ -5,8 +5,8 @@
  *   recv_cwm -p port[,port2] -t filter -q qos -n expected [-l] [-w idle_ms]
  *            [-I]
  * With two ports, two clients (prefixes MQTT and MQTT2) share the count.
- * -I: the handler runs inline, on paho's receive thread (no queue); exits 3
- * when the library has no inline handlers (run.py then skips those rows).
+ * -I: the handler is registered with mg_mqtt_on_topic_inline(): it runs on
+ * paho's receive thread (no queue, no wake-up).
  * Prints "ready" once subscribed, then the JSON result line.
  */
 #include "recv_common.h"
