@@ -143,6 +143,7 @@
                                 session: paho's handle is made anew */ /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
+#define CWM_COALESCE_MAX_US 1600
 
 /* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
  * only an idle one. */
@@ -777,9 +778,16 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen);
 /* src/io.c */
 static struct cwm_out *cwm_take_batch(struct mg_mqtt *c);
 static void cwm_fail_all(struct mg_mqtt *c);
-static void cwm_worked(int *busy, int64_t *last_us);
+/* A worker thread's wake-up pacing (cwm_worked, cwm_wait_for_work). */
+struct cwm_pace {
+	int busy;
+	int64_t last_us;
+	int window_us;
+};
+static void cwm_worked(struct cwm_pace *p, int n);
 static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
-                              int *waiting, int *busy, int64_t wait_ms);
+                              int *waiting, struct cwm_pace *p,
+                              int64_t wait_ms);
 static void *cwm_io_main(void *arg);
 
 /* src/connection.c */
@@ -5300,29 +5308,42 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 	cwm_trace_leave(c); /* trace.c: no paho trace lines after this */
 }
 
-/* Worker threads call this after each batch of work: a stream is work
- * coming less than two coalescing windows apart. */
-static void cwm_worked(int *busy, int64_t *last_us)
+/* Worker threads call this after each batch of n items: a stream is work
+ * coming less than two coalescing windows apart. In a stream the window
+ * adapts to the rate: it doubles while batches stay small (a wake-up per
+ * few messages is what costs), up to CWM_COALESCE_MAX_US, and halves when
+ * they are large, so that it holds messages about as long as needed for
+ * a batch of a few dozen, never more than the maximum. */
+static void cwm_worked(struct cwm_pace *p, int n)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-	*busy = now - *last_us < 2 * CWM_COALESCE_US;
-	*last_us = now;
+	if (p->window_us == 0)
+		p->window_us = CWM_COALESCE_US;
+	p->busy = now - p->last_us < 2 * p->window_us;
+	p->last_us = now;
+	if (!p->busy)
+		p->window_us = CWM_COALESCE_US;
+	else if (n < 16 && p->window_us < CWM_COALESCE_MAX_US)
+		p->window_us *= 2;
+	else if (n > 64 && p->window_us > CWM_COALESCE_US)
+		p->window_us /= 2;
 }
 
 /* [L] Waits on cond until signalled, or until wait_ms (< 0: no limit).
  * Wake-up coalescing: in a stream of work (cwm_worked), a thread first
- * waits at most CWM_COALESCE_US, and producers do not signal it meanwhile,
+ * waits at most its window, and producers do not signal it meanwhile,
  * so that one wake-up serves several messages instead of one each (a
  * context switch per message doubles the CPU a message costs). Otherwise
  * it is signalled at once: latency at ordinary rates is unchanged, and a
  * trickle of messages pays for no timer. */
 static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
-                              int *waiting, int *busy, int64_t wait_ms)
+                              int *waiting, struct cwm_pace *p,
+                              int64_t wait_ms)
 {
-	if (*busy && (wait_ms < 0 || wait_ms * 1000 > CWM_COALESCE_US)) {
-		struct timespec until = cwm_deadline_us(CWM_COALESCE_US);
+	if (p->busy && (wait_ms < 0 || wait_ms * 1000 > p->window_us)) {
+		struct timespec until = cwm_deadline_us(p->window_us);
 		*waiting = CWM_COALESCING;
 		pthread_cond_timedwait(cond, &c->lock, &until);
 	} else {
@@ -5335,7 +5356,7 @@ static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
 		}
 	}
 	*waiting = CWM_RUNNING;
-	*busy = 0;
+	p->busy = 0;
 }
 
 /* [L] mqtt-io, released around paho's calls: a new paho handle for c
@@ -5459,8 +5480,7 @@ static void *cwm_io_main(void *arg)
 	struct mg_mqtt *c = arg;
 	pthread_setname_np(pthread_self(), "mqtt-io");
 	cwm_trace_join(c); /* trace.c: paho's trace, LOG_LEVEL debug */
-	int busy = 0;
-	int64_t last_us = 0;
+	struct cwm_pace pace = {0, 0, 0};
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -5477,7 +5497,7 @@ static void *cwm_io_main(void *arg)
 		}
 		cwm_persist_drain(c);
 		if (c->state == CWM_CONNECTED && cwm_io_send(c)) {
-			cwm_worked(&busy, &last_us);
+			cwm_worked(&pace, CWM_BATCH);
 			continue;
 		}
 		int64_t wake_ms = cwm_wake_traffic(c, now);
@@ -5489,7 +5509,7 @@ static void *cwm_io_main(void *arg)
 			wait_ms = c->reconnect_at - now;
 		else
 			wait_ms = wake_ms;
-		cwm_wait_for_work(c, &c->io_cond, &c->io_waiting, &busy, wait_ms);
+		cwm_wait_for_work(c, &c->io_cond, &c->io_waiting, &pace, wait_ms);
 	}
 	cwm_io_finish(c);
 	pthread_mutex_unlock(&c->lock);
@@ -6726,12 +6746,11 @@ static void *cwm_dispatch_main(void *arg)
 	struct mg_mqtt *c = arg;
 	pthread_setname_np(pthread_self(), "mqtt-dispatch");
 
-	int busy = 0;
-	int64_t last_us = 0;
+	struct cwm_pace pace = {0, 0, 0};
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
 		while (c->evq == NULL && !c->dispatch_exit)
-			cwm_wait_for_work(c, &c->ev_cond, &c->dispatch_waiting, &busy, -1);
+			cwm_wait_for_work(c, &c->ev_cond, &c->dispatch_waiting, &pace, -1);
 		if (c->evq == NULL)
 			break;
 		struct cwm_event *batch = c->evq;
@@ -6758,7 +6777,7 @@ static void *cwm_dispatch_main(void *arg)
 
 		pthread_mutex_lock(&c->lock);
 		cwm_slots_put(c, used);
-		cwm_worked(&busy, &last_us);
+		cwm_worked(&pace, (int)nev);
 		c->ev_msgs -= nmsg;
 		c->ev_done += nev;
 		if (c->flush_waiting)

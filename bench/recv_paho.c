@@ -64,6 +64,9 @@ int main(int argc, char **argv)
 	snprintf(uri, sizeof(uri), "tcp://127.0.0.1:%d", port);
 	snprintf(id, sizeof(id), "recv-paho-%d", (int)getpid());
 	MQTTAsync c;
+	/* paho at its cheapest trace level, as civetweb-mqtt sets it: without
+	 * this Debian's paho records every call in its trace buffer. */
+	MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR);
 	MQTTAsync_create(&c, uri, id, MQTTCLIENT_PERSISTENCE_NONE, NULL);
 	MQTTAsync_setCallbacks(c, c, NULL, on_message, NULL);
 	MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;

@@ -336,12 +336,11 @@ static void *cwm_dispatch_main(void *arg)
 	struct mg_mqtt *c = arg;
 	pthread_setname_np(pthread_self(), "mqtt-dispatch");
 
-	int busy = 0;
-	int64_t last_us = 0;
+	struct cwm_pace pace = {0, 0, 0};
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
 		while (c->evq == NULL && !c->dispatch_exit)
-			cwm_wait_for_work(c, &c->ev_cond, &c->dispatch_waiting, &busy, -1);
+			cwm_wait_for_work(c, &c->ev_cond, &c->dispatch_waiting, &pace, -1);
 		if (c->evq == NULL)
 			break;
 		struct cwm_event *batch = c->evq;
@@ -368,7 +367,7 @@ static void *cwm_dispatch_main(void *arg)
 
 		pthread_mutex_lock(&c->lock);
 		cwm_slots_put(c, used);
-		cwm_worked(&busy, &last_us);
+		cwm_worked(&pace, (int)nev);
 		c->ev_msgs -= nmsg;
 		c->ev_done += nev;
 		if (c->flush_waiting)

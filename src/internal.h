@@ -137,6 +137,7 @@
                                 session: paho's handle is made anew */ /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
+#define CWM_COALESCE_MAX_US 1600
 
 /* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
  * only an idle one. */
@@ -771,9 +772,16 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen);
 /* src/io.c */
 static struct cwm_out *cwm_take_batch(struct mg_mqtt *c);
 static void cwm_fail_all(struct mg_mqtt *c);
-static void cwm_worked(int *busy, int64_t *last_us);
+/* A worker thread's wake-up pacing (cwm_worked, cwm_wait_for_work). */
+struct cwm_pace {
+	int busy;
+	int64_t last_us;
+	int window_us;
+};
+static void cwm_worked(struct cwm_pace *p, int n);
 static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
-                              int *waiting, int *busy, int64_t wait_ms);
+                              int *waiting, struct cwm_pace *p,
+                              int64_t wait_ms);
 static void *cwm_io_main(void *arg);
 
 /* src/connection.c */
