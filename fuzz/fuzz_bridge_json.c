@@ -476,12 +476,13 @@ static void fuzz_digest(const char *h, const struct fz_pieces *pc)
 			CHECK(one[0] == '\0');
 	}
 	/* What cwm_digest_check does with the nonce. */
-	char nonce[64], want[64];
+	char nonce[80], want[80];
+	long long t;
+	unsigned long long seq;
 	if (cwm_digest_param(h, "nonce", nonce, sizeof(nonce)) == 0 &&
-	    strchr(nonce, '-') != NULL) {
-		long long t = strtoll(nonce, NULL, 16);
-		cwm_digest_nonce(&br, t, want);
-		CHECK(strlen(want) < 64);
+	    cwm_nonce_parse(&br, nonce, &t, &seq) == 0) {
+		cwm_nonce_format(&br, t, seq, want);
+		CHECK(strcmp(want, nonce) == 0);
 	}
 
 	/* A header built from pieces as quoted strings parses back to them. */
@@ -549,7 +550,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* As the bridge parses (cwm_route_publish, cwm_ws_data): JSON
 		 * holding a NUL, raw or \u0000, is refused there. */
 		const char *jerr = NULL;
-		cJSON *req = cwm_json_parse(pc.s[i], pc.len[i], &jerr);
+		cJSON *req = cwm_json_parse(pc.s[i], pc.len[i], cl->cfg.bridge_max_json_depth, &jerr);
 		CHECK(req != NULL || jerr != NULL ||
 		      cJSON_ParseWithLength(pc.s[i], pc.len[i]) == NULL);
 		char *clean = without_nuls(pc.s[i], pc.len[i]);
