@@ -39,7 +39,7 @@ EXAMPLE  := example/civetweb-mqtt
 # public API and link the library's object built with the same flags.
 UNIT_TESTS  := test_config test_topics test_nobridge
 INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
-               test_faults test_security test_load
+               test_faults test_security test_load test_attacks
 TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
