@@ -289,10 +289,15 @@ TEST_T(auth_file_leaves_civetweb_authorization_on_for_paths_not_the_bridges,
 	snprintf(f, sizeof(f), "%s/mqtt-notes.txt", www);
 	th_write_file(f, "private notes\n");
 	snprintf(mqtt, sizeof(mqtt), "MQTT_BRIDGE_AUTH_FILE %s", htd);
+	/* The document root protected by its .htpasswd (CivetWeb's per
+	 * directory file), PUT and DELETE by put_delete_auth_file. */
+	snprintf(f, sizeof(f), "%s/.htpasswd", www);
+	write_htdigest(f);
+	snprintf(f, sizeof(f), "%s/mqtt-notes.txt", www);
 	snprintf(cw, sizeof(cw),
 	         "document_root %s\nauthentication_domain %s\n"
-	         "put_delete_auth_file %s\nglobal_auth_file %s\n",
-	         www, REALM, htd, htd);
+	         "put_delete_auth_file %s\n",
+	         www, REALM, htd);
 	start(&b, &x, mqtt, cw);
 	static const char *const paths[] = {"/evil.html", "/mqttx.html",
 	                                    "/MQTT/x", "/Mqtt", "/mqtt-data/a.txt",
