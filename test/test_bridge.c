@@ -2498,7 +2498,9 @@ TEST_T(mqtt311_requests_carry_a_json_envelope_a_shell_peer_can_answer, 60)
 	fwrite("\x01\x00\xfe", 1, 3, f);
 	fclose(f);
 	char arg[600];
-	snprintf(arg, sizeof(arg), "--data-binary '@%s'", bin);
+	snprintf(arg, sizeof(arg),
+	         "-H 'Content-Type: application/octet-stream' --data-binary '@%s'",
+	         bin);
 	http(s.port, "POST", "/mqtt/request/rpc/bin?timeout=0.5", NULL, arg, &r);
 	EXPECT_ERROR(504, &r);
 	resp_free(&r);
