@@ -218,10 +218,16 @@ static int hc_post(struct hc *h, const char *path, const char *body)
 	size_t bl = strlen(body);
 	if (h->fd < 0 && hc_open(h) != 0)
 		return -1;
+	/* The bridge takes JSON as application/json, raw bodies as anything
+	 * but a form's types. */
+	size_t pl = strcspn(path, "?");
+	const char *ct = pl >= 8 && strncmp(path + pl - 8, "/publish", 8) == 0
+	                     ? "application/json"
+	                     : "application/octet-stream";
 	int n = snprintf(req, sizeof(req),
 	                 "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-	                 "Content-Length: %zu\r\n\r\n%s",
-	                 path, bl, body);
+	                 "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n%s",
+	                 path, ct, bl, body);
 	for (int off = 0; off < n;) {
 		ssize_t k = send(h->fd, req + off, (size_t)(n - off), MSG_NOSIGNAL);
 		if (k <= 0) {
