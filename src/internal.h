@@ -43,7 +43,9 @@
  * (paho holds its own lock when it calls us). c->req_lock guards the
  * waiting requests. Per bridge, the anchor's lock (the bridge lock, [B])
  * guards its clients, their queues and filters and the delivery tree; it
- * is taken before c->lock, never after. The registry lock (client.c)
+ * is taken before c->lock, never after. The bridge's lv_lock (last
+ * values) and nonce_lock (digest nonces) are leaves: nothing else is
+ * taken while one is held. The registry lock (client.c)
  * guards the list of started clients and is taken before any client's
  * lock. No lock is held across a call into paho or CivetWeb that can block
  * on the network.
