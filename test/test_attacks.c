@@ -722,6 +722,63 @@ TEST_T(websocket_messages_over_max_body_close_with_1009, 60)
 	th_broker_stop(&b);
 }
 
+TEST_T(last_values_are_bounded_in_bytes_the_oldest_going_first, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	start(&b, &x,
+	      "MQTT_SUBSCRIBE demo/#\nMQTT_BRIDGE_LAST_VALUES_BYTES 5000", NULL);
+	char big[2001], topic[64];
+	memset(big, 'v', 2000);
+	big[2000] = '\0';
+	for (int i = 1; i <= 3; i++) {
+		snprintf(topic, sizeof(topic), "demo/lv/%d", i);
+		th_pub(&b, topic, big, 1, 0, NULL);
+		/* In order: each is cached before the next is sent. */
+		char path[96];
+		snprintf(path, sizeof(path), "/mqtt/last/%s", topic);
+		int s = 0;
+		int64_t until = th_now_ms() + 10000 * th_timeout_scale();
+		while (th_now_ms() < until &&
+		       (s = http(x.port, "GET", path, NULL, NULL, &h)) != 200) {
+			hfree(&h);
+			usleep(50 * 1000);
+		}
+		hfree(&h);
+		ASSERT_EQ(s, 200);
+	}
+	/* 3 x 2000 bytes do not fit in 5000: the first went. */
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/last/demo/lv/1", NULL, NULL, &h), 404);
+	hfree(&h);
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/last/demo/lv/2", NULL, NULL, &h), 200);
+	hfree(&h);
+	/* One message larger than the bound is not kept, and its topic's
+	 * older value is forgotten. */
+	char *huge = malloc(6001);
+	ASSERT(huge != NULL);
+	memset(huge, 'h', 6000);
+	huge[6000] = '\0';
+	th_pub(&b, "demo/lv/2", huge, 1, 0, NULL);
+	free(huge);
+	th_pub(&b, "demo/lv/4", "marker", 1, 0, NULL);
+	int s = 0;
+	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
+	while (th_now_ms() < until &&
+	       (s = http(x.port, "GET", "/mqtt/last/demo/lv/4", NULL, NULL, &h)) !=
+	           200) {
+		hfree(&h);
+		usleep(50 * 1000);
+	}
+	hfree(&h);
+	ASSERT_EQ(s, 200);
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/last/demo/lv/2", NULL, NULL, &h), 404);
+	hfree(&h);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
 TEST_T(a_browser_gets_at_most_max_filters, 60)
 {
 	struct th_broker b;
