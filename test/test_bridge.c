@@ -2386,9 +2386,11 @@ TEST_T(http_requests_get_their_mqtt5_replies_many_at_once_or_504, 90)
 	struct responder x;
 	th_broker_start(&b, NULL);
 	responder_start(&x, &b, 1);
+	/* 40 requests wait at once: more than the default BRIDGE_MAX_CLIENTS
+	 * (half of the 64 workers) lets wait. */
 	srv_start(&s, b.url,
 	          OPTS("MQTT_PROTOCOL_VERSION", "5", "MQTT_BRIDGE_PUBLISH_ALLOW",
-	               "rpc/#"),
+	               "rpc/#", "MQTT_BRIDGE_MAX_CLIENTS", "48"),
 	          64);
 
 	ASSERT_EQ(http(s.port, "POST", "/mqtt/request/rpc/echo", "hello", NULL, &r),
