@@ -9130,7 +9130,9 @@ static int cwm_digest_param(const char *h, const char *name, char *out,
  * CivetWeb's mg_md5: nonces it handed out, each with the highest nc seen
  * (a bounded table, CWM_NONCES: the oldest goes first and its browser is
  * told stale=true), BRIDGE_NONCE_LIFETIME, and a uri that must be the
- * request's whole target (path and query string). */
+ * request's whole target (path and query string). For the same reason
+ * the 401 is written here, not by mg_send_digest_access_authentication_
+ * request(): its nonce would not be in the table. */
 
 /* The MAC of nonce (t, seq): md5(secret:t:seq) as hex. */
 static void cwm_nonce_mac(const struct cwm_bridge *b, long long t,
