@@ -271,8 +271,8 @@ static int cwm_ws_too_big(struct mg_connection *conn, struct cwm_bclient *bc)
 
 /* CivetWeb hands each frame of a fragmented message on its own: they are
  * put together here (bc->frag), up to BRIDGE_MAX_BODY. Returns 1 when a
- * whole message is in *msg / *n (in bc->frag when *own), 0 while it is
- * incomplete, -1 when it is too big. */
+ * whole message is in *msg / *n (bc->frag when it came in fragments), 0
+ * while it is incomplete, -1 when it is too big. */
 static int cwm_ws_message(struct cwm_bridge *b, struct cwm_bclient *bc,
                           int bits, char *data, size_t len, char **msg,
                           size_t *n, int *op)
