@@ -432,7 +432,9 @@ struct mg_mqtt_reply {
 
 /* Request/response over MQTT. Publishes payload to `topic` with a reply
  * topic "<client id>/reply/<correlation id>" and waits, up to timeout_ms,
- * for the one message published to that reply topic.
+ * for the one message published to that reply topic. The correlation id
+ * is 128 random bits from the kernel, as 32 hex digits (others on the
+ * broker cannot guess it and answer first).
  * With MQTT 5 the request carries the response topic and correlation data
  * properties (the correlation data is the correlation id), and its payload
  * is `payload` unchanged. With 3.1.1 (no properties) the payload is a JSON
@@ -451,8 +453,9 @@ struct mg_mqtt_reply {
  * returns 0. Returns MG_MQTT_ERR_TIMEOUT (no reply in time), _STOPPED
  * (stop began), _REFUSED (the broker refused the reply subscription),
  * _TOPIC (a bad topic, or a client id with '+', '#' or a leading '$' that
- * cannot be a reply topic), _INVALID (timeout_ms <= 0, reply NULL), or what
- * mg_mqtt_publish() returns; *reply is then all NULL/0. */
+ * cannot be a reply topic), _INVALID (timeout_ms <= 0, reply NULL), _IO
+ * (no random bytes for the correlation id), or what mg_mqtt_publish()
+ * returns; *reply is then all NULL/0. */
 MG_MQTT_API int mg_mqtt_request(struct mg_mqtt *c, const char *topic,
                                 const void *payload, size_t len, int qos,
                                 int timeout_ms, struct mg_mqtt_reply *reply);
