@@ -11,8 +11,9 @@
  *  - JSON nested 700 deep (HTTP, WebSocket, an MQTT reply to /request);
  *  - trailing text, invalid UTF-8, numbers a double cannot hold;
  *  - cross-site: foreign Origin, form and text/plain bodies;
- *  - /request replies: content type allow list, nosniff;
- *    reply topics refused to browsers;
+ *  - /request replies: content type allow list, nosniff, 128-bit
+ *    correlation ids; reply topics refused to browsers (publish and
+ *    subscribe); a lying Content-Length; last values bounded in bytes;
  *  - bodies shorter than Content-Length; WebSocket messages over
  *    BRIDGE_MAX_BODY (whole and fragmented); BRIDGE_MAX_FILTERS;
  *    BRIDGE_MAX_CLIENTS;
@@ -504,6 +505,55 @@ TEST_T(a_reply_content_type_comes_from_an_allow_list_never_html, 60)
 	ASSERT(strcasestr(h.head, "X-Content-Type-Options: nosniff") != NULL);
 	hfree(&h);
 	free(m);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+TEST_T(browsers_cannot_subscribe_or_publish_to_reply_topics, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	char out[4096];
+	th_broker_start(&b, NULL);
+	char text[1024];
+	snprintf(text, sizeof(text),
+	         "MQTT_BROKER_URL %s\nMQTT_CLIENT_ID attack-srv\n"
+	         "MQTT_BRIDGE_PATH /mqtt\nMQTT_BRIDGE_PUBLISH_ALLOW #\n"
+	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW #\n",
+	         b.url);
+	th_xsrv_start(&x, text, NULL);
+	wait_bridge(x.port);
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	static const char *const refused[] = {"attack-srv/reply/+",
+	                                      "attack-srv/reply/#", "attack-srv/#",
+	                                      "attack-srv/+/+"};
+	for (size_t i = 0; i < 4; i++) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "{\"op\":\"subscribe\",\"topic\":\"%s\"}",
+		         refused[i]);
+		ASSERT_EQ(ws_call(r, msg, out, sizeof(out)), 1);
+		if (strstr(out, "\"status\":403") == NULL)
+			th_fail(__FILE__, __LINE__, "subscribe %s: %s", refused[i], out);
+	}
+	ASSERT_EQ(ws_call(r,
+	                  "{\"op\":\"publish\",\"topic\":\"attack-srv/reply/"
+	                  "0123456789abcdef0123456789abcdef\",\"payload\":\"x\"}",
+	                  out, sizeof(out)),
+	          1);
+	ASSERT(strstr(out, "\"status\":403") != NULL);
+	/* Other topics of the allow list still work. */
+	ASSERT_EQ(ws_call(r, "{\"op\":\"subscribe\",\"topic\":\"attack-srv/x\"}",
+	                  out, sizeof(out)),
+	          1);
+	ASSERT(strstr(out, "\"op\":\"ack\"") != NULL);
+	th_raw_close(r);
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/attack-srv/reply/abc", RAW_CT,
+	               "forged", &h),
+	          403);
+	hfree(&h);
 	still_answers(x.port);
 	th_kill(x.pid, SIGTERM);
 	th_broker_stop(&b);
