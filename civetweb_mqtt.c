@@ -48,7 +48,9 @@
  * (paho holds its own lock when it calls us). c->req_lock guards the
  * waiting requests. Per bridge, the anchor's lock (the bridge lock, [B])
  * guards its clients, their queues and filters and the delivery tree; it
- * is taken before c->lock, never after. The registry lock (client.c)
+ * is taken before c->lock, never after. The bridge's lv_lock (last
+ * values) and nonce_lock (digest nonces) are leaves: nothing else is
+ * taken while one is held. The registry lock (client.c)
  * guards the list of started clients and is taken before any client's
  * lock. cwm_trace_lock (trace.c, process-wide) guards the clients paho's
  * trace is forwarded to; paho's trace callback takes it holding paho's
@@ -86,7 +88,7 @@
  *                          files.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 84 "src/internal.h"
+#line 86 "src/internal.h"
 #endif
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -111,6 +113,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -137,11 +140,14 @@
 #define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
 #define CWM_WAKE_MS 4       /* see src/wake.c */
 #define CWM_WAKE_MAX_MS 250
-#define CWM_STABLE_MS 10000
+#define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
+                               the back-off (see cwm_conn_lost_locked) */
 #define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
 #define CWM_SHORT_LOSSES 3   /* ... this many times in a row, on a persistent
-                                session: paho's handle is made anew */ /* a connection that lasted this long resets
-                               the back-off (see cwm_conn_lost_locked) */
+                                session: paho's handle is made anew */
+#define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
+                                   recurses once a level, and a CivetWeb
+                                   worker has a 100 kB stack */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
 #define CWM_COALESCE_MAX_US 1600
 
@@ -242,6 +248,12 @@ struct cwm_settings {
 	int bridge_client_queue;
 	int bridge_last_values;
 	int bridge_request_timeout_max;
+	int bridge_max_json_depth;
+	int bridge_nonce_lifetime;
+	char *bridge_allowed_origins;
+	int bridge_last_values_bytes;
+	int bridge_max_clients;
+	int bridge_max_filters;
 
 	/* Derived by cwm_settings_finish(). */
 	char **uris;       /* paho server URIs, fail-over order */
@@ -541,6 +553,7 @@ struct cwm_wbuf {
  * ---------------------------------------------------------------------- */
 
 #define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
+#define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
 
 /* Bridge-only error codes, in the MG_MQTT_ERR_* space; cwm_http_status()
  * turns them into 403 and 410. */
@@ -575,6 +588,10 @@ struct cwm_bclient {
 	struct cwm_map filters;   /* its filters -> (intptr_t)qos + 1 */
 	uint64_t stamp;           /* last message it was given (dedupe) */
 	pthread_cond_t cond;      /* SSE: its handler waits here */
+	/* WS: a fragmented message being put together (its handler's). */
+	char *frag;
+	size_t frag_len;
+	int frag_op;              /* the first frame's opcode, 0: none */
 };
 
 struct cwm_anchor {
@@ -596,6 +613,20 @@ struct cwm_bridge {
 	size_t plen;
 	char *realm;              /* CivetWeb's authentication_domain */
 	unsigned char secret[16]; /* signs digest nonces */
+	/* Digest nonces handed out (bridge_auth.c), under nonce_lock: slot
+	 * seq % CWM_NONCES holds the last nc seen for nonce seq. */
+	pthread_mutex_t nonce_lock;
+	struct cwm_nonce {
+		uint64_t seq;
+		int64_t issued;  /* s since the epoch */
+		uint64_t nc;     /* highest nc accepted (0: none yet) */
+	} nonces[CWM_NONCES];
+	uint64_t nonce_seq;
+	int max_clients;          /* BRIDGE_MAX_CLIENTS, or num_threads / 2 */
+	atomic_int n_req;         /* POST <path>/request calls waiting */
+	atomic_int n_streams;     /* WebSocket + SSE + n_req, against max_clients */
+	size_t lv_bytes;          /* under lv_lock: bytes the last values hold */
+	int read_timeout_ms;      /* CivetWeb's request_timeout_ms */
 	/* Under the bridge lock: */
 	pthread_cond_t wcond;     /* writers wait for ready clients */
 	pthread_cond_t idle;      /* a writer let go of a client */
@@ -848,6 +879,8 @@ static void cwm_bridge_state(struct cwm_bridge *b, int connected,
 static void cwm_anchor_leave(struct cwm_anchor *a);
 static struct cwm_bridge *cwm_bridge_acquire(struct cwm_anchor *a);
 static void cwm_bridge_release(struct cwm_bridge *b);
+static int cwm_stream_reserve(struct cwm_bridge *b);
+static void cwm_stream_release(struct cwm_bridge *b);
 static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen);
 static int cwm_bridge_open(struct mg_mqtt *c, char *err, size_t errlen);
 static void cwm_bridge_destroy(struct mg_mqtt *c);
@@ -878,7 +911,9 @@ static int cwm_bridge_unsubscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
                                   char *filter, const char **err);
 
 /* src/bridge_json.c */
-static cJSON *cwm_json_parse(const char *s, size_t n, const char **err);
+static cJSON *cwm_json_parse(const char *s, size_t n, int depth,
+                             const char **err);
+static const char *cwm_json_scan(const char *s, size_t n, int depth);
 static void cwm_bmsg_put(struct cwm_bmsg *m);
 static struct cwm_bmsg *cwm_bmsg_make(const struct mg_mqtt_message *m);
 static struct cwm_bmsg *cwm_bmsg_json(cJSON *o);
@@ -903,6 +938,9 @@ static int cwm_query_topic(const char *qs, const char *name, size_t occurrence,
 static int cwm_path_topic(struct mg_connection *conn, const char *topic,
                           const char *instead);
 static int cwm_bridge_owns(const struct cwm_bridge *b, const char *uri);
+static int cwm_origin_ok(const struct cwm_bridge *b,
+                         const struct mg_connection *conn);
+static int cwm_reply_busy(struct mg_connection *conn);
 static int cwm_bridge_http(struct mg_connection *conn, void *cbdata);
 
 /* src/bridge_last.c */
@@ -930,7 +968,8 @@ static void cwm_ws_op(struct cwm_bridge *b, struct cwm_bclient *bc,
                       struct cwm_ws_result *res);
 
 /* src/bridge_auth.c */
-static int cwm_bridge_auth(struct mg_connection *conn, void *cbdata);
+static int cwm_bridge_authorized(struct cwm_bridge *b,
+                                 struct mg_connection *conn);
 #else
 /* Without the bridge, the calls the client makes into it do nothing (no
  * bridge is ever created: BRIDGE_* options are refused). */
@@ -1689,6 +1728,18 @@ static const struct cwm_key cwm_keys[] = {
      "1000", NULL, "a number of topics (0-10000000)"},
     {"BRIDGE_REQUEST_TIMEOUT_MAX", K_INT, CWM_S(bridge_request_timeout_max), 1,
      3600, "30", NULL, "a number of seconds (1-3600)"},
+    {"BRIDGE_MAX_JSON_DEPTH", K_INT, CWM_S(bridge_max_json_depth), 1,
+     CWM_JSON_DEPTH_LIMIT, "32", NULL, "a nesting depth (1-128)"},
+    {"BRIDGE_NONCE_LIFETIME", K_INT, CWM_S(bridge_nonce_lifetime), 1, 86400,
+     "300", NULL, "a number of seconds (1-86400)"},
+    {"BRIDGE_ALLOWED_ORIGINS", K_STR, CWM_S(bridge_allowed_origins), 0, 0,
+     NULL, NULL, NULL},
+    {"BRIDGE_LAST_VALUES_BYTES", K_INT, CWM_S(bridge_last_values_bytes), 0,
+     2147483647, "16777216", NULL, "a number of bytes (0-2147483647)"},
+    {"BRIDGE_MAX_CLIENTS", K_INT, CWM_S(bridge_max_clients), 0, 1000000, "0",
+     NULL, "a number of streams (0: half of CivetWeb's num_threads)"},
+    {"BRIDGE_MAX_FILTERS", K_INT, CWM_S(bridge_max_filters), 1, 1000000, "100",
+     NULL, "a number of filters (1-1000000)"},
 };
 #define CWM_NKEYS (sizeof(cwm_keys) / sizeof(cwm_keys[0]))
 _Static_assert(CWM_NKEYS <= 64, "cwm_settings.set has one bit a key");
@@ -6801,12 +6852,27 @@ static void *cwm_dispatch_main(void *arg)
 struct cwm_req {
 	struct cwm_req *next;
 	pthread_cond_t cond;
-	char corr[32];      /* correlation id: the last level of the reply topic */
+	char corr[40];      /* correlation id: the last level of the reply topic,
+	                       128 random bits as hex (not guessable by others
+	                       on the broker, who could answer first) */
 	int done;           /* 1: replied; -1: out of memory copying the reply */
 	void *payload;
 	size_t len;
 	char *content_type;
 };
+
+/* n random bytes from the kernel (getrandom, else /dev/urandom). Returns
+ * 0 or MG_MQTT_ERR_IO. */
+static int cwm_random(void *buf, size_t n)
+{
+	if (getrandom(buf, n, 0) == (ssize_t)n)
+		return 0;
+	FILE *f = fopen("/dev/urandom", "rb");
+	size_t got = f != NULL ? fread(buf, 1, n, f) : 0;
+	if (f != NULL)
+		fclose(f);
+	return got == n ? 0 : MG_MQTT_ERR_IO;
+}
 
 /* Start: the reply topics are "<client id>/reply/<id>", when the client id
  * can be the start of a topic name. */
@@ -6977,8 +7043,15 @@ static int cwm_request(struct mg_mqtt *c, const char *topic,
 		pthread_cond_destroy(&q.cond);
 		return MG_MQTT_ERR_STOPPED;
 	}
-	snprintf(q.corr, sizeof(q.corr), "%08x%llx", (unsigned)c->req_nonce,
-	         (unsigned long long)++c->req_seq);
+	unsigned char rnd[16];
+	if (cwm_random(rnd, sizeof(rnd)) != 0) {
+		pthread_mutex_unlock(&c->req_lock);
+		pthread_cond_destroy(&q.cond);
+		return MG_MQTT_ERR_IO;
+	}
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(q.corr + 2 * i, 3, "%02x", rnd[i]);
+	++c->req_seq;
 	q.next = c->reqs;
 	c->reqs = &q;
 	pthread_mutex_unlock(&c->req_lock);
@@ -7811,9 +7884,21 @@ static int cwm_filter_covers(const char *a, const char *f)
 	}
 }
 
+/* 1 when topic is a reply topic of mg_mqtt_request(): "<client id>/reply/
+ * <id>". Browsers may neither publish to nor subscribe to those, whatever
+ * the allow lists say (a browser could answer another's request). */
+static int cwm_reply_topic(const struct cwm_bridge *b, const char *topic)
+{
+	const struct mg_mqtt *c = b->c;
+	return c->reply_base != NULL &&
+	       strncmp(topic, c->reply_base, c->reply_base_len) == 0;
+}
+
 static int cwm_may_publish(const struct cwm_bridge *b, const char *topic)
 {
 	const struct cwm_settings *s = &b->c->cfg;
+	if (cwm_reply_topic(b, topic))
+		return 0;
 	for (int i = 0; i < s->nbpub; i++)
 		if (mg_mqtt_topic_matches(s->bpub[i], topic))
 			return 1;
@@ -7825,6 +7910,18 @@ static int cwm_may_subscribe(const struct cwm_bridge *b, const char *filter)
 	const struct cwm_settings *s = &b->c->cfg;
 	if (cwm_share_len(filter, strlen(filter)) != 0)
 		return 0; /* shared subscriptions are the server's business */
+	/* A filter that names the reply topics (its first level is the client
+	 * id itself, not a wildcard); "#" and "+/..." are let through: replies
+	 * are taken before anything is delivered (cwm_req_arrived). */
+	const struct mg_mqtt *c = b->c;
+	if (c->reply_base != NULL && filter[0] != '+' && filter[0] != '#') {
+		char sample[600];
+		snprintf(sample, sizeof(sample), "%.*s0", (int)c->reply_base_len,
+		         c->reply_base);
+		if (cwm_reply_topic(b, filter) ||
+		    cwm_match(filter, sample, strlen(sample)))
+			return 0;
+	}
 	for (int i = 0; i < s->nbsub; i++)
 		if (cwm_filter_covers(s->bsub[i], filter))
 			return 1;
@@ -7931,6 +8028,8 @@ static void cwm_bridge_status(struct cwm_bridge *b, cJSON *o, cJSON *counters,
 	cJSON_AddStringToObject(bo, "path", b->path);
 	cJSON_AddNumberToObject(bo, "websocket_clients", ws);
 	cJSON_AddNumberToObject(bo, "sse_clients", sse);
+	cJSON_AddNumberToObject(bo, "waiting_requests", atomic_load(&b->n_req));
+	cJSON_AddNumberToObject(bo, "max_clients", b->max_clients);
 	cJSON_AddBoolToObject(bo, "authentication",
 	                      b->c->cfg.bridge_auth_file != NULL);
 	cJSON_AddItemToObject(o, "bridge", bo);
@@ -7946,6 +8045,22 @@ static void cwm_bridge_status(struct cwm_bridge *b, cJSON *o, cJSON *counters,
 	pthread_mutex_lock(&b->lv_lock);
 	cJSON_AddNumberToObject(gauges, "bridge_last_values", (double)b->lv.n);
 	pthread_mutex_unlock(&b->lv_lock);
+}
+
+/* BRIDGE_MAX_CLIENTS: one more stream (an SSE stream or a waiting
+ * request; WebSockets count once ready) if there is room. 1: reserved. */
+static int cwm_stream_reserve(struct cwm_bridge *b)
+{
+	if (atomic_fetch_add(&b->n_streams, 1) >= b->max_clients) {
+		atomic_fetch_sub(&b->n_streams, 1);
+		return 0;
+	}
+	return 1;
+}
+
+static void cwm_stream_release(struct cwm_bridge *b)
+{
+	atomic_fetch_sub(&b->n_streams, 1);
 }
 
 /* -- set-up and tear-down ------------------------------------------------------------ */
@@ -7997,6 +8112,15 @@ static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen)
 	b->a = a;
 	b->path = c->cfg.bridge_path;
 	b->plen = strlen(b->path);
+	const char *nt = mg_get_option(c->ctx, "num_threads");
+	const char *rt = mg_get_option(c->ctx, "request_timeout_ms");
+	b->max_clients = c->cfg.bridge_max_clients > 0
+	                     ? c->cfg.bridge_max_clients
+	                     : (nt != NULL && atoi(nt) > 0 ? atoi(nt) : 50) / 2;
+	if (b->max_clients < 1)
+		b->max_clients = 1;
+	b->read_timeout_ms = rt != NULL && atoi(rt) > 0 ? atoi(rt) : 30000;
+	pthread_mutex_init(&b->nonce_lock, NULL);
 	if (getrandom(b->secret, sizeof(b->secret), 0) != (ssize_t)sizeof(b->secret))
 		for (size_t i = 0; i < sizeof(b->secret); i++)
 			b->secret[i] = (unsigned char)(rand_r(&c->seed) >> 3);
@@ -8022,11 +8146,10 @@ static int cwm_bridge_open(struct mg_mqtt *c, char *err, size_t errlen)
 	atomic_store(&b->a->bridge, b);
 	pthread_mutex_unlock(&b->a->lock);
 	snprintf(uri, sizeof(uri), "%s/ws", b->path);
-	/* Without an auth file no handler at all (NULL also removes the one an
-	 * earlier start on this context may have left). */
-	mg_set_auth_handler(c->ctx, b->path,
-	                    c->cfg.bridge_auth_file != NULL ? cwm_bridge_auth : NULL,
-	                    b->a);
+	/* No auth handler: the routes check BRIDGE_AUTH_FILE themselves
+	 * (cwm_bridge_authorized). NULL removes one an older version may
+	 * have left on this context. */
+	mg_set_auth_handler(c->ctx, b->path, NULL, b->a);
 	mg_set_websocket_handler(c->ctx, uri, cwm_ws_connect, cwm_ws_ready,
 	                         cwm_ws_data, cwm_ws_close, b->a);
 	mg_set_request_handler(c->ctx, b->path, cwm_bridge_http, b->a);
@@ -8082,6 +8205,7 @@ static void cwm_bridge_destroy(struct mg_mqtt *c)
 	free(b->realm);
 	cwm_map_free(&b->lv, cwm_lv_free);
 	pthread_mutex_destroy(&b->lv_lock);
+	pthread_mutex_destroy(&b->nonce_lock);
 	pthread_cond_destroy(&b->wcond);
 	pthread_cond_destroy(&b->idle);
 	free(b);
@@ -8238,6 +8362,8 @@ static struct cwm_bclient *cwm_bclient_new(struct cwm_bridge *b,
 		b->clients->prev = bc;
 	b->clients = bc;
 	atomic_fetch_add(kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
+	if (kind == BC_WS) /* SSE streams reserve theirs before (cwm_route_events) */
+		atomic_fetch_add(&b->n_streams, 1);
 	return bc;
 }
 
@@ -8268,6 +8394,8 @@ static void cwm_bclient_remove(struct cwm_bridge *b, struct cwm_bclient *bc)
 	if (bc->next != NULL)
 		bc->next->prev = bc->prev;
 	atomic_fetch_sub(bc->kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
+	if (bc->kind == BC_WS)
+		atomic_fetch_sub(&b->n_streams, 1);
 	bc->b = NULL;
 }
 
@@ -8276,6 +8404,7 @@ static void cwm_bclient_free(struct cwm_bclient *bc)
 	cwm_bclient_flush(bc);
 	cwm_map_free(&bc->filters, NULL);
 	free(bc->q);
+	free(bc->frag);
 	pthread_cond_destroy(&bc->cond);
 	free(bc);
 }
@@ -8317,8 +8446,12 @@ static int cwm_bridge_subscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
 		rc = CWM_ERR_GONE;
 	} else {
 		intptr_t old = (intptr_t)cwm_map_get(&bc->filters, filter, fl);
-		struct cwm_handler *h = old == 0 ? calloc(1, sizeof(*h)) : NULL;
-		if (old == 0 && h == NULL) {
+		struct cwm_handler *h = NULL;
+		if (old == 0 &&
+		    bc->filters.n >= (size_t)b->c->cfg.bridge_max_filters) {
+			*err = "too many filters for one client (BRIDGE_MAX_FILTERS)";
+			rc = MG_MQTT_ERR_INVALID;
+		} else if (old == 0 && (h = calloc(1, sizeof(*h))) == NULL) {
 			*err = "out of memory";
 			rc = MG_MQTT_ERR_NOMEM;
 		} else if (cwm_map_put(&bc->filters, filter, fl,
@@ -8379,36 +8512,117 @@ static int cwm_bridge_unsubscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
 
 #if MG_MQTT_ENABLE_BRIDGE
 
-/* cJSON turns "\u0000" inside a string into a C string cut there: a topic
- * "a\u0000/x" would be read as "a", a payload "ab\u0000cd" as "ab". The
+/* cJSON turns "\u0000" inside a string into a C string cut there: the
  * bridge refuses such JSON rather than act on a shortened field (binary
- * payloads travel as base64); a raw NUL byte likewise. An escape is a
- * backslash preceded by an even number of backslashes. */
+ * payloads travel as base64); a raw NUL byte likewise. */
 static const char cwm_json_nul_err[] =
     "a JSON string holds \\u0000 (NUL), which no topic, text payload or "
     "property can carry; send binary payloads as base64";
 
-static cJSON *cwm_json_parse(const char *s, size_t n, const char **err)
+/* 1 when the number token s (n bytes) means exactly what its double
+ * means: at most 15 significant digits (DBL_DIG), or more that the double
+ * spells the same; a finite value, and not 0 for non-zero digits. cJSON
+ * keeps a double only, so 123456789012345678901234567890 would go on as
+ * 1.2345678901234568e+29: such a number is refused (send it as a
+ * string). */
+static int cwm_json_number_exact(const char *s, size_t n)
 {
-	if (memchr(s, '\0', n) != NULL) { /* never valid JSON text either */
-		*err = cwm_json_nul_err;
+	char tok[64], dig[48], got[80];
+	size_t nd = 0, i = 0;
+	if (n >= sizeof(tok))
+		return 0;
+	memcpy(tok, s, n);
+	tok[n] = '\0';
+	if (tok[i] == '-')
+		i++;
+	for (; tok[i] != '\0' && tok[i] != 'e' && tok[i] != 'E'; i++) {
+		if (tok[i] == '.' || (nd == 0 && tok[i] == '0'))
+			continue;
+		if (nd + 1 >= sizeof(dig))
+			return 0;
+		dig[nd++] = tok[i];
+	}
+	while (nd > 0 && dig[nd - 1] == '0')
+		nd--;
+	dig[nd] = '\0';
+	char *end;
+	double d = strtod(tok, &end);
+	if (*end != '\0' || !isfinite(d) || (nd > 0 && d == 0))
+		return 0;
+	if (nd <= 15)
+		return 1;
+	/* The double's own digits, as many as the text has. */
+	snprintf(got, sizeof(got), "%.*e", (int)nd - 1, d < 0 ? -d : d);
+	size_t k = 0;
+	for (const char *p = got; *p != '\0' && *p != 'e'; p++)
+		if (*p != '.')
+			got[k++] = *p;
+	got[k] = '\0';
+	return k == nd && memcmp(got, dig, nd) == 0;
+}
+
+/* What cJSON is never given: text that is not UTF-8, a NUL (raw, or as
+ * \u0000, which cJSON would cut a string at: a topic "a\u0000/x" read as
+ * "a"), nesting deeper than depth (cJSON recurses once a level, on a
+ * CivetWeb worker's small stack), and numbers a double cannot hold
+ * exactly. One pass, before parsing. Returns NULL or why not. */
+static const char *cwm_json_scan(const char *s, size_t n, int depth)
+{
+	int level = 0;
+	if (memchr(s, '\0', n) != NULL)
+		return cwm_json_nul_err;
+	if (!cwm_utf8_text(s, n))
+		return "the JSON text is not valid UTF-8";
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if (ch == '"') {
+			for (i++; i < n && s[i] != '"'; i++) {
+				if (s[i] != '\\')
+					continue;
+				if (n - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0)
+					return cwm_json_nul_err;
+				i++; /* the escaped character */
+			}
+		} else if (ch == '[' || ch == '{') {
+			if (++level > depth)
+				return "the JSON text is nested too deeply "
+				       "(BRIDGE_MAX_JSON_DEPTH)";
+		} else if (ch == ']' || ch == '}') {
+			level--;
+		} else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+			size_t l = strspn(s + i, "0123456789+-.eE");
+			if (i + l > n)
+				l = n - i;
+			if (!cwm_json_number_exact(s + i, l))
+				return "a JSON number has more digits than a double "
+				       "holds (send it as a string)";
+			i += l - 1;
+		}
+	}
+	return NULL;
+}
+
+/* Parses JSON from the network: cwm_json_scan first, then cJSON, and
+ * nothing but white space may follow the value. NULL with *err set (or
+ * NULL: plain malformed JSON) when it does not parse. */
+static cJSON *cwm_json_parse(const char *s, size_t n, int depth,
+                             const char **err)
+{
+	const char *end = NULL;
+	if ((*err = cwm_json_scan(s, n, depth)) != NULL)
+		return NULL;
+	cJSON *j = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+	if (j == NULL)
+		return NULL;
+	while (end < s + n && (*end == ' ' || *end == '\t' || *end == '\r' ||
+	                       *end == '\n'))
+		end++;
+	if (end != s + n) {
+		cJSON_Delete(j);
+		*err = "text follows the JSON value";
 		return NULL;
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] != '\\')
-			continue;
-		size_t j = i;
-		while (j < n && s[j] == '\\')
-			j++;
-		if ((j - i) % 2 == 1 && n - j >= 5 && s[j] == 'u' &&
-		    memcmp(s + j + 1, "0000", 4) == 0) {
-			*err = cwm_json_nul_err;
-			return NULL;
-		}
-		i = j - 1;
-	}
-	*err = NULL;
-	return cJSON_ParseWithLength(s, n);
+	return j;
 }
 
 /* Decodes standard base64 (padding optional); NULL if malformed. */
@@ -8703,7 +8917,8 @@ static int cwm_reply_body(struct mg_connection *conn, int status,
 			         extra_value);
 		mg_printf(conn,
 		          "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-		          "Content-Length: %s\r\nCache-Control: no-store\r\n%s"
+		          "Content-Length: %s\r\nCache-Control: no-store\r\n"
+		          "X-Content-Type-Options: nosniff\r\n%s"
 		          "Connection: close\r\n\r\n",
 		          status, mg_get_response_code_text(conn, status), ctype, len,
 		          extra);
@@ -8714,6 +8929,7 @@ static int cwm_reply_body(struct mg_connection *conn, int status,
 	mg_response_header_add(conn, "Content-Type", ctype, -1);
 	mg_response_header_add(conn, "Content-Length", len, -1);
 	mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+	mg_response_header_add(conn, "X-Content-Type-Options", "nosniff", -1);
 	if (extra_name != NULL)
 		mg_response_header_add(conn, extra_name, extra_value, -1);
 	mg_response_header_send(conn);
@@ -8773,6 +8989,8 @@ static int cwm_http_status(int err)
 		return 403;
 	case CWM_ERR_GONE:
 		return 410;
+	case MG_MQTT_ERR_TIMEOUT:
+		return 408;
 	default:
 		return 400;
 	}
@@ -8785,14 +9003,23 @@ static int cwm_reply_code(struct mg_connection *conn, int rc, const char *err)
 	                       err != NULL ? err : mg_mqtt_strerror(rc));
 }
 
-/* Reads the request body, at most BRIDGE_MAX_BODY bytes. Returns 0,
- * MG_MQTT_ERR_TOO_LARGE or _NOMEM. *body is malloc()ed and
- * NUL-terminated. */
+/* Reads the request body, at most BRIDGE_MAX_BODY bytes. A body that
+ * stops short (a Content-Length that lies) ends the read after CivetWeb's
+ * request_timeout_ms (one mg_read() waits that long for more), never
+ * later: the clock is checked between reads. One mg_read() returns only
+ * when all it was asked for came or nothing came for request_timeout_ms,
+ * so a sender that trickles a byte at a time can still hold the worker
+ * longer (reading a byte a call would bound that too, at 500 times the
+ * cost for large bodies: measured 1 MiB in 5 s instead of 0.01-0.1 s).
+ * Returns 0, MG_MQTT_ERR_TOO_LARGE, _NOMEM, _TIMEOUT, or _INVALID (the
+ * body ended before its Content-Length, or its chunks are broken: never
+ * taken for the whole). *body is malloc()ed and NUL-terminated. */
 static int cwm_read_body(struct cwm_bridge *b, struct mg_connection *conn,
                          char **body, size_t *len)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	size_t max = (size_t)b->c->cfg.bridge_max_body, n = 0;
+	int64_t deadline = cwm_now_ms() + b->read_timeout_ms;
 	*body = NULL;
 	*len = 0;
 	if (ri->content_length > (long long)max)
@@ -8815,12 +9042,21 @@ static int cwm_read_body(struct cwm_bridge *b, struct mg_connection *conn,
 			buf = nb;
 		}
 		int r = mg_read(conn, buf + n, cap - n - 1);
+		if (r < 0)
+			rc = MG_MQTT_ERR_INVALID;
 		if (r <= 0)
 			break;
 		n += (size_t)r;
 		if (n > max)
 			rc = MG_MQTT_ERR_TOO_LARGE;
+		else if (cwm_now_ms() > deadline &&
+		         (ri->content_length < 0 ||
+		          n < (size_t)ri->content_length))
+			rc = MG_MQTT_ERR_TIMEOUT;
 	}
+	if (rc == 0 && ri->content_length >= 0 &&
+	    n != (size_t)ri->content_length)
+		rc = MG_MQTT_ERR_INVALID;
 	if (rc != 0) {
 		free(buf);
 		return rc;
@@ -8838,10 +9074,80 @@ static int cwm_body_or_reply(struct cwm_bridge *b, struct mg_connection *conn,
 	int rc = cwm_read_body(b, conn, body, len);
 	if (rc == 0)
 		return 0;
-	return cwm_reply_code(conn, rc,
-	                      rc == MG_MQTT_ERR_TOO_LARGE
-	                          ? "body larger than BRIDGE_MAX_BODY"
-	                          : "out of memory");
+	return cwm_reply_code(
+	    conn, rc,
+	    rc == MG_MQTT_ERR_TOO_LARGE ? "body larger than BRIDGE_MAX_BODY"
+	    : rc == MG_MQTT_ERR_TIMEOUT
+	        ? "the body did not arrive within request_timeout_ms"
+	    : rc == MG_MQTT_ERR_INVALID
+	        ? "the body ended before its Content-Length (or its chunks are "
+	          "malformed)"
+	        : "out of memory");
+}
+
+/* The media type of Content-Type (before any ';' parameter) is one of
+ * the NULL-terminated list. */
+static int cwm_media_is(const char *ct, const char *const *types)
+{
+	size_t n = strcspn(ct, ";");
+	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	for (; *types != NULL; types++)
+		if (strlen(*types) == n && strncasecmp(ct, *types, n) == 0)
+			return 1;
+	return 0;
+}
+
+/* POST bodies: JSON routes take application/json only; raw routes any
+ * type but the three a page on another site can make a browser send
+ * without asking first (CORS "simple" requests). A missing type is
+ * refused too. Returns 0, or the status of the 415 it sent. */
+static int cwm_body_type(struct mg_connection *conn, int json)
+{
+	static const char *const js[] = {"application/json", NULL};
+	static const char *const simple[] = {"text/plain",
+	                                     "application/x-www-form-urlencoded",
+	                                     "multipart/form-data", "", NULL};
+	const char *ct = mg_get_header(conn, "Content-Type");
+	if (ct == NULL || (json ? !cwm_media_is(ct, js) : cwm_media_is(ct, simple)))
+		return cwm_reply_error(
+		    conn, 415,
+		    json ? "send the body as Content-Type: application/json"
+		         : "give the body a Content-Type other than text/plain, "
+		           "application/x-www-form-urlencoded or multipart/form-data "
+		           "(e.g. application/octet-stream)");
+	return 0;
+}
+
+/* Cross-site requests: 1 when there is no Origin (not a browser, or a
+ * same-origin GET), when it is the request's own scheme://Host, or when
+ * BRIDGE_ALLOWED_ORIGINS lists it (or holds "*"). */
+static int cwm_origin_ok(const struct cwm_bridge *b,
+                         const struct mg_connection *conn)
+{
+	const char *o = mg_get_header(conn, "Origin");
+	const char *host = mg_get_header(conn, "Host");
+	const char *list = b->c->cfg.bridge_allowed_origins;
+	if (o == NULL)
+		return 1;
+	const char *scheme = mg_get_request_info(conn)->is_ssl ? "https://"
+	                                                        : "http://";
+	size_t sl = strlen(scheme), ol = strlen(o);
+	if (host != NULL && ol > sl && strncasecmp(o, scheme, sl) == 0 &&
+	    strcasecmp(o + sl, host) == 0)
+		return 1;
+	for (const char *p = list; p != NULL && *p != '\0';) {
+		p += strspn(p, " \t,");
+		size_t l = strcspn(p, ",");
+		size_t t = l;
+		while (t > 0 && (p[t - 1] == ' ' || p[t - 1] == '\t'))
+			t--;
+		if ((t == 1 && p[0] == '*') ||
+		    (t == ol && t > 0 && strncasecmp(p, o, t) == 0))
+			return 1;
+		p += l;
+	}
+	return 0;
 }
 
 /* A "qos" in the query string into *qos (left as it was when absent).
@@ -8871,7 +9177,8 @@ static int cwm_publish_body(struct cwm_bridge *b, struct mg_connection *conn,
 		                       "publishing to this topic is not allowed "
 		                       "(BRIDGE_PUBLISH_ALLOW)");
 	}
-	return cwm_body_or_reply(b, conn, body, len);
+	int status = cwm_body_type(conn, 0);
+	return status != 0 ? status : cwm_body_or_reply(b, conn, body, len);
 }
 
 /* POST <path>/publish: a JSON body, {"topic":..,"payload":..,...}. */
@@ -8880,10 +9187,11 @@ static int cwm_route_publish(struct cwm_bridge *b, struct mg_connection *conn)
 	char *body;
 	size_t len;
 	const char *err;
-	int status = cwm_body_or_reply(b, conn, &body, &len);
-	if (status != 0)
+	int status = cwm_body_type(conn, 1);
+	if (status != 0 || (status = cwm_body_or_reply(b, conn, &body, &len)) != 0)
 		return status;
-	cJSON *req = cwm_json_parse(body, len, &err);
+	cJSON *req = cwm_json_parse(body, len, b->c->cfg.bridge_max_json_depth,
+	                            &err);
 	free(body);
 	if (!cJSON_IsObject(req)) {
 		cJSON_Delete(req);
@@ -9001,28 +9309,36 @@ static int cwm_route_status(struct cwm_bridge *b, struct mg_connection *conn)
 	return cwm_reply_json(conn, 200, o);
 }
 
-/* A content type from the network, fit for a response header. */
-static int cwm_header_safe(const char *v)
-{
-	if (v == NULL || v[0] == '\0' || strlen(v) > 200)
-		return 0;
-	for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
-		if (*p < 0x20 || *p >= 0x7f)
-			return 0;
-	return 1;
-}
-
-/* The reply to a request as the response: its MQTT 5 content type, else
- * one guessed from the payload. */
-static int cwm_reply_mqtt(struct mg_connection *conn,
+/* The reply to a request as the response. Its MQTT 5 content type only
+ * from an allow list (a reply is anyone's on the broker: text/html from
+ * it would run as a page of this server); any other is sent as
+ * application/octet-stream. Without one, the type is guessed from the
+ * payload, with JSON checked by cwm_json_scan first: a reply nested
+ * deeper than BRIDGE_MAX_JSON_DEPTH is a 502. */
+static int cwm_reply_mqtt(struct cwm_bridge *b, struct mg_connection *conn,
                           const struct mg_mqtt_reply *r)
 {
-	const char *ctype = r->content_type;
-	if (!cwm_header_safe(ctype)) {
+	static const char *const json[] = {"application/json", NULL};
+	static const char *const plain[] = {"text/plain", NULL};
+	static const char *const bin[] = {"application/octet-stream", NULL};
+	const char *ct = r->content_type, *ctype;
+	if (ct != NULL && ct[0] != '\0') {
+		ctype = cwm_media_is(ct, json)    ? "application/json"
+		        : cwm_media_is(ct, plain) ? "text/plain; charset=utf-8"
+		        : cwm_media_is(ct, bin)   ? "application/octet-stream"
+		                                  : "application/octet-stream";
+	} else {
 		cJSON *j = NULL;
+		const char *err = NULL;
 		int text = cwm_utf8_text(r->payload, r->payload_len);
-		if (text)
-			j = cJSON_ParseWithLength(r->payload, r->payload_len);
+		if (text &&
+		    (j = cwm_json_parse(r->payload, r->payload_len,
+		                        b->c->cfg.bridge_max_json_depth, &err)) ==
+		        NULL &&
+		    err != NULL && strstr(err, "BRIDGE_MAX_JSON_DEPTH") != NULL)
+			return cwm_reply_error(conn, 502,
+			                       "the reply is JSON nested deeper than "
+			                       "BRIDGE_MAX_JSON_DEPTH");
 		ctype = cJSON_IsObject(j) || cJSON_IsArray(j) ? "application/json"
 		        : text ? "text/plain; charset=utf-8"
 		               : "application/octet-stream";
@@ -9070,11 +9386,18 @@ static int cwm_route_request(struct cwm_bridge *b, struct mg_connection *conn,
 	    (status = cwm_query_timeout(conn, qs, max_ms, &ms)) != 0 ||
 	    (status = cwm_publish_body(b, conn, topic, &body, &len)) != 0)
 		return status;
+	if (!cwm_stream_reserve(b)) {
+		free(body);
+		return cwm_reply_busy(conn);
+	}
+	atomic_fetch_add(&b->n_req, 1);
 	int rc = mg_mqtt_request(b->c, topic, body, len, qos, (int)ms, &r);
+	atomic_fetch_sub(&b->n_req, 1);
+	cwm_stream_release(b);
 	free(body);
 	switch (rc) {
 	case 0:
-		status = cwm_reply_mqtt(conn, &r);
+		status = cwm_reply_mqtt(b, conn, &r);
 		mg_mqtt_reply_free(&r);
 		return status;
 	case MG_MQTT_ERR_TIMEOUT:
@@ -9098,6 +9421,15 @@ static int cwm_bridge_owns(const struct cwm_bridge *b, const char *uri)
 {
 	return strncmp(uri, b->path, b->plen) == 0 &&
 	       (uri[b->plen] == '\0' || uri[b->plen] == '/');
+}
+
+/* 503 with Retry-After: BRIDGE_MAX_CLIENTS streams are open. */
+static int cwm_reply_busy(struct mg_connection *conn)
+{
+	return cwm_reply_text(conn, 503,
+	                      "{\"error\":\"too many streams and waiting requests "
+	                      "(BRIDGE_MAX_CLIENTS)\"}",
+	                      "Retry-After", "5");
 }
 
 /* 405 with the Allow header: method is "GET" (GET and HEAD) or "POST". */
@@ -9124,7 +9456,13 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 	const char *route = ri->local_uri + b->plen, *m = ri->request_method;
 	int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
 	int post = strcmp(m, "POST") == 0;
-	if (strcmp(route, "/publish") == 0)
+	if (post && !cwm_origin_ok(b, conn))
+		status = cwm_reply_error(conn, 403,
+		                         "cross-site request: this Origin is not "
+		                         "allowed (BRIDGE_ALLOWED_ORIGINS)");
+	else if (!cwm_bridge_authorized(b, conn))
+		status = 401;
+	else if (strcmp(route, "/publish") == 0)
 		status = post ? cwm_route_publish(b, conn)
 		              : cwm_reply_405(conn, "POST");
 	else if (strncmp(route, "/publish/", 9) == 0)
@@ -9182,8 +9520,26 @@ static void cwm_lv_unlink(struct cwm_bridge *b, struct cwm_lv *e)
 	e->older = e->newer = NULL;
 }
 
+/* [lv_lock] What entry e counts against BRIDGE_LAST_VALUES_BYTES. */
+static size_t cwm_lv_size(const struct cwm_lv *e)
+{
+	return e->len + e->topic_len + sizeof(*e);
+}
+
+/* [lv_lock] Forgets the least recently updated topic. */
+static void cwm_lv_evict(struct cwm_bridge *b, struct cwm_lv *o)
+{
+	cwm_lv_unlink(b, o);
+	b->lv_bytes -= cwm_lv_size(o);
+	cwm_map_del(&b->lv, o->topic, o->topic_len); /* frees o->topic */
+	free(o->payload);
+	free(o);
+}
+
 /* mqtt-dispatch: remembers m as the last value of its topic; the least
- * recently updated topic goes when BRIDGE_LAST_VALUES are kept. */
+ * recently updated topics go when BRIDGE_LAST_VALUES are kept or they
+ * would hold more than BRIDGE_LAST_VALUES_BYTES. A message larger than
+ * that alone is not kept (and its topic's older value is forgotten). */
 static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 {
 	const struct cwm_settings *cfg = &b->c->cfg;
@@ -9196,8 +9552,17 @@ static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 		readable = cwm_match(cfg->bsub[i] +
 		                         cwm_share_len(cfg->bsub[i], strlen(cfg->bsub[i])),
 		                     m->topic, m->topic_len);
+	size_t max_bytes = (size_t)cfg->bridge_last_values_bytes;
 	if (max == 0 || !readable)
 		return;
+	if (m->payload_len + m->topic_len + sizeof(struct cwm_lv) > max_bytes) {
+		pthread_mutex_lock(&b->lv_lock);
+		struct cwm_lv *e = cwm_map_get(&b->lv, m->topic, m->topic_len);
+		if (e != NULL)
+			cwm_lv_evict(b, e);
+		pthread_mutex_unlock(&b->lv_lock);
+		return;
+	}
 	void *copy = malloc(m->payload_len > 0 ? m->payload_len : 1);
 	if (copy == NULL)
 		return;
@@ -9208,15 +9573,12 @@ static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 	struct cwm_lv *e = cwm_map_get(&b->lv, m->topic, m->topic_len);
 	if (e != NULL) {
 		cwm_lv_unlink(b, e);
+		b->lv_bytes -= cwm_lv_size(e);
 		free(e->payload);
+		e->len = 0;
 	} else {
-		if (b->lv.n >= max && b->lv_old != NULL) {
-			struct cwm_lv *o = b->lv_old;
-			cwm_lv_unlink(b, o);
-			cwm_map_del(&b->lv, o->topic, o->topic_len); /* frees o->topic */
-			free(o->payload);
-			free(o);
-		}
+		if (b->lv.n >= max && b->lv_old != NULL)
+			cwm_lv_evict(b, b->lv_old);
 		if ((e = calloc(1, sizeof(*e))) == NULL ||
 		    cwm_map_put_key(&b->lv, m->topic, m->topic_len, e, &e->topic) !=
 		        0) {
@@ -9227,8 +9589,14 @@ static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 		}
 		e->topic_len = m->topic_len;
 	}
+	/* Room for it: the oldest go (e itself is out of the list now). */
+	while (b->lv_old != NULL &&
+	       b->lv_bytes + m->payload_len + m->topic_len + sizeof(*e) >
+	           max_bytes)
+		cwm_lv_evict(b, b->lv_old);
 	e->payload = copy;
 	e->len = m->payload_len;
+	b->lv_bytes += cwm_lv_size(e);
 	e->qos = m->qos;
 	e->retain = m->retain;
 	e->at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -9717,11 +10085,15 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 
 	if ((status = cwm_sse_filters(b, conn, qs, filters, &n, &qos)) != 0)
 		return status;
+	if (!cwm_stream_reserve(b))
+		return cwm_reply_busy(conn);
 	pthread_mutex_lock(&b->a->lock);
 	struct cwm_bclient *bc = cwm_bclient_new(b, conn, BC_SSE);
 	pthread_mutex_unlock(&b->a->lock);
-	if (bc == NULL)
+	if (bc == NULL) {
+		cwm_stream_release(b);
 		return cwm_reply_error(conn, 500, "out of memory");
+	}
 	for (int i = 0; i < n && rc == 0; i++)
 		rc = cwm_bridge_subscribe(b, bc, filters[i], qos, &err);
 	if (rc == 0) {
@@ -9730,6 +10102,7 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 		mg_response_header_add(conn, "Content-Type", "text/event-stream", -1);
 		mg_response_header_add(conn, "Cache-Control", "no-store", -1);
 		mg_response_header_add(conn, "X-Accel-Buffering", "no", -1);
+		mg_response_header_add(conn, "X-Content-Type-Options", "nosniff", -1);
 		mg_response_header_send(conn);
 		int alive = strcmp(ri->request_method, "HEAD") != 0 &&
 		            mg_write(conn, hello, sizeof(hello) - 1) > 0;
@@ -9741,6 +10114,7 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 	cwm_bclient_remove(b, bc);
 	pthread_mutex_unlock(&b->a->lock);
 	cwm_bclient_free(bc);
+	cwm_stream_release(b);
 	return rc == 0 ? 200 : cwm_reply_code(conn, rc, err);
 }
 
@@ -9859,15 +10233,35 @@ static void *cwm_bridge_writer(void *arg)
 
 /* -- WebSocket handlers (CivetWeb's worker thread of the connection) -------- */
 
-static int cwm_ws_connect(const struct mg_connection *conn, void *cbdata)
+/* The upgrade: only <path>/ws itself; with BRIDGE_AUTH_FILE
+ * authenticated; from no Origin, the server's own or an allowed one (a
+ * WebSocket is not held by the same-origin policy: any page could open
+ * one with the visitor's credentials); and while BRIDGE_MAX_CLIENTS has
+ * room. 0: go on; 1: refused (with a response unless not ours). */
+static int cwm_ws_connect(const struct mg_connection *cconn, void *cbdata)
 {
+	/* CivetWeb hands the connection as const; refusing means writing the
+	 * response on it. */
+	struct mg_connection *conn = (struct mg_connection *)(uintptr_t)cconn;
 	const char *uri = mg_get_request_info(conn)->local_uri;
 	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
+	int refuse = 1;
 	if (b == NULL)
 		return 1; /* refuse the upgrade */
-	int ours = cwm_bridge_owns(b, uri) && strcmp(uri + b->plen, "/ws") == 0;
+	if (!cwm_bridge_owns(b, uri) || strcmp(uri + b->plen, "/ws") != 0)
+		refuse = 1;
+	else if (!cwm_origin_ok(b, conn))
+		cwm_reply_error(conn, 403,
+		                "cross-site WebSocket: this Origin is not allowed "
+		                "(BRIDGE_ALLOWED_ORIGINS)");
+	else if (!cwm_bridge_authorized(b, conn))
+		refuse = 1;
+	else if (atomic_load(&b->n_streams) >= b->max_clients)
+		cwm_reply_busy(conn);
+	else
+		refuse = 0;
 	cwm_bridge_release(b);
-	return ours ? 0 : 1;
+	return refuse;
 }
 
 static void cwm_ws_ready(struct mg_connection *conn, void *cbdata)
@@ -9984,6 +10378,61 @@ static void cwm_ws_op(struct cwm_bridge *b, struct cwm_bclient *bc,
 	cwm_ws_reply(b, bc, name, id, res->rc, res->err, tname, res->mid);
 }
 
+/* Closes the WebSocket with 1009 (message too big): more than
+ * BRIDGE_MAX_BODY in one message, whole or in fragments. */
+static int cwm_ws_too_big(struct mg_connection *conn, struct cwm_bclient *bc)
+{
+	static const char bye[] = "\x03\xf1larger than BRIDGE_MAX_BODY";
+	free(bc->frag);
+	bc->frag = NULL;
+	bc->frag_len = 0;
+	bc->frag_op = 0;
+	mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, bye,
+	                   sizeof(bye) - 1);
+	return 0;
+}
+
+/* CivetWeb hands each frame of a fragmented message on its own: they are
+ * put together here (bc->frag), up to BRIDGE_MAX_BODY. Returns 1 when a
+ * whole message is in *msg / *n (bc->frag when it came in fragments), 0
+ * while it is incomplete, -1 when it is too big. */
+static int cwm_ws_message(struct cwm_bridge *b, struct cwm_bclient *bc,
+                          int bits, char *data, size_t len, char **msg,
+                          size_t *n, int *op)
+{
+	size_t max = (size_t)b->c->cfg.bridge_max_body;
+	int fin = bits & 0x80, opcode = bits & 0xf;
+	*msg = data;
+	*n = len;
+	*op = opcode;
+	if (opcode != MG_WEBSOCKET_OPCODE_CONTINUATION && fin && bc->frag_op == 0)
+		return len > max ? -1 : 1;
+	if (opcode != MG_WEBSOCKET_OPCODE_CONTINUATION) {
+		free(bc->frag); /* a new message ends one left unfinished */
+		bc->frag = NULL;
+		bc->frag_len = 0;
+		bc->frag_op = opcode;
+	} else if (bc->frag_op == 0) {
+		*op = -1; /* a continuation of nothing */
+		return fin ? 1 : 0;
+	}
+	if (bc->frag_len + len > max)
+		return -1;
+	char *nb = realloc(bc->frag, bc->frag_len + len + 1);
+	if (nb == NULL)
+		return -1;
+	memcpy(nb + bc->frag_len, data, len);
+	bc->frag = nb;
+	bc->frag_len += len;
+	if (!fin)
+		return 0;
+	*msg = bc->frag;
+	*n = bc->frag_len;
+	*op = bc->frag_op;
+	bc->frag_op = 0;
+	return 1;
+}
+
 static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
                        size_t len, void *cbdata)
 {
@@ -10006,12 +10455,29 @@ static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
 		cwm_anchor_leave(a);
 		return 0;
 	}
-	const char *jerr = NULL;
-	int text = opcode == MG_WEBSOCKET_OPCODE_TEXT;
-	cJSON *req = text ? cwm_json_parse(data, len, &jerr) : NULL;
-	struct cwm_ws_result res;
-	cwm_ws_op(b, bc, req, text, jerr, &res);
-	cJSON_Delete(req);
+	char *msg;
+	size_t n;
+	int op, whole = cwm_ws_message(b, bc, bits, data, len, &msg, &n, &op);
+	if (whole < 0) {
+		cwm_bridge_release(b);
+		return cwm_ws_too_big(conn, bc);
+	}
+	if (whole > 0) {
+		const char *jerr = NULL;
+		int text = op == MG_WEBSOCKET_OPCODE_TEXT;
+		cJSON *req = text ? cwm_json_parse(msg, n,
+		                                   b->c->cfg.bridge_max_json_depth,
+		                                   &jerr)
+		                  : NULL;
+		struct cwm_ws_result res;
+		cwm_ws_op(b, bc, req, text, jerr, &res);
+		cJSON_Delete(req);
+		if (msg == bc->frag) {
+			free(bc->frag);
+			bc->frag = NULL;
+			bc->frag_len = 0;
+		}
+	}
 	cwm_bridge_release(b);
 	return 1;
 }
@@ -10039,127 +10505,6 @@ static void cwm_ws_close(const struct mg_connection *conn, void *cbdata)
 #endif
 
 #if MG_MQTT_ENABLE_BRIDGE
-
-/* -- MD5 (RFC 1321), for HTTP digest authentication ---------------------- */
-
-struct cwm_md5 {
-	uint32_t h[4];
-	uint64_t n;
-	unsigned char buf[64];
-};
-
-static void cwm_md5_block(uint32_t h[4], const unsigned char *p)
-{
-	static const uint32_t k[64] = {
-	    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
-	    0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
-	    0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
-	    0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
-	    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
-	    0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
-	    0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
-	    0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
-	    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
-	    0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
-	    0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391};
-	static const unsigned char r[64] = {
-	    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-	    5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
-	    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-	    6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
-	uint32_t w[16], a = h[0], b = h[1], c = h[2], d = h[3];
-	for (int i = 0; i < 16; i++)
-		w[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
-		       (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
-	for (int i = 0; i < 64; i++) {
-		uint32_t f;
-		int g;
-		if (i < 16) {
-			f = (b & c) | (~b & d);
-			g = i;
-		} else if (i < 32) {
-			f = (d & b) | (~d & c);
-			g = (5 * i + 1) % 16;
-		} else if (i < 48) {
-			f = b ^ c ^ d;
-			g = (3 * i + 5) % 16;
-		} else {
-			f = c ^ (b | ~d);
-			g = (7 * i) % 16;
-		}
-		uint32_t t = d;
-		d = c;
-		c = b;
-		uint32_t x = a + f + k[i] + w[g];
-		b = b + ((x << r[i]) | (x >> (32 - r[i])));
-		a = t;
-	}
-	h[0] += a;
-	h[1] += b;
-	h[2] += c;
-	h[3] += d;
-}
-
-static void cwm_md5_init(struct cwm_md5 *m)
-{
-	m->h[0] = 0x67452301;
-	m->h[1] = 0xefcdab89;
-	m->h[2] = 0x98badcfe;
-	m->h[3] = 0x10325476;
-	m->n = 0;
-}
-
-static void cwm_md5_add(struct cwm_md5 *m, const void *data, size_t len)
-{
-	const unsigned char *p = data;
-	while (len > 0) {
-		size_t used = (size_t)(m->n % 64), take = 64 - used;
-		if (take > len)
-			take = len;
-		memcpy(m->buf + used, p, take);
-		m->n += take;
-		p += take;
-		len -= take;
-		if (m->n % 64 == 0)
-			cwm_md5_block(m->h, m->buf);
-	}
-}
-
-/* Finishes into 33 bytes of lower-case hex. */
-static void cwm_md5_hex(struct cwm_md5 *m, char out[33])
-{
-	uint64_t bits = m->n * 8;
-	unsigned char pad = 0x80, len[8];
-	cwm_md5_add(m, &pad, 1);
-	pad = 0;
-	while (m->n % 64 != 56)
-		cwm_md5_add(m, &pad, 1);
-	for (int i = 0; i < 8; i++)
-		len[i] = (unsigned char)(bits >> (8 * i));
-	cwm_md5_add(m, len, 8);
-	for (int i = 0; i < 16; i++)
-		snprintf(out + 2 * i, 3, "%02x",
-		         (unsigned)(m->h[i / 4] >> (8 * (i % 4))) & 0xff);
-}
-
-/* MD5 of the strings joined with ':' (NULL ends the list), as hex. */
-static void cwm_md5_join(char out[33], ...)
-{
-	struct cwm_md5 m;
-	va_list ap;
-	const char *s;
-	int first = 1;
-	cwm_md5_init(&m);
-	va_start(ap, out);
-	while ((s = va_arg(ap, const char *)) != NULL) {
-		if (!first)
-			cwm_md5_add(&m, ":", 1);
-		cwm_md5_add(&m, s, strlen(s));
-		first = 0;
-	}
-	va_end(ap);
-	cwm_md5_hex(&m, out);
-}
 
 /* -- digest authentication (RFC 7616, MD5, qop=auth) ---------------------------- */
 
@@ -10222,16 +10567,96 @@ static int cwm_digest_param(const char *h, const char *name, char *out,
 	}
 }
 
-/* nonce = <time hex>-<md5(secret:time)> */
-static void cwm_digest_nonce(const struct cwm_bridge *b, long long t,
-                             char out[64])
+/* CivetWeb exports mg_check_digest_access_authentication(), but it
+ * checks a nonce only for being recent enough for its own clock (no table
+ * of nonces it handed out, so a captured header can be replayed for as
+ * long as the nonce lives), never looks at nc, and compares only the
+ * path of the digest's uri. The bridge keeps its own check, on
+ * CivetWeb's mg_md5: nonces it handed out, each with the highest nc seen
+ * (a bounded table, CWM_NONCES: the oldest goes first and its browser is
+ * told stale=true), BRIDGE_NONCE_LIFETIME, and a uri that must be the
+ * request's whole target (path and query string). For the same reason
+ * the 401 is written here, not by mg_send_digest_access_authentication_
+ * request(): its nonce would not be in the table. */
+
+/* The MAC of nonce (t, seq): md5(secret:t:seq) as hex. */
+static void cwm_nonce_mac(const struct cwm_bridge *b, long long t,
+                          unsigned long long seq, char mac[33])
 {
-	char ts[24], sec[33], mac[33];
-	snprintf(ts, sizeof(ts), "%llx", t);
+	char sec[33], ts[24], ss[24];
 	for (int i = 0; i < 16; i++)
 		snprintf(sec + 2 * i, 3, "%02x", b->secret[i]);
-	cwm_md5_join(mac, sec, ts, (const char *)NULL);
-	snprintf(out, 64, "%s-%s", ts, mac);
+	snprintf(ts, sizeof(ts), "%llx", t);
+	snprintf(ss, sizeof(ss), "%llx", seq);
+	mg_md5(mac, sec, ":", ts, ":", ss, (const char *)NULL);
+	explicit_bzero(sec, sizeof(sec));
+}
+
+/* nonce = <time hex>-<seq hex>-<md5(secret:time:seq)>. */
+static void cwm_nonce_format(const struct cwm_bridge *b, long long t,
+                             unsigned long long seq, char out[80])
+{
+	char mac[33];
+	cwm_nonce_mac(b, t, seq, mac);
+	snprintf(out, 80, "%llx-%llx-%s", t, seq, mac);
+}
+
+/* A new nonce, entered into the table (its slot's old nonce goes). */
+static void cwm_nonce_new(struct cwm_bridge *b, char out[80])
+{
+	long long now = (long long)time(NULL);
+	pthread_mutex_lock(&b->nonce_lock);
+	uint64_t seq = ++b->nonce_seq;
+	struct cwm_nonce *n = &b->nonces[seq % CWM_NONCES];
+	n->seq = seq;
+	n->issued = now;
+	n->nc = 0;
+	pthread_mutex_unlock(&b->nonce_lock);
+	cwm_nonce_format(b, now, seq, out);
+}
+
+/* Splits a nonce into its time and sequence; 0 when it is one this bridge
+ * made (its MAC holds), else MG_MQTT_ERR_INVALID. */
+static int cwm_nonce_parse(const struct cwm_bridge *b, const char *nonce,
+                           long long *t, unsigned long long *seq)
+{
+	char want[80], *end;
+	if (strspn(nonce, "0123456789abcdef-") != strlen(nonce))
+		return MG_MQTT_ERR_INVALID;
+	*t = strtoll(nonce, &end, 16);
+	if (*end != '-')
+		return MG_MQTT_ERR_INVALID;
+	*seq = strtoull(end + 1, &end, 16);
+	if (*end != '-')
+		return MG_MQTT_ERR_INVALID;
+	cwm_nonce_format(b, *t, *seq, want);
+	unsigned diff = strlen(want) != strlen(nonce);
+	for (size_t i = 0; !diff && want[i] != '\0'; i++)
+		diff |= (unsigned)(want[i] ^ nonce[i]);
+	return diff ? MG_MQTT_ERR_INVALID : 0;
+}
+
+/* The nonce's use number nc against the table: 1 accepted (and recorded),
+ * 0 replayed (nc not above the last one), -1 stale (too old, or no longer
+ * in the table). */
+static int cwm_nonce_use(struct cwm_bridge *b, long long t,
+                         unsigned long long seq, unsigned long long nc)
+{
+	long long now = (long long)time(NULL);
+	int rc;
+	pthread_mutex_lock(&b->nonce_lock);
+	struct cwm_nonce *n = &b->nonces[seq % CWM_NONCES];
+	if (n->seq != seq || n->issued != t ||
+	    now - t > b->c->cfg.bridge_nonce_lifetime || now < t)
+		rc = -1;
+	else if (nc <= n->nc)
+		rc = 0;
+	else {
+		n->nc = nc;
+		rc = 1;
+	}
+	pthread_mutex_unlock(&b->nonce_lock);
+	return rc;
 }
 
 /* HA1 of user in realm from BRIDGE_AUTH_FILE (lines
@@ -10265,94 +10690,90 @@ static int cwm_digest_ha1(struct cwm_bridge *b, const char *user,
 	return rc;
 }
 
+/* 1 when the digest's uri is the request's whole target: its path, as
+ * CivetWeb decoded it, and its query string byte for byte. */
+static int cwm_digest_uri_ok(const struct mg_request_info *ri, char *uri)
+{
+	char path[2048];
+	char *q = strchr(uri, '?');
+	if (q != NULL)
+		*q++ = '\0';
+	int n = mg_url_decode(uri, (int)strlen(uri), path, (int)sizeof(path), 0);
+	if (q != NULL)
+		q[-1] = '?';
+	if (n < 0 || ri->request_uri == NULL || strcmp(ri->request_uri, path) != 0)
+		return 0;
+	if (ri->query_string == NULL)
+		return q == NULL;
+	return q != NULL && strcmp(q, ri->query_string) == 0;
+}
+
 /* 1: authenticated; 0: not (stale set when only the nonce was too old). */
 static int cwm_digest_check(struct cwm_bridge *b, struct mg_connection *conn,
                             int *stale)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	const char *h = mg_get_header(conn, "Authorization");
-	char user[256], realm[256], nonce[64], uri[2048], response[64], qop[16],
-	    nc[16], cnonce[256], want[64], ha1[33] = "", ha2[33], expect[33];
+	char user[256], realm[256], nonce[80], uri[2048], response[64], qop[16],
+	    nc[16], cnonce[256], ha1[33] = "", ha2[33], expect[33], *end;
+	long long t;
+	unsigned long long seq;
 	*stale = 0;
 	if (h == NULL || strncasecmp(h, "Digest ", 7) != 0)
 		return 0;
 	h += 7;
+	/* qop=auth is required: without it there is no nc to replay-check. */
 	if (cwm_digest_param(h, "username", user, sizeof(user)) ||
 	    cwm_digest_param(h, "realm", realm, sizeof(realm)) ||
 	    cwm_digest_param(h, "nonce", nonce, sizeof(nonce)) ||
 	    cwm_digest_param(h, "uri", uri, sizeof(uri)) ||
-	    cwm_digest_param(h, "response", response, sizeof(response)))
+	    cwm_digest_param(h, "response", response, sizeof(response)) ||
+	    cwm_digest_param(h, "qop", qop, sizeof(qop)) ||
+	    strcmp(qop, "auth") != 0 ||
+	    cwm_digest_param(h, "nc", nc, sizeof(nc)) ||
+	    cwm_digest_param(h, "cnonce", cnonce, sizeof(cnonce)))
 		return 0;
-	int has_qop = cwm_digest_param(h, "qop", qop, sizeof(qop)) == 0;
-	if (has_qop && (strcmp(qop, "auth") != 0 ||
-	                cwm_digest_param(h, "nc", nc, sizeof(nc)) ||
-	                cwm_digest_param(h, "cnonce", cnonce, sizeof(cnonce))))
+	unsigned long long ncv = strtoull(nc, &end, 16);
+	if (nc[0] == '\0' || *end != '\0' || strlen(nc) > 8 ||
+	    strcmp(realm, b->realm) != 0 || !cwm_digest_uri_ok(ri, uri) ||
+	    cwm_nonce_parse(b, nonce, &t, &seq) != 0 ||
+	    cwm_digest_ha1(b, user, realm, ha1) != 0)
 		return 0;
-	if (strcmp(realm, b->realm) != 0)
-		return 0;
-	/* The digest covers the URI the browser asked for, not another one.
-	 * CivetWeb hands us the path decoded; the header has it as sent. */
-	char path[2048];
-	uri[strcspn(uri, "?")] = '\0';
-	if (mg_url_decode(uri, (int)strlen(uri), path, (int)sizeof(path), 0) < 0 ||
-	    ri->request_uri == NULL || strcmp(ri->request_uri, path) != 0)
-		return 0;
-	cwm_digest_param(h, "uri", uri, sizeof(uri)); /* the whole, for HA2 */
-	/* Our own nonce, not older than an hour. */
-	char *dash = strchr(nonce, '-');
-	if (dash == NULL)
-		return 0;
-	long long t = strtoll(nonce, NULL, 16);
-	cwm_digest_nonce(b, t, want);
-	if (strcmp(want, nonce) != 0)
-		return 0;
-	if (cwm_digest_ha1(b, user, realm, ha1) != 0)
-		return 0;
-	cwm_md5_join(ha2, ri->request_method, uri, (const char *)NULL);
-	if (has_qop)
-		cwm_md5_join(expect, ha1, nonce, nc, cnonce, qop, ha2,
-		             (const char *)NULL);
-	else
-		cwm_md5_join(expect, ha1, nonce, ha2, (const char *)NULL);
+	mg_md5(ha2, ri->request_method, ":", uri, (const char *)NULL);
+	mg_md5(expect, ha1, ":", nonce, ":", nc, ":", cnonce, ":", qop, ":", ha2,
+	       (const char *)NULL);
 	explicit_bzero(ha1, sizeof(ha1));
 	unsigned diff = strlen(response) != 32;
 	for (int i = 0; i < 32 && response[i] != '\0'; i++)
 		diff |= (unsigned)(tolower((unsigned char)response[i]) ^ expect[i]);
 	if (diff != 0)
 		return 0;
-	if ((long long)time(NULL) - t > 3600) {
-		*stale = 1;
-		return 0;
-	}
-	return 1;
+	int use = cwm_nonce_use(b, t, seq, ncv);
+	*stale = use < 0;
+	return use > 0;
 }
 
-static int cwm_bridge_auth(struct mg_connection *conn, void *cbdata)
+/* With BRIDGE_AUTH_FILE, every route of the bridge (its own paths only:
+ * what CivetWeb's prefix match hands us beyond them is CivetWeb's, with
+ * its own authorization) calls this first. 1: go on; 0: the 401 (or 503)
+ * was sent. CivetWeb's auth handler is not used: it would replace
+ * CivetWeb's own checks (put_delete_auth_file, global_auth_file,
+ * .htpasswd) for every path that prefix match gives it. */
+static int cwm_bridge_authorized(struct cwm_bridge *b,
+                                 struct mg_connection *conn)
 {
-	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
-	int stale, ok;
-	if (b == NULL) {
-		cwm_reply_error(conn, 503, "the MQTT client of this bridge is stopped");
-		return 0;
-	}
-	if (b->c->cfg.bridge_auth_file == NULL ||
-	    !cwm_bridge_owns(b, mg_get_request_info(conn)->local_uri)) {
-		cwm_bridge_release(b);
+	int stale;
+	if (b->c->cfg.bridge_auth_file == NULL || cwm_digest_check(b, conn, &stale))
 		return 1;
-	}
-	ok = cwm_digest_check(b, conn, &stale);
-	if (!ok) {
-		char nonce[64], hdr[256];
-		cwm_digest_nonce(b, (long long)time(NULL), nonce);
-		snprintf(hdr, sizeof(hdr),
-		         "Digest realm=\"%s\", qop=\"auth\", nonce=\"%s\", "
-		         "algorithm=MD5%s",
-		         b->realm, nonce, stale ? ", stale=true" : "");
-		cwm_reply_text(conn, 401, "{\"error\":\"authentication required\"}",
-		               "WWW-Authenticate", hdr);
-	}
-	cwm_bridge_release(b);
-	return ok;
+	char nonce[80], hdr[320];
+	cwm_nonce_new(b, nonce);
+	snprintf(hdr, sizeof(hdr),
+	         "Digest realm=\"%s\", qop=\"auth\", nonce=\"%s\", "
+	         "algorithm=MD5%s",
+	         b->realm, nonce, stale ? ", stale=true" : "");
+	cwm_reply_text(conn, 401, "{\"error\":\"authentication required\"}",
+	               "WWW-Authenticate", hdr);
+	return 0;
 }
 
 #endif /* MG_MQTT_ENABLE_BRIDGE */
@@ -10394,29 +10815,16 @@ static struct cwm_anchor *cwm_guard_anchor(const struct mg_mqtt *c)
 	return a;
 }
 
-/* BRIDGE_AUTH_FILE, as the bridge's routes check it: 1 go on, 0 the 401
- * with a fresh digest challenge was sent. */
-static int cwm_guard_authorized(struct cwm_bridge *b, struct mg_connection *conn)
-{
-	int stale;
-	if (b->c->cfg.bridge_auth_file == NULL || cwm_digest_check(b, conn, &stale))
-		return 1;
-	char nonce[64], hdr[256];
-	cwm_digest_nonce(b, (long long)time(NULL), nonce);
-	snprintf(hdr, sizeof(hdr),
-	         "Digest realm=\"%s\", qop=\"auth\", nonce=\"%s\", algorithm=MD5%s",
-	         b->realm, nonce, stale ? ", stale=true" : "");
-	cwm_reply_text(conn, 401, "{\"error\":\"authentication required\"}",
-	               "WWW-Authenticate", hdr);
-	return 0;
-}
-
 /* The checks in the order the bridge's POST <path>/publish/<topic> makes
- * them: credentials, the topic, the allow list. */
+ * them: the Origin, credentials, the topic, the allow list. */
 static int cwm_guard_publish(struct cwm_bridge *b, struct mg_connection *conn,
                              const char *topic)
 {
-	if (!cwm_guard_authorized(b, conn))
+	if (!cwm_origin_ok(b, conn))
+		return cwm_reply_error(conn, 403,
+		                       "cross-site request: this Origin is not "
+		                       "allowed (BRIDGE_ALLOWED_ORIGINS)");
+	if (!cwm_bridge_authorized(b, conn))
 		return 401;
 	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
 		return cwm_reply_error(conn, 400, "invalid topic name");

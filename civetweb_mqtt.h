@@ -498,7 +498,9 @@ struct mg_mqtt_reply {
 
 /* Request/response over MQTT. Publishes payload to `topic` with a reply
  * topic "<client id>/reply/<correlation id>" and waits, up to timeout_ms,
- * for the one message published to that reply topic.
+ * for the one message published to that reply topic. The correlation id
+ * is 128 random bits from the kernel, as 32 hex digits (others on the
+ * broker cannot guess it and answer first).
  * With MQTT 5 the request carries the response topic and correlation data
  * properties (the correlation data is the correlation id), and its payload
  * is `payload` unchanged. With 3.1.1 (no properties) the payload is a JSON
@@ -517,8 +519,9 @@ struct mg_mqtt_reply {
  * returns 0. Returns MG_MQTT_ERR_TIMEOUT (no reply in time), _STOPPED
  * (stop began), _REFUSED (the broker refused the reply subscription),
  * _TOPIC (a bad topic, or a client id with '+', '#' or a leading '$' that
- * cannot be a reply topic), _INVALID (timeout_ms <= 0, reply NULL), or what
- * mg_mqtt_publish() returns; *reply is then all NULL/0. */
+ * cannot be a reply topic), _INVALID (timeout_ms <= 0, reply NULL), _IO
+ * (no random bytes for the correlation id), or what mg_mqtt_publish()
+ * returns; *reply is then all NULL/0. */
 MG_MQTT_API int mg_mqtt_request(struct mg_mqtt *c, const char *topic,
                                 const void *payload, size_t len, int qos,
                                 int timeout_ms, struct mg_mqtt_reply *reply);
@@ -593,12 +596,16 @@ struct mg_connection; /* CivetWeb's connection (civetweb.h) */
  * (as example/main.c's POST /api/publish/<topic> does): may the request on
  * conn publish to topic under the rules of c's bridge? The same checks, in
  * the same order, as the bridge's own POST <BRIDGE_PATH>/publish/<topic>:
- *   1. BRIDGE_AUTH_FILE set: the request must carry valid HTTP digest
+ *   1. an Origin header must be the server's own (scheme://Host) or one
+ *      of BRIDGE_ALLOWED_ORIGINS, else 403 (no Origin: allowed);
+ *   2. BRIDGE_AUTH_FILE set: the request must carry valid HTTP digest
  *      credentials for it (realm: CivetWeb's authentication_domain; the
- *      digest's uri must be this request's), else 401 with the digest
- *      challenge (WWW-Authenticate) the browser answers;
- *   2. topic must be a valid topic name (mg_mqtt_topic_valid()), else 400;
- *   3. BRIDGE_PUBLISH_ALLOW must match topic, else 403 (counted in the
+ *      digest's uri must be this request's whole target; a nonce's nc must
+ *      grow; BRIDGE_NONCE_LIFETIME), else 401 with the digest challenge
+ *      (WWW-Authenticate) the browser answers;
+ *   3. topic must be a valid topic name (mg_mqtt_topic_valid()), else 400;
+ *   4. BRIDGE_PUBLISH_ALLOW must match topic (and topic must not be a
+ *      reply topic of mg_mqtt_request()), else 403 (counted in the
  *      bridge_rejected counter).
  * A client without a bridge (no BRIDGE_PATH, or a library built with
  * MG_MQTT_ENABLE_BRIDGE=0) has no rules that let a browser publish: 403.
@@ -611,11 +618,10 @@ struct mg_connection; /* CivetWeb's connection (civetweb.h) */
  * when conn is not NULL, and MG_MQTT_ERR_INVALID is returned when it is.
  * From CivetWeb request handlers of c's context (ctx given to
  * mg_mqtt_start()), any worker thread, between mg_mqtt_start() and
- * mg_mqtt_stop(). It checks neither the request's Origin nor its
- * Content-Type: a handler that takes bodies from browsers refuses the
- * types a page on another site can send without asking (text/plain,
- * application/x-www-form-urlencoded, multipart/form-data) itself, as
- * example/main.c does. */
+ * mg_mqtt_stop(). It does not check the body's Content-Type: a handler
+ * that takes bodies from browsers refuses the types a page on another
+ * site can send without asking (text/plain, application/x-www-form-
+ * urlencoded, multipart/form-data) itself, as example/main.c does. */
 MG_MQTT_API int mg_mqtt_bridge_check_publish(struct mg_mqtt *c,
                                              struct mg_connection *conn,
                                              const char *topic);

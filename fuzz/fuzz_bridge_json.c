@@ -76,6 +76,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	br.plen = strlen(br.path);
 	br.realm = (char *)"example.com";
 	memcpy(br.secret, "0123456789abcdef", 16);
+	pthread_mutex_init(&br.nonce_lock, NULL);
+	br.max_clients = 8;
+	br.read_timeout_ms = 30000;
 	pthread_cond_init(&br.wcond, NULL);
 	pthread_cond_init(&br.idle, NULL);
 	atomic_store(&anchor.bridge, &br);
@@ -462,6 +465,22 @@ static const struct {
                {"nc", 16},        {"cnonce", 256}};
 #define NDPARAMS (sizeof(dparams) / sizeof(dparams[0]))
 
+/* Nesting of arrays and objects in a parsed value (1 for [] or {}). */
+static int json_depth(const cJSON *j)
+{
+	int d = 0;
+	const cJSON *e;
+	if (!cJSON_IsArray(j) && !cJSON_IsObject(j))
+		return 0;
+	cJSON_ArrayForEach(e, j)
+	{
+		int k = json_depth(e);
+		if (k > d)
+			d = k;
+	}
+	return d + 1;
+}
+
 static void fuzz_digest(const char *h, const struct fz_pieces *pc)
 {
 	/* Any header: values fit their buffers (heap, exact size: ASan sees
@@ -476,12 +495,13 @@ static void fuzz_digest(const char *h, const struct fz_pieces *pc)
 			CHECK(one[0] == '\0');
 	}
 	/* What cwm_digest_check does with the nonce. */
-	char nonce[64], want[64];
+	char nonce[80], want[80];
+	long long t;
+	unsigned long long seq;
 	if (cwm_digest_param(h, "nonce", nonce, sizeof(nonce)) == 0 &&
-	    strchr(nonce, '-') != NULL) {
-		long long t = strtoll(nonce, NULL, 16);
-		cwm_digest_nonce(&br, t, want);
-		CHECK(strlen(want) < 64);
+	    cwm_nonce_parse(&br, nonce, &t, &seq) == 0) {
+		cwm_nonce_format(&br, t, seq, want);
+		CHECK(strcmp(want, nonce) == 0);
 	}
 
 	/* A header built from pieces as quoted strings parses back to them. */
@@ -518,7 +538,7 @@ static void fuzz_digest(const char *h, const struct fz_pieces *pc)
 
 /* ---- one input ----------------------------------------------------------- */
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
 	struct fz_pieces pc;
 	struct replies rp;
@@ -549,11 +569,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* As the bridge parses (cwm_route_publish, cwm_ws_data): JSON
 		 * holding a NUL, raw or \u0000, is refused there. */
 		const char *jerr = NULL;
-		cJSON *req = cwm_json_parse(pc.s[i], pc.len[i], &jerr);
+		int depth = cl->cfg.bridge_max_json_depth;
+		cJSON *req = cwm_json_parse(pc.s[i], pc.len[i], depth, &jerr);
+		/* Never given to cJSON unchecked: on this stack, 700 levels would
+		 * crash (as they did a worker). What parsed is within the bound. */
 		CHECK(req != NULL || jerr != NULL ||
 		      cJSON_ParseWithLength(pc.s[i], pc.len[i]) == NULL);
-		char *clean = without_nuls(pc.s[i], pc.len[i]);
-		cJSON *req2 = cJSON_ParseWithLength(clean, pc.len[i]);
+		CHECK(req == NULL || json_depth(req) <= depth);
+		char *clean = req != NULL ? without_nuls(pc.s[i], pc.len[i]) : NULL;
+		cJSON *req2 = clean != NULL ? cJSON_ParseWithLength(clean, pc.len[i])
+		                            : NULL;
 		free(clean);
 		/* Before any call: the bridge may rewrite strings in place. */
 		const cJSON *tw[1] = {cJSON_GetObjectItemCaseSensitive(req, "topic")};
@@ -624,3 +649,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_pieces_free(&pc);
 	return 0;
 }
+
+FZ_ENTRY(fuzz_one)

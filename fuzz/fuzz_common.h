@@ -10,6 +10,7 @@
 #ifndef CWM_FUZZ_COMMON_H
 #define CWM_FUZZ_COMMON_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -62,6 +63,50 @@ FZ_FN int fz_strict(void)
 			abort();                                                           \
 		}                                                                      \
 	} while (0)
+
+/* ---- a CivetWeb-sized stack ---------------------------------------------- */
+
+/* The library's bridge code runs on CivetWeb's worker threads, whose stack
+ * Debian's libcivetweb makes 102400 bytes (USE_STACK_SIZE), of which
+ * CivetWeb itself has used about 23 kB when it calls a request handler:
+ * both measured with pthread_getattr_np() inside a handler (102400 total,
+ * 79196 left). Each input runs on a thread with what is left, rounded
+ * down to pages (76 KiB), so that recursion too deep for a worker crashes
+ * here too (cJSON on 999 nested arrays does; the bridge refuses beyond
+ * BRIDGE_MAX_JSON_DEPTH before cJSON sees the text). FZ_STACK overrides
+ * it. */
+#ifndef FZ_STACK
+#define FZ_STACK 77824
+#endif
+
+struct fz_call {
+	int (*fn)(const uint8_t *, size_t);
+	const uint8_t *data;
+	size_t size;
+	int rc;
+};
+
+static void *fz_thread(void *arg)
+{
+	struct fz_call *c = arg;
+	c->rc = c->fn(c->data, c->size);
+	return NULL;
+}
+
+/* Defines LLVMFuzzerTestOneInput as fn(data, size) on such a thread. */
+#define FZ_ENTRY(fn)                                                           \
+	int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)               \
+	{                                                                          \
+		struct fz_call c = {fn, data, size, 0};                                \
+		pthread_attr_t a;                                                      \
+		pthread_t t;                                                           \
+		CHECK(pthread_attr_init(&a) == 0);                                     \
+		CHECK(pthread_attr_setstacksize(&a, FZ_STACK) == 0);                   \
+		CHECK(pthread_create(&t, &a, fz_thread, &c) == 0);                     \
+		pthread_join(t, NULL);                                                 \
+		pthread_attr_destroy(&a);                                              \
+		return c.rc;                                                           \
+	}
 
 /* ---- pieces ------------------------------------------------------------ */
 

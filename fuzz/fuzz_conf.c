@@ -277,7 +277,7 @@ static void check_split(const struct mg_mqtt_config *cfg, int from_file)
 	}
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
 	struct mg_mqtt_config cfg;
 	char err[512];
@@ -344,3 +344,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(copy);
 	return 0;
 }
+
+FZ_ENTRY(fuzz_one)

@@ -71,7 +71,7 @@ static void tree_check(struct tree *tr, char *const *filters, const int *live,
 	       tr->out.n - j);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
 	struct fz_pieces pc;
 	char *filters[MAX_FILTERS], *topics[MAX_TOPICS];
@@ -230,3 +230,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_pieces_free(&pc);
 	return 0;
 }
+
+FZ_ENTRY(fuzz_one)

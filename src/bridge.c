@@ -39,9 +39,21 @@ static int cwm_filter_covers(const char *a, const char *f)
 	}
 }
 
+/* 1 when topic is a reply topic of mg_mqtt_request(): "<client id>/reply/
+ * <id>". Browsers may neither publish to nor subscribe to those, whatever
+ * the allow lists say (a browser could answer another's request). */
+static int cwm_reply_topic(const struct cwm_bridge *b, const char *topic)
+{
+	const struct mg_mqtt *c = b->c;
+	return c->reply_base != NULL &&
+	       strncmp(topic, c->reply_base, c->reply_base_len) == 0;
+}
+
 static int cwm_may_publish(const struct cwm_bridge *b, const char *topic)
 {
 	const struct cwm_settings *s = &b->c->cfg;
+	if (cwm_reply_topic(b, topic))
+		return 0;
 	for (int i = 0; i < s->nbpub; i++)
 		if (mg_mqtt_topic_matches(s->bpub[i], topic))
 			return 1;
@@ -53,6 +65,18 @@ static int cwm_may_subscribe(const struct cwm_bridge *b, const char *filter)
 	const struct cwm_settings *s = &b->c->cfg;
 	if (cwm_share_len(filter, strlen(filter)) != 0)
 		return 0; /* shared subscriptions are the server's business */
+	/* A filter that names the reply topics (its first level is the client
+	 * id itself, not a wildcard); "#" and "+/..." are let through: replies
+	 * are taken before anything is delivered (cwm_req_arrived). */
+	const struct mg_mqtt *c = b->c;
+	if (c->reply_base != NULL && filter[0] != '+' && filter[0] != '#') {
+		char sample[600];
+		snprintf(sample, sizeof(sample), "%.*s0", (int)c->reply_base_len,
+		         c->reply_base);
+		if (cwm_reply_topic(b, filter) ||
+		    cwm_match(filter, sample, strlen(sample)))
+			return 0;
+	}
 	for (int i = 0; i < s->nbsub; i++)
 		if (cwm_filter_covers(s->bsub[i], filter))
 			return 1;
@@ -159,6 +183,8 @@ static void cwm_bridge_status(struct cwm_bridge *b, cJSON *o, cJSON *counters,
 	cJSON_AddStringToObject(bo, "path", b->path);
 	cJSON_AddNumberToObject(bo, "websocket_clients", ws);
 	cJSON_AddNumberToObject(bo, "sse_clients", sse);
+	cJSON_AddNumberToObject(bo, "waiting_requests", atomic_load(&b->n_req));
+	cJSON_AddNumberToObject(bo, "max_clients", b->max_clients);
 	cJSON_AddBoolToObject(bo, "authentication",
 	                      b->c->cfg.bridge_auth_file != NULL);
 	cJSON_AddItemToObject(o, "bridge", bo);
@@ -174,6 +200,22 @@ static void cwm_bridge_status(struct cwm_bridge *b, cJSON *o, cJSON *counters,
 	pthread_mutex_lock(&b->lv_lock);
 	cJSON_AddNumberToObject(gauges, "bridge_last_values", (double)b->lv.n);
 	pthread_mutex_unlock(&b->lv_lock);
+}
+
+/* BRIDGE_MAX_CLIENTS: one more stream (an SSE stream or a waiting
+ * request; WebSockets count once ready) if there is room. 1: reserved. */
+static int cwm_stream_reserve(struct cwm_bridge *b)
+{
+	if (atomic_fetch_add(&b->n_streams, 1) >= b->max_clients) {
+		atomic_fetch_sub(&b->n_streams, 1);
+		return 0;
+	}
+	return 1;
+}
+
+static void cwm_stream_release(struct cwm_bridge *b)
+{
+	atomic_fetch_sub(&b->n_streams, 1);
 }
 
 /* -- set-up and tear-down ------------------------------------------------------------ */
@@ -225,6 +267,15 @@ static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen)
 	b->a = a;
 	b->path = c->cfg.bridge_path;
 	b->plen = strlen(b->path);
+	const char *nt = mg_get_option(c->ctx, "num_threads");
+	const char *rt = mg_get_option(c->ctx, "request_timeout_ms");
+	b->max_clients = c->cfg.bridge_max_clients > 0
+	                     ? c->cfg.bridge_max_clients
+	                     : (nt != NULL && atoi(nt) > 0 ? atoi(nt) : 50) / 2;
+	if (b->max_clients < 1)
+		b->max_clients = 1;
+	b->read_timeout_ms = rt != NULL && atoi(rt) > 0 ? atoi(rt) : 30000;
+	pthread_mutex_init(&b->nonce_lock, NULL);
 	if (getrandom(b->secret, sizeof(b->secret), 0) != (ssize_t)sizeof(b->secret))
 		for (size_t i = 0; i < sizeof(b->secret); i++)
 			b->secret[i] = (unsigned char)(rand_r(&c->seed) >> 3);
@@ -250,11 +301,10 @@ static int cwm_bridge_open(struct mg_mqtt *c, char *err, size_t errlen)
 	atomic_store(&b->a->bridge, b);
 	pthread_mutex_unlock(&b->a->lock);
 	snprintf(uri, sizeof(uri), "%s/ws", b->path);
-	/* Without an auth file no handler at all (NULL also removes the one an
-	 * earlier start on this context may have left). */
-	mg_set_auth_handler(c->ctx, b->path,
-	                    c->cfg.bridge_auth_file != NULL ? cwm_bridge_auth : NULL,
-	                    b->a);
+	/* No auth handler: the routes check BRIDGE_AUTH_FILE themselves
+	 * (cwm_bridge_authorized). NULL removes one an older version may
+	 * have left on this context. */
+	mg_set_auth_handler(c->ctx, b->path, NULL, b->a);
 	mg_set_websocket_handler(c->ctx, uri, cwm_ws_connect, cwm_ws_ready,
 	                         cwm_ws_data, cwm_ws_close, b->a);
 	mg_set_request_handler(c->ctx, b->path, cwm_bridge_http, b->a);
@@ -310,6 +360,7 @@ static void cwm_bridge_destroy(struct mg_mqtt *c)
 	free(b->realm);
 	cwm_map_free(&b->lv, cwm_lv_free);
 	pthread_mutex_destroy(&b->lv_lock);
+	pthread_mutex_destroy(&b->nonce_lock);
 	pthread_cond_destroy(&b->wcond);
 	pthread_cond_destroy(&b->idle);
 	free(b);

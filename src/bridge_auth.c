@@ -6,127 +6,6 @@
 
 #if MG_MQTT_ENABLE_BRIDGE
 
-/* -- MD5 (RFC 1321), for HTTP digest authentication ---------------------- */
-
-struct cwm_md5 {
-	uint32_t h[4];
-	uint64_t n;
-	unsigned char buf[64];
-};
-
-static void cwm_md5_block(uint32_t h[4], const unsigned char *p)
-{
-	static const uint32_t k[64] = {
-	    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
-	    0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
-	    0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
-	    0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
-	    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
-	    0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
-	    0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
-	    0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
-	    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
-	    0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
-	    0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391};
-	static const unsigned char r[64] = {
-	    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-	    5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
-	    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-	    6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
-	uint32_t w[16], a = h[0], b = h[1], c = h[2], d = h[3];
-	for (int i = 0; i < 16; i++)
-		w[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
-		       (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
-	for (int i = 0; i < 64; i++) {
-		uint32_t f;
-		int g;
-		if (i < 16) {
-			f = (b & c) | (~b & d);
-			g = i;
-		} else if (i < 32) {
-			f = (d & b) | (~d & c);
-			g = (5 * i + 1) % 16;
-		} else if (i < 48) {
-			f = b ^ c ^ d;
-			g = (3 * i + 5) % 16;
-		} else {
-			f = c ^ (b | ~d);
-			g = (7 * i) % 16;
-		}
-		uint32_t t = d;
-		d = c;
-		c = b;
-		uint32_t x = a + f + k[i] + w[g];
-		b = b + ((x << r[i]) | (x >> (32 - r[i])));
-		a = t;
-	}
-	h[0] += a;
-	h[1] += b;
-	h[2] += c;
-	h[3] += d;
-}
-
-static void cwm_md5_init(struct cwm_md5 *m)
-{
-	m->h[0] = 0x67452301;
-	m->h[1] = 0xefcdab89;
-	m->h[2] = 0x98badcfe;
-	m->h[3] = 0x10325476;
-	m->n = 0;
-}
-
-static void cwm_md5_add(struct cwm_md5 *m, const void *data, size_t len)
-{
-	const unsigned char *p = data;
-	while (len > 0) {
-		size_t used = (size_t)(m->n % 64), take = 64 - used;
-		if (take > len)
-			take = len;
-		memcpy(m->buf + used, p, take);
-		m->n += take;
-		p += take;
-		len -= take;
-		if (m->n % 64 == 0)
-			cwm_md5_block(m->h, m->buf);
-	}
-}
-
-/* Finishes into 33 bytes of lower-case hex. */
-static void cwm_md5_hex(struct cwm_md5 *m, char out[33])
-{
-	uint64_t bits = m->n * 8;
-	unsigned char pad = 0x80, len[8];
-	cwm_md5_add(m, &pad, 1);
-	pad = 0;
-	while (m->n % 64 != 56)
-		cwm_md5_add(m, &pad, 1);
-	for (int i = 0; i < 8; i++)
-		len[i] = (unsigned char)(bits >> (8 * i));
-	cwm_md5_add(m, len, 8);
-	for (int i = 0; i < 16; i++)
-		snprintf(out + 2 * i, 3, "%02x",
-		         (unsigned)(m->h[i / 4] >> (8 * (i % 4))) & 0xff);
-}
-
-/* MD5 of the strings joined with ':' (NULL ends the list), as hex. */
-static void cwm_md5_join(char out[33], ...)
-{
-	struct cwm_md5 m;
-	va_list ap;
-	const char *s;
-	int first = 1;
-	cwm_md5_init(&m);
-	va_start(ap, out);
-	while ((s = va_arg(ap, const char *)) != NULL) {
-		if (!first)
-			cwm_md5_add(&m, ":", 1);
-		cwm_md5_add(&m, s, strlen(s));
-		first = 0;
-	}
-	va_end(ap);
-	cwm_md5_hex(&m, out);
-}
-
 /* -- digest authentication (RFC 7616, MD5, qop=auth) ---------------------------- */
 
 /* The value of parameter name in a Digest header, unquoted, into out.
@@ -188,16 +67,96 @@ static int cwm_digest_param(const char *h, const char *name, char *out,
 	}
 }
 
-/* nonce = <time hex>-<md5(secret:time)> */
-static void cwm_digest_nonce(const struct cwm_bridge *b, long long t,
-                             char out[64])
+/* CivetWeb exports mg_check_digest_access_authentication(), but it
+ * checks a nonce only for being recent enough for its own clock (no table
+ * of nonces it handed out, so a captured header can be replayed for as
+ * long as the nonce lives), never looks at nc, and compares only the
+ * path of the digest's uri. The bridge keeps its own check, on
+ * CivetWeb's mg_md5: nonces it handed out, each with the highest nc seen
+ * (a bounded table, CWM_NONCES: the oldest goes first and its browser is
+ * told stale=true), BRIDGE_NONCE_LIFETIME, and a uri that must be the
+ * request's whole target (path and query string). For the same reason
+ * the 401 is written here, not by mg_send_digest_access_authentication_
+ * request(): its nonce would not be in the table. */
+
+/* The MAC of nonce (t, seq): md5(secret:t:seq) as hex. */
+static void cwm_nonce_mac(const struct cwm_bridge *b, long long t,
+                          unsigned long long seq, char mac[33])
 {
-	char ts[24], sec[33], mac[33];
-	snprintf(ts, sizeof(ts), "%llx", t);
+	char sec[33], ts[24], ss[24];
 	for (int i = 0; i < 16; i++)
 		snprintf(sec + 2 * i, 3, "%02x", b->secret[i]);
-	cwm_md5_join(mac, sec, ts, (const char *)NULL);
-	snprintf(out, 64, "%s-%s", ts, mac);
+	snprintf(ts, sizeof(ts), "%llx", t);
+	snprintf(ss, sizeof(ss), "%llx", seq);
+	mg_md5(mac, sec, ":", ts, ":", ss, (const char *)NULL);
+	explicit_bzero(sec, sizeof(sec));
+}
+
+/* nonce = <time hex>-<seq hex>-<md5(secret:time:seq)>. */
+static void cwm_nonce_format(const struct cwm_bridge *b, long long t,
+                             unsigned long long seq, char out[80])
+{
+	char mac[33];
+	cwm_nonce_mac(b, t, seq, mac);
+	snprintf(out, 80, "%llx-%llx-%s", t, seq, mac);
+}
+
+/* A new nonce, entered into the table (its slot's old nonce goes). */
+static void cwm_nonce_new(struct cwm_bridge *b, char out[80])
+{
+	long long now = (long long)time(NULL);
+	pthread_mutex_lock(&b->nonce_lock);
+	uint64_t seq = ++b->nonce_seq;
+	struct cwm_nonce *n = &b->nonces[seq % CWM_NONCES];
+	n->seq = seq;
+	n->issued = now;
+	n->nc = 0;
+	pthread_mutex_unlock(&b->nonce_lock);
+	cwm_nonce_format(b, now, seq, out);
+}
+
+/* Splits a nonce into its time and sequence; 0 when it is one this bridge
+ * made (its MAC holds), else MG_MQTT_ERR_INVALID. */
+static int cwm_nonce_parse(const struct cwm_bridge *b, const char *nonce,
+                           long long *t, unsigned long long *seq)
+{
+	char want[80], *end;
+	if (strspn(nonce, "0123456789abcdef-") != strlen(nonce))
+		return MG_MQTT_ERR_INVALID;
+	*t = strtoll(nonce, &end, 16);
+	if (*end != '-')
+		return MG_MQTT_ERR_INVALID;
+	*seq = strtoull(end + 1, &end, 16);
+	if (*end != '-')
+		return MG_MQTT_ERR_INVALID;
+	cwm_nonce_format(b, *t, *seq, want);
+	unsigned diff = strlen(want) != strlen(nonce);
+	for (size_t i = 0; !diff && want[i] != '\0'; i++)
+		diff |= (unsigned)(want[i] ^ nonce[i]);
+	return diff ? MG_MQTT_ERR_INVALID : 0;
+}
+
+/* The nonce's use number nc against the table: 1 accepted (and recorded),
+ * 0 replayed (nc not above the last one), -1 stale (too old, or no longer
+ * in the table). */
+static int cwm_nonce_use(struct cwm_bridge *b, long long t,
+                         unsigned long long seq, unsigned long long nc)
+{
+	long long now = (long long)time(NULL);
+	int rc;
+	pthread_mutex_lock(&b->nonce_lock);
+	struct cwm_nonce *n = &b->nonces[seq % CWM_NONCES];
+	if (n->seq != seq || n->issued != t ||
+	    now - t > b->c->cfg.bridge_nonce_lifetime || now < t)
+		rc = -1;
+	else if (nc <= n->nc)
+		rc = 0;
+	else {
+		n->nc = nc;
+		rc = 1;
+	}
+	pthread_mutex_unlock(&b->nonce_lock);
+	return rc;
 }
 
 /* HA1 of user in realm from BRIDGE_AUTH_FILE (lines
@@ -231,94 +190,90 @@ static int cwm_digest_ha1(struct cwm_bridge *b, const char *user,
 	return rc;
 }
 
+/* 1 when the digest's uri is the request's whole target: its path, as
+ * CivetWeb decoded it, and its query string byte for byte. */
+static int cwm_digest_uri_ok(const struct mg_request_info *ri, char *uri)
+{
+	char path[2048];
+	char *q = strchr(uri, '?');
+	if (q != NULL)
+		*q++ = '\0';
+	int n = mg_url_decode(uri, (int)strlen(uri), path, (int)sizeof(path), 0);
+	if (q != NULL)
+		q[-1] = '?';
+	if (n < 0 || ri->request_uri == NULL || strcmp(ri->request_uri, path) != 0)
+		return 0;
+	if (ri->query_string == NULL)
+		return q == NULL;
+	return q != NULL && strcmp(q, ri->query_string) == 0;
+}
+
 /* 1: authenticated; 0: not (stale set when only the nonce was too old). */
 static int cwm_digest_check(struct cwm_bridge *b, struct mg_connection *conn,
                             int *stale)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	const char *h = mg_get_header(conn, "Authorization");
-	char user[256], realm[256], nonce[64], uri[2048], response[64], qop[16],
-	    nc[16], cnonce[256], want[64], ha1[33] = "", ha2[33], expect[33];
+	char user[256], realm[256], nonce[80], uri[2048], response[64], qop[16],
+	    nc[16], cnonce[256], ha1[33] = "", ha2[33], expect[33], *end;
+	long long t;
+	unsigned long long seq;
 	*stale = 0;
 	if (h == NULL || strncasecmp(h, "Digest ", 7) != 0)
 		return 0;
 	h += 7;
+	/* qop=auth is required: without it there is no nc to replay-check. */
 	if (cwm_digest_param(h, "username", user, sizeof(user)) ||
 	    cwm_digest_param(h, "realm", realm, sizeof(realm)) ||
 	    cwm_digest_param(h, "nonce", nonce, sizeof(nonce)) ||
 	    cwm_digest_param(h, "uri", uri, sizeof(uri)) ||
-	    cwm_digest_param(h, "response", response, sizeof(response)))
+	    cwm_digest_param(h, "response", response, sizeof(response)) ||
+	    cwm_digest_param(h, "qop", qop, sizeof(qop)) ||
+	    strcmp(qop, "auth") != 0 ||
+	    cwm_digest_param(h, "nc", nc, sizeof(nc)) ||
+	    cwm_digest_param(h, "cnonce", cnonce, sizeof(cnonce)))
 		return 0;
-	int has_qop = cwm_digest_param(h, "qop", qop, sizeof(qop)) == 0;
-	if (has_qop && (strcmp(qop, "auth") != 0 ||
-	                cwm_digest_param(h, "nc", nc, sizeof(nc)) ||
-	                cwm_digest_param(h, "cnonce", cnonce, sizeof(cnonce))))
+	unsigned long long ncv = strtoull(nc, &end, 16);
+	if (nc[0] == '\0' || *end != '\0' || strlen(nc) > 8 ||
+	    strcmp(realm, b->realm) != 0 || !cwm_digest_uri_ok(ri, uri) ||
+	    cwm_nonce_parse(b, nonce, &t, &seq) != 0 ||
+	    cwm_digest_ha1(b, user, realm, ha1) != 0)
 		return 0;
-	if (strcmp(realm, b->realm) != 0)
-		return 0;
-	/* The digest covers the URI the browser asked for, not another one.
-	 * CivetWeb hands us the path decoded; the header has it as sent. */
-	char path[2048];
-	uri[strcspn(uri, "?")] = '\0';
-	if (mg_url_decode(uri, (int)strlen(uri), path, (int)sizeof(path), 0) < 0 ||
-	    ri->request_uri == NULL || strcmp(ri->request_uri, path) != 0)
-		return 0;
-	cwm_digest_param(h, "uri", uri, sizeof(uri)); /* the whole, for HA2 */
-	/* Our own nonce, not older than an hour. */
-	char *dash = strchr(nonce, '-');
-	if (dash == NULL)
-		return 0;
-	long long t = strtoll(nonce, NULL, 16);
-	cwm_digest_nonce(b, t, want);
-	if (strcmp(want, nonce) != 0)
-		return 0;
-	if (cwm_digest_ha1(b, user, realm, ha1) != 0)
-		return 0;
-	cwm_md5_join(ha2, ri->request_method, uri, (const char *)NULL);
-	if (has_qop)
-		cwm_md5_join(expect, ha1, nonce, nc, cnonce, qop, ha2,
-		             (const char *)NULL);
-	else
-		cwm_md5_join(expect, ha1, nonce, ha2, (const char *)NULL);
+	mg_md5(ha2, ri->request_method, ":", uri, (const char *)NULL);
+	mg_md5(expect, ha1, ":", nonce, ":", nc, ":", cnonce, ":", qop, ":", ha2,
+	       (const char *)NULL);
 	explicit_bzero(ha1, sizeof(ha1));
 	unsigned diff = strlen(response) != 32;
 	for (int i = 0; i < 32 && response[i] != '\0'; i++)
 		diff |= (unsigned)(tolower((unsigned char)response[i]) ^ expect[i]);
 	if (diff != 0)
 		return 0;
-	if ((long long)time(NULL) - t > 3600) {
-		*stale = 1;
-		return 0;
-	}
-	return 1;
+	int use = cwm_nonce_use(b, t, seq, ncv);
+	*stale = use < 0;
+	return use > 0;
 }
 
-static int cwm_bridge_auth(struct mg_connection *conn, void *cbdata)
+/* With BRIDGE_AUTH_FILE, every route of the bridge (its own paths only:
+ * what CivetWeb's prefix match hands us beyond them is CivetWeb's, with
+ * its own authorization) calls this first. 1: go on; 0: the 401 (or 503)
+ * was sent. CivetWeb's auth handler is not used: it would replace
+ * CivetWeb's own checks (put_delete_auth_file, global_auth_file,
+ * .htpasswd) for every path that prefix match gives it. */
+static int cwm_bridge_authorized(struct cwm_bridge *b,
+                                 struct mg_connection *conn)
 {
-	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
-	int stale, ok;
-	if (b == NULL) {
-		cwm_reply_error(conn, 503, "the MQTT client of this bridge is stopped");
-		return 0;
-	}
-	if (b->c->cfg.bridge_auth_file == NULL ||
-	    !cwm_bridge_owns(b, mg_get_request_info(conn)->local_uri)) {
-		cwm_bridge_release(b);
+	int stale;
+	if (b->c->cfg.bridge_auth_file == NULL || cwm_digest_check(b, conn, &stale))
 		return 1;
-	}
-	ok = cwm_digest_check(b, conn, &stale);
-	if (!ok) {
-		char nonce[64], hdr[256];
-		cwm_digest_nonce(b, (long long)time(NULL), nonce);
-		snprintf(hdr, sizeof(hdr),
-		         "Digest realm=\"%s\", qop=\"auth\", nonce=\"%s\", "
-		         "algorithm=MD5%s",
-		         b->realm, nonce, stale ? ", stale=true" : "");
-		cwm_reply_text(conn, 401, "{\"error\":\"authentication required\"}",
-		               "WWW-Authenticate", hdr);
-	}
-	cwm_bridge_release(b);
-	return ok;
+	char nonce[80], hdr[320];
+	cwm_nonce_new(b, nonce);
+	snprintf(hdr, sizeof(hdr),
+	         "Digest realm=\"%s\", qop=\"auth\", nonce=\"%s\", "
+	         "algorithm=MD5%s",
+	         b->realm, nonce, stale ? ", stale=true" : "");
+	cwm_reply_text(conn, 401, "{\"error\":\"authentication required\"}",
+	               "WWW-Authenticate", hdr);
+	return 0;
 }
 
 #endif /* MG_MQTT_ENABLE_BRIDGE */

@@ -145,6 +145,8 @@ static struct cwm_bclient *cwm_bclient_new(struct cwm_bridge *b,
 		b->clients->prev = bc;
 	b->clients = bc;
 	atomic_fetch_add(kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
+	if (kind == BC_WS) /* SSE streams reserve theirs before (cwm_route_events) */
+		atomic_fetch_add(&b->n_streams, 1);
 	return bc;
 }
 
@@ -175,6 +177,8 @@ static void cwm_bclient_remove(struct cwm_bridge *b, struct cwm_bclient *bc)
 	if (bc->next != NULL)
 		bc->next->prev = bc->prev;
 	atomic_fetch_sub(bc->kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
+	if (bc->kind == BC_WS)
+		atomic_fetch_sub(&b->n_streams, 1);
 	bc->b = NULL;
 }
 
@@ -183,6 +187,7 @@ static void cwm_bclient_free(struct cwm_bclient *bc)
 	cwm_bclient_flush(bc);
 	cwm_map_free(&bc->filters, NULL);
 	free(bc->q);
+	free(bc->frag);
 	pthread_cond_destroy(&bc->cond);
 	free(bc);
 }
@@ -224,8 +229,12 @@ static int cwm_bridge_subscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
 		rc = CWM_ERR_GONE;
 	} else {
 		intptr_t old = (intptr_t)cwm_map_get(&bc->filters, filter, fl);
-		struct cwm_handler *h = old == 0 ? calloc(1, sizeof(*h)) : NULL;
-		if (old == 0 && h == NULL) {
+		struct cwm_handler *h = NULL;
+		if (old == 0 &&
+		    bc->filters.n >= (size_t)b->c->cfg.bridge_max_filters) {
+			*err = "too many filters for one client (BRIDGE_MAX_FILTERS)";
+			rc = MG_MQTT_ERR_INVALID;
+		} else if (old == 0 && (h = calloc(1, sizeof(*h))) == NULL) {
 			*err = "out of memory";
 			rc = MG_MQTT_ERR_NOMEM;
 		} else if (cwm_map_put(&bc->filters, filter, fl,

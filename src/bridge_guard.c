@@ -34,29 +34,16 @@ static struct cwm_anchor *cwm_guard_anchor(const struct mg_mqtt *c)
 	return a;
 }
 
-/* BRIDGE_AUTH_FILE, as the bridge's routes check it: 1 go on, 0 the 401
- * with a fresh digest challenge was sent. */
-static int cwm_guard_authorized(struct cwm_bridge *b, struct mg_connection *conn)
-{
-	int stale;
-	if (b->c->cfg.bridge_auth_file == NULL || cwm_digest_check(b, conn, &stale))
-		return 1;
-	char nonce[64], hdr[256];
-	cwm_digest_nonce(b, (long long)time(NULL), nonce);
-	snprintf(hdr, sizeof(hdr),
-	         "Digest realm=\"%s\", qop=\"auth\", nonce=\"%s\", algorithm=MD5%s",
-	         b->realm, nonce, stale ? ", stale=true" : "");
-	cwm_reply_text(conn, 401, "{\"error\":\"authentication required\"}",
-	               "WWW-Authenticate", hdr);
-	return 0;
-}
-
 /* The checks in the order the bridge's POST <path>/publish/<topic> makes
- * them: credentials, the topic, the allow list. */
+ * them: the Origin, credentials, the topic, the allow list. */
 static int cwm_guard_publish(struct cwm_bridge *b, struct mg_connection *conn,
                              const char *topic)
 {
-	if (!cwm_guard_authorized(b, conn))
+	if (!cwm_origin_ok(b, conn))
+		return cwm_reply_error(conn, 403,
+		                       "cross-site request: this Origin is not "
+		                       "allowed (BRIDGE_ALLOWED_ORIGINS)");
+	if (!cwm_bridge_authorized(b, conn))
 		return 401;
 	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
 		return cwm_reply_error(conn, 400, "invalid topic name");

@@ -27,7 +27,8 @@ static int cwm_reply_body(struct mg_connection *conn, int status,
 			         extra_value);
 		mg_printf(conn,
 		          "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-		          "Content-Length: %s\r\nCache-Control: no-store\r\n%s"
+		          "Content-Length: %s\r\nCache-Control: no-store\r\n"
+		          "X-Content-Type-Options: nosniff\r\n%s"
 		          "Connection: close\r\n\r\n",
 		          status, mg_get_response_code_text(conn, status), ctype, len,
 		          extra);
@@ -38,6 +39,7 @@ static int cwm_reply_body(struct mg_connection *conn, int status,
 	mg_response_header_add(conn, "Content-Type", ctype, -1);
 	mg_response_header_add(conn, "Content-Length", len, -1);
 	mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+	mg_response_header_add(conn, "X-Content-Type-Options", "nosniff", -1);
 	if (extra_name != NULL)
 		mg_response_header_add(conn, extra_name, extra_value, -1);
 	mg_response_header_send(conn);
@@ -97,6 +99,8 @@ static int cwm_http_status(int err)
 		return 403;
 	case CWM_ERR_GONE:
 		return 410;
+	case MG_MQTT_ERR_TIMEOUT:
+		return 408;
 	default:
 		return 400;
 	}
@@ -109,14 +113,23 @@ static int cwm_reply_code(struct mg_connection *conn, int rc, const char *err)
 	                       err != NULL ? err : mg_mqtt_strerror(rc));
 }
 
-/* Reads the request body, at most BRIDGE_MAX_BODY bytes. Returns 0,
- * MG_MQTT_ERR_TOO_LARGE or _NOMEM. *body is malloc()ed and
- * NUL-terminated. */
+/* Reads the request body, at most BRIDGE_MAX_BODY bytes. A body that
+ * stops short (a Content-Length that lies) ends the read after CivetWeb's
+ * request_timeout_ms (one mg_read() waits that long for more), never
+ * later: the clock is checked between reads. One mg_read() returns only
+ * when all it was asked for came or nothing came for request_timeout_ms,
+ * so a sender that trickles a byte at a time can still hold the worker
+ * longer (reading a byte a call would bound that too, at 500 times the
+ * cost for large bodies: measured 1 MiB in 5 s instead of 0.01-0.1 s).
+ * Returns 0, MG_MQTT_ERR_TOO_LARGE, _NOMEM, _TIMEOUT, or _INVALID (the
+ * body ended before its Content-Length, or its chunks are broken: never
+ * taken for the whole). *body is malloc()ed and NUL-terminated. */
 static int cwm_read_body(struct cwm_bridge *b, struct mg_connection *conn,
                          char **body, size_t *len)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	size_t max = (size_t)b->c->cfg.bridge_max_body, n = 0;
+	int64_t deadline = cwm_now_ms() + b->read_timeout_ms;
 	*body = NULL;
 	*len = 0;
 	if (ri->content_length > (long long)max)
@@ -139,12 +152,21 @@ static int cwm_read_body(struct cwm_bridge *b, struct mg_connection *conn,
 			buf = nb;
 		}
 		int r = mg_read(conn, buf + n, cap - n - 1);
+		if (r < 0)
+			rc = MG_MQTT_ERR_INVALID;
 		if (r <= 0)
 			break;
 		n += (size_t)r;
 		if (n > max)
 			rc = MG_MQTT_ERR_TOO_LARGE;
+		else if (cwm_now_ms() > deadline &&
+		         (ri->content_length < 0 ||
+		          n < (size_t)ri->content_length))
+			rc = MG_MQTT_ERR_TIMEOUT;
 	}
+	if (rc == 0 && ri->content_length >= 0 &&
+	    n != (size_t)ri->content_length)
+		rc = MG_MQTT_ERR_INVALID;
 	if (rc != 0) {
 		free(buf);
 		return rc;
@@ -162,10 +184,80 @@ static int cwm_body_or_reply(struct cwm_bridge *b, struct mg_connection *conn,
 	int rc = cwm_read_body(b, conn, body, len);
 	if (rc == 0)
 		return 0;
-	return cwm_reply_code(conn, rc,
-	                      rc == MG_MQTT_ERR_TOO_LARGE
-	                          ? "body larger than BRIDGE_MAX_BODY"
-	                          : "out of memory");
+	return cwm_reply_code(
+	    conn, rc,
+	    rc == MG_MQTT_ERR_TOO_LARGE ? "body larger than BRIDGE_MAX_BODY"
+	    : rc == MG_MQTT_ERR_TIMEOUT
+	        ? "the body did not arrive within request_timeout_ms"
+	    : rc == MG_MQTT_ERR_INVALID
+	        ? "the body ended before its Content-Length (or its chunks are "
+	          "malformed)"
+	        : "out of memory");
+}
+
+/* The media type of Content-Type (before any ';' parameter) is one of
+ * the NULL-terminated list. */
+static int cwm_media_is(const char *ct, const char *const *types)
+{
+	size_t n = strcspn(ct, ";");
+	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	for (; *types != NULL; types++)
+		if (strlen(*types) == n && strncasecmp(ct, *types, n) == 0)
+			return 1;
+	return 0;
+}
+
+/* POST bodies: JSON routes take application/json only; raw routes any
+ * type but the three a page on another site can make a browser send
+ * without asking first (CORS "simple" requests). A missing type is
+ * refused too. Returns 0, or the status of the 415 it sent. */
+static int cwm_body_type(struct mg_connection *conn, int json)
+{
+	static const char *const js[] = {"application/json", NULL};
+	static const char *const simple[] = {"text/plain",
+	                                     "application/x-www-form-urlencoded",
+	                                     "multipart/form-data", "", NULL};
+	const char *ct = mg_get_header(conn, "Content-Type");
+	if (ct == NULL || (json ? !cwm_media_is(ct, js) : cwm_media_is(ct, simple)))
+		return cwm_reply_error(
+		    conn, 415,
+		    json ? "send the body as Content-Type: application/json"
+		         : "give the body a Content-Type other than text/plain, "
+		           "application/x-www-form-urlencoded or multipart/form-data "
+		           "(e.g. application/octet-stream)");
+	return 0;
+}
+
+/* Cross-site requests: 1 when there is no Origin (not a browser, or a
+ * same-origin GET), when it is the request's own scheme://Host, or when
+ * BRIDGE_ALLOWED_ORIGINS lists it (or holds "*"). */
+static int cwm_origin_ok(const struct cwm_bridge *b,
+                         const struct mg_connection *conn)
+{
+	const char *o = mg_get_header(conn, "Origin");
+	const char *host = mg_get_header(conn, "Host");
+	const char *list = b->c->cfg.bridge_allowed_origins;
+	if (o == NULL)
+		return 1;
+	const char *scheme = mg_get_request_info(conn)->is_ssl ? "https://"
+	                                                        : "http://";
+	size_t sl = strlen(scheme), ol = strlen(o);
+	if (host != NULL && ol > sl && strncasecmp(o, scheme, sl) == 0 &&
+	    strcasecmp(o + sl, host) == 0)
+		return 1;
+	for (const char *p = list; p != NULL && *p != '\0';) {
+		p += strspn(p, " \t,");
+		size_t l = strcspn(p, ",");
+		size_t t = l;
+		while (t > 0 && (p[t - 1] == ' ' || p[t - 1] == '\t'))
+			t--;
+		if ((t == 1 && p[0] == '*') ||
+		    (t == ol && t > 0 && strncasecmp(p, o, t) == 0))
+			return 1;
+		p += l;
+	}
+	return 0;
 }
 
 /* A "qos" in the query string into *qos (left as it was when absent).
@@ -195,7 +287,8 @@ static int cwm_publish_body(struct cwm_bridge *b, struct mg_connection *conn,
 		                       "publishing to this topic is not allowed "
 		                       "(BRIDGE_PUBLISH_ALLOW)");
 	}
-	return cwm_body_or_reply(b, conn, body, len);
+	int status = cwm_body_type(conn, 0);
+	return status != 0 ? status : cwm_body_or_reply(b, conn, body, len);
 }
 
 /* POST <path>/publish: a JSON body, {"topic":..,"payload":..,...}. */
@@ -204,10 +297,11 @@ static int cwm_route_publish(struct cwm_bridge *b, struct mg_connection *conn)
 	char *body;
 	size_t len;
 	const char *err;
-	int status = cwm_body_or_reply(b, conn, &body, &len);
-	if (status != 0)
+	int status = cwm_body_type(conn, 1);
+	if (status != 0 || (status = cwm_body_or_reply(b, conn, &body, &len)) != 0)
 		return status;
-	cJSON *req = cwm_json_parse(body, len, &err);
+	cJSON *req = cwm_json_parse(body, len, b->c->cfg.bridge_max_json_depth,
+	                            &err);
 	free(body);
 	if (!cJSON_IsObject(req)) {
 		cJSON_Delete(req);
@@ -325,28 +419,36 @@ static int cwm_route_status(struct cwm_bridge *b, struct mg_connection *conn)
 	return cwm_reply_json(conn, 200, o);
 }
 
-/* A content type from the network, fit for a response header. */
-static int cwm_header_safe(const char *v)
-{
-	if (v == NULL || v[0] == '\0' || strlen(v) > 200)
-		return 0;
-	for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
-		if (*p < 0x20 || *p >= 0x7f)
-			return 0;
-	return 1;
-}
-
-/* The reply to a request as the response: its MQTT 5 content type, else
- * one guessed from the payload. */
-static int cwm_reply_mqtt(struct mg_connection *conn,
+/* The reply to a request as the response. Its MQTT 5 content type only
+ * from an allow list (a reply is anyone's on the broker: text/html from
+ * it would run as a page of this server); any other is sent as
+ * application/octet-stream. Without one, the type is guessed from the
+ * payload, with JSON checked by cwm_json_scan first: a reply nested
+ * deeper than BRIDGE_MAX_JSON_DEPTH is a 502. */
+static int cwm_reply_mqtt(struct cwm_bridge *b, struct mg_connection *conn,
                           const struct mg_mqtt_reply *r)
 {
-	const char *ctype = r->content_type;
-	if (!cwm_header_safe(ctype)) {
+	static const char *const json[] = {"application/json", NULL};
+	static const char *const plain[] = {"text/plain", NULL};
+	static const char *const bin[] = {"application/octet-stream", NULL};
+	const char *ct = r->content_type, *ctype;
+	if (ct != NULL && ct[0] != '\0') {
+		ctype = cwm_media_is(ct, json)    ? "application/json"
+		        : cwm_media_is(ct, plain) ? "text/plain; charset=utf-8"
+		        : cwm_media_is(ct, bin)   ? "application/octet-stream"
+		                                  : "application/octet-stream";
+	} else {
 		cJSON *j = NULL;
+		const char *err = NULL;
 		int text = cwm_utf8_text(r->payload, r->payload_len);
-		if (text)
-			j = cJSON_ParseWithLength(r->payload, r->payload_len);
+		if (text &&
+		    (j = cwm_json_parse(r->payload, r->payload_len,
+		                        b->c->cfg.bridge_max_json_depth, &err)) ==
+		        NULL &&
+		    err != NULL && strstr(err, "BRIDGE_MAX_JSON_DEPTH") != NULL)
+			return cwm_reply_error(conn, 502,
+			                       "the reply is JSON nested deeper than "
+			                       "BRIDGE_MAX_JSON_DEPTH");
 		ctype = cJSON_IsObject(j) || cJSON_IsArray(j) ? "application/json"
 		        : text ? "text/plain; charset=utf-8"
 		               : "application/octet-stream";
@@ -394,11 +496,18 @@ static int cwm_route_request(struct cwm_bridge *b, struct mg_connection *conn,
 	    (status = cwm_query_timeout(conn, qs, max_ms, &ms)) != 0 ||
 	    (status = cwm_publish_body(b, conn, topic, &body, &len)) != 0)
 		return status;
+	if (!cwm_stream_reserve(b)) {
+		free(body);
+		return cwm_reply_busy(conn);
+	}
+	atomic_fetch_add(&b->n_req, 1);
 	int rc = mg_mqtt_request(b->c, topic, body, len, qos, (int)ms, &r);
+	atomic_fetch_sub(&b->n_req, 1);
+	cwm_stream_release(b);
 	free(body);
 	switch (rc) {
 	case 0:
-		status = cwm_reply_mqtt(conn, &r);
+		status = cwm_reply_mqtt(b, conn, &r);
 		mg_mqtt_reply_free(&r);
 		return status;
 	case MG_MQTT_ERR_TIMEOUT:
@@ -422,6 +531,15 @@ static int cwm_bridge_owns(const struct cwm_bridge *b, const char *uri)
 {
 	return strncmp(uri, b->path, b->plen) == 0 &&
 	       (uri[b->plen] == '\0' || uri[b->plen] == '/');
+}
+
+/* 503 with Retry-After: BRIDGE_MAX_CLIENTS streams are open. */
+static int cwm_reply_busy(struct mg_connection *conn)
+{
+	return cwm_reply_text(conn, 503,
+	                      "{\"error\":\"too many streams and waiting requests "
+	                      "(BRIDGE_MAX_CLIENTS)\"}",
+	                      "Retry-After", "5");
 }
 
 /* 405 with the Allow header: method is "GET" (GET and HEAD) or "POST". */
@@ -448,7 +566,13 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 	const char *route = ri->local_uri + b->plen, *m = ri->request_method;
 	int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
 	int post = strcmp(m, "POST") == 0;
-	if (strcmp(route, "/publish") == 0)
+	if (post && !cwm_origin_ok(b, conn))
+		status = cwm_reply_error(conn, 403,
+		                         "cross-site request: this Origin is not "
+		                         "allowed (BRIDGE_ALLOWED_ORIGINS)");
+	else if (!cwm_bridge_authorized(b, conn))
+		status = 401;
+	else if (strcmp(route, "/publish") == 0)
 		status = post ? cwm_route_publish(b, conn)
 		              : cwm_reply_405(conn, "POST");
 	else if (strncmp(route, "/publish/", 9) == 0)

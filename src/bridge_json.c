@@ -6,36 +6,117 @@
 
 #if MG_MQTT_ENABLE_BRIDGE
 
-/* cJSON turns "\u0000" inside a string into a C string cut there: a topic
- * "a\u0000/x" would be read as "a", a payload "ab\u0000cd" as "ab". The
+/* cJSON turns "\u0000" inside a string into a C string cut there: the
  * bridge refuses such JSON rather than act on a shortened field (binary
- * payloads travel as base64); a raw NUL byte likewise. An escape is a
- * backslash preceded by an even number of backslashes. */
+ * payloads travel as base64); a raw NUL byte likewise. */
 static const char cwm_json_nul_err[] =
     "a JSON string holds \\u0000 (NUL), which no topic, text payload or "
     "property can carry; send binary payloads as base64";
 
-static cJSON *cwm_json_parse(const char *s, size_t n, const char **err)
+/* 1 when the number token s (n bytes) means exactly what its double
+ * means: at most 15 significant digits (DBL_DIG), or more that the double
+ * spells the same; a finite value, and not 0 for non-zero digits. cJSON
+ * keeps a double only, so 123456789012345678901234567890 would go on as
+ * 1.2345678901234568e+29: such a number is refused (send it as a
+ * string). */
+static int cwm_json_number_exact(const char *s, size_t n)
 {
-	if (memchr(s, '\0', n) != NULL) { /* never valid JSON text either */
-		*err = cwm_json_nul_err;
+	char tok[64], dig[48], got[80];
+	size_t nd = 0, i = 0;
+	if (n >= sizeof(tok))
+		return 0;
+	memcpy(tok, s, n);
+	tok[n] = '\0';
+	if (tok[i] == '-')
+		i++;
+	for (; tok[i] != '\0' && tok[i] != 'e' && tok[i] != 'E'; i++) {
+		if (tok[i] == '.' || (nd == 0 && tok[i] == '0'))
+			continue;
+		if (nd + 1 >= sizeof(dig))
+			return 0;
+		dig[nd++] = tok[i];
+	}
+	while (nd > 0 && dig[nd - 1] == '0')
+		nd--;
+	dig[nd] = '\0';
+	char *end;
+	double d = strtod(tok, &end);
+	if (*end != '\0' || !isfinite(d) || (nd > 0 && d == 0))
+		return 0;
+	if (nd <= 15)
+		return 1;
+	/* The double's own digits, as many as the text has. */
+	snprintf(got, sizeof(got), "%.*e", (int)nd - 1, d < 0 ? -d : d);
+	size_t k = 0;
+	for (const char *p = got; *p != '\0' && *p != 'e'; p++)
+		if (*p != '.')
+			got[k++] = *p;
+	got[k] = '\0';
+	return k == nd && memcmp(got, dig, nd) == 0;
+}
+
+/* What cJSON is never given: text that is not UTF-8, a NUL (raw, or as
+ * \u0000, which cJSON would cut a string at: a topic "a\u0000/x" read as
+ * "a"), nesting deeper than depth (cJSON recurses once a level, on a
+ * CivetWeb worker's small stack), and numbers a double cannot hold
+ * exactly. One pass, before parsing. Returns NULL or why not. */
+static const char *cwm_json_scan(const char *s, size_t n, int depth)
+{
+	int level = 0;
+	if (memchr(s, '\0', n) != NULL)
+		return cwm_json_nul_err;
+	if (!cwm_utf8_text(s, n))
+		return "the JSON text is not valid UTF-8";
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if (ch == '"') {
+			for (i++; i < n && s[i] != '"'; i++) {
+				if (s[i] != '\\')
+					continue;
+				if (n - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0)
+					return cwm_json_nul_err;
+				i++; /* the escaped character */
+			}
+		} else if (ch == '[' || ch == '{') {
+			if (++level > depth)
+				return "the JSON text is nested too deeply "
+				       "(BRIDGE_MAX_JSON_DEPTH)";
+		} else if (ch == ']' || ch == '}') {
+			level--;
+		} else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+			size_t l = strspn(s + i, "0123456789+-.eE");
+			if (i + l > n)
+				l = n - i;
+			if (!cwm_json_number_exact(s + i, l))
+				return "a JSON number has more digits than a double "
+				       "holds (send it as a string)";
+			i += l - 1;
+		}
+	}
+	return NULL;
+}
+
+/* Parses JSON from the network: cwm_json_scan first, then cJSON, and
+ * nothing but white space may follow the value. NULL with *err set (or
+ * NULL: plain malformed JSON) when it does not parse. */
+static cJSON *cwm_json_parse(const char *s, size_t n, int depth,
+                             const char **err)
+{
+	const char *end = NULL;
+	if ((*err = cwm_json_scan(s, n, depth)) != NULL)
+		return NULL;
+	cJSON *j = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+	if (j == NULL)
+		return NULL;
+	while (end < s + n && (*end == ' ' || *end == '\t' || *end == '\r' ||
+	                       *end == '\n'))
+		end++;
+	if (end != s + n) {
+		cJSON_Delete(j);
+		*err = "text follows the JSON value";
 		return NULL;
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] != '\\')
-			continue;
-		size_t j = i;
-		while (j < n && s[j] == '\\')
-			j++;
-		if ((j - i) % 2 == 1 && n - j >= 5 && s[j] == 'u' &&
-		    memcmp(s + j + 1, "0000", 4) == 0) {
-			*err = cwm_json_nul_err;
-			return NULL;
-		}
-		i = j - 1;
-	}
-	*err = NULL;
-	return cJSON_ParseWithLength(s, n);
+	return j;
 }
 
 /* Decodes standard base64 (padding optional); NULL if malformed. */

@@ -19,8 +19,26 @@ static void cwm_lv_unlink(struct cwm_bridge *b, struct cwm_lv *e)
 	e->older = e->newer = NULL;
 }
 
+/* [lv_lock] What entry e counts against BRIDGE_LAST_VALUES_BYTES. */
+static size_t cwm_lv_size(const struct cwm_lv *e)
+{
+	return e->len + e->topic_len + sizeof(*e);
+}
+
+/* [lv_lock] Forgets the least recently updated topic. */
+static void cwm_lv_evict(struct cwm_bridge *b, struct cwm_lv *o)
+{
+	cwm_lv_unlink(b, o);
+	b->lv_bytes -= cwm_lv_size(o);
+	cwm_map_del(&b->lv, o->topic, o->topic_len); /* frees o->topic */
+	free(o->payload);
+	free(o);
+}
+
 /* mqtt-dispatch: remembers m as the last value of its topic; the least
- * recently updated topic goes when BRIDGE_LAST_VALUES are kept. */
+ * recently updated topics go when BRIDGE_LAST_VALUES are kept or they
+ * would hold more than BRIDGE_LAST_VALUES_BYTES. A message larger than
+ * that alone is not kept (and its topic's older value is forgotten). */
 static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 {
 	const struct cwm_settings *cfg = &b->c->cfg;
@@ -33,8 +51,17 @@ static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 		readable = cwm_match(cfg->bsub[i] +
 		                         cwm_share_len(cfg->bsub[i], strlen(cfg->bsub[i])),
 		                     m->topic, m->topic_len);
+	size_t max_bytes = (size_t)cfg->bridge_last_values_bytes;
 	if (max == 0 || !readable)
 		return;
+	if (m->payload_len + m->topic_len + sizeof(struct cwm_lv) > max_bytes) {
+		pthread_mutex_lock(&b->lv_lock);
+		struct cwm_lv *e = cwm_map_get(&b->lv, m->topic, m->topic_len);
+		if (e != NULL)
+			cwm_lv_evict(b, e);
+		pthread_mutex_unlock(&b->lv_lock);
+		return;
+	}
 	void *copy = malloc(m->payload_len > 0 ? m->payload_len : 1);
 	if (copy == NULL)
 		return;
@@ -45,15 +72,12 @@ static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 	struct cwm_lv *e = cwm_map_get(&b->lv, m->topic, m->topic_len);
 	if (e != NULL) {
 		cwm_lv_unlink(b, e);
+		b->lv_bytes -= cwm_lv_size(e);
 		free(e->payload);
+		e->len = 0;
 	} else {
-		if (b->lv.n >= max && b->lv_old != NULL) {
-			struct cwm_lv *o = b->lv_old;
-			cwm_lv_unlink(b, o);
-			cwm_map_del(&b->lv, o->topic, o->topic_len); /* frees o->topic */
-			free(o->payload);
-			free(o);
-		}
+		if (b->lv.n >= max && b->lv_old != NULL)
+			cwm_lv_evict(b, b->lv_old);
 		if ((e = calloc(1, sizeof(*e))) == NULL ||
 		    cwm_map_put_key(&b->lv, m->topic, m->topic_len, e, &e->topic) !=
 		        0) {
@@ -64,8 +88,14 @@ static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 		}
 		e->topic_len = m->topic_len;
 	}
+	/* Room for it: the oldest go (e itself is out of the list now). */
+	while (b->lv_old != NULL &&
+	       b->lv_bytes + m->payload_len + m->topic_len + sizeof(*e) >
+	           max_bytes)
+		cwm_lv_evict(b, b->lv_old);
 	e->payload = copy;
 	e->len = m->payload_len;
+	b->lv_bytes += cwm_lv_size(e);
 	e->qos = m->qos;
 	e->retain = m->retain;
 	e->at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;

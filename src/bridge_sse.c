@@ -107,11 +107,15 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 
 	if ((status = cwm_sse_filters(b, conn, qs, filters, &n, &qos)) != 0)
 		return status;
+	if (!cwm_stream_reserve(b))
+		return cwm_reply_busy(conn);
 	pthread_mutex_lock(&b->a->lock);
 	struct cwm_bclient *bc = cwm_bclient_new(b, conn, BC_SSE);
 	pthread_mutex_unlock(&b->a->lock);
-	if (bc == NULL)
+	if (bc == NULL) {
+		cwm_stream_release(b);
 		return cwm_reply_error(conn, 500, "out of memory");
+	}
 	for (int i = 0; i < n && rc == 0; i++)
 		rc = cwm_bridge_subscribe(b, bc, filters[i], qos, &err);
 	if (rc == 0) {
@@ -120,6 +124,7 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 		mg_response_header_add(conn, "Content-Type", "text/event-stream", -1);
 		mg_response_header_add(conn, "Cache-Control", "no-store", -1);
 		mg_response_header_add(conn, "X-Accel-Buffering", "no", -1);
+		mg_response_header_add(conn, "X-Content-Type-Options", "nosniff", -1);
 		mg_response_header_send(conn);
 		int alive = strcmp(ri->request_method, "HEAD") != 0 &&
 		            mg_write(conn, hello, sizeof(hello) - 1) > 0;
@@ -131,6 +136,7 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 	cwm_bclient_remove(b, bc);
 	pthread_mutex_unlock(&b->a->lock);
 	cwm_bclient_free(bc);
+	cwm_stream_release(b);
 	return rc == 0 ? 200 : cwm_reply_code(conn, rc, err);
 }
 

@@ -110,15 +110,35 @@ static void *cwm_bridge_writer(void *arg)
 
 /* -- WebSocket handlers (CivetWeb's worker thread of the connection) -------- */
 
-static int cwm_ws_connect(const struct mg_connection *conn, void *cbdata)
+/* The upgrade: only <path>/ws itself; with BRIDGE_AUTH_FILE
+ * authenticated; from no Origin, the server's own or an allowed one (a
+ * WebSocket is not held by the same-origin policy: any page could open
+ * one with the visitor's credentials); and while BRIDGE_MAX_CLIENTS has
+ * room. 0: go on; 1: refused (with a response unless not ours). */
+static int cwm_ws_connect(const struct mg_connection *cconn, void *cbdata)
 {
+	/* CivetWeb hands the connection as const; refusing means writing the
+	 * response on it. */
+	struct mg_connection *conn = (struct mg_connection *)(uintptr_t)cconn;
 	const char *uri = mg_get_request_info(conn)->local_uri;
 	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
+	int refuse = 1;
 	if (b == NULL)
 		return 1; /* refuse the upgrade */
-	int ours = cwm_bridge_owns(b, uri) && strcmp(uri + b->plen, "/ws") == 0;
+	if (!cwm_bridge_owns(b, uri) || strcmp(uri + b->plen, "/ws") != 0)
+		refuse = 1;
+	else if (!cwm_origin_ok(b, conn))
+		cwm_reply_error(conn, 403,
+		                "cross-site WebSocket: this Origin is not allowed "
+		                "(BRIDGE_ALLOWED_ORIGINS)");
+	else if (!cwm_bridge_authorized(b, conn))
+		refuse = 1;
+	else if (atomic_load(&b->n_streams) >= b->max_clients)
+		cwm_reply_busy(conn);
+	else
+		refuse = 0;
 	cwm_bridge_release(b);
-	return ours ? 0 : 1;
+	return refuse;
 }
 
 static void cwm_ws_ready(struct mg_connection *conn, void *cbdata)
@@ -235,6 +255,61 @@ static void cwm_ws_op(struct cwm_bridge *b, struct cwm_bclient *bc,
 	cwm_ws_reply(b, bc, name, id, res->rc, res->err, tname, res->mid);
 }
 
+/* Closes the WebSocket with 1009 (message too big): more than
+ * BRIDGE_MAX_BODY in one message, whole or in fragments. */
+static int cwm_ws_too_big(struct mg_connection *conn, struct cwm_bclient *bc)
+{
+	static const char bye[] = "\x03\xf1larger than BRIDGE_MAX_BODY";
+	free(bc->frag);
+	bc->frag = NULL;
+	bc->frag_len = 0;
+	bc->frag_op = 0;
+	mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, bye,
+	                   sizeof(bye) - 1);
+	return 0;
+}
+
+/* CivetWeb hands each frame of a fragmented message on its own: they are
+ * put together here (bc->frag), up to BRIDGE_MAX_BODY. Returns 1 when a
+ * whole message is in *msg / *n (bc->frag when it came in fragments), 0
+ * while it is incomplete, -1 when it is too big. */
+static int cwm_ws_message(struct cwm_bridge *b, struct cwm_bclient *bc,
+                          int bits, char *data, size_t len, char **msg,
+                          size_t *n, int *op)
+{
+	size_t max = (size_t)b->c->cfg.bridge_max_body;
+	int fin = bits & 0x80, opcode = bits & 0xf;
+	*msg = data;
+	*n = len;
+	*op = opcode;
+	if (opcode != MG_WEBSOCKET_OPCODE_CONTINUATION && fin && bc->frag_op == 0)
+		return len > max ? -1 : 1;
+	if (opcode != MG_WEBSOCKET_OPCODE_CONTINUATION) {
+		free(bc->frag); /* a new message ends one left unfinished */
+		bc->frag = NULL;
+		bc->frag_len = 0;
+		bc->frag_op = opcode;
+	} else if (bc->frag_op == 0) {
+		*op = -1; /* a continuation of nothing */
+		return fin ? 1 : 0;
+	}
+	if (bc->frag_len + len > max)
+		return -1;
+	char *nb = realloc(bc->frag, bc->frag_len + len + 1);
+	if (nb == NULL)
+		return -1;
+	memcpy(nb + bc->frag_len, data, len);
+	bc->frag = nb;
+	bc->frag_len += len;
+	if (!fin)
+		return 0;
+	*msg = bc->frag;
+	*n = bc->frag_len;
+	*op = bc->frag_op;
+	bc->frag_op = 0;
+	return 1;
+}
+
 static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
                        size_t len, void *cbdata)
 {
@@ -257,12 +332,29 @@ static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
 		cwm_anchor_leave(a);
 		return 0;
 	}
-	const char *jerr = NULL;
-	int text = opcode == MG_WEBSOCKET_OPCODE_TEXT;
-	cJSON *req = text ? cwm_json_parse(data, len, &jerr) : NULL;
-	struct cwm_ws_result res;
-	cwm_ws_op(b, bc, req, text, jerr, &res);
-	cJSON_Delete(req);
+	char *msg;
+	size_t n;
+	int op, whole = cwm_ws_message(b, bc, bits, data, len, &msg, &n, &op);
+	if (whole < 0) {
+		cwm_bridge_release(b);
+		return cwm_ws_too_big(conn, bc);
+	}
+	if (whole > 0) {
+		const char *jerr = NULL;
+		int text = op == MG_WEBSOCKET_OPCODE_TEXT;
+		cJSON *req = text ? cwm_json_parse(msg, n,
+		                                   b->c->cfg.bridge_max_json_depth,
+		                                   &jerr)
+		                  : NULL;
+		struct cwm_ws_result res;
+		cwm_ws_op(b, bc, req, text, jerr, &res);
+		cJSON_Delete(req);
+		if (msg == bc->frag) {
+			free(bc->frag);
+			bc->frag = NULL;
+			bc->frag_len = 0;
+		}
+	}
 	cwm_bridge_release(b);
 	return 1;
 }

@@ -117,6 +117,18 @@ static const struct cwm_key cwm_keys[] = {
      "1000", NULL, "a number of topics (0-10000000)"},
     {"BRIDGE_REQUEST_TIMEOUT_MAX", K_INT, CWM_S(bridge_request_timeout_max), 1,
      3600, "30", NULL, "a number of seconds (1-3600)"},
+    {"BRIDGE_MAX_JSON_DEPTH", K_INT, CWM_S(bridge_max_json_depth), 1,
+     CWM_JSON_DEPTH_LIMIT, "32", NULL, "a nesting depth (1-128)"},
+    {"BRIDGE_NONCE_LIFETIME", K_INT, CWM_S(bridge_nonce_lifetime), 1, 86400,
+     "300", NULL, "a number of seconds (1-86400)"},
+    {"BRIDGE_ALLOWED_ORIGINS", K_STR, CWM_S(bridge_allowed_origins), 0, 0,
+     NULL, NULL, NULL},
+    {"BRIDGE_LAST_VALUES_BYTES", K_INT, CWM_S(bridge_last_values_bytes), 0,
+     2147483647, "16777216", NULL, "a number of bytes (0-2147483647)"},
+    {"BRIDGE_MAX_CLIENTS", K_INT, CWM_S(bridge_max_clients), 0, 1000000, "0",
+     NULL, "a number of streams (0: half of CivetWeb's num_threads)"},
+    {"BRIDGE_MAX_FILTERS", K_INT, CWM_S(bridge_max_filters), 1, 1000000, "100",
+     NULL, "a number of filters (1-1000000)"},
 };
 #define CWM_NKEYS (sizeof(cwm_keys) / sizeof(cwm_keys[0]))
 _Static_assert(CWM_NKEYS <= 64, "cwm_settings.set has one bit a key");

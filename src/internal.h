@@ -45,7 +45,9 @@
  * (paho holds its own lock when it calls us). c->req_lock guards the
  * waiting requests. Per bridge, the anchor's lock (the bridge lock, [B])
  * guards its clients, their queues and filters and the delivery tree; it
- * is taken before c->lock, never after. The registry lock (client.c)
+ * is taken before c->lock, never after. The bridge's lv_lock (last
+ * values) and nonce_lock (digest nonces) are leaves: nothing else is
+ * taken while one is held. The registry lock (client.c)
  * guards the list of started clients and is taken before any client's
  * lock. cwm_trace_lock (trace.c, process-wide) guards the clients paho's
  * trace is forwarded to; paho's trace callback takes it holding paho's
@@ -105,6 +107,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -131,11 +134,14 @@
 #define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
 #define CWM_WAKE_MS 4       /* see src/wake.c */
 #define CWM_WAKE_MAX_MS 250
-#define CWM_STABLE_MS 10000
+#define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
+                               the back-off (see cwm_conn_lost_locked) */
 #define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
 #define CWM_SHORT_LOSSES 3   /* ... this many times in a row, on a persistent
-                                session: paho's handle is made anew */ /* a connection that lasted this long resets
-                               the back-off (see cwm_conn_lost_locked) */
+                                session: paho's handle is made anew */
+#define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
+                                   recurses once a level, and a CivetWeb
+                                   worker has a 100 kB stack */
 #define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
 #define CWM_COALESCE_MAX_US 1600
 
@@ -236,6 +242,12 @@ struct cwm_settings {
 	int bridge_client_queue;
 	int bridge_last_values;
 	int bridge_request_timeout_max;
+	int bridge_max_json_depth;
+	int bridge_nonce_lifetime;
+	char *bridge_allowed_origins;
+	int bridge_last_values_bytes;
+	int bridge_max_clients;
+	int bridge_max_filters;
 
 	/* Derived by cwm_settings_finish(). */
 	char **uris;       /* paho server URIs, fail-over order */
@@ -535,6 +547,7 @@ struct cwm_wbuf {
  * ---------------------------------------------------------------------- */
 
 #define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
+#define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
 
 /* Bridge-only error codes, in the MG_MQTT_ERR_* space; cwm_http_status()
  * turns them into 403 and 410. */
@@ -569,6 +582,10 @@ struct cwm_bclient {
 	struct cwm_map filters;   /* its filters -> (intptr_t)qos + 1 */
 	uint64_t stamp;           /* last message it was given (dedupe) */
 	pthread_cond_t cond;      /* SSE: its handler waits here */
+	/* WS: a fragmented message being put together (its handler's). */
+	char *frag;
+	size_t frag_len;
+	int frag_op;              /* the first frame's opcode, 0: none */
 };
 
 struct cwm_anchor {
@@ -590,6 +607,20 @@ struct cwm_bridge {
 	size_t plen;
 	char *realm;              /* CivetWeb's authentication_domain */
 	unsigned char secret[16]; /* signs digest nonces */
+	/* Digest nonces handed out (bridge_auth.c), under nonce_lock: slot
+	 * seq % CWM_NONCES holds the last nc seen for nonce seq. */
+	pthread_mutex_t nonce_lock;
+	struct cwm_nonce {
+		uint64_t seq;
+		int64_t issued;  /* s since the epoch */
+		uint64_t nc;     /* highest nc accepted (0: none yet) */
+	} nonces[CWM_NONCES];
+	uint64_t nonce_seq;
+	int max_clients;          /* BRIDGE_MAX_CLIENTS, or num_threads / 2 */
+	atomic_int n_req;         /* POST <path>/request calls waiting */
+	atomic_int n_streams;     /* WebSocket + SSE + n_req, against max_clients */
+	size_t lv_bytes;          /* under lv_lock: bytes the last values hold */
+	int read_timeout_ms;      /* CivetWeb's request_timeout_ms */
 	/* Under the bridge lock: */
 	pthread_cond_t wcond;     /* writers wait for ready clients */
 	pthread_cond_t idle;      /* a writer let go of a client */
@@ -842,6 +873,8 @@ static void cwm_bridge_state(struct cwm_bridge *b, int connected,
 static void cwm_anchor_leave(struct cwm_anchor *a);
 static struct cwm_bridge *cwm_bridge_acquire(struct cwm_anchor *a);
 static void cwm_bridge_release(struct cwm_bridge *b);
+static int cwm_stream_reserve(struct cwm_bridge *b);
+static void cwm_stream_release(struct cwm_bridge *b);
 static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen);
 static int cwm_bridge_open(struct mg_mqtt *c, char *err, size_t errlen);
 static void cwm_bridge_destroy(struct mg_mqtt *c);
@@ -872,7 +905,9 @@ static int cwm_bridge_unsubscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
                                   char *filter, const char **err);
 
 /* src/bridge_json.c */
-static cJSON *cwm_json_parse(const char *s, size_t n, const char **err);
+static cJSON *cwm_json_parse(const char *s, size_t n, int depth,
+                             const char **err);
+static const char *cwm_json_scan(const char *s, size_t n, int depth);
 static void cwm_bmsg_put(struct cwm_bmsg *m);
 static struct cwm_bmsg *cwm_bmsg_make(const struct mg_mqtt_message *m);
 static struct cwm_bmsg *cwm_bmsg_json(cJSON *o);
@@ -897,6 +932,9 @@ static int cwm_query_topic(const char *qs, const char *name, size_t occurrence,
 static int cwm_path_topic(struct mg_connection *conn, const char *topic,
                           const char *instead);
 static int cwm_bridge_owns(const struct cwm_bridge *b, const char *uri);
+static int cwm_origin_ok(const struct cwm_bridge *b,
+                         const struct mg_connection *conn);
+static int cwm_reply_busy(struct mg_connection *conn);
 static int cwm_bridge_http(struct mg_connection *conn, void *cbdata);
 
 /* src/bridge_last.c */
@@ -924,7 +962,8 @@ static void cwm_ws_op(struct cwm_bridge *b, struct cwm_bclient *bc,
                       struct cwm_ws_result *res);
 
 /* src/bridge_auth.c */
-static int cwm_bridge_auth(struct mg_connection *conn, void *cbdata);
+static int cwm_bridge_authorized(struct cwm_bridge *b,
+                                 struct mg_connection *conn);
 #else
 /* Without the bridge, the calls the client makes into it do nothing (no
  * bridge is ever created: BRIDGE_* options are refused). */

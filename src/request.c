@@ -10,12 +10,27 @@
 struct cwm_req {
 	struct cwm_req *next;
 	pthread_cond_t cond;
-	char corr[32];      /* correlation id: the last level of the reply topic */
+	char corr[40];      /* correlation id: the last level of the reply topic,
+	                       128 random bits as hex (not guessable by others
+	                       on the broker, who could answer first) */
 	int done;           /* 1: replied; -1: out of memory copying the reply */
 	void *payload;
 	size_t len;
 	char *content_type;
 };
+
+/* n random bytes from the kernel (getrandom, else /dev/urandom). Returns
+ * 0 or MG_MQTT_ERR_IO. */
+static int cwm_random(void *buf, size_t n)
+{
+	if (getrandom(buf, n, 0) == (ssize_t)n)
+		return 0;
+	FILE *f = fopen("/dev/urandom", "rb");
+	size_t got = f != NULL ? fread(buf, 1, n, f) : 0;
+	if (f != NULL)
+		fclose(f);
+	return got == n ? 0 : MG_MQTT_ERR_IO;
+}
 
 /* Start: the reply topics are "<client id>/reply/<id>", when the client id
  * can be the start of a topic name. */
@@ -186,8 +201,15 @@ static int cwm_request(struct mg_mqtt *c, const char *topic,
 		pthread_cond_destroy(&q.cond);
 		return MG_MQTT_ERR_STOPPED;
 	}
-	snprintf(q.corr, sizeof(q.corr), "%08x%llx", (unsigned)c->req_nonce,
-	         (unsigned long long)++c->req_seq);
+	unsigned char rnd[16];
+	if (cwm_random(rnd, sizeof(rnd)) != 0) {
+		pthread_mutex_unlock(&c->req_lock);
+		pthread_cond_destroy(&q.cond);
+		return MG_MQTT_ERR_IO;
+	}
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(q.corr + 2 * i, 3, "%02x", rnd[i]);
+	++c->req_seq;
 	q.next = c->reqs;
 	c->reqs = &q;
 	pthread_mutex_unlock(&c->req_lock);

@@ -80,7 +80,9 @@ static const char *const tested_keys[] = {
     "MAX_PACKET_SIZE",  "LOG_LEVEL",
     "BRIDGE_PATH",      "BRIDGE_PUBLISH_ALLOW", "BRIDGE_SUBSCRIBE_ALLOW",
     "BRIDGE_AUTH_FILE", "BRIDGE_MAX_BODY",      "BRIDGE_CLIENT_QUEUE",
-    "BRIDGE_LAST_VALUES", "BRIDGE_REQUEST_TIMEOUT_MAX"};
+    "BRIDGE_LAST_VALUES", "BRIDGE_REQUEST_TIMEOUT_MAX",
+    "BRIDGE_MAX_JSON_DEPTH", "BRIDGE_NONCE_LIFETIME", "BRIDGE_ALLOWED_ORIGINS",
+    "BRIDGE_LAST_VALUES_BYTES", "BRIDGE_MAX_CLIENTS", "BRIDGE_MAX_FILTERS"};
 #define NTESTED (sizeof(tested_keys) / sizeof(tested_keys[0]))
 
 TEST(every_key_in_the_table_is_covered_by_these_tests)
@@ -286,6 +288,28 @@ static const struct good goods[] = {
      NULL, 0},
     {"BRIDGE_REQUEST_TIMEOUT_MAX", "3600", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
      3600, NULL, 0},
+    {"BRIDGE_MAX_JSON_DEPTH", "1", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 1, NULL,
+     0},
+    {"BRIDGE_MAX_JSON_DEPTH", "128", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 128,
+     NULL, 0},
+    {"BRIDGE_NONCE_LIFETIME", "1", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 1, NULL,
+     0},
+    {"BRIDGE_NONCE_LIFETIME", "86400", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
+     86400, NULL, 0},
+    {"BRIDGE_ALLOWED_ORIGINS", "https://a.example, *",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 0, "https://a.example, *", 0},
+    {"BRIDGE_LAST_VALUES_BYTES", "0", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 0,
+     NULL, 0},
+    {"BRIDGE_LAST_VALUES_BYTES", "2147483647",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 2147483647, NULL, 0},
+    {"BRIDGE_MAX_CLIENTS", "0", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 0, NULL,
+     0},
+    {"BRIDGE_MAX_CLIENTS", "1000000", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
+     1000000, NULL, 0},
+    {"BRIDGE_MAX_FILTERS", "1", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 1, NULL,
+     0},
+    {"BRIDGE_MAX_FILTERS", "1000000", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
+     1000000, NULL, 0},
 };
 
 TEST(every_key_accepts_its_good_values)
@@ -486,6 +510,13 @@ static const struct bad bads[] = {
     {"BRIDGE_REQUEST_TIMEOUT_MAX", "3601", MG_MQTT_ERR_CONFIG, "'3601'",
      {NULL}},
     {"BRIDGE_REQUEST_TIMEOUT_MAX", "2.5", MG_MQTT_ERR_CONFIG, "'2.5'", {NULL}},
+    {"BRIDGE_MAX_JSON_DEPTH", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
+    {"BRIDGE_MAX_JSON_DEPTH", "129", MG_MQTT_ERR_CONFIG, "'129'", {NULL}},
+    {"BRIDGE_NONCE_LIFETIME", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
+    {"BRIDGE_NONCE_LIFETIME", "86401", MG_MQTT_ERR_CONFIG, "'86401'", {NULL}},
+    {"BRIDGE_LAST_VALUES_BYTES", "-1", MG_MQTT_ERR_CONFIG, "'-1'", {NULL}},
+    {"BRIDGE_MAX_CLIENTS", "-1", MG_MQTT_ERR_CONFIG, "'-1'", {NULL}},
+    {"BRIDGE_MAX_FILTERS", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
     /* Named levels: as in handler filters, or refused. */
     {"BRIDGE_PUBLISH_ALLOW", "a/{x}/{x}", MG_MQTT_ERR_CONFIG, "'a/{x}/{x}'",
      {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},

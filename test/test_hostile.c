@@ -540,3 +540,39 @@ TEST_T(example_publish_route_refuses_a_body_shorter_than_its_length, 60)
 	th_sub_stop(&sub);
 	th_kill(s.pid, SIGTERM);
 }
+
+TEST_T(example_publish_route_refuses_a_cross_site_origin, 60)
+{
+	struct th_broker b;
+	struct th_sub sub;
+	struct th_xsrv s;
+	char mqtt[512], *body, args[256];
+	th_broker_start(&b, NULL);
+	th_sub_start(&sub, &b, "#", 0, "-q 1");
+	snprintf(mqtt, sizeof(mqtt),
+	         "MQTT_BROKER_URL %s\nMQTT_BRIDGE_PATH /mqtt\n"
+	         "MQTT_BRIDGE_PUBLISH_ALLOW demo/#\n",
+	         b.url);
+	th_xsrv_start(&s, mqtt, NULL);
+	xsrv_ready(s.log, 1);
+	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/demo/evil",
+	                OCTETS " -H 'Origin: http://evil.example'", "x", &body,
+	                NULL),
+	          403);
+	ASSERT_CONTAINS(body, "BRIDGE_ALLOWED_ORIGINS");
+	free(body);
+	/* The server's own origin is fine. */
+	snprintf(args, sizeof(args), "%s -H 'Origin: http://127.0.0.1:%d'", OCTETS,
+	         s.port);
+	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/demo/own", args, "y", &body,
+	                NULL),
+	          200);
+	free(body);
+	probe(&b, &sub, "demo/probe");
+	char *got = th_sub_messages(&sub, NULL);
+	ASSERT_CONTAINS(got, "demo/own y");
+	ASSERT_NOT_CONTAINS(got, "demo/evil");
+	free(got);
+	th_sub_stop(&sub);
+	th_kill(s.pid, SIGTERM);
+}

@@ -220,6 +220,20 @@ static void resp_free(struct resp *r)
 	memset(r, 0, sizeof(*r));
 }
 
+/* The Content-Type curl sends with a body (the bridge takes JSON as
+ * application/json only, raw bodies as anything but the types a form can
+ * send), unless extra gives one. */
+static const char *body_type(const char *path, const char *data,
+                             const char *extra)
+{
+	size_t n = strcspn(path, "?");
+	if (data == NULL || (extra != NULL && strstr(extra, "Content-Type")))
+		return "";
+	return n >= 8 && strncmp(path + n - 8, "/publish", 8) == 0
+	           ? "-H 'Content-Type: application/json'"
+	           : "-H 'Content-Type: application/octet-stream'";
+}
+
 /* curl -X method http://127.0.0.1:port<path>; data (may be NULL) is sent
  * byte for byte from a file; extra: more curl arguments (shell text). */
 static int http(int port, const char *method, const char *path,
@@ -245,10 +259,11 @@ static int http(int port, const char *method, const char *path,
 	th_write_file(url, cmd);
 	snprintf(cmd, cap,
 	         "curl -s -g --max-time 20 -o '%s' -D '%s' -w '%%{http_code}' "
-	         "-X %s %s%s%s %s -K '%s' > '%s'",
+	         "-X %s %s%s%s %s %s -K '%s' > '%s'",
 	         body, head, method, data != NULL ? "--data-binary '@" : "",
 	         data != NULL ? req : "", data != NULL ? "'" : "",
-	         extra != NULL ? extra : "", url, code);
+	         body_type(path, data, extra), extra != NULL ? extra : "", url,
+	         code);
 	const char *argv[] = {"sh", "-c", cmd, NULL};
 	th_run(argv, NULL, 30000);
 	free(cmd);

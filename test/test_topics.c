@@ -829,7 +829,7 @@ TEST(bridge_json_never_publishes_a_field_cut_at_a_nul)
 	int cut = 0;
 	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
 		/* Parsed as the bridge parses: refused there, or published whole. */
-		req = cwm_json_parse(bodies[i], strlen(bodies[i]), &e);
+		req = cwm_json_parse(bodies[i], strlen(bodies[i]), 32, &e);
 		if (req == NULL) {
 			ASSERT_CONTAINS(e, "\\u0000 (NUL)");
 			continue;
@@ -853,7 +853,7 @@ TEST(bridge_json_never_publishes_a_field_cut_at_a_nul)
 	/* A raw NUL byte inside a string of the body (POST <path>/publish
 	 * parses the body by its length) is cut the same way. */
 	static const char raw[] = "{\"topic\":\"demo/a\0b\",\"payload\":\"p\"}";
-	req = cwm_json_parse(raw, sizeof(raw) - 1, &e);
+	req = cwm_json_parse(raw, sizeof(raw) - 1, 32, &e);
 	if (req == NULL)
 		ASSERT_CONTAINS(e, "\\u0000 (NUL)");
 	if (req != NULL) {

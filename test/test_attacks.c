@@ -1,0 +1,995 @@
+/*
+ * Hostile clients against the example server (example/civetweb-mqtt) and
+ * its bridge, over real sockets: hand-made HTTP requests and WebSocket
+ * frames, and MQTT peers (mosquitto_sub / mosquitto_pub) that answer
+ * requests with what an attacker on the broker would send. Each test
+ * asserts the refusal and that the server still answers afterwards.
+ *
+ *  - BRIDGE_AUTH_FILE must not switch off CivetWeb's own authorization
+ *    (put_delete_auth_file, global_auth_file) for paths CivetWeb's prefix
+ *    match hands to the bridge (/mqttx.html, /MQTT/x, /mqtt-data/...);
+ *  - JSON nested 700 deep (HTTP, WebSocket, an MQTT reply to /request);
+ *  - trailing text, invalid UTF-8, numbers a double cannot hold;
+ *  - cross-site: foreign Origin, form and text/plain bodies;
+ *  - /request replies: content type allow list, nosniff, 128-bit
+ *    correlation ids; reply topics refused to browsers (publish and
+ *    subscribe); a lying Content-Length; last values bounded in bytes;
+ *  - bodies shorter than Content-Length; WebSocket messages over
+ *    BRIDGE_MAX_BODY (whole and fragmented); BRIDGE_MAX_FILTERS;
+ *    BRIDGE_MAX_CLIENTS;
+ *  - digest replay: nc tracked per nonce, uri bound to the whole target.
+ */
+#include "util.h"
+
+#include <civetweb.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define REALM "attack-realm"
+#define USER "alice"
+#define PASS "pw-9c1e"
+
+/* ---- raw HTTP ------------------------------------------------------------ */
+
+struct hresp {
+	int status;
+	char head[8192];
+	char *body;
+	size_t len;
+};
+
+/* Reads one response (head, then Content-Length bytes) from r. Returns
+ * its status, 0 when none came. */
+static int read_resp(struct th_raw *r, struct hresp *h, int ms)
+{
+	char *end;
+	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
+	memset(h, 0, sizeof(*h));
+	while ((end = memmem(r->buf, r->len, "\r\n\r\n", 4)) == NULL)
+		if (th_now_ms() > until || th_raw_fill(r, 500) == 0)
+			return 0;
+	size_t hl = (size_t)(end - r->buf) + 4;
+	snprintf(h->head, sizeof(h->head), "%.*s", (int)hl, r->buf);
+	sscanf(h->head, "HTTP/1.%*d %d", &h->status);
+	th_raw_consume(r, hl);
+	const char *cl = strcasestr(h->head, "\r\nContent-Length:");
+	size_t n = cl != NULL ? (size_t)strtoull(cl + 17, NULL, 10) : 0;
+	while (r->len < n && th_now_ms() <= until && th_raw_fill(r, 500) != 0) {
+	}
+	if (r->len < n)
+		n = r->len;
+	h->body = malloc(n + 1);
+	ASSERT(h->body != NULL);
+	memcpy(h->body, r->buf, n);
+	h->body[n] = '\0';
+	h->len = n;
+	th_raw_consume(r, n);
+	return h->status;
+}
+
+/* One request on a new connection: the status (0: no answer). */
+static int raw_req(int port, const char *req, size_t n, struct hresp *h)
+{
+	struct th_raw *r = th_raw_connect(port, 0);
+	th_raw_send(r, req, n);
+	int status = read_resp(r, h, 20000);
+	th_raw_close(r);
+	return status;
+}
+
+/* method path with optional headers (each ending "\r\n") and body. */
+static int http(int port, const char *method, const char *path,
+                const char *headers, const char *body, struct hresp *h)
+{
+	size_t bl = body != NULL ? strlen(body) : 0, cap = bl + strlen(path) + 2048;
+	char *req = malloc(cap);
+	ASSERT(req != NULL);
+	int n = snprintf(req, cap,
+	                 "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s"
+	                 "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+	                 method, path, port, headers != NULL ? headers : "", bl);
+	if (bl > 0)
+		memcpy(req + n, body, bl);
+	int status = raw_req(port, req, (size_t)n + bl, h);
+	free(req);
+	return status;
+}
+
+static void hfree(struct hresp *h)
+{
+	free(h->body);
+	h->body = NULL;
+}
+
+/* The server still answers: GET <path>/status gets a response (200, or
+ * 401 on a server that needs credentials). */
+static void still_answers(int port)
+{
+	struct hresp h;
+	int s = http(port, "GET", "/mqtt/status", NULL, NULL, &h);
+	hfree(&h);
+	if (s != 200 && s != 401)
+		th_fail(__FILE__, __LINE__, "the server does not answer /status (%d)",
+		        s);
+}
+
+#define JSON_CT "Content-Type: application/json\r\n"
+#define RAW_CT "Content-Type: application/octet-stream\r\n"
+
+/* ---- a raw WebSocket client ------------------------------------------------ */
+
+static int ws_open(struct th_raw *r, int port, const char *extra)
+{
+	char req[1024];
+	struct hresp h;
+	snprintf(req, sizeof(req),
+	         "GET /mqtt/ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+	         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+	         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	         "Sec-WebSocket-Version: 13\r\n%s\r\n",
+	         port, extra != NULL ? extra : "");
+	th_raw_send(r, req, strlen(req));
+	char *end;
+	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
+	while ((end = memmem(r->buf, r->len, "\r\n\r\n", 4)) == NULL)
+		if (th_now_ms() > until || th_raw_fill(r, 500) == 0)
+			return 0;
+	memset(&h, 0, sizeof(h));
+	sscanf(r->buf, "HTTP/1.%*d %d", &h.status);
+	th_raw_consume(r, (size_t)(end - r->buf) + 4);
+	return h.status;
+}
+
+/* A masked frame: fin, opcode, n bytes. */
+static void ws_send(struct th_raw *r, int fin, int op, const char *p, size_t n)
+{
+	unsigned char h[14], mask[4] = {0x21, 0x43, 0x65, 0x07};
+	size_t hl = 0;
+	h[hl++] = (unsigned char)((fin ? 0x80 : 0) | op);
+	if (n < 126) {
+		h[hl++] = (unsigned char)(0x80 | n);
+	} else if (n < 65536) {
+		h[hl++] = 0x80 | 126;
+		h[hl++] = (unsigned char)(n >> 8);
+		h[hl++] = (unsigned char)n;
+	} else {
+		h[hl++] = 0x80 | 127;
+		for (int i = 7; i >= 0; i--)
+			h[hl++] = (unsigned char)((uint64_t)n >> (8 * i));
+	}
+	char *f = malloc(hl + 4 + n);
+	ASSERT(f != NULL);
+	memcpy(f, h, hl);
+	memcpy(f + hl, mask, 4);
+	for (size_t i = 0; i < n; i++)
+		f[hl + 4 + i] = (char)(p[i] ^ mask[i % 4]);
+	th_raw_send(r, f, hl + 4 + n);
+	free(f);
+}
+
+/* The next frame's opcode (-1: none); its payload into out (NUL-ended). */
+static int ws_frame(struct th_raw *r, char *out, size_t cap, int ms)
+{
+	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
+	for (;;) {
+		if (r->len >= 2) {
+			const unsigned char *p = (const unsigned char *)r->buf;
+			size_t hl = 2, n = p[1] & 0x7f;
+			int ok = 1;
+			if (n == 126) {
+				ok = r->len >= 4;
+				n = ok ? (size_t)p[2] << 8 | p[3] : 0;
+				hl = 4;
+			} else if (n == 127) {
+				ok = r->len >= 10;
+				n = 0;
+				for (int i = 0; ok && i < 8; i++)
+					n = n << 8 | p[2 + i];
+				hl = 10;
+			}
+			if (ok && r->len >= hl + n) {
+				int op = p[0] & 0xf;
+				size_t k = n < cap - 1 ? n : cap - 1;
+				memcpy(out, r->buf + hl, k);
+				out[k] = '\0';
+				th_raw_consume(r, hl + n);
+				return op;
+			}
+		}
+		if (th_now_ms() > until || th_raw_fill(r, 200) <= 0)
+			return -1;
+	}
+}
+
+/* Sends a text message and returns the reply frame's text (hello and
+ * messages skipped) in out. */
+static int ws_call(struct th_raw *r, const char *json, char *out, size_t cap)
+{
+	ws_send(r, 1, 1, json, strlen(json));
+	for (;;) {
+		int op = ws_frame(r, out, cap, 10000);
+		if (op != 1 || (strstr(out, "\"op\":\"hello\"") == NULL &&
+		                strstr(out, "\"op\":\"message\"") == NULL &&
+		                strstr(out, "\"op\":\"state\"") == NULL))
+			return op;
+	}
+}
+
+/* n levels of "[" ... "]" around 1, malloc()ed. */
+static char *nested(int n, const char *pre, const char *post)
+{
+	size_t pl = strlen(pre), ql = strlen(post);
+	char *s = malloc(pl + ql + 2 * (size_t)n + 2);
+	ASSERT(s != NULL);
+	memcpy(s, pre, pl);
+	memset(s + pl, '[', (size_t)n);
+	s[pl + (size_t)n] = '1';
+	memset(s + pl + (size_t)n + 1, ']', (size_t)n);
+	memcpy(s + pl + 2 * (size_t)n + 1, post, ql + 1);
+	return s;
+}
+
+/* ---- servers ----------------------------------------------------------------- */
+
+/* The port accepts before the MQTT client is up and the bridge mounted:
+ * waits for <path>/status to be the bridge's (200, or 401 with auth). */
+static void wait_bridge(int port)
+{
+	struct hresp h;
+	int s = 0;
+	int64_t until = th_now_ms() + 20000 * th_timeout_scale();
+	while (th_now_ms() < until) {
+		s = http(port, "GET", "/mqtt/status", NULL, NULL, &h);
+		hfree(&h);
+		if (s == 200 || s == 401)
+			return;
+		usleep(50 * 1000);
+	}
+	th_fail(__FILE__, __LINE__, "the bridge did not come up (%d)", s);
+}
+
+static void start(struct th_broker *b, struct th_xsrv *x, const char *mqtt,
+                  const char *civetweb)
+{
+	char text[4096];
+	th_broker_start(b, NULL);
+	snprintf(text, sizeof(text),
+	         "MQTT_BROKER_URL %s\nMQTT_BRIDGE_PATH /mqtt\n"
+	         "MQTT_BRIDGE_PUBLISH_ALLOW demo/#\n"
+	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW demo/#\n%s\n",
+	         b->url, mqtt != NULL ? mqtt : "");
+	th_xsrv_start(x, text, civetweb);
+	wait_bridge(x->port);
+}
+
+/* ======================================================================
+ * 1. BRIDGE_AUTH_FILE and CivetWeb's own authorization
+ * ==================================================================== */
+
+static void write_htdigest(const char *path)
+{
+	char ha1[33], line[128];
+	mg_md5(ha1, USER, ":", REALM, ":", PASS, NULL);
+	snprintf(line, sizeof(line), "%s:%s:%s\n", USER, REALM, ha1);
+	th_write_file(path, line);
+}
+
+TEST_T(auth_file_leaves_civetweb_authorization_on_for_paths_not_the_bridges,
+       60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	char htd[512], www[512], f[600], mqtt[1024], cw[2048];
+	th_path(htd, sizeof(htd), "users.htdigest");
+	write_htdigest(htd);
+	th_path(www, sizeof(www), "www");
+	mkdir(www, 0755);
+	snprintf(f, sizeof(f), "%s/mqtt-notes.txt", www);
+	th_write_file(f, "private notes\n");
+	snprintf(mqtt, sizeof(mqtt), "MQTT_BRIDGE_AUTH_FILE %s", htd);
+	/* The document root protected by its .htpasswd (CivetWeb's per
+	 * directory file), PUT and DELETE by put_delete_auth_file. */
+	snprintf(f, sizeof(f), "%s/.htpasswd", www);
+	write_htdigest(f);
+	snprintf(f, sizeof(f), "%s/mqtt-notes.txt", www);
+	snprintf(cw, sizeof(cw),
+	         "document_root %s\nauthentication_domain %s\n"
+	         "put_delete_auth_file %s\n",
+	         www, REALM, htd);
+	start(&b, &x, mqtt, cw);
+	static const char *const paths[] = {"/evil.html", "/mqttx.html",
+	                                    "/MQTT/x", "/Mqtt", "/mqtt-data/a.txt",
+	                                    "/mqtt.html"};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		struct hresp h;
+		int s = http(x.port, "PUT", paths[i], NULL, "<script>x</script>", &h);
+		hfree(&h);
+		if (s != 401 && s != 405)
+			th_fail(__FILE__, __LINE__, "PUT %s without credentials: %d",
+			        paths[i], s);
+	}
+	struct hresp h;
+	int s = http(x.port, "DELETE", "/mqtt-notes.txt", NULL, NULL, &h);
+	hfree(&h);
+	ASSERT(s == 401 || s == 405);
+	ASSERT(access(f, F_OK) == 0);
+	ASSERT_EQ(http(x.port, "GET", "/mqtt-notes.txt", NULL, NULL, &h), 401);
+	ASSERT(strstr(h.body, "private") == NULL);
+	hfree(&h);
+	/* The bridge itself still asks for its credentials. */
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 401);
+	ASSERT(strcasestr(h.head, "WWW-Authenticate: Digest") != NULL);
+	hfree(&h);
+	for (size_t i = 1; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		char p[600];
+		snprintf(p, sizeof(p), "%s%s", www, paths[i]);
+		ASSERT(access(p, F_OK) != 0);
+	}
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+/* ======================================================================
+ * 2/3. Deep JSON
+ * ==================================================================== */
+
+TEST_T(json_nested_700_deep_is_refused_over_http_and_websocket, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	char out[4096];
+	start(&b, &x, NULL, NULL);
+	char *deep = nested(700, "", "");
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", JSON_CT, deep, &h), 400);
+	hfree(&h);
+	still_answers(x.port);
+	char *deep2 = nested(700, "{\"topic\":\"demo/a\",\"payload\":", "}");
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", JSON_CT, deep2, &h), 400);
+	hfree(&h);
+	/* 33 levels: over the default BRIDGE_MAX_JSON_DEPTH (32). */
+	char *d33 = nested(32, "{\"topic\":\"demo/a\",\"payload\":", "}");
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", JSON_CT, d33, &h), 400);
+	ASSERT(strstr(h.body, "BRIDGE_MAX_JSON_DEPTH") != NULL);
+	hfree(&h);
+	char *d31 = nested(30, "{\"topic\":\"demo/a\",\"payload\":", "}");
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", JSON_CT, d31, &h), 200);
+	hfree(&h);
+	still_answers(x.port);
+
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	ASSERT_EQ(ws_call(r, deep, out, sizeof(out)), 1);
+	ASSERT(strstr(out, "\"op\":\"error\"") != NULL);
+	ASSERT(strstr(out, "\"status\":400") != NULL);
+	char *wdeep = nested(700, "{\"op\":\"publish\",\"topic\":\"demo/a\","
+	                          "\"payload\":", "}");
+	ASSERT_EQ(ws_call(r, wdeep, out, sizeof(out)), 1);
+	ASSERT(strstr(out, "\"status\":400") != NULL);
+	/* The connection is still usable. */
+	ASSERT_EQ(ws_call(r, "{\"op\":\"subscribe\",\"topic\":\"demo/x\"}", out,
+	                  sizeof(out)),
+	          1);
+	ASSERT(strstr(out, "\"op\":\"ack\"") != NULL);
+	th_raw_close(r);
+	still_answers(x.port);
+	free(deep);
+	free(deep2);
+	free(d33);
+	free(d31);
+	free(wdeep);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+/* The request's envelope (3.1.1) from mosquitto_sub: its reply_to. */
+static void reply_to_of(const struct th_sub *s, char *out, size_t cap)
+{
+	int n;
+	char *m = th_sub_messages(s, &n);
+	const char *p = strstr(m, "\"reply_to\":\"");
+	ASSERT(p != NULL);
+	p += 12;
+	size_t l = strcspn(p, "\"");
+	ASSERT(l < cap);
+	memcpy(out, p, l);
+	out[l] = '\0';
+	free(m);
+}
+
+/* Sends POST /mqtt/request/demo/req on r (not waiting), answers it from
+ * the broker with payload (extra: more mosquitto_pub arguments), returns
+ * the response's status. */
+static int request_answered(const struct th_broker *b, int port,
+                            const char *payload, const char *extra,
+                            struct hresp *h)
+{
+	struct th_sub s;
+	char req[512], reply_to[256];
+	th_sub_start(&s, b, "demo/req", 1, NULL);
+	struct th_raw *r = th_raw_connect(port, 0);
+	snprintf(req, sizeof(req),
+	         "POST /mqtt/request/demo/req?timeout=20 HTTP/1.1\r\n"
+	         "Host: 127.0.0.1:%d\r\n" RAW_CT
+	         "Content-Length: 2\r\nConnection: close\r\n\r\nhi",
+	         port);
+	th_raw_send(r, req, strlen(req));
+	ASSERT_EQ(th_sub_wait(&s, 20000), 0);
+	reply_to_of(&s, reply_to, sizeof(reply_to));
+	th_pub(b, reply_to, payload, 1, 0, extra);
+	int status = read_resp(r, h, 30000);
+	th_raw_close(r);
+	return status;
+}
+
+TEST_T(an_mqtt_reply_nested_700_deep_to_a_request_is_a_502, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	start(&b, &x, NULL, NULL);
+	char *deep = nested(700, "", "");
+	ASSERT_EQ(request_answered(&b, x.port, deep, NULL, &h), 502);
+	hfree(&h);
+	still_answers(x.port);
+	ASSERT_EQ(request_answered(&b, x.port, "[[1]]", NULL, &h), 200);
+	ASSERT(strcasestr(h.head, "Content-Type: application/json") != NULL);
+	ASSERT(strcasestr(h.head, "X-Content-Type-Options: nosniff") != NULL);
+	hfree(&h);
+	free(deep);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+/* ======================================================================
+ * 7. Replies to requests, reply topics, nosniff
+ * ==================================================================== */
+
+TEST_T(a_reply_content_type_comes_from_an_allow_list_never_html, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	th_broker_start(&b, NULL);
+	char text[1024];
+	snprintf(text, sizeof(text),
+	         "MQTT_BROKER_URL %s\nMQTT_PROTOCOL_VERSION 5\n"
+	         "MQTT_BRIDGE_PATH /mqtt\nMQTT_BRIDGE_PUBLISH_ALLOW #\n"
+	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW demo/#\n",
+	         b.url);
+	th_xsrv_start(&x, text, NULL);
+	wait_bridge(x.port);
+	/* MQTT 5: the request carries its reply topic as a property; the
+	 * responder below reads it from mosquitto_sub's JSON output. */
+	struct th_sub s;
+	th_sub_start(&s, &b, "demo/req", 1, "-V 5 -F %j");
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	char req[512];
+	snprintf(req, sizeof(req),
+	         "POST /mqtt/request/demo/req?timeout=20 HTTP/1.1\r\n"
+	         "Host: 127.0.0.1:%d\r\n" RAW_CT
+	         "Content-Length: 2\r\nConnection: close\r\n\r\nhi",
+	         x.port);
+	th_raw_send(r, req, strlen(req));
+	ASSERT_EQ(th_sub_wait(&s, 20000), 0);
+	int n;
+	char *m = th_sub_messages(&s, &n);
+	const char *p = strstr(m, "\"response-topic\":\"");
+	ASSERT(p != NULL);
+	p += 18;
+	char topic[256], cd[256] = "";
+	size_t l = strcspn(p, "\"");
+	ASSERT(l < sizeof(topic));
+	memcpy(topic, p, l);
+	topic[l] = '\0';
+	/* The correlation id: 128 random bits in hex, the last level. */
+	const char *corr = strrchr(topic, '/') + 1;
+	ASSERT_EQ(strlen(corr), 32);
+	ASSERT_EQ(strspn(corr, "0123456789abcdef"), 32);
+	/* A browser may not answer it, whatever BRIDGE_PUBLISH_ALLOW says. */
+	char path[512];
+	snprintf(path, sizeof(path), "/mqtt/publish/%s", topic);
+	ASSERT_EQ(http(x.port, "POST", path, RAW_CT, "forged", &h), 403);
+	hfree(&h);
+	snprintf(cd, sizeof(cd), "-V 5 -D publish content-type text/html");
+	th_pub(&b, topic, "<script>alert(1)</script>", 1, 0, cd);
+	ASSERT_EQ(read_resp(r, &h, 30000), 200);
+	th_raw_close(r);
+	ASSERT(strcasestr(h.head, "Content-Type: application/octet-stream") !=
+	       NULL);
+	ASSERT(strcasestr(h.head, "text/html") == NULL);
+	ASSERT(strcasestr(h.head, "X-Content-Type-Options: nosniff") != NULL);
+	hfree(&h);
+	free(m);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+TEST_T(browsers_cannot_subscribe_or_publish_to_reply_topics, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	char out[4096];
+	th_broker_start(&b, NULL);
+	char text[1024];
+	snprintf(text, sizeof(text),
+	         "MQTT_BROKER_URL %s\nMQTT_CLIENT_ID attack-srv\n"
+	         "MQTT_BRIDGE_PATH /mqtt\nMQTT_BRIDGE_PUBLISH_ALLOW #\n"
+	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW #\n",
+	         b.url);
+	th_xsrv_start(&x, text, NULL);
+	wait_bridge(x.port);
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	static const char *const refused[] = {"attack-srv/reply/+",
+	                                      "attack-srv/reply/#", "attack-srv/#",
+	                                      "attack-srv/+/+"};
+	for (size_t i = 0; i < 4; i++) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "{\"op\":\"subscribe\",\"topic\":\"%s\"}",
+		         refused[i]);
+		ASSERT_EQ(ws_call(r, msg, out, sizeof(out)), 1);
+		if (strstr(out, "\"status\":403") == NULL)
+			th_fail(__FILE__, __LINE__, "subscribe %s: %s", refused[i], out);
+	}
+	ASSERT_EQ(ws_call(r,
+	                  "{\"op\":\"publish\",\"topic\":\"attack-srv/reply/"
+	                  "0123456789abcdef0123456789abcdef\",\"payload\":\"x\"}",
+	                  out, sizeof(out)),
+	          1);
+	ASSERT(strstr(out, "\"status\":403") != NULL);
+	/* Other topics of the allow list still work. */
+	ASSERT_EQ(ws_call(r, "{\"op\":\"subscribe\",\"topic\":\"attack-srv/x\"}",
+	                  out, sizeof(out)),
+	          1);
+	ASSERT(strstr(out, "\"op\":\"ack\"") != NULL);
+	th_raw_close(r);
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/attack-srv/reply/abc", RAW_CT,
+	               "forged", &h),
+	          403);
+	hfree(&h);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+TEST_T(every_bridge_reply_says_nosniff, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	start(&b, &x, NULL, NULL);
+	static const char *const routes[] = {"/mqtt/status", "/mqtt/nothing",
+	                                     "/mqtt/last?filter=demo/%23",
+	                                     "/mqtt/metrics", "/mqtt/publish"};
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		ASSERT(http(x.port, "GET", routes[i], NULL, NULL, &h) > 0);
+		if (strcasestr(h.head, "X-Content-Type-Options: nosniff") == NULL)
+			th_fail(__FILE__, __LINE__, "GET %s: no nosniff: %s", routes[i],
+			        h.head);
+		hfree(&h);
+	}
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+/* ======================================================================
+ * 6. Cross-site requests
+ * ==================================================================== */
+
+TEST_T(cross_site_websockets_and_simple_posts_are_refused, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	char hdr[256];
+	start(&b, &x, "MQTT_BRIDGE_ALLOWED_ORIGINS http://good.example", NULL);
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, "Origin: http://evil.example\r\n"), 403);
+	th_raw_close(r);
+	r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, "Origin: http://good.example\r\n"), 101);
+	th_raw_close(r);
+	r = th_raw_connect(x.port, 0);
+	snprintf(hdr, sizeof(hdr), "Origin: http://127.0.0.1:%d\r\n", x.port);
+	ASSERT_EQ(ws_open(r, x.port, hdr), 101);
+	th_raw_close(r);
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish",
+	               "Origin: http://evil.example\r\n" JSON_CT,
+	               "{\"topic\":\"demo/a\",\"payload\":\"x\"}", &h),
+	          403);
+	hfree(&h);
+	/* The three bodies a page on any site can send without asking. */
+	static const char *const simple[] = {
+	    "Content-Type: text/plain\r\n",
+	    "Content-Type: application/x-www-form-urlencoded\r\n",
+	    "Content-Type: multipart/form-data; boundary=x\r\n", ""};
+	for (size_t i = 0; i < 4; i++) {
+		ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/demo/a", simple[i], "on",
+		               &h),
+		          415);
+		hfree(&h);
+		ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", simple[i],
+		               "{\"topic\":\"demo/a\",\"payload\":\"x\"}", &h),
+		          415);
+		hfree(&h);
+	}
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/demo/a", RAW_CT, "on", &h),
+	          200);
+	hfree(&h);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+/* ======================================================================
+ * 10/11. Bodies and JSON that are not what they claim
+ * ==================================================================== */
+
+TEST_T(short_bodies_trailing_text_bad_utf8_and_big_numbers_are_refused, 90)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	start(&b, &x, NULL, "request_timeout_ms 2000\n");
+	/* Content-Length 100, 5 bytes, then the client stops sending. */
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	char req[512];
+	snprintf(req, sizeof(req),
+	         "POST /mqtt/publish/demo/short HTTP/1.1\r\nHost: x\r\n" RAW_CT
+	         "Content-Length: 100\r\n\r\nhello");
+	th_raw_send(r, req, strlen(req));
+	shutdown(r->fd, SHUT_WR);
+	int s = read_resp(r, &h, 30000);
+	th_raw_close(r);
+	hfree(&h);
+	if (s == 200)
+		th_fail(__FILE__, __LINE__, "a short body was published as complete");
+	/* A chunk that announces 2^64-1 bytes. */
+	r = th_raw_connect(x.port, 0);
+	snprintf(req, sizeof(req),
+	         "POST /mqtt/publish/demo/chunk HTTP/1.1\r\nHost: x\r\n" RAW_CT
+	         "Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc");
+	th_raw_send(r, req, strlen(req));
+	shutdown(r->fd, SHUT_WR);
+	s = read_resp(r, &h, 30000);
+	th_raw_close(r);
+	hfree(&h);
+	if (s == 200)
+		th_fail(__FILE__, __LINE__, "a broken chunk was published");
+	still_answers(x.port);
+
+	static const char *const bad[] = {
+	    "{\"topic\":\"demo/a\",\"payload\":\"x\"} trailing",
+	    "{\"topic\":\"demo/a\",\"payload\":\"x\"}{}",
+	    "{\"topic\":\"demo/a\",\"payload\":\"\xff\xfe\"}",
+	    "{\"topic\":\"demo/a\",\"payload\":\"\xc0\xaf\"}",
+	    "{\"topic\":\"demo/a\",\"payload\":123456789012345678901234567890}",
+	    "{\"topic\":\"demo/a\",\"payload\":9007199254740993}",
+	    "{\"topic\":\"demo/a\",\"payload\":1e400}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		s = http(x.port, "POST", "/mqtt/publish", JSON_CT, bad[i], &h);
+		hfree(&h);
+		if (s != 400)
+			th_fail(__FILE__, __LINE__, "%s: %d, not 400", bad[i], s);
+	}
+	/* What a double holds exactly goes through. */
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", JSON_CT,
+	               "{\"topic\":\"demo/a\",\"payload\":[1.5,-0.25,1e21,"
+	               "9007199254740992]}\n",
+	               &h),
+	          200);
+	hfree(&h);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+TEST_T(a_lying_content_length_gets_408_after_the_request_timeout, 90)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	start(&b, &x, NULL, "request_timeout_ms 1000\n");
+	/* Content-Length 100, 5 bytes, and the connection kept open: the body
+	 * never completes. */
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	const char *req = "POST /mqtt/publish/demo/slow HTTP/1.1\r\nHost: x\r\n" RAW_CT
+	                  "Content-Length: 100\r\n\r\nhello";
+	th_raw_send(r, req, strlen(req));
+	/* 408 when the clock ran out during a read, 400 when the read after
+	 * found nothing more: either way not published as complete. */
+	int s = read_resp(r, &h, 30000);
+	hfree(&h);
+	if (s != 408 && s != 400)
+		th_fail(__FILE__, __LINE__, "a body that never completes got %d", s);
+	th_raw_close(r);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+/* ======================================================================
+ * 8/12. WebSocket bounds
+ * ==================================================================== */
+
+TEST_T(websocket_messages_over_max_body_close_with_1009, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	char out[4096];
+	start(&b, &x, "MQTT_BRIDGE_MAX_BODY 1000", NULL);
+	/* One frame. */
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	char big[3000];
+	int n = snprintf(big, sizeof(big),
+	                 "{\"op\":\"publish\",\"topic\":\"demo/a\",\"payload\":\"");
+	memset(big + n, 'x', 2000);
+	snprintf(big + n + 2000, sizeof(big) - (size_t)n - 2000, "\"}");
+	ws_send(r, 1, 1, big, strlen(big));
+	int op;
+	while ((op = ws_frame(r, out, sizeof(out), 10000)) == 1) {
+	}
+	ASSERT_EQ(op, 8);
+	ASSERT_EQ((unsigned char)out[0] << 8 | (unsigned char)out[1], 1009);
+	th_raw_close(r);
+	/* Fragments of 400 bytes each. */
+	r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	ws_send(r, 0, 1, big, 400);
+	ws_send(r, 0, 0, big + 400, 400);
+	ws_send(r, 0, 0, big + 800, 400);
+	while ((op = ws_frame(r, out, sizeof(out), 10000)) == 1) {
+	}
+	ASSERT_EQ(op, 8);
+	ASSERT_EQ((unsigned char)out[0] << 8 | (unsigned char)out[1], 1009);
+	th_raw_close(r);
+	/* A fragmented message within the bound is put together. */
+	r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	const char *sub = "{\"op\":\"subscribe\",\"topic\":\"demo/frag\"}";
+	ws_send(r, 0, 1, sub, 10);
+	ws_send(r, 1, 0, sub + 10, strlen(sub) - 10);
+	for (;;) {
+		op = ws_frame(r, out, sizeof(out), 10000);
+		ASSERT_EQ(op, 1);
+		if (strstr(out, "\"op\":\"ack\"") != NULL ||
+		    strstr(out, "\"op\":\"error\"") != NULL)
+			break;
+	}
+	ASSERT(strstr(out, "\"op\":\"ack\"") != NULL);
+	th_raw_close(r);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+TEST_T(last_values_are_bounded_in_bytes_the_oldest_going_first, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	start(&b, &x,
+	      "MQTT_SUBSCRIBE demo/#\nMQTT_BRIDGE_LAST_VALUES_BYTES 5000", NULL);
+	char big[2001], topic[64];
+	memset(big, 'v', 2000);
+	big[2000] = '\0';
+	for (int i = 1; i <= 3; i++) {
+		snprintf(topic, sizeof(topic), "demo/lv/%d", i);
+		th_pub(&b, topic, big, 1, 0, NULL);
+		/* In order: each is cached before the next is sent. */
+		char path[96];
+		snprintf(path, sizeof(path), "/mqtt/last/%s", topic);
+		int s = 0;
+		int64_t until = th_now_ms() + 10000 * th_timeout_scale();
+		while (th_now_ms() < until &&
+		       (s = http(x.port, "GET", path, NULL, NULL, &h)) != 200) {
+			hfree(&h);
+			usleep(50 * 1000);
+		}
+		hfree(&h);
+		ASSERT_EQ(s, 200);
+	}
+	/* 3 x 2000 bytes do not fit in 5000: the first went. */
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/last/demo/lv/1", NULL, NULL, &h), 404);
+	hfree(&h);
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/last/demo/lv/2", NULL, NULL, &h), 200);
+	hfree(&h);
+	/* One message larger than the bound is not kept, and its topic's
+	 * older value is forgotten. */
+	char *huge = malloc(6001);
+	ASSERT(huge != NULL);
+	memset(huge, 'h', 6000);
+	huge[6000] = '\0';
+	th_pub(&b, "demo/lv/2", huge, 1, 0, NULL);
+	free(huge);
+	th_pub(&b, "demo/lv/4", "marker", 1, 0, NULL);
+	int s = 0;
+	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
+	while (th_now_ms() < until &&
+	       (s = http(x.port, "GET", "/mqtt/last/demo/lv/4", NULL, NULL, &h)) !=
+	           200) {
+		hfree(&h);
+		usleep(50 * 1000);
+	}
+	hfree(&h);
+	ASSERT_EQ(s, 200);
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/last/demo/lv/2", NULL, NULL, &h), 404);
+	hfree(&h);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+TEST_T(a_browser_gets_at_most_max_filters, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	char out[4096], msg[128];
+	start(&b, &x, "MQTT_BRIDGE_MAX_FILTERS 5", NULL);
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	for (int i = 0; i < 6; i++) {
+		snprintf(msg, sizeof(msg), "{\"op\":\"subscribe\",\"topic\":\"demo/%d\"}",
+		         i);
+		ASSERT_EQ(ws_call(r, msg, out, sizeof(out)), 1);
+		if (i < 5)
+			ASSERT(strstr(out, "\"op\":\"ack\"") != NULL);
+		else
+			ASSERT(strstr(out, "BRIDGE_MAX_FILTERS") != NULL);
+	}
+	th_raw_close(r);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+/* ======================================================================
+ * 9. BRIDGE_MAX_CLIENTS
+ * ==================================================================== */
+
+TEST_T(streams_beyond_max_clients_get_503_and_status_still_answers, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	start(&b, &x, "MQTT_BRIDGE_MAX_CLIENTS 3", "num_threads 8\n");
+	struct th_raw *ws[3];
+	for (int i = 0; i < 2; i++) {
+		ws[i] = th_raw_connect(x.port, 0);
+		ASSERT_EQ(ws_open(ws[i], x.port, NULL), 101);
+	}
+	struct th_raw *sse = th_raw_connect(x.port, 0);
+	char req[256];
+	snprintf(req, sizeof(req),
+	         "GET /mqtt/events?topic=demo/%%23 HTTP/1.1\r\nHost: x\r\n\r\n");
+	th_raw_send(sse, req, strlen(req));
+	char *end;
+	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
+	while ((end = memmem(sse->buf, sse->len, "\r\n\r\n", 4)) == NULL &&
+	       th_now_ms() < until)
+		th_raw_fill(sse, 500);
+	ASSERT(strncmp(sse->buf, "HTTP/1.1 200", 12) == 0);
+	ws[2] = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(ws[2], x.port, NULL), 503);
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/events?topic=demo/x", NULL, NULL, &h),
+	          503);
+	ASSERT(strcasestr(h.head, "Retry-After:") != NULL);
+	hfree(&h);
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/request/demo/q", RAW_CT, "x", &h),
+	          503);
+	hfree(&h);
+	still_answers(x.port);
+	th_raw_close(sse);
+	for (int i = 0; i < 3; i++)
+		th_raw_close(ws[i]);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+/* ======================================================================
+ * 5. Digest replay
+ * ==================================================================== */
+
+/* An Authorization header for method uri with nonce and nc. */
+static void digest(char *out, size_t cap, const char *method, const char *uri,
+                   const char *nonce, const char *nc)
+{
+	char ha1[33], ha2[33], resp[33];
+	const char *cnonce = "0a4f113b";
+	mg_md5(ha1, USER, ":", REALM, ":", PASS, NULL);
+	mg_md5(ha2, method, ":", uri, NULL);
+	mg_md5(resp, ha1, ":", nonce, ":", nc, ":", cnonce, ":auth:", ha2, NULL);
+	snprintf(out, cap,
+	         "Authorization: Digest username=\"" USER "\", realm=\"" REALM
+	         "\", nonce=\"%s\", uri=\"%s\", qop=auth, nc=%s, "
+	         "cnonce=\"%s\", response=\"%s\"\r\n",
+	         nonce, uri, nc, cnonce, resp);
+}
+
+/* The nonce of a 401's WWW-Authenticate. */
+static void nonce_of(const struct hresp *h, char *out, size_t cap)
+{
+	const char *p = strstr(h->head, "nonce=\"");
+	ASSERT(p != NULL);
+	p += 7;
+	size_t l = strcspn(p, "\"");
+	ASSERT(l < cap);
+	memcpy(out, p, l);
+	out[l] = '\0';
+}
+
+TEST_T(a_captured_digest_header_cannot_be_replayed, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	char htd[512], mqtt[1024], cw[256], nonce[128], auth[1024], hdr[1200];
+	th_path(htd, sizeof(htd), "users.htdigest");
+	write_htdigest(htd);
+	snprintf(mqtt, sizeof(mqtt), "MQTT_BRIDGE_AUTH_FILE %s", htd);
+	snprintf(cw, sizeof(cw), "authentication_domain %s\n", REALM);
+	start(&b, &x, mqtt, cw);
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 401);
+	nonce_of(&h, nonce, sizeof(nonce));
+	hfree(&h);
+	const char *uri = "/mqtt/publish/demo/a?qos=1";
+	digest(auth, sizeof(auth), "POST", uri, nonce, "00000001");
+	snprintf(hdr, sizeof(hdr), "%s" RAW_CT, auth);
+	ASSERT_EQ(http(x.port, "POST", uri, hdr, "one", &h), 200);
+	hfree(&h);
+	/* The same header again: refused. */
+	ASSERT_EQ(http(x.port, "POST", uri, hdr, "two", &h), 401);
+	hfree(&h);
+	/* Another query string under the same digest: refused. */
+	digest(auth, sizeof(auth), "POST", uri, nonce, "00000002");
+	snprintf(hdr, sizeof(hdr), "%s" RAW_CT, auth);
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/demo/a?qos=0&retain=true",
+	               hdr, "three", &h),
+	          401);
+	hfree(&h);
+	/* The next nc on the right target: accepted. */
+	digest(auth, sizeof(auth), "POST", uri, nonce, "00000003");
+	snprintf(hdr, sizeof(hdr), "%s" RAW_CT, auth);
+	ASSERT_EQ(http(x.port, "POST", uri, hdr, "four", &h), 200);
+	hfree(&h);
+	/* A nonce the server never made. */
+	digest(auth, sizeof(auth), "GET", "/mqtt/status", "5f00-1-0123", "00000001");
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 401);
+	hfree(&h);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+TEST_T(an_expired_nonce_gets_401_with_stale_true, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	char htd[512], mqtt[1024], cw[256], nonce[128], auth[1024];
+	th_path(htd, sizeof(htd), "users.htdigest");
+	write_htdigest(htd);
+	snprintf(mqtt, sizeof(mqtt),
+	         "MQTT_BRIDGE_AUTH_FILE %s\nMQTT_BRIDGE_NONCE_LIFETIME 1", htd);
+	snprintf(cw, sizeof(cw), "authentication_domain %s\n", REALM);
+	start(&b, &x, mqtt, cw);
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 401);
+	nonce_of(&h, nonce, sizeof(nonce));
+	hfree(&h);
+	sleep(3); /* the lifetime is 1 s: this nonce is out of it */
+	digest(auth, sizeof(auth), "GET", "/mqtt/status", nonce, "00000001");
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 401);
+	ASSERT(strstr(h.head, "stale=true") != NULL);
+	hfree(&h);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
