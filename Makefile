@@ -44,11 +44,14 @@ TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
 BROWSER_TESTS := test/browser/dashboard.test.mjs
+# Shell tests, run with sh by test/run.sh: every C block of README.md
+# compiled (the whole program run against a real broker).
+README_TESTS  := test/test_readme.sh
 
 .PHONY: all deps node-deps test check asan tsan install uninstall run \
         check-generated check-nobridge \
         fuzz fuzz-quick fuzz-bins valgrind \
-        clean help exports test-bins cxx-header
+        clean help exports test-bins cxx-header test-readme
 
 all: $(LIB_A) $(LIB_SO) $(EXAMPLE)
 
@@ -59,6 +62,8 @@ help:
 	@echo "make run        deps + build, start a local mosquitto (unless one"
 	@echo "                answers) and the example server on :8080"
 	@echo "make test       deps + build + every test (alias: make check)"
+	@echo "make test-readme  every C block of README.md compiled, its"
+	@echo "                program run against a real broker"
 	@echo "make asan       the tests under AddressSanitizer + UBSan"
 	@echo "make tsan       the tests under ThreadSanitizer"
 	@echo "make install    PREFIX=/usr/local DESTDIR= : library, header, .pc"
@@ -161,7 +166,14 @@ test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header check-nobridge
 
 test check: deps
 	@$(MAKE) --no-print-directory all test-bins
-	@BUILD=$(BUILD) ./test/run.sh $(TESTS) $(BROWSER_TESTS)
+	@BUILD=$(BUILD) CC=$(CC) ./test/run.sh $(TESTS) $(README_TESTS) \
+	    $(BROWSER_TESTS)
+
+# The README's C blocks as printed: the program built and run, fragments
+# compiled (test/test_readme.sh).
+test-readme: deps
+	@$(MAKE) --no-print-directory $(BUILD)/civetweb_mqtt.o
+	@BUILD=$(BUILD) CC=$(CC) ./test/run.sh $(README_TESTS)
 
 # Sanitizer builds live in their own directories, example included.
 asan: deps
