@@ -1404,18 +1404,20 @@ TEST_T(the_right_password_works_for_percent_encoded_bridge_paths_too, 60)
 	               "MQTT_BRIDGE_AUTH_FILE", htd),
 	          0);
 	const char *good = "--digest -u " USER ":" PASS;
-	/* A topic with a blank can only be written percent-encoded. */
-	http(s.port, "POST", "/mqtt/publish/auth/living%20room", "on", good, &r);
+	/* A topic with a non-ASCII level is written percent-encoded by
+	 * browsers and curl; digest's uri is the encoded form. (A blank is
+	 * refused in the path: CivetWeb 1.16 turns '+' into one.) */
+	http(s.port, "POST", "/mqtt/publish/auth/k%C3%BCche", "on", good, &r);
 	if (r.status != 200)
 		th_fail(__FILE__, __LINE__,
-		        "POST /mqtt/publish/auth/living%%20room "
+		        "POST /mqtt/publish/auth/k%%C3%%BCche "
 		        "with the right password: %d %s",
 		        r.status, r.body);
 	resp_free(&r);
 	ASSERT_EQ(th_sub_wait(&sub, 10000), 0);
 	char *got;
 	ASSERT_EQ(sub_lines(&sub, &got), 1);
-	ASSERT_STREQ(got, "auth/living room on");
+	ASSERT_STREQ(got, "auth/k\xc3\xbc" "che on");
 	free(got);
 	ASSERT_EQ(http(s.port, "GET", "/mqtt/%73tatus", NULL, good, &r), 200);
 	resp_free(&r);
