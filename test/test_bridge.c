@@ -826,9 +826,13 @@ TEST_T(raw_publish_topics_the_server_may_have_decoded_get_400_naming_the_json_ro
 		http(s.port, "POST", paths[i], "x", ct, &r);
 		if (r.status != 400)
 			th_fail(__FILE__, __LINE__, "%s: status %d", paths[i], r.status);
-		EXPECT_ERROR(400, &r);
-		if (i == 0)
+		/* CivetWeb master refuses control characters itself ("Invalid
+		 * URI", not JSON): a 400 either way, and nothing published. The
+		 * bridge's own refusals name the JSON route. */
+		if (i == 0 || r.json != NULL) {
+			EXPECT_ERROR(400, &r);
 			ASSERT_CONTAINS(r.body, "POST /mqtt/publish and a JSON body");
+		}
 		resp_free(&r);
 	}
 	/* The same topics through the JSON route reach the broker; a '%' that
