@@ -835,6 +835,10 @@ TEST_T(raw_publish_topics_the_server_may_have_decoded_get_400_naming_the_json_ro
 		}
 		resp_free(&r);
 	}
+	/* The other routes with a topic in the path refuse them too. */
+	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/pub/a+b?timeout=1", "x",
+	                  ct, 400);
+	EXPECT_HTTP_ERROR(s.port, "GET", "/mqtt/last/pub/a%20b", NULL, NULL, 400);
 	/* The same topics through the JSON route reach the broker; a '%' that
 	 * cannot start an escape means itself however it was sent. */
 	EXPECT_PUBLISHED(s.port, "/mqtt/publish",
