@@ -16,6 +16,14 @@ static void on_signal(int sig)
 	stopping = 1;
 }
 
+/* CivetWeb's error messages (a port in use, a bad option) to stderr. */
+static int on_civetweb_log(const struct mg_connection *conn, const char *msg)
+{
+	(void)conn;
+	fprintf(stderr, "civetweb: %s\n", msg);
+	return 1;
+}
+
 /* Runs on the client's dispatch thread, for every message matching the
  * filter; MQTT_SUBSCRIBE in civetweb.conf makes the broker send them. */
 static void on_temperature(struct mg_mqtt *c, const struct mg_mqtt_message *m,
@@ -53,10 +61,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	struct mg_callbacks callbacks = {0};
+	callbacks.log_message = on_civetweb_log;
 	mg_init_library(0);
-	struct mg_context *ctx = mg_start(NULL, NULL, cfg.civetweb);
+	struct mg_context *ctx = mg_start(&callbacks, NULL, cfg.civetweb);
 	if (ctx == NULL) {
-		fprintf(stderr, "cannot start the web server (see its error log)\n");
+		fprintf(stderr, "cannot start the web server\n");
 		mg_mqtt_config_free(&cfg);
 		return 1;
 	}
