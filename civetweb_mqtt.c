@@ -6540,9 +6540,10 @@ static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen)
 		        c->prefix);
 		return MG_MQTT_ERR_CONFIG;
 	}
-	/* 16: WebSocket support. A CivetWeb built without it (its CMake
-	 * default, CIVETWEB_ENABLE_WEBSOCKETS OFF) would take the handler and
-	 * never call it: every browser's WebSocket would hang or get 404. */
+	/* 16: WebSocket support, which <path>/ws needs. A CivetWeb built
+	 * without it (its CMake default, CIVETWEB_ENABLE_WEBSOCKETS OFF) can
+	 * still be the one loaded at run time: say so instead of starting a
+	 * bridge whose WebSocket route cannot work. */
 	if (mg_check_feature(16) == 0) {
 		cwm_fmt(err, errlen,
 		        "%s_BRIDGE_PATH: this CivetWeb was built without WebSocket "
@@ -7512,10 +7513,11 @@ static int cwm_query_topic(const char *qs, const char *name, size_t occurrence,
 }
 
 /* Whether a topic from the decoded path may not be what the client wrote.
- * CivetWeb 1.16 and later decode the path in place before anything sees
- * it, '+' as a space included, so local_uri_raw is not raw there: a space
- * may have been a '+', a '+' or '#' an escape, and with decode_url no an
- * escape stays undecoded. Such topics are refused on every version. */
+ * CivetWeb decodes the path in place before anything sees it (so
+ * local_uri_raw is decoded too), and 1.16 and later decode '+' as a space
+ * as well: a space may have been a '+', a '+' or '#' an escape, and with
+ * decode_url no an escape stays undecoded. Such topics are refused on
+ * every version; a '%' not followed by two hex digits means itself. */
 static int cwm_path_topic_ambiguous(const char *topic)
 {
 	for (const unsigned char *p = (const unsigned char *)topic; *p != '\0'; p++)

@@ -213,9 +213,10 @@ static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen)
 		        c->prefix);
 		return MG_MQTT_ERR_CONFIG;
 	}
-	/* 16: WebSocket support. A CivetWeb built without it (its CMake
-	 * default, CIVETWEB_ENABLE_WEBSOCKETS OFF) would take the handler and
-	 * never call it: every browser's WebSocket would hang or get 404. */
+	/* 16: WebSocket support, which <path>/ws needs. A CivetWeb built
+	 * without it (its CMake default, CIVETWEB_ENABLE_WEBSOCKETS OFF) can
+	 * still be the one loaded at run time: say so instead of starting a
+	 * bridge whose WebSocket route cannot work. */
 	if (mg_check_feature(16) == 0) {
 		cwm_fmt(err, errlen,
 		        "%s_BRIDGE_PATH: this CivetWeb was built without WebSocket "

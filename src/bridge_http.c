@@ -268,10 +268,11 @@ static int cwm_query_topic(const char *qs, const char *name, size_t occurrence,
 }
 
 /* Whether a topic from the decoded path may not be what the client wrote.
- * CivetWeb 1.16 and later decode the path in place before anything sees
- * it, '+' as a space included, so local_uri_raw is not raw there: a space
- * may have been a '+', a '+' or '#' an escape, and with decode_url no an
- * escape stays undecoded. Such topics are refused on every version. */
+ * CivetWeb decodes the path in place before anything sees it (so
+ * local_uri_raw is decoded too), and 1.16 and later decode '+' as a space
+ * as well: a space may have been a '+', a '+' or '#' an escape, and with
+ * decode_url no an escape stays undecoded. Such topics are refused on
+ * every version; a '%' not followed by two hex digits means itself. */
 static int cwm_path_topic_ambiguous(const char *topic)
 {
 	for (const unsigned char *p = (const unsigned char *)topic; *p != '\0'; p++)
