@@ -4657,6 +4657,9 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	int attempt = c->attempt;
 	int64_t delay = cwm_backoff_ms(c);
 	c->reconnect_at = cwm_now_ms() + delay;
+	/* A failed first attempt fails a start that waits for it
+	 * (CONNECT_ASYNC false): no attempt follows then. */
+	int start_fails = c->first_result == 0 && !c->cfg.connect_async;
 	if (c->first_result == 0) {
 		c->first_result = error;
 		cwm_fmt(c->first_msg, sizeof(c->first_msg), "%s: cannot connect to %s: %s",
@@ -4676,7 +4679,11 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 			cwm_push_event(c, ev);
 		}
 	}
-	if (!c->stopping)
+	if (!c->stopping && start_fails)
+		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+		               "connection attempt %d to %s failed: %s", attempt,
+		               brokers, msg);
+	else if (!c->stopping)
 		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 		               "connection attempt %d to %s failed: %s; next attempt "
 		               "in %.1f s",
