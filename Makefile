@@ -18,7 +18,7 @@ SAN      ?=
 DEPS_BUILD := gcc g++ make pkg-config libc6-dev libcivetweb-dev \
               libpaho-mqtt-dev libcjson-dev
 DEPS_TEST  := mosquitto mosquitto-clients openssl curl coreutils \
-              chromium nodejs wrk rabbitmq-server
+              chromium nodejs wrk rabbitmq-server nginx
 DEPS_ALL   := $(DEPS_BUILD) $(DEPS_TEST)
 # The browser test drives Debian's chromium with playwright-core from npm
 # (pinned in package-lock.json; never a browser download).
@@ -46,12 +46,15 @@ CLUSTER_TESTS := test_cluster
 TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
-BROWSER_TESTS := test/browser/dashboard.test.mjs
+BROWSER_TESTS := test/browser/dashboard.test.mjs test/browser/https.test.mjs
+# Shell tests, run with sh by test/run.sh: every C block of README.md
+# compiled (the whole program run against a real broker).
+README_TESTS  := test/test_readme.sh
 
 .PHONY: all deps node-deps test check test-cluster asan tsan install uninstall run soak \
         check-generated check-nobridge \
         fuzz fuzz-quick fuzz-bins valgrind \
-        clean help exports test-bins cxx-header
+        clean help exports test-bins cxx-header test-readme test-https
 
 all: $(LIB_A) $(LIB_SO) $(EXAMPLE)
 
@@ -67,6 +70,10 @@ help:
 	@echo "                seed; prints failing seeds and how to rerun them"
 	@echo "make test-cluster  a three-node RabbitMQ cluster: cross-node"
 	@echo "                delivery, a node killed under load (a few minutes)"
+	@echo "make test-readme  every C block of README.md compiled, its"
+	@echo "                program run against a real broker"
+	@echo "make test-https the bridge behind nginx (example/nginx.conf) over"
+	@echo "                https:// and wss://, the dashboard in chromium"
 	@echo "make asan       the tests under AddressSanitizer + UBSan"
 	@echo "make tsan       the tests under ThreadSanitizer"
 	@echo "make install    PREFIX=/usr/local DESTDIR= : library, header, .pc"
@@ -177,7 +184,20 @@ test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header check-nobridge
 
 test check: deps
 	@$(MAKE) --no-print-directory all test-bins
-	@BUILD=$(BUILD) ./test/run.sh $(TESTS) $(BROWSER_TESTS)
+	@BUILD=$(BUILD) CC=$(CC) ./test/run.sh $(TESTS) $(README_TESTS) \
+	    $(BROWSER_TESTS)
+
+# The bridge behind Debian's nginx (example/nginx.conf) over https:// and
+# wss://, and the dashboard in chromium over https.
+test-https: deps
+	@$(MAKE) --no-print-directory $(EXAMPLE)
+	@BUILD=$(BUILD) ./test/run.sh test/browser/https.test.mjs
+
+# The README's C blocks as printed: the program built and run, fragments
+# compiled (test/test_readme.sh).
+test-readme: deps
+	@$(MAKE) --no-print-directory $(BUILD)/civetweb_mqtt.o
+	@BUILD=$(BUILD) CC=$(CC) ./test/run.sh $(README_TESTS)
 
 # Many seeds of the chaos test for a set time (test/soak.sh).
 SOAK_MINUTES  ?= 10

@@ -262,7 +262,9 @@ MG_MQTT_API struct mg_mqtt *mg_mqtt_create(const char *prefix);
  *
  * errbuf (may be NULL) receives one sentence on failure, such as
  * "MQTT_KEEPALIVE: 'abc' is not a number of seconds (0-65535)".
- * Returns 0, or MG_MQTT_ERR_CONFIG / _IO (bad option or unreadable file),
+ * Returns 0, or MG_MQTT_ERR_CONFIG / _IO (bad option or unreadable file;
+ * also BRIDGE_PATH on a CivetWeb built without WebSocket support, which
+ * mg_check_feature(16) reports: the bridge needs it),
  * _EXISTS (same prefix already on ctx), _STARTED, _CONNECT / _REFUSED /
  * _TIMEOUT / _TLS (first connection failed; _TLS for a TLS error, an
  * untrusted certificate, or a certificate that does not name the host of

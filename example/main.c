@@ -329,8 +329,14 @@ int main(int argc, char **argv)
 	memset(&callbacks, 0, sizeof(callbacks));
 	callbacks.log_message = on_civetweb_log;
 	struct mg_init_data init = {&callbacks, NULL, cw};
+	/* CivetWeb 1.16 made the error code a member (plus code_sub). */
+#if CIVETWEB_VERSION_MAJOR > 1 || \
+    (CIVETWEB_VERSION_MAJOR == 1 && CIVETWEB_VERSION_MINOR >= 16)
+	struct mg_error_data error = {0, 0, err, sizeof(err)};
+#else
 	unsigned code = 0;
 	struct mg_error_data error = {&code, err, sizeof(err)};
+#endif
 	err[0] = '\0';
 	mg_init_library(0);
 	struct mg_context *ctx = mg_start2(&init, &error);

@@ -255,6 +255,20 @@ static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen)
 		        c->prefix);
 		return MG_MQTT_ERR_CONFIG;
 	}
+	/* 16: WebSocket support, which <path>/ws needs. A CivetWeb built
+	 * without it (its CMake default, CIVETWEB_ENABLE_WEBSOCKETS OFF) can
+	 * still be the one loaded at run time: say so instead of starting a
+	 * bridge whose WebSocket route cannot work. */
+	if (mg_check_feature(16) == 0) {
+		cwm_fmt(err, errlen,
+		        "%s_BRIDGE_PATH: this CivetWeb was built without WebSocket "
+		        "support (mg_check_feature(16) is 0), which the bridge needs: "
+		        "use a CivetWeb built with WebSockets (USE_WEBSOCKET, CMake "
+		        "CIVETWEB_ENABLE_WEBSOCKETS=ON), or leave %s_BRIDGE_PATH "
+		        "unset",
+		        c->prefix, c->prefix);
+		return MG_MQTT_ERR_CONFIG;
+	}
 	struct cwm_bridge *b = calloc(1, sizeof(*b));
 	struct cwm_anchor *a = cwm_anchor_get(c->ctx, c->prefix);
 	const char *realm = mg_get_option(c->ctx, "authentication_domain");

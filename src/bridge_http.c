@@ -361,19 +361,44 @@ static int cwm_query_topic(const char *qs, const char *name, size_t occurrence,
 	return MG_MQTT_ERR_NOT_FOUND;
 }
 
+/* Whether a topic from the decoded path may not be what the client wrote.
+ * CivetWeb decodes the path in place before anything sees it (so
+ * local_uri_raw is decoded too), and 1.16 and later decode '+' as a space
+ * as well: a space may have been a '+', a '+' or '#' an escape, and with
+ * decode_url no an escape stays undecoded. Such topics are refused on
+ * every version; a '%' not followed by two hex digits means itself. */
+static int cwm_path_topic_ambiguous(const char *topic)
+{
+	for (const unsigned char *p = (const unsigned char *)topic; *p != '\0'; p++)
+		if (*p <= ' ' || *p == 0x7f || *p == '+' || *p == '#' ||
+		    (*p == '%' && isxdigit(p[1]) && isxdigit(p[2])))
+			return 1;
+	return 0;
+}
+
 /* A topic taken from the decoded path must be what CivetWeb routed on: dot
  * segments, '//' and '\\' are rewritten by it, and a NUL would cut the
- * topic short. Returns 0, or the status of the error response sent. */
+ * topic short; nor may it hold what CivetWeb may have decoded
+ * (cwm_path_topic_ambiguous). Returns 0, or the status of the error
+ * response sent. */
 static int cwm_path_topic(struct mg_connection *conn, const char *topic,
                           const char *instead)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
-	char msg[256];
+	char msg[384];
 	if (ri->local_uri_raw == NULL ||
 	    strcmp(ri->local_uri_raw, ri->local_uri) != 0 || cwm_uri_has_nul(ri)) {
 		snprintf(msg, sizeof(msg),
 		         "the topic in the path is not canonical (dot segments, '//', "
 		         "'\\\\' or NUL)%s",
+		         instead);
+		return cwm_reply_error(conn, 400, msg);
+	}
+	if (cwm_path_topic_ambiguous(topic)) {
+		snprintf(msg, sizeof(msg),
+		         "the topic in the path has a space, control character, '+', "
+		         "'#' or %%-escape, which the web server may have decoded "
+		         "(CivetWeb 1.16 reads '+' as a space)%s",
 		         instead);
 		return cwm_reply_error(conn, 400, msg);
 	}
@@ -388,13 +413,15 @@ static int cwm_route_publish_raw(struct cwm_bridge *b, struct mg_connection *con
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	const char *qs = ri->query_string != NULL ? ri->query_string : "";
-	char v[16], *body, json[48];
+	char v[16], *body, json[48], instead[160];
 	size_t len;
 	int qos = 0, retain = 0, status;
 
-	if ((status = cwm_path_topic(conn, topic,
-	                             "; publish it with POST <path>/publish and a "
-	                             "JSON body")) != 0 ||
+	snprintf(instead, sizeof(instead),
+	         "; publish it with POST %.64s/publish and a JSON body "
+	         "{\"topic\":...,\"payload\":...}",
+	         b->path);
+	if ((status = cwm_path_topic(conn, topic, instead)) != 0 ||
 	    (status = cwm_query_qos(conn, qs, &qos)) != 0)
 		return status;
 	if (mg_get_var(qs, strlen(qs), "retain", v, sizeof(v)) > 0 &&

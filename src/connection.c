@@ -279,8 +279,8 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	int attempt = c->attempt;
 	int64_t delay = cwm_backoff_ms(c);
 	c->reconnect_at = cwm_now_ms() + delay;
-	/* The first attempt of a start that waits for it: mg_mqtt_start()
-	 * fails with this sentence, and no attempt follows. */
+	/* A failed first attempt fails a start that waits for it
+	 * (CONNECT_ASYNC false): no attempt follows then. */
 	int start_fails = c->first_result == 0 && !c->cfg.connect_async;
 	if (c->first_result == 0) {
 		c->first_result = error;
@@ -301,7 +301,11 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 			cwm_push_event(c, ev);
 		}
 	}
-	if (!c->stopping && !start_fails)
+	if (!c->stopping && start_fails)
+		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+		               "connection attempt %d to %s failed: %s", attempt,
+		               brokers, msg);
+	else if (!c->stopping)
 		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 		               "connection attempt %d to %s failed: %s; next attempt "
 		               "in %.1f s",

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Runs the tests named as arguments and ends with one line "N passed, N
 # failed" summing them all; exits 1 on any failure. A name ending in .mjs is
-# a path run with node (the browser test); any other name is a C test
-# program in $BUILD/test.
+# a path run with node (the browser test), one ending in .sh a path run
+# with sh; any other name is a C test program in $BUILD/test.
 BUILD=${BUILD:-build}
 passed=0
 failed=0
@@ -13,6 +13,10 @@ for t in "$@"; do
 	*.mjs)
 		log="$BUILD/test/$(basename "$t").log"
 		node "$t" 2>&1 | tee "$log"
+		;;
+	*.sh)
+		log="$BUILD/test/$(basename "$t").log"
+		sh "$t" 2>&1 | tee "$log"
 		;;
 	*)
 		log="$BUILD/test/$t.log"

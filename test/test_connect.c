@@ -1329,6 +1329,8 @@ TEST(connect_sync_to_a_closed_port_fails_with_connect_error_naming_the_url)
 	ASSERT_EQ(mg_mqtt_publish(c, "x", "y", 1, 0, 0), MG_MQTT_ERR_NOT_STARTED);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	ASSERT_CONTAINS(r.log, url);
+	/* The start failed: no attempt follows, and the log promises none. */
+	ASSERT(!rec_log_has(&r, "next attempt"));
 	rec_free(&r);
 }
 
