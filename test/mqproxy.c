@@ -392,8 +392,12 @@ static void *mqp_conn_main(void *arg)
 {
 	struct mqp_conn *c = arg;
 	struct mqp *p = c->p;
-	static _Thread_local unsigned char buf[1 << 16];
-	while (!atomic_load(&p->stop) && atomic_load(&p->gen) == c->gen) {
+	/* On the heap: a static _Thread_local buffer would be carved out of
+	 * every thread's stack in the process (glibc puts static TLS there),
+	 * and CivetWeb's workers have only about 100 kB. */
+	enum { BUFSZ = 1 << 16 };
+	unsigned char *buf = malloc(BUFSZ);
+	while (buf != NULL && !atomic_load(&p->stop) && atomic_load(&p->gen) == c->gen) {
 		struct pollfd f[2];
 		int nf = 0;
 		f[nf++] = (struct pollfd){c->cfd, POLLIN, 0};
@@ -408,7 +412,7 @@ static void *mqp_conn_main(void *arg)
 		for (int i = 0; i < nf && !bad; i++) {
 			if (!(f[i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
-			ssize_t got = recv(f[i].fd, buf, sizeof(buf), 0);
+			ssize_t got = recv(f[i].fd, buf, BUFSZ, 0);
 			if (got < 0 && errno == EINTR)
 				continue;
 			if (got <= 0) {
@@ -433,6 +437,7 @@ static void *mqp_conn_main(void *arg)
 	mqp_close_conn(c);
 	atomic_fetch_sub(&p->open, 1);
 	atomic_store(&c->done, 1);
+	free(buf);
 	return NULL;
 }
 
