@@ -156,7 +156,7 @@ $(LIB_A): $(BUILD)/civetweb_mqtt.o
 	ar rcs $@ $<
 
 $(LIB_SO): $(BUILD)/civetweb_mqtt.o
-	$(CC) $(XCFLAGS) $(XLDFLAGS) -shared -Wl,-soname,$(LIB_SO).$(SOMAJOR) -o $@ $< \
+	$(CC) $(XCFLAGS) $(XLDFLAGS) -shared -Wl,-soname,$(notdir $(LIB_SO)).$(SOMAJOR) -o $@ $< \
 	    $(XLIBS)
 
 $(EXAMPLE): example/main.c $(BUILD)/civetweb_mqtt.o civetweb_mqtt.h
@@ -189,7 +189,7 @@ $(addprefix $(BUILD)/test/,$(INTEG_TESTS)): $(BUILD)/test/%: test/%.c \
 # C++ users include the header too: compile it once as C++.
 cxx-header:
 	@echo '#include "civetweb_mqtt.h"' | $(CXX) -x c++ -std=c++11 -Wall \
-	    -Wextra -Werror $(XCPPFLAGS) -fsyntax-only -
+	    -Wextra -Wpedantic -Werror $(XCPPFLAGS) -fsyntax-only -
 
 test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header check-nobridge
 
@@ -212,6 +212,44 @@ tsan: deps
 	@BUILD=build/tsan EXAMPLE_BIN=build/tsan/civetweb-mqtt \
 	    TSAN_OPTIONS="suppressions=$(CURDIR)/test/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
 	    TEST_TIMEOUT_SCALE=5 ./test/run.sh $(TESTS) $(BROWSER_TESTS)
+
+# ---- strict builds, CMake -----------------------------------------------
+# The library, the example and the tests with -Wpedantic under gcc and clang
+# (each in build/strict-<cc>; nothing is run).
+STRICT_CCS  := gcc clang
+STRICT_WARN := -std=c11 -Wall -Wextra -Wpedantic -Werror
+
+strict:
+	@./scripts/deps.sh $(DEPS_BUILD) clang
+	@for cc in $(STRICT_CCS); do \
+	    echo "== strict: $$cc $(STRICT_WARN)"; \
+	    $(MAKE) --no-print-directory CC=$$cc BUILD=build/strict-$$cc \
+	        WARN="$(STRICT_WARN)" LIB_A=build/strict-$$cc/$(LIB_A) \
+	        LIB_SO=build/strict-$$cc/$(LIB_SO) \
+	        EXAMPLE=build/strict-$$cc/civetweb-mqtt \
+	        build/strict-$$cc/$(LIB_A) build/strict-$$cc/$(LIB_SO) test-bins \
+	        || exit 1; \
+	done; echo "strict: clean under $(STRICT_CCS)"
+
+# CMake, the second supported build (see CMakeLists.txt). CMAKE_ARGS= adds
+# configure arguments (-DCMAKE_PREFIX_PATH=..., -DCIVETWEB_MQTT_BRIDGE=OFF).
+DEPS_CMAKE := cmake libssl-dev
+CMAKE_ARGS ?=
+
+# Configures, builds and runs the CMake build's ctest tests (unit tests,
+# test_client, test_example) in build/cmake.
+cmake-check:
+	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto mosquitto-clients curl
+	cmake -S . -B build/cmake -DCIVETWEB_MQTT_WERROR=ON $(CMAKE_ARGS)
+	cmake --build build/cmake -j2
+	cd build/cmake && ctest --output-on-failure
+
+# A user's program built against the library with CMake (installed package
+# via find_package, pkg-config, add_subdirectory) and with the README's cc
+# lines, each run against a real mosquitto: test/consumer/run.sh.
+test-consumer:
+	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto
+	@CMAKE_ARGS="$(CMAKE_ARGS)" BUILD=$(BUILD) ./test/consumer/run.sh
 
 # ---- benchmarks -----------------------------------------------------------
 # Built without sanitizers, against the library's object in build/.
