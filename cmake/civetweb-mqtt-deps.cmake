@@ -73,7 +73,7 @@ if(NOT TARGET civetweb-mqtt::dep-civetweb)
       # libcivetweb.a also needs threads and libdl (it loads OpenSSL).
       _cwm_dep_target(civetweb-mqtt::dep-civetweb ""
         "PkgConfig::CWM_PC_CIVETWEB;${_cwm_threads};${CMAKE_DL_LIBS}")
-      set(CIVETWEB_MQTT_CIVETWEB_FROM "pkg-config civetweb ${CWM_PC_CIVETWEB_VERSION}")
+      set(CIVETWEB_MQTT_CIVETWEB_FROM "pkg-config civetweb (${CWM_PC_CIVETWEB_LINK_LIBRARIES})")
     else()
       find_path(CIVETWEB_MQTT_CIVETWEB_INCLUDE_DIR civetweb.h
         HINTS ${CIVETWEB_MQTT_CIVETWEB_ROOT} PATH_SUFFIXES include)
