@@ -352,8 +352,10 @@ valgrind:
 # (and the -L of CIVETWEB_PREFIX/PAHO_PREFIX) go to Libs.private.
 PC_LIBDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
 PC_INCDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCDIR))
-PC_LIBS_PRIVATE := $(addprefix -L,$(DEP_LIBDIRS)) -lpaho-mqtt3as -lcivetweb -lpthread
+PC_LIBS_PRIVATE := $(strip $(addprefix -L,$(DEP_LIBDIRS)) -lpaho-mqtt3as -lcivetweb -lpthread)
 
+# Written on every call (phony): PREFIX may differ from the last one.
+.PHONY: civetweb-mqtt.pc
 civetweb-mqtt.pc: civetweb-mqtt.pc.in Makefile
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PC_LIBDIR)|' \
 	    -e 's|@INCDIR@|$(PC_INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \

@@ -10,7 +10,8 @@
 #   3. add_subdirectory(<this repository>)
 #   4. the README's cc lines: pkg-config shared (with rpath) and static
 # CMAKE_ARGS= adds arguments to every cmake configure (e.g. other
-# dependency builds through -DCMAKE_PREFIX_PATH=...).
+# dependency builds through -DCMAKE_PREFIX_PATH=...); CIVETWEB_SOURCE_DIR=
+# adds a build next to a CivetWeb source tree (add_subdirectory of both).
 # Ends with "N passed, N failed"; exit 1 on any failure.
 set -eu
 cd "$(dirname "$0")/../.."
@@ -85,8 +86,9 @@ LIBDIR=$(cd "$PREFIX" && ls -d lib*/pkgconfig | head -n 1 | xargs dirname)
 
 # 1. find_package
 # shellcheck disable=SC2086
-step package cmake -S test/consumer -B "$B/package" -DCONSUMER_VIA=package \
-	-DCMAKE_PREFIX_PATH="$PREFIX" $CMAKE_ARGS &&
+# (the prefix through the environment: CMAKE_ARGS may set -DCMAKE_PREFIX_PATH)
+step package env CMAKE_PREFIX_PATH="$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}" \
+	cmake -S test/consumer -B "$B/package" -DCONSUMER_VIA=package $CMAKE_ARGS &&
 step package cmake --build "$B/package" &&
 run package "$B/package/consumer"
 
@@ -103,6 +105,17 @@ step subdir cmake -S test/consumer -B "$B/subdir" -DCONSUMER_VIA=subdir \
 	-DCIVETWEB_MQTT_SOURCE_DIR="$ROOT" $CMAKE_ARGS &&
 step subdir cmake --build "$B/subdir" -j2 &&
 run subdir "$B/subdir/consumer"
+
+# 3b. add_subdirectory of a CivetWeb source tree, then of this repository
+# (only with CIVETWEB_SOURCE_DIR=<a CivetWeb checkout>)
+if [ -n "${CIVETWEB_SOURCE_DIR:-}" ]; then
+	# shellcheck disable=SC2086
+	step subdir-civetweb cmake -S test/consumer -B "$B/subdir-civetweb" -DCONSUMER_VIA=subdir \
+		-DCIVETWEB_MQTT_SOURCE_DIR="$ROOT" -DCIVETWEB_SOURCE_DIR="$CIVETWEB_SOURCE_DIR" \
+		$CMAKE_ARGS &&
+	step subdir-civetweb cmake --build "$B/subdir-civetweb" -j2 &&
+	run subdir-civetweb "$B/subdir-civetweb/consumer"
+fi
 
 # 4. the README's command lines (after: make install PREFIX=...), shared
 # with an rpath for the non-system prefix, and static; against the
