@@ -29,7 +29,30 @@ SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-fr
 # The project's own builds point compiler messages and debuggers at src/.
 XCFLAGS  := $(WARN) $(CFLAGS) $(SANFLAGS) -fPIC -fvisibility=hidden -pthread \
             -DMG_MQTT_ENABLE_LINES=1
-LIBS     := -lpaho-mqtt3as -lcivetweb -lcjson -lpthread
+
+# Other builds of the dependencies: CIVETWEB_PREFIX=/opt/civetweb-1.16
+# PAHO_PREFIX=/opt/paho (each with include/ and lib/; CIVETWEB_LIBDIR=,
+# PAHO_LIBDIR= when the library is elsewhere, e.g. lib64). Each gives the
+# include path, the library path and the rpath together, ahead of the
+# system's directories and of CPPFLAGS/LDFLAGS, so that the header and the
+# library always come from the same build.
+comma           := ,
+CIVETWEB_PREFIX ?=
+PAHO_PREFIX     ?=
+CIVETWEB_LIBDIR ?= $(if $(CIVETWEB_PREFIX),$(CIVETWEB_PREFIX)/lib)
+PAHO_LIBDIR     ?= $(if $(PAHO_PREFIX),$(PAHO_PREFIX)/lib)
+DEP_LIBDIRS     := $(strip $(CIVETWEB_LIBDIR) $(PAHO_LIBDIR))
+DEP_CPPFLAGS    := $(addsuffix /include,$(addprefix -I,$(CIVETWEB_PREFIX) $(PAHO_PREFIX)))
+DEP_LDFLAGS     := $(addprefix -L,$(DEP_LIBDIRS)) \
+                   $(addprefix -Wl$(comma)-rpath$(comma),$(DEP_LIBDIRS))
+
+# GNU conventions: CPPFLAGS (preprocessor), CFLAGS, LDFLAGS (before the
+# objects), LDLIBS (after them) are the caller's and go on every compile
+# and link below.
+XCPPFLAGS := -I. $(DEP_CPPFLAGS) $(CPPFLAGS)
+XLDFLAGS  := $(DEP_LDFLAGS) $(LDFLAGS)
+LIBS      := -lpaho-mqtt3as -lcivetweb -lcjson -lpthread
+XLIBS     := $(LIBS) $(LDLIBS)
 
 LIB_A    := libcivetweb_mqtt.a
 LIB_SO   := libcivetweb_mqtt.so
@@ -52,7 +75,7 @@ BROWSER_TESTS := test/browser/dashboard.test.mjs test/browser/https.test.mjs
 README_TESTS  := test/test_readme.sh
 
 .PHONY: all deps node-deps test check test-cluster asan tsan install uninstall run soak \
-        check-generated check-nobridge \
+        check-generated check-nobridge strict test-consumer cmake-check \
         fuzz fuzz-quick fuzz-bins valgrind \
         clean help exports test-bins cxx-header test-readme test-https
 
@@ -81,6 +104,14 @@ help:
 	@echo "make check-generated  civetweb_mqtt.c is what src/ generates"
 	@echo "make check-nobridge   the build without the bridge needs no"
 	@echo "                CivetWeb WebSocket symbols (make test runs it)"
+	@echo "make strict     library, example and tests with -Wpedantic,"
+	@echo "                under gcc and clang (build/strict-*)"
+	@echo "make test-consumer  a small program built three ways with CMake"
+	@echo "                (find_package, pkg-config, add_subdirectory) and"
+	@echo "                run against a real mosquitto"
+	@echo "make cmake-check  the CMake build and its ctest tests"
+	@echo "CIVETWEB_PREFIX=, PAHO_PREFIX=  build against other builds of the"
+	@echo "                dependencies; CPPFLAGS, CFLAGS, LDFLAGS, LDLIBS apply"
 	@echo "make bench      benchmarks against their baselines (about 10 min);"
 	@echo "                writes bench/RESULTS.md and bench/results.png;"
 	@echo "                PAHO_PREFIX=/path: against the paho installed there"
@@ -125,7 +156,7 @@ check-generated:
 # CivetWeb's WebSocket support: no mg_websocket_* / mg_set_websocket_*.
 $(BUILD)/civetweb_mqtt_nobridge.o: civetweb_mqtt.c civetweb_mqtt.h
 	@mkdir -p $(BUILD)
-	$(CC) $(XCFLAGS) -DMG_MQTT_ENABLE_BRIDGE=0 -c $< -o $@
+	$(CC) $(XCPPFLAGS) $(XCFLAGS) -DMG_MQTT_ENABLE_BRIDGE=0 -c $< -o $@
 
 check-nobridge: $(BUILD)/civetweb_mqtt_nobridge.o
 	@ws=$$(nm -u $< | grep -i websocket || true); \
@@ -134,17 +165,19 @@ check-nobridge: $(BUILD)/civetweb_mqtt_nobridge.o
 
 $(BUILD)/civetweb_mqtt.o: civetweb_mqtt.c civetweb_mqtt.h
 	@mkdir -p $(BUILD)
-	$(CC) $(XCFLAGS) -c $< -o $@
+	$(CC) $(XCPPFLAGS) $(XCFLAGS) -c $< -o $@
 
 $(LIB_A): $(BUILD)/civetweb_mqtt.o
 	rm -f $@
 	ar rcs $@ $<
 
 $(LIB_SO): $(BUILD)/civetweb_mqtt.o
-	$(CC) $(XCFLAGS) -shared -Wl,-soname,$(LIB_SO).$(SOMAJOR) -o $@ $< $(LIBS)
+	$(CC) $(XCFLAGS) $(XLDFLAGS) -shared -Wl,-soname,$(notdir $(LIB_SO)).$(SOMAJOR) -o $@ $< \
+	    $(XLIBS)
 
 $(EXAMPLE): example/main.c $(BUILD)/civetweb_mqtt.o civetweb_mqtt.h
-	$(CC) $(XCFLAGS) -I. -o $@ example/main.c $(BUILD)/civetweb_mqtt.o $(LIBS)
+	$(CC) $(XCPPFLAGS) $(XCFLAGS) $(XLDFLAGS) -o $@ example/main.c \
+	    $(BUILD)/civetweb_mqtt.o $(XLIBS)
 
 exports: $(LIB_SO)
 	@bad=$$(nm -D --defined-only $(LIB_SO) | awk '$$2 ~ /[TDBR]/ {print $$3}' \
@@ -159,7 +192,7 @@ MQPROXY     := $(BUILD)/test/mqproxy.o
 
 $(BUILD)/test/util.o: test/util.c test/util.h test/harness.h
 	@mkdir -p $(BUILD)/test
-	$(CC) $(XCFLAGS) -D_GNU_SOURCE -Itest -c $< -o $@
+	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) -c $< -o $@
 
 $(MQPROXY): test/mqproxy.c test/mqproxy.h test/harness.h test/util.h \
     civetweb_mqtt.h
@@ -168,17 +201,18 @@ $(MQPROXY): test/mqproxy.c test/mqproxy.h test/harness.h test/util.h \
 
 $(addprefix $(BUILD)/test/,$(UNIT_TESTS)): $(BUILD)/test/%: test/%.c \
     civetweb_mqtt.c civetweb_mqtt.h $(TEST_COMMON)
-	$(CC) $(XCFLAGS) -I. -Itest -o $@ $< $(BUILD)/test/util.o $(LIBS)
+	$(CC) $(XCPPFLAGS) -Itest $(XCFLAGS) $(XLDFLAGS) -o $@ $< \
+	    $(BUILD)/test/util.o $(XLIBS)
 
 $(addprefix $(BUILD)/test/,$(INTEG_TESTS) $(CLUSTER_TESTS)): $(BUILD)/test/%: test/%.c \
     $(BUILD)/civetweb_mqtt.o $(TEST_COMMON) $(MQPROXY)
-	$(CC) $(XCFLAGS) -D_GNU_SOURCE -I. -Itest -o $@ $< $(BUILD)/test/util.o \
-	    $(MQPROXY) $(BUILD)/civetweb_mqtt.o $(LIBS)
+	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) $(XLDFLAGS) -o $@ $< \
+	    $(BUILD)/test/util.o $(MQPROXY) $(BUILD)/civetweb_mqtt.o $(XLIBS)
 
 # C++ users include the header too: compile it once as C++.
 cxx-header:
 	@echo '#include "civetweb_mqtt.h"' | $(CXX) -x c++ -std=c++11 -Wall \
-	    -Wextra -Werror -I. -fsyntax-only -
+	    -Wextra -Wpedantic -Werror $(XCPPFLAGS) -fsyntax-only -
 
 test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header check-nobridge
 
@@ -228,6 +262,44 @@ tsan: deps
 	@BUILD=build/tsan EXAMPLE_BIN=build/tsan/civetweb-mqtt \
 	    TSAN_OPTIONS="suppressions=$(CURDIR)/test/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
 	    TEST_TIMEOUT_SCALE=5 ./test/run.sh $(TESTS) $(BROWSER_TESTS)
+
+# ---- strict builds, CMake -----------------------------------------------
+# The library, the example and the tests with -Wpedantic under gcc and clang
+# (each in build/strict-<cc>; nothing is run).
+STRICT_CCS  := gcc clang
+STRICT_WARN := -std=c11 -Wall -Wextra -Wpedantic -Werror
+
+strict:
+	@./scripts/deps.sh $(DEPS_BUILD) clang
+	@for cc in $(STRICT_CCS); do \
+	    echo "== strict: $$cc $(STRICT_WARN)"; \
+	    $(MAKE) --no-print-directory CC=$$cc BUILD=build/strict-$$cc \
+	        WARN="$(STRICT_WARN)" LIB_A=build/strict-$$cc/$(LIB_A) \
+	        LIB_SO=build/strict-$$cc/$(LIB_SO) \
+	        EXAMPLE=build/strict-$$cc/civetweb-mqtt \
+	        build/strict-$$cc/$(LIB_A) build/strict-$$cc/$(LIB_SO) test-bins \
+	        || exit 1; \
+	done; echo "strict: clean under $(STRICT_CCS)"
+
+# CMake, the second supported build (see CMakeLists.txt). CMAKE_ARGS= adds
+# configure arguments (-DCMAKE_PREFIX_PATH=..., -DCIVETWEB_MQTT_BRIDGE=OFF).
+DEPS_CMAKE := cmake libssl-dev
+CMAKE_ARGS ?=
+
+# Configures, builds and runs the CMake build's ctest tests (unit tests,
+# test_client, test_example) in build/cmake.
+cmake-check:
+	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto mosquitto-clients curl
+	cmake -S . -B build/cmake -DCIVETWEB_MQTT_WERROR=ON $(CMAKE_ARGS)
+	cmake --build build/cmake -j2
+	cd build/cmake && ctest --output-on-failure
+
+# A user's program built against the library with CMake (installed package
+# via find_package, pkg-config, add_subdirectory) and with the README's cc
+# lines, each run against a real mosquitto: test/consumer/run.sh.
+test-consumer:
+	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto
+	@CMAKE_ARGS="$(CMAKE_ARGS)" BUILD=$(BUILD) ./test/consumer/run.sh
 
 # ---- benchmarks -----------------------------------------------------------
 # Built without sanitizers, with the library's own object compiled for the
@@ -321,7 +393,7 @@ FUZZ_CFLAGS  := -std=c11 -Wall -Wextra -Werror -g -O1 -DMG_MQTT_ENABLE_LINES=1 \
 $(FUZZ_BINS): build/fuzz/%: fuzz/%.c fuzz/fuzz_common.h civetweb_mqtt.c \
     civetweb_mqtt.h
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -I. -o $@ $< $(LIBS)
+	$(FUZZ_CC) $(XCPPFLAGS) $(FUZZ_CFLAGS) $(XLDFLAGS) -o $@ $< $(XLIBS)
 
 fuzz-bins: $(FUZZ_BINS)
 
@@ -355,9 +427,20 @@ valgrind:
 	    { echo "valgrind: FAILED" >&2; exit 1; }
 
 # ---- install ------------------------------------------------------------
+# libdir and includedir relative to ${prefix} when they are under PREFIX,
+# so that pkg-config --define-prefix can relocate an installed tree. No
+# .pc exists for paho.mqtt.c, nor for CivetWeb in Debian: their -l flags
+# (and the -L of CIVETWEB_PREFIX/PAHO_PREFIX) go to Libs.private.
+PC_LIBDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
+PC_INCDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCDIR))
+PC_LIBS_PRIVATE := $(strip $(addprefix -L,$(DEP_LIBDIRS)) -lpaho-mqtt3as -lcivetweb -lpthread)
+
+# Written on every call (phony): PREFIX may differ from the last one.
+.PHONY: civetweb-mqtt.pc
 civetweb-mqtt.pc: civetweb-mqtt.pc.in Makefile
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PC_LIBDIR)|' \
+	    -e 's|@INCDIR@|$(PC_INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@LIBS_PRIVATE@|$(PC_LIBS_PRIVATE)|' $< > $@
 
 install: $(LIB_A) $(LIB_SO) civetweb-mqtt.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR)

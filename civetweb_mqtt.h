@@ -55,10 +55,31 @@
  *                          debuggers at the parts in src/ (the project's
  *                          own builds); 0 (default) otherwise. */
 
-#if defined(_WIN32)
+/* MG_MQTT_API marks the functions of the API.
+ *   Windows: __declspec(dllimport) for users of the DLL (the default);
+ *            __declspec(dllexport) while the DLL itself is built
+ *            (civetweb_mqtt.c defines MG_MQTT_BUILDING); nothing when
+ *            MG_MQTT_STATIC is defined -- define it for every file, the
+ *            library's and yours, when the library is linked statically or
+ *            civetweb_mqtt.c is compiled into your program (CMake's
+ *            civetweb-mqtt::civetweb-mqtt-static sets it for you).
+ *   ELF (gcc, clang): visibility("default"), so that a library built with
+ *            -fvisibility=hidden exports the mg_mqtt_* functions only.
+ *   Define MG_MQTT_API yourself to override all of this. */
+#ifndef MG_MQTT_API
+#if defined(_WIN32) || defined(__CYGWIN__)
+#if defined(MG_MQTT_STATIC)
+#define MG_MQTT_API
+#elif defined(MG_MQTT_BUILDING)
 #define MG_MQTT_API __declspec(dllexport)
 #else
+#define MG_MQTT_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
 #define MG_MQTT_API __attribute__((visibility("default")))
+#else
+#define MG_MQTT_API
+#endif
 #endif
 
 #ifdef __cplusplus

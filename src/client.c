@@ -42,9 +42,11 @@ const char *mg_mqtt_prefix(const struct mg_mqtt *c)
 	return c != NULL ? c->prefix : NULL;
 }
 
-static int cwm_can_register(const struct mg_mqtt *c, const void *h)
+/* has_handler: the handler given is not NULL (a function pointer cannot be
+ * passed as const void * in ISO C, so each setter tests its own). */
+static int cwm_can_register(const struct mg_mqtt *c, int has_handler)
 {
-	if (c == NULL || h == NULL)
+	if (c == NULL || !has_handler)
 		return MG_MQTT_ERR_INVALID;
 	if (atomic_load(&c->ops_ok) || c->dispatch_started)
 		return MG_MQTT_ERR_STARTED;
@@ -56,7 +58,7 @@ static int cwm_on_topic_into(struct mg_mqtt *c, struct cwm_tnode *tree,
                              unsigned *count, const char *filter,
                              mg_mqtt_message_handler h, void *user_data)
 {
-	int rc = cwm_can_register(c, (const void *)h);
+	int rc = cwm_can_register(c, h != NULL);
 	if (rc != 0)
 		return rc;
 	if (filter == NULL)
@@ -100,7 +102,7 @@ int mg_mqtt_on_topic_inline(struct mg_mqtt *c, const char *filter,
 #define CWM_SETTER(fn_name, type, field)                                       \
 	int fn_name(struct mg_mqtt *c, type h, void *user_data)                    \
 	{                                                                          \
-		int rc = cwm_can_register(c, (const void *)h);                         \
+		int rc = cwm_can_register(c, h != NULL);                               \
 		if (rc == 0) {                                                         \
 			c->field = h;                                                      \
 			c->field##_ud = user_data;                                         \

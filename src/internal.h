@@ -87,6 +87,10 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+/* This file builds the library: dllexport on Windows (see MG_MQTT_API). */
+#ifndef MG_MQTT_BUILDING
+#define MG_MQTT_BUILDING 1
+#endif
 #include "civetweb_mqtt.h"
 
 #if MG_MQTT_VERSION_MAJOR != 0 || MG_MQTT_VERSION_MINOR != 1 || \

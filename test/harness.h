@@ -76,11 +76,13 @@ void th_fail(const char *file, int line, const char *fmt, ...)
 			        n_, h_);                                                   \
 	} while (0)
 
-/* Polls cond every 5 ms for up to ms milliseconds; true if it held. */
+/* Polls cond every 5 ms for up to ms milliseconds; true if it held. A GNU
+ * statement expression (gcc and clang), marked __extension__ so that the
+ * tests build with -Wpedantic (make strict); the library itself is ISO C. */
 int64_t th_now_ms(void);
 void th_sleep_ms(int ms);
 #define WAIT_UNTIL(cond, ms)                                                   \
-	({                                                                         \
+	__extension__({                                                            \
 		int64_t until_ = th_now_ms() + (int64_t)(ms) * th_timeout_scale();     \
 		int ok_ = 0;                                                           \
 		while (!(ok_ = !!(cond)) && th_now_ms() < until_)                      \

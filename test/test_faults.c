@@ -485,7 +485,7 @@ static int total_ok(const unsigned char *ok)
 /* Waits until every sequence number accepted (ok) was seen (count() fills
  * cnt); fails naming the missing ones. Returns the duplicates. */
 #define EXPECT_ALL(ok, count_expr, cnt, label)                                 \
-	({                                                                         \
+	__extension__({                                                            \
 		char w_[512];                                                          \
 		WAIT_UNTIL((count_expr, missing(ok, cnt, w_, sizeof(w_)) == 0), 30000); \
 		count_expr;                                                            \
