@@ -341,8 +341,9 @@ FILE *fopen(const char *restrict path, const char *restrict mode)
 {
 	static FILE *(*real)(const char *, const char *);
 	if (real == NULL)
-		real = (FILE * (*)(const char *, const char *)) dlsym(RTLD_NEXT,
-		                                                      "fopen");
+		/* POSIX's way to take a function from dlsym(): through an object
+		 * pointer's bytes, which ISO C does not forbid. */
+		*(void **)&real = dlsym(RTLD_NEXT, "fopen");
 	if (watched[0] != '\0' && strcmp(path, watched) == 0) {
 		char name[16] = "";
 		pthread_getname_np(pthread_self(), name, sizeof(name));
