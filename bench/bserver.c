@@ -239,6 +239,10 @@ int main(int argc, char **argv)
 		                      "MQTT_BRIDGE_PUBLISH_ALLOW", "bench/#",
 		                      "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "bench/#",
 		                      "MQTT_BRIDGE_CLIENT_QUEUE", "100000",
+		                      /* fan-out and idle rows hold 100 and 1,000
+		                       * WebSockets: the guard against starving
+		                       * workers is not what is measured */
+		                      "MQTT_BRIDGE_MAX_CLIENTS", "100000",
 		                      "MQTT_MAX_BUFFERED", "1000000", NULL};
 		m = mg_mqtt_create(NULL);
 		mg_mqtt_on_subscribe(m, on_subscribe, NULL);
