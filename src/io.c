@@ -289,11 +289,12 @@ static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 }
 
 /* Worker threads call this after each batch of n items: a stream is work
- * coming less than two coalescing windows apart. In a stream the window
- * adapts to the rate: it doubles while batches stay small (a wake-up per
- * few messages is what costs), up to CWM_COALESCE_MAX_US, and halves when
- * they are large, so that it holds messages about as long as needed for
- * a batch of a few dozen, never more than the maximum. */
+ * coming less than two coalescing windows apart. In a fast stream (more
+ * than one item per CWM_FAST_US on average since the last batch) the
+ * window doubles while batches stay small (a wake-up per few messages is
+ * what costs), up to CWM_COALESCE_MAX_US, and halves when they are large.
+ * At ordinary rates it stays at CWM_COALESCE_US: there a wake-up per
+ * message costs little, and latency matters more. */
 static void cwm_worked(struct cwm_pace *p, int n)
 {
 	struct timespec ts;
@@ -301,11 +302,13 @@ static void cwm_worked(struct cwm_pace *p, int n)
 	int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 	if (p->window_us == 0)
 		p->window_us = CWM_COALESCE_US;
-	p->busy = now - p->last_us < 2 * p->window_us;
+	int64_t gap = now - p->last_us;
+	p->busy = gap < 2 * p->window_us;
 	p->last_us = now;
 	if (!p->busy)
 		p->window_us = CWM_COALESCE_US;
-	else if (n < 16 && p->window_us < CWM_COALESCE_MAX_US)
+	else if (n < 16 && gap < (int64_t)n * CWM_FAST_US &&
+	         p->window_us < CWM_COALESCE_MAX_US)
 		p->window_us *= 2;
 	else if (n > 64 && p->window_us > CWM_COALESCE_US)
 		p->window_us /= 2;
