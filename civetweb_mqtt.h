@@ -482,17 +482,23 @@ MG_MQTT_API int mg_mqtt_unsubscribe_all(struct mg_mqtt *c);
  * unfinished (queued, buffered, or awaiting acknowledgement), and with
  * MG_MQTT_ERR_NOT_CONNECTED while disconnected when MAX_BUFFERED is 0.
  * MG_MQTT_ERR_TOO_LARGE: a topic over 65,535 bytes, a packet over MQTT's
- * 256 MiB, or (MQTT 5) a packet over the Maximum Packet Size the broker
- * announced when it accepted the connection. A message buffered before
+ * 256 MiB, or a packet over the limit in force: the smallest of the
+ * MAX_PACKET_SIZE option, the Maximum Packet Size an MQTT 5 broker
+ * announced when it accepted the connection, and what a DISCONNECT 0x95
+ * ("packet too large") from a broker that announced none taught (one byte
+ * under the largest packet then in flight). A message buffered before
  * that and found too large when its turn comes is not sent (the broker
  * would close the connection over it): on_publish gets
  * MG_MQTT_ERR_TOO_LARGE and it counts in publish_failed. With MQTT 3.1.1
  * a broker cannot say; mosquitto's message_size_limit then drops the
  * message and still acknowledges it (with MQTT 5 on_publish gets reason
- * code 0x95). A QoS 1/2 message that was in flight each time the
- * connection was lost, 3 connections in a row (a broker that closes the
- * connection over it without saying why), is given up: on_publish gets
- * MG_MQTT_ERR_CONNECTION_LOST and the log says so.
+ * code 0x95), and its max_packet_size closes the connection without a
+ * word: set MAX_PACKET_SIZE. A message is never given up because
+ * connections die: only a broker's refusal (a reason code, a limit) fails
+ * it; a 3.1.1 broker that closes the connection over one gets it again
+ * after every reconnect. A QoS 0 message paho hands back after a lost
+ * connection is not sent again (at most once): on_publish gets
+ * MG_MQTT_ERR_CONNECTION_LOST.
  * Returns an id > 0 (on_publish follows), or MG_MQTT_ERR_TOPIC, _QOS,
  * _TOO_LARGE, _INVALID, _NOMEM, _BUFFER_FULL, _NOT_CONNECTED. */
 MG_MQTT_API int mg_mqtt_publish(struct mg_mqtt *c, const char *topic,
