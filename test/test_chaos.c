@@ -675,12 +675,17 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 		}
 	}
 	int64_t t_settled = th_now_ms();
+	/* Corrupted packets fail the run after the delivery checks (which
+	 * then say what the recovery from them cost). */
+	int corrupt = 0;
+	char corrupt_text[512] = "";
 	for (int i = 0; i < NCLI; i++)
-		if (mqp_malformed(g_cli[i].p) != 0) {
+		if (mqp_malformed(g_cli[i].p) != 0 && corrupt++ == 0) {
 			char bad[256];
 			mqp_malformed_text(g_cli[i].p, bad, sizeof(bad));
-			CHAOS_FAIL("%s: the proxy saw %d corrupted packets (first: %s)",
-			           g_cli[i].prefix, mqp_malformed(g_cli[i].p), bad);
+			snprintf(corrupt_text, sizeof(corrupt_text),
+			         "%s: the proxy saw %d corrupted packets (first: %s)",
+			         g_cli[i].prefix, mqp_malformed(g_cli[i].p), bad);
 		}
 
 	/* A marker from each client after everything: once the collector has
@@ -764,6 +769,8 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 		           "(listed above); broker restarts at (ms):%s",
 		           dup2, u > 0 ? rs : " none");
 	}
+	if (corrupt > 0)
+		CHAOS_FAIL("%s", corrupt_text);
 	if (atomic_load(&g_foreign) != 0)
 		CHAOS_FAIL("the collector got %d messages it cannot parse",
 		           atomic_load(&g_foreign));
