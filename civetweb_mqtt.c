@@ -313,6 +313,7 @@ struct cwm_out {
 	struct cwm_out *next;         /* in outq or retry */
 	struct cwm_out *iprev, *inext; /* in c->inpaho */
 	int in_paho;
+	unsigned conn_gen;            /* [L] c->conn_gen when handed to paho */
 	struct mg_mqtt *c;            /* paho callback context */
 	enum cwm_cmd type;
 	int id;
@@ -454,6 +455,9 @@ struct mg_mqtt {
 	int64_t next_wake;        /* [L] ms, the next wake-up UNSUBSCRIBE */
 	int wake_gap;             /* [L] ms, to the one after; 0: none due */
 	int short_losses;         /* [L] in a row, see CWM_SHORT_LOSSES */
+	unsigned conn_gen;        /* [L] connections made (cwm_connected) */
+	int progressed;           /* [L] a command handed to paho on this
+	                             connection was done: it is no short loss */
 	int renew_paho;           /* [L] mqtt-io makes paho's handle anew */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
@@ -3950,6 +3954,7 @@ static void cwm_inpaho_link(struct mg_mqtt *c, struct cwm_out *r)
 		c->inpaho->iprev = r;
 	c->inpaho = r;
 	r->in_paho = 1;
+	r->conn_gen = c->conn_gen;
 	if (r->type == CMD_PUBLISH && r->qos > 0)
 		c->inflight++;
 	else if (r->type == CMD_PUBLISH)
@@ -5710,6 +5715,8 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->uri_try = 0;
 	c->uri_base = c->uri_cur;
 	c->connected_at = cwm_now_ms();
+	c->conn_gen++;
+	c->progressed = 0;
 	c->window = recvmax > 0 && recvmax < c->cfg.max_inflight
 	                ? recvmax
 	                : c->cfg.max_inflight;
@@ -6021,8 +6028,15 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 	 * the README's known limitations) and then resend it after every
 	 * CONNACK, and the broker closes each connection over it: after a few
 	 * such losses in a row mqtt-io starts paho's handle afresh, and what
-	 * paho held goes again from the library's own copies. */
-	c->short_losses = now - c->connected_at < CWM_SHORT_MS
+	 * paho held goes again from the library's own copies. Such a
+	 * connection completes nothing handed to paho on it: paho writes its
+	 * resends at CONNACK, ahead of everything new, and the broker closes
+	 * when it reads the corrupt one. A connection that did complete
+	 * something was cut for another reason, and a new handle would only
+	 * do harm: a QoS 2 message the broker had received (PUBREC) or
+	 * released (PUBREL) would go again under a new packet id, and arrive
+	 * twice. */
+	c->short_losses = now - c->connected_at < CWM_SHORT_MS && !c->progressed
 	                      ? c->short_losses + 1
 	                      : 0;
 	if (c->short_losses >= CWM_SHORT_LOSSES && !c->cfg.clean_session) {
@@ -6374,6 +6388,12 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	if (c->io_waiting == CWM_IDLE_WAIT &&
 	    (c->outq != NULL || c->retry != NULL || c->stopping))
 		pthread_cond_signal(&c->io_cond);
+	/* The broker answered a command sent on this connection (a QoS 0
+	 * publish is done when written, a no-op without sending): see
+	 * cwm_conn_lost_locked. */
+	if (!retry && result >= 0 && !r->noop && r->conn_gen == c->conn_gen &&
+	    c->state == CWM_CONNECTED && (r->type != CMD_PUBLISH || r->qos > 0))
+		c->progressed = 1;
 	if (retry && cwm_done_requeue(c, r, &result)) {
 		pthread_mutex_unlock(&c->lock);
 		return;

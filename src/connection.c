@@ -132,6 +132,8 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->uri_try = 0;
 	c->uri_base = c->uri_cur;
 	c->connected_at = cwm_now_ms();
+	c->conn_gen++;
+	c->progressed = 0;
 	c->window = recvmax > 0 && recvmax < c->cfg.max_inflight
 	                ? recvmax
 	                : c->cfg.max_inflight;
@@ -443,8 +445,15 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 	 * the README's known limitations) and then resend it after every
 	 * CONNACK, and the broker closes each connection over it: after a few
 	 * such losses in a row mqtt-io starts paho's handle afresh, and what
-	 * paho held goes again from the library's own copies. */
-	c->short_losses = now - c->connected_at < CWM_SHORT_MS
+	 * paho held goes again from the library's own copies. Such a
+	 * connection completes nothing handed to paho on it: paho writes its
+	 * resends at CONNACK, ahead of everything new, and the broker closes
+	 * when it reads the corrupt one. A connection that did complete
+	 * something was cut for another reason, and a new handle would only
+	 * do harm: a QoS 2 message the broker had received (PUBREC) or
+	 * released (PUBREL) would go again under a new packet id, and arrive
+	 * twice. */
+	c->short_losses = now - c->connected_at < CWM_SHORT_MS && !c->progressed
 	                      ? c->short_losses + 1
 	                      : 0;
 	if (c->short_losses >= CWM_SHORT_LOSSES && !c->cfg.clean_session) {

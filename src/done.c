@@ -165,6 +165,12 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	if (c->io_waiting == CWM_IDLE_WAIT &&
 	    (c->outq != NULL || c->retry != NULL || c->stopping))
 		pthread_cond_signal(&c->io_cond);
+	/* The broker answered a command sent on this connection (a QoS 0
+	 * publish is done when written, a no-op without sending): see
+	 * cwm_conn_lost_locked. */
+	if (!retry && result >= 0 && !r->noop && r->conn_gen == c->conn_gen &&
+	    c->state == CWM_CONNECTED && (r->type != CMD_PUBLISH || r->qos > 0))
+		c->progressed = 1;
 	if (retry && cwm_done_requeue(c, r, &result)) {
 		pthread_mutex_unlock(&c->lock);
 		return;

@@ -307,6 +307,7 @@ struct cwm_out {
 	struct cwm_out *next;         /* in outq or retry */
 	struct cwm_out *iprev, *inext; /* in c->inpaho */
 	int in_paho;
+	unsigned conn_gen;            /* [L] c->conn_gen when handed to paho */
 	struct mg_mqtt *c;            /* paho callback context */
 	enum cwm_cmd type;
 	int id;
@@ -448,6 +449,9 @@ struct mg_mqtt {
 	int64_t next_wake;        /* [L] ms, the next wake-up UNSUBSCRIBE */
 	int wake_gap;             /* [L] ms, to the one after; 0: none due */
 	int short_losses;         /* [L] in a row, see CWM_SHORT_LOSSES */
+	unsigned conn_gen;        /* [L] connections made (cwm_connected) */
+	int progressed;           /* [L] a command handed to paho on this
+	                             connection was done: it is no short loss */
 	int renew_paho;           /* [L] mqtt-io makes paho's handle anew */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */

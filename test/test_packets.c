@@ -809,6 +809,57 @@ TEST_T(a_session_dropped_after_every_connack_gets_a_new_paho_client, 90)
 	rec_free(&r);
 }
 
+/* Connections that are cut soon after CONNACK but do carry traffic are no
+ * sign of paho's corrupt resend: the library keeps paho's client and its
+ * session store. A QoS 2 message the broker has released (its PUBREL
+ * received; the PUBCOMP lost) stays with paho, which sends the PUBREL
+ * again; a new paho client would send the message again under a new
+ * packet id, and the broker would deliver it twice. */
+TEST_T(connections_cut_after_traffic_keep_paho_and_qos2_once, 90)
+{
+	struct th_broker b;
+	struct th_sub sub;
+	struct rec r;
+	th_broker_start(&b, NULL);
+	th_sub_start(&sub, &b, "ct/#", 0, "-q 2");
+	struct mqp *p = mqp_start(b.port);
+	struct mg_mqtt *c = resumed(&r, mqp_url(p), "pk-cut-traffic");
+	/* The broker releases the message; its PUBCOMP never arrives. */
+	mqp_add(p, &(struct mqp_rule){
+	               .type = MQP_PUBCOMP, .dir = MQP_S2C, .action = MQP_DROP});
+	ASSERT_GT(mg_mqtt_publish(c, "ct/once", "once", 4, 2, 0), 0);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "ct/once once") == 1, 10000));
+	ASSERT(WAIT_UNTIL(mqp_count(p, MQP_C2S, MQP_PUBREL) >= 1, 10000));
+	/* Then 4 connections in a row, each cut right after the PUBACK of a
+	 * QoS 1 message sent on it. */
+	for (int i = 0; i < 4; i++) {
+		int conns = REC(&r, connects);
+		int rule = mqp_add(p, &(struct mqp_rule){.type = MQP_PUBACK,
+		                                         .dir = MQP_S2C,
+		                                         .times = 1,
+		                                         .action = MQP_CUT_AFTER});
+		if (i == 0)
+			mqp_cut_all(p);
+		ASSERT(WAIT_UNTIL(REC(&r, connects) > conns, 20000));
+		ASSERT_GT(mg_mqtt_publish(c, "ct/tick", "tick", 4, 1, 0), 0);
+		ASSERT(WAIT_UNTIL(mqp_fired(p, rule) == 1, 20000));
+	}
+	mqp_clear(p);
+	ASSERT(WAIT_UNTIL(REC(&r, npub) >= 5 && mg_mqtt_is_connected(c), 20000));
+	ASSERT_GT(mg_mqtt_publish(c, "ct/end", "end", 3, 1, 0), 0);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "ct/end end") == 1, 10000));
+	ASSERT(WAIT_UNTIL(REC(&r, npub) >= 6, 20000));
+	if (rec_log_has(&r, "made anew"))
+		th_fail(__FILE__, __LINE__,
+		        "paho's client was made anew though every connection "
+		        "carried traffic");
+	ASSERT_EQ(th_count_lines(sub.out, "ct/once once"), 1);
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	th_sub_stop(&sub);
+	mqp_stop(p);
+	rec_free(&r);
+}
+
 /* ======================================================================
  * 5. Fail-over order
  * ==================================================================== */
