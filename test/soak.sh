@@ -14,7 +14,7 @@ mkdir -p "$BUILD/test"
 while [ "$(date +%s)" -lt "$end" ]; do
 	seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 	log="$BUILD/test/soak-$seed.log"
-	if FAULT_SEED=$seed CHAOS_SECONDS=$seconds \
+	if CHAOS_STRICT=${CHAOS_STRICT:-1} FAULT_SEED=$seed CHAOS_SECONDS=$seconds \
 	    "$BUILD/test/test_chaos" chaos_seed_1 >"$log" 2>&1; then
 		passed=$((passed + 1))
 		rm -f "$log"
