@@ -317,6 +317,19 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* [L] A connection lost soon after its CONNACK with nothing acknowledged
+ * on it (short), or one that lasted: after CWM_SHORT_LOSSES short ones in
+ * a row on a persistent session, mqtt-io makes paho's client anew (see
+ * cwm_conn_lost_locked). */
+static void cwm_count_short_loss(struct mg_mqtt *c, int short_one)
+{
+	c->short_losses = short_one ? c->short_losses + 1 : 0;
+	if (c->short_losses >= CWM_SHORT_LOSSES && !c->cfg.clean_session) {
+		c->short_losses = 0;
+		c->renew_paho = 1;
+	}
+}
+
 /* What paho's words for a failed connect mean, said plainly: the error
  * and the text. paho says "TCP connect timeout" for any attempt not done
  * within CONNECTION_TIMEOUT (TCP, TLS or CONNACK), and "TCP connect
@@ -332,6 +345,18 @@ static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
 		         "packets",
 		         c->cfg.connection_timeout);
 		return MG_MQTT_ERR_TIMEOUT;
+	}
+	if (strcmp(m, "MQTTProtocol_closeSession") == 0) {
+		/* CONNACK came, then the connection closed while paho resent the
+		 * session's unfinished messages: a short loss (see
+		 * cwm_count_short_loss). */
+		snprintf(buf, len,
+		         "the broker closed the connection right after accepting it, "
+		         "while the session's unfinished messages were sent again");
+		pthread_mutex_lock(&c->lock);
+		cwm_count_short_loss(c, 1);
+		pthread_mutex_unlock(&c->lock);
+		return MG_MQTT_ERR_CONNECT;
 	}
 	if (strcmp(m, "TCP connect completion failure") == 0) {
 		snprintf(buf, len,
@@ -453,13 +478,8 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 	 * do harm: a QoS 2 message the broker had received (PUBREC) or
 	 * released (PUBREL) would go again under a new packet id, and arrive
 	 * twice. */
-	c->short_losses = now - c->connected_at < CWM_SHORT_MS && !c->progressed
-	                      ? c->short_losses + 1
-	                      : 0;
-	if (c->short_losses >= CWM_SHORT_LOSSES && !c->cfg.clean_session) {
-		c->short_losses = 0;
-		c->renew_paho = 1;
-	}
+	cwm_count_short_loss(c, now - c->connected_at < CWM_SHORT_MS &&
+	                            !c->progressed);
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;
