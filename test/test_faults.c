@@ -661,8 +661,10 @@ static void stream_across_broker_failure(int graceful, struct stream_result *res
 	ASSERT(WAIT_UNTIL(rec_subs_settled(recv, 1), 10000));
 	th_pub(&b, "in/probe", "after", 1, 0, NULL);
 	ASSERT(WAIT_UNTIL(rec_find(&rr, "in/probe", "after") >= 0, 10000));
-	ASSERT_EQ(REC(&s.r, connects), 2);
-	ASSERT_EQ(REC(&s.r, disconnects), 1);
+	/* One reconnect; more when paho resent a corrupt message (see the
+	 * restart above). Every connection but the last was lost once. */
+	ASSERT_GE(REC(&s.r, connects), 2);
+	ASSERT_EQ(REC(&s.r, disconnects), REC(&s.r, connects) - 1);
 	fprintf(stderr,
 	        "    %s: HTTP QoS 1 %d (%d duplicates), QoS 2 %d (%d duplicates); "
 	        "feeder QoS 1 %d (%d duplicates at the handlers, %d at the "
