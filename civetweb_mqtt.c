@@ -459,6 +459,8 @@ struct mg_mqtt {
 	int progressed;           /* [L] a command handed to paho on this
 	                             connection was done: it is no short loss */
 	int renew_paho;           /* [L] mqtt-io makes paho's handle anew */
+	int clean_once;           /* [L] the next connect starts a clean session
+	                             (after a new handle: see cwm_paho_renew) */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
@@ -5427,15 +5429,23 @@ static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
  * (cwm_conn_lost_locked says when). Destroying the old one hands back
  * what it held, to retry as paho's give-back would (its failure callbacks,
  * or here for what it kept quiet about); the new one starts without
- * paho's session store, so a message it corrupted there is gone. */
+ * paho's session store, so a message it corrupted there is gone. Its first
+ * connect starts a clean session: the broker's session still holds the
+ * old packet ids of unfinished QoS 2 messages, and the new handle numbers
+ * from 1 again (mosquitto then drops the old message and refuses the new,
+ * both lost). What the broker held for the client unreleased is sent
+ * again by the library; what it queued for the client meanwhile is gone
+ * with the session (README, known limitations). */
 static void cwm_paho_renew(struct mg_mqtt *c)
 {
 	char err[256];
 	c->renew_paho = 0;
+	c->clean_once = 1;
 	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 	               "the broker closed %d connections in a row right after "
-	               "accepting them: paho's client is made anew (unfinished "
-	               "messages are sent again from the library's copies)",
+	               "accepting them: paho's client is made anew, with a clean "
+	               "session (unfinished messages are sent again from the "
+	               "library's copies)",
 	               CWM_SHORT_LOSSES);
 	pthread_mutex_unlock(&c->lock);
 	MQTTAsync_destroy(&c->paho);
@@ -5714,6 +5724,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->send_blocked = 0;
 	c->uri_try = 0;
 	c->uri_base = c->uri_cur;
+	c->clean_once = 0;
 	c->connected_at = cwm_now_ms();
 	c->conn_gen++;
 	c->progressed = 0;
@@ -6196,7 +6207,7 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 	                                   : MQTTVERSION_3_1_1;
 	if (v5) {
 		o.cleansession = 0;
-		o.cleanstart = s->clean_session;
+		o.cleanstart = s->clean_session || c->clean_once;
 		o.onSuccess5 = cwm_on_connect_ok5;
 		o.onFailure5 = cwm_on_connect_fail5;
 		if (!s->clean_session) {
@@ -6208,7 +6219,7 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 			o.connectProperties = &props;
 		}
 	} else {
-		o.cleansession = s->clean_session;
+		o.cleansession = s->clean_session || c->clean_once;
 		o.onSuccess = cwm_on_connect_ok;
 		o.onFailure = cwm_on_connect_fail;
 	}

@@ -131,6 +131,7 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->send_blocked = 0;
 	c->uri_try = 0;
 	c->uri_base = c->uri_cur;
+	c->clean_once = 0;
 	c->connected_at = cwm_now_ms();
 	c->conn_gen++;
 	c->progressed = 0;
@@ -613,7 +614,7 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 	                                   : MQTTVERSION_3_1_1;
 	if (v5) {
 		o.cleansession = 0;
-		o.cleanstart = s->clean_session;
+		o.cleanstart = s->clean_session || c->clean_once;
 		o.onSuccess5 = cwm_on_connect_ok5;
 		o.onFailure5 = cwm_on_connect_fail5;
 		if (!s->clean_session) {
@@ -625,7 +626,7 @@ static int cwm_paho_connect(struct mg_mqtt *c, int idx)
 			o.connectProperties = &props;
 		}
 	} else {
-		o.cleansession = s->clean_session;
+		o.cleansession = s->clean_session || c->clean_once;
 		o.onSuccess = cwm_on_connect_ok;
 		o.onFailure = cwm_on_connect_fail;
 	}

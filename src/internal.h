@@ -453,6 +453,8 @@ struct mg_mqtt {
 	int progressed;           /* [L] a command handed to paho on this
 	                             connection was done: it is no short loss */
 	int renew_paho;           /* [L] mqtt-io makes paho's handle anew */
+	int clean_once;           /* [L] the next connect starts a clean session
+	                             (after a new handle: see cwm_paho_renew) */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */

@@ -346,15 +346,23 @@ static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
  * (cwm_conn_lost_locked says when). Destroying the old one hands back
  * what it held, to retry as paho's give-back would (its failure callbacks,
  * or here for what it kept quiet about); the new one starts without
- * paho's session store, so a message it corrupted there is gone. */
+ * paho's session store, so a message it corrupted there is gone. Its first
+ * connect starts a clean session: the broker's session still holds the
+ * old packet ids of unfinished QoS 2 messages, and the new handle numbers
+ * from 1 again (mosquitto then drops the old message and refuses the new,
+ * both lost). What the broker held for the client unreleased is sent
+ * again by the library; what it queued for the client meanwhile is gone
+ * with the session (README, known limitations). */
 static void cwm_paho_renew(struct mg_mqtt *c)
 {
 	char err[256];
 	c->renew_paho = 0;
+	c->clean_once = 1;
 	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 	               "the broker closed %d connections in a row right after "
-	               "accepting them: paho's client is made anew (unfinished "
-	               "messages are sent again from the library's copies)",
+	               "accepting them: paho's client is made anew, with a clean "
+	               "session (unfinished messages are sent again from the "
+	               "library's copies)",
 	               CWM_SHORT_LOSSES);
 	pthread_mutex_unlock(&c->lock);
 	MQTTAsync_destroy(&c->paho);
