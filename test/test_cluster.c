@@ -313,6 +313,7 @@ static int http_post(struct th_raw **rp, int port, const char *path,
 	struct th_raw *r = *rp;
 	int n = snprintf(req, sizeof(req),
 	                 "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+	                 "Content-Type: application/octet-stream\r\n"
 	                 "Content-Length: %zu\r\n\r\n%s",
 	                 path, strlen(body), body);
 	th_raw_send(r, req, (size_t)n);
@@ -415,7 +416,10 @@ static void server_start(struct th_xsrv *s, const struct cluster *cl, int first,
 	         "MQTT_SUBSCRIBE %s\n"
 	         "MQTT_RECONNECT_MIN 1\n"
 	         "MQTT_RECONNECT_MAX 2\n"
-	         "MQTT_KEEPALIVE 10\n",
+	         "MQTT_KEEPALIVE 10\n"
+	         /* the example's /api/publish goes through the bridge's rules */
+	         "MQTT_BRIDGE_PATH /mqtt\n"
+	         "MQTT_BRIDGE_PUBLISH_ALLOW cluster/#\n",
 	         cl->n[first].url, cl->n[(first + 1) % NODES].url,
 	         cl->n[(first + 2) % NODES].url, id, subscribe);
 	th_xsrv_start(s, mqtt, "num_threads 8\n");
