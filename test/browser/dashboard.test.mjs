@@ -10,103 +10,22 @@
 // Prints "ok <check>" or "FAIL <check>: reason" for each check and ends with
 // "N passed, N failed"; exits 0 only when every check passed. Every process
 // it starts is stopped by its PID before it exits.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { ROOT, T, CHROMIUM, CHROMIUM_FLAGS, sleep, freePort, waitFor, tail, processes } from './procs.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const SCALE = Math.max(1, Number(process.env.TEST_TIMEOUT_SCALE) || 1);
 const EXAMPLE_BIN = path.resolve(ROOT, process.env.EXAMPLE_BIN || 'example/civetweb-mqtt');
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const WWW = path.join(ROOT, 'example', 'www');
 const OUT = path.join(ROOT, 'test', 'out');
 const SHOT = path.join(OUT, 'dashboard.png');
 const DOCS_SHOT = path.join(ROOT, 'docs', 'dashboard.png');
-const T = (ms) => ms * SCALE; // a bounded wait, scaled
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dashboard-test-'));
-const children = new Set(); // every process started here: {pid, name, exited}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const { children, start, waitExit, stop, waitPort } = processes(tmp);
 
 // ---- processes ----------------------------------------------------------------
-
-function start(name, cmd, args, logName) {
-  const log = path.join(tmp, logName || `${name}.log`);
-  const fd = fs.openSync(log, 'a');
-  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], cwd: ROOT });
-  fs.closeSync(fd);
-  const p = { name, pid: child.pid, log, child, code: null, exited: false };
-  p.done = new Promise((resolve) => {
-    child.on('exit', (code, signal) => { p.exited = true; p.code = code ?? `signal ${signal}`; resolve(p.code); });
-    child.on('error', (e) => { p.exited = true; p.code = `spawn error: ${e.message}`; resolve(p.code); });
-  });
-  children.add(p);
-  return p;
-}
-
-async function waitExit(p, ms) {
-  if (p.exited) return p.code;
-  const r = await Promise.race([p.done, sleep(ms).then(() => undefined)]);
-  return r;
-}
-
-// SIGTERM by PID, then SIGKILL if it does not go within ms.
-async function stop(p, ms = T(15000)) {
-  if (p.exited) { children.delete(p); return p.code; }
-  try { process.kill(p.pid, 'SIGTERM'); } catch { /* gone */ }
-  let code = await waitExit(p, ms);
-  if (code === undefined) {
-    try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
-    code = await waitExit(p, 5000);
-  }
-  children.delete(p);
-  return code;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-function answers(port) {
-  return new Promise((resolve) => {
-    const c = net.connect({ host: '127.0.0.1', port });
-    const done = (ok) => { c.destroy(); resolve(ok); };
-    c.once('connect', () => done(true));
-    c.once('error', () => done(false));
-    c.setTimeout(1000, () => done(false));
-  });
-}
-
-async function waitFor(what, fn, ms, every = 50) {
-  const until = Date.now() + ms;
-  let last;
-  for (;;) {
-    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}` + (last instanceof Error ? ` (${last.message})` : ''));
-    await sleep(every);
-  }
-}
-
-async function waitPort(port, p, ms) {
-  await waitFor(`port ${port}`, async () => {
-    if (p && p.exited) throw new Error(`${p.name} exited (${p.code}): ${tail(p.log)}`);
-    return answers(port);
-  }, ms, 20);
-}
-
-function tail(file, n = 15) {
-  try { return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-n).join(' | '); } catch { return '(no log)'; }
-}
 
 // ---- MQTT peers: mosquitto_pub / mosquitto_sub ---------------------------------
 
