@@ -51,7 +51,7 @@ DEP_LDFLAGS     := $(addprefix -L,$(DEP_LIBDIRS)) \
 # and link below.
 XCPPFLAGS := -I. $(DEP_CPPFLAGS) $(CPPFLAGS)
 XLDFLAGS  := $(DEP_LDFLAGS) $(LDFLAGS)
-LIBS      := -lpaho-mqtt3as -lcivetweb -lcjson -lpthread
+LIBS      := -lpaho-mqtt3cs -lcivetweb -lcjson -lpthread
 XLIBS     := $(LIBS) $(LDLIBS)
 
 LIB_A    := libcivetweb_mqtt.a
@@ -433,7 +433,7 @@ valgrind:
 # (and the -L of CIVETWEB_PREFIX/PAHO_PREFIX) go to Libs.private.
 PC_LIBDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
 PC_INCDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCDIR))
-PC_LIBS_PRIVATE := $(strip $(addprefix -L,$(DEP_LIBDIRS)) -lpaho-mqtt3as -lcivetweb -lpthread)
+PC_LIBS_PRIVATE := $(strip $(addprefix -L,$(DEP_LIBDIRS)) -lpaho-mqtt3cs -lcivetweb -lpthread)
 
 # Written on every call (phony): PREFIX may differ from the last one.
 .PHONY: civetweb-mqtt.pc

@@ -108,7 +108,8 @@
 #define MG_MQTT_ENABLE_BRIDGE 1
 #endif
 
-#include <MQTTAsync.h>
+#include <MQTTClient.h>
+#include <MQTTClientPersistence.h>
 #include <civetweb.h>
 #include <cjson/cJSON.h>
 
@@ -142,13 +143,11 @@
                                one doubles the pool, up to QUEUE_SIZE */
 #define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
 #define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
-#define CWM_WAKE_MS 4       /* see src/wake.c */
-#define CWM_WAKE_MAX_MS 250
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
-#define CWM_SHORT_LOSSES 3   /* ... this many times in a row, on a persistent
-                                session: paho's handle is made anew */
+#define CWM_POISON_STRIKES 2 /* see cwm_window_lost (io.c) */
+#define CWM_ID_BUCKETS 256   /* c->byid: QoS 1/2 messages by packet id */
 #define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
                                    recurses once a level, and a CivetWeb
                                    worker has a 100 kB stack */
@@ -243,6 +242,7 @@ struct cwm_settings {
 	char *persistence_dir;
 	int persistence_fsync;
 	int queue_size;
+	int queue_bytes; /* bytes of messages waiting for handlers, at most */
 	int max_packet_size; /* the broker's packet limit, as the user knows it */
 	int log_level;     /* MG_MQTT_LOG_*: lines above it are not made */
 	char *bridge_path;
@@ -322,11 +322,10 @@ struct cwm_out {
 	int restored;                 /* read back from PERSISTENCE_DIR */
 	int noop;                     /* done at once, nothing sent */
 	int appendable;               /* a SUBSCRIBE later calls may join */
-	int orphan;                   /* emptied: its contents went to a new
-	                                 command (cwm_orphan_acks); paho's late
-	                                 answer only frees it */
-	int sent;                     /* publish: paho took it on this
-	                                 connection */
+	int sent;                     /* publish: paho took it */
+	int msgid;                    /* [L] QoS 1/2 publish in paho: its packet
+	                                 id (c->byid); 0: none */
+	struct cwm_out *idnext;       /* [L] in its c->byid bucket */
 	uint64_t pseq;                /* its file in PERSISTENCE_DIR; 0: none */
 	char *topic;                  /* publish */
 	void *payload;
@@ -376,10 +375,11 @@ struct cwm_event {
 	int pooled; /* a message slot of the client's pool (cwm_slot_take) */
 	union {
 		struct {
-			MQTTAsync_message *m;
+			MQTTClient_message *m;
 			char *topic;
 			size_t topic_len;
 			int inline_hit; /* inline handlers ran: no catch-all */
+			size_t bytes;   /* counted in c->ev_bytes */
 		} msg;
 		struct mg_mqtt_connect_info conn;
 		struct mg_mqtt_disconnect_info disc;
@@ -397,6 +397,26 @@ struct cwm_event {
 	char data[];
 };
 
+/* What an MQTT 5 CONNACK announces (absent: the specification's default);
+ * MQTT 3.1.1 announces nothing: all 1, no maxima. */
+struct cwm_caps {
+	int recvmax;
+	unsigned maxpacket;
+	int shared, wildcard, retain, alias_max;
+};
+
+/* The result of one connection attempt (cwm_eng_connect). */
+struct cwm_connack {
+	int ok;             /* 1: connected */
+	int session;        /* the broker resumed a session */
+	struct cwm_caps caps;
+	int reason;         /* > 0: the broker refused (CONNACK code) */
+	int code;           /* paho's return code */
+	int dropped;        /* CONNACK came, then the connection closed while
+	                       paho sent the session's unfinished messages */
+	int64_t elapsed_ms; /* how long the attempt took */
+};
+
 struct cwm_req;
 struct cwm_bridge;
 
@@ -409,6 +429,7 @@ struct mg_mqtt {
 	pthread_cond_t io_cond;    /* wakes mqtt-io */
 	pthread_cond_t ev_cond;    /* wakes mqtt-dispatch */
 	pthread_cond_t state_cond; /* start and stop wait on it */
+	pthread_mutex_t pstore_lock; /* pstore (a leaf: engine.c) */
 
 	/* Handlers: written before start, read-only afterwards. */
 	struct cwm_tnode tree;
@@ -438,7 +459,12 @@ struct mg_mqtt {
 	char *pdir;               /* PERSISTENCE_DIR/<client id>, or NULL */
 	struct cwm_bridge *bridge; /* BRIDGE_PATH set; lives from start to stop */
 	atomic_uint_fast64_t pseq_next; /* next message file number */
-	MQTTAsync paho;
+	MQTTClient paho;          /* engine.c: mqtt-io's, see its contract */
+	int paho_ver;             /* engine.c: MQTT version of the handle's last
+	                             connect (paho: connect5 on v5 handles) */
+	MQTTClient_persistence pst; /* engine.c: paho's store callbacks */
+	struct cwm_map pstore;    /* paho's session store (persistent sessions),
+	                             under pstore_lock: key -> struct cwm_pval */
 	int v5;
 	pthread_t io_thread, dispatch_thread;
 	int io_started, dispatch_started;
@@ -450,17 +476,19 @@ struct mg_mqtt {
 	int64_t connected_at;     /* [L] ms, of the current connection */
 	int64_t lost_at;          /* [L] ms, of the last connection loss */
 	int same_again;           /* [L] see cwm_connect_failed */
-	struct mg_mqtt *run_next; /* the running clients (src/wake.c) */
-	int connecting_counted;   /* [L] in cwm_connecting */
-	int64_t next_wake;        /* [L] ms, the next wake-up UNSUBSCRIBE */
-	int wake_gap;             /* [L] ms, to the one after; 0: none due */
-	int short_losses;         /* [L] in a row, see CWM_SHORT_LOSSES */
 	unsigned conn_gen;        /* [L] connections made (cwm_connected) */
-	int progressed;           /* [L] a command handed to paho on this
-	                             connection was done: it is no short loss */
-	int renew_paho;           /* [L] mqtt-io makes paho's handle anew */
-	int clean_once;           /* [L] the next connect starts a clean session
-	                             (after a new handle: see cwm_paho_renew) */
+	int progressed;           /* [L] the broker acknowledged something on
+	                             this connection: it is no short loss */
+	int inflight_at_loss;     /* [L] QoS 1/2 messages in flight when the
+	                             last connection was lost */
+	int short_loss;           /* [L] that loss was short, nothing acked */
+	unsigned losses;          /* [L] connections lost, ever */
+	int suspect;              /* [L] the id of the message oldest in flight
+	                             at the last short losses (cwm_window_lost) */
+	int strikes;              /* [L] short losses in a row with it oldest */
+	int poison;               /* [L] id of a message to fail as poison
+	                             (mqtt-io, before the next connect); 0 */
+	int recvmax;              /* [L] the broker's Receive Maximum; 0: none */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
@@ -488,13 +516,29 @@ struct mg_mqtt {
 	int renew_needed, birth_needed;
 	int server_reason;        /* MQTT 5 DISCONNECT reason from the broker */
 	char *broker;             /* URI of the current or last connection */
-	int window;               /* QoS 1/2 messages paho may hold */
+	int window;               /* QoS 1/2 messages paho may hold: the
+	                             smallest of MAX_INFLIGHT, the broker's
+	                             Receive Maximum and awin */
+	int awin;                 /* the adaptive window (cwm_window_lost) */
+	int awin_cap;             /* it grows back up to this */
+	int awin_acks;            /* acknowledgements since it last grew */
+	int awin_logged;          /* its shrinking was logged */
+	uint64_t poisoned;        /* messages failed as poison */
+	struct cwm_out *byid[CWM_ID_BUCKETS]; /* QoS 1/2 in paho, by packet id */
+	struct { int msgid, result; } early[16]; /* acknowledgements that came
+	                             before mqtt-io recorded the packet id */
+	int nearly;
 	int inflight, inflight0;  /* QoS 1/2 and QoS 0 messages in paho */
 	int unfinished;           /* publishes accepted and not done */
 	struct cwm_out *outq, *outq_tail, *retry, *retry_tail, *inpaho;
-	struct cwm_out *orphans;  /* see cwm_out.orphan, linked by next */
 	struct cwm_event *evq, *evq_tail;
 	int ev_msgs;              /* messages queued or being dispatched */
+	size_t ev_bytes;          /* their bytes (topic, payload, slot) */
+	int paused;               /* flow control: the queue passed QUEUE_SIZE
+	                             or QUEUE_BYTES; mqtt-io disconnects until
+	                             the handlers catch up (cwm_flow_*) */
+	uint64_t pauses;          /* times paused */
+	int64_t paused_at, paused_ms;
 	struct cwm_event *slot_free;  /* the message slot pool */
 	struct cwm_event *chunks[CWM_SLOT_CHUNKS];
 	int nslots, nchunks;
@@ -506,6 +550,7 @@ struct mg_mqtt {
 	int next_id;
 	unsigned seed;
 	uint64_t published, publish_failed, received, dropped_queue_full;
+	uint64_t renewals;        /* new paho handles (poison only) */
 	uint64_t reconnects, connects;
 	uint64_t drops_unlogged, queue_overflow;
 	uint64_t *unlinks;        /* PERSISTENCE_DIR files for mqtt-io to remove */
@@ -533,7 +578,9 @@ struct mg_mqtt {
 	/* trace.c: paho's trace, under its process-wide cwm_trace_lock
 	 * (taken before c->lock, never while c->lock is held). */
 	int trace_joined;         /* in the list of clients paho's trace sees */
-	int trace_tls;            /* a verified TLS connect is in progress */
+	int trace_tls;            /* a connect is watched (in progress) */
+	int trace_checkhost;      /* ... to a TLS URI whose host is verified */
+	int trace_sent;           /* ... and paho's trace showed its CONNECT */
 	int trace_host_bad;       /* paho's trace: its host name check failed */
 	char trace_host[256];     /* host name of the URI being tried */
 	atomic_int trace_queued;  /* paho lines queued for mqtt-dispatch */
@@ -764,6 +811,7 @@ static void cwm_trace_join(struct mg_mqtt *c);
 static void cwm_trace_leave(struct mg_mqtt *c);
 static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx);
 static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len);
+static void cwm_trace_watch_end(struct mg_mqtt *c);
 static void cwm_debug_connack(struct mg_mqtt *c, int session,
                               MQTTProperties *props);
 static void cwm_debug_send(struct mg_mqtt *c, const struct cwm_out *r);
@@ -771,7 +819,8 @@ static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
                            int result, int retry, const int *codes,
                            int ncodes);
 static void cwm_debug_received(struct mg_mqtt *c, const char *topic,
-                               size_t tl, const MQTTAsync_message *m);
+                               size_t tl, const MQTTClient_message *m);
+static int cwm_trace_connect_sent(struct mg_mqtt *c);
 static void cwm_debug_disconnect(struct mg_mqtt *c);
 
 /* src/props.c */
@@ -832,35 +881,55 @@ static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
                               int64_t wait_ms);
 static void *cwm_io_main(void *arg);
 
+/* src/engine.c: the only part that calls paho's client API (its
+ * contract is at the top of engine.c). */
+static int cwm_eng_create(struct mg_mqtt *c, char *err, size_t errlen);
+static void cwm_eng_destroy(struct mg_mqtt *c);
+static int cwm_eng_renew(struct mg_mqtt *c, const int *drop, int ndrop,
+                         char *err, size_t errlen);
+static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a);
+static int cwm_eng_publish(struct mg_mqtt *c, const struct cwm_out *r,
+                           int *msgid);
+static int cwm_eng_filters(struct mg_mqtt *c, const struct cwm_out *r, int sub,
+                           int *codes);
+static void cwm_eng_disconnect(struct mg_mqtt *c, int timeout_ms);
+static void cwm_eng_free_message(MQTTClient_message *m, char *topic);
+static void cwm_eng_trace(int level, MQTTClient_traceCallback *cb, int set_cb,
+                          int set_level);
+static const char *cwm_eng_strerror(int rc);
+
 /* src/connection.c */
-static int cwm_paho_connect(struct mg_mqtt *c, int idx);
+static void cwm_connect_result(struct mg_mqtt *c, const struct cwm_connack *a);
 static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
                                const char *text);
 static void cwm_on_lost(void *ctx, char *cause);
+static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost);
+static void cwm_window_set(struct mg_mqtt *c);
+static void cwm_window_acked(struct mg_mqtt *c);
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason);
 
 /* src/done.c */
 static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
                      int retry, const int *codes, int ncodes);
-static void cwm_on_done_ok(void *ctx, MQTTAsync_successData *d);
-static void cwm_on_done_fail(void *ctx, MQTTAsync_failureData *d);
-static void cwm_on_done_ok5(void *ctx, MQTTAsync_successData5 *d);
-static void cwm_on_done_fail5(void *ctx, MQTTAsync_failureData5 *d);
+static void cwm_pub_acked(struct mg_mqtt *c, int msgid, int result);
+static void cwm_byid_add(struct mg_mqtt *c, struct cwm_out *r, int msgid);
+static struct cwm_out *cwm_byid_take(struct mg_mqtt *c, int msgid);
 
 /* src/dispatch.c */
 static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev);
 static struct cwm_event *cwm_event_new(enum cwm_evtype type, size_t extra);
 static char *cwm_event_str(struct cwm_event *ev, size_t *used, const char *s);
 static int cwm_on_message(void *ctx, char *topic, int topic_len,
-                          MQTTAsync_message *m);
+                          MQTTClient_message *m);
+static void cwm_flow_check(struct mg_mqtt *c);
 static void cwm_event_discard(struct cwm_event *ev);
 static void *cwm_dispatch_main(void *arg);
 
 /* src/request.c */
 static int cwm_req_setup(struct mg_mqtt *c);
 static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
-                           MQTTAsync_message *m);
+                           MQTTClient_message *m);
 static void cwm_req_stop(struct mg_mqtt *c, int wait);
 
 /* src/json.c */
@@ -874,7 +943,6 @@ static void cwm_json_str_or_null(cJSON *o, const char *name, const char *v);
 static void cwm_registry_each(const struct mg_context *ctx,
                               void (*fn)(struct mg_mqtt *c, void *arg),
                               void *arg);
-static int cwm_start_paho(struct mg_mqtt *c, char *err, size_t errlen);
 
 /* src/status.c */
 static cJSON *cwm_status_object(struct mg_mqtt *c);
@@ -1720,6 +1788,8 @@ static const struct cwm_key cwm_keys[] = {
      NULL, cwm_bool_hint},
     {"QUEUE_SIZE", K_INT, CWM_S(queue_size), 1, 10000000, "10000", NULL,
      "a number of messages (1-10000000)"},
+    {"QUEUE_BYTES", K_INT, CWM_S(queue_bytes), 65536, 2147483647, "8388608",
+     NULL, "a number of bytes (65536-2147483647)"},
     {"MAX_PACKET_SIZE", K_INT, CWM_S(max_packet_size), 0, 268435455, "0",
      NULL, "a number of bytes (0: none; up to 268435455)"},
     {"LOG_LEVEL", K_ENUM, CWM_S(log_level), 0, 0, "info", cwm_log_levels,
@@ -3190,7 +3260,7 @@ static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
  * PUBLISH in, DISCONNECT), never a password or payload bytes; and paho's
  * trace, forwarded to every client that asked for debug.
  *
- * paho's trace is one per process (MQTTAsync_setTraceLevel /
+ * paho's trace is one per process (MQTTClient_setTraceLevel /
  * _setTraceCallback), its callback runs on whichever thread paho traces
  * on, holding paho's locks. So: the callback only queues (an EV_LOG for
  * each debug client, cwm_log_push_trace), under cwm_trace_lock, which is
@@ -3199,11 +3269,13 @@ static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
  * the callback takes none). Lines that could carry a secret are dropped,
  * payload bytes cut off (cwm_trace_clean).
  *
- * The level is the cheapest paho has (MQTTASYNC_TRACE_ERROR: paho then
+ * The level is the cheapest paho has (MQTTCLIENT_TRACE_ERROR: paho then
  * skips the function entry/exit records it otherwise keeps for every
- * call) unless a client needs more: MQTTASYNC_TRACE_PROTOCOL while a
- * debug client runs, or while a TLS connect that checks the host name is
- * in progress. paho reports a host name mismatch only in its trace
+ * call) unless a client needs more: MQTTCLIENT_TRACE_PROTOCOL while a
+ * debug client runs, or while a connect is in progress (the watch: did
+ * paho send the CONNECT, which tells a broker that closed the connection
+ * after it from one that could not be reached; and, for a TLS URI whose
+ * host name is checked, that check). paho reports a host name mismatch only in its trace
  * ("X509_check_host for hostname H failed"), then fails the connect with
  * "TCP/TLS connect failure"; cwm_trace_tls_failed tells the connect
  * failure path. The line names the host only: it is given to every
@@ -3217,7 +3289,7 @@ static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
  * the level the environment set: the library then never changes it.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 34 "src/trace.c"
+#line 36 "src/trace.c"
 #endif
 
 static pthread_mutex_t cwm_trace_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -3326,7 +3398,8 @@ static void cwm_trace_watch(const char *t)
 			n--;
 		for (size_t i = 0; i < cwm_tr_n; i++) {
 			struct mg_mqtt *c = cwm_tr_clients[i];
-			if (c->trace_tls && strlen(c->trace_host) == n &&
+			if (c->trace_tls && c->trace_checkhost &&
+			    strlen(c->trace_host) == n &&
 			    strncasecmp(c->trace_host, h, n) == 0)
 				c->trace_host_bad = 1;
 		}
@@ -3340,16 +3413,18 @@ static void cwm_trace_watch(const char *t)
 	for (size_t i = 0; i < cwm_tr_n; i++) {
 		struct mg_mqtt *c = cwm_tr_clients[i];
 		if (c->trace_tls && strlen(c->client_id) == (size_t)(p - id) &&
-		    strncmp(c->client_id, id, (size_t)(p - id)) == 0)
+		    strncmp(c->client_id, id, (size_t)(p - id)) == 0) {
 			c->trace_host_bad = 0;
+			c->trace_sent = 1;
+		}
 	}
 }
 
 /* paho's trace callback: paho's threads (or mqtt-io inside a paho call),
  * holding paho's locks. Queues only. */
-static void cwm_trace_cb(enum MQTTASYNC_TRACE_LEVELS level, char *message)
+static void cwm_trace_cb(enum MQTTCLIENT_TRACE_LEVELS level, char *message)
 {
-	if (level < MQTTASYNC_TRACE_PROTOCOL || message == NULL)
+	if (level < MQTTCLIENT_TRACE_PROTOCOL || message == NULL)
 		return;
 	const char *t = cwm_trace_text(message);
 	pthread_mutex_lock(&cwm_trace_lock);
@@ -3369,19 +3444,17 @@ static void cwm_trace_cb(enum MQTTASYNC_TRACE_LEVELS level, char *message)
 static void cwm_trace_apply(void)
 {
 	int need = cwm_tr_debug > 0 || cwm_tr_tls > 0;
-	int level = need ? MQTTASYNC_TRACE_PROTOCOL : MQTTASYNC_TRACE_ERROR;
+	int level = need ? MQTTCLIENT_TRACE_PROTOCOL : MQTTCLIENT_TRACE_ERROR;
 	if (cwm_tr_env < 0) {
 		const char *e = getenv("MQTT_C_CLIENT_TRACE_LEVEL");
 		cwm_tr_env = e != NULL && e[0] != '\0';
 	}
-	if (!cwm_tr_env && level != cwm_tr_level) {
-		MQTTAsync_setTraceLevel((enum MQTTASYNC_TRACE_LEVELS)level);
+	int set_level = !cwm_tr_env && level != cwm_tr_level;
+	int set_cb = need != cwm_tr_cb;
+	cwm_eng_trace(level, need ? cwm_trace_cb : NULL, set_cb, set_level);
+	if (set_level)
 		cwm_tr_level = level;
-	}
-	if (need != cwm_tr_cb) {
-		MQTTAsync_setTraceCallback(need ? cwm_trace_cb : NULL);
-		cwm_tr_cb = need;
-	}
+	cwm_tr_cb = need;
 }
 
 /* mqtt-io, before the client's first paho call that can trace. */
@@ -3476,14 +3549,13 @@ static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx)
 	pthread_mutex_lock(&cwm_trace_lock);
 	if (c->trace_joined) {
 		c->trace_host_bad = 0;
+		c->trace_sent = 0;
 		cwm_uri_host(uri, c->trace_host, sizeof(c->trace_host));
-		int want = cwm_checks_host(c, uri);
-		if (want && !c->trace_tls) {
+		c->trace_checkhost = cwm_checks_host(c, uri);
+		if (!c->trace_tls) {
 			c->trace_tls = 1;
 			cwm_tr_tls++;
 			cwm_trace_apply();
-		} else if (!want) {
-			cwm_trace_tls_end(c);
 		}
 	}
 	pthread_mutex_unlock(&cwm_trace_lock);
@@ -3496,7 +3568,7 @@ static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len)
 {
 	int bad = 0;
 	pthread_mutex_lock(&cwm_trace_lock);
-	if (c->trace_tls && c->trace_host_bad) {
+	if (c->trace_tls && c->trace_checkhost && c->trace_host_bad) {
 		bad = 1;
 		snprintf(why, len, "%s", c->trace_host);
 	}
@@ -3504,6 +3576,26 @@ static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len)
 	cwm_trace_tls_end(c);
 	pthread_mutex_unlock(&cwm_trace_lock);
 	return bad;
+}
+
+/* mqtt-io, after a failed attempt: 1 when paho's trace showed this
+ * client's CONNECT sent (the connection was open; the broker closed it or
+ * never answered). */
+static int cwm_trace_connect_sent(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_trace_lock);
+	int sent = c->trace_tls && c->trace_sent;
+	pthread_mutex_unlock(&cwm_trace_lock);
+	return sent;
+}
+
+/* The connect watch of c ends (its attempt is over). */
+static void cwm_trace_watch_end(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_trace_lock);
+	c->trace_host_bad = 0;
+	cwm_trace_tls_end(c);
+	pthread_mutex_unlock(&cwm_trace_lock);
 }
 
 /* ---- the library's own packets, at LOG_LEVEL debug ------------------- */
@@ -3609,7 +3701,7 @@ static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
                            int result, int retry, const int *codes,
                            int ncodes)
 {
-	if (!cwm_debug_on(c) || r->orphan || r->noop)
+	if (!cwm_debug_on(c) || r->noop)
 		return;
 	const char *what = r->type == CMD_PUBLISH     ? "PUBLISH"
 	                   : r->type == CMD_SUBSCRIBE ? "SUBACK"
@@ -3643,7 +3735,7 @@ static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
 
 /* paho's receive thread: a message arrived. */
 static void cwm_debug_received(struct mg_mqtt *c, const char *topic,
-                               size_t tl, const MQTTAsync_message *m)
+                               size_t tl, const MQTTClient_message *m)
 {
 	if (!cwm_debug_on(c))
 		return;
@@ -4974,110 +5066,500 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
 	return 0;
 }
 /*
- * Waking paho's receive thread for a client that connects while others of
- * the process are connected: the connecting count, the list of running
- * clients, and the wake-up traffic.
+ * The engine: the only part that calls paho's client API. It drives paho's
+ * synchronous client (MQTTClient, libpaho-mqtt3cs) from the client's own
+ * mqtt-io thread; src/README.md says why this client and not MQTTAsync.
  *
- * paho has one receive thread for every client of the process. It sleeps
- * in poll() for up to a second when no socket has anything to read, and
- * takes a new client's socket in only when it wakes: once for the TCP
- * connect and once for the CONNACK, so a second or third client took about
- * 2 s to connect where the first took 0.1 s (bare paho too; MQTTAsync's
- * receive thread, MQTTAsync_cycle's 1000 ms timeout). No paho option
- * changes it; traffic on a socket it already polls wakes it. So while a
- * client connects, every connected client of the process sends an
- * UNSUBSCRIBE of a filter nobody holds ("$cwm/wake", answered by UNSUBACK)
- * from its own mqtt-io thread: CWM_WAKE_MS after the connect began, then at
- * doubling gaps up to CWM_WAKE_MAX_MS (a connect to a broker that does not
- * answer costs a few packets a second, not hundreds).
+ * The contract the rest of the library relies on:
+ *  - Every call here is made by mqtt-io (or by start and stop, before
+ *    mqtt-io runs and after it ended), without c->lock held. A call can
+ *    block for a network round trip at most: connect (CONNECTION_TIMEOUT),
+ *    subscribe and unsubscribe (their acknowledgement, CONNECTION_TIMEOUT
+ *    at most), publish (a socket write; paho sleeps 100 ms while the socket
+ *    is full).
+ *  - paho's one receive thread (MQTTClient_run, every client of the
+ *    process) calls the cwm_eng_* callbacks below, holding paho's lock for
+ *    acknowledgements: they only take c->lock to record what happened.
+ *  - A QoS 1/2 message paho has taken stays in paho's session store, under
+ *    its packet id, until the broker acknowledges it: paho sends it again
+ *    (DUP, same id) on each reconnect of a persistent session, and the
+ *    acknowledgement then reaches cwm_pub_acked() under that id. With a
+ *    clean session paho's store is emptied at the next connect, and the
+ *    library sends what it had from its own copies (io.c).
+ *  - On a persistent session paho's store lives in memory owned by the
+ *    client (c->pstore, paho's "user persistence"), not in paho's handle:
+ *    a new handle (cwm_eng_renew) takes every message back under the same
+ *    packet ids, so the broker's session and paho's agree and nothing is
+ *    sent twice under a new id. Only a message the broker refuses by
+ *    closing the connection (see cwm_poison in io.c) is taken out.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 19 "src/wake.c"
+#line 29 "src/engine.c"
 #endif
 
-static atomic_int cwm_connecting; /* clients with a connect in progress */
-static pthread_mutex_t cwm_running_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct mg_mqtt *cwm_running; /* under cwm_running_lock, by run_next */
+/* ---- paho's session store (persistent sessions) ---------------------- */
 
-/* A started client joins the list (start) or leaves it (stop). */
-static void cwm_running_add(struct mg_mqtt *c)
+struct cwm_pval {
+	size_t n;
+	char b[];
+};
+
+static int cwm_pst_open(void **handle, const char *id, const char *uri,
+                        void *ctx)
 {
-	pthread_mutex_lock(&cwm_running_lock);
-	c->run_next = cwm_running;
-	cwm_running = c;
-	pthread_mutex_unlock(&cwm_running_lock);
+	(void)id;
+	(void)uri;
+	*handle = ctx;
+	return 0;
 }
 
-static void cwm_running_remove(struct mg_mqtt *c)
+static int cwm_pst_close(void *handle)
 {
-	pthread_mutex_lock(&cwm_running_lock);
-	for (struct mg_mqtt **pp = &cwm_running; *pp != NULL;
-	     pp = &(*pp)->run_next)
-		if (*pp == c) {
-			*pp = c->run_next;
-			break;
+	(void)handle;
+	return 0;
+}
+
+static int cwm_pst_put(void *handle, char *key, int nbuf, char *bufs[],
+                       int lens[])
+{
+	struct mg_mqtt *c = handle;
+	size_t n = 0;
+	for (int i = 0; i < nbuf; i++)
+		n += (size_t)lens[i];
+	struct cwm_pval *v = malloc(sizeof(*v) + n);
+	if (v == NULL)
+		return MQTTCLIENT_PERSISTENCE_ERROR;
+	v->n = 0;
+	for (int i = 0; i < nbuf; i++) {
+		memcpy(v->b + v->n, bufs[i], (size_t)lens[i]);
+		v->n += (size_t)lens[i];
+	}
+	pthread_mutex_lock(&c->pstore_lock);
+	size_t kl = strlen(key);
+	free(cwm_map_del(&c->pstore, key, kl));
+	int rc = cwm_map_put(&c->pstore, key, kl, v);
+	pthread_mutex_unlock(&c->pstore_lock);
+	if (rc != 0) {
+		free(v);
+		return MQTTCLIENT_PERSISTENCE_ERROR;
+	}
+	return 0;
+}
+
+static int cwm_pst_get(void *handle, char *key, char **buf, int *len)
+{
+	struct mg_mqtt *c = handle;
+	int rc = MQTTCLIENT_PERSISTENCE_ERROR;
+	pthread_mutex_lock(&c->pstore_lock);
+	struct cwm_pval *v = cwm_map_get(&c->pstore, key, strlen(key));
+	if (v != NULL && (*buf = malloc(v->n > 0 ? v->n : 1)) != NULL) {
+		memcpy(*buf, v->b, v->n);
+		*len = (int)v->n;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&c->pstore_lock);
+	return rc;
+}
+
+static int cwm_pst_remove(void *handle, char *key)
+{
+	struct mg_mqtt *c = handle;
+	pthread_mutex_lock(&c->pstore_lock);
+	free(cwm_map_del(&c->pstore, key, strlen(key)));
+	pthread_mutex_unlock(&c->pstore_lock);
+	return 0;
+}
+
+static int cwm_pst_keys(void *handle, char ***keys, int *nkeys)
+{
+	struct mg_mqtt *c = handle;
+	int rc = 0, n = 0;
+	pthread_mutex_lock(&c->pstore_lock);
+	char **k = malloc(sizeof(char *) * (c->pstore.n + 1));
+	for (size_t i = 0; k != NULL && i < c->pstore.nb; i++)
+		for (struct cwm_map_ent *e = c->pstore.b[i]; e != NULL; e = e->next)
+			if ((k[n] = cwm_strndup(e->key, e->klen)) != NULL)
+				n++;
+	pthread_mutex_unlock(&c->pstore_lock);
+	if (k == NULL)
+		rc = MQTTCLIENT_PERSISTENCE_ERROR;
+	*keys = n > 0 ? k : NULL;
+	*nkeys = n;
+	if (n == 0)
+		free(k);
+	return rc;
+}
+
+static int cwm_pst_clear(void *handle)
+{
+	struct mg_mqtt *c = handle;
+	pthread_mutex_lock(&c->pstore_lock);
+	cwm_map_free(&c->pstore, free);
+	pthread_mutex_unlock(&c->pstore_lock);
+	return 0;
+}
+
+static int cwm_pst_contains(void *handle, char *key)
+{
+	struct mg_mqtt *c = handle;
+	pthread_mutex_lock(&c->pstore_lock);
+	int has = cwm_map_get(&c->pstore, key, strlen(key)) != NULL;
+	pthread_mutex_unlock(&c->pstore_lock);
+	return has ? 0 : -1;
+}
+
+/* Takes the message under packet id msgid out of the store (it will not be
+ * restored by the next handle). */
+static void cwm_pst_forget(struct mg_mqtt *c, int msgid)
+{
+	static const char *const stems[] = {"s-", "s5-", "sc-", "sc5-"};
+	char key[24];
+	pthread_mutex_lock(&c->pstore_lock);
+	for (size_t i = 0; i < sizeof(stems) / sizeof(stems[0]); i++) {
+		snprintf(key, sizeof(key), "%s%d", stems[i], msgid);
+		free(cwm_map_del(&c->pstore, key, strlen(key)));
+	}
+	pthread_mutex_unlock(&c->pstore_lock);
+}
+
+/* ---- paho's callbacks (its receive thread) ---------------------------- */
+
+static int cwm_eng_arrived(void *ctx, char *topic, int tl, MQTTClient_message *m)
+{
+	return cwm_on_message(ctx, topic, tl, m);
+}
+
+/* MQTT 3.1/3.1.1: a QoS 1/2 message acknowledged (PUBACK, PUBCOMP). */
+static void cwm_eng_delivered(void *ctx, MQTTClient_deliveryToken id)
+{
+	struct mg_mqtt *c = ctx;
+	if (!cwm_v5_now(c))
+		cwm_pub_acked(c, id, 0);
+}
+
+/* MQTT 5: the same with the broker's reason code (and a PUBREC >= 0x80,
+ * which ends the message's flow). */
+static void cwm_eng_published(void *ctx, int id, int type,
+                              MQTTProperties *props, enum MQTTReasonCodes rc)
+{
+	(void)type;
+	(void)props;
+	cwm_pub_acked(ctx, id, (int)rc);
+}
+
+static void cwm_eng_lost(void *ctx, char *cause)
+{
+	cwm_on_lost(ctx, cause);
+}
+
+static void cwm_eng_server_disconnect(void *ctx, MQTTProperties *props,
+                                      enum MQTTReasonCodes reason)
+{
+	cwm_on_server_disconnect(ctx, props, reason);
+}
+
+/* ---- the handle -------------------------------------------------------- */
+
+/* A paho handle for c (start, and cwm_eng_renew). A persistent session
+ * keeps paho's store in c->pstore; a clean one keeps none. */
+static int cwm_eng_create(struct mg_mqtt *c, char *err, size_t errlen)
+{
+	const struct cwm_settings *s = &c->cfg;
+	MQTTClient_createOptions co = MQTTClient_createOptions_initializer;
+	int v = c->v5 && !atomic_load(&c->v311_now) ? MQTTVERSION_5
+	        : s->protocol == 3                   ? MQTTVERSION_3_1
+	                                             : MQTTVERSION_3_1_1;
+	co.MQTTVersion = v;
+	c->pst.context = c;
+	c->pst.popen = cwm_pst_open;
+	c->pst.pclose = cwm_pst_close;
+	c->pst.pput = cwm_pst_put;
+	c->pst.pget = cwm_pst_get;
+	c->pst.premove = cwm_pst_remove;
+	c->pst.pkeys = cwm_pst_keys;
+	c->pst.pclear = cwm_pst_clear;
+	c->pst.pcontainskey = cwm_pst_contains;
+	int rc = MQTTClient_createWithOptions(
+	    &c->paho, s->uris[0], c->client_id,
+	    s->clean_session ? MQTTCLIENT_PERSISTENCE_NONE
+	                     : MQTTCLIENT_PERSISTENCE_USER,
+	    s->clean_session ? NULL : &c->pst, &co);
+	if (rc != MQTTCLIENT_SUCCESS) {
+		cwm_fmt(err, errlen, "%s: cannot create the MQTT client: %s",
+		        c->prefix, MQTTClient_strerror(rc));
+		c->paho = NULL;
+		return MG_MQTT_ERR_PAHO;
+	}
+	c->paho_ver = v;
+	MQTTClient_setCallbacks(c->paho, c, cwm_eng_lost, cwm_eng_arrived,
+	                        cwm_eng_delivered);
+	if (v == MQTTVERSION_5) {
+		MQTTClient_setPublished(c->paho, c, cwm_eng_published);
+		MQTTClient_setDisconnected(c->paho, c, cwm_eng_server_disconnect);
+	}
+	/* A SUBSCRIBE or UNSUBSCRIBE waits this long for its acknowledgement
+	 * (paho takes 5 s at least); paho closes the connection when it does
+	 * not come. A connection lost meanwhile is noticed only then: paho
+	 * does not wake the wait. */
+	unsigned long ms = (unsigned long)s->connection_timeout * 1000;
+	MQTTClient_setCommandTimeout(c->paho, ms > 5000 ? ms : 5000);
+	return 0;
+}
+
+/* No paho callback for c runs after this returns. */
+static void cwm_eng_destroy(struct mg_mqtt *c)
+{
+	if (c->paho != NULL)
+		MQTTClient_destroy(&c->paho);
+	c->paho = NULL;
+}
+
+/* A new handle for c, without the messages under the packet ids given
+ * (drop[0..ndrop)): everything else in paho's store comes back under its
+ * own id. 0, or an error (err filled). */
+static int cwm_eng_renew(struct mg_mqtt *c, const int *drop, int ndrop,
+                         char *err, size_t errlen)
+{
+	cwm_eng_destroy(c);
+	for (int i = 0; i < ndrop; i++)
+		cwm_pst_forget(c, drop[i]);
+	return cwm_eng_create(c, err, errlen);
+}
+
+/* ---- connecting -------------------------------------------------------- */
+
+static int cwm_on_ssl_error(const char *str, size_t len, void *u)
+{
+	struct mg_mqtt *c = u;
+	while (len > 0 && (str[len - 1] == '\n' || str[len - 1] == '\r'))
+		len--;
+	cwm_log(c, MG_MQTT_LOG_ERROR, "TLS: %.*s", (int)len, str);
+	pthread_mutex_lock(&c->lock);
+	c->tls_error = 1;
+	pthread_mutex_unlock(&c->lock);
+	return 1;
+}
+
+static int cwm_prop_num(MQTTProperties *p, enum MQTTPropertyCodes id, int dflt)
+{
+	return MQTTProperties_hasProperty(p, id)
+	           ? MQTTProperties_getNumericValue(p, id)
+	           : dflt;
+}
+
+/* What an MQTT 5 CONNACK announced. */
+static void cwm_eng_caps(MQTTProperties *p, struct cwm_caps *k)
+{
+	k->recvmax = cwm_prop_num(p, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM, 0);
+	k->maxpacket =
+	    (unsigned)cwm_prop_num(p, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE, 0);
+	k->shared =
+	    cwm_prop_num(p, MQTTPROPERTY_CODE_SHARED_SUBSCRIPTION_AVAILABLE, 1);
+	k->wildcard =
+	    cwm_prop_num(p, MQTTPROPERTY_CODE_WILDCARD_SUBSCRIPTION_AVAILABLE, 1);
+	k->retain = cwm_prop_num(p, MQTTPROPERTY_CODE_RETAIN_AVAILABLE, 1);
+	k->alias_max = cwm_prop_num(p, MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, 0);
+}
+
+/* mqtt-io: one connection attempt to BROKER_URL entry idx; blocks until
+ * CONNACK, a failure or CONNECTION_TIMEOUT. The fail-over list is walked
+ * by the library (connection.c), one URI per attempt. Fills *a. */
+static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a)
+{
+	const struct cwm_settings *s = &c->cfg;
+	int v5 = cwm_v5_now(c);
+	MQTTClient_connectOptions o = MQTTClient_connectOptions_initializer;
+	MQTTClient_connectOptions o5 = MQTTClient_connectOptions_initializer5;
+	MQTTClient_willOptions will = MQTTClient_willOptions_initializer;
+	MQTTClient_SSLOptions ssl = MQTTClient_SSLOptions_initializer;
+	MQTTProperties props = MQTTProperties_initializer;
+	MQTTProperty pr;
+
+	if (v5)
+		o = o5;
+	memset(a, 0, sizeof(*a));
+	a->caps = (struct cwm_caps){0, 0, 1, 1, 1, 0};
+	o.keepAliveInterval = s->keepalive;
+	o.connectTimeout = s->connection_timeout;
+	o.reliable = 0;
+	o.maxInflightMessages = 65535; /* flow control is the library's */
+	o.retryInterval = 0;           /* paho resends at reconnect only */
+	o.serverURIcount = 1;
+	o.serverURIs = &c->cfg.uris[idx];
+	o.username = s->username;
+	o.password = s->secret;
+	o.MQTTVersion = v5                 ? MQTTVERSION_5
+	                : s->protocol == 3 ? MQTTVERSION_3_1
+	                                   : MQTTVERSION_3_1_1;
+	if (v5) {
+		o.cleansession = 0;
+		o.cleanstart = s->clean_session;
+		if (!s->clean_session) {
+			/* MQTT 5 ends a session at disconnect unless told otherwise. */
+			memset(&pr, 0, sizeof(pr));
+			pr.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
+			pr.value.integer4 = 0xFFFFFFFFu;
+			MQTTProperties_add(&props, &pr);
 		}
-	pthread_mutex_unlock(&cwm_running_lock);
-}
-
-/* [L] c's connect starts (on) or has its result (off). */
-static void cwm_connecting_set(struct mg_mqtt *c, int on)
-{
-	if (on == c->connecting_counted)
-		return;
-	c->connecting_counted = on;
-	if (on)
-		atomic_fetch_add(&cwm_connecting, 1);
+	} else {
+		o.cleansession = s->clean_session;
+	}
+	if (s->will_topic != NULL) {
+		will.topicName = s->will_topic;
+		will.message = NULL;
+		will.payload.data = s->will_message != NULL ? s->will_message : "";
+		will.payload.len = s->will_message != NULL ? (int)strlen(s->will_message)
+		                                           : 0;
+		will.qos = s->will_qos;
+		will.retained = s->will_retain;
+		o.will = &will;
+	}
+	if (c->cfg.use_tls) {
+		ssl.trustStore = s->tls_ca_certs;
+		ssl.keyStore = s->tls_certfile;
+		ssl.privateKey = s->tls_keyfile;
+		ssl.privateKeyPassword = s->tls_keyfile_password;
+		ssl.enabledCipherSuites = s->tls_ciphers;
+		ssl.enableServerCertAuth = s->tls_cert_reqs != CWM_CERT_NONE;
+		ssl.verify = s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
+		ssl.sslVersion = s->tls_version;
+		ssl.ssl_error_cb = cwm_on_ssl_error;
+		ssl.ssl_error_context = c;
+		o.ssl = &ssl;
+	}
+	int64_t t0 = cwm_now_ms();
+	MQTTResponse resp = MQTTResponse_initializer;
+	if (c->paho_ver >= MQTTVERSION_5) /* paho: connect5 on a v5 handle */
+		resp = MQTTClient_connect5(c->paho, &o, &props, NULL);
 	else
-		atomic_fetch_sub(&cwm_connecting, 1);
+		resp.reasonCode = (enum MQTTReasonCodes)MQTTClient_connect(c->paho, &o);
+	c->paho_ver = o.MQTTVersion;
+	MQTTProperties_free(&props);
+	a->elapsed_ms = cwm_now_ms() - t0;
+	a->code = (int)resp.reasonCode;
+	if (a->code == MQTTCLIENT_SUCCESS) {
+		a->ok = 1;
+		a->session = o.returned.sessionPresent;
+		if (resp.properties != NULL)
+			cwm_eng_caps(resp.properties, &a->caps);
+		cwm_debug_connack(c, a->session, resp.properties); /* trace.c */
+	} else if (a->code > 0) {
+		a->reason = a->code; /* CONNACK refused it */
+	} else if (a->code == MQTTCLIENT_DISCONNECTED) {
+		a->dropped = 1; /* paho: connected, then lost at its resend */
+	}
+	MQTTResponse_free(resp);
 }
 
-/* mqtt-io of c, without c->lock: tells the other running clients that a
- * connect is in progress, so that the connected ones start the traffic. */
-static void cwm_wake_others(struct mg_mqtt *c)
+/* ---- commands ---------------------------------------------------------- */
+
+/* mqtt-io: writes a PUBLISH. 0 (*msgid: its packet id for QoS 1/2),
+ * MG_MQTT_ERR_NOT_CONNECTED (paho is not connected: nothing was taken),
+ * or another error (nothing was taken). A QoS 1/2 message whose write
+ * failed is taken all the same (paho keeps it for the next connect). */
+static int cwm_eng_publish(struct mg_mqtt *c, const struct cwm_out *r,
+                           int *msgid)
 {
-	pthread_mutex_lock(&cwm_running_lock);
-	for (struct mg_mqtt *x = cwm_running; x != NULL; x = x->run_next) {
-		if (x == c)
-			continue;
-		pthread_mutex_lock(&x->lock);
-		if (x->state == CWM_CONNECTED && x->io_waiting == CWM_IDLE_WAIT)
-			pthread_cond_signal(&x->io_cond);
-		pthread_mutex_unlock(&x->lock);
-	}
-	pthread_mutex_unlock(&cwm_running_lock);
+	MQTTProperties props = MQTTProperties_initializer;
+	MQTTClient_deliveryToken tok = 0;
+	if (r->props != NULL)
+		cwm_props_to_paho(r->props, &props);
+	MQTTResponse resp = MQTTClient_publish5(
+	    c->paho, r->topic, (int)r->len, r->payload, r->qos, r->retain,
+	    r->props != NULL ? &props : NULL, &tok);
+	MQTTProperties_free(&props);
+	*msgid = tok;
+	int rc = (int)resp.reasonCode;
+	if (rc == MQTTCLIENT_SUCCESS)
+		return 0;
+	if (rc == MQTTCLIENT_DISCONNECTED || rc == MQTTCLIENT_FAILURE)
+		return MG_MQTT_ERR_NOT_CONNECTED;
+	cwm_log(c, MG_MQTT_LOG_ERROR, "paho refused a publish: %s (%d)",
+	        MQTTClient_strerror(rc), rc);
+	return MG_MQTT_ERR_PAHO;
 }
 
-/* [L] mqtt-io of a connected client: the wake-up UNSUBSCRIBE when another
- * client connects and it is time. Returns 0 when it queued one (to be sent
- * now), else how long until the next one (ms), or -1: nobody connects. */
-static int64_t cwm_wake_traffic(struct mg_mqtt *c, int64_t now)
+/* mqtt-io: a SUBSCRIBE (sub) or UNSUBSCRIBE, and the wait for its
+ * acknowledgement. 0 with codes[0..r->nfilters) set (UNSUBACK: 0 each
+ * with MQTT 3), MG_MQTT_ERR_NOT_CONNECTED (not sent, or the connection
+ * went before the answer: paho then closed it), or another error. */
+static int cwm_eng_filters(struct mg_mqtt *c, const struct cwm_out *r, int sub,
+                           int *codes)
 {
-	if (atomic_load(&cwm_connecting) == 0 || c->state != CWM_CONNECTED) {
-		c->wake_gap = 0;
-		return -1;
+	int n = r->nfilters;
+	MQTTResponse resp;
+	if (sub) {
+		/* paho writes the granted QoS into the array it is given. */
+		int *q = malloc(sizeof(int) * (size_t)n);
+		if (q == NULL)
+			return MG_MQTT_ERR_NOMEM;
+		memcpy(q, r->qos_list, sizeof(int) * (size_t)n);
+		resp = MQTTClient_subscribeMany5(c->paho, n, r->wire, q, NULL, NULL);
+		for (int i = 0; i < n; i++)
+			codes[i] = q[i];
+		free(q);
+	} else {
+		resp = MQTTClient_unsubscribeMany5(c->paho, n, r->wire, NULL);
+		for (int i = 0; i < n; i++)
+			codes[i] = 0;
 	}
-	if (c->wake_gap == 0) { /* a connect began: the first one soon */
-		c->wake_gap = CWM_WAKE_MS;
-		c->next_wake = now + CWM_WAKE_MS;
+	int rc = (int)resp.reasonCode;
+	if (rc >= 0 && cwm_v5_now(c)) {
+		/* MQTT 5: one code per filter; paho gives the first in reasonCode
+		 * and, for more than one filter, all in reasonCodes. */
+		for (int i = 0; i < n; i++)
+			codes[i] = resp.reasonCodeCount > 1 && resp.reasonCodes != NULL &&
+			                   i < resp.reasonCodeCount
+			               ? (int)resp.reasonCodes[i]
+			               : rc;
+		rc = 0;
 	}
-	if (now >= c->next_wake) {
-		static const char *const wake[] = {"$cwm/wake"};
-		struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, wake, NULL, 1);
-		if (r != NULL) {
-			r->internal = 1;
-			r->id = cwm_next_id(c);
-			r->next = c->retry;
-			c->retry = r;
-			if (c->retry_tail == NULL)
-				c->retry_tail = r;
-		}
-		c->wake_gap = c->wake_gap * 2 > CWM_WAKE_MAX_MS ? CWM_WAKE_MAX_MS
-		                                                : c->wake_gap * 2;
-		c->next_wake = now + c->wake_gap;
-		return r != NULL ? 0 : c->wake_gap;
-	}
-	return c->next_wake - now;
+	MQTTResponse_free(resp);
+	if (rc >= 0)
+		return 0;
+	if (rc == MQTTCLIENT_DISCONNECTED || rc == MQTTCLIENT_FAILURE ||
+	    rc == -1)
+		return MG_MQTT_ERR_NOT_CONNECTED;
+	cwm_log(c, MG_MQTT_LOG_ERROR, "paho refused a %s: %s (%d)",
+	        sub ? "subscribe" : "unsubscribe", MQTTClient_strerror(rc), rc);
+	return MG_MQTT_ERR_PAHO;
+}
+
+/* mqtt-io: DISCONNECT (the broker drops the will); waits for in-flight
+ * flows at most timeout_ms. */
+static void cwm_eng_disconnect(struct mg_mqtt *c, int timeout_ms)
+{
+	if (c->paho == NULL)
+		return;
+	if (c->paho_ver >= MQTTVERSION_5)
+		MQTTClient_disconnect5(c->paho, timeout_ms, MQTTREASONCODE_SUCCESS,
+		                       NULL);
+	else
+		MQTTClient_disconnect(c->paho, timeout_ms);
+}
+
+/* ---- messages and trace ------------------------------------------------ */
+
+/* Frees a message paho handed to cwm_on_message, and its topic. */
+static void cwm_eng_free_message(MQTTClient_message *m, char *topic)
+{
+	MQTTClient_freeMessage(&m);
+	MQTTClient_free(topic);
+}
+
+/* paho's process-wide trace: its level and callback (NULL: none). */
+static void cwm_eng_trace(int level, MQTTClient_traceCallback *cb, int set_cb,
+                          int set_level)
+{
+	if (set_level)
+		MQTTClient_setTraceLevel((enum MQTTCLIENT_TRACE_LEVELS)level);
+	if (set_cb)
+		MQTTClient_setTraceCallback(cb);
+}
+
+static const char *cwm_eng_strerror(int rc)
+{
+	return MQTTClient_strerror(rc);
 }
 /*
  * The mqtt-io thread: the only thread that calls paho once a client runs.
@@ -5110,67 +5592,109 @@ static int cwm_publish_too_large(struct mg_mqtt *c, const struct cwm_out *r)
 	return 1;
 }
 
-/* mqtt-io: hands one command to paho. Called without c->lock; r is already
- * in c->inpaho, because paho may report it done before returning. */
-static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
+/* [L] mqtt-io, after paho took QoS 1/2 message r under packet id msgid:
+ * recorded for its acknowledgement, unless that came first (c->early), or
+ * the connection was lost meanwhile on a clean session (paho dropped its
+ * copy: r goes again from retry). */
+static void cwm_sent_qos(struct mg_mqtt *c, struct cwm_out *r, int msgid,
+                         unsigned losses)
 {
-	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-	int rc;
-
-	if (r->noop) {
-		cwm_done(c, r, 0, 0, NULL, 0);
+	for (int i = 0; i < c->nearly; i++) {
+		if (c->early[i].msgid != msgid)
+			continue;
+		int result = c->early[i].result;
+		c->early[i] = c->early[--c->nearly];
+		pthread_mutex_unlock(&c->lock);
+		cwm_done(c, r, result, 0, NULL, 0);
+		pthread_mutex_lock(&c->lock);
 		return;
 	}
-	ro.context = r;
-	if (cwm_v5_now(c)) { /* paho wants the callbacks of the connection's
-	                        version (PROTOCOL_FALLBACK may have changed it) */
-		ro.onSuccess5 = cwm_on_done_ok5;
-		ro.onFailure5 = cwm_on_done_fail5;
-	} else {
-		ro.onSuccess = cwm_on_done_ok;
-		ro.onFailure = cwm_on_done_fail;
+	c->nearly = 0; /* any other is stale: its message went before */
+	if (c->losses != losses && c->cfg.clean_session) {
+		pthread_mutex_unlock(&c->lock);
+		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+		pthread_mutex_lock(&c->lock);
+		return;
 	}
-	if (r->type == CMD_PUBLISH && cwm_publish_too_large(c, r)) {
+	cwm_byid_add(c, r, msgid);
+}
+
+/* mqtt-io: a PUBLISH to paho. Called without c->lock. */
+static void cwm_send_publish(struct mg_mqtt *c, struct cwm_out *r)
+{
+	int msgid = 0;
+	if (cwm_publish_too_large(c, r)) {
 		cwm_done(c, r, MG_MQTT_ERR_TOO_LARGE, 0, NULL, 0);
 		return;
 	}
-	if (r->type == CMD_PUBLISH && r->retain && atomic_load(&c->no_retain)) {
+	if (r->retain && atomic_load(&c->no_retain)) {
 		cwm_done(c, r, 0x9A, 0, NULL, 0); /* "retain not supported" */
 		return;
 	}
 	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
-	if (r->type == CMD_PUBLISH) {
-		MQTTAsync_message m = MQTTAsync_message_initializer;
-		m.payload = r->payload;
-		m.payloadlen = (int)r->len;
-		m.qos = r->qos;
-		m.retained = r->retain;
-		if (r->props != NULL)
-			cwm_props_to_paho(r->props, &m.properties);
-		r->sent = 1; /* before: paho may report it done before returning */
-		rc = MQTTAsync_sendMessage(c->paho, r->topic, &m, &ro);
-		MQTTProperties_free(&m.properties);
-		if (rc != MQTTASYNC_SUCCESS)
-			r->sent = 0;
-	} else if (r->type == CMD_SUBSCRIBE) {
-		rc = MQTTAsync_subscribeMany(c->paho, r->nfilters, r->wire, r->qos_list,
-		                             &ro);
-	} else {
-		rc = MQTTAsync_unsubscribeMany(c->paho, r->nfilters, r->wire, &ro);
-	}
-	if (rc == MQTTASYNC_SUCCESS)
-		return;
-	if (rc == MQTTASYNC_DISCONNECTED || rc == MQTTASYNC_MAX_BUFFERED_MESSAGES ||
-	    rc == MQTTASYNC_NO_MORE_MSGIDS || rc == MQTTASYNC_MAX_MESSAGES_INFLIGHT) {
+	pthread_mutex_lock(&c->lock);
+	unsigned losses = c->losses;
+	pthread_mutex_unlock(&c->lock);
+	int rc = cwm_eng_publish(c, r, &msgid);
+	if (rc == 0) {
+		r->sent = 1;
+		if (r->qos == 0) {
+			cwm_done(c, r, 0, 0, NULL, 0);
+			return;
+		}
 		pthread_mutex_lock(&c->lock);
-		c->send_blocked = 1; /* until the next connect, or a completion */
+		cwm_sent_qos(c, r, msgid, losses);
+		pthread_mutex_unlock(&c->lock);
+	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
+		pthread_mutex_lock(&c->lock);
+		c->send_blocked = 1; /* until the next connect */
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
 	} else {
-		cwm_log(c, MG_MQTT_LOG_ERROR, "paho refused a command: %s (%d)",
-		        MQTTAsync_strerror(rc), rc);
-		cwm_done(c, r, MG_MQTT_ERR_PAHO, 0, NULL, 0);
+		cwm_done(c, r, rc, 0, NULL, 0);
 	}
+}
+
+/* mqtt-io: a SUBSCRIBE or UNSUBSCRIBE, and its acknowledgement. */
+static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
+{
+	int buf[CWM_RENEW_CHUNK];
+	int *codes = r->nfilters <= CWM_RENEW_CHUNK
+	                 ? buf
+	                 : malloc(sizeof(int) * (size_t)r->nfilters);
+	if (codes == NULL) {
+		cwm_done(c, r, MG_MQTT_ERR_NOMEM, 0, NULL, 0);
+		return;
+	}
+	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
+	int rc = cwm_eng_filters(c, r, r->type == CMD_SUBSCRIBE, codes);
+	if (rc == 0) {
+		pthread_mutex_lock(&c->lock);
+		c->progressed = 1; /* the broker answered on this connection */
+		pthread_mutex_unlock(&c->lock);
+		cwm_done(c, r, 0, 0, codes, r->nfilters);
+	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
+		pthread_mutex_lock(&c->lock);
+		c->send_blocked = 1;
+		pthread_mutex_unlock(&c->lock);
+		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+	} else {
+		cwm_done(c, r, rc, 0, NULL, 0);
+	}
+	if (codes != buf)
+		free(codes);
+}
+
+/* mqtt-io: hands one command to paho. Called without c->lock; r is already
+ * in c->inpaho (it counts against the windows). */
+static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
+{
+	if (r->noop)
+		cwm_done(c, r, 0, 0, NULL, 0);
+	else if (r->type == CMD_PUBLISH)
+		cwm_send_publish(c, r);
+	else
+		cwm_send_filters(c, r);
 }
 
 /* [L] Takes the commands mqtt-io may hand to paho now, oldest first: retry
@@ -5305,69 +5829,15 @@ static void cwm_fail_all(struct mg_mqtt *c)
 		                               : "");
 }
 
-static void cwm_on_disc_ok(void *ctx, MQTTAsync_successData *r)
-{
-	struct mg_mqtt *c = ctx;
-	(void)r;
-	pthread_mutex_lock(&c->lock);
-	c->disc_done = 1;
-	pthread_cond_broadcast(&c->state_cond);
-	pthread_mutex_unlock(&c->lock);
-}
-
-static void cwm_on_disc_fail(void *ctx, MQTTAsync_failureData *r)
-{
-	(void)r;
-	cwm_on_disc_ok(ctx, NULL);
-}
-
-static void cwm_on_disc_ok5(void *ctx, MQTTAsync_successData5 *r)
-{
-	(void)r;
-	cwm_on_disc_ok(ctx, NULL);
-}
-
-static void cwm_on_disc_fail5(void *ctx, MQTTAsync_failureData5 *r)
-{
-	(void)r;
-	cwm_on_disc_ok(ctx, NULL);
-}
-
-/* mqtt-io, at stop: DISCONNECT (the broker drops the will), then destroy. */
+/* mqtt-io, at stop: DISCONNECT (the broker drops the will), then the
+ * handle goes. */
 static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 {
 	if (was_connected) {
-		MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-		d.timeout = 1000;
-		d.context = c;
-		if (cwm_v5_now(c)) {
-			d.onSuccess5 = cwm_on_disc_ok5;
-			d.onFailure5 = cwm_on_disc_fail5;
-		} else {
-			d.onSuccess = cwm_on_disc_ok;
-			d.onFailure = cwm_on_disc_fail;
-		}
 		cwm_debug_disconnect(c); /* trace.c: LOG_LEVEL debug */
-		if (MQTTAsync_disconnect(c->paho, &d) == MQTTASYNC_SUCCESS) {
-			struct timespec until = cwm_deadline(3000);
-			pthread_mutex_lock(&c->lock);
-			while (!c->disc_done &&
-			       pthread_cond_timedwait(&c->state_cond, &c->lock, &until) !=
-			           ETIMEDOUT) {
-			}
-			pthread_mutex_unlock(&c->lock);
-		}
+		cwm_eng_disconnect(c, 0);
 	}
-	if (c->paho != NULL)
-		MQTTAsync_destroy(&c->paho); /* no paho callback runs after this */
-	c->paho = NULL;
-	pthread_mutex_lock(&c->lock);
-	while (c->orphans != NULL) {
-		struct cwm_out *r = c->orphans;
-		c->orphans = r->next;
-		free(r);
-	}
-	pthread_mutex_unlock(&c->lock);
+	cwm_eng_destroy(c); /* no paho callback runs after this */
 	cwm_trace_leave(c); /* trace.c: no paho trace lines after this */
 }
 
@@ -5425,59 +5895,72 @@ static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
 	p->busy = 0;
 }
 
-/* [L] mqtt-io, released around paho's calls: a new paho handle for c
- * (cwm_conn_lost_locked says when). Destroying the old one hands back
- * what it held, to retry as paho's give-back would (its failure callbacks,
- * or here for what it kept quiet about); the new one starts without
- * paho's session store, so a message it corrupted there is gone. Its first
- * connect starts a clean session: the broker's session still holds the
- * old packet ids of unfinished QoS 2 messages, and the new handle numbers
- * from 1 again (mosquitto then drops the old message and refuses the new,
- * both lost). What the broker held for the client unreleased is sent
- * again by the library; what it queued for the client meanwhile is gone
- * with the session (README, known limitations). */
-static void cwm_paho_renew(struct mg_mqtt *c)
+/* [L] mqtt-io, before a connect: the message the broker closed the
+ * connection over, again and again (cwm_window_lost), is failed to its
+ * caller and never sent again. On a clean session it waits in retry; on
+ * a persistent one paho holds it in its store, which a new handle takes
+ * back without it (released around paho's calls). */
+static void cwm_io_poison(struct mg_mqtt *c)
 {
-	char err[256];
-	c->renew_paho = 0;
-	c->clean_once = 1;
-	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
-	               "the broker closed %d connections in a row right after "
-	               "accepting them: paho's client is made anew, with a clean "
-	               "session (unfinished messages are sent again from the "
-	               "library's copies)",
-	               CWM_SHORT_LOSSES);
-	pthread_mutex_unlock(&c->lock);
-	MQTTAsync_destroy(&c->paho);
-	c->paho = NULL;
-	for (;;) {
-		pthread_mutex_lock(&c->lock);
-		struct cwm_out *r = c->inpaho, *o;
-		while ((o = c->orphans) != NULL) {
-			c->orphans = o->next;
-			free(o);
-		}
-		pthread_mutex_unlock(&c->lock);
+	int id = c->poison, msgid = 0;
+	struct cwm_out *r;
+	c->poison = 0;
+	for (r = c->inpaho; r != NULL && r->id != id; r = r->inext) {
+	}
+	if (r != NULL && r->msgid != 0) {
+		msgid = r->msgid;
+		cwm_byid_take(c, msgid);
+		cwm_inpaho_unlink(c, r);
+	} else {
+		struct cwm_out *prev = NULL;
+		for (r = c->retry; r != NULL && r->id != id; r = r->next)
+			prev = r;
 		if (r == NULL)
-			break;
-		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+			return; /* done meanwhile */
+		if (prev != NULL)
+			prev->next = r->next;
+		else
+			c->retry = r->next;
+		if (c->retry_tail == r)
+			c->retry_tail = prev;
+		r->next = NULL;
 	}
-	int rc = cwm_start_paho(c, err, sizeof(err));
+	c->poisoned++;
+	cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+	               "the broker closed the connection %d times in a row over "
+	               "message %d to '%s' (%zu bytes, qos %d): it is failed and "
+	               "not sent again",
+	               CWM_POISON_STRIKES, r->id, r->topic, r->len, r->qos);
+	pthread_mutex_unlock(&c->lock);
+	if (msgid != 0) {
+		char err[256];
+		if (cwm_eng_renew(c, &msgid, 1, err, sizeof(err)) != 0)
+			cwm_log(c, MG_MQTT_LOG_ERROR, "%s", err);
+		pthread_mutex_lock(&c->lock);
+		c->renewals++;
+		pthread_mutex_unlock(&c->lock);
+	}
+	cwm_done(c, r, MG_MQTT_ERR_POISON, 0, NULL, 0);
 	pthread_mutex_lock(&c->lock);
-	if (rc != 0) {
-		cwm_log_locked(c, MG_MQTT_LOG_ERROR, "%s", err);
-		c->renew_paho = 1; /* again before the next attempt */
-	}
 }
 
-/* [L] Starts the next connection attempt (released around paho's call). */
+/* [L] Starts the next connection attempt and waits for its result
+ * (released around paho's call). */
 static void cwm_io_connect(struct mg_mqtt *c)
 {
-	if (c->renew_paho)
-		cwm_paho_renew(c);
+	struct cwm_connack a;
+	if (c->poison != 0)
+		cwm_io_poison(c);
 	if (c->paho == NULL) {
-		c->reconnect_at = cwm_now_ms() + 1000; /* create failed: later */
-		return;
+		char err[256];
+		pthread_mutex_unlock(&c->lock);
+		int rc = cwm_eng_create(c, err, sizeof(err));
+		pthread_mutex_lock(&c->lock);
+		if (rc != 0) {
+			cwm_log_locked(c, MG_MQTT_LOG_ERROR, "%s", err);
+			c->reconnect_at = cwm_now_ms() + 1000; /* later */
+			return;
+		}
 	}
 	c->state = CWM_CONNECTING;
 	if (c->uri_try == 0)
@@ -5485,13 +5968,10 @@ static void cwm_io_connect(struct mg_mqtt *c)
 	c->tls_error = 0;
 	int idx = (c->uri_base + c->uri_try) % c->cfg.nuris;
 	c->uri_cur = idx;
-	cwm_connecting_set(c, 1);
 	pthread_mutex_unlock(&c->lock);
-	cwm_wake_others(c);
-	cwm_trace_connect_begin(c, idx); /* trace.c: CONNECT line, TLS watch */
-	int rc = cwm_paho_connect(c, idx);
-	if (rc != MQTTASYNC_SUCCESS)
-		cwm_connect_failed(c, MG_MQTT_ERR_CONNECT, -1, MQTTAsync_strerror(rc));
+	cwm_trace_connect_begin(c, idx); /* trace.c: CONNECT line, watches */
+	cwm_eng_connect(c, idx, &a);
+	cwm_connect_result(c, &a);
 	pthread_mutex_lock(&c->lock);
 }
 
@@ -5520,7 +6000,6 @@ static int cwm_io_send(struct mg_mqtt *c)
 static void cwm_io_finish(struct mg_mqtt *c)
 {
 	int was_connected = c->state == CWM_CONNECTED;
-	cwm_connecting_set(c, 0);
 	char *broker = cwm_strdup(c->broker);
 	const char *msg = "stopped", *b = broker != NULL ? broker : "";
 	c->state = CWM_IDLE;
@@ -5549,6 +6028,21 @@ static void cwm_io_finish(struct mg_mqtt *c)
 	free(broker);
 }
 
+/* [L] Flow control (cwm_flow_check): while the handlers are behind,
+ * mqtt-io closes the connection (DISCONNECT: the broker keeps the will
+ * and, on a persistent session, what arrives meanwhile) and does not
+ * reconnect until they caught up. Released around paho's call. */
+static void cwm_io_pause(struct mg_mqtt *c)
+{
+	c->state = CWM_DISCONNECTED;
+	atomic_store(&c->connected, 0);
+	cwm_conn_gone_locked(c, "paused: the handlers are behind (QUEUE_SIZE "
+	                        "or QUEUE_BYTES reached)", 0);
+	pthread_mutex_unlock(&c->lock);
+	cwm_eng_disconnect(c, 0);
+	pthread_mutex_lock(&c->lock);
+}
+
 static void *cwm_io_main(void *arg)
 {
 	struct mg_mqtt *c = arg;
@@ -5564,7 +6058,11 @@ static void *cwm_io_main(void *arg)
 		if (c->stopping &&
 		    (c->state != CWM_CONNECTED || idle || now >= c->stop_deadline))
 			break;
-		if (!c->stopping && c->state == CWM_DISCONNECTED &&
+		if (c->paused && c->state == CWM_CONNECTED) {
+			cwm_io_pause(c);
+			continue;
+		}
+		if (!c->stopping && !c->paused && c->state == CWM_DISCONNECTED &&
 		    now >= c->reconnect_at) {
 			cwm_io_connect(c);
 			continue;
@@ -5574,15 +6072,10 @@ static void *cwm_io_main(void *arg)
 			cwm_worked(&pace, CWM_BATCH);
 			continue;
 		}
-		int64_t wake_ms = cwm_wake_traffic(c, now);
-		if (wake_ms == 0)
-			continue; /* a wake-up to send */
 		if (c->stopping)
 			wait_ms = c->stop_deadline - now;
-		else if (c->state == CWM_DISCONNECTED)
+		else if (c->state == CWM_DISCONNECTED && !c->paused)
 			wait_ms = c->reconnect_at - now;
-		else
-			wait_ms = wake_ms;
 		cwm_wait_for_work(c, &c->io_cond, &c->io_waiting, &pace, wait_ms);
 	}
 	cwm_io_finish(c);
@@ -5590,12 +6083,13 @@ static void *cwm_io_main(void *arg)
 	return NULL;
 }
 /*
- * Connecting: paho's connect options, and the callbacks that report a
- * connection made, refused, failed or lost (paho's threads), with the
- * fail-over walk over BROKER_URL and the back-off.
+ * Connections: the result of an attempt (made by mqtt-io through the
+ * engine), a connection lost (paho's threads) or paused, the fail-over
+ * walk over BROKER_URL, the back-off, and the in-flight window that adapts
+ * when a broker keeps closing connections over what is in flight.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 6 "src/connection.c"
+#line 7 "src/connection.c"
 #endif
 
 /* Milliseconds until the next attempt: the back-off with +-20% jitter,
@@ -5623,47 +6117,6 @@ static const char *cwm_known_uri(const struct mg_mqtt *c, const char *uri)
 	}
 	return uri;
 }
-
-/* [L] At a connect: a SUBSCRIBE or UNSUBSCRIBE still in paho was sent on
- * an earlier connection and may have been lost with it. paho fails such
- * commands when the session ends, but on a resumed session it keeps
- * waiting for their acknowledgement and never sends them again: they
- * would never be done, and renewal skips a subscription whose command is
- * pending. Each goes to retry as a new command, sent again on this
- * connection when cwm_cmd_goes_again says so (renewals are made anew);
- * the old one is emptied and kept (c->orphans) for paho's answer, if one
- * ever comes, or for the stop. */
-static void cwm_orphan_acks(struct mg_mqtt *c)
-{
-	struct cwm_out *r, *next;
-	for (r = c->inpaho; r != NULL; r = next) {
-		next = r->inext;
-		if (r->type == CMD_PUBLISH)
-			continue;
-		struct cwm_out *copy = malloc(sizeof(*copy));
-		if (copy == NULL)
-			continue; /* out of memory: it waits for paho as before */
-		cwm_inpaho_unlink(c, r);
-		*copy = *r;
-		copy->next = copy->iprev = copy->inext = NULL;
-		if (cwm_cmd_goes_again(copy))
-			cwm_retry_insert(c, copy);
-		else
-			cwm_out_free(copy);
-		struct cwm_out keep = {.c = c, .type = r->type, .orphan = 1};
-		*r = keep;
-		r->next = c->orphans;
-		c->orphans = r;
-	}
-}
-
-/* What an MQTT 5 CONNACK announces (absent: the specification's default);
- * MQTT 3.1.1 announces nothing: all 1, no maxima. */
-struct cwm_caps {
-	int recvmax;
-	unsigned maxpacket;
-	int shared, wildcard, retain, alias_max;
-};
 
 /* [L] Says loudly what this client needs and the broker said it does not
  * have. A broker without shared subscriptions would take
@@ -5712,7 +6165,6 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 		if (v[i] > 0 && (lim == 0 || v[i] < lim))
 			lim = v[i];
 	atomic_store(&c->max_packet, lim);
-	cwm_connecting_set(c, 0);
 	const char *b = cwm_known_uri(c, uri);
 	char *broker = cwm_strdup(b);
 	if (broker != NULL) {
@@ -5724,19 +6176,16 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->send_blocked = 0;
 	c->uri_try = 0;
 	c->uri_base = c->uri_cur;
-	c->clean_once = 0;
 	c->connected_at = cwm_now_ms();
 	c->conn_gen++;
 	c->progressed = 0;
-	c->window = recvmax > 0 && recvmax < c->cfg.max_inflight
-	                ? recvmax
-	                : c->cfg.max_inflight;
+	c->recvmax = recvmax;
+	cwm_window_set(c);
 	if (c->connects > 0)
 		c->reconnects++;
 	c->connects++;
 	c->renew_needed = 1;
 	c->birth_needed = c->cfg.birth_topic != NULL;
-	cwm_orphan_acks(c);
 	int attempt = c->attempt;
 	c->attempt = 0;
 	if (c->first_result == 0)
@@ -5763,39 +6212,6 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
-}
-
-static void cwm_on_connect_ok(void *ctx, MQTTAsync_successData *d)
-{
-	struct cwm_caps k = {0, 0, 1, 1, 1, 0};
-	cwm_debug_connack(ctx, d->alt.connect.sessionPresent, NULL); /* trace.c */
-	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
-	              &k);
-}
-
-static int cwm_prop_num(MQTTProperties *p, enum MQTTPropertyCodes id, int dflt)
-{
-	return MQTTProperties_hasProperty(p, id)
-	           ? MQTTProperties_getNumericValue(p, id)
-	           : dflt;
-}
-
-static void cwm_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
-{
-	MQTTProperties *p = &d->properties;
-	struct cwm_caps k;
-	cwm_debug_connack(ctx, d->alt.connect.sessionPresent, p); /* trace.c */
-	k.recvmax = cwm_prop_num(p, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM, 0);
-	k.maxpacket =
-	    (unsigned)cwm_prop_num(p, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE, 0);
-	k.shared =
-	    cwm_prop_num(p, MQTTPROPERTY_CODE_SHARED_SUBSCRIPTION_AVAILABLE, 1);
-	k.wildcard =
-	    cwm_prop_num(p, MQTTPROPERTY_CODE_WILDCARD_SUBSCRIPTION_AVAILABLE, 1);
-	k.retain = cwm_prop_num(p, MQTTPROPERTY_CODE_RETAIN_AVAILABLE, 1);
-	k.alias_max = cwm_prop_num(p, MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, 0);
-	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
-	              &k);
 }
 
 static const char *cwm_connack_text(int rc)
@@ -5825,7 +6241,6 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		pthread_mutex_unlock(&c->lock);
 	}
 	pthread_mutex_lock(&c->lock);
-	cwm_connecting_set(c, 0);
 	/* Right after a loss, paho sometimes fails the next connect at once
 	 * with "socket error" (the dead connection's socket still in its
 	 * receive thread's hands, which can sleep up to a second): that says
@@ -5911,28 +6326,12 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* [L] A connection lost soon after its CONNACK with nothing acknowledged
- * on it (short), or one that lasted: after CWM_SHORT_LOSSES short ones in
- * a row on a persistent session, mqtt-io makes paho's client anew (see
- * cwm_conn_lost_locked). */
-static void cwm_count_short_loss(struct mg_mqtt *c, int short_one)
+/* What a failed attempt without a refusal means, said plainly: the error
+ * and the text. */
+static int cwm_connect_why(struct mg_mqtt *c, const struct cwm_connack *a,
+                           int sent, char *buf, size_t len)
 {
-	c->short_losses = short_one ? c->short_losses + 1 : 0;
-	if (c->short_losses >= CWM_SHORT_LOSSES && !c->cfg.clean_session) {
-		c->short_losses = 0;
-		c->renew_paho = 1;
-	}
-}
-
-/* What paho's words for a failed connect mean, said plainly: the error
- * and the text. paho says "TCP connect timeout" for any attempt not done
- * within CONNECTION_TIMEOUT (TCP, TLS or CONNACK), and "TCP connect
- * completion failure" when the socket closed after CONNECT was sent. */
-static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
-                           char *buf, size_t len)
-{
-	const char *m = paho != NULL ? paho : MQTTAsync_strerror(code);
-	if (strcmp(m, "TCP connect timeout") == 0) {
+	if (a->elapsed_ms + 250 >= (int64_t)c->cfg.connection_timeout * 1000) {
 		snprintf(buf, len,
 		         "no answer within CONNECTION_TIMEOUT (%d s): nothing "
 		         "listening that speaks MQTT, or a network that drops the "
@@ -5940,19 +6339,7 @@ static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
 		         c->cfg.connection_timeout);
 		return MG_MQTT_ERR_TIMEOUT;
 	}
-	if (strcmp(m, "MQTTProtocol_closeSession") == 0) {
-		/* CONNACK came, then the connection closed while paho resent the
-		 * session's unfinished messages: a short loss (see
-		 * cwm_count_short_loss). */
-		snprintf(buf, len,
-		         "the broker closed the connection right after accepting it, "
-		         "while the session's unfinished messages were sent again");
-		pthread_mutex_lock(&c->lock);
-		cwm_count_short_loss(c, 1);
-		pthread_mutex_unlock(&c->lock);
-		return MG_MQTT_ERR_CONNECT;
-	}
-	if (strcmp(m, "TCP connect completion failure") == 0) {
+	if (sent) {
 		snprintf(buf, len,
 		         "the broker closed the connection after CONNECT without "
 		         "answering it%s",
@@ -5962,23 +6349,24 @@ static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
 		             : "");
 		return MG_MQTT_ERR_CONNECT;
 	}
-	snprintf(buf, len, "%s", m);
+	snprintf(buf, len,
+	         "cannot open a connection (refused, unreachable, or the TLS "
+	         "handshake failed: %s)",
+	         cwm_eng_strerror(a->code));
 	return MG_MQTT_ERR_CONNECT;
 }
 
 /* PROTOCOL_FALLBACK: an MQTT 5 CONNECT refused as such (closed without
  * CONNACK, or "unsupported protocol version") is tried again at once with
  * 3.1.1, on the same broker; 1 when it is. */
-static int cwm_fall_back(struct mg_mqtt *c, const char *paho, int reason)
+static int cwm_fall_back(struct mg_mqtt *c, int closed, int reason)
 {
 	if (!c->v5 || !c->cfg.protocol_fallback || atomic_load(&c->v311_now))
 		return 0;
-	if (reason != 0x84 && reason != 1 &&
-	    (paho == NULL || strcmp(paho, "TCP connect completion failure") != 0))
+	if (reason != 0x84 && reason != 1 && !closed)
 		return 0;
 	atomic_store(&c->v311_now, 1);
 	pthread_mutex_lock(&c->lock);
-	cwm_connecting_set(c, 0);
 	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 	               "%s refused MQTT 5 (%s): going on with MQTT 3.1.1 "
 	               "(PROTOCOL_FALLBACK); MQTT 5 properties are not sent",
@@ -5987,105 +6375,188 @@ static int cwm_fall_back(struct mg_mqtt *c, const char *paho, int reason)
 	                           : "closed the connection after CONNECT");
 	c->state = CWM_DISCONNECTED;
 	c->reconnect_at = cwm_now_ms();
-	if (c->io_waiting == CWM_IDLE_WAIT)
-		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
 	return 1;
 }
 
-static void cwm_on_connect_fail(void *ctx, MQTTAsync_failureData *d)
+static void cwm_window_lost(struct mg_mqtt *c, int64_t now);
+
+/* mqtt-io: the result of an attempt (cwm_eng_connect). */
+static void cwm_connect_result(struct mg_mqtt *c, const struct cwm_connack *a)
 {
 	char why[256];
-	if (d != NULL && d->code > 0) {
-		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, d->code,
-		                   cwm_connack_text(d->code));
+	if (a->ok) {
+		pthread_mutex_lock(&c->lock);
+		const char *uri = c->cfg.uris[c->uri_cur];
+		pthread_mutex_unlock(&c->lock);
+		cwm_connected(c, uri, a->session, &a->caps);
 		return;
 	}
-	int e = cwm_connect_why(ctx, d != NULL ? d->code : -1,
-	                        d != NULL ? d->message : NULL, why, sizeof(why));
-	cwm_connect_failed(ctx, e, -1, why);
-}
-
-static void cwm_on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
-{
-	/* paho puts a CONNACK refusal in reasonCode or, after trying every
-	 * URL, in code. */
-	int reason = d == NULL                      ? 0
-	             : (int)d->reasonCode >= 0x80 ? (int)d->reasonCode
-	             : d->code >= 0x80            ? d->code
-	             : d->code > 0 && d->code <= 5 ? d->code /* 3.1.1 CONNACK */
-	                                          : 0;
-	char why[256];
-	if (cwm_fall_back(ctx, d != NULL ? d->message : NULL, reason))
-		return;
-	if (reason > 0 && reason <= 5) {
-		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, reason,
-		                   cwm_connack_text(reason));
+	if (a->dropped) {
+		/* A short loss: what paho sent again was refused (the window and
+		 * the poison rule apply as to any such loss). */
+		pthread_mutex_lock(&c->lock);
+		c->progressed = 0;
+		c->connected_at = cwm_now_ms();
+		cwm_window_lost(c, c->connected_at);
+		pthread_mutex_unlock(&c->lock);
+		cwm_connect_failed(c, MG_MQTT_ERR_CONNECT, -1,
+		                   "the broker closed the connection right after "
+		                   "accepting it, while the session's unfinished "
+		                   "messages were sent again");
 		return;
 	}
-	if (reason != 0) {
-		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, reason,
-		                   MQTTReasonCode_toString((enum MQTTReasonCodes)reason));
+	int sent = cwm_trace_connect_sent(c);
+	if (cwm_fall_back(c, sent && a->reason == 0 && a->elapsed_ms + 250 <
+	                             (int64_t)c->cfg.connection_timeout * 1000,
+	                  a->reason)) {
+		cwm_trace_watch_end(c);
 		return;
 	}
-	int e = cwm_connect_why(ctx, d != NULL ? d->code : -1,
-	                        d != NULL ? d->message : NULL, why, sizeof(why));
-	cwm_connect_failed(ctx, e, -1, why);
-}
-
-/* The connection is gone: schedule the next attempt and tell the
- * handlers. Called with c->lock held; a no-op unless connected, so that
- * paho's two ways of saying it (connectionLost, and the disconnected
- * callback for an MQTT 5 DISCONNECT from the broker) count once. */
-static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
-{
-	if (c->state != CWM_CONNECTED)
-		return;
-	char why[128];
-	if (c->server_reason != 0)
-		snprintf(why, sizeof(why), "the broker disconnected: %s (code 0x%02x)",
-		         MQTTReasonCode_toString(c->server_reason),
-		         (unsigned)c->server_reason);
+	if (a->reason > 0 && a->reason <= 5)
+		cwm_connect_failed(c, MG_MQTT_ERR_REFUSED, a->reason,
+		                   cwm_connack_text(a->reason));
+	else if (a->reason >= 0x80)
+		cwm_connect_failed(
+		    c, MG_MQTT_ERR_REFUSED, a->reason,
+		    MQTTReasonCode_toString((enum MQTTReasonCodes)a->reason));
 	else
-		snprintf(why, sizeof(why), "%s",
-		         cause != NULL ? cause : "connection lost");
-	c->state = CWM_DISCONNECTED;
-	atomic_store(&c->connected, 0);
-	/* The next round starts with the next broker, at once: the one just
-	 * lost is the least likely to answer. A connection the broker dropped
-	 * soon after accepting it (a node that cannot serve the session)
-	 * counts as a move too; after as many moves as there are other
-	 * brokers the back-off applies, and only a connection that lasted
-	 * resets it, so that brokers that all do that are not hammered. */
-	int64_t now = cwm_now_ms(), delay;
+		cwm_connect_failed(c, cwm_connect_why(c, a, sent, why, sizeof(why)),
+		                   -1, why);
+}
+
+/* [L] The smallest of MAX_INFLIGHT, the broker's Receive Maximum and the
+ * adaptive window. */
+static void cwm_window_set(struct mg_mqtt *c)
+{
+	int w = c->cfg.max_inflight;
+	if (c->recvmax > 0 && c->recvmax < w)
+		w = c->recvmax;
+	if (c->awin > 0 && c->awin < w)
+		w = c->awin;
+	c->window = w;
+}
+
+/* [L] The oldest QoS 1/2 message paho holds (lowest id), or NULL. */
+static struct cwm_out *cwm_oldest_in_flight(struct mg_mqtt *c)
+{
+	struct cwm_out *o = NULL;
+	for (struct cwm_out *r = c->inpaho; r != NULL; r = r->inext)
+		if (r->msgid != 0 && (o == NULL || r->id < o->id))
+			o = r;
+	return o;
+}
+
+/* [L] A connection lost with QoS 1/2 messages in flight. A short one (the
+ * broker closed it within CWM_SHORT_MS of its CONNACK, nothing
+ * acknowledged on it) says the broker refuses what it is sent: with more
+ * than one message in flight the window halves (down to 1; it grows back
+ * by one per window of acknowledgements, up to one less than the number
+ * that failed); with exactly one, that message is the suspect, and after
+ * CWM_POISON_STRIKES such losses in a row it is failed as poison
+ * (cwm_io_poison) instead of sent again for ever. */
+static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
+{
+	int n = c->inflight;
+	if (now - c->connected_at >= CWM_SHORT_MS || c->progressed || n == 0) {
+		c->strikes = 0;
+		return;
+	}
+	if (n > 1) {
+		if (c->window == 1)
+			return; /* no suspect among several: connections dying is
+			           no refusal (it waits until they heal) */
+		int w = (n < c->window ? n : c->window) / 2;
+		c->awin = w > 1 ? w : 1;
+		c->awin_cap = n - 1;
+		c->awin_acks = 0;
+		cwm_window_set(c);
+		if (!c->awin_logged)
+			cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+			               "the broker closed the connection right after "
+			               "accepting it with %d QoS 1/2 message(s) in "
+			               "flight and none acknowledged: the in-flight "
+			               "window is now %d",
+			               n, c->window);
+		c->awin_logged = 1;
+		return;
+	}
+	struct cwm_out *o = cwm_oldest_in_flight(c);
+	if (o == NULL)
+		return;
+	c->strikes = o->id == c->suspect ? c->strikes + 1 : 1;
+	c->suspect = o->id;
+	if (c->strikes >= CWM_POISON_STRIKES) {
+		c->poison = o->id;
+		c->strikes = 0;
+		c->suspect = 0;
+	}
+}
+
+/* [L] An acknowledgement: the window grows back by one per window of
+ * them, up to awin_cap. */
+static void cwm_window_acked(struct mg_mqtt *c)
+{
+	c->progressed = 1;
+	c->strikes = 0;
+	if (c->awin == 0 || c->awin >= c->awin_cap)
+		return;
+	if (++c->awin_acks >= c->awin) {
+		c->awin++;
+		c->awin_acks = 0;
+		cwm_window_set(c);
+	}
+}
+
+/* [L] On a clean session paho's copies of QoS 1/2 messages in flight go
+ * with the connection: the library sends its own again after the next
+ * connect (retry, in id order). */
+static void cwm_requeue_in_flight(struct mg_mqtt *c)
+{
+	struct cwm_out *r, *next;
+	for (r = c->inpaho; r != NULL; r = next) {
+		next = r->inext;
+		if (r->msgid == 0)
+			continue;
+		cwm_byid_take(c, r->msgid);
+		cwm_inpaho_unlink(c, r);
+		r->sent = 0;
+		cwm_retry_insert(c, r);
+	}
+}
+
+/* [L] The connection is gone: lost (by the network or the broker), or
+ * paused by flow control (lost 0). Schedules the next attempt and tells
+ * the handlers; the caller set the state. */
+static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
+{
+	int64_t now = cwm_now_ms(), delay = 0;
 	c->lost_at = now;
 	c->same_again = 0;
-	/* paho can corrupt a message it keeps for a persistent session (see
-	 * the README's known limitations) and then resend it after every
-	 * CONNACK, and the broker closes each connection over it: after a few
-	 * such losses in a row mqtt-io starts paho's handle afresh, and what
-	 * paho held goes again from the library's own copies. Such a
-	 * connection completes nothing handed to paho on it: paho writes its
-	 * resends at CONNACK, ahead of everything new, and the broker closes
-	 * when it reads the corrupt one. A connection that did complete
-	 * something was cut for another reason, and a new handle would only
-	 * do harm: a QoS 2 message the broker had received (PUBREC) or
-	 * released (PUBREL) would go again under a new packet id, and arrive
-	 * twice. */
-	cwm_count_short_loss(c, now - c->connected_at < CWM_SHORT_MS &&
-	                            !c->progressed);
+	c->losses++;
+	if (lost)
+		cwm_window_lost(c, now);
+	if (c->cfg.clean_session)
+		cwm_requeue_in_flight(c);
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;
 	}
-	c->uri_base = (c->uri_cur + 1) % c->cfg.nuris;
-	c->uri_try = 0;
-	if (c->quick_moves < c->cfg.nuris - 1) {
-		c->quick_moves++;
-		delay = 0;
-	} else {
-		c->quick_moves = 0;
-		delay = cwm_backoff_ms(c);
+	if (lost) {
+		/* The next round starts with the next broker, at once: the one
+		 * just lost is the least likely to answer. A connection the broker
+		 * dropped soon after accepting it counts as a move too; after as
+		 * many moves as there are other brokers the back-off applies, and
+		 * only a connection that lasted resets it, so that brokers that
+		 * all do that are not hammered. */
+		c->uri_base = (c->uri_cur + 1) % c->cfg.nuris;
+		c->uri_try = 0;
+		if (c->quick_moves < c->cfg.nuris - 1) {
+			c->quick_moves++;
+		} else {
+			c->quick_moves = 0;
+			delay = cwm_backoff_ms(c);
+		}
 	}
 	c->reconnect_at = now + delay;
 	if (c->on_disconnect != NULL || c->bridge != NULL) {
@@ -6101,12 +6572,40 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 		}
 	}
 	c->server_reason = 0;
-	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
-	               "connection to %s lost: %s; reconnecting in %.1f s",
-	               c->broker != NULL ? c->broker : "broker", why,
-	               (double)delay / 1000.0);
+	if (lost)
+		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+		               "connection to %s lost: %s; reconnecting in %.1f s",
+		               c->broker != NULL ? c->broker : "broker", why,
+		               (double)delay / 1000.0);
+	else
+		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+		               "connection to %s %s; %d message(s) of %zu bytes "
+		               "wait",
+		               c->broker != NULL ? c->broker : "broker", why,
+		               c->ev_msgs, c->ev_bytes);
 	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
+}
+
+/* The connection is lost. Called with c->lock held; a no-op unless
+ * connected, so that paho's two ways of saying it (connectionLost, and the
+ * disconnected callback for an MQTT 5 DISCONNECT from the broker) count
+ * once. */
+static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
+{
+	if (c->state != CWM_CONNECTED)
+		return;
+	char why[128];
+	if (c->server_reason != 0)
+		snprintf(why, sizeof(why), "the broker disconnected: %s (code 0x%02x)",
+		         MQTTReasonCode_toString(c->server_reason),
+		         (unsigned)c->server_reason);
+	else
+		snprintf(why, sizeof(why), "%s",
+		         cause != NULL ? cause : "connection lost");
+	c->state = CWM_DISCONNECTED;
+	atomic_store(&c->connected, 0);
+	cwm_conn_gone_locked(c, why, 1);
 }
 
 static void cwm_on_lost(void *ctx, char *cause)
@@ -6148,9 +6647,7 @@ static void cwm_learn_max_packet(struct mg_mqtt *c)
 }
 
 /* An MQTT 5 DISCONNECT from the broker (session taken over, packet too
- * large, server shutting down, ...). paho marks the client disconnected
- * before it closes the socket and then does not always call
- * connectionLost, so this is the connection loss too. */
+ * large, server shutting down, ...): paho's thread. */
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason)
 {
@@ -6163,99 +6660,13 @@ static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
 	cwm_conn_lost_locked(c, NULL);
 	pthread_mutex_unlock(&c->lock);
 }
-
-static int cwm_on_ssl_error(const char *str, size_t len, void *u)
-{
-	struct mg_mqtt *c = u;
-	while (len > 0 && (str[len - 1] == '\n' || str[len - 1] == '\r'))
-		len--;
-	cwm_log(c, MG_MQTT_LOG_ERROR, "TLS: %.*s", (int)len, str);
-	pthread_mutex_lock(&c->lock);
-	c->tls_error = 1;
-	pthread_mutex_unlock(&c->lock);
-	return 1;
-}
-
-/* mqtt-io: starts one connection attempt, to BROKER_URL entry idx. The
- * fail-over list is walked here, one URI per paho connect, not by paho:
- * given several, paho also moves to the next one by itself after a lost
- * connection, behind the client's back (its success then reported to
- * nobody). */
-static int cwm_paho_connect(struct mg_mqtt *c, int idx)
-{
-	const struct cwm_settings *s = &c->cfg;
-	MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
-	MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
-	MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
-	MQTTProperties props = MQTTProperties_initializer;
-	MQTTProperty pr;
-	int rc;
-
-	o.keepAliveInterval = s->keepalive;
-	o.connectTimeout = s->connection_timeout;
-	o.maxInflight = 65535; /* flow control is ours: see cwm_take_batch */
-	o.retryInterval = 0;
-	o.automaticReconnect = 0; /* reconnects are ours: see cwm_io_main */
-	o.context = c;
-	o.serverURIcount = 1;
-	o.serverURIs = &c->cfg.uris[idx];
-	o.username = s->username;
-	o.password = s->secret;
-	int v5 = cwm_v5_now(c);
-	o.MQTTVersion = v5                 ? MQTTVERSION_5
-	                : s->protocol == 3 ? MQTTVERSION_3_1
-	                                   : MQTTVERSION_3_1_1;
-	if (v5) {
-		o.cleansession = 0;
-		o.cleanstart = s->clean_session || c->clean_once;
-		o.onSuccess5 = cwm_on_connect_ok5;
-		o.onFailure5 = cwm_on_connect_fail5;
-		if (!s->clean_session) {
-			/* MQTT 5 ends a session at disconnect unless told otherwise. */
-			memset(&pr, 0, sizeof(pr));
-			pr.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
-			pr.value.integer4 = 0xFFFFFFFFu;
-			MQTTProperties_add(&props, &pr);
-			o.connectProperties = &props;
-		}
-	} else {
-		o.cleansession = s->clean_session || c->clean_once;
-		o.onSuccess = cwm_on_connect_ok;
-		o.onFailure = cwm_on_connect_fail;
-	}
-	if (s->will_topic != NULL) {
-		will.topicName = s->will_topic;
-		will.message = NULL;
-		will.payload.data = s->will_message != NULL ? s->will_message : "";
-		will.payload.len = s->will_message != NULL ? (int)strlen(s->will_message)
-		                                           : 0;
-		will.qos = s->will_qos;
-		will.retained = s->will_retain;
-		o.will = &will;
-	}
-	if (c->cfg.use_tls) {
-		ssl.trustStore = s->tls_ca_certs;
-		ssl.keyStore = s->tls_certfile;
-		ssl.privateKey = s->tls_keyfile;
-		ssl.privateKeyPassword = s->tls_keyfile_password;
-		ssl.enabledCipherSuites = s->tls_ciphers;
-		ssl.enableServerCertAuth = s->tls_cert_reqs != CWM_CERT_NONE;
-		ssl.verify = s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
-		ssl.sslVersion = s->tls_version;
-		ssl.ssl_error_cb = cwm_on_ssl_error;
-		ssl.ssl_error_context = c;
-		o.ssl = &ssl;
-	}
-	rc = MQTTAsync_connect(c->paho, &o);
-	MQTTProperties_free(&props);
-	return rc;
-}
 /*
- * Command completion: paho reports a publish, subscribe or unsubscribe done
- * or failed (on its threads); the acknowledgement becomes an event.
+ * Command completion: a publish, subscribe or unsubscribe done or failed
+ * (mqtt-io, or paho's receive thread for a QoS 1/2 acknowledgement); the
+ * acknowledgement becomes an event.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 5 "src/done.c"
+#line 6 "src/done.c"
 #endif
 
 /* [L] Given back by paho (the connection dropped): 1 when r goes to retry,
@@ -6402,16 +6813,6 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 
 	cwm_debug_done(c, r, result, retry, codes, ncodes); /* trace.c */
 	pthread_mutex_lock(&c->lock);
-	if (r->orphan) {
-		struct cwm_out **pp = &c->orphans;
-		while (*pp != NULL && *pp != r)
-			pp = &(*pp)->next;
-		if (*pp == r)
-			*pp = r->next;
-		pthread_mutex_unlock(&c->lock);
-		free(r);
-		return;
-	}
 	if (r->in_paho)
 		cwm_inpaho_unlink(c, r);
 	/* mqtt-io needs to hear of a completion only when it frees room
@@ -6419,12 +6820,6 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	if (c->io_waiting == CWM_IDLE_WAIT &&
 	    (c->outq != NULL || c->retry != NULL || c->stopping))
 		pthread_cond_signal(&c->io_cond);
-	/* The broker answered a command sent on this connection (a QoS 0
-	 * publish is done when written, a no-op without sending): see
-	 * cwm_conn_lost_locked. */
-	if (!retry && result >= 0 && !r->noop && r->conn_gen == c->conn_gen &&
-	    c->state == CWM_CONNECTED && (r->type != CMD_PUBLISH || r->qos > 0))
-		c->progressed = 1;
 	if (retry && cwm_done_requeue(c, r, &result)) {
 		pthread_mutex_unlock(&c->lock);
 		return;
@@ -6445,80 +6840,48 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	cwm_out_free(r);
 }
 
-static void cwm_on_done_ok(void *ctx, MQTTAsync_successData *d)
+/* [L] QoS 1/2 messages in paho, by packet id. */
+static void cwm_byid_add(struct mg_mqtt *c, struct cwm_out *r, int msgid)
 {
-	struct cwm_out *r = ctx;
-	if (r->type == CMD_SUBSCRIBE) {
-		if (r->nfilters == 1)
-			cwm_done(r->c, r, 0, 0, &d->alt.qos, 1);
-		else
-			cwm_done(r->c, r, 0, 0, d->alt.qosList, r->nfilters);
-	} else {
-		cwm_done(r->c, r, 0, 0, NULL, 0);
-	}
+	struct cwm_out **b = &c->byid[(unsigned)msgid % CWM_ID_BUCKETS];
+	r->msgid = msgid;
+	r->idnext = *b;
+	*b = r;
 }
 
-static void cwm_on_done_fail(void *ctx, MQTTAsync_failureData *d)
+static struct cwm_out *cwm_byid_take(struct mg_mqtt *c, int msgid)
 {
-	struct cwm_out *r = ctx;
-	if (r->type == CMD_SUBSCRIBE && d->code == 0x80) {
-		/* MQTT 3.1.1 SUBACK failure for a one-filter request. */
-		int code = 0x80;
-		cwm_done(r->c, r, 0, 0, &code, 1);
-		return;
-	}
-	/* MQTT 3 has no refusal for publish or unsubscribe: the connection
-	 * went away (or the client is being destroyed). */
-	cwm_done(r->c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
-}
-
-static void cwm_on_done_ok5(void *ctx, MQTTAsync_successData5 *d)
-{
-	struct cwm_out *r = ctx;
-	int buf[CWM_RENEW_CHUNK] = {0}, n = 0;
-	if (r->type == CMD_PUBLISH) {
-		cwm_done(r->c, r, (int)d->reasonCode, 0, NULL, 0);
-		return;
-	}
-	int count = r->type == CMD_SUBSCRIBE ? d->alt.sub.reasonCodeCount
-	                                     : d->alt.unsub.reasonCodeCount;
-	enum MQTTReasonCodes *rc = r->type == CMD_SUBSCRIBE
-	                               ? d->alt.sub.reasonCodes
-	                               : d->alt.unsub.reasonCodes;
-	int *codes = r->nfilters <= CWM_RENEW_CHUNK
-	                 ? buf
-	                 : calloc((size_t)r->nfilters, sizeof(int));
-	if (codes == NULL) {
-		cwm_done(r->c, r, MG_MQTT_ERR_NOMEM, 0, NULL, 0);
-		return;
-	}
-	/* paho fills reasonCodes only for more than one filter; with one, the
-	 * array pointer is left uninitialised and the code is in reasonCode. */
-	for (n = 0; n < r->nfilters; n++)
-		codes[n] = (count > 1 && rc != NULL && n < count) ? (int)rc[n]
-		                                                   : (int)d->reasonCode;
-	cwm_done(r->c, r, 0, 0, codes, n);
-	if (codes != buf)
-		free(codes);
-}
-
-static void cwm_on_done_fail5(void *ctx, MQTTAsync_failureData5 *d)
-{
-	struct cwm_out *r = ctx;
-	if ((int)d->reasonCode >= 0x80) {
-		if (r->type == CMD_PUBLISH) {
-			cwm_done(r->c, r, (int)d->reasonCode, 0, NULL, 0);
-		} else {
-			int *codes = calloc((size_t)r->nfilters, sizeof(int));
-			for (int i = 0; codes != NULL && i < r->nfilters; i++)
-				codes[i] = (int)d->reasonCode;
-			cwm_done(r->c, r, codes != NULL ? 0 : MG_MQTT_ERR_NOMEM, 0, codes,
-			         codes != NULL ? r->nfilters : 0);
-			free(codes);
+	struct cwm_out **pp = &c->byid[(unsigned)msgid % CWM_ID_BUCKETS];
+	for (; *pp != NULL; pp = &(*pp)->idnext)
+		if ((*pp)->msgid == msgid) {
+			struct cwm_out *r = *pp;
+			*pp = r->idnext;
+			r->idnext = NULL;
+			r->msgid = 0;
+			return r;
 		}
-		return;
+	return NULL;
+}
+
+/* paho's receive thread, holding paho's lock: the broker acknowledged the
+ * QoS 1/2 message under packet id msgid (result: 0, or an MQTT 5 reason
+ * code). One mqtt-io has not recorded yet waits in c->early. */
+static void cwm_pub_acked(struct mg_mqtt *c, int msgid, int result)
+{
+	pthread_mutex_lock(&c->lock);
+	struct cwm_out *r = cwm_byid_take(c, msgid);
+	if (r == NULL) {
+		int n = c->nearly < (int)(sizeof(c->early) / sizeof(c->early[0]))
+		            ? c->nearly++
+		            : 0;
+		c->early[n].msgid = msgid;
+		c->early[n].result = result;
+	} else {
+		cwm_window_acked(c);
 	}
-	cwm_done(r->c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+	pthread_mutex_unlock(&c->lock);
+	if (r != NULL)
+		cwm_done(c, r, result, 0, NULL, 0);
 }
 /*
  * The event queue and the mqtt-dispatch thread: paho's message callback
@@ -6563,7 +6926,7 @@ static char *cwm_event_str(struct cwm_event *ev, size_t *used, const char *s)
 }
 
 static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
-                           MQTTAsync_message *m);
+                           MQTTClient_message *m);
 
 /* [L] Logs the messages dropped for a full queue since the last such line,
  * at most once a second. */
@@ -6648,7 +7011,7 @@ static void cwm_slots_put(struct mg_mqtt *c, struct cwm_event *list)
 
 /* The message as handlers see it (props: converted into *props, *mem to
  * free after). */
-static void cwm_message_view(MQTTAsync_message *m, const char *topic,
+static void cwm_message_view(MQTTClient_message *m, const char *topic,
                              size_t tl, struct mg_mqtt_message *msg,
                              struct mg_mqtt_props *props, void **mem)
 {
@@ -6673,7 +7036,7 @@ static void cwm_message_view(MQTTAsync_message *m, const char *topic,
  * (*hit: some did). Returns 1 when the message is done with them: no
  * queued handler, catch-all or bridge could want it. */
 static int cwm_inline_run(struct mg_mqtt *c, const char *topic, size_t tl,
-                          MQTTAsync_message *m, int *hit)
+                          MQTTClient_message *m, int *hit)
 {
 	if (cwm_tree_match(&c->itree, topic, tl, &c->icur, &c->inxt,
 	                   &c->ihits) != 0 ||
@@ -6694,31 +7057,67 @@ static int cwm_inline_run(struct mg_mqtt *c, const char *topic, size_t tl,
 	return c->nhandlers == 0 && c->bridge == NULL;
 }
 
-/* paho's receive thread, holding paho's process-wide lock: nothing here
- * waits. A full queue drops a QoS 0 message at once (at most once is what
- * it promised); a QoS 1 or 2 one is kept beyond QUEUE_SIZE, because paho
- * has acknowledged it to the broker already and dropping it would lose a
- * message the broker counts as delivered. */
+/* [L] Flow control: the messages waiting for the handlers passed
+ * QUEUE_SIZE or QUEUE_BYTES. QoS 0 ones are dropped from then on (at most
+ * once is what they promised); nothing acknowledged is: at a QoS 1/2 one
+ * (kept beyond the bound) mqtt-io pauses the connection (cwm_io_pause) until mqtt-dispatch brought the queue under
+ * half of both bounds (cwm_flow_check), so that the broker keeps the rest
+ * (a persistent session keeps what is published meanwhile; a clean one
+ * does not: README, flow control). */
+static int cwm_queue_full(const struct mg_mqtt *c)
+{
+	return c->ev_msgs >= c->cfg.queue_size ||
+	       c->ev_bytes >= (size_t)c->cfg.queue_bytes;
+}
+
+static void cwm_flow_pause(struct mg_mqtt *c)
+{
+	if (c->paused || c->stopping)
+		return;
+	c->paused = 1;
+	c->pauses++;
+	c->paused_at = cwm_now_ms();
+	if (c->io_waiting != CWM_RUNNING)
+		pthread_cond_signal(&c->io_cond);
+}
+
+/* [L] mqtt-dispatch, after a batch: the pause ends when the handlers have
+ * caught up. */
+static void cwm_flow_check(struct mg_mqtt *c)
+{
+	if (!c->paused || c->ev_msgs > c->cfg.queue_size / 2 ||
+	    c->ev_bytes > (size_t)c->cfg.queue_bytes / 2)
+		return;
+	c->paused = 0;
+	c->paused_ms += cwm_now_ms() - c->paused_at;
+	c->reconnect_at = cwm_now_ms();
+	if (c->io_waiting != CWM_RUNNING)
+		pthread_cond_signal(&c->io_cond);
+}
+
+/* paho's receive thread: nothing here waits. A full queue drops a QoS 0
+ * message at once; a QoS 1 or 2 one (paho has acknowledged it to the
+ * broker already) is kept, and the connection pauses (cwm_flow_pause). */
 static int cwm_on_message(void *ctx, char *topic, int topic_len,
-                          MQTTAsync_message *m)
+                          MQTTClient_message *m)
 {
 	struct mg_mqtt *c = ctx;
 	size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
 	cwm_debug_received(c, topic, tl, m); /* trace.c: LOG_LEVEL debug */
 	if (cwm_req_arrived(c, topic, tl, m)) {
-		MQTTAsync_freeMessage(&m);
-		MQTTAsync_free(topic);
+		cwm_eng_free_message(m, topic);
 		return 1;
 	}
 	int hit = 0;
 	if (c->ninline > 0 && cwm_inline_run(c, topic, tl, m, &hit)) {
-		MQTTAsync_freeMessage(&m);
-		MQTTAsync_free(topic);
+		cwm_eng_free_message(m, topic);
 		return 1;
 	}
 
+	size_t bytes = sizeof(struct cwm_event) + tl +
+	               (m->payloadlen > 0 ? (size_t)m->payloadlen : 0);
 	pthread_mutex_lock(&c->lock);
-	int full = c->ev_msgs >= c->cfg.queue_size;
+	int full = cwm_queue_full(c);
 	struct cwm_event *ev = NULL;
 	if (!full || m->qos > 0)
 		ev = cwm_slot_take(c, full);
@@ -6727,8 +7126,7 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 		c->drops_unlogged++;
 		cwm_log_drops(c);
 		pthread_mutex_unlock(&c->lock);
-		MQTTAsync_freeMessage(&m);
-		MQTTAsync_free(topic);
+		cwm_eng_free_message(m, topic);
 		return 1;
 	}
 	if (full) {
@@ -6736,12 +7134,16 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 		cwm_log_overflow(c);
 	}
 	c->ev_msgs++;
+	c->ev_bytes += bytes;
 	c->received++;
+	if (m->qos > 0 && cwm_queue_full(c))
+		cwm_flow_pause(c);
 	ev->type = EV_MESSAGE;
 	ev->u.msg.m = m;
 	ev->u.msg.topic = topic;
 	ev->u.msg.topic_len = tl;
 	ev->u.msg.inline_hit = hit;
+	ev->u.msg.bytes = bytes;
 	cwm_push_event(c, ev);
 	pthread_mutex_unlock(&c->lock);
 	return 1;
@@ -6775,7 +7177,7 @@ static void cwm_dispatch_handlers(struct mg_mqtt *c,
 
 static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 {
-	MQTTAsync_message *m = ev->u.msg.m;
+	MQTTClient_message *m = ev->u.msg.m;
 	struct mg_mqtt_props props;
 	struct mg_mqtt_message msg;
 	void *mem;
@@ -6784,8 +7186,7 @@ static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 	                 &mem);
 	cwm_dispatch_handlers(c, &msg, ev->u.msg.inline_hit);
 	free(mem);
-	MQTTAsync_freeMessage(&m);
-	MQTTAsync_free(ev->u.msg.topic);
+	cwm_eng_free_message(m, ev->u.msg.topic);
 }
 
 /* Runs the handler of one event; frees it unless it is a message slot
@@ -6848,8 +7249,7 @@ static void cwm_dispatch_flush(struct mg_mqtt *c)
 static void cwm_event_discard(struct cwm_event *ev)
 {
 	if (ev->type == EV_MESSAGE) {
-		MQTTAsync_freeMessage(&ev->u.msg.m);
-		MQTTAsync_free(ev->u.msg.topic);
+		cwm_eng_free_message(ev->u.msg.m, ev->u.msg.topic);
 	}
 	if (!ev->pooled)
 		free(ev);
@@ -6874,11 +7274,14 @@ static void *cwm_dispatch_main(void *arg)
 		/* Messages of the batch keep counting against QUEUE_SIZE until they
 		 * are handled, so that the bound covers all of them. */
 		int nmsg = 0;
+		size_t nbytes = 0;
 		uint64_t nev = 0;
 		struct cwm_event *used = NULL;
 		while (batch != NULL) {
 			struct cwm_event *next = batch->next;
 			int is_msg = batch->type == EV_MESSAGE;
+			if (is_msg)
+				nbytes += batch->u.msg.bytes;
 			cwm_dispatch(c, batch);
 			if (is_msg) {
 				batch->next = used; /* message slots: back in one go */
@@ -6893,7 +7296,9 @@ static void *cwm_dispatch_main(void *arg)
 		cwm_slots_put(c, used);
 		cwm_worked(&pace, (int)nev);
 		c->ev_msgs -= nmsg;
+		c->ev_bytes -= nbytes;
 		c->ev_done += nev;
+		cwm_flow_check(c);
 		if (c->flush_waiting)
 			pthread_cond_broadcast(&c->state_cond);
 		cwm_log_drops(c);
@@ -6960,7 +7365,7 @@ static int cwm_req_setup(struct mg_mqtt *c)
  * a reply to a waiting request. Returns 1 when the message was a reply
  * (then it is consumed here, on time or late), 0 otherwise. */
 static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
-                           MQTTAsync_message *m)
+                           MQTTClient_message *m)
 {
 	size_t bl = c->reply_base_len;
 	if (c->reply_base == NULL || tl <= bl ||
@@ -7309,6 +7714,7 @@ struct mg_mqtt *mg_mqtt_create(const char *prefix)
 		c->prefix[i] = (char)toupper((unsigned char)prefix[i]);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->req_lock, NULL);
+	pthread_mutex_init(&c->pstore_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_cond_init(&c->io_cond, &ca);
 	pthread_cond_init(&c->ev_cond, &ca);
@@ -7503,7 +7909,6 @@ static char *cwm_make_client_id(void)
 static void cwm_shutdown(struct mg_mqtt *c)
 {
 	cwm_registry_remove(c);
-	cwm_running_remove(c);
 	pthread_mutex_lock(&c->lock);
 	c->stopping = 1;
 	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
@@ -7514,8 +7919,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	if (c->io_started) {
 		pthread_join(c->io_thread, NULL);
 	} else if (c->paho != NULL) {
-		MQTTAsync_destroy(&c->paho);
-		c->paho = NULL;
+		cwm_eng_destroy(c);
 		pthread_mutex_lock(&c->lock);
 		cwm_fail_all(c);
 		pthread_mutex_unlock(&c->lock);
@@ -7539,6 +7943,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	while (c->sub_head != NULL)
 		cwm_sub_forget(c, c->sub_head);
 	cwm_map_free(&c->subs, free); /* and any entry still marked gone */
+	cwm_map_free(&c->pstore, free); /* paho's session store */
 	cwm_settings_free(&c->cfg);
 	free(c->client_id);
 	free(c->reply_base);
@@ -7615,38 +8020,13 @@ static int cwm_start_settings(struct mg_mqtt *c, const char **options,
 	return 0;
 }
 
-/* Start, step 2: the paho client, with our callbacks. */
-static int cwm_start_paho(struct mg_mqtt *c, char *err, size_t errlen)
-{
-	const struct cwm_settings *s = &c->cfg;
-	MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
-	co.MQTTVersion = c->v5 ? MQTTVERSION_5
-	                 : s->protocol == 3 ? MQTTVERSION_3_1
-	                                    : MQTTVERSION_3_1_1;
-	co.sendWhileDisconnected = 0; /* buffering while disconnected is ours */
-	co.maxBufferedMessages = 1 << 30;
-	co.persistQoS0 = 0;
-	co.restoreMessages = 0;
-	int rc = MQTTAsync_createWithOptions(&c->paho, s->uris[0], c->client_id,
-	                                     MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
-	if (rc != MQTTASYNC_SUCCESS) {
-		cwm_fmt(err, errlen, "%s: cannot create the MQTT client: %s",
-		        c->prefix, MQTTAsync_strerror(rc));
-		c->paho = NULL;
-		return MG_MQTT_ERR_PAHO;
-	}
-	MQTTAsync_setCallbacks(c->paho, c, cwm_on_lost, cwm_on_message, NULL);
-	if (c->v5)
-		MQTTAsync_setDisconnected(c->paho, c, cwm_on_server_disconnect);
-	return 0;
-}
-
 /* Start, step 3: mqtt-dispatch and mqtt-io. */
 static int cwm_start_threads(struct mg_mqtt *c)
 {
 	c->state = CWM_DISCONNECTED;
 	c->backoff_s = c->cfg.reconnect_min;
 	c->window = c->cfg.max_inflight;
+	c->awin = c->awin_cap = c->cfg.max_inflight;
 	atomic_store(&c->max_packet, (unsigned)c->cfg.max_packet_size);
 	c->seed = (unsigned)cwm_now_ms() ^ (unsigned)(uintptr_t)c;
 	atomic_store(&c->ops_ok, 1);
@@ -7656,7 +8036,6 @@ static int cwm_start_threads(struct mg_mqtt *c)
 		return MG_MQTT_ERR_THREAD;
 	}
 	c->io_started = 1;
-	cwm_running_add(c);
 	if (pthread_create(&c->io_thread, NULL, cwm_io_main, c) != 0) {
 		c->io_started = 0;
 		return MG_MQTT_ERR_THREAD;
@@ -7705,7 +8084,7 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 	    (rc = cwm_subs_from_config(c)) == 0 &&
 	    (c->cfg.persistence_dir == NULL ||
 	     (rc = cwm_persist_open(c, err, sizeof(err))) == 0) &&
-	    (rc = cwm_start_paho(c, err, sizeof(err))) == 0 &&
+	    (rc = cwm_eng_create(c, err, sizeof(err))) == 0 &&
 	    (c->cfg.bridge_path == NULL ||
 	     (rc = cwm_bridge_create(c, err, sizeof(err))) == 0) &&
 	    (rc = cwm_start_threads(c)) == 0 &&
@@ -7737,6 +8116,7 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 	cwm_tree_clear(&c->itree);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->req_lock);
+	pthread_mutex_destroy(&c->pstore_lock);
 	pthread_cond_destroy(&c->io_cond);
 	pthread_cond_destroy(&c->ev_cond);
 	pthread_cond_destroy(&c->state_cond);
@@ -7846,6 +8226,16 @@ static void cwm_status_counts(const struct mg_mqtt *c, cJSON *counters,
 	cJSON_AddNumberToObject(gauges, "in_flight", c->inflight + c->inflight0);
 	cJSON_AddNumberToObject(gauges, "queued", cwm_buffered_locked(c));
 	cJSON_AddNumberToObject(gauges, "queue_depth", c->ev_msgs);
+	cJSON_AddNumberToObject(gauges, "queue_bytes", (double)c->ev_bytes);
+	cJSON_AddNumberToObject(gauges, "inflight_window", c->window);
+	cJSON_AddBoolToObject(gauges, "paused", c->paused);
+	cJSON_AddNumberToObject(counters, "flow_pauses", (double)c->pauses);
+	cJSON_AddNumberToObject(counters, "paused_ms",
+	                        (double)(c->paused_ms +
+	                                 (c->paused ? cwm_now_ms() - c->paused_at
+	                                            : 0)));
+	cJSON_AddNumberToObject(counters, "poisoned", (double)c->poisoned);
+	cJSON_AddNumberToObject(counters, "paho_renewals", (double)c->renewals);
 }
 
 /* The status as a cJSON object (also served by the bridge); NULL when out

@@ -120,7 +120,9 @@ struct mg_mqtt;    /* one MQTT client; opaque */
 	XX(IO, -23, "cannot read a file")                                          \
 	XX(PAHO, -24, "MQTT library error")                                        \
 	XX(NOT_FOUND, -25, "not found")                                            \
-	XX(PARAM, -26, "bad {name} level (a whole level, a name used once)")
+	XX(PARAM, -26, "bad {name} level (a whole level, a name used once)")      \
+	XX(POISON, -27, "the broker closed the connection over this message "    \
+	                "twice: not sent again")
 
 enum mg_mqtt_error {
 	MG_MQTT_OK = 0,
@@ -418,8 +420,8 @@ MG_MQTT_API int mg_mqtt_on_unsubscribe(struct mg_mqtt *c, mg_mqtt_ack_handler h,
  * "PUBCOMP id N" / "PUBLISH id N: sent" (QoS 0), "PUBLISH in: topic '<t>',
  * qos Q, B bytes", "DISCONNECT to <uri>". It also forwards paho.mqtt.c's
  * own trace at its protocol level, as lines starting "paho: ". paho's
- * trace is one for the whole process (MQTTAsync_setTraceLevel and
- * MQTTAsync_setTraceCallback are process-wide): every debug client of the
+ * trace is one for the whole process (MQTTClient_setTraceLevel and
+ * MQTTClient_setTraceCallback are process-wide): every debug client of the
  * process sees the paho lines of every paho client in it, its own and
  * others'. paho lines are queued by paho's thread and written by the
  * dispatch thread; a line that names a user name, a password or proxy

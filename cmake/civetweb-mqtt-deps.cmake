@@ -3,7 +3,7 @@
 # installed package (civetweb-mqttConfig.cmake includes this file too):
 #
 #   civetweb-mqtt::dep-civetweb   CivetWeb (civetweb.h, libcivetweb)
-#   civetweb-mqtt::dep-paho       paho.mqtt.c, asynchronous with TLS (paho-mqtt3as)
+#   civetweb-mqtt::dep-paho       paho.mqtt.c, synchronous client with TLS (paho-mqtt3cs)
 #   civetweb-mqtt::dep-cjson      cJSON (cjson/cJSON.h, libcjson)
 #
 # Each is looked for in this order, first match wins:
@@ -15,8 +15,8 @@
 #     Debian 12's imports /usr/bin/civetweb and is a fatal error, which
 #     no caller can catch, unless the "civetweb" binary package is
 #     installed.
-#   paho: a target already defined (paho-mqtt3as, paho-mqtt3as-static, or
-#     eclipse-paho-mqtt-c::paho-mqtt3as[-static]); its CMake package, after
+#   paho: a target already defined (paho-mqtt3cs, paho-mqtt3cs-static, or
+#     eclipse-paho-mqtt-c::paho-mqtt3cs[-static]); its CMake package, after
 #     OpenSSL has been found (the package links OpenSSL::SSL without
 #     looking for OpenSSL itself: Debian's 1.3.12 and upstream 1.3.13 to
 #     master), and only when OpenSSL::SSL exists; find_path / find_library.
@@ -91,7 +91,7 @@ if(NOT TARGET civetweb-mqtt::dep-civetweb)
   endif()
 endif()
 
-# ---- paho.mqtt.c (paho-mqtt3as) ----------------------------------------------
+# ---- paho.mqtt.c (paho-mqtt3cs) ----------------------------------------------
 if(NOT TARGET civetweb-mqtt::dep-paho)
   # Before paho's package: it links OpenSSL::SSL and OpenSSL::Crypto
   # without find_dependency(OpenSSL).
@@ -99,16 +99,16 @@ if(NOT TARGET civetweb-mqtt::dep-paho)
     find_package(OpenSSL QUIET)
   endif()
   set(_cwm_lib "")
-  foreach(_t paho-mqtt3as eclipse-paho-mqtt-c::paho-mqtt3as
-             paho-mqtt3as-static eclipse-paho-mqtt-c::paho-mqtt3as-static)
+  foreach(_t paho-mqtt3cs eclipse-paho-mqtt-c::paho-mqtt3cs
+             paho-mqtt3cs-static eclipse-paho-mqtt-c::paho-mqtt3cs-static)
     if(NOT _cwm_lib AND TARGET ${_t})
       set(_cwm_lib ${_t})
     endif()
   endforeach()
   if(NOT _cwm_lib AND TARGET OpenSSL::SSL AND NOT CIVETWEB_MQTT_PAHO_ROOT)
     find_package(eclipse-paho-mqtt-c CONFIG QUIET)
-    foreach(_t eclipse-paho-mqtt-c::paho-mqtt3as
-               eclipse-paho-mqtt-c::paho-mqtt3as-static)
+    foreach(_t eclipse-paho-mqtt-c::paho-mqtt3cs
+               eclipse-paho-mqtt-c::paho-mqtt3cs-static)
       if(NOT _cwm_lib AND TARGET ${_t})
         set(_cwm_lib ${_t})
       endif()
@@ -118,9 +118,9 @@ if(NOT TARGET civetweb-mqtt::dep-paho)
     _cwm_dep_target(civetweb-mqtt::dep-paho "" "${_cwm_lib}")
     set(CIVETWEB_MQTT_PAHO_FROM "target ${_cwm_lib}")
   else()
-    find_path(CIVETWEB_MQTT_PAHO_INCLUDE_DIR MQTTAsync.h
+    find_path(CIVETWEB_MQTT_PAHO_INCLUDE_DIR MQTTClient.h
       HINTS ${CIVETWEB_MQTT_PAHO_ROOT} PATH_SUFFIXES include)
-    find_library(CIVETWEB_MQTT_PAHO_LIBRARY paho-mqtt3as
+    find_library(CIVETWEB_MQTT_PAHO_LIBRARY paho-mqtt3cs
       HINTS ${CIVETWEB_MQTT_PAHO_ROOT} PATH_SUFFIXES lib lib64)
     if(CIVETWEB_MQTT_PAHO_INCLUDE_DIR AND CIVETWEB_MQTT_PAHO_LIBRARY)
       set(_cwm_libs "${CIVETWEB_MQTT_PAHO_LIBRARY}")
@@ -132,7 +132,7 @@ if(NOT TARGET civetweb-mqtt::dep-paho)
         "${_cwm_libs}")
       set(CIVETWEB_MQTT_PAHO_FROM "${CIVETWEB_MQTT_PAHO_LIBRARY}")
     else()
-      list(APPEND CIVETWEB_MQTT_DEPS_MISSING "paho.mqtt.c (MQTTAsync.h, libpaho-mqtt3as)")
+      list(APPEND CIVETWEB_MQTT_DEPS_MISSING "paho.mqtt.c (MQTTClient.h, libpaho-mqtt3cs)")
     endif()
   endif()
 endif()

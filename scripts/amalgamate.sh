@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # #if MG_MQTT_ENABLE_BRIDGE by itself).
 PARTS="internal.h
 util.c topics.c config.c config_check.c conffile.c tree.c log.c trace.c props.c
-commands.c subs.c persist.c wake.c io.c connection.c done.c dispatch.c request.c
+commands.c subs.c persist.c engine.c io.c connection.c done.c dispatch.c request.c
 json.c client.c status.c
 bridge.c bridge_clients.c bridge_json.c bridge_http.c bridge_last.c
 bridge_metrics.c bridge_sse.c bridge_ws.c bridge_auth.c bridge_guard.c"

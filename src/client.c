@@ -28,6 +28,7 @@ struct mg_mqtt *mg_mqtt_create(const char *prefix)
 		c->prefix[i] = (char)toupper((unsigned char)prefix[i]);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->req_lock, NULL);
+	pthread_mutex_init(&c->pstore_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_cond_init(&c->io_cond, &ca);
 	pthread_cond_init(&c->ev_cond, &ca);
@@ -222,7 +223,6 @@ static char *cwm_make_client_id(void)
 static void cwm_shutdown(struct mg_mqtt *c)
 {
 	cwm_registry_remove(c);
-	cwm_running_remove(c);
 	pthread_mutex_lock(&c->lock);
 	c->stopping = 1;
 	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
@@ -233,8 +233,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	if (c->io_started) {
 		pthread_join(c->io_thread, NULL);
 	} else if (c->paho != NULL) {
-		MQTTAsync_destroy(&c->paho);
-		c->paho = NULL;
+		cwm_eng_destroy(c);
 		pthread_mutex_lock(&c->lock);
 		cwm_fail_all(c);
 		pthread_mutex_unlock(&c->lock);
@@ -258,6 +257,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	while (c->sub_head != NULL)
 		cwm_sub_forget(c, c->sub_head);
 	cwm_map_free(&c->subs, free); /* and any entry still marked gone */
+	cwm_map_free(&c->pstore, free); /* paho's session store */
 	cwm_settings_free(&c->cfg);
 	free(c->client_id);
 	free(c->reply_base);
@@ -334,38 +334,13 @@ static int cwm_start_settings(struct mg_mqtt *c, const char **options,
 	return 0;
 }
 
-/* Start, step 2: the paho client, with our callbacks. */
-static int cwm_start_paho(struct mg_mqtt *c, char *err, size_t errlen)
-{
-	const struct cwm_settings *s = &c->cfg;
-	MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
-	co.MQTTVersion = c->v5 ? MQTTVERSION_5
-	                 : s->protocol == 3 ? MQTTVERSION_3_1
-	                                    : MQTTVERSION_3_1_1;
-	co.sendWhileDisconnected = 0; /* buffering while disconnected is ours */
-	co.maxBufferedMessages = 1 << 30;
-	co.persistQoS0 = 0;
-	co.restoreMessages = 0;
-	int rc = MQTTAsync_createWithOptions(&c->paho, s->uris[0], c->client_id,
-	                                     MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
-	if (rc != MQTTASYNC_SUCCESS) {
-		cwm_fmt(err, errlen, "%s: cannot create the MQTT client: %s",
-		        c->prefix, MQTTAsync_strerror(rc));
-		c->paho = NULL;
-		return MG_MQTT_ERR_PAHO;
-	}
-	MQTTAsync_setCallbacks(c->paho, c, cwm_on_lost, cwm_on_message, NULL);
-	if (c->v5)
-		MQTTAsync_setDisconnected(c->paho, c, cwm_on_server_disconnect);
-	return 0;
-}
-
 /* Start, step 3: mqtt-dispatch and mqtt-io. */
 static int cwm_start_threads(struct mg_mqtt *c)
 {
 	c->state = CWM_DISCONNECTED;
 	c->backoff_s = c->cfg.reconnect_min;
 	c->window = c->cfg.max_inflight;
+	c->awin = c->awin_cap = c->cfg.max_inflight;
 	atomic_store(&c->max_packet, (unsigned)c->cfg.max_packet_size);
 	c->seed = (unsigned)cwm_now_ms() ^ (unsigned)(uintptr_t)c;
 	atomic_store(&c->ops_ok, 1);
@@ -375,7 +350,6 @@ static int cwm_start_threads(struct mg_mqtt *c)
 		return MG_MQTT_ERR_THREAD;
 	}
 	c->io_started = 1;
-	cwm_running_add(c);
 	if (pthread_create(&c->io_thread, NULL, cwm_io_main, c) != 0) {
 		c->io_started = 0;
 		return MG_MQTT_ERR_THREAD;
@@ -424,7 +398,7 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 	    (rc = cwm_subs_from_config(c)) == 0 &&
 	    (c->cfg.persistence_dir == NULL ||
 	     (rc = cwm_persist_open(c, err, sizeof(err))) == 0) &&
-	    (rc = cwm_start_paho(c, err, sizeof(err))) == 0 &&
+	    (rc = cwm_eng_create(c, err, sizeof(err))) == 0 &&
 	    (c->cfg.bridge_path == NULL ||
 	     (rc = cwm_bridge_create(c, err, sizeof(err))) == 0) &&
 	    (rc = cwm_start_threads(c)) == 0 &&
@@ -456,6 +430,7 @@ int mg_mqtt_stop(struct mg_mqtt *c)
 	cwm_tree_clear(&c->itree);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->req_lock);
+	pthread_mutex_destroy(&c->pstore_lock);
 	pthread_cond_destroy(&c->io_cond);
 	pthread_cond_destroy(&c->ev_cond);
 	pthread_cond_destroy(&c->state_cond);

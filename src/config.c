@@ -98,6 +98,8 @@ static const struct cwm_key cwm_keys[] = {
      NULL, cwm_bool_hint},
     {"QUEUE_SIZE", K_INT, CWM_S(queue_size), 1, 10000000, "10000", NULL,
      "a number of messages (1-10000000)"},
+    {"QUEUE_BYTES", K_INT, CWM_S(queue_bytes), 65536, 2147483647, "8388608",
+     NULL, "a number of bytes (65536-2147483647)"},
     {"MAX_PACKET_SIZE", K_INT, CWM_S(max_packet_size), 0, 268435455, "0",
      NULL, "a number of bytes (0: none; up to 268435455)"},
     {"LOG_LEVEL", K_ENUM, CWM_S(log_level), 0, 0, "info", cwm_log_levels,

@@ -1,7 +1,8 @@
 /*
- * Connecting: paho's connect options, and the callbacks that report a
- * connection made, refused, failed or lost (paho's threads), with the
- * fail-over walk over BROKER_URL and the back-off.
+ * Connections: the result of an attempt (made by mqtt-io through the
+ * engine), a connection lost (paho's threads) or paused, the fail-over
+ * walk over BROKER_URL, the back-off, and the in-flight window that adapts
+ * when a broker keeps closing connections over what is in flight.
  */
 #include "internal.h"
 
@@ -30,47 +31,6 @@ static const char *cwm_known_uri(const struct mg_mqtt *c, const char *uri)
 	}
 	return uri;
 }
-
-/* [L] At a connect: a SUBSCRIBE or UNSUBSCRIBE still in paho was sent on
- * an earlier connection and may have been lost with it. paho fails such
- * commands when the session ends, but on a resumed session it keeps
- * waiting for their acknowledgement and never sends them again: they
- * would never be done, and renewal skips a subscription whose command is
- * pending. Each goes to retry as a new command, sent again on this
- * connection when cwm_cmd_goes_again says so (renewals are made anew);
- * the old one is emptied and kept (c->orphans) for paho's answer, if one
- * ever comes, or for the stop. */
-static void cwm_orphan_acks(struct mg_mqtt *c)
-{
-	struct cwm_out *r, *next;
-	for (r = c->inpaho; r != NULL; r = next) {
-		next = r->inext;
-		if (r->type == CMD_PUBLISH)
-			continue;
-		struct cwm_out *copy = malloc(sizeof(*copy));
-		if (copy == NULL)
-			continue; /* out of memory: it waits for paho as before */
-		cwm_inpaho_unlink(c, r);
-		*copy = *r;
-		copy->next = copy->iprev = copy->inext = NULL;
-		if (cwm_cmd_goes_again(copy))
-			cwm_retry_insert(c, copy);
-		else
-			cwm_out_free(copy);
-		struct cwm_out keep = {.c = c, .type = r->type, .orphan = 1};
-		*r = keep;
-		r->next = c->orphans;
-		c->orphans = r;
-	}
-}
-
-/* What an MQTT 5 CONNACK announces (absent: the specification's default);
- * MQTT 3.1.1 announces nothing: all 1, no maxima. */
-struct cwm_caps {
-	int recvmax;
-	unsigned maxpacket;
-	int shared, wildcard, retain, alias_max;
-};
 
 /* [L] Says loudly what this client needs and the broker said it does not
  * have. A broker without shared subscriptions would take
@@ -119,7 +79,6 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 		if (v[i] > 0 && (lim == 0 || v[i] < lim))
 			lim = v[i];
 	atomic_store(&c->max_packet, lim);
-	cwm_connecting_set(c, 0);
 	const char *b = cwm_known_uri(c, uri);
 	char *broker = cwm_strdup(b);
 	if (broker != NULL) {
@@ -131,19 +90,16 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->send_blocked = 0;
 	c->uri_try = 0;
 	c->uri_base = c->uri_cur;
-	c->clean_once = 0;
 	c->connected_at = cwm_now_ms();
 	c->conn_gen++;
 	c->progressed = 0;
-	c->window = recvmax > 0 && recvmax < c->cfg.max_inflight
-	                ? recvmax
-	                : c->cfg.max_inflight;
+	c->recvmax = recvmax;
+	cwm_window_set(c);
 	if (c->connects > 0)
 		c->reconnects++;
 	c->connects++;
 	c->renew_needed = 1;
 	c->birth_needed = c->cfg.birth_topic != NULL;
-	cwm_orphan_acks(c);
 	int attempt = c->attempt;
 	c->attempt = 0;
 	if (c->first_result == 0)
@@ -170,39 +126,6 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
-}
-
-static void cwm_on_connect_ok(void *ctx, MQTTAsync_successData *d)
-{
-	struct cwm_caps k = {0, 0, 1, 1, 1, 0};
-	cwm_debug_connack(ctx, d->alt.connect.sessionPresent, NULL); /* trace.c */
-	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
-	              &k);
-}
-
-static int cwm_prop_num(MQTTProperties *p, enum MQTTPropertyCodes id, int dflt)
-{
-	return MQTTProperties_hasProperty(p, id)
-	           ? MQTTProperties_getNumericValue(p, id)
-	           : dflt;
-}
-
-static void cwm_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
-{
-	MQTTProperties *p = &d->properties;
-	struct cwm_caps k;
-	cwm_debug_connack(ctx, d->alt.connect.sessionPresent, p); /* trace.c */
-	k.recvmax = cwm_prop_num(p, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM, 0);
-	k.maxpacket =
-	    (unsigned)cwm_prop_num(p, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE, 0);
-	k.shared =
-	    cwm_prop_num(p, MQTTPROPERTY_CODE_SHARED_SUBSCRIPTION_AVAILABLE, 1);
-	k.wildcard =
-	    cwm_prop_num(p, MQTTPROPERTY_CODE_WILDCARD_SUBSCRIPTION_AVAILABLE, 1);
-	k.retain = cwm_prop_num(p, MQTTPROPERTY_CODE_RETAIN_AVAILABLE, 1);
-	k.alias_max = cwm_prop_num(p, MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, 0);
-	cwm_connected(ctx, d->alt.connect.serverURI, d->alt.connect.sessionPresent,
-	              &k);
 }
 
 static const char *cwm_connack_text(int rc)
@@ -232,7 +155,6 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		pthread_mutex_unlock(&c->lock);
 	}
 	pthread_mutex_lock(&c->lock);
-	cwm_connecting_set(c, 0);
 	/* Right after a loss, paho sometimes fails the next connect at once
 	 * with "socket error" (the dead connection's socket still in its
 	 * receive thread's hands, which can sleep up to a second): that says
@@ -318,28 +240,12 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* [L] A connection lost soon after its CONNACK with nothing acknowledged
- * on it (short), or one that lasted: after CWM_SHORT_LOSSES short ones in
- * a row on a persistent session, mqtt-io makes paho's client anew (see
- * cwm_conn_lost_locked). */
-static void cwm_count_short_loss(struct mg_mqtt *c, int short_one)
+/* What a failed attempt without a refusal means, said plainly: the error
+ * and the text. */
+static int cwm_connect_why(struct mg_mqtt *c, const struct cwm_connack *a,
+                           int sent, char *buf, size_t len)
 {
-	c->short_losses = short_one ? c->short_losses + 1 : 0;
-	if (c->short_losses >= CWM_SHORT_LOSSES && !c->cfg.clean_session) {
-		c->short_losses = 0;
-		c->renew_paho = 1;
-	}
-}
-
-/* What paho's words for a failed connect mean, said plainly: the error
- * and the text. paho says "TCP connect timeout" for any attempt not done
- * within CONNECTION_TIMEOUT (TCP, TLS or CONNACK), and "TCP connect
- * completion failure" when the socket closed after CONNECT was sent. */
-static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
-                           char *buf, size_t len)
-{
-	const char *m = paho != NULL ? paho : MQTTAsync_strerror(code);
-	if (strcmp(m, "TCP connect timeout") == 0) {
+	if (a->elapsed_ms + 250 >= (int64_t)c->cfg.connection_timeout * 1000) {
 		snprintf(buf, len,
 		         "no answer within CONNECTION_TIMEOUT (%d s): nothing "
 		         "listening that speaks MQTT, or a network that drops the "
@@ -347,19 +253,7 @@ static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
 		         c->cfg.connection_timeout);
 		return MG_MQTT_ERR_TIMEOUT;
 	}
-	if (strcmp(m, "MQTTProtocol_closeSession") == 0) {
-		/* CONNACK came, then the connection closed while paho resent the
-		 * session's unfinished messages: a short loss (see
-		 * cwm_count_short_loss). */
-		snprintf(buf, len,
-		         "the broker closed the connection right after accepting it, "
-		         "while the session's unfinished messages were sent again");
-		pthread_mutex_lock(&c->lock);
-		cwm_count_short_loss(c, 1);
-		pthread_mutex_unlock(&c->lock);
-		return MG_MQTT_ERR_CONNECT;
-	}
-	if (strcmp(m, "TCP connect completion failure") == 0) {
+	if (sent) {
 		snprintf(buf, len,
 		         "the broker closed the connection after CONNECT without "
 		         "answering it%s",
@@ -369,23 +263,24 @@ static int cwm_connect_why(struct mg_mqtt *c, int code, const char *paho,
 		             : "");
 		return MG_MQTT_ERR_CONNECT;
 	}
-	snprintf(buf, len, "%s", m);
+	snprintf(buf, len,
+	         "cannot open a connection (refused, unreachable, or the TLS "
+	         "handshake failed: %s)",
+	         cwm_eng_strerror(a->code));
 	return MG_MQTT_ERR_CONNECT;
 }
 
 /* PROTOCOL_FALLBACK: an MQTT 5 CONNECT refused as such (closed without
  * CONNACK, or "unsupported protocol version") is tried again at once with
  * 3.1.1, on the same broker; 1 when it is. */
-static int cwm_fall_back(struct mg_mqtt *c, const char *paho, int reason)
+static int cwm_fall_back(struct mg_mqtt *c, int closed, int reason)
 {
 	if (!c->v5 || !c->cfg.protocol_fallback || atomic_load(&c->v311_now))
 		return 0;
-	if (reason != 0x84 && reason != 1 &&
-	    (paho == NULL || strcmp(paho, "TCP connect completion failure") != 0))
+	if (reason != 0x84 && reason != 1 && !closed)
 		return 0;
 	atomic_store(&c->v311_now, 1);
 	pthread_mutex_lock(&c->lock);
-	cwm_connecting_set(c, 0);
 	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 	               "%s refused MQTT 5 (%s): going on with MQTT 3.1.1 "
 	               "(PROTOCOL_FALLBACK); MQTT 5 properties are not sent",
@@ -394,105 +289,188 @@ static int cwm_fall_back(struct mg_mqtt *c, const char *paho, int reason)
 	                           : "closed the connection after CONNECT");
 	c->state = CWM_DISCONNECTED;
 	c->reconnect_at = cwm_now_ms();
-	if (c->io_waiting == CWM_IDLE_WAIT)
-		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
 	return 1;
 }
 
-static void cwm_on_connect_fail(void *ctx, MQTTAsync_failureData *d)
+static void cwm_window_lost(struct mg_mqtt *c, int64_t now);
+
+/* mqtt-io: the result of an attempt (cwm_eng_connect). */
+static void cwm_connect_result(struct mg_mqtt *c, const struct cwm_connack *a)
 {
 	char why[256];
-	if (d != NULL && d->code > 0) {
-		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, d->code,
-		                   cwm_connack_text(d->code));
+	if (a->ok) {
+		pthread_mutex_lock(&c->lock);
+		const char *uri = c->cfg.uris[c->uri_cur];
+		pthread_mutex_unlock(&c->lock);
+		cwm_connected(c, uri, a->session, &a->caps);
 		return;
 	}
-	int e = cwm_connect_why(ctx, d != NULL ? d->code : -1,
-	                        d != NULL ? d->message : NULL, why, sizeof(why));
-	cwm_connect_failed(ctx, e, -1, why);
-}
-
-static void cwm_on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
-{
-	/* paho puts a CONNACK refusal in reasonCode or, after trying every
-	 * URL, in code. */
-	int reason = d == NULL                      ? 0
-	             : (int)d->reasonCode >= 0x80 ? (int)d->reasonCode
-	             : d->code >= 0x80            ? d->code
-	             : d->code > 0 && d->code <= 5 ? d->code /* 3.1.1 CONNACK */
-	                                          : 0;
-	char why[256];
-	if (cwm_fall_back(ctx, d != NULL ? d->message : NULL, reason))
-		return;
-	if (reason > 0 && reason <= 5) {
-		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, reason,
-		                   cwm_connack_text(reason));
+	if (a->dropped) {
+		/* A short loss: what paho sent again was refused (the window and
+		 * the poison rule apply as to any such loss). */
+		pthread_mutex_lock(&c->lock);
+		c->progressed = 0;
+		c->connected_at = cwm_now_ms();
+		cwm_window_lost(c, c->connected_at);
+		pthread_mutex_unlock(&c->lock);
+		cwm_connect_failed(c, MG_MQTT_ERR_CONNECT, -1,
+		                   "the broker closed the connection right after "
+		                   "accepting it, while the session's unfinished "
+		                   "messages were sent again");
 		return;
 	}
-	if (reason != 0) {
-		cwm_connect_failed(ctx, MG_MQTT_ERR_REFUSED, reason,
-		                   MQTTReasonCode_toString((enum MQTTReasonCodes)reason));
+	int sent = cwm_trace_connect_sent(c);
+	if (cwm_fall_back(c, sent && a->reason == 0 && a->elapsed_ms + 250 <
+	                             (int64_t)c->cfg.connection_timeout * 1000,
+	                  a->reason)) {
+		cwm_trace_watch_end(c);
 		return;
 	}
-	int e = cwm_connect_why(ctx, d != NULL ? d->code : -1,
-	                        d != NULL ? d->message : NULL, why, sizeof(why));
-	cwm_connect_failed(ctx, e, -1, why);
-}
-
-/* The connection is gone: schedule the next attempt and tell the
- * handlers. Called with c->lock held; a no-op unless connected, so that
- * paho's two ways of saying it (connectionLost, and the disconnected
- * callback for an MQTT 5 DISCONNECT from the broker) count once. */
-static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
-{
-	if (c->state != CWM_CONNECTED)
-		return;
-	char why[128];
-	if (c->server_reason != 0)
-		snprintf(why, sizeof(why), "the broker disconnected: %s (code 0x%02x)",
-		         MQTTReasonCode_toString(c->server_reason),
-		         (unsigned)c->server_reason);
+	if (a->reason > 0 && a->reason <= 5)
+		cwm_connect_failed(c, MG_MQTT_ERR_REFUSED, a->reason,
+		                   cwm_connack_text(a->reason));
+	else if (a->reason >= 0x80)
+		cwm_connect_failed(
+		    c, MG_MQTT_ERR_REFUSED, a->reason,
+		    MQTTReasonCode_toString((enum MQTTReasonCodes)a->reason));
 	else
-		snprintf(why, sizeof(why), "%s",
-		         cause != NULL ? cause : "connection lost");
-	c->state = CWM_DISCONNECTED;
-	atomic_store(&c->connected, 0);
-	/* The next round starts with the next broker, at once: the one just
-	 * lost is the least likely to answer. A connection the broker dropped
-	 * soon after accepting it (a node that cannot serve the session)
-	 * counts as a move too; after as many moves as there are other
-	 * brokers the back-off applies, and only a connection that lasted
-	 * resets it, so that brokers that all do that are not hammered. */
-	int64_t now = cwm_now_ms(), delay;
+		cwm_connect_failed(c, cwm_connect_why(c, a, sent, why, sizeof(why)),
+		                   -1, why);
+}
+
+/* [L] The smallest of MAX_INFLIGHT, the broker's Receive Maximum and the
+ * adaptive window. */
+static void cwm_window_set(struct mg_mqtt *c)
+{
+	int w = c->cfg.max_inflight;
+	if (c->recvmax > 0 && c->recvmax < w)
+		w = c->recvmax;
+	if (c->awin > 0 && c->awin < w)
+		w = c->awin;
+	c->window = w;
+}
+
+/* [L] The oldest QoS 1/2 message paho holds (lowest id), or NULL. */
+static struct cwm_out *cwm_oldest_in_flight(struct mg_mqtt *c)
+{
+	struct cwm_out *o = NULL;
+	for (struct cwm_out *r = c->inpaho; r != NULL; r = r->inext)
+		if (r->msgid != 0 && (o == NULL || r->id < o->id))
+			o = r;
+	return o;
+}
+
+/* [L] A connection lost with QoS 1/2 messages in flight. A short one (the
+ * broker closed it within CWM_SHORT_MS of its CONNACK, nothing
+ * acknowledged on it) says the broker refuses what it is sent: with more
+ * than one message in flight the window halves (down to 1; it grows back
+ * by one per window of acknowledgements, up to one less than the number
+ * that failed); with exactly one, that message is the suspect, and after
+ * CWM_POISON_STRIKES such losses in a row it is failed as poison
+ * (cwm_io_poison) instead of sent again for ever. */
+static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
+{
+	int n = c->inflight;
+	if (now - c->connected_at >= CWM_SHORT_MS || c->progressed || n == 0) {
+		c->strikes = 0;
+		return;
+	}
+	if (n > 1) {
+		if (c->window == 1)
+			return; /* no suspect among several: connections dying is
+			           no refusal (it waits until they heal) */
+		int w = (n < c->window ? n : c->window) / 2;
+		c->awin = w > 1 ? w : 1;
+		c->awin_cap = n - 1;
+		c->awin_acks = 0;
+		cwm_window_set(c);
+		if (!c->awin_logged)
+			cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+			               "the broker closed the connection right after "
+			               "accepting it with %d QoS 1/2 message(s) in "
+			               "flight and none acknowledged: the in-flight "
+			               "window is now %d",
+			               n, c->window);
+		c->awin_logged = 1;
+		return;
+	}
+	struct cwm_out *o = cwm_oldest_in_flight(c);
+	if (o == NULL)
+		return;
+	c->strikes = o->id == c->suspect ? c->strikes + 1 : 1;
+	c->suspect = o->id;
+	if (c->strikes >= CWM_POISON_STRIKES) {
+		c->poison = o->id;
+		c->strikes = 0;
+		c->suspect = 0;
+	}
+}
+
+/* [L] An acknowledgement: the window grows back by one per window of
+ * them, up to awin_cap. */
+static void cwm_window_acked(struct mg_mqtt *c)
+{
+	c->progressed = 1;
+	c->strikes = 0;
+	if (c->awin == 0 || c->awin >= c->awin_cap)
+		return;
+	if (++c->awin_acks >= c->awin) {
+		c->awin++;
+		c->awin_acks = 0;
+		cwm_window_set(c);
+	}
+}
+
+/* [L] On a clean session paho's copies of QoS 1/2 messages in flight go
+ * with the connection: the library sends its own again after the next
+ * connect (retry, in id order). */
+static void cwm_requeue_in_flight(struct mg_mqtt *c)
+{
+	struct cwm_out *r, *next;
+	for (r = c->inpaho; r != NULL; r = next) {
+		next = r->inext;
+		if (r->msgid == 0)
+			continue;
+		cwm_byid_take(c, r->msgid);
+		cwm_inpaho_unlink(c, r);
+		r->sent = 0;
+		cwm_retry_insert(c, r);
+	}
+}
+
+/* [L] The connection is gone: lost (by the network or the broker), or
+ * paused by flow control (lost 0). Schedules the next attempt and tells
+ * the handlers; the caller set the state. */
+static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
+{
+	int64_t now = cwm_now_ms(), delay = 0;
 	c->lost_at = now;
 	c->same_again = 0;
-	/* paho can corrupt a message it keeps for a persistent session (see
-	 * the README's known limitations) and then resend it after every
-	 * CONNACK, and the broker closes each connection over it: after a few
-	 * such losses in a row mqtt-io starts paho's handle afresh, and what
-	 * paho held goes again from the library's own copies. Such a
-	 * connection completes nothing handed to paho on it: paho writes its
-	 * resends at CONNACK, ahead of everything new, and the broker closes
-	 * when it reads the corrupt one. A connection that did complete
-	 * something was cut for another reason, and a new handle would only
-	 * do harm: a QoS 2 message the broker had received (PUBREC) or
-	 * released (PUBREL) would go again under a new packet id, and arrive
-	 * twice. */
-	cwm_count_short_loss(c, now - c->connected_at < CWM_SHORT_MS &&
-	                            !c->progressed);
+	c->losses++;
+	if (lost)
+		cwm_window_lost(c, now);
+	if (c->cfg.clean_session)
+		cwm_requeue_in_flight(c);
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;
 	}
-	c->uri_base = (c->uri_cur + 1) % c->cfg.nuris;
-	c->uri_try = 0;
-	if (c->quick_moves < c->cfg.nuris - 1) {
-		c->quick_moves++;
-		delay = 0;
-	} else {
-		c->quick_moves = 0;
-		delay = cwm_backoff_ms(c);
+	if (lost) {
+		/* The next round starts with the next broker, at once: the one
+		 * just lost is the least likely to answer. A connection the broker
+		 * dropped soon after accepting it counts as a move too; after as
+		 * many moves as there are other brokers the back-off applies, and
+		 * only a connection that lasted resets it, so that brokers that
+		 * all do that are not hammered. */
+		c->uri_base = (c->uri_cur + 1) % c->cfg.nuris;
+		c->uri_try = 0;
+		if (c->quick_moves < c->cfg.nuris - 1) {
+			c->quick_moves++;
+		} else {
+			c->quick_moves = 0;
+			delay = cwm_backoff_ms(c);
+		}
 	}
 	c->reconnect_at = now + delay;
 	if (c->on_disconnect != NULL || c->bridge != NULL) {
@@ -508,12 +486,40 @@ static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 		}
 	}
 	c->server_reason = 0;
-	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
-	               "connection to %s lost: %s; reconnecting in %.1f s",
-	               c->broker != NULL ? c->broker : "broker", why,
-	               (double)delay / 1000.0);
+	if (lost)
+		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+		               "connection to %s lost: %s; reconnecting in %.1f s",
+		               c->broker != NULL ? c->broker : "broker", why,
+		               (double)delay / 1000.0);
+	else
+		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+		               "connection to %s %s; %d message(s) of %zu bytes "
+		               "wait",
+		               c->broker != NULL ? c->broker : "broker", why,
+		               c->ev_msgs, c->ev_bytes);
 	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
+}
+
+/* The connection is lost. Called with c->lock held; a no-op unless
+ * connected, so that paho's two ways of saying it (connectionLost, and the
+ * disconnected callback for an MQTT 5 DISCONNECT from the broker) count
+ * once. */
+static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
+{
+	if (c->state != CWM_CONNECTED)
+		return;
+	char why[128];
+	if (c->server_reason != 0)
+		snprintf(why, sizeof(why), "the broker disconnected: %s (code 0x%02x)",
+		         MQTTReasonCode_toString(c->server_reason),
+		         (unsigned)c->server_reason);
+	else
+		snprintf(why, sizeof(why), "%s",
+		         cause != NULL ? cause : "connection lost");
+	c->state = CWM_DISCONNECTED;
+	atomic_store(&c->connected, 0);
+	cwm_conn_gone_locked(c, why, 1);
 }
 
 static void cwm_on_lost(void *ctx, char *cause)
@@ -555,9 +561,7 @@ static void cwm_learn_max_packet(struct mg_mqtt *c)
 }
 
 /* An MQTT 5 DISCONNECT from the broker (session taken over, packet too
- * large, server shutting down, ...). paho marks the client disconnected
- * before it closes the socket and then does not always call
- * connectionLost, so this is the connection loss too. */
+ * large, server shutting down, ...): paho's thread. */
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason)
 {
@@ -569,91 +573,4 @@ static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
 	c->server_reason = (int)reason;
 	cwm_conn_lost_locked(c, NULL);
 	pthread_mutex_unlock(&c->lock);
-}
-
-static int cwm_on_ssl_error(const char *str, size_t len, void *u)
-{
-	struct mg_mqtt *c = u;
-	while (len > 0 && (str[len - 1] == '\n' || str[len - 1] == '\r'))
-		len--;
-	cwm_log(c, MG_MQTT_LOG_ERROR, "TLS: %.*s", (int)len, str);
-	pthread_mutex_lock(&c->lock);
-	c->tls_error = 1;
-	pthread_mutex_unlock(&c->lock);
-	return 1;
-}
-
-/* mqtt-io: starts one connection attempt, to BROKER_URL entry idx. The
- * fail-over list is walked here, one URI per paho connect, not by paho:
- * given several, paho also moves to the next one by itself after a lost
- * connection, behind the client's back (its success then reported to
- * nobody). */
-static int cwm_paho_connect(struct mg_mqtt *c, int idx)
-{
-	const struct cwm_settings *s = &c->cfg;
-	MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
-	MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
-	MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
-	MQTTProperties props = MQTTProperties_initializer;
-	MQTTProperty pr;
-	int rc;
-
-	o.keepAliveInterval = s->keepalive;
-	o.connectTimeout = s->connection_timeout;
-	o.maxInflight = 65535; /* flow control is ours: see cwm_take_batch */
-	o.retryInterval = 0;
-	o.automaticReconnect = 0; /* reconnects are ours: see cwm_io_main */
-	o.context = c;
-	o.serverURIcount = 1;
-	o.serverURIs = &c->cfg.uris[idx];
-	o.username = s->username;
-	o.password = s->secret;
-	int v5 = cwm_v5_now(c);
-	o.MQTTVersion = v5                 ? MQTTVERSION_5
-	                : s->protocol == 3 ? MQTTVERSION_3_1
-	                                   : MQTTVERSION_3_1_1;
-	if (v5) {
-		o.cleansession = 0;
-		o.cleanstart = s->clean_session || c->clean_once;
-		o.onSuccess5 = cwm_on_connect_ok5;
-		o.onFailure5 = cwm_on_connect_fail5;
-		if (!s->clean_session) {
-			/* MQTT 5 ends a session at disconnect unless told otherwise. */
-			memset(&pr, 0, sizeof(pr));
-			pr.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
-			pr.value.integer4 = 0xFFFFFFFFu;
-			MQTTProperties_add(&props, &pr);
-			o.connectProperties = &props;
-		}
-	} else {
-		o.cleansession = s->clean_session || c->clean_once;
-		o.onSuccess = cwm_on_connect_ok;
-		o.onFailure = cwm_on_connect_fail;
-	}
-	if (s->will_topic != NULL) {
-		will.topicName = s->will_topic;
-		will.message = NULL;
-		will.payload.data = s->will_message != NULL ? s->will_message : "";
-		will.payload.len = s->will_message != NULL ? (int)strlen(s->will_message)
-		                                           : 0;
-		will.qos = s->will_qos;
-		will.retained = s->will_retain;
-		o.will = &will;
-	}
-	if (c->cfg.use_tls) {
-		ssl.trustStore = s->tls_ca_certs;
-		ssl.keyStore = s->tls_certfile;
-		ssl.privateKey = s->tls_keyfile;
-		ssl.privateKeyPassword = s->tls_keyfile_password;
-		ssl.enabledCipherSuites = s->tls_ciphers;
-		ssl.enableServerCertAuth = s->tls_cert_reqs != CWM_CERT_NONE;
-		ssl.verify = s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
-		ssl.sslVersion = s->tls_version;
-		ssl.ssl_error_cb = cwm_on_ssl_error;
-		ssl.ssl_error_context = c;
-		o.ssl = &ssl;
-	}
-	rc = MQTTAsync_connect(c->paho, &o);
-	MQTTProperties_free(&props);
-	return rc;
 }

@@ -39,7 +39,7 @@ static char *cwm_event_str(struct cwm_event *ev, size_t *used, const char *s)
 }
 
 static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
-                           MQTTAsync_message *m);
+                           MQTTClient_message *m);
 
 /* [L] Logs the messages dropped for a full queue since the last such line,
  * at most once a second. */
@@ -124,7 +124,7 @@ static void cwm_slots_put(struct mg_mqtt *c, struct cwm_event *list)
 
 /* The message as handlers see it (props: converted into *props, *mem to
  * free after). */
-static void cwm_message_view(MQTTAsync_message *m, const char *topic,
+static void cwm_message_view(MQTTClient_message *m, const char *topic,
                              size_t tl, struct mg_mqtt_message *msg,
                              struct mg_mqtt_props *props, void **mem)
 {
@@ -149,7 +149,7 @@ static void cwm_message_view(MQTTAsync_message *m, const char *topic,
  * (*hit: some did). Returns 1 when the message is done with them: no
  * queued handler, catch-all or bridge could want it. */
 static int cwm_inline_run(struct mg_mqtt *c, const char *topic, size_t tl,
-                          MQTTAsync_message *m, int *hit)
+                          MQTTClient_message *m, int *hit)
 {
 	if (cwm_tree_match(&c->itree, topic, tl, &c->icur, &c->inxt,
 	                   &c->ihits) != 0 ||
@@ -170,31 +170,67 @@ static int cwm_inline_run(struct mg_mqtt *c, const char *topic, size_t tl,
 	return c->nhandlers == 0 && c->bridge == NULL;
 }
 
-/* paho's receive thread, holding paho's process-wide lock: nothing here
- * waits. A full queue drops a QoS 0 message at once (at most once is what
- * it promised); a QoS 1 or 2 one is kept beyond QUEUE_SIZE, because paho
- * has acknowledged it to the broker already and dropping it would lose a
- * message the broker counts as delivered. */
+/* [L] Flow control: the messages waiting for the handlers passed
+ * QUEUE_SIZE or QUEUE_BYTES. QoS 0 ones are dropped from then on (at most
+ * once is what they promised); nothing acknowledged is: at a QoS 1/2 one
+ * (kept beyond the bound) mqtt-io pauses the connection (cwm_io_pause) until mqtt-dispatch brought the queue under
+ * half of both bounds (cwm_flow_check), so that the broker keeps the rest
+ * (a persistent session keeps what is published meanwhile; a clean one
+ * does not: README, flow control). */
+static int cwm_queue_full(const struct mg_mqtt *c)
+{
+	return c->ev_msgs >= c->cfg.queue_size ||
+	       c->ev_bytes >= (size_t)c->cfg.queue_bytes;
+}
+
+static void cwm_flow_pause(struct mg_mqtt *c)
+{
+	if (c->paused || c->stopping)
+		return;
+	c->paused = 1;
+	c->pauses++;
+	c->paused_at = cwm_now_ms();
+	if (c->io_waiting != CWM_RUNNING)
+		pthread_cond_signal(&c->io_cond);
+}
+
+/* [L] mqtt-dispatch, after a batch: the pause ends when the handlers have
+ * caught up. */
+static void cwm_flow_check(struct mg_mqtt *c)
+{
+	if (!c->paused || c->ev_msgs > c->cfg.queue_size / 2 ||
+	    c->ev_bytes > (size_t)c->cfg.queue_bytes / 2)
+		return;
+	c->paused = 0;
+	c->paused_ms += cwm_now_ms() - c->paused_at;
+	c->reconnect_at = cwm_now_ms();
+	if (c->io_waiting != CWM_RUNNING)
+		pthread_cond_signal(&c->io_cond);
+}
+
+/* paho's receive thread: nothing here waits. A full queue drops a QoS 0
+ * message at once; a QoS 1 or 2 one (paho has acknowledged it to the
+ * broker already) is kept, and the connection pauses (cwm_flow_pause). */
 static int cwm_on_message(void *ctx, char *topic, int topic_len,
-                          MQTTAsync_message *m)
+                          MQTTClient_message *m)
 {
 	struct mg_mqtt *c = ctx;
 	size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
 	cwm_debug_received(c, topic, tl, m); /* trace.c: LOG_LEVEL debug */
 	if (cwm_req_arrived(c, topic, tl, m)) {
-		MQTTAsync_freeMessage(&m);
-		MQTTAsync_free(topic);
+		cwm_eng_free_message(m, topic);
 		return 1;
 	}
 	int hit = 0;
 	if (c->ninline > 0 && cwm_inline_run(c, topic, tl, m, &hit)) {
-		MQTTAsync_freeMessage(&m);
-		MQTTAsync_free(topic);
+		cwm_eng_free_message(m, topic);
 		return 1;
 	}
 
+	size_t bytes = sizeof(struct cwm_event) + tl +
+	               (m->payloadlen > 0 ? (size_t)m->payloadlen : 0);
 	pthread_mutex_lock(&c->lock);
-	int full = c->ev_msgs >= c->cfg.queue_size;
+	int full = cwm_queue_full(c);
 	struct cwm_event *ev = NULL;
 	if (!full || m->qos > 0)
 		ev = cwm_slot_take(c, full);
@@ -203,8 +239,7 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 		c->drops_unlogged++;
 		cwm_log_drops(c);
 		pthread_mutex_unlock(&c->lock);
-		MQTTAsync_freeMessage(&m);
-		MQTTAsync_free(topic);
+		cwm_eng_free_message(m, topic);
 		return 1;
 	}
 	if (full) {
@@ -212,12 +247,16 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 		cwm_log_overflow(c);
 	}
 	c->ev_msgs++;
+	c->ev_bytes += bytes;
 	c->received++;
+	if (m->qos > 0 && cwm_queue_full(c))
+		cwm_flow_pause(c);
 	ev->type = EV_MESSAGE;
 	ev->u.msg.m = m;
 	ev->u.msg.topic = topic;
 	ev->u.msg.topic_len = tl;
 	ev->u.msg.inline_hit = hit;
+	ev->u.msg.bytes = bytes;
 	cwm_push_event(c, ev);
 	pthread_mutex_unlock(&c->lock);
 	return 1;
@@ -251,7 +290,7 @@ static void cwm_dispatch_handlers(struct mg_mqtt *c,
 
 static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 {
-	MQTTAsync_message *m = ev->u.msg.m;
+	MQTTClient_message *m = ev->u.msg.m;
 	struct mg_mqtt_props props;
 	struct mg_mqtt_message msg;
 	void *mem;
@@ -260,8 +299,7 @@ static void cwm_dispatch_message(struct mg_mqtt *c, struct cwm_event *ev)
 	                 &mem);
 	cwm_dispatch_handlers(c, &msg, ev->u.msg.inline_hit);
 	free(mem);
-	MQTTAsync_freeMessage(&m);
-	MQTTAsync_free(ev->u.msg.topic);
+	cwm_eng_free_message(m, ev->u.msg.topic);
 }
 
 /* Runs the handler of one event; frees it unless it is a message slot
@@ -324,8 +362,7 @@ static void cwm_dispatch_flush(struct mg_mqtt *c)
 static void cwm_event_discard(struct cwm_event *ev)
 {
 	if (ev->type == EV_MESSAGE) {
-		MQTTAsync_freeMessage(&ev->u.msg.m);
-		MQTTAsync_free(ev->u.msg.topic);
+		cwm_eng_free_message(ev->u.msg.m, ev->u.msg.topic);
 	}
 	if (!ev->pooled)
 		free(ev);
@@ -350,11 +387,14 @@ static void *cwm_dispatch_main(void *arg)
 		/* Messages of the batch keep counting against QUEUE_SIZE until they
 		 * are handled, so that the bound covers all of them. */
 		int nmsg = 0;
+		size_t nbytes = 0;
 		uint64_t nev = 0;
 		struct cwm_event *used = NULL;
 		while (batch != NULL) {
 			struct cwm_event *next = batch->next;
 			int is_msg = batch->type == EV_MESSAGE;
+			if (is_msg)
+				nbytes += batch->u.msg.bytes;
 			cwm_dispatch(c, batch);
 			if (is_msg) {
 				batch->next = used; /* message slots: back in one go */
@@ -369,7 +409,9 @@ static void *cwm_dispatch_main(void *arg)
 		cwm_slots_put(c, used);
 		cwm_worked(&pace, (int)nev);
 		c->ev_msgs -= nmsg;
+		c->ev_bytes -= nbytes;
 		c->ev_done += nev;
+		cwm_flow_check(c);
 		if (c->flush_waiting)
 			pthread_cond_broadcast(&c->state_cond);
 		cwm_log_drops(c);

@@ -1,6 +1,7 @@
 /*
- * Command completion: paho reports a publish, subscribe or unsubscribe done
- * or failed (on its threads); the acknowledgement becomes an event.
+ * Command completion: a publish, subscribe or unsubscribe done or failed
+ * (mqtt-io, or paho's receive thread for a QoS 1/2 acknowledgement); the
+ * acknowledgement becomes an event.
  */
 #include "internal.h"
 
@@ -148,16 +149,6 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 
 	cwm_debug_done(c, r, result, retry, codes, ncodes); /* trace.c */
 	pthread_mutex_lock(&c->lock);
-	if (r->orphan) {
-		struct cwm_out **pp = &c->orphans;
-		while (*pp != NULL && *pp != r)
-			pp = &(*pp)->next;
-		if (*pp == r)
-			*pp = r->next;
-		pthread_mutex_unlock(&c->lock);
-		free(r);
-		return;
-	}
 	if (r->in_paho)
 		cwm_inpaho_unlink(c, r);
 	/* mqtt-io needs to hear of a completion only when it frees room
@@ -165,12 +156,6 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	if (c->io_waiting == CWM_IDLE_WAIT &&
 	    (c->outq != NULL || c->retry != NULL || c->stopping))
 		pthread_cond_signal(&c->io_cond);
-	/* The broker answered a command sent on this connection (a QoS 0
-	 * publish is done when written, a no-op without sending): see
-	 * cwm_conn_lost_locked. */
-	if (!retry && result >= 0 && !r->noop && r->conn_gen == c->conn_gen &&
-	    c->state == CWM_CONNECTED && (r->type != CMD_PUBLISH || r->qos > 0))
-		c->progressed = 1;
 	if (retry && cwm_done_requeue(c, r, &result)) {
 		pthread_mutex_unlock(&c->lock);
 		return;
@@ -191,78 +176,46 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	cwm_out_free(r);
 }
 
-static void cwm_on_done_ok(void *ctx, MQTTAsync_successData *d)
+/* [L] QoS 1/2 messages in paho, by packet id. */
+static void cwm_byid_add(struct mg_mqtt *c, struct cwm_out *r, int msgid)
 {
-	struct cwm_out *r = ctx;
-	if (r->type == CMD_SUBSCRIBE) {
-		if (r->nfilters == 1)
-			cwm_done(r->c, r, 0, 0, &d->alt.qos, 1);
-		else
-			cwm_done(r->c, r, 0, 0, d->alt.qosList, r->nfilters);
-	} else {
-		cwm_done(r->c, r, 0, 0, NULL, 0);
-	}
+	struct cwm_out **b = &c->byid[(unsigned)msgid % CWM_ID_BUCKETS];
+	r->msgid = msgid;
+	r->idnext = *b;
+	*b = r;
 }
 
-static void cwm_on_done_fail(void *ctx, MQTTAsync_failureData *d)
+static struct cwm_out *cwm_byid_take(struct mg_mqtt *c, int msgid)
 {
-	struct cwm_out *r = ctx;
-	if (r->type == CMD_SUBSCRIBE && d->code == 0x80) {
-		/* MQTT 3.1.1 SUBACK failure for a one-filter request. */
-		int code = 0x80;
-		cwm_done(r->c, r, 0, 0, &code, 1);
-		return;
-	}
-	/* MQTT 3 has no refusal for publish or unsubscribe: the connection
-	 * went away (or the client is being destroyed). */
-	cwm_done(r->c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
-}
-
-static void cwm_on_done_ok5(void *ctx, MQTTAsync_successData5 *d)
-{
-	struct cwm_out *r = ctx;
-	int buf[CWM_RENEW_CHUNK] = {0}, n = 0;
-	if (r->type == CMD_PUBLISH) {
-		cwm_done(r->c, r, (int)d->reasonCode, 0, NULL, 0);
-		return;
-	}
-	int count = r->type == CMD_SUBSCRIBE ? d->alt.sub.reasonCodeCount
-	                                     : d->alt.unsub.reasonCodeCount;
-	enum MQTTReasonCodes *rc = r->type == CMD_SUBSCRIBE
-	                               ? d->alt.sub.reasonCodes
-	                               : d->alt.unsub.reasonCodes;
-	int *codes = r->nfilters <= CWM_RENEW_CHUNK
-	                 ? buf
-	                 : calloc((size_t)r->nfilters, sizeof(int));
-	if (codes == NULL) {
-		cwm_done(r->c, r, MG_MQTT_ERR_NOMEM, 0, NULL, 0);
-		return;
-	}
-	/* paho fills reasonCodes only for more than one filter; with one, the
-	 * array pointer is left uninitialised and the code is in reasonCode. */
-	for (n = 0; n < r->nfilters; n++)
-		codes[n] = (count > 1 && rc != NULL && n < count) ? (int)rc[n]
-		                                                   : (int)d->reasonCode;
-	cwm_done(r->c, r, 0, 0, codes, n);
-	if (codes != buf)
-		free(codes);
-}
-
-static void cwm_on_done_fail5(void *ctx, MQTTAsync_failureData5 *d)
-{
-	struct cwm_out *r = ctx;
-	if ((int)d->reasonCode >= 0x80) {
-		if (r->type == CMD_PUBLISH) {
-			cwm_done(r->c, r, (int)d->reasonCode, 0, NULL, 0);
-		} else {
-			int *codes = calloc((size_t)r->nfilters, sizeof(int));
-			for (int i = 0; codes != NULL && i < r->nfilters; i++)
-				codes[i] = (int)d->reasonCode;
-			cwm_done(r->c, r, codes != NULL ? 0 : MG_MQTT_ERR_NOMEM, 0, codes,
-			         codes != NULL ? r->nfilters : 0);
-			free(codes);
+	struct cwm_out **pp = &c->byid[(unsigned)msgid % CWM_ID_BUCKETS];
+	for (; *pp != NULL; pp = &(*pp)->idnext)
+		if ((*pp)->msgid == msgid) {
+			struct cwm_out *r = *pp;
+			*pp = r->idnext;
+			r->idnext = NULL;
+			r->msgid = 0;
+			return r;
 		}
-		return;
+	return NULL;
+}
+
+/* paho's receive thread, holding paho's lock: the broker acknowledged the
+ * QoS 1/2 message under packet id msgid (result: 0, or an MQTT 5 reason
+ * code). One mqtt-io has not recorded yet waits in c->early. */
+static void cwm_pub_acked(struct mg_mqtt *c, int msgid, int result)
+{
+	pthread_mutex_lock(&c->lock);
+	struct cwm_out *r = cwm_byid_take(c, msgid);
+	if (r == NULL) {
+		int n = c->nearly < (int)(sizeof(c->early) / sizeof(c->early[0]))
+		            ? c->nearly++
+		            : 0;
+		c->early[n].msgid = msgid;
+		c->early[n].result = result;
+	} else {
+		cwm_window_acked(c);
 	}
-	cwm_done(r->c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+	pthread_mutex_unlock(&c->lock);
+	if (r != NULL)
+		cwm_done(c, r, result, 0, NULL, 0);
 }

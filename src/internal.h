@@ -102,7 +102,8 @@
 #define MG_MQTT_ENABLE_BRIDGE 1
 #endif
 
-#include <MQTTAsync.h>
+#include <MQTTClient.h>
+#include <MQTTClientPersistence.h>
 #include <civetweb.h>
 #include <cjson/cJSON.h>
 
@@ -136,13 +137,11 @@
                                one doubles the pool, up to QUEUE_SIZE */
 #define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
 #define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
-#define CWM_WAKE_MS 4       /* see src/wake.c */
-#define CWM_WAKE_MAX_MS 250
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
-#define CWM_SHORT_LOSSES 3   /* ... this many times in a row, on a persistent
-                                session: paho's handle is made anew */
+#define CWM_POISON_STRIKES 2 /* see cwm_window_lost (io.c) */
+#define CWM_ID_BUCKETS 256   /* c->byid: QoS 1/2 messages by packet id */
 #define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
                                    recurses once a level, and a CivetWeb
                                    worker has a 100 kB stack */
@@ -237,6 +236,7 @@ struct cwm_settings {
 	char *persistence_dir;
 	int persistence_fsync;
 	int queue_size;
+	int queue_bytes; /* bytes of messages waiting for handlers, at most */
 	int max_packet_size; /* the broker's packet limit, as the user knows it */
 	int log_level;     /* MG_MQTT_LOG_*: lines above it are not made */
 	char *bridge_path;
@@ -316,11 +316,10 @@ struct cwm_out {
 	int restored;                 /* read back from PERSISTENCE_DIR */
 	int noop;                     /* done at once, nothing sent */
 	int appendable;               /* a SUBSCRIBE later calls may join */
-	int orphan;                   /* emptied: its contents went to a new
-	                                 command (cwm_orphan_acks); paho's late
-	                                 answer only frees it */
-	int sent;                     /* publish: paho took it on this
-	                                 connection */
+	int sent;                     /* publish: paho took it */
+	int msgid;                    /* [L] QoS 1/2 publish in paho: its packet
+	                                 id (c->byid); 0: none */
+	struct cwm_out *idnext;       /* [L] in its c->byid bucket */
 	uint64_t pseq;                /* its file in PERSISTENCE_DIR; 0: none */
 	char *topic;                  /* publish */
 	void *payload;
@@ -370,10 +369,11 @@ struct cwm_event {
 	int pooled; /* a message slot of the client's pool (cwm_slot_take) */
 	union {
 		struct {
-			MQTTAsync_message *m;
+			MQTTClient_message *m;
 			char *topic;
 			size_t topic_len;
 			int inline_hit; /* inline handlers ran: no catch-all */
+			size_t bytes;   /* counted in c->ev_bytes */
 		} msg;
 		struct mg_mqtt_connect_info conn;
 		struct mg_mqtt_disconnect_info disc;
@@ -391,6 +391,26 @@ struct cwm_event {
 	char data[];
 };
 
+/* What an MQTT 5 CONNACK announces (absent: the specification's default);
+ * MQTT 3.1.1 announces nothing: all 1, no maxima. */
+struct cwm_caps {
+	int recvmax;
+	unsigned maxpacket;
+	int shared, wildcard, retain, alias_max;
+};
+
+/* The result of one connection attempt (cwm_eng_connect). */
+struct cwm_connack {
+	int ok;             /* 1: connected */
+	int session;        /* the broker resumed a session */
+	struct cwm_caps caps;
+	int reason;         /* > 0: the broker refused (CONNACK code) */
+	int code;           /* paho's return code */
+	int dropped;        /* CONNACK came, then the connection closed while
+	                       paho sent the session's unfinished messages */
+	int64_t elapsed_ms; /* how long the attempt took */
+};
+
 struct cwm_req;
 struct cwm_bridge;
 
@@ -403,6 +423,7 @@ struct mg_mqtt {
 	pthread_cond_t io_cond;    /* wakes mqtt-io */
 	pthread_cond_t ev_cond;    /* wakes mqtt-dispatch */
 	pthread_cond_t state_cond; /* start and stop wait on it */
+	pthread_mutex_t pstore_lock; /* pstore (a leaf: engine.c) */
 
 	/* Handlers: written before start, read-only afterwards. */
 	struct cwm_tnode tree;
@@ -432,7 +453,12 @@ struct mg_mqtt {
 	char *pdir;               /* PERSISTENCE_DIR/<client id>, or NULL */
 	struct cwm_bridge *bridge; /* BRIDGE_PATH set; lives from start to stop */
 	atomic_uint_fast64_t pseq_next; /* next message file number */
-	MQTTAsync paho;
+	MQTTClient paho;          /* engine.c: mqtt-io's, see its contract */
+	int paho_ver;             /* engine.c: MQTT version of the handle's last
+	                             connect (paho: connect5 on v5 handles) */
+	MQTTClient_persistence pst; /* engine.c: paho's store callbacks */
+	struct cwm_map pstore;    /* paho's session store (persistent sessions),
+	                             under pstore_lock: key -> struct cwm_pval */
 	int v5;
 	pthread_t io_thread, dispatch_thread;
 	int io_started, dispatch_started;
@@ -444,17 +470,19 @@ struct mg_mqtt {
 	int64_t connected_at;     /* [L] ms, of the current connection */
 	int64_t lost_at;          /* [L] ms, of the last connection loss */
 	int same_again;           /* [L] see cwm_connect_failed */
-	struct mg_mqtt *run_next; /* the running clients (src/wake.c) */
-	int connecting_counted;   /* [L] in cwm_connecting */
-	int64_t next_wake;        /* [L] ms, the next wake-up UNSUBSCRIBE */
-	int wake_gap;             /* [L] ms, to the one after; 0: none due */
-	int short_losses;         /* [L] in a row, see CWM_SHORT_LOSSES */
 	unsigned conn_gen;        /* [L] connections made (cwm_connected) */
-	int progressed;           /* [L] a command handed to paho on this
-	                             connection was done: it is no short loss */
-	int renew_paho;           /* [L] mqtt-io makes paho's handle anew */
-	int clean_once;           /* [L] the next connect starts a clean session
-	                             (after a new handle: see cwm_paho_renew) */
+	int progressed;           /* [L] the broker acknowledged something on
+	                             this connection: it is no short loss */
+	int inflight_at_loss;     /* [L] QoS 1/2 messages in flight when the
+	                             last connection was lost */
+	int short_loss;           /* [L] that loss was short, nothing acked */
+	unsigned losses;          /* [L] connections lost, ever */
+	int suspect;              /* [L] the id of the message oldest in flight
+	                             at the last short losses (cwm_window_lost) */
+	int strikes;              /* [L] short losses in a row with it oldest */
+	int poison;               /* [L] id of a message to fail as poison
+	                             (mqtt-io, before the next connect); 0 */
+	int recvmax;              /* [L] the broker's Receive Maximum; 0: none */
 	int quick_moves;          /* [L] losses answered by trying the next
 	                             broker at once, since the back-off */
 	atomic_int no_retain;     /* the broker said Retain Available 0 */
@@ -482,13 +510,29 @@ struct mg_mqtt {
 	int renew_needed, birth_needed;
 	int server_reason;        /* MQTT 5 DISCONNECT reason from the broker */
 	char *broker;             /* URI of the current or last connection */
-	int window;               /* QoS 1/2 messages paho may hold */
+	int window;               /* QoS 1/2 messages paho may hold: the
+	                             smallest of MAX_INFLIGHT, the broker's
+	                             Receive Maximum and awin */
+	int awin;                 /* the adaptive window (cwm_window_lost) */
+	int awin_cap;             /* it grows back up to this */
+	int awin_acks;            /* acknowledgements since it last grew */
+	int awin_logged;          /* its shrinking was logged */
+	uint64_t poisoned;        /* messages failed as poison */
+	struct cwm_out *byid[CWM_ID_BUCKETS]; /* QoS 1/2 in paho, by packet id */
+	struct { int msgid, result; } early[16]; /* acknowledgements that came
+	                             before mqtt-io recorded the packet id */
+	int nearly;
 	int inflight, inflight0;  /* QoS 1/2 and QoS 0 messages in paho */
 	int unfinished;           /* publishes accepted and not done */
 	struct cwm_out *outq, *outq_tail, *retry, *retry_tail, *inpaho;
-	struct cwm_out *orphans;  /* see cwm_out.orphan, linked by next */
 	struct cwm_event *evq, *evq_tail;
 	int ev_msgs;              /* messages queued or being dispatched */
+	size_t ev_bytes;          /* their bytes (topic, payload, slot) */
+	int paused;               /* flow control: the queue passed QUEUE_SIZE
+	                             or QUEUE_BYTES; mqtt-io disconnects until
+	                             the handlers catch up (cwm_flow_*) */
+	uint64_t pauses;          /* times paused */
+	int64_t paused_at, paused_ms;
 	struct cwm_event *slot_free;  /* the message slot pool */
 	struct cwm_event *chunks[CWM_SLOT_CHUNKS];
 	int nslots, nchunks;
@@ -500,6 +544,7 @@ struct mg_mqtt {
 	int next_id;
 	unsigned seed;
 	uint64_t published, publish_failed, received, dropped_queue_full;
+	uint64_t renewals;        /* new paho handles (poison only) */
 	uint64_t reconnects, connects;
 	uint64_t drops_unlogged, queue_overflow;
 	uint64_t *unlinks;        /* PERSISTENCE_DIR files for mqtt-io to remove */
@@ -527,7 +572,9 @@ struct mg_mqtt {
 	/* trace.c: paho's trace, under its process-wide cwm_trace_lock
 	 * (taken before c->lock, never while c->lock is held). */
 	int trace_joined;         /* in the list of clients paho's trace sees */
-	int trace_tls;            /* a verified TLS connect is in progress */
+	int trace_tls;            /* a connect is watched (in progress) */
+	int trace_checkhost;      /* ... to a TLS URI whose host is verified */
+	int trace_sent;           /* ... and paho's trace showed its CONNECT */
 	int trace_host_bad;       /* paho's trace: its host name check failed */
 	char trace_host[256];     /* host name of the URI being tried */
 	atomic_int trace_queued;  /* paho lines queued for mqtt-dispatch */
@@ -758,6 +805,7 @@ static void cwm_trace_join(struct mg_mqtt *c);
 static void cwm_trace_leave(struct mg_mqtt *c);
 static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx);
 static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len);
+static void cwm_trace_watch_end(struct mg_mqtt *c);
 static void cwm_debug_connack(struct mg_mqtt *c, int session,
                               MQTTProperties *props);
 static void cwm_debug_send(struct mg_mqtt *c, const struct cwm_out *r);
@@ -765,7 +813,8 @@ static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
                            int result, int retry, const int *codes,
                            int ncodes);
 static void cwm_debug_received(struct mg_mqtt *c, const char *topic,
-                               size_t tl, const MQTTAsync_message *m);
+                               size_t tl, const MQTTClient_message *m);
+static int cwm_trace_connect_sent(struct mg_mqtt *c);
 static void cwm_debug_disconnect(struct mg_mqtt *c);
 
 /* src/props.c */
@@ -826,35 +875,55 @@ static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
                               int64_t wait_ms);
 static void *cwm_io_main(void *arg);
 
+/* src/engine.c: the only part that calls paho's client API (its
+ * contract is at the top of engine.c). */
+static int cwm_eng_create(struct mg_mqtt *c, char *err, size_t errlen);
+static void cwm_eng_destroy(struct mg_mqtt *c);
+static int cwm_eng_renew(struct mg_mqtt *c, const int *drop, int ndrop,
+                         char *err, size_t errlen);
+static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a);
+static int cwm_eng_publish(struct mg_mqtt *c, const struct cwm_out *r,
+                           int *msgid);
+static int cwm_eng_filters(struct mg_mqtt *c, const struct cwm_out *r, int sub,
+                           int *codes);
+static void cwm_eng_disconnect(struct mg_mqtt *c, int timeout_ms);
+static void cwm_eng_free_message(MQTTClient_message *m, char *topic);
+static void cwm_eng_trace(int level, MQTTClient_traceCallback *cb, int set_cb,
+                          int set_level);
+static const char *cwm_eng_strerror(int rc);
+
 /* src/connection.c */
-static int cwm_paho_connect(struct mg_mqtt *c, int idx);
+static void cwm_connect_result(struct mg_mqtt *c, const struct cwm_connack *a);
 static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
                                const char *text);
 static void cwm_on_lost(void *ctx, char *cause);
+static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost);
+static void cwm_window_set(struct mg_mqtt *c);
+static void cwm_window_acked(struct mg_mqtt *c);
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason);
 
 /* src/done.c */
 static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
                      int retry, const int *codes, int ncodes);
-static void cwm_on_done_ok(void *ctx, MQTTAsync_successData *d);
-static void cwm_on_done_fail(void *ctx, MQTTAsync_failureData *d);
-static void cwm_on_done_ok5(void *ctx, MQTTAsync_successData5 *d);
-static void cwm_on_done_fail5(void *ctx, MQTTAsync_failureData5 *d);
+static void cwm_pub_acked(struct mg_mqtt *c, int msgid, int result);
+static void cwm_byid_add(struct mg_mqtt *c, struct cwm_out *r, int msgid);
+static struct cwm_out *cwm_byid_take(struct mg_mqtt *c, int msgid);
 
 /* src/dispatch.c */
 static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev);
 static struct cwm_event *cwm_event_new(enum cwm_evtype type, size_t extra);
 static char *cwm_event_str(struct cwm_event *ev, size_t *used, const char *s);
 static int cwm_on_message(void *ctx, char *topic, int topic_len,
-                          MQTTAsync_message *m);
+                          MQTTClient_message *m);
+static void cwm_flow_check(struct mg_mqtt *c);
 static void cwm_event_discard(struct cwm_event *ev);
 static void *cwm_dispatch_main(void *arg);
 
 /* src/request.c */
 static int cwm_req_setup(struct mg_mqtt *c);
 static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
-                           MQTTAsync_message *m);
+                           MQTTClient_message *m);
 static void cwm_req_stop(struct mg_mqtt *c, int wait);
 
 /* src/json.c */
@@ -868,7 +937,6 @@ static void cwm_json_str_or_null(cJSON *o, const char *name, const char *v);
 static void cwm_registry_each(const struct mg_context *ctx,
                               void (*fn)(struct mg_mqtt *c, void *arg),
                               void *arg);
-static int cwm_start_paho(struct mg_mqtt *c, char *err, size_t errlen);
 
 /* src/status.c */
 static cJSON *cwm_status_object(struct mg_mqtt *c);

@@ -27,67 +27,109 @@ static int cwm_publish_too_large(struct mg_mqtt *c, const struct cwm_out *r)
 	return 1;
 }
 
-/* mqtt-io: hands one command to paho. Called without c->lock; r is already
- * in c->inpaho, because paho may report it done before returning. */
-static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
+/* [L] mqtt-io, after paho took QoS 1/2 message r under packet id msgid:
+ * recorded for its acknowledgement, unless that came first (c->early), or
+ * the connection was lost meanwhile on a clean session (paho dropped its
+ * copy: r goes again from retry). */
+static void cwm_sent_qos(struct mg_mqtt *c, struct cwm_out *r, int msgid,
+                         unsigned losses)
 {
-	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-	int rc;
-
-	if (r->noop) {
-		cwm_done(c, r, 0, 0, NULL, 0);
+	for (int i = 0; i < c->nearly; i++) {
+		if (c->early[i].msgid != msgid)
+			continue;
+		int result = c->early[i].result;
+		c->early[i] = c->early[--c->nearly];
+		pthread_mutex_unlock(&c->lock);
+		cwm_done(c, r, result, 0, NULL, 0);
+		pthread_mutex_lock(&c->lock);
 		return;
 	}
-	ro.context = r;
-	if (cwm_v5_now(c)) { /* paho wants the callbacks of the connection's
-	                        version (PROTOCOL_FALLBACK may have changed it) */
-		ro.onSuccess5 = cwm_on_done_ok5;
-		ro.onFailure5 = cwm_on_done_fail5;
-	} else {
-		ro.onSuccess = cwm_on_done_ok;
-		ro.onFailure = cwm_on_done_fail;
+	c->nearly = 0; /* any other is stale: its message went before */
+	if (c->losses != losses && c->cfg.clean_session) {
+		pthread_mutex_unlock(&c->lock);
+		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+		pthread_mutex_lock(&c->lock);
+		return;
 	}
-	if (r->type == CMD_PUBLISH && cwm_publish_too_large(c, r)) {
+	cwm_byid_add(c, r, msgid);
+}
+
+/* mqtt-io: a PUBLISH to paho. Called without c->lock. */
+static void cwm_send_publish(struct mg_mqtt *c, struct cwm_out *r)
+{
+	int msgid = 0;
+	if (cwm_publish_too_large(c, r)) {
 		cwm_done(c, r, MG_MQTT_ERR_TOO_LARGE, 0, NULL, 0);
 		return;
 	}
-	if (r->type == CMD_PUBLISH && r->retain && atomic_load(&c->no_retain)) {
+	if (r->retain && atomic_load(&c->no_retain)) {
 		cwm_done(c, r, 0x9A, 0, NULL, 0); /* "retain not supported" */
 		return;
 	}
 	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
-	if (r->type == CMD_PUBLISH) {
-		MQTTAsync_message m = MQTTAsync_message_initializer;
-		m.payload = r->payload;
-		m.payloadlen = (int)r->len;
-		m.qos = r->qos;
-		m.retained = r->retain;
-		if (r->props != NULL)
-			cwm_props_to_paho(r->props, &m.properties);
-		r->sent = 1; /* before: paho may report it done before returning */
-		rc = MQTTAsync_sendMessage(c->paho, r->topic, &m, &ro);
-		MQTTProperties_free(&m.properties);
-		if (rc != MQTTASYNC_SUCCESS)
-			r->sent = 0;
-	} else if (r->type == CMD_SUBSCRIBE) {
-		rc = MQTTAsync_subscribeMany(c->paho, r->nfilters, r->wire, r->qos_list,
-		                             &ro);
-	} else {
-		rc = MQTTAsync_unsubscribeMany(c->paho, r->nfilters, r->wire, &ro);
-	}
-	if (rc == MQTTASYNC_SUCCESS)
-		return;
-	if (rc == MQTTASYNC_DISCONNECTED || rc == MQTTASYNC_MAX_BUFFERED_MESSAGES ||
-	    rc == MQTTASYNC_NO_MORE_MSGIDS || rc == MQTTASYNC_MAX_MESSAGES_INFLIGHT) {
+	pthread_mutex_lock(&c->lock);
+	unsigned losses = c->losses;
+	pthread_mutex_unlock(&c->lock);
+	int rc = cwm_eng_publish(c, r, &msgid);
+	if (rc == 0) {
+		r->sent = 1;
+		if (r->qos == 0) {
+			cwm_done(c, r, 0, 0, NULL, 0);
+			return;
+		}
 		pthread_mutex_lock(&c->lock);
-		c->send_blocked = 1; /* until the next connect, or a completion */
+		cwm_sent_qos(c, r, msgid, losses);
+		pthread_mutex_unlock(&c->lock);
+	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
+		pthread_mutex_lock(&c->lock);
+		c->send_blocked = 1; /* until the next connect */
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
 	} else {
-		cwm_log(c, MG_MQTT_LOG_ERROR, "paho refused a command: %s (%d)",
-		        MQTTAsync_strerror(rc), rc);
-		cwm_done(c, r, MG_MQTT_ERR_PAHO, 0, NULL, 0);
+		cwm_done(c, r, rc, 0, NULL, 0);
 	}
+}
+
+/* mqtt-io: a SUBSCRIBE or UNSUBSCRIBE, and its acknowledgement. */
+static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
+{
+	int buf[CWM_RENEW_CHUNK];
+	int *codes = r->nfilters <= CWM_RENEW_CHUNK
+	                 ? buf
+	                 : malloc(sizeof(int) * (size_t)r->nfilters);
+	if (codes == NULL) {
+		cwm_done(c, r, MG_MQTT_ERR_NOMEM, 0, NULL, 0);
+		return;
+	}
+	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
+	int rc = cwm_eng_filters(c, r, r->type == CMD_SUBSCRIBE, codes);
+	if (rc == 0) {
+		pthread_mutex_lock(&c->lock);
+		c->progressed = 1; /* the broker answered on this connection */
+		pthread_mutex_unlock(&c->lock);
+		cwm_done(c, r, 0, 0, codes, r->nfilters);
+	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
+		pthread_mutex_lock(&c->lock);
+		c->send_blocked = 1;
+		pthread_mutex_unlock(&c->lock);
+		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+	} else {
+		cwm_done(c, r, rc, 0, NULL, 0);
+	}
+	if (codes != buf)
+		free(codes);
+}
+
+/* mqtt-io: hands one command to paho. Called without c->lock; r is already
+ * in c->inpaho (it counts against the windows). */
+static void cwm_send(struct mg_mqtt *c, struct cwm_out *r)
+{
+	if (r->noop)
+		cwm_done(c, r, 0, 0, NULL, 0);
+	else if (r->type == CMD_PUBLISH)
+		cwm_send_publish(c, r);
+	else
+		cwm_send_filters(c, r);
 }
 
 /* [L] Takes the commands mqtt-io may hand to paho now, oldest first: retry
@@ -222,69 +264,15 @@ static void cwm_fail_all(struct mg_mqtt *c)
 		                               : "");
 }
 
-static void cwm_on_disc_ok(void *ctx, MQTTAsync_successData *r)
-{
-	struct mg_mqtt *c = ctx;
-	(void)r;
-	pthread_mutex_lock(&c->lock);
-	c->disc_done = 1;
-	pthread_cond_broadcast(&c->state_cond);
-	pthread_mutex_unlock(&c->lock);
-}
-
-static void cwm_on_disc_fail(void *ctx, MQTTAsync_failureData *r)
-{
-	(void)r;
-	cwm_on_disc_ok(ctx, NULL);
-}
-
-static void cwm_on_disc_ok5(void *ctx, MQTTAsync_successData5 *r)
-{
-	(void)r;
-	cwm_on_disc_ok(ctx, NULL);
-}
-
-static void cwm_on_disc_fail5(void *ctx, MQTTAsync_failureData5 *r)
-{
-	(void)r;
-	cwm_on_disc_ok(ctx, NULL);
-}
-
-/* mqtt-io, at stop: DISCONNECT (the broker drops the will), then destroy. */
+/* mqtt-io, at stop: DISCONNECT (the broker drops the will), then the
+ * handle goes. */
 static void cwm_io_shutdown(struct mg_mqtt *c, int was_connected)
 {
 	if (was_connected) {
-		MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-		d.timeout = 1000;
-		d.context = c;
-		if (cwm_v5_now(c)) {
-			d.onSuccess5 = cwm_on_disc_ok5;
-			d.onFailure5 = cwm_on_disc_fail5;
-		} else {
-			d.onSuccess = cwm_on_disc_ok;
-			d.onFailure = cwm_on_disc_fail;
-		}
 		cwm_debug_disconnect(c); /* trace.c: LOG_LEVEL debug */
-		if (MQTTAsync_disconnect(c->paho, &d) == MQTTASYNC_SUCCESS) {
-			struct timespec until = cwm_deadline(3000);
-			pthread_mutex_lock(&c->lock);
-			while (!c->disc_done &&
-			       pthread_cond_timedwait(&c->state_cond, &c->lock, &until) !=
-			           ETIMEDOUT) {
-			}
-			pthread_mutex_unlock(&c->lock);
-		}
+		cwm_eng_disconnect(c, 0);
 	}
-	if (c->paho != NULL)
-		MQTTAsync_destroy(&c->paho); /* no paho callback runs after this */
-	c->paho = NULL;
-	pthread_mutex_lock(&c->lock);
-	while (c->orphans != NULL) {
-		struct cwm_out *r = c->orphans;
-		c->orphans = r->next;
-		free(r);
-	}
-	pthread_mutex_unlock(&c->lock);
+	cwm_eng_destroy(c); /* no paho callback runs after this */
 	cwm_trace_leave(c); /* trace.c: no paho trace lines after this */
 }
 
@@ -342,59 +330,72 @@ static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
 	p->busy = 0;
 }
 
-/* [L] mqtt-io, released around paho's calls: a new paho handle for c
- * (cwm_conn_lost_locked says when). Destroying the old one hands back
- * what it held, to retry as paho's give-back would (its failure callbacks,
- * or here for what it kept quiet about); the new one starts without
- * paho's session store, so a message it corrupted there is gone. Its first
- * connect starts a clean session: the broker's session still holds the
- * old packet ids of unfinished QoS 2 messages, and the new handle numbers
- * from 1 again (mosquitto then drops the old message and refuses the new,
- * both lost). What the broker held for the client unreleased is sent
- * again by the library; what it queued for the client meanwhile is gone
- * with the session (README, known limitations). */
-static void cwm_paho_renew(struct mg_mqtt *c)
+/* [L] mqtt-io, before a connect: the message the broker closed the
+ * connection over, again and again (cwm_window_lost), is failed to its
+ * caller and never sent again. On a clean session it waits in retry; on
+ * a persistent one paho holds it in its store, which a new handle takes
+ * back without it (released around paho's calls). */
+static void cwm_io_poison(struct mg_mqtt *c)
 {
-	char err[256];
-	c->renew_paho = 0;
-	c->clean_once = 1;
-	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
-	               "the broker closed %d connections in a row right after "
-	               "accepting them: paho's client is made anew, with a clean "
-	               "session (unfinished messages are sent again from the "
-	               "library's copies)",
-	               CWM_SHORT_LOSSES);
-	pthread_mutex_unlock(&c->lock);
-	MQTTAsync_destroy(&c->paho);
-	c->paho = NULL;
-	for (;;) {
-		pthread_mutex_lock(&c->lock);
-		struct cwm_out *r = c->inpaho, *o;
-		while ((o = c->orphans) != NULL) {
-			c->orphans = o->next;
-			free(o);
-		}
-		pthread_mutex_unlock(&c->lock);
+	int id = c->poison, msgid = 0;
+	struct cwm_out *r;
+	c->poison = 0;
+	for (r = c->inpaho; r != NULL && r->id != id; r = r->inext) {
+	}
+	if (r != NULL && r->msgid != 0) {
+		msgid = r->msgid;
+		cwm_byid_take(c, msgid);
+		cwm_inpaho_unlink(c, r);
+	} else {
+		struct cwm_out *prev = NULL;
+		for (r = c->retry; r != NULL && r->id != id; r = r->next)
+			prev = r;
 		if (r == NULL)
-			break;
-		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+			return; /* done meanwhile */
+		if (prev != NULL)
+			prev->next = r->next;
+		else
+			c->retry = r->next;
+		if (c->retry_tail == r)
+			c->retry_tail = prev;
+		r->next = NULL;
 	}
-	int rc = cwm_start_paho(c, err, sizeof(err));
+	c->poisoned++;
+	cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+	               "the broker closed the connection %d times in a row over "
+	               "message %d to '%s' (%zu bytes, qos %d): it is failed and "
+	               "not sent again",
+	               CWM_POISON_STRIKES, r->id, r->topic, r->len, r->qos);
+	pthread_mutex_unlock(&c->lock);
+	if (msgid != 0) {
+		char err[256];
+		if (cwm_eng_renew(c, &msgid, 1, err, sizeof(err)) != 0)
+			cwm_log(c, MG_MQTT_LOG_ERROR, "%s", err);
+		pthread_mutex_lock(&c->lock);
+		c->renewals++;
+		pthread_mutex_unlock(&c->lock);
+	}
+	cwm_done(c, r, MG_MQTT_ERR_POISON, 0, NULL, 0);
 	pthread_mutex_lock(&c->lock);
-	if (rc != 0) {
-		cwm_log_locked(c, MG_MQTT_LOG_ERROR, "%s", err);
-		c->renew_paho = 1; /* again before the next attempt */
-	}
 }
 
-/* [L] Starts the next connection attempt (released around paho's call). */
+/* [L] Starts the next connection attempt and waits for its result
+ * (released around paho's call). */
 static void cwm_io_connect(struct mg_mqtt *c)
 {
-	if (c->renew_paho)
-		cwm_paho_renew(c);
+	struct cwm_connack a;
+	if (c->poison != 0)
+		cwm_io_poison(c);
 	if (c->paho == NULL) {
-		c->reconnect_at = cwm_now_ms() + 1000; /* create failed: later */
-		return;
+		char err[256];
+		pthread_mutex_unlock(&c->lock);
+		int rc = cwm_eng_create(c, err, sizeof(err));
+		pthread_mutex_lock(&c->lock);
+		if (rc != 0) {
+			cwm_log_locked(c, MG_MQTT_LOG_ERROR, "%s", err);
+			c->reconnect_at = cwm_now_ms() + 1000; /* later */
+			return;
+		}
 	}
 	c->state = CWM_CONNECTING;
 	if (c->uri_try == 0)
@@ -402,13 +403,10 @@ static void cwm_io_connect(struct mg_mqtt *c)
 	c->tls_error = 0;
 	int idx = (c->uri_base + c->uri_try) % c->cfg.nuris;
 	c->uri_cur = idx;
-	cwm_connecting_set(c, 1);
 	pthread_mutex_unlock(&c->lock);
-	cwm_wake_others(c);
-	cwm_trace_connect_begin(c, idx); /* trace.c: CONNECT line, TLS watch */
-	int rc = cwm_paho_connect(c, idx);
-	if (rc != MQTTASYNC_SUCCESS)
-		cwm_connect_failed(c, MG_MQTT_ERR_CONNECT, -1, MQTTAsync_strerror(rc));
+	cwm_trace_connect_begin(c, idx); /* trace.c: CONNECT line, watches */
+	cwm_eng_connect(c, idx, &a);
+	cwm_connect_result(c, &a);
 	pthread_mutex_lock(&c->lock);
 }
 
@@ -437,7 +435,6 @@ static int cwm_io_send(struct mg_mqtt *c)
 static void cwm_io_finish(struct mg_mqtt *c)
 {
 	int was_connected = c->state == CWM_CONNECTED;
-	cwm_connecting_set(c, 0);
 	char *broker = cwm_strdup(c->broker);
 	const char *msg = "stopped", *b = broker != NULL ? broker : "";
 	c->state = CWM_IDLE;
@@ -466,6 +463,21 @@ static void cwm_io_finish(struct mg_mqtt *c)
 	free(broker);
 }
 
+/* [L] Flow control (cwm_flow_check): while the handlers are behind,
+ * mqtt-io closes the connection (DISCONNECT: the broker keeps the will
+ * and, on a persistent session, what arrives meanwhile) and does not
+ * reconnect until they caught up. Released around paho's call. */
+static void cwm_io_pause(struct mg_mqtt *c)
+{
+	c->state = CWM_DISCONNECTED;
+	atomic_store(&c->connected, 0);
+	cwm_conn_gone_locked(c, "paused: the handlers are behind (QUEUE_SIZE "
+	                        "or QUEUE_BYTES reached)", 0);
+	pthread_mutex_unlock(&c->lock);
+	cwm_eng_disconnect(c, 0);
+	pthread_mutex_lock(&c->lock);
+}
+
 static void *cwm_io_main(void *arg)
 {
 	struct mg_mqtt *c = arg;
@@ -481,7 +493,11 @@ static void *cwm_io_main(void *arg)
 		if (c->stopping &&
 		    (c->state != CWM_CONNECTED || idle || now >= c->stop_deadline))
 			break;
-		if (!c->stopping && c->state == CWM_DISCONNECTED &&
+		if (c->paused && c->state == CWM_CONNECTED) {
+			cwm_io_pause(c);
+			continue;
+		}
+		if (!c->stopping && !c->paused && c->state == CWM_DISCONNECTED &&
 		    now >= c->reconnect_at) {
 			cwm_io_connect(c);
 			continue;
@@ -491,15 +507,10 @@ static void *cwm_io_main(void *arg)
 			cwm_worked(&pace, CWM_BATCH);
 			continue;
 		}
-		int64_t wake_ms = cwm_wake_traffic(c, now);
-		if (wake_ms == 0)
-			continue; /* a wake-up to send */
 		if (c->stopping)
 			wait_ms = c->stop_deadline - now;
-		else if (c->state == CWM_DISCONNECTED)
+		else if (c->state == CWM_DISCONNECTED && !c->paused)
 			wait_ms = c->reconnect_at - now;
-		else
-			wait_ms = wake_ms;
 		cwm_wait_for_work(c, &c->io_cond, &c->io_waiting, &pace, wait_ms);
 	}
 	cwm_io_finish(c);

@@ -55,7 +55,7 @@ static int cwm_req_setup(struct mg_mqtt *c)
  * a reply to a waiting request. Returns 1 when the message was a reply
  * (then it is consumed here, on time or late), 0 otherwise. */
 static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
-                           MQTTAsync_message *m)
+                           MQTTClient_message *m)
 {
 	size_t bl = c->reply_base_len;
 	if (c->reply_base == NULL || tl <= bl ||

@@ -99,6 +99,16 @@ static void cwm_status_counts(const struct mg_mqtt *c, cJSON *counters,
 	cJSON_AddNumberToObject(gauges, "in_flight", c->inflight + c->inflight0);
 	cJSON_AddNumberToObject(gauges, "queued", cwm_buffered_locked(c));
 	cJSON_AddNumberToObject(gauges, "queue_depth", c->ev_msgs);
+	cJSON_AddNumberToObject(gauges, "queue_bytes", (double)c->ev_bytes);
+	cJSON_AddNumberToObject(gauges, "inflight_window", c->window);
+	cJSON_AddBoolToObject(gauges, "paused", c->paused);
+	cJSON_AddNumberToObject(counters, "flow_pauses", (double)c->pauses);
+	cJSON_AddNumberToObject(counters, "paused_ms",
+	                        (double)(c->paused_ms +
+	                                 (c->paused ? cwm_now_ms() - c->paused_at
+	                                            : 0)));
+	cJSON_AddNumberToObject(counters, "poisoned", (double)c->poisoned);
+	cJSON_AddNumberToObject(counters, "paho_renewals", (double)c->renewals);
 }
 
 /* The status as a cJSON object (also served by the bridge); NULL when out

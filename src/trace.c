@@ -5,7 +5,7 @@
  * PUBLISH in, DISCONNECT), never a password or payload bytes; and paho's
  * trace, forwarded to every client that asked for debug.
  *
- * paho's trace is one per process (MQTTAsync_setTraceLevel /
+ * paho's trace is one per process (MQTTClient_setTraceLevel /
  * _setTraceCallback), its callback runs on whichever thread paho traces
  * on, holding paho's locks. So: the callback only queues (an EV_LOG for
  * each debug client, cwm_log_push_trace), under cwm_trace_lock, which is
@@ -14,11 +14,13 @@
  * the callback takes none). Lines that could carry a secret are dropped,
  * payload bytes cut off (cwm_trace_clean).
  *
- * The level is the cheapest paho has (MQTTASYNC_TRACE_ERROR: paho then
+ * The level is the cheapest paho has (MQTTCLIENT_TRACE_ERROR: paho then
  * skips the function entry/exit records it otherwise keeps for every
- * call) unless a client needs more: MQTTASYNC_TRACE_PROTOCOL while a
- * debug client runs, or while a TLS connect that checks the host name is
- * in progress. paho reports a host name mismatch only in its trace
+ * call) unless a client needs more: MQTTCLIENT_TRACE_PROTOCOL while a
+ * debug client runs, or while a connect is in progress (the watch: did
+ * paho send the CONNECT, which tells a broker that closed the connection
+ * after it from one that could not be reached; and, for a TLS URI whose
+ * host name is checked, that check). paho reports a host name mismatch only in its trace
  * ("X509_check_host for hostname H failed"), then fails the connect with
  * "TCP/TLS connect failure"; cwm_trace_tls_failed tells the connect
  * failure path. The line names the host only: it is given to every
@@ -139,7 +141,8 @@ static void cwm_trace_watch(const char *t)
 			n--;
 		for (size_t i = 0; i < cwm_tr_n; i++) {
 			struct mg_mqtt *c = cwm_tr_clients[i];
-			if (c->trace_tls && strlen(c->trace_host) == n &&
+			if (c->trace_tls && c->trace_checkhost &&
+			    strlen(c->trace_host) == n &&
 			    strncasecmp(c->trace_host, h, n) == 0)
 				c->trace_host_bad = 1;
 		}
@@ -153,16 +156,18 @@ static void cwm_trace_watch(const char *t)
 	for (size_t i = 0; i < cwm_tr_n; i++) {
 		struct mg_mqtt *c = cwm_tr_clients[i];
 		if (c->trace_tls && strlen(c->client_id) == (size_t)(p - id) &&
-		    strncmp(c->client_id, id, (size_t)(p - id)) == 0)
+		    strncmp(c->client_id, id, (size_t)(p - id)) == 0) {
 			c->trace_host_bad = 0;
+			c->trace_sent = 1;
+		}
 	}
 }
 
 /* paho's trace callback: paho's threads (or mqtt-io inside a paho call),
  * holding paho's locks. Queues only. */
-static void cwm_trace_cb(enum MQTTASYNC_TRACE_LEVELS level, char *message)
+static void cwm_trace_cb(enum MQTTCLIENT_TRACE_LEVELS level, char *message)
 {
-	if (level < MQTTASYNC_TRACE_PROTOCOL || message == NULL)
+	if (level < MQTTCLIENT_TRACE_PROTOCOL || message == NULL)
 		return;
 	const char *t = cwm_trace_text(message);
 	pthread_mutex_lock(&cwm_trace_lock);
@@ -182,19 +187,17 @@ static void cwm_trace_cb(enum MQTTASYNC_TRACE_LEVELS level, char *message)
 static void cwm_trace_apply(void)
 {
 	int need = cwm_tr_debug > 0 || cwm_tr_tls > 0;
-	int level = need ? MQTTASYNC_TRACE_PROTOCOL : MQTTASYNC_TRACE_ERROR;
+	int level = need ? MQTTCLIENT_TRACE_PROTOCOL : MQTTCLIENT_TRACE_ERROR;
 	if (cwm_tr_env < 0) {
 		const char *e = getenv("MQTT_C_CLIENT_TRACE_LEVEL");
 		cwm_tr_env = e != NULL && e[0] != '\0';
 	}
-	if (!cwm_tr_env && level != cwm_tr_level) {
-		MQTTAsync_setTraceLevel((enum MQTTASYNC_TRACE_LEVELS)level);
+	int set_level = !cwm_tr_env && level != cwm_tr_level;
+	int set_cb = need != cwm_tr_cb;
+	cwm_eng_trace(level, need ? cwm_trace_cb : NULL, set_cb, set_level);
+	if (set_level)
 		cwm_tr_level = level;
-	}
-	if (need != cwm_tr_cb) {
-		MQTTAsync_setTraceCallback(need ? cwm_trace_cb : NULL);
-		cwm_tr_cb = need;
-	}
+	cwm_tr_cb = need;
 }
 
 /* mqtt-io, before the client's first paho call that can trace. */
@@ -289,14 +292,13 @@ static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx)
 	pthread_mutex_lock(&cwm_trace_lock);
 	if (c->trace_joined) {
 		c->trace_host_bad = 0;
+		c->trace_sent = 0;
 		cwm_uri_host(uri, c->trace_host, sizeof(c->trace_host));
-		int want = cwm_checks_host(c, uri);
-		if (want && !c->trace_tls) {
+		c->trace_checkhost = cwm_checks_host(c, uri);
+		if (!c->trace_tls) {
 			c->trace_tls = 1;
 			cwm_tr_tls++;
 			cwm_trace_apply();
-		} else if (!want) {
-			cwm_trace_tls_end(c);
 		}
 	}
 	pthread_mutex_unlock(&cwm_trace_lock);
@@ -309,7 +311,7 @@ static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len)
 {
 	int bad = 0;
 	pthread_mutex_lock(&cwm_trace_lock);
-	if (c->trace_tls && c->trace_host_bad) {
+	if (c->trace_tls && c->trace_checkhost && c->trace_host_bad) {
 		bad = 1;
 		snprintf(why, len, "%s", c->trace_host);
 	}
@@ -317,6 +319,26 @@ static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len)
 	cwm_trace_tls_end(c);
 	pthread_mutex_unlock(&cwm_trace_lock);
 	return bad;
+}
+
+/* mqtt-io, after a failed attempt: 1 when paho's trace showed this
+ * client's CONNECT sent (the connection was open; the broker closed it or
+ * never answered). */
+static int cwm_trace_connect_sent(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_trace_lock);
+	int sent = c->trace_tls && c->trace_sent;
+	pthread_mutex_unlock(&cwm_trace_lock);
+	return sent;
+}
+
+/* The connect watch of c ends (its attempt is over). */
+static void cwm_trace_watch_end(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_trace_lock);
+	c->trace_host_bad = 0;
+	cwm_trace_tls_end(c);
+	pthread_mutex_unlock(&cwm_trace_lock);
 }
 
 /* ---- the library's own packets, at LOG_LEVEL debug ------------------- */
@@ -422,7 +444,7 @@ static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
                            int result, int retry, const int *codes,
                            int ncodes)
 {
-	if (!cwm_debug_on(c) || r->orphan || r->noop)
+	if (!cwm_debug_on(c) || r->noop)
 		return;
 	const char *what = r->type == CMD_PUBLISH     ? "PUBLISH"
 	                   : r->type == CMD_SUBSCRIBE ? "SUBACK"
@@ -456,7 +478,7 @@ static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
 
 /* paho's receive thread: a message arrived. */
 static void cwm_debug_received(struct mg_mqtt *c, const char *topic,
-                               size_t tl, const MQTTAsync_message *m)
+                               size_t tl, const MQTTClient_message *m)
 {
 	if (!cwm_debug_on(c))
 		return;

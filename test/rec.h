@@ -197,6 +197,8 @@ static inline void rec_on_log(struct mg_mqtt *c, int level, const char *text,
 	struct rec *r = ud;
 	(void)c;
 	(void)level;
+	if (getenv("REC_LOG") != NULL)
+		fprintf(stderr, "      [%lld] %s\n", (long long)th_now_ms() % 100000, text);
 	pthread_mutex_lock(&r->mu);
 	size_t n = strlen(text);
 	char *p = realloc(r->log, r->loglen + n + 2);

@@ -393,7 +393,7 @@ TEST_T(error_log_file_is_written_by_mqtt_dispatch_not_pahos_threads_no_loss,
 	pthread_mutex_unlock(&opens_mu);
 	watched[0] = '\0';
 	/* Opened on mqtt-dispatch (or this thread, at start-up), never on
-	 * paho's threads (MQTTAsync_send / MQTTAsync_rcv) nor mqtt-io. */
+	 * paho's thread (MQTTClient_run) nor mqtt-io. */
 	char names[1100] = "";
 	int bad = 0;
 	for (int k = 0; k < open_threads; k++) {

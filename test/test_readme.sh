@@ -23,7 +23,7 @@ set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 CC=${CC:-cc}
-LIBS=${LIBS:--lpaho-mqtt3as -lcivetweb -lcjson -lpthread}
+LIBS=${LIBS:--lpaho-mqtt3cs -lcivetweb -lcjson -lpthread}
 SCALE=${TEST_TIMEOUT_SCALE:-1}
 W=$(mktemp -d /tmp/cwm-readme-XXXXXX)
 chmod 755 "$W"
