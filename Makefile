@@ -395,7 +395,8 @@ $(BENCH_DIR)/bdispatch: bench/bdispatch.c civetweb_mqtt.c civetweb_mqtt.h
 bench-bins: $(BENCH_BINS)
 
 # BENCH_ARGS=--only=inbound,startup runs just those scenarios (of inbound,
-# latency, http, dispatch, fanout, memory, two, startup; no RESULTS.md).
+# latency, http, dispatch, fanout, memory, two, startup, idle; no
+# RESULTS.md).
 BENCH_ARGS ?=
 BENCH_RUN := BENCH_BIN=$(BENCH_DIR) \
              PAHO_PREFIX=$(if $(PAHO_PREFIX),$(abspath $(PAHO_PREFIX))) \
