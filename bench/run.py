@@ -899,6 +899,7 @@ def report(info, elapsed):
         "",
         "## Issue 19: publishing at the machine's limit, idle, memory",
         "",
+        READ19,
         "\n\n".join(HAND_SECTIONS),
         "",
         "## Targets of issue 19",
@@ -1150,6 +1151,59 @@ ISSUE19_TARGETS = [
 # engine, after a run on a quiet machine (printed next to "missed").
 REASONS19 = {
 }
+
+
+# How to read issue 19's tables: written into RESULTS.md with them.
+READ19 = """\
+How to read them:
+
+- Table 9 has one row per server, all under the same wrk load in the same
+  rounds. *req/s* is wrk's. *Acknowledged msg/s* (QoS 1 rows) is PUBACKs /
+  (last PUBACK - first accepted publish): a server may answer 200 before
+  the broker acknowledges, so at QoS 1 this, not req/s, is the rate the
+  broker took. *Server CPU us/req*, *futex/req* and *context
+  switches/req* are the server process's alone (not mosquitto's, wrk's or
+  the counting subscriber's), from the start of the load to the last
+  acknowledgement, divided by the requests; on two shared cores every
+  microsecond the server spends is one the broker and wrk lack, and CPU
+  per request is what the server itself costs, whoever else runs. Futex calls and context
+  switches count the hand-offs between threads: CivetWeb alone makes
+  about one context switch per request (its worker sleeps between
+  requests); what a publish path adds above that is its own. *Lost*: 200
+  answers (bridge: wrk's 200s) the counting subscriber never got; must
+  be 0.
+- The physical limit is one writev per request on one socket under a
+  mutex, no queue, no thread hand-off. A client that batches writes in a
+  network thread (libmosquitto at QoS 0) can beat it in req/s on some
+  runs: the limit is the cost of the simplest correct path, not an upper
+  bound on every design. libmosquitto and paho are used as a developer
+  would without this library: one shared client, the publish call in the
+  handler.
+- Table 9b divides product by baseline within each round (the two ran
+  in the same round, a minute apart at most), then takes the median over
+  the rounds, so a load change between rounds cancels. When the min-max of a ratio straddles a target,
+  the row is not decided by this run: rerun on a quiet machine (the load
+  average is printed at the start and the end).
+- Table 10: wake-ups are context switches of each thread over the window,
+  grouped by thread name. A thread blocked until something happens makes
+  0; a timed loop makes its rate (a 100 ms nanosleep: 10/s). The MQTT
+  keep-alive (60 s) shows as one PINGREQ and its PINGRESP a minute on the
+  network thread(s), a few hundredths a second, or nothing in a 20 s
+  quick window. The target (<= 2/s) is the example server's total over
+  all its threads; the stock civetweb binary (same CivetWeb options) and
+  a libmosquitto client are the references. CPU ms/min is time on a CPU (schedstat) scaled to a minute.
+- Table 11: VmRSS = RssAnon (heap and the touched parts of thread stacks:
+  what the process itself costs) + RssFile (pages of mapped files, mostly
+  shared libraries such as paho, cJSON and OpenSSL, shared with other
+  processes that map them). VmSize is address space: each thread reserves
+  a stack (the size of the stack rlimit by default, often 8 MiB) that
+  costs nothing until touched.
+- The targets table takes its ratios from table 9b (QoS 0 rows at QoS 0,
+  acknowledged rates at QoS 1, the bridge against the C route at QoS 1)
+  and the idle figure from table 10. A missed row shows the reason kept
+  in REASONS19 in bench/run.py, filled in by hand from what is known of
+  the engine after a run on a quiet machine.
+"""
 
 
 def per_round(R, a, b, key):
