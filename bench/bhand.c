@@ -9,6 +9,15 @@
  *               body with one writev under a mutex. QoS 1: packet ids
  *               1..65535 in turn, a reader thread on the same socket counts
  *               the PUBACKs. Nothing is kept for a resend.
+ *               Two references for batched designs on the same socket:
+ *               -B: each handler appends its packet to a buffer under the
+ *               mutex and returns; a writer thread, woken only when it was
+ *               idle, writes all that gathered with one write (one
+ *               hand-off, as an engine with its own I/O thread).
+ *               -C: each handler appends its packet; the one that finds
+ *               nobody writing writes the buffer until it is empty, the
+ *               others return at once (no hand-off; writes batch under
+ *               contention).
  *   bhand_mosq  (-DBHAND_MOSQ) libmosquitto used by hand: one shared client,
  *               mosquitto_loop_start, mosquitto_publish from every handler,
  *               its default in-flight window (20 QoS 1 messages; the rest
@@ -21,6 +30,7 @@
  *               options (maxInflight 65535).
  *
  *   bhand_* -p http_port -b broker_port [-t num_threads] [-w window]
+ *           [-B|-C]
  *
  * -w sets the client's in-flight window (libmosquitto: 0 is unlimited;
  * paho: maxInflight), for experiments; the bench runs the defaults.
@@ -199,6 +209,22 @@ static pthread_mutex_t wlock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned next_id;
 static pthread_t reader;
 
+/* How the handlers reach the socket: 0, each writes its own packet under
+ * wlock; 'B', they append to out_q and a writer thread writes whatever
+ * has gathered with one write, woken only when it was idle; 'C', they
+ * append to out_q and the one that finds nobody writing writes out_q
+ * until it is empty (the others return at once). */
+static int batched;
+static pthread_cond_t wcond = PTHREAD_COND_INITIALIZER;
+static pthread_t writer;
+static int writer_idle, writer_stop, writing;
+struct out_buf {
+	unsigned char *p;
+	size_t len, cap;
+	long qos0; /* QoS 0 packets in it: completed once written */
+};
+static struct out_buf out_q, out_w;
+
 /* Counts the PUBACKs until the socket closes. */
 static void *read_acks(void *arg)
 {
@@ -211,6 +237,40 @@ static void *read_acks(void *arg)
 	return NULL;
 }
 
+/* Takes out_q (wlock held), writes it with wlock released, and returns
+ * with wlock held again. */
+static void write_out_q(void)
+{
+	struct out_buf t = out_w;
+	out_w = out_q;
+	out_q = t;
+	out_q.len = 0;
+	out_q.qos0 = 0;
+	pthread_mutex_unlock(&wlock);
+	raw_write_all(rc_->fd, out_w.p, out_w.len);
+	if (out_w.qos0 > 0)
+		hsrv_acked_n(out_w.qos0);
+	pthread_mutex_lock(&wlock);
+}
+
+static void *write_batches(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&wlock);
+	for (;;) {
+		while (out_q.len == 0 && !writer_stop) {
+			writer_idle = 1;
+			pthread_cond_wait(&wcond, &wlock);
+		}
+		writer_idle = 0;
+		if (out_q.len == 0)
+			break;
+		write_out_q();
+	}
+	pthread_mutex_unlock(&wlock);
+	return NULL;
+}
+
 static int pub_open(int port)
 {
 	char id[64];
@@ -219,7 +279,28 @@ static int pub_open(int port)
 		return -1;
 	raw_mqtt_connect(rc_, id, 1);
 	atomic_store(&connected, 1);
+	if (batched == 'B' &&
+	    pthread_create(&writer, NULL, write_batches, NULL) != 0)
+		return -1;
 	return pthread_create(&reader, NULL, read_acks, NULL) == 0 ? 0 : -1;
+}
+
+/* Appends n bytes to out_q (under wlock), growing it by doubling. */
+static int out_append(const void *p, size_t n)
+{
+	if (out_q.len + n > out_q.cap) {
+		size_t cap = out_q.cap ? out_q.cap : 65536;
+		while (cap < out_q.len + n)
+			cap *= 2;
+		unsigned char *q = realloc(out_q.p, cap);
+		if (q == NULL)
+			return -1;
+		out_q.p = q;
+		out_q.cap = cap;
+	}
+	memcpy(out_q.p + out_q.len, p, n);
+	out_q.len += n;
+	return 0;
 }
 
 static int pub(const char *topic, const void *p, size_t n, int qos)
@@ -234,8 +315,7 @@ static int pub(const char *topic, const void *p, size_t n, int qos)
 	h[hl++] = (unsigned char)tl;
 	memcpy(h + hl, topic, tl);
 	hl += tl;
-	struct iovec iov[2] = {{h, hl + (qos > 0 ? 2 : 0)}, {(void *)p, n}};
-	size_t total = iov[0].iov_len + n;
+	size_t hlen = hl + (qos > 0 ? 2 : 0);
 	int id = 0;
 	pthread_mutex_lock(&wlock);
 	if (qos > 0) {
@@ -244,9 +324,25 @@ static int pub(const char *topic, const void *p, size_t n, int qos)
 		h[hl] = (unsigned char)(id >> 8);
 		h[hl + 1] = (unsigned char)id;
 	}
+	if (batched) {
+		int rc = out_append(h, hlen) == 0 && out_append(p, n) == 0 ? id : -1;
+		out_q.qos0 += rc >= 0 && qos == 0;
+		if (batched == 'B' && writer_idle) {
+			writer_idle = 0;
+			pthread_cond_signal(&wcond);
+		} else if (batched == 'C' && !writing) {
+			writing = 1;
+			while (out_q.len > 0)
+				write_out_q();
+			writing = 0;
+		}
+		pthread_mutex_unlock(&wlock);
+		return rc;
+	}
+	struct iovec iov[2] = {{h, hlen}, {(void *)p, n}};
 	ssize_t w = writev(rc_->fd, iov, 2);
 	pthread_mutex_unlock(&wlock);
-	if (w != (ssize_t)total) /* blocking socket: all or an error */
+	if (w != (ssize_t)(hlen + n)) /* blocking socket: all or an error */
 		return -1;
 	if (qos == 0)
 		hsrv_acked();
@@ -255,6 +351,15 @@ static int pub(const char *topic, const void *p, size_t n, int qos)
 
 static void pub_close(void)
 {
+	if (batched == 'B') {
+		pthread_mutex_lock(&wlock);
+		writer_stop = 1;
+		pthread_cond_signal(&wcond);
+		pthread_mutex_unlock(&wlock);
+		pthread_join(writer, NULL);
+	}
+	free(out_q.p);
+	free(out_w.p);
 	shutdown(rc_->fd, SHUT_RDWR);
 	pthread_join(reader, NULL);
 	close(rc_->fd);
@@ -288,16 +393,20 @@ int main(int argc, char **argv)
 {
 	int opt, http = 0, broker = 0;
 	const char *threads = "64";
-	while ((opt = getopt(argc, argv, "p:b:t:w:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:b:t:w:BC")) != -1) {
 		switch (opt) {
 		case 'p': http = atoi(optarg); break;
 		case 'b': broker = atoi(optarg); break;
 		case 't': threads = optarg; break;
 		case 'w': window = atoi(optarg); break;
+#if !defined(BHAND_MOSQ) && !defined(BHAND_PAHO)
+		case 'B': batched = 'B'; break;
+		case 'C': batched = 'C'; break;
+#endif
 		default:
 			fprintf(stderr, "usage: " BHAND_NAME
 			                " -p http_port -b broker_port [-t threads] "
-			                "[-w window]\n");
+			                "[-w window] [-B|-C]\n");
 			return 2;
 		}
 	}

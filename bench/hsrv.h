@@ -35,10 +35,15 @@ static inline void hsrv_accepted(uint64_t started_ns)
 	atomic_fetch_add(&hsrv_accepted_n, 1);
 }
 
-static inline void hsrv_acked(void)
+static inline void hsrv_acked_n(long n)
 {
 	atomic_store(&hsrv_last_ack_ns, raw_now_ns());
-	atomic_fetch_add(&hsrv_acks_n, 1);
+	atomic_fetch_add(&hsrv_acks_n, n);
+}
+
+static inline void hsrv_acked(void)
+{
+	hsrv_acked_n(1);
 }
 
 static inline void hsrv_failed(void)
