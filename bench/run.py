@@ -388,23 +388,18 @@ def wait_acks(port, timeout=60.0):
 
 # The rows of "publishing from a request handler": kind -> (server binary
 # and its extra arguments, bserver mode, path, QoS). One wrk run each,
-# against a fresh broker.
-HTTP_KINDS = {
-    "ceiling": (("bserver",), "ceiling", "/ceiling", None),
-    "raw0": (("bhand_raw",), None, "/pub0/bench/t", 0),
-    "rawb0": (("bhand_raw", "-B"), None, "/pub0/bench/t", 0),
-    "rawc0": (("bhand_raw", "-C"), None, "/pub0/bench/t", 0),
-    "mosq0": (("bhand_mosq",), None, "/pub0/bench/t", 0),
-    "paho0": (("bhand_paho",), None, "/pub0/bench/t", 0),
-    "qos0": (("bserver",), "mqtt", "/pub0/bench/t", 0),
-    "raw1": (("bhand_raw",), None, "/pub1/bench/t", 1),
-    "rawb1": (("bhand_raw", "-B"), None, "/pub1/bench/t", 1),
-    "rawc1": (("bhand_raw", "-C"), None, "/pub1/bench/t", 1),
-    "mosq1": (("bhand_mosq",), None, "/pub1/bench/t", 1),
-    "paho1": (("bhand_paho",), None, "/pub1/bench/t", 1),
-    "qos1": (("bserver",), "mqtt", "/pub1/bench/t", 1),
-    "bridge": (("bserver",), "mqtt", "/mqtt/publish/bench/t?qos=1", 1),
-}
+# against a fresh broker; a round runs them in this order.
+HTTP_KINDS = {"ceiling": (("bserver",), "ceiling", "/ceiling", None)}
+for _q in (0, 1):
+    for _name, _binary, _mode in (("raw", ("bhand_raw",), None),
+                                  ("rawb", ("bhand_raw", "-B"), None),
+                                  ("rawc", ("bhand_raw", "-C"), None),
+                                  ("mosq", ("bhand_mosq",), None),
+                                  ("paho", ("bhand_paho",), None),
+                                  ("qos", ("bserver",), "mqtt")):
+        HTTP_KINDS[f"{_name}{_q}"] = (_binary, _mode, f"/pub{_q}/bench/t", _q)
+HTTP_KINDS["bridge"] = (("bserver",), "mqtt", "/mqtt/publish/bench/t?qos=1",
+                        1)
 
 
 def proc_sample(pid):
