@@ -112,10 +112,10 @@ help:
 	@echo "make cmake-check  the CMake build and its ctest tests"
 	@echo "CIVETWEB_PREFIX=, PAHO_PREFIX=  build against other builds of the"
 	@echo "                dependencies; CPPFLAGS, CFLAGS, LDFLAGS, LDLIBS apply"
-	@echo "make bench      benchmarks against their baselines (about 10 min);"
+	@echo "make bench      benchmarks against their baselines (about 12 min);"
 	@echo "                writes bench/RESULTS.md and bench/results.png;"
 	@echo "                PAHO_PREFIX=/path: against the paho installed there"
-	@echo "make bench-quick  the same, one round each, smaller (under 2 min)"
+	@echo "make bench-quick  the same, one round each, smaller (under 3 min)"
 	@echo "make fuzz       libFuzzer targets (clang, ASan+UBSan) in build/fuzz,"
 	@echo "                FUZZ_SECONDS=60 each on a copy of fuzz/corpus/;"
 	@echo "                fails on any crash, failed check or leak"
@@ -307,7 +307,11 @@ test-consumer:
 # installed there (include/, lib/; found at run time through the rpath):
 # the bare-paho baseline and civetweb-mqtt both link it, in their own
 # build directory. Without it, Debian's libpaho-mqtt-dev.
-DEPS_BENCH   := wrk gnuplot-nox python3 libmosquitto-dev valgrind
+# civetweb: the stock binary (the idle and memory references); linux-perf:
+# futex calls per request (perf stat on the syscalls:sys_enter_futex
+# tracepoint).
+DEPS_BENCH   := wrk gnuplot-nox python3 libmosquitto-dev valgrind civetweb \
+                linux-perf
 PAHO_PREFIX  ?=
 BENCH_DIR    := build/bench$(if $(PAHO_PREFIX),-paho$(subst /,_,$(abspath $(PAHO_PREFIX))))
 BENCH_PAHO_I := $(if $(PAHO_PREFIX),-I$(abspath $(PAHO_PREFIX))/include)
@@ -315,9 +319,10 @@ BENCH_RPATH  := -Wl,-rpath,$(abspath $(PAHO_PREFIX))/lib
 BENCH_PAHO_L := $(if $(PAHO_PREFIX),-L$(abspath $(PAHO_PREFIX))/lib $(BENCH_RPATH))
 BENCH_TOOLS  := bpub bcount bws
 BENCH_BASE   := recv_paho recv_mosq bstart_paho
-BENCH_LIBBIN := recv_cwm bserver bstart_cwm
+BENCH_HAND   := bhand_raw bhand_mosq bhand_paho bidle_mosq
+BENCH_LIBBIN := recv_cwm bserver bstart_cwm civetweb-mqtt
 BENCH_BINS   := $(addprefix $(BENCH_DIR)/,$(BENCH_TOOLS) $(BENCH_BASE) \
-                $(BENCH_LIBBIN) bdispatch)
+                $(BENCH_HAND) $(BENCH_LIBBIN) bdispatch)
 BENCH_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread \
                 -DMG_MQTT_ENABLE_LINES=1 $(BENCH_PAHO_I)
 BENCH_LIBS   := $(BENCH_PAHO_L) $(LIBS)
@@ -343,13 +348,43 @@ $(BENCH_DIR)/bstart_cwm: bench/bstart.c $(BENCH_DIR)/civetweb_mqtt.o
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) -I. -o $@ $< $(BENCH_DIR)/civetweb_mqtt.o $(BENCH_LIBS)
 
+# The baselines of publishing from a request handler (bench/bhand.c): the
+# physical limit (one raw socket), libmosquitto and paho used by hand.
+BHAND_DEPS := bench/bhand.c bench/hsrv.h bench/mqttraw.h
+
+$(BENCH_DIR)/bhand_raw: $(BHAND_DEPS)
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -DBHAND_RAW -o $@ $< -lcivetweb
+
+$(BENCH_DIR)/bhand_mosq: $(BHAND_DEPS)
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -DBHAND_MOSQ -o $@ $< -lcivetweb -lmosquitto
+
+$(BENCH_DIR)/bhand_paho: $(BHAND_DEPS)
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -DBHAND_PAHO -o $@ $< $(BENCH_PAHO_L) \
+	    -lpaho-mqtt3as -lcivetweb
+
+$(BENCH_DIR)/bidle_mosq: bench/bidle_mosq.c
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< -lmosquitto
+
+# The example server of the idle and memory rows, linked like the rest of
+# the bench (the same paho).
+$(BENCH_DIR)/civetweb-mqtt: example/main.c $(BENCH_DIR)/civetweb_mqtt.o \
+    civetweb_mqtt.h
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(filter-out -D_GNU_SOURCE,$(BENCH_CFLAGS)) -I. -o $@ $< \
+	    $(BENCH_DIR)/civetweb_mqtt.o $(BENCH_LIBS)
+
 $(BENCH_DIR)/civetweb_mqtt.o: civetweb_mqtt.c civetweb_mqtt.h
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(WARN) $(CFLAGS) $(BENCH_PAHO_I) -fvisibility=hidden -pthread \
 	    -DMG_MQTT_ENABLE_LINES=1 -c $< -o $@
 
 $(addprefix $(BENCH_DIR)/,recv_cwm bserver): $(BENCH_DIR)/%: bench/%.c \
-    $(BENCH_DIR)/civetweb_mqtt.o bench/recv_common.h bench/mqttraw.h
+    $(BENCH_DIR)/civetweb_mqtt.o bench/recv_common.h bench/mqttraw.h \
+    bench/hsrv.h
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) -I. -o $@ $< $(BENCH_DIR)/civetweb_mqtt.o $(BENCH_LIBS)
 
@@ -360,7 +395,8 @@ $(BENCH_DIR)/bdispatch: bench/bdispatch.c civetweb_mqtt.c civetweb_mqtt.h
 bench-bins: $(BENCH_BINS)
 
 # BENCH_ARGS=--only=inbound,startup runs just those scenarios (of inbound,
-# latency, http, dispatch, fanout, memory, two, startup; no RESULTS.md).
+# latency, http, dispatch, fanout, memory, two, startup, idle; no
+# RESULTS.md).
 BENCH_ARGS ?=
 BENCH_RUN := BENCH_BIN=$(BENCH_DIR) \
              PAHO_PREFIX=$(if $(PAHO_PREFIX),$(abspath $(PAHO_PREFIX))) \

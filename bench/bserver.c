@@ -25,6 +25,7 @@
  */
 
 #include "civetweb_mqtt.h"
+#include "hsrv.h"
 
 #include <civetweb.h>
 
@@ -37,29 +38,17 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop;
 static atomic_long subacks; /* SUBACKs seen: /subscribe waits for them */
-static atomic_long accepted, acks, failed;
-static _Atomic uint64_t first_ns, last_ack_ns;
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void on_publish(struct mg_mqtt *c, int id, int result, void *ud)
 {
 	(void)c;
 	(void)id;
 	(void)ud;
-	if (result == 0 || result == 0x10) {
-		atomic_store(&last_ack_ns, mono_ns());
-		atomic_fetch_add(&acks, 1);
-	} else {
-		atomic_fetch_add(&failed, 1);
-	}
+	if (result == 0 || result == 0x10)
+		hsrv_acked();
+	else
+		hsrv_failed();
 }
 
 static void on_subscribe(struct mg_mqtt *c, int id, int result,
@@ -74,46 +63,12 @@ static void on_subscribe(struct mg_mqtt *c, int id, int result,
 	atomic_fetch_add(&subacks, 1);
 }
 
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop = 1;
-}
-
-static int ok(struct mg_connection *conn, const char *body)
-{
-	char len[32];
-	snprintf(len, sizeof(len), "%zu", strlen(body));
-	mg_response_header_start(conn, 200);
-	mg_response_header_add(conn, "Content-Type", "application/json", -1);
-	mg_response_header_add(conn, "Content-Length", len, -1);
-	mg_response_header_send(conn);
-	mg_write(conn, body, strlen(body));
-	return 200;
-}
-
-static int fail(struct mg_connection *conn, int status, const char *why)
-{
-	mg_send_http_error(conn, status, "%s", why);
-	return status;
-}
-
-/* The request body, up to 64 KiB. */
-static size_t read_body(struct mg_connection *conn, char *buf, size_t cap)
-{
-	size_t n = 0;
-	int r;
-	while (n < cap && (r = mg_read(conn, buf + n, cap - n)) > 0)
-		n += (size_t)r;
-	return n;
-}
-
 static int ceiling(struct mg_connection *conn, void *ud)
 {
 	char buf[65536];
 	(void)ud;
-	read_body(conn, buf, sizeof(buf));
-	return ok(conn, "{\"id\":0}");
+	hsrv_read_body(conn, buf, sizeof(buf));
+	return hsrv_ok(conn, "{\"id\":0}");
 }
 
 static int publish(struct mg_connection *conn, void *ud)
@@ -121,17 +76,16 @@ static int publish(struct mg_connection *conn, void *ud)
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	int qos = (int)(intptr_t)ud;
 	char buf[65536], reply[32];
-	size_t n = read_body(conn, buf, sizeof(buf));
+	size_t n = hsrv_read_body(conn, buf, sizeof(buf));
 	struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), NULL);
 	const char *topic = ri->local_uri + 6; /* after "/pubN/" */
-	uint64_t t = mono_ns(), zero = 0;
+	uint64_t t = raw_now_ns();
 	int id = mg_mqtt_publish(m, topic, buf, n, qos, 0);
 	if (id <= 0)
-		return fail(conn, 503, mg_mqtt_strerror(id));
-	atomic_compare_exchange_strong(&first_ns, &zero, t);
-	atomic_fetch_add(&accepted, 1);
+		return hsrv_fail(conn, 503, mg_mqtt_strerror(id));
+	hsrv_accepted(t);
 	snprintf(reply, sizeof(reply), "{\"id\":%d}", id);
-	return ok(conn, reply);
+	return hsrv_ok(conn, reply);
 }
 
 static int subscribe_many(struct mg_connection *conn, void *ud)
@@ -149,7 +103,7 @@ static int subscribe_many(struct mg_connection *conn, void *ud)
 	for (long i = 0; i < n; i++) {
 		snprintf(f, sizeof(f), "bench/sub/%ld/+/x", i);
 		if (mg_mqtt_subscribe(m, f, 0) <= 0)
-			return fail(conn, 500, "subscribe failed");
+			return hsrv_fail(conn, 500, "subscribe failed");
 	}
 	/* Answer once the broker acknowledged them all (the status route would
 	 * do, but its JSON of n subscriptions would itself weigh on the RSS). */
@@ -158,8 +112,8 @@ static int subscribe_many(struct mg_connection *conn, void *ud)
 		nanosleep(&ts, NULL);
 	}
 	if (atomic_load(&subacks) < want)
-		return fail(conn, 504, "not all subscriptions were acknowledged");
-	return ok(conn, "{\"ok\":true}");
+		return hsrv_fail(conn, 504, "not all subscriptions were acknowledged");
+	return hsrv_ok(conn, "{\"ok\":true}");
 }
 
 /* A number of the client's status JSON ("key":N), or -1. */
@@ -173,19 +127,12 @@ static long status_number(const char *status, const char *key)
 
 static int ack_count(struct mg_connection *conn, void *ud)
 {
-	char body[384], status[8192];
+	char status[8192];
 	(void)ud;
 	struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), NULL);
 	mg_mqtt_status(m, status, sizeof(status));
-	snprintf(body, sizeof(body),
-	         "{\"accepted\":%ld,\"acks\":%ld,\"failed\":%ld,"
-	         "\"first_ns\":%llu,\"last_ack_ns\":%llu,"
-	         "\"in_flight\":%ld,\"queued\":%ld}",
-	         atomic_load(&accepted), atomic_load(&acks), atomic_load(&failed),
-	         (unsigned long long)atomic_load(&first_ns),
-	         (unsigned long long)atomic_load(&last_ack_ns),
-	         status_number(status, "in_flight"), status_number(status, "queued"));
-	return ok(conn, body);
+	return hsrv_acks_reply(conn, status_number(status, "in_flight"),
+	                       status_number(status, "queued"));
 }
 
 static int ws_connect(const struct mg_connection *c, void *ud)
@@ -210,7 +157,7 @@ int main(int argc, char **argv)
 {
 	int opt, http = 0, broker = 0;
 	const char *mode = "ceiling", *threads = "64";
-	char ports[32], url[64], err[512];
+	char url[64], err[512];
 	while ((opt = getopt(argc, argv, "p:b:m:t:")) != -1) {
 		switch (opt) {
 		case 'p': http = atoi(optarg); break;
@@ -221,13 +168,8 @@ int main(int argc, char **argv)
 		}
 	}
 	int with_mqtt = strcmp(mode, "mqtt") == 0;
-	snprintf(ports, sizeof(ports), "127.0.0.1:%d", http);
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", broker);
-	const char *cw[] = {"listening_ports", ports, "num_threads", threads,
-	                    "enable_keep_alive", "yes", "tcp_nodelay", "1",
-	                    "request_timeout_ms", "10000", NULL};
-	mg_init_library(0);
-	struct mg_context *ctx = mg_start(NULL, NULL, cw);
+	struct mg_context *ctx = hsrv_start(http, threads);
 	if (ctx == NULL)
 		return fprintf(stderr, "bserver: cannot start CivetWeb\n"), 2;
 	mg_set_request_handler(ctx, "/ceiling", ceiling, NULL);
@@ -254,17 +196,7 @@ int main(int argc, char **argv)
 		mg_set_request_handler(ctx, "/subscribe", subscribe_many, NULL);
 		mg_set_request_handler(ctx, "/acks", ack_count, NULL);
 	}
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	printf("ready\n");
-	fflush(stdout);
-	while (!stop) {
-		struct timespec ts = {0, 50 * 1000000L};
-		nanosleep(&ts, NULL);
-	}
+	hsrv_serve();
 	mg_stop(ctx);
 	mg_mqtt_stop(m);
 	return 0;

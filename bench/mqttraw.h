@@ -81,8 +81,14 @@ static inline size_t raw_varint(unsigned char *p, size_t v)
 	return n;
 }
 
+/* Set by a tool whose signal handlers must end a blocking read (handlers
+ * installed without SA_RESTART): raw_read_packet then returns -2 on EINTR
+ * instead of reading on. */
+static int raw_interruptible;
+
 /* Reads one packet: its first byte, and its body into *body (valid until the
- * next read). Returns -1 at EOF or on timeout (SO_RCVTIMEO). */
+ * next read). Returns -1 at EOF or on timeout (SO_RCVTIMEO), -2 when a
+ * signal interrupted it and raw_interruptible is set. */
 static inline int raw_read_packet(struct raw_conn *c, unsigned char *type,
                                   unsigned char **body, size_t *len)
 {
@@ -118,8 +124,11 @@ static inline int raw_read_packet(struct raw_conn *c, unsigned char *type,
 		c->have -= c->pos;
 		c->pos = 0;
 		ssize_t r = read(c->fd, c->in + c->have, sizeof(c->in) - c->have);
-		if (r < 0 && errno == EINTR)
+		if (r < 0 && errno == EINTR) {
+			if (raw_interruptible)
+				return -2;
 			continue;
+		}
 		if (r <= 0)
 			return -1;
 		c->have += (size_t)r;
