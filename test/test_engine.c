@@ -68,6 +68,9 @@ struct stream {
 	int first_pid[NPUB][SEQMAX]; /* mqtt-dispatch of the subscriber only */
 	_Atomic int bad_dups, foreign;
 	char bad_dup_text[256];
+	/* What the publisher's proxy saw go to the broker. */
+	_Atomic unsigned char sent[NPUB][SEQMAX];
+	int from[NPUB]; /* the first message accepted after the last kill */
 };
 
 struct stream_arg {
@@ -111,6 +114,27 @@ static void *stream_publisher(void *arg)
 		th_sleep_ms(2);
 	}
 	return NULL;
+}
+
+/* The publisher's PUBLISH packets, on its proxy's threads. */
+static void stream_observe(void *ud, int dir, const unsigned char *pkt,
+                           size_t len, size_t hlen, int level)
+{
+	struct stream *s = ud;
+	const unsigned char *b = pkt + hlen;
+	size_t n = len - hlen, tl = n >= 2 ? (size_t)b[0] << 8 | b[1] : 0;
+	char text[32];
+	int t, seq;
+	(void)level;
+	if (pkt[0] >> 4 != MQP_PUBLISH || dir != MQP_C2S ||
+	    ((pkt[0] >> 1) & 3) == 0 || n < 2 || 2 + tl + 2 > n)
+		return;
+	size_t pl = n - 4 - tl;
+	snprintf(text, sizeof(text), "%.*s", (int)(pl < 31 ? pl : 31),
+	         (const char *)b + 4 + tl);
+	if (sscanf(text, "t%d n%d", &t, &seq) == 2 && t >= 0 && t < NPUB &&
+	    seq >= 0 && seq < SEQMAX)
+		atomic_store(&s->sent[t][seq], 1);
 }
 
 static void stream_receive(struct mg_mqtt *c, const struct mg_mqtt_message *m,
@@ -184,6 +208,8 @@ static void stream_through_kills(int qos)
 	ASSERT(s != NULL);
 	s->qos = qos;
 	th_persistent_broker_start(&b, NULL);
+	struct mqp *p = mqp_start(b.port);
+	mqp_observe(p, stream_observe, s);
 
 	/* The subscriber: a persistent session of its own, saved by the broker
 	 * before the first kill. */
@@ -199,7 +225,7 @@ static void stream_through_kills(int qos)
 	snprintf(id, sizeof(id), "eng-pub-q%d", qos);
 	s->c = client_new(&rp);
 	ASSERT_EQ(mg_mqtt_on_publish(s->c, stream_ack, s), 0);
-	start_persistent(s->c, b.url, id, NULL);
+	start_persistent(s->c, mqp_url(p), id, NULL);
 	pthread_t th[NPUB];
 	struct stream_arg args[NPUB];
 	for (int t = 0; t < NPUB; t++) {
@@ -210,14 +236,20 @@ static void stream_through_kills(int qos)
 	 * time the stream must flow again before the next kill. */
 	for (int k = 0; k < KILLS; k++) {
 		int base = atomic_load(&s->acks_ok);
-		if (!WAIT_UNTIL(atomic_load(&s->acks_ok) >= base + 300, 30000))
+		if (!WAIT_UNTIL(atomic_load(&s->acks_ok) >= base + 300 &&
+		                    mg_mqtt_is_connected(sub),
+		                30000))
 			th_fail(__FILE__, __LINE__,
 			        "QoS %d: the stream stopped after kill %d: %d "
 			        "acknowledged, %d acks in all",
 			        qos, k, atomic_load(&s->acks_ok), atomic_load(&s->acks));
 		th_broker_kill9(&b);
 		th_broker_restart(&b);
+		fprintf(stderr, "    QoS %d: kill %d at %d acknowledged\n", qos, k + 1,
+		        atomic_load(&s->acks_ok));
 	}
+	for (int t = 0; t < NPUB; t++)
+		s->from[t] = atomic_load(&s->accepted[t]);
 	int base = atomic_load(&s->acks_ok);
 	ASSERT(WAIT_UNTIL(atomic_load(&s->acks_ok) >= base + 300, 30000));
 	atomic_store(&s->stop, 1);
@@ -229,7 +261,7 @@ static void stream_through_kills(int qos)
 		total += atomic_load(&s->accepted[t]);
 
 	/* Nothing lost: every accepted publish acknowledged, once, as a
-	 * success. */
+	 * success, after it went to the broker. */
 	if (!WAIT_UNTIL(atomic_load(&s->acks) >= total, 60000))
 		th_fail(__FILE__, __LINE__,
 		        "QoS %d: %d of %d accepted publishes acknowledged", qos,
@@ -237,37 +269,50 @@ static void stream_through_kills(int qos)
 	for (int t = 0; t < NPUB; t++)
 		for (int q = 0; q < atomic_load(&s->accepted[t]); q++) {
 			int i = s->ids[t][q];
-			if (atomic_load(&s->nack[i]) != 1 || atomic_load(&s->bad[i]))
+			if (atomic_load(&s->nack[i]) != 1 || atomic_load(&s->bad[i]) ||
+			    !atomic_load(&s->sent[t][q]))
 				th_fail(__FILE__, __LINE__,
-				        "QoS %d: publish 't%d n%d' (id %d): %d acks, %s", qos,
-				        t, q, i, atomic_load(&s->nack[i]),
-				        atomic_load(&s->bad[i]) ? "a failure" : "success");
+				        "QoS %d: publish 't%d n%d' (id %d): %d acks, %s, %s",
+				        qos, t, q, i, atomic_load(&s->nack[i]),
+				        atomic_load(&s->bad[i]) ? "a failure" : "success",
+				        atomic_load(&s->sent[t][q])
+				            ? "sent to the broker"
+				            : "never sent to the broker");
 		}
-	/* ... and delivered to the subscriber (QoS 2: once). */
-	int missing = 0;
+	/* The subscriber's session survived every kill: what was published
+	 * after the last one reaches it. (Not what came before: mosquitto
+	 * killed with SIGKILL loses what it held for the subscriber since its
+	 * last save, and a kill's RST can discard what the subscriber's
+	 * socket had not read yet: losses of the broker, not of the client.) */
+	int missing = 0, checked = 0;
 	WAIT_UNTIL(({
-		           missing = 0;
+		           missing = checked = 0;
 		           for (int t = 0; t < NPUB; t++)
-			           for (int q = 0; q < atomic_load(&s->accepted[t]); q++)
+			           for (int q = s->from[t]; q < atomic_load(&s->accepted[t]);
+			                q++, checked++)
 				           missing += atomic_load(&s->seen[t][q]) == 0;
 		           missing == 0;
 	           }),
-	           60000);
+	           30000);
 	for (int t = 0; t < NPUB && missing > 0; t++)
-		for (int q = 0; q < atomic_load(&s->accepted[t]); q++)
+		for (int q = s->from[t]; q < atomic_load(&s->accepted[t]); q++)
 			if (atomic_load(&s->seen[t][q]) == 0)
 				th_fail(__FILE__, __LINE__,
-				        "QoS %d: 't%d n%d' acknowledged but never delivered "
-				        "(%d of %d missing)",
-				        qos, t, q, missing, total);
+				        "QoS %d: 't%d n%d', published after the last kill, "
+				        "never delivered (%d of %d missing)",
+				        qos, t, q, missing, checked);
+	ASSERT_GT(checked, 0);
 	if (atomic_load(&s->bad_dups) > 0)
 		th_fail(__FILE__, __LINE__, "QoS 2: %d messages twice; %s",
 		        atomic_load(&s->bad_dups), s->bad_dup_text);
 	ASSERT_EQ(atomic_load(&s->foreign), 0);
-	fprintf(stderr, "    QoS %d: %d messages, %d broker kills, %d reconnects\n",
-	        qos, total, KILLS, REC(&rp, connects) - 1);
+	fprintf(stderr,
+	        "    QoS %d: %d messages (%d after the last kill), %d broker "
+	        "kills, %d reconnects\n",
+	        qos, total, checked, KILLS, REC(&rp, connects) - 1);
 	ASSERT_EQ(mg_mqtt_stop(s->c), 0);
 	ASSERT_EQ(mg_mqtt_stop(sub), 0);
+	mqp_stop(p);
 	rec_free(&rp);
 	rec_free(&rs);
 	free(s);
