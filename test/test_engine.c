@@ -396,6 +396,52 @@ TEST_T(a_persistent_session_keeps_what_the_broker_queued_after_short_losses,
 	rec_free(&r);
 }
 
+/* The same short connections while a QoS 2 message is half done: the
+ * broker has released it (PUBREL received, its PUBCOMP lost). Resuming the
+ * session, the client sends PUBREL again and the message is delivered
+ * once; a new session would send the message again as a new one, and the
+ * broker would deliver it twice. */
+TEST_T(a_released_qos2_message_arrives_once_after_short_losses, 90)
+{
+	enum { CUTS = 4 };
+	struct th_broker b;
+	struct th_sub sub;
+	struct rec r;
+	th_broker_start(&b, NULL);
+	th_sub_start(&sub, &b, "q2/#", 0, "-q 2");
+	struct mqp *p = mqp_start(b.port);
+	struct mg_mqtt *c = client_new(&r);
+	start_persistent(c, mqp_url(p), "eng-q2-short", NULL);
+	mqp_add(p, &(struct mqp_rule){
+	               .type = MQP_PUBCOMP, .dir = MQP_S2C, .action = MQP_DROP});
+	ASSERT_GT(mg_mqtt_publish(c, "q2/once", "once", 4, 2, 0), 0);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "q2/once once") == 1, 10000));
+	ASSERT(WAIT_UNTIL(mqp_count(p, MQP_C2S, MQP_PUBREL) >= 1, 10000));
+	mqp_clear(p);
+	int rule = mqp_add(p, &(struct mqp_rule){.type = MQP_CONNACK,
+	                                         .dir = MQP_S2C,
+	                                         .times = CUTS,
+	                                         .action = MQP_CUT_AFTER});
+	mqp_cut_all(p);
+	if (!WAIT_UNTIL(mqp_fired(p, rule) == CUTS, 60000))
+		th_fail(__FILE__, __LINE__, "%d of %d connections cut",
+		        mqp_fired(p, rule), CUTS);
+	ASSERT(WAIT_UNTIL(REC(&r, npub) >= 1 && mg_mqtt_is_connected(c), 20000));
+	ASSERT_EQ(r.pub[0].result, 0);
+	ASSERT_GT(mg_mqtt_publish(c, "q2/end", "end", 3, 2, 0), 0);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "q2/end end") == 1, 10000));
+	if (th_count_lines(sub.out, "q2/once once") != 1)
+		th_fail(__FILE__, __LINE__,
+		        "the released QoS 2 message arrived %d times; log:\n%s",
+		        th_count_lines(sub.out, "q2/once once"),
+		        r.log != NULL ? r.log : "");
+	ASSERT_EQ(REC(&r, last_session), 1);
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	th_sub_stop(&sub);
+	mqp_stop(p);
+	rec_free(&r);
+}
+
 /* ======================================================================
  * 3. A stuck handler under a flood: memory stays bounded
  * ==================================================================== */
