@@ -173,17 +173,6 @@ static void stream_receive(struct mg_mqtt *c, const struct mg_mqtt_message *m,
 	}
 }
 
-/* A client with every handler recorded in r; register more before
- * start_persistent(). */
-static struct mg_mqtt *client_new(struct rec *r)
-{
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(r);
-	rec_attach(c, r);
-	return c;
-}
-
 /* Starts c on a persistent session (client id id) at url; extra: more
  * options (name, value, ..., NULL) or NULL. */
 static void start_persistent(struct mg_mqtt *c, const char *url,
@@ -214,7 +203,7 @@ static void stream_through_kills(int qos)
 	/* The subscriber: a persistent session of its own, saved by the broker
 	 * before the first kill. */
 	snprintf(id, sizeof(id), "eng-sub-q%d", qos);
-	struct mg_mqtt *sub = client_new(&rs);
+	struct mg_mqtt *sub = rec_client(&rs, NULL);
 	ASSERT_EQ(mg_mqtt_on_message(sub, stream_receive, s), 0);
 	start_persistent(sub, b.url, id, OPTS("MQTT_QUEUE_SIZE", "100000"));
 	ASSERT_GT(mg_mqtt_subscribe(sub, "eng/s", qos), 0);
@@ -223,7 +212,7 @@ static void stream_through_kills(int qos)
 
 	/* The publisher: one client, four threads. */
 	snprintf(id, sizeof(id), "eng-pub-q%d", qos);
-	s->c = client_new(&rp);
+	s->c = rec_client(&rp, NULL);
 	ASSERT_EQ(mg_mqtt_on_publish(s->c, stream_ack, s), 0);
 	start_persistent(s->c, mqp_url(p), id, NULL);
 	pthread_t th[NPUB];
@@ -345,7 +334,7 @@ TEST_T(a_persistent_session_keeps_what_the_broker_queued_after_short_losses,
 	th_broker_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
 	                    "max_queued_messages 0\n");
 	struct mqp *p = mqp_start(b.port);
-	struct mg_mqtt *c = client_new(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	start_persistent(c, mqp_url(p), "eng-short", NULL);
 	ASSERT_GT(mg_mqtt_subscribe(c, "sl/#", 1), 0);
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
@@ -410,7 +399,7 @@ TEST_T(a_released_qos2_message_arrives_once_after_short_losses, 90)
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "q2/#", 0, "-q 2");
 	struct mqp *p = mqp_start(b.port);
-	struct mg_mqtt *c = client_new(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	start_persistent(c, mqp_url(p), "eng-q2-short", NULL);
 	mqp_add(p, &(struct mqp_rule){
 	               .type = MQP_PUBCOMP, .dir = MQP_S2C, .action = MQP_DROP});
@@ -427,7 +416,7 @@ TEST_T(a_released_qos2_message_arrives_once_after_short_losses, 90)
 		th_fail(__FILE__, __LINE__, "%d of %d connections cut",
 		        mqp_fired(p, rule), CUTS);
 	ASSERT(WAIT_UNTIL(REC(&r, npub) >= 1 && mg_mqtt_is_connected(c), 20000));
-	ASSERT_EQ(r.pub[0].result, 0);
+	REC_ASSERT_PUBS_OK(&r);
 	ASSERT_GT(mg_mqtt_publish(c, "q2/end", "end", 3, 2, 0), 0);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "q2/end end") == 1, 10000));
 	if (th_count_lines(sub.out, "q2/once once") != 1)
@@ -543,14 +532,14 @@ TEST_T(a_stuck_handler_under_a_flood_keeps_memory_bounded, 240)
 	th_quiet_broker_start(&port, "max_queued_messages 0\n");
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
 
-	struct mg_mqtt *sub = client_new(&rs);
+	struct mg_mqtt *sub = rec_client(&rs, NULL);
 	ASSERT_EQ(mg_mqtt_on_topic(sub, "fl/#", flood_handler, f), 0);
 	start_persistent(sub, url, "eng-flood-sub",
 	                 OPTS("MQTT_QUEUE_SIZE", "1000"));
 	ASSERT_GT(mg_mqtt_subscribe(sub, "fl/#", 1), 0);
 	ASSERT(WAIT_UNTIL(rec_subs_settled(sub, 1), 10000));
 
-	f->pub = client_new(&rp);
+	f->pub = rec_client(&rp, NULL);
 	ASSERT_EQ(mg_mqtt_on_publish(f->pub, flood_ack, f), 0);
 	rec_start(f->pub, OPTS("MQTT_BROKER_URL", url, "MQTT_CLIENT_ID",
 	                       "eng-flood-pub", "MQTT_MAX_INFLIGHT", "100",
@@ -621,7 +610,7 @@ TEST_T(qos2_window_shrinks_when_the_broker_keeps_closing, 120)
 	char url[64];
 	th_quiet_broker_start(&port, "max_queued_messages 0\n");
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
-	struct mg_mqtt *c = client_new(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_CLIENT_ID", "eng-window",
 	                  "MQTT_PROTOCOL_VERSION", "3.1.1", "MQTT_MAX_INFLIGHT",
 	                  "100", "MQTT_RECONNECT_MAX", "2"));
@@ -635,13 +624,7 @@ TEST_T(qos2_window_shrinks_when_the_broker_keeps_closing, 120)
 		        "%d of %d QoS 2 publishes acknowledged; %d connects, %d "
 		        "disconnects",
 		        REC(&r, npub), N, REC(&r, connects), REC(&r, disconnects));
-	pthread_mutex_lock(&r.mu);
-	for (int i = 0; i < r.npub; i++)
-		if (r.pub[i].result != 0)
-			th_fail(__FILE__, __LINE__, "publish %d reported %d (%s)",
-			        r.pub[i].id, r.pub[i].result,
-			        mg_mqtt_strerror(r.pub[i].result));
-	pthread_mutex_unlock(&r.mu);
+	REC_ASSERT_PUBS_OK(&r);
 	fprintf(stderr, "    window: %d acknowledged, %d disconnects, smallest "
 	                "inflight_window %ld (-1: not in the status)\n",
 	        N, REC(&r, disconnects), g_window_min);
