@@ -17,10 +17,8 @@
 #include "rec.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #define OPTS(...) ((const char *[]){__VA_ARGS__, NULL})
 
