@@ -63,7 +63,7 @@ EXAMPLE  := example/civetweb-mqtt
 UNIT_TESTS  := test_config test_topics test_nobridge
 INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
                test_faults test_security test_load test_logging test_packets \
-               test_chaos test_hostile test_attacks
+               test_chaos test_hostile test_attacks test_engine
 # A three-node RabbitMQ cluster (make test-cluster, and CI): not in make test.
 CLUSTER_TESTS := test_cluster
 TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)

@@ -243,6 +243,29 @@ static inline void rec_attach(struct mg_mqtt *c, struct rec *r)
 	ASSERT_EQ(mg_mqtt_on_log(c, rec_on_log, r), 0);
 }
 
+/* A client (prefix NULL: "MQTT") with every handler recorded in r;
+ * register more handlers (they replace r's) before starting it. */
+static inline struct mg_mqtt *rec_client(struct rec *r, const char *prefix)
+{
+	struct mg_mqtt *c = mg_mqtt_create(prefix);
+	ASSERT(c != NULL);
+	rec_init(r);
+	rec_attach(c, r);
+	return c;
+}
+
+/* Fails the test when an acknowledgement r recorded is not a success. */
+#define REC_ASSERT_PUBS_OK(r) rec_assert_pubs_ok((r), __FILE__, __LINE__)
+static inline void rec_assert_pubs_ok(struct rec *r, const char *file, int line)
+{
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < r->npub; i++)
+		if (r->pub[i].result != 0)
+			th_fail(file, line, "publish %d reported %d (%s)", r->pub[i].id,
+			        r->pub[i].result, mg_mqtt_strerror(r->pub[i].result));
+	pthread_mutex_unlock(&r->mu);
+}
+
 /* Locked reads for WAIT_UNTIL. */
 static inline int rec_get(struct rec *r, const int *field)
 {

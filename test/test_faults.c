@@ -97,73 +97,6 @@ static int count_msg_files(const char *dir)
 	return n;
 }
 
-/* Modification time of a file in ns; 0 when it does not exist. */
-static long long mtime_ns(const char *path)
-{
-	struct stat st;
-	if (stat(path, &st) != 0)
-		return 0;
-	return (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-}
-
-/* A mosquitto broker that keeps its state on disk ({DIR}/bdata/, saved
- * every second and on SIGTERM) and sends every message on at once
- * (max_inflight_messages 0): a message it acknowledged has been written
- * to its subscribers' sockets, so that killing it loses nothing a
- * subscriber could not have had. */
-static const char *persistent_conf =
-    "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
-    "max_queued_messages 0\nmax_inflight_messages 0\n"
-    "persistence true\npersistence_location {DIR}/bdata/\n"
-    "autosave_interval 1\n";
-
-static void persistent_broker_start(struct th_broker *b)
-{
-	char dir[512];
-	th_path(dir, sizeof(dir), "bdata");
-	mkdir(dir, 0777);
-	th_chmod_world(dir);
-	th_broker_start(b, persistent_conf);
-}
-
-/* Returns once the broker has written its database again (what it holds
- * now, the sessions and subscriptions included, survives a SIGKILL). */
-static void broker_wait_saved(void)
-{
-	char db[512];
-	th_path(db, sizeof(db), "bdata/mosquitto.db");
-	long long t0 = mtime_ns(db);
-	ASSERT(WAIT_UNTIL(mtime_ns(db) != t0 && mtime_ns(db) != 0, 10000));
-	/* A save in progress: wait for the next one too. */
-	t0 = mtime_ns(db);
-	ASSERT(WAIT_UNTIL(mtime_ns(db) != t0, 10000));
-}
-
-/* A broker without the test harness's "log_type all" (which would log
- * every message of a load test): started and tracked by PID the same way. */
-static pid_t quiet_broker_start(int *port, const char *extra)
-{
-	char conf[512], log[512], text[1024];
-	static int n;
-	char name[64];
-	*port = th_free_port();
-	snprintf(text, sizeof(text),
-	         "listener %d 127.0.0.1\nallow_anonymous true\n"
-	         "log_dest stderr\nlog_type error\nlog_type warning\n"
-	         "log_type notice\n%s",
-	         *port, extra != NULL ? extra : "");
-	snprintf(name, sizeof(name), "quiet-%d.conf", ++n);
-	th_path(conf, sizeof(conf), name);
-	th_write_file(conf, text);
-	snprintf(name, sizeof(name), "quiet-%d.log", n);
-	th_path(log, sizeof(log), name);
-	const char *argv[] = {"mosquitto", "-c", conf, NULL};
-	pid_t pid = th_spawn(argv, log);
-	if (!th_wait_port(*port, 10000))
-		th_fail(__FILE__, __LINE__, "mosquitto did not start");
-	return pid;
-}
-
 /* ---- HTTP over a raw keep-alive socket ------------------------------------ */
 
 struct hc {
@@ -538,7 +471,7 @@ static void stream_across_broker_failure(int graceful, struct stream_result *res
 	ASSERT(cnt != NULL);
 	memset(res, 0, sizeof(*res));
 
-	persistent_broker_start(&b);
+	th_persistent_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "stream/#", 0, subargs);
 	srv_start(&s,
 	          OPTS("MQTT_BROKER_URL", b.url, "MQTT_CLIENT_ID", "cwm-fault-srv",
@@ -568,7 +501,7 @@ static void stream_across_broker_failure(int graceful, struct stream_result *res
 	                       "FEED_RECONNECT_MIN", "1", "FEED_RECONNECT_MAX", "2"));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(recv, 1), 10000));
 	/* The sessions and the subscriptions are on the broker's disk. */
-	broker_wait_saved();
+	th_broker_wait_saved();
 	if (graceful)
 		th_sub_stop(&sub); /* its session queues what comes meanwhile */
 
@@ -1155,7 +1088,7 @@ TEST_T(a_full_dispatch_queue_drops_counts_exactly_and_memory_stays_bounded, 120)
 	char url[64], file[512];
 	struct rec r;
 	struct gate g;
-	quiet_broker_start(&bport, "max_queued_messages 0\n");
+	th_quiet_broker_start(&bport, "max_queued_messages 0\n");
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", bport);
 	th_path(file, sizeof(file), "payload.bin");
 	char *payload = malloc(SIZE + 1);
@@ -1263,7 +1196,7 @@ TEST_T(a_full_queue_stalls_no_other_client_and_keeps_qos1, 150)
 	char url[64], file[512];
 	struct rec ra, rb;
 	struct gate g;
-	quiet_broker_start(&bport, "max_queued_messages 0\n");
+	th_quiet_broker_start(&bport, "max_queued_messages 0\n");
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", bport);
 	th_path(file, sizeof(file), "small.bin");
 	th_write_file(file, "0123456789abcdef0123456789abcdef");
@@ -1555,7 +1488,7 @@ TEST_T(stopping_the_library_in_the_middle_of_floods_with_browsers_attached, 120)
 	char url[64];
 	struct srv s;
 	struct flood f;
-	quiet_broker_start(&bport, "max_queued_messages 0\n");
+	th_quiet_broker_start(&bport, "max_queued_messages 0\n");
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", bport);
 	const char *opts[] = {"MQTT_BROKER_URL", url, "MQTT_SUBSCRIBE",
 	                      "flood/in/#:1", "MQTT_QUEUE_SIZE", "2000",
@@ -1618,7 +1551,7 @@ TEST_T(sigterm_stops_the_example_server_in_the_middle_of_floods_with_browsers,
 	char mqtt[1024];
 	struct th_xsrv s;
 	struct flood f;
-	quiet_broker_start(&bport, "max_queued_messages 0\n");
+	th_quiet_broker_start(&bport, "max_queued_messages 0\n");
 	snprintf(mqtt, sizeof(mqtt),
 	         "MQTT_BROKER_URL tcp://127.0.0.1:%d\n"
 	         "MQTT_SUBSCRIBE flood/in/#:1\n"

@@ -471,6 +471,64 @@ void th_broker_restart(struct th_broker *b)
 	th_broker_launch(b);
 }
 
+/* Modification time of a file in ns; 0 when it does not exist. */
+static long long th_mtime_ns(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return 0;
+	return (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+}
+
+void th_persistent_broker_start(struct th_broker *b, const char *extra)
+{
+	char dir[512], conf[2048];
+	th_path(dir, sizeof(dir), "bdata");
+	mkdir(dir, 0777);
+	th_chmod_world(dir);
+	snprintf(conf, sizeof(conf),
+	         "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
+	         "max_queued_messages 0\nmax_inflight_messages 0\n"
+	         "persistence true\npersistence_location {DIR}/bdata/\n"
+	         "autosave_interval 1\n%s",
+	         extra != NULL ? extra : "");
+	th_broker_start(b, conf);
+}
+
+void th_broker_wait_saved(void)
+{
+	char db[512];
+	th_path(db, sizeof(db), "bdata/mosquitto.db");
+	long long t0 = th_mtime_ns(db);
+	ASSERT(WAIT_UNTIL(th_mtime_ns(db) != t0 && th_mtime_ns(db) != 0, 10000));
+	/* A save in progress: wait for the next one too. */
+	t0 = th_mtime_ns(db);
+	ASSERT(WAIT_UNTIL(th_mtime_ns(db) != t0, 10000));
+}
+
+pid_t th_quiet_broker_start(int *port, const char *extra)
+{
+	char conf[512], log[512], text[1024];
+	static int n;
+	char name[64];
+	*port = th_free_port();
+	snprintf(text, sizeof(text),
+	         "listener %d 127.0.0.1\nallow_anonymous true\n"
+	         "log_dest stderr\nlog_type error\nlog_type warning\n"
+	         "log_type notice\n%s",
+	         *port, extra != NULL ? extra : "");
+	snprintf(name, sizeof(name), "quiet-%d.conf", ++n);
+	th_path(conf, sizeof(conf), name);
+	th_write_file(conf, text);
+	snprintf(name, sizeof(name), "quiet-%d.log", n);
+	th_path(log, sizeof(log), name);
+	const char *argv[] = {"mosquitto", "-c", conf, NULL};
+	pid_t pid = th_spawn(argv, log);
+	if (!th_wait_port(*port, 10000))
+		th_fail(__FILE__, __LINE__, "mosquitto did not start");
+	return pid;
+}
+
 /* ---- mosquitto_sub / mosquitto_pub ---------------------------------------- */
 
 static int th_split_args(char *extra, const char **argv, int n, int max)

@@ -54,6 +54,21 @@ void th_broker_stop(struct th_broker *b);     /* SIGTERM, wait */
 void th_broker_kill9(struct th_broker *b);    /* SIGKILL, wait */
 void th_broker_restart(struct th_broker *b);  /* same conf and ports */
 
+/* A broker that keeps its state on disk ({DIR}/bdata/, saved every second
+ * and on SIGTERM), with no bound on queued messages, and that sends every
+ * message on at once (max_inflight_messages 0): a message it acknowledged
+ * has been written to its subscribers' sockets, so that killing it loses
+ * nothing a subscriber could not have had. extra: more configuration
+ * lines, or NULL. */
+void th_persistent_broker_start(struct th_broker *b, const char *extra);
+/* Returns once that broker has written its database again (what it holds
+ * now, the sessions and subscriptions included, survives a SIGKILL). */
+void th_broker_wait_saved(void);
+/* A broker without th_broker_start's "log_type all" (which would log every
+ * message of a load test) on a free port (*port): started and tracked by
+ * PID the same way. extra: more configuration lines, or NULL. */
+pid_t th_quiet_broker_start(int *port, const char *extra);
+
 /* mosquitto_sub -v as an independent subscriber. Returns once the broker
  * acknowledged the subscription. count: exit after that many messages
  * (0: run until stopped). extra: more arguments, space-separated, or NULL. */
