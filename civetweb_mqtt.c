@@ -885,6 +885,7 @@ static void *cwm_io_main(void *arg);
  * contract is at the top of engine.c). */
 static int cwm_eng_create(struct mg_mqtt *c, char *err, size_t errlen);
 static void cwm_eng_destroy(struct mg_mqtt *c);
+static int cwm_eng_released(struct mg_mqtt *c, int msgid);
 static int cwm_eng_renew(struct mg_mqtt *c, const int *drop, int ndrop,
                          char *err, size_t errlen);
 static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a);
@@ -5222,6 +5223,21 @@ static void cwm_pst_forget(struct mg_mqtt *c, int msgid)
 	pthread_mutex_unlock(&c->pstore_lock);
 }
 
+/* 1 when paho holds the QoS 2 message under msgid as received by the
+ * broker (PUBREC came; PUBREL sent, PUBCOMP awaited): the broker accepted
+ * it. Persistent sessions only (a clean one has no store). */
+static int cwm_eng_released(struct mg_mqtt *c, int msgid)
+{
+	char k1[24], k2[24];
+	snprintf(k1, sizeof(k1), "sc-%d", msgid);
+	snprintf(k2, sizeof(k2), "sc5-%d", msgid);
+	pthread_mutex_lock(&c->pstore_lock);
+	int has = cwm_map_get(&c->pstore, k1, strlen(k1)) != NULL ||
+	          cwm_map_get(&c->pstore, k2, strlen(k2)) != NULL;
+	pthread_mutex_unlock(&c->pstore_lock);
+	return has;
+}
+
 /* ---- paho's callbacks (its receive thread) ---------------------------- */
 
 static int cwm_eng_arrived(void *ctx, char *topic, int tl, MQTTClient_message *m)
@@ -6482,8 +6498,8 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 		return;
 	}
 	struct cwm_out *o = cwm_oldest_in_flight(c);
-	if (o == NULL)
-		return;
+	if (o == NULL || cwm_eng_released(c, o->msgid))
+		return; /* a QoS 2 message the broker took is no suspect */
 	c->strikes = o->id == c->suspect ? c->strikes + 1 : 1;
 	c->suspect = o->id;
 	if (c->strikes >= CWM_POISON_STRIKES) {

@@ -396,8 +396,8 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 		return;
 	}
 	struct cwm_out *o = cwm_oldest_in_flight(c);
-	if (o == NULL)
-		return;
+	if (o == NULL || cwm_eng_released(c, o->msgid))
+		return; /* a QoS 2 message the broker took is no suspect */
 	c->strikes = o->id == c->suspect ? c->strikes + 1 : 1;
 	c->suspect = o->id;
 	if (c->strikes >= CWM_POISON_STRIKES) {

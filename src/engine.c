@@ -153,6 +153,21 @@ static void cwm_pst_forget(struct mg_mqtt *c, int msgid)
 	pthread_mutex_unlock(&c->pstore_lock);
 }
 
+/* 1 when paho holds the QoS 2 message under msgid as received by the
+ * broker (PUBREC came; PUBREL sent, PUBCOMP awaited): the broker accepted
+ * it. Persistent sessions only (a clean one has no store). */
+static int cwm_eng_released(struct mg_mqtt *c, int msgid)
+{
+	char k1[24], k2[24];
+	snprintf(k1, sizeof(k1), "sc-%d", msgid);
+	snprintf(k2, sizeof(k2), "sc5-%d", msgid);
+	pthread_mutex_lock(&c->pstore_lock);
+	int has = cwm_map_get(&c->pstore, k1, strlen(k1)) != NULL ||
+	          cwm_map_get(&c->pstore, k2, strlen(k2)) != NULL;
+	pthread_mutex_unlock(&c->pstore_lock);
+	return has;
+}
+
 /* ---- paho's callbacks (its receive thread) ---------------------------- */
 
 static int cwm_eng_arrived(void *ctx, char *topic, int tl, MQTTClient_message *m)

@@ -879,6 +879,7 @@ static void *cwm_io_main(void *arg);
  * contract is at the top of engine.c). */
 static int cwm_eng_create(struct mg_mqtt *c, char *err, size_t errlen);
 static void cwm_eng_destroy(struct mg_mqtt *c);
+static int cwm_eng_released(struct mg_mqtt *c, int msgid);
 static int cwm_eng_renew(struct mg_mqtt *c, const int *drop, int ndrop,
                          char *err, size_t errlen);
 static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a);

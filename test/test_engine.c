@@ -598,3 +598,57 @@ TEST_T(qos2_window_shrinks_when_the_broker_keeps_closing, 120)
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	rec_free(&r);
 }
+
+/* ======================================================================
+ * 5. Poison on a persistent session: out of paho's store, session kept
+ * ==================================================================== */
+
+/* mosquitto with max_packet_size closes a 3.1.1 connection over a larger
+ * packet, without a word; on a persistent session paho keeps the message
+ * in its store and sends it again at every connect. After two such closes
+ * with it alone in flight it is failed with MG_MQTT_ERR_POISON, taken out
+ * of paho's store (a new paho client takes the rest of the store back
+ * under the same packet ids), and the session goes on: a message the
+ * broker queued for the client meanwhile still arrives, and later
+ * publishes are delivered. */
+TEST_T(a_poison_message_on_a_persistent_session_is_failed_and_the_session_kept,
+       90)
+{
+	struct th_broker b;
+	struct th_sub sub;
+	struct rec r;
+	th_broker_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
+	                    "max_packet_size 1000\n");
+	th_sub_start(&sub, &b, "pz/#", 0, "-q 1");
+	struct mg_mqtt *c = rec_client(&r, NULL);
+	const char *extra[] = {"MQTT_RECONNECT_MIN", "1", "MQTT_SUBSCRIBE",
+	                       "pz/in:1", NULL};
+	start_persistent(c, b.url, "eng-poison", extra);
+	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
+	char big[2000];
+	memset(big, 'x', sizeof(big));
+	int id = mg_mqtt_publish(c, "pz/big", big, sizeof(big), 1, 0);
+	ASSERT_GT(id, 0);
+	/* While the client is refused, the broker queues a message for it. */
+	ASSERT(WAIT_UNTIL(REC(&r, disconnects) >= 1, 10000));
+	th_pub(&b, "pz/in", "queued", 1, 0, NULL);
+	ASSERT(WAIT_UNTIL(rec_find_pub(&r, id) >= 0, 30000));
+	int k = rec_find_pub(&r, id); /* entries are written once */
+	pthread_mutex_lock(&r.mu);
+	int result = r.pub[k].result;
+	pthread_mutex_unlock(&r.mu);
+	ASSERT_EQ(result, MG_MQTT_ERR_POISON);
+	ASSERT(WAIT_UNTIL(mg_mqtt_is_connected(c), 10000));
+	ASSERT(WAIT_UNTIL(rec_find(&r, "pz/in", "queued") >= 0, 10000));
+	int id2 = mg_mqtt_publish(c, "pz/after", "ok", 2, 1, 0);
+	ASSERT_GT(id2, 0);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "pz/after ok") == 1, 10000));
+	ASSERT_EQ(th_count_lines(sub.out, "pz/big"), 0);
+	ASSERT_EQ(status_number(c, "paho_renewals"), 1);
+	ASSERT_EQ(status_number(c, "poisoned"), 1);
+	ASSERT(rec_log_has(&r, "not sent again"));
+	ASSERT_EQ(REC(&r, last_session), 1);
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	th_sub_stop(&sub);
+	rec_free(&r);
+}
