@@ -146,7 +146,8 @@
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
-#define CWM_POISON_STRIKES 2 /* see cwm_window_lost (io.c) */
+#define CWM_POISON_STRIKES 2 /* see cwm_window_lost (connection.c) */
+#define CWM_POISON_MS 1000   /* ... a close this soon after the write */
 #define CWM_ID_BUCKETS 256   /* c->byid: QoS 1/2 messages by packet id */
 #define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
                                    recurses once a level, and a CivetWeb
@@ -323,6 +324,7 @@ struct cwm_out {
 	int noop;                     /* done at once, nothing sent */
 	int appendable;               /* a SUBSCRIBE later calls may join */
 	int sent;                     /* publish: paho took it */
+	int64_t sent_at;              /* [L] ms, when mqtt-io handed it over */
 	int msgid;                    /* [L] QoS 1/2 publish in paho: its packet
 	                                 id (c->byid); 0: none */
 	struct cwm_out *idnext;       /* [L] in its c->byid bucket */
@@ -465,6 +467,8 @@ struct mg_mqtt {
 	MQTTClient_persistence pst; /* engine.c: paho's store callbacks */
 	struct cwm_map pstore;    /* paho's session store (persistent sessions),
 	                             under pstore_lock: key -> struct cwm_pval */
+	struct cwm_vec pst_given; /* engine.c: buffers handed to paho, under
+	                             pstore_lock */
 	int v5;
 	pthread_t io_thread, dispatch_thread;
 	int io_started, dispatch_started;
@@ -5098,12 +5102,37 @@ static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen)
 #line 29 "src/engine.c"
 #endif
 
+#include <dlfcn.h>
+
 /* ---- paho's session store (persistent sessions) ---------------------- */
 
 struct cwm_pval {
 	size_t n;
 	char b[];
 };
+
+/* The buffers paho is given by pget and pkeys (only while a handle is
+ * created: it restores its store) are paho's to free. A paho built with
+ * its heap tracking (Debian's: Heap_get_info is then exported) frees only
+ * what its own allocator gave and leaks the rest, so after the creation
+ * cwm_pst_given_free() frees them in that case; a paho without it has. */
+static void cwm_pst_given(struct mg_mqtt *c, void *p)
+{
+	if (p != NULL)
+		(void)cwm_vec_push(&c->pst_given, p); /* else: leaked, no harm */
+}
+
+static void cwm_pst_given_free(struct mg_mqtt *c)
+{
+	static int tracks = -1;
+	if (tracks < 0)
+		tracks = dlsym(RTLD_DEFAULT, "Heap_get_info") != NULL;
+	pthread_mutex_lock(&c->pstore_lock);
+	for (size_t i = 0; tracks && i < c->pst_given.n; i++)
+		free(c->pst_given.v[i]);
+	c->pst_given.n = 0;
+	pthread_mutex_unlock(&c->pstore_lock);
+}
 
 static int cwm_pst_open(void **handle, const char *id, const char *uri,
                         void *ctx)
@@ -5157,6 +5186,7 @@ static int cwm_pst_get(void *handle, char *key, char **buf, int *len)
 		memcpy(*buf, v->b, v->n);
 		*len = (int)v->n;
 		rc = 0;
+		cwm_pst_given(c, *buf);
 	}
 	pthread_mutex_unlock(&c->pstore_lock);
 	return rc;
@@ -5180,7 +5210,9 @@ static int cwm_pst_keys(void *handle, char ***keys, int *nkeys)
 	for (size_t i = 0; k != NULL && i < c->pstore.nb; i++)
 		for (struct cwm_map_ent *e = c->pstore.b[i]; e != NULL; e = e->next)
 			if ((k[n] = cwm_strndup(e->key, e->klen)) != NULL)
-				n++;
+				cwm_pst_given(c, k[n++]);
+	if (n > 0)
+		cwm_pst_given(c, k);
 	pthread_mutex_unlock(&c->pstore_lock);
 	if (k == NULL)
 		rc = MQTTCLIENT_PERSISTENCE_ERROR;
@@ -5300,6 +5332,7 @@ static int cwm_eng_create(struct mg_mqtt *c, char *err, size_t errlen)
 	    s->clean_session ? MQTTCLIENT_PERSISTENCE_NONE
 	                     : MQTTCLIENT_PERSISTENCE_USER,
 	    s->clean_session ? NULL : &c->pst, &co);
+	cwm_pst_given_free(c);
 	if (rc != MQTTCLIENT_SUCCESS) {
 		cwm_fmt(err, errlen, "%s: cannot create the MQTT client: %s",
 		        c->prefix, MQTTClient_strerror(rc));
@@ -5626,6 +5659,7 @@ static void cwm_sent_qos(struct mg_mqtt *c, struct cwm_out *r, int msgid,
 		return;
 	}
 	c->nearly = 0; /* any other is stale: its message went before */
+	r->sent_at = cwm_now_ms();
 	if (c->losses != losses && c->cfg.clean_session) {
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
@@ -6468,9 +6502,11 @@ static struct cwm_out *cwm_oldest_in_flight(struct mg_mqtt *c)
  * acknowledged on it) says the broker refuses what it is sent: with more
  * than one message in flight the window halves (down to 1; it grows back
  * by one per window of acknowledgements, up to one less than the number
- * that failed); with exactly one, that message is the suspect, and after
- * CWM_POISON_STRIKES such losses in a row it is failed as poison
- * (cwm_io_poison) instead of sent again for ever. */
+ * that failed); with exactly one, written within CWM_POISON_MS of the
+ * close and not yet taken by the broker, that message is the suspect, and
+ * after CWM_POISON_STRIKES such losses in a row it is failed as poison
+ * (cwm_io_poison) instead of sent again for ever. A message from the
+ * broker on the connection counts as progress too. */
 static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 {
 	int n = c->inflight;
@@ -6497,9 +6533,18 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 		c->awin_logged = 1;
 		return;
 	}
+	/* The suspect was written on this connection (paho sends what it
+	 * holds again right after CONNACK) and the close came right after:
+	 * a broker that refuses a packet closes as it reads it. */
 	struct cwm_out *o = cwm_oldest_in_flight(c);
-	if (o == NULL || cwm_eng_released(c, o->msgid))
-		return; /* a QoS 2 message the broker took is no suspect */
+	int64_t wrote = o == NULL                  ? 0
+	                : o->sent_at > c->connected_at ? o->sent_at
+	                                               : c->connected_at;
+	if (o == NULL || now - wrote > CWM_POISON_MS ||
+	    cwm_eng_released(c, o->msgid)) {
+		c->strikes = 0; /* a QoS 2 message the broker took is none */
+		return;
+	}
 	c->strikes = o->id == c->suspect ? c->strikes + 1 : 1;
 	c->suspect = o->id;
 	if (c->strikes >= CWM_POISON_STRIKES) {
@@ -7133,6 +7178,7 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 	size_t bytes = sizeof(struct cwm_event) + tl +
 	               (m->payloadlen > 0 ? (size_t)m->payloadlen : 0);
 	pthread_mutex_lock(&c->lock);
+	c->progressed = 1; /* the connection carries traffic (cwm_window_lost) */
 	int full = cwm_queue_full(c);
 	struct cwm_event *ev = NULL;
 	if (!full || m->qos > 0)
@@ -7960,6 +8006,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 		cwm_sub_forget(c, c->sub_head);
 	cwm_map_free(&c->subs, free); /* and any entry still marked gone */
 	cwm_map_free(&c->pstore, free); /* paho's session store */
+	free(c->pst_given.v);
 	cwm_settings_free(&c->cfg);
 	free(c->client_id);
 	free(c->reply_base);

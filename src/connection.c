@@ -366,9 +366,11 @@ static struct cwm_out *cwm_oldest_in_flight(struct mg_mqtt *c)
  * acknowledged on it) says the broker refuses what it is sent: with more
  * than one message in flight the window halves (down to 1; it grows back
  * by one per window of acknowledgements, up to one less than the number
- * that failed); with exactly one, that message is the suspect, and after
- * CWM_POISON_STRIKES such losses in a row it is failed as poison
- * (cwm_io_poison) instead of sent again for ever. */
+ * that failed); with exactly one, written within CWM_POISON_MS of the
+ * close and not yet taken by the broker, that message is the suspect, and
+ * after CWM_POISON_STRIKES such losses in a row it is failed as poison
+ * (cwm_io_poison) instead of sent again for ever. A message from the
+ * broker on the connection counts as progress too. */
 static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 {
 	int n = c->inflight;
@@ -395,9 +397,18 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 		c->awin_logged = 1;
 		return;
 	}
+	/* The suspect was written on this connection (paho sends what it
+	 * holds again right after CONNACK) and the close came right after:
+	 * a broker that refuses a packet closes as it reads it. */
 	struct cwm_out *o = cwm_oldest_in_flight(c);
-	if (o == NULL || cwm_eng_released(c, o->msgid))
-		return; /* a QoS 2 message the broker took is no suspect */
+	int64_t wrote = o == NULL                  ? 0
+	                : o->sent_at > c->connected_at ? o->sent_at
+	                                               : c->connected_at;
+	if (o == NULL || now - wrote > CWM_POISON_MS ||
+	    cwm_eng_released(c, o->msgid)) {
+		c->strikes = 0; /* a QoS 2 message the broker took is none */
+		return;
+	}
 	c->strikes = o->id == c->suspect ? c->strikes + 1 : 1;
 	c->suspect = o->id;
 	if (c->strikes >= CWM_POISON_STRIKES) {

@@ -28,12 +28,37 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
+
 /* ---- paho's session store (persistent sessions) ---------------------- */
 
 struct cwm_pval {
 	size_t n;
 	char b[];
 };
+
+/* The buffers paho is given by pget and pkeys (only while a handle is
+ * created: it restores its store) are paho's to free. A paho built with
+ * its heap tracking (Debian's: Heap_get_info is then exported) frees only
+ * what its own allocator gave and leaks the rest, so after the creation
+ * cwm_pst_given_free() frees them in that case; a paho without it has. */
+static void cwm_pst_given(struct mg_mqtt *c, void *p)
+{
+	if (p != NULL)
+		(void)cwm_vec_push(&c->pst_given, p); /* else: leaked, no harm */
+}
+
+static void cwm_pst_given_free(struct mg_mqtt *c)
+{
+	static int tracks = -1;
+	if (tracks < 0)
+		tracks = dlsym(RTLD_DEFAULT, "Heap_get_info") != NULL;
+	pthread_mutex_lock(&c->pstore_lock);
+	for (size_t i = 0; tracks && i < c->pst_given.n; i++)
+		free(c->pst_given.v[i]);
+	c->pst_given.n = 0;
+	pthread_mutex_unlock(&c->pstore_lock);
+}
 
 static int cwm_pst_open(void **handle, const char *id, const char *uri,
                         void *ctx)
@@ -87,6 +112,7 @@ static int cwm_pst_get(void *handle, char *key, char **buf, int *len)
 		memcpy(*buf, v->b, v->n);
 		*len = (int)v->n;
 		rc = 0;
+		cwm_pst_given(c, *buf);
 	}
 	pthread_mutex_unlock(&c->pstore_lock);
 	return rc;
@@ -110,7 +136,9 @@ static int cwm_pst_keys(void *handle, char ***keys, int *nkeys)
 	for (size_t i = 0; k != NULL && i < c->pstore.nb; i++)
 		for (struct cwm_map_ent *e = c->pstore.b[i]; e != NULL; e = e->next)
 			if ((k[n] = cwm_strndup(e->key, e->klen)) != NULL)
-				n++;
+				cwm_pst_given(c, k[n++]);
+	if (n > 0)
+		cwm_pst_given(c, k);
 	pthread_mutex_unlock(&c->pstore_lock);
 	if (k == NULL)
 		rc = MQTTCLIENT_PERSISTENCE_ERROR;
@@ -230,6 +258,7 @@ static int cwm_eng_create(struct mg_mqtt *c, char *err, size_t errlen)
 	    s->clean_session ? MQTTCLIENT_PERSISTENCE_NONE
 	                     : MQTTCLIENT_PERSISTENCE_USER,
 	    s->clean_session ? NULL : &c->pst, &co);
+	cwm_pst_given_free(c);
 	if (rc != MQTTCLIENT_SUCCESS) {
 		cwm_fmt(err, errlen, "%s: cannot create the MQTT client: %s",
 		        c->prefix, MQTTClient_strerror(rc));

@@ -140,7 +140,8 @@
 #define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
                                the back-off (see cwm_conn_lost_locked) */
 #define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
-#define CWM_POISON_STRIKES 2 /* see cwm_window_lost (io.c) */
+#define CWM_POISON_STRIKES 2 /* see cwm_window_lost (connection.c) */
+#define CWM_POISON_MS 1000   /* ... a close this soon after the write */
 #define CWM_ID_BUCKETS 256   /* c->byid: QoS 1/2 messages by packet id */
 #define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
                                    recurses once a level, and a CivetWeb
@@ -317,6 +318,7 @@ struct cwm_out {
 	int noop;                     /* done at once, nothing sent */
 	int appendable;               /* a SUBSCRIBE later calls may join */
 	int sent;                     /* publish: paho took it */
+	int64_t sent_at;              /* [L] ms, when mqtt-io handed it over */
 	int msgid;                    /* [L] QoS 1/2 publish in paho: its packet
 	                                 id (c->byid); 0: none */
 	struct cwm_out *idnext;       /* [L] in its c->byid bucket */
@@ -459,6 +461,8 @@ struct mg_mqtt {
 	MQTTClient_persistence pst; /* engine.c: paho's store callbacks */
 	struct cwm_map pstore;    /* paho's session store (persistent sessions),
 	                             under pstore_lock: key -> struct cwm_pval */
+	struct cwm_vec pst_given; /* engine.c: buffers handed to paho, under
+	                             pstore_lock */
 	int v5;
 	pthread_t io_thread, dispatch_thread;
 	int io_started, dispatch_started;

@@ -45,6 +45,7 @@ static void cwm_sent_qos(struct mg_mqtt *c, struct cwm_out *r, int msgid,
 		return;
 	}
 	c->nearly = 0; /* any other is stale: its message went before */
+	r->sent_at = cwm_now_ms();
 	if (c->losses != losses && c->cfg.clean_session) {
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
