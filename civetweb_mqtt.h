@@ -18,9 +18,11 @@
  * later called with the same id exactly once. A negative return means the
  * operation was not queued and no handler will run for it.
  *
- * Threads.  Each started client owns two threads: "mqtt-io" (talks to
- * paho, reconnects, applies flow control) and "mqtt-dispatch" (runs every
- * handler, one at a time, in arrival order). Calls marked "any thread" may
+ * Threads.  Each started client owns two threads: "mqtt-io" (the only one
+ * that calls paho's client: connects, sends, reconnects, applies flow
+ * control) and "mqtt-dispatch" (runs every handler, one at a time, in
+ * arrival order). paho adds one receive thread for the whole process
+ * ("MQTTClient_run"), which inline handlers run on. Calls marked "any thread" may
  * be made concurrently from CivetWeb worker threads, from handlers and from
  * your own threads. Handlers may call every "any thread" function,
  * including publish; they must not call mg_mqtt_stop().
@@ -233,7 +235,8 @@ typedef void (*mg_mqtt_disconnect_handler)(
  * or, for QoS 0, when it was written to the network; an MQTT 5 PUBACK /
  * PUBREC reason code (> 0; 0x10 "no matching subscribers" is a success,
  * >= 0x80 a refusal); or a negative MG_MQTT_ERR_* (MG_MQTT_ERR_STOPPED when
- * the client stopped before the message could be sent). */
+ * the client stopped before the message could be sent, MG_MQTT_ERR_POISON
+ * when the broker kept closing the connection over it: mg_mqtt_publish). */
 typedef void (*mg_mqtt_publish_handler)(struct mg_mqtt *c, int id, int result,
                                         void *user_data);
 
@@ -341,14 +344,23 @@ MG_MQTT_API const char *mg_mqtt_prefix(const struct mg_mqtt *c);
  * the SUBSCRIBE option. Matching cost does not grow with the number of
  * handlers (a topic tree, not a list).
  * Queue policy: nothing waits on paho's network thread (it serves every
- * client of the process). A QoS 0 message that arrives while QUEUE_SIZE
- * messages already wait for the dispatch thread is dropped, counted
- * ("dropped_queue_full" in the status) and reported by a warning through
- * the log (at most one per second). A QoS 1 or 2 message is never dropped:
- * paho has acknowledged it to the broker on arrival, so it is kept beyond
- * QUEUE_SIZE (counted in "kept_beyond_queue", warned about the same way);
- * memory then grows with what the broker sends to a handler that cannot
- * keep up. Connection and acknowledgement events are never dropped.
+ * client of the process). Messages waiting for the dispatch thread are
+ * bounded by QUEUE_SIZE (count) and QUEUE_BYTES (topic + payload + about
+ * 100 bytes each). A QoS 0 message that arrives while either bound is
+ * reached is dropped, counted ("dropped_queue_full" in the status) and
+ * reported by a warning through the log (at most one per second). A QoS 1
+ * or 2 message is never dropped (paho has acknowledged it to the broker on
+ * arrival): it is kept, and the client pauses: mqtt-io disconnects from
+ * the broker (on_disconnect, message "paused: the handlers are behind
+ * ..."; the broker keeps no will) and connects again when the handlers
+ * have brought the queue under half of both bounds. On a persistent
+ * session (CLEAN_SESSION false) the broker keeps what arrives meanwhile,
+ * within its own limits; on a clean session what is published to the
+ * client's subscriptions while it is paused is not delivered to it. The
+ * status counts "flow_pauses" and "paused_ms" and shows "paused" and
+ * "queue_bytes". Memory so stays near the bounds plus what was on the
+ * wire when the pause began. Connection and acknowledgement events are
+ * never dropped.
  * Returns also MG_MQTT_ERR_FILTER for an invalid filter, and
  * MG_MQTT_ERR_PARAM for a named level that is not a whole level
  * ("a{b}/c"), an empty or non-alphanumeric name, or a name used twice. */
@@ -431,12 +443,12 @@ MG_MQTT_API int mg_mqtt_on_unsubscribe(struct mg_mqtt *c, mg_mqtt_ack_handler h,
  * counted in a warning.
  *
  * paho's trace level.  The library owns paho's trace callback. It sets
- * paho's trace level to MQTTASYNC_TRACE_ERROR when a client starts (paho's
- * default, TRACE_MINIMUM, records every function entry and exit and costs
- * paho nearly twice the instructions per message, see the README), raises
- * it to MQTTASYNC_TRACE_PROTOCOL while a debug client runs or while a TLS
- * connect that checks the host name is in progress (paho reports a host
- * name mismatch only in its trace), and lowers it again after. With
+ * paho's trace level to MQTTCLIENT_TRACE_ERROR when a client starts
+ * (paho's default, TRACE_MINIMUM, records every function entry and exit
+ * and costs paho nearly twice the instructions per message), raises it to
+ * MQTTCLIENT_TRACE_PROTOCOL while a debug client runs or while a connect
+ * is in progress (paho reports a TLS host name mismatch, and whether the
+ * CONNECT went out, only in its trace), and lowers it again after. With
  * MQTT_C_CLIENT_TRACE_LEVEL set in the environment (paho's own switch) the
  * level is left as the environment set it. */
 MG_MQTT_API int mg_mqtt_on_log(struct mg_mqtt *c, mg_mqtt_log_handler h,
@@ -496,11 +508,17 @@ MG_MQTT_API int mg_mqtt_unsubscribe_all(struct mg_mqtt *c);
  * message and still acknowledges it (with MQTT 5 on_publish gets reason
  * code 0x95), and its max_packet_size closes the connection without a
  * word: set MAX_PACKET_SIZE. A message is never given up because
- * connections die: only a broker's refusal (a reason code, a limit) fails
- * it; a 3.1.1 broker that closes the connection over one gets it again
- * after every reconnect. A QoS 0 message paho hands back after a lost
- * connection is not sent again (at most once): on_publish gets
- * MG_MQTT_ERR_CONNECTION_LOST.
+ * connections die, with one exception: a poison message. When the broker
+ * closes the connection right after accepting it (within 3 s, nothing
+ * acknowledged on it) with QoS 1/2 messages in flight, the in-flight
+ * window halves (down to 1; it grows back by one per window of
+ * acknowledgements; "inflight_window" in the status); when it does so
+ * twice in a row within 1 s of writing a message that was then the only
+ * one in flight (and not yet received by the broker), that message is
+ * failed: on_publish gets MG_MQTT_ERR_POISON, it is logged once and never
+ * sent again ("poisoned" in the status), and the connection goes on. A
+ * QoS 0 message lost with its connection is not sent again (at most
+ * once): on_publish gets MG_MQTT_ERR_CONNECTION_LOST.
  * Returns an id > 0 (on_publish follows), or MG_MQTT_ERR_TOPIC, _QOS,
  * _TOO_LARGE, _INVALID, _NOMEM, _BUFFER_FULL, _NOT_CONNECTED. */
 MG_MQTT_API int mg_mqtt_publish(struct mg_mqtt *c, const char *topic,
@@ -585,10 +603,14 @@ MG_MQTT_API int mg_mqtt_subscriptions(struct mg_mqtt *c,
  * always NUL-terminated when len > 0, truncated if short). Fields: prefix,
  * client_id, connected, broker, brokers, protocol, transport, tls,
  * subscriptions, counters {published, publish_failed, received,
- * dropped_queue_full, kept_beyond_queue, handled_inline (messages inline
- * handlers ran for; "received" counts the queued ones), reconnects, connects, requests_replied,
- * requests_timed_out, requests_failed, late_replies}, gauges {in_flight,
- * queued, queue_depth}, with a bridge also "bridge" {path,
+ * dropped_queue_full, kept_beyond_queue (QoS 1/2 messages that arrived
+ * over the bounds, see mg_mqtt_on_topic), handled_inline (messages inline
+ * handlers ran for; "received" counts the queued ones), reconnects,
+ * connects, flow_pauses, paused_ms, poisoned, paho_renewals (new paho
+ * clients: one per poison message on a persistent session),
+ * requests_replied, requests_timed_out, requests_failed, late_replies},
+ * gauges {in_flight, queued, queue_depth, queue_bytes, inflight_window,
+ * paused}, with a bridge also "bridge" {path,
  * websocket_clients, sse_clients, authentication}, the bridge_* counters
  * and the bridge_clients and bridge_last_values gauges; and config: every
  * option as the client understood it, passwords and key passphrases as

@@ -5,20 +5,22 @@
  *
  * Design
  * ------
- * Threads.  paho.mqtt.c runs a send and a receive thread shared by every
- * paho client in the process; its callbacks (message arrived, operation
- * done, connection lost) run there holding paho's process-wide lock, and
- * only take c->lock long enough to queue work. Each started client adds
- * threads of its own:
- *   mqtt-io        (io.c) the only thread that calls paho once the client
- *                  runs: connects and reconnects with back-off, renews
- *                  subscriptions and sends the birth message on each
- *                  connect, hands queued commands to paho inside the
- *                  in-flight window, flushes and disconnects at stop. Request
- *                  handlers therefore never wait on paho's global lock,
- *                  which paho holds across DNS look-ups and TLS set-up, and
- *                  paho never sees more than MAX_INFLIGHT QoS>0 messages at a
- *                  time (its own flow control stalls for a second per window).
+ * Threads.  paho's synchronous client (MQTTClient) runs one receive
+ * thread ("MQTTClient_run") for every paho client of the process; its
+ * callbacks (message arrived, acknowledgement, connection lost) run there
+ * or on a thread paho starts for the call, and only take c->lock long
+ * enough to record or queue what happened: nothing waits there. Each
+ * started client adds threads of its own:
+ *   mqtt-io        (io.c) the only thread that calls paho (through the
+ *                  engine, engine.c) once the client runs: connects and
+ *                  reconnects with back-off (blocking up to
+ *                  CONNECTION_TIMEOUT), renews subscriptions and sends the
+ *                  birth message on each connect, writes queued commands
+ *                  inside the in-flight window (a PUBLISH is written on
+ *                  this thread; a SUBSCRIBE waits here for its SUBACK),
+ *                  pauses the connection while the handlers are behind
+ *                  (flow control), fails poison messages, flushes and
+ *                  disconnects at stop. Request handlers never call paho.
  *   mqtt-dispatch  (dispatch.c) runs every user handler, one at a time, in
  *                  arrival order, and hands messages to the bridge.
  *   mqtt-bridge    (bridge_ws.c, with a bridge) CWM_WRITERS threads that
@@ -27,23 +29,29 @@
  *
  * Queues (guarded by c->lock unless said).
  *   retry, outq    commands for mqtt-io (struct cwm_out), FIFO; retry holds
- *                  QoS 1/2 messages paho gave back when a connection
- *                  dropped, sent first. publish() refuses once MAX_INFLIGHT +
+ *                  what must go again first (QoS 1/2 messages of a clean
+ *                  session after a lost connection, renewals, commands
+ *                  not written). publish() refuses once MAX_INFLIGHT +
  *                  MAX_BUFFERED messages are unfinished.
+ *   inpaho, byid   commands paho holds: a QoS 1/2 message stays there,
+ *                  under its packet id in byid, until its acknowledgement
+ *                  (cwm_pub_acked); paho sends it again by itself after a
+ *                  reconnect of a persistent session.
  *   evq            events for mqtt-dispatch (struct cwm_event), FIFO; log
  *                  lines too (EV_LOG): mqtt-dispatch writes the log file.
- *                  Messages count against QUEUE_SIZE: when it is full,
- *                  an arriving QoS 0 message is dropped and counted, a
- *                  QoS 1/2 one (already acknowledged by paho) is kept
- *                  beyond it; paho's thread never waits. Other events are
- *                  never dropped.
+ *                  Messages count against QUEUE_SIZE and QUEUE_BYTES: past
+ *                  either an arriving QoS 0 message is dropped and counted,
+ *                  a QoS 1/2 one is kept and the connection pauses
+ *                  (cwm_flow_pause) until mqtt-dispatch brought the queue
+ *                  under half of both. Other events are never dropped.
  *   bclient.q      per browser, under the bridge lock: a bounded ring of
  *                  rendered messages; a browser that lets it fill is dropped.
  *
  * Locks.  One mutex per client, c->lock, guards every field marked [L] in
  * struct mg_mqtt. Nothing calls paho or a user handler while holding it
  * (paho holds its own lock when it calls us). c->req_lock guards the
- * waiting requests. Per bridge, the anchor's lock (the bridge lock, [B])
+ * waiting requests. c->pstore_lock (engine.c) guards paho's session store
+ * and is a leaf. Per bridge, the anchor's lock (the bridge lock, [B])
  * guards its clients, their queues and filters and the delivery tree; it
  * is taken before c->lock, never after. The bridge's lv_lock (last
  * values) and nonce_lock (digest nonces) are leaves: nothing else is
@@ -57,10 +65,12 @@
  * can block on the network.
  *
  * Ownership.  A command belongs to the queue it is in, then to c->inpaho
- * until paho reports it done, then it is freed by the thread that saw it
+ * (and byid) until it is done, then it is freed by the thread that saw it
  * done. A received paho message belongs to its event until mqtt-dispatch
  * has run its handlers and frees it. A bridge message (struct cwm_bmsg) is
- * reference counted: one count per queue holding it.
+ * reference counted: one count per queue holding it. paho's session store
+ * (persistent sessions) is the client's (c->pstore), so that a new paho
+ * handle takes it back whole.
  *
  * Shutdown (mg_mqtt_stop).  Unregister; set c->stopping; mqtt-io flushes
  * (at most CONNECTION_TIMEOUT seconds, only while connected), disconnects,
@@ -68,6 +78,8 @@
  * is left with MG_MQTT_ERR_STOPPED, queues the final disconnect event and
  * exits; mqtt-dispatch drains evq and exits; both are joined; the bridge is
  * detached from CivetWeb's handlers and its threads joined; all is freed.
+ * A stop while mqtt-io waits in a connect or for a SUBACK waits for that
+ * (CONNECTION_TIMEOUT, 5 s at least for the SUBACK).
  *
  * Errors.  Inside, every function that can fail returns 0 (or a positive
  * id) or a negative MG_MQTT_ERR_* code; CWM_ERR_* below extends that space
