@@ -89,8 +89,9 @@ help:
 	@echo "                answers) and the example server on :8080"
 	@echo "make test       deps + build + every test (alias: make check)"
 	@echo "make soak       the chaos test (test_chaos) with a new random seed"
-	@echo "                each run for SOAK_MINUTES=10, CHAOS_SECONDS=20 a"
-	@echo "                seed; prints failing seeds and how to rerun them"
+	@echo "                each run, SOAK_SEEDS=10 seeds (or SOAK_MINUTES=N),"
+	@echo "                CHAOS_SECONDS=20 a seed; prints failing seeds and"
+	@echo "                how to rerun them"
 	@echo "make test-cluster  a three-node RabbitMQ cluster: cross-node"
 	@echo "                delivery, a node killed under load (a few minutes)"
 	@echo "make test-readme  every C block of README.md compiled, its"
@@ -233,13 +234,15 @@ test-readme: deps
 	@$(MAKE) --no-print-directory $(BUILD)/civetweb_mqtt.o
 	@BUILD=$(BUILD) CC=$(CC) ./test/run.sh $(README_TESTS)
 
-# Many seeds of the chaos test for a set time (test/soak.sh).
-SOAK_MINUTES  ?= 10
+# Many seeds of the chaos test (test/soak.sh): SOAK_SEEDS of them, or as
+# many as SOAK_MINUTES allows when that is given.
+SOAK_SEEDS    ?= 10
+SOAK_MINUTES  ?=
 CHAOS_SECONDS ?= 20
 soak: deps
 	@$(MAKE) --no-print-directory $(BUILD)/test/test_chaos
-	@BUILD=$(BUILD) SOAK_MINUTES=$(SOAK_MINUTES) CHAOS_SECONDS=$(CHAOS_SECONDS) \
-	    ./test/soak.sh
+	@BUILD=$(BUILD) SOAK_SEEDS=$(SOAK_SEEDS) SOAK_MINUTES=$(SOAK_MINUTES) \
+	    CHAOS_SECONDS=$(CHAOS_SECONDS) ./test/soak.sh
 
 # Three RabbitMQ 3.10 nodes clustered on loopback, two example servers,
 # a node killed under a stream of POSTs (a few minutes).
