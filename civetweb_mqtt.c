@@ -948,6 +948,7 @@ static int cwm_req_setup(struct mg_mqtt *c);
 static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
                            MQTTClient_message *m);
 static void cwm_req_stop(struct mg_mqtt *c, int wait);
+static void cwm_req_failed(struct mg_mqtt *c, int id, int result);
 
 /* src/json.c */
 static char *cwm_base64(const void *data, size_t n);
@@ -6910,6 +6911,9 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	if (ev != NULL)
 		cwm_push_event(c, ev);
 	pthread_mutex_unlock(&c->lock);
+	if (r->type == CMD_PUBLISH && !r->internal &&
+	    (result >= 0x80 || (result < 0 && result != MG_MQTT_ERR_STOPPED)))
+		cwm_req_failed(c, r->id, result); /* a request waiting for it */
 	cwm_out_free(r);
 }
 
@@ -7397,7 +7401,10 @@ struct cwm_req {
 	char corr[40];      /* correlation id: the last level of the reply topic,
 	                       128 random bits as hex (not guessable by others
 	                       on the broker, who could answer first) */
-	int done;           /* 1: replied; -1: out of memory copying the reply */
+	int done;           /* 1: replied; -1: out of memory copying the reply;
+	                       -2: its publish failed (err) */
+	int pub_id;         /* its publish's id, once mg_mqtt_publish returned */
+	int err;            /* done -2: the publish's result (cwm_req_failed) */
 	void *payload;
 	size_t len;
 	char *content_type;
@@ -7481,6 +7488,22 @@ static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
 	}
 	pthread_mutex_unlock(&c->req_lock);
 	return 1;
+}
+
+/* The publish id of a request failed (result: a negative code, or a
+ * reason code >= 0x80): the request returns at once, with result, instead
+ * of waiting for a reply that cannot come. Without c->lock. */
+static void cwm_req_failed(struct mg_mqtt *c, int id, int result)
+{
+	pthread_mutex_lock(&c->req_lock);
+	for (struct cwm_req *q = c->reqs; q != NULL; q = q->next)
+		if (q->pub_id == id && q->done == 0) {
+			q->done = -2;
+			q->err = result < 0 ? result : MG_MQTT_ERR_REFUSED;
+			pthread_cond_signal(&q->cond);
+			break;
+		}
+	pthread_mutex_unlock(&c->req_lock);
 }
 
 /* Stop: every waiting request returns MG_MQTT_ERR_STOPPED. wait: also
@@ -7623,13 +7646,16 @@ static int cwm_request(struct mg_mqtt *c, const char *topic,
 	cJSON_free(env);
 
 	pthread_mutex_lock(&c->req_lock);
-	if (rc > 0) {
+	if (rc > 0)
+		q.pub_id = rc;
+	if (rc > 0 && q.done == 0) {
 		struct timespec until = cwm_deadline(deadline - cwm_now_ms());
 		while (q.done == 0 && !c->req_stopping &&
 		       pthread_cond_timedwait(&q.cond, &c->req_lock, &until) !=
 		           ETIMEDOUT) {
 		}
 		rc = q.done == 1    ? 0
+		     : q.done == -2 ? q.err
 		     : q.done < 0   ? MG_MQTT_ERR_NOMEM
 		     : c->req_stopping ? MG_MQTT_ERR_STOPPED
 		                       : MG_MQTT_ERR_TIMEOUT;
@@ -9535,6 +9561,8 @@ static int cwm_http_status(int err)
 		return 410;
 	case MG_MQTT_ERR_TIMEOUT:
 		return 408;
+	case MG_MQTT_ERR_POISON:
+		return 502; /* the broker would not take it */
 	default:
 		return 400;
 	}
@@ -9976,7 +10004,10 @@ static int cwm_route_request(struct cwm_bridge *b, struct mg_connection *conn,
 		return cwm_reply_error(conn, 504, msg);
 	case MG_MQTT_ERR_REFUSED:
 		return cwm_reply_error(conn, 502,
-		                       "the broker refused the reply subscription");
+		                       "the broker refused the reply subscription "
+		                       "or the request");
+	case MG_MQTT_ERR_POISON:
+		return cwm_reply_error(conn, 502, mg_mqtt_strerror(rc));
 	case MG_MQTT_ERR_TOPIC:
 		return cwm_reply_error(conn, 500,
 		                       "the client id cannot start a reply topic");

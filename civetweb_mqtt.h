@@ -566,8 +566,10 @@ struct mg_mqtt_reply {
  * it holds up later handlers). Many threads may wait at once.
  * On success fills *reply (release it with mg_mqtt_reply_free()) and
  * returns 0. Returns MG_MQTT_ERR_TIMEOUT (no reply in time), _STOPPED
- * (stop began), _REFUSED (the broker refused the reply subscription),
- * _TOPIC (a bad topic, or a client id with '+', '#' or a leading '$' that
+ * (stop began), _REFUSED (the broker refused the reply subscription, or
+ * the request with a reason code), _POISON (the broker kept closing the
+ * connection over the request: see mg_mqtt_publish; returned as soon as
+ * that is known, not at the timeout), _TOPIC (a bad topic, or a client id with '+', '#' or a leading '$' that
  * cannot be a reply topic), _INVALID (timeout_ms <= 0, reply NULL), _IO
  * (no random bytes for the correlation id), or what mg_mqtt_publish()
  * returns; *reply is then all NULL/0. */

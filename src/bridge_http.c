@@ -101,6 +101,8 @@ static int cwm_http_status(int err)
 		return 410;
 	case MG_MQTT_ERR_TIMEOUT:
 		return 408;
+	case MG_MQTT_ERR_POISON:
+		return 502; /* the broker would not take it */
 	default:
 		return 400;
 	}
@@ -542,7 +544,10 @@ static int cwm_route_request(struct cwm_bridge *b, struct mg_connection *conn,
 		return cwm_reply_error(conn, 504, msg);
 	case MG_MQTT_ERR_REFUSED:
 		return cwm_reply_error(conn, 502,
-		                       "the broker refused the reply subscription");
+		                       "the broker refused the reply subscription "
+		                       "or the request");
+	case MG_MQTT_ERR_POISON:
+		return cwm_reply_error(conn, 502, mg_mqtt_strerror(rc));
 	case MG_MQTT_ERR_TOPIC:
 		return cwm_reply_error(conn, 500,
 		                       "the client id cannot start a reply topic");

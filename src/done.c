@@ -173,6 +173,9 @@ static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
 	if (ev != NULL)
 		cwm_push_event(c, ev);
 	pthread_mutex_unlock(&c->lock);
+	if (r->type == CMD_PUBLISH && !r->internal &&
+	    (result >= 0x80 || (result < 0 && result != MG_MQTT_ERR_STOPPED)))
+		cwm_req_failed(c, r->id, result); /* a request waiting for it */
 	cwm_out_free(r);
 }
 

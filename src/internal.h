@@ -942,6 +942,7 @@ static int cwm_req_setup(struct mg_mqtt *c);
 static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
                            MQTTClient_message *m);
 static void cwm_req_stop(struct mg_mqtt *c, int wait);
+static void cwm_req_failed(struct mg_mqtt *c, int id, int result);
 
 /* src/json.c */
 static char *cwm_base64(const void *data, size_t n);
