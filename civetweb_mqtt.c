@@ -5682,6 +5682,16 @@ static void cwm_sent_qos(struct mg_mqtt *c, struct cwm_out *r, int msgid,
 	cwm_byid_add(c, r, msgid);
 }
 
+/* mqtt-io: paho took nothing (not connected): r goes again after the next
+ * connect, and nothing more is sent until then. */
+static void cwm_send_later(struct mg_mqtt *c, struct cwm_out *r)
+{
+	pthread_mutex_lock(&c->lock);
+	c->send_blocked = 1;
+	pthread_mutex_unlock(&c->lock);
+	cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+}
+
 /* mqtt-io: a PUBLISH to paho. Called without c->lock. */
 static void cwm_send_publish(struct mg_mqtt *c, struct cwm_out *r)
 {
@@ -5709,10 +5719,7 @@ static void cwm_send_publish(struct mg_mqtt *c, struct cwm_out *r)
 		cwm_sent_qos(c, r, msgid, losses);
 		pthread_mutex_unlock(&c->lock);
 	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
-		pthread_mutex_lock(&c->lock);
-		c->send_blocked = 1; /* until the next connect */
-		pthread_mutex_unlock(&c->lock);
-		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+		cwm_send_later(c, r);
 	} else {
 		cwm_done(c, r, rc, 0, NULL, 0);
 	}
@@ -5737,10 +5744,7 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, 0, 0, codes, r->nfilters);
 	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
-		pthread_mutex_lock(&c->lock);
-		c->send_blocked = 1;
-		pthread_mutex_unlock(&c->lock);
-		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+		cwm_send_later(c, r);
 	} else {
 		cwm_done(c, r, rc, 0, NULL, 0);
 	}
@@ -7137,10 +7141,10 @@ static int cwm_inline_run(struct mg_mqtt *c, const char *topic, size_t tl,
 /* [L] Flow control: the messages waiting for the handlers passed
  * QUEUE_SIZE or QUEUE_BYTES. QoS 0 ones are dropped from then on (at most
  * once is what they promised); nothing acknowledged is: at a QoS 1/2 one
- * (kept beyond the bound) mqtt-io pauses the connection (cwm_io_pause) until mqtt-dispatch brought the queue under
- * half of both bounds (cwm_flow_check), so that the broker keeps the rest
- * (a persistent session keeps what is published meanwhile; a clean one
- * does not: README, flow control). */
+ * (kept beyond the bound) mqtt-io pauses the connection (cwm_io_pause)
+ * until mqtt-dispatch brought the queue under half of both bounds
+ * (cwm_flow_check), so that the broker keeps the rest (a persistent
+ * session keeps what is published meanwhile; a clean one does not). */
 static int cwm_queue_full(const struct mg_mqtt *c)
 {
 	return c->ev_msgs >= c->cfg.queue_size ||

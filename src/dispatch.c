@@ -173,10 +173,10 @@ static int cwm_inline_run(struct mg_mqtt *c, const char *topic, size_t tl,
 /* [L] Flow control: the messages waiting for the handlers passed
  * QUEUE_SIZE or QUEUE_BYTES. QoS 0 ones are dropped from then on (at most
  * once is what they promised); nothing acknowledged is: at a QoS 1/2 one
- * (kept beyond the bound) mqtt-io pauses the connection (cwm_io_pause) until mqtt-dispatch brought the queue under
- * half of both bounds (cwm_flow_check), so that the broker keeps the rest
- * (a persistent session keeps what is published meanwhile; a clean one
- * does not: README, flow control). */
+ * (kept beyond the bound) mqtt-io pauses the connection (cwm_io_pause)
+ * until mqtt-dispatch brought the queue under half of both bounds
+ * (cwm_flow_check), so that the broker keeps the rest (a persistent
+ * session keeps what is published meanwhile; a clean one does not). */
 static int cwm_queue_full(const struct mg_mqtt *c)
 {
 	return c->ev_msgs >= c->cfg.queue_size ||

@@ -55,6 +55,16 @@ static void cwm_sent_qos(struct mg_mqtt *c, struct cwm_out *r, int msgid,
 	cwm_byid_add(c, r, msgid);
 }
 
+/* mqtt-io: paho took nothing (not connected): r goes again after the next
+ * connect, and nothing more is sent until then. */
+static void cwm_send_later(struct mg_mqtt *c, struct cwm_out *r)
+{
+	pthread_mutex_lock(&c->lock);
+	c->send_blocked = 1;
+	pthread_mutex_unlock(&c->lock);
+	cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+}
+
 /* mqtt-io: a PUBLISH to paho. Called without c->lock. */
 static void cwm_send_publish(struct mg_mqtt *c, struct cwm_out *r)
 {
@@ -82,10 +92,7 @@ static void cwm_send_publish(struct mg_mqtt *c, struct cwm_out *r)
 		cwm_sent_qos(c, r, msgid, losses);
 		pthread_mutex_unlock(&c->lock);
 	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
-		pthread_mutex_lock(&c->lock);
-		c->send_blocked = 1; /* until the next connect */
-		pthread_mutex_unlock(&c->lock);
-		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+		cwm_send_later(c, r);
 	} else {
 		cwm_done(c, r, rc, 0, NULL, 0);
 	}
@@ -110,10 +117,7 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, 0, 0, codes, r->nfilters);
 	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
-		pthread_mutex_lock(&c->lock);
-		c->send_blocked = 1;
-		pthread_mutex_unlock(&c->lock);
-		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
+		cwm_send_later(c, r);
 	} else {
 		cwm_done(c, r, rc, 0, NULL, 0);
 	}
