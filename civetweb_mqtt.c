@@ -499,6 +499,8 @@ struct mg_mqtt {
 	                             last connection was lost */
 	int short_loss;           /* [L] that loss was short, nothing acked */
 	unsigned losses;          /* [L] connections lost, ever */
+	int lost_early;           /* [L] paho reported the loss while mqtt-io
+	                             still waited in the connect */
 	int suspect;              /* [L] the id of the message oldest in flight
 	                             at the last short losses (cwm_window_lost) */
 	int strikes;              /* [L] short losses in a row with it oldest */
@@ -6030,6 +6032,7 @@ static void cwm_io_connect(struct mg_mqtt *c)
 		}
 	}
 	c->state = CWM_CONNECTING;
+	c->lost_early = 0;
 	if (c->uri_try == 0)
 		c->attempt++; /* one attempt: a round over BROKER_URL */
 	c->tls_error = 0;
@@ -6221,6 +6224,8 @@ static void cwm_check_caps(struct mg_mqtt *c, const struct cwm_caps *k)
 	atomic_store(&c->no_retain, !k->retain);
 }
 
+static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause);
+
 static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
                           const struct cwm_caps *k)
 {
@@ -6276,6 +6281,8 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	               c->broker, c->client_id,
 	               session ? " (session resumed)" : "");
 	cwm_check_caps(c, k);
+	if (c->lost_early) /* paho said so while the connect returned */
+		cwm_conn_lost_locked(c, "connection lost right after CONNACK");
 	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
@@ -6671,6 +6678,8 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
  * once. */
 static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 {
+	if (c->state == CWM_CONNECTING)
+		c->lost_early = 1; /* before mqtt-io saw the CONNACK: cwm_connected */
 	if (c->state != CWM_CONNECTED)
 		return;
 	char why[128];

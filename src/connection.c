@@ -68,6 +68,8 @@ static void cwm_check_caps(struct mg_mqtt *c, const struct cwm_caps *k)
 	atomic_store(&c->no_retain, !k->retain);
 }
 
+static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause);
+
 static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
                           const struct cwm_caps *k)
 {
@@ -123,6 +125,8 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	               c->broker, c->client_id,
 	               session ? " (session resumed)" : "");
 	cwm_check_caps(c, k);
+	if (c->lost_early) /* paho said so while the connect returned */
+		cwm_conn_lost_locked(c, "connection lost right after CONNACK");
 	if (c->io_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->io_cond);
 	pthread_mutex_unlock(&c->lock);
@@ -518,6 +522,8 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
  * once. */
 static void cwm_conn_lost_locked(struct mg_mqtt *c, const char *cause)
 {
+	if (c->state == CWM_CONNECTING)
+		c->lost_early = 1; /* before mqtt-io saw the CONNACK: cwm_connected */
 	if (c->state != CWM_CONNECTED)
 		return;
 	char why[128];

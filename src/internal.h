@@ -493,6 +493,8 @@ struct mg_mqtt {
 	                             last connection was lost */
 	int short_loss;           /* [L] that loss was short, nothing acked */
 	unsigned losses;          /* [L] connections lost, ever */
+	int lost_early;           /* [L] paho reported the loss while mqtt-io
+	                             still waited in the connect */
 	int suspect;              /* [L] the id of the message oldest in flight
 	                             at the last short losses (cwm_window_lost) */
 	int strikes;              /* [L] short losses in a row with it oldest */

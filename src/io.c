@@ -403,6 +403,7 @@ static void cwm_io_connect(struct mg_mqtt *c)
 		}
 	}
 	c->state = CWM_CONNECTING;
+	c->lost_early = 0;
 	if (c->uri_try == 0)
 		c->attempt++; /* one attempt: a round over BROKER_URL */
 	c->tls_error = 0;
