@@ -10,6 +10,7 @@ PCDIR    ?= $(LIBDIR)/pkgconfig
 
 CC       ?= cc
 CXX      ?= c++
+AR       ?= ar
 CFLAGS   ?= -O2 -g
 BUILD    ?= build
 SAN      ?=
@@ -49,9 +50,23 @@ DEP_LDFLAGS     := $(addprefix -L,$(DEP_LIBDIRS)) \
 # GNU conventions: CPPFLAGS (preprocessor), CFLAGS, LDFLAGS (before the
 # objects), LDLIBS (after them) are the caller's and go on every compile
 # and link below.
-XCPPFLAGS := -I. $(DEP_CPPFLAGS) $(CPPFLAGS)
+# Large files on 32-bit systems too (civetweb_mqtt.c defines it as well, for
+# builds that only have the two files).
+XCPPFLAGS := -I. -D_FILE_OFFSET_BITS=64 $(DEP_CPPFLAGS) $(CPPFLAGS)
 XLDFLAGS  := $(DEP_LDFLAGS) $(LDFLAGS)
-LIBS      := -lpaho-mqtt3cs -lcivetweb -lcjson -lpthread
+# The paho.mqtt.c library the client is built on: named here only (the
+# link lines, the .pc file).
+PAHO_LIB  := paho-mqtt3cs
+# -latomic where 64-bit atomics are calls into libatomic (32-bit ARM before
+# ARMv7, e.g. Raspberry Pi OS's default -march=armv6+fp): a program with a
+# 64-bit atomic_fetch_add that links only with it. Probed once per make
+# run with the caller's compiler and flags.
+ATOMIC_PROBE := \#include <stdatomic.h>\n_Atomic unsigned long long v;\nint main(int argc, char **argv) { (void)argv; atomic_store(&v, (unsigned long long)argc); return (int)atomic_fetch_add(&v, 1) + (int)atomic_exchange(&v, 2) + (int)atomic_load(&v); }\n
+ATOMIC_TRY    = printf '$(ATOMIC_PROBE)' | $(CC) -std=c11 $(CFLAGS) $(LDFLAGS) -x c - -o /dev/null $(1) >/dev/null 2>&1
+ifeq ($(origin LIBATOMIC),undefined)
+LIBATOMIC := $(shell $(call ATOMIC_TRY) || { $(call ATOMIC_TRY,-latomic) && echo -latomic; })
+endif
+LIBS      := -l$(PAHO_LIB) -lcivetweb -lcjson -lpthread $(LIBATOMIC)
 XLIBS     := $(LIBS) $(LDLIBS)
 
 LIB_A    := libcivetweb_mqtt.a
@@ -169,7 +184,7 @@ $(BUILD)/civetweb_mqtt.o: civetweb_mqtt.c civetweb_mqtt.h
 
 $(LIB_A): $(BUILD)/civetweb_mqtt.o
 	rm -f $@
-	ar rcs $@ $<
+	$(AR) rcs $@ $<
 
 $(LIB_SO): $(BUILD)/civetweb_mqtt.o
 	$(CC) $(XCFLAGS) $(XLDFLAGS) -shared -Wl,-soname,$(notdir $(LIB_SO)).$(SOMAJOR) -o $@ $< \
@@ -197,7 +212,7 @@ $(BUILD)/test/util.o: test/util.c test/util.h test/harness.h
 $(MQPROXY): test/mqproxy.c test/mqproxy.h test/harness.h test/util.h \
     civetweb_mqtt.h
 	@mkdir -p $(BUILD)/test
-	$(CC) $(XCFLAGS) -D_GNU_SOURCE -I. -Itest -c $< -o $@
+	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) -c $< -o $@
 
 $(addprefix $(BUILD)/test/,$(UNIT_TESTS)): $(BUILD)/test/%: test/%.c \
     civetweb_mqtt.c civetweb_mqtt.h $(TEST_COMMON)
@@ -218,7 +233,7 @@ test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header check-nobridge
 
 test check: deps
 	@$(MAKE) --no-print-directory all test-bins
-	@BUILD=$(BUILD) CC=$(CC) ./test/run.sh $(TESTS) $(README_TESTS) \
+	@BUILD=$(BUILD) CC=$(CC) LIBS="$(XLIBS)" ./test/run.sh $(TESTS) $(README_TESTS) \
 	    $(BROWSER_TESTS)
 
 # The bridge behind Debian's nginx (example/nginx.conf) over https:// and
@@ -231,7 +246,7 @@ test-https: deps
 # compiled (test/test_readme.sh).
 test-readme: deps
 	@$(MAKE) --no-print-directory $(BUILD)/civetweb_mqtt.o
-	@BUILD=$(BUILD) CC=$(CC) ./test/run.sh $(README_TESTS)
+	@BUILD=$(BUILD) CC=$(CC) LIBS="$(XLIBS)" ./test/run.sh $(README_TESTS)
 
 # Many seeds of the chaos test for a set time (test/soak.sh).
 SOAK_MINUTES  ?= 10
@@ -469,7 +484,10 @@ valgrind:
 # (and the -L of CIVETWEB_PREFIX/PAHO_PREFIX) go to Libs.private.
 PC_LIBDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
 PC_INCDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCDIR))
-PC_LIBS_PRIVATE := $(strip $(addprefix -L,$(DEP_LIBDIRS)) -lpaho-mqtt3cs -lcivetweb -lpthread)
+# cJSON too: no public header includes it, so Requires.private would only
+# put its -I into every consumer's --cflags.
+PC_LIBS_PRIVATE := $(strip $(addprefix -L,$(DEP_LIBDIRS)) -l$(PAHO_LIB) -lcivetweb -lcjson \
+                   -lpthread $(LIBATOMIC))
 
 # Written on every call (phony): PREFIX may differ from the last one.
 .PHONY: civetweb-mqtt.pc

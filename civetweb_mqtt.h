@@ -693,6 +693,21 @@ MG_MQTT_API int mg_mqtt_config_read(struct mg_mqtt_config *cfg,
                                     const char *path, const char **overrides,
                                     char *errbuf, size_t errlen);
 
+/* The strict check after mg_mqtt_config_read(): 0 when every name was
+ * taken (cfg->other is empty), else MG_MQTT_ERR_CONFIG with a sentence that
+ * names the first name neither CivetWeb (mg_get_valid_options()) nor a
+ * prefix takes, and the CivetWeb option it is closest to, if any:
+ * "unknown option 'listening_port': neither a CivetWeb option nor
+ * <PREFIX>_<KEY>; did you mean 'listening_ports'?". Call it before
+ * mg_start() unless the program reads names of its own from cfg->other:
+ * without it a misspelt CivetWeb option is silently left out. The same
+ * split serves a C++ program: its whole option list (CivetServer's) as
+ * `overrides`, cfg->civetweb to CivetServer, cfg->mqtt to mg_mqtt_start()
+ * (CivetWeb itself refuses an MQTT_* option without naming it).
+ * MG_MQTT_ERR_INVALID for cfg NULL or not read. Any thread. */
+MG_MQTT_API int mg_mqtt_config_check(const struct mg_mqtt_config *cfg,
+                                     char *errbuf, size_t errlen);
+
 /* Frees what mg_mqtt_config_read() allocated; cfg may be zeroed or NULL. */
 MG_MQTT_API void mg_mqtt_config_free(struct mg_mqtt_config *cfg);
 
