@@ -661,6 +661,8 @@ TEST_T(persistence_dir_makes_the_example_server_send_after_a_sigkill, 90)
 	         b.url, dir);
 	th_xsrv_start(&s, mqtt, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 15000));
+	/* /api/publish is routed once the start is over. */
+	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "serving") == 1, 15000));
 
 	/* A frozen broker takes the PUBLISHes into its socket and never
 	 * acknowledges them; each POST is answered once the message is on
