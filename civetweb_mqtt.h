@@ -30,6 +30,16 @@
  * Flask-MQTT's "register handlers before init_app". Stop the CivetWeb
  * context (mg_stop) before the clients attached to it, so that no request
  * handler still holds a client pointer when it is freed.
+ * THE CLIENT MUST OUTLIVE THE SERVER'S WORKERS: mg_mqtt_stop() while a
+ * request handler may still be running (a slow request at shutdown) frees
+ * the client under it. In C++ that means the CivetServer is destroyed
+ * first: declare the client (or civetweb_mqtt.hpp's mqtt::client) BEFORE
+ * the CivetServer, so that it is destroyed after it (docs/cpp.md).
+ *
+ * C++.  The header compiles as C++ (extern "C"); civetweb_mqtt.c does not
+ * (compile it as C). Handlers are called from C: a handler must not let an
+ * exception escape (it would end the program in std::terminate); catch
+ * inside it. civetweb_mqtt.hpp's wrapper does that at the boundary.
  */
 #ifndef CIVETWEB_MQTT_H
 #define CIVETWEB_MQTT_H
@@ -276,7 +286,10 @@ MG_MQTT_API struct mg_mqtt *mg_mqtt_create(const char *prefix);
  * options are ignored; an unknown <PREFIX>_<KEY> or a bad value is an error.
  *
  * ctx may be NULL (no CivetWeb server: mg_mqtt_get() cannot find the
- * client). With ctx, log lines also go to CivetWeb's error_log_file.
+ * client). With ctx, log lines also go to CivetWeb's error_log_file. ctx
+ * is const so that C++'s CivetServer::getContext() can be passed as it is;
+ * the client still registers its bridge's handlers on it (CivetWeb's
+ * mg_set_*_handler), so it must be a context the program started.
  *
  * With CONNECT_ASYNC false (the default) it waits for the first connection
  * attempt to every URL of BROKER_URL and fails if none succeeds; with
@@ -295,7 +308,7 @@ MG_MQTT_API struct mg_mqtt *mg_mqtt_create(const char *prefix);
  * match host name <host>"), _THREAD, _NOMEM. On failure
  * the client is left created and not started: fix and retry, or stop it.
  * Call once per client, from any thread but not from its handlers. */
-MG_MQTT_API int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
+MG_MQTT_API int mg_mqtt_start(struct mg_mqtt *c, const struct mg_context *ctx,
                               const char **options, char *errbuf,
                               size_t errlen);
 
