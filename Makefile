@@ -79,9 +79,11 @@ UNIT_TESTS  := test_config test_topics test_nobridge
 INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
                test_faults test_security test_load test_logging test_packets \
                test_chaos test_hostile test_attacks test_engine
+# civetweb_mqtt.hpp on CivetServer, built with $(CXX) -std=c++17.
+CXX_TESTS   := test_cpp
 # A three-node RabbitMQ cluster (make test-cluster, and CI): not in make test.
 CLUSTER_TESTS := test_cluster
-TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
+TESTS       := $(UNIT_TESTS) $(INTEG_TESTS) $(CXX_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
 BROWSER_TESTS := test/browser/dashboard.test.mjs test/browser/https.test.mjs
@@ -224,9 +226,20 @@ $(addprefix $(BUILD)/test/,$(INTEG_TESTS) $(CLUSTER_TESTS)): $(BUILD)/test/%: te
 	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) $(XLDFLAGS) -o $@ $< \
 	    $(BUILD)/test/util.o $(MQPROXY) $(BUILD)/civetweb_mqtt.o $(XLIBS)
 
+# The C++ wrapper's tests: the harness and util.o are C, the test C++17
+# against CivetServer (libcivetweb-cpp).
+CXXWARN := -std=c++17 -Wall -Wextra -Werror
+$(BUILD)/test/test_cpp: test/test_cpp.cpp civetweb_mqtt.hpp \
+    $(BUILD)/civetweb_mqtt.o $(TEST_COMMON)
+	$(CXX) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(CXXWARN) $(CFLAGS) $(SANFLAGS) \
+	    -pthread $(XLDFLAGS) -o $@ $< $(BUILD)/test/util.o \
+	    $(BUILD)/civetweb_mqtt.o -lcivetweb-cpp $(XLIBS)
+
 # C++ users include the header too: compile it once as C++.
 cxx-header:
 	@echo '#include "civetweb_mqtt.h"' | $(CXX) -x c++ -std=c++11 -Wall \
+	    -Wextra -Wpedantic -Werror $(XCPPFLAGS) -fsyntax-only -
+	@echo '#include "civetweb_mqtt.hpp"' | $(CXX) -x c++ -std=c++17 -Wall \
 	    -Wextra -Wpedantic -Werror $(XCPPFLAGS) -fsyntax-only -
 
 test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header check-nobridge
@@ -502,13 +515,14 @@ install: $(LIB_A) $(LIB_SO) civetweb-mqtt.pc
 	install -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/$(LIB_SO).$(VERSION)
 	ln -sf $(LIB_SO).$(VERSION) $(DESTDIR)$(LIBDIR)/$(LIB_SO).$(SOMAJOR)
 	ln -sf $(LIB_SO).$(SOMAJOR) $(DESTDIR)$(LIBDIR)/$(LIB_SO)
-	install -m 644 civetweb_mqtt.h $(DESTDIR)$(INCDIR)/
+	install -m 644 civetweb_mqtt.h civetweb_mqtt.hpp $(DESTDIR)$(INCDIR)/
 	install -m 644 civetweb-mqtt.pc $(DESTDIR)$(PCDIR)/
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig 2>/dev/null || true; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(LIB_A) $(DESTDIR)$(LIBDIR)/$(LIB_SO)* \
-	    $(DESTDIR)$(INCDIR)/civetweb_mqtt.h $(DESTDIR)$(PCDIR)/civetweb-mqtt.pc
+	    $(DESTDIR)$(INCDIR)/civetweb_mqtt.h $(DESTDIR)$(INCDIR)/civetweb_mqtt.hpp \
+	    $(DESTDIR)$(PCDIR)/civetweb-mqtt.pc
 
 # ---- run ----------------------------------------------------------------
 run: deps

@@ -51,9 +51,10 @@ endif()
 
 find_package(PkgConfig QUIET)
 
-# An imported INTERFACE target `name` that links `libs`, with `incs`.
+# An imported INTERFACE target `name` that links `libs`, with `incs`
+# (GLOBAL when _cwm_global is GLOBAL).
 function(_cwm_dep_target name incs libs)
-  add_library(${name} INTERFACE IMPORTED)
+  add_library(${name} INTERFACE IMPORTED ${_cwm_global})
   if(incs)
     set_property(TARGET ${name} PROPERTY INTERFACE_INCLUDE_DIRECTORIES "${incs}")
   endif()
@@ -194,6 +195,8 @@ if(NOT TARGET civetweb-mqtt::civetweb-cpp AND TARGET civetweb-mqtt::dep-civetweb
       set(_cwm_lib ${_t})
     endif()
   endforeach()
+  # GLOBAL: a project that add_subdirectory()s this one links it too.
+  set(_cwm_global GLOBAL)
   if(_cwm_lib)
     _cwm_dep_target(civetweb-mqtt::civetweb-cpp "" "${_cwm_lib}")
   else()
@@ -238,6 +241,7 @@ if(NOT DEFINED CIVETWEB_MQTT_LIBATOMIC)
   unset(_cwm_src)
 endif()
 
+unset(_cwm_global)
 unset(_cwm_lib)
 unset(_cwm_p)
 unset(_cwm_libs)

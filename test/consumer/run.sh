@@ -8,6 +8,8 @@
 #      relocatable), find_package(civetweb-mqtt)
 #   2. pkg-config from CMake (pkg_check_modules, --define-prefix)
 #   3. add_subdirectory(<this repository>)
+#   (1-3 also build consumer_cpp.cpp: C++17 on CivetServer with
+#   civetweb_mqtt.hpp, linking civetweb-mqtt::civetweb-cpp)
 #   4. the README's cc lines: pkg-config shared (with rpath) and static
 # CMAKE_ARGS= adds arguments to every cmake configure (e.g. other
 # dependency builds through -DCMAKE_PREFIX_PATH=...); CIVETWEB_SOURCE_DIR=
@@ -90,21 +92,24 @@ LIBDIR=$(cd "$PREFIX" && ls -d lib*/pkgconfig | head -n 1 | xargs dirname)
 step package env CMAKE_PREFIX_PATH="$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}" \
 	cmake -S test/consumer -B "$B/package" -DCONSUMER_VIA=package $CMAKE_ARGS &&
 step package cmake --build "$B/package" &&
-run package "$B/package/consumer"
+run package "$B/package/consumer" &&
+run package-cpp "$B/package/consumer_cpp"
 
 # 2. pkg-config from CMake, relocated with --define-prefix
 # shellcheck disable=SC2086
 step pkgconfig env PKG_CONFIG_PATH="$PREFIX/$LIBDIR/pkgconfig" cmake -S test/consumer \
 	-B "$B/pkgconfig" -DCONSUMER_VIA=pkgconfig -DPKG_CONFIG_ARGN=--define-prefix $CMAKE_ARGS &&
 step pkgconfig cmake --build "$B/pkgconfig" &&
-run pkgconfig "$B/pkgconfig/consumer"
+run pkgconfig "$B/pkgconfig/consumer" &&
+run pkgconfig-cpp "$B/pkgconfig/consumer_cpp"
 
 # 3. add_subdirectory
 # shellcheck disable=SC2086
 step subdir cmake -S test/consumer -B "$B/subdir" -DCONSUMER_VIA=subdir \
 	-DCIVETWEB_MQTT_SOURCE_DIR="$ROOT" $CMAKE_ARGS &&
 step subdir cmake --build "$B/subdir" -j2 &&
-run subdir "$B/subdir/consumer"
+run subdir "$B/subdir/consumer" &&
+run subdir-cpp "$B/subdir/consumer_cpp"
 
 # 3b. add_subdirectory of a CivetWeb source tree, then of this repository
 # (only with CIVETWEB_SOURCE_DIR=<a CivetWeb checkout>)
