@@ -91,7 +91,7 @@ BROWSER_TESTS := test/browser/dashboard.test.mjs test/browser/https.test.mjs
 # compiled (the whole program run against a real broker).
 README_TESTS  := test/test_readme.sh
 
-.PHONY: all deps node-deps test check test-cluster asan tsan install uninstall run soak \
+.PHONY: all deps node-deps test check test-cluster asan tsan install uninstall run soak cross \
         check-generated check-nobridge strict test-consumer cmake-check \
         fuzz fuzz-quick fuzz-bins valgrind \
         clean help exports test-bins cxx-header test-readme test-https
@@ -127,6 +127,10 @@ help:
 	@echo "                (find_package, pkg-config, add_subdirectory) and"
 	@echo "                run against a real mosquitto"
 	@echo "make cmake-check  the CMake build and its ctest tests"
+	@echo "make cross      Raspberry Pi builds: armv6 hard-float, armv7, arm64"
+	@echo "                with Debian's cross toolchains (apt-get), and the"
+	@echo "                config, topics, client and persistence tests under"
+	@echo "                qemu-user (CROSS_ARCHS=, CROSS_TEST_SECONDS=)"
 	@echo "CIVETWEB_PREFIX=, PAHO_PREFIX=  build against other builds of the"
 	@echo "                dependencies; CPPFLAGS, CFLAGS, LDFLAGS, LDLIBS apply"
 	@echo "make bench      benchmarks against their baselines (about 12 min);"
@@ -328,6 +332,11 @@ cmake-check:
 test-consumer:
 	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto
 	@CMAKE_ARGS="$(CMAKE_ARGS)" BUILD=$(BUILD) ./test/consumer/run.sh
+
+# The Raspberry Pi builds and their tests under qemu-user: scripts/cross.sh
+# (docs/raspberry-pi.md). Build output in build/cross-<arch>.
+cross:
+	@./scripts/cross.sh
 
 # ---- benchmarks -----------------------------------------------------------
 # Built without sanitizers, with the library's own object compiled for the
