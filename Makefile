@@ -124,7 +124,8 @@ help:
 	@echo "make strict     library, example and tests with -Wpedantic,"
 	@echo "                under gcc and clang (build/strict-*)"
 	@echo "make test-consumer  a small program built three ways with CMake"
-	@echo "                (find_package, pkg-config, add_subdirectory) and"
+	@echo "                (find_package, pkg-config, add_subdirectory), in C"
+	@echo "                and in C++ on CivetServer, and example/cpp, each"
 	@echo "                run against a real mosquitto"
 	@echo "make cmake-check  the CMake build and its ctest tests"
 	@echo "make cross      Raspberry Pi builds: armv6 hard-float, armv7, arm64"
@@ -330,7 +331,7 @@ cmake-check:
 # via find_package, pkg-config, add_subdirectory) and with the README's cc
 # lines, each run against a real mosquitto: test/consumer/run.sh.
 test-consumer:
-	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto
+	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto mosquitto-clients curl
 	@CMAKE_ARGS="$(CMAKE_ARGS)" BUILD=$(BUILD) ./test/consumer/run.sh
 
 # The Raspberry Pi builds and their tests under qemu-user: scripts/cross.sh

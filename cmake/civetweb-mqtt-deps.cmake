@@ -212,35 +212,6 @@ if(NOT TARGET civetweb-mqtt::civetweb-cpp AND TARGET civetweb-mqtt::dep-civetweb
   endif()
 endif()
 
-# ---- libatomic: 64-bit atomics on 32-bit ARM before ARMv7 -------------------------
-# Set CIVETWEB_MQTT_LIBATOMIC to "atomic" when a 64-bit atomic_fetch_add
-# links only with -latomic (Raspberry Pi OS's default -march=armv6+fp).
-if(NOT DEFINED CIVETWEB_MQTT_LIBATOMIC)
-  include(CheckCSourceCompiles)
-  include(CMakePushCheckState)
-  set(_cwm_src "
-    #include <stdatomic.h>
-    _Atomic unsigned long long v;
-    int main(int argc, char **argv) { (void)argv;
-      atomic_store(&v, (unsigned long long)argc);
-      return (int)atomic_fetch_add(&v, 1) + (int)atomic_exchange(&v, 2) +
-             (int)atomic_load(&v); }")
-  cmake_push_check_state(RESET)
-  set(CMAKE_REQUIRED_QUIET ON)
-  check_c_source_compiles("${_cwm_src}" CIVETWEB_MQTT_ATOMIC_BUILTIN)
-  if(NOT CIVETWEB_MQTT_ATOMIC_BUILTIN)
-    set(CMAKE_REQUIRED_LIBRARIES atomic)
-    check_c_source_compiles("${_cwm_src}" CIVETWEB_MQTT_ATOMIC_WITH_LIB)
-  endif()
-  cmake_pop_check_state()
-  if(NOT CIVETWEB_MQTT_ATOMIC_BUILTIN AND CIVETWEB_MQTT_ATOMIC_WITH_LIB)
-    set(CIVETWEB_MQTT_LIBATOMIC atomic)
-  else()
-    set(CIVETWEB_MQTT_LIBATOMIC "")
-  endif()
-  unset(_cwm_src)
-endif()
-
 unset(_cwm_global)
 unset(_cwm_lib)
 unset(_cwm_p)

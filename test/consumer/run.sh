@@ -95,6 +95,64 @@ step package cmake --build "$B/package" &&
 run package "$B/package/consumer" &&
 run package-cpp "$B/package/consumer_cpp"
 
+# 1b. example/cpp (docs/cpp.md): a C++-only CMake project on the package,
+# run with example/minimal/civetweb.conf on free ports: POST /lamp reaches
+# the broker, a reading reaches the program, SIGTERM stops it with 0, and a
+# misspelt CivetWeb option stops it with 1 and a line naming it.
+cpp_app() {
+	d=$B/cpp-app-run
+	mkdir -p "$d" && chmod 755 "$d"
+	for i in $(seq 1 20); do
+		hp=$(( $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 30000 + 20000 ))
+		sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$hp/" \
+		    -e "s|mqtt://127\.0\.0\.1:1883|$URL|" \
+		    example/minimal/civetweb.conf > "$d/civetweb.conf"
+		(cd "$d" && exec "$B/cpp-app/app") > "$d/app.out" 2> "$d/app.err" &
+		app=$!
+		pids="$pids $app"
+		for j in $(seq 1 100); do
+			curl -sf -X POST -o /dev/null "http://127.0.0.1:$hp/lamp" && break
+			kill -0 "$app" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -0 "$app" 2>/dev/null && break
+		wait "$app" 2>/dev/null
+		grep -q "cannot start the web server" "$d/app.err" || return 1
+	done
+	timeout 30 mosquitto_sub -p "$port" -t home/lamp -C 1 > "$d/lamp.out" 2>&1 &
+	sub=$!
+	pids="$pids $sub"
+	# POSTed until the subscriber, subscribed by then, has one.
+	for j in $(seq 1 50); do
+		curl -sf -X POST -o /dev/null "http://127.0.0.1:$hp/lamp" || return 1
+		sleep 0.2
+		kill -0 "$sub" 2>/dev/null || break
+	done
+	wait "$sub" && grep -qx on "$d/lamp.out" || return 1
+	mosquitto_pub -p "$port" -t home/hall/temperature -m 19.5 -q 1 || return 1
+	for j in $(seq 1 100); do
+		grep -qx 'home/hall/temperature: 19.5' "$d/app.out" && break
+		sleep 0.1
+	done
+	grep -qx 'home/hall/temperature: 19.5' "$d/app.out" || return 1
+	kill -TERM "$app"
+	wait "$app" || return 1
+	sed -i 's/^listening_ports /listening_port /' "$d/civetweb.conf"
+	(cd "$d" && exec timeout 20 "$B/cpp-app/app") > "$d/typo.out" 2> "$d/typo.err"
+	[ $? -eq 1 ] && grep -q "unknown option 'listening_port'" "$d/typo.err"
+}
+step cpp-app env CMAKE_PREFIX_PATH="$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}" \
+	cmake -S example/cpp -B "$B/cpp-app" $CMAKE_ARGS &&
+step cpp-app cmake --build "$B/cpp-app" &&
+if cpp_app; then
+	echo "PASS cpp-app: example/cpp: POST /lamp published, a reading printed, SIGTERM 0, a typo named"
+	passed=$((passed + 1))
+else
+	echo "FAIL cpp-app:"
+	tail -n 20 "$B/cpp-app-run/app.err" "$B/cpp-app-run/typo.err" 2>/dev/null | sed 's/^/  /'
+	failed=$((failed + 1))
+fi
+
 # 2. pkg-config from CMake, relocated with --define-prefix
 # shellcheck disable=SC2086
 step pkgconfig env PKG_CONFIG_PATH="$PREFIX/$LIBDIR/pkgconfig" cmake -S test/consumer \
