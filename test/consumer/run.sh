@@ -141,6 +141,17 @@ cpp_app() {
 	(cd "$d" && exec timeout 20 "$B/cpp-app/app") > "$d/typo.out" 2> "$d/typo.err"
 	[ $? -eq 1 ] && grep -q "unknown option 'listening_port'" "$d/typo.err"
 }
+# docs/cpp.md shows example/cpp as it is.
+awk '/^```cpp/{n++; if (n == 1) { f = 1; next } } /^```/{f = 0} f' docs/cpp.md > "$B/doc-app.cpp"
+awk '/^```cmake/{n++; if (n == 1) { f = 1; next } } /^```/{f = 0} f' docs/cpp.md > "$B/doc-app.cmake"
+if cmp -s "$B/doc-app.cpp" example/cpp/app.cpp &&
+   cmp -s "$B/doc-app.cmake" example/cpp/CMakeLists.txt; then
+	echo "PASS docs-cpp: docs/cpp.md shows example/cpp/app.cpp and its CMakeLists.txt as they are"
+	passed=$((passed + 1))
+else
+	echo "FAIL docs-cpp: docs/cpp.md's program or CMakeLists.txt differs from example/cpp"
+	failed=$((failed + 1))
+fi
 step cpp-app env CMAKE_PREFIX_PATH="$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}" \
 	cmake -S example/cpp -B "$B/cpp-app" $CMAKE_ARGS &&
 step cpp-app cmake --build "$B/cpp-app" &&
