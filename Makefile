@@ -10,6 +10,7 @@ PCDIR    ?= $(LIBDIR)/pkgconfig
 
 CC       ?= cc
 CXX      ?= c++
+AR       ?= ar
 CFLAGS   ?= -O2 -g
 BUILD    ?= build
 SAN      ?=
@@ -49,9 +50,23 @@ DEP_LDFLAGS     := $(addprefix -L,$(DEP_LIBDIRS)) \
 # GNU conventions: CPPFLAGS (preprocessor), CFLAGS, LDFLAGS (before the
 # objects), LDLIBS (after them) are the caller's and go on every compile
 # and link below.
-XCPPFLAGS := -I. $(DEP_CPPFLAGS) $(CPPFLAGS)
+# Large files on 32-bit systems too (civetweb_mqtt.c defines it as well, for
+# builds that only have the two files).
+XCPPFLAGS := -I. -D_FILE_OFFSET_BITS=64 $(DEP_CPPFLAGS) $(CPPFLAGS)
 XLDFLAGS  := $(DEP_LDFLAGS) $(LDFLAGS)
-LIBS      := -lpaho-mqtt3cs -lcivetweb -lcjson -lpthread
+# The paho.mqtt.c library the client is built on: named here only (the
+# link lines, the .pc file).
+PAHO_LIB  := paho-mqtt3cs
+# -latomic where 64-bit atomics are calls into libatomic (32-bit ARM before
+# ARMv7, e.g. Raspberry Pi OS's default -march=armv6+fp): a program with a
+# 64-bit atomic_fetch_add that links only with it. Probed once per make
+# run with the caller's compiler and flags.
+ATOMIC_PROBE := \#include <stdatomic.h>\n_Atomic unsigned long long v;\nint main(int argc, char **argv) { (void)argv; atomic_store(&v, (unsigned long long)argc); return (int)atomic_fetch_add(&v, 1) + (int)atomic_exchange(&v, 2) + (int)atomic_load(&v); }\n
+ATOMIC_TRY    = printf '$(ATOMIC_PROBE)' | $(CC) -std=c11 $(CFLAGS) $(LDFLAGS) -x c - -o /dev/null $(1) >/dev/null 2>&1
+ifeq ($(origin LIBATOMIC),undefined)
+LIBATOMIC := $(shell $(call ATOMIC_TRY) || { $(call ATOMIC_TRY,-latomic) && echo -latomic; })
+endif
+LIBS      := -l$(PAHO_LIB) -lcivetweb -lcjson -lpthread $(LIBATOMIC)
 XLIBS     := $(LIBS) $(LDLIBS)
 
 LIB_A    := libcivetweb_mqtt.a
@@ -64,9 +79,11 @@ UNIT_TESTS  := test_config test_topics test_nobridge
 INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
                test_faults test_security test_load test_logging test_packets \
                test_chaos test_hostile test_attacks test_engine
+# civetweb_mqtt.hpp on CivetServer, built with $(CXX) -std=c++17.
+CXX_TESTS   := test_cpp
 # A three-node RabbitMQ cluster (make test-cluster, and CI): not in make test.
 CLUSTER_TESTS := test_cluster
-TESTS       := $(UNIT_TESTS) $(INTEG_TESTS)
+TESTS       := $(UNIT_TESTS) $(INTEG_TESTS) $(CXX_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
 BROWSER_TESTS := test/browser/dashboard.test.mjs test/browser/https.test.mjs
@@ -74,7 +91,7 @@ BROWSER_TESTS := test/browser/dashboard.test.mjs test/browser/https.test.mjs
 # compiled (the whole program run against a real broker).
 README_TESTS  := test/test_readme.sh
 
-.PHONY: all deps node-deps test check test-cluster asan tsan install uninstall run soak \
+.PHONY: all deps node-deps test check test-cluster asan tsan install uninstall run soak cross \
         check-generated check-nobridge strict test-consumer cmake-check \
         fuzz fuzz-quick fuzz-bins valgrind \
         clean help exports test-bins cxx-header test-readme test-https
@@ -108,9 +125,14 @@ help:
 	@echo "make strict     library, example and tests with -Wpedantic,"
 	@echo "                under gcc and clang (build/strict-*)"
 	@echo "make test-consumer  a small program built three ways with CMake"
-	@echo "                (find_package, pkg-config, add_subdirectory) and"
+	@echo "                (find_package, pkg-config, add_subdirectory), in C"
+	@echo "                and in C++ on CivetServer, and example/cpp, each"
 	@echo "                run against a real mosquitto"
 	@echo "make cmake-check  the CMake build and its ctest tests"
+	@echo "make cross      Raspberry Pi builds: armv6 hard-float, armv7, arm64"
+	@echo "                with Debian's cross toolchains (apt-get), and the"
+	@echo "                config, topics, client and persistence tests under"
+	@echo "                qemu-user (CROSS_ARCHS=, CROSS_TEST_SECONDS=)"
 	@echo "CIVETWEB_PREFIX=, PAHO_PREFIX=  build against other builds of the"
 	@echo "                dependencies; CPPFLAGS, CFLAGS, LDFLAGS, LDLIBS apply"
 	@echo "make bench      benchmarks against their baselines (about 12 min);"
@@ -170,7 +192,7 @@ $(BUILD)/civetweb_mqtt.o: civetweb_mqtt.c civetweb_mqtt.h
 
 $(LIB_A): $(BUILD)/civetweb_mqtt.o
 	rm -f $@
-	ar rcs $@ $<
+	$(AR) rcs $@ $<
 
 $(LIB_SO): $(BUILD)/civetweb_mqtt.o
 	$(CC) $(XCFLAGS) $(XLDFLAGS) -shared -Wl,-soname,$(notdir $(LIB_SO)).$(SOMAJOR) -o $@ $< \
@@ -198,7 +220,7 @@ $(BUILD)/test/util.o: test/util.c test/util.h test/harness.h
 $(MQPROXY): test/mqproxy.c test/mqproxy.h test/harness.h test/util.h \
     civetweb_mqtt.h
 	@mkdir -p $(BUILD)/test
-	$(CC) $(XCFLAGS) -D_GNU_SOURCE -I. -Itest -c $< -o $@
+	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) -c $< -o $@
 
 $(addprefix $(BUILD)/test/,$(UNIT_TESTS)): $(BUILD)/test/%: test/%.c \
     civetweb_mqtt.c civetweb_mqtt.h $(TEST_COMMON)
@@ -210,16 +232,27 @@ $(addprefix $(BUILD)/test/,$(INTEG_TESTS) $(CLUSTER_TESTS)): $(BUILD)/test/%: te
 	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) $(XLDFLAGS) -o $@ $< \
 	    $(BUILD)/test/util.o $(MQPROXY) $(BUILD)/civetweb_mqtt.o $(XLIBS)
 
+# The C++ wrapper's tests: the harness and util.o are C, the test C++17
+# against CivetServer (libcivetweb-cpp).
+CXXWARN := -std=c++17 -Wall -Wextra -Werror
+$(BUILD)/test/test_cpp: test/test_cpp.cpp civetweb_mqtt.hpp \
+    $(BUILD)/civetweb_mqtt.o $(TEST_COMMON)
+	$(CXX) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(CXXWARN) $(CFLAGS) $(SANFLAGS) \
+	    -pthread $(XLDFLAGS) -o $@ $< $(BUILD)/test/util.o \
+	    $(BUILD)/civetweb_mqtt.o -lcivetweb-cpp $(XLIBS)
+
 # C++ users include the header too: compile it once as C++.
 cxx-header:
 	@echo '#include "civetweb_mqtt.h"' | $(CXX) -x c++ -std=c++11 -Wall \
+	    -Wextra -Wpedantic -Werror $(XCPPFLAGS) -fsyntax-only -
+	@echo '#include "civetweb_mqtt.hpp"' | $(CXX) -x c++ -std=c++17 -Wall \
 	    -Wextra -Wpedantic -Werror $(XCPPFLAGS) -fsyntax-only -
 
 test-bins: $(TEST_BINS) $(EXAMPLE) cxx-header check-nobridge
 
 test check: deps
 	@$(MAKE) --no-print-directory all test-bins
-	@BUILD=$(BUILD) CC=$(CC) ./test/run.sh $(TESTS) $(README_TESTS) \
+	@BUILD=$(BUILD) CC=$(CC) LIBS="$(XLIBS)" ./test/run.sh $(TESTS) $(README_TESTS) \
 	    $(BROWSER_TESTS)
 
 # The bridge behind Debian's nginx (example/nginx.conf) over https:// and
@@ -232,7 +265,7 @@ test-https: deps
 # compiled (test/test_readme.sh).
 test-readme: deps
 	@$(MAKE) --no-print-directory $(BUILD)/civetweb_mqtt.o
-	@BUILD=$(BUILD) CC=$(CC) ./test/run.sh $(README_TESTS)
+	@BUILD=$(BUILD) CC=$(CC) LIBS="$(XLIBS)" ./test/run.sh $(README_TESTS)
 
 # Many seeds of the chaos test (test/soak.sh): SOAK_SEEDS of them, or as
 # many as SOAK_MINUTES allows when that is given.
@@ -301,8 +334,13 @@ cmake-check:
 # via find_package, pkg-config, add_subdirectory) and with the README's cc
 # lines, each run against a real mosquitto: test/consumer/run.sh.
 test-consumer:
-	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto
+	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto mosquitto-clients curl
 	@CMAKE_ARGS="$(CMAKE_ARGS)" BUILD=$(BUILD) ./test/consumer/run.sh
+
+# The Raspberry Pi builds and their tests under qemu-user: scripts/cross.sh
+# (docs/raspberry-pi.md). Build output in build/cross-<arch>.
+cross:
+	@./scripts/cross.sh
 
 # ---- benchmarks -----------------------------------------------------------
 # Built without sanitizers, with the library's own object compiled for the
@@ -472,7 +510,10 @@ valgrind:
 # (and the -L of CIVETWEB_PREFIX/PAHO_PREFIX) go to Libs.private.
 PC_LIBDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
 PC_INCDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCDIR))
-PC_LIBS_PRIVATE := $(strip $(addprefix -L,$(DEP_LIBDIRS)) -lpaho-mqtt3cs -lcivetweb -lpthread)
+# cJSON too: no public header includes it, so Requires.private would only
+# put its -I into every consumer's --cflags.
+PC_LIBS_PRIVATE := $(strip $(addprefix -L,$(DEP_LIBDIRS)) -l$(PAHO_LIB) -lcivetweb -lcjson \
+                   -lpthread $(LIBATOMIC))
 
 # Written on every call (phony): PREFIX may differ from the last one.
 .PHONY: civetweb-mqtt.pc
@@ -487,13 +528,14 @@ install: $(LIB_A) $(LIB_SO) civetweb-mqtt.pc
 	install -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/$(LIB_SO).$(VERSION)
 	ln -sf $(LIB_SO).$(VERSION) $(DESTDIR)$(LIBDIR)/$(LIB_SO).$(SOMAJOR)
 	ln -sf $(LIB_SO).$(SOMAJOR) $(DESTDIR)$(LIBDIR)/$(LIB_SO)
-	install -m 644 civetweb_mqtt.h $(DESTDIR)$(INCDIR)/
+	install -m 644 civetweb_mqtt.h civetweb_mqtt.hpp $(DESTDIR)$(INCDIR)/
 	install -m 644 civetweb-mqtt.pc $(DESTDIR)$(PCDIR)/
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig 2>/dev/null || true; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(LIB_A) $(DESTDIR)$(LIBDIR)/$(LIB_SO)* \
-	    $(DESTDIR)$(INCDIR)/civetweb_mqtt.h $(DESTDIR)$(PCDIR)/civetweb-mqtt.pc
+	    $(DESTDIR)$(INCDIR)/civetweb_mqtt.h $(DESTDIR)$(INCDIR)/civetweb_mqtt.hpp \
+	    $(DESTDIR)$(PCDIR)/civetweb-mqtt.pc
 
 # ---- run ----------------------------------------------------------------
 run: deps

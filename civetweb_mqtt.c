@@ -99,11 +99,24 @@
  *                          (default) for builds that only have the two
  *                          files.
  */
+/* C11, never C++: g++ (or a .c in a CMake project whose LANGUAGES lack
+ * C, which then leaves the file out) cannot build it. The missing include
+ * after the #error stops the compiler there, before hundreds of errors. */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 98 "src/internal.h"
+#line 101 "src/internal.h"
+#endif
+#ifdef __cplusplus
+#error "civetweb_mqtt.c is C: compile it with a C compiler (gcc -c civetweb_mqtt.c; CMake: project(app LANGUAGES C CXX)), see docs/cpp.md"
+#include "civetweb_mqtt.c must be compiled as C, not C++"
 #endif
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
+/* Large-file interfaces on 32-bit systems too: without them glibc's
+ * readdir() fails (EOVERFLOW) on file systems with 64-bit inode numbers,
+ * and PERSISTENCE_DIR could not be read. No public type depends on it. */
+#ifndef _FILE_OFFSET_BITS
+#define _FILE_OFFSET_BITS 64
 #endif
 /* This file builds the library: dllexport on Windows (see MG_MQTT_API). */
 #ifndef MG_MQTT_BUILDING
@@ -2876,6 +2889,61 @@ int mg_mqtt_config_read(struct mg_mqtt_config *cfg, const char *path,
 	return 0;
 }
 
+/* Edit distance of a and b (case-insensitive), stopping at 3: a name
+ * that close to a CivetWeb option is taken for a misspelling of it. */
+static size_t cwm_edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[72];
+	if (la >= 72 || lb >= 72 || (la > lb ? la - lb : lb - la) > 2)
+		return 3;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t same = tolower((unsigned char)a[i - 1]) ==
+			              tolower((unsigned char)b[j - 1]);
+			size_t best = diag + !same;
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb] < 3 ? row[lb] : 3;
+}
+
+int mg_mqtt_config_check(const struct mg_mqtt_config *cfg, char *errbuf,
+                         size_t errlen)
+{
+	char q[72], hint[128] = "";
+	if (errbuf != NULL && errlen > 0)
+		errbuf[0] = '\0';
+	if (cfg == NULL || cfg->other == NULL)
+		return MG_MQTT_ERR_INVALID;
+	const char *name = cfg->other[0];
+	if (name == NULL)
+		return 0;
+	size_t best = 3;
+	for (const struct mg_option *o = mg_get_valid_options();
+	     o != NULL && o->name != NULL; o++) {
+		size_t d = cwm_edit_distance(name, o->name);
+		if (d < best) {
+			best = d;
+			cwm_fmt(hint, sizeof(hint), "; did you mean '%s'?", o->name);
+		}
+	}
+	cwm_fmt(errbuf, errlen,
+	        "unknown option '%s': neither a CivetWeb option nor "
+	        "<PREFIX>_<KEY>%s",
+	        cwm_quote(name, q), hint);
+	return MG_MQTT_ERR_CONFIG;
+}
+
 void mg_mqtt_config_free(struct mg_mqtt_config *cfg)
 {
 	if (cfg == NULL)
@@ -4999,7 +5067,11 @@ static int cwm_persist_list(struct mg_mqtt *c, uint64_t **seqs, size_t *count,
 		        c->prefix, cwm_quote_path(c->pdir, q), strerror(errno));
 		return MG_MQTT_ERR_IO;
 	}
-	while ((e = readdir(d)) != NULL) {
+	/* readdir() returns NULL at the end and on an error (EOVERFLOW for
+	 * a 64-bit inode number in a 32-bit build without large files, EIO):
+	 * only errno tells them apart. An error is never an empty directory:
+	 * numbering again from 1 would overwrite the files not seen. */
+	for (errno = 0; (e = readdir(d)) != NULL; errno = 0) {
 		uint64_t seq = cwm_persist_seq(e->d_name, ".tmp");
 		if (seq != 0) {
 			cwm_persist_path(c, seq, ".tmp", path);
@@ -5011,13 +5083,24 @@ static int cwm_persist_list(struct mg_mqtt *c, uint64_t **seqs, size_t *count,
 		if (*count == cap) {
 			cap = cap * 2 + 16;
 			uint64_t *ns = realloc(*seqs, cap * sizeof(uint64_t));
-			if (ns == NULL)
+			if (ns == NULL) {
+				errno = ENOMEM;
 				break;
+			}
 			*seqs = ns;
 		}
 		(*seqs)[(*count)++] = seq;
 	}
+	int e_list = errno;
 	closedir(d);
+	if (e_list != 0) {
+		cwm_fmt(err, errlen, "%s_PERSISTENCE_DIR: cannot list '%s': %s",
+		        c->prefix, cwm_quote_path(c->pdir, q), strerror(e_list));
+		free(*seqs);
+		*seqs = NULL;
+		*count = 0;
+		return e_list == ENOMEM ? MG_MQTT_ERR_NOMEM : MG_MQTT_ERR_IO;
+	}
 	if (*count > 0)
 		qsort(*seqs, *count, sizeof(uint64_t), cwm_seq_cmp);
 	return 0;
@@ -8181,7 +8264,7 @@ static int cwm_start_wait(struct mg_mqtt *c, char *err, size_t errlen)
 	return rc < 0 ? rc : 0;
 }
 
-int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
+int mg_mqtt_start(struct mg_mqtt *c, const struct mg_context *ctx,
                   const char **options, char *errbuf, size_t errlen)
 {
 	char err[1024] = "";
@@ -8193,7 +8276,7 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 		return MG_MQTT_ERR_INVALID;
 	if (atomic_load(&c->ops_ok) || c->dispatch_started)
 		return MG_MQTT_ERR_STARTED;
-	c->ctx = ctx;
+	c->ctx = (struct mg_context *)ctx; /* see the header */
 	if ((rc = cwm_start_settings(c, options, err, sizeof(err))) == 0 &&
 	    (rc = cwm_subs_from_config(c)) == 0 &&
 	    (c->cfg.persistence_dir == NULL ||

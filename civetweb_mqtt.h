@@ -32,6 +32,16 @@
  * Flask-MQTT's "register handlers before init_app". Stop the CivetWeb
  * context (mg_stop) before the clients attached to it, so that no request
  * handler still holds a client pointer when it is freed.
+ * THE CLIENT MUST OUTLIVE THE SERVER'S WORKERS: mg_mqtt_stop() while a
+ * request handler may still be running (a slow request at shutdown) frees
+ * the client under it. In C++ that means the CivetServer is destroyed
+ * first: declare the client (or civetweb_mqtt.hpp's mqtt::client) BEFORE
+ * the CivetServer, so that it is destroyed after it (docs/cpp.md).
+ *
+ * C++.  The header compiles as C++ (extern "C"); civetweb_mqtt.c does not
+ * (compile it as C). Handlers are called from C: a handler must not let an
+ * exception escape (it would end the program in std::terminate); catch
+ * inside it. civetweb_mqtt.hpp's wrapper does that at the boundary.
  */
 #ifndef CIVETWEB_MQTT_H
 #define CIVETWEB_MQTT_H
@@ -279,7 +289,10 @@ MG_MQTT_API struct mg_mqtt *mg_mqtt_create(const char *prefix);
  * options are ignored; an unknown <PREFIX>_<KEY> or a bad value is an error.
  *
  * ctx may be NULL (no CivetWeb server: mg_mqtt_get() cannot find the
- * client). With ctx, log lines also go to CivetWeb's error_log_file.
+ * client). With ctx, log lines also go to CivetWeb's error_log_file. ctx
+ * is const so that C++'s CivetServer::getContext() can be passed as it is;
+ * the client still registers its bridge's handlers on it (CivetWeb's
+ * mg_set_*_handler), so it must be a context the program started.
  *
  * With CONNECT_ASYNC false (the default) it waits for the first connection
  * attempt to every URL of BROKER_URL and fails if none succeeds; with
@@ -298,7 +311,7 @@ MG_MQTT_API struct mg_mqtt *mg_mqtt_create(const char *prefix);
  * match host name <host>"), _THREAD, _NOMEM. On failure
  * the client is left created and not started: fix and retry, or stop it.
  * Call once per client, from any thread but not from its handlers. */
-MG_MQTT_API int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
+MG_MQTT_API int mg_mqtt_start(struct mg_mqtt *c, const struct mg_context *ctx,
                               const char **options, char *errbuf,
                               size_t errlen);
 
@@ -716,6 +729,21 @@ struct mg_mqtt_config {
 MG_MQTT_API int mg_mqtt_config_read(struct mg_mqtt_config *cfg,
                                     const char *path, const char **overrides,
                                     char *errbuf, size_t errlen);
+
+/* The strict check after mg_mqtt_config_read(): 0 when every name was
+ * taken (cfg->other is empty), else MG_MQTT_ERR_CONFIG with a sentence that
+ * names the first name neither CivetWeb (mg_get_valid_options()) nor a
+ * prefix takes, and the CivetWeb option it is closest to, if any:
+ * "unknown option 'listening_port': neither a CivetWeb option nor
+ * <PREFIX>_<KEY>; did you mean 'listening_ports'?". Call it before
+ * mg_start() unless the program reads names of its own from cfg->other:
+ * without it a misspelt CivetWeb option is silently left out. The same
+ * split serves a C++ program: its whole option list (CivetServer's) as
+ * `overrides`, cfg->civetweb to CivetServer, cfg->mqtt to mg_mqtt_start()
+ * (CivetWeb itself refuses an MQTT_* option without naming it).
+ * MG_MQTT_ERR_INVALID for cfg NULL or not read. Any thread. */
+MG_MQTT_API int mg_mqtt_config_check(const struct mg_mqtt_config *cfg,
+                                     char *errbuf, size_t errlen);
 
 /* Frees what mg_mqtt_config_read() allocated; cfg may be zeroed or NULL. */
 MG_MQTT_API void mg_mqtt_config_free(struct mg_mqtt_config *cfg);

@@ -3,8 +3,14 @@
 # installed package (civetweb-mqttConfig.cmake includes this file too):
 #
 #   civetweb-mqtt::dep-civetweb   CivetWeb (civetweb.h, libcivetweb)
-#   civetweb-mqtt::dep-paho       paho.mqtt.c, synchronous client with TLS (paho-mqtt3cs)
+#   civetweb-mqtt::dep-paho       paho.mqtt.c with TLS (CIVETWEB_MQTT_PAHO_LIB)
 #   civetweb-mqtt::dep-cjson      cJSON (cjson/cJSON.h, libcjson)
+#
+# and, when found, for C++ programs on CivetServer (Debian's libcivetweb-dev
+# has libcivetweb-cpp and CivetServer.h but no CMake target for them):
+#
+#   civetweb-mqtt::civetweb-cpp   CivetWeb's C++ library (CivetServer.h,
+#                                 libcivetweb-cpp), linking dep-civetweb
 #
 # Each is looked for in this order, first match wins:
 #
@@ -31,6 +37,8 @@
 # _PAHO_FROM / _CJSON_FROM to how each one was found.
 
 set(CIVETWEB_MQTT_DEPS_MISSING "")
+# The paho.mqtt.c library the client is built on: named here only.
+set(CIVETWEB_MQTT_PAHO_LIB paho-mqtt3cs)
 
 if(NOT TARGET Threads::Threads)
   set(THREADS_PREFER_PTHREAD_FLAG ON)
@@ -43,9 +51,10 @@ endif()
 
 find_package(PkgConfig QUIET)
 
-# An imported INTERFACE target `name` that links `libs`, with `incs`.
+# An imported INTERFACE target `name` that links `libs`, with `incs`
+# (GLOBAL when _cwm_global is GLOBAL).
 function(_cwm_dep_target name incs libs)
-  add_library(${name} INTERFACE IMPORTED)
+  add_library(${name} INTERFACE IMPORTED ${_cwm_global})
   if(incs)
     set_property(TARGET ${name} PROPERTY INTERFACE_INCLUDE_DIRECTORIES "${incs}")
   endif()
@@ -91,7 +100,7 @@ if(NOT TARGET civetweb-mqtt::dep-civetweb)
   endif()
 endif()
 
-# ---- paho.mqtt.c (paho-mqtt3cs) ----------------------------------------------
+# ---- paho.mqtt.c (${CIVETWEB_MQTT_PAHO_LIB}) ------------------------------------
 if(NOT TARGET civetweb-mqtt::dep-paho)
   # Before paho's package: it links OpenSSL::SSL and OpenSSL::Crypto
   # without find_dependency(OpenSSL).
@@ -99,16 +108,17 @@ if(NOT TARGET civetweb-mqtt::dep-paho)
     find_package(OpenSSL QUIET)
   endif()
   set(_cwm_lib "")
-  foreach(_t paho-mqtt3cs eclipse-paho-mqtt-c::paho-mqtt3cs
-             paho-mqtt3cs-static eclipse-paho-mqtt-c::paho-mqtt3cs-static)
+  set(_cwm_p ${CIVETWEB_MQTT_PAHO_LIB})
+  foreach(_t ${_cwm_p} eclipse-paho-mqtt-c::${_cwm_p}
+             ${_cwm_p}-static eclipse-paho-mqtt-c::${_cwm_p}-static)
     if(NOT _cwm_lib AND TARGET ${_t})
       set(_cwm_lib ${_t})
     endif()
   endforeach()
   if(NOT _cwm_lib AND TARGET OpenSSL::SSL AND NOT CIVETWEB_MQTT_PAHO_ROOT)
     find_package(eclipse-paho-mqtt-c CONFIG QUIET)
-    foreach(_t eclipse-paho-mqtt-c::paho-mqtt3cs
-               eclipse-paho-mqtt-c::paho-mqtt3cs-static)
+    foreach(_t eclipse-paho-mqtt-c::${_cwm_p}
+               eclipse-paho-mqtt-c::${_cwm_p}-static)
       if(NOT _cwm_lib AND TARGET ${_t})
         set(_cwm_lib ${_t})
       endif()
@@ -120,7 +130,7 @@ if(NOT TARGET civetweb-mqtt::dep-paho)
   else()
     find_path(CIVETWEB_MQTT_PAHO_INCLUDE_DIR MQTTClient.h
       HINTS ${CIVETWEB_MQTT_PAHO_ROOT} PATH_SUFFIXES include)
-    find_library(CIVETWEB_MQTT_PAHO_LIBRARY paho-mqtt3cs
+    find_library(CIVETWEB_MQTT_PAHO_LIBRARY ${_cwm_p}
       HINTS ${CIVETWEB_MQTT_PAHO_ROOT} PATH_SUFFIXES lib lib64)
     if(CIVETWEB_MQTT_PAHO_INCLUDE_DIR AND CIVETWEB_MQTT_PAHO_LIBRARY)
       set(_cwm_libs "${CIVETWEB_MQTT_PAHO_LIBRARY}")
@@ -132,7 +142,7 @@ if(NOT TARGET civetweb-mqtt::dep-paho)
         "${_cwm_libs}")
       set(CIVETWEB_MQTT_PAHO_FROM "${CIVETWEB_MQTT_PAHO_LIBRARY}")
     else()
-      list(APPEND CIVETWEB_MQTT_DEPS_MISSING "paho.mqtt.c (MQTTClient.h, libpaho-mqtt3cs)")
+      list(APPEND CIVETWEB_MQTT_DEPS_MISSING "paho.mqtt.c (MQTTClient.h, lib${_cwm_p})")
     endif()
   endif()
 endif()
@@ -177,6 +187,33 @@ if(NOT TARGET civetweb-mqtt::dep-cjson)
   endif()
 endif()
 
+# ---- CivetWeb's C++ library (optional) ------------------------------------------
+if(NOT TARGET civetweb-mqtt::civetweb-cpp AND TARGET civetweb-mqtt::dep-civetweb)
+  set(_cwm_lib "")
+  foreach(_t civetweb-cpp civetweb::civetweb-cpp)
+    if(NOT _cwm_lib AND TARGET ${_t})
+      set(_cwm_lib ${_t})
+    endif()
+  endforeach()
+  # GLOBAL: a project that add_subdirectory()s this one links it too.
+  set(_cwm_global GLOBAL)
+  if(_cwm_lib)
+    _cwm_dep_target(civetweb-mqtt::civetweb-cpp "" "${_cwm_lib}")
+  else()
+    find_path(CIVETWEB_MQTT_CIVETWEB_CPP_INCLUDE_DIR CivetServer.h
+      HINTS ${CIVETWEB_MQTT_CIVETWEB_ROOT} PATH_SUFFIXES include)
+    find_library(CIVETWEB_MQTT_CIVETWEB_CPP_LIBRARY civetweb-cpp
+      HINTS ${CIVETWEB_MQTT_CIVETWEB_ROOT} PATH_SUFFIXES lib lib64)
+    if(CIVETWEB_MQTT_CIVETWEB_CPP_INCLUDE_DIR AND CIVETWEB_MQTT_CIVETWEB_CPP_LIBRARY)
+      _cwm_dep_target(civetweb-mqtt::civetweb-cpp
+        "${CIVETWEB_MQTT_CIVETWEB_CPP_INCLUDE_DIR}"
+        "${CIVETWEB_MQTT_CIVETWEB_CPP_LIBRARY};civetweb-mqtt::dep-civetweb")
+    endif()
+  endif()
+endif()
+
+unset(_cwm_global)
 unset(_cwm_lib)
+unset(_cwm_p)
 unset(_cwm_libs)
 unset(_cwm_imported)

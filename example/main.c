@@ -7,7 +7,8 @@
  * The config file has civetweb.conf's format (see example/civetweb.conf);
  * without one, ./civetweb.conf is read if it exists. Command-line options
  * override the file. Runs in the foreground, logs to stderr, stops cleanly
- * on SIGINT / SIGTERM, and exits 1 with the reason on a bad configuration.
+ * on SIGINT / SIGTERM (at any moment, start-up included), and exits 1 with
+ * the reason on a bad configuration.
  *
  * It shows "publish from a request handler":
  *   curl -H 'Content-Type: application/octet-stream' -d 'on' \
@@ -25,6 +26,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,14 +39,7 @@
 #define PUBLISH_URI "/api/publish/"
 #define MAX_BODY (1024 * 1024)
 
-static volatile sig_atomic_t stop_requested;
 static const char *default_prefix = "MQTT";
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop_requested = 1;
-}
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logf_(const char *fmt, ...)
@@ -260,75 +255,130 @@ static void usage(void)
 	fprintf(stderr, "usage: civetweb-mqtt [config-file] [-option value ...]\n");
 }
 
-int main(int argc, char **argv)
-{
-	const char *path = NULL;
-	const char **overrides = calloc((size_t)argc + 1, sizeof(char *));
+/* What main() starts and stop_server() stops. */
+struct server {
 	struct mg_mqtt_config cfg;
+	const char **overrides; /* the command line's -option value pairs */
+	const char **cw;        /* CivetWeb's options, document_root added */
+	char docroot[PATH_MAX + 16];
+	struct mg_context *ctx;
 	struct mg_mqtt *clients[32];
-	char err[1024], docroot[PATH_MAX + 16];
-	int nclients = 0, n = 0, i = 1;
+	int nclients;
+};
 
-	if (overrides == NULL)
+/* SIGINT and SIGTERM blocked before any thread exists: every thread
+ * CivetWeb and the clients start inherits the mask, and the signals wait,
+ * pending, until main() takes them with sigwait(). A stop asked for during
+ * start-up is therefore never the default action (killed, the broker
+ * sending the last will): it is taken once start-up returns. */
+static int block_stop_signals(sigset_t *stop)
+{
+	sigemptyset(stop);
+	sigaddset(stop, SIGINT);
+	sigaddset(stop, SIGTERM);
+	return pthread_sigmask(SIG_BLOCK, stop, NULL);
+}
+
+/* 1 when SIGINT or SIGTERM is pending (sent during start-up). */
+static int stop_pending(const sigset_t *stop)
+{
+	sigset_t pending;
+	if (sigpending(&pending) != 0)
+		return 0;
+	return (sigismember(stop, SIGINT) && sigismember(&pending, SIGINT) == 1) ||
+	       (sigismember(stop, SIGTERM) && sigismember(&pending, SIGTERM) == 1);
+}
+
+/* Sleeps until SIGINT or SIGTERM: no timer, no periodic wake-up. */
+static void wait_for_stop(const sigset_t *stop)
+{
+	int sig = 0;
+	while (sigwait(stop, &sig) != 0)
+		;
+	logf_("stopping (%s)", sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* [config-file] [-option value ...] into path and srv->overrides. */
+static int read_args(struct server *srv, int argc, char **argv,
+                     const char **path)
+{
+	int n = 0, i = 1;
+	*path = NULL;
+	if ((srv->overrides = calloc((size_t)argc + 1, sizeof(char *))) == NULL)
 		return 1;
 	if (argc > 1 && argv[1][0] != '-')
-		path = argv[i++];
+		*path = argv[i++];
 	else if (access("civetweb.conf", R_OK) == 0)
-		path = "civetweb.conf";
+		*path = "civetweb.conf";
 	for (; i < argc; i += 2) {
 		if (argv[i][0] != '-' || argv[i][1] == '\0' || i + 1 >= argc) {
 			usage();
 			return 1;
 		}
-		overrides[n++] = argv[i] + 1;
-		overrides[n++] = argv[i + 1];
+		srv->overrides[n++] = argv[i] + 1;
+		srv->overrides[n++] = argv[i + 1];
 	}
-	if (mg_mqtt_config_read(&cfg, path, overrides, err, sizeof(err)) != 0) {
-		fprintf(stderr, "civetweb-mqtt: %s\n", err);
-		return 1;
-	}
-	if (cfg.other[0] != NULL) {
-		fprintf(stderr,
-		        "civetweb-mqtt: unknown option '%s' (neither a CivetWeb option "
-		        "nor <PREFIX>_<KEY>; see the README)\n",
-		        cfg.other[0]);
-		mg_mqtt_config_free(&cfg);
-		return 1;
-	}
+	return 0;
+}
 
-	/* CivetWeb's options, with the stock binary's default document root. A
-	 * relative document_root read from the file is taken relative to the
-	 * file, so that the server can be started from any directory. */
+/* CivetWeb's options, with the stock binary's default document root. A
+ * relative document_root read from the file is taken relative to the file,
+ * so that the server can be started from any directory. */
+static int civetweb_options(struct server *srv, const char *path)
+{
 	size_t ncw = 0;
-	while (cfg.civetweb[ncw] != NULL)
-		ncw++;
-	const char **cw = calloc(ncw + 3, sizeof(char *));
-	if (cw == NULL)
-		return 1;
 	int have_root = 0;
+	while (srv->cfg.civetweb[ncw] != NULL)
+		ncw++;
+	if ((srv->cw = calloc(ncw + 3, sizeof(char *))) == NULL)
+		return 1;
 	for (size_t k = 0; k < ncw; k += 2) {
-		cw[k] = cfg.civetweb[k];
-		cw[k + 1] = cfg.civetweb[k + 1];
-		if (strcmp(cw[k], "document_root") == 0) {
-			have_root = 1;
-			if (path != NULL && cw[k + 1][0] != '/') {
-				char *copy = strdup(path);
-				snprintf(docroot, sizeof(docroot), "%s/%s", dirname(copy),
-				         cw[k + 1]);
-				free(copy);
-				cw[k + 1] = docroot;
-			}
+		srv->cw[k] = srv->cfg.civetweb[k];
+		srv->cw[k + 1] = srv->cfg.civetweb[k + 1];
+		if (strcmp(srv->cw[k], "document_root") != 0)
+			continue;
+		have_root = 1;
+		if (path != NULL && srv->cw[k + 1][0] != '/') {
+			char *copy = strdup(path);
+			if (copy == NULL)
+				return 1;
+			snprintf(srv->docroot, sizeof(srv->docroot), "%s/%s",
+			         dirname(copy), srv->cw[k + 1]);
+			free(copy);
+			srv->cw[k + 1] = srv->docroot;
 		}
 	}
 	if (!have_root) {
-		cw[ncw++] = "document_root";
-		cw[ncw++] = ".";
+		srv->cw[ncw++] = "document_root";
+		srv->cw[ncw++] = ".";
 	}
+	return 0;
+}
 
+/* The file and the command line, split and checked: every name must be
+ * CivetWeb's or a client's (a misspelt one stops here, named). */
+static int load_config(struct server *srv, int argc, char **argv)
+{
+	const char *path;
+	char err[1024];
+	if (read_args(srv, argc, argv, &path) != 0)
+		return 1;
+	if (mg_mqtt_config_read(&srv->cfg, path, srv->overrides, err,
+	                        sizeof(err)) != 0 ||
+	    mg_mqtt_config_check(&srv->cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "civetweb-mqtt: %s (see the README)\n", err);
+		return 1;
+	}
+	return civetweb_options(srv, path);
+}
+
+static int start_web_server(struct server *srv)
+{
+	char err[1024] = "";
 	struct mg_callbacks callbacks;
 	memset(&callbacks, 0, sizeof(callbacks));
 	callbacks.log_message = on_civetweb_log;
-	struct mg_init_data init = {&callbacks, NULL, cw};
+	struct mg_init_data init = {&callbacks, NULL, srv->cw};
 	/* CivetWeb 1.16 made the error code a member (plus code_sub). */
 #if CIVETWEB_VERSION_MAJOR > 1 || \
     (CIVETWEB_VERSION_MAJOR == 1 && CIVETWEB_VERSION_MINOR >= 16)
@@ -337,74 +387,95 @@ int main(int argc, char **argv)
 	unsigned code = 0;
 	struct mg_error_data error = {&code, err, sizeof(err)};
 #endif
-	err[0] = '\0';
 	mg_init_library(0);
-	struct mg_context *ctx = mg_start2(&init, &error);
-	if (ctx == NULL) {
+	if ((srv->ctx = mg_start2(&init, &error)) == NULL) {
 		fprintf(stderr, "civetweb-mqtt: cannot start the web server: %s\n",
 		        err[0] != '\0' ? err : "unknown error");
-		mg_mqtt_config_free(&cfg);
-		free(cw);
-		free(overrides);
 		return 1;
 	}
+	return 0;
+}
 
-	int status = 0;
-	for (size_t k = 0; cfg.prefixes[k] != NULL; k++) {
-		struct mg_mqtt *c = mg_mqtt_create(cfg.prefixes[k]);
-		if (c == NULL || nclients == (int)(sizeof(clients) / sizeof(clients[0]))) {
+/* One client per prefix found in the configuration. */
+static int start_clients(struct server *srv)
+{
+	const size_t max = sizeof(srv->clients) / sizeof(srv->clients[0]);
+	char err[1024];
+	for (size_t k = 0; srv->cfg.prefixes[k] != NULL; k++) {
+		const char *prefix = srv->cfg.prefixes[k];
+		struct mg_mqtt *c = mg_mqtt_create(prefix);
+		if (c == NULL || (size_t)srv->nclients == max) {
 			fprintf(stderr, "civetweb-mqtt: cannot create client '%s'\n",
-			        cfg.prefixes[k]);
+			        prefix);
 			mg_mqtt_stop(c);
-			status = 1;
-			break;
+			return 1;
 		}
 		mg_mqtt_on_log(c, on_mqtt_log, NULL);
 		mg_mqtt_on_message(c, on_mqtt_message, NULL);
-		if (mg_mqtt_start(c, ctx, cfg.mqtt, err, sizeof(err)) != 0) {
+		if (mg_mqtt_start(c, srv->ctx, srv->cfg.mqtt, err, sizeof(err)) != 0) {
 			/* on_mqtt_log has printed err already. */
 			fprintf(stderr, "civetweb-mqtt: client %s did not start; exiting\n",
-			        cfg.prefixes[k]);
+			        prefix);
 			mg_mqtt_stop(c);
-			status = 1;
-			break;
+			return 1;
 		}
-		clients[nclients++] = c;
+		srv->clients[srv->nclients++] = c;
 	}
-	if (nclients > 0 && mg_mqtt_get(ctx, default_prefix) == NULL)
-		default_prefix = mg_mqtt_prefix(clients[0]);
+	if (srv->nclients > 0 && mg_mqtt_get(srv->ctx, default_prefix) == NULL)
+		default_prefix = mg_mqtt_prefix(srv->clients[0]);
+	return 0;
+}
 
-	if (status == 0) {
-		struct mg_server_port ports[8];
-		int np = mg_get_server_ports(ctx, 8, ports);
-		mg_set_request_handler(ctx, PUBLISH_URI, publish_handler, NULL);
-		for (int k = 0; k < np; k++)
-			logf_("civetweb-mqtt %s: serving %s on %s://127.0.0.1:%d/",
-			      MG_MQTT_VERSION, mg_get_option(ctx, "document_root"),
-			      ports[k].is_ssl ? "https" : "http", ports[k].port);
-		if (nclients == 0)
-			logf_("no MQTT client configured (no <PREFIX>_BROKER_URL or other "
-			      "<PREFIX>_<KEY> option)");
+/* The routes, and where the server listens. */
+static void serve(struct server *srv)
+{
+	struct mg_server_port ports[8];
+	int np = mg_get_server_ports(srv->ctx, 8, ports);
+	mg_set_request_handler(srv->ctx, PUBLISH_URI, publish_handler, NULL);
+	for (int k = 0; k < np; k++)
+		logf_("civetweb-mqtt %s: serving %s on %s://127.0.0.1:%d/",
+		      MG_MQTT_VERSION, mg_get_option(srv->ctx, "document_root"),
+		      ports[k].is_ssl ? "https" : "http", ports[k].port);
+	if (srv->nclients == 0)
+		logf_("no MQTT client configured (no <PREFIX>_BROKER_URL or other "
+		      "<PREFIX>_<KEY> option)");
+}
 
-		struct sigaction sa;
-		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = on_signal;
-		sigaction(SIGINT, &sa, NULL);
-		sigaction(SIGTERM, &sa, NULL);
-		while (!stop_requested) {
-			struct timespec ts = {0, 100 * 1000000L};
-			nanosleep(&ts, NULL);
-		}
-		logf_("stopping");
+/* The web server first: no request handler uses a client after it. */
+static void stop_server(struct server *srv)
+{
+	if (srv->ctx != NULL)
+		mg_stop(srv->ctx);
+	for (int k = 0; k < srv->nclients; k++)
+		mg_mqtt_stop(srv->clients[k]);
+	mg_mqtt_config_free(&srv->cfg);
+	free(srv->cw);
+	free(srv->overrides);
+}
+
+int main(int argc, char **argv)
+{
+	static struct server srv;
+	sigset_t stop;
+	int status;
+
+	if (block_stop_signals(&stop) != 0)
+		return 1;
+	status = load_config(&srv, argc, argv);
+	if (status == 0)
+		status = start_web_server(&srv);
+	if (status == 0)
+		status = start_clients(&srv);
+	if (status != 0 && srv.ctx != NULL && stop_pending(&stop)) {
+		/* The start-up failed, or gave up, while a stop was asked for:
+		 * the stop is what happened. */
+		logf_("stopping (signal during start-up)");
+		status = 0;
+	} else if (status == 0) {
+		serve(&srv);
+		wait_for_stop(&stop);
 	}
-
-	/* The web server first: no request handler uses a client after this. */
-	mg_stop(ctx);
-	for (int k = 0; k < nclients; k++)
-		mg_mqtt_stop(clients[k]);
-	mg_mqtt_config_free(&cfg);
-	free(cw);
-	free(overrides);
+	stop_server(&srv);
 	if (status == 0)
 		logf_("stopped");
 	return status;

@@ -382,7 +382,7 @@ static int cwm_start_wait(struct mg_mqtt *c, char *err, size_t errlen)
 	return rc < 0 ? rc : 0;
 }
 
-int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
+int mg_mqtt_start(struct mg_mqtt *c, const struct mg_context *ctx,
                   const char **options, char *errbuf, size_t errlen)
 {
 	char err[1024] = "";
@@ -394,7 +394,7 @@ int mg_mqtt_start(struct mg_mqtt *c, struct mg_context *ctx,
 		return MG_MQTT_ERR_INVALID;
 	if (atomic_load(&c->ops_ok) || c->dispatch_started)
 		return MG_MQTT_ERR_STARTED;
-	c->ctx = ctx;
+	c->ctx = (struct mg_context *)ctx; /* see the header */
 	if ((rc = cwm_start_settings(c, options, err, sizeof(err))) == 0 &&
 	    (rc = cwm_subs_from_config(c)) == 0 &&
 	    (c->cfg.persistence_dir == NULL ||

@@ -233,6 +233,61 @@ int mg_mqtt_config_read(struct mg_mqtt_config *cfg, const char *path,
 	return 0;
 }
 
+/* Edit distance of a and b (case-insensitive), stopping at 3: a name
+ * that close to a CivetWeb option is taken for a misspelling of it. */
+static size_t cwm_edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[72];
+	if (la >= 72 || lb >= 72 || (la > lb ? la - lb : lb - la) > 2)
+		return 3;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t same = tolower((unsigned char)a[i - 1]) ==
+			              tolower((unsigned char)b[j - 1]);
+			size_t best = diag + !same;
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb] < 3 ? row[lb] : 3;
+}
+
+int mg_mqtt_config_check(const struct mg_mqtt_config *cfg, char *errbuf,
+                         size_t errlen)
+{
+	char q[72], hint[128] = "";
+	if (errbuf != NULL && errlen > 0)
+		errbuf[0] = '\0';
+	if (cfg == NULL || cfg->other == NULL)
+		return MG_MQTT_ERR_INVALID;
+	const char *name = cfg->other[0];
+	if (name == NULL)
+		return 0;
+	size_t best = 3;
+	for (const struct mg_option *o = mg_get_valid_options();
+	     o != NULL && o->name != NULL; o++) {
+		size_t d = cwm_edit_distance(name, o->name);
+		if (d < best) {
+			best = d;
+			cwm_fmt(hint, sizeof(hint), "; did you mean '%s'?", o->name);
+		}
+	}
+	cwm_fmt(errbuf, errlen,
+	        "unknown option '%s': neither a CivetWeb option nor "
+	        "<PREFIX>_<KEY>%s",
+	        cwm_quote(name, q), hint);
+	return MG_MQTT_ERR_CONFIG;
+}
+
 void mg_mqtt_config_free(struct mg_mqtt_config *cfg)
 {
 	if (cfg == NULL)

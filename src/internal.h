@@ -96,8 +96,21 @@
  *                          (default) for builds that only have the two
  *                          files.
  */
+/* C11, never C++: g++ (or a .c in a CMake project whose LANGUAGES lack
+ * C, which then leaves the file out) cannot build it. The missing include
+ * after the #error stops the compiler there, before hundreds of errors. */
+#ifdef __cplusplus
+#error "civetweb_mqtt.c is C: compile it with a C compiler (gcc -c civetweb_mqtt.c; CMake: project(app LANGUAGES C CXX)), see docs/cpp.md"
+#include "civetweb_mqtt.c must be compiled as C, not C++"
+#endif
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
+/* Large-file interfaces on 32-bit systems too: without them glibc's
+ * readdir() fails (EOVERFLOW) on file systems with 64-bit inode numbers,
+ * and PERSISTENCE_DIR could not be read. No public type depends on it. */
+#ifndef _FILE_OFFSET_BITS
+#define _FILE_OFFSET_BITS 64
 #endif
 /* This file builds the library: dllexport on Windows (see MG_MQTT_API). */
 #ifndef MG_MQTT_BUILDING

@@ -348,7 +348,11 @@ static int cwm_persist_list(struct mg_mqtt *c, uint64_t **seqs, size_t *count,
 		        c->prefix, cwm_quote_path(c->pdir, q), strerror(errno));
 		return MG_MQTT_ERR_IO;
 	}
-	while ((e = readdir(d)) != NULL) {
+	/* readdir() returns NULL at the end and on an error (EOVERFLOW for
+	 * a 64-bit inode number in a 32-bit build without large files, EIO):
+	 * only errno tells them apart. An error is never an empty directory:
+	 * numbering again from 1 would overwrite the files not seen. */
+	for (errno = 0; (e = readdir(d)) != NULL; errno = 0) {
 		uint64_t seq = cwm_persist_seq(e->d_name, ".tmp");
 		if (seq != 0) {
 			cwm_persist_path(c, seq, ".tmp", path);
@@ -360,13 +364,24 @@ static int cwm_persist_list(struct mg_mqtt *c, uint64_t **seqs, size_t *count,
 		if (*count == cap) {
 			cap = cap * 2 + 16;
 			uint64_t *ns = realloc(*seqs, cap * sizeof(uint64_t));
-			if (ns == NULL)
+			if (ns == NULL) {
+				errno = ENOMEM;
 				break;
+			}
 			*seqs = ns;
 		}
 		(*seqs)[(*count)++] = seq;
 	}
+	int e_list = errno;
 	closedir(d);
+	if (e_list != 0) {
+		cwm_fmt(err, errlen, "%s_PERSISTENCE_DIR: cannot list '%s': %s",
+		        c->prefix, cwm_quote_path(c->pdir, q), strerror(e_list));
+		free(*seqs);
+		*seqs = NULL;
+		*count = 0;
+		return e_list == ENOMEM ? MG_MQTT_ERR_NOMEM : MG_MQTT_ERR_IO;
+	}
 	if (*count > 0)
 		qsort(*seqs, *count, sizeof(uint64_t), cwm_seq_cmp);
 	return 0;

@@ -1397,6 +1397,42 @@ TEST(conf_file_with_crlf_and_a_byte_order_mark)
 	mg_mqtt_config_free(&cfg);
 }
 
+TEST(config_check_names_an_option_nobody_takes_and_the_one_it_is_close_to)
+{
+	struct mg_mqtt_config cfg;
+	char err[512];
+	/* A C++ program's CivetServer list through the split: all taken. */
+	const char *all[] = {"listening_ports", "127.0.0.1:0", "Num_Threads", "4",
+	                     "MQTT_BROKER_URL", "mqtt://127.0.0.1:1", NULL};
+	ASSERT_EQ(mg_mqtt_config_read(&cfg, NULL, all, err, sizeof(err)), 0);
+	ASSERT_EQ(mg_mqtt_config_check(&cfg, err, sizeof(err)), 0);
+	ASSERT_STREQ(err, "");
+	ASSERT_STREQ(lookup(cfg.civetweb, "num_threads"), "4");
+	ASSERT_STREQ(lookup(cfg.mqtt, "MQTT_BROKER_URL"), "mqtt://127.0.0.1:1");
+	mg_mqtt_config_free(&cfg);
+
+	/* One letter short of a CivetWeb option: named, with the option. */
+	const char *typo[] = {"listening_port", "8080", "MQTT_KEEPALIVE", "5", NULL};
+	ASSERT_EQ(mg_mqtt_config_read(&cfg, NULL, typo, err, sizeof(err)), 0);
+	ASSERT_EQ(mg_mqtt_config_check(&cfg, err, sizeof(err)), MG_MQTT_ERR_CONFIG);
+	ASSERT_STREQ(err, "unknown option 'listening_port': neither a CivetWeb "
+	                  "option nor <PREFIX>_<KEY>; did you mean "
+	                  "'listening_ports'?");
+	mg_mqtt_config_free(&cfg);
+
+	/* Far from every option: named, no guess. */
+	const char *far[] = {"colour_scheme", "dark", NULL};
+	ASSERT_EQ(mg_mqtt_config_read(&cfg, NULL, far, err, sizeof(err)), 0);
+	ASSERT_EQ(mg_mqtt_config_check(&cfg, err, sizeof(err)), MG_MQTT_ERR_CONFIG);
+	ASSERT_STREQ(err, "unknown option 'colour_scheme': neither a CivetWeb "
+	                  "option nor <PREFIX>_<KEY>");
+	mg_mqtt_config_free(&cfg);
+
+	memset(&cfg, 0, sizeof(cfg));
+	ASSERT_EQ(mg_mqtt_config_check(&cfg, err, sizeof(err)), MG_MQTT_ERR_INVALID);
+	ASSERT_EQ(mg_mqtt_config_check(NULL, NULL, 0), MG_MQTT_ERR_INVALID);
+}
+
 TEST(conf_line_without_a_value_is_an_error_with_its_line)
 {
 	struct mg_mqtt_config cfg;

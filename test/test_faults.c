@@ -13,6 +13,7 @@
  * the example server under memcheck) check that.
  */
 #include "rec.h"
+#include "mqproxy.h"
 
 #include <arpa/inet.h>
 #include <civetweb.h>
@@ -660,6 +661,8 @@ TEST_T(persistence_dir_makes_the_example_server_send_after_a_sigkill, 90)
 	         b.url, dir);
 	th_xsrv_start(&s, mqtt, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 15000));
+	/* /api/publish is routed once the start is over. */
+	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "serving") == 1, 15000));
 
 	/* A frozen broker takes the PUBLISHes into its socket and never
 	 * acknowledges them; each POST is answered once the message is on
@@ -1587,4 +1590,92 @@ TEST_T(sigterm_stops_the_example_server_in_the_middle_of_floods_with_browsers,
 	ASSERT(strstr(log, "] stopped\n") != NULL);
 	free(log);
 	flood_stop(&f);
+}
+
+/* A broker that never answers: a socket that listens and never accepts
+ * (the kernel completes the handshake; the CONNECT waits in its queue).
+ * Returns the socket; *port gets its port. */
+static int never_accepting_listener(int *port)
+{
+	struct sockaddr_in a;
+	socklen_t al = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT(fd >= 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ASSERT_EQ(listen(fd, 8), 0);
+	ASSERT_EQ(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+/* SIGTERM at one moment of the example's start-up: it must exit 0 with
+ * its last words, never be killed by the signal (143). */
+static void expect_clean_exit(struct th_xsrv *s, int timeout_ms)
+{
+	kill(s->pid, SIGTERM);
+	int rc = th_wait_exit(s->pid, timeout_ms);
+	if (rc != 0) {
+		char *log = th_read_file(s->log, NULL);
+		th_fail(__FILE__, __LINE__,
+		        "exit status %d (143: killed by the signal; -1: still "
+		        "running); log:\n%s",
+		        rc, log);
+	}
+	ASSERT_EQ(th_count_lines(s->log, "] stopped"), 1);
+}
+
+TEST_T(sigterm_at_any_moment_of_the_example_start_up_exits_0_without_the_will,
+       120)
+{
+	struct th_xsrv s;
+	char mqtt[1024];
+
+	/* 1. The web server is up; the client waits for a broker that never
+	 * answers (CONNECT_ASYNC false: the start waits CONNECTION_TIMEOUT). */
+	int port, fd = never_accepting_listener(&port);
+	snprintf(mqtt, sizeof(mqtt),
+	         "MQTT_BROKER_URL tcp://127.0.0.1:%d\nMQTT_CONNECTION_TIMEOUT 3\n",
+	         port);
+	th_xsrv_start(&s, mqtt, NULL);
+	expect_clean_exit(&s, 30000);
+	ASSERT_EQ(th_count_lines(s.log, "signal during start-up"), 1);
+	close(fd);
+
+	/* 2. and 3. A real broker behind a proxy that holds its CONNACK back:
+	 * SIGTERM once the CONNECT reached the broker, and once the CONNACK
+	 * is on its way. Neither may make the broker send the will. */
+	struct th_broker b;
+	struct th_sub sub;
+	th_broker_start(&b, NULL);
+	th_sub_start(&sub, &b, "boot/status", 0, "-q 1");
+	struct mqp *p = mqp_start(b.port);
+	struct mqp_rule hold = {.type = MQP_CONNACK, .dir = MQP_S2C,
+	                        .action = MQP_DELAY, .delay_ms = 1500};
+	mqp_add(p, &hold);
+	snprintf(mqtt, sizeof(mqtt),
+	         "MQTT_BROKER_URL %s\n"
+	         "MQTT_LAST_WILL_TOPIC boot/status\n"
+	         "MQTT_LAST_WILL_MESSAGE offline\n"
+	         "MQTT_BIRTH_TOPIC boot/status\n"
+	         "MQTT_BIRTH_MESSAGE online\n",
+	         mqp_url(p));
+	for (int round = 0; round < 2; round++) {
+		int before = mqp_count(p, round == 0 ? MQP_C2S : MQP_S2C,
+		                       round == 0 ? MQP_CONNECT : MQP_CONNACK);
+		th_xsrv_start(&s, mqtt, NULL);
+		ASSERT(WAIT_UNTIL(mqp_count(p, round == 0 ? MQP_C2S : MQP_S2C,
+		                            round == 0 ? MQP_CONNECT : MQP_CONNACK) >
+		                      before,
+		                  15000));
+		expect_clean_exit(&s, 30000);
+	}
+	/* A probe proves the subscriber saw everything the broker sent. */
+	th_pub(&b, "boot/status", "probe", 1, 0, NULL);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "boot/status probe") == 1, 5000));
+	ASSERT_EQ(th_count_lines(sub.out, "offline"), 0);
+	th_sub_stop(&sub);
+	mqp_stop(p);
 }

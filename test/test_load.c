@@ -301,6 +301,8 @@ TEST_T(wrk_50_clients_60_s_every_200_reaches_the_broker_and_rss_is_flat, 150)
 	/* A worker thread per keep-alive connection, and some to spare. */
 	th_xsrv_start(&s, mqtt, "num_threads 64\n");
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 10000));
+	/* /api/publish is routed once the start is over. */
+	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "serving") == 1, 10000));
 
 	/* The script, with the test directory in it. */
 	size_t need = sizeof(wrk_script) + 4 * strlen(dir);
@@ -496,6 +498,7 @@ static void shared_subscription(const char *per_server_mqtt)
 		th_xsrv_start(&s[i], mqtt, NULL);
 		ASSERT(WAIT_UNTIL(th_count_lines(s[i].log, "connected to") == 1,
 		                  10000));
+		ASSERT(WAIT_UNTIL(th_count_lines(s[i].log, "serving") == 1, 10000));
 	}
 	/* Both subscriptions are in place (the broker logs each). */
 	ASSERT(WAIT_UNTIL(th_count_lines(b.log, "$share/web/scale/#") >= 2,

@@ -23,6 +23,7 @@ set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 CC=${CC:-cc}
+# The Makefile passes its link line (make test-readme).
 LIBS=${LIBS:--lpaho-mqtt3cs -lcivetweb -lcjson -lpthread}
 SCALE=${TEST_TIMEOUT_SCALE:-1}
 W=$(mktemp -d /tmp/cwm-readme-XXXXXX)
@@ -150,6 +151,27 @@ if [ -x "$W/app" ] && [ -n "$conf" ] && run_program; then
 	ok $t
 else
 	fail $t "$W/app.out" "$W/app.err" "$W/mosquitto.log"
+fi
+
+t=the_readme_program_stops_on_a_misspelt_civetweb_option_and_names_it
+misspelt_option() {
+	dead=$(free_port) && mkdir -p "$W/typo" &&
+	    sed -e 's/^listening_ports /listening_port /' \
+	        -e "s|mqtt://127\.0\.0\.1:1883|mqtt://127.0.0.1:$dead|" \
+	        "$conf" > "$W/typo/civetweb.conf" &&
+	    grep -q '^listening_port ' "$W/typo/civetweb.conf" || return 1
+	# Bounded: a program that ignored the name would serve on.
+	(cd "$W/typo" && exec timeout $((20 * SCALE)) ../app) > "$W/typo.out" \
+	    2> "$W/typo.err"
+	st=$?
+	[ "$st" -eq 1 ] || { echo "exit status $st" >> "$W/typo.err"; return 1; }
+	grep -q "unknown option 'listening_port'.*did you mean 'listening_ports'" \
+	    "$W/typo.err"
+}
+if [ -x "$W/app" ] && [ -n "$conf" ] && misspelt_option; then
+	ok $t
+else
+	fail $t "$W/typo.err"
 fi
 
 # ---- fragments ------------------------------------------------------------

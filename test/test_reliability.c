@@ -8,6 +8,8 @@
 
 #include <civetweb.h>
 #include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -18,6 +20,27 @@
 
 static const char *persistent_broker =
     "listener {PORT} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n";
+
+/* readdir() of this program, so that a test can make it fail as glibc's
+ * does on 32-bit without large-file support (EOVERFLOW for a 64-bit inode
+ * number). The library, linked into this program, calls this one; it
+ * passes every call on to the C library's (the one the header names:
+ * readdir64 where off_t is wider than long) unless readdir_fails is set. */
+static atomic_int readdir_fails;
+
+struct dirent *readdir(DIR *d)
+{
+	static struct dirent *(*real)(DIR *);
+	if (atomic_load(&readdir_fails)) {
+		errno = EOVERFLOW;
+		return NULL;
+	}
+	if (real == NULL)
+		*(void **)&real = dlsym(RTLD_NEXT, sizeof(off_t) > sizeof(long)
+		                                       ? "readdir64"
+		                                       : "readdir");
+	return real(d);
+}
 
 static struct mg_mqtt *client_with(struct rec *r)
 {
@@ -497,6 +520,71 @@ TEST_T(persistence_dir_sends_the_messages_of_a_killed_process_after_restart, 60)
 		left += strstr(e->d_name, ".msg") != NULL;
 	closedir(d);
 	ASSERT_EQ(left, 0);
+	rec_free(&r);
+}
+
+/* 1 when message file number seq of PERSISTENCE_DIR dir holds payload. */
+static int stored_has(const char *dir, const char *id, unsigned seq,
+                      const char *payload)
+{
+	char path[700];
+	size_t n;
+	snprintf(path, sizeof(path), "%s/%s/%016x.msg", dir, id, seq);
+	char *data = th_read_file(path, &n);
+	int has = memmem(data, n, payload, strlen(payload)) != NULL;
+	free(data);
+	return has;
+}
+
+TEST_T(persistence_dir_a_failing_readdir_stops_the_start_and_keeps_the_files, 40)
+{
+	struct rec r;
+	char dir[512], url[64], err[512];
+	th_path(dir, sizeof(dir), "persist");
+	mkdir(dir, 0700);
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", th_free_port());
+	const char *opts[] = {"MQTT_BROKER_URL", url, "MQTT_CLIENT_ID", "cwm-rd",
+	                      "MQTT_PERSISTENCE_DIR", dir, "MQTT_CONNECT_ASYNC", "true",
+	                      NULL};
+	/* A process that stored one message and died (no broker answers). */
+	pid_t child = fork();
+	ASSERT(child >= 0);
+	if (child == 0) {
+		struct mg_mqtt *c = mg_mqtt_create(NULL);
+		if (mg_mqtt_start(c, NULL, opts, NULL, 0) != 0 ||
+		    mg_mqtt_publish(c, "rd/q1", "old0", 4, 1, 0) <= 0)
+			_exit(2);
+		_exit(0); /* no stop: the file stays, as after a crash */
+	}
+	int st;
+	ASSERT_EQ(waitpid(child, &st, 0), child);
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+	ASSERT(stored_has(dir, "cwm-rd", 1, "old0"));
+
+	/* The directory cannot be listed: no start, the error named and
+	 * logged, and nothing numbered from 1 again over the old file. */
+	struct mg_mqtt *c = client_with(&r);
+	atomic_store(&readdir_fails, 1);
+	int rc = mg_mqtt_start(c, NULL, opts, err, sizeof(err));
+	int pub = rc == 0 ? mg_mqtt_publish(c, "rd/q1", "new0", 4, 1, 0) : 0;
+	atomic_store(&readdir_fails, 0);
+	ASSERT_EQ(rc, MG_MQTT_ERR_IO);
+	ASSERT_EQ(pub, 0);
+	ASSERT_CONTAINS(err, "MQTT_PERSISTENCE_DIR");
+	ASSERT_CONTAINS(err, strerror(EOVERFLOW));
+	ASSERT(rec_log_has(&r, strerror(EOVERFLOW)));
+	mg_mqtt_stop(c);
+	rec_free(&r);
+	ASSERT(stored_has(dir, "cwm-rd", 1, "old0"));
+
+	/* Listed again: the old message is queued, the new one numbered 2. */
+	c = client_with(&r);
+	rec_start(c, opts);
+	ASSERT(rec_log_has(&r, "1 stored message(s) queued again"));
+	ASSERT_GT(mg_mqtt_publish(c, "rd/q1", "new0", 4, 1, 0), 0);
+	ASSERT(stored_has(dir, "cwm-rd", 2, "new0"));
+	ASSERT(stored_has(dir, "cwm-rd", 1, "old0"));
+	mg_mqtt_stop(c);
 	rec_free(&r);
 }
 

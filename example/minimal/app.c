@@ -60,6 +60,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
+	/* A name nobody takes (a misspelt CivetWeb option) stops it, named. */
+	if (mg_mqtt_config_check(&cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s: %s\n", path, err);
+		mg_mqtt_config_free(&cfg);
+		return 1;
+	}
 
 	struct mg_callbacks callbacks = {0};
 	callbacks.log_message = on_civetweb_log;

@@ -8,6 +8,8 @@
 #      relocatable), find_package(civetweb-mqtt)
 #   2. pkg-config from CMake (pkg_check_modules, --define-prefix)
 #   3. add_subdirectory(<this repository>)
+#   (1-3 also build consumer_cpp.cpp: C++17 on CivetServer with
+#   civetweb_mqtt.hpp, linking civetweb-mqtt::civetweb-cpp)
 #   4. the README's cc lines: pkg-config shared (with rpath) and static
 # CMAKE_ARGS= adds arguments to every cmake configure (e.g. other
 # dependency builds through -DCMAKE_PREFIX_PATH=...); CIVETWEB_SOURCE_DIR=
@@ -90,21 +92,93 @@ LIBDIR=$(cd "$PREFIX" && ls -d lib*/pkgconfig | head -n 1 | xargs dirname)
 step package env CMAKE_PREFIX_PATH="$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}" \
 	cmake -S test/consumer -B "$B/package" -DCONSUMER_VIA=package $CMAKE_ARGS &&
 step package cmake --build "$B/package" &&
-run package "$B/package/consumer"
+run package "$B/package/consumer" &&
+run package-cpp "$B/package/consumer_cpp"
+
+# 1b. example/cpp (docs/cpp.md): a C++-only CMake project on the package,
+# run with example/minimal/civetweb.conf on free ports: POST /lamp reaches
+# the broker, a reading reaches the program, SIGTERM stops it with 0, and a
+# misspelt CivetWeb option stops it with 1 and a line naming it.
+cpp_app() {
+	d=$B/cpp-app-run
+	mkdir -p "$d" && chmod 755 "$d"
+	for i in $(seq 1 20); do
+		hp=$(( $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 30000 + 20000 ))
+		sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$hp/" \
+		    -e "s|mqtt://127\.0\.0\.1:1883|$URL|" \
+		    example/minimal/civetweb.conf > "$d/civetweb.conf"
+		(cd "$d" && exec "$B/cpp-app/app") > "$d/app.out" 2> "$d/app.err" &
+		app=$!
+		pids="$pids $app"
+		for j in $(seq 1 100); do
+			curl -sf -X POST -o /dev/null "http://127.0.0.1:$hp/lamp" && break
+			kill -0 "$app" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -0 "$app" 2>/dev/null && break
+		wait "$app" 2>/dev/null
+		grep -q "cannot start the web server" "$d/app.err" || return 1
+	done
+	timeout 30 mosquitto_sub -p "$port" -t home/lamp -C 1 > "$d/lamp.out" 2>&1 &
+	sub=$!
+	pids="$pids $sub"
+	# POSTed until the subscriber, subscribed by then, has one.
+	for j in $(seq 1 50); do
+		curl -sf -X POST -o /dev/null "http://127.0.0.1:$hp/lamp" || return 1
+		sleep 0.2
+		kill -0 "$sub" 2>/dev/null || break
+	done
+	wait "$sub" && grep -qx on "$d/lamp.out" || return 1
+	mosquitto_pub -p "$port" -t home/hall/temperature -m 19.5 -q 1 || return 1
+	for j in $(seq 1 100); do
+		grep -qx 'home/hall/temperature: 19.5' "$d/app.out" && break
+		sleep 0.1
+	done
+	grep -qx 'home/hall/temperature: 19.5' "$d/app.out" || return 1
+	kill -TERM "$app"
+	wait "$app" || return 1
+	sed -i 's/^listening_ports /listening_port /' "$d/civetweb.conf"
+	(cd "$d" && exec timeout 20 "$B/cpp-app/app") > "$d/typo.out" 2> "$d/typo.err"
+	[ $? -eq 1 ] && grep -q "unknown option 'listening_port'" "$d/typo.err"
+}
+# docs/cpp.md shows example/cpp as it is.
+awk '/^```cpp/{n++; if (n == 1) { f = 1; next } } /^```/{f = 0} f' docs/cpp.md > "$B/doc-app.cpp"
+awk '/^```cmake/{n++; if (n == 1) { f = 1; next } } /^```/{f = 0} f' docs/cpp.md > "$B/doc-app.cmake"
+if cmp -s "$B/doc-app.cpp" example/cpp/app.cpp &&
+   cmp -s "$B/doc-app.cmake" example/cpp/CMakeLists.txt; then
+	echo "PASS docs-cpp: docs/cpp.md shows example/cpp/app.cpp and its CMakeLists.txt as they are"
+	passed=$((passed + 1))
+else
+	echo "FAIL docs-cpp: docs/cpp.md's program or CMakeLists.txt differs from example/cpp"
+	failed=$((failed + 1))
+fi
+step cpp-app env CMAKE_PREFIX_PATH="$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}" \
+	cmake -S example/cpp -B "$B/cpp-app" $CMAKE_ARGS &&
+step cpp-app cmake --build "$B/cpp-app" &&
+if cpp_app; then
+	echo "PASS cpp-app: example/cpp: POST /lamp published, a reading printed, SIGTERM 0, a typo named"
+	passed=$((passed + 1))
+else
+	echo "FAIL cpp-app:"
+	tail -n 20 "$B/cpp-app-run/app.err" "$B/cpp-app-run/typo.err" 2>/dev/null | sed 's/^/  /'
+	failed=$((failed + 1))
+fi
 
 # 2. pkg-config from CMake, relocated with --define-prefix
 # shellcheck disable=SC2086
 step pkgconfig env PKG_CONFIG_PATH="$PREFIX/$LIBDIR/pkgconfig" cmake -S test/consumer \
 	-B "$B/pkgconfig" -DCONSUMER_VIA=pkgconfig -DPKG_CONFIG_ARGN=--define-prefix $CMAKE_ARGS &&
 step pkgconfig cmake --build "$B/pkgconfig" &&
-run pkgconfig "$B/pkgconfig/consumer"
+run pkgconfig "$B/pkgconfig/consumer" &&
+run pkgconfig-cpp "$B/pkgconfig/consumer_cpp"
 
 # 3. add_subdirectory
 # shellcheck disable=SC2086
 step subdir cmake -S test/consumer -B "$B/subdir" -DCONSUMER_VIA=subdir \
 	-DCIVETWEB_MQTT_SOURCE_DIR="$ROOT" $CMAKE_ARGS &&
 step subdir cmake --build "$B/subdir" -j2 &&
-run subdir "$B/subdir/consumer"
+run subdir "$B/subdir/consumer" &&
+run subdir-cpp "$B/subdir/consumer_cpp"
 
 # 3b. add_subdirectory of a CivetWeb source tree, then of this repository
 # (only with CIVETWEB_SOURCE_DIR=<a CivetWeb checkout>)
