@@ -510,7 +510,12 @@ struct mg_mqtt {
 	                             this connection: it is no short loss */
 	int inflight_at_loss;     /* [L] QoS 1/2 messages in flight when the
 	                             last connection was lost */
-	int short_loss;           /* [L] that loss was short, nothing acked */
+	int short_loss;           /* [L] the last loss was short, nothing acked
+	                             (cwm_conn_gone_locked) */
+	char *sub_suspect;        /* [L] the filter a SUBSCRIBE lost that way
+	                             carried (cwm_sub_struck), and its strikes */
+	int sub_strikes;
+	int renew_single;         /* [L] renewal sends one filter a SUBSCRIBE */
 	unsigned losses;          /* [L] connections lost, ever */
 	int lost_early;           /* [L] paho reported the loss while mqtt-io
 	                             still waited in the connect */
@@ -938,6 +943,8 @@ static void cwm_on_lost(void *ctx, char *cause);
 static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost);
 static void cwm_window_set(struct mg_mqtt *c);
 static void cwm_window_acked(struct mg_mqtt *c);
+static int cwm_sub_struck(struct mg_mqtt *c, struct cwm_out *r,
+                          unsigned losses, int64_t sent_at);
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason);
 
@@ -5822,6 +5829,10 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 		return;
 	}
 	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
+	pthread_mutex_lock(&c->lock);
+	unsigned losses = c->losses;
+	pthread_mutex_unlock(&c->lock);
+	int64_t sent_at = cwm_now_ms();
 	int rc = cwm_eng_filters(c, r, r->type == CMD_SUBSCRIBE, codes);
 	if (rc == 0) {
 		pthread_mutex_lock(&c->lock);
@@ -5829,7 +5840,10 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, 0, 0, codes, r->nfilters);
 	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
-		cwm_send_later(c, r);
+		if (r->type == CMD_SUBSCRIBE && cwm_sub_struck(c, r, losses, sent_at))
+			cwm_done(c, r, MG_MQTT_ERR_POISON, 0, NULL, 0);
+		else
+			cwm_send_later(c, r);
 	} else {
 		cwm_done(c, r, rc, 0, NULL, 0);
 	}
@@ -5893,10 +5907,11 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 	struct cwm_sub *s = c->sub_head;
 
 	c->renew_needed = 0;
+	int chunk = c->renew_single ? 1 : CWM_RENEW_CHUNK; /* cwm_sub_struck */
 	while (s != NULL) {
 		const char *fv[CWM_RENEW_CHUNK];
 		int qv[CWM_RENEW_CHUNK], n = 0;
-		for (; s != NULL && n < CWM_RENEW_CHUNK; s = s->next)
+		for (; s != NULL && n < chunk; s = s->next)
 			if (s->pending == 0) {
 				fv[n] = s->filter;
 				qv[n++] = s->qos;
@@ -6661,6 +6676,48 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 	}
 }
 
+/* mqtt-io: SUBSCRIBE r got no SUBACK: its connection was lost. The poison
+ * rule for filters: a loss of the kind cwm_window_lost looks at, within
+ * CWM_POISON_MS of the write, strikes the filter of a one-filter SUBSCRIBE
+ * (a renewal of several is sent one filter a SUBSCRIBE from then on, until
+ * a connection lasts); after CWM_POISON_STRIKES in a row the subscription
+ * is forgotten (renewal would send it after every connect) and 1 is
+ * returned: r is failed with MG_MQTT_ERR_POISON. */
+static int cwm_sub_struck(struct mg_mqtt *c, struct cwm_out *r,
+                          unsigned losses, int64_t sent_at)
+{
+	int poison = 0;
+	pthread_mutex_lock(&c->lock);
+	if (c->losses != losses + 1 || !c->short_loss ||
+	    c->lost_at - sent_at > CWM_POISON_MS) {
+		c->sub_strikes = 0;
+	} else if (r->nfilters > 1) {
+		c->renew_single = 1;
+	} else if (c->sub_suspect != NULL &&
+	           strcmp(c->sub_suspect, r->wire[0]) == 0) {
+		poison = ++c->sub_strikes >= CWM_POISON_STRIKES;
+	} else {
+		free(c->sub_suspect);
+		c->sub_suspect = cwm_strdup(r->wire[0]);
+		c->sub_strikes = 1;
+	}
+	if (poison) {
+		struct cwm_sub *s =
+		    cwm_map_get(&c->subs, r->filters[0], strlen(r->filters[0]));
+		c->poisoned++;
+		c->sub_strikes = 0;
+		cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+		               "the broker closed the connection %d times in a row "
+		               "over the subscription to '%s': it is given up and "
+		               "not sent again",
+		               CWM_POISON_STRIKES, r->wire[0]);
+		if (s != NULL && !s->gone)
+			cwm_sub_forget(c, s);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return poison;
+}
+
 /* [L] An acknowledgement: the window grows back by one per window of
  * them, up to awin_cap. */
 static void cwm_window_acked(struct mg_mqtt *c)
@@ -6702,6 +6759,8 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
 	c->lost_at = now;
 	c->same_again = 0;
 	c->losses++;
+	c->short_loss = lost && now - c->connected_at < CWM_SHORT_MS &&
+	                !c->progressed;
 	if (lost)
 		cwm_window_lost(c, now);
 	if (c->cfg.clean_session)
@@ -6709,6 +6768,7 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;
+		c->renew_single = 0;
 	}
 	if (lost) {
 		/* The next round starts with the next broker, at once: the one
@@ -8141,6 +8201,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	cwm_map_free(&c->subs, free); /* and any entry still marked gone */
 	cwm_map_free(&c->pstore, free); /* paho's session store */
 	free(c->pst_given.v);
+	free(c->sub_suspect);
 	cwm_settings_free(&c->cfg);
 	free(c->client_id);
 	free(c->reply_base);

@@ -422,6 +422,48 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 	}
 }
 
+/* mqtt-io: SUBSCRIBE r got no SUBACK: its connection was lost. The poison
+ * rule for filters: a loss of the kind cwm_window_lost looks at, within
+ * CWM_POISON_MS of the write, strikes the filter of a one-filter SUBSCRIBE
+ * (a renewal of several is sent one filter a SUBSCRIBE from then on, until
+ * a connection lasts); after CWM_POISON_STRIKES in a row the subscription
+ * is forgotten (renewal would send it after every connect) and 1 is
+ * returned: r is failed with MG_MQTT_ERR_POISON. */
+static int cwm_sub_struck(struct mg_mqtt *c, struct cwm_out *r,
+                          unsigned losses, int64_t sent_at)
+{
+	int poison = 0;
+	pthread_mutex_lock(&c->lock);
+	if (c->losses != losses + 1 || !c->short_loss ||
+	    c->lost_at - sent_at > CWM_POISON_MS) {
+		c->sub_strikes = 0;
+	} else if (r->nfilters > 1) {
+		c->renew_single = 1;
+	} else if (c->sub_suspect != NULL &&
+	           strcmp(c->sub_suspect, r->wire[0]) == 0) {
+		poison = ++c->sub_strikes >= CWM_POISON_STRIKES;
+	} else {
+		free(c->sub_suspect);
+		c->sub_suspect = cwm_strdup(r->wire[0]);
+		c->sub_strikes = 1;
+	}
+	if (poison) {
+		struct cwm_sub *s =
+		    cwm_map_get(&c->subs, r->filters[0], strlen(r->filters[0]));
+		c->poisoned++;
+		c->sub_strikes = 0;
+		cwm_log_locked(c, MG_MQTT_LOG_ERROR,
+		               "the broker closed the connection %d times in a row "
+		               "over the subscription to '%s': it is given up and "
+		               "not sent again",
+		               CWM_POISON_STRIKES, r->wire[0]);
+		if (s != NULL && !s->gone)
+			cwm_sub_forget(c, s);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return poison;
+}
+
 /* [L] An acknowledgement: the window grows back by one per window of
  * them, up to awin_cap. */
 static void cwm_window_acked(struct mg_mqtt *c)
@@ -463,6 +505,8 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
 	c->lost_at = now;
 	c->same_again = 0;
 	c->losses++;
+	c->short_loss = lost && now - c->connected_at < CWM_SHORT_MS &&
+	                !c->progressed;
 	if (lost)
 		cwm_window_lost(c, now);
 	if (c->cfg.clean_session)
@@ -470,6 +514,7 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;
+		c->renew_single = 0;
 	}
 	if (lost) {
 		/* The next round starts with the next broker, at once: the one

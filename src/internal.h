@@ -504,7 +504,12 @@ struct mg_mqtt {
 	                             this connection: it is no short loss */
 	int inflight_at_loss;     /* [L] QoS 1/2 messages in flight when the
 	                             last connection was lost */
-	int short_loss;           /* [L] that loss was short, nothing acked */
+	int short_loss;           /* [L] the last loss was short, nothing acked
+	                             (cwm_conn_gone_locked) */
+	char *sub_suspect;        /* [L] the filter a SUBSCRIBE lost that way
+	                             carried (cwm_sub_struck), and its strikes */
+	int sub_strikes;
+	int renew_single;         /* [L] renewal sends one filter a SUBSCRIBE */
 	unsigned losses;          /* [L] connections lost, ever */
 	int lost_early;           /* [L] paho reported the loss while mqtt-io
 	                             still waited in the connect */
@@ -932,6 +937,8 @@ static void cwm_on_lost(void *ctx, char *cause);
 static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost);
 static void cwm_window_set(struct mg_mqtt *c);
 static void cwm_window_acked(struct mg_mqtt *c);
+static int cwm_sub_struck(struct mg_mqtt *c, struct cwm_out *r,
+                          unsigned losses, int64_t sent_at);
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason);
 

@@ -110,6 +110,10 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 		return;
 	}
 	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
+	pthread_mutex_lock(&c->lock);
+	unsigned losses = c->losses;
+	pthread_mutex_unlock(&c->lock);
+	int64_t sent_at = cwm_now_ms();
 	int rc = cwm_eng_filters(c, r, r->type == CMD_SUBSCRIBE, codes);
 	if (rc == 0) {
 		pthread_mutex_lock(&c->lock);
@@ -117,7 +121,10 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, 0, 0, codes, r->nfilters);
 	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
-		cwm_send_later(c, r);
+		if (r->type == CMD_SUBSCRIBE && cwm_sub_struck(c, r, losses, sent_at))
+			cwm_done(c, r, MG_MQTT_ERR_POISON, 0, NULL, 0);
+		else
+			cwm_send_later(c, r);
 	} else {
 		cwm_done(c, r, rc, 0, NULL, 0);
 	}
@@ -181,10 +188,11 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 	struct cwm_sub *s = c->sub_head;
 
 	c->renew_needed = 0;
+	int chunk = c->renew_single ? 1 : CWM_RENEW_CHUNK; /* cwm_sub_struck */
 	while (s != NULL) {
 		const char *fv[CWM_RENEW_CHUNK];
 		int qv[CWM_RENEW_CHUNK], n = 0;
-		for (; s != NULL && n < CWM_RENEW_CHUNK; s = s->next)
+		for (; s != NULL && n < chunk; s = s->next)
 			if (s->pending == 0) {
 				fv[n] = s->filter;
 				qv[n++] = s->qos;
