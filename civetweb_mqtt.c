@@ -270,6 +270,7 @@ struct cwm_settings {
 	int queue_size;
 	int queue_bytes; /* bytes of messages waiting for handlers, at most */
 	int max_packet_size; /* the broker's packet limit, as the user knows it */
+	int max_topic_levels; /* levels a topic or filter may have */
 	int log_level;     /* MG_MQTT_LOG_*: lines above it are not made */
 	char *bridge_path;
 	char *bridge_publish_allow;
@@ -282,6 +283,7 @@ struct cwm_settings {
 	int bridge_max_json_depth;
 	int bridge_nonce_lifetime;
 	char *bridge_allowed_origins;
+	char *bridge_allowed_hosts;
 	int bridge_last_values_bytes;
 	int bridge_max_clients;
 	int bridge_max_filters;
@@ -324,6 +326,8 @@ struct cwm_tnode {
 	struct cwm_tnode *plus;   /* "+" child */
 	struct cwm_tnode *hash;   /* "#" child */
 	struct cwm_handler *handlers, *last;
+	struct cwm_tnode *up;     /* the parent (NULL for a tree's root) */
+	struct cwm_tnode *fnext;  /* the free list of cwm_tnode_free */
 };
 
 struct cwm_vec {
@@ -648,6 +652,9 @@ struct cwm_wbuf {
 
 #define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
 #define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
+#define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
+                              and WebSocket alike) */
+#define CWM_LEVELS_ERR "more topic levels than MAX_TOPIC_LEVELS allows"
 
 /* Bridge-only error codes, in the MG_MQTT_ERR_* space; cwm_http_status()
  * turns them into 403 and 410. */
@@ -794,6 +801,8 @@ static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n);
 static int cwm_utf8_valid(const char *s, size_t n);
 static int cwm_topic_check(const char *t, size_t n);
 static int cwm_share_len(const char *f, size_t n);
+static int cwm_levels_check(const struct mg_mqtt *c, const char *f,
+                            int filter);
 static int cwm_filter_normalize(const char *filter, char **out,
                                 struct mg_mqtt_params **params);
 static int cwm_filter_normalize_owned(char **f);
@@ -1422,10 +1431,19 @@ static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n)
 #line 5 "src/topics.c"
 #endif
 
+/* 1 when cp is a Unicode non-character: U+FDD0-U+FDEF, and the last two
+ * code points of every plane (U+xFFFE, U+xFFFF). */
+static int cwm_noncharacter(uint32_t cp)
+{
+	return (cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) == 0xfffe;
+}
+
 /* 1 when s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or
  * code points past U+10FFFF) without U+0000; mqtt: also without the
- * control characters U+0001-U+001F / U+007F-U+009F, which MQTT 1.5.4 says
- * a receiver may treat as malformed. */
+ * control characters U+0001-U+001F / U+007F-U+009F and the non-characters,
+ * over which MQTT (3.1.1 1.5.3, 5.0 1.5.4) lets a receiver close the
+ * connection (mosquitto does: a client that sent one would be dropped on
+ * every resend). */
 static int cwm_utf8_scan(const char *s, size_t n, int mqtt)
 {
 	const unsigned char *p = (const unsigned char *)s, *end = p + n;
@@ -1459,7 +1477,7 @@ static int cwm_utf8_scan(const char *s, size_t n, int mqtt)
 		p += more;
 		if ((more == 2 && cp < 0x800) || (more == 3 && cp < 0x10000) ||
 		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
-		    (mqtt && cp >= 0x80 && cp <= 0x9f))
+		    (mqtt && ((cp >= 0x80 && cp <= 0x9f) || cwm_noncharacter(cp))))
 			return 0;
 	}
 	return 1;
@@ -1475,6 +1493,33 @@ static int cwm_utf8_valid(const char *s, size_t n)
 static int cwm_utf8_text(const char *s, size_t n)
 {
 	return cwm_utf8_scan(s, n, 0);
+}
+
+/* The number of levels of s[0..n) (its '/' plus one). */
+static size_t cwm_levels(const char *s, size_t n)
+{
+	size_t k = 1;
+	for (const char *p = s, *end = s + n;
+	     (p = memchr(p, '/', (size_t)(end - p))) != NULL; p++)
+		k++;
+	return k;
+}
+
+/* MAX_TOPIC_LEVELS of client c for the topic or filter f (its $share/
+ * <group>/ not counted): 0, or MG_MQTT_ERR_TOPIC / _FILTER (filter set)
+ * when it has more levels. Brokers drop the client over such a packet
+ * (mosquitto at more than 200), and would again on every resend. */
+static int cwm_levels_check(const struct mg_mqtt *c, const char *f, int filter)
+{
+	size_t n = strlen(f);
+	int sl = filter ? cwm_share_len(f, n) : 0;
+	if (sl > 0) {
+		f += sl;
+		n -= (size_t)sl;
+	}
+	if (cwm_levels(f, n) <= (size_t)c->cfg.max_topic_levels)
+		return 0;
+	return filter ? MG_MQTT_ERR_FILTER : MG_MQTT_ERR_TOPIC;
 }
 
 static int cwm_topic_check(const char *t, size_t n)
@@ -1832,6 +1877,8 @@ static const struct cwm_key cwm_keys[] = {
      NULL, "a number of bytes (65536-2147483647)"},
     {"MAX_PACKET_SIZE", K_INT, CWM_S(max_packet_size), 0, 268435455, "0",
      NULL, "a number of bytes (0: none; up to 268435455)"},
+    {"MAX_TOPIC_LEVELS", K_INT, CWM_S(max_topic_levels), 1, 65535, "200", NULL,
+     "a number of topic levels (1-65535)"},
     {"LOG_LEVEL", K_ENUM, CWM_S(log_level), 0, 0, "info", cwm_log_levels,
      "one of error, warning, info, debug"},
     {"BRIDGE_PATH", K_PATH, CWM_S(bridge_path), 0, 0, NULL, NULL, NULL},
@@ -1855,6 +1902,8 @@ static const struct cwm_key cwm_keys[] = {
      "300", NULL, "a number of seconds (1-86400)"},
     {"BRIDGE_ALLOWED_ORIGINS", K_STR, CWM_S(bridge_allowed_origins), 0, 0,
      NULL, NULL, NULL},
+    {"BRIDGE_ALLOWED_HOSTS", K_STR, CWM_S(bridge_allowed_hosts), 0, 0, NULL,
+     NULL, NULL},
     {"BRIDGE_LAST_VALUES_BYTES", K_INT, CWM_S(bridge_last_values_bytes), 0,
      2147483647, "16777216", NULL, "a number of bytes (0-2147483647)"},
     {"BRIDGE_MAX_CLIENTS", K_INT, CWM_S(bridge_max_clients), 0, 1000000, "0",
@@ -2975,19 +3024,44 @@ static void cwm_handler_free(struct cwm_handler *h)
 	}
 }
 
-static void cwm_tnode_free(void *p)
+/* Frees a node's handlers. */
+static void cwm_tnode_free_handlers(struct cwm_tnode *t)
 {
-	struct cwm_tnode *t = p;
-	if (t == NULL)
-		return;
-	cwm_map_free(&t->kids, cwm_tnode_free);
-	cwm_tnode_free(t->plus);
-	cwm_tnode_free(t->hash);
 	for (struct cwm_handler *h = t->handlers, *next; h != NULL; h = next) {
 		next = h->next;
 		cwm_handler_free(h);
 	}
-	free(t);
+}
+
+/* Puts t on the free list *list (linked by fnext); NULL is fine. */
+static void cwm_tnode_push(struct cwm_tnode **list, struct cwm_tnode *t)
+{
+	if (t != NULL) {
+		t->fnext = *list;
+		*list = t;
+	}
+}
+
+/* Frees the subtree of p without recursion: a tree is as deep as its
+ * longest filter, which a browser chooses (a 2,000-level filter
+ * overflowed a CivetWeb worker's stack), so each node goes through a
+ * free list linked inside the nodes themselves (no allocation). */
+static void cwm_tnode_free(void *p)
+{
+	struct cwm_tnode *list = NULL;
+	cwm_tnode_push(&list, p);
+	while (list != NULL) {
+		struct cwm_tnode *t = list;
+		list = t->fnext;
+		for (size_t i = 0; i < t->kids.nb; i++)
+			for (struct cwm_map_ent *e = t->kids.b[i]; e != NULL; e = e->next)
+				cwm_tnode_push(&list, e->val);
+		cwm_tnode_push(&list, t->plus);
+		cwm_tnode_push(&list, t->hash);
+		cwm_map_free(&t->kids, NULL);
+		cwm_tnode_free_handlers(t);
+		free(t);
+	}
 }
 
 /* The child of t for the filter level f (l bytes): the "+" or "#" child
@@ -3010,10 +3084,7 @@ static void cwm_tree_clear(struct cwm_tnode *root)
 	cwm_map_free(&root->kids, cwm_tnode_free);
 	cwm_tnode_free(root->plus);
 	cwm_tnode_free(root->hash);
-	for (struct cwm_handler *h = root->handlers, *next; h != NULL; h = next) {
-		next = h->next;
-		cwm_handler_free(h);
-	}
+	cwm_tnode_free_handlers(root);
 	memset(root, 0, sizeof(*root));
 }
 
@@ -3030,6 +3101,7 @@ static int cwm_tree_add(struct cwm_tnode *root, const char *f,
 		if (kid == NULL) {
 			if ((kid = calloc(1, sizeof(*kid))) == NULL)
 				return MG_MQTT_ERR_NOMEM;
+			kid->up = t;
 			if (slot != NULL) {
 				*slot = kid;
 			} else if (cwm_map_put(&t->kids, f, l, kid) != 0) {
@@ -3057,35 +3129,53 @@ static int cwm_tnode_empty(const struct cwm_tnode *t)
 	       t->handlers == NULL;
 }
 
-/* Removes the handler with user data ud under filter f (the rest of it,
- * NULL at its end) below node t, freeing nodes left empty. Returns 1 when
- * t itself is empty now. */
-static int cwm_tree_remove_at(struct cwm_tnode *t, const char *f, void *ud)
+/* Removes the handler with user data ud from node t. */
+static void cwm_tnode_remove_handler(struct cwm_tnode *t, void *ud)
 {
-	if (f == NULL) {
-		struct cwm_handler **pp = &t->handlers, *prev = NULL;
-		for (; *pp != NULL; prev = *pp, pp = &(*pp)->next)
-			if ((*pp)->ud == ud) {
-				struct cwm_handler *h = *pp;
-				*pp = h->next;
-				if (t->last == h)
-					t->last = prev;
-				cwm_handler_free(h);
-				break;
-			}
-		return cwm_tnode_empty(t);
+	struct cwm_handler **pp = &t->handlers, *prev = NULL;
+	for (; *pp != NULL; prev = *pp, pp = &(*pp)->next)
+		if ((*pp)->ud == ud) {
+			struct cwm_handler *h = *pp;
+			*pp = h->next;
+			if (t->last == h)
+				t->last = prev;
+			cwm_handler_free(h);
+			return;
+		}
+}
+
+/* Removes the handler with user data ud under the filter f (without
+ * $share/<group>/), then frees the nodes it leaves empty, from the
+ * deepest up. No recursion (see cwm_tnode_free): down by the levels of
+ * f, up by each node's parent, the level that names a node found again
+ * by scanning f backwards. */
+static void cwm_tree_remove_at(struct cwm_tnode *root, const char *f, void *ud)
+{
+	struct cwm_tnode *t = root, **slot;
+	for (const char *lv = f;;) {
+		size_t l = strcspn(lv, "/");
+		if ((t = cwm_tnode_kid(t, lv, l, &slot)) == NULL)
+			return;
+		if (lv[l] == '\0')
+			break;
+		lv += l + 1;
 	}
-	size_t l = strcspn(f, "/");
-	const char *rest = f[l] != '\0' ? f + l + 1 : NULL;
-	struct cwm_tnode **slot, *kid = cwm_tnode_kid(t, f, l, &slot);
-	if (kid != NULL && cwm_tree_remove_at(kid, rest, ud)) {
+	cwm_tnode_remove_handler(t, ud);
+	const char *end = f + strlen(f); /* the end of t's level */
+	while (t != root && cwm_tnode_empty(t)) {
+		const char *start = end;
+		while (start > f && start[-1] != '/')
+			start--;
+		struct cwm_tnode *up = t->up;
+		cwm_tnode_kid(up, start, (size_t)(end - start), &slot);
 		if (slot != NULL)
 			*slot = NULL;
 		else
-			cwm_map_del(&t->kids, f, l);
-		cwm_tnode_free(kid);
+			cwm_map_del(&up->kids, start, (size_t)(end - start));
+		free(t); /* empty: nothing below it */
+		t = up;
+		end = start > f ? start - 1 : f;
 	}
-	return cwm_tnode_empty(t);
 }
 
 /* The bridge's subscriptions come and go: removal prunes the tree. */
@@ -4340,6 +4430,8 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 	tlen = strlen(topic);
 	if (cwm_topic_check(topic, tlen) != 0)
 		return tlen > 65535 ? MG_MQTT_ERR_TOO_LARGE : MG_MQTT_ERR_TOPIC;
+	if (cwm_levels_check(c, topic, 0) != 0)
+		return MG_MQTT_ERR_TOPIC; /* MAX_TOPIC_LEVELS */
 	if ((rc = cwm_props_check(props, &pbytes)) != 0)
 		return rc;
 	if (len > CWM_MAX_PACKET || len + tlen + 4 + pbytes > CWM_MAX_PACKET)
@@ -4504,6 +4596,10 @@ int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 		return MG_MQTT_ERR_QOS;
 	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
 		return rc;
+	if ((rc = cwm_levels_check(c, plain, 1)) != 0) { /* MAX_TOPIC_LEVELS */
+		free(plain);
+		return rc;
+	}
 	filter = plain;
 	struct cwm_sub *n = calloc(1, sizeof(*n));
 
@@ -4576,6 +4672,10 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 	char *plain;
 	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
 		return rc;
+	if ((rc = cwm_levels_check(c, plain, 1)) != 0) { /* MAX_TOPIC_LEVELS */
+		free(plain);
+		return rc;
+	}
 	filter = plain;
 	size_t fl = strlen(filter);
 	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &filter, NULL, 1);
@@ -7849,7 +7949,8 @@ int mg_mqtt_request(struct mg_mqtt *c, const char *topic, const void *payload,
 		return MG_MQTT_ERR_INVALID;
 	if (qos < 0 || qos > 2)
 		return MG_MQTT_ERR_QOS;
-	if (mg_mqtt_topic_valid(topic) != 0 || c->reply_base == NULL)
+	if (mg_mqtt_topic_valid(topic) != 0 || c->reply_base == NULL ||
+	    cwm_levels_check(c, topic, 0) != 0)
 		return MG_MQTT_ERR_TOPIC;
 	pthread_mutex_lock(&c->req_lock);
 	c->req_active++;
@@ -9159,6 +9260,10 @@ static int cwm_bridge_subscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
 		*err = "invalid topic filter";
 		return MG_MQTT_ERR_FILTER;
 	}
+	if (cwm_levels_check(b->c, filter, 1) != 0) {
+		*err = CWM_LEVELS_ERR;
+		return MG_MQTT_ERR_FILTER;
+	}
 	if (!cwm_may_subscribe(b, filter)) {
 		atomic_fetch_add(&b->rejected, 1);
 		*err = "subscribing to this filter is not allowed "
@@ -9589,6 +9694,9 @@ static int cwm_bridge_publish_json(struct cwm_bridge *b, const cJSON *req,
 	    mg_mqtt_topic_valid(topic->valuestring) != 0) {
 		*err = "invalid topic name";
 		rc = MG_MQTT_ERR_TOPIC;
+	} else if (rc == 0 && cwm_levels_check(b->c, topic->valuestring, 0)) {
+		*err = CWM_LEVELS_ERR;
+		rc = MG_MQTT_ERR_TOPIC;
 	} else if (rc == 0 && !cwm_may_publish(b, topic->valuestring)) {
 		*err = "publishing to this topic is not allowed "
 		       "(BRIDGE_PUBLISH_ALLOW)";
@@ -9900,6 +10008,8 @@ static int cwm_query_qos(struct mg_connection *conn, const char *qs, int *qos)
 static int cwm_publish_body(struct cwm_bridge *b, struct mg_connection *conn,
                             const char *topic, char **body, size_t *len)
 {
+	if (cwm_levels_check(b->c, topic, 0) != 0)
+		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
 	if (!cwm_may_publish(b, topic)) {
 		atomic_fetch_add(&b->rejected, 1);
 		return cwm_reply_error(conn, 403,
@@ -10751,14 +10861,14 @@ static int cwm_route_metrics(struct cwm_bridge *b, struct mg_connection *conn)
  * allowed by BRIDGE_SUBSCRIBE_ALLOW. Returns 0, or the status of the
  * error reply it sent. */
 static int cwm_sse_filters(struct cwm_bridge *b, struct mg_connection *conn,
-                           const char *qs, char filters[16][512], int *n,
-                           int *qos)
+                           const char *qs,
+                           char filters[16][CWM_FILTER_LEN], int *n, int *qos)
 {
 	int status;
 	for (*n = 0;; (*n)++) {
 		char extra[8];
 		int r = *n < 16 ? cwm_query_topic(qs, "topic", (size_t)*n, filters[*n],
-		                                  512)
+		                                  CWM_FILTER_LEN)
 		                : cwm_query_topic(qs, "topic", (size_t)*n, extra,
 		                                  sizeof(extra));
 		if (r == MG_MQTT_ERR_NOT_FOUND)
@@ -10838,7 +10948,7 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	const char *qs = ri->query_string != NULL ? ri->query_string : "";
-	char filters[16][512];
+	char filters[16][CWM_FILTER_LEN];
 	const char *err = NULL;
 	int n, qos = 0, rc = 0, status;
 
@@ -11084,6 +11194,9 @@ static int cwm_ws_filter_op(struct cwm_bridge *b, struct cwm_bclient *bc,
 	const cJSON *qos = cJSON_GetObjectItemCaseSensitive(req, "qos");
 	if (!cJSON_IsString(topic))
 		return *err = "\"topic\" must be a string", MG_MQTT_ERR_INVALID;
+	if (strlen(topic->valuestring) >= CWM_FILTER_LEN) /* as for SSE */
+		return *err = "a topic filter is too long (at most 511 bytes)",
+		       MG_MQTT_ERR_FILTER;
 	if (!subscribe)
 		return cwm_bridge_unsubscribe(b, bc, topic->valuestring, err);
 	if (qos != NULL &&

@@ -215,6 +215,10 @@ static int cwm_bridge_subscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
 		*err = "invalid topic filter";
 		return MG_MQTT_ERR_FILTER;
 	}
+	if (cwm_levels_check(b->c, filter, 1) != 0) {
+		*err = CWM_LEVELS_ERR;
+		return MG_MQTT_ERR_FILTER;
+	}
 	if (!cwm_may_subscribe(b, filter)) {
 		atomic_fetch_add(&b->rejected, 1);
 		*err = "subscribing to this filter is not allowed "

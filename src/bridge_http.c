@@ -283,6 +283,8 @@ static int cwm_query_qos(struct mg_connection *conn, const char *qs, int *qos)
 static int cwm_publish_body(struct cwm_bridge *b, struct mg_connection *conn,
                             const char *topic, char **body, size_t *len)
 {
+	if (cwm_levels_check(b->c, topic, 0) != 0)
+		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
 	if (!cwm_may_publish(b, topic)) {
 		atomic_fetch_add(&b->rejected, 1);
 		return cwm_reply_error(conn, 403,

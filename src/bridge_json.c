@@ -356,6 +356,9 @@ static int cwm_bridge_publish_json(struct cwm_bridge *b, const cJSON *req,
 	    mg_mqtt_topic_valid(topic->valuestring) != 0) {
 		*err = "invalid topic name";
 		rc = MG_MQTT_ERR_TOPIC;
+	} else if (rc == 0 && cwm_levels_check(b->c, topic->valuestring, 0)) {
+		*err = CWM_LEVELS_ERR;
+		rc = MG_MQTT_ERR_TOPIC;
 	} else if (rc == 0 && !cwm_may_publish(b, topic->valuestring)) {
 		*err = "publishing to this topic is not allowed "
 		       "(BRIDGE_PUBLISH_ALLOW)";

@@ -14,14 +14,14 @@
  * allowed by BRIDGE_SUBSCRIBE_ALLOW. Returns 0, or the status of the
  * error reply it sent. */
 static int cwm_sse_filters(struct cwm_bridge *b, struct mg_connection *conn,
-                           const char *qs, char filters[16][512], int *n,
-                           int *qos)
+                           const char *qs,
+                           char filters[16][CWM_FILTER_LEN], int *n, int *qos)
 {
 	int status;
 	for (*n = 0;; (*n)++) {
 		char extra[8];
 		int r = *n < 16 ? cwm_query_topic(qs, "topic", (size_t)*n, filters[*n],
-		                                  512)
+		                                  CWM_FILTER_LEN)
 		                : cwm_query_topic(qs, "topic", (size_t)*n, extra,
 		                                  sizeof(extra));
 		if (r == MG_MQTT_ERR_NOT_FOUND)
@@ -101,7 +101,7 @@ static int cwm_route_events(struct cwm_bridge *b, struct mg_connection *conn)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	const char *qs = ri->query_string != NULL ? ri->query_string : "";
-	char filters[16][512];
+	char filters[16][CWM_FILTER_LEN];
 	const char *err = NULL;
 	int n, qos = 0, rc = 0, status;
 

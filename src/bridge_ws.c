@@ -202,6 +202,9 @@ static int cwm_ws_filter_op(struct cwm_bridge *b, struct cwm_bclient *bc,
 	const cJSON *qos = cJSON_GetObjectItemCaseSensitive(req, "qos");
 	if (!cJSON_IsString(topic))
 		return *err = "\"topic\" must be a string", MG_MQTT_ERR_INVALID;
+	if (strlen(topic->valuestring) >= CWM_FILTER_LEN) /* as for SSE */
+		return *err = "a topic filter is too long (at most 511 bytes)",
+		       MG_MQTT_ERR_FILTER;
 	if (!subscribe)
 		return cwm_bridge_unsubscribe(b, bc, topic->valuestring, err);
 	if (qos != NULL &&

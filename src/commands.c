@@ -270,6 +270,8 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 	tlen = strlen(topic);
 	if (cwm_topic_check(topic, tlen) != 0)
 		return tlen > 65535 ? MG_MQTT_ERR_TOO_LARGE : MG_MQTT_ERR_TOPIC;
+	if (cwm_levels_check(c, topic, 0) != 0)
+		return MG_MQTT_ERR_TOPIC; /* MAX_TOPIC_LEVELS */
 	if ((rc = cwm_props_check(props, &pbytes)) != 0)
 		return rc;
 	if (len > CWM_MAX_PACKET || len + tlen + 4 + pbytes > CWM_MAX_PACKET)

@@ -264,6 +264,7 @@ struct cwm_settings {
 	int queue_size;
 	int queue_bytes; /* bytes of messages waiting for handlers, at most */
 	int max_packet_size; /* the broker's packet limit, as the user knows it */
+	int max_topic_levels; /* levels a topic or filter may have */
 	int log_level;     /* MG_MQTT_LOG_*: lines above it are not made */
 	char *bridge_path;
 	char *bridge_publish_allow;
@@ -276,6 +277,7 @@ struct cwm_settings {
 	int bridge_max_json_depth;
 	int bridge_nonce_lifetime;
 	char *bridge_allowed_origins;
+	char *bridge_allowed_hosts;
 	int bridge_last_values_bytes;
 	int bridge_max_clients;
 	int bridge_max_filters;
@@ -318,6 +320,8 @@ struct cwm_tnode {
 	struct cwm_tnode *plus;   /* "+" child */
 	struct cwm_tnode *hash;   /* "#" child */
 	struct cwm_handler *handlers, *last;
+	struct cwm_tnode *up;     /* the parent (NULL for a tree's root) */
+	struct cwm_tnode *fnext;  /* the free list of cwm_tnode_free */
 };
 
 struct cwm_vec {
@@ -642,6 +646,9 @@ struct cwm_wbuf {
 
 #define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
 #define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
+#define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
+                              and WebSocket alike) */
+#define CWM_LEVELS_ERR "more topic levels than MAX_TOPIC_LEVELS allows"
 
 /* Bridge-only error codes, in the MG_MQTT_ERR_* space; cwm_http_status()
  * turns them into 403 and 410. */
@@ -788,6 +795,8 @@ static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n);
 static int cwm_utf8_valid(const char *s, size_t n);
 static int cwm_topic_check(const char *t, size_t n);
 static int cwm_share_len(const char *f, size_t n);
+static int cwm_levels_check(const struct mg_mqtt *c, const char *f,
+                            int filter);
 static int cwm_filter_normalize(const char *filter, char **out,
                                 struct mg_mqtt_params **params);
 static int cwm_filter_normalize_owned(char **f);

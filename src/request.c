@@ -305,7 +305,8 @@ int mg_mqtt_request(struct mg_mqtt *c, const char *topic, const void *payload,
 		return MG_MQTT_ERR_INVALID;
 	if (qos < 0 || qos > 2)
 		return MG_MQTT_ERR_QOS;
-	if (mg_mqtt_topic_valid(topic) != 0 || c->reply_base == NULL)
+	if (mg_mqtt_topic_valid(topic) != 0 || c->reply_base == NULL ||
+	    cwm_levels_check(c, topic, 0) != 0)
 		return MG_MQTT_ERR_TOPIC;
 	pthread_mutex_lock(&c->req_lock);
 	c->req_active++;

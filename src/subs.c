@@ -101,6 +101,10 @@ int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 		return MG_MQTT_ERR_QOS;
 	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
 		return rc;
+	if ((rc = cwm_levels_check(c, plain, 1)) != 0) { /* MAX_TOPIC_LEVELS */
+		free(plain);
+		return rc;
+	}
 	filter = plain;
 	struct cwm_sub *n = calloc(1, sizeof(*n));
 
@@ -173,6 +177,10 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 	char *plain;
 	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
 		return rc;
+	if ((rc = cwm_levels_check(c, plain, 1)) != 0) { /* MAX_TOPIC_LEVELS */
+		free(plain);
+		return rc;
+	}
 	filter = plain;
 	size_t fl = strlen(filter);
 	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &filter, NULL, 1);

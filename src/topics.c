@@ -4,10 +4,19 @@
  */
 #include "internal.h"
 
+/* 1 when cp is a Unicode non-character: U+FDD0-U+FDEF, and the last two
+ * code points of every plane (U+xFFFE, U+xFFFF). */
+static int cwm_noncharacter(uint32_t cp)
+{
+	return (cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) == 0xfffe;
+}
+
 /* 1 when s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or
  * code points past U+10FFFF) without U+0000; mqtt: also without the
- * control characters U+0001-U+001F / U+007F-U+009F, which MQTT 1.5.4 says
- * a receiver may treat as malformed. */
+ * control characters U+0001-U+001F / U+007F-U+009F and the non-characters,
+ * over which MQTT (3.1.1 1.5.3, 5.0 1.5.4) lets a receiver close the
+ * connection (mosquitto does: a client that sent one would be dropped on
+ * every resend). */
 static int cwm_utf8_scan(const char *s, size_t n, int mqtt)
 {
 	const unsigned char *p = (const unsigned char *)s, *end = p + n;
@@ -41,7 +50,7 @@ static int cwm_utf8_scan(const char *s, size_t n, int mqtt)
 		p += more;
 		if ((more == 2 && cp < 0x800) || (more == 3 && cp < 0x10000) ||
 		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
-		    (mqtt && cp >= 0x80 && cp <= 0x9f))
+		    (mqtt && ((cp >= 0x80 && cp <= 0x9f) || cwm_noncharacter(cp))))
 			return 0;
 	}
 	return 1;
@@ -57,6 +66,33 @@ static int cwm_utf8_valid(const char *s, size_t n)
 static int cwm_utf8_text(const char *s, size_t n)
 {
 	return cwm_utf8_scan(s, n, 0);
+}
+
+/* The number of levels of s[0..n) (its '/' plus one). */
+static size_t cwm_levels(const char *s, size_t n)
+{
+	size_t k = 1;
+	for (const char *p = s, *end = s + n;
+	     (p = memchr(p, '/', (size_t)(end - p))) != NULL; p++)
+		k++;
+	return k;
+}
+
+/* MAX_TOPIC_LEVELS of client c for the topic or filter f (its $share/
+ * <group>/ not counted): 0, or MG_MQTT_ERR_TOPIC / _FILTER (filter set)
+ * when it has more levels. Brokers drop the client over such a packet
+ * (mosquitto at more than 200), and would again on every resend. */
+static int cwm_levels_check(const struct mg_mqtt *c, const char *f, int filter)
+{
+	size_t n = strlen(f);
+	int sl = filter ? cwm_share_len(f, n) : 0;
+	if (sl > 0) {
+		f += sl;
+		n -= (size_t)sl;
+	}
+	if (cwm_levels(f, n) <= (size_t)c->cfg.max_topic_levels)
+		return 0;
+	return filter ? MG_MQTT_ERR_FILTER : MG_MQTT_ERR_TOPIC;
 }
 
 static int cwm_topic_check(const char *t, size_t n)

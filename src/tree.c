@@ -13,19 +13,44 @@ static void cwm_handler_free(struct cwm_handler *h)
 	}
 }
 
-static void cwm_tnode_free(void *p)
+/* Frees a node's handlers. */
+static void cwm_tnode_free_handlers(struct cwm_tnode *t)
 {
-	struct cwm_tnode *t = p;
-	if (t == NULL)
-		return;
-	cwm_map_free(&t->kids, cwm_tnode_free);
-	cwm_tnode_free(t->plus);
-	cwm_tnode_free(t->hash);
 	for (struct cwm_handler *h = t->handlers, *next; h != NULL; h = next) {
 		next = h->next;
 		cwm_handler_free(h);
 	}
-	free(t);
+}
+
+/* Puts t on the free list *list (linked by fnext); NULL is fine. */
+static void cwm_tnode_push(struct cwm_tnode **list, struct cwm_tnode *t)
+{
+	if (t != NULL) {
+		t->fnext = *list;
+		*list = t;
+	}
+}
+
+/* Frees the subtree of p without recursion: a tree is as deep as its
+ * longest filter, which a browser chooses (a 2,000-level filter
+ * overflowed a CivetWeb worker's stack), so each node goes through a
+ * free list linked inside the nodes themselves (no allocation). */
+static void cwm_tnode_free(void *p)
+{
+	struct cwm_tnode *list = NULL;
+	cwm_tnode_push(&list, p);
+	while (list != NULL) {
+		struct cwm_tnode *t = list;
+		list = t->fnext;
+		for (size_t i = 0; i < t->kids.nb; i++)
+			for (struct cwm_map_ent *e = t->kids.b[i]; e != NULL; e = e->next)
+				cwm_tnode_push(&list, e->val);
+		cwm_tnode_push(&list, t->plus);
+		cwm_tnode_push(&list, t->hash);
+		cwm_map_free(&t->kids, NULL);
+		cwm_tnode_free_handlers(t);
+		free(t);
+	}
 }
 
 /* The child of t for the filter level f (l bytes): the "+" or "#" child
@@ -48,10 +73,7 @@ static void cwm_tree_clear(struct cwm_tnode *root)
 	cwm_map_free(&root->kids, cwm_tnode_free);
 	cwm_tnode_free(root->plus);
 	cwm_tnode_free(root->hash);
-	for (struct cwm_handler *h = root->handlers, *next; h != NULL; h = next) {
-		next = h->next;
-		cwm_handler_free(h);
-	}
+	cwm_tnode_free_handlers(root);
 	memset(root, 0, sizeof(*root));
 }
 
@@ -68,6 +90,7 @@ static int cwm_tree_add(struct cwm_tnode *root, const char *f,
 		if (kid == NULL) {
 			if ((kid = calloc(1, sizeof(*kid))) == NULL)
 				return MG_MQTT_ERR_NOMEM;
+			kid->up = t;
 			if (slot != NULL) {
 				*slot = kid;
 			} else if (cwm_map_put(&t->kids, f, l, kid) != 0) {
@@ -95,35 +118,53 @@ static int cwm_tnode_empty(const struct cwm_tnode *t)
 	       t->handlers == NULL;
 }
 
-/* Removes the handler with user data ud under filter f (the rest of it,
- * NULL at its end) below node t, freeing nodes left empty. Returns 1 when
- * t itself is empty now. */
-static int cwm_tree_remove_at(struct cwm_tnode *t, const char *f, void *ud)
+/* Removes the handler with user data ud from node t. */
+static void cwm_tnode_remove_handler(struct cwm_tnode *t, void *ud)
 {
-	if (f == NULL) {
-		struct cwm_handler **pp = &t->handlers, *prev = NULL;
-		for (; *pp != NULL; prev = *pp, pp = &(*pp)->next)
-			if ((*pp)->ud == ud) {
-				struct cwm_handler *h = *pp;
-				*pp = h->next;
-				if (t->last == h)
-					t->last = prev;
-				cwm_handler_free(h);
-				break;
-			}
-		return cwm_tnode_empty(t);
+	struct cwm_handler **pp = &t->handlers, *prev = NULL;
+	for (; *pp != NULL; prev = *pp, pp = &(*pp)->next)
+		if ((*pp)->ud == ud) {
+			struct cwm_handler *h = *pp;
+			*pp = h->next;
+			if (t->last == h)
+				t->last = prev;
+			cwm_handler_free(h);
+			return;
+		}
+}
+
+/* Removes the handler with user data ud under the filter f (without
+ * $share/<group>/), then frees the nodes it leaves empty, from the
+ * deepest up. No recursion (see cwm_tnode_free): down by the levels of
+ * f, up by each node's parent, the level that names a node found again
+ * by scanning f backwards. */
+static void cwm_tree_remove_at(struct cwm_tnode *root, const char *f, void *ud)
+{
+	struct cwm_tnode *t = root, **slot;
+	for (const char *lv = f;;) {
+		size_t l = strcspn(lv, "/");
+		if ((t = cwm_tnode_kid(t, lv, l, &slot)) == NULL)
+			return;
+		if (lv[l] == '\0')
+			break;
+		lv += l + 1;
 	}
-	size_t l = strcspn(f, "/");
-	const char *rest = f[l] != '\0' ? f + l + 1 : NULL;
-	struct cwm_tnode **slot, *kid = cwm_tnode_kid(t, f, l, &slot);
-	if (kid != NULL && cwm_tree_remove_at(kid, rest, ud)) {
+	cwm_tnode_remove_handler(t, ud);
+	const char *end = f + strlen(f); /* the end of t's level */
+	while (t != root && cwm_tnode_empty(t)) {
+		const char *start = end;
+		while (start > f && start[-1] != '/')
+			start--;
+		struct cwm_tnode *up = t->up;
+		cwm_tnode_kid(up, start, (size_t)(end - start), &slot);
 		if (slot != NULL)
 			*slot = NULL;
 		else
-			cwm_map_del(&t->kids, f, l);
-		cwm_tnode_free(kid);
+			cwm_map_del(&up->kids, start, (size_t)(end - start));
+		free(t); /* empty: nothing below it */
+		t = up;
+		end = start > f ? start - 1 : f;
 	}
-	return cwm_tnode_empty(t);
 }
 
 /* The bridge's subscriptions come and go: removal prunes the tree. */

@@ -23,6 +23,8 @@
 
 #include <civetweb.h>
 #include <stdlib.h>
+
+#include "civetweb_mqtt.h"
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -991,5 +993,215 @@ TEST_T(an_expired_nonce_gets_401_with_stale_true, 60)
 	ASSERT(strstr(h.head, "stale=true") != NULL);
 	hfree(&h);
 	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+/* ======================================================================
+ * Second round (issue 22)
+ * ==================================================================== */
+
+/* "demo/" and levels - 2 levels of "+", then "#": levels levels in all,
+ * malloc()ed. */
+static char *deep_filter(int levels)
+{
+	char *f = malloc(5 + 2 * (size_t)levels + 1);
+	ASSERT(f != NULL);
+	size_t n = (size_t)sprintf(f, "demo/");
+	for (int i = 0; i < levels - 2; i++)
+		n += (size_t)sprintf(f + n, "+/");
+	sprintf(f + n, "#");
+	return f;
+}
+
+/* {"op":<op>,"topic":<topic>}: the reply frame's text in out. */
+static int ws_filter_call(struct th_raw *r, const char *op, const char *topic,
+                          char *out, size_t cap)
+{
+	size_t n = strlen(topic) + 64;
+	char *json = malloc(n);
+	ASSERT(json != NULL);
+	snprintf(json, n, "{\"op\":\"%s\",\"topic\":\"%s\"}", op, topic);
+	int rop = ws_call(r, json, out, cap);
+	free(json);
+	return rop;
+}
+
+TEST_T(a_2000_level_websocket_filter_is_refused_and_leaving_does_not_crash,
+       60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	char out[4096];
+	start(&b, &x, NULL, NULL);
+	/* The finding: 2,000 levels (4 kB) inside demo/#, acknowledged,
+	 * then the socket closed: SIGSEGV in the tree's recursive removal. */
+	char *f = deep_filter(2000);
+	ASSERT_GT(strlen(f), 4000);
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	ASSERT_EQ(ws_filter_call(r, "subscribe", f, out, sizeof(out)), 1);
+	th_raw_close(r);
+	free(f);
+	still_answers(x.port); /* first: the crash, if any, came */
+	ASSERT_CONTAINS(out, "\"op\":\"error\"");
+	ASSERT_CONTAINS(out, "too long");
+	/* The most a browser may hold: 200 levels (MAX_TOPIC_LEVELS), within
+	 * 511 bytes; subscribed, unsubscribed, subscribed and left. */
+	f = deep_filter(200);
+	r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	ASSERT_EQ(ws_filter_call(r, "subscribe", f, out, sizeof(out)), 1);
+	ASSERT_CONTAINS(out, "\"op\":\"ack\"");
+	ASSERT_EQ(ws_filter_call(r, "unsubscribe", f, out, sizeof(out)), 1);
+	ASSERT_CONTAINS(out, "\"op\":\"ack\"");
+	ASSERT_EQ(ws_filter_call(r, "subscribe", f, out, sizeof(out)), 1);
+	ASSERT_CONTAINS(out, "\"op\":\"ack\"");
+	th_raw_close(r);
+	free(f);
+	/* 201 levels: more than MAX_TOPIC_LEVELS. */
+	f = deep_filter(201);
+	r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	ASSERT_EQ(ws_filter_call(r, "subscribe", f, out, sizeof(out)), 1);
+	ASSERT_CONTAINS(out, "MAX_TOPIC_LEVELS");
+	th_raw_close(r);
+	free(f);
+	still_answers(x.port);
+	ASSERT_EQ(kill(x.pid, 0), 0);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+/* A topic of levels levels ("demo/l/l/..."), malloc()ed. */
+static char *deep_topic(int levels)
+{
+	char *t = malloc(5 + 2 * (size_t)levels + 1);
+	ASSERT(t != NULL);
+	size_t n = (size_t)sprintf(t, "demo");
+	for (int i = 1; i < levels; i++)
+		n += (size_t)sprintf(t + n, "/l");
+	return t;
+}
+
+/* The bridge's MQTT client delivers: a QoS 1 publish through the bridge
+ * reaches an independent subscriber. */
+static void bridge_delivers(int port, struct th_sub *sub, const char *topic)
+{
+	struct hresp h;
+	char path[256], line[300];
+	snprintf(path, sizeof(path), "/mqtt/publish/%s?qos=1", topic);
+	ASSERT_EQ(http(port, "POST", path, RAW_CT, "alive", &h), 200);
+	hfree(&h);
+	snprintf(line, sizeof(line), "%s alive", topic);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub->out, line) == 1, 10000));
+}
+
+TEST_T(noncharacters_and_251_levels_get_400_and_the_client_stays_connected,
+       90)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct th_sub sub;
+	struct hresp h;
+	char out[4096], path[1024], body[1024];
+	start(&b, &x, NULL, NULL);
+	th_sub_start(&sub, &b, "demo/#", 0, "-q 1");
+	bridge_delivers(x.port, &sub, "demo/before");
+
+	/* The finding's curl: a U+FFFF in an SSE filter. mosquitto drops a
+	 * client over it, on every resend after each reconnect. */
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/events?topic=demo/%EF%BF%BF", NULL,
+	               NULL, &h),
+	          400);
+	hfree(&h);
+	/* The other non-characters, over SSE, WebSocket and publish. */
+	static const char *const nonchars[] = {"%EF%BF%BE", "%EF%B7%90",
+	                                       "%EF%B7%AF", "%F0%9F%BF%BF",
+	                                       "%F4%8F%BF%BE"};
+	for (size_t i = 0; i < sizeof(nonchars) / sizeof(nonchars[0]); i++) {
+		snprintf(path, sizeof(path), "/mqtt/events?topic=demo/%s", nonchars[i]);
+		ASSERT_EQ(http(x.port, "GET", path, NULL, NULL, &h), 400);
+		hfree(&h);
+	}
+	struct th_raw *r = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	ASSERT_EQ(ws_filter_call(r, "subscribe", "demo/\xef\xbf\xbe", out,
+	                         sizeof(out)),
+	          1);
+	ASSERT_CONTAINS(out, "\"op\":\"error\"");
+	ASSERT_EQ(ws_call(r,
+	                  "{\"op\":\"publish\",\"topic\":\"demo/\xef\xb7\x90\","
+	                  "\"payload\":\"x\",\"qos\":1}",
+	                  out, sizeof(out)),
+	          1);
+	ASSERT_CONTAINS(out, "\"op\":\"error\"");
+	th_raw_close(r);
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/demo/%EF%BF%BF?qos=1", RAW_CT,
+	               "x", &h),
+	          400);
+	hfree(&h);
+
+	/* The finding's 251-level topic at QoS 1, as JSON and raw; and a
+	 * filter of 201 levels over SSE. */
+	char *t = deep_topic(251);
+	snprintf(body, sizeof(body),
+	         "{\"topic\":\"%s\",\"payload\":\"x\",\"qos\":1}", t);
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", JSON_CT, body, &h), 400);
+	ASSERT_CONTAINS(h.body, "MAX_TOPIC_LEVELS");
+	hfree(&h);
+	snprintf(path, sizeof(path), "/mqtt/publish/%s?qos=1", t);
+	ASSERT_EQ(http(x.port, "POST", path, RAW_CT, "x", &h), 400);
+	hfree(&h);
+	snprintf(path, sizeof(path), "/mqtt/request/%s?timeout=1", t);
+	ASSERT_EQ(http(x.port, "POST", path, RAW_CT, "x", &h), 400);
+	hfree(&h);
+	free(t);
+	t = deep_filter(201);
+	snprintf(path, sizeof(path), "/mqtt/events?topic=%s", t);
+	for (char *p = strchr(path, '#'); p != NULL; p = NULL) {
+		memmove(p + 3, p + 1, strlen(p + 1) + 1);
+		memcpy(p, "%23", 3);
+	}
+	ASSERT_EQ(http(x.port, "GET", path, NULL, NULL, &h), 400);
+	hfree(&h);
+	free(t);
+
+	/* The MQTT client was never dropped: it delivers at once, and
+	 * the status says connected. */
+	bridge_delivers(x.port, &sub, "demo/after");
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 200);
+	ASSERT_CONTAINS(h.body, "\"connected\":true");
+	hfree(&h);
+	ASSERT_EQ(th_count_lines(x.log, "connected to"), 1);
+	th_sub_stop(&sub);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+TEST_T(the_c_api_refuses_noncharacters_and_topics_over_max_topic_levels, 60)
+{
+	struct th_broker b;
+	char err[256];
+	th_broker_start(&b, NULL);
+	struct mg_mqtt *c = mg_mqtt_create(NULL);
+	ASSERT(c != NULL);
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_MAX_TOPIC_LEVELS",
+	                      "4", NULL};
+	ASSERT_EQ(mg_mqtt_start(c, NULL, opts, err, sizeof(err)), 0);
+	ASSERT(WAIT_UNTIL(mg_mqtt_is_connected(c), 10000));
+	ASSERT_EQ(mg_mqtt_publish(c, "a/\xef\xbf\xbf", "x", 1, 1, 0),
+	          MG_MQTT_ERR_TOPIC);
+	ASSERT_EQ(mg_mqtt_subscribe(c, "a/\xef\xb7\x90/#", 1), MG_MQTT_ERR_FILTER);
+	ASSERT_EQ(mg_mqtt_publish(c, "a/b/c/d/e", "x", 1, 1, 0), MG_MQTT_ERR_TOPIC);
+	ASSERT_EQ(mg_mqtt_subscribe(c, "a/+/c/d/#", 1), MG_MQTT_ERR_FILTER);
+	ASSERT_EQ(mg_mqtt_unsubscribe(c, "a/+/c/d/#"), MG_MQTT_ERR_FILTER);
+	struct mg_mqtt_reply rep;
+	ASSERT_EQ(mg_mqtt_request(c, "a/b/c/d/e", "x", 1, 1, 100, &rep),
+	          MG_MQTT_ERR_TOPIC);
+	/* Four levels are fine, and the client is still connected. */
+	ASSERT_GT(mg_mqtt_publish(c, "a/b/c/d", "x", 1, 1, 0), 0);
+	ASSERT_GT(mg_mqtt_subscribe(c, "$share/g/a/+/c/#", 1), 0);
+	ASSERT(mg_mqtt_is_connected(c));
+	mg_mqtt_stop(c);
 	th_broker_stop(&b);
 }

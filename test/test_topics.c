@@ -201,11 +201,20 @@ static const struct u8 utf8_cases[] = {
     U8("\xed\xa0\x80", 0),     /* U+D800 */
     U8("\xed\xbf\xbf", 0),     /* U+DFFF */
     U8("\xee\x80\x80", 1),     /* U+E000 */
-    U8("\xef\xbf\xbf", 1),     /* U+FFFF: a non-character, still allowed */
+    U8("\xef\xbf\xbf", 0),     /* U+FFFF: a non-character */
+    U8("\xef\xbf\xbe", 0),     /* U+FFFE */
+    U8("\xef\xbf\xbd", 1),     /* U+FFFD */
+    U8("\xef\xb7\x8f", 1),     /* U+FDCF */
+    U8("\xef\xb7\x90", 0),     /* U+FDD0 */
+    U8("\xef\xb7\xaf", 0),     /* U+FDEF */
+    U8("\xef\xb7\xb0", 1),     /* U+FDF0 */
+    U8("\xf0\x9f\xbf\xbe", 0), /* U+1FFFE */
+    U8("\xf0\x9f\xbf\xbd", 1), /* U+1FFFD */
     U8("\xef\xbb\xbf", 1),     /* U+FEFF */
     U8("\xf0\x8f\xbf\xbf", 0), /* overlong U+FFFF */
     U8("\xf0\x90\x80\x80", 1), /* U+10000 */
-    U8("\xf4\x8f\xbf\xbf", 1), /* U+10FFFF */
+    U8("\xf4\x8f\xbf\xbf", 0), /* U+10FFFF: a non-character */
+    U8("\xf4\x8f\xbf\xbd", 1), /* U+10FFFD */
     U8("\xf4\x90\x80\x80", 0), /* U+110000 */
     U8("\xf5\x80\x80\x80", 0),
     U8("\xfe", 0),
@@ -949,4 +958,69 @@ TEST(bridge_drops_a_full_browser_with_overlapping_filters_safely)
 	cwm_bclient_remove(&uaf_br, bc);
 	pthread_mutex_unlock(&uaf_anchor.lock);
 	cwm_bclient_free(bc);
+}
+
+/* A filter's depth is the caller's choice (a browser's, an application's):
+ * adding, removing and freeing take no stack per level. Run on a thread
+ * with a 128 KiB stack, about a CivetWeb worker's: 32,767 levels (the
+ * longest valid filter) overflowed it when removal and freeing recursed
+ * once a level. */
+enum { DEEP_LEVELS = 32767 };
+
+static void *deep_tree_main(void *arg)
+{
+	char *f = arg, buf[64];
+	struct tree t = {0};
+	int ud1, ud2;
+	tree_add(&t, f);    /* 1 */
+	tree_add(&t, "a/b"); /* 2 */
+	struct cwm_tnode *deep = &t.root;
+	while (deep->plus != NULL)
+		deep = deep->plus;
+	ASSERT(deep->hash != NULL);
+	deep->hash->handlers->ud = &ud1;
+	cwm_tree_remove(&t.root, f, &ud2); /* not there: nothing goes */
+	ASSERT(t.root.plus != NULL);
+	/* Removal prunes every level it emptied, and keeps the rest. */
+	cwm_tree_remove(&t.root, f, &ud1);
+	ASSERT(t.root.plus == NULL);
+	ASSERT_STREQ(tree_hits(&t, "a/b", buf, sizeof(buf)), "2");
+	tree_add(&t, f); /* freeing a tree that holds it */
+	tree_free(&t);
+	return NULL;
+}
+
+TEST(tree_of_the_deepest_filter_is_removed_and_freed_without_recursion)
+{
+	char *f = malloc(2 * DEEP_LEVELS + 1);
+	ASSERT(f != NULL);
+	for (int i = 0; i < DEEP_LEVELS; i++)
+		memcpy(f + 2 * i, i + 1 < DEEP_LEVELS ? "+/" : "#", 2);
+	f[2 * DEEP_LEVELS - 1] = '\0';
+	ASSERT_EQ(strlen(f), 65533);
+	pthread_attr_t a;
+	pthread_t th;
+	ASSERT_EQ(pthread_attr_init(&a), 0);
+	ASSERT_EQ(pthread_attr_setstacksize(&a, 128 * 1024), 0);
+	ASSERT_EQ(pthread_create(&th, &a, deep_tree_main, f), 0);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	pthread_attr_destroy(&a);
+	free(f);
+}
+
+TEST(levels_count_slashes_and_max_topic_levels_refuses_more)
+{
+	ASSERT_EQ(cwm_levels("a", 1), 1);
+	ASSERT_EQ(cwm_levels("/", 1), 2);
+	ASSERT_EQ(cwm_levels("a//b/", 5), 4);
+	struct mg_mqtt c;
+	memset(&c, 0, sizeof(c));
+	c.cfg.max_topic_levels = 3;
+	ASSERT_EQ(cwm_levels_check(&c, "a/b/c", 0), 0);
+	ASSERT_EQ(cwm_levels_check(&c, "a/b/c/d", 0), MG_MQTT_ERR_TOPIC);
+	ASSERT_EQ(cwm_levels_check(&c, "a/+/#", 1), 0);
+	ASSERT_EQ(cwm_levels_check(&c, "a/+/+/#", 1), MG_MQTT_ERR_FILTER);
+	/* $share/<group>/ is not a level of the filter. */
+	ASSERT_EQ(cwm_levels_check(&c, "$share/g/a/b/c", 1), 0);
+	ASSERT_EQ(cwm_levels_check(&c, "$share/g/a/b/c/d", 1), MG_MQTT_ERR_FILTER);
 }
