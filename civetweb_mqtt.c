@@ -8861,8 +8861,8 @@ static void cwm_bridge_status(struct cwm_bridge *b, cJSON *o, cJSON *counters,
 	pthread_mutex_unlock(&b->lv_lock);
 }
 
-/* BRIDGE_MAX_CLIENTS: one more stream (an SSE stream or a waiting
- * request; WebSockets count once ready) if there is room. 1: reserved. */
+/* BRIDGE_MAX_CLIENTS: one more stream (a WebSocket from its upgrade on,
+ * an SSE stream or a waiting request) if there is room. 1: reserved. */
 static int cwm_stream_reserve(struct cwm_bridge *b)
 {
 	if (atomic_fetch_add(&b->n_streams, 1) >= b->max_clients) {
@@ -9189,9 +9189,9 @@ static struct cwm_bclient *cwm_bclient_new(struct cwm_bridge *b,
 	if (b->clients != NULL)
 		b->clients->prev = bc;
 	b->clients = bc;
+	/* Its place in n_streams was reserved before: at the upgrade
+	 * (cwm_ws_connect) or the request (cwm_route_events). */
 	atomic_fetch_add(kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
-	if (kind == BC_WS) /* SSE streams reserve theirs before (cwm_route_events) */
-		atomic_fetch_add(&b->n_streams, 1);
 	return bc;
 }
 
@@ -11102,11 +11102,18 @@ static void *cwm_bridge_writer(void *arg)
 
 /* -- WebSocket handlers (CivetWeb's worker thread of the connection) -------- */
 
+/* A WebSocket's user data between the upgrade and the ready handler: its
+ * place in BRIDGE_MAX_CLIENTS is reserved (cwm_ws_connect), not yet a
+ * client (cwm_ws_ready makes it one, or gives the place back). */
+static char cwm_ws_reserved;
+
 /* The upgrade: only <path>/ws itself; with BRIDGE_AUTH_FILE
  * authenticated; from no Origin, the server's own or an allowed one (a
  * WebSocket is not held by the same-origin policy: any page could open
  * one with the visitor's credentials); and while BRIDGE_MAX_CLIENTS has
- * room. 0: go on; 1: refused (with a response unless not ours). */
+ * room, which is reserved here: counted only once ready, 16 upgrades at
+ * once against a limit of 8 let up to 13 in. 0: go on; 1: refused (with
+ * a response unless not ours). */
 static int cwm_ws_connect(const struct mg_connection *cconn, void *cbdata)
 {
 	/* CivetWeb hands the connection as const; refusing means writing the
@@ -11125,10 +11132,12 @@ static int cwm_ws_connect(const struct mg_connection *cconn, void *cbdata)
 		                "(BRIDGE_ALLOWED_ORIGINS)");
 	else if (!cwm_bridge_authorized(b, conn))
 		refuse = 1;
-	else if (atomic_load(&b->n_streams) >= b->max_clients)
+	else if (!cwm_stream_reserve(b))
 		cwm_reply_busy(conn);
-	else
+	else {
 		refuse = 0;
+		mg_set_user_connection_data(cconn, &cwm_ws_reserved);
+	}
 	cwm_bridge_release(b);
 	return refuse;
 }
@@ -11136,10 +11145,13 @@ static int cwm_ws_connect(const struct mg_connection *cconn, void *cbdata)
 static void cwm_ws_ready(struct mg_connection *conn, void *cbdata)
 {
 	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
+	mg_set_user_connection_data(conn, NULL);
 	if (b == NULL)
-		return;
+		return; /* stopping: its reservation goes with the bridge */
 	pthread_mutex_lock(&b->a->lock);
 	struct cwm_bclient *bc = cwm_bclient_new(b, conn, BC_WS);
+	if (bc == NULL)
+		cwm_stream_release(b);
 	if (bc != NULL) {
 		mg_set_user_connection_data(conn, bc);
 		cJSON *o = cJSON_CreateObject();
@@ -11358,6 +11370,14 @@ static void cwm_ws_close(const struct mg_connection *conn, void *cbdata)
 {
 	struct cwm_bclient *bc = mg_get_user_connection_data(conn);
 	struct cwm_anchor *a = cbdata;
+	if ((void *)bc == &cwm_ws_reserved) { /* never ready */
+		struct cwm_bridge *b = cwm_bridge_acquire(a);
+		if (b != NULL) {
+			cwm_stream_release(b);
+			cwm_bridge_release(b);
+		}
+		return;
+	}
 	if (bc == NULL)
 		return;
 	pthread_mutex_lock(&a->lock);

@@ -202,8 +202,8 @@ static void cwm_bridge_status(struct cwm_bridge *b, cJSON *o, cJSON *counters,
 	pthread_mutex_unlock(&b->lv_lock);
 }
 
-/* BRIDGE_MAX_CLIENTS: one more stream (an SSE stream or a waiting
- * request; WebSockets count once ready) if there is room. 1: reserved. */
+/* BRIDGE_MAX_CLIENTS: one more stream (a WebSocket from its upgrade on,
+ * an SSE stream or a waiting request) if there is room. 1: reserved. */
 static int cwm_stream_reserve(struct cwm_bridge *b)
 {
 	if (atomic_fetch_add(&b->n_streams, 1) >= b->max_clients) {

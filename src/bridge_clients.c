@@ -144,9 +144,9 @@ static struct cwm_bclient *cwm_bclient_new(struct cwm_bridge *b,
 	if (b->clients != NULL)
 		b->clients->prev = bc;
 	b->clients = bc;
+	/* Its place in n_streams was reserved before: at the upgrade
+	 * (cwm_ws_connect) or the request (cwm_route_events). */
 	atomic_fetch_add(kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
-	if (kind == BC_WS) /* SSE streams reserve theirs before (cwm_route_events) */
-		atomic_fetch_add(&b->n_streams, 1);
 	return bc;
 }
 

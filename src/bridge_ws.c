@@ -110,11 +110,18 @@ static void *cwm_bridge_writer(void *arg)
 
 /* -- WebSocket handlers (CivetWeb's worker thread of the connection) -------- */
 
+/* A WebSocket's user data between the upgrade and the ready handler: its
+ * place in BRIDGE_MAX_CLIENTS is reserved (cwm_ws_connect), not yet a
+ * client (cwm_ws_ready makes it one, or gives the place back). */
+static char cwm_ws_reserved;
+
 /* The upgrade: only <path>/ws itself; with BRIDGE_AUTH_FILE
  * authenticated; from no Origin, the server's own or an allowed one (a
  * WebSocket is not held by the same-origin policy: any page could open
  * one with the visitor's credentials); and while BRIDGE_MAX_CLIENTS has
- * room. 0: go on; 1: refused (with a response unless not ours). */
+ * room, which is reserved here: counted only once ready, 16 upgrades at
+ * once against a limit of 8 let up to 13 in. 0: go on; 1: refused (with
+ * a response unless not ours). */
 static int cwm_ws_connect(const struct mg_connection *cconn, void *cbdata)
 {
 	/* CivetWeb hands the connection as const; refusing means writing the
@@ -133,10 +140,12 @@ static int cwm_ws_connect(const struct mg_connection *cconn, void *cbdata)
 		                "(BRIDGE_ALLOWED_ORIGINS)");
 	else if (!cwm_bridge_authorized(b, conn))
 		refuse = 1;
-	else if (atomic_load(&b->n_streams) >= b->max_clients)
+	else if (!cwm_stream_reserve(b))
 		cwm_reply_busy(conn);
-	else
+	else {
 		refuse = 0;
+		mg_set_user_connection_data(cconn, &cwm_ws_reserved);
+	}
 	cwm_bridge_release(b);
 	return refuse;
 }
@@ -144,10 +153,13 @@ static int cwm_ws_connect(const struct mg_connection *cconn, void *cbdata)
 static void cwm_ws_ready(struct mg_connection *conn, void *cbdata)
 {
 	struct cwm_bridge *b = cwm_bridge_acquire(cbdata);
+	mg_set_user_connection_data(conn, NULL);
 	if (b == NULL)
-		return;
+		return; /* stopping: its reservation goes with the bridge */
 	pthread_mutex_lock(&b->a->lock);
 	struct cwm_bclient *bc = cwm_bclient_new(b, conn, BC_WS);
+	if (bc == NULL)
+		cwm_stream_release(b);
 	if (bc != NULL) {
 		mg_set_user_connection_data(conn, bc);
 		cJSON *o = cJSON_CreateObject();
@@ -366,6 +378,14 @@ static void cwm_ws_close(const struct mg_connection *conn, void *cbdata)
 {
 	struct cwm_bclient *bc = mg_get_user_connection_data(conn);
 	struct cwm_anchor *a = cbdata;
+	if ((void *)bc == &cwm_ws_reserved) { /* never ready */
+		struct cwm_bridge *b = cwm_bridge_acquire(a);
+		if (b != NULL) {
+			cwm_stream_release(b);
+			cwm_bridge_release(b);
+		}
+		return;
+	}
 	if (bc == NULL)
 		return;
 	pthread_mutex_lock(&a->lock);

@@ -1205,3 +1205,49 @@ TEST_T(the_c_api_refuses_noncharacters_and_topics_over_max_topic_levels, 60)
 	mg_mqtt_stop(c);
 	th_broker_stop(&b);
 }
+
+TEST_T(simultaneous_upgrades_never_pass_max_clients, 90)
+{
+	enum { LIMIT = 8, TRIES = 16, ROUNDS = 10 };
+	struct th_broker b;
+	struct th_xsrv x;
+	char req[512];
+	start(&b, &x, "MQTT_BRIDGE_MAX_CLIENTS 8", "num_threads 40\n");
+	/* All sixteen requests sent before any answer is read: their upgrades
+	 * run side by side on sixteen workers. */
+	for (int round = 0; round < ROUNDS; round++) {
+		struct th_raw *r[TRIES];
+		int in = 0;
+		snprintf(req, sizeof(req),
+		         "GET /mqtt/ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+		         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+		         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+		         "Sec-WebSocket-Version: 13\r\n\r\n",
+		         x.port);
+		for (int i = 0; i < TRIES; i++)
+			r[i] = th_raw_connect(x.port, 0);
+		for (int i = 0; i < TRIES; i++)
+			th_raw_send(r[i], req, strlen(req));
+		for (int i = 0; i < TRIES; i++) {
+			while (memmem(r[i]->buf, r[i]->len, "\r\n\r\n", 4) == NULL)
+				ASSERT_GT(th_raw_fill(r[i], 10000), 0);
+			in += strncmp(r[i]->buf, "HTTP/1.1 101", 12) == 0;
+		}
+		if (in > LIMIT)
+			th_fail(__FILE__, __LINE__, "round %d: %d of %d upgrades in", round,
+			        in, TRIES);
+		ASSERT_EQ(in, LIMIT);
+		for (int i = 0; i < TRIES; i++)
+			th_raw_close(r[i]);
+		/* Their places come back once they are gone. */
+		struct hresp h;
+		ASSERT(WAIT_UNTIL(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h) ==
+		                          200 &&
+		                      strstr(h.body, "\"websocket_clients\":0") != NULL,
+		                  10000));
+		hfree(&h);
+	}
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
