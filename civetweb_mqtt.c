@@ -714,7 +714,7 @@ struct cwm_bridge {
 	size_t plen;
 	char *realm;              /* CivetWeb's authentication_domain */
 	unsigned char secret[16]; /* signs digest nonces */
-	/* Digest nonces handed out (bridge_auth.c), under nonce_lock: slot
+	/* Digest nonces answered (bridge_auth.c), under nonce_lock: slot
 	 * seq % CWM_NONCES holds the last nc seen for nonce seq. */
 	pthread_mutex_t nonce_lock;
 	struct cwm_nonce {
@@ -11464,9 +11464,10 @@ static int cwm_digest_param(const char *h, const char *name, char *out,
  * of nonces it handed out, so a captured header can be replayed for as
  * long as the nonce lives), never looks at nc, and compares only the
  * path of the digest's uri. The bridge keeps its own check, on
- * CivetWeb's mg_md5: nonces it handed out, each with the highest nc seen
- * (a bounded table, CWM_NONCES: the oldest goes first and its browser is
- * told stale=true), BRIDGE_NONCE_LIFETIME, and a uri that must be the
+ * CivetWeb's mg_md5: nonces it handed out (signed: md5 of a secret, the
+ * time and a sequence number), each answered one with the highest nc seen
+ * (a bounded table, CWM_NONCES: an older answered nonce gives its place to
+ * a newer one, and its browser is told stale=true), BRIDGE_NONCE_LIFETIME, and a uri that must be the
  * request's whole target (path and query string). For the same reason
  * the 401 is written here, not by mg_send_digest_access_authentication_
  * request(): its nonce would not be in the table. */
@@ -11493,16 +11494,16 @@ static void cwm_nonce_format(const struct cwm_bridge *b, long long t,
 	snprintf(out, 80, "%llx-%llx-%s", t, seq, mac);
 }
 
-/* A new nonce, entered into the table (its slot's old nonce goes). */
+/* A new nonce. Nothing is kept of it: a nonce enters the table only once
+ * a request answers it (cwm_nonce_use), so a flood of requests without
+ * credentials, each handed a nonce, cannot push out a nonce a browser is
+ * still answering (it did: ~6,400 challenges/s evicted the table in
+ * ~160 ms, and a browser 200 ms away never logged in). */
 static void cwm_nonce_new(struct cwm_bridge *b, char out[80])
 {
 	long long now = (long long)time(NULL);
 	pthread_mutex_lock(&b->nonce_lock);
 	uint64_t seq = ++b->nonce_seq;
-	struct cwm_nonce *n = &b->nonces[seq % CWM_NONCES];
-	n->seq = seq;
-	n->issued = now;
-	n->nc = 0;
 	pthread_mutex_unlock(&b->nonce_lock);
 	cwm_nonce_format(b, now, seq, out);
 }
@@ -11528,9 +11529,13 @@ static int cwm_nonce_parse(const struct cwm_bridge *b, const char *nonce,
 	return diff ? MG_MQTT_ERR_INVALID : 0;
 }
 
-/* The nonce's use number nc against the table: 1 accepted (and recorded),
- * 0 replayed (nc not above the last one), -1 stale (too old, or no longer
- * in the table). */
+/* The nonce's use number nc against the table of answered nonces (slot
+ * seq % CWM_NONCES, whose seq only grows): 1 accepted (and recorded), 0
+ * replayed (nc not above the last one), -1 stale (too old, or its slot
+ * went to a later answered nonce: it can never come back). A nonce whose
+ * slot holds an earlier one is answered for the first time: it takes the
+ * slot. Only requests with valid credentials get here, so only they can
+ * evict. */
 static int cwm_nonce_use(struct cwm_bridge *b, long long t,
                          unsigned long long seq, unsigned long long nc)
 {
@@ -11538,12 +11543,14 @@ static int cwm_nonce_use(struct cwm_bridge *b, long long t,
 	int rc;
 	pthread_mutex_lock(&b->nonce_lock);
 	struct cwm_nonce *n = &b->nonces[seq % CWM_NONCES];
-	if (n->seq != seq || n->issued != t ||
-	    now - t > b->c->cfg.bridge_nonce_lifetime || now < t)
+	if (now - t > b->c->cfg.bridge_nonce_lifetime || now < t || seq == 0 ||
+	    seq > b->nonce_seq || n->seq > seq)
 		rc = -1;
-	else if (nc <= n->nc)
+	else if (n->seq == seq && nc <= n->nc)
 		rc = 0;
 	else {
+		n->seq = seq;
+		n->issued = t;
 		n->nc = nc;
 		rc = 1;
 	}

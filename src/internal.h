@@ -708,7 +708,7 @@ struct cwm_bridge {
 	size_t plen;
 	char *realm;              /* CivetWeb's authentication_domain */
 	unsigned char secret[16]; /* signs digest nonces */
-	/* Digest nonces handed out (bridge_auth.c), under nonce_lock: slot
+	/* Digest nonces answered (bridge_auth.c), under nonce_lock: slot
 	 * seq % CWM_NONCES holds the last nc seen for nonce seq. */
 	pthread_mutex_t nonce_lock;
 	struct cwm_nonce {

@@ -1251,3 +1251,37 @@ TEST_T(simultaneous_upgrades_never_pass_max_clients, 90)
 	th_kill(x.pid, SIGTERM);
 	th_broker_stop(&b);
 }
+
+TEST_T(a_flood_of_challenges_does_not_evict_a_nonce_being_answered, 90)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	char htd[512], mqtt[1024], cw[256], nonce[128], auth[1024];
+	th_path(htd, sizeof(htd), "users.htdigest");
+	write_htdigest(htd);
+	snprintf(mqtt, sizeof(mqtt), "MQTT_BRIDGE_AUTH_FILE %s", htd);
+	snprintf(cw, sizeof(cw), "authentication_domain %s\n", REALM);
+	start(&b, &x, mqtt, cw);
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 401);
+	nonce_of(&h, nonce, sizeof(nonce));
+	hfree(&h);
+	/* While the browser computes its answer, an attacker without
+	 * credentials asks for more challenges than the server tracks nonces
+	 * (1,024). */
+	for (int i = 0; i < 1100; i++) {
+		ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 401);
+		hfree(&h);
+	}
+	digest(auth, sizeof(auth), "GET", "/mqtt/status", nonce, "00000001");
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 200);
+	hfree(&h);
+	/* Still no replay. */
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 401);
+	hfree(&h);
+	digest(auth, sizeof(auth), "GET", "/mqtt/status", nonce, "00000002");
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 200);
+	hfree(&h);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
