@@ -654,6 +654,9 @@ struct cwm_wbuf {
 #define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
 #define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
                               and WebSocket alike) */
+#define CWM_HOST_ERR                                                           \
+	"this Host is not one the server answers for (localhost, an IP address "   \
+	"or BRIDGE_ALLOWED_HOSTS)"
 #define CWM_LEVELS_ERR "more topic levels than MAX_TOPIC_LEVELS allows"
 
 /* Bridge-only error codes, in the MG_MQTT_ERR_* space; cwm_http_status()
@@ -1066,6 +1069,9 @@ static int cwm_query_topic(const char *qs, const char *name, size_t occurrence,
 static int cwm_path_topic(struct mg_connection *conn, const char *topic,
                           const char *instead);
 static int cwm_bridge_owns(const struct cwm_bridge *b, const char *uri);
+static int cwm_list_has(const char *list, const char *name, size_t n);
+static int cwm_host_ok(const struct cwm_bridge *b,
+                       const struct mg_connection *conn);
 static int cwm_origin_ok(const struct cwm_bridge *b,
                          const struct mg_connection *conn);
 static int cwm_reply_busy(struct mg_connection *conn);
@@ -9973,18 +9979,44 @@ static int cwm_origin_ok(const struct cwm_bridge *b,
 	if (host != NULL && ol > sl && strncasecmp(o, scheme, sl) == 0 &&
 	    strcasecmp(o + sl, host) == 0)
 		return 1;
+	return cwm_list_has(list, o, ol);
+}
+
+/* 1 when the n bytes at p are name in the comma-separated list (blanks
+ * around entries ignored, case-insensitive), or the list holds "*". */
+static int cwm_list_has(const char *list, const char *name, size_t n)
+{
 	for (const char *p = list; p != NULL && *p != '\0';) {
 		p += strspn(p, " \t,");
-		size_t l = strcspn(p, ",");
-		size_t t = l;
+		size_t l = strcspn(p, ","), t = l;
 		while (t > 0 && (p[t - 1] == ' ' || p[t - 1] == '\t'))
 			t--;
 		if ((t == 1 && p[0] == '*') ||
-		    (t == ol && t > 0 && strncasecmp(p, o, t) == 0))
+		    (t == n && t > 0 && strncasecmp(p, name, t) == 0))
 			return 1;
 		p += l;
 	}
 	return 0;
+}
+
+/* DNS rebinding: a page of evil.example whose name is made to resolve to
+ * this server is same-origin with it for the browser, so the Origin check
+ * passes (Origin and Host are both evil.example). The name the browser
+ * asked for gives it away: 1 when Host is absent (not a browser), an IP
+ * literal (a browser takes a name of digits and dots for one; a rebinding
+ * needs a name), localhost, or in BRIDGE_ALLOWED_HOSTS. */
+static int cwm_host_ok(const struct cwm_bridge *b,
+                       const struct mg_connection *conn)
+{
+	const char *h = mg_get_header(conn, "Host");
+	if (h == NULL || h[0] == '[')
+		return 1; /* "[" starts an IPv6 literal */
+	size_t n = strcspn(h, ":");
+	if (n > 0 && strspn(h, "0123456789.") == n)
+		return 1;
+	if ((n == 9 || (n == 10 && h[9] == '.')) && strncasecmp(h, "localhost", 9) == 0)
+		return 1;
+	return cwm_list_has(b->c->cfg.bridge_allowed_hosts, h, n);
 }
 
 /* A "qos" in the query string into *qos (left as it was when absent).
@@ -10325,7 +10357,9 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 	const char *route = ri->local_uri + b->plen, *m = ri->request_method;
 	int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
 	int post = strcmp(m, "POST") == 0;
-	if (post && !cwm_origin_ok(b, conn))
+	if (!cwm_host_ok(b, conn))
+		status = cwm_reply_error(conn, 403, CWM_HOST_ERR);
+	else if (post && !cwm_origin_ok(b, conn))
 		status = cwm_reply_error(conn, 403,
 		                         "cross-site request: this Origin is not "
 		                         "allowed (BRIDGE_ALLOWED_ORIGINS)");
@@ -11126,6 +11160,8 @@ static int cwm_ws_connect(const struct mg_connection *cconn, void *cbdata)
 		return 1; /* refuse the upgrade */
 	if (!cwm_bridge_owns(b, uri) || strcmp(uri + b->plen, "/ws") != 0)
 		refuse = 1;
+	else if (!cwm_host_ok(b, conn))
+		cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	else if (!cwm_origin_ok(b, conn))
 		cwm_reply_error(conn, 403,
 		                "cross-site WebSocket: this Origin is not allowed "
@@ -11715,10 +11751,12 @@ static struct cwm_anchor *cwm_guard_anchor(const struct mg_mqtt *c)
 }
 
 /* The checks in the order the bridge's POST <path>/publish/<topic> makes
- * them: the Origin, credentials, the topic, the allow list. */
+ * them: the Host, the Origin, credentials, the topic, the allow list. */
 static int cwm_guard_publish(struct cwm_bridge *b, struct mg_connection *conn,
                              const char *topic)
 {
+	if (!cwm_host_ok(b, conn))
+		return cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	if (!cwm_origin_ok(b, conn))
 		return cwm_reply_error(conn, 403,
 		                       "cross-site request: this Origin is not "
@@ -11727,6 +11765,8 @@ static int cwm_guard_publish(struct cwm_bridge *b, struct mg_connection *conn,
 		return 401;
 	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
 		return cwm_reply_error(conn, 400, "invalid topic name");
+	if (cwm_levels_check(b->c, topic, 0) != 0)
+		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
 	if (!cwm_may_publish(b, topic)) {
 		atomic_fetch_add(&b->rejected, 1);
 		return cwm_reply_error(conn, 403,

@@ -35,10 +35,12 @@ static struct cwm_anchor *cwm_guard_anchor(const struct mg_mqtt *c)
 }
 
 /* The checks in the order the bridge's POST <path>/publish/<topic> makes
- * them: the Origin, credentials, the topic, the allow list. */
+ * them: the Host, the Origin, credentials, the topic, the allow list. */
 static int cwm_guard_publish(struct cwm_bridge *b, struct mg_connection *conn,
                              const char *topic)
 {
+	if (!cwm_host_ok(b, conn))
+		return cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	if (!cwm_origin_ok(b, conn))
 		return cwm_reply_error(conn, 403,
 		                       "cross-site request: this Origin is not "
@@ -47,6 +49,8 @@ static int cwm_guard_publish(struct cwm_bridge *b, struct mg_connection *conn,
 		return 401;
 	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
 		return cwm_reply_error(conn, 400, "invalid topic name");
+	if (cwm_levels_check(b->c, topic, 0) != 0)
+		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
 	if (!cwm_may_publish(b, topic)) {
 		atomic_fetch_add(&b->rejected, 1);
 		return cwm_reply_error(conn, 403,

@@ -248,18 +248,44 @@ static int cwm_origin_ok(const struct cwm_bridge *b,
 	if (host != NULL && ol > sl && strncasecmp(o, scheme, sl) == 0 &&
 	    strcasecmp(o + sl, host) == 0)
 		return 1;
+	return cwm_list_has(list, o, ol);
+}
+
+/* 1 when the n bytes at p are name in the comma-separated list (blanks
+ * around entries ignored, case-insensitive), or the list holds "*". */
+static int cwm_list_has(const char *list, const char *name, size_t n)
+{
 	for (const char *p = list; p != NULL && *p != '\0';) {
 		p += strspn(p, " \t,");
-		size_t l = strcspn(p, ",");
-		size_t t = l;
+		size_t l = strcspn(p, ","), t = l;
 		while (t > 0 && (p[t - 1] == ' ' || p[t - 1] == '\t'))
 			t--;
 		if ((t == 1 && p[0] == '*') ||
-		    (t == ol && t > 0 && strncasecmp(p, o, t) == 0))
+		    (t == n && t > 0 && strncasecmp(p, name, t) == 0))
 			return 1;
 		p += l;
 	}
 	return 0;
+}
+
+/* DNS rebinding: a page of evil.example whose name is made to resolve to
+ * this server is same-origin with it for the browser, so the Origin check
+ * passes (Origin and Host are both evil.example). The name the browser
+ * asked for gives it away: 1 when Host is absent (not a browser), an IP
+ * literal (a browser takes a name of digits and dots for one; a rebinding
+ * needs a name), localhost, or in BRIDGE_ALLOWED_HOSTS. */
+static int cwm_host_ok(const struct cwm_bridge *b,
+                       const struct mg_connection *conn)
+{
+	const char *h = mg_get_header(conn, "Host");
+	if (h == NULL || h[0] == '[')
+		return 1; /* "[" starts an IPv6 literal */
+	size_t n = strcspn(h, ":");
+	if (n > 0 && strspn(h, "0123456789.") == n)
+		return 1;
+	if ((n == 9 || (n == 10 && h[9] == '.')) && strncasecmp(h, "localhost", 9) == 0)
+		return 1;
+	return cwm_list_has(b->c->cfg.bridge_allowed_hosts, h, n);
 }
 
 /* A "qos" in the query string into *qos (left as it was when absent).
@@ -600,7 +626,9 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 	const char *route = ri->local_uri + b->plen, *m = ri->request_method;
 	int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
 	int post = strcmp(m, "POST") == 0;
-	if (post && !cwm_origin_ok(b, conn))
+	if (!cwm_host_ok(b, conn))
+		status = cwm_reply_error(conn, 403, CWM_HOST_ERR);
+	else if (post && !cwm_origin_ok(b, conn))
 		status = cwm_reply_error(conn, 403,
 		                         "cross-site request: this Origin is not "
 		                         "allowed (BRIDGE_ALLOWED_ORIGINS)");

@@ -134,6 +134,8 @@ static int cwm_ws_connect(const struct mg_connection *cconn, void *cbdata)
 		return 1; /* refuse the upgrade */
 	if (!cwm_bridge_owns(b, uri) || strcmp(uri + b->plen, "/ws") != 0)
 		refuse = 1;
+	else if (!cwm_host_ok(b, conn))
+		cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	else if (!cwm_origin_ok(b, conn))
 		cwm_reply_error(conn, 403,
 		                "cross-site WebSocket: this Origin is not allowed "

@@ -648,6 +648,9 @@ struct cwm_wbuf {
 #define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
 #define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
                               and WebSocket alike) */
+#define CWM_HOST_ERR                                                           \
+	"this Host is not one the server answers for (localhost, an IP address "   \
+	"or BRIDGE_ALLOWED_HOSTS)"
 #define CWM_LEVELS_ERR "more topic levels than MAX_TOPIC_LEVELS allows"
 
 /* Bridge-only error codes, in the MG_MQTT_ERR_* space; cwm_http_status()
@@ -1060,6 +1063,9 @@ static int cwm_query_topic(const char *qs, const char *name, size_t occurrence,
 static int cwm_path_topic(struct mg_connection *conn, const char *topic,
                           const char *instead);
 static int cwm_bridge_owns(const struct cwm_bridge *b, const char *uri);
+static int cwm_list_has(const char *list, const char *name, size_t n);
+static int cwm_host_ok(const struct cwm_bridge *b,
+                       const struct mg_connection *conn);
 static int cwm_origin_ok(const struct cwm_bridge *b,
                          const struct mg_connection *conn);
 static int cwm_reply_busy(struct mg_connection *conn);

@@ -644,7 +644,7 @@ TEST_T(short_bodies_trailing_text_bad_utf8_and_big_numbers_are_refused, 90)
 	struct th_raw *r = th_raw_connect(x.port, 0);
 	char req[512];
 	snprintf(req, sizeof(req),
-	         "POST /mqtt/publish/demo/short HTTP/1.1\r\nHost: x\r\n" RAW_CT
+	         "POST /mqtt/publish/demo/short HTTP/1.1\r\nHost: 127.0.0.1\r\n" RAW_CT
 	         "Content-Length: 100\r\n\r\nhello");
 	th_raw_send(r, req, strlen(req));
 	shutdown(r->fd, SHUT_WR);
@@ -656,7 +656,7 @@ TEST_T(short_bodies_trailing_text_bad_utf8_and_big_numbers_are_refused, 90)
 	/* A chunk that announces 2^64-1 bytes. */
 	r = th_raw_connect(x.port, 0);
 	snprintf(req, sizeof(req),
-	         "POST /mqtt/publish/demo/chunk HTTP/1.1\r\nHost: x\r\n" RAW_CT
+	         "POST /mqtt/publish/demo/chunk HTTP/1.1\r\nHost: 127.0.0.1\r\n" RAW_CT
 	         "Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc");
 	th_raw_send(r, req, strlen(req));
 	shutdown(r->fd, SHUT_WR);
@@ -703,7 +703,7 @@ TEST_T(a_lying_content_length_gets_408_after_the_request_timeout, 90)
 	/* Content-Length 100, 5 bytes, and the connection kept open: the body
 	 * never completes. */
 	struct th_raw *r = th_raw_connect(x.port, 0);
-	const char *req = "POST /mqtt/publish/demo/slow HTTP/1.1\r\nHost: x\r\n" RAW_CT
+	const char *req = "POST /mqtt/publish/demo/slow HTTP/1.1\r\nHost: 127.0.0.1\r\n" RAW_CT
 	                  "Content-Length: 100\r\n\r\nhello";
 	th_raw_send(r, req, strlen(req));
 	/* 408 when the clock ran out during a read, 400 when the read after
@@ -872,7 +872,7 @@ TEST_T(streams_beyond_max_clients_get_503_and_status_still_answers, 60)
 	struct th_raw *sse = th_raw_connect(x.port, 0);
 	char req[256];
 	snprintf(req, sizeof(req),
-	         "GET /mqtt/events?topic=demo/%%23 HTTP/1.1\r\nHost: x\r\n\r\n");
+	         "GET /mqtt/events?topic=demo/%%23 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
 	th_raw_send(sse, req, strlen(req));
 	char *end;
 	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
@@ -1282,6 +1282,81 @@ TEST_T(a_flood_of_challenges_does_not_evict_a_nonce_being_answered, 90)
 	digest(auth, sizeof(auth), "GET", "/mqtt/status", nonce, "00000002");
 	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 200);
 	hfree(&h);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+TEST_T(dns_rebinding_hosts_are_refused_on_every_route_and_the_websocket, 60)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct th_sub sub;
+	struct hresp h;
+	char req[1024], hdr[256];
+	start(&b, &x, "MQTT_BRIDGE_ALLOWED_HOSTS app.example, other.example",
+	      NULL);
+	th_sub_start(&sub, &b, "demo/#", 0, "-q 1");
+	/* The finding: evil.example resolves to this server; the page's
+	 * Origin matches its Host, so the Origin check passes. */
+	snprintf(hdr, sizeof(hdr), "Origin: http://evil.example:%d\r\n", x.port);
+	const char *paths[] = {"/mqtt/status", "/mqtt/events?topic=demo/x",
+	                       "/mqtt/last", "/mqtt/metrics"};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		snprintf(req, sizeof(req),
+		         "GET %s HTTP/1.1\r\nHost: evil.example:%d\r\n%s"
+		         "Connection: close\r\n\r\n",
+		         paths[i], x.port, hdr);
+		ASSERT_EQ(raw_req(x.port, req, strlen(req), &h), 403);
+		ASSERT_CONTAINS(h.body, "BRIDGE_ALLOWED_HOSTS");
+		hfree(&h);
+	}
+	snprintf(req, sizeof(req),
+	         "POST /mqtt/publish/demo/rebound HTTP/1.1\r\n"
+	         "Host: evil.example:%d\r\n%s" RAW_CT
+	         "Content-Length: 1\r\nConnection: close\r\n\r\nx",
+	         x.port, hdr);
+	ASSERT_EQ(raw_req(x.port, req, strlen(req), &h), 403);
+	hfree(&h);
+	snprintf(req, sizeof(req),
+	         "GET /mqtt/ws HTTP/1.1\r\nHost: evil.example:%d\r\n%s"
+	         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+	         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	         "Sec-WebSocket-Version: 13\r\n\r\n",
+	         x.port, hdr);
+	ASSERT_EQ(raw_req(x.port, req, strlen(req), &h), 403);
+	hfree(&h);
+	/* Accepted: localhost, IP literals, and the listed names. */
+	const char *good[] = {"localhost", "LOCALHOST:1", "127.0.0.1", "[::1]:8",
+	                      "app.example", "Other.Example:443"};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(req, sizeof(req),
+		         "GET /mqtt/status HTTP/1.1\r\nHost: %s\r\n"
+		         "Connection: close\r\n\r\n",
+		         good[i]);
+		if (raw_req(x.port, req, strlen(req), &h) != 200)
+			th_fail(__FILE__, __LINE__, "Host %s refused: %s", good[i], h.body);
+		hfree(&h);
+	}
+	snprintf(req, sizeof(req),
+	         "POST /mqtt/publish/demo/listed HTTP/1.1\r\nHost: app.example\r\n"
+	         "Origin: http://app.example\r\n" RAW_CT
+	         "Content-Length: 1\r\nConnection: close\r\n\r\nx");
+	ASSERT_EQ(raw_req(x.port, req, strlen(req), &h), 200);
+	hfree(&h);
+	/* The example's own route, under mg_mqtt_bridge_check_publish(). */
+	snprintf(req, sizeof(req),
+	         "POST /api/publish/demo/rebound2 HTTP/1.1\r\n"
+	         "Host: evil.example:%d\r\n%s" RAW_CT
+	         "Content-Length: 1\r\nConnection: close\r\n\r\nx",
+	         x.port, hdr);
+	ASSERT_EQ(raw_req(x.port, req, strlen(req), &h), 403);
+	hfree(&h);
+	bridge_delivers(x.port, &sub, "demo/probe");
+	char *got = th_sub_messages(&sub, NULL);
+	ASSERT_CONTAINS(got, "demo/listed x");
+	ASSERT_NOT_CONTAINS(got, "rebound");
+	free(got);
+	th_sub_stop(&sub);
 	th_kill(x.pid, SIGTERM);
 	th_broker_stop(&b);
 }
