@@ -694,6 +694,26 @@ MG_MQTT_API int mg_mqtt_bridge_check_publish(struct mg_mqtt *c,
                                              struct mg_connection *conn,
                                              const char *topic);
 
+/* Reads the request body of conn in a CivetWeb request handler: at most
+ * max bytes, all of it by a whole-body deadline of CivetWeb's
+ * request_timeout_ms plus one second a KiB (1,024 bytes a second at
+ * least, of the Content-Length or, when chunked, of what came), so that a
+ * client sending a byte at a time cannot hold the worker thread for long
+ * (one mg_read() waits as long as each byte comes within
+ * request_timeout_ms of the last). On plain connections a read never
+ * waits for more than the socket holds; over TLS reads are cut so small
+ * that the deadline holds within request_timeout_ms.
+ * Returns 0 with *body malloc()ed (the caller frees it) and NUL-
+ * terminated, its length in *len (the NUL not counted); or
+ * MG_MQTT_ERR_TOO_LARGE (more than max: answer 413), _TIMEOUT (slower than
+ * the deadline: 408), _INVALID (the body ended before its Content-Length,
+ * its chunks are broken, or an argument is NULL: 400), _NOMEM (500).
+ * *body is NULL then. Nothing is sent: the caller answers. Any worker
+ * thread, for the request it handles; the bridge reads its bodies with it,
+ * and example/main.c its own route's. */
+MG_MQTT_API int mg_mqtt_read_body(struct mg_connection *conn, size_t max,
+                                  char **body, size_t *len);
+
 /* ------------------------------------------------------------------------
  * Configuration: civetweb.conf and the option split
  * ---------------------------------------------------------------------- */

@@ -153,42 +153,31 @@ static void reply(struct mg_connection *conn, int status, const char *fmt, ...)
 	mg_write(conn, body, (size_t)n);
 }
 
-/* The request body, at most MAX_BODY bytes, into *body (malloc()ed; the
- * caller frees it). Returns 0, or the status of the error reply sent. */
+/* The request body, at most MAX_BODY bytes, by the whole-body deadline of
+ * mg_mqtt_read_body() (a client sending a byte at a time does not hold the
+ * worker). Returns 0, or the status of the error reply it sent: a body cut
+ * short (the client went away, or timed out) is not the message: never
+ * publish part of one as if it were whole. */
 static int read_body(struct mg_connection *conn, char **body, size_t *len)
 {
-	const struct mg_request_info *ri = mg_get_request_info(conn);
-	int r;
-	*body = NULL;
-	*len = 0;
-	if (ri->content_length > MAX_BODY) {
+	int rc = mg_mqtt_read_body(conn, MAX_BODY, body, len);
+	switch (rc) {
+	case 0:
+		return 0;
+	case MG_MQTT_ERR_TOO_LARGE:
 		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
 		return 413;
-	}
-	char *buf = malloc(MAX_BODY + 1);
-	size_t n = 0;
-	if (buf == NULL) {
-		reply(conn, 500, "{\"error\":\"out of memory\"}");
-		return 500;
-	}
-	while (n <= MAX_BODY && (r = mg_read(conn, buf + n, MAX_BODY + 1 - n)) > 0)
-		n += (size_t)r;
-	if (n > MAX_BODY) {
-		free(buf);
-		reply(conn, 413, "{\"error\":\"body larger than %d bytes\"}", MAX_BODY);
-		return 413;
-	}
-	/* A body cut short (the client went away, or timed out) is not the
-	 * message: never publish part of one as if it were whole. */
-	if (ri->content_length >= 0 && (long long)n != ri->content_length) {
-		free(buf);
+	case MG_MQTT_ERR_TIMEOUT:
+		reply(conn, 408, "{\"error\":\"the body came too slowly\"}");
+		return 408;
+	case MG_MQTT_ERR_INVALID:
 		reply(conn, 400,
 		      "{\"error\":\"the body ended before its Content-Length\"}");
 		return 400;
+	default:
+		reply(conn, 500, "{\"error\":\"out of memory\"}");
+		return 500;
 	}
-	*body = buf;
-	*len = n;
-	return 0;
 }
 
 /* POST /api/publish/<topic>: the body, published at QoS 1 to <topic> by the

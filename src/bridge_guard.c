@@ -3,9 +3,159 @@
  * (BRIDGE_AUTH_FILE, BRIDGE_PUBLISH_ALLOW) for request handlers of the
  * application, so that a route of its own that publishes what a browser
  * sends is no way around them. Without the bridge compiled in, every
- * request is refused.
+ * request is refused. And mg_mqtt_read_body(), request bodies under a
+ * whole-body deadline, for the bridge's routes and the application's
+ * (both builds).
  */
 #include "internal.h"
+
+/* -- request bodies ---------------------------------------------------------- */
+
+/* An address as CivetWeb writes a request's remote_addr, and its port. */
+static int cwm_addr_str(const struct sockaddr_storage *a, char *host,
+                        size_t len, int *port)
+{
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *v4 = (const struct sockaddr_in *)a;
+		*port = ntohs(v4->sin_port);
+		return inet_ntop(AF_INET, &v4->sin_addr, host, (socklen_t)len) != NULL;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)a;
+		*port = ntohs(v6->sin6_port);
+		return inet_ntop(AF_INET6, &v6->sin6_addr, host, (socklen_t)len) !=
+		       NULL;
+	}
+	return 0;
+}
+
+/* The socket of a plain (not TLS) connection: CivetWeb does not give it,
+ * so it is the one socket of the process whose peer is the request's
+ * remote address and port and whose own port is the server's. -1 when
+ * none is found (no /proc, a Unix socket). */
+static int cwm_conn_fd(const struct mg_connection *conn)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int found = -1;
+	if (d == NULL)
+		return -1;
+	while (found < 0 && (e = readdir(d)) != NULL) {
+		char *end, host[64];
+		long fd = strtol(e->d_name, &end, 10);
+		struct sockaddr_storage peer, self;
+		socklen_t pl = sizeof(peer), sl = sizeof(self);
+		int pport, sport;
+		if (*end != '\0' || end == e->d_name || fd == dirfd(d) ||
+		    getpeername((int)fd, (struct sockaddr *)&peer, &pl) != 0 ||
+		    getsockname((int)fd, (struct sockaddr *)&self, &sl) != 0 ||
+		    !cwm_addr_str(&self, host, sizeof(host), &sport) ||
+		    !cwm_addr_str(&peer, host, sizeof(host), &pport))
+			continue;
+		if (pport == ri->remote_port && sport == ri->server_port &&
+		    strcmp(host, ri->remote_addr) == 0)
+			found = (int)fd;
+	}
+	closedir(d);
+	return found;
+}
+
+/* How many bytes the next mg_read() may ask for (want at most). It
+ * returns once it has them all, waiting request_timeout_ms for each next
+ * byte: so a plain socket (fd) is asked for what it holds (1 when it
+ * holds nothing: CivetWeb may still have buffered some), and otherwise
+ * (TLS, chunked) for as little as lets the deadline (left_ms away) hold,
+ * if every byte came just before request_timeout_ms (timeout_ms) ran
+ * out. */
+static size_t cwm_body_chunk(int fd, size_t want, int64_t left_ms,
+                             int timeout_ms)
+{
+	size_t k;
+	if (fd >= 0) {
+		int avail = 0;
+		k = ioctl(fd, FIONREAD, &avail) == 0 && avail > 0 ? (size_t)avail : 1;
+	} else {
+		k = left_ms > timeout_ms ? (size_t)(left_ms / timeout_ms) : 1;
+	}
+	return k < want ? k : want;
+}
+
+/* The reading, into buf (cap bytes, grown up to max + 2). */
+static int cwm_body_loop(struct mg_connection *conn, size_t max, char **bufp,
+                         size_t *np)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *rt = mg_get_option(mg_get_context(conn), "request_timeout_ms");
+	int timeout = rt != NULL && atoi(rt) > 0 ? atoi(rt) : 30000;
+	long long cl = ri->content_length;
+	/* Chunked bodies carry their framing in the socket's bytes too. */
+	int fd = ri->is_ssl || cl < 0 ? -1 : cwm_conn_fd(conn);
+	int64_t start = cwm_now_ms();
+	size_t cap = cl >= 0 ? (size_t)cl + 1 : 4096, n = 0;
+	char *buf = malloc(cap);
+	int rc = buf == NULL ? MG_MQTT_ERR_NOMEM : 0;
+	while (rc == 0 && (cl < 0 || n < (size_t)cl)) {
+		if (n + 1 >= cap) {
+			size_t ncap = cap * 2 > max + 2 ? max + 2 : cap * 2;
+			char *nb = cap > max + 1 ? NULL : realloc(buf, ncap);
+			if (nb == NULL) {
+				rc = cap > max + 1 ? MG_MQTT_ERR_TOO_LARGE : MG_MQTT_ERR_NOMEM;
+				break;
+			}
+			cap = ncap;
+			buf = nb;
+		}
+		size_t due = cl >= 0 ? (size_t)cl : n;
+		int64_t deadline = start + timeout + (int64_t)(due / CWM_BODY_RATE) * 1000 +
+		                   (int64_t)(due % CWM_BODY_RATE) * 1000 / CWM_BODY_RATE;
+		size_t want = cap - n - 1;
+		if (cl >= 0 && want > (size_t)cl - n)
+			want = (size_t)cl - n;
+		int r = mg_read(conn, buf + n,
+		                cwm_body_chunk(fd, want, deadline - cwm_now_ms(),
+		                               timeout));
+		if (r < 0)
+			rc = MG_MQTT_ERR_INVALID;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (n > max)
+			rc = MG_MQTT_ERR_TOO_LARGE;
+		else if (cwm_now_ms() > deadline && (cl < 0 || n < (size_t)cl))
+			rc = MG_MQTT_ERR_TIMEOUT;
+	}
+	*bufp = buf;
+	*np = n;
+	return rc;
+}
+
+MG_MQTT_API int mg_mqtt_read_body(struct mg_connection *conn, size_t max,
+                                  char **body, size_t *len)
+{
+	char *buf;
+	size_t n;
+	if (body != NULL)
+		*body = NULL;
+	if (len != NULL)
+		*len = 0;
+	if (conn == NULL || body == NULL || len == NULL)
+		return MG_MQTT_ERR_INVALID;
+	long long cl = mg_get_request_info(conn)->content_length;
+	if (cl > 0 && (unsigned long long)cl > max)
+		return MG_MQTT_ERR_TOO_LARGE;
+	int rc = cwm_body_loop(conn, max, &buf, &n);
+	if (rc == 0 && cl >= 0 && n != (size_t)cl)
+		rc = MG_MQTT_ERR_INVALID; /* ended short: never taken for whole */
+	if (rc != 0) {
+		free(buf);
+		return rc;
+	}
+	buf[n] = '\0';
+	*body = buf;
+	*len = n;
+	return 0;
+}
 
 /* A refusal from a guard: {"error":...} as JSON. Returns status. */
 static int cwm_guard_refuse(struct mg_connection *conn, int status,

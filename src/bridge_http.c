@@ -115,82 +115,20 @@ static int cwm_reply_code(struct mg_connection *conn, int rc, const char *err)
 	                       err != NULL ? err : mg_mqtt_strerror(rc));
 }
 
-/* Reads the request body, at most BRIDGE_MAX_BODY bytes. A body that
- * stops short (a Content-Length that lies) ends the read after CivetWeb's
- * request_timeout_ms (one mg_read() waits that long for more), never
- * later: the clock is checked between reads. One mg_read() returns only
- * when all it was asked for came or nothing came for request_timeout_ms,
- * so a sender that trickles a byte at a time can still hold the worker
- * longer (reading a byte a call would bound that too, at 500 times the
- * cost for large bodies: measured 1 MiB in 5 s instead of 0.01-0.1 s).
- * Returns 0, MG_MQTT_ERR_TOO_LARGE, _NOMEM, _TIMEOUT, or _INVALID (the
- * body ended before its Content-Length, or its chunks are broken: never
- * taken for the whole). *body is malloc()ed and NUL-terminated. */
-static int cwm_read_body(struct cwm_bridge *b, struct mg_connection *conn,
-                         char **body, size_t *len)
-{
-	const struct mg_request_info *ri = mg_get_request_info(conn);
-	size_t max = (size_t)b->c->cfg.bridge_max_body, n = 0;
-	int64_t deadline = cwm_now_ms() + b->read_timeout_ms;
-	*body = NULL;
-	*len = 0;
-	if (ri->content_length > (long long)max)
-		return MG_MQTT_ERR_TOO_LARGE;
-	size_t cap = ri->content_length >= 0 ? (size_t)ri->content_length + 1
-	                                     : 4096;
-	char *buf = malloc(cap);
-	int rc = buf == NULL ? MG_MQTT_ERR_NOMEM : 0;
-	while (rc == 0) {
-		if (n + 1 >= cap) {
-			char *nb = NULL;
-			if (cap > max + 1)
-				rc = MG_MQTT_ERR_TOO_LARGE;
-			else if ((nb = realloc(buf, cap * 2 > max + 2 ? max + 2
-			                                              : cap * 2)) == NULL)
-				rc = MG_MQTT_ERR_NOMEM;
-			if (nb == NULL)
-				break;
-			cap = cap * 2 > max + 2 ? max + 2 : cap * 2;
-			buf = nb;
-		}
-		int r = mg_read(conn, buf + n, cap - n - 1);
-		if (r < 0)
-			rc = MG_MQTT_ERR_INVALID;
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-		if (n > max)
-			rc = MG_MQTT_ERR_TOO_LARGE;
-		else if (cwm_now_ms() > deadline &&
-		         (ri->content_length < 0 ||
-		          n < (size_t)ri->content_length))
-			rc = MG_MQTT_ERR_TIMEOUT;
-	}
-	if (rc == 0 && ri->content_length >= 0 &&
-	    n != (size_t)ri->content_length)
-		rc = MG_MQTT_ERR_INVALID;
-	if (rc != 0) {
-		free(buf);
-		return rc;
-	}
-	buf[n] = '\0';
-	*body = buf;
-	*len = n;
-	return 0;
-}
-
-/* cwm_read_body, or the error reply: 0 or the status it sent. */
+/* mg_mqtt_read_body, or the error reply: 0 or the status it sent. */
 static int cwm_body_or_reply(struct cwm_bridge *b, struct mg_connection *conn,
                              char **body, size_t *len)
 {
-	int rc = cwm_read_body(b, conn, body, len);
+	int rc = mg_mqtt_read_body(conn, (size_t)b->c->cfg.bridge_max_body, body,
+	                           len);
 	if (rc == 0)
 		return 0;
 	return cwm_reply_code(
 	    conn, rc,
 	    rc == MG_MQTT_ERR_TOO_LARGE ? "body larger than BRIDGE_MAX_BODY"
 	    : rc == MG_MQTT_ERR_TIMEOUT
-	        ? "the body did not arrive within request_timeout_ms"
+	        ? "the body came too slowly (request_timeout_ms, then 1 KiB a "
+	          "second at least)"
 	    : rc == MG_MQTT_ERR_INVALID
 	        ? "the body ended before its Content-Length (or its chunks are "
 	          "malformed)"

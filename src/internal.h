@@ -132,6 +132,7 @@
 #include <civetweb.h>
 #include <cjson/cJSON.h>
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -145,7 +146,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -645,6 +648,7 @@ struct cwm_wbuf {
  * ---------------------------------------------------------------------- */
 
 #define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
+#define CWM_BODY_RATE 1024 /* bytes a second a request body must keep up */
 #define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
 #define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
                               and WebSocket alike) */

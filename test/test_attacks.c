@@ -1360,3 +1360,70 @@ TEST_T(dns_rebinding_hosts_are_refused_on_every_route_and_the_websocket, 60)
 	th_kill(x.pid, SIGTERM);
 	th_broker_stop(&b);
 }
+
+/* Sends the request head, then its body a byte every gap_ms, until a
+ * response comes or max bytes went. Returns the bytes sent before the
+ * response (max when none came before the end); its status into *status. */
+static int trickle(int port, const char *head, int gap_ms, int max,
+                   int *status)
+{
+	struct hresp h;
+	struct th_raw *r = th_raw_connect(port, 0);
+	int sent = 0;
+	th_raw_send(r, head, strlen(head));
+	*status = 0;
+	for (; sent < max; sent++) {
+		if (th_raw_fill(r, gap_ms) > 0)
+			break; /* answered */
+		th_raw_send(r, "x", 1);
+	}
+	*status = read_resp(r, &h, 60000);
+	hfree(&h);
+	th_raw_close(r);
+	return sent;
+}
+
+TEST_T(a_body_sent_a_byte_at_a_time_is_cut_off_at_its_deadline, 240)
+{
+	struct th_broker b;
+	struct th_xsrv x;
+	struct th_sub sub;
+	char head[512];
+	int status;
+	/* request_timeout_ms 1000; a byte every 300 ms keeps each read of
+	 * CivetWeb alive. 1,000 bytes at 1 KiB/s at least are due within
+	 * about 2 s; 100 bytes take 30 s to trickle. */
+	start(&b, &x, NULL, "request_timeout_ms 1000\n");
+	th_sub_start(&sub, &b, "demo/#", 0, "-q 1");
+	const char *paths[] = {"/mqtt/publish/demo/slow", "/api/publish/demo/slow2",
+	                       "/mqtt/request/demo/slow3"};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		snprintf(head, sizeof(head),
+		         "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" RAW_CT
+		         "Content-Length: 1000\r\n\r\n",
+		         paths[i]);
+		int sent = trickle(x.port, head, 300, 100, &status);
+		fprintf(stderr, "    %s: answered %d after %d bytes\n", paths[i],
+		        status, sent);
+		if (sent >= 100)
+			th_fail(__FILE__, __LINE__,
+			        "%s: no answer while the body trickled (%d)", paths[i],
+			        status);
+		ASSERT(status == 408 || status == 400);
+	}
+	/* The JSON route too. */
+	snprintf(head, sizeof(head),
+	         "POST /mqtt/publish HTTP/1.1\r\nHost: 127.0.0.1\r\n" JSON_CT
+	         "Content-Length: 1000\r\n\r\n");
+	ASSERT_LT(trickle(x.port, head, 300, 100, &status), 100);
+	ASSERT(status == 408 || status == 400);
+	/* A whole body still goes through, and nothing half-sent was. */
+	bridge_delivers(x.port, &sub, "demo/whole");
+	char *got = th_sub_messages(&sub, NULL);
+	ASSERT_NOT_CONTAINS(got, "slow");
+	free(got);
+	th_sub_stop(&sub);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
