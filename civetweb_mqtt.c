@@ -281,6 +281,7 @@ struct cwm_settings {
 	char *bridge_auth_file;
 	int bridge_max_body;
 	int bridge_client_queue;
+	int bridge_client_queue_bytes;
 	int bridge_last_values;
 	int bridge_request_timeout_max;
 	int bridge_max_json_depth;
@@ -654,6 +655,7 @@ struct cwm_wbuf {
  * ---------------------------------------------------------------------- */
 
 #define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
+#define CWM_WS_RETRY_MAX 1000 /* ms: a full socket is tried at most this rarely */
 #define CWM_BODY_RATE 1024 /* bytes a second a request body must keep up */
 #define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
 #define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
@@ -688,10 +690,14 @@ struct cwm_bclient {
 	/* Under the bridge lock: */
 	struct cwm_bmsg **q;      /* ring of queued messages */
 	unsigned qhead, qlen, qcap;
+	size_t qbytes;            /* bytes of the messages queued */
 	int busy;                 /* a writer is writing to it */
 	int listed;               /* in b->ready */
 	int dead;                 /* dropped or closing: nothing more queued */
 	int close_frame;          /* WS: a writer should send a close frame */
+	int fd;                   /* WS over plain TCP: its socket, else -1 */
+	int64_t retry_at;         /* WS: its socket was full; not before (ms) */
+	int retry_gap;            /* WS: ms to the next try while it stays full */
 	struct cwm_bclient *prev, *next, *ready_next;
 	struct cwm_map filters;   /* its filters -> (intptr_t)qos + 1 */
 	uint64_t stamp;           /* last message it was given (dedupe) */
@@ -1030,6 +1036,10 @@ static void cwm_bclient_drop(struct cwm_bridge *b, struct cwm_bclient *bc,
                              const char *why);
 static void cwm_bclient_push(struct cwm_bridge *b, struct cwm_bclient *bc,
                              struct cwm_bmsg *m);
+static unsigned cwm_bclient_take_room(struct cwm_bclient *bc,
+                                      struct cwm_bmsg **out, unsigned max,
+                                      size_t room, int first);
+static int cwm_conn_fd(const struct mg_connection *conn);
 static unsigned cwm_bclient_take(struct cwm_bclient *bc, struct cwm_bmsg **out,
                                  unsigned max);
 static void cwm_bclient_send(struct cwm_bridge *b, struct cwm_bclient *bc,
@@ -1902,6 +1912,8 @@ static const struct cwm_key cwm_keys[] = {
      NULL, "a number of bytes (1-268435455)"},
     {"BRIDGE_CLIENT_QUEUE", K_INT, CWM_S(bridge_client_queue), 1, 1000000,
      "1000", NULL, "a number of messages (1-1000000)"},
+    {"BRIDGE_CLIENT_QUEUE_BYTES", K_INT, CWM_S(bridge_client_queue_bytes), 1,
+     2147483647, "16777216", NULL, "a number of bytes (1-2147483647)"},
     {"BRIDGE_LAST_VALUES", K_INT, CWM_S(bridge_last_values), 0, 10000000,
      "1000", NULL, "a number of topics (0-10000000)"},
     {"BRIDGE_REQUEST_TIMEOUT_MAX", K_INT, CWM_S(bridge_request_timeout_max), 1,
@@ -9069,6 +9081,7 @@ static void cwm_bclient_flush(struct cwm_bclient *bc)
 	for (unsigned i = 0; i < bc->qlen; i++)
 		cwm_bmsg_put(bc->q[(bc->qhead + i) % bc->qcap]);
 	bc->qhead = bc->qlen = 0;
+	bc->qbytes = 0;
 }
 
 /* [B] Puts a WebSocket client with work on the writers' list. */
@@ -9121,15 +9134,23 @@ static void cwm_bclient_drop(struct cwm_bridge *b, struct cwm_bclient *bc,
 	}
 }
 
-/* [B] Queues m for the client; drops the client when its queue is full. */
+/* [B] Queues m for the client; drops the client when its queue is full:
+ * BRIDGE_CLIENT_QUEUE messages, or BRIDGE_CLIENT_QUEUE_BYTES (a message
+ * larger than that alone still goes into an empty queue). */
 static void cwm_bclient_push(struct cwm_bridge *b, struct cwm_bclient *bc,
                              struct cwm_bmsg *m)
 {
 	unsigned cap = (unsigned)b->c->cfg.bridge_client_queue;
+	size_t max_bytes = (size_t)b->c->cfg.bridge_client_queue_bytes;
 	if (bc->dead)
 		return;
 	if (bc->qlen >= cap) {
 		cwm_bclient_drop(b, bc, "its queue is full (BRIDGE_CLIENT_QUEUE)");
+		return;
+	}
+	if (bc->qlen > 0 && bc->qbytes + m->len > max_bytes) {
+		cwm_bclient_drop(b, bc,
+		                 "its queue is full (BRIDGE_CLIENT_QUEUE_BYTES)");
 		return;
 	}
 	if (bc->qlen == bc->qcap) {
@@ -9151,6 +9172,7 @@ static void cwm_bclient_push(struct cwm_bridge *b, struct cwm_bclient *bc,
 	atomic_fetch_add(&m->refs, 1);
 	bc->q[(bc->qhead + bc->qlen) % bc->qcap] = m;
 	bc->qlen++;
+	bc->qbytes += m->len;
 	if (bc->kind == BC_SSE)
 		pthread_cond_signal(&bc->cond);
 	else
@@ -9164,9 +9186,29 @@ static unsigned cwm_bclient_take(struct cwm_bclient *bc, struct cwm_bmsg **out,
 {
 	unsigned n = 0;
 	while (n < max && bc->qlen > 0) {
-		out[n++] = bc->q[bc->qhead];
+		out[n] = bc->q[bc->qhead];
+		bc->qbytes -= out[n++]->len;
 		bc->qhead = (bc->qhead + 1) % bc->qcap;
 		bc->qlen--;
+	}
+	return n;
+}
+
+/* [B] Like cwm_bclient_take, but only as many messages as their frames
+ * (a header of 10 bytes at most) fit in room bytes; the first one also
+ * when it alone is larger and first is set. */
+static unsigned cwm_bclient_take_room(struct cwm_bclient *bc,
+                                      struct cwm_bmsg **out, unsigned max,
+                                      size_t room, int first)
+{
+	unsigned n = 0;
+	size_t used = 0;
+	while (n < max && bc->qlen > 0) {
+		size_t fl = bc->q[bc->qhead]->len + 10;
+		if (used + fl > room && !(n == 0 && first))
+			break;
+		used += fl;
+		n += cwm_bclient_take(bc, out + n, 1);
 	}
 	return n;
 }
@@ -9192,6 +9234,7 @@ static struct cwm_bclient *cwm_bclient_new(struct cwm_bridge *b,
 	bc->b = b;
 	bc->conn = conn;
 	bc->kind = kind;
+	bc->fd = -1;
 	pthread_cond_init(&bc->cond, NULL);
 	/* [B] held by the caller */
 	bc->id = ++b->next_id;
@@ -11037,8 +11080,91 @@ static int cwm_ws_write(struct cwm_bclient *bc, struct cwm_bmsg **batch,
 	return failed ? MG_MQTT_ERR_IO : 0;
 }
 
+/* What the socket of bc takes now without making a writer wait: SIZE_MAX
+ * when that is not known (TLS); else half its send buffer (Linux reports
+ * twice what it takes in data) less what is queued in it. *empty: nothing
+ * is queued (a frame larger than the room may go then). */
+static size_t cwm_ws_room(const struct cwm_bclient *bc, int *empty)
+{
+	int sndbuf = 0, outq = 0;
+	socklen_t l = sizeof(sndbuf);
+	*empty = 1;
+	if (bc->fd < 0 ||
+	    getsockopt(bc->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l) != 0 ||
+	    ioctl(bc->fd, TIOCOUTQ, &outq) != 0)
+		return SIZE_MAX;
+	*empty = outq == 0;
+	return outq >= sndbuf / 2 ? 0 : (size_t)(sndbuf / 2 - outq);
+}
+
+/* [B] The first client on the writers' list whose socket is not known to
+ * be full (retry_at passed), taken off the list; NULL when none, with
+ * *until the earliest retry_at (0: the list is empty). */
+static struct cwm_bclient *cwm_ws_next(struct cwm_bridge *b, int64_t now,
+                                       int64_t *until)
+{
+	struct cwm_bclient *prev = NULL;
+	*until = 0;
+	for (struct cwm_bclient *bc = b->ready; bc != NULL;
+	     prev = bc, bc = bc->ready_next) {
+		if (bc->retry_at <= now) {
+			*(prev != NULL ? &prev->ready_next : &b->ready) = bc->ready_next;
+			if (b->ready_tail == bc)
+				b->ready_tail = prev;
+			bc->listed = 0;
+			return bc;
+		}
+		if (*until == 0 || bc->retry_at < *until)
+			*until = bc->retry_at;
+	}
+	return NULL;
+}
+
+/* [B] Waits for a client to write to (NULL: the bridge stops). */
+static struct cwm_bclient *cwm_ws_wait(struct cwm_bridge *b)
+{
+	for (;;) {
+		int64_t now = cwm_now_ms(), until = 0;
+		struct cwm_bclient *bc = b->stopping ? NULL : cwm_ws_next(b, now, &until);
+		if (bc != NULL || b->stopping)
+			return bc;
+		if (until == 0) {
+			pthread_cond_wait(&b->wcond, &b->a->lock);
+		} else {
+			struct timespec ts = cwm_deadline(until - now);
+			pthread_cond_timedwait(&b->wcond, &b->a->lock, &ts);
+		}
+	}
+}
+
+/* [B] The messages of bc that its socket takes now into batch; 0 with
+ * bc put back on the list for later when the socket is full (a browser
+ * that does not read holds no writer: it is tried again, ever more
+ * rarely, until its queue overflows and it is dropped). */
+static unsigned cwm_ws_batch(struct cwm_bclient *bc, struct cwm_bmsg **batch,
+                             int *close_frame)
+{
+	int empty;
+	size_t room = cwm_ws_room(bc, &empty);
+	unsigned n = cwm_bclient_take_room(bc, batch, 64, room, empty);
+	*close_frame = bc->close_frame && bc->qlen == 0 && room >= 16;
+	if (n == 0 && !*close_frame) {
+		bc->retry_gap = bc->retry_gap == 0 ? 5
+		                : bc->retry_gap * 2 > CWM_WS_RETRY_MAX
+		                    ? CWM_WS_RETRY_MAX
+		                    : bc->retry_gap * 2;
+		bc->retry_at = cwm_now_ms() + bc->retry_gap;
+		return 0;
+	}
+	bc->retry_at = 0;
+	bc->retry_gap = 0;
+	if (*close_frame)
+		bc->close_frame = 0;
+	return n;
+}
+
 /* An mqtt-bridge thread: takes ready clients off the list and writes
- * their queues. */
+ * their queues, as much as each socket takes without waiting. */
 static void *cwm_bridge_writer(void *arg)
 {
 	struct cwm_bridge *b = arg;
@@ -11047,20 +11173,15 @@ static void *cwm_bridge_writer(void *arg)
 	pthread_setname_np(pthread_self(), "mqtt-bridge");
 
 	pthread_mutex_lock(&b->a->lock);
-	for (;;) {
-		while (b->ready == NULL && !b->stopping)
-			pthread_cond_wait(&b->wcond, &b->a->lock);
-		if (b->stopping)
-			break;
-		struct cwm_bclient *bc = b->ready;
-		if ((b->ready = bc->ready_next) == NULL)
-			b->ready_tail = NULL;
-		bc->listed = 0;
+	struct cwm_bclient *bc;
+	while ((bc = cwm_ws_wait(b)) != NULL) {
+		int close_frame;
+		unsigned n = cwm_ws_batch(bc, batch, &close_frame);
+		if (n == 0 && !close_frame) {
+			cwm_bclient_list(b, bc); /* full: later */
+			continue;
+		}
 		bc->busy = 1;
-		unsigned n = cwm_bclient_take(bc, batch, 64);
-		int close_frame = bc->close_frame && bc->qlen == 0;
-		if (close_frame)
-			bc->close_frame = 0;
 		pthread_mutex_unlock(&b->a->lock);
 		int failed = cwm_ws_write(bc, batch, n, &out, close_frame) != 0;
 		pthread_mutex_lock(&b->a->lock);
@@ -11126,11 +11247,13 @@ static void cwm_ws_ready(struct mg_connection *conn, void *cbdata)
 	mg_set_user_connection_data(conn, NULL);
 	if (b == NULL)
 		return; /* stopping: its reservation goes with the bridge */
+	int fd = mg_get_request_info(conn)->is_ssl ? -1 : cwm_conn_fd(conn);
 	pthread_mutex_lock(&b->a->lock);
 	struct cwm_bclient *bc = cwm_bclient_new(b, conn, BC_WS);
 	if (bc == NULL)
 		cwm_stream_release(b);
 	if (bc != NULL) {
+		bc->fd = fd;
 		mg_set_user_connection_data(conn, bc);
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "op", "hello");

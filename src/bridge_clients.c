@@ -14,6 +14,7 @@ static void cwm_bclient_flush(struct cwm_bclient *bc)
 	for (unsigned i = 0; i < bc->qlen; i++)
 		cwm_bmsg_put(bc->q[(bc->qhead + i) % bc->qcap]);
 	bc->qhead = bc->qlen = 0;
+	bc->qbytes = 0;
 }
 
 /* [B] Puts a WebSocket client with work on the writers' list. */
@@ -66,15 +67,23 @@ static void cwm_bclient_drop(struct cwm_bridge *b, struct cwm_bclient *bc,
 	}
 }
 
-/* [B] Queues m for the client; drops the client when its queue is full. */
+/* [B] Queues m for the client; drops the client when its queue is full:
+ * BRIDGE_CLIENT_QUEUE messages, or BRIDGE_CLIENT_QUEUE_BYTES (a message
+ * larger than that alone still goes into an empty queue). */
 static void cwm_bclient_push(struct cwm_bridge *b, struct cwm_bclient *bc,
                              struct cwm_bmsg *m)
 {
 	unsigned cap = (unsigned)b->c->cfg.bridge_client_queue;
+	size_t max_bytes = (size_t)b->c->cfg.bridge_client_queue_bytes;
 	if (bc->dead)
 		return;
 	if (bc->qlen >= cap) {
 		cwm_bclient_drop(b, bc, "its queue is full (BRIDGE_CLIENT_QUEUE)");
+		return;
+	}
+	if (bc->qlen > 0 && bc->qbytes + m->len > max_bytes) {
+		cwm_bclient_drop(b, bc,
+		                 "its queue is full (BRIDGE_CLIENT_QUEUE_BYTES)");
 		return;
 	}
 	if (bc->qlen == bc->qcap) {
@@ -96,6 +105,7 @@ static void cwm_bclient_push(struct cwm_bridge *b, struct cwm_bclient *bc,
 	atomic_fetch_add(&m->refs, 1);
 	bc->q[(bc->qhead + bc->qlen) % bc->qcap] = m;
 	bc->qlen++;
+	bc->qbytes += m->len;
 	if (bc->kind == BC_SSE)
 		pthread_cond_signal(&bc->cond);
 	else
@@ -109,9 +119,29 @@ static unsigned cwm_bclient_take(struct cwm_bclient *bc, struct cwm_bmsg **out,
 {
 	unsigned n = 0;
 	while (n < max && bc->qlen > 0) {
-		out[n++] = bc->q[bc->qhead];
+		out[n] = bc->q[bc->qhead];
+		bc->qbytes -= out[n++]->len;
 		bc->qhead = (bc->qhead + 1) % bc->qcap;
 		bc->qlen--;
+	}
+	return n;
+}
+
+/* [B] Like cwm_bclient_take, but only as many messages as their frames
+ * (a header of 10 bytes at most) fit in room bytes; the first one also
+ * when it alone is larger and first is set. */
+static unsigned cwm_bclient_take_room(struct cwm_bclient *bc,
+                                      struct cwm_bmsg **out, unsigned max,
+                                      size_t room, int first)
+{
+	unsigned n = 0;
+	size_t used = 0;
+	while (n < max && bc->qlen > 0) {
+		size_t fl = bc->q[bc->qhead]->len + 10;
+		if (used + fl > room && !(n == 0 && first))
+			break;
+		used += fl;
+		n += cwm_bclient_take(bc, out + n, 1);
 	}
 	return n;
 }
@@ -137,6 +167,7 @@ static struct cwm_bclient *cwm_bclient_new(struct cwm_bridge *b,
 	bc->b = b;
 	bc->conn = conn;
 	bc->kind = kind;
+	bc->fd = -1;
 	pthread_cond_init(&bc->cond, NULL);
 	/* [B] held by the caller */
 	bc->id = ++b->next_id;

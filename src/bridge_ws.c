@@ -69,8 +69,91 @@ static int cwm_ws_write(struct cwm_bclient *bc, struct cwm_bmsg **batch,
 	return failed ? MG_MQTT_ERR_IO : 0;
 }
 
+/* What the socket of bc takes now without making a writer wait: SIZE_MAX
+ * when that is not known (TLS); else half its send buffer (Linux reports
+ * twice what it takes in data) less what is queued in it. *empty: nothing
+ * is queued (a frame larger than the room may go then). */
+static size_t cwm_ws_room(const struct cwm_bclient *bc, int *empty)
+{
+	int sndbuf = 0, outq = 0;
+	socklen_t l = sizeof(sndbuf);
+	*empty = 1;
+	if (bc->fd < 0 ||
+	    getsockopt(bc->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l) != 0 ||
+	    ioctl(bc->fd, TIOCOUTQ, &outq) != 0)
+		return SIZE_MAX;
+	*empty = outq == 0;
+	return outq >= sndbuf / 2 ? 0 : (size_t)(sndbuf / 2 - outq);
+}
+
+/* [B] The first client on the writers' list whose socket is not known to
+ * be full (retry_at passed), taken off the list; NULL when none, with
+ * *until the earliest retry_at (0: the list is empty). */
+static struct cwm_bclient *cwm_ws_next(struct cwm_bridge *b, int64_t now,
+                                       int64_t *until)
+{
+	struct cwm_bclient *prev = NULL;
+	*until = 0;
+	for (struct cwm_bclient *bc = b->ready; bc != NULL;
+	     prev = bc, bc = bc->ready_next) {
+		if (bc->retry_at <= now) {
+			*(prev != NULL ? &prev->ready_next : &b->ready) = bc->ready_next;
+			if (b->ready_tail == bc)
+				b->ready_tail = prev;
+			bc->listed = 0;
+			return bc;
+		}
+		if (*until == 0 || bc->retry_at < *until)
+			*until = bc->retry_at;
+	}
+	return NULL;
+}
+
+/* [B] Waits for a client to write to (NULL: the bridge stops). */
+static struct cwm_bclient *cwm_ws_wait(struct cwm_bridge *b)
+{
+	for (;;) {
+		int64_t now = cwm_now_ms(), until = 0;
+		struct cwm_bclient *bc = b->stopping ? NULL : cwm_ws_next(b, now, &until);
+		if (bc != NULL || b->stopping)
+			return bc;
+		if (until == 0) {
+			pthread_cond_wait(&b->wcond, &b->a->lock);
+		} else {
+			struct timespec ts = cwm_deadline(until - now);
+			pthread_cond_timedwait(&b->wcond, &b->a->lock, &ts);
+		}
+	}
+}
+
+/* [B] The messages of bc that its socket takes now into batch; 0 with
+ * bc put back on the list for later when the socket is full (a browser
+ * that does not read holds no writer: it is tried again, ever more
+ * rarely, until its queue overflows and it is dropped). */
+static unsigned cwm_ws_batch(struct cwm_bclient *bc, struct cwm_bmsg **batch,
+                             int *close_frame)
+{
+	int empty;
+	size_t room = cwm_ws_room(bc, &empty);
+	unsigned n = cwm_bclient_take_room(bc, batch, 64, room, empty);
+	*close_frame = bc->close_frame && bc->qlen == 0 && room >= 16;
+	if (n == 0 && !*close_frame) {
+		bc->retry_gap = bc->retry_gap == 0 ? 5
+		                : bc->retry_gap * 2 > CWM_WS_RETRY_MAX
+		                    ? CWM_WS_RETRY_MAX
+		                    : bc->retry_gap * 2;
+		bc->retry_at = cwm_now_ms() + bc->retry_gap;
+		return 0;
+	}
+	bc->retry_at = 0;
+	bc->retry_gap = 0;
+	if (*close_frame)
+		bc->close_frame = 0;
+	return n;
+}
+
 /* An mqtt-bridge thread: takes ready clients off the list and writes
- * their queues. */
+ * their queues, as much as each socket takes without waiting. */
 static void *cwm_bridge_writer(void *arg)
 {
 	struct cwm_bridge *b = arg;
@@ -79,20 +162,15 @@ static void *cwm_bridge_writer(void *arg)
 	pthread_setname_np(pthread_self(), "mqtt-bridge");
 
 	pthread_mutex_lock(&b->a->lock);
-	for (;;) {
-		while (b->ready == NULL && !b->stopping)
-			pthread_cond_wait(&b->wcond, &b->a->lock);
-		if (b->stopping)
-			break;
-		struct cwm_bclient *bc = b->ready;
-		if ((b->ready = bc->ready_next) == NULL)
-			b->ready_tail = NULL;
-		bc->listed = 0;
+	struct cwm_bclient *bc;
+	while ((bc = cwm_ws_wait(b)) != NULL) {
+		int close_frame;
+		unsigned n = cwm_ws_batch(bc, batch, &close_frame);
+		if (n == 0 && !close_frame) {
+			cwm_bclient_list(b, bc); /* full: later */
+			continue;
+		}
 		bc->busy = 1;
-		unsigned n = cwm_bclient_take(bc, batch, 64);
-		int close_frame = bc->close_frame && bc->qlen == 0;
-		if (close_frame)
-			bc->close_frame = 0;
 		pthread_mutex_unlock(&b->a->lock);
 		int failed = cwm_ws_write(bc, batch, n, &out, close_frame) != 0;
 		pthread_mutex_lock(&b->a->lock);
@@ -158,11 +236,13 @@ static void cwm_ws_ready(struct mg_connection *conn, void *cbdata)
 	mg_set_user_connection_data(conn, NULL);
 	if (b == NULL)
 		return; /* stopping: its reservation goes with the bridge */
+	int fd = mg_get_request_info(conn)->is_ssl ? -1 : cwm_conn_fd(conn);
 	pthread_mutex_lock(&b->a->lock);
 	struct cwm_bclient *bc = cwm_bclient_new(b, conn, BC_WS);
 	if (bc == NULL)
 		cwm_stream_release(b);
 	if (bc != NULL) {
+		bc->fd = fd;
 		mg_set_user_connection_data(conn, bc);
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "op", "hello");

@@ -117,6 +117,8 @@ static const struct cwm_key cwm_keys[] = {
      NULL, "a number of bytes (1-268435455)"},
     {"BRIDGE_CLIENT_QUEUE", K_INT, CWM_S(bridge_client_queue), 1, 1000000,
      "1000", NULL, "a number of messages (1-1000000)"},
+    {"BRIDGE_CLIENT_QUEUE_BYTES", K_INT, CWM_S(bridge_client_queue_bytes), 1,
+     2147483647, "16777216", NULL, "a number of bytes (1-2147483647)"},
     {"BRIDGE_LAST_VALUES", K_INT, CWM_S(bridge_last_values), 0, 10000000,
      "1000", NULL, "a number of topics (0-10000000)"},
     {"BRIDGE_REQUEST_TIMEOUT_MAX", K_INT, CWM_S(bridge_request_timeout_max), 1,

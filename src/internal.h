@@ -275,6 +275,7 @@ struct cwm_settings {
 	char *bridge_auth_file;
 	int bridge_max_body;
 	int bridge_client_queue;
+	int bridge_client_queue_bytes;
 	int bridge_last_values;
 	int bridge_request_timeout_max;
 	int bridge_max_json_depth;
@@ -648,6 +649,7 @@ struct cwm_wbuf {
  * ---------------------------------------------------------------------- */
 
 #define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
+#define CWM_WS_RETRY_MAX 1000 /* ms: a full socket is tried at most this rarely */
 #define CWM_BODY_RATE 1024 /* bytes a second a request body must keep up */
 #define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
 #define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
@@ -682,10 +684,14 @@ struct cwm_bclient {
 	/* Under the bridge lock: */
 	struct cwm_bmsg **q;      /* ring of queued messages */
 	unsigned qhead, qlen, qcap;
+	size_t qbytes;            /* bytes of the messages queued */
 	int busy;                 /* a writer is writing to it */
 	int listed;               /* in b->ready */
 	int dead;                 /* dropped or closing: nothing more queued */
 	int close_frame;          /* WS: a writer should send a close frame */
+	int fd;                   /* WS over plain TCP: its socket, else -1 */
+	int64_t retry_at;         /* WS: its socket was full; not before (ms) */
+	int retry_gap;            /* WS: ms to the next try while it stays full */
 	struct cwm_bclient *prev, *next, *ready_next;
 	struct cwm_map filters;   /* its filters -> (intptr_t)qos + 1 */
 	uint64_t stamp;           /* last message it was given (dedupe) */
@@ -1024,6 +1030,10 @@ static void cwm_bclient_drop(struct cwm_bridge *b, struct cwm_bclient *bc,
                              const char *why);
 static void cwm_bclient_push(struct cwm_bridge *b, struct cwm_bclient *bc,
                              struct cwm_bmsg *m);
+static unsigned cwm_bclient_take_room(struct cwm_bclient *bc,
+                                      struct cwm_bmsg **out, unsigned max,
+                                      size_t room, int first);
+static int cwm_conn_fd(const struct mg_connection *conn);
 static unsigned cwm_bclient_take(struct cwm_bclient *bc, struct cwm_bmsg **out,
                                  unsigned max);
 static void cwm_bclient_send(struct cwm_bridge *b, struct cwm_bclient *bc,

@@ -1427,3 +1427,101 @@ TEST_T(a_body_sent_a_byte_at_a_time_is_cut_off_at_its_deadline, 240)
 	th_kill(x.pid, SIGTERM);
 	th_broker_stop(&b);
 }
+
+TEST_T(browsers_that_never_read_hold_no_writer_from_a_reading_one, 180)
+{
+	enum { SILENT = 4, MSGS = 300, SIZE = 60000 };
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	char out[512], path[128];
+	/* Each write that cannot go on waits request_timeout_ms (60 s here)
+	 * before it fails: four such writes held all four writers. */
+	start(&b, &x, "MQTT_BRIDGE_CLIENT_QUEUE 50",
+	      "request_timeout_ms 60000\n");
+	struct th_raw *silent[SILENT], *reader = th_raw_connect(x.port, 0);
+	for (int i = 0; i < SILENT; i++) {
+		silent[i] = th_raw_connect(x.port, 2048);
+		ASSERT_EQ(ws_open(silent[i], x.port, NULL), 101);
+		ASSERT_EQ(ws_filter_call(silent[i], "subscribe", "demo/#", out,
+		                         sizeof(out)),
+		          1);
+		ASSERT_CONTAINS(out, "\"op\":\"ack\"");
+	}
+	ASSERT_EQ(ws_open(reader, x.port, NULL), 101);
+	ASSERT_EQ(ws_filter_call(reader, "subscribe", "demo/#", out, sizeof(out)),
+	          1);
+	ASSERT_CONTAINS(out, "\"op\":\"ack\"");
+	char *body = malloc(SIZE + 1);
+	ASSERT(body != NULL);
+	memset(body, 'x', SIZE);
+	body[SIZE] = '\0';
+	/* 18 MB to each: far more than the silent sockets hold. The reading
+	 * browser gets every message as it goes. */
+	for (int i = 0; i < MSGS; i++) {
+		snprintf(path, sizeof(path), "/mqtt/publish/demo/m%d", i);
+		ASSERT_EQ(http(x.port, "POST", path, RAW_CT, body, &h), 200);
+		hfree(&h);
+		char want[64];
+		snprintf(want, sizeof(want), "\"demo/m%d\"", i);
+		for (;;) {
+			int op = ws_frame(reader, out, sizeof(out), 10000);
+			if (op != 1)
+				th_fail(__FILE__, __LINE__,
+				        "message %d did not come to the reading browser (%d)",
+				        i, op);
+			if (strstr(out, want) != NULL)
+				break;
+		}
+	}
+	free(body);
+	/* The silent ones were dropped (their queues overflowed), the reader
+	 * was not. */
+	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 200);
+	ASSERT_CONTAINS(h.body, "\"websocket_clients\":");
+	hfree(&h);
+	ASSERT_GE(th_count_lines(x.log, "dropped: its queue is full"), SILENT);
+	for (int i = 0; i < SILENT; i++)
+		th_raw_close(silent[i]);
+	th_raw_close(reader);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
+
+TEST_T(a_browser_queue_is_bounded_in_bytes, 90)
+{
+	enum { SIZE = 600000, MSGS = 20 };
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	char out[512];
+	start(&b, &x,
+	      "MQTT_BRIDGE_CLIENT_QUEUE_BYTES 1048576\n"
+	      "MQTT_BRIDGE_MAX_BODY 1048576",
+	      NULL);
+	struct th_raw *silent = th_raw_connect(x.port, 2048);
+	ASSERT_EQ(ws_open(silent, x.port, NULL), 101);
+	ASSERT_EQ(ws_filter_call(silent, "subscribe", "demo/#", out, sizeof(out)),
+	          1);
+	ASSERT_CONTAINS(out, "\"op\":\"ack\"");
+	char *body = malloc(SIZE + 1);
+	ASSERT(body != NULL);
+	memset(body, 'y', SIZE);
+	body[SIZE] = '\0';
+	/* 12 MB, 20 messages: within BRIDGE_CLIENT_QUEUE (1,000 messages), far
+	 * over 1 MiB once the socket is full. */
+	for (int i = 0; i < MSGS; i++) {
+		ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/demo/big", RAW_CT, body,
+		               &h),
+		          200);
+		hfree(&h);
+	}
+	free(body);
+	ASSERT(WAIT_UNTIL(th_count_lines(x.log, "BRIDGE_CLIENT_QUEUE_BYTES") == 1,
+	                  10000));
+	th_raw_close(silent);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
