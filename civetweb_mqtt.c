@@ -282,6 +282,7 @@ struct cwm_settings {
 	int bridge_max_body;
 	int bridge_client_queue;
 	int bridge_client_queue_bytes;
+	int bridge_retained_window; /* ms */
 	int bridge_last_values;
 	int bridge_request_timeout_max;
 	int bridge_max_json_depth;
@@ -323,6 +324,7 @@ struct cwm_handler {
 	void *ud;
 	unsigned seq;             /* registration order */
 	struct mg_mqtt_params *params; /* its filter's {names}; NULL: none */
+	int64_t since;            /* bridge: when the browser subscribed (ms) */
 };
 
 struct cwm_tnode {
@@ -1914,6 +1916,8 @@ static const struct cwm_key cwm_keys[] = {
      "1000", NULL, "a number of messages (1-1000000)"},
     {"BRIDGE_CLIENT_QUEUE_BYTES", K_INT, CWM_S(bridge_client_queue_bytes), 1,
      2147483647, "16777216", NULL, "a number of bytes (1-2147483647)"},
+    {"BRIDGE_RETAINED_WINDOW", K_INT, CWM_S(bridge_retained_window), 1,
+     3600000, "10000", NULL, "a number of milliseconds (1-3600000)"},
     {"BRIDGE_LAST_VALUES", K_INT, CWM_S(bridge_last_values), 0, 10000000,
      "1000", NULL, "a number of topics (0-10000000)"},
     {"BRIDGE_REQUEST_TIMEOUT_MAX", K_INT, CWM_S(bridge_request_timeout_max), 1,
@@ -8766,6 +8770,26 @@ static int cwm_may_subscribe(const struct cwm_bridge *b, const char *filter)
 
 /* -- delivery (mqtt-dispatch) -------------------------------------------------- */
 
+/* Retained messages go only to the browsers whose subscription brought
+ * them. A broker sets the retain flag only on what it sends because a
+ * subscription was just made (MQTT 3.1.1 3.3.1.3; MQTT 5 alike unless
+ * Retain As Published, which the client never asks for), and the
+ * client's subscription to a filter serves every browser holding it:
+ * without this, a browser subscribing and unsubscribing a filter that
+ * holds 1,000 retained messages pushed all of them again to every other
+ * browser on demo/# (20 messages: 10 MB). So a retained message goes to a
+ * browser only through a filter it subscribed within the last
+ * BRIDGE_RETAINED_WINDOW ms, time for a broker to send the retained
+ * messages after the subscribe; older filters take live messages only.
+ * The same rule for MQTT 5 (subscription identifiers would name the MQTT
+ * filter, which browsers share, not the browser). */
+static int cwm_bridge_wants(const struct cwm_bridge *b,
+                            const struct cwm_handler *h,
+                            const struct mg_mqtt_message *m, int64_t now)
+{
+	return !m->retain || now - h->since <= b->c->cfg.bridge_retained_window;
+}
+
 static void cwm_bridge_deliver(struct cwm_bridge *b,
                                const struct mg_mqtt_message *m)
 {
@@ -8784,8 +8808,12 @@ static void cwm_bridge_deliver(struct cwm_bridge *b,
 		 * handlers, also those further in hits (overlapping filters):
 		 * take every hit's client first. Clients are only marked dead
 		 * here, freed later. */
+		int64_t now = cwm_now_ms();
+		size_t k = 0;
 		for (size_t i = 0; i < b->hits.n; i++)
-			b->hits.v[i] = ((struct cwm_handler *)b->hits.v[i])->ud;
+			if (cwm_bridge_wants(b, b->hits.v[i], m, now))
+				b->hits.v[k++] = ((struct cwm_handler *)b->hits.v[i])->ud;
+		b->hits.n = k;
 		for (size_t i = 0; i < b->hits.n; i++) {
 			struct cwm_bclient *bc = b->hits.v[i];
 			if (bc->stamp == seq || bc->dead)
@@ -9347,6 +9375,7 @@ static int cwm_bridge_subscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
 		} else {
 			if (h != NULL) {
 				h->ud = bc;
+				h->since = cwm_now_ms();
 				if (cwm_tree_add(&b->tree, filter, h) != 0)
 					free(h); /* matches nothing; unsubscribe is harmless */
 			}

@@ -85,6 +85,26 @@ static int cwm_may_subscribe(const struct cwm_bridge *b, const char *filter)
 
 /* -- delivery (mqtt-dispatch) -------------------------------------------------- */
 
+/* Retained messages go only to the browsers whose subscription brought
+ * them. A broker sets the retain flag only on what it sends because a
+ * subscription was just made (MQTT 3.1.1 3.3.1.3; MQTT 5 alike unless
+ * Retain As Published, which the client never asks for), and the
+ * client's subscription to a filter serves every browser holding it:
+ * without this, a browser subscribing and unsubscribing a filter that
+ * holds 1,000 retained messages pushed all of them again to every other
+ * browser on demo/# (20 messages: 10 MB). So a retained message goes to a
+ * browser only through a filter it subscribed within the last
+ * BRIDGE_RETAINED_WINDOW ms, time for a broker to send the retained
+ * messages after the subscribe; older filters take live messages only.
+ * The same rule for MQTT 5 (subscription identifiers would name the MQTT
+ * filter, which browsers share, not the browser). */
+static int cwm_bridge_wants(const struct cwm_bridge *b,
+                            const struct cwm_handler *h,
+                            const struct mg_mqtt_message *m, int64_t now)
+{
+	return !m->retain || now - h->since <= b->c->cfg.bridge_retained_window;
+}
+
 static void cwm_bridge_deliver(struct cwm_bridge *b,
                                const struct mg_mqtt_message *m)
 {
@@ -103,8 +123,12 @@ static void cwm_bridge_deliver(struct cwm_bridge *b,
 		 * handlers, also those further in hits (overlapping filters):
 		 * take every hit's client first. Clients are only marked dead
 		 * here, freed later. */
+		int64_t now = cwm_now_ms();
+		size_t k = 0;
 		for (size_t i = 0; i < b->hits.n; i++)
-			b->hits.v[i] = ((struct cwm_handler *)b->hits.v[i])->ud;
+			if (cwm_bridge_wants(b, b->hits.v[i], m, now))
+				b->hits.v[k++] = ((struct cwm_handler *)b->hits.v[i])->ud;
+		b->hits.n = k;
 		for (size_t i = 0; i < b->hits.n; i++) {
 			struct cwm_bclient *bc = b->hits.v[i];
 			if (bc->stamp == seq || bc->dead)

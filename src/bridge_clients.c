@@ -280,6 +280,7 @@ static int cwm_bridge_subscribe(struct cwm_bridge *b, struct cwm_bclient *bc,
 		} else {
 			if (h != NULL) {
 				h->ud = bc;
+				h->since = cwm_now_ms();
 				if (cwm_tree_add(&b->tree, filter, h) != 0)
 					free(h); /* matches nothing; unsubscribe is harmless */
 			}

@@ -119,6 +119,8 @@ static const struct cwm_key cwm_keys[] = {
      "1000", NULL, "a number of messages (1-1000000)"},
     {"BRIDGE_CLIENT_QUEUE_BYTES", K_INT, CWM_S(bridge_client_queue_bytes), 1,
      2147483647, "16777216", NULL, "a number of bytes (1-2147483647)"},
+    {"BRIDGE_RETAINED_WINDOW", K_INT, CWM_S(bridge_retained_window), 1,
+     3600000, "10000", NULL, "a number of milliseconds (1-3600000)"},
     {"BRIDGE_LAST_VALUES", K_INT, CWM_S(bridge_last_values), 0, 10000000,
      "1000", NULL, "a number of topics (0-10000000)"},
     {"BRIDGE_REQUEST_TIMEOUT_MAX", K_INT, CWM_S(bridge_request_timeout_max), 1,

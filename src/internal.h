@@ -276,6 +276,7 @@ struct cwm_settings {
 	int bridge_max_body;
 	int bridge_client_queue;
 	int bridge_client_queue_bytes;
+	int bridge_retained_window; /* ms */
 	int bridge_last_values;
 	int bridge_request_timeout_max;
 	int bridge_max_json_depth;
@@ -317,6 +318,7 @@ struct cwm_handler {
 	void *ud;
 	unsigned seq;             /* registration order */
 	struct mg_mqtt_params *params; /* its filter's {names}; NULL: none */
+	int64_t since;            /* bridge: when the browser subscribed (ms) */
 };
 
 struct cwm_tnode {

@@ -1525,3 +1525,78 @@ TEST_T(a_browser_queue_is_bounded_in_bytes, 90)
 	th_kill(x.pid, SIGTERM);
 	th_broker_stop(&b);
 }
+
+/* Reads the frames of r until the message on topic until_topic; returns
+ * how many messages with "retain":true came before it. */
+static int retained_until(struct th_raw *r, const char *until_topic)
+{
+	char out[1024], want[128];
+	int n = 0;
+	snprintf(want, sizeof(want), "\"topic\":\"%s\"", until_topic);
+	for (;;) {
+		int op = ws_frame(r, out, sizeof(out), 10000);
+		if (op != 1)
+			th_fail(__FILE__, __LINE__, "no %s (%d)", until_topic, op);
+		if (strstr(out, want) != NULL)
+			return n;
+		n += strstr(out, "\"retain\":true") != NULL;
+	}
+}
+
+TEST_T(retained_replays_go_only_to_the_browser_whose_subscribe_brought_them,
+       120)
+{
+	enum { RETAINED = 100, ROUNDS = 20 };
+	struct th_broker b;
+	struct th_xsrv x;
+	struct hresp h;
+	char out[1024], path[128];
+	start(&b, &x,
+	      "MQTT_BRIDGE_RETAINED_WINDOW 1000\nMQTT_BRIDGE_CLIENT_QUEUE 5000",
+	      NULL);
+	for (int i = 0; i < RETAINED; i++) {
+		snprintf(path, sizeof(path), "/mqtt/publish/demo/r/%d?retain=true&qos=1",
+		         i);
+		ASSERT_EQ(http(x.port, "POST", path, RAW_CT, "kept", &h), 200);
+		hfree(&h);
+	}
+	/* The watcher's own subscribe brings it the retained messages. */
+	struct th_raw *watcher = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(watcher, x.port, NULL), 101);
+	ws_send(watcher, 1, 1, "{\"op\":\"subscribe\",\"topic\":\"demo/#\"}", 35);
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/demo/mark1", RAW_CT, "m",
+	               &h),
+	          200);
+	hfree(&h);
+	ASSERT_EQ(retained_until(watcher, "demo/mark1"), RETAINED);
+	/* Once its subscription is older than BRIDGE_RETAINED_WINDOW, another
+	 * browser subscribing and unsubscribing the retained filter gets the
+	 * replays itself, the watcher none of them. */
+	th_sleep_ms(1500);
+	struct th_raw *churn = th_raw_connect(x.port, 0);
+	ASSERT_EQ(ws_open(churn, x.port, NULL), 101);
+	for (int i = 0; i < ROUNDS; i++) {
+		ASSERT_EQ(ws_filter_call(churn, "subscribe", "demo/r/#", out,
+		                         sizeof(out)),
+		          1);
+		ASSERT_CONTAINS(out, "\"op\":\"ack\"");
+		for (int got = 0; got < RETAINED;) {
+			ASSERT_EQ(ws_frame(churn, out, sizeof(out), 10000), 1);
+			got += strstr(out, "\"retain\":true") != NULL;
+		}
+		ASSERT_EQ(ws_filter_call(churn, "unsubscribe", "demo/r/#", out,
+		                         sizeof(out)),
+		          1);
+		ASSERT_CONTAINS(out, "\"op\":\"ack\"");
+	}
+	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/demo/mark2", RAW_CT, "m",
+	               &h),
+	          200);
+	hfree(&h);
+	ASSERT_EQ(retained_until(watcher, "demo/mark2"), 0);
+	th_raw_close(churn);
+	th_raw_close(watcher);
+	still_answers(x.port);
+	th_kill(x.pid, SIGTERM);
+	th_broker_stop(&b);
+}
