@@ -269,6 +269,13 @@ static struct cwm_anchor *cwm_anchor_get(const struct mg_context *ctx,
 	return a;
 }
 
+/* 1 when CivetWeb's global_auth_file guards every request of ctx. */
+static int cwm_civetweb_auth(const struct mg_context *ctx)
+{
+	const char *gaf = mg_get_option(ctx, "global_auth_file");
+	return gaf != NULL && gaf[0] != '\0';
+}
+
 /* Before the client's threads start: the bridge, not yet reachable. */
 static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen)
 {
@@ -290,6 +297,20 @@ static int cwm_bridge_create(struct mg_mqtt *c, char *err, size_t errlen)
 		        "use a CivetWeb built with WebSockets (USE_WEBSOCKET, CMake "
 		        "CIVETWEB_ENABLE_WEBSOCKETS=ON), or leave %s_BRIDGE_PATH "
 		        "unset",
+		        c->prefix, c->prefix);
+		return MG_MQTT_ERR_CONFIG;
+	}
+	/* CivetWeb checks global_auth_file on every request before the
+	 * bridge sees it, with nonces of its own: no Authorization header can
+	 * answer both it and BRIDGE_AUTH_FILE, so every request would be
+	 * refused. global_auth_file alone guards the bridge's routes too. */
+	if (c->cfg.bridge_auth_file != NULL && cwm_civetweb_auth(c->ctx)) {
+		cwm_fmt(err, errlen,
+		        "%s_BRIDGE_AUTH_FILE cannot be used with CivetWeb's "
+		        "global_auth_file (a browser cannot answer both digest "
+		        "challenges: every request would be refused); leave "
+		        "%s_BRIDGE_AUTH_FILE unset, global_auth_file guards the bridge "
+		        "too",
 		        c->prefix, c->prefix);
 		return MG_MQTT_ERR_CONFIG;
 	}
@@ -351,6 +372,7 @@ static int cwm_bridge_open(struct mg_mqtt *c, char *err, size_t errlen)
 	        "%s)",
 	        b->path, c->cfg.nbpub, c->cfg.nbsub,
 	        c->cfg.bridge_auth_file != NULL ? "digest authentication"
+	        : cwm_civetweb_auth(c->ctx)     ? "CivetWeb's global_auth_file"
 	                                        : "no authentication");
 	return 0;
 }

@@ -1600,3 +1600,50 @@ TEST_T(retained_replays_go_only_to_the_browser_whose_subscribe_brought_them,
 	th_kill(x.pid, SIGTERM);
 	th_broker_stop(&b);
 }
+
+TEST_T(bridge_auth_file_with_civetweb_global_auth_file_is_refused_at_start,
+       60)
+{
+	char htd[512], port[16], err[512];
+	th_path(htd, sizeof(htd), "users.htdigest");
+	write_htdigest(htd);
+	snprintf(port, sizeof(port), "127.0.0.1:%d", th_free_port());
+	const char *cw[] = {"listening_ports", port, "global_auth_file", htd,
+	                    "authentication_domain", REALM, NULL};
+	struct mg_context *ctx = mg_start(NULL, NULL, cw);
+	ASSERT(ctx != NULL);
+	struct mg_mqtt *c = mg_mqtt_create(NULL);
+	ASSERT(c != NULL);
+	/* Both: no request could ever answer both challenges. */
+	const char *both[] = {"MQTT_BROKER_URL", "tcp://127.0.0.1:1",
+	                      "MQTT_CONNECT_ASYNC", "true", "MQTT_BRIDGE_PATH",
+	                      "/mqtt", "MQTT_BRIDGE_AUTH_FILE", htd, NULL};
+	ASSERT_EQ(mg_mqtt_start(c, ctx, both, err, sizeof(err)),
+	          MG_MQTT_ERR_CONFIG);
+	ASSERT_CONTAINS(err, "global_auth_file");
+	mg_mqtt_stop(c);
+	/* global_auth_file alone guards the bridge: 401 without credentials,
+	 * 200 with them. */
+	c = mg_mqtt_create(NULL);
+	const char *alone[] = {"MQTT_BROKER_URL", "tcp://127.0.0.1:1",
+	                       "MQTT_CONNECT_ASYNC", "true", "MQTT_BRIDGE_PATH",
+	                       "/mqtt", NULL};
+	ASSERT_EQ(mg_mqtt_start(c, ctx, alone, err, sizeof(err)), 0);
+	int p = atoi(strchr(port, ':') + 1);
+	struct hresp h;
+	ASSERT_EQ(http(p, "GET", "/mqtt/status", NULL, NULL, &h), 401);
+	hfree(&h);
+	char cmd[1024], out[512];
+	th_path(out, sizeof(out), "status.out");
+	snprintf(cmd, sizeof(cmd),
+	         "curl -s -o /dev/null -w '%%{http_code}' --digest -u %s:%s "
+	         "'http://%s/mqtt/status' > '%s'",
+	         USER, PASS, port, out);
+	const char *argv[] = {"sh", "-c", cmd, NULL};
+	ASSERT_EQ(th_run(argv, NULL, 30000), 0);
+	char *code = th_read_file(out, NULL);
+	ASSERT_STREQ(code, "200");
+	free(code);
+	mg_mqtt_stop(c);
+	mg_stop(ctx);
+}
