@@ -27,8 +27,11 @@
  *   mqtt-dispatch  (dispatch.c) runs every user handler, one at a time, in
  *                  arrival order, and hands messages to the bridge.
  *   mqtt-bridge    (bridge_ws.c, with a bridge) CWM_WRITERS threads that
- *                  write queued messages to WebSocket clients. SSE streams
- *                  are written by the CivetWeb worker thread serving them.
+ *                  write queued messages to WebSocket clients, each only
+ *                  as much as the client's socket takes without waiting (a
+ *                  full one is tried again later), so that browsers that
+ *                  never read hold no writer. SSE streams are written by
+ *                  the CivetWeb worker thread serving them.
  *
  * Queues (guarded by c->lock unless said).
  *   retry, outq    commands for mqtt-io (struct cwm_out), FIFO; retry holds
@@ -47,8 +50,10 @@
  *                  a QoS 1/2 one is kept and the connection pauses
  *                  (cwm_flow_pause) until mqtt-dispatch brought the queue
  *                  under half of both. Other events are never dropped.
- *   bclient.q      per browser, under the bridge lock: a bounded ring of
- *                  rendered messages; a browser that lets it fill is dropped.
+ *   bclient.q      per browser, under the bridge lock: a ring of rendered
+ *                  messages bounded in count (BRIDGE_CLIENT_QUEUE) and bytes
+ *                  (BRIDGE_CLIENT_QUEUE_BYTES); a browser that lets it fill
+ *                  is dropped.
  *
  * Locks.  One mutex per client, c->lock, guards every field marked [L] in
  * struct mg_mqtt. Nothing calls paho or a user handler while holding it
@@ -103,7 +108,7 @@
  * C, which then leaves the file out) cannot build it. The missing include
  * after the #error stops the compiler there, before hundreds of errors. */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 101 "src/internal.h"
+#line 106 "src/internal.h"
 #endif
 #ifdef __cplusplus
 #error "civetweb_mqtt.c is C: compile it with a C compiler (gcc -c civetweb_mqtt.c; CMake: project(app LANGUAGES C CXX)), see docs/cpp.md"

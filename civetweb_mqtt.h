@@ -482,7 +482,8 @@ MG_MQTT_API int mg_mqtt_on_log(struct mg_mqtt *c, mg_mqtt_log_handler h,
  * from the application never lowers theirs). With SHARED_GROUP set, the broker sees $share/<group>/<filter>.
  * Returns an id > 0 (on_subscribe follows once the broker answers; while
  * disconnected the answer comes after the next connect), or
- * MG_MQTT_ERR_FILTER, _PARAM, _QOS, _INVALID, _NOMEM. Named levels
+ * MG_MQTT_ERR_FILTER (also for more levels than MAX_TOPIC_LEVELS, its
+ * $share/<group>/ not counted), _PARAM, _QOS, _INVALID, _NOMEM. Named levels
  * ("home/{room}/temperature") are subscribed, listed and unsubscribed as
  * '+'. */
 MG_MQTT_API int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter,
@@ -532,8 +533,10 @@ MG_MQTT_API int mg_mqtt_unsubscribe_all(struct mg_mqtt *c);
  * sent again ("poisoned" in the status), and the connection goes on. A
  * QoS 0 message lost with its connection is not sent again (at most
  * once): on_publish gets MG_MQTT_ERR_CONNECTION_LOST.
- * Returns an id > 0 (on_publish follows), or MG_MQTT_ERR_TOPIC, _QOS,
- * _TOO_LARGE, _INVALID, _NOMEM, _BUFFER_FULL, _NOT_CONNECTED. */
+ * Returns an id > 0 (on_publish follows), or MG_MQTT_ERR_TOPIC (also for
+ * more levels than MAX_TOPIC_LEVELS: brokers close the connection over
+ * them, mosquitto beyond 200), _QOS, _TOO_LARGE, _INVALID, _NOMEM,
+ * _BUFFER_FULL, _NOT_CONNECTED. */
 MG_MQTT_API int mg_mqtt_publish(struct mg_mqtt *c, const char *topic,
                                 const void *payload, size_t len, int qos,
                                 int retain);
@@ -639,11 +642,15 @@ MG_MQTT_API int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len);
  * ---------------------------------------------------------------------- */
 
 /* 0 when topic is a valid topic name to publish to: 1 to 65535 bytes of
- * UTF-8 without NUL, '+' or '#'. Else MG_MQTT_ERR_TOPIC (or _INVALID for
- * NULL). */
+ * UTF-8 without NUL, '+' or '#', control characters (U+0001-U+001F,
+ * U+007F-U+009F) or Unicode non-characters (U+FDD0-U+FDEF, U+xFFFE,
+ * U+xFFFF: brokers close the connection over them). Else MG_MQTT_ERR_TOPIC
+ * (or _INVALID for NULL). A client also refuses topics of more than its
+ * MAX_TOPIC_LEVELS levels (mg_mqtt_publish()). */
 MG_MQTT_API int mg_mqtt_topic_valid(const char *topic);
 
-/* 0 when filter is a valid topic filter: '+' only as a whole level, '#'
+/* 0 when filter is a valid topic filter (its text as for
+ * mg_mqtt_topic_valid()): '+' only as a whole level, '#'
  * only as the whole last level, "$share/<group>/<filter>" with a non-empty
  * group without wildcards; named levels "{name}" count as '+'. Else
  * MG_MQTT_ERR_FILTER, MG_MQTT_ERR_PARAM (a bad named level) or _INVALID. */

@@ -24,8 +24,11 @@
  *   mqtt-dispatch  (dispatch.c) runs every user handler, one at a time, in
  *                  arrival order, and hands messages to the bridge.
  *   mqtt-bridge    (bridge_ws.c, with a bridge) CWM_WRITERS threads that
- *                  write queued messages to WebSocket clients. SSE streams
- *                  are written by the CivetWeb worker thread serving them.
+ *                  write queued messages to WebSocket clients, each only
+ *                  as much as the client's socket takes without waiting (a
+ *                  full one is tried again later), so that browsers that
+ *                  never read hold no writer. SSE streams are written by
+ *                  the CivetWeb worker thread serving them.
  *
  * Queues (guarded by c->lock unless said).
  *   retry, outq    commands for mqtt-io (struct cwm_out), FIFO; retry holds
@@ -44,8 +47,10 @@
  *                  a QoS 1/2 one is kept and the connection pauses
  *                  (cwm_flow_pause) until mqtt-dispatch brought the queue
  *                  under half of both. Other events are never dropped.
- *   bclient.q      per browser, under the bridge lock: a bounded ring of
- *                  rendered messages; a browser that lets it fill is dropped.
+ *   bclient.q      per browser, under the bridge lock: a ring of rendered
+ *                  messages bounded in count (BRIDGE_CLIENT_QUEUE) and bytes
+ *                  (BRIDGE_CLIENT_QUEUE_BYTES); a browser that lets it fill
+ *                  is dropped.
  *
  * Locks.  One mutex per client, c->lock, guards every field marked [L] in
  * struct mg_mqtt. Nothing calls paho or a user handler while holding it
