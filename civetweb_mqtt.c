@@ -656,6 +656,10 @@ struct cwm_wbuf {
 
 
 
+/* src/bridge_guard.c, in both builds: request bodies. */
+#define CWM_BODY_RATE 1024 /* bytes a second a request body must keep up */
+static int cwm_conn_fd(const struct mg_connection *conn);
+
 #if MG_MQTT_ENABLE_BRIDGE
 /* ------------------------------------------------------------------------
  * Bridge types
@@ -663,7 +667,6 @@ struct cwm_wbuf {
 
 #define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
 #define CWM_WS_RETRY_MAX 1000 /* ms: a full socket is tried at most this rarely */
-#define CWM_BODY_RATE 1024 /* bytes a second a request body must keep up */
 #define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
 #define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
                               and WebSocket alike) */
@@ -1046,7 +1049,6 @@ static void cwm_bclient_push(struct cwm_bridge *b, struct cwm_bclient *bc,
 static unsigned cwm_bclient_take_room(struct cwm_bclient *bc,
                                       struct cwm_bmsg **out, unsigned max,
                                       size_t room, int first);
-static int cwm_conn_fd(const struct mg_connection *conn);
 static unsigned cwm_bclient_take(struct cwm_bclient *bc, struct cwm_bmsg **out,
                                  unsigned max);
 static void cwm_bclient_send(struct cwm_bridge *b, struct cwm_bclient *bc,
@@ -11943,8 +11945,9 @@ static int cwm_body_loop(struct mg_connection *conn, size_t max, char **bufp,
 			cap = ncap;
 			buf = nb;
 		}
-		size_t due = cl >= 0 ? (size_t)cl : n;
-		int64_t deadline = start + timeout + (int64_t)(due / CWM_BODY_RATE) * 1000 +
+		size_t due = cl >= 0 ? (size_t)cl : n; /* bytes, by 1 s a KiB */
+		int64_t deadline = start + timeout +
+		                   (int64_t)(due / CWM_BODY_RATE) * 1000 +
 		                   (int64_t)(due % CWM_BODY_RATE) * 1000 / CWM_BODY_RATE;
 		size_t want = cap - n - 1;
 		if (cl >= 0 && want > (size_t)cl - n)

@@ -106,8 +106,9 @@ static int cwm_body_loop(struct mg_connection *conn, size_t max, char **bufp,
 			cap = ncap;
 			buf = nb;
 		}
-		size_t due = cl >= 0 ? (size_t)cl : n;
-		int64_t deadline = start + timeout + (int64_t)(due / CWM_BODY_RATE) * 1000 +
+		size_t due = cl >= 0 ? (size_t)cl : n; /* bytes, by 1 s a KiB */
+		int64_t deadline = start + timeout +
+		                   (int64_t)(due / CWM_BODY_RATE) * 1000 +
 		                   (int64_t)(due % CWM_BODY_RATE) * 1000 / CWM_BODY_RATE;
 		size_t want = cap - n - 1;
 		if (cl >= 0 && want > (size_t)cl - n)

@@ -650,6 +650,10 @@ struct cwm_wbuf {
 
 
 
+/* src/bridge_guard.c, in both builds: request bodies. */
+#define CWM_BODY_RATE 1024 /* bytes a second a request body must keep up */
+static int cwm_conn_fd(const struct mg_connection *conn);
+
 #if MG_MQTT_ENABLE_BRIDGE
 /* ------------------------------------------------------------------------
  * Bridge types
@@ -657,7 +661,6 @@ struct cwm_wbuf {
 
 #define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
 #define CWM_WS_RETRY_MAX 1000 /* ms: a full socket is tried at most this rarely */
-#define CWM_BODY_RATE 1024 /* bytes a second a request body must keep up */
 #define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
 #define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
                               and WebSocket alike) */
@@ -1040,7 +1043,6 @@ static void cwm_bclient_push(struct cwm_bridge *b, struct cwm_bclient *bc,
 static unsigned cwm_bclient_take_room(struct cwm_bclient *bc,
                                       struct cwm_bmsg **out, unsigned max,
                                       size_t room, int first);
-static int cwm_conn_fd(const struct mg_connection *conn);
 static unsigned cwm_bclient_take(struct cwm_bclient *bc, struct cwm_bmsg **out,
                                  unsigned max);
 static void cwm_bclient_send(struct cwm_bridge *b, struct cwm_bclient *bc,

@@ -82,7 +82,9 @@ static const char *const tested_keys[] = {
     "BRIDGE_AUTH_FILE", "BRIDGE_MAX_BODY",      "BRIDGE_CLIENT_QUEUE",
     "BRIDGE_LAST_VALUES", "BRIDGE_REQUEST_TIMEOUT_MAX",
     "BRIDGE_MAX_JSON_DEPTH", "BRIDGE_NONCE_LIFETIME", "BRIDGE_ALLOWED_ORIGINS",
-    "BRIDGE_LAST_VALUES_BYTES", "BRIDGE_MAX_CLIENTS", "BRIDGE_MAX_FILTERS"};
+    "BRIDGE_LAST_VALUES_BYTES", "BRIDGE_MAX_CLIENTS", "BRIDGE_MAX_FILTERS",
+    "MAX_TOPIC_LEVELS", "BRIDGE_CLIENT_QUEUE_BYTES", "BRIDGE_RETAINED_WINDOW",
+    "BRIDGE_ALLOWED_HOSTS"};
 #define NTESTED (sizeof(tested_keys) / sizeof(tested_keys[0]))
 
 TEST(every_key_in_the_table_is_covered_by_these_tests)
@@ -152,6 +154,10 @@ TEST(defaults_without_options_are_the_documented_ones)
 	ASSERT_EQ(s.bridge_client_queue, 1000);
 	ASSERT_EQ(s.bridge_last_values, 1000);
 	ASSERT_EQ(s.bridge_request_timeout_max, 30);
+	ASSERT_EQ(s.max_topic_levels, 200);
+	ASSERT_EQ(s.bridge_client_queue_bytes, 16777216);
+	ASSERT_EQ(s.bridge_retained_window, 10000);
+	ASSERT(s.bridge_allowed_hosts == NULL);
 	/* Derived. */
 	ASSERT_EQ(s.nuris, 1);
 	ASSERT_STREQ(s.uris[0], "tcp://localhost:1883");
@@ -312,6 +318,18 @@ static const struct good goods[] = {
      0},
     {"BRIDGE_MAX_FILTERS", "1000000", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
      1000000, NULL, 0},
+    {"MAX_TOPIC_LEVELS", "1", {NULL}, 1, NULL, 0},
+    {"MAX_TOPIC_LEVELS", "65535", {NULL}, 65535, NULL, 0},
+    {"BRIDGE_CLIENT_QUEUE_BYTES", "1", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 1,
+     NULL, 0},
+    {"BRIDGE_CLIENT_QUEUE_BYTES", "2147483647",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 2147483647, NULL, 0},
+    {"BRIDGE_RETAINED_WINDOW", "1", {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 1,
+     NULL, 0},
+    {"BRIDGE_RETAINED_WINDOW", "3600000", {"MQTT_BRIDGE_PATH", "/mqtt", NULL},
+     3600000, NULL, 0},
+    {"BRIDGE_ALLOWED_HOSTS", "app.example, *",
+     {"MQTT_BRIDGE_PATH", "/mqtt", NULL}, 0, "app.example, *", 0},
 };
 
 TEST(every_key_accepts_its_good_values)
@@ -521,6 +539,12 @@ static const struct bad bads[] = {
     {"BRIDGE_LAST_VALUES_BYTES", "-1", MG_MQTT_ERR_CONFIG, "'-1'", {NULL}},
     {"BRIDGE_MAX_CLIENTS", "-1", MG_MQTT_ERR_CONFIG, "'-1'", {NULL}},
     {"BRIDGE_MAX_FILTERS", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
+    {"MAX_TOPIC_LEVELS", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
+    {"MAX_TOPIC_LEVELS", "65536", MG_MQTT_ERR_CONFIG, "'65536'", {NULL}},
+    {"BRIDGE_CLIENT_QUEUE_BYTES", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
+    {"BRIDGE_RETAINED_WINDOW", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
+    {"BRIDGE_RETAINED_WINDOW", "3600001", MG_MQTT_ERR_CONFIG, "'3600001'",
+     {NULL}},
     /* Named levels: as in handler filters, or refused. */
     {"BRIDGE_PUBLISH_ALLOW", "a/{x}/{x}", MG_MQTT_ERR_CONFIG, "'a/{x}/{x}'",
      {"MQTT_BRIDGE_PATH", "/mqtt", NULL}},
