@@ -3205,7 +3205,7 @@ static void cwm_tree_remove_at(struct cwm_tnode *root, const char *f, void *ud)
 			*slot = NULL;
 		else
 			cwm_map_del(&up->kids, start, (size_t)(end - start));
-		free(t); /* empty: nothing below it */
+		cwm_tnode_free(t); /* empty: nothing below it but its map's buckets */
 		t = up;
 		end = start > f ? start - 1 : f;
 	}

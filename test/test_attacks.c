@@ -1206,6 +1206,16 @@ TEST_T(the_c_api_refuses_noncharacters_and_topics_over_max_topic_levels, 60)
 	th_broker_stop(&b);
 }
 
+/* The status says no WebSocket is open. */
+static int no_websockets(int port)
+{
+	struct hresp h;
+	int none = http(port, "GET", "/mqtt/status", NULL, NULL, &h) == 200 &&
+	           strstr(h.body, "\"websocket_clients\":0") != NULL;
+	hfree(&h);
+	return none;
+}
+
 TEST_T(simultaneous_upgrades_never_pass_max_clients, 90)
 {
 	enum { LIMIT = 8, TRIES = 16, ROUNDS = 10 };
@@ -1240,12 +1250,7 @@ TEST_T(simultaneous_upgrades_never_pass_max_clients, 90)
 		for (int i = 0; i < TRIES; i++)
 			th_raw_close(r[i]);
 		/* Their places come back once they are gone. */
-		struct hresp h;
-		ASSERT(WAIT_UNTIL(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h) ==
-		                          200 &&
-		                      strstr(h.body, "\"websocket_clients\":0") != NULL,
-		                  10000));
-		hfree(&h);
+		ASSERT(WAIT_UNTIL(no_websockets(x.port), 10000));
 	}
 	still_answers(x.port);
 	th_kill(x.pid, SIGTERM);
