@@ -824,6 +824,7 @@ static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n);
 static int cwm_utf8_valid(const char *s, size_t n);
 static int cwm_topic_check(const char *t, size_t n);
 static int cwm_share_len(const char *f, size_t n);
+static size_t cwm_levels(const char *s, size_t n);
 static int cwm_levels_check(const struct mg_mqtt *c, const char *f,
                             int filter);
 static int cwm_filter_normalize(const char *filter, char **out,
@@ -2728,6 +2729,35 @@ static int cwm_parse_subscribe(struct cwm_settings *s, const char *prefix,
 	return rc;
 }
 
+/* MAX_TOPIC_LEVELS against the topics and filters the options name
+ * themselves: one over it would be sent on every connect and the broker
+ * would close the connection every time. */
+static int cwm_check_levels(const struct cwm_settings *s, const char *prefix,
+                            char *err, size_t errlen)
+{
+	const char *key = NULL, *t = NULL;
+	char q[72];
+	for (int i = 0; i < s->nsubs && key == NULL; i++) {
+		const char *f = s->sub_filters[i];
+		size_t n = strlen(f), sl = (size_t)cwm_share_len(f, n);
+		if (cwm_levels(f + sl, n - sl) > (size_t)s->max_topic_levels)
+			key = "SUBSCRIBE", t = f;
+	}
+	const char *topics[][2] = {{"LAST_WILL_TOPIC", s->will_topic},
+	                           {"BIRTH_TOPIC", s->birth_topic}};
+	for (size_t i = 0; i < 2 && key == NULL; i++)
+		if (topics[i][1] != NULL &&
+		    cwm_levels(topics[i][1], strlen(topics[i][1])) >
+		        (size_t)s->max_topic_levels)
+			key = topics[i][0], t = topics[i][1];
+	if (key == NULL)
+		return 0;
+	cwm_fmt(err, errlen,
+	        "%s_%s: '%s' has more levels than %s_MAX_TOPIC_LEVELS (%d)",
+	        prefix, key, cwm_quote(t, q), prefix, s->max_topic_levels);
+	return MG_MQTT_ERR_CONFIG;
+}
+
 /* Cross-key checks and derived values, after every key is read. */
 static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
                                char *err, size_t errlen)
@@ -2737,7 +2767,8 @@ static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
 	    (rc = cwm_check_cross_keys(s, prefix, err, errlen)) != 0 ||
 	    (rc = cwm_check_files(s, prefix, err, errlen)) != 0 ||
 	    (rc = cwm_parse_brokers(s, prefix, err, errlen)) != 0 ||
-	    (rc = cwm_parse_subscribe(s, prefix, err, errlen)) != 0)
+	    (rc = cwm_parse_subscribe(s, prefix, err, errlen)) != 0 ||
+	    (rc = cwm_check_levels(s, prefix, err, errlen)) != 0)
 		return rc;
 	return cwm_bridge_settings(s, prefix, err, errlen);
 }

@@ -818,6 +818,7 @@ static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n);
 static int cwm_utf8_valid(const char *s, size_t n);
 static int cwm_topic_check(const char *t, size_t n);
 static int cwm_share_len(const char *f, size_t n);
+static size_t cwm_levels(const char *s, size_t n);
 static int cwm_levels_check(const struct mg_mqtt *c, const char *f,
                             int filter);
 static int cwm_filter_normalize(const char *filter, char **out,

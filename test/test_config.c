@@ -541,6 +541,11 @@ static const struct bad bads[] = {
     {"BRIDGE_MAX_FILTERS", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
     {"MAX_TOPIC_LEVELS", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
     {"MAX_TOPIC_LEVELS", "65536", MG_MQTT_ERR_CONFIG, "'65536'", {NULL}},
+    /* Topics and filters of the options themselves within it. */
+    {"MAX_TOPIC_LEVELS", "2", MG_MQTT_ERR_CONFIG, "'a/b/c'",
+     {"MQTT_SUBSCRIBE", "x, $share/g/a/b, a/b/c:1", NULL}},
+    {"MAX_TOPIC_LEVELS", "2", MG_MQTT_ERR_CONFIG, "MQTT_LAST_WILL_TOPIC",
+     {"MQTT_LAST_WILL_TOPIC", "w/x/y", NULL}},
     {"BRIDGE_CLIENT_QUEUE_BYTES", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
     {"BRIDGE_RETAINED_WINDOW", "0", MG_MQTT_ERR_CONFIG, "'0'", {NULL}},
     {"BRIDGE_RETAINED_WINDOW", "3600001", MG_MQTT_ERR_CONFIG, "'3600001'",
