@@ -11267,7 +11267,8 @@ static void *cwm_bridge_writer(void *arg)
 		int close_frame;
 		unsigned n = cwm_ws_batch(bc, batch, &close_frame);
 		if (n == 0 && !close_frame) {
-			cwm_bclient_list(b, bc); /* full: later */
+			if (bc->qlen > 0 || bc->close_frame)
+				cwm_bclient_list(b, bc); /* its socket is full: later */
 			continue;
 		}
 		bc->busy = 1;
