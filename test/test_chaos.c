@@ -670,7 +670,7 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 				mqp_malformed_text(k->p, bad, sizeof(bad));
 				CHAOS_FAIL("%s: %d QoS 1/2 publishes never reported (first "
 				           "t%d n%d); proxy saw %d malformed packets (first: "
-				           "%s); status %.600s",
+				           "%s); status %.1500s",
 				           k->prefix, pending, ft, first,
 				           mqp_malformed(k->p), bad, st);
 			}

@@ -653,3 +653,4 @@ TEST_T(a_poison_message_on_a_persistent_session_is_failed_and_the_session_kept,
 	rec_free(&r);
 }
 
+
