@@ -523,8 +523,11 @@ struct mg_mqtt {
 	unsigned conn_gen;        /* [L] connections made (cwm_connected) */
 	int progressed;           /* [L] the broker acknowledged something on
 	                             this connection: it is no short loss */
-	int inflight_at_loss;     /* [L] QoS 1/2 messages in flight when the
-	                             last connection was lost */
+	int filters_busy;         /* [L] mqtt-io waits for a SUBACK/UNSUBACK */
+	int64_t filters_sent_at;  /* [L] ... since then (ms) */
+	int64_t suspect_at;       /* [L] when the oldest QoS 1/2 message in
+	                             flight at the last loss was written; 0:
+	                             none (cwm_window_lost, cwm_sub_struck) */
 	int short_loss;           /* [L] the last loss was short, nothing acked
 	                             (cwm_conn_gone_locked) */
 	char *sub_suspect;        /* [L] the filter a SUBSCRIBE lost that way
@@ -5995,9 +5998,14 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
 	pthread_mutex_lock(&c->lock);
 	unsigned losses = c->losses;
-	pthread_mutex_unlock(&c->lock);
 	int64_t sent_at = cwm_now_ms();
+	c->filters_busy = 1; /* see cwm_window_lost */
+	c->filters_sent_at = sent_at;
+	pthread_mutex_unlock(&c->lock);
 	int rc = cwm_eng_filters(c, r, r->type == CMD_SUBSCRIBE, codes);
+	pthread_mutex_lock(&c->lock);
+	c->filters_busy = 0;
+	pthread_mutex_unlock(&c->lock);
 	if (rc == 0) {
 		pthread_mutex_lock(&c->lock);
 		c->progressed = 1; /* the broker answered on this connection */
@@ -6826,7 +6834,12 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 	int64_t wrote = o == NULL                  ? 0
 	                : o->sent_at > c->connected_at ? o->sent_at
 	                                               : c->connected_at;
+	c->suspect_at = wrote;
+	/* The broker reads in order and closes at the first packet it
+	 * refuses: a SUBSCRIBE written before the message is the suspect
+	 * instead (cwm_sub_struck). */
 	if (o == NULL || now - wrote > CWM_POISON_MS ||
+	    (c->filters_busy && c->filters_sent_at < wrote) ||
 	    cwm_eng_released(c, o->msgid)) {
 		c->strikes = 0; /* a QoS 2 message the broker took is none */
 		return;
@@ -6842,7 +6855,9 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 
 /* mqtt-io: SUBSCRIBE r got no SUBACK: its connection was lost. The poison
  * rule for filters: a loss of the kind cwm_window_lost looks at, within
- * CWM_POISON_MS of the write, strikes the filter of a one-filter SUBSCRIBE
+ * CWM_POISON_MS of the write, with no QoS 1/2 message in flight written
+ * before it (that one would be the suspect: the broker reads in order),
+ * strikes the filter of a one-filter SUBSCRIBE
  * (a renewal of several is sent one filter a SUBSCRIBE from then on, until
  * a connection lasts); after CWM_POISON_STRIKES in a row the subscription
  * is forgotten (renewal would send it after every connect) and 1 is
@@ -6853,6 +6868,7 @@ static int cwm_sub_struck(struct mg_mqtt *c, struct cwm_out *r,
 	int poison = 0;
 	pthread_mutex_lock(&c->lock);
 	if (c->losses != losses + 1 || !c->short_loss ||
+	    (c->suspect_at != 0 && c->suspect_at <= sent_at) ||
 	    c->lost_at - sent_at > CWM_POISON_MS) {
 		c->sub_strikes = 0;
 	} else if (r->nfilters > 1) {
@@ -6925,6 +6941,7 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
 	c->losses++;
 	c->short_loss = lost && now - c->connected_at < CWM_SHORT_MS &&
 	                !c->progressed;
+	c->suspect_at = 0;
 	if (lost)
 		cwm_window_lost(c, now);
 	if (c->cfg.clean_session)

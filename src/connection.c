@@ -408,7 +408,12 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 	int64_t wrote = o == NULL                  ? 0
 	                : o->sent_at > c->connected_at ? o->sent_at
 	                                               : c->connected_at;
+	c->suspect_at = wrote;
+	/* The broker reads in order and closes at the first packet it
+	 * refuses: a SUBSCRIBE written before the message is the suspect
+	 * instead (cwm_sub_struck). */
 	if (o == NULL || now - wrote > CWM_POISON_MS ||
+	    (c->filters_busy && c->filters_sent_at < wrote) ||
 	    cwm_eng_released(c, o->msgid)) {
 		c->strikes = 0; /* a QoS 2 message the broker took is none */
 		return;
@@ -424,7 +429,9 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 
 /* mqtt-io: SUBSCRIBE r got no SUBACK: its connection was lost. The poison
  * rule for filters: a loss of the kind cwm_window_lost looks at, within
- * CWM_POISON_MS of the write, strikes the filter of a one-filter SUBSCRIBE
+ * CWM_POISON_MS of the write, with no QoS 1/2 message in flight written
+ * before it (that one would be the suspect: the broker reads in order),
+ * strikes the filter of a one-filter SUBSCRIBE
  * (a renewal of several is sent one filter a SUBSCRIBE from then on, until
  * a connection lasts); after CWM_POISON_STRIKES in a row the subscription
  * is forgotten (renewal would send it after every connect) and 1 is
@@ -435,6 +442,7 @@ static int cwm_sub_struck(struct mg_mqtt *c, struct cwm_out *r,
 	int poison = 0;
 	pthread_mutex_lock(&c->lock);
 	if (c->losses != losses + 1 || !c->short_loss ||
+	    (c->suspect_at != 0 && c->suspect_at <= sent_at) ||
 	    c->lost_at - sent_at > CWM_POISON_MS) {
 		c->sub_strikes = 0;
 	} else if (r->nfilters > 1) {
@@ -507,6 +515,7 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
 	c->losses++;
 	c->short_loss = lost && now - c->connected_at < CWM_SHORT_MS &&
 	                !c->progressed;
+	c->suspect_at = 0;
 	if (lost)
 		cwm_window_lost(c, now);
 	if (c->cfg.clean_session)

@@ -517,8 +517,11 @@ struct mg_mqtt {
 	unsigned conn_gen;        /* [L] connections made (cwm_connected) */
 	int progressed;           /* [L] the broker acknowledged something on
 	                             this connection: it is no short loss */
-	int inflight_at_loss;     /* [L] QoS 1/2 messages in flight when the
-	                             last connection was lost */
+	int filters_busy;         /* [L] mqtt-io waits for a SUBACK/UNSUBACK */
+	int64_t filters_sent_at;  /* [L] ... since then (ms) */
+	int64_t suspect_at;       /* [L] when the oldest QoS 1/2 message in
+	                             flight at the last loss was written; 0:
+	                             none (cwm_window_lost, cwm_sub_struck) */
 	int short_loss;           /* [L] the last loss was short, nothing acked
 	                             (cwm_conn_gone_locked) */
 	char *sub_suspect;        /* [L] the filter a SUBSCRIBE lost that way

@@ -112,9 +112,14 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
 	pthread_mutex_lock(&c->lock);
 	unsigned losses = c->losses;
-	pthread_mutex_unlock(&c->lock);
 	int64_t sent_at = cwm_now_ms();
+	c->filters_busy = 1; /* see cwm_window_lost */
+	c->filters_sent_at = sent_at;
+	pthread_mutex_unlock(&c->lock);
 	int rc = cwm_eng_filters(c, r, r->type == CMD_SUBSCRIBE, codes);
+	pthread_mutex_lock(&c->lock);
+	c->filters_busy = 0;
+	pthread_mutex_unlock(&c->lock);
 	if (rc == 0) {
 		pthread_mutex_lock(&c->lock);
 		c->progressed = 1; /* the broker answered on this connection */
