@@ -87,8 +87,8 @@ TESTS       := $(UNIT_TESTS) $(INTEG_TESTS) $(CXX_TESTS)
 TEST_BINS   := $(addprefix $(BUILD)/test/,$(TESTS))
 # Run with node by test/run.sh, after the C programs.
 BROWSER_TESTS := test/browser/dashboard.test.mjs test/browser/https.test.mjs
-# Shell tests, run with sh by test/run.sh: every C block of README.md
-# compiled (the whole program run against a real broker).
+# Shell tests, run with sh by test/run.sh: every C block of README.md and
+# docs/*.md compiled (the README's program run against a real broker).
 README_TESTS  := test/test_readme.sh
 
 .PHONY: all deps node-deps test check test-cluster asan tsan install uninstall run soak cross \
@@ -111,8 +111,8 @@ help:
 	@echo "                how to rerun them"
 	@echo "make test-cluster  a three-node RabbitMQ cluster: cross-node"
 	@echo "                delivery, a node killed under load (a few minutes)"
-	@echo "make test-readme  every C block of README.md compiled, its"
-	@echo "                program run against a real broker"
+	@echo "make test-readme  every C block of README.md and docs/ compiled,"
+	@echo "                the README's program run against a real broker"
 	@echo "make test-https the bridge behind nginx (example/nginx.conf) over"
 	@echo "                https:// and wss://, the dashboard in chromium"
 	@echo "make asan       the tests under AddressSanitizer + UBSan"
@@ -331,8 +331,8 @@ cmake-check:
 	cd build/cmake && ctest --output-on-failure
 
 # A user's program built against the library with CMake (installed package
-# via find_package, pkg-config, add_subdirectory) and with the README's cc
-# lines, each run against a real mosquitto: test/consumer/run.sh.
+# via find_package, pkg-config, add_subdirectory) and with the cc
+# lines of docs/building.md, each run against a real mosquitto: test/consumer/run.sh.
 test-consumer:
 	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto mosquitto-clients curl
 	@CMAKE_ARGS="$(CMAKE_ARGS)" BUILD=$(BUILD) ./test/consumer/run.sh

@@ -1,19 +1,21 @@
 #!/bin/sh
-# Every C code block of README.md, compiled as printed.
+# Every C code block of README.md and of docs/*.md, compiled as printed.
 #
-#  - A block with "int main(" is a whole program: it must be the same text
+#  - A block of README.md with "int main(" is a whole program: it must be the same text
 #    as example/minimal/app.c (and the first ```conf block the same as
 #    example/minimal/civetweb.conf); it is compiled with -std=c11 -Wall
 #    -Wextra -Wpedantic -Werror, linked with the library, and run against a
 #    real mosquitto on a free loopback port. It starts before the broker
 #    (CONNECT_ASYNC true), must serve POST /lamp meanwhile, and must print
 #    the retained reading it subscribed to once the broker is up; the
-#    broker must get its "on". SIGTERM must stop it with status 0.
+#    broker must get its "on". The end of its input must stop it with
+#    status 0.
 #  - Any other block is a fragment, compiled in a wrapper: what runs
 #    through its last line that is "}" at column 0 at file scope and the
 #    rest in the body of a function with `struct mg_mqtt *c` and `struct
 #    mg_connection *conn` in scope, or else all of it in that body;
-#    compiled with -std=c11 -Wall -Wextra -Werror (unused parameters
+#    compiled with -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra
+#    -Werror (unused parameters
 #    and functions allowed: a fragment shows a part).
 #
 # Ends with "N passed, N failed" like the C tests. Needs the library's
@@ -66,27 +68,31 @@ wait_for() {
 }
 
 # ---- extract the blocks ---------------------------------------------------
-# $W/block-NNN.<info> for each fenced block, in order.
-awk -v dir="$W" '
-	/^```/ {
-		if (!inb) { inb = 1; n++; info = substr($0, 4); if (info == "") info = "txt";
-		            f = sprintf("%s/block-%03d.%s", dir, n, info); printf "" > f; next }
-		inb = 0; close(f); next
-	}
-	inb { print >> f }
-' README.md
+# $W/block-<page>-NNN.<info> for each fenced block of README.md and of each
+# page of docs/, in order (<page> is README or the page's name).
+for md in README.md docs/*.md; do
+	page=$(basename "$md" .md)
+	awk -v dir="$W" -v page="$page" '
+		/^```/ {
+			if (!inb) { inb = 1; n++; info = substr($0, 4); if (info == "") info = "txt";
+			            f = sprintf("%s/block-%s-%03d.%s", dir, page, n, info); printf "" > f; next }
+			inb = 0; close(f); next
+		}
+		inb { print >> f }
+	' "$md"
+done
 
 nc=$(ls "$W"/block-*.c 2>/dev/null | wc -l)
 if [ "$nc" -lt 2 ]; then
-	fail "readme_has_c_blocks (found $nc)"
+	fail "docs_have_c_blocks (found $nc)"
 fi
 
 # ---- the whole program --------------------------------------------------------
 prog=""
-for f in "$W"/block-*.c; do
+for f in "$W"/block-README-*.c; do
 	grep -q 'int main(' "$f" && { prog=$f; break; }
 done
-conf=$(ls "$W"/block-*.conf 2>/dev/null | head -n 1)
+conf=$(ls "$W"/block-README-*.conf 2>/dev/null | head -n 1)
 
 t=the_readme_program_is_example_minimal_app_c
 if [ -n "$prog" ] && cmp -s "$prog" example/minimal/app.c; then ok $t
@@ -116,9 +122,16 @@ run_program() {
 	    "$conf" > "$W/run/civetweb.conf"
 	grep -q ":$hport\$" "$W/run/civetweb.conf" &&
 	    grep -q ":$bport\$" "$W/run/civetweb.conf" || return 1
-	(cd "$W/run" && exec ../app) > "$W/app.out" 2> "$W/app.err" &
+	# Its input: a pipe that a sleep holds open; stopping the sleep ends
+	# the input, which stops the program.
+	rm -f "$W/stdin" && mkfifo "$W/stdin" || return 1
+	(cd "$W/run" && exec ../app) < "$W/stdin" > "$W/app.out" \
+	    2> "$W/app.err" &
 	app=$!
 	pids="$pids $app"
+	sleep 100000 > "$W/stdin" &
+	holder=$!
+	pids="$pids $holder"
 	# Up while the broker is down: the publish is buffered.
 	wait_for 20 curl -sf -X POST -o /dev/null \
 	    "http://127.0.0.1:$hport/lamp" || return 1
@@ -141,7 +154,7 @@ run_program() {
 	grep -qx on "$W/lamp.out" || return 1
 	wait_for 30 grep -qx 'home/kitchen/temperature: 21.5' "$W/app.out" ||
 	    return 1
-	kill -TERM "$app"
+	kill "$holder"
 	wait "$app"
 	st=$?
 	[ "$st" -eq 0 ] || { echo "exit status $st" >> "$W/app.err"; return 1; }
@@ -181,18 +194,19 @@ wrap() {
 	{
 		printf '#include <stdio.h>\n#include <string.h>\n#include <stdlib.h>\n'
 		printf '#include <civetweb.h>\n#include "civetweb_mqtt.h"\n'
-		printf '#line 1 "README.md %s"\n' "$b"
+		printf '#line 1 "%s"\n' "$b"
 		head -n "$2" "$1"
 		printf 'void snippet_(struct mg_mqtt *c, struct mg_connection *conn);\n'
 		printf 'void snippet_(struct mg_mqtt *c, struct mg_connection *conn)\n{\n'
 		printf '(void)c;\n(void)conn;\n'
-		printf '#line %d "README.md %s"\n' $(($2 + 1)) "$b"
+		printf '#line %d "%s"\n' $(($2 + 1)) "$b"
 		tail -n +$(($2 + 1)) "$1"
 		printf '}\n'
 	} > "$3"
 }
 fcc() {
-	$CC -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter \
+	$CC -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror \
+	    -Wno-unused-parameter \
 	    -Wno-unused-function -I. -c "$1" -o "$1.o" 2>"$1.log"
 }
 for f in "$W"/block-*.c; do
@@ -203,7 +217,7 @@ for f in "$W"/block-*.c; do
 	last=$(grep -n '^}' "$f" | tail -n 1 | cut -d: -f1)
 	wrap "$f" "${last:-0}" "$W/$b-defs.c"
 	wrap "$f" 0 "$W/$b-body.c"
-	t="readme_fragment_${b#block-}_compiles ($(head -n 1 "$f" | cut -c1-50))"
+	t="fragment_${b#block-}_compiles ($(head -n 1 "$f" | cut -c1-50))"
 	if fcc "$W/$b-defs.c" || fcc "$W/$b-body.c"; then
 		ok "$t"
 	else
