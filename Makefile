@@ -75,7 +75,7 @@ EXAMPLE  := example/civetweb-mqtt
 
 # Unit tests include civetweb_mqtt.c to reach internals; the others use the
 # public API and link the library's object built with the same flags.
-UNIT_TESTS  := test_config test_topics test_nobridge
+UNIT_TESTS  := test_config test_topics test_nobridge test_docs
 INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
                test_faults test_security test_load test_logging test_packets \
                test_chaos test_hostile test_attacks test_engine
