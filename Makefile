@@ -1,7 +1,11 @@
 # civetweb-mqtt -- run "make help" for the targets.
 
-VERSION  := 0.1.0
-SOMAJOR  := 0
+# Shared with CMakeLists.txt: warnings, link flags, the test lists.
+include project.mk
+
+# The header's version (MG_MQTT_VERSION), as CMake reads it.
+VERSION  := $(shell sed -n 's/^\#define MG_MQTT_VERSION "\([0-9.]*\)"/\1/p' civetweb_mqtt.h)
+SOMAJOR  := $(firstword $(subst ., ,$(VERSION)))
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 LIBDIR   ?= $(PREFIX)/lib
@@ -25,7 +29,7 @@ DEPS_ALL   := $(DEPS_BUILD) $(DEPS_TEST)
 # (pinned in package-lock.json; never a browser download).
 NODE_STAMP := node_modules/playwright-core/package.json
 
-WARN     := -std=c11 -Wall -Wextra -Werror
+WARN     := -std=c11 $(CWM_WARNINGS) -Werror
 SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer,)
 # The project's own builds point compiler messages and debuggers at src/.
 XCFLAGS  := $(WARN) $(CFLAGS) $(SANFLAGS) -fPIC -fvisibility=hidden -pthread \
@@ -54,9 +58,8 @@ DEP_LDFLAGS     := $(addprefix -L,$(DEP_LIBDIRS)) \
 # builds that only have the two files).
 XCPPFLAGS := -I. -D_FILE_OFFSET_BITS=64 $(DEP_CPPFLAGS) $(CPPFLAGS)
 XLDFLAGS  := $(DEP_LDFLAGS) $(LDFLAGS)
-# The paho.mqtt.c library the client is built on: named here only (the
-# link lines, the .pc file).
-PAHO_LIB  := paho-mqtt3cs
+# The paho.mqtt.c library the client is built on (project.mk).
+PAHO_LIB  := $(CWM_PAHO_LIB)
 # -latomic where 64-bit atomics are calls into libatomic (32-bit ARM before
 # ARMv7, e.g. Raspberry Pi OS's default -march=armv6+fp): a program with a
 # 64-bit atomic_fetch_add that links only with it. Probed once per make
@@ -66,7 +69,7 @@ ATOMIC_TRY    = printf '$(ATOMIC_PROBE)' | $(CC) -std=c11 $(CFLAGS) $(LDFLAGS) -
 ifeq ($(origin LIBATOMIC),undefined)
 LIBATOMIC := $(shell $(call ATOMIC_TRY) || { $(call ATOMIC_TRY,-latomic) && echo -latomic; })
 endif
-LIBS      := -l$(PAHO_LIB) -lcivetweb -lcjson -lpthread $(LIBATOMIC)
+LIBS      := -l$(PAHO_LIB) $(CWM_LIBS) $(LIBATOMIC)
 XLIBS     := $(LIBS) $(LDLIBS)
 
 LIB_A    := libcivetweb_mqtt.a
@@ -75,10 +78,8 @@ EXAMPLE  := example/civetweb-mqtt
 
 # Unit tests include civetweb_mqtt.c to reach internals; the others use the
 # public API and link the library's object built with the same flags.
-UNIT_TESTS  := test_config test_topics test_nobridge test_docs
-INTEG_TESTS := test_client test_connect test_reliability test_example test_bridge \
-               test_faults test_security test_load test_logging test_packets \
-               test_chaos test_hostile test_attacks test_engine
+UNIT_TESTS  := $(CWM_UNIT_TESTS)
+INTEG_TESTS := $(CWM_INTEG_TESTS)
 # civetweb_mqtt.hpp on CivetServer, built with $(CXX) -std=c++17.
 CXX_TESTS   := test_cpp
 # A three-node RabbitMQ cluster (make test-cluster, and CI): not in make test.
@@ -128,7 +129,8 @@ help:
 	@echo "                (find_package, pkg-config, add_subdirectory), in C"
 	@echo "                and in C++ on CivetServer, and example/cpp, each"
 	@echo "                run against a real mosquitto"
-	@echo "make cmake-check  the CMake build and its ctest tests"
+	@echo "make cmake-check  the CMake build, its quick ctest tests, and a"
+	@echo "                check that it compiles an edited part of src/"
 	@echo "make cross      Raspberry Pi builds: armv6 hard-float, armv7, arm64"
 	@echo "                with Debian's cross toolchains (apt-get), and the"
 	@echo "                config, topics, client and persistence tests under"
@@ -303,7 +305,7 @@ tsan: deps
 # The library, the example and the tests with -Wpedantic under gcc and clang
 # (each in build/strict-<cc>; nothing is run).
 STRICT_CCS  := gcc clang
-STRICT_WARN := -std=c11 -Wall -Wextra -Wpedantic -Werror
+STRICT_WARN := -std=c11 $(CWM_WARNINGS) -Werror
 
 strict:
 	@./scripts/deps.sh $(DEPS_BUILD) clang
@@ -322,13 +324,17 @@ strict:
 DEPS_CMAKE := cmake libssl-dev
 CMAKE_ARGS ?=
 
-# Configures, builds and runs the CMake build's ctest tests (unit tests,
-# test_client, test_example) in build/cmake.
+# Configures and builds everything with CMake in build/cmake (the library
+# from src/, the example, every test of project.mk), runs the quick tests
+# (CWM_QUICK_TESTS, ctest -L quick; ctest -L all runs them all), then
+# checks that an edit of a part under src/ reaches the CMake build
+# (scripts/cmake-touch-check.sh, in a copy of the tree).
 cmake-check:
 	@./scripts/deps.sh $(DEPS_BUILD) $(DEPS_CMAKE) mosquitto mosquitto-clients curl
 	cmake -S . -B build/cmake -DCIVETWEB_MQTT_WERROR=ON $(CMAKE_ARGS)
 	cmake --build build/cmake -j2
-	cd build/cmake && ctest --output-on-failure
+	cd build/cmake && ctest --output-on-failure -L quick
+	@CMAKE_ARGS="$(CMAKE_ARGS)" ./scripts/cmake-touch-check.sh build/cmake-touch
 
 # A user's program built against the library with CMake (installed package
 # via find_package, pkg-config, add_subdirectory) and with the cc
@@ -512,12 +518,11 @@ PC_LIBDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
 PC_INCDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCDIR))
 # cJSON too: no public header includes it, so Requires.private would only
 # put its -I into every consumer's --cflags.
-PC_LIBS_PRIVATE := $(strip $(addprefix -L,$(DEP_LIBDIRS)) -l$(PAHO_LIB) -lcivetweb -lcjson \
-                   -lpthread $(LIBATOMIC))
+PC_LIBS_PRIVATE := $(strip $(addprefix -L,$(DEP_LIBDIRS)) -l$(PAHO_LIB) $(CWM_LIBS) $(LIBATOMIC))
 
 # Written on every call (phony): PREFIX may differ from the last one.
 .PHONY: civetweb-mqtt.pc
-civetweb-mqtt.pc: civetweb-mqtt.pc.in Makefile
+civetweb-mqtt.pc: civetweb-mqtt.pc.in Makefile project.mk
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PC_LIBDIR)|' \
 	    -e 's|@INCDIR@|$(PC_INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    -e 's|@LIBS_PRIVATE@|$(PC_LIBS_PRIVATE)|' $< > $@

@@ -5,7 +5,7 @@
  * and the parts of the life cycle that need no connection (create, handler
  * registration, a failed start).
  */
-#include "../civetweb_mqtt.c"
+#include "civetweb_mqtt.c" /* the build's generated file (-I) */
 
 #include "harness.h"
 #include "util.h"

@@ -8,7 +8,7 @@
  * the default in backticks (`60`) when the code has one; when the code has
  * none (NULL) the cell starts with words ("none", "generated (...)").
  */
-#include "../civetweb_mqtt.c"
+#include "civetweb_mqtt.c" /* the build's generated file (-I) */
 
 #include "harness.h"
 #include "util.h"

@@ -6,7 +6,7 @@
  * CivetWeb's WebSocket functions.)
  */
 #define MG_MQTT_ENABLE_BRIDGE 0
-#include "../civetweb_mqtt.c"
+#include "civetweb_mqtt.c" /* the build's generated file (-I) */
 
 #include "rec.h"
 
