@@ -212,10 +212,16 @@ exports: $(LIB_SO)
 
 # ---- tests --------------------------------------------------------------
 TEST_COMMON := test/harness.h test/util.h $(BUILD)/test/util.o
+# Shared by the integration tests: curl requests and the bridge's answers.
+TEST_HTTP   := $(BUILD)/test/http.o
 # The MQTT-aware fault proxy, linked into the integration tests.
 MQPROXY     := $(BUILD)/test/mqproxy.o
 
 $(BUILD)/test/util.o: test/util.c test/util.h test/harness.h
+	@mkdir -p $(BUILD)/test
+	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) -c $< -o $@
+
+$(TEST_HTTP): test/http.c test/http.h test/harness.h test/util.h
 	@mkdir -p $(BUILD)/test
 	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) -c $< -o $@
 
@@ -230,9 +236,9 @@ $(addprefix $(BUILD)/test/,$(UNIT_TESTS)): $(BUILD)/test/%: test/%.c \
 	    $(BUILD)/test/util.o $(XLIBS)
 
 $(addprefix $(BUILD)/test/,$(INTEG_TESTS) $(CLUSTER_TESTS)): $(BUILD)/test/%: test/%.c \
-    $(BUILD)/civetweb_mqtt.o $(TEST_COMMON) $(MQPROXY)
+    $(BUILD)/civetweb_mqtt.o $(TEST_COMMON) $(MQPROXY) $(TEST_HTTP)
 	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) $(XLDFLAGS) -o $@ $< \
-	    $(BUILD)/test/util.o $(MQPROXY) $(BUILD)/civetweb_mqtt.o $(XLIBS)
+	    $(BUILD)/test/util.o $(TEST_HTTP) $(MQPROXY) $(BUILD)/civetweb_mqtt.o $(XLIBS)
 
 # The C++ wrapper's tests: the harness and util.o are C, the test C++17
 # against CivetServer (libcivetweb-cpp).

@@ -329,4 +329,24 @@ static inline void rec_start(struct mg_mqtt *c, const char **opts)
 		th_fail(__FILE__, __LINE__, "mg_mqtt_start: %d %s", rc, err);
 }
 
+/* The client's status JSON, malloc()ed. */
+static inline char *rec_status(struct mg_mqtt *c)
+{
+	int n = mg_mqtt_status(c, NULL, 0);
+	ASSERT_GT(n, 0);
+	char *buf = malloc((size_t)n + 1);
+	ASSERT(buf != NULL);
+	ASSERT_EQ(mg_mqtt_status(c, buf, (size_t)n + 1), n);
+	return buf;
+}
+
+/* 1 when the client's status JSON contains needle. */
+static inline int rec_status_has(struct mg_mqtt *c, const char *needle)
+{
+	char *s = rec_status(c);
+	int found = strstr(s, needle) != NULL;
+	free(s);
+	return found;
+}
+
 #endif

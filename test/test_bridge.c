@@ -6,6 +6,7 @@
  * clients that misbehave (never read, hand-made handshakes), and
  * mosquitto_sub / mosquitto_pub as independent MQTT peers.
  */
+#include "http.h"
 #include "rec.h"
 
 #include <arpa/inet.h>
@@ -164,71 +165,18 @@ static int nsubs(struct srv *s)
 
 /* ---- HTTP with curl ------------------------------------------------------ */
 
-struct resp {
-	int status;
-	char *body, *head;
-	cJSON *json; /* the body parsed, or NULL */
-};
-
-static void resp_free(struct resp *r)
-{
-	free(r->body);
-	free(r->head);
-	cJSON_Delete(r->json);
-	memset(r, 0, sizeof(*r));
-}
-
-/* The Content-Type curl sends with a body (the bridge takes JSON as
- * application/json only, raw bodies as anything but the types a form can
- * send), unless extra gives one. */
-static const char *body_type(const char *path, const char *data,
-                             const char *extra)
-{
-	size_t n = strcspn(path, "?");
-	if (data == NULL || (extra != NULL && strstr(extra, "Content-Type")))
-		return "";
-	return n >= 8 && strncmp(path + n - 8, "/publish", 8) == 0
-	           ? "-H 'Content-Type: application/json'"
-	           : "-H 'Content-Type: application/octet-stream'";
-}
-
-/* curl METHOD http://127.0.0.1:port<path>; data (may be NULL) is sent from
- * a file with --data-binary; extra: more curl arguments as shell text. */
-static int http(int port, const char *method, const char *path,
-                const char *data, const char *extra, struct resp *r)
-{
-	char body[512], head[512], code[512], req[512], cmd[4096];
-	th_path(body, sizeof(body), "curl.body");
-	th_path(head, sizeof(head), "curl.head");
-	th_path(code, sizeof(code), "curl.code");
-	th_path(req, sizeof(req), "curl.req");
-	remove(body);
-	remove(head);
-	if (data != NULL)
-		th_write_file(req, data);
-	snprintf(cmd, sizeof(cmd),
-	         "curl -s -g --max-time 20 -o '%s' -D '%s' -w '%%{http_code}' "
-	         "-X %s %s%s%s %s %s 'http://127.0.0.1:%d%s' > '%s'",
-	         body, head, method, data != NULL ? "--data-binary '@" : "",
-	         data != NULL ? req : "", data != NULL ? "'" : "",
-	         body_type(path, data, extra), extra != NULL ? extra : "", port,
-	         path, code);
-	const char *argv[] = {"sh", "-c", cmd, NULL};
-	th_run(argv, NULL, 30000);
-	char *c = th_read_file(code, NULL);
-	memset(r, 0, sizeof(*r));
-	r->status = atoi(c);
-	free(c);
-	r->body = th_read_file(body, NULL);
-	r->head = th_read_file(head, NULL);
-	r->json = cJSON_Parse(r->body);
-	return r->status;
-}
+/* One request expected to fail with status and a JSON error; one publish
+ * expected to answer {"id":N} (http.h). */
+#define EXPECT_HTTP_ERROR(port, method, path, data, extra, status)             \
+	th_expect_http_error(port, method, path, data, extra, status, 0,           \
+	                     __FILE__, __LINE__)
+#define EXPECT_PUBLISHED(port, path, data, extra)                              \
+	th_expect_published(port, path, data, extra, __FILE__, __LINE__)
 
 /* The request gets `status` and a JSON body {"error":"..."}. */
 #define EXPECT_ERROR(status_, r_)                                              \
 	do {                                                                       \
-		const struct resp *e_ = (r_);                                          \
+		const struct th_resp *e_ = (r_);                                          \
 		if (e_->status != (status_))                                           \
 			th_fail(__FILE__, __LINE__, "status %d, not %d: %s", e_->status,   \
 			        (status_), e_->body);                                      \
@@ -238,41 +186,7 @@ static int http(int port, const char *method, const char *path,
 		ASSERT_CONTAINS(e_->head, "Content-Type: application/json");           \
 	} while (0)
 
-/* One request expected to fail with status and a JSON error. */
-static void expect_error(int port, const char *method, const char *path,
-                         const char *data, const char *extra, int status,
-                         int line)
-{
-	struct resp r;
-	http(port, method, path, data, extra, &r);
-	const cJSON *m = cJSON_GetObjectItemCaseSensitive(r.json, "error");
-	if (r.status != status || !cJSON_IsString(m))
-		th_fail(__FILE__, line,
-		        "%s %s (%s): status %d, not %d with a JSON "
-		        "error: %s",
-		        method, path, data ? data : "", r.status, status, r.body);
-	resp_free(&r);
-}
-#define EXPECT_HTTP_ERROR(port, method, path, data, extra, status)             \
-	expect_error(port, method, path, data, extra, status, __LINE__)
 
-/* A successful publish: 200 and {"id":N} with N > 0. */
-static int expect_published(int port, const char *path, const char *data,
-                            const char *extra, int line)
-{
-	struct resp r;
-	http(port, "POST", path, data, extra, &r);
-	const cJSON *id = cJSON_GetObjectItemCaseSensitive(r.json, "id");
-	if (r.status != 200 || !cJSON_IsNumber(id) || id->valueint <= 0 ||
-	    cJSON_GetArraySize(r.json) != 1)
-		th_fail(__FILE__, line, "POST %s (%s): status %d: %s", path,
-		        data ? data : "", r.status, r.body);
-	int v = id->valueint;
-	resp_free(&r);
-	return v;
-}
-#define EXPECT_PUBLISHED(port, path, data, extra)                              \
-	expect_published(port, path, data, extra, __LINE__)
 
 /* ---- WebSocket with CivetWeb's client ------------------------------------ */
 
@@ -802,8 +716,8 @@ TEST_T(a_nul_in_the_raw_publish_path_gets_400_not_a_shortened_topic, 60)
 	th_sub_start(&sub, &b, "#", 0, NULL);
 	srv_start(&s, b.url, OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#"), 0);
 	/* "pub/x%00y" must not become a publish to "pub/x". */
-	struct resp r;
-	http(s.port, "POST", "/mqtt/publish/pub/x%00y", "nul", "--path-as-is", &r);
+	struct th_resp r;
+	th_http(s.port, "POST", "/mqtt/publish/pub/x%00y", "nul", "--path-as-is", &r);
 	EXPECT_PUBLISHED(s.port, "/mqtt/publish/pub/probe", "p", NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "pub/probe p") == 1, 10000));
 	char *got;
@@ -811,7 +725,7 @@ TEST_T(a_nul_in_the_raw_publish_path_gets_400_not_a_shortened_topic, 60)
 	ASSERT_NOT_CONTAINS(got, "pub/x nul");
 	free(got);
 	EXPECT_ERROR(400, &r);
-	resp_free(&r);
+	th_resp_free(&r);
 	th_sub_stop(&sub);
 	srv_stop(&s);
 }
@@ -837,8 +751,8 @@ TEST_T(raw_publish_topics_the_server_may_have_decoded_get_400_naming_the_json_ro
 	};
 	const char *ct = "-H 'Content-Type: application/octet-stream'";
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-		struct resp r;
-		http(s.port, "POST", paths[i], "x", ct, &r);
+		struct th_resp r;
+		th_http(s.port, "POST", paths[i], "x", ct, &r);
 		if (r.status != 400)
 			th_fail(__FILE__, __LINE__, "%s: status %d", paths[i], r.status);
 		/* CivetWeb master refuses control characters itself ("Invalid
@@ -848,7 +762,7 @@ TEST_T(raw_publish_topics_the_server_may_have_decoded_get_400_naming_the_json_ro
 			EXPECT_ERROR(400, &r);
 			ASSERT_CONTAINS(r.body, "POST /mqtt/publish and a JSON body");
 		}
-		resp_free(&r);
+		th_resp_free(&r);
 	}
 	/* The other routes with a topic in the path refuse them too. */
 	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/request/pub/a+b?timeout=1", "x",
@@ -875,7 +789,7 @@ TEST_T(denied_unknown_wrong_method_and_too_large_requests_get_their_status, 60)
 {
 	struct th_broker b;
 	struct srv s;
-	struct resp r;
+	struct th_resp r;
 	th_broker_start(&b, NULL);
 	srv_start(&s, b.url,
 	          OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#", "MQTT_BRIDGE_MAX_BODY",
@@ -890,22 +804,22 @@ TEST_T(denied_unknown_wrong_method_and_too_large_requests_get_their_status, 60)
 	EXPECT_HTTP_ERROR(s.port, "GET", "/mqtt", NULL, NULL, 404);
 	EXPECT_HTTP_ERROR(s.port, "GET", "/mqtt/status/x", NULL, NULL, 404);
 	/* 405 with an Allow header. */
-	http(s.port, "GET", "/mqtt/publish", NULL, NULL, &r);
+	th_http(s.port, "GET", "/mqtt/publish", NULL, NULL, &r);
 	EXPECT_ERROR(405, &r);
 	ASSERT_CONTAINS(r.head, "Allow: POST");
-	resp_free(&r);
-	http(s.port, "PUT", "/mqtt/publish/pub/x", "x", NULL, &r);
+	th_resp_free(&r);
+	th_http(s.port, "PUT", "/mqtt/publish/pub/x", "x", NULL, &r);
 	EXPECT_ERROR(405, &r);
 	ASSERT_CONTAINS(r.head, "Allow: POST");
-	resp_free(&r);
-	http(s.port, "DELETE", "/mqtt/status", NULL, NULL, &r);
+	th_resp_free(&r);
+	th_http(s.port, "DELETE", "/mqtt/status", NULL, NULL, &r);
 	EXPECT_ERROR(405, &r);
 	ASSERT_CONTAINS(r.head, "Allow: GET");
-	resp_free(&r);
-	http(s.port, "POST", "/mqtt/events?topic=pub/x", "x", NULL, &r);
+	th_resp_free(&r);
+	th_http(s.port, "POST", "/mqtt/events?topic=pub/x", "x", NULL, &r);
 	EXPECT_ERROR(405, &r);
 	ASSERT_CONTAINS(r.head, "Allow: GET");
-	resp_free(&r);
+	th_resp_free(&r);
 
 	/* 413: over BRIDGE_MAX_BODY, declared or chunked, both routes; exactly
 	 * the limit passes. */
@@ -926,10 +840,10 @@ TEST_T(denied_unknown_wrong_method_and_too_large_requests_get_their_status, 60)
 	EXPECT_PUBLISHED(s.port, "/mqtt/publish/pub/big", limit, NULL);
 
 	/* 426: the WebSocket route without an upgrade. */
-	http(s.port, "GET", "/mqtt/ws", NULL, NULL, &r);
+	th_http(s.port, "GET", "/mqtt/ws", NULL, NULL, &r);
 	EXPECT_ERROR(426, &r);
 	ASSERT_CONTAINS(r.head, "Upgrade: websocket");
-	resp_free(&r);
+	th_resp_free(&r);
 	ASSERT_EQ(st_num(&s, "counters.bridge_rejected"), 2);
 	ASSERT_EQ(st_num(&s, "counters.bridge_publishes"), 3);
 	srv_stop(&s);
@@ -1001,11 +915,11 @@ TEST_T(publishing_while_the_broker_is_down_with_buffering_off_gets_503, 60)
 	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish/pub/x", "down", NULL, 503);
 	WS_ERROR(&w, "{\"op\":\"publish\",\"topic\":\"pub/x\",\"id\":1}", 1, 503);
 	/* The status still answers, and says so. */
-	struct resp r;
-	ASSERT_EQ(http(s.port, "GET", "/mqtt/status", NULL, NULL, &r), 200);
+	struct th_resp r;
+	ASSERT_EQ(th_http(s.port, "GET", "/mqtt/status", NULL, NULL, &r), 200);
 	ASSERT(
 	    cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(r.json, "connected")));
-	resp_free(&r);
+	th_resp_free(&r);
 	/* Back again: publishing works again, and the browser's subscription
 	 * was renewed on the new broker (its log is appended to). */
 	th_broker_restart(&b);
@@ -1135,11 +1049,11 @@ static int try_subscribe(struct srv *s, struct wsc *w, const char *filter,
 		WS_ACK(w, json, id + 1000);
 		return 0; /* an allowed SSE stream would stay open: not tried */
 	}
-	struct resp r;
+	struct th_resp r;
 	snprintf(path, sizeof(path), "/mqtt/events?topic=%s", encoded);
-	http(s->port, "GET", path, NULL, NULL, &r);
+	th_http(s->port, "GET", path, NULL, NULL, &r);
 	EXPECT_ERROR(ws, &r);
-	resp_free(&r);
+	th_resp_free(&r);
 	return ws;
 }
 
@@ -1238,7 +1152,7 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	struct resp r;
+	struct th_resp r;
 	char htd[512], sse_out[512];
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "#", 0, NULL);
@@ -1256,12 +1170,12 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	    "--basic -u " USER ":" PASS,  /* not digest */
 	};
 	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
-		http(s.port, "GET", "/mqtt/status", NULL, refused[i], &r);
+		th_http(s.port, "GET", "/mqtt/status", NULL, refused[i], &r);
 		EXPECT_ERROR(401, &r);
 		ASSERT_CONTAINS(r.head, "WWW-Authenticate: Digest");
 		ASSERT_CONTAINS(r.head, "realm=\"" REALM "\"");
 		ASSERT_NOT_CONTAINS(r.body, "client_id");
-		resp_free(&r);
+		th_resp_free(&r);
 		EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish",
 		                  "{\"topic\":\"auth/x\",\"payload\":\"refused\"}",
 		                  refused[i], 401);
@@ -1280,11 +1194,11 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	th_raw_close(ws);
 	/* (The challenge comes from a plain request: see
 	 * a_websocket_upgrade_without_credentials_gets_a_digest_challenge.) */
-	http(s.port, "GET", "/mqtt/status", NULL, NULL, &r);
+	th_http(s.port, "GET", "/mqtt/status", NULL, NULL, &r);
 	ASSERT_EQ(r.status, 401);
 	head = r.head;
 	r.head = NULL;
-	resp_free(&r);
+	th_resp_free(&r);
 	ASSERT_EQ(st_num(&s, "counters.bridge_publishes"), 0);
 	ASSERT_EQ(st_num(&s, "gauges.bridge_clients"), 0);
 	ASSERT_EQ(nsubs(&s), 0);
@@ -1302,9 +1216,9 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	ASSERT_CONTAINS(frame, "\"op\":\"ack\"");
 
 	/* The right password: status, both publish routes, events. */
-	ASSERT_EQ(http(s.port, "GET", "/mqtt/status", NULL, good, &r), 200);
+	ASSERT_EQ(th_http(s.port, "GET", "/mqtt/status", NULL, good, &r), 200);
 	ASSERT(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r.json, "connected")));
-	resp_free(&r);
+	th_resp_free(&r);
 	th_path(sse_out, sizeof(sse_out), "sse-auth.out");
 	char url[256];
 	snprintf(url, sizeof(url),
@@ -1343,7 +1257,7 @@ TEST_T(path_tricks_never_bypass_auth_or_the_publish_allow_list, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s, open;
-	struct resp r;
+	struct th_resp r;
 	char htd[512];
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "#", 0, NULL);
@@ -1362,13 +1276,13 @@ TEST_T(path_tricks_never_bypass_auth_or_the_publish_allow_list, 60)
 	    "/mqtt/x/../status",
 	};
 	for (size_t i = 0; i < sizeof(tricks) / sizeof(tricks[0]); i++) {
-		http(s.port, "GET", tricks[i], NULL, "--path-as-is", &r);
+		th_http(s.port, "GET", tricks[i], NULL, "--path-as-is", &r);
 		if (r.status != 401 && r.status != 404)
 			th_fail(__FILE__, __LINE__, "GET %s: %d %s", tricks[i], r.status,
 			        r.body);
 		ASSERT_NOT_CONTAINS(r.body, "client_id");
 		ASSERT_NOT_CONTAINS(r.body, "subscriptions");
-		resp_free(&r);
+		th_resp_free(&r);
 	}
 	/* Spellings of a denied topic ("secret", outside pub/#), with and
 	 * without credentials, on a server with auth and on one without. */
@@ -1388,12 +1302,12 @@ TEST_T(path_tricks_never_bypass_auth_or_the_publish_allow_list, 60)
 		int ports[] = {s.port, s.port, open.port};
 		const char *extra[] = {"--path-as-is", good, "--path-as-is"};
 		for (int k = 0; k < 3; k++) {
-			http(ports[k], "POST", topics[i], "leak", extra[k], &r);
+			th_http(ports[k], "POST", topics[i], "leak", extra[k], &r);
 			if (r.status != 400 && r.status != 401 && r.status != 403 &&
 			    r.status != 404)
 				th_fail(__FILE__, __LINE__, "POST %s (%s): %d %s", topics[i],
 				        extra[k], r.status, r.body);
-			resp_free(&r);
+			th_resp_free(&r);
 		}
 	}
 	/* And through the JSON route's topic: never a path, just a name. */
@@ -1417,7 +1331,7 @@ TEST_T(the_right_password_works_for_percent_encoded_bridge_paths_too, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	struct resp r;
+	struct th_resp r;
 	char htd[512];
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "auth/#", 1, NULL);
@@ -1430,20 +1344,20 @@ TEST_T(the_right_password_works_for_percent_encoded_bridge_paths_too, 60)
 	/* A topic with a non-ASCII level is written percent-encoded by
 	 * browsers and curl; digest's uri is the encoded form. (A blank is
 	 * refused in the path: CivetWeb 1.16 turns '+' into one.) */
-	http(s.port, "POST", "/mqtt/publish/auth/k%C3%BCche", "on", good, &r);
+	th_http(s.port, "POST", "/mqtt/publish/auth/k%C3%BCche", "on", good, &r);
 	if (r.status != 200)
 		th_fail(__FILE__, __LINE__,
 		        "POST /mqtt/publish/auth/k%%C3%%BCche "
 		        "with the right password: %d %s",
 		        r.status, r.body);
-	resp_free(&r);
+	th_resp_free(&r);
 	ASSERT_EQ(th_sub_wait(&sub, 10000), 0);
 	char *got;
 	ASSERT_EQ(sub_lines(&sub, &got), 1);
 	ASSERT_STREQ(got, "auth/k\xc3\xbc" "che on");
 	free(got);
-	ASSERT_EQ(http(s.port, "GET", "/mqtt/%73tatus", NULL, good, &r), 200);
-	resp_free(&r);
+	ASSERT_EQ(th_http(s.port, "GET", "/mqtt/%73tatus", NULL, good, &r), 200);
+	th_resp_free(&r);
 	srv_stop(&s);
 }
 
@@ -2220,17 +2134,17 @@ TEST_T(properties_with_mqtt_3_1_1_get_400, 60)
 	struct th_sub sub;
 	struct srv s;
 	struct wsc w;
-	struct resp r;
+	struct th_resp r;
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "#", 0, NULL);
 	srv_start(&s, b.url, OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "v3/#"), 0);
-	http(s.port, "POST", "/mqtt/publish",
+	th_http(s.port, "POST", "/mqtt/publish",
 	     "{\"topic\":\"v3/x\",\"payload\":\"p\",\"properties\":{\"user\":"
 	     "{\"k\":\"v\"}}}",
 	     NULL, &r);
 	EXPECT_ERROR(400, &r);
 	ASSERT_CONTAINS(r.body, "PROTOCOL_VERSION 5");
-	resp_free(&r);
+	th_resp_free(&r);
 	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish",
 	                  "{\"topic\":\"v3/x\",\"payload\":\"p\",\"properties\":"
 	                  "{\"message_expiry\":10}}",
@@ -2256,7 +2170,7 @@ TEST_T(the_status_route_shows_the_bridge_and_never_a_secret, 60)
 {
 	struct th_broker b;
 	struct srv s;
-	struct resp r;
+	struct th_resp r;
 	char htd[512], sse_out[512], url[256], auth[1024];
 	th_broker_start(&b, NULL);
 	write_htdigest(htd, sizeof(htd), USER, PASS);
@@ -2271,11 +2185,11 @@ TEST_T(the_status_route_shows_the_bridge_and_never_a_secret, 60)
 	          0);
 	const char *good = "--digest -u " USER ":" PASS;
 	/* One browser of each kind, both authenticated. */
-	http(s.port, "GET", "/mqtt/status", NULL, NULL, &r);
+	th_http(s.port, "GET", "/mqtt/status", NULL, NULL, &r);
 	ASSERT_EQ(r.status, 401);
 	struct th_raw *ws = th_raw_connect(s.port, 0);
 	digest_answer(auth, sizeof(auth), r.head, "GET", "/mqtt/ws", USER, PASS);
-	resp_free(&r);
+	th_resp_free(&r);
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port, auth, NULL, 0), 101);
 	th_path(sse_out, sizeof(sse_out), "sse.out");
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/mqtt/events?topic=st/x",
@@ -2288,7 +2202,7 @@ TEST_T(the_status_route_shows_the_bridge_and_never_a_secret, 60)
 	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish/other", "1", good, 403);
 	ASSERT(WAIT_UNTIL(th_count_lines(sse_out, "data: ") == 1, 10000));
 
-	ASSERT_EQ(http(s.port, "GET", "/mqtt/status", NULL, good, &r), 200);
+	ASSERT_EQ(th_http(s.port, "GET", "/mqtt/status", NULL, good, &r), 200);
 	ASSERT_CONTAINS(r.head, "Content-Type: application/json");
 	cJSON *o = r.json;
 	ASSERT(o != NULL);
@@ -2312,7 +2226,7 @@ TEST_T(the_status_route_shows_the_bridge_and_never_a_secret, 60)
 	ASSERT_NOT_CONTAINS(r.body, PASS);
 	ASSERT_NOT_CONTAINS(r.body, USER ":" REALM);
 	ASSERT_CONTAINS(r.body, "\"password\":\"***\"");
-	resp_free(&r);
+	th_resp_free(&r);
 	/* The in-process status agrees on the secrets. */
 	cJSON *st = status_obj(&s);
 	char *text = cJSON_PrintUnformatted(st);
@@ -2439,7 +2353,7 @@ TEST_T(http_requests_get_their_mqtt5_replies_many_at_once_or_504, 90)
 {
 	struct th_broker b;
 	struct srv s;
-	struct resp r;
+	struct th_resp r;
 	struct responder x;
 	th_broker_start(&b, NULL);
 	responder_start(&x, &b, 1);
@@ -2450,14 +2364,14 @@ TEST_T(http_requests_get_their_mqtt5_replies_many_at_once_or_504, 90)
 	               "rpc/#", "MQTT_BRIDGE_MAX_CLIENTS", "48"),
 	          64);
 
-	ASSERT_EQ(http(s.port, "POST", "/mqtt/request/rpc/echo", "hello", NULL, &r),
+	ASSERT_EQ(th_http(s.port, "POST", "/mqtt/request/rpc/echo", "hello", NULL, &r),
 	          200);
 	ASSERT_STREQ(r.body, "echo:hello");
 	/* The reply's MQTT 5 content type is the response's only from the
 	 * allow list: text/x-answer goes out as application/octet-stream. */
 	ASSERT_CONTAINS(r.head, "Content-Type: application/octet-stream");
 	ASSERT_CONTAINS(r.head, "X-Content-Type-Options: nosniff");
-	resp_free(&r);
+	th_resp_free(&r);
 	/* The request went out with a response topic under the client id and
 	 * the id as correlation data; the reply filter is the library's own. */
 	ASSERT_EQ(x.answered, 1);
@@ -2492,11 +2406,11 @@ TEST_T(http_requests_get_their_mqtt5_replies_many_at_once_or_504, 90)
 
 	/* Nobody answers: 504 after the timeout asked for. */
 	int64_t t0 = th_now_ms();
-	http(s.port, "POST", "/mqtt/request/rpc/silent?timeout=0.3", "x", NULL, &r);
+	th_http(s.port, "POST", "/mqtt/request/rpc/silent?timeout=0.3", "x", NULL, &r);
 	int64_t took = th_now_ms() - t0;
 	EXPECT_ERROR(504, &r);
 	ASSERT_CONTAINS(r.body, "no reply within 0.300 s");
-	resp_free(&r);
+	th_resp_free(&r);
 	ASSERT_GE(took, 300);
 	ASSERT_EQ(st_num(&s, "counters.requests_replied"), 41);
 	ASSERT_EQ(st_num(&s, "counters.requests_timed_out"), 1);
@@ -2510,7 +2424,7 @@ TEST_T(mqtt311_requests_carry_a_json_envelope_a_shell_peer_can_answer, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	struct resp r;
+	struct th_resp r;
 	th_broker_start(&b, NULL);
 	srv_start(&s, b.url, OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "rpc/#"), 0);
 	/* mosquitto_sub sees the request; the test answers with mosquitto_pub. */
@@ -2560,9 +2474,9 @@ TEST_T(mqtt311_requests_carry_a_json_envelope_a_shell_peer_can_answer, 60)
 	snprintf(arg, sizeof(arg),
 	         "-H 'Content-Type: application/octet-stream' --data-binary '@%s'",
 	         bin);
-	http(s.port, "POST", "/mqtt/request/rpc/bin?timeout=0.5", NULL, arg, &r);
+	th_http(s.port, "POST", "/mqtt/request/rpc/bin?timeout=0.5", NULL, arg, &r);
 	EXPECT_ERROR(504, &r);
-	resp_free(&r);
+	th_resp_free(&r);
 	ASSERT_EQ(th_sub_wait(&sub, 10000), 0);
 	char *all = th_read_file(sub.out, NULL);
 	ASSERT_CONTAINS(all, "\"payload\":\"AQD+\",\"base64\":true");
@@ -2574,7 +2488,7 @@ TEST_T(a_late_reply_is_dropped_and_counted_and_timeouts_are_bounded, 60)
 {
 	struct th_broker b;
 	struct srv s;
-	struct resp r;
+	struct th_resp r;
 	struct responder x;
 	th_broker_start(&b, NULL);
 	responder_start(&x, &b, 0);
@@ -2585,22 +2499,22 @@ TEST_T(a_late_reply_is_dropped_and_counted_and_timeouts_are_bounded, 60)
 	/* 60 s asked for, 1 s allowed: 504 after about a second. */
 	atomic_store(&x.delay_ms, 2500);
 	int64_t t0 = th_now_ms();
-	http(s.port, "POST", "/mqtt/request/rpc/slow?timeout=60", "a", NULL, &r);
+	th_http(s.port, "POST", "/mqtt/request/rpc/slow?timeout=60", "a", NULL, &r);
 	int64_t took = th_now_ms() - t0;
 	EXPECT_ERROR(504, &r);
 	ASSERT_CONTAINS(r.body, "no reply within 1.000 s");
-	resp_free(&r);
+	th_resp_free(&r);
 	ASSERT_GE(took, 1000);
 	ASSERT_LT(took, 2500); /* bounded: the answer comes at 2.5 s */
 	/* The late answer arrives, matches nothing, and is counted. */
 	ASSERT(WAIT_UNTIL(st_num(&s, "counters.late_replies") == 1, 10000));
 	/* The next request gets its own answer, not the late one. */
 	atomic_store(&x.delay_ms, 0);
-	ASSERT_EQ(http(s.port, "POST", "/mqtt/request/rpc/fast", "b", NULL, &r),
+	ASSERT_EQ(th_http(s.port, "POST", "/mqtt/request/rpc/fast", "b", NULL, &r),
 	          200);
 	ASSERT_STREQ(r.body, "fast:b");
 	ASSERT_CONTAINS(r.head, "Content-Type: text/plain; charset=utf-8");
-	resp_free(&r);
+	th_resp_free(&r);
 	ASSERT_EQ(st_num(&s, "counters.requests_replied"), 1);
 	ASSERT_EQ(st_num(&s, "counters.requests_timed_out"), 1);
 	ASSERT_EQ(st_num(&s, "counters.late_replies"), 1);
@@ -2687,16 +2601,16 @@ TEST_T(the_c_request_call_answers_a_civetweb_handler_and_stop_wakes_waiters,
 {
 	struct th_broker b;
 	struct srv s;
-	struct resp r;
+	struct th_resp r;
 	struct responder x;
 	struct mg_mqtt_reply rep;
 	th_broker_start(&b, NULL);
 	responder_start(&x, &b, 1);
 	srv_start(&s, b.url, OPTS("MQTT_PROTOCOL_VERSION", "5"), 0);
 	mg_set_request_handler(s.ctx, "/app/rpc", app_rpc_handler, NULL);
-	ASSERT_EQ(http(s.port, "GET", "/app/rpc", NULL, NULL, &r), 200);
+	ASSERT_EQ(th_http(s.port, "GET", "/app/rpc", NULL, NULL, &r), 200);
 	ASSERT_STREQ(r.body, "app:from-c");
-	resp_free(&r);
+	th_resp_free(&r);
 
 	/* Errors come back at once, *reply all NULL. */
 	ASSERT_EQ(mg_mqtt_request(s.c, "rpc/x", "a", 1, 0, 0, &rep),
@@ -2742,10 +2656,10 @@ TEST_T(the_c_request_call_answers_a_civetweb_handler_and_stop_wakes_waiters,
 static int last_of(struct srv *s, const char *topic, char *payload, size_t len,
                    int *retain)
 {
-	struct resp r;
+	struct th_resp r;
 	char path[512];
 	snprintf(path, sizeof(path), "/mqtt/last/%s", topic);
-	int st = http(s->port, "GET", path, NULL, NULL, &r);
+	int st = th_http(s->port, "GET", path, NULL, NULL, &r);
 	if (st == 200) {
 		ASSERT(str_is(r.json, "topic", topic));
 		const cJSON *p = cJSON_GetObjectItemCaseSensitive(r.json, "payload");
@@ -2760,7 +2674,7 @@ static int last_of(struct srv *s, const char *topic, char *payload, size_t len,
 	} else {
 		EXPECT_ERROR(st, &r);
 	}
-	resp_free(&r);
+	th_resp_free(&r);
 	return st;
 }
 
@@ -2768,10 +2682,10 @@ static int last_of(struct srv *s, const char *topic, char *payload, size_t len,
 static int last_list(struct srv *s, const char *filter_enc, char *out,
                      size_t len)
 {
-	struct resp r;
+	struct th_resp r;
 	char path[512];
 	snprintf(path, sizeof(path), "/mqtt/last?filter=%s", filter_enc);
-	int st = http(s->port, "GET", path, NULL, NULL, &r);
+	int st = th_http(s->port, "GET", path, NULL, NULL, &r);
 	out[0] = '\0';
 	if (st == 200) {
 		const cJSON *v = cJSON_GetObjectItemCaseSensitive(r.json, "values"), *e;
@@ -2786,7 +2700,7 @@ static int last_list(struct srv *s, const char *filter_enc, char *out,
 	} else {
 		EXPECT_ERROR(st, &r);
 	}
-	resp_free(&r);
+	th_resp_free(&r);
 	return st;
 }
 
@@ -2818,11 +2732,11 @@ TEST_T(last_values_are_kept_per_topic_bounded_and_behind_the_allow_list, 60)
 	ASSERT_EQ(last_of(&s, "lv/a", v, sizeof(v), &retain), 200);
 	ASSERT_STREQ(v, "1b");
 	ASSERT_EQ(retain, 0);
-	struct resp r;
-	ASSERT_EQ(http(s.port, "GET", "/mqtt/last/lv/bin", NULL, NULL, &r), 200);
+	struct th_resp r;
+	ASSERT_EQ(th_http(s.port, "GET", "/mqtt/last/lv/bin", NULL, NULL, &r), 200);
 	ASSERT(str_is(r.json, "payload", "AQD/"));
 	ASSERT(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r.json, "base64")));
-	resp_free(&r);
+	th_resp_free(&r);
 	/* Three kept: lv/kept, updated least recently, went first; lv/b
 	 * (updated before lv/a) is next. */
 	ASSERT_EQ(last_of(&s, "lv/kept", v, sizeof(v), NULL), 404);
@@ -3052,7 +2966,7 @@ TEST_T(metrics_are_strict_prometheus_text_for_every_client_of_the_server, 60)
 {
 	struct th_broker b;
 	struct srv s;
-	struct resp r;
+	struct th_resp r;
 	struct rec r2;
 	char err[512];
 	static struct metrics m;
@@ -3074,14 +2988,14 @@ TEST_T(metrics_are_strict_prometheus_text_for_every_client_of_the_server, 60)
 	EXPECT_PUBLISHED(s.port, "/mqtt/publish/mx/b", "2", NULL);
 	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish/nope", "1", NULL, 403);
 	ASSERT(WAIT_UNTIL(rec_find(&s.r, "mx/b", "2") >= 0, 10000));
-	http(s.port, "POST", "/mqtt/request/mx/nobody?timeout=0.2", "q", NULL, &r);
+	th_http(s.port, "POST", "/mqtt/request/mx/nobody?timeout=0.2", "q", NULL, &r);
 	EXPECT_ERROR(504, &r);
-	resp_free(&r);
+	th_resp_free(&r);
 	struct wsc w;
 	ASSERT_EQ(wsc_open(&w, s.port), 0);
 	ASSERT(WAIT_UNTIL(st_num(&s, "gauges.bridge_clients") == 1, 10000));
 
-	ASSERT_EQ(http(s.port, "GET", "/mqtt/metrics", NULL, NULL, &r), 200);
+	ASSERT_EQ(th_http(s.port, "GET", "/mqtt/metrics", NULL, NULL, &r), 200);
 	ASSERT_CONTAINS(r.head,
 	                "Content-Type: text/plain; version=0.0.4; charset=utf-8");
 	metrics_parse(r.body, &m);
@@ -3130,16 +3044,16 @@ TEST_T(metrics_are_strict_prometheus_text_for_every_client_of_the_server, 60)
 	ASSERT(!has_metric(&m, "civetweb_mqtt_bridge_publishes_total", c2l));
 	ASSERT(has_metric(&m, "civetweb_mqtt_requests_total",
 	                  "client=\"MQTT2\",outcome=\"failed\""));
-	resp_free(&r);
+	th_resp_free(&r);
 	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/metrics", "x", NULL, 405);
 
 	/* A stopped client leaves the output; the parser still agrees. */
 	mg_mqtt_stop(c2);
 	rec_free(&r2);
-	ASSERT_EQ(http(s.port, "GET", "/mqtt/metrics", NULL, NULL, &r), 200);
+	ASSERT_EQ(th_http(s.port, "GET", "/mqtt/metrics", NULL, NULL, &r), 200);
 	metrics_parse(r.body, &m);
 	ASSERT(!has_metric(&m, "civetweb_mqtt_connected", c2l));
-	resp_free(&r);
+	th_resp_free(&r);
 	wsc_close(&w);
 	srv_stop(&s);
 }

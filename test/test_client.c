@@ -9,21 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct mg_mqtt *client_with(struct rec *r, const char *prefix)
-{
-	struct mg_mqtt *c = mg_mqtt_create(prefix);
-	ASSERT(c != NULL);
-	rec_init(r);
-	rec_attach(c, r);
-	return c;
-}
-
 TEST(anonymous_connect_calls_connect_handler_and_reports_connected)
 {
 	struct th_broker b;
 	struct rec r;
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, opts);
 	ASSERT(mg_mqtt_is_connected(c));
@@ -42,7 +33,7 @@ TEST(publish_reaches_mosquitto_sub_at_each_qos_with_acks)
 	struct rec r;
 	th_broker_start(&b, NULL);
 	th_sub_start(&s, &b, "cwm/pub/#", 3, "-q 2");
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, opts);
 	int id0 = mg_mqtt_publish(c, "cwm/pub/0", "zero", 4, 0, 0);
@@ -75,7 +66,7 @@ TEST(subscribe_receives_mosquitto_pub_messages_with_qos_and_retain)
 	struct rec r;
 	th_broker_start(&b, NULL);
 	th_pub(&b, "cwm/ret/a", "kept", 1, 1, NULL);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, opts);
 	int sid = mg_mqtt_subscribe(c, "cwm/ret/#", 2);
@@ -104,7 +95,7 @@ TEST(every_matching_topic_handler_runs_in_order_and_catch_all_only_when_none)
 	struct rec r;
 	struct rec_tag t1, t2, t3;
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	t1 = (struct rec_tag){&r, 1};
 	t2 = (struct rec_tag){&r, 2};
 	t3 = (struct rec_tag){&r, 3};
@@ -184,7 +175,7 @@ TEST(inline_handlers_run_on_paho_thread_and_queue_nothing_alone)
 	memset(&x, 0, sizeof(x));
 	pthread_mutex_init(&x.mu, NULL);
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	ASSERT_EQ(mg_mqtt_on_topic_inline(c, "home/{room}/temp", inl_cb, &x), 0);
 	ASSERT_EQ(mg_mqtt_on_topic_inline(c, NULL, inl_cb, &x),
 	          MG_MQTT_ERR_INVALID);
@@ -219,7 +210,7 @@ TEST(inline_handlers_run_on_paho_thread_and_queue_nothing_alone)
 	struct rec r2;
 	struct rec_tag t1;
 	x.n = 0;
-	c = client_with(&r2, NULL);
+	c = rec_client(&r2, NULL);
 	t1 = (struct rec_tag){&r2, 1};
 	ASSERT_EQ(mg_mqtt_on_topic_inline(c, "home/+/temp", inl_cb, &x), 0);
 	ASSERT_EQ(mg_mqtt_on_topic(c, "home/#", rec_on_topic_cb, &t1), 0);
@@ -272,7 +263,7 @@ TEST(named_levels_subscribe_as_plus_and_handlers_read_them_by_name)
 	struct named a = {PTHREAD_MUTEX_INITIALIZER, {{0}}, 0};
 	struct named h = {PTHREAD_MUTEX_INITIALIZER, {{0}}, 0};
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	ASSERT_EQ(mg_mqtt_on_topic(c, "home/{room}/{sensor}", named_cb, &a), 0);
 	ASSERT_EQ(mg_mqtt_on_topic(c, "home/{room}/#", named_cb, &h), 0);
 	/* The SUBSCRIBE option takes named levels too. */
@@ -320,7 +311,7 @@ TEST(unsubscribe_and_unsubscribe_all_stop_delivery_and_are_acknowledged)
 	struct th_broker b;
 	struct rec r;
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, opts);
 	ASSERT_GT(mg_mqtt_subscribe(c, "u/a", 0), 0);
@@ -390,7 +381,7 @@ TEST_T(thirty_two_threads_publishing_qos1_lose_nothing, 90)
 	th_broker_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
 	                    "max_queued_messages 0\n");
 	th_sub_start(&s, &b, "flood/#", THREADS * EACH, "-q 1");
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, opts);
 	pthread_t t[THREADS];
@@ -437,7 +428,7 @@ TEST(status_json_reports_state_counters_and_masks_the_password)
 	                    "Tr0ub4dor&3", NULL};
 	ASSERT_EQ(th_run(mk, NULL, 10000), 0);
 	th_broker_start(&b, conf);
-	struct mg_mqtt *c = client_with(&r, "Status");
+	struct mg_mqtt *c = rec_client(&r, "Status");
 	const char *opts[] = {"STATUS_BROKER_URL", b.url, "status_username",
 	                      "alice", "Status_Password", "Tr0ub4dor&3",
 	                      "STATUS_CLIENT_ID", "status-test", NULL};

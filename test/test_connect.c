@@ -19,26 +19,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static struct mg_mqtt *client_with(struct rec *r, const char *prefix)
-{
-	struct mg_mqtt *c = mg_mqtt_create(prefix);
-	ASSERT(c != NULL);
-	rec_init(r);
-	rec_attach(c, r);
-	return c;
-}
-
-/* The client's status JSON, malloc()ed. */
-static char *status_of(struct mg_mqtt *c)
-{
-	int n = mg_mqtt_status(c, NULL, 0);
-	ASSERT_GT(n, 0);
-	char *buf = malloc((size_t)n + 1);
-	ASSERT(buf != NULL);
-	ASSERT_EQ(mg_mqtt_status(c, buf, (size_t)n + 1), n);
-	return buf;
-}
-
 /* 1 when some log line starts with `start` and contains `needle`. */
 static int rec_log_line(struct rec *r, const char *start, const char *needle)
 {
@@ -96,22 +76,6 @@ static void assert_secret_hidden(struct rec *r, const char *err,
 {
 	ASSERT_NOT_CONTAINS(r->log, secret);
 	ASSERT_NOT_CONTAINS(err, secret);
-}
-
-/* A broker that knows one user and refuses anonymous clients. */
-static void password_broker(struct th_broker *b, const char *user,
-                            const char *password)
-{
-	char conf[1024], pw[512];
-	th_path(pw, sizeof(pw), "passwd");
-	const char *mk[] = {"mosquitto_passwd", "-b", "-c", pw, user, password,
-	                    NULL};
-	ASSERT_EQ(th_run(mk, NULL, 10000), 0);
-	snprintf(conf, sizeof(conf),
-	         "listener {PORT} 127.0.0.1\nallow_anonymous false\n"
-	         "password_file %s\n",
-	         pw);
-	th_broker_start(b, conf);
 }
 
 /* A TLS broker with th_make_certs()'s CA and the named server certificate. */
@@ -238,14 +202,14 @@ TEST(username_and_password_connect_and_a_wrong_password_fails_start_as_refused)
 	struct th_broker b;
 	struct rec r, r2;
 	char err[1024] = "";
-	password_broker(&b, "alice", good);
+	th_broker_start_password(&b, "alice", good);
 
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "alice",
 	                      "MQTT_PASSWORD", good, NULL};
 	rec_start(c, opts);
 	ASSERT(mg_mqtt_is_connected(c));
-	char *st = status_of(c);
+	char *st = rec_status(c);
 	ASSERT_CONTAINS(st, "\"password\":\"***\"");
 	ASSERT_NOT_CONTAINS(st, good);
 	free(st);
@@ -255,7 +219,7 @@ TEST(username_and_password_connect_and_a_wrong_password_fails_start_as_refused)
 	rec_free(&r);
 
 	/* Synchronous start: the refusal is start's result. */
-	struct mg_mqtt *c2 = client_with(&r2, NULL);
+	struct mg_mqtt *c2 = rec_client(&r2, NULL);
 	const char *opts2[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "alice",
 	                       "MQTT_PASSWORD", bad, NULL};
 	ASSERT_EQ(mg_mqtt_start(c2, NULL, opts2, err, sizeof(err)),
@@ -278,8 +242,8 @@ TEST(wrong_password_with_connect_async_starts_and_reports_the_refusal)
 	static const char bad[] = "N0t-The-Pass-1";
 	struct th_broker b;
 	struct rec r;
-	password_broker(&b, "bob", "The-Real-One-2");
-	struct mg_mqtt *c = client_with(&r, NULL);
+	th_broker_start_password(&b, "bob", "The-Real-One-2");
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "bob",
 	                      "MQTT_PASSWORD", bad, "MQTT_CONNECT_ASYNC", "true",
 	                      NULL};
@@ -289,7 +253,7 @@ TEST(wrong_password_with_connect_async_starts_and_reports_the_refusal)
 	ASSERT_EQ(REC(&r, last_reason), 5);
 	ASSERT_EQ(REC(&r, last_error), MG_MQTT_ERR_REFUSED);
 	ASSERT(!mg_mqtt_is_connected(c));
-	char *st = status_of(c);
+	char *st = rec_status(c);
 	ASSERT_CONTAINS(st, "\"connected\":false");
 	ASSERT_NOT_CONTAINS(st, bad);
 	free(st);
@@ -304,8 +268,8 @@ TEST(mqtt5_wrong_password_is_refused_with_an_mqtt5_reason_code)
 	struct th_broker b;
 	struct rec r;
 	char err[1024];
-	password_broker(&b, "carol", "Good-Pass-5");
-	struct mg_mqtt *c = client_with(&r, NULL);
+	th_broker_start_password(&b, "carol", "Good-Pass-5");
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "carol",
 	                      "MQTT_PASSWORD", bad, "MQTT_PROTOCOL_VERSION", "5",
 	                      NULL};
@@ -330,16 +294,16 @@ TEST(password_file_supplies_the_password_without_its_trailing_newline)
 	struct th_broker b;
 	struct rec r;
 	char path[512], text[64];
-	password_broker(&b, "dave", pw);
+	th_broker_start_password(&b, "dave", pw);
 	th_path(path, sizeof(path), "mqtt-password");
 	snprintf(text, sizeof(text), "%s\n", pw);
 	th_write_file(path, text);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "dave",
 	                      "MQTT_PASSWORD_FILE", path, NULL};
 	rec_start(c, opts);
 	ASSERT(mg_mqtt_is_connected(c));
-	char *st = status_of(c);
+	char *st = rec_status(c);
 	ASSERT_NOT_CONTAINS(st, pw);
 	free(st);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
@@ -360,12 +324,12 @@ TEST_T(tls_right_ca_connects_and_a_wrong_ca_fails_with_a_tls_log_line, 60)
 	th_path(ca, sizeof(ca), "ca.crt");
 	th_path(other, sizeof(other), "other-ca.crt");
 
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
 	                      NULL};
 	rec_start(c, opts);
 	ASSERT(mg_mqtt_is_connected(c));
-	char *st = status_of(c);
+	char *st = rec_status(c);
 	ASSERT_CONTAINS(st, "\"tls\":true");
 	free(st);
 	/* Messages really flow over the TLS connection. */
@@ -376,7 +340,7 @@ TEST_T(tls_right_ca_connects_and_a_wrong_ca_fails_with_a_tls_log_line, 60)
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	rec_free(&r);
 
-	struct mg_mqtt *c2 = client_with(&r2, NULL);
+	struct mg_mqtt *c2 = rec_client(&r2, NULL);
 	const char *opts2[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", other,
 	                       NULL};
 	int rc = mg_mqtt_start(c2, NULL, opts2, err, sizeof(err));
@@ -400,7 +364,7 @@ TEST_T(tls_host_name_mismatch_is_refused_unless_tls_insecure, 60)
 	th_path(ca, sizeof(ca), "ca.crt");
 
 	/* Trusted CA, but the certificate names example.invalid only. */
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
 	                      NULL};
 	int rc = mg_mqtt_start(c, NULL, opts, err, sizeof(err));
@@ -409,7 +373,7 @@ TEST_T(tls_host_name_mismatch_is_refused_unless_tls_insecure, 60)
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	rec_free(&r);
 
-	struct mg_mqtt *c2 = client_with(&r2, NULL);
+	struct mg_mqtt *c2 = rec_client(&r2, NULL);
 	const char *opts2[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
 	                       "MQTT_TLS_INSECURE", "true", NULL};
 	rec_start(c2, opts2);
@@ -435,7 +399,7 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	th_path(enc, sizeof(enc), "client-enc.key");
 
 	/* No client certificate: the broker ends the handshake. */
-	struct mg_mqtt *c1 = client_with(&r1, NULL);
+	struct mg_mqtt *c1 = rec_client(&r1, NULL);
 	const char *o1[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
 	                    "MQTT_CONNECTION_TIMEOUT", "3", NULL};
 	int rc = mg_mqtt_start(c1, NULL, o1, err, sizeof(err));
@@ -444,7 +408,7 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	ASSERT_EQ(mg_mqtt_stop(c1), 0);
 	rec_free(&r1);
 
-	struct mg_mqtt *c2 = client_with(&r2, NULL);
+	struct mg_mqtt *c2 = rec_client(&r2, NULL);
 	const char *o2[] = {"MQTT_BROKER_URL", url,   "MQTT_TLS_CA_CERTS", ca,
 	                    "MQTT_TLS_CERTFILE", crt, "MQTT_TLS_KEYFILE",  key,
 	                    NULL};
@@ -453,7 +417,7 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	ASSERT_EQ(mg_mqtt_stop(c2), 0);
 	rec_free(&r2);
 
-	struct mg_mqtt *c3 = client_with(&r3, NULL);
+	struct mg_mqtt *c3 = rec_client(&r3, NULL);
 	const char *o3[] = {"MQTT_BROKER_URL", url,
 	                    "MQTT_TLS_CA_CERTS", ca,
 	                    "MQTT_TLS_CERTFILE", crt,
@@ -462,7 +426,7 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	                    NULL};
 	rec_start(c3, o3);
 	ASSERT(mg_mqtt_is_connected(c3));
-	char *st = status_of(c3);
+	char *st = rec_status(c3);
 	ASSERT_NOT_CONTAINS(st, pass);
 	free(st);
 	ASSERT_EQ(mg_mqtt_stop(c3), 0);
@@ -483,7 +447,7 @@ TEST_T(tls_version_choices_and_tls_enabled_with_a_bare_host_connect, 60)
 
 	static const char *const versions[] = {"tlsv1.2", "auto"};
 	for (int i = 0; i < 2; i++) {
-		struct mg_mqtt *c = client_with(&r, NULL);
+		struct mg_mqtt *c = rec_client(&r, NULL);
 		const char *o[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
 		                   "MQTT_TLS_VERSION", versions[i], NULL};
 		rec_start(c, o);
@@ -493,7 +457,7 @@ TEST_T(tls_version_choices_and_tls_enabled_with_a_bare_host_connect, 60)
 	}
 
 	/* TLS from TLS_ENABLED: the bare host becomes ssl://host:port. */
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",  "127.0.0.1", "MQTT_BROKER_PORT",
 	                   port,               "MQTT_TLS_ENABLED", "true",
 	                   "MQTT_TLS_CA_CERTS", ca,         NULL};
@@ -546,20 +510,20 @@ TEST(websocket_transport_works_with_a_bare_host_and_port_and_with_a_ws_url)
 	snprintf(port2, sizeof(port2), "%d", b.port2);
 	snprintf(url, sizeof(url), "ws://127.0.0.1:%d", b.port2);
 
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_TRANSPORT", "websockets", "MQTT_BROKER_URL",
 	                   "127.0.0.1", "MQTT_BROKER_PORT", port2, NULL};
 	rec_start(c, o);
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_CONTAINS(r.last_broker, "ws://127.0.0.1:");
-	char *st = status_of(c);
+	char *st = rec_status(c);
 	ASSERT_CONTAINS(st, "\"transport\":\"websockets\"");
 	free(st);
 	ws_roundtrip(&b, c, &r, "host");
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	rec_free(&r);
 
-	struct mg_mqtt *c2 = client_with(&r2, NULL);
+	struct mg_mqtt *c2 = rec_client(&r2, NULL);
 	const char *o2[] = {"MQTT_BROKER_URL", url, NULL};
 	rec_start(c2, o2);
 	ASSERT(WAIT_UNTIL(REC(&r2, connects) == 1, 5000));
@@ -583,13 +547,13 @@ static void protocol_roundtrip(const char *version, const char *client_id,
 	char needle[128];
 	th_broker_start(&b, NULL);
 	th_sub_start(&s, &b, "pv/out", 1, "-q 1");
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
 	                   version, "MQTT_CLIENT_ID", client_id, NULL};
 	rec_start(c, o);
 	snprintf(needle, sizeof(needle), "as %s (%s,", client_id, wire);
 	ASSERT(WAIT_UNTIL(th_count_lines(b.log, needle) == 1, 5000));
-	char *st = status_of(c);
+	char *st = rec_status(c);
 	snprintf(needle, sizeof(needle), "\"protocol\":\"%s\"", status_name);
 	ASSERT_CONTAINS(st, needle);
 	free(st);
@@ -652,7 +616,7 @@ TEST(mqtt5_publish_properties_reach_mosquitto_sub)
 	struct rec r;
 	th_broker_start(&b, NULL);
 	th_sub_start(&s, &b, "p5/#", 1, "-V mqttv5 -F %t|%p|%P|%C|%D|%E|%F|%R");
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
 	                   NULL};
 	rec_start(c, o);
@@ -676,8 +640,8 @@ TEST(mqtt5_publish_properties_reach_a_second_mqtt5_clients_handler)
 	struct th_broker b;
 	struct rec rs, rr;
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *rx = client_with(&rr, "RX");
-	struct mg_mqtt *tx = client_with(&rs, "TX");
+	struct mg_mqtt *rx = rec_client(&rr, "RX");
+	struct mg_mqtt *tx = rec_client(&rs, "TX");
 	const char *o[] = {"RX_BROKER_URL", b.url, "RX_PROTOCOL_VERSION", "5",
 	                   "TX_BROKER_URL", b.url, "TX_PROTOCOL_VERSION", "5",
 	                   NULL};
@@ -710,7 +674,7 @@ TEST(mqtt311_publish_props_refuses_any_property_and_accepts_none)
 	struct rec r;
 	th_broker_start(&b, NULL);
 	th_sub_start(&s, &b, "p3/#", 2, NULL);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, o);
 
@@ -783,7 +747,7 @@ TEST(mqtt5_reason_codes_from_the_broker_reach_subscribe_and_publish_handlers)
 	struct th_broker b;
 	struct rec r;
 	acl_broker(&b);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
 	                   NULL};
 	rec_start(c, o);
@@ -818,7 +782,7 @@ TEST(mqtt311_refused_subscription_reports_suback_code_0x80)
 	struct th_broker b;
 	struct rec r;
 	acl_broker(&b);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, o);
 	int denied = mg_mqtt_subscribe(c, "acl/secret/x", 2);
@@ -839,7 +803,7 @@ TEST(client_publishes_at_each_qos_and_retained_messages_reach_later_subscribers)
 	int n;
 	th_broker_start(&b, NULL);
 	th_sub_start(&live, &b, "qr/live/#", 3, "-q 2 -F %q|%r|%t|%p");
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, o);
 
@@ -897,7 +861,7 @@ TEST(client_receives_each_qos_and_retained_messages_with_their_flags)
 	th_broker_start(&b, NULL);
 	th_pub(&b, "qb/kept/1", "old-1", 1, 1, NULL);
 	th_pub(&b, "qb/kept/2", "old-2", 2, 1, NULL);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, o);
 	ASSERT_EQ(sub_code(&r, mg_mqtt_subscribe(c, "qb/#", 2)), 2);
@@ -974,7 +938,7 @@ TEST(last_will_is_not_published_after_a_clean_stop)
 	int n;
 	th_broker_start(&b, NULL);
 	th_sub_start(&s, &b, "lw2/will", 0, "-q 1 -t lw2/probe");
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",        b.url,
 	                   "MQTT_LAST_WILL_TOPIC",   "lw2/will",
 	                   "MQTT_LAST_WILL_MESSAGE", "gone",
@@ -1007,7 +971,7 @@ TEST_T(birth_message_is_published_on_connect_and_again_after_a_broker_restart,
 	struct rec r;
 	th_broker_start(&b, NULL);
 	th_sub_start(&first, &b, "bt/dev/status", 1, "-q 1 -F %q|%t|%p");
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",    b.url,
 	                   "MQTT_BIRTH_TOPIC",   "bt/dev/status",
 	                   "MQTT_BIRTH_MESSAGE", "online",
@@ -1092,9 +1056,9 @@ TEST(shared_group_sends_share_filters_and_members_split_the_messages)
 	struct th_broker b;
 	struct rec r1, r2, rp;
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *w1 = client_with(&r1, "W1");
-	struct mg_mqtt *w2 = client_with(&r2, "W2");
-	struct mg_mqtt *pub = client_with(&rp, "PUB");
+	struct mg_mqtt *w1 = rec_client(&r1, "W1");
+	struct mg_mqtt *w2 = rec_client(&r2, "W2");
+	struct mg_mqtt *pub = rec_client(&rp, "PUB");
 	struct rec_tag t1 = {&r1, 7}, t2 = {&r2, 7};
 	ASSERT_EQ(mg_mqtt_on_topic(w1, "jobs/+", rec_on_topic_cb, &t1), 0);
 	ASSERT_EQ(mg_mqtt_on_topic(w2, "jobs/+", rec_on_topic_cb, &t2), 0);
@@ -1168,7 +1132,7 @@ TEST(three_prefixes_in_one_option_list_use_their_own_brokers)
 	                   "MQTT3_BROKER_URL", b[2].url, "MQTT3_CLIENT_ID", "three",
 	                   NULL};
 	for (int i = 0; i < 3; i++) {
-		c[i] = client_with(&r[i], prefixes[i]);
+		c[i] = rec_client(&r[i], prefixes[i]);
 		rec_start(c[i], o);
 		ASSERT_EQ(sub_code(&r[i], mg_mqtt_subscribe(c[i], "multi/#", 1)), 1);
 	}
@@ -1205,7 +1169,7 @@ TEST(three_prefixes_in_one_option_list_use_their_own_brokers)
 		got = th_sub_messages(&s[i], &n);
 		ASSERT_EQ(n, 2);
 		free(got);
-		char *st = status_of(c[i]);
+		char *st = rec_status(c[i]);
 		ASSERT_CONTAINS(st, b[i].url);
 		free(st);
 	}
@@ -1233,13 +1197,13 @@ TEST(fail_over_list_skips_a_dead_broker_and_connects_to_the_live_one)
 	snprintf(list, sizeof(list), "tcp://127.0.0.1:%d, mqtt://127.0.0.1:%d",
 	         dead, b.port);
 	th_sub_start(&s, &b, "fo/x", 1, NULL);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", list, NULL};
 	rec_start(c, o);
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_STREQ(r.last_broker, b.url);
-	char *st = status_of(c);
+	char *st = rec_status(c);
 	char needle[128];
 	snprintf(needle, sizeof(needle), "\"broker\":\"%s\"", b.url);
 	ASSERT_CONTAINS(st, needle);
@@ -1266,7 +1230,7 @@ TEST_T(connect_async_starts_without_a_broker_and_flushes_when_one_appears, 60)
 	/* Learn a port a broker can use, then leave it empty for now. */
 	th_broker_start(&b, NULL);
 	th_broker_stop(&b);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",         b.url,
 	                   "MQTT_CONNECT_ASYNC",      "true",
 	                   "MQTT_CONNECTION_TIMEOUT", "5",
@@ -1313,7 +1277,7 @@ TEST(connect_sync_to_a_closed_port_fails_with_connect_error_naming_the_url)
 	struct rec r;
 	char url[64], err[1024];
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", th_free_port());
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", url, "MQTT_CONNECTION_TIMEOUT", "3",
 	                   NULL};
 	int64_t t0 = th_now_ms();
@@ -1353,7 +1317,7 @@ TEST_T(connect_sync_to_a_silent_listener_times_out_and_the_client_can_retry,
 	ASSERT_EQ(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", ntohs(a.sin_port));
 
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", url, "MQTT_CONNECTION_TIMEOUT", "2",
 	                   NULL};
 	int64_t t0 = th_now_ms();
@@ -1394,7 +1358,7 @@ TEST_T(messages_over_the_brokers_maximum_packet_size_are_refused_not_resent,
 	th_broker_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
 	                    "max_packet_size 1000\n");
 	th_broker_stop(&b);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",       b.url,
 	                   "MQTT_PROTOCOL_VERSION", "5",
 	                   "MQTT_CONNECT_ASYNC",    "true",

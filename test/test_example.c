@@ -3,6 +3,7 @@
  * as the HTTP client, mosquitto_sub / mosquitto_pub as MQTT peers.
  * EXAMPLE_BIN overrides the binary (sanitizer builds).
  */
+#include "http.h"
 #include "util.h"
 
 #include <signal.h>
@@ -55,34 +56,17 @@ static void server_start(struct server *s, const struct th_broker *b,
 	}
 }
 
-/* curl; returns the HTTP status, body into *body (malloc()ed). */
+/* curl (http.h); returns the HTTP status, body into *body (malloc()ed). */
 static int http(const char *method, int port, const char *path,
                 const char *data, char **body)
 {
-	char url[1024], out[512], code[512];
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-	th_path(out, sizeof(out), "curl.body");
-	th_path(code, sizeof(code), "curl.code");
-	remove(out);
-	const char *argv[16];
-	int n = 0;
-	argv[n++] = "sh";
-	argv[n++] = "-c";
-	char cmd[4096];
-	snprintf(cmd, sizeof(cmd),
-	         "curl -s -o '%s' -w '%%{http_code}' -X %s %s%s%s%s '%s' > '%s'",
-	         out, method,
-	         data != NULL ? "-H 'Content-Type: application/octet-stream' " : "",
-	         data != NULL ? "--data-binary '" : "",
-	         data != NULL ? data : "", data != NULL ? "'" : "", url, code);
-	argv[n++] = cmd;
-	argv[n] = NULL;
-	ASSERT_EQ(th_run(argv, NULL, 15000), 0);
-	char *c = th_read_file(code, NULL);
-	int status = atoi(c);
-	free(c);
-	if (body != NULL)
-		*body = th_read_file(out, NULL);
+	struct th_resp r;
+	int status = th_http(port, method, path, data, NULL, &r);
+	if (body != NULL) {
+		*body = r.body;
+		r.body = NULL;
+	}
+	th_resp_free(&r);
 	return status;
 }
 

@@ -2,16 +2,17 @@
  * Faults, floods and load, end to end: brokers killed with SIGKILL in the
  * middle of QoS 1 and QoS 2 streams driven over HTTP, a server process
  * killed with messages unacknowledged (PERSISTENCE_DIR), fail-over to a
- * second broker, a network that goes silent without closing (a relay in
- * this process), a full dispatch queue under a flood (exact counts, bounded
+ * second broker, a network that goes silent without closing (mqproxy held
+ * silent), a full dispatch queue under a flood (exact counts, bounded
  * memory), and stopping in the middle of floods with browsers attached
  * (in process, and the example server on SIGTERM). Every assertion is what
- * the README's "Reliability" section promises.
+ * docs/reliability.md promises.
  *
  * Leaks: the stop tests end with everything freed; LeakSanitizer (make
  * asan) and valgrind (make valgrind, which runs some of these tests and
  * the example server under memcheck) check that.
  */
+#include "mqproxy.h"
 #include "rec.h"
 #include "mqproxy.h"
 
@@ -783,22 +784,6 @@ TEST_T(when_the_first_broker_dies_traffic_moves_to_the_second_within_the_bounds,
  * 4. A network that goes silent without closing
  * ==================================================================== */
 
-enum { RELAY_MAX = 64 };
-
-/* A TCP relay on loopback in a thread of this process: each connection it
- * accepts is forwarded to the broker's port, until `silent` is set. Then it
- * forwards nothing more and closes nothing (a cable pulled, a NAT entry
- * gone): both ends see a healthy socket that never answers. Connections
- * accepted while silent are held the same way. When `silent` is cleared,
- * every connection it holds is closed (dead for both ends by then) and new
- * ones are forwarded again. */
-struct relay {
-	pthread_t th;
-	int lfd, port, dst_port;
-	atomic_int silent, stop, accepted;
-	atomic_int silent_seen; /* the relay thread's view of silent */
-};
-
 static int tcp_connect_port(int port)
 {
 	struct sockaddr_in a;
@@ -831,118 +816,26 @@ static int send_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-static void *relay_main(void *arg)
+/* mqproxy in front of the broker: MQP_HOLD forwards nothing more and
+ * closes nothing (a cable pulled, a NAT entry gone): both ends see a
+ * healthy socket that never answers, and connections accepted meanwhile
+ * are held the same way. Back to forwarding, every connection it held is
+ * cut (dead for both ends by then) and new ones are forwarded again. */
+static void network_silent(struct mqp *p, int silent)
 {
-	struct relay *x = arg;
-	int a[RELAY_MAX], b[RELAY_MAX], n = 0, was_silent = 0;
-	static char buf[1 << 16]; /* one relay at a time */
-	struct pollfd p[1 + 2 * RELAY_MAX];
-	while (!atomic_load(&x->stop)) {
-		int silent = atomic_load(&x->silent);
-		atomic_store(&x->silent_seen, silent);
-		if (was_silent && !silent) {
-			for (int i = 0; i < n; i++) {
-				close(a[i]);
-				if (b[i] >= 0)
-					close(b[i]);
-			}
-			n = 0;
-		}
-		was_silent = silent;
-		int np = 0;
-		p[np++] = (struct pollfd){x->lfd, POLLIN, 0};
-		for (int i = 0; !silent && i < n; i++) {
-			p[np++] = (struct pollfd){a[i], POLLIN, 0};
-			p[np++] = (struct pollfd){b[i], POLLIN, 0};
-		}
-		if (poll(p, (nfds_t)np, 20) <= 0)
-			continue;
-		for (int k = 1; k < np; k++) {
-			int i = (k - 1) / 2;
-			if (a[i] < 0 || !(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
-				continue;
-			int to = p[k].fd == a[i] ? b[i] : a[i];
-			ssize_t got = recv(p[k].fd, buf, sizeof(buf), 0);
-			if (got <= 0 || send_all(to, buf, (size_t)got) != 0) {
-				close(a[i]);
-				close(b[i]);
-				a[i] = b[i] = -1;
-			}
-		}
-		int m = 0;
-		for (int i = 0; i < n; i++)
-			if (a[i] >= 0) {
-				a[m] = a[i];
-				b[m++] = b[i];
-			}
-		n = m;
-		if (p[0].revents & POLLIN) {
-			int fd = accept4(x->lfd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd < 0)
-				continue;
-			int up = silent ? -1 : tcp_connect_port(x->dst_port);
-			if (n == RELAY_MAX || (!silent && up < 0)) {
-				close(fd);
-				if (up >= 0)
-					close(up);
-				continue;
-			}
-			a[n] = fd;
-			b[n++] = up;
-			atomic_fetch_add(&x->accepted, 1);
-		}
-	}
-	for (int i = 0; i < n; i++) {
-		close(a[i]);
-		if (b[i] >= 0)
-			close(b[i]);
-	}
-	return NULL;
-}
-
-static void relay_start(struct relay *x, int dst_port)
-{
-	struct sockaddr_in a;
-	int one = 1;
-	memset(x, 0, sizeof(*x));
-	x->dst_port = dst_port;
-	x->port = th_free_port();
-	x->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ASSERT(x->lfd >= 0);
-	setsockopt(x->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)x->port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ASSERT_EQ(bind(x->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ASSERT_EQ(listen(x->lfd, 16), 0);
-	ASSERT_EQ(pthread_create(&x->th, NULL, relay_main, x), 0);
-}
-
-/* Returns once the relay thread works by the new setting. */
-static void relay_silent(struct relay *x, int silent)
-{
-	atomic_store(&x->silent, silent);
-	ASSERT(WAIT_UNTIL(atomic_load(&x->silent_seen) == silent, 10000));
-}
-
-static void relay_stop(struct relay *x)
-{
-	atomic_store(&x->stop, 1);
-	pthread_join(x->th, NULL);
-	close(x->lfd);
+	mqp_mode(p, silent ? MQP_HOLD : MQP_FORWARD);
+	if (!silent)
+		mqp_cut_all(p);
 }
 
 TEST_T(a_network_that_goes_silent_is_noticed_by_keepalive_and_recovered, 90)
 {
 	struct th_broker b;
 	struct th_sub sub;
-	struct relay x;
 	struct rec r;
-	char url[64];
 	th_broker_start(&b, NULL);
-	relay_start(&x, b.port);
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", x.port);
+	struct mqp *x = mqp_start(b.port);
+	const char *url = mqp_url(x);
 	struct mg_mqtt *c = mg_mqtt_create(NULL);
 	ASSERT(c != NULL);
 	rec_init(&r);
@@ -960,7 +853,7 @@ TEST_T(a_network_that_goes_silent_is_noticed_by_keepalive_and_recovered, 90)
 
 	/* Silence: nothing is closed, nothing more gets through. A message
 	 * published now goes into the dead connection. */
-	relay_silent(&x, 1);
+	network_silent(x, 1);
 	ASSERT_GT(mg_mqtt_publish(c, "quiet/out/x", "during", 6, 1, 0), 0);
 	if (!WAIT_UNTIL(REC(&r, disconnects) == 1, 30000))
 		th_fail(__FILE__, __LINE__,
@@ -976,11 +869,11 @@ TEST_T(a_network_that_goes_silent_is_noticed_by_keepalive_and_recovered, 90)
 	ASSERT_EQ(th_count_lines(sub.out, "quiet/out/x during"), 0);
 
 	/* The network is back. */
-	relay_silent(&x, 0);
+	network_silent(x, 0);
 	if (!WAIT_UNTIL(REC(&r, connects) == 2, 30000))
 		th_fail(__FILE__, __LINE__, "no reconnect after the silence; log:\n%s",
 		        r.log);
-	ASSERT_GE(atomic_load(&x.accepted), 3);
+	ASSERT_GE(mqp_accepted(x), 3);
 	/* What was published into the silence is sent again, the subscription
 	 * is renewed, and both directions work. */
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "quiet/out/x during") >= 1, 10000));
@@ -993,7 +886,7 @@ TEST_T(a_network_that_goes_silent_is_noticed_by_keepalive_and_recovered, 90)
 	ASSERT(mg_mqtt_is_connected(c));
 	mg_mqtt_stop(c);
 	rec_free(&r);
-	relay_stop(&x);
+	mqp_stop(x);
 	th_sub_stop(&sub);
 }
 

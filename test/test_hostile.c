@@ -15,6 +15,7 @@
  *    "a/b" and "a_b" do not share a store, only well-formed store file
  *    names are read or removed, and PERSISTENCE_FSYNC.
  */
+#include "http.h"
 #include "util.h"
 
 #include <civetweb.h>
@@ -34,34 +35,24 @@
 #define PASS "wonder-land-7"
 #define OCTETS "-H 'Content-Type: application/octet-stream'"
 
-/* curl with extra arguments (may be NULL) and data (may be NULL); returns
- * the HTTP status; the body and the response headers (either may be NULL)
- * malloc()ed. */
+/* curl (http.h) with extra arguments (may be NULL) and data (may be NULL);
+ * returns the HTTP status; the body and the response headers (either may
+ * be NULL) malloc()ed. */
 static int curl_(int port, const char *method, const char *path,
                  const char *args, const char *data, char **body,
                  char **headers)
 {
-	char out[512], hdr[512], code[512], cmd[4096];
-	th_path(out, sizeof(out), "curl.body");
-	th_path(hdr, sizeof(hdr), "curl.headers");
-	th_path(code, sizeof(code), "curl.code");
-	remove(out);
-	remove(hdr);
-	snprintf(cmd, sizeof(cmd),
-	         "curl -s --max-time 120 -o '%s' -D '%s' -w '%%{http_code}' -X %s "
-	         "%s %s%s%s 'http://127.0.0.1:%d%s' > '%s'",
-	         out, hdr, method, args != NULL ? args : "",
-	         data != NULL ? "--data-binary '" : "", data != NULL ? data : "",
-	         data != NULL ? "'" : "", port, path, code);
-	const char *argv[] = {"sh", "-c", cmd, NULL};
-	ASSERT_EQ(th_run(argv, NULL, 130000), 0);
-	char *c = th_read_file(code, NULL);
-	int status = atoi(c);
-	free(c);
-	if (body != NULL)
-		*body = th_read_file(out, NULL);
-	if (headers != NULL)
-		*headers = th_read_file(hdr, NULL);
+	struct th_resp r;
+	int status = th_http_t(port, method, path, data, args, 120, &r);
+	if (body != NULL) {
+		*body = r.body;
+		r.body = NULL;
+	}
+	if (headers != NULL) {
+		*headers = r.head;
+		r.head = NULL;
+	}
+	th_resp_free(&r);
 	return status;
 }
 

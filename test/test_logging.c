@@ -113,22 +113,6 @@ static void start_ok(struct mg_mqtt *c, struct mg_context *ctx,
 		th_fail(__FILE__, __LINE__, "mg_mqtt_start: %d %s", rc, err);
 }
 
-static void password_broker(struct th_broker *b, const char *user,
-                            const char *password)
-{
-	char conf[1024], pw[512];
-	th_path(pw, sizeof(pw), "passwd");
-	const char *mk[] = {"mosquitto_passwd", "-b", "-c", pw, user, password,
-	                    NULL};
-	ASSERT_EQ(th_run(mk, NULL, 10000), 0);
-	th_chmod_world(pw);
-	snprintf(conf, sizeof(conf),
-	         "listener {PORT} 127.0.0.1\nallow_anonymous false\n"
-	         "password_file %s\n",
-	         pw);
-	th_broker_start(b, conf);
-}
-
 static int on_pub_ok;
 static void count_pub(struct mg_mqtt *c, int id, int result, void *ud)
 {
@@ -146,7 +130,7 @@ static const char payload[] = "payload-bytes-never-logged-5521";
 static void debug_cycle(struct logrec *l, const char *protocol)
 {
 	struct th_broker b;
-	password_broker(&b, "logger", pw);
+	th_broker_start_password(&b, "logger", pw);
 	struct mg_mqtt *c = client_lr(l, NULL);
 	ASSERT_EQ(mg_mqtt_on_publish(c, count_pub, NULL), 0);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "logger",

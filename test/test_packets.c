@@ -24,15 +24,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static struct mg_mqtt *client_with(struct rec *r, const char *prefix)
-{
-	struct mg_mqtt *c = mg_mqtt_create(prefix);
-	ASSERT(c != NULL);
-	rec_init(r);
-	rec_attach(c, r);
-	return c;
-}
-
 static const char *flood_broker =
     "listener {PORT} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n";
 
@@ -62,17 +53,6 @@ static int rec_find_unsub(struct rec *r, int id, struct rec_ack *out)
 	return found;
 }
 
-/* The client's status, malloc()ed. */
-static char *status_of(struct mg_mqtt *c)
-{
-	int n = mg_mqtt_status(c, NULL, 0);
-	ASSERT_GT(n, 0);
-	char *buf = malloc((size_t)n + 1);
-	ASSERT(buf != NULL);
-	mg_mqtt_status(c, buf, (size_t)n + 1);
-	return buf;
-}
-
 /* Waits for the SUBACK of id to be reported as a success with granted QoS
  * qos; fails with what was reported instead. */
 static void expect_granted(struct mg_mqtt *c, struct rec *r, int id, int qos,
@@ -80,7 +60,7 @@ static void expect_granted(struct mg_mqtt *c, struct rec *r, int id, int qos,
 {
 	struct rec_ack a;
 	if (!WAIT_UNTIL(rec_find_sub(r, id, &a) >= 0, ms)) {
-		char *st = status_of(c);
+		char *st = rec_status(c);
 		th_fail(__FILE__, line,
 		        "subscribe %d: no on_subscribe within %d ms (connects %d); "
 		        "status %s",
@@ -275,8 +255,8 @@ TEST_T(a_full_dispatch_queue_of_one_client_stalls_no_other_client, 150)
 	struct th_broker b;
 	struct rec ra, rb;
 	th_broker_start(&b, flood_broker);
-	struct mg_mqtt *a = client_with(&ra, "A");
-	struct mg_mqtt *bc = client_with(&rb, "B");
+	struct mg_mqtt *a = rec_client(&ra, "A");
+	struct mg_mqtt *bc = rec_client(&rb, "B");
 	atomic_store(&ra.slow_ms, 200);
 	rec_start(a, OPTS("A_BROKER_URL", b.url, "A_QUEUE_SIZE", "1",
 	                  "A_SUBSCRIBE", "fa/#:1", "A_CLEAN_SESSION", "false",
@@ -347,11 +327,11 @@ TEST_T(a_full_dispatch_queue_of_one_client_stalls_no_other_client, 150)
 static struct mg_mqtt *resumed(struct rec *r, const char *url, const char *id)
 {
 	struct rec r0;
-	struct mg_mqtt *c0 = client_with(&r0, NULL);
+	struct mg_mqtt *c0 = rec_client(&r0, NULL);
 	rec_start(c0, PROXY_OPTS(url, id, "false"));
 	ASSERT_EQ(mg_mqtt_stop(c0), 0);
 	rec_free(&r0);
-	struct mg_mqtt *c = client_with(r, NULL);
+	struct mg_mqtt *c = rec_client(r, NULL);
 	rec_start(c, PROXY_OPTS(url, id, "false"));
 	ASSERT(WAIT_UNTIL(REC(r, connects) == 1, 5000));
 	ASSERT_EQ(REC(r, last_session), 1);
@@ -372,7 +352,7 @@ static void lost_subscribe(const char *clean)
 	if (strcmp(clean, "false") == 0) {
 		c = resumed(&r, mqp_url(p), "pk-lost-sub");
 	} else {
-		c = client_with(&r, NULL);
+		c = rec_client(&r, NULL);
 		rec_start(c, PROXY_OPTS(mqp_url(p), "pk-lost-sub", "true"));
 	}
 	int rule = mqp_add(p, &(struct mqp_rule){.type = MQP_SUBSCRIBE,
@@ -428,7 +408,7 @@ TEST_T(an_unsubscribe_lost_with_its_connection_on_a_resumed_session_is_done,
 	ASSERT(WAIT_UNTIL(mqp_fired(p, rule) == 1, 10000));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) >= 2, 15000));
 	if (!WAIT_UNTIL(rec_find_unsub(&r, id, &a) >= 0, 15000)) {
-		char *st = status_of(c);
+		char *st = rec_status(c);
 		th_fail(__FILE__, __LINE__,
 		        "no on_unsubscribe after the reconnect; status %s", st);
 	}
@@ -640,7 +620,7 @@ static void qos2_loss(int type, int dir)
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "q2/#", 0, "-q 2");
 	struct mqp *p = mqp_start(b.port);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, PROXY_OPTS(mqp_url(p), "pk-qos2", "false"));
 	int rule = mqp_add(p, &(struct mqp_rule){.type = type,
 	                                         .dir = dir,
@@ -724,7 +704,7 @@ TEST_T(a_broker_that_keeps_dropping_the_connection_fails_no_accepted_message,
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "gu/#", 0, "-q 1");
 	struct mqp *p = mqp_start(b.port);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, PROXY_OPTS(mqp_url(p), "pk-giveup", "false"));
 	/* The messages are in flight: the broker's PUBACKs never arrive. */
 	mqp_add(p, &(struct mqp_rule){
@@ -899,7 +879,7 @@ TEST_T(after_the_first_broker_dies_the_next_is_tried_first_and_at_once, 60)
 	th_broker_start(&a, NULL);
 	th_broker_start(&b, NULL);
 	snprintf(urls, sizeof(urls), "%s,%s", a.url, b.url);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	attempts_attach(c, &at, &r);
 	rec_start(c, OPTS("MQTT_BROKER_URL", urls, "MQTT_RECONNECT_MIN", "10",
 	                  "MQTT_RECONNECT_MAX", "20", "MQTT_CONNECTION_TIMEOUT",
@@ -943,7 +923,7 @@ TEST_T(a_node_that_accepts_then_drops_is_passed_over_for_the_next, 60)
 	mqp_add(p, &(struct mqp_rule){
 	               .type = MQP_CONNACK, .dir = MQP_S2C, .action = MQP_CUT_AFTER});
 	snprintf(urls, sizeof(urls), "%s,%s,%s", a.url, mqp_url(p), b.url);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	attempts_attach(c, &at, &r);
 	rec_start(c, OPTS("MQTT_BROKER_URL", urls, "MQTT_RECONNECT_MIN", "1",
 	                  "MQTT_RECONNECT_MAX", "2", "MQTT_CONNECTION_TIMEOUT",
@@ -1025,14 +1005,14 @@ TEST_T(a_tls_broker_that_goes_silent_fails_start_with_err_timeout, 60)
 	struct mqp *p = mqp_start_raw(b.port);
 	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", mqp_port(p));
 	th_path(ca, sizeof(ca), "ca.crt");
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca));
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	rec_free(&r);
 
 	mqp_mode(p, MQP_HOLD);
-	c = client_with(&r, NULL);
+	c = rec_client(&r, NULL);
 	int rc = mg_mqtt_start(c, NULL,
 	                       OPTS("MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
 	                            "MQTT_CONNECTION_TIMEOUT", "2"),
@@ -1056,7 +1036,7 @@ TEST_T(a_broker_that_never_answers_fails_start_with_err_timeout, 30)
 	struct mqp *p = mqp_start(b.port);
 	mqp_add(p, &(struct mqp_rule){
 	               .type = MQP_CONNECT, .dir = MQP_C2S, .action = MQP_BLACKHOLE});
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	int rc = mg_mqtt_start(c, NULL,
 	                       OPTS("MQTT_BROKER_URL", mqp_url(p),
 	                            "MQTT_CONNECTION_TIMEOUT", "2"),
@@ -1141,7 +1121,7 @@ TEST_T(protocol_fallback_from_5_to_3_1_1_only_when_asked, 40)
 	ASSERT_EQ(rc, 0);
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT_EQ(mqp_last_level(p), 4);
-	char *st = status_of(c);
+	char *st = rec_status(c);
 	ASSERT_CONTAINS(st, "\"protocol\":\"3.1.1\"");
 	free(st);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
@@ -1332,7 +1312,7 @@ TEST_T(qos0_messages_are_never_delivered_twice_across_cuts, 60)
 	th_broker_start(&b, flood_broker);
 	th_sub_start(&sub, &b, "q0/#", 0, NULL);
 	struct mqp *p = mqp_start(b.port);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", mqp_url(p), "MQTT_RECONNECT_MIN",
 	                  "1", "MQTT_RECONNECT_MAX", "1"));
 	int cuts = 0;
@@ -1394,7 +1374,7 @@ TEST_T(an_application_subscribing_lower_than_a_browser_keeps_the_higher_qos,
 	struct mg_context *ctx =
 	    mg_start(NULL, NULL, OPTS("listening_ports", port, "num_threads", "8"));
 	ASSERT(ctx != NULL);
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	int rc = mg_mqtt_start(c, ctx,
 	                       OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH",
 	                            "/mqtt", "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "ql/#"),
@@ -1478,7 +1458,7 @@ TEST(log_level_debug_tells_the_whole_cycle_and_never_the_password)
 	         pwf);
 	th_broker_start(&b, conf);
 	struct rec r;
-	struct mg_mqtt *c = client_with(&r, NULL);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	loglines_init(&l);
 	ASSERT_EQ(mg_mqtt_on_log(c, loglines_on_log, &l), 0);
 	int rc = mg_mqtt_start(c, NULL,

@@ -42,15 +42,6 @@ struct dirent *readdir(DIR *d)
 	return real(d);
 }
 
-static struct mg_mqtt *client_with(struct rec *r)
-{
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(r);
-	rec_attach(c, r);
-	return c;
-}
-
 static int status_has(struct mg_mqtt *c, const char *needle)
 {
 	char buf[16384];
@@ -65,7 +56,7 @@ TEST_T(broker_restart_reconnects_renews_subscriptions_and_delivers_outage_messag
 	struct th_sub s;
 	struct rec r;
 	th_broker_start(&b, persistent_broker);
-	struct mg_mqtt *c = client_with(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_RECONNECT_MIN", "1",
 	                      "MQTT_RECONNECT_MAX", "2", NULL};
 	rec_start(c, opts);
@@ -111,7 +102,7 @@ TEST_T(broker_restart_reconnects_renews_subscriptions_and_delivers_outage_messag
 	ASSERT(WAIT_UNTIL(rec_find(&r, "before/x", "1") >= 0, 5000));
 	ASSERT(WAIT_UNTIL(rec_find(&r, "during/y", "2") >= 0, 5000));
 	ASSERT_EQ(REC(&r, connects), 2);
-	ASSERT(status_has(c, "\"reconnects\":1"));
+	ASSERT(rec_status_has(c, "\"reconnects\":1"));
 	mg_mqtt_stop(c);
 	rec_free(&r);
 }
@@ -122,7 +113,7 @@ TEST_T(qos1_messages_in_flight_when_the_broker_dies_are_sent_again, 60)
 	struct th_sub s;
 	struct rec r;
 	th_broker_start(&b, persistent_broker);
-	struct mg_mqtt *c = client_with(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_RECONNECT_MIN", "1",
 	                      "MQTT_RECONNECT_MAX", "2", "MQTT_KEEPALIVE", "2",
 	                      NULL};
@@ -138,7 +129,7 @@ TEST_T(qos1_messages_in_flight_when_the_broker_dies_are_sent_again, 60)
 		ASSERT_GT(ids[i], 0);
 	}
 	th_sleep_ms(300);
-	ASSERT(status_has(c, "\"in_flight\":5"));
+	ASSERT(rec_status_has(c, "\"in_flight\":5"));
 	th_broker_kill9(&b);
 	th_broker_restart(&b);
 	th_sub_start(&s, &b, "inflight/#", 5, "-q 1");
@@ -168,7 +159,7 @@ TEST_T(a_handler_slower_than_the_keepalive_does_not_drop_the_connection, 40)
 	struct th_broker b;
 	struct rec r;
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = client_with(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_KEEPALIVE", "1",
 	                      "MQTT_SUBSCRIBE", "slow/#", NULL};
 	rec_start(c, opts);
@@ -192,7 +183,7 @@ TEST_T(a_full_dispatch_queue_drops_new_messages_counts_and_logs_them, 40)
 	struct rec r;
 	char qs[16];
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = client_with(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	snprintf(qs, sizeof(qs), "%d", QSIZE);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_QUEUE_SIZE", qs,
 	                      "MQTT_SUBSCRIBE", "flood/#", NULL};
@@ -228,7 +219,7 @@ TEST_T(a_full_dispatch_queue_drops_new_messages_counts_and_logs_them, 40)
 	ASSERT(WAIT_UNTIL(rec_log_has(&r, "dispatch queue full"), 5000));
 	/* The queue drains: new messages are handled again. */
 	r.slow_ms = 0;
-	ASSERT(WAIT_UNTIL(status_has(c, "\"queue_depth\":0"), 10000));
+	ASSERT(WAIT_UNTIL(rec_status_has(c, "\"queue_depth\":0"), 10000));
 	th_pub(&b, "flood/after", "ok", 1, 0, NULL);
 	ASSERT(WAIT_UNTIL(rec_find(&r, "flood/after", "ok") >= 0, 5000));
 	ASSERT(mg_mqtt_is_connected(c));
@@ -243,7 +234,7 @@ TEST(publish_while_disconnected_obeys_max_buffered_and_max_inflight)
 	char url[64];
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", dead);
 
-	struct mg_mqtt *c = client_with(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", url,         "MQTT_CONNECT_ASYNC",
 	                      "true",            "MQTT_MAX_BUFFERED", "3",
 	                      "MQTT_MAX_INFLIGHT", "1",        NULL};
@@ -252,7 +243,7 @@ TEST(publish_while_disconnected_obeys_max_buffered_and_max_inflight)
 		ASSERT_GT(mg_mqtt_publish(c, "b/t", "x", 1, i % 3, 0), 0);
 	ASSERT_EQ(mg_mqtt_publish(c, "b/t", "x", 1, 1, 0), MG_MQTT_ERR_BUFFER_FULL);
 	ASSERT_EQ(mg_mqtt_publish(c, "b/t", "x", 1, 0, 0), MG_MQTT_ERR_BUFFER_FULL);
-	ASSERT(status_has(c, "\"queued\":4"));
+	ASSERT(rec_status_has(c, "\"queued\":4"));
 	/* Stopping fails what was never sent, each exactly once, at once. */
 	int64_t t0 = th_now_ms();
 	mg_mqtt_stop(c);
@@ -263,7 +254,7 @@ TEST(publish_while_disconnected_obeys_max_buffered_and_max_inflight)
 	ASSERT_CONTAINS(r.log, "stopped with 4 message(s) not sent");
 	rec_free(&r);
 
-	struct mg_mqtt *c0 = client_with(&r0);
+	struct mg_mqtt *c0 = rec_client(&r0, NULL);
 	const char *opts0[] = {"MQTT_BROKER_URL", url, "MQTT_CONNECT_ASYNC", "true",
 	                       "MQTT_MAX_BUFFERED", "0", NULL};
 	rec_start(c0, opts0);
@@ -282,7 +273,7 @@ TEST_T(stop_flushes_messages_queued_while_connected, 60)
 	struct rec r;
 	th_broker_start(&b, persistent_broker);
 	th_sub_start(&s, &b, "flush/#", N, "-q 1");
-	struct mg_mqtt *c = client_with(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, opts);
 	for (int i = 0; i < N; i++) {
@@ -509,7 +500,7 @@ TEST_T(persistence_dir_sends_the_messages_of_a_killed_process_after_restart, 60)
 	free(got);
 	ASSERT(rec_log_has(&r, "5 stored message(s) queued again"));
 	/* Acknowledged: the files are gone; the user saw no foreign acks. */
-	ASSERT(WAIT_UNTIL(status_has(c, "\"published\":5"), 5000));
+	ASSERT(WAIT_UNTIL(rec_status_has(c, "\"published\":5"), 5000));
 	mg_mqtt_stop(c);
 	ASSERT_EQ(r.npub, 0);
 	struct dirent *e;
@@ -563,7 +554,7 @@ TEST_T(persistence_dir_a_failing_readdir_stops_the_start_and_keeps_the_files, 40
 
 	/* The directory cannot be listed: no start, the error named and
 	 * logged, and nothing numbered from 1 again over the old file. */
-	struct mg_mqtt *c = client_with(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	atomic_store(&readdir_fails, 1);
 	int rc = mg_mqtt_start(c, NULL, opts, err, sizeof(err));
 	int pub = rc == 0 ? mg_mqtt_publish(c, "rd/q1", "new0", 4, 1, 0) : 0;
@@ -578,7 +569,7 @@ TEST_T(persistence_dir_a_failing_readdir_stops_the_start_and_keeps_the_files, 40
 	ASSERT(stored_has(dir, "cwm-rd", 1, "old0"));
 
 	/* Listed again: the old message is queued, the new one numbered 2. */
-	c = client_with(&r);
+	c = rec_client(&r, NULL);
 	rec_start(c, opts);
 	ASSERT(rec_log_has(&r, "1 stored message(s) queued again"));
 	ASSERT_GT(mg_mqtt_publish(c, "rd/q1", "new0", 4, 1, 0), 0);
@@ -595,7 +586,7 @@ TEST_T(subscriptions_made_and_undone_while_disconnected_end_as_the_last_call_say
 	struct rec r;
 	th_broker_start(&b, NULL);
 	th_broker_kill9(&b); /* its port, with nothing listening yet */
-	struct mg_mqtt *c = client_with(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_CONNECT_ASYNC", "true",
 	                      "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1",
 	                      NULL};
@@ -654,7 +645,7 @@ TEST_T(ten_thousand_subscriptions_are_each_acknowledged_once, 60)
 	struct th_broker b;
 	struct rec r;
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = client_with(&r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
 	rec_start(c, opts);
 	char f[64];

@@ -23,6 +23,7 @@
  * mqtt5_a_disconnect_0x95_after_a_large_publish_fails_it_not_resends_it,
  * credentials_in_the_broker_url_are_never_echoed_in_errors_or_logs.
  */
+#include "http.h"
 #include "rec.h"
 
 #include <arpa/inet.h>
@@ -88,17 +89,6 @@ static int utf8_ok(const char *s, size_t n)
 			return 0;
 	}
 	return 1;
-}
-
-/* The client's status JSON, malloc()ed. */
-static char *status_text(struct mg_mqtt *c)
-{
-	int n = mg_mqtt_status(c, NULL, 0);
-	ASSERT_GT(n, 0);
-	char *buf = malloc((size_t)n + 1);
-	ASSERT(buf != NULL);
-	ASSERT_EQ(mg_mqtt_status(c, buf, (size_t)n + 1), n);
-	return buf;
 }
 
 /* Lines a mosquitto_sub printed. */
@@ -206,112 +196,12 @@ static void srv_stop_to(struct srv *s, struct corpus *k, const char *label)
 
 /* ---- HTTP with curl ------------------------------------------------------ */
 
-struct resp {
-	int status;
-	char *body, *head;
-	cJSON *json;
-};
-
-static void resp_free(struct resp *r)
-{
-	free(r->body);
-	free(r->head);
-	cJSON_Delete(r->json);
-	memset(r, 0, sizeof(*r));
-}
-
-/* The Content-Type curl sends with a body (the bridge takes JSON as
- * application/json only, raw bodies as anything but the types a form can
- * send), unless extra gives one. */
-static const char *body_type(const char *path, const char *data,
-                             const char *extra)
-{
-	size_t n = strcspn(path, "?");
-	if (data == NULL || (extra != NULL && strstr(extra, "Content-Type")))
-		return "";
-	return n >= 8 && strncmp(path + n - 8, "/publish", 8) == 0
-	           ? "-H 'Content-Type: application/json'"
-	           : "-H 'Content-Type: application/octet-stream'";
-}
-
-/* curl -X method http://127.0.0.1:port<path>; data (may be NULL) is sent
- * byte for byte from a file; extra: more curl arguments (shell text). */
-static int http(int port, const char *method, const char *path,
-                const char *data, const char *extra, struct resp *r)
-{
-	char body[512], head[512], code[512], req[512], url[512];
-	char *cmd;
-	size_t cap = strlen(path) + 4096;
-	th_path(body, sizeof(body), "curl.body");
-	th_path(head, sizeof(head), "curl.head");
-	th_path(code, sizeof(code), "curl.code");
-	th_path(req, sizeof(req), "curl.req");
-	th_path(url, sizeof(url), "curl.url");
-	remove(body);
-	remove(head);
-	remove(code);
-	if (data != NULL)
-		th_write_file(req, data);
-	/* The URL from a config file: long paths stay off the command line. */
-	cmd = malloc(cap);
-	ASSERT(cmd != NULL);
-	snprintf(cmd, cap, "url = \"http://127.0.0.1:%d%s\"\n", port, path);
-	th_write_file(url, cmd);
-	snprintf(cmd, cap,
-	         "curl -s -g --max-time 20 -o '%s' -D '%s' -w '%%{http_code}' "
-	         "-X %s %s%s%s %s %s -K '%s' > '%s'",
-	         body, head, method, data != NULL ? "--data-binary '@" : "",
-	         data != NULL ? req : "", data != NULL ? "'" : "",
-	         body_type(path, data, extra), extra != NULL ? extra : "", url,
-	         code);
-	const char *argv[] = {"sh", "-c", cmd, NULL};
-	th_run(argv, NULL, 30000);
-	free(cmd);
-	char *c = th_read_file(code, NULL);
-	memset(r, 0, sizeof(*r));
-	r->status = atoi(c);
-	free(c);
-	r->body = th_read_file(body, NULL);
-	r->head = th_read_file(head, NULL);
-	r->json = cJSON_Parse(r->body);
-	return r->status;
-}
-
-/* The request gets `status` (or `alt`, when not 0) and a JSON body
- * {"error":"<non-empty text>"}. */
-static void expect_error(int port, const char *method, const char *path,
-                         const char *data, const char *extra, int status,
-                         int alt, int line)
-{
-	struct resp r;
-	http(port, method, path, data, extra, &r);
-	const cJSON *m = cJSON_GetObjectItemCaseSensitive(r.json, "error");
-	if ((r.status != status && (alt == 0 || r.status != alt)) ||
-	    !cJSON_IsString(m) || m->valuestring[0] == '\0')
-		th_fail(__FILE__, line,
-		        "%s %.200s (%.200s): status %d, not %d with a JSON error: "
-		        "%.300s",
-		        method, path, data ? data : "", r.status, status, r.body);
-	resp_free(&r);
-}
 #define EXPECT_HTTP_ERROR(port, method, path, data, status)                    \
-	expect_error(port, method, path, data, NULL, status, 0, __LINE__)
+	th_expect_http_error(port, method, path, data, NULL, status, 0, __FILE__,  \
+	                     __LINE__)
 
-static int expect_published(int port, const char *path, const char *data,
-                            const char *extra, int line)
-{
-	struct resp r;
-	http(port, "POST", path, data, extra, &r);
-	const cJSON *id = cJSON_GetObjectItemCaseSensitive(r.json, "id");
-	if (r.status != 200 || !cJSON_IsNumber(id) || id->valueint <= 0)
-		th_fail(__FILE__, line, "POST %s: status %d: %s", path, r.status,
-		        r.body);
-	int v = id->valueint;
-	resp_free(&r);
-	return v;
-}
 #define EXPECT_PUBLISHED(port, path, data, extra)                              \
-	expect_published(port, path, data, extra, __LINE__)
+	th_expect_published(port, path, data, extra, __FILE__, __LINE__)
 
 /* ---- a raw WebSocket client (any bytes in a text frame) ----------------- */
 
@@ -723,16 +613,16 @@ TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
 	char *body = malloc(bl);
 	ASSERT(body != NULL);
 	snprintf(body, bl, "{\"topic\":\"%s\",\"payload\":\"long\"}", longt);
-	expect_error(s.port, "POST", "/mqtt/publish", body, NULL, 400, 413,
-	             __LINE__);
+	th_expect_http_error(s.port, "POST", "/mqtt/publish", body, NULL, 400, 413,
+	                     __FILE__, __LINE__);
 	char *path = malloc(bl);
 	ASSERT(path != NULL);
 	snprintf(path, bl, "/mqtt/publish/%s", longt);
-	struct resp r;
-	http(s.port, "POST", path, "long", NULL, &r);
+	struct th_resp r;
+	th_http(s.port, "POST", path, "long", NULL, &r);
 	ASSERT_GE(r.status, 400);
 	ASSERT_LT(r.status, 500);
-	resp_free(&r);
+	th_resp_free(&r);
 	free(path);
 	free(body);
 	free(longt);
@@ -762,8 +652,8 @@ TEST_T(a_nul_escape_in_a_json_payload_is_not_cut_short, 60)
 	th_sub_start(&sub, &b, "#", 0, NULL);
 	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH", "/mqtt",
 	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#"));
-	struct resp r;
-	http(s.port, "POST", "/mqtt/publish",
+	struct th_resp r;
+	th_http(s.port, "POST", "/mqtt/publish",
 	     "{\"topic\":\"pub/nulpay\",\"payload\":\"head\\u0000tail\"}", NULL,
 	     &r);
 	EXPECT_PUBLISHED(s.port, "/mqtt/publish/pub/probe", "p", NULL);
@@ -780,7 +670,7 @@ TEST_T(a_nul_escape_in_a_json_payload_is_not_cut_short, 60)
 		ASSERT_NOT_CONTAINS(got, "pub/nulpay");
 	}
 	free(got);
-	resp_free(&r);
+	th_resp_free(&r);
 	th_sub_stop(&sub);
 	srv_stop(&s);
 }
@@ -969,21 +859,21 @@ TEST_T(mqtt5_maximum_packet_size_refuses_larger_publishes_locally, 60)
 	           MG_MQTT_ERR_TOO_LARGE);
 
 	/* Over HTTP and WebSocket: 413 and the library's text. */
-	struct resp r;
-	http(s.port, "POST", "/mqtt/publish/big/raw", big, NULL, &r);
+	struct th_resp r;
+	th_http(s.port, "POST", "/mqtt/publish/big/raw", big, NULL, &r);
 	ASSERT_EQ(r.status, 413);
 	ASSERT(r.json != NULL);
 	ASSERT(str_is(r.json, "error", mg_mqtt_strerror(MG_MQTT_ERR_TOO_LARGE)));
-	resp_free(&r);
+	th_resp_free(&r);
 	size_t jl = 2100;
 	char *json = malloc(jl);
 	ASSERT(json != NULL);
 	snprintf(json, jl, "{\"topic\":\"big/json\",\"payload\":\"%s\",\"qos\":1}",
 	         big);
-	http(s.port, "POST", "/mqtt/publish", json, NULL, &r);
+	th_http(s.port, "POST", "/mqtt/publish", json, NULL, &r);
 	ASSERT_EQ(r.status, 413);
 	ASSERT(str_is(r.json, "error", mg_mqtt_strerror(MG_MQTT_ERR_TOO_LARGE)));
-	resp_free(&r);
+	th_resp_free(&r);
 	struct th_raw *ws = th_raw_connect(s.port, 0);
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port), 101);
 	char *f;
@@ -1331,7 +1221,7 @@ static int start_fails(struct corpus *k, const char *label, const char **opts)
 	int rc = mg_mqtt_start(c, NULL, opts, err, sizeof(err));
 	if (rc >= 0)
 		th_fail(__FILE__, __LINE__, "%s: start succeeded", label);
-	char *st = status_text(c);
+	char *st = rec_status(c);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	snprintf(lbl, sizeof(lbl), "%s: errbuf", label);
 	corpus_add(k, lbl, err);
@@ -1352,9 +1242,9 @@ static void http_to_corpus(struct corpus *k, int port, const char *method,
                            const char *path, const char *data,
                            const char *extra, int want)
 {
-	struct resp r;
+	struct th_resp r;
 	char lbl[512];
-	http(port, method, path, data, extra, &r);
+	th_http(port, method, path, data, extra, &r);
 	if (r.status != want)
 		th_fail(__FILE__, __LINE__, "%s %s: status %d, not %d: %s", method,
 		        path, r.status, want, r.body);
@@ -1364,7 +1254,7 @@ static void http_to_corpus(struct corpus *k, int port, const char *method,
 	corpus_add(k, lbl, r.head);
 	snprintf(lbl, sizeof(lbl), "%s %.*s (%d) body", method, pl, path, r.status);
 	corpus_add(k, lbl, r.body);
-	resp_free(&r);
+	th_resp_free(&r);
 }
 
 #define DIGEST_OK "--digest -u " HTTP_USER ":" PW_HTTP
@@ -1401,7 +1291,7 @@ TEST_T(secrets_never_show_in_logs_errors_status_or_metrics_of_a_client, 120)
 	/* A broker restart: the reconnect logs, with the same credentials. */
 	th_broker_restart(&e.b);
 	ASSERT(WAIT_UNTIL(REC(&s.r, connects) == 2, 20000));
-	char *st = status_text(s.c);
+	char *st = rec_status(s.c);
 	ASSERT_CONTAINS(st, "\"password\":\"***\"");
 	ASSERT_CONTAINS(st, "\"tls_keyfile_password\":\"***\"");
 	corpus_add(&k, "status (TLS client)", st);
@@ -1430,7 +1320,7 @@ TEST_T(secrets_never_show_in_logs_errors_status_or_metrics_of_a_client, 120)
 		if (rc != 0)
 			th_fail(__FILE__, __LINE__, "PASSWORD_FILE: %d %s", rc, err);
 		ASSERT(mg_mqtt_is_connected(c));
-		st = status_text(c);
+		st = rec_status(c);
 		ASSERT_CONTAINS(st, "\"password\":\"***\"");
 		corpus_add(&k, "status (PASSWORD_FILE)", st);
 		free(st);
@@ -1461,7 +1351,7 @@ TEST_T(secrets_never_show_in_logs_errors_status_or_metrics_of_a_client, 120)
 		                  "1", "MQTT_RECONNECT_MAX", "1"));
 		ASSERT(WAIT_UNTIL(REC(&r, connect_fails) >= 2, 20000));
 		ASSERT_EQ(REC(&r, last_error), MG_MQTT_ERR_REFUSED);
-		st = status_text(c);
+		st = rec_status(c);
 		corpus_add(&k, "status (refused in the background)", st);
 		free(st);
 		corpus_add(&k, "connect message (refused)", r.last_conn_msg);

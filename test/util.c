@@ -452,6 +452,22 @@ void th_broker_start(struct th_broker *b, const char *conf)
 	th_broker_launch(b);
 }
 
+void th_broker_start_password(struct th_broker *b, const char *user,
+                              const char *password)
+{
+	char conf[1024], pw[512];
+	th_path(pw, sizeof(pw), "passwd");
+	const char *mk[] = {"mosquitto_passwd", "-b", "-c", pw, user, password,
+	                    NULL};
+	ASSERT_EQ(th_run(mk, NULL, 10000), 0);
+	th_chmod_world(pw);
+	snprintf(conf, sizeof(conf),
+	         "listener {PORT} 127.0.0.1\nallow_anonymous false\n"
+	         "password_file %s\n",
+	         pw);
+	th_broker_start(b, conf);
+}
+
 void th_broker_stop(struct th_broker *b)
 {
 	th_kill(b->pid, SIGTERM);

@@ -50,6 +50,10 @@ struct th_broker {
 	int n;        /* instance number, for file names */
 };
 void th_broker_start(struct th_broker *b, const char *conf);
+/* A broker that knows one user (mosquitto_passwd) and refuses anonymous
+ * clients. */
+void th_broker_start_password(struct th_broker *b, const char *user,
+                              const char *password);
 void th_broker_stop(struct th_broker *b);     /* SIGTERM, wait */
 void th_broker_kill9(struct th_broker *b);    /* SIGKILL, wait */
 void th_broker_restart(struct th_broker *b);  /* same conf and ports */
