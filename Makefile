@@ -212,8 +212,9 @@ exports: $(LIB_SO)
 
 # ---- tests --------------------------------------------------------------
 TEST_COMMON := test/harness.h test/util.h $(BUILD)/test/util.o
-# Shared by the integration tests: curl requests and the bridge's answers.
-TEST_HTTP   := $(BUILD)/test/http.o
+# Shared by the integration tests: curl requests and the bridge's answers,
+# WebSocket clients.
+TEST_HTTP   := $(BUILD)/test/http.o $(BUILD)/test/ws.o
 # The MQTT-aware fault proxy, linked into the integration tests.
 MQPROXY     := $(BUILD)/test/mqproxy.o
 
@@ -221,7 +222,7 @@ $(BUILD)/test/util.o: test/util.c test/util.h test/harness.h
 	@mkdir -p $(BUILD)/test
 	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) -c $< -o $@
 
-$(TEST_HTTP): test/http.c test/http.h test/harness.h test/util.h
+$(TEST_HTTP): $(BUILD)/test/%.o: test/%.c test/%.h test/harness.h test/util.h
 	@mkdir -p $(BUILD)/test
 	$(CC) $(XCPPFLAGS) -D_GNU_SOURCE -Itest $(XCFLAGS) -c $< -o $@
 

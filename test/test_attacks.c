@@ -20,6 +20,7 @@
  *  - digest replay: nc tracked per nonce, uri bound to the whole target.
  */
 #include "util.h"
+#include "ws.h"
 
 #include <civetweb.h>
 #include <stdlib.h>
@@ -123,96 +124,19 @@ static void still_answers(int port)
 
 /* ---- a raw WebSocket client ------------------------------------------------ */
 
+/* GET /mqtt/ws by hand with extra header lines; returns the status. */
 static int ws_open(struct th_raw *r, int port, const char *extra)
 {
-	char req[1024];
-	struct hresp h;
-	snprintf(req, sizeof(req),
-	         "GET /mqtt/ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-	         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-	         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-	         "Sec-WebSocket-Version: 13\r\n%s\r\n",
-	         port, extra != NULL ? extra : "");
-	th_raw_send(r, req, strlen(req));
-	char *end;
-	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
-	while ((end = memmem(r->buf, r->len, "\r\n\r\n", 4)) == NULL)
-		if (th_now_ms() > until || th_raw_fill(r, 500) == 0)
-			return 0;
-	memset(&h, 0, sizeof(h));
-	sscanf(r->buf, "HTTP/1.%*d %d", &h.status);
-	th_raw_consume(r, (size_t)(end - r->buf) + 4);
-	return h.status;
-}
-
-/* A masked frame: fin, opcode, n bytes. */
-static void ws_send(struct th_raw *r, int fin, int op, const char *p, size_t n)
-{
-	unsigned char h[14], mask[4] = {0x21, 0x43, 0x65, 0x07};
-	size_t hl = 0;
-	h[hl++] = (unsigned char)((fin ? 0x80 : 0) | op);
-	if (n < 126) {
-		h[hl++] = (unsigned char)(0x80 | n);
-	} else if (n < 65536) {
-		h[hl++] = 0x80 | 126;
-		h[hl++] = (unsigned char)(n >> 8);
-		h[hl++] = (unsigned char)n;
-	} else {
-		h[hl++] = 0x80 | 127;
-		for (int i = 7; i >= 0; i--)
-			h[hl++] = (unsigned char)((uint64_t)n >> (8 * i));
-	}
-	char *f = malloc(hl + 4 + n);
-	ASSERT(f != NULL);
-	memcpy(f, h, hl);
-	memcpy(f + hl, mask, 4);
-	for (size_t i = 0; i < n; i++)
-		f[hl + 4 + i] = (char)(p[i] ^ mask[i % 4]);
-	th_raw_send(r, f, hl + 4 + n);
-	free(f);
-}
-
-/* The next frame's opcode (-1: none); its payload into out (NUL-ended). */
-static int ws_frame(struct th_raw *r, char *out, size_t cap, int ms)
-{
-	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
-	for (;;) {
-		if (r->len >= 2) {
-			const unsigned char *p = (const unsigned char *)r->buf;
-			size_t hl = 2, n = p[1] & 0x7f;
-			int ok = 1;
-			if (n == 126) {
-				ok = r->len >= 4;
-				n = ok ? (size_t)p[2] << 8 | p[3] : 0;
-				hl = 4;
-			} else if (n == 127) {
-				ok = r->len >= 10;
-				n = 0;
-				for (int i = 0; ok && i < 8; i++)
-					n = n << 8 | p[2 + i];
-				hl = 10;
-			}
-			if (ok && r->len >= hl + n) {
-				int op = p[0] & 0xf;
-				size_t k = n < cap - 1 ? n : cap - 1;
-				memcpy(out, r->buf + hl, k);
-				out[k] = '\0';
-				th_raw_consume(r, hl + n);
-				return op;
-			}
-		}
-		if (th_now_ms() > until || th_raw_fill(r, 200) <= 0)
-			return -1;
-	}
+	return th_ws_upgrade(r, port, extra, NULL, 0);
 }
 
 /* Sends a text message and returns the reply frame's text (hello and
  * messages skipped) in out. */
 static int ws_call(struct th_raw *r, const char *json, char *out, size_t cap)
 {
-	ws_send(r, 1, 1, json, strlen(json));
+	th_ws_send(r, 1, 1, json, strlen(json));
 	for (;;) {
-		int op = ws_frame(r, out, cap, 10000);
+		int op = th_ws_frame_buf(r, out, cap, 10000);
 		if (op != 1 || (strstr(out, "\"op\":\"hello\"") == NULL &&
 		                strstr(out, "\"op\":\"message\"") == NULL &&
 		                strstr(out, "\"op\":\"state\"") == NULL))
@@ -736,9 +660,9 @@ TEST_T(websocket_messages_over_max_body_close_with_1009, 60)
 	                 "{\"op\":\"publish\",\"topic\":\"demo/a\",\"payload\":\"");
 	memset(big + n, 'x', 2000);
 	snprintf(big + n + 2000, sizeof(big) - (size_t)n - 2000, "\"}");
-	ws_send(r, 1, 1, big, strlen(big));
+	th_ws_send(r, 1, 1, big, strlen(big));
 	int op;
-	while ((op = ws_frame(r, out, sizeof(out), 10000)) == 1) {
+	while ((op = th_ws_frame_buf(r, out, sizeof(out), 10000)) == 1) {
 	}
 	ASSERT_EQ(op, 8);
 	ASSERT_EQ((unsigned char)out[0] << 8 | (unsigned char)out[1], 1009);
@@ -746,10 +670,10 @@ TEST_T(websocket_messages_over_max_body_close_with_1009, 60)
 	/* Fragments of 400 bytes each. */
 	r = th_raw_connect(x.port, 0);
 	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
-	ws_send(r, 0, 1, big, 400);
-	ws_send(r, 0, 0, big + 400, 400);
-	ws_send(r, 0, 0, big + 800, 400);
-	while ((op = ws_frame(r, out, sizeof(out), 10000)) == 1) {
+	th_ws_send(r, 0, 1, big, 400);
+	th_ws_send(r, 0, 0, big + 400, 400);
+	th_ws_send(r, 0, 0, big + 800, 400);
+	while ((op = th_ws_frame_buf(r, out, sizeof(out), 10000)) == 1) {
 	}
 	ASSERT_EQ(op, 8);
 	ASSERT_EQ((unsigned char)out[0] << 8 | (unsigned char)out[1], 1009);
@@ -758,10 +682,10 @@ TEST_T(websocket_messages_over_max_body_close_with_1009, 60)
 	r = th_raw_connect(x.port, 0);
 	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
 	const char *sub = "{\"op\":\"subscribe\",\"topic\":\"demo/frag\"}";
-	ws_send(r, 0, 1, sub, 10);
-	ws_send(r, 1, 0, sub + 10, strlen(sub) - 10);
+	th_ws_send(r, 0, 1, sub, 10);
+	th_ws_send(r, 1, 0, sub + 10, strlen(sub) - 10);
 	for (;;) {
-		op = ws_frame(r, out, sizeof(out), 10000);
+		op = th_ws_frame_buf(r, out, sizeof(out), 10000);
 		ASSERT_EQ(op, 1);
 		if (strstr(out, "\"op\":\"ack\"") != NULL ||
 		    strstr(out, "\"op\":\"error\"") != NULL)

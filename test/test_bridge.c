@@ -8,6 +8,7 @@
  */
 #include "http.h"
 #include "rec.h"
+#include "ws.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -190,106 +191,6 @@ static int nsubs(struct srv *s)
 
 /* ---- WebSocket with CivetWeb's client ------------------------------------ */
 
-struct wsc {
-	struct mg_connection *conn;
-	pthread_mutex_t mu;
-	char **f; /* text frames received, in order */
-	int n, cap;
-	int close_code; /* from a close frame; 0: none */
-	atomic_int closed;
-};
-
-/* CivetWeb's client thread. */
-static int wsc_on_data(struct mg_connection *conn, int bits, char *data,
-                       size_t len, void *ud)
-{
-	struct wsc *w = ud;
-	int op = bits & 0xf;
-	(void)conn;
-	if (op == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE) {
-		pthread_mutex_lock(&w->mu);
-		w->close_code =
-		    len >= 2 ? ((unsigned char)data[0] << 8 | (unsigned char)data[1])
-		             : 1005;
-		pthread_mutex_unlock(&w->mu);
-		return 0;
-	}
-	if (op != MG_WEBSOCKET_OPCODE_TEXT)
-		return 1;
-	pthread_mutex_lock(&w->mu);
-	if (w->n == w->cap) {
-		w->cap = w->cap ? w->cap * 2 : 64;
-		w->f = realloc(w->f, (size_t)w->cap * sizeof(*w->f));
-	}
-	w->f[w->n++] = strndup(data, len);
-	pthread_mutex_unlock(&w->mu);
-	return 1;
-}
-
-static void wsc_on_close(const struct mg_connection *conn, void *ud)
-{
-	struct wsc *w = ud;
-	(void)conn;
-	atomic_store(&w->closed, 1);
-}
-
-/* 0 when the upgrade succeeded. */
-static int wsc_open(struct wsc *w, int port)
-{
-	char err[256];
-	memset(w, 0, sizeof(*w));
-	pthread_mutex_init(&w->mu, NULL);
-	w->conn = mg_connect_websocket_client("127.0.0.1", port, 0, err,
-	                                      sizeof(err), "/mqtt/ws", NULL,
-	                                      wsc_on_data, wsc_on_close, w);
-	return w->conn != NULL ? 0 : -1;
-}
-
-static void wsc_send(struct wsc *w, const char *text)
-{
-	ASSERT_GT(mg_websocket_client_write(w->conn, MG_WEBSOCKET_OPCODE_TEXT, text,
-	                                    strlen(text)),
-	          0);
-}
-
-/* A close frame first: the server then closes at once, and
- * mg_close_connection does not wait for its read timeout. */
-static void wsc_close(struct wsc *w)
-{
-	if (w->conn != NULL) {
-		if (!atomic_load(&w->closed))
-			mg_websocket_client_write(
-			    w->conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, "\x03\xe8", 2);
-		mg_close_connection(w->conn);
-		w->conn = NULL;
-	}
-	for (int i = 0; i < w->n; i++)
-		free(w->f[i]);
-	free(w->f);
-	w->f = NULL;
-	w->n = w->cap = 0;
-	pthread_mutex_destroy(&w->mu);
-}
-
-static int wsc_nframes(struct wsc *w)
-{
-	pthread_mutex_lock(&w->mu);
-	int n = w->n;
-	pthread_mutex_unlock(&w->mu);
-	return n;
-}
-
-/* Frames containing needle. */
-static int wsc_count(struct wsc *w, const char *needle)
-{
-	int k = 0;
-	pthread_mutex_lock(&w->mu);
-	for (int i = 0; i < w->n; i++)
-		k += strstr(w->f[i], needle) != NULL;
-	pthread_mutex_unlock(&w->mu);
-	return k;
-}
-
 static int str_is(const cJSON *o, const char *key, const char *want)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -375,96 +276,22 @@ static cJSON *ws_call(struct wsc *w, const char *json, int id, int line)
 
 /* ---- raw TCP clients: hand-made requests, clients that never read -------- */
 
-/* Reads the response head; returns the status (0: none); the head, NUL-
- * terminated, into head when not NULL. */
-static int raw_head(struct th_raw *r, char *head, size_t cap)
-{
-	char *end;
-	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
-	while ((end = memmem(r->buf, r->len, "\r\n\r\n", 4)) == NULL) {
-		if (th_now_ms() > until || th_raw_fill(r, 1000) == 0)
-			return 0;
-	}
-	size_t n = (size_t)(end - r->buf) + 4;
-	if (head != NULL)
-		snprintf(head, cap, "%.*s", (int)n, r->buf);
-	int status = 0;
-	sscanf(r->buf, "HTTP/1.%*d %d", &status);
-	th_raw_consume(r, n);
-	return status;
-}
-
 /* A WebSocket upgrade by hand; auth: an Authorization value or NULL. */
-static int raw_ws_upgrade(struct th_raw *r, int port, const char *auth, char *head,
-                          size_t cap)
+static int raw_ws_upgrade(struct th_raw *r, int port, const char *auth,
+                          char *head, size_t cap)
 {
-	char req[2048];
-	snprintf(req, sizeof(req),
-	         "GET /mqtt/ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-	         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-	         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-	         "Sec-WebSocket-Version: 13\r\n%s%s%s\r\n",
-	         port, auth ? "Authorization: " : "", auth ? auth : "",
-	         auth ? "\r\n" : "");
-	th_raw_send(r, req, strlen(req));
-	return raw_head(r, head, cap);
+	char extra[1100] = "";
+	if (auth != NULL)
+		snprintf(extra, sizeof(extra), "Authorization: %s\r\n", auth);
+	return th_ws_upgrade(r, port, extra, head, cap);
 }
 
 /* A masked text frame, as a browser sends it. */
 static void raw_ws_send(struct th_raw *r, const char *text)
 {
-	unsigned char h[8], mask[4] = {0x12, 0x34, 0x56, 0x78};
-	size_t n = strlen(text), hl = 0;
-	h[hl++] = 0x81;
-	if (n < 126) {
-		h[hl++] = (unsigned char)(0x80 | n);
-	} else {
-		ASSERT_LT(n, 65536);
-		h[hl++] = 0x80 | 126;
-		h[hl++] = (unsigned char)(n >> 8);
-		h[hl++] = (unsigned char)n;
-	}
-	char *f = malloc(hl + 4 + n);
-	ASSERT(f != NULL);
-	memcpy(f, h, hl);
-	memcpy(f + hl, mask, 4);
-	for (size_t i = 0; i < n; i++)
-		f[hl + 4 + i] = (char)(text[i] ^ mask[i % 4]);
-	th_raw_send(r, f, hl + 4 + n);
-	free(f);
+	th_ws_send(r, 1, MG_WEBSOCKET_OPCODE_TEXT, text, strlen(text));
 }
 
-/* The next frame from the server (unmasked): its opcode, the payload NUL-
- * terminated into out; -1 on timeout or end of stream. */
-static int raw_ws_frame(struct th_raw *r, char *out, size_t cap, int ms)
-{
-	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
-	for (;;) {
-		if (r->len >= 2) {
-			const unsigned char *p = (const unsigned char *)r->buf;
-			size_t hl = 2, n = p[1] & 0x7f;
-			if (n == 126 && r->len >= 4) {
-				n = (size_t)p[2] << 8 | p[3];
-				hl = 4;
-			} else if (n == 127 && r->len >= 10) {
-				n = 0;
-				for (int i = 0; i < 8; i++)
-					n = n << 8 | p[2 + i];
-				hl = 10;
-			}
-			if (!(n >= 126 && hl == 2) && r->len >= hl + n) {
-				int op = p[0] & 0xf;
-				ASSERT_LT(n, cap);
-				memcpy(out, r->buf + hl, n);
-				out[n] = '\0';
-				th_raw_consume(r, hl + n);
-				return op;
-			}
-		}
-		if (th_now_ms() > until || th_raw_fill(r, 200) == 0)
-			return -1;
-	}
-}
 
 /* GET <path> as an EventSource does; returns the status. */
 static int raw_sse_open(struct th_raw *r, int port, const char *path)
@@ -476,7 +303,7 @@ static int raw_sse_open(struct th_raw *r, int port, const char *path)
 	         path, port);
 	th_raw_send(r, req, strlen(req));
 	char head[2048];
-	int status = raw_head(r, head, sizeof(head));
+	int status = th_raw_head(r, head, sizeof(head));
 	if (status == 200)
 		ASSERT_CONTAINS(head, "text/event-stream");
 	return status;
@@ -867,7 +694,7 @@ TEST_T(head_requests_get_the_head_without_a_body, 60)
 		         "Connection: close\r\n\r\n",
 		         paths[i], s.port);
 		th_raw_send(r, req, strlen(req));
-		ASSERT_EQ(raw_head(r, head, sizeof(head)), 200);
+		ASSERT_EQ(th_raw_head(r, head, sizeof(head)), 200);
 		/* The end of the stream, and nothing before it. */
 		int64_t until = th_now_ms() + 10000 * th_timeout_scale();
 		while (r->len == 0 && th_now_ms() < until && th_raw_fill(r, 200) != 0) {
@@ -1209,10 +1036,10 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	free(head);
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port, auth, NULL, 0), 101);
 	char frame[4096];
-	ASSERT_EQ(raw_ws_frame(ws, frame, sizeof(frame), 10000), 1);
+	ASSERT_EQ(th_ws_frame_buf(ws, frame, sizeof(frame), 10000), 1);
 	ASSERT_CONTAINS(frame, "\"op\":\"hello\"");
 	raw_ws_send(ws, "{\"op\":\"subscribe\",\"topic\":\"auth/#\",\"id\":1}");
-	ASSERT_EQ(raw_ws_frame(ws, frame, sizeof(frame), 10000), 1);
+	ASSERT_EQ(th_ws_frame_buf(ws, frame, sizeof(frame), 10000), 1);
 	ASSERT_CONTAINS(frame, "\"op\":\"ack\"");
 
 	/* The right password: status, both publish routes, events. */
@@ -1235,7 +1062,7 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	ASSERT_EQ(th_count_lines(sse_out, "data: {\"op\":\"message\",\"topic\":"
 	                                  "\"auth/json\",\"payload\":\"ok1\""),
 	          1);
-	ASSERT_EQ(raw_ws_frame(ws, frame, sizeof(frame), 10000), 1);
+	ASSERT_EQ(th_ws_frame_buf(ws, frame, sizeof(frame), 10000), 1);
 	ASSERT_CONTAINS(frame, "\"payload\":\"ok1\"");
 	th_kill(curl, SIGTERM);
 	th_raw_close(ws);
@@ -1814,12 +1641,12 @@ TEST_T(two_hundred_clients_coming_and_going_leave_no_clients_or_subscriptions,
 		for (int i = 0; i < 7; i++) {
 			rws[i] = th_raw_connect(s.port, 0);
 			ASSERT_EQ(raw_ws_upgrade(rws[i], s.port, NULL, NULL, 0), 101);
-			ASSERT_EQ(raw_ws_frame(rws[i], frame, sizeof(frame), 10000), 1);
+			ASSERT_EQ(th_ws_frame_buf(rws[i], frame, sizeof(frame), 10000), 1);
 			snprintf(json, sizeof(json),
 			         "{\"op\":\"subscribe\",\"topic\":\"loop/%d/#\",\"id\":1}",
 			         (i + 1) % FILTERS);
 			raw_ws_send(rws[i], json);
-			ASSERT_EQ(raw_ws_frame(rws[i], frame, sizeof(frame), 10000), 1);
+			ASSERT_EQ(th_ws_frame_buf(rws[i], frame, sizeof(frame), 10000), 1);
 			ASSERT_CONTAINS(frame, "\"op\":\"ack\"");
 		}
 		for (int i = 0; i < 6; i++) {
@@ -1858,7 +1685,7 @@ TEST_T(two_hundred_clients_coming_and_going_leave_no_clients_or_subscriptions,
 		for (int i = 0; i < 7; i++) {
 			snprintf(want, sizeof(want), "\"topic\":\"loop/%d/x\"",
 			         (i + 1) % FILTERS);
-			ASSERT_EQ(raw_ws_frame(rws[i], frame, sizeof(frame), 10000), 1);
+			ASSERT_EQ(th_ws_frame_buf(rws[i], frame, sizeof(frame), 10000), 1);
 			ASSERT_CONTAINS(frame, want);
 		}
 		for (int i = 0; i < 6; i++) {
@@ -1980,10 +1807,10 @@ TEST_T(a_websocket_client_that_never_reads_is_dropped_and_delays_no_one, 120)
 	/* Hand-made: subscribes, reads the ack, then never reads again. */
 	struct th_raw *stalled = th_raw_connect(s.port, 2048);
 	ASSERT_EQ(raw_ws_upgrade(stalled, s.port, NULL, NULL, 0), 101);
-	ASSERT_EQ(raw_ws_frame(stalled, frame, sizeof(frame), 10000), 1);
+	ASSERT_EQ(th_ws_frame_buf(stalled, frame, sizeof(frame), 10000), 1);
 	raw_ws_send(stalled,
 	            "{\"op\":\"subscribe\",\"topic\":\"flood/#\",\"id\":1}");
-	ASSERT_EQ(raw_ws_frame(stalled, frame, sizeof(frame), 10000), 1);
+	ASSERT_EQ(th_ws_frame_buf(stalled, frame, sizeof(frame), 10000), 1);
 	ASSERT_CONTAINS(frame, "\"op\":\"ack\"");
 	ASSERT(WAIT_UNTIL(sub_live(&s, "flood/#", 2), 10000));
 

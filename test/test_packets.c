@@ -10,6 +10,7 @@
  */
 #include "mqproxy.h"
 #include "rec.h"
+#include "ws.h"
 
 #include <civetweb.h>
 #include <cjson/cJSON.h>
@@ -466,58 +467,7 @@ TEST_T(a_subscribe_lost_at_fail_over_is_granted_by_the_next_broker, 60)
 
 /* ---- a browser's subscription, through the example server ------------- */
 
-struct wsc {
-	struct mg_connection *conn;
-	pthread_mutex_t mu;
-	char **f;
-	int n, cap;
-	atomic_int closed;
-};
-
-static int wsc_on_data(struct mg_connection *conn, int bits, char *data,
-                       size_t len, void *ud)
-{
-	struct wsc *w = ud;
-	(void)conn;
-	if ((bits & 0xf) != MG_WEBSOCKET_OPCODE_TEXT)
-		return (bits & 0xf) != MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE;
-	pthread_mutex_lock(&w->mu);
-	if (w->n == w->cap) {
-		w->cap = w->cap ? w->cap * 2 : 64;
-		w->f = realloc(w->f, (size_t)w->cap * sizeof(*w->f));
-	}
-	w->f[w->n++] = strndup(data, len);
-	pthread_mutex_unlock(&w->mu);
-	return 1;
-}
-
-static void wsc_on_close(const struct mg_connection *conn, void *ud)
-{
-	struct wsc *w = ud;
-	(void)conn;
-	atomic_store(&w->closed, 1);
-}
-
-static void wsc_open(struct wsc *w, int port)
-{
-	char err[256];
-	memset(w, 0, sizeof(*w));
-	pthread_mutex_init(&w->mu, NULL);
-	w->conn = mg_connect_websocket_client("127.0.0.1", port, 0, err,
-	                                      sizeof(err), "/mqtt/ws", NULL,
-	                                      wsc_on_data, wsc_on_close, w);
-	if (w->conn == NULL)
-		th_fail(__FILE__, __LINE__, "websocket: %s", err);
-}
-
-static void wsc_send(struct wsc *w, const char *text)
-{
-	ASSERT_GT(mg_websocket_client_write(w->conn, MG_WEBSOCKET_OPCODE_TEXT, text,
-	                                    strlen(text)),
-	          0);
-}
-
-/* Frames holding both needles. */
+/* Frames holding both needles (ws.h's struct wsc). */
 static int wsc_count2(struct wsc *w, const char *needle, const char *also)
 {
 	int k = 0;
@@ -526,26 +476,6 @@ static int wsc_count2(struct wsc *w, const char *needle, const char *also)
 		k += strstr(w->f[i], needle) != NULL && strstr(w->f[i], also) != NULL;
 	pthread_mutex_unlock(&w->mu);
 	return k;
-}
-
-static int wsc_count(struct wsc *w, const char *needle)
-{
-	return wsc_count2(w, needle, "");
-}
-
-static void wsc_close(struct wsc *w)
-{
-	if (w->conn != NULL) {
-		if (!atomic_load(&w->closed))
-			mg_websocket_client_write(
-			    w->conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, "\x03\xe8", 2);
-		mg_close_connection(w->conn);
-		w->conn = NULL;
-	}
-	for (int i = 0; i < w->n; i++)
-		free(w->f[i]);
-	free(w->f);
-	pthread_mutex_destroy(&w->mu);
 }
 
 /* A browser's subscription is one of the client's: renewed on reconnect
@@ -581,7 +511,7 @@ TEST_T(a_browser_subscribe_lost_with_its_connection_is_made_after_reconnect,
 	                                         .topic = "lb/x",
 	                                         .nth = 1,
 	                                         .action = MQP_CUT_BEFORE});
-	wsc_open(&w, s.port);
+	ASSERT_EQ(wsc_open(&w, s.port), 0);
 	wsc_send(&w, "{\"op\":\"subscribe\",\"topic\":\"lb/x\",\"qos\":1,\"id\":1}");
 	ASSERT(WAIT_UNTIL(mqp_fired(p, rule) == 1, 10000));
 	ASSERT(WAIT_UNTIL(mqp_count(p, MQP_S2C, MQP_CONNACK) >= 3, 15000));
@@ -1381,7 +1311,7 @@ TEST_T(an_application_subscribing_lower_than_a_browser_keeps_the_higher_qos,
 	                       err, sizeof(err));
 	if (rc != 0)
 		th_fail(__FILE__, __LINE__, "start: %s", err);
-	wsc_open(&w, hp);
+	ASSERT_EQ(wsc_open(&w, hp), 0);
 	wsc_send(&w, "{\"op\":\"subscribe\",\"topic\":\"ql/#\",\"qos\":1,\"id\":1}");
 	ASSERT(WAIT_UNTIL(wsc_count(&w, "\"op\":\"ack\"") >= 1, 10000));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));

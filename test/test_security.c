@@ -25,6 +25,7 @@
  */
 #include "http.h"
 #include "rec.h"
+#include "ws.h"
 
 #include <arpa/inet.h>
 #include <civetweb.h>
@@ -205,99 +206,18 @@ static void srv_stop_to(struct srv *s, struct corpus *k, const char *label)
 
 /* ---- a raw WebSocket client (any bytes in a text frame) ----------------- */
 
-static int raw_head(struct th_raw *r)
-{
-	char *end;
-	int64_t until = th_now_ms() + 10000 * th_timeout_scale();
-	while ((end = memmem(r->buf, r->len, "\r\n\r\n", 4)) == NULL)
-		if (th_now_ms() > until || th_raw_fill(r, 1000) == 0)
-			return 0;
-	int status = 0;
-	sscanf(r->buf, "HTTP/1.%*d %d", &status);
-	th_raw_consume(r, (size_t)(end - r->buf) + 4);
-	return status;
-}
-
 static int raw_ws_upgrade(struct th_raw *r, int port)
 {
-	char req[1024];
-	snprintf(req, sizeof(req),
-	         "GET /mqtt/ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-	         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-	         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-	         "Sec-WebSocket-Version: 13\r\n\r\n",
-	         port);
-	th_raw_send(r, req, strlen(req));
-	return raw_head(r);
+	return th_ws_upgrade(r, port, NULL, NULL, 0);
 }
 
 /* A masked text frame of n bytes, as a browser would send it (a browser
  * never sends invalid UTF-8; a script over a raw socket may). */
 static void raw_ws_send(struct th_raw *r, const char *text, size_t n)
 {
-	unsigned char h[14], mask[4] = {0x12, 0x34, 0x56, 0x78};
-	size_t hl = 0;
-	h[hl++] = 0x81;
-	if (n < 126) {
-		h[hl++] = (unsigned char)(0x80 | n);
-	} else if (n < 65536) {
-		h[hl++] = 0x80 | 126;
-		h[hl++] = (unsigned char)(n >> 8);
-		h[hl++] = (unsigned char)n;
-	} else {
-		h[hl++] = 0x80 | 127;
-		for (int i = 7; i >= 0; i--)
-			h[hl++] = (unsigned char)((uint64_t)n >> (8 * i));
-	}
-	char *f = malloc(hl + 4 + n);
-	ASSERT(f != NULL);
-	memcpy(f, h, hl);
-	memcpy(f + hl, mask, 4);
-	for (size_t i = 0; i < n; i++)
-		f[hl + 4 + i] = (char)(text[i] ^ mask[i % 4]);
-	th_raw_send(r, f, hl + 4 + n);
-	free(f);
+	th_ws_send(r, 1, MG_WEBSOCKET_OPCODE_TEXT, text, n);
 }
 
-/* The next frame from the server: its opcode, the payload into *out
- * (malloc()ed, NUL-terminated, *n bytes); -1 on timeout or end. */
-static int raw_ws_frame(struct th_raw *r, char **out, size_t *n_out, int ms)
-{
-	int64_t until = th_now_ms() + (int64_t)ms * th_timeout_scale();
-	for (;;) {
-		if (r->len >= 2) {
-			const unsigned char *p = (const unsigned char *)r->buf;
-			size_t hl = 2, n = p[1] & 0x7f;
-			int ok = 1;
-			if (n == 126) {
-				ok = r->len >= 4;
-				if (ok)
-					n = (size_t)p[2] << 8 | p[3];
-				hl = 4;
-			} else if (n == 127) {
-				ok = r->len >= 10;
-				if (ok) {
-					n = 0;
-					for (int i = 0; i < 8; i++)
-						n = n << 8 | p[2 + i];
-				}
-				hl = 10;
-			}
-			if (ok && r->len >= hl + n) {
-				int op = p[0] & 0xf;
-				*out = malloc(n + 1);
-				ASSERT(*out != NULL);
-				memcpy(*out, r->buf + hl, n);
-				(*out)[n] = '\0';
-				*n_out = n;
-				th_raw_consume(r, hl + n);
-				return op;
-			}
-		}
-		if (th_now_ms() > until || th_raw_fill(r, 200) == 0)
-			return -1;
-	}
-}
 
 /* Sends json (n bytes) and returns the reply to it: the next text frame,
  * which must be valid UTF-8 and valid JSON. */
@@ -309,7 +229,7 @@ static cJSON *ws_call_(struct th_raw *r, const char *json, size_t n, int strict,
 	int op;
 	raw_ws_send(r, json, n);
 	/* Messages of the client's subscriptions may come first: kept aside. */
-	while ((op = raw_ws_frame(r, &f, &fl, 10000)) == 1 &&
+	while ((op = th_ws_frame(r, &f, &fl, 10000)) == 1 &&
 	       strstr(f, "\"op\":\"message\"") != NULL) {
 		size_t o = strlen(r->seen);
 		snprintf(r->seen + o, sizeof(r->seen) - o, "%s\n", f);
@@ -691,7 +611,7 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port), 101);
 	char *f;
 	size_t fl;
-	ASSERT_EQ(raw_ws_frame(ws, &f, &fl, 10000), 1); /* hello */
+	ASSERT_EQ(th_ws_frame(ws, &f, &fl, 10000), 1); /* hello */
 	ASSERT_CONTAINS(f, "\"hello\"");
 	free(f);
 	/* The echo of a topic that is not UTF-8 has its own test. */
@@ -763,7 +683,7 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	int seen = strstr(ws->seen, "\"pub/good\"") != NULL &&
 	           strstr(ws->seen, "\"fine\"") != NULL;
 	while (!seen && th_now_ms() < until) {
-		if (raw_ws_frame(ws, &f, &fl, 1000) == 1) {
+		if (th_ws_frame(ws, &f, &fl, 1000) == 1) {
 			seen = strstr(f, "\"pub/good\"") != NULL &&
 			       strstr(f, "\"fine\"") != NULL;
 			free(f);
@@ -801,7 +721,7 @@ TEST_T(websocket_error_replies_are_utf8_even_when_the_topic_is_not, 30)
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port), 101);
 	char *f;
 	size_t fl;
-	ASSERT_EQ(raw_ws_frame(ws, &f, &fl, 10000), 1); /* hello */
+	ASSERT_EQ(th_ws_frame(ws, &f, &fl, 10000), 1); /* hello */
 	free(f);
 	ws_strict = 1;
 	WS_ERROR(ws, "{\"op\":\"publish\",\"topic\":\"pub/\xff\",\"payload\":\"x\"}",
@@ -878,7 +798,7 @@ TEST_T(mqtt5_maximum_packet_size_refuses_larger_publishes_locally, 60)
 	ASSERT_EQ(raw_ws_upgrade(ws, s.port), 101);
 	char *f;
 	size_t fl;
-	ASSERT_EQ(raw_ws_frame(ws, &f, &fl, 10000), 1);
+	ASSERT_EQ(th_ws_frame(ws, &f, &fl, 10000), 1);
 	free(f);
 	snprintf(json, jl,
 	         "{\"op\":\"publish\",\"topic\":\"big/ws\",\"payload\":\"%s\"}", big);
