@@ -70,38 +70,6 @@ const char *mqp_type_name(int type)
 	return type >= 0 && type < 16 ? names[type] : "?";
 }
 
-static int mqp_tcp_connect(int port)
-{
-	struct sockaddr_in a;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-	if (fd < 0)
-		return -1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-static int mqp_send_all(int fd, const unsigned char *b, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = send(fd, b, n, MSG_NOSIGNAL);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		b += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
 /* Decodes a remaining length at b (avail bytes). Returns the bytes it
  * takes, 0 when more bytes are needed, -1 when malformed. */
 static int mqp_varint(const unsigned char *b, size_t avail, size_t *value)
@@ -311,7 +279,7 @@ static int mqp_packet(struct mqp_conn *c, int dir, const unsigned char *pkt,
 		th_sleep_ms(delay);
 		break;
 	case MQP_DUP:
-		if (mqp_send_all(to, pkt, len) != 0)
+		if (th_send_all(to, pkt, len) != 0)
 			return -1;
 		break;
 	case MQP_ADD_PROPS:
@@ -337,13 +305,13 @@ static int mqp_packet(struct mqp_conn *c, int dir, const unsigned char *pkt,
 			o += plen;
 			memcpy(out + o, props, props_len);
 			o += props_len;
-			return mqp_send_all(to, out, o);
+			return th_send_all(to, out, o);
 		}
 		break;
 	default:
 		break;
 	}
-	if (mqp_send_all(to, pkt, len) != 0)
+	if (th_send_all(to, pkt, len) != 0)
 		return -1;
 	return action == MQP_CUT_AFTER ? -1 : 0;
 }
@@ -426,7 +394,7 @@ static void *mqp_conn_main(void *arg)
 				continue; /* read and forget: nothing answers */
 			if (p->raw) {
 				int to = dir == MQP_C2S ? c->sfd : c->cfd;
-				bad = mqp_send_all(to, buf, (size_t)got) != 0;
+				bad = th_send_all(to, buf, (size_t)got) != 0;
 			} else {
 				bad = mqp_feed(c, dir, buf, (size_t)got) != 0;
 			}
@@ -479,7 +447,7 @@ static void *mqp_accept_main(void *arg)
 		}
 		int up = -1;
 		if (mode != MQP_HOLD) {
-			up = mqp_tcp_connect(atomic_load(&p->dst_port));
+			up = th_tcp_connect(atomic_load(&p->dst_port));
 			if (up < 0) { /* nothing behind: as a dead broker would */
 				close(fd);
 				continue;

@@ -320,13 +320,20 @@ static inline int rec_subs_settled(struct mg_mqtt *c, int n)
 	return ok;
 }
 
-/* Starts c with options; fails the test with the error text otherwise. */
-static inline void rec_start(struct mg_mqtt *c, const char **opts)
+/* Starts c on ctx (may be NULL) with options; fails the test with the
+ * error text otherwise. */
+static inline void rec_start_on(struct mg_mqtt *c, struct mg_context *ctx,
+                                const char **opts)
 {
 	char err[1024];
-	int rc = mg_mqtt_start(c, NULL, opts, err, sizeof(err));
+	int rc = mg_mqtt_start(c, ctx, opts, err, sizeof(err));
 	if (rc != 0)
 		th_fail(__FILE__, __LINE__, "mg_mqtt_start: %d %s", rc, err);
+}
+
+static inline void rec_start(struct mg_mqtt *c, const char **opts)
+{
+	rec_start_on(c, NULL, opts);
 }
 
 /* The client's status JSON, malloc()ed. */

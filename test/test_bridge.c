@@ -48,7 +48,7 @@ struct srv {
 static void srv_start(struct srv *s, const char *broker_url,
                       const char *const *mqtt, int threads)
 {
-	char port[32], nthreads[16], err[1024];
+	char port[32], nthreads[16];
 	const char *cw[16], *opts[64];
 	int n = 0;
 	memset(s, 0, sizeof(*s));
@@ -64,10 +64,7 @@ static void srv_start(struct srv *s, const char *broker_url,
 	cw[n] = NULL;
 	s->ctx = mg_start(NULL, NULL, cw);
 	ASSERT(s->ctx != NULL);
-	s->c = mg_mqtt_create(NULL);
-	ASSERT(s->c != NULL);
-	rec_init(&s->r);
-	rec_attach(s->c, &s->r);
+	s->c = rec_client(&s->r, NULL);
 	n = 0;
 	opts[n++] = "MQTT_BROKER_URL";
 	opts[n++] = broker_url;
@@ -76,9 +73,7 @@ static void srv_start(struct srv *s, const char *broker_url,
 	for (size_t i = 0; mqtt != NULL && mqtt[i] != NULL && n < 62; i++)
 		opts[n++] = mqtt[i];
 	opts[n] = NULL;
-	int rc = mg_mqtt_start(s->c, s->ctx, opts, err, sizeof(err));
-	if (rc != 0)
-		th_fail(__FILE__, __LINE__, "mg_mqtt_start: %d %s", rc, err);
+	rec_start_on(s->c, s->ctx, opts);
 }
 
 /* The web server first, then the client (the documented order). */
@@ -373,18 +368,6 @@ static void broker_probe(struct srv *s, const struct th_broker *b,
 	ASSERT(WAIT_UNTIL(rec_find(&s->r, topic, payload) >= 0, 10000));
 }
 
-/* Lines of a mosquitto_sub output (the messages only). */
-static int sub_lines(const struct th_sub *sub, char **text)
-{
-	int n;
-	char *t = th_sub_messages(sub, &n);
-	if (text != NULL)
-		*text = t;
-	else
-		free(t);
-	return n;
-}
-
 /* ======================================================================
  * 1. Publishing over HTTP
  * ==================================================================== */
@@ -430,7 +413,7 @@ TEST_T(json_and_raw_publishes_reach_mosquitto_sub_and_answer_with_the_id, 60)
 
 	ASSERT_EQ(th_sub_wait(&sub, 10000), 0);
 	char *got;
-	ASSERT_EQ(sub_lines(&sub, &got), 7);
+	ASSERT_EQ(th_sub_lines(&sub, &got), 7);
 	ASSERT_CONTAINS(got, "pub/str|0|0|hello world");
 	ASSERT_CONTAINS(got, "pub/obj|1|0|{\"on\":true,\"n\":[1,2]}");
 	ASSERT_CONTAINS(got, "pub/b64|2|0|hi there");
@@ -443,7 +426,7 @@ TEST_T(json_and_raw_publishes_reach_mosquitto_sub_and_answer_with_the_id, 60)
 	/* The retained ones reach a subscriber that comes later. */
 	th_sub_start(&later, &b, "pub/#", 2, "-q 1 -F %t|%q|%r|%p");
 	ASSERT_EQ(th_sub_wait(&later, 10000), 0);
-	ASSERT_EQ(sub_lines(&later, &got), 2);
+	ASSERT_EQ(th_sub_lines(&later, &got), 2);
 	ASSERT_CONTAINS(got, "pub/ret|1|1|kept");
 	ASSERT_CONTAINS(got, "pub/raw|1|1|on");
 	free(got);
@@ -504,7 +487,7 @@ TEST_T(malformed_or_mistyped_publish_requests_get_400_and_publish_nothing, 60)
 	/* Nothing reached the broker: the probe is the only message. */
 	EXPECT_PUBLISHED(s.port, "/mqtt/publish/pub/probe", "p", NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "pub/probe p") == 1, 10000));
-	ASSERT_EQ(sub_lines(&sub, NULL), 1);
+	ASSERT_EQ(th_sub_lines(&sub, NULL), 1);
 	ASSERT_EQ(st_num(&s, "counters.bridge_publishes"), 1);
 	th_sub_stop(&sub);
 	srv_stop(&s);
@@ -529,7 +512,7 @@ TEST_T(raw_publish_paths_the_server_would_rewrite_get_400, 60)
 		EXPECT_HTTP_ERROR(s.port, "POST", paths[i], "x", "--path-as-is", 400);
 	EXPECT_PUBLISHED(s.port, "/mqtt/publish/pub/probe", "p", NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "pub/probe p") == 1, 10000));
-	ASSERT_EQ(sub_lines(&sub, NULL), 1);
+	ASSERT_EQ(th_sub_lines(&sub, NULL), 1);
 	th_sub_stop(&sub);
 	srv_stop(&s);
 }
@@ -548,7 +531,7 @@ TEST_T(a_nul_in_the_raw_publish_path_gets_400_not_a_shortened_topic, 60)
 	EXPECT_PUBLISHED(s.port, "/mqtt/publish/pub/probe", "p", NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "pub/probe p") == 1, 10000));
 	char *got;
-	sub_lines(&sub, &got);
+	th_sub_lines(&sub, &got);
 	ASSERT_NOT_CONTAINS(got, "pub/x nul");
 	free(got);
 	EXPECT_ERROR(400, &r);
@@ -604,7 +587,7 @@ TEST_T(raw_publish_topics_the_server_may_have_decoded_get_400_naming_the_json_ro
 	EXPECT_PUBLISHED(s.port, "/mqtt/publish/pub/probe", "p", ct);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "pub/probe p") == 1, 10000));
 	char *got;
-	ASSERT_EQ(sub_lines(&sub, &got), 3);
+	ASSERT_EQ(th_sub_lines(&sub, &got), 3);
 	ASSERT_CONTAINS(got, "pub/a b sp");
 	ASSERT_CONTAINS(got, "pub/100% pc");
 	free(got);
@@ -844,7 +827,7 @@ TEST_T(the_publish_allow_list_matches_topics_level_by_level, 60)
 	th_pub(&b, "probe", "p", 1, 0, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "probe p") == 1, 10000));
 	char *got, lines[4096];
-	ASSERT_EQ(sub_lines(&sub, &got), 2 * 5 + 1 + 1);
+	ASSERT_EQ(th_sub_lines(&sub, &got), 2 * 5 + 1 + 1);
 	snprintf(lines, sizeof(lines), "\n%s", got); /* each line after a \n */
 	for (size_t i = 0; i < sizeof(denied) / sizeof(denied[0]); i++) {
 		char line[64];
@@ -965,7 +948,7 @@ TEST_T(without_allow_lists_browsers_can_neither_publish_nor_subscribe, 60)
 	ASSERT_EQ(st_num(&s, "counters.bridge_publishes"), 0);
 	th_pub(&b, "probe", "p", 1, 0, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "probe p") == 1, 10000));
-	ASSERT_EQ(sub_lines(&sub, NULL), 1);
+	ASSERT_EQ(th_sub_lines(&sub, NULL), 1);
 	th_sub_stop(&sub);
 	srv_stop(&s);
 }
@@ -1071,7 +1054,7 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	th_pub(&b, "probe", "p", 1, 0, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "probe p") == 1, 10000));
 	char *got;
-	ASSERT_EQ(sub_lines(&sub, &got), 3);
+	ASSERT_EQ(th_sub_lines(&sub, &got), 3);
 	ASSERT_NOT_CONTAINS(got, "refused");
 	free(got);
 	ASSERT_EQ(st_num(&s, "counters.bridge_publishes"), 2);
@@ -1143,7 +1126,7 @@ TEST_T(path_tricks_never_bypass_auth_or_the_publish_allow_list, 60)
 	th_pub(&b, "probe", "p", 1, 0, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "probe p") == 1, 10000));
 	char *got;
-	ASSERT_EQ(sub_lines(&sub, &got), 1);
+	ASSERT_EQ(th_sub_lines(&sub, &got), 1);
 	ASSERT_NOT_CONTAINS(got, "leak");
 	free(got);
 	ASSERT_EQ(st_num(&s, "counters.bridge_publishes"), 0);
@@ -1180,7 +1163,7 @@ TEST_T(the_right_password_works_for_percent_encoded_bridge_paths_too, 60)
 	th_resp_free(&r);
 	ASSERT_EQ(th_sub_wait(&sub, 10000), 0);
 	char *got;
-	ASSERT_EQ(sub_lines(&sub, &got), 1);
+	ASSERT_EQ(th_sub_lines(&sub, &got), 1);
 	ASSERT_STREQ(got, "auth/k\xc3\xbc" "che on");
 	free(got);
 	ASSERT_EQ(th_http(s.port, "GET", "/mqtt/%73tatus", NULL, good, &r), 200);
@@ -1292,7 +1275,7 @@ TEST_T(websocket_hello_subscribe_messages_and_publish_round_trip, 60)
 	cJSON_Delete(a);
 	ASSERT_EQ(th_sub_wait(&sub, 10000), 0);
 	char *got;
-	ASSERT_EQ(sub_lines(&sub, &got), 1);
+	ASSERT_EQ(th_sub_lines(&sub, &got), 1);
 	ASSERT_STREQ(got, "ws/out from-ws");
 	free(got);
 	/* Its own subscription brings it back, like any other message. */
@@ -1880,10 +1863,7 @@ TEST_T(mqtt5_properties_travel_from_http_to_mqtt_and_from_mqtt_to_websocket, 60)
 	               "v5/#", "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "v5/#"),
 	          0);
 	/* A second civetweb-mqtt client, MQTT 5 too, as the receiver. */
-	struct mg_mqtt *c2 = mg_mqtt_create("PEER");
-	ASSERT(c2 != NULL);
-	rec_init(&peer);
-	rec_attach(c2, &peer);
+	struct mg_mqtt *c2 = rec_client(&peer, "PEER");
 	rec_start(c2, OPTS("PEER_BROKER_URL", b.url, "PEER_PROTOCOL_VERSION", "5",
 	                   "PEER_SUBSCRIBE", "v5/#:1"));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c2, 1), 10000));
@@ -1984,7 +1964,7 @@ TEST_T(properties_with_mqtt_3_1_1_get_400, 60)
 	wsc_close(&w);
 	th_pub(&b, "probe", "p", 1, 0, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "probe p") == 1, 10000));
-	ASSERT_EQ(sub_lines(&sub, NULL), 1);
+	ASSERT_EQ(th_sub_lines(&sub, NULL), 1);
 	th_sub_stop(&sub);
 	srv_stop(&s);
 }
@@ -2804,10 +2784,7 @@ TEST_T(metrics_are_strict_prometheus_text_for_every_client_of_the_server, 60)
 	               "MQTT_CLIENT_ID", "id-with-\"quote\\"),
 	          0);
 	/* A second client on the same server, without a bridge. */
-	struct mg_mqtt *c2 = mg_mqtt_create("MQTT2");
-	ASSERT(c2 != NULL);
-	rec_init(&r2);
-	rec_attach(c2, &r2);
+	struct mg_mqtt *c2 = rec_client(&r2, "MQTT2");
 	const char *o2[] = {"MQTT2_BROKER_URL", b.url, NULL};
 	ASSERT_EQ(mg_mqtt_start(c2, s.ctx, o2, err, sizeof(err)), 0);
 

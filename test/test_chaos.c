@@ -523,10 +523,7 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 	 * sent (observe_col). */
 	struct mqp *colp = mqp_start(b.port);
 	mqp_observe(colp, observe_col, NULL);
-	struct mg_mqtt *col = mg_mqtt_create("COL");
-	ASSERT(col != NULL);
-	rec_init(&rcol);
-	rec_attach(col, &rcol);
+	struct mg_mqtt *col = rec_client(&rcol, "COL");
 	g_rcol = &rcol;
 	ASSERT_EQ(mg_mqtt_on_message(col, collector_on_message, NULL), 0);
 	rec_start(col, OPTS("COL_BROKER_URL", mqp_url(colp), "COL_CLIENT_ID", "chaos-col",
@@ -549,10 +546,7 @@ static void chaos_run(unsigned long long seed_offset, const char *name)
 		snprintf(k->id, sizeof(k->id), "chaos-%d", i);
 		k->p = mqp_start(b.port);
 		mqp_observe(k->p, observe_c2s, NULL);
-		k->c = mg_mqtt_create(k->prefix);
-		ASSERT(k->c != NULL);
-		rec_init(&k->r);
-		rec_attach(k->c, &k->r);
+		k->c = rec_client(&k->r, k->prefix);
 		ASSERT_EQ(mg_mqtt_on_publish(k->c, cli_on_publish, k), 0);
 		ASSERT_EQ(mg_mqtt_on_message(k->c, cli_on_message, k), 0);
 		snprintf(url, sizeof(url), "%s", mqp_url(k->p));

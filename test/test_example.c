@@ -10,15 +10,9 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-struct server {
-	pid_t pid;
-	int port;
-	char log[512], conf[512];
-};
-
 /* Writes a config (extra lines appended) and starts the server on a free
  * port; returns once HTTP answers. */
-static void server_start(struct server *s, const struct th_broker *b,
+static void server_start(struct th_xsrv *s, const struct th_broker *b,
                          const char *extra)
 {
 	char text[4096], www[512], index[600];
@@ -46,14 +40,7 @@ static void server_start(struct server *s, const struct th_broker *b,
 	snprintf(name, sizeof(name), "civetweb-%d.conf", ++n);
 	th_path(s->conf, sizeof(s->conf), name);
 	th_write_file(s->conf, text);
-	snprintf(name, sizeof(name), "server-%d.log", n);
-	th_path(s->log, sizeof(s->log), name);
-	const char *argv[] = {th_example_bin(), s->conf, NULL};
-	s->pid = th_spawn(argv, s->log);
-	if (!th_wait_port(s->port, 10000)) {
-		char *log = th_read_file(s->log, NULL);
-		th_fail(__FILE__, __LINE__, "server did not start: %s", log);
-	}
+	th_xsrv_launch(s);
 }
 
 /* curl (http.h); returns the HTTP status, body into *body (malloc()ed). */
@@ -74,7 +61,7 @@ TEST_T(post_to_the_publish_handler_reaches_mosquitto_sub, 40)
 {
 	struct th_broker b;
 	struct th_sub sub;
-	struct server s;
+	struct th_xsrv s;
 	char *body;
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "demo/lamp", 1, "-q 1");
@@ -113,7 +100,7 @@ TEST_T(post_to_the_publish_handler_reaches_mosquitto_sub, 40)
 TEST_T(a_mosquitto_pub_message_reaches_the_server_log, 40)
 {
 	struct th_broker b;
-	struct server s;
+	struct th_xsrv s;
 	th_broker_start(&b, NULL);
 	server_start(&s, &b, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 10000));
@@ -130,7 +117,7 @@ TEST_T(sigterm_and_sigint_stop_the_server_cleanly_without_the_will, 40)
 {
 	struct th_broker b;
 	struct th_sub sub;
-	struct server s;
+	struct th_xsrv s;
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "demo/status", 0, "-q 1");
 	const char *will = "MQTT_LAST_WILL_TOPIC demo/status\n"
@@ -157,7 +144,7 @@ TEST_T(sigkill_makes_the_broker_send_the_will, 40)
 {
 	struct th_broker b;
 	struct th_sub sub;
-	struct server s;
+	struct th_xsrv s;
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "demo/status", 2, "-q 1");
 	server_start(&s, &b,
@@ -174,7 +161,7 @@ TEST_T(sigkill_makes_the_broker_send_the_will, 40)
 
 TEST_T(a_bad_configuration_exits_1_naming_the_key_and_value, 40)
 {
-	struct server s;
+	struct th_xsrv s;
 	char conf[512], log[512];
 	const char *cases[][2] = {
 	    {"MQTT_KEEPALIVE soon\n", "MQTT_KEEPALIVE: 'soon' is not"},
@@ -214,7 +201,7 @@ TEST_T(a_bad_configuration_exits_1_naming_the_key_and_value, 40)
 TEST_T(command_line_options_override_the_file, 40)
 {
 	struct th_broker b;
-	struct server s;
+	struct th_xsrv s;
 	char log[512], port[32];
 	th_broker_start(&b, NULL);
 	server_start(&s, &b, NULL);

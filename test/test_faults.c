@@ -248,7 +248,7 @@ static int pub_handler(struct mg_connection *conn, void *ud)
 
 static void srv_start(struct srv *s, const char *const *mqtt, int threads)
 {
-	char port[32], nthreads[16], err[1024];
+	char port[32], nthreads[16];
 	memset(s, 0, sizeof(*s));
 	s->port = th_free_port();
 	snprintf(port, sizeof(port), "127.0.0.1:%d", s->port);
@@ -257,13 +257,8 @@ static void srv_start(struct srv *s, const char *const *mqtt, int threads)
 	                    "enable_keep_alive", "yes", "tcp_nodelay", "1", NULL};
 	s->ctx = mg_start(NULL, NULL, cw);
 	ASSERT(s->ctx != NULL);
-	s->c = mg_mqtt_create(NULL);
-	ASSERT(s->c != NULL);
-	rec_init(&s->r);
-	rec_attach(s->c, &s->r);
-	int rc = mg_mqtt_start(s->c, s->ctx, (const char **)mqtt, err, sizeof(err));
-	if (rc != 0)
-		th_fail(__FILE__, __LINE__, "mg_mqtt_start: %d %s", rc, err);
+	s->c = rec_client(&s->r, NULL);
+	rec_start_on(s->c, s->ctx, (const char **)mqtt);
 	mg_set_request_handler(s->ctx, "/pub/", pub_handler, NULL);
 }
 
@@ -480,10 +475,7 @@ static void stream_across_broker_failure(int graceful, struct stream_result *res
 	               "MQTT_CLEAN_SESSION", graceful ? "false" : "true",
 	               "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "2"),
 	          16);
-	struct mg_mqtt *recv = mg_mqtt_create("RECV");
-	ASSERT(recv != NULL);
-	rec_init(&rr);
-	rec_attach(recv, &rr);
+	struct mg_mqtt *recv = rec_client(&rr, "RECV");
 	char err[512];
 	ASSERT_EQ(mg_mqtt_start(recv, s.ctx,
 	                        OPTS("RECV_BROKER_URL", b.url, "RECV_CLIENT_ID",
@@ -494,10 +486,7 @@ static void stream_across_broker_failure(int graceful, struct stream_result *res
 	                        err, sizeof(err)),
 	          0);
 	memset(&feed, 0, sizeof(feed));
-	feed.c = mg_mqtt_create("FEED");
-	ASSERT(feed.c != NULL);
-	rec_init(&fr);
-	rec_attach(feed.c, &fr);
+	feed.c = rec_client(&fr, "FEED");
 	rec_start(feed.c, OPTS("FEED_BROKER_URL", b.url, "FEED_CLIENT_ID",
 	                       "cwm-fault-feed", "FEED_CLEAN_SESSION", "false",
 	                       "FEED_RECONNECT_MIN", "1", "FEED_RECONNECT_MAX", "2"));
@@ -718,10 +707,7 @@ TEST_T(when_the_first_broker_dies_traffic_moves_to_the_second_within_the_bounds,
 	th_broker_start(&a, NULL);
 	th_broker_start(&b, NULL);
 	snprintf(urls, sizeof(urls), "%s,%s", a.url, b.url);
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", urls, "MQTT_RECONNECT_MIN", "1",
 	                  "MQTT_RECONNECT_MAX", "2", "MQTT_CONNECTION_TIMEOUT", "2",
 	                  "MQTT_SUBSCRIBE", "fo/in/#:1"));
@@ -784,38 +770,6 @@ TEST_T(when_the_first_broker_dies_traffic_moves_to_the_second_within_the_bounds,
  * 4. A network that goes silent without closing
  * ==================================================================== */
 
-static int tcp_connect_port(int port)
-{
-	struct sockaddr_in a;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-	if (fd < 0)
-		return -1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-static int send_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		p += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
 /* mqproxy in front of the broker: MQP_HOLD forwards nothing more and
  * closes nothing (a cable pulled, a NAT entry gone): both ends see a
  * healthy socket that never answers, and connections accepted meanwhile
@@ -836,10 +790,7 @@ TEST_T(a_network_that_goes_silent_is_noticed_by_keepalive_and_recovered, 90)
 	th_broker_start(&b, NULL);
 	struct mqp *x = mqp_start(b.port);
 	const char *url = mqp_url(x);
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_KEEPALIVE", "2",
 	                  "MQTT_CONNECTION_TIMEOUT", "2", "MQTT_RECONNECT_MIN", "1",
 	                  "MQTT_RECONNECT_MAX", "2", "MQTT_SUBSCRIBE",
@@ -997,10 +948,7 @@ TEST_T(a_full_dispatch_queue_drops_counts_exactly_and_memory_stays_bounded, 120)
 	memset(&g, 0, sizeof(g));
 	pthread_mutex_init(&g.mu, NULL);
 	pthread_cond_init(&g.cv, NULL);
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	ASSERT_EQ(mg_mqtt_on_message(c, gate_handler, &g), 0); /* replaces rec's */
 	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_QUEUE_SIZE", "4",
 	                  "MQTT_KEEPALIVE", "2", "MQTT_SUBSCRIBE", "flood/#:0"));
@@ -1187,7 +1135,7 @@ static void *wsflood_main(void *arg)
 	char buf[1 << 16], text[128];
 	unsigned char f[160];
 	size_t len = 0;
-	int fd = tcp_connect_port(w->port);
+	int fd = th_tcp_connect(w->port);
 	if (fd < 0)
 		goto out;
 	snprintf(buf, sizeof(buf),
@@ -1196,7 +1144,7 @@ static void *wsflood_main(void *arg)
 	         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 	         "Sec-WebSocket-Version: 13\r\n\r\n",
 	         w->port);
-	if (send_all(fd, buf, strlen(buf)) != 0)
+	if (th_send_all(fd, buf, strlen(buf)) != 0)
 		goto out;
 	/* The head, then whatever follows it counts as frames. */
 	while (memmem(buf, len, "\r\n\r\n", 4) == NULL) {
@@ -1215,7 +1163,7 @@ static void *wsflood_main(void *arg)
 	atomic_store(&w->upgraded, 1);
 	size_t n = ws_frame(f, sizeof(f),
 	                    "{\"op\":\"subscribe\",\"topic\":\"flood/#\",\"id\":1}");
-	if (send_all(fd, (char *)f, n) != 0)
+	if (th_send_all(fd, (char *)f, n) != 0)
 		goto out;
 	for (int i = 0; !atomic_load(&w->stop); i++) {
 		struct pollfd p = {fd, POLLIN, 0};
@@ -1235,7 +1183,7 @@ static void *wsflood_main(void *arg)
 			break;
 		if (k == (ssize_t)n)
 			atomic_fetch_add(&w->sent, 1);
-		else if (k > 0 && send_all(fd, (char *)f + k, n - (size_t)k) != 0)
+		else if (k > 0 && th_send_all(fd, (char *)f + k, n - (size_t)k) != 0)
 			break;
 	}
 out:

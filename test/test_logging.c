@@ -104,15 +104,6 @@ static struct mg_mqtt *client_lr(struct logrec *l, const char *prefix)
 	return c;
 }
 
-static void start_ok(struct mg_mqtt *c, struct mg_context *ctx,
-                     const char **opts)
-{
-	char err[1024];
-	int rc = mg_mqtt_start(c, ctx, opts, err, sizeof(err));
-	if (rc != 0)
-		th_fail(__FILE__, __LINE__, "mg_mqtt_start: %d %s", rc, err);
-}
-
 static int on_pub_ok;
 static void count_pub(struct mg_mqtt *c, int id, int result, void *ud)
 {
@@ -137,7 +128,7 @@ static void debug_cycle(struct logrec *l, const char *protocol)
 	                      "MQTT_PASSWORD", pw, "MQTT_CLIENT_ID", "cwm-debug",
 	                      "MQTT_PROTOCOL_VERSION", protocol,
 	                      "MQTT_LOG_LEVEL", "debug", NULL};
-	start_ok(c, NULL, opts);
+	rec_start_on(c, NULL, opts);
 	ASSERT_GT(mg_mqtt_subscribe(c, "log/#", 1), 0);
 	ASSERT(WAIT_UNTIL(lr_count(l, "SUBACK id", "codes 0x01") > 0, 5000));
 	ASSERT_GT(mg_mqtt_publish(c, "log/x", payload, sizeof(payload) - 1, 1, 0),
@@ -219,8 +210,8 @@ TEST_T(log_level_warning_makes_no_info_line_and_info_no_debug_line, 60)
 	                      "W_TLS_INSECURE", "true",
 	                      "I_BROKER_URL", b.url, "I_TLS_INSECURE", "true",
 	                      NULL};
-	start_ok(w, NULL, opts);
-	start_ok(i, NULL, opts);
+	rec_start_on(w, NULL, opts);
+	rec_start_on(i, NULL, opts);
 	ASSERT_GT(mg_mqtt_publish(w, "a/b", "x", 1, 1, 0), 0);
 	ASSERT_GT(mg_mqtt_publish(i, "a/b", "x", 1, 1, 0), 0);
 	th_sleep_ms(300);
@@ -260,8 +251,8 @@ TEST_T(paho_trace_reaches_debug_clients_only_and_drops_lines_with_a_password,
 	                      "I_BROKER_URL", b.url, "I_CLIENT_ID", "cwm-info",
 	                      "I_USERNAME", "anyone", "I_PASSWORD", "trace-Hx42",
 	                      NULL};
-	start_ok(i, NULL, opts);
-	start_ok(d, NULL, opts);
+	rec_start_on(i, NULL, opts);
+	rec_start_on(d, NULL, opts);
 	ASSERT_GT(mg_mqtt_publish(d, "t/d", "x", 1, 1, 0), 0);
 	ASSERT_GT(mg_mqtt_publish(i, "t/i", "y", 1, 1, 0), 0);
 	/* D sees paho's lines of the other client too (the trace is the
@@ -300,7 +291,7 @@ TEST_T(paho_trace_never_forwards_http_proxy_credentials, 60)
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", th_free_port());
 	const char *opts[] = {"MQTT_BROKER_URL", url, "MQTT_LOG_LEVEL", "debug",
 	                      "MQTT_CONNECT_ASYNC", "true", NULL};
-	start_ok(c, NULL, opts);
+	rec_start_on(c, NULL, opts);
 	LR_HAS(l, "paho: ", "Setting http proxy to 127.0.0.1");
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	unsetenv("http_proxy");
@@ -363,7 +354,7 @@ TEST_T(error_log_file_is_written_by_mqtt_dispatch_not_pahos_threads_no_loss,
 	struct mg_mqtt *c = client_lr(l, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_LOG_LEVEL", "debug",
 	                      "MQTT_SUBSCRIBE", "f/#:1", NULL};
-	start_ok(c, ctx, opts);
+	rec_start_on(c, ctx, opts);
 	for (int k = 0; k < 200; k++)
 		ASSERT_GT(mg_mqtt_publish(c, "f/x", "m", 1, k % 3, 0), 0);
 	ASSERT(WAIT_UNTIL(lr_count(l, "PUBLISH in: topic 'f/x'", "") == 200,
@@ -513,7 +504,7 @@ TEST_T(paho_lines_waiting_for_a_blocked_log_handler_are_bounded_and_counted,
 	ASSERT_EQ(mg_mqtt_on_log(c, blocking_log, l), 0);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_LOG_LEVEL", "debug",
 	                      NULL};
-	start_ok(c, NULL, opts);
+	rec_start_on(c, NULL, opts);
 	atomic_store(&hold_log, 1);
 	ASSERT_GT(mg_mqtt_publish(c, "hold/x", "x", 1, 0, 0), 0);
 	ASSERT(WAIT_UNTIL(atomic_load(&held), 5000));

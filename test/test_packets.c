@@ -1377,16 +1377,8 @@ TEST(log_level_debug_tells_the_whole_cycle_and_never_the_password)
 	static const char pw[] = "pw-Zq81x";
 	struct th_broker b;
 	struct loglines l;
-	char conf[1024], pwf[512], err[1024];
-	th_path(pwf, sizeof(pwf), "passwd");
-	const char *mk[] = {"mosquitto_passwd", "-b", "-c", pwf, "gw", pw, NULL};
-	ASSERT_EQ(th_run(mk, NULL, 10000), 0);
-	th_chmod_world(pwf);
-	snprintf(conf, sizeof(conf),
-	         "listener {PORT} 127.0.0.1\nallow_anonymous false\n"
-	         "password_file %s\n",
-	         pwf);
-	th_broker_start(&b, conf);
+	char err[1024];
+	th_broker_start_password(&b, "gw", pw);
 	struct rec r;
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	loglines_init(&l);

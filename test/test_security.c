@@ -92,18 +92,6 @@ static int utf8_ok(const char *s, size_t n)
 	return 1;
 }
 
-/* Lines a mosquitto_sub printed. */
-static int sub_lines(const struct th_sub *sub, char **text)
-{
-	int n;
-	char *t = th_sub_messages(sub, &n);
-	if (text != NULL)
-		*text = t;
-	else
-		free(t);
-	return n;
-}
-
 /* The on_publish result for id; fails the test if none comes. */
 static int pub_result(struct rec *r, int id, int ms)
 {
@@ -165,10 +153,7 @@ static int srv_try(struct srv *s, const char *const *mqtt,
 	cw[n] = NULL;
 	s->ctx = mg_start(NULL, NULL, cw);
 	ASSERT(s->ctx != NULL);
-	s->c = mg_mqtt_create(NULL);
-	ASSERT(s->c != NULL);
-	rec_init(&s->r);
-	rec_attach(s->c, &s->r);
+	s->c = rec_client(&s->r, NULL);
 	return mg_mqtt_start(s->c, s->ctx, (const char **)mqtt, err, errlen);
 }
 
@@ -339,10 +324,7 @@ TEST_T(c_api_refuses_bad_topics_filters_and_properties_and_sends_nothing, 60)
 	char *longf = repeat(65536, 'f');
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "#", 0, "-V mqttv5");
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 
 	/* Handlers: a bad filter is refused before start. */
 	static const char *const bad_filters[] = {
@@ -459,7 +441,7 @@ TEST_T(c_api_refuses_bad_topics_filters_and_properties_and_sends_nothing, 60)
 	th_pub(&b, "good/back", "yes", 1, 0, NULL);
 	ASSERT(WAIT_UNTIL(rec_find(&r, "good/back", "yes") >= 0, 10000));
 	char *got;
-	ASSERT_EQ(sub_lines(&sub, &got), 2);
+	ASSERT_EQ(th_sub_lines(&sub, &got), 2);
 	ASSERT_NOT_CONTAINS(got, "bad");
 	free(got);
 	ASSERT_EQ(th_count_lines(b.log, "Received SUBSCRIBE from sec-api"), 1);
@@ -553,7 +535,7 @@ TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
 	                 "{\"topic\":\"pub/probe2\",\"payload\":\"q\"}", NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "pub/probe2 q") == 1, 10000));
 	char *got;
-	ASSERT_EQ(sub_lines(&sub, &got), 2);
+	ASSERT_EQ(th_sub_lines(&sub, &got), 2);
 	ASSERT_CONTAINS(got, "pub/probe p");
 	free(got);
 	ASSERT_EQ(REC(&s.r, disconnects), 0);
@@ -581,7 +563,7 @@ TEST_T(a_nul_escape_in_a_json_payload_is_not_cut_short, 60)
 	/* mosquitto_sub prints the payload up to the NUL: a payload that came
 	 * whole shows as "head" too, so look at the bytes the broker got. */
 	char *got;
-	sub_lines(&sub, &got);
+	th_sub_lines(&sub, &got);
 	if (r.status == 200) {
 		ASSERT_CONTAINS(got, "pub/nulpay");
 		ASSERT_EQ(th_count_lines(b.log, "'pub/nulpay', ... (9 bytes)"), 1);
@@ -692,7 +674,7 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	ASSERT(seen);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "pub/good fine") == 1, 10000));
 	char *got;
-	int n = sub_lines(&sub, &got);
+	int n = th_sub_lines(&sub, &got);
 	/* The junk-payload publish may have gone out (as bytes): nothing else. */
 	ASSERT_LE(n, 2);
 	ASSERT_NOT_CONTAINS(got, "nul");
@@ -812,7 +794,7 @@ TEST_T(mqtt5_maximum_packet_size_refuses_larger_publishes_locally, 60)
 	ASSERT_EQ(pub_result(&s.r, id, 10000), 0);
 	EXPECT_PUBLISHED(s.port, "/mqtt/publish/big/after", "ok", NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "big/after ok") == 1, 10000));
-	ASSERT_EQ(sub_lines(&sub, NULL), 2);
+	ASSERT_EQ(th_sub_lines(&sub, NULL), 2);
 	ASSERT_EQ(th_count_lines(b.log, "oversize"), 0);
 	ASSERT_EQ(REC(&s.r, connects), 1);
 	ASSERT_EQ(REC(&s.r, disconnects), 0);
@@ -833,10 +815,7 @@ TEST_T(mqtt5_a_buffered_message_over_the_announced_limit_fails_once, 60)
 	struct rec r;
 	th_broker_start(&b, MPS_BROKER);
 	th_broker_stop(&b);
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
 	                  "MQTT_CONNECT_ASYNC", "true", "MQTT_RECONNECT_MIN", "1",
 	                  "MQTT_RECONNECT_MAX", "1"));
@@ -875,10 +854,7 @@ static void msl_case(const char *proto, int qos, int want)
 	struct rec r;
 	th_broker_start(&b, MSL_BROKER);
 	th_sub_start(&sub, &b, "#", 0, "-V mqttv5");
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", proto));
 	char *big = repeat(2000, 'x');
 	int id = mg_mqtt_publish(c, "big/msl", big, 2000, qos, 0);
@@ -891,7 +867,7 @@ static void msl_case(const char *proto, int qos, int want)
 		        proto, qos, res, want);
 	ASSERT_EQ(pub_result(&r, id2, 10000), 0);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "big/after ok") == 1, 10000));
-	ASSERT_EQ(sub_lines(&sub, NULL), 1);
+	ASSERT_EQ(th_sub_lines(&sub, NULL), 1);
 	ASSERT_EQ(REC(&r, disconnects), 0);
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
@@ -928,10 +904,7 @@ TEST_T(mqtt311_a_message_over_max_packet_size_is_refused_by_the_configured_limit
 	struct rec r;
 	th_broker_start(&b, MPS_BROKER);
 	th_sub_start(&sub, &b, "#", 0, "-V mqttv5");
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
 	                  "3.1.1", "MQTT_MAX_PACKET_SIZE", "1000"));
 	char *big = repeat(2000, 'x');
@@ -947,10 +920,7 @@ TEST_T(mqtt311_a_message_over_max_packet_size_is_refused_by_the_configured_limit
 	rec_free(&r);
 
 	/* Without the option: not given up while the broker closes. */
-	c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
 	                  "3.1.1", "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX",
 	                  "1"));
@@ -982,10 +952,7 @@ TEST_T(mqtt311_qos0_over_max_packet_size_costs_one_reconnect, 60)
 	struct rec r;
 	th_broker_start(&b, MPS_BROKER);
 	th_sub_start(&sub, &b, "#", 0, "-V mqttv5");
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
 	                  "3.1.1", "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX",
 	                  "1"));
@@ -1134,10 +1101,7 @@ static int start_fails(struct corpus *k, const char *label, const char **opts)
 {
 	struct rec r;
 	char err[1024] = "", lbl[256];
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	int rc = mg_mqtt_start(c, NULL, opts, err, sizeof(err));
 	if (rc >= 0)
 		th_fail(__FILE__, __LINE__, "%s: start succeeded", label);
@@ -1574,10 +1538,7 @@ static void takeover(const char *proto, int want_reason)
 	char port[16];
 	th_broker_start(&b, NULL);
 	th_sub_start(&sub, &b, "after/#", 0, NULL);
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", proto,
 	                  "MQTT_CLIENT_ID", "dup-id", "MQTT_RECONNECT_MIN", "1",
 	                  "MQTT_RECONNECT_MAX", "2", "MQTT_SUBSCRIBE",
@@ -1862,10 +1823,7 @@ TEST_T(mqtt5_a_server_disconnect_0x8e_is_reported_and_the_client_returns, 60)
 	char url[64];
 	peer_start(&p, 0x8e, 0);
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", p.port);
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_PROTOCOL_VERSION", "5",
 	                  "MQTT_CLIENT_ID", "dup-id", "MQTT_SUBSCRIBE", "back/#:1",
 	                  "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "2"));
@@ -1904,10 +1862,7 @@ TEST_T(mqtt5_a_disconnect_0x95_after_a_large_publish_fails_it_not_resends_it,
 	char url[64];
 	peer_start(&p, 0x95, 1);
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", p.port);
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	ASSERT(c != NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
+	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_PROTOCOL_VERSION", "5",
 	                  "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1"));
 	char *big = repeat(2000, 'x');

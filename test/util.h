@@ -30,6 +30,10 @@ void th_kill(pid_t pid, int sig);
 int th_run(const char *const argv[], const char *out, int ms);
 
 int th_free_port(void);
+/* A TCP connection to 127.0.0.1:port (TCP_NODELAY); -1 when refused. */
+int th_tcp_connect(int port);
+/* Sends all n bytes (MSG_NOSIGNAL); 0, or -1 when the peer is gone. */
+int th_send_all(int fd, const void *p, size_t n);
 /* 1 when a TCP connect to 127.0.0.1:port succeeds within ms. */
 int th_wait_port(int port, int ms);
 
@@ -85,6 +89,9 @@ void th_sub_start(struct th_sub *s, const struct th_broker *b,
 /* Waits up to ms for it to exit (count reached); returns its status. */
 int th_sub_wait(struct th_sub *s, int ms);
 void th_sub_stop(struct th_sub *s);
+/* The messages a mosquitto_sub printed: their count; their text into
+ * *text (malloc()ed) when text is not NULL. */
+int th_sub_lines(const struct th_sub *s, char **text);
 /* The received messages as "topic payload" lines, malloc()ed, '\n'-joined;
  * *n gets the number of lines. */
 char *th_sub_messages(const struct th_sub *s, int *n);
