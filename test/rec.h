@@ -356,4 +356,15 @@ static inline int rec_status_has(struct mg_mqtt *c, const char *needle)
 	return found;
 }
 
+/* A client of prefix MQTT with r attached, started against broker b
+ * (MQTT_BROKER_URL its URL, nothing else set). */
+static inline struct mg_mqtt *rec_connected(struct rec *r,
+                                            const struct th_broker *b)
+{
+	struct mg_mqtt *c = rec_client(r, NULL);
+	const char *opts[] = {"MQTT_BROKER_URL", b->url, NULL};
+	rec_start(c, opts);
+	return c;
+}
+
 #endif

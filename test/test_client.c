@@ -14,9 +14,7 @@ TEST(anonymous_connect_calls_connect_handler_and_reports_connected)
 	struct th_broker b;
 	struct rec r;
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_EQ(REC(&r, connect_fails), 0);
@@ -33,9 +31,7 @@ TEST(publish_reaches_mosquitto_sub_at_each_qos_with_acks)
 	struct rec r;
 	th_broker_start(&b, NULL);
 	th_sub_start(&s, &b, "cwm/pub/#", 3, "-q 2");
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 	int id0 = mg_mqtt_publish(c, "cwm/pub/0", "zero", 4, 0, 0);
 	int id1 = mg_mqtt_publish(c, "cwm/pub/1", "one", 3, 1, 0);
 	int id2 = mg_mqtt_publish(c, "cwm/pub/2", "two", 3, 2, 0);
@@ -66,9 +62,7 @@ TEST(subscribe_receives_mosquitto_pub_messages_with_qos_and_retain)
 	struct rec r;
 	th_broker_start(&b, NULL);
 	th_pub(&b, "cwm/ret/a", "kept", 1, 1, NULL);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 	int sid = mg_mqtt_subscribe(c, "cwm/ret/#", 2);
 	ASSERT_GT(sid, 0);
 	ASSERT(WAIT_UNTIL(REC(&r, nsub) == 1, 5000));
@@ -311,9 +305,7 @@ TEST(unsubscribe_and_unsubscribe_all_stop_delivery_and_are_acknowledged)
 	struct th_broker b;
 	struct rec r;
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 	ASSERT_GT(mg_mqtt_subscribe(c, "u/a", 0), 0);
 	ASSERT_GT(mg_mqtt_subscribe(c, "u/b", 1), 0);
 	ASSERT_GT(mg_mqtt_subscribe(c, "u/c", 2), 0);
@@ -381,9 +373,7 @@ TEST_T(thirty_two_threads_publishing_qos1_lose_nothing, 90)
 	th_broker_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
 	                    "max_queued_messages 0\n");
 	th_sub_start(&s, &b, "flood/#", THREADS * EACH, "-q 1");
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 	pthread_t t[THREADS];
 	struct flood f[THREADS];
 	for (int i = 0; i < THREADS; i++) {

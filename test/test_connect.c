@@ -674,9 +674,7 @@ TEST(mqtt311_publish_props_refuses_any_property_and_accepts_none)
 	struct rec r;
 	th_broker_start(&b, NULL);
 	th_sub_start(&s, &b, "p3/#", 2, NULL);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *o[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 
 	static const struct mg_mqtt_user_property up[] = {{"k", "v"}};
 	struct mg_mqtt_props one[6];
@@ -782,9 +780,7 @@ TEST(mqtt311_refused_subscription_reports_suback_code_0x80)
 	struct th_broker b;
 	struct rec r;
 	acl_broker(&b);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *o[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 	int denied = mg_mqtt_subscribe(c, "acl/secret/x", 2);
 	int allowed = mg_mqtt_subscribe(c, "acl/open/x", 2);
 	ASSERT_EQ(sub_code(&r, denied), 0x80);
@@ -803,9 +799,7 @@ TEST(client_publishes_at_each_qos_and_retained_messages_reach_later_subscribers)
 	int n;
 	th_broker_start(&b, NULL);
 	th_sub_start(&live, &b, "qr/live/#", 3, "-q 2 -F %q|%r|%t|%p");
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *o[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 
 	int ids[6];
 	char topic[32], payload[32];
@@ -861,9 +855,7 @@ TEST(client_receives_each_qos_and_retained_messages_with_their_flags)
 	th_broker_start(&b, NULL);
 	th_pub(&b, "qb/kept/1", "old-1", 1, 1, NULL);
 	th_pub(&b, "qb/kept/2", "old-2", 2, 1, NULL);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *o[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 	ASSERT_EQ(sub_code(&r, mg_mqtt_subscribe(c, "qb/#", 2)), 2);
 	ASSERT(WAIT_UNTIL(REC(&r, nmsgs) == 2, 5000));
 	for (int q = 1; q <= 2; q++) {

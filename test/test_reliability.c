@@ -273,9 +273,7 @@ TEST_T(stop_flushes_messages_queued_while_connected, 60)
 	struct rec r;
 	th_broker_start(&b, persistent_broker);
 	th_sub_start(&s, &b, "flush/#", N, "-q 1");
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 	for (int i = 0; i < N; i++) {
 		char p[16];
 		snprintf(p, sizeof(p), "%d", i);
@@ -645,9 +643,7 @@ TEST_T(ten_thousand_subscriptions_are_each_acknowledged_once, 60)
 	struct th_broker b;
 	struct rec r;
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_connected(&r, &b);
 	char f[64];
 	int first = 0, last = 0;
 	for (int i = 0; i < N; i++) {
