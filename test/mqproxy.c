@@ -490,24 +490,12 @@ static void *mqp_accept_main(void *arg)
 
 static struct mqp *mqp_start_(int dst_port, int raw)
 {
-	struct sockaddr_in a;
-	socklen_t alen = sizeof(a);
-	int one = 1;
 	struct mqp *p = calloc(1, sizeof(*p));
 	ASSERT(p != NULL);
 	pthread_mutex_init(&p->mu, NULL);
 	p->raw = raw;
 	atomic_store(&p->dst_port, dst_port);
-	p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ASSERT(p->lfd >= 0);
-	setsockopt(p->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ASSERT_EQ(bind(p->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ASSERT_EQ(listen(p->lfd, 64), 0);
-	ASSERT_EQ(getsockname(p->lfd, (struct sockaddr *)&a, &alen), 0);
-	p->port = ntohs(a.sin_port);
+	p->lfd = th_listen(&p->port, 64);
 	snprintf(p->url, sizeof(p->url), "tcp://127.0.0.1:%d", p->port);
 	ASSERT_EQ(pthread_create(&p->th, NULL, mqp_accept_main, p), 0);
 	return p;

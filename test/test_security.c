@@ -1774,23 +1774,11 @@ static void *peer_main(void *arg)
 
 static void peer_start(struct peer *p, int first_reason, int trigger_publish)
 {
-	struct sockaddr_in a;
-	socklen_t al = sizeof(a);
-	int one = 1;
 	memset(p, 0, sizeof(*p));
 	p->first_reason = first_reason;
 	p->trigger_publish = trigger_publish;
 	pthread_mutex_init(&p->mu, NULL);
-	p->lfd = socket(AF_INET, SOCK_STREAM, 0);
-	ASSERT(p->lfd >= 0);
-	setsockopt(p->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ASSERT_EQ(bind(p->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ASSERT_EQ(listen(p->lfd, 8), 0);
-	ASSERT_EQ(getsockname(p->lfd, (struct sockaddr *)&a, &al), 0);
-	p->port = ntohs(a.sin_port);
+	p->lfd = th_listen(&p->port, 8);
 	ASSERT_EQ(pthread_create(&p->th, NULL, peer_main, p), 0);
 }
 

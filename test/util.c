@@ -305,6 +305,23 @@ int th_free_port(void)
 	return ntohs(a.sin_port);
 }
 
+int th_listen(int *port, int backlog)
+{
+	struct sockaddr_in a;
+	socklen_t alen = sizeof(a);
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ASSERT_EQ(listen(fd, backlog), 0);
+	ASSERT_EQ(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
 int th_tcp_connect(int port)
 {
 	struct sockaddr_in a;

@@ -30,6 +30,9 @@ void th_kill(pid_t pid, int sig);
 int th_run(const char *const argv[], const char *out, int ms);
 
 int th_free_port(void);
+/* A listening socket on 127.0.0.1, on a port the kernel picks (no race
+ * with another listener); its port into *port. Fails the test otherwise. */
+int th_listen(int *port, int backlog);
 /* A TCP connection to 127.0.0.1:port (TCP_NODELAY); -1 when refused. */
 int th_tcp_connect(int port);
 /* Sends all n bytes (MSG_NOSIGNAL); 0, or -1 when the peer is gone. */
