@@ -1372,7 +1372,7 @@ static int retained_before_mark(int port, struct th_raw *r, const char *mark)
 		ASSERT_EQ(http(port, "POST", path, RAW_CT, "m", &h), 200);
 		hfree(&h);
 		int op;
-		while ((op = ws_frame(r, out, sizeof(out), 1000)) == 1) {
+		while ((op = th_ws_frame_buf(r, out, sizeof(out), 1000)) == 1) {
 			if (strstr(out, want) != NULL)
 				return n;
 			n += strstr(out, "\"retain\":true") != NULL;
@@ -1421,7 +1421,7 @@ TEST_T(browsers_that_never_read_hold_no_writer_from_a_reading_one, 180)
 		char want[64];
 		snprintf(want, sizeof(want), "\"demo/m%d\"", i);
 		for (;;) {
-			int op = ws_frame(reader, out, sizeof(out), 10000);
+			int op = th_ws_frame_buf(reader, out, sizeof(out), 10000);
 			if (op != 1)
 				th_fail(__FILE__, __LINE__,
 				        "message %d did not come to the reading browser (%d)",
@@ -1503,7 +1503,7 @@ TEST_T(retained_replays_go_only_to_the_browser_whose_subscribe_brought_them,
 	/* The watcher's own subscribe brings it the retained messages. */
 	struct th_raw *watcher = th_raw_connect(x.port, 0);
 	ASSERT_EQ(ws_open(watcher, x.port, NULL), 101);
-	ws_send(watcher, 1, 1, "{\"op\":\"subscribe\",\"topic\":\"demo/#\"}", 35);
+	th_ws_send(watcher, 1, 1, "{\"op\":\"subscribe\",\"topic\":\"demo/#\"}", 35);
 	ASSERT_EQ(retained_before_mark(x.port, watcher, "demo/mark1"), RETAINED);
 	/* Once its subscription is older than BRIDGE_RETAINED_WINDOW, another
 	 * browser subscribing and unsubscribing the retained filter gets the
@@ -1517,7 +1517,7 @@ TEST_T(retained_replays_go_only_to_the_browser_whose_subscribe_brought_them,
 		          1);
 		ASSERT_CONTAINS(out, "\"op\":\"ack\"");
 		for (int got = 0; got < RETAINED;) {
-			ASSERT_EQ(ws_frame(churn, out, sizeof(out), 10000), 1);
+			ASSERT_EQ(th_ws_frame_buf(churn, out, sizeof(out), 10000), 1);
 			got += strstr(out, "\"retain\":true") != NULL;
 		}
 		ASSERT_EQ(ws_filter_call(churn, "unsubscribe", "demo/r/#", out,

@@ -42,13 +42,6 @@ struct dirent *readdir(DIR *d)
 	return real(d);
 }
 
-static int status_has(struct mg_mqtt *c, const char *needle)
-{
-	char buf[16384];
-	mg_mqtt_status(c, buf, sizeof(buf));
-	return strstr(buf, needle) != NULL;
-}
-
 TEST_T(broker_restart_reconnects_renews_subscriptions_and_delivers_outage_messages,
        60)
 {
