@@ -523,17 +523,10 @@ struct mg_mqtt {
 	unsigned conn_gen;        /* [L] connections made (cwm_connected) */
 	int progressed;           /* [L] the broker acknowledged something on
 	                             this connection: it is no short loss */
+	int64_t progress_at;      /* [L] ms, the last such acknowledgement (or
+	                             message): a suspect written after it */
 	int filters_busy;         /* [L] mqtt-io waits for a SUBACK/UNSUBACK */
 	int64_t filters_sent_at;  /* [L] ... since then (ms) */
-	int64_t suspect_at;       /* [L] when the oldest QoS 1/2 message in
-	                             flight at the last loss was written; 0:
-	                             none (cwm_window_lost, cwm_sub_struck) */
-	int short_loss;           /* [L] the last loss was short, nothing acked
-	                             (cwm_conn_gone_locked) */
-	char *sub_suspect;        /* [L] the filter a SUBSCRIBE lost that way
-	                             carried (cwm_sub_struck), and its strikes */
-	int sub_strikes;
-	int renew_single;         /* [L] renewal sends one filter a SUBSCRIBE */
 	unsigned losses;          /* [L] connections lost, ever */
 	int lost_early;           /* [L] paho reported the loss while mqtt-io
 	                             still waited in the connect */
@@ -979,8 +972,6 @@ static void cwm_on_lost(void *ctx, char *cause);
 static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost);
 static void cwm_window_set(struct mg_mqtt *c);
 static void cwm_window_acked(struct mg_mqtt *c);
-static int cwm_sub_struck(struct mg_mqtt *c, struct cwm_out *r,
-                          unsigned losses, int64_t sent_at);
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason);
 
@@ -5931,7 +5922,6 @@ static void cwm_sent_qos(struct mg_mqtt *c, struct cwm_out *r, int msgid,
 		return;
 	}
 	c->nearly = 0; /* any other is stale: its message went before */
-	r->sent_at = cwm_now_ms();
 	if (c->losses != losses && c->cfg.clean_session) {
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
@@ -5966,6 +5956,7 @@ static void cwm_send_publish(struct mg_mqtt *c, struct cwm_out *r)
 	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
 	pthread_mutex_lock(&c->lock);
 	unsigned losses = c->losses;
+	r->sent_at = cwm_now_ms(); /* the poison rule: cwm_window_lost */
 	pthread_mutex_unlock(&c->lock);
 	int rc = cwm_eng_publish(c, r, &msgid);
 	if (rc == 0) {
@@ -5997,10 +5988,8 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 	}
 	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
 	pthread_mutex_lock(&c->lock);
-	unsigned losses = c->losses;
-	int64_t sent_at = cwm_now_ms();
 	c->filters_busy = 1; /* see cwm_window_lost */
-	c->filters_sent_at = sent_at;
+	c->filters_sent_at = cwm_now_ms();
 	pthread_mutex_unlock(&c->lock);
 	int rc = cwm_eng_filters(c, r, r->type == CMD_SUBSCRIBE, codes);
 	pthread_mutex_lock(&c->lock);
@@ -6009,13 +5998,11 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 	if (rc == 0) {
 		pthread_mutex_lock(&c->lock);
 		c->progressed = 1; /* the broker answered on this connection */
+		c->progress_at = cwm_now_ms();
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, 0, 0, codes, r->nfilters);
 	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
-		if (r->type == CMD_SUBSCRIBE && cwm_sub_struck(c, r, losses, sent_at))
-			cwm_done(c, r, MG_MQTT_ERR_POISON, 0, NULL, 0);
-		else
-			cwm_send_later(c, r);
+		cwm_send_later(c, r);
 	} else {
 		cwm_done(c, r, rc, 0, NULL, 0);
 	}
@@ -6079,11 +6066,10 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 	struct cwm_sub *s = c->sub_head;
 
 	c->renew_needed = 0;
-	int chunk = c->renew_single ? 1 : CWM_RENEW_CHUNK; /* cwm_sub_struck */
 	while (s != NULL) {
 		const char *fv[CWM_RENEW_CHUNK];
 		int qv[CWM_RENEW_CHUNK], n = 0;
-		for (; s != NULL && n < chunk; s = s->next)
+		for (; s != NULL && n < CWM_RENEW_CHUNK; s = s->next)
 			if (s->pending == 0) {
 				fv[n] = s->filter;
 				qv[n++] = s->qos;
@@ -6781,35 +6767,38 @@ static void cwm_window_set(struct mg_mqtt *c)
 	c->window = w;
 }
 
-/* [L] The oldest QoS 1/2 message paho holds (lowest id), or NULL. */
+/* [L] The oldest QoS 1/2 message handed to paho (lowest id; also one
+ * mqtt-io is writing, whose packet id it has not recorded yet), or NULL. */
 static struct cwm_out *cwm_oldest_in_flight(struct mg_mqtt *c)
 {
 	struct cwm_out *o = NULL;
 	for (struct cwm_out *r = c->inpaho; r != NULL; r = r->inext)
-		if (r->msgid != 0 && (o == NULL || r->id < o->id))
+		if (r->type == CMD_PUBLISH && r->qos > 0 && r->sent_at != 0 &&
+		    (o == NULL || r->id < o->id))
 			o = r;
 	return o;
 }
 
 /* [L] A connection lost with QoS 1/2 messages in flight. A short one (the
- * broker closed it within CWM_SHORT_MS of its CONNACK, nothing
- * acknowledged on it) says the broker refuses what it is sent: with more
- * than one message in flight the window halves (down to 1; it grows back
- * by one per window of acknowledgements, up to one less than the number
- * that failed); with exactly one, written within CWM_POISON_MS of the
- * close and not yet taken by the broker, that message is the suspect, and
- * after CWM_POISON_STRIKES such losses in a row it is failed as poison
- * (cwm_io_poison) instead of sent again for ever. A message from the
- * broker on the connection counts as progress too. */
+ * broker closed it within CWM_SHORT_MS of its CONNACK) says the broker
+ * refuses what it is sent: with more than one message in flight and
+ * nothing acknowledged on the connection the window halves (down to 1; it
+ * grows back by one per window of acknowledgements, up to one less than
+ * the number that failed); with exactly one, written within CWM_POISON_MS
+ * of the close, nothing acknowledged after it, and not yet taken by the
+ * broker, that message is the suspect, and after CWM_POISON_STRIKES such
+ * losses in a row it is failed as poison (cwm_io_poison) instead of sent
+ * again for ever. A message from the broker counts as an acknowledgement
+ * too. */
 static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 {
 	int n = c->inflight;
-	if (now - c->connected_at >= CWM_SHORT_MS || c->progressed || n == 0) {
+	if (now - c->connected_at >= CWM_SHORT_MS || n == 0) {
 		c->strikes = 0;
 		return;
 	}
 	if (n > 1) {
-		if (c->window == 1)
+		if (c->window == 1 || c->progressed)
 			return; /* no suspect among several: connections dying is
 			           no refusal (it waits until they heal) */
 		int w = (n < c->window ? n : c->window) / 2;
@@ -6828,19 +6817,19 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 		return;
 	}
 	/* The suspect was written on this connection (paho sends what it
-	 * holds again right after CONNACK) and the close came right after:
-	 * a broker that refuses a packet closes as it reads it. */
+	 * holds again right after CONNACK), nothing was acknowledged after it,
+	 * and the close came right after: a broker that refuses a packet
+	 * closes as it reads it. */
 	struct cwm_out *o = cwm_oldest_in_flight(c);
 	int64_t wrote = o == NULL                  ? 0
 	                : o->sent_at > c->connected_at ? o->sent_at
 	                                               : c->connected_at;
-	c->suspect_at = wrote;
 	/* The broker reads in order and closes at the first packet it
 	 * refuses: a SUBSCRIBE written before the message is the suspect
 	 * instead (cwm_sub_struck). */
-	if (o == NULL || now - wrote > CWM_POISON_MS ||
+	if (o == NULL || now - wrote > CWM_POISON_MS || c->progress_at >= wrote ||
 	    (c->filters_busy && c->filters_sent_at < wrote) ||
-	    cwm_eng_released(c, o->msgid)) {
+	    (o->msgid != 0 && cwm_eng_released(c, o->msgid))) {
 		c->strikes = 0; /* a QoS 2 message the broker took is none */
 		return;
 	}
@@ -6853,56 +6842,12 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 	}
 }
 
-/* mqtt-io: SUBSCRIBE r got no SUBACK: its connection was lost. The poison
- * rule for filters: a loss of the kind cwm_window_lost looks at, within
- * CWM_POISON_MS of the write, with no QoS 1/2 message in flight written
- * before it (that one would be the suspect: the broker reads in order),
- * strikes the filter of a one-filter SUBSCRIBE
- * (a renewal of several is sent one filter a SUBSCRIBE from then on, until
- * a connection lasts); after CWM_POISON_STRIKES in a row the subscription
- * is forgotten (renewal would send it after every connect) and 1 is
- * returned: r is failed with MG_MQTT_ERR_POISON. */
-static int cwm_sub_struck(struct mg_mqtt *c, struct cwm_out *r,
-                          unsigned losses, int64_t sent_at)
-{
-	int poison = 0;
-	pthread_mutex_lock(&c->lock);
-	if (c->losses != losses + 1 || !c->short_loss ||
-	    (c->suspect_at != 0 && c->suspect_at <= sent_at) ||
-	    c->lost_at - sent_at > CWM_POISON_MS) {
-		c->sub_strikes = 0;
-	} else if (r->nfilters > 1) {
-		c->renew_single = 1;
-	} else if (c->sub_suspect != NULL &&
-	           strcmp(c->sub_suspect, r->wire[0]) == 0) {
-		poison = ++c->sub_strikes >= CWM_POISON_STRIKES;
-	} else {
-		free(c->sub_suspect);
-		c->sub_suspect = cwm_strdup(r->wire[0]);
-		c->sub_strikes = 1;
-	}
-	if (poison) {
-		struct cwm_sub *s =
-		    cwm_map_get(&c->subs, r->filters[0], strlen(r->filters[0]));
-		c->poisoned++;
-		c->sub_strikes = 0;
-		cwm_log_locked(c, MG_MQTT_LOG_ERROR,
-		               "the broker closed the connection %d times in a row "
-		               "over the subscription to '%s': it is given up and "
-		               "not sent again",
-		               CWM_POISON_STRIKES, r->wire[0]);
-		if (s != NULL && !s->gone)
-			cwm_sub_forget(c, s);
-	}
-	pthread_mutex_unlock(&c->lock);
-	return poison;
-}
-
 /* [L] An acknowledgement: the window grows back by one per window of
  * them, up to awin_cap. */
 static void cwm_window_acked(struct mg_mqtt *c)
 {
 	c->progressed = 1;
+	c->progress_at = cwm_now_ms();
 	c->strikes = 0;
 	if (c->awin == 0 || c->awin >= c->awin_cap)
 		return;
@@ -6939,9 +6884,6 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
 	c->lost_at = now;
 	c->same_again = 0;
 	c->losses++;
-	c->short_loss = lost && now - c->connected_at < CWM_SHORT_MS &&
-	                !c->progressed;
-	c->suspect_at = 0;
 	if (lost)
 		cwm_window_lost(c, now);
 	if (c->cfg.clean_session)
@@ -6949,7 +6891,6 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;
-		c->renew_single = 0;
 	}
 	if (lost) {
 		/* The next round starts with the next broker, at once: the one
@@ -7532,6 +7473,7 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 	               (m->payloadlen > 0 ? (size_t)m->payloadlen : 0);
 	pthread_mutex_lock(&c->lock);
 	c->progressed = 1; /* the connection carries traffic (cwm_window_lost) */
+	c->progress_at = cwm_now_ms();
 	int full = cwm_queue_full(c);
 	struct cwm_event *ev = NULL;
 	if (!full || m->qos > 0)
@@ -8383,7 +8325,6 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	cwm_map_free(&c->subs, free); /* and any entry still marked gone */
 	cwm_map_free(&c->pstore, free); /* paho's session store */
 	free(c->pst_given.v);
-	free(c->sub_suspect);
 	cwm_settings_free(&c->cfg);
 	free(c->client_id);
 	free(c->reply_base);

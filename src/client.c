@@ -259,7 +259,6 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	cwm_map_free(&c->subs, free); /* and any entry still marked gone */
 	cwm_map_free(&c->pstore, free); /* paho's session store */
 	free(c->pst_given.v);
-	free(c->sub_suspect);
 	cwm_settings_free(&c->cfg);
 	free(c->client_id);
 	free(c->reply_base);

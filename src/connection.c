@@ -355,35 +355,38 @@ static void cwm_window_set(struct mg_mqtt *c)
 	c->window = w;
 }
 
-/* [L] The oldest QoS 1/2 message paho holds (lowest id), or NULL. */
+/* [L] The oldest QoS 1/2 message handed to paho (lowest id; also one
+ * mqtt-io is writing, whose packet id it has not recorded yet), or NULL. */
 static struct cwm_out *cwm_oldest_in_flight(struct mg_mqtt *c)
 {
 	struct cwm_out *o = NULL;
 	for (struct cwm_out *r = c->inpaho; r != NULL; r = r->inext)
-		if (r->msgid != 0 && (o == NULL || r->id < o->id))
+		if (r->type == CMD_PUBLISH && r->qos > 0 && r->sent_at != 0 &&
+		    (o == NULL || r->id < o->id))
 			o = r;
 	return o;
 }
 
 /* [L] A connection lost with QoS 1/2 messages in flight. A short one (the
- * broker closed it within CWM_SHORT_MS of its CONNACK, nothing
- * acknowledged on it) says the broker refuses what it is sent: with more
- * than one message in flight the window halves (down to 1; it grows back
- * by one per window of acknowledgements, up to one less than the number
- * that failed); with exactly one, written within CWM_POISON_MS of the
- * close and not yet taken by the broker, that message is the suspect, and
- * after CWM_POISON_STRIKES such losses in a row it is failed as poison
- * (cwm_io_poison) instead of sent again for ever. A message from the
- * broker on the connection counts as progress too. */
+ * broker closed it within CWM_SHORT_MS of its CONNACK) says the broker
+ * refuses what it is sent: with more than one message in flight and
+ * nothing acknowledged on the connection the window halves (down to 1; it
+ * grows back by one per window of acknowledgements, up to one less than
+ * the number that failed); with exactly one, written within CWM_POISON_MS
+ * of the close, nothing acknowledged after it, and not yet taken by the
+ * broker, that message is the suspect, and after CWM_POISON_STRIKES such
+ * losses in a row it is failed as poison (cwm_io_poison) instead of sent
+ * again for ever. A message from the broker counts as an acknowledgement
+ * too. */
 static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 {
 	int n = c->inflight;
-	if (now - c->connected_at >= CWM_SHORT_MS || c->progressed || n == 0) {
+	if (now - c->connected_at >= CWM_SHORT_MS || n == 0) {
 		c->strikes = 0;
 		return;
 	}
 	if (n > 1) {
-		if (c->window == 1)
+		if (c->window == 1 || c->progressed)
 			return; /* no suspect among several: connections dying is
 			           no refusal (it waits until they heal) */
 		int w = (n < c->window ? n : c->window) / 2;
@@ -402,19 +405,19 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 		return;
 	}
 	/* The suspect was written on this connection (paho sends what it
-	 * holds again right after CONNACK) and the close came right after:
-	 * a broker that refuses a packet closes as it reads it. */
+	 * holds again right after CONNACK), nothing was acknowledged after it,
+	 * and the close came right after: a broker that refuses a packet
+	 * closes as it reads it. */
 	struct cwm_out *o = cwm_oldest_in_flight(c);
 	int64_t wrote = o == NULL                  ? 0
 	                : o->sent_at > c->connected_at ? o->sent_at
 	                                               : c->connected_at;
-	c->suspect_at = wrote;
 	/* The broker reads in order and closes at the first packet it
 	 * refuses: a SUBSCRIBE written before the message is the suspect
 	 * instead (cwm_sub_struck). */
-	if (o == NULL || now - wrote > CWM_POISON_MS ||
+	if (o == NULL || now - wrote > CWM_POISON_MS || c->progress_at >= wrote ||
 	    (c->filters_busy && c->filters_sent_at < wrote) ||
-	    cwm_eng_released(c, o->msgid)) {
+	    (o->msgid != 0 && cwm_eng_released(c, o->msgid))) {
 		c->strikes = 0; /* a QoS 2 message the broker took is none */
 		return;
 	}
@@ -427,56 +430,12 @@ static void cwm_window_lost(struct mg_mqtt *c, int64_t now)
 	}
 }
 
-/* mqtt-io: SUBSCRIBE r got no SUBACK: its connection was lost. The poison
- * rule for filters: a loss of the kind cwm_window_lost looks at, within
- * CWM_POISON_MS of the write, with no QoS 1/2 message in flight written
- * before it (that one would be the suspect: the broker reads in order),
- * strikes the filter of a one-filter SUBSCRIBE
- * (a renewal of several is sent one filter a SUBSCRIBE from then on, until
- * a connection lasts); after CWM_POISON_STRIKES in a row the subscription
- * is forgotten (renewal would send it after every connect) and 1 is
- * returned: r is failed with MG_MQTT_ERR_POISON. */
-static int cwm_sub_struck(struct mg_mqtt *c, struct cwm_out *r,
-                          unsigned losses, int64_t sent_at)
-{
-	int poison = 0;
-	pthread_mutex_lock(&c->lock);
-	if (c->losses != losses + 1 || !c->short_loss ||
-	    (c->suspect_at != 0 && c->suspect_at <= sent_at) ||
-	    c->lost_at - sent_at > CWM_POISON_MS) {
-		c->sub_strikes = 0;
-	} else if (r->nfilters > 1) {
-		c->renew_single = 1;
-	} else if (c->sub_suspect != NULL &&
-	           strcmp(c->sub_suspect, r->wire[0]) == 0) {
-		poison = ++c->sub_strikes >= CWM_POISON_STRIKES;
-	} else {
-		free(c->sub_suspect);
-		c->sub_suspect = cwm_strdup(r->wire[0]);
-		c->sub_strikes = 1;
-	}
-	if (poison) {
-		struct cwm_sub *s =
-		    cwm_map_get(&c->subs, r->filters[0], strlen(r->filters[0]));
-		c->poisoned++;
-		c->sub_strikes = 0;
-		cwm_log_locked(c, MG_MQTT_LOG_ERROR,
-		               "the broker closed the connection %d times in a row "
-		               "over the subscription to '%s': it is given up and "
-		               "not sent again",
-		               CWM_POISON_STRIKES, r->wire[0]);
-		if (s != NULL && !s->gone)
-			cwm_sub_forget(c, s);
-	}
-	pthread_mutex_unlock(&c->lock);
-	return poison;
-}
-
 /* [L] An acknowledgement: the window grows back by one per window of
  * them, up to awin_cap. */
 static void cwm_window_acked(struct mg_mqtt *c)
 {
 	c->progressed = 1;
+	c->progress_at = cwm_now_ms();
 	c->strikes = 0;
 	if (c->awin == 0 || c->awin >= c->awin_cap)
 		return;
@@ -513,9 +472,6 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
 	c->lost_at = now;
 	c->same_again = 0;
 	c->losses++;
-	c->short_loss = lost && now - c->connected_at < CWM_SHORT_MS &&
-	                !c->progressed;
-	c->suspect_at = 0;
 	if (lost)
 		cwm_window_lost(c, now);
 	if (c->cfg.clean_session)
@@ -523,7 +479,6 @@ static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost)
 	if (now - c->connected_at >= CWM_STABLE_MS) {
 		c->backoff_s = c->cfg.reconnect_min;
 		c->quick_moves = 0;
-		c->renew_single = 0;
 	}
 	if (lost) {
 		/* The next round starts with the next broker, at once: the one

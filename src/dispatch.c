@@ -231,6 +231,7 @@ static int cwm_on_message(void *ctx, char *topic, int topic_len,
 	               (m->payloadlen > 0 ? (size_t)m->payloadlen : 0);
 	pthread_mutex_lock(&c->lock);
 	c->progressed = 1; /* the connection carries traffic (cwm_window_lost) */
+	c->progress_at = cwm_now_ms();
 	int full = cwm_queue_full(c);
 	struct cwm_event *ev = NULL;
 	if (!full || m->qos > 0)

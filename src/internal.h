@@ -517,17 +517,10 @@ struct mg_mqtt {
 	unsigned conn_gen;        /* [L] connections made (cwm_connected) */
 	int progressed;           /* [L] the broker acknowledged something on
 	                             this connection: it is no short loss */
+	int64_t progress_at;      /* [L] ms, the last such acknowledgement (or
+	                             message): a suspect written after it */
 	int filters_busy;         /* [L] mqtt-io waits for a SUBACK/UNSUBACK */
 	int64_t filters_sent_at;  /* [L] ... since then (ms) */
-	int64_t suspect_at;       /* [L] when the oldest QoS 1/2 message in
-	                             flight at the last loss was written; 0:
-	                             none (cwm_window_lost, cwm_sub_struck) */
-	int short_loss;           /* [L] the last loss was short, nothing acked
-	                             (cwm_conn_gone_locked) */
-	char *sub_suspect;        /* [L] the filter a SUBSCRIBE lost that way
-	                             carried (cwm_sub_struck), and its strikes */
-	int sub_strikes;
-	int renew_single;         /* [L] renewal sends one filter a SUBSCRIBE */
 	unsigned losses;          /* [L] connections lost, ever */
 	int lost_early;           /* [L] paho reported the loss while mqtt-io
 	                             still waited in the connect */
@@ -973,8 +966,6 @@ static void cwm_on_lost(void *ctx, char *cause);
 static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost);
 static void cwm_window_set(struct mg_mqtt *c);
 static void cwm_window_acked(struct mg_mqtt *c);
-static int cwm_sub_struck(struct mg_mqtt *c, struct cwm_out *r,
-                          unsigned losses, int64_t sent_at);
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason);
 

@@ -45,7 +45,6 @@ static void cwm_sent_qos(struct mg_mqtt *c, struct cwm_out *r, int msgid,
 		return;
 	}
 	c->nearly = 0; /* any other is stale: its message went before */
-	r->sent_at = cwm_now_ms();
 	if (c->losses != losses && c->cfg.clean_session) {
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, MG_MQTT_ERR_CONNECTION_LOST, 1, NULL, 0);
@@ -80,6 +79,7 @@ static void cwm_send_publish(struct mg_mqtt *c, struct cwm_out *r)
 	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
 	pthread_mutex_lock(&c->lock);
 	unsigned losses = c->losses;
+	r->sent_at = cwm_now_ms(); /* the poison rule: cwm_window_lost */
 	pthread_mutex_unlock(&c->lock);
 	int rc = cwm_eng_publish(c, r, &msgid);
 	if (rc == 0) {
@@ -111,10 +111,8 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 	}
 	cwm_debug_send(c, r); /* trace.c: LOG_LEVEL debug */
 	pthread_mutex_lock(&c->lock);
-	unsigned losses = c->losses;
-	int64_t sent_at = cwm_now_ms();
 	c->filters_busy = 1; /* see cwm_window_lost */
-	c->filters_sent_at = sent_at;
+	c->filters_sent_at = cwm_now_ms();
 	pthread_mutex_unlock(&c->lock);
 	int rc = cwm_eng_filters(c, r, r->type == CMD_SUBSCRIBE, codes);
 	pthread_mutex_lock(&c->lock);
@@ -123,13 +121,11 @@ static void cwm_send_filters(struct mg_mqtt *c, struct cwm_out *r)
 	if (rc == 0) {
 		pthread_mutex_lock(&c->lock);
 		c->progressed = 1; /* the broker answered on this connection */
+		c->progress_at = cwm_now_ms();
 		pthread_mutex_unlock(&c->lock);
 		cwm_done(c, r, 0, 0, codes, r->nfilters);
 	} else if (rc == MG_MQTT_ERR_NOT_CONNECTED) {
-		if (r->type == CMD_SUBSCRIBE && cwm_sub_struck(c, r, losses, sent_at))
-			cwm_done(c, r, MG_MQTT_ERR_POISON, 0, NULL, 0);
-		else
-			cwm_send_later(c, r);
+		cwm_send_later(c, r);
 	} else {
 		cwm_done(c, r, rc, 0, NULL, 0);
 	}
@@ -193,11 +189,10 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 	struct cwm_sub *s = c->sub_head;
 
 	c->renew_needed = 0;
-	int chunk = c->renew_single ? 1 : CWM_RENEW_CHUNK; /* cwm_sub_struck */
 	while (s != NULL) {
 		const char *fv[CWM_RENEW_CHUNK];
 		int qv[CWM_RENEW_CHUNK], n = 0;
-		for (; s != NULL && n < chunk; s = s->next)
+		for (; s != NULL && n < CWM_RENEW_CHUNK; s = s->next)
 			if (s->pending == 0) {
 				fv[n] = s->filter;
 				qv[n++] = s->qos;

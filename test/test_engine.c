@@ -17,6 +17,7 @@
 #include "rec.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -652,5 +653,4 @@ TEST_T(a_poison_message_on_a_persistent_session_is_failed_and_the_session_kept,
 	th_sub_stop(&sub);
 	rec_free(&r);
 }
-
 
