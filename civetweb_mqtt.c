@@ -181,6 +181,7 @@
 #define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
 #define CWM_POISON_STRIKES 2 /* see cwm_window_lost (connection.c) */
 #define CWM_POISON_MS 1000   /* ... a close this soon after the write */
+#define CWM_ACK_TIMEOUT_MS 15000 /* see cwm_io_stalled (io.c) */
 #define CWM_ID_BUCKETS 256   /* c->byid: QoS 1/2 messages by packet id */
 #define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
                                    recurses once a level, and a CivetWeb
@@ -598,6 +599,7 @@ struct mg_mqtt {
 	unsigned seed;
 	uint64_t published, publish_failed, received, dropped_queue_full;
 	uint64_t renewals;        /* new paho handles (poison only) */
+	uint64_t ack_timeouts;    /* connections closed by cwm_io_stalled */
 	uint64_t reconnects, connects;
 	uint64_t drops_unlogged, queue_overflow;
 	uint64_t *unlinks;        /* PERSISTENCE_DIR files for mqtt-io to remove */
@@ -972,6 +974,7 @@ static void cwm_on_lost(void *ctx, char *cause);
 static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost);
 static void cwm_window_set(struct mg_mqtt *c);
 static void cwm_window_acked(struct mg_mqtt *c);
+static struct cwm_out *cwm_oldest_in_flight(struct mg_mqtt *c);
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason);
 
@@ -6369,6 +6372,44 @@ static void cwm_io_pause(struct mg_mqtt *c)
 	pthread_mutex_lock(&c->lock);
 }
 
+/* [L] mqtt-io, connected: the ms until the oldest QoS 1/2 message in
+ * flight has waited CWM_ACK_TIMEOUT_MS for its acknowledgement on this
+ * connection (0: it has), or -1 when none is in flight. */
+static int64_t cwm_ack_due(struct mg_mqtt *c, int64_t now)
+{
+	struct cwm_out *o = c->inflight > 0 ? cwm_oldest_in_flight(c) : NULL;
+	if (o == NULL)
+		return -1;
+	int64_t since = o->sent_at > c->connected_at ? o->sent_at
+	                                             : c->connected_at;
+	int64_t left = since + CWM_ACK_TIMEOUT_MS - now;
+	return left > 0 ? left : 0;
+}
+
+/* [L] A message waited CWM_ACK_TIMEOUT_MS for its acknowledgement on a
+ * connection that is otherwise alive. MQTT sends a message again only
+ * after a reconnect, and paho's client resends what it holds only at a
+ * connect (and does not take up a resend a full socket interrupted), so
+ * the connection is closed and made again at once: paho then sends what
+ * it holds (a clean session: the library, from its copies). Released
+ * around paho's call. */
+static void cwm_io_stalled(struct mg_mqtt *c)
+{
+	struct cwm_out *o = cwm_oldest_in_flight(c);
+	c->ack_timeouts++;
+	cwm_log_locked(c, MG_MQTT_LOG_WARNING,
+	               "no acknowledgement for message %d to '%s' in %d s: the "
+	               "connection is made again, so that it is sent again",
+	               o != NULL ? o->id : 0, o != NULL ? o->topic : "",
+	               CWM_ACK_TIMEOUT_MS / 1000);
+	c->state = CWM_DISCONNECTED;
+	atomic_store(&c->connected, 0);
+	cwm_conn_gone_locked(c, "no acknowledgement in time", 0);
+	pthread_mutex_unlock(&c->lock);
+	cwm_eng_disconnect(c, 0);
+	pthread_mutex_lock(&c->lock);
+}
+
 static void *cwm_io_main(void *arg)
 {
 	struct mg_mqtt *c = arg;
@@ -6402,6 +6443,11 @@ static void *cwm_io_main(void *arg)
 			wait_ms = c->stop_deadline - now;
 		else if (c->state == CWM_DISCONNECTED && !c->paused)
 			wait_ms = c->reconnect_at - now;
+		else if (c->state == CWM_CONNECTED &&
+		         (wait_ms = cwm_ack_due(c, now)) == 0) {
+			cwm_io_stalled(c);
+			continue;
+		}
 		cwm_wait_for_work(c, &c->io_cond, &c->io_waiting, &pace, wait_ms);
 	}
 	cwm_io_finish(c);
@@ -8617,6 +8663,7 @@ static void cwm_status_counts(const struct mg_mqtt *c, cJSON *counters,
 	                                            : 0)));
 	cJSON_AddNumberToObject(counters, "poisoned", (double)c->poisoned);
 	cJSON_AddNumberToObject(counters, "paho_renewals", (double)c->renewals);
+	cJSON_AddNumberToObject(counters, "ack_timeouts", (double)c->ack_timeouts);
 }
 
 /* The status as a cJSON object (also served by the bridge); NULL when out

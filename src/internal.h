@@ -175,6 +175,7 @@
 #define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
 #define CWM_POISON_STRIKES 2 /* see cwm_window_lost (connection.c) */
 #define CWM_POISON_MS 1000   /* ... a close this soon after the write */
+#define CWM_ACK_TIMEOUT_MS 15000 /* see cwm_io_stalled (io.c) */
 #define CWM_ID_BUCKETS 256   /* c->byid: QoS 1/2 messages by packet id */
 #define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
                                    recurses once a level, and a CivetWeb
@@ -592,6 +593,7 @@ struct mg_mqtt {
 	unsigned seed;
 	uint64_t published, publish_failed, received, dropped_queue_full;
 	uint64_t renewals;        /* new paho handles (poison only) */
+	uint64_t ack_timeouts;    /* connections closed by cwm_io_stalled */
 	uint64_t reconnects, connects;
 	uint64_t drops_unlogged, queue_overflow;
 	uint64_t *unlinks;        /* PERSISTENCE_DIR files for mqtt-io to remove */
@@ -966,6 +968,7 @@ static void cwm_on_lost(void *ctx, char *cause);
 static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost);
 static void cwm_window_set(struct mg_mqtt *c);
 static void cwm_window_acked(struct mg_mqtt *c);
+static struct cwm_out *cwm_oldest_in_flight(struct mg_mqtt *c);
 static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
                                      enum MQTTReasonCodes reason);
 

@@ -109,6 +109,7 @@ static void cwm_status_counts(const struct mg_mqtt *c, cJSON *counters,
 	                                            : 0)));
 	cJSON_AddNumberToObject(counters, "poisoned", (double)c->poisoned);
 	cJSON_AddNumberToObject(counters, "paho_renewals", (double)c->renewals);
+	cJSON_AddNumberToObject(counters, "ack_timeouts", (double)c->ack_timeouts);
 }
 
 /* The status as a cJSON object (also served by the bridge); NULL when out

@@ -654,3 +654,40 @@ TEST_T(a_poison_message_on_a_persistent_session_is_failed_and_the_session_kept,
 	rec_free(&r);
 }
 
+
+/* ======================================================================
+ * 6. A lost acknowledgement on a connection that stays alive
+ * ==================================================================== */
+
+/* MQTT sends a message again only after a reconnect, and paho resends what
+ * it holds only at a connect: a PUBACK lost on a connection that stays up
+ * (a proxy, a broker bug) would keep the message in flight for ever, and
+ * with a small window block every later one. After CWM_ACK_TIMEOUT_MS
+ * (15 s) the client makes the connection again; the message is then
+ * acknowledged, and so are the ones behind it. */
+TEST_T(a_lost_puback_on_a_live_connection_is_recovered_by_a_reconnect, 90)
+{
+	struct th_broker b;
+	struct rec r;
+	th_broker_start(&b, NULL);
+	struct mqp *p = mqp_start(b.port);
+	struct mg_mqtt *c = rec_client(&r, NULL);
+	const char *extra[] = {"MQTT_MAX_INFLIGHT", "1", NULL};
+	start_persistent(c, mqp_url(p), "eng-ack-timeout", extra);
+	int rule = mqp_add(p, &(struct mqp_rule){.type = MQP_PUBACK,
+	                                         .dir = MQP_S2C,
+	                                         .times = 1,
+	                                         .action = MQP_DROP});
+	int ids[5];
+	for (int i = 0; i < 5; i++)
+		ASSERT_GT(ids[i] = mg_mqtt_publish(c, "at/x", "x", 1, 1, 0), 0);
+	ASSERT(WAIT_UNTIL(mqp_fired(p, rule) == 1, 10000));
+	for (int i = 0; i < 5; i++)
+		ASSERT(WAIT_UNTIL(rec_find_pub(&r, ids[i]) >= 0, 45000));
+	REC_ASSERT_PUBS_OK(&r);
+	ASSERT_EQ(status_number(c, "ack_timeouts"), 1);
+	ASSERT(rec_log_has(&r, "no acknowledgement for message"));
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	mqp_stop(p);
+	rec_free(&r);
+}
