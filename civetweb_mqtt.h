@@ -532,7 +532,9 @@ MG_MQTT_API int mg_mqtt_unsubscribe_all(struct mg_mqtt *c);
  * failed: on_publish gets MG_MQTT_ERR_POISON, it is logged once and never
  * sent again ("poisoned" in the status), and the connection goes on. A
  * QoS 0 message lost with its connection is not sent again (at most
- * once): on_publish gets MG_MQTT_ERR_CONNECTION_LOST.
+ * once): on_publish gets MG_MQTT_ERR_CONNECTION_LOST. A QoS 1/2 message
+ * unacknowledged for 15 s on a connection that stays up makes the client
+ * connect again, so that it is sent again ("ack_timeouts" in the status).
  * Returns an id > 0 (on_publish follows), or MG_MQTT_ERR_TOPIC (also for
  * more levels than MAX_TOPIC_LEVELS: brokers close the connection over
  * them, mosquitto beyond 200), _QOS, _TOO_LARGE, _INVALID, _NOMEM,
@@ -625,7 +627,7 @@ MG_MQTT_API int mg_mqtt_subscriptions(struct mg_mqtt *c,
  * over the bounds, see mg_mqtt_on_topic), handled_inline (messages inline
  * handlers ran for; "received" counts the queued ones), reconnects,
  * connects, flow_pauses, paused_ms, poisoned, paho_renewals (new paho
- * clients: one per poison message on a persistent session),
+ * clients: one per poison message on a persistent session), ack_timeouts,
  * requests_replied, requests_timed_out, requests_failed, late_replies},
  * gauges {in_flight, queued, queue_depth, queue_bytes, inflight_window,
  * paused}, with a bridge also "bridge" {path,
