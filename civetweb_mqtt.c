@@ -355,7 +355,6 @@ struct cwm_out {
 	struct cwm_out *next;         /* in outq or retry */
 	struct cwm_out *iprev, *inext; /* in c->inpaho */
 	int in_paho;
-	unsigned conn_gen;            /* [L] c->conn_gen when handed to paho */
 	struct mg_mqtt *c;            /* paho callback context */
 	enum cwm_cmd type;
 	int id;
@@ -521,7 +520,6 @@ struct mg_mqtt {
 	int64_t connected_at;     /* [L] ms, of the current connection */
 	int64_t lost_at;          /* [L] ms, of the last connection loss */
 	int same_again;           /* [L] see cwm_connect_failed */
-	unsigned conn_gen;        /* [L] connections made (cwm_connected) */
 	int progressed;           /* [L] the broker acknowledged something on
 	                             this connection: it is no short loss */
 	int64_t progress_at;      /* [L] ms, the last such acknowledgement (or
@@ -4294,7 +4292,6 @@ static void cwm_inpaho_link(struct mg_mqtt *c, struct cwm_out *r)
 		c->inpaho->iprev = r;
 	c->inpaho = r;
 	r->in_paho = 1;
-	r->conn_gen = c->conn_gen;
 	if (r->type == CMD_PUBLISH && r->qos > 0)
 		c->inflight++;
 	else if (r->type == CMD_PUBLISH)
@@ -6551,7 +6548,6 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->uri_try = 0;
 	c->uri_base = c->uri_cur;
 	c->connected_at = cwm_now_ms();
-	c->conn_gen++;
 	c->progressed = 0;
 	c->recvmax = recvmax;
 	cwm_window_set(c);

@@ -73,7 +73,6 @@ static void cwm_inpaho_link(struct mg_mqtt *c, struct cwm_out *r)
 		c->inpaho->iprev = r;
 	c->inpaho = r;
 	r->in_paho = 1;
-	r->conn_gen = c->conn_gen;
 	if (r->type == CMD_PUBLISH && r->qos > 0)
 		c->inflight++;
 	else if (r->type == CMD_PUBLISH)

@@ -93,7 +93,6 @@ static void cwm_connected(struct mg_mqtt *c, const char *uri, int session,
 	c->uri_try = 0;
 	c->uri_base = c->uri_cur;
 	c->connected_at = cwm_now_ms();
-	c->conn_gen++;
 	c->progressed = 0;
 	c->recvmax = recvmax;
 	cwm_window_set(c);

@@ -349,7 +349,6 @@ struct cwm_out {
 	struct cwm_out *next;         /* in outq or retry */
 	struct cwm_out *iprev, *inext; /* in c->inpaho */
 	int in_paho;
-	unsigned conn_gen;            /* [L] c->conn_gen when handed to paho */
 	struct mg_mqtt *c;            /* paho callback context */
 	enum cwm_cmd type;
 	int id;
@@ -515,7 +514,6 @@ struct mg_mqtt {
 	int64_t connected_at;     /* [L] ms, of the current connection */
 	int64_t lost_at;          /* [L] ms, of the last connection loss */
 	int same_again;           /* [L] see cwm_connect_failed */
-	unsigned conn_gen;        /* [L] connections made (cwm_connected) */
 	int progressed;           /* [L] the broker acknowledged something on
 	                             this connection: it is no short loss */
 	int64_t progress_at;      /* [L] ms, the last such acknowledgement (or
