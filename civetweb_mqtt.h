@@ -709,9 +709,12 @@ MG_MQTT_API int mg_mqtt_bridge_check_publish(struct mg_mqtt *c,
  * least, of the Content-Length or, when chunked, of what came), so that a
  * client sending a byte at a time cannot hold the worker thread for long
  * (one mg_read() waits as long as each byte comes within
- * request_timeout_ms of the last). On plain connections a read never
- * waits for more than the socket holds; over TLS reads are cut so small
- * that the deadline holds within request_timeout_ms.
+ * request_timeout_ms of the last). A body of known length is asked of
+ * CivetWeb whole while a thread of the process ("mqtt-body", started by
+ * the first call; asleep while no read is under way) shuts the socket's
+ * reading down at the deadline; a chunked body, or one where that thread
+ * cannot start, is read in pieces so small that the deadline holds within
+ * request_timeout_ms.
  * Returns 0 with *body malloc()ed (the caller frees it) and NUL-
  * terminated, its length in *len (the NUL not counted); or
  * MG_MQTT_ERR_TOO_LARGE (more than max: answer 413), _TIMEOUT (slower than

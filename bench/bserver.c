@@ -185,7 +185,12 @@ int main(int argc, char **argv)
 		                       * WebSockets: the guard against starving
 		                       * workers is not what is measured */
 		                      "MQTT_BRIDGE_MAX_CLIENTS", "100000",
-		                      "MQTT_MAX_BUFFERED", "1000000", NULL};
+		                      "MQTT_MAX_BUFFERED", "1000000",
+		                      /* BSERVER_MAX_INFLIGHT: another window than
+		                       * the default's (experiments) */
+		                      getenv("BSERVER_MAX_INFLIGHT") ? "MQTT_MAX_INFLIGHT"
+		                                                      : NULL,
+		                      getenv("BSERVER_MAX_INFLIGHT"), NULL};
 		m = mg_mqtt_create(NULL);
 		mg_mqtt_on_subscribe(m, on_subscribe, NULL);
 		mg_mqtt_on_publish(m, on_publish, NULL);

@@ -559,8 +559,8 @@ def fanout(kind):
 
 def get(port, path):
     s = socket.create_connection(("127.0.0.1", port), 30)
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-              .encode())
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+              "Connection: close\r\n\r\n".encode())
     data = b""
     while True:
         chunk = s.recv(65536)

@@ -29,35 +29,49 @@ static int cwm_addr_str(const struct sockaddr_storage *a, char *host,
 	return 0;
 }
 
+/* Whether fd is the socket of the request ri: its peer is the request's
+ * remote address and port and its own port is the server's. */
+static int cwm_fd_is_conn(int fd, const struct mg_request_info *ri)
+{
+	char host[64];
+	struct sockaddr_storage peer, self;
+	socklen_t pl = sizeof(peer), sl = sizeof(self);
+	int pport, sport;
+	return getpeername(fd, (struct sockaddr *)&peer, &pl) == 0 &&
+	       getsockname(fd, (struct sockaddr *)&self, &sl) == 0 &&
+	       cwm_addr_str(&self, host, sizeof(host), &sport) &&
+	       cwm_addr_str(&peer, host, sizeof(host), &pport) &&
+	       pport == ri->remote_port && sport == ri->server_port &&
+	       strcmp(host, ri->remote_addr) == 0;
+}
+
 /* The socket of a plain (not TLS) connection: CivetWeb does not give it,
- * so it is the one socket of the process whose peer is the request's
- * remote address and port and whose own port is the server's. -1 when
- * none is found (no /proc, a Unix socket). */
+ * so it is the one socket of the process that cwm_fd_is_conn() says is
+ * the request's. A worker thread serves one connection at a time and a
+ * keep-alive connection sends many requests: the socket found last by
+ * this thread is tried first (two system calls instead of two per open
+ * descriptor), and /proc/self/fd is read only when it is not the one.
+ * -1 when none is found (no /proc, a Unix socket). */
 static int cwm_conn_fd(const struct mg_connection *conn)
 {
+	static _Thread_local int last = -1;
 	const struct mg_request_info *ri = mg_get_request_info(conn);
+	if (last >= 0 && cwm_fd_is_conn(last, ri))
+		return last;
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *e;
 	int found = -1;
 	if (d == NULL)
 		return -1;
 	while (found < 0 && (e = readdir(d)) != NULL) {
-		char *end, host[64];
+		char *end;
 		long fd = strtol(e->d_name, &end, 10);
-		struct sockaddr_storage peer, self;
-		socklen_t pl = sizeof(peer), sl = sizeof(self);
-		int pport, sport;
-		if (*end != '\0' || end == e->d_name || fd == dirfd(d) ||
-		    getpeername((int)fd, (struct sockaddr *)&peer, &pl) != 0 ||
-		    getsockname((int)fd, (struct sockaddr *)&self, &sl) != 0 ||
-		    !cwm_addr_str(&self, host, sizeof(host), &sport) ||
-		    !cwm_addr_str(&peer, host, sizeof(host), &pport))
-			continue;
-		if (pport == ri->remote_port && sport == ri->server_port &&
-		    strcmp(host, ri->remote_addr) == 0)
+		if (*end == '\0' && end != e->d_name && fd != dirfd(d) &&
+		    cwm_fd_is_conn((int)fd, ri))
 			found = (int)fd;
 	}
 	closedir(d);
+	last = found;
 	return found;
 }
 
@@ -81,6 +95,126 @@ static size_t cwm_body_chunk(int fd, size_t want, int64_t left_ms,
 	return k < want ? k : want;
 }
 
+/* -- the body watch ------------------------------------------------------------
+ * One thread for the process cuts (shutdown(SHUT_RD)) the socket of a
+ * body read still going at its deadline, so that a read can ask CivetWeb
+ * for the whole body at once, as fast as it comes, and still end by its
+ * deadline. The thread starts with the first watched read, sleeps while
+ * nothing is watched and otherwise wakes at the earliest deadline; a read
+ * that begins adds one lock round and, only when it is the earliest, a
+ * signal. cwm_bw_lock is a leaf: nothing is locked under it. */
+struct cwm_bwatch {
+	struct cwm_bwatch *prev, *next;
+	int fd;
+	int64_t deadline; /* CLOCK_MONOTONIC ms */
+	int cut;          /* the watch shut the socket's reading down */
+};
+
+static pthread_mutex_t cwm_bw_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cwm_bw_cond = PTHREAD_COND_INITIALIZER;
+static struct cwm_bwatch cwm_bw_list = {&cwm_bw_list, &cwm_bw_list, -1, 0, 0};
+static int64_t cwm_bw_wake;  /* the deadline the thread sleeps for; 0: none */
+static int cwm_bw_started;   /* 1: running; -1: could not be started */
+
+static void *cwm_bw_main(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "mqtt-body");
+	pthread_mutex_lock(&cwm_bw_lock);
+	for (;;) {
+		int64_t now = cwm_now_ms(), next = 0;
+		struct cwm_bwatch *w;
+		for (w = cwm_bw_list.next; w != &cwm_bw_list; w = w->next) {
+			if (w->cut)
+				continue;
+			if (w->deadline <= now) {
+				w->cut = 1;
+				shutdown(w->fd, SHUT_RD);
+			} else if (next == 0 || w->deadline < next) {
+				next = w->deadline;
+			}
+		}
+		cwm_bw_wake = next;
+		if (next == 0) {
+			pthread_cond_wait(&cwm_bw_cond, &cwm_bw_lock);
+		} else {
+			struct timespec until = cwm_deadline_us((next - now) * 1000);
+			pthread_cond_timedwait(&cwm_bw_cond, &cwm_bw_lock, &until);
+		}
+	}
+	return NULL;
+}
+
+/* Watches w (its fd and deadline set) until cwm_bw_end(). Returns 0, not
+ * watching, when the thread cannot be started. */
+static int cwm_bw_begin(struct cwm_bwatch *w)
+{
+	pthread_mutex_lock(&cwm_bw_lock);
+	if (cwm_bw_started == 0) {
+		pthread_t t;
+		pthread_attr_t at;
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		cwm_bw_started =
+		    pthread_create(&t, &at, cwm_bw_main, NULL) == 0 ? 1 : -1;
+		pthread_attr_destroy(&at);
+	}
+	int ok = cwm_bw_started == 1;
+	if (ok) {
+		w->cut = 0;
+		w->next = &cwm_bw_list;
+		w->prev = cwm_bw_list.prev;
+		w->prev->next = w;
+		cwm_bw_list.prev = w;
+		if (cwm_bw_wake == 0 || w->deadline < cwm_bw_wake)
+			pthread_cond_signal(&cwm_bw_cond);
+	}
+	pthread_mutex_unlock(&cwm_bw_lock);
+	return ok;
+}
+
+/* Ends the watch of w. Returns whether it cut the socket. */
+static int cwm_bw_end(struct cwm_bwatch *w)
+{
+	pthread_mutex_lock(&cwm_bw_lock);
+	w->prev->next = w->next;
+	w->next->prev = w->prev;
+	int cut = w->cut;
+	pthread_mutex_unlock(&cwm_bw_lock);
+	return cut;
+}
+
+/* -- reading -------------------------------------------------------------------- */
+
+/* The deadline of a body of `due` bytes whose reading began at start. */
+static int64_t cwm_body_deadline(int64_t start, int timeout, size_t due)
+{
+	return start + timeout + (int64_t)(due / CWM_BODY_RATE) * 1000 +
+	       (int64_t)(due % CWM_BODY_RATE) * 1000 / CWM_BODY_RATE;
+}
+
+/* A body of known length cl (buf holds cl + 1) on a watched socket: asked
+ * of CivetWeb whole. Returns 0 (*np < cl: it ended short), or _INVALID /
+ * _TIMEOUT. */
+static int cwm_body_watched(struct mg_connection *conn, struct cwm_bwatch *w,
+                            char *buf, size_t cl, size_t *np)
+{
+	size_t n = 0;
+	int rc = 0;
+	while (n < cl) {
+		int r = mg_read(conn, buf + n, cl - n);
+		if (r < 0)
+			rc = MG_MQTT_ERR_INVALID;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	if (cwm_bw_end(w) && n < cl)
+		rc = MG_MQTT_ERR_TIMEOUT;
+	*np = n;
+	return rc;
+}
+
 /* The reading, into buf (cap bytes, grown up to max + 2). */
 static int cwm_body_loop(struct mg_connection *conn, size_t max, char **bufp,
                          size_t *np)
@@ -90,11 +224,20 @@ static int cwm_body_loop(struct mg_connection *conn, size_t max, char **bufp,
 	int timeout = rt != NULL && atoi(rt) > 0 ? atoi(rt) : 30000;
 	long long cl = ri->content_length;
 	/* Chunked bodies carry their framing in the socket's bytes too. */
-	int fd = ri->is_ssl || cl < 0 ? -1 : cwm_conn_fd(conn);
+	int fd = cl < 0 ? -1 : cwm_conn_fd(conn);
 	int64_t start = cwm_now_ms();
 	size_t cap = cl >= 0 ? (size_t)cl + 1 : 4096, n = 0;
 	char *buf = malloc(cap);
 	int rc = buf == NULL ? MG_MQTT_ERR_NOMEM : 0;
+	struct cwm_bwatch w = {NULL, NULL, fd, 0, 0};
+	w.deadline = cwm_body_deadline(start, timeout, cl >= 0 ? (size_t)cl : 0);
+	if (rc == 0 && fd >= 0 && cwm_bw_begin(&w)) {
+		rc = cwm_body_watched(conn, &w, buf, (size_t)cl, np);
+		*bufp = buf;
+		return rc;
+	}
+	if (ri->is_ssl)
+		fd = -1; /* FIONREAD would count bytes still encrypted */
 	while (rc == 0 && (cl < 0 || n < (size_t)cl)) {
 		if (n + 1 >= cap) {
 			size_t ncap = cap * 2 > max + 2 ? max + 2 : cap * 2;
@@ -106,10 +249,9 @@ static int cwm_body_loop(struct mg_connection *conn, size_t max, char **bufp,
 			cap = ncap;
 			buf = nb;
 		}
-		size_t due = cl >= 0 ? (size_t)cl : n; /* bytes, by 1 s a KiB */
-		int64_t deadline = start + timeout +
-		                   (int64_t)(due / CWM_BODY_RATE) * 1000 +
-		                   (int64_t)(due % CWM_BODY_RATE) * 1000 / CWM_BODY_RATE;
+		/* bytes due by 1 s a KiB: of the length, or of what came */
+		int64_t deadline = cwm_body_deadline(
+		    start, timeout, cl >= 0 ? (size_t)cl : n);
 		size_t want = cap - n - 1;
 		if (cl >= 0 && want > (size_t)cl - n)
 			want = (size_t)cl - n;
