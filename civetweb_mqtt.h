@@ -22,10 +22,11 @@
  * that calls paho's client: connects, sends, reconnects, applies flow
  * control) and "mqtt-dispatch" (runs every handler, one at a time, in
  * arrival order). paho adds one receive thread for the whole process
- * ("MQTTClient_run"), which inline handlers run on. Calls marked "any thread" may
- * be made concurrently from CivetWeb worker threads, from handlers and from
- * your own threads. Handlers may call every "any thread" function,
- * including publish; they must not call mg_mqtt_stop().
+ * ("MQTTClient_run"), which inline handlers run on. Calls whose "Thread:"
+ * line says "any thread" may be made concurrently from CivetWeb worker
+ * threads, from handlers and from your own threads. Handlers may call every
+ * "any thread" function, including publish; they must not call
+ * mg_mqtt_stop().
  *
  * Life cycle.  mg_mqtt_create() -> mg_mqtt_on_*() -> mg_mqtt_start() ->
  * ... -> mg_mqtt_stop(). Handlers are registered before start, as with
@@ -42,6 +43,12 @@
  * (compile it as C). Handlers are called from C: a handler must not let an
  * exception escape (it would end the program in std::terminate); catch
  * inside it. civetweb_mqtt.hpp's wrapper does that at the boundary.
+ *
+ * Each function's block has one form: a one-line summary; what the caller
+ * must know; then "Returns:" (every value, each with when), "Thread:",
+ * "Ownership:", "See also:" (related calls, and the docs/ page with the
+ * longer story), and "Example:" where usage is not obvious. Handler types
+ * and structs use the labels that apply to them, in the same order.
  */
 #ifndef CIVETWEB_MQTT_H
 #define CIVETWEB_MQTT_H
@@ -143,9 +150,14 @@ enum mg_mqtt_error {
 #undef MG_MQTT_XX_
 };
 
-/* Text for an MG_MQTT_ERR_* code (or "success" for 0). Never NULL; an
- * unknown code gives "unknown error". The string is static.
- * Any thread. */
+/* Text for an MG_MQTT_ERR_* code.
+ *
+ * Returns:   the code's text from MG_MQTT_ERRNO_MAP; "success" for 0;
+ *            "unknown error" for any other value. Never NULL.
+ * Thread:    any thread, at any time.
+ * Ownership: the string is static: never free it.
+ * See also:  MG_MQTT_ERRNO_MAP above.
+ */
 MG_MQTT_API const char *mg_mqtt_strerror(int err);
 
 /* ------------------------------------------------------------------------
@@ -158,10 +170,18 @@ struct mg_mqtt_user_property {
 	const char *value;
 };
 
-/* MQTT 5 publish properties. Zero-initialise and fill what you need; every
- * field's zero value means "absent". With PROTOCOL_VERSION 3.1 / 3.1.1 a
- * received message has all fields absent, and publishing with any field set
- * fails with MG_MQTT_ERR_PROTOCOL. */
+/* MQTT 5 publish properties.
+ *
+ * Zero-initialise and fill what you need; every field's zero value means
+ * "absent". With PROTOCOL_VERSION 3.1 / 3.1.1 a received message has all
+ * fields absent, and publishing with any field set fails with
+ * MG_MQTT_ERR_PROTOCOL.
+ *
+ * Ownership: mg_mqtt_publish_props() copies everything the struct points
+ *            to; in a received message it is valid until the handler
+ *            returns.
+ * See also:  mg_mqtt_publish_props(), struct mg_mqtt_message.
+ */
 struct mg_mqtt_props {
 	const struct mg_mqtt_user_property *user; /* array; NULL: none */
 	size_t user_count;                        /* entries in user */
@@ -177,8 +197,12 @@ struct mg_mqtt_props {
  * read them with mg_mqtt_param(). Opaque. */
 struct mg_mqtt_params;
 
-/* A received message, as handed to message handlers. Everything it points
- * to is valid until the handler returns; copy what you keep. */
+/* A received message, as handed to message handlers.
+ *
+ * Ownership: everything it points to is valid until the handler returns;
+ *            copy what you keep.
+ * See also:  mg_mqtt_message_handler, mg_mqtt_param().
+ */
 struct mg_mqtt_message {
 	const char *topic;        /* NUL-terminated topic name */
 	size_t topic_len;         /* strlen(topic) */
@@ -194,22 +218,52 @@ struct mg_mqtt_message {
 };
 
 /* The value of the level named {name} in the filter of the topic handler
- * being called: with a handler on "home/{room}/temperature", a message on
- * "home/kitchen/temperature" gives "kitchen" for "room". Writes it into
- * buf (snprintf rules: NUL-terminated when len > 0, truncated if short).
- * Returns its length, MG_MQTT_ERR_NOT_FOUND (no such name, or the catch-all
- * handler), or MG_MQTT_ERR_INVALID. Within the handler only. */
+ * being called.
+ *
+ * With a handler on "home/{room}/temperature", a message on
+ * "home/kitchen/temperature" gives "kitchen" for "room". The value is
+ * written into buf with snprintf rules: NUL-terminated when len > 0,
+ * truncated if short. Each handler sees the names of its own filter.
+ *
+ * Returns:   the value's length (without the NUL, also when truncated);
+ *            MG_MQTT_ERR_NOT_FOUND: no level of that name in the filter,
+ *            or the catch-all handler (mg_mqtt_on_message) is called;
+ *            MG_MQTT_ERR_INVALID: msg or name NULL, or buf NULL with
+ *            len > 0.
+ * Thread:    within the message handler that received msg, only.
+ * Ownership: nothing is kept; buf is the caller's.
+ * See also:  mg_mqtt_on_topic(), docs/api.md#named-topic-levels.
+ * Example:
+ *     char room[64];
+ *     if (mg_mqtt_param(msg, "room", room, sizeof(room)) >= 0)
+ *         printf("%s\n", room);
+ */
 MG_MQTT_API int mg_mqtt_param(const struct mg_mqtt_message *msg,
                               const char *name, char *buf, size_t len);
 
 /* ------------------------------------------------------------------------
- * Handlers. All run on the client's dispatch thread ("mqtt-dispatch"), one
- * at a time, in the order their events arrived. A handler that blocks
- * delays later handlers of the same client, never the network: keep-alive
- * and acknowledgements go on, and arriving messages wait in the dispatch
- * queue (QUEUE_SIZE; see mg_mqtt_on_topic for what happens when it is full).
+ * Handlers. Except inline topic handlers (mg_mqtt_on_topic_inline) and log
+ * lines made during mg_mqtt_start(), all run on the client's dispatch
+ * thread ("mqtt-dispatch"), one at a time, in the order their events
+ * arrived. A handler that blocks delays later handlers of the same client,
+ * never the network: keep-alive and acknowledgements go on, and arriving
+ * messages wait in the dispatch queue (QUEUE_SIZE, QUEUE_BYTES; when it is
+ * full: mg_mqtt_on_topic, docs/api.md#the-dispatch-queue).
  * ---------------------------------------------------------------------- */
 
+/* A message handler (mg_mqtt_on_topic, _on_topic_inline, _on_message).
+ *
+ * Called with one received message and the user_data given when it was
+ * registered.
+ *
+ * Returns:   nothing.
+ * Thread:    mqtt-dispatch; an inline handler on paho's receive thread
+ *            (mg_mqtt_on_topic_inline). May call every "any thread"
+ *            function; never mg_mqtt_stop().
+ * Ownership: msg and everything it points to are valid until the handler
+ *            returns; copy what you keep.
+ * See also:  struct mg_mqtt_message, mg_mqtt_param().
+ */
 typedef void (*mg_mqtt_message_handler)(struct mg_mqtt *c,
                                         const struct mg_mqtt_message *msg,
                                         void *user_data);
@@ -225,6 +279,13 @@ struct mg_mqtt_connect_info {
 	const char *broker;  /* URI tried or connected to, e.g. "tcp://h:1883" */
 	const char *message; /* human-readable detail; never NULL */
 };
+/* A connect handler: the outcome of one connection attempt.
+ *
+ * Returns:   nothing.
+ * Thread:    mqtt-dispatch.
+ * Ownership: info and its strings are valid until the handler returns.
+ * See also:  mg_mqtt_on_connect().
+ */
 typedef void (*mg_mqtt_connect_handler)(struct mg_mqtt *c,
                                         const struct mg_mqtt_connect_info *info,
                                         void *user_data);
@@ -236,26 +297,58 @@ struct mg_mqtt_disconnect_info {
 	const char *broker;  /* URI that was connected */
 	const char *message; /* human-readable cause; never NULL */
 };
+/* A disconnect handler: the end of an established connection.
+ *
+ * Returns:   nothing.
+ * Thread:    mqtt-dispatch.
+ * Ownership: info and its strings are valid until the handler returns.
+ * See also:  mg_mqtt_on_disconnect().
+ */
 typedef void (*mg_mqtt_disconnect_handler)(
     struct mg_mqtt *c, const struct mg_mqtt_disconnect_info *info,
     void *user_data);
 
-/* Acknowledgement of a publish: id as returned by mg_mqtt_publish().
- * result: 0 when the broker acknowledged it (QoS 1: PUBACK, QoS 2: PUBCOMP)
- * or, for QoS 0, when it was written to the network; an MQTT 5 PUBACK /
- * PUBREC reason code (> 0; 0x10 "no matching subscribers" is a success,
- * >= 0x80 a refusal); or a negative MG_MQTT_ERR_* (MG_MQTT_ERR_STOPPED when
- * the client stopped before the message could be sent, MG_MQTT_ERR_POISON
- * when the broker kept closing the connection over it: mg_mqtt_publish). */
+/* Acknowledgement of one publish: id as returned by mg_mqtt_publish().
+ *
+ * Called once for every id > 0 that mg_mqtt_publish*() returned. result:
+ *   0: the broker acknowledged it (QoS 1: PUBACK, QoS 2: PUBCOMP) or, for
+ *     QoS 0, it was written to the network;
+ *   > 0: an MQTT 5 PUBACK / PUBREC reason code: 0x10 "no matching
+ *     subscribers" is a success, >= 0x80 a refusal (0x95 packet too large;
+ *     0x9A when the broker announced it takes no retained messages and
+ *     the message was one: not sent);
+ *   MG_MQTT_ERR_STOPPED: the client stopped before it could be sent;
+ *   MG_MQTT_ERR_CONNECTION_LOST: a QoS 0 message lost with its connection
+ *     (not sent again: at most once);
+ *   MG_MQTT_ERR_TOO_LARGE: buffered before the limit in force was known,
+ *     and over it when its turn came: not sent (mg_mqtt_publish);
+ *   MG_MQTT_ERR_POISON: the broker kept closing the connection over it:
+ *     not sent again (mg_mqtt_publish);
+ *   MG_MQTT_ERR_PAHO: paho refused to send it (logged).
+ *
+ * Returns:   nothing.
+ * Thread:    mqtt-dispatch.
+ * Ownership: nothing to free.
+ * See also:  mg_mqtt_on_publish(), mg_mqtt_publish(),
+ *            docs/reliability.md#outgoing-messages.
+ */
 typedef void (*mg_mqtt_publish_handler)(struct mg_mqtt *c, int id, int result,
                                         void *user_data);
 
 /* Acknowledgement of a subscribe or unsubscribe: id as returned by the call.
+ *
  * codes[i] is the broker's answer for the i-th filter of the request:
  * SUBACK granted QoS 0-2 or a failure code >= 0x80; UNSUBACK MQTT 5 reason
  * code (0 with MQTT 3, which has none). count is the number of filters.
- * When the request could not be completed, count is 0, codes is NULL and
- * result is a negative MG_MQTT_ERR_*; otherwise result is 0. */
+ * result is 0 then. When the request could not be completed, count is 0,
+ * codes is NULL and result is a negative MG_MQTT_ERR_*: _STOPPED (the
+ * client stopped first), _PAHO (paho refused it; logged), _NOMEM.
+ *
+ * Returns:   nothing.
+ * Thread:    mqtt-dispatch.
+ * Ownership: codes is valid until the handler returns.
+ * See also:  mg_mqtt_on_subscribe(), mg_mqtt_on_unsubscribe().
+ */
 typedef void (*mg_mqtt_ack_handler)(struct mg_mqtt *c, int id, int result,
                                     const int *codes, int count,
                                     void *user_data);
@@ -266,9 +359,18 @@ enum mg_mqtt_log_level {
 	MG_MQTT_LOG_INFO = 2,
 	MG_MQTT_LOG_DEBUG = 3
 };
-/* text: one line, no trailing newline, never holds a password or payload
- * bytes. Lines of a level above the client's LOG_LEVEL option (error,
- * warning, info by default, debug) are not made at all. */
+/* A log handler: one log line of the client.
+ *
+ * text is one line, no trailing newline, and never holds a password or
+ * payload bytes. Lines of a level above the client's LOG_LEVEL option
+ * (error, warning, info by default, debug) are not made at all.
+ *
+ * Returns:   nothing.
+ * Thread:    the thread that calls mg_mqtt_start() while it runs, then
+ *            mqtt-dispatch (mg_mqtt_on_log).
+ * Ownership: text is valid until the handler returns.
+ * See also:  mg_mqtt_on_log(), docs/logging.md#log-lines.
+ */
 typedef void (*mg_mqtt_log_handler)(struct mg_mqtt *c, int level,
                                     const char *text, void *user_data);
 
@@ -276,17 +378,27 @@ typedef void (*mg_mqtt_log_handler)(struct mg_mqtt *c, int level,
  * Life cycle
  * ---------------------------------------------------------------------- */
 
-/* Creates a client that reads the options named <prefix>_<KEY>. prefix NULL
- * or "" means "MQTT"; prefixes match without regard to case and must be
- * letters, digits and '_'.
- * Returns the client, or NULL when out of memory or the prefix is invalid.
- * Free it with mg_mqtt_stop(), started or not. Any thread. */
+/* Creates a client that reads the options named <prefix>_<KEY>.
+ *
+ * prefix NULL or "" means "MQTT"; prefixes match without regard to case
+ * and must be letters, digits and '_'. The client does nothing until
+ * mg_mqtt_start().
+ *
+ * Returns:   the client; NULL when out of memory or the prefix is invalid.
+ * Thread:    any thread.
+ * Ownership: prefix is copied (upper-case). The caller owns the client:
+ *            free it with mg_mqtt_stop(), started or not.
+ * See also:  mg_mqtt_start(), mg_mqtt_prefix(),
+ *            docs/api.md#writing-a-program.
+ */
 MG_MQTT_API struct mg_mqtt *mg_mqtt_create(const char *prefix);
 
-/* Reads the client's options from `options` (name, value, name, value, ...,
- * NULL: the list mg_start() takes, or mg_mqtt_config.mqtt), starts its
- * threads and connects. Option names of other prefixes and CivetWeb's own
- * options are ignored; an unknown <PREFIX>_<KEY> or a bad value is an error.
+/* Reads the client's options, starts its threads and connects.
+ *
+ * options: name, value, name, value, ..., NULL (the list mg_start() takes,
+ * or mg_mqtt_config.mqtt). Option names of other prefixes and CivetWeb's
+ * own options are ignored; an unknown <PREFIX>_<KEY> or a bad value is an
+ * error.
  *
  * ctx may be NULL (no CivetWeb server: mg_mqtt_get() cannot find the
  * client). With ctx, log lines also go to CivetWeb's error_log_file. ctx
@@ -298,46 +410,81 @@ MG_MQTT_API struct mg_mqtt *mg_mqtt_create(const char *prefix);
  * attempt to every URL of BROKER_URL and fails if none succeeds; with
  * CONNECT_ASYNC true it returns at once and connects in the background.
  * Either way, after a successful start the client reconnects by itself.
+ * On failure the client is left created and not started: fix and retry,
+ * or stop it. errbuf (may be NULL) then receives one sentence naming the
+ * key and value, such as "MQTT_KEEPALIVE: 'abc' is not a number of seconds
+ * (0-65535)".
  *
- * errbuf (may be NULL) receives one sentence on failure, such as
- * "MQTT_KEEPALIVE: 'abc' is not a number of seconds (0-65535)".
- * Returns 0, or MG_MQTT_ERR_CONFIG / _IO (bad option or unreadable file;
- * also BRIDGE_PATH on a CivetWeb built without WebSocket support, which
- * mg_check_feature(16) reports: the bridge needs it),
- * _EXISTS (same prefix already on ctx), _STARTED, _CONNECT / _REFUSED /
- * _TIMEOUT / _TLS (first connection failed; _TLS for a TLS error, an
- * untrusted certificate, or a certificate that does not name the host of
- * the URL, which the log says as "TLS: the broker's certificate does not
- * match host name <host>"), _THREAD, _NOMEM. On failure
- * the client is left created and not started: fix and retry, or stop it.
- * Call once per client, from any thread but not from its handlers. */
+ * Returns:   0: started;
+ *            MG_MQTT_ERR_CONFIG / _IO: a bad option or an unreadable file;
+ *              also BRIDGE_PATH on a CivetWeb built without WebSocket
+ *              support, which mg_check_feature(16) reports: the bridge
+ *              needs it;
+ *            MG_MQTT_ERR_EXISTS: a client of the same prefix is on ctx;
+ *            MG_MQTT_ERR_STARTED: already started;
+ *            MG_MQTT_ERR_CONNECT / _REFUSED / _TIMEOUT / _TLS: the first
+ *              connection failed; _TLS for a TLS error, an untrusted
+ *              certificate, or a certificate that does not name the host
+ *              of the URL (the log says "TLS: the broker's certificate
+ *              does not match host name <host>");
+ *            MG_MQTT_ERR_INVALID: c NULL, or an option name without a
+ *              value (the list ends early);
+ *            MG_MQTT_ERR_PAHO: paho cannot create its client;
+ *            MG_MQTT_ERR_THREAD, MG_MQTT_ERR_NOMEM.
+ * Thread:    any thread but not c's handlers; once per client, after the
+ *            handlers are registered.
+ * Ownership: options and errbuf are not kept (every value is copied). ctx
+ *            stays the caller's; the client keeps the pointer (mg_mqtt_get,
+ *            the bridge's routes): mg_stop() it before mg_mqtt_stop().
+ * See also:  mg_mqtt_stop(), mg_mqtt_config_read(),
+ *            docs/configuration.md#every-option.
+ */
 MG_MQTT_API int mg_mqtt_start(struct mg_mqtt *c, const struct mg_context *ctx,
                               const char **options, char *errbuf,
                               size_t errlen);
 
-/* Stops and frees the client. Waits up to CONNECTION_TIMEOUT seconds for
- * queued messages to be sent while connected, then sends DISCONNECT (the
- * broker drops the last will), joins both threads after the dispatch thread
- * has run the handlers of every event already queued (the disconnect
- * handler last), and frees everything. Messages not sent by then are
- * reported to on_publish with MG_MQTT_ERR_STOPPED. c may be NULL or a
- * client that was never started. After return, c is invalid.
- * Returns 0, or MG_MQTT_ERR_IN_HANDLER (called from one of c's handlers;
- * nothing is done). Not thread-safe with respect to c: call it once, when
- * no other thread uses c any more. The one exception: threads waiting in
- * mg_mqtt_request() are woken (MG_MQTT_ERR_STOPPED), and stop waits until
- * they have returned. */
+/* Stops and frees the client.
+ *
+ * Waits up to CONNECTION_TIMEOUT seconds for queued messages to be sent
+ * while connected, then sends DISCONNECT (the broker drops the last will),
+ * joins both threads after the dispatch thread has run the handlers of
+ * every event already queued (the disconnect handler last), and frees
+ * everything. Messages not sent by then are reported to on_publish with
+ * MG_MQTT_ERR_STOPPED. c may be NULL or a client that was never started.
+ * Threads waiting in mg_mqtt_request() are woken (MG_MQTT_ERR_STOPPED),
+ * and stop waits until they have returned.
+ *
+ * Returns:   0 (also for c NULL); MG_MQTT_ERR_IN_HANDLER: called from one
+ *            of c's handlers on mqtt-dispatch (nothing is done).
+ * Thread:    not thread-safe with respect to c: call it once, when no
+ *            other thread uses c any more (stop the CivetWeb context first);
+ *            never from c's handlers, queued or inline.
+ * Ownership: frees c: after return c is invalid.
+ * See also:  mg_mqtt_start(), docs/api.md#stopping-on-a-signal.
+ */
 MG_MQTT_API int mg_mqtt_stop(struct mg_mqtt *c);
 
-/* The started client of `prefix` (NULL: "MQTT") attached to ctx, or NULL.
- * The usual call from a request handler:
+/* The started client of `prefix` (NULL: "MQTT") attached to ctx.
+ *
+ * Returns:   the client; NULL when none is started on ctx under that
+ *            prefix (or ctx is NULL).
+ * Thread:    any thread.
+ * Ownership: the pointer stays valid until mg_mqtt_stop(); nothing is
+ *            kept.
+ * See also:  mg_mqtt_start().
+ * Example:   the usual call from a request handler:
  *     struct mg_mqtt *m = mg_mqtt_get(mg_get_context(conn), NULL);
- * The pointer stays valid until mg_mqtt_stop(). Any thread. */
+ */
 MG_MQTT_API struct mg_mqtt *mg_mqtt_get(const struct mg_context *ctx,
                                         const char *prefix);
 
-/* The client's prefix, upper-case, as given to mg_mqtt_create(). Valid as
- * long as c. Any thread. */
+/* The client's prefix, upper-case, as given to mg_mqtt_create().
+ *
+ * Returns:   the prefix; NULL for c NULL.
+ * Thread:    any thread.
+ * Ownership: the string belongs to c: valid as long as c.
+ * See also:  mg_mqtt_create().
+ */
 MG_MQTT_API const char *mg_mqtt_prefix(const struct mg_mqtt *c);
 
 /* ------------------------------------------------------------------------
@@ -345,125 +492,193 @@ MG_MQTT_API const char *mg_mqtt_prefix(const struct mg_mqtt *c);
  * Each returns 0, MG_MQTT_ERR_INVALID (NULL handler or client),
  * MG_MQTT_ERR_STARTED (after start), or as noted. Registering a second
  * connect/disconnect/publish/subscribe/unsubscribe/log/message handler
- * replaces the first.
+ * replaces the first. user_data is handed to the handler as it is and
+ * never freed.
  * ---------------------------------------------------------------------- */
 
-/* Calls h for every message whose topic matches `filter` ('+' one level,
- * '#' the rest; "$share/<group>/<filter>" is matched as <filter>). A level
- * may be named, "{room}": it matches like '+' and the handler reads it
- * with mg_mqtt_param(). Several
- * handlers may match one message: each is called, in registration order.
- * Registering only routes messages; subscribe with mg_mqtt_subscribe() or
- * the SUBSCRIBE option. Matching cost does not grow with the number of
- * handlers (a topic tree, not a list).
- * Queue policy: nothing waits on paho's network thread (it serves every
- * client of the process). Messages waiting for the dispatch thread are
+/* Calls h for every message whose topic matches `filter`.
+ *
+ * '+' matches one level, '#' the rest; "$share/<group>/<filter>" is
+ * matched as <filter>. A level may be named, "{room}": it matches like '+'
+ * and the handler reads it with mg_mqtt_param(). Several handlers may match
+ * one message: each is called, in registration order. Registering only
+ * routes messages; subscribe with mg_mqtt_subscribe() or the SUBSCRIBE
+ * option. Matching cost does not grow with the number of handlers (a topic
+ * tree, not a list).
+ *
+ * When the handlers fall behind: messages waiting for mqtt-dispatch are
  * bounded by QUEUE_SIZE (count) and QUEUE_BYTES (topic + payload + about
  * 100 bytes each). A QoS 0 message that arrives while either bound is
  * reached is dropped, counted ("dropped_queue_full" in the status) and
  * reported by a warning through the log (at most one per second). A QoS 1
- * or 2 message is never dropped (paho has acknowledged it to the broker on
- * arrival): it is kept, and the client pauses: mqtt-io disconnects from
- * the broker (on_disconnect, message "paused: the handlers are behind
- * ..."; the broker keeps no will) and connects again when the handlers
- * have brought the queue under half of both bounds. On a persistent
- * session (CLEAN_SESSION false) the broker keeps what arrives meanwhile,
- * within its own limits; on a clean session what is published to the
- * client's subscriptions while it is paused is not delivered to it. The
- * status counts "flow_pauses" and "paused_ms" and shows "paused" and
- * "queue_bytes". Memory so stays near the bounds plus what was on the
- * wire when the pause began. Connection and acknowledgement events are
- * never dropped.
- * Returns also MG_MQTT_ERR_FILTER for an invalid filter, and
- * MG_MQTT_ERR_PARAM for a named level that is not a whole level
- * ("a{b}/c"), an empty or non-alphanumeric name, or a name used twice. */
+ * or 2 message is never dropped: it is kept, and the client pauses: it
+ * disconnects from the broker (on_disconnect, message "paused: the
+ * handlers are behind ..."; no last will is sent) and connects again when
+ * the handlers have brought the queue under half of both bounds. On a
+ * persistent session (CLEAN_SESSION false) the broker keeps what arrives
+ * meanwhile; on a clean session what is published to the client's
+ * subscriptions while it is paused is not delivered to it. Connection and
+ * acknowledgement events are never dropped.
+ *
+ * Returns:   0: registered;
+ *            MG_MQTT_ERR_INVALID: c, filter or h NULL;
+ *            MG_MQTT_ERR_STARTED: after mg_mqtt_start();
+ *            MG_MQTT_ERR_FILTER: an invalid filter;
+ *            MG_MQTT_ERR_PARAM: a named level that is not a whole level
+ *              ("a{b}/c"), a name that is empty or not letters, digits
+ *              and '_', or a name used twice;
+ *            MG_MQTT_ERR_NOMEM.
+ * Thread:    before mg_mqtt_start(), from one thread. h runs on
+ *            mqtt-dispatch.
+ * Ownership: filter is copied; user_data is handed to h, never freed.
+ * See also:  mg_mqtt_on_topic_inline(), mg_mqtt_on_message(),
+ *            mg_mqtt_subscribe(), docs/api.md#the-dispatch-queue (the
+ *            queue, the pause, and why).
+ * Example:
+ *     mg_mqtt_on_topic(c, "home/{room}/temperature", on_temp, NULL);
+ *     mg_mqtt_start(c, ctx, options, err, sizeof(err));
+ *     mg_mqtt_subscribe(c, "home/{room}/temperature", 1);
+ */
 MG_MQTT_API int mg_mqtt_on_topic(struct mg_mqtt *c, const char *filter,
                                  mg_mqtt_message_handler h, void *user_data);
 
-/* As mg_mqtt_on_topic(), but h runs inline: on paho's network thread, as
- * the message arrives, before anything is queued. h MUST NOT BLOCK: paho
- * has one receive thread for every client of the process and calls h
- * holding its process-wide lock, so while h runs no client of the process
- * receives, acknowledges or keeps alive. h may call mg_mqtt_publish*() (it
- * only queues) and read the message; it must not call mg_mqtt_request(),
- * mg_mqtt_stop() or anything that waits. The message and its strings are
- * valid only during the call.
- * Cost model. Queued (mg_mqtt_on_topic): per message one event slot from
- * a pool (grown up to QUEUE_SIZE, no allocation once grown) and, when
- * mqtt-dispatch sleeps, one wake-up; the handler then runs on
- * mqtt-dispatch, whose latency it may add to freely. Inline: no slot, no
- * queue, no wake-up, no second thread; a message that only inline handlers
- * want (no queued topic handler registered, no bridge) is freed on paho's
- * thread right after them. A message that inline handlers matched also
- * goes to the queued handlers when there are any (then the catch-all is
- * not called for it), and to the bridge's browsers.
- * Register before mg_mqtt_start(); returns as mg_mqtt_on_topic(). */
+/* As mg_mqtt_on_topic(), but h runs inline: on paho's receive thread, as
+ * the message arrives, before anything is queued.
+ *
+ * h MUST NOT BLOCK: paho has one receive thread for every client of the
+ * process and calls h holding its process-wide lock, so while h runs no
+ * client of the process receives, acknowledges or keeps alive. h may call
+ * mg_mqtt_publish*() (it only queues) and read the message; it must not
+ * call mg_mqtt_request(), mg_mqtt_stop() or anything that waits. A message
+ * that inline handlers matched also goes to the queued topic handlers when
+ * there are any (the catch-all is then not called for it), and to the
+ * bridge's browsers.
+ *
+ * Returns:   as mg_mqtt_on_topic().
+ * Thread:    register before mg_mqtt_start(), from one thread. h runs on
+ *            paho's receive thread ("MQTTClient_run").
+ * Ownership: filter is copied; user_data is handed to h, never freed. The
+ *            message and its strings are valid only during the call.
+ * See also:  mg_mqtt_on_topic(), docs/api.md#inline-handlers (what running
+ *            inline saves: the cost model).
+ */
 MG_MQTT_API int mg_mqtt_on_topic_inline(struct mg_mqtt *c, const char *filter,
                                         mg_mqtt_message_handler h,
                                         void *user_data);
 
-/* The catch-all: called for a message no topic handler matched (Flask-MQTT's
- * on_message rule). */
+/* Registers the catch-all: h is called for a message no topic handler
+ * (queued or inline) matched (Flask-MQTT's on_message rule).
+ *
+ * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
+ *            after mg_mqtt_start().
+ * Thread:    before mg_mqtt_start(), from one thread. h runs on
+ *            mqtt-dispatch.
+ * Ownership: user_data is handed to h, never freed.
+ * See also:  mg_mqtt_on_topic().
+ */
 MG_MQTT_API int mg_mqtt_on_message(struct mg_mqtt *c, mg_mqtt_message_handler h,
                                    void *user_data);
 
-/* Called after every connection attempt, successful or not, including
- * reconnects. Subscriptions are being renewed when it runs. */
+/* Registers h, called after every connection attempt, successful or not,
+ * including reconnects.
+ *
+ * Subscriptions are being renewed when it runs.
+ *
+ * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
+ *            after mg_mqtt_start().
+ * Thread:    before mg_mqtt_start(), from one thread. h runs on
+ *            mqtt-dispatch.
+ * Ownership: user_data is handed to h, never freed.
+ * See also:  struct mg_mqtt_connect_info, mg_mqtt_on_disconnect().
+ */
 MG_MQTT_API int mg_mqtt_on_connect(struct mg_mqtt *c, mg_mqtt_connect_handler h,
                                    void *user_data);
 
-/* Called when an established connection ends: lost, closed by the broker,
- * or stopped by mg_mqtt_stop() (then info->stopped is 1, and it is the last
- * handler to run). */
+/* Registers h, called when an established connection ends: lost, closed by
+ * the broker, paused (mg_mqtt_on_topic), or stopped by mg_mqtt_stop().
+ *
+ * After mg_mqtt_stop(), info->stopped is 1 and it is the last handler to
+ * run.
+ *
+ * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
+ *            after mg_mqtt_start().
+ * Thread:    before mg_mqtt_start(), from one thread. h runs on
+ *            mqtt-dispatch.
+ * Ownership: user_data is handed to h, never freed.
+ * See also:  struct mg_mqtt_disconnect_info, mg_mqtt_on_connect().
+ */
 MG_MQTT_API int mg_mqtt_on_disconnect(struct mg_mqtt *c,
                                       mg_mqtt_disconnect_handler h,
                                       void *user_data);
 
+/* Registers h, called once for every publish id with its outcome.
+ *
+ * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
+ *            after mg_mqtt_start().
+ * Thread:    before mg_mqtt_start(), from one thread. h runs on
+ *            mqtt-dispatch.
+ * Ownership: user_data is handed to h, never freed.
+ * See also:  mg_mqtt_publish_handler (every result), mg_mqtt_publish().
+ */
 MG_MQTT_API int mg_mqtt_on_publish(struct mg_mqtt *c, mg_mqtt_publish_handler h,
                                    void *user_data);
+/* Registers h, called once for every subscribe id with the broker's
+ * answer.
+ *
+ * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
+ *            after mg_mqtt_start().
+ * Thread:    before mg_mqtt_start(), from one thread. h runs on
+ *            mqtt-dispatch.
+ * Ownership: user_data is handed to h, never freed.
+ * See also:  mg_mqtt_ack_handler, mg_mqtt_subscribe().
+ */
 MG_MQTT_API int mg_mqtt_on_subscribe(struct mg_mqtt *c, mg_mqtt_ack_handler h,
                                      void *user_data);
+/* Registers h, called once for every unsubscribe id (mg_mqtt_unsubscribe,
+ * _unsubscribe_all) with the broker's answer.
+ *
+ * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
+ *            after mg_mqtt_start().
+ * Thread:    before mg_mqtt_start(), from one thread. h runs on
+ *            mqtt-dispatch.
+ * Ownership: user_data is handed to h, never freed.
+ * See also:  mg_mqtt_ack_handler, mg_mqtt_unsubscribe().
+ */
 MG_MQTT_API int mg_mqtt_on_unsubscribe(struct mg_mqtt *c, mg_mqtt_ack_handler h,
                                        void *user_data);
 
-/* Receives every log line of the client. Lines logged while mg_mqtt_start()
- * runs are delivered on the calling thread before start returns; the rest on
- * the dispatch thread. Lines also go to CivetWeb's error_log_file if the
- * context has one, and to stderr when there is neither a handler nor a
- * file. Once the client's dispatch thread runs, the file and stderr are
- * written by it too, in the order the lines were logged: never on paho's
- * network threads (which serve every client of the process) nor on the
- * thread that published.
+/* Registers h, which receives every log line of the client.
  *
- * LOG_LEVEL debug adds one line per packet-level event, at
- * MG_MQTT_LOG_DEBUG: "CONNECT to <uri>: MQTT <version>, clean session|start
- * <flag>, keepalive <s>, client id '<id>'[, user name set][, password set]",
- * "CONNACK: accepted, session present <flag>[; properties: <MQTT 5
- * properties>]", "SUBSCRIBE: id N, k filter(s): '<filter>' qos Q, ...",
- * "SUBACK id N: codes 0x..", "UNSUBSCRIBE ..." / "UNSUBACK ...",
- * "PUBLISH out: id N, topic '<t>', qos Q, B bytes", its "PUBACK id N" /
- * "PUBCOMP id N" / "PUBLISH id N: sent" (QoS 0), "PUBLISH in: topic '<t>',
- * qos Q, B bytes", "DISCONNECT to <uri>". It also forwards paho.mqtt.c's
- * own trace at its protocol level, as lines starting "paho: ". paho's
- * trace is one for the whole process (MQTTClient_setTraceLevel and
- * MQTTClient_setTraceCallback are process-wide): every debug client of the
- * process sees the paho lines of every paho client in it, its own and
- * others'. paho lines are queued by paho's thread and written by the
- * dispatch thread; a line that names a user name, a password or proxy
- * authentication, or holds the password or key passphrase of a running
- * client, is dropped, and payload bytes paho prints are cut off. At most
- * 10000 paho lines wait per client; beyond that they are dropped and
- * counted in a warning.
+ * Lines also go to CivetWeb's error_log_file if the context has one, and
+ * to stderr when there is neither a handler nor a file. Lines logged while
+ * mg_mqtt_start() runs are delivered on the calling thread before start
+ * returns; the rest on the dispatch thread. Once the client's dispatch
+ * thread runs, the file and stderr are written by it too, in the order the
+ * lines were logged: never on paho's network threads (which serve every
+ * client of the process) nor on the thread that published.
  *
- * paho's trace level.  The library owns paho's trace callback. It sets
- * paho's trace level to MQTTCLIENT_TRACE_ERROR when a client starts
- * (paho's default, TRACE_MINIMUM, records every function entry and exit
- * and costs paho nearly twice the instructions per message), raises it to
- * MQTTCLIENT_TRACE_PROTOCOL while a debug client runs or while a connect
- * is in progress (paho reports a TLS host name mismatch, and whether the
- * CONNECT went out, only in its trace), and lowers it again after. With
- * MQTT_C_CLIENT_TRACE_LEVEL set in the environment (paho's own switch) the
- * level is left as the environment set it. */
+ * LOG_LEVEL debug adds, at MG_MQTT_LOG_DEBUG, one line per packet-level
+ * event (CONNECT, CONNACK, SUBSCRIBE / SUBACK, UNSUBSCRIBE / UNSUBACK,
+ * PUBLISH out and its PUBACK / PUBCOMP / "sent", PUBLISH in, DISCONNECT:
+ * their formats in docs/logging.md#debug-lines), and paho.mqtt.c's own
+ * trace at its protocol level as lines starting "paho: ". paho's trace is
+ * one for the whole process: every debug client of the process sees the
+ * paho lines of every paho client in it, its own and others'. A paho line
+ * that names a user name, a password or proxy authentication, or holds the
+ * password or key passphrase of a running client, is dropped, and payload
+ * bytes paho prints are cut off. At most 10000 paho lines wait per client;
+ * beyond that they are dropped and counted in a warning. The library owns
+ * paho's trace callback and sets paho's trace level, unless
+ * MQTT_C_CLIENT_TRACE_LEVEL is set in the environment (paho's own switch).
+ *
+ * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
+ *            after mg_mqtt_start().
+ * Thread:    before mg_mqtt_start(), from one thread. h runs on the thread
+ *            of mg_mqtt_start() while it runs, then on mqtt-dispatch.
+ * Ownership: user_data is handed to h, never freed.
+ * See also:  mg_mqtt_log_handler, docs/logging.md#log-lines,
+ *            docs/logging.md#pahos-trace (the trace level and its cost).
+ */
 MG_MQTT_API int mg_mqtt_on_log(struct mg_mqtt *c, mg_mqtt_log_handler h,
                                void *user_data);
 
@@ -474,134 +689,233 @@ MG_MQTT_API int mg_mqtt_on_log(struct mg_mqtt *c, mg_mqtt_log_handler h,
  * mg_mqtt_request(), which waits for its reply.
  * ---------------------------------------------------------------------- */
 
-/* Subscribes to `filter` at `qos` and remembers it: the subscription is
- * renewed on every reconnect, also when made while disconnected (it is then
- * sent on the next connect). Subscribing again to the same filter updates
- * its QoS; when the bridge's browsers hold the same filter, the broker gets
- * the highest QoS any of them or the application asked for (a lower one
- * from the application never lowers theirs). With SHARED_GROUP set, the broker sees $share/<group>/<filter>.
- * Returns an id > 0 (on_subscribe follows once the broker answers; while
- * disconnected the answer comes after the next connect), or
- * MG_MQTT_ERR_FILTER (also for more levels than MAX_TOPIC_LEVELS, its
- * $share/<group>/ not counted), _PARAM, _QOS, _INVALID, _NOMEM. Named levels
+/* Subscribes to `filter` at `qos` and remembers it.
+ *
+ * The subscription is renewed on every reconnect, also when made while
+ * disconnected (it is then sent on the next connect). Subscribing again to
+ * the same filter updates its QoS; when the bridge's browsers hold the same
+ * filter, the broker gets the highest QoS any of them or the application
+ * asked for (a lower one from the application never lowers theirs). With
+ * SHARED_GROUP set, the broker sees $share/<group>/<filter>. Named levels
  * ("home/{room}/temperature") are subscribed, listed and unsubscribed as
- * '+'. */
+ * '+'.
+ *
+ * Returns:   an id > 0: queued; on_subscribe follows once the broker
+ *              answers (while disconnected, after the next connect);
+ *            MG_MQTT_ERR_FILTER: an invalid filter, or more levels than
+ *              MAX_TOPIC_LEVELS (its $share/<group>/ not counted);
+ *            MG_MQTT_ERR_PARAM: a bad named level (mg_mqtt_on_topic);
+ *            MG_MQTT_ERR_QOS: qos not 0, 1 or 2;
+ *            MG_MQTT_ERR_INVALID: c or filter NULL;
+ *            MG_MQTT_ERR_NOT_STARTED / _STOPPED: see Operations above;
+ *            MG_MQTT_ERR_NOMEM.
+ * Thread:    any thread, handlers included.
+ * Ownership: filter is copied; nothing else is kept.
+ * See also:  mg_mqtt_unsubscribe(), mg_mqtt_subscriptions(),
+ *            mg_mqtt_on_subscribe().
+ */
 MG_MQTT_API int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter,
                                   int qos);
 
-/* Forgets and unsubscribes `filter` (as given to subscribe). Returns an id
- * > 0 (on_unsubscribe follows), or MG_MQTT_ERR_NOT_FOUND (not subscribed),
- * _FILTER, _INVALID, _NOMEM. */
+/* Forgets and unsubscribes `filter` (as given to subscribe).
+ *
+ * When the bridge's browsers still hold the filter, the broker keeps it
+ * and only the application's hold ends; on_unsubscribe still follows.
+ *
+ * Returns:   an id > 0: queued; on_unsubscribe follows;
+ *            MG_MQTT_ERR_NOT_FOUND: the application is not subscribed to
+ *              it;
+ *            MG_MQTT_ERR_FILTER / _PARAM: an invalid filter (as for
+ *              mg_mqtt_subscribe());
+ *            MG_MQTT_ERR_INVALID: c or filter NULL;
+ *            MG_MQTT_ERR_NOT_STARTED / _STOPPED: see Operations above;
+ *            MG_MQTT_ERR_NOMEM.
+ * Thread:    any thread, handlers included.
+ * Ownership: nothing is kept.
+ * See also:  mg_mqtt_subscribe(), mg_mqtt_unsubscribe_all().
+ */
 MG_MQTT_API int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter);
 
 /* Forgets every subscription and unsubscribes them in one request.
- * Returns an id > 0, 0 when there was nothing to unsubscribe, or
- * MG_MQTT_ERR_NOMEM. */
+ *
+ * Returns:   an id > 0: queued; on_unsubscribe follows;
+ *            0: there was nothing to unsubscribe (no handler runs);
+ *            MG_MQTT_ERR_INVALID: c NULL;
+ *            MG_MQTT_ERR_NOT_STARTED / _STOPPED: see Operations above;
+ *            MG_MQTT_ERR_NOMEM.
+ * Thread:    any thread, handlers included.
+ * Ownership: nothing is kept.
+ * See also:  mg_mqtt_unsubscribe().
+ */
 MG_MQTT_API int mg_mqtt_unsubscribe_all(struct mg_mqtt *c);
 
 /* Queues a message for `topic` (a topic name: no wildcards) and returns.
- * The payload (len bytes; payload may be NULL when len is 0) and topic are
- * copied; the caller keeps ownership. Messages published by one thread are
- * sent in the order published.
- * While disconnected the message is kept and sent after reconnect, up to
+ *
+ * Messages published by one thread are sent in the order published. While
+ * disconnected the message is kept and sent after reconnect, up to
  * MAX_BUFFERED messages; QoS 1/2 messages that were in flight when the
- * connection dropped are sent again (at least once). Publish fails with
- * MG_MQTT_ERR_BUFFER_FULL once MAX_INFLIGHT + MAX_BUFFERED messages are
- * unfinished (queued, buffered, or awaiting acknowledgement), and with
- * MG_MQTT_ERR_NOT_CONNECTED while disconnected when MAX_BUFFERED is 0.
- * MG_MQTT_ERR_TOO_LARGE: a topic over 65,535 bytes, a packet over MQTT's
- * 256 MiB, or a packet over the limit in force: the smallest of the
+ * connection dropped are sent again (at least once). A QoS 0 message lost
+ * with its connection is not sent again (at most once): on_publish gets
+ * MG_MQTT_ERR_CONNECTION_LOST. A QoS 1/2 message unacknowledged for 15 s
+ * on a connection that stays up makes the client connect again, so that
+ * it is sent again ("ack_timeouts" in the status).
+ *
+ * Size: the packet must fit the limit in force, the smallest of the
  * MAX_PACKET_SIZE option, the Maximum Packet Size an MQTT 5 broker
- * announced when it accepted the connection, and what a DISCONNECT 0x95
- * ("packet too large") from a broker that announced none taught (one byte
- * under the largest packet then in flight). A message buffered before
- * that and found too large when its turn comes is not sent (the broker
- * would close the connection over it): on_publish gets
- * MG_MQTT_ERR_TOO_LARGE and it counts in publish_failed. With MQTT 3.1.1
- * a broker cannot say; mosquitto's message_size_limit then drops the
- * message and still acknowledges it (with MQTT 5 on_publish gets reason
- * code 0x95), and its max_packet_size closes the connection without a
- * word: set MAX_PACKET_SIZE. A message is never given up because
- * connections die, with one exception: a poison message. When the broker
- * closes the connection right after accepting it (within 3 s, nothing
- * acknowledged on it) with QoS 1/2 messages in flight, the in-flight
- * window halves (down to 1; it grows back by one per window of
- * acknowledgements; "inflight_window" in the status); when it does so
- * twice in a row within 1 s of writing a message that was then the only
- * one in flight (and not yet received by the broker), that message is
+ * announced, and what a DISCONNECT 0x95 ("packet too large") taught. A
+ * message buffered before the limit was known and over it when its turn
+ * comes is not sent: on_publish gets MG_MQTT_ERR_TOO_LARGE ("publish_failed"
+ * in the status). With MQTT 3.1.1 a broker cannot announce its limit: set
+ * MAX_PACKET_SIZE.
+ *
+ * A message is never given up because connections die, with one
+ * exception, a poison message: one the broker closed the connection over
+ * twice in a row, right after it was written alone in flight. It is
  * failed: on_publish gets MG_MQTT_ERR_POISON, it is logged once and never
- * sent again ("poisoned" in the status), and the connection goes on. A
- * QoS 0 message lost with its connection is not sent again (at most
- * once): on_publish gets MG_MQTT_ERR_CONNECTION_LOST. A QoS 1/2 message
- * unacknowledged for 15 s on a connection that stays up makes the client
- * connect again, so that it is sent again ("ack_timeouts" in the status).
- * Returns an id > 0 (on_publish follows), or MG_MQTT_ERR_TOPIC (also for
- * more levels than MAX_TOPIC_LEVELS: brokers close the connection over
- * them, mosquitto beyond 200), _QOS, _TOO_LARGE, _INVALID, _NOMEM,
- * _BUFFER_FULL, _NOT_CONNECTED. */
+ * sent again ("poisoned" in the status), and the connection goes on. Each
+ * such close first halves the in-flight window ("inflight_window").
+ *
+ * Returns:   an id > 0: queued; on_publish follows with this id;
+ *            MG_MQTT_ERR_TOPIC: not a valid topic name
+ *              (mg_mqtt_topic_valid), or more levels than
+ *              MAX_TOPIC_LEVELS;
+ *            MG_MQTT_ERR_QOS: qos not 0, 1 or 2;
+ *            MG_MQTT_ERR_TOO_LARGE: a topic over 65,535 bytes, a packet
+ *              over MQTT's 256 MiB, or a packet over the limit in force
+ *              (Size, above);
+ *            MG_MQTT_ERR_INVALID: c or topic NULL, or payload NULL with
+ *              len > 0;
+ *            MG_MQTT_ERR_BUFFER_FULL: MAX_INFLIGHT + MAX_BUFFERED messages
+ *              are unfinished (queued, buffered, or awaiting
+ *              acknowledgement);
+ *            MG_MQTT_ERR_NOT_CONNECTED: disconnected and MAX_BUFFERED is 0;
+ *            MG_MQTT_ERR_IO: PERSISTENCE_DIR is set and a QoS 1/2 message
+ *              cannot be written there (logged);
+ *            MG_MQTT_ERR_NOT_STARTED / _STOPPED: see Operations above;
+ *            MG_MQTT_ERR_NOMEM.
+ * Thread:    any thread, handlers included (inline ones too).
+ * Ownership: topic and payload (len bytes; payload may be NULL when len is
+ *            0) are copied; the caller keeps ownership.
+ * See also:  mg_mqtt_publish_props(), mg_mqtt_publish_handler,
+ *            docs/api.md#what-a-publish-does,
+ *            docs/reliability.md#outgoing-messages,
+ *            docs/reliability.md#message-size-and-poison-messages (the
+ *            exact size and poison rules, and what brokers do).
+ */
 MG_MQTT_API int mg_mqtt_publish(struct mg_mqtt *c, const char *topic,
                                 const void *payload, size_t len, int qos,
                                 int retain);
 
-/* mg_mqtt_publish() with MQTT 5 properties (props may be NULL). Everything
- * props points to is copied. Also returns MG_MQTT_ERR_PROTOCOL when a
- * property is set and the client does not speak MQTT 5, and
- * MG_MQTT_ERR_TOPIC for a bad response_topic. */
+/* mg_mqtt_publish() with MQTT 5 properties (props may be NULL).
+ *
+ * Returns:   what mg_mqtt_publish() returns, and also
+ *            MG_MQTT_ERR_PROTOCOL: a property is set and the client does
+ *              not speak MQTT 5;
+ *            MG_MQTT_ERR_TOPIC: a bad response_topic;
+ *            MG_MQTT_ERR_TOO_LARGE: a property string or the correlation
+ *              data over 65,535 bytes;
+ *            MG_MQTT_ERR_INVALID: a user property with a NULL or non-UTF-8
+ *              name or value, user_count > 0 with user NULL,
+ *              correlation_len > 0 with correlation_data NULL, or a
+ *              non-UTF-8 content_type.
+ * Thread:    any thread, handlers included (inline ones too).
+ * Ownership: everything props points to is copied, as topic and payload.
+ * See also:  struct mg_mqtt_props, mg_mqtt_publish().
+ */
 MG_MQTT_API int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
                                       const void *payload, size_t len, int qos,
                                       int retain,
                                       const struct mg_mqtt_props *props);
 
-/* 1 when connected to a broker, 0 otherwise (also for NULL or a client not
- * started). Any thread. */
+/* Whether the client is connected to a broker.
+ *
+ * Returns:   1 when connected; 0 otherwise (also for c NULL or a client
+ *            not started).
+ * Thread:    any thread.
+ * Ownership: nothing is kept.
+ * See also:  mg_mqtt_on_connect(), mg_mqtt_status().
+ */
 MG_MQTT_API int mg_mqtt_is_connected(const struct mg_mqtt *c);
 
-/* The answer to mg_mqtt_request(). */
+/* The answer to mg_mqtt_request().
+ *
+ * Ownership: the caller's after a successful mg_mqtt_request(): release it
+ *            with mg_mqtt_reply_free().
+ */
 struct mg_mqtt_reply {
 	void *payload;      /* malloc()ed; payload_len bytes and a NUL after them */
 	size_t payload_len; /* bytes in payload */
 	char *content_type; /* MQTT 5 content type of the reply; NULL: none */
 };
 
-/* Request/response over MQTT. Publishes payload to `topic` with a reply
- * topic "<client id>/reply/<correlation id>" and waits, up to timeout_ms,
- * for the one message published to that reply topic. The correlation id
- * is 128 random bits from the kernel, as 32 hex digits (others on the
- * broker cannot guess it and answer first).
- * With MQTT 5 the request carries the response topic and correlation data
- * properties (the correlation data is the correlation id), and its payload
- * is `payload` unchanged. With 3.1.1 (no properties) the payload is a JSON
- * envelope: {"reply_to":"<reply topic>","correlation_id":"<id>",
+/* Request/response over MQTT: publishes payload to `topic` with a reply
+ * topic and waits, up to timeout_ms, for the one message published to it.
+ *
+ * The reply topic is "<client id>/reply/<correlation id>"; the correlation
+ * id is 128 random bits from the kernel, as 32 hex digits (others on the
+ * broker cannot guess it and answer first). With MQTT 5 the request
+ * carries the response topic and correlation data properties (the
+ * correlation data is the correlation id), and its payload is `payload`
+ * unchanged. With 3.1.1 (no properties) the payload is a JSON envelope:
+ * {"reply_to":"<reply topic>","correlation_id":"<id>",
  * "payload":"<payload as text>"}, or "payload":"<base64>","base64":true
  * when the payload is not UTF-8 text. Either way the responder publishes
  * its answer, as is, to the reply topic.
+ *
  * The first call subscribes to "<client id>/reply/+" (QoS 1; kept until
  * stop, renewed on reconnect) and waits for the broker to grant it, within
  * the same timeout. Replies are taken off the network by paho's thread, not
  * queued behind handlers; one that comes after its request timed out is
- * dropped and counted (late_replies in the status and the metrics).
- * Blocks the calling thread (a CivetWeb worker, any thread; from a handler
- * it holds up later handlers). Many threads may wait at once.
- * On success fills *reply (release it with mg_mqtt_reply_free()) and
- * returns 0. Returns MG_MQTT_ERR_TIMEOUT (no reply in time), _STOPPED
- * (stop began), _REFUSED (the broker refused the reply subscription, or
- * the request with a reason code), _POISON (the broker kept closing the
- * connection over the request: see mg_mqtt_publish; returned as soon as
- * that is known, not at the timeout), _TOPIC (a bad topic, or a client id with '+', '#' or a leading '$' that
- * cannot be a reply topic), _INVALID (timeout_ms <= 0, reply NULL), _IO
- * (no random bytes for the correlation id), or what mg_mqtt_publish()
- * returns; *reply is then all NULL/0. */
+ * dropped and counted (late_replies in the status and the metrics). Many
+ * threads may wait at once.
+ *
+ * Returns:   0: *reply is filled;
+ *            MG_MQTT_ERR_TIMEOUT: no reply in time;
+ *            MG_MQTT_ERR_STOPPED: stop began;
+ *            MG_MQTT_ERR_REFUSED: the broker refused the reply
+ *              subscription, or the request with a reason code;
+ *            MG_MQTT_ERR_POISON: the broker kept closing the connection
+ *              over the request (mg_mqtt_publish); returned as soon as
+ *              that is known, not at the timeout;
+ *            MG_MQTT_ERR_TOPIC: a bad topic, or a client id with '+', '#'
+ *              or a leading '$' that cannot be a reply topic;
+ *            MG_MQTT_ERR_INVALID: timeout_ms <= 0, reply NULL;
+ *            MG_MQTT_ERR_IO: no random bytes for the correlation id;
+ *            or what mg_mqtt_publish() returns, or a negative result its
+ *              on_publish would get (mg_mqtt_publish_handler).
+ *            On every error *reply is all NULL/0.
+ * Thread:    any thread (a CivetWeb worker, your own); it blocks the
+ *            caller, so from a handler it holds up later handlers; never
+ *            from an inline handler.
+ * Ownership: topic and payload are copied. On success the caller owns
+ *            *reply: release it with mg_mqtt_reply_free().
+ * See also:  mg_mqtt_reply_free(),
+ *            docs/bridge.md#requestresponse-an-http-call-answered-over-mqtt.
+ * Example:
+ *     struct mg_mqtt_reply r;
+ *     if (mg_mqtt_request(c, "svc/time", "now", 3, 1, 2000, &r) == 0) {
+ *         printf("%.*s\n", (int)r.payload_len, (char *)r.payload);
+ *         mg_mqtt_reply_free(&r);
+ *     }
+ */
 MG_MQTT_API int mg_mqtt_request(struct mg_mqtt *c, const char *topic,
                                 const void *payload, size_t len, int qos,
                                 int timeout_ms, struct mg_mqtt_reply *reply);
 
-/* Frees what mg_mqtt_request() put into *reply and zeroes it; NULL is a
- * no-op. */
+/* Frees what mg_mqtt_request() put into *reply and zeroes it.
+ *
+ * Returns:   nothing. reply NULL is a no-op.
+ * Thread:    any thread.
+ * Ownership: frees reply->payload and reply->content_type, not reply.
+ * See also:  mg_mqtt_request().
+ */
 MG_MQTT_API void mg_mqtt_reply_free(struct mg_mqtt_reply *reply);
 
-/* One remembered subscription. mg_mqtt_subscriptions() and
- * mg_mqtt_status() also work before start and after a failed start (no
- * subscriptions then; "running": false). */
+/* One remembered subscription.
+ *
+ * mg_mqtt_subscriptions() and mg_mqtt_status() also work before start and
+ * after a failed start (no subscriptions then; "running": false).
+ */
 struct mg_mqtt_subscription {
 	const char *filter; /* as given to subscribe (without $share/<group>/) */
 	int qos;            /* requested QoS (the highest asked for) */
@@ -612,55 +926,95 @@ struct mg_mqtt_subscription {
 	                       filter) */
 };
 
-/* The current subscriptions, in the order they were made. *list receives
- * one malloc()ed block (the array and its strings): release it with free().
- * *list is NULL when there are none.
- * Returns the number of entries, or MG_MQTT_ERR_INVALID / _NOMEM. */
+/* The current subscriptions, in the order they were made.
+ *
+ * Returns:   the number of entries (0: none, *list NULL);
+ *            MG_MQTT_ERR_INVALID: c or list NULL;
+ *            MG_MQTT_ERR_NOMEM.
+ * Thread:    any thread; also before start and after a failed start.
+ * Ownership: *list receives one malloc()ed block (the array and its
+ *            strings): the caller releases it with free().
+ * See also:  mg_mqtt_subscribe(), mg_mqtt_status().
+ */
 MG_MQTT_API int mg_mqtt_subscriptions(struct mg_mqtt *c,
                                       struct mg_mqtt_subscription **list);
 
-/* Writes the client's status as one JSON object into buf (snprintf rules:
- * always NUL-terminated when len > 0, truncated if short). Fields: prefix,
- * client_id, connected, broker, brokers, protocol, transport, tls,
- * subscriptions, counters {published, publish_failed, received,
- * dropped_queue_full, kept_beyond_queue (QoS 1/2 messages that arrived
- * over the bounds, see mg_mqtt_on_topic), handled_inline (messages inline
- * handlers ran for; "received" counts the queued ones), reconnects,
+/* Writes the client's status as one JSON object into buf.
+ *
+ * snprintf rules: always NUL-terminated when len > 0, truncated if short.
+ * Fields: prefix, client_id, running, connected, broker, brokers, protocol,
+ * transport, tls, subscriptions, counters {published, publish_failed,
+ * received, dropped_queue_full, kept_beyond_queue (QoS 1/2 messages that
+ * arrived over the bounds, see mg_mqtt_on_topic), handled_inline (messages
+ * inline handlers ran for; "received" counts the queued ones), reconnects,
  * connects, flow_pauses, paused_ms, poisoned, paho_renewals (new paho
  * clients: one per poison message on a persistent session), ack_timeouts,
  * requests_replied, requests_timed_out, requests_failed, late_replies},
  * gauges {in_flight, queued, queue_depth, queue_bytes, inflight_window,
- * paused}, with a bridge also "bridge" {path,
- * websocket_clients, sse_clients, authentication}, the bridge_* counters
- * and the bridge_clients and bridge_last_values gauges; and config: every
- * option as the client understood it, passwords and key passphrases as
- * "***". Never contains a secret.
- * Returns the length of the whole JSON text (excluding the NUL), like
- * snprintf, or MG_MQTT_ERR_INVALID / _NOMEM. Any thread. */
+ * paused}, with a bridge also "bridge" {path, websocket_clients,
+ * sse_clients, authentication}, the bridge_* counters and the
+ * bridge_clients and bridge_last_values gauges; and config: every option
+ * as the client understood it, passwords and key passphrases as "***".
+ * Never contains a secret.
+ *
+ * Returns:   the length of the whole JSON text (excluding the NUL), like
+ *            snprintf: a result >= len means it was truncated;
+ *            MG_MQTT_ERR_INVALID: c NULL;
+ *            MG_MQTT_ERR_NOMEM.
+ * Thread:    any thread; also before start and after a failed start.
+ * Ownership: nothing is kept; buf is the caller's.
+ * See also:  mg_mqtt_subscriptions(),
+ *            docs/logging.md#status-and-the-configuration-as-understood.
+ */
 MG_MQTT_API int mg_mqtt_status(struct mg_mqtt *c, char *buf, size_t len);
 
 /* ------------------------------------------------------------------------
  * Topics. Pure functions; any thread.
  * ---------------------------------------------------------------------- */
 
-/* 0 when topic is a valid topic name to publish to: 1 to 65535 bytes of
- * UTF-8 without NUL, '+' or '#', control characters (U+0001-U+001F,
- * U+007F-U+009F) or Unicode non-characters (U+FDD0-U+FDEF, U+xFFFE,
- * U+xFFFF: brokers close the connection over them). Else MG_MQTT_ERR_TOPIC
- * (or _INVALID for NULL). A client also refuses topics of more than its
- * MAX_TOPIC_LEVELS levels (mg_mqtt_publish()). */
+/* Checks that topic is a valid topic name to publish to.
+ *
+ * Valid: 1 to 65535 bytes of UTF-8 without NUL, '+' or '#', control
+ * characters (U+0001-U+001F, U+007F-U+009F) or Unicode non-characters
+ * (U+FDD0-U+FDEF, U+xFFFE, U+xFFFF). A client also refuses topics of more
+ * than its MAX_TOPIC_LEVELS levels (mg_mqtt_publish()).
+ *
+ * Returns:   0: valid; MG_MQTT_ERR_TOPIC: not valid; MG_MQTT_ERR_INVALID:
+ *            topic NULL.
+ * Thread:    any thread, at any time.
+ * Ownership: nothing is kept.
+ * See also:  mg_mqtt_filter_valid(),
+ *            docs/reliability.md#message-size-and-poison-messages (what
+ *            brokers do with such topics).
+ */
 MG_MQTT_API int mg_mqtt_topic_valid(const char *topic);
 
-/* 0 when filter is a valid topic filter (its text as for
- * mg_mqtt_topic_valid()): '+' only as a whole level, '#'
+/* Checks that filter is a valid topic filter.
+ *
+ * Its text as for mg_mqtt_topic_valid(), '+' only as a whole level, '#'
  * only as the whole last level, "$share/<group>/<filter>" with a non-empty
- * group without wildcards; named levels "{name}" count as '+'. Else
- * MG_MQTT_ERR_FILTER, MG_MQTT_ERR_PARAM (a bad named level) or _INVALID. */
+ * group without wildcards; named levels "{name}" count as '+'.
+ *
+ * Returns:   0: valid; MG_MQTT_ERR_FILTER: not valid; MG_MQTT_ERR_PARAM: a
+ *            bad named level (mg_mqtt_on_topic); MG_MQTT_ERR_INVALID:
+ *            filter NULL; MG_MQTT_ERR_NOMEM (a filter with named levels is
+ *            copied to be checked).
+ * Thread:    any thread, at any time.
+ * Ownership: nothing is kept.
+ * See also:  mg_mqtt_topic_matches(), docs/api.md#named-topic-levels.
+ */
 MG_MQTT_API int mg_mqtt_filter_valid(const char *filter);
 
-/* 1 when topic matches filter, 0 when not or when either is invalid.
+/* Whether topic matches filter.
+ *
  * Leading wildcards do not match topics starting with '$' (MQTT 4.7.2);
- * "$share/<group>/f" matches like f; "{name}" like '+'. */
+ * "$share/<group>/f" matches like f; "{name}" like '+'.
+ *
+ * Returns:   1: it matches; 0: it does not, or either is invalid or NULL.
+ * Thread:    any thread, at any time.
+ * Ownership: nothing is kept.
+ * See also:  mg_mqtt_filter_valid().
+ */
 MG_MQTT_API int mg_mqtt_topic_matches(const char *filter, const char *topic);
 
 /* ------------------------------------------------------------------------
@@ -669,10 +1023,13 @@ MG_MQTT_API int mg_mqtt_topic_matches(const char *filter, const char *topic);
 
 struct mg_connection; /* CivetWeb's connection (civetweb.h) */
 
-/* For a request handler of your own that publishes what a browser sends
- * (as example/main.c's POST /api/publish/<topic> does): may the request on
- * conn publish to topic under the rules of c's bridge? The same checks, in
+/* May the request on conn publish to topic under the rules of c's bridge?
+ *
+ * For a request handler of your own that publishes what a browser sends
+ * (as example/main.c's POST /api/publish/<topic> does). The same checks, in
  * the same order, as the bridge's own POST <BRIDGE_PATH>/publish/<topic>:
+ *   0. a Host header must name localhost, an IP address or one of
+ *      BRIDGE_ALLOWED_HOSTS, else 403 (no Host: allowed);
  *   1. an Origin header must be the server's own (scheme://Host) or one
  *      of BRIDGE_ALLOWED_ORIGINS, else 403 (no Origin: allowed);
  *   2. BRIDGE_AUTH_FILE set: the request must carry valid HTTP digest
@@ -680,49 +1037,70 @@ struct mg_connection; /* CivetWeb's connection (civetweb.h) */
  *      digest's uri must be this request's whole target; a nonce's nc must
  *      grow; BRIDGE_NONCE_LIFETIME), else 401 with the digest challenge
  *      (WWW-Authenticate) the browser answers;
- *   3. topic must be a valid topic name (mg_mqtt_topic_valid()), else 400;
+ *   3. topic must be a valid topic name (mg_mqtt_topic_valid()) of at
+ *      most MAX_TOPIC_LEVELS levels, else 400;
  *   4. BRIDGE_PUBLISH_ALLOW must match topic (and topic must not be a
  *      reply topic of mg_mqtt_request()), else 403 (counted in the
  *      bridge_rejected counter).
  * A client without a bridge (no BRIDGE_PATH, or a library built with
  * MG_MQTT_ENABLE_BRIDGE=0) has no rules that let a browser publish: 403.
- * A client that is stopping: 503.
- * Returns 0 when the request may go on; nothing was sent then and the
- * handler reads the body and publishes (mg_mqtt_publish()). Otherwise it
- * has sent the whole refusal (a JSON body {"error":"..."}) and returns its
- * HTTP status: the handler returns that to CivetWeb and does nothing else.
- * It reads no request body. c NULL, conn NULL or topic NULL: 400 is sent
- * when conn is not NULL, and MG_MQTT_ERR_INVALID is returned when it is.
- * From CivetWeb request handlers of c's context (ctx given to
- * mg_mqtt_start()), any worker thread, between mg_mqtt_start() and
- * mg_mqtt_stop(). It does not check the body's Content-Type: a handler
- * that takes bodies from browsers refuses the types a page on another
- * site can send without asking (text/plain, application/x-www-form-
- * urlencoded, multipart/form-data) itself, as example/main.c does. */
+ * A client that is stopping: 503. It reads no request body, and it does
+ * not check the body's Content-Type: a handler that takes bodies from
+ * browsers refuses the types a page on another site can send without
+ * asking (text/plain, application/x-www-form-urlencoded,
+ * multipart/form-data) itself, as example/main.c does.
+ *
+ * Returns:   0: the request may go on; nothing was sent, and the handler
+ *              reads the body (mg_mqtt_read_body()) and publishes
+ *              (mg_mqtt_publish());
+ *            an HTTP status (400, 401, 403, 503): the whole refusal (a
+ *              JSON body {"error":"..."}) was sent; the handler returns
+ *              that status to CivetWeb and does nothing else. c NULL or
+ *              topic NULL: 400 is sent;
+ *            MG_MQTT_ERR_INVALID: conn NULL (nothing sent).
+ * Thread:    CivetWeb request handlers of c's context (ctx given to
+ *            mg_mqtt_start()), any worker thread, between mg_mqtt_start()
+ *            and mg_mqtt_stop().
+ * Ownership: nothing is kept.
+ * See also:  mg_mqtt_read_body(), docs/security.md, docs/bridge.md#routes.
+ * Example:
+ *     int st = mg_mqtt_bridge_check_publish(m, conn, topic);
+ *     if (st != 0)
+ *         return st; // refused: the answer is sent
+ */
 MG_MQTT_API int mg_mqtt_bridge_check_publish(struct mg_mqtt *c,
                                              struct mg_connection *conn,
                                              const char *topic);
 
-/* Reads the request body of conn in a CivetWeb request handler: at most
- * max bytes, all of it by a whole-body deadline of CivetWeb's
- * request_timeout_ms plus one second a KiB (1,024 bytes a second at
- * least, of the Content-Length or, when chunked, of what came), so that a
- * client sending a byte at a time cannot hold the worker thread for long
- * (one mg_read() waits as long as each byte comes within
- * request_timeout_ms of the last). A body of known length is asked of
- * CivetWeb whole while a thread of the process ("mqtt-body", started by
- * the first call; asleep while no read is under way) shuts the socket's
- * reading down at the deadline; a chunked body, or one where that thread
- * cannot start, is read in pieces so small that the deadline holds within
- * request_timeout_ms.
- * Returns 0 with *body malloc()ed (the caller frees it) and NUL-
- * terminated, its length in *len (the NUL not counted); or
- * MG_MQTT_ERR_TOO_LARGE (more than max: answer 413), _TIMEOUT (slower than
- * the deadline: 408), _INVALID (the body ended before its Content-Length,
- * its chunks are broken, or an argument is NULL: 400), _NOMEM (500).
- * *body is NULL then. Nothing is sent: the caller answers. Any worker
- * thread, for the request it handles; the bridge reads its bodies with it,
- * and example/main.c its own route's. */
+/* Reads the request body of conn in a CivetWeb request handler, at most
+ * max bytes, by a whole-body deadline.
+ *
+ * The deadline is CivetWeb's request_timeout_ms plus one second a KiB
+ * (1,024 bytes a second at least, of the Content-Length or, when chunked,
+ * of what came), so that a client sending a byte at a time cannot hold the
+ * worker thread for long (one mg_read() waits as long as each byte comes
+ * within request_timeout_ms of the last). The first call starts one thread
+ * for the process ("mqtt-body", asleep while no read is under way) that
+ * enforces the deadline.
+ *
+ * Returns:   0: *body holds the body, NUL-terminated, and *len its length
+ *              (the NUL not counted);
+ *            MG_MQTT_ERR_TOO_LARGE: more than max bytes (answer 413);
+ *            MG_MQTT_ERR_TIMEOUT: slower than the deadline (408);
+ *            MG_MQTT_ERR_INVALID: the body ended before its
+ *              Content-Length, its chunks are broken, or an argument is
+ *              NULL (400);
+ *            MG_MQTT_ERR_NOMEM (500).
+ *            On error *body is NULL and *len 0. Nothing is sent: the caller
+ *            answers.
+ * Thread:    any CivetWeb worker thread, for the request it handles; the
+ *            bridge reads its bodies with it, and example/main.c its own
+ *            route's.
+ * Ownership: *body is malloc()ed: the caller frees it.
+ * See also:  mg_mqtt_bridge_check_publish(),
+ *            docs/security.md#what-the-bridge-protects-and-how (slow
+ *            clients, and how the deadline is held).
+ */
 MG_MQTT_API int mg_mqtt_read_body(struct mg_connection *conn, size_t max,
                                   char **body, size_t *len);
 
@@ -730,8 +1108,10 @@ MG_MQTT_API int mg_mqtt_read_body(struct mg_connection *conn, size_t max,
  * Configuration: civetweb.conf and the option split
  * ---------------------------------------------------------------------- */
 
-/* Result of mg_mqtt_config_read(). Every list is name, value, ..., NULL;
- * all strings live until mg_mqtt_config_free(). */
+/* Result of mg_mqtt_config_read(). Every list is name, value, ..., NULL.
+ *
+ * Ownership: all strings live until mg_mqtt_config_free().
+ */
 struct mg_mqtt_config {
 	const char **options;  /* everything read: the file, then `overrides`;
 	                          a name given twice keeps its last value */
@@ -744,40 +1124,76 @@ struct mg_mqtt_config {
 	void *priv_;           /* storage; do not touch */
 };
 
-/* Reads `path` (NULL: no file) in civetweb.conf format: one option a line,
- * name and value split at the first run of blanks, the value running to
- * the end of the line (it may hold blanks and '#'; trailing blanks are cut);
- * blank lines and lines whose first non-blank is '#' are skipped. Then adds
- * `overrides` (name, value, ..., NULL; may be NULL), e.g. the command line.
- * Then splits: a name CivetWeb knows (mg_get_valid_options(), any case) goes
- * to civetweb; a name ending in _<KEY> for a civetweb-mqtt KEY defines the
+/* Reads `path` in civetweb.conf format, adds `overrides`, and splits the
+ * options between CivetWeb and the clients.
+ *
+ * path NULL: no file. The format: one option a line, name and value split
+ * at the first run of blanks, the value running to the end of the line (it
+ * may hold blanks and '#'; trailing blanks are cut); blank lines and lines
+ * whose first non-blank is '#' are skipped. Then `overrides` (name, value,
+ * ..., NULL; may be NULL), e.g. the command line, are added. Then the
+ * split: a name CivetWeb knows (mg_get_valid_options(), any case) goes to
+ * civetweb; a name ending in _<KEY> for a civetweb-mqtt KEY defines the
  * prefix before it; every name starting with a found prefix and '_' goes
  * to mqtt (an unknown key there is reported by mg_mqtt_start()); the rest
  * to other.
- * Returns 0, or MG_MQTT_ERR_IO (cannot read path), MG_MQTT_ERR_CONFIG (a
- * line without a value: "civetweb.conf:7: 'listening_ports' has no value"),
- * MG_MQTT_ERR_NOMEM; errbuf (may be NULL) receives the sentence. On
- * failure *cfg holds nothing to free. Any thread. */
+ *
+ * Returns:   0: *cfg is filled;
+ *            MG_MQTT_ERR_IO: cannot read path;
+ *            MG_MQTT_ERR_CONFIG: a line or override without a value
+ *              ("civetweb.conf:7: 'listening_ports' has no value");
+ *            MG_MQTT_ERR_INVALID: cfg NULL;
+ *            MG_MQTT_ERR_NOMEM.
+ *            errbuf (may be NULL) receives the sentence. On failure *cfg
+ *            holds nothing to free.
+ * Thread:    any thread.
+ * Ownership: path, overrides and errbuf are not kept (copied); what *cfg
+ *            holds is released with mg_mqtt_config_free().
+ * See also:  mg_mqtt_config_check(),
+ *            docs/configuration.md#the-configuration-file.
+ * Example:
+ *     struct mg_mqtt_config cfg;
+ *     char err[256];
+ *     if (mg_mqtt_config_read(&cfg, "civetweb.conf", NULL, err,
+ *                             sizeof(err)) != 0 ||
+ *         mg_mqtt_config_check(&cfg, err, sizeof(err)) != 0)
+ *         fprintf(stderr, "%s\n", err); // then mg_start() with cfg.civetweb
+ */
 MG_MQTT_API int mg_mqtt_config_read(struct mg_mqtt_config *cfg,
                                     const char *path, const char **overrides,
                                     char *errbuf, size_t errlen);
 
-/* The strict check after mg_mqtt_config_read(): 0 when every name was
- * taken (cfg->other is empty), else MG_MQTT_ERR_CONFIG with a sentence that
- * names the first name neither CivetWeb (mg_get_valid_options()) nor a
- * prefix takes, and the CivetWeb option it is closest to, if any:
- * "unknown option 'listening_port': neither a CivetWeb option nor
- * <PREFIX>_<KEY>; did you mean 'listening_ports'?". Call it before
- * mg_start() unless the program reads names of its own from cfg->other:
- * without it a misspelt CivetWeb option is silently left out. The same
- * split serves a C++ program: its whole option list (CivetServer's) as
- * `overrides`, cfg->civetweb to CivetServer, cfg->mqtt to mg_mqtt_start()
- * (CivetWeb itself refuses an MQTT_* option without naming it).
- * MG_MQTT_ERR_INVALID for cfg NULL or not read. Any thread. */
+/* The strict check after mg_mqtt_config_read(): every name was taken.
+ *
+ * Call it before mg_start() unless the program reads names of its own from
+ * cfg->other: without it a misspelt CivetWeb option is silently left out.
+ * The same split serves a C++ program: its whole option list
+ * (CivetServer's) as `overrides`, cfg->civetweb to CivetServer, cfg->mqtt
+ * to mg_mqtt_start() (CivetWeb itself refuses an MQTT_* option without
+ * naming it).
+ *
+ * Returns:   0: cfg->other is empty;
+ *            MG_MQTT_ERR_CONFIG: errbuf (may be NULL) names the first name
+ *              neither CivetWeb (mg_get_valid_options()) nor a prefix
+ *              takes, and the CivetWeb option it is closest to, if any:
+ *              "unknown option 'listening_port': neither a CivetWeb option
+ *              nor <PREFIX>_<KEY>; did you mean 'listening_ports'?";
+ *            MG_MQTT_ERR_INVALID: cfg NULL or not read.
+ * Thread:    any thread.
+ * Ownership: nothing is kept.
+ * See also:  mg_mqtt_config_read(), docs/configuration.md#wrong-options,
+ *            docs/cpp.md#start-up-one-option-list-split.
+ */
 MG_MQTT_API int mg_mqtt_config_check(const struct mg_mqtt_config *cfg,
                                      char *errbuf, size_t errlen);
 
-/* Frees what mg_mqtt_config_read() allocated; cfg may be zeroed or NULL. */
+/* Frees what mg_mqtt_config_read() allocated and zeroes *cfg.
+ *
+ * Returns:   nothing. cfg may be zeroed or NULL.
+ * Thread:    any thread.
+ * Ownership: frees every string of *cfg, not cfg itself.
+ * See also:  mg_mqtt_config_read().
+ */
 MG_MQTT_API void mg_mqtt_config_free(struct mg_mqtt_config *cfg);
 
 #ifdef __cplusplus
