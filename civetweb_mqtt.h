@@ -315,8 +315,8 @@ typedef void (*mg_mqtt_disconnect_handler)(
  *     QoS 0, it was written to the network;
  *   > 0: an MQTT 5 PUBACK / PUBREC reason code: 0x10 "no matching
  *     subscribers" is a success, >= 0x80 a refusal (0x95 packet too large;
- *     0x9A when the broker announced it takes no retained messages and
- *     the message was one: not sent);
+ *     0x9A, "retain not supported": a retained message the broker
+ *     announced it does not take, not sent);
  *   MG_MQTT_ERR_STOPPED: the client stopped before it could be sent;
  *   MG_MQTT_ERR_CONNECTION_LOST: a QoS 0 message lost with its connection
  *     (not sent again: at most once);
@@ -411,9 +411,8 @@ MG_MQTT_API struct mg_mqtt *mg_mqtt_create(const char *prefix);
  * CONNECT_ASYNC true it returns at once and connects in the background.
  * Either way, after a successful start the client reconnects by itself.
  * On failure the client is left created and not started: fix and retry,
- * or stop it. errbuf (may be NULL) then receives one sentence naming the
- * key and value, such as "MQTT_KEEPALIVE: 'abc' is not a number of seconds
- * (0-65535)".
+ * or stop it. errbuf (may be NULL) then receives one sentence, such as
+ * "MQTT_KEEPALIVE: 'abc' is not a number of seconds (0-65535)".
  *
  * Returns:   0: started;
  *            MG_MQTT_ERR_CONFIG / _IO: a bad option or an unreadable file;
