@@ -568,10 +568,8 @@ MG_MQTT_API int mg_mqtt_on_topic_inline(struct mg_mqtt *c, const char *filter,
 /* Registers the catch-all: h is called for a message no topic handler
  * (queued or inline) matched (Flask-MQTT's on_message rule).
  *
- * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
- *            after mg_mqtt_start().
- * Thread:    before mg_mqtt_start(), from one thread. h runs on
- *            mqtt-dispatch.
+ * Returns:   0; MG_MQTT_ERR_INVALID (c or h NULL); _STARTED (after start).
+ * Thread:    before mg_mqtt_start(), from one thread; h on mqtt-dispatch.
  * Ownership: user_data is handed to h, never freed.
  * See also:  mg_mqtt_on_topic().
  */
@@ -583,10 +581,8 @@ MG_MQTT_API int mg_mqtt_on_message(struct mg_mqtt *c, mg_mqtt_message_handler h,
  *
  * Subscriptions are being renewed when it runs.
  *
- * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
- *            after mg_mqtt_start().
- * Thread:    before mg_mqtt_start(), from one thread. h runs on
- *            mqtt-dispatch.
+ * Returns:   0; MG_MQTT_ERR_INVALID (c or h NULL); _STARTED (after start).
+ * Thread:    before mg_mqtt_start(), from one thread; h on mqtt-dispatch.
  * Ownership: user_data is handed to h, never freed.
  * See also:  struct mg_mqtt_connect_info, mg_mqtt_on_disconnect().
  */
@@ -599,10 +595,8 @@ MG_MQTT_API int mg_mqtt_on_connect(struct mg_mqtt *c, mg_mqtt_connect_handler h,
  * After mg_mqtt_stop(), info->stopped is 1 and it is the last handler to
  * run.
  *
- * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
- *            after mg_mqtt_start().
- * Thread:    before mg_mqtt_start(), from one thread. h runs on
- *            mqtt-dispatch.
+ * Returns:   0; MG_MQTT_ERR_INVALID (c or h NULL); _STARTED (after start).
+ * Thread:    before mg_mqtt_start(), from one thread; h on mqtt-dispatch.
  * Ownership: user_data is handed to h, never freed.
  * See also:  struct mg_mqtt_disconnect_info, mg_mqtt_on_connect().
  */
@@ -612,10 +606,8 @@ MG_MQTT_API int mg_mqtt_on_disconnect(struct mg_mqtt *c,
 
 /* Registers h, called once for every publish id with its outcome.
  *
- * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
- *            after mg_mqtt_start().
- * Thread:    before mg_mqtt_start(), from one thread. h runs on
- *            mqtt-dispatch.
+ * Returns:   0; MG_MQTT_ERR_INVALID (c or h NULL); _STARTED (after start).
+ * Thread:    before mg_mqtt_start(), from one thread; h on mqtt-dispatch.
  * Ownership: user_data is handed to h, never freed.
  * See also:  mg_mqtt_publish_handler (every result), mg_mqtt_publish().
  */
@@ -624,10 +616,8 @@ MG_MQTT_API int mg_mqtt_on_publish(struct mg_mqtt *c, mg_mqtt_publish_handler h,
 /* Registers h, called once for every subscribe id with the broker's
  * answer.
  *
- * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
- *            after mg_mqtt_start().
- * Thread:    before mg_mqtt_start(), from one thread. h runs on
- *            mqtt-dispatch.
+ * Returns:   0; MG_MQTT_ERR_INVALID (c or h NULL); _STARTED (after start).
+ * Thread:    before mg_mqtt_start(), from one thread; h on mqtt-dispatch.
  * Ownership: user_data is handed to h, never freed.
  * See also:  mg_mqtt_ack_handler, mg_mqtt_subscribe().
  */
@@ -636,10 +626,8 @@ MG_MQTT_API int mg_mqtt_on_subscribe(struct mg_mqtt *c, mg_mqtt_ack_handler h,
 /* Registers h, called once for every unsubscribe id (mg_mqtt_unsubscribe,
  * _unsubscribe_all) with the broker's answer.
  *
- * Returns:   0; MG_MQTT_ERR_INVALID: c or h NULL; MG_MQTT_ERR_STARTED:
- *            after mg_mqtt_start().
- * Thread:    before mg_mqtt_start(), from one thread. h runs on
- *            mqtt-dispatch.
+ * Returns:   0; MG_MQTT_ERR_INVALID (c or h NULL); _STARTED (after start).
+ * Thread:    before mg_mqtt_start(), from one thread; h on mqtt-dispatch.
  * Ownership: user_data is handed to h, never freed.
  * See also:  mg_mqtt_ack_handler, mg_mqtt_unsubscribe().
  */
