@@ -69,7 +69,10 @@ int main(int argc, char **argv)
 		const char *opts[] = {"MQTT_BROKER_URL", url[0], "MQTT_SUBSCRIBE", sub[0],
 		                      "MQTT2_BROKER_URL", nports > 1 ? url[1] : url[0],
 		                      "MQTT2_SUBSCRIBE", nports > 1 ? sub[1] : sub[0],
-		                      NULL};
+		                      "MQTT_QUEUE_SIZE", "1000000",
+		                      "MQTT_QUEUE_BYTES", "1073741824",
+		                      "MQTT2_QUEUE_SIZE", "1000000",
+		                      "MQTT2_QUEUE_BYTES", "1073741824", NULL};
 		if (mg_mqtt_start(cl[i], NULL, opts, err, sizeof(err)) != 0)
 			return fprintf(stderr, "%s\n", err), 2;
 	}

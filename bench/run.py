@@ -1208,6 +1208,41 @@ LIMIT0, LIMIT1 = "raw0", "raw1"
 # Why a target is missed: filled in by hand, from what is known of the
 # engine, after a run on a quiet machine (printed next to "missed").
 REASONS19 = {
+    "QoS 0 req/s vs the physical limit":
+        "each message is handed to mqtt-io (a futex wake when it sleeps), "
+        "which writes it through paho; see the libmosquitto row",
+    "QoS 0 req/s vs libmosquitto by hand":
+        "libmosquitto writes from the handler's own thread; mg_mqtt_publish "
+        "hands the message to mqtt-io (0.4 futex calls a request against "
+        "0.09). A combining path (the publishing thread writes while "
+        "mqtt-io sleeps) was tried on 2026-12-08 and not kept: context "
+        "switches a request rose (1.44 against 1.20, an A/B pair on a "
+        "loaded machine), paho's process-wide lock then being taken by "
+        "every worker instead of one thread",
+    "QoS 0 server CPU per request vs the physical limit":
+        "the hand-off to mqtt-io and Debian's paho (stack tracing and heap "
+        "tracking on every call: docs/performance.md, paho built for speed)",
+    "QoS 1 acknowledged msg/s vs the physical limit":
+        "MAX_INFLIGHT (20 by default, libmosquitto's default too) bounds "
+        "the messages awaiting PUBACK where the raw socket has no window; "
+        "each PUBACK costs paho's receive thread ~25k instructions "
+        "(Debian's build) and wakes mqtt-io when the window was full. "
+        "BSERVER_MAX_INFLIGHT=200 gave 34.0k against 27.4k acknowledged "
+        "msg/s (one run each, no counting subscriber, 2026-12-08); 1000 "
+        "gave 19.1k (paho looks up a PUBACK's message in a list)",
+    "p99 vs the physical limit (QoS 0)":
+        "the hand-off to mqtt-io and its wake-up coalescing window under "
+        "load",
+    "idle wake-ups per second, example server, connected":
+        "paho's receive thread (MQTTClient_run) polls every 100 ms, a "
+        "timeout fixed in paho (bare MQTTClient with callbacks does the "
+        "same: 10/s); the rest of the example server wakes 0.5/s "
+        "(CivetWeb's master thread). Only driving paho without its "
+        "receive thread would remove it: not done",
+    "bridge POST req/s vs the C route, same QoS (1)":
+        "the bridge reads the body with mg_mqtt_read_body (its socket "
+        "found, a deadline watched) and checks Origin, Host and the allow "
+        "list",
 }
 
 
