@@ -95,7 +95,7 @@ README_TESTS  := test/test_readme.sh
 .PHONY: all deps node-deps test check test-cluster asan tsan install uninstall run soak cross \
         check-generated check-nobridge strict test-consumer cmake-check \
         fuzz fuzz-quick fuzz-bins valgrind \
-        clean help exports test-bins cxx-header test-readme test-https
+        clean help exports test-bins cxx-header test-readme test-https test-paho-hp
 
 all: $(LIB_A) $(LIB_SO) $(EXAMPLE)
 
@@ -135,6 +135,10 @@ help:
 	@echo "                with Debian's cross toolchains (apt-get), and the"
 	@echo "                config, topics, client and persistence tests under"
 	@echo "                qemu-user (CROSS_ARCHS=, CROSS_TEST_SECONDS=)"
+	@echo "make test-paho-hp  Debian's paho.mqtt.c version built with"
+	@echo "                PAHO_HIGH_PERFORMANCE (scripts/paho-hp.sh, into"
+	@echo "                build/paho-hp once), the library and the config,"
+	@echo "                client, engine, reliability, packets tests on it"
 	@echo "CIVETWEB_PREFIX=, PAHO_PREFIX=  build against other builds of the"
 	@echo "                dependencies; CPPFLAGS, CFLAGS, LDFLAGS, LDLIBS apply"
 	@echo "make bench      benchmarks against their baselines (about 12 min);"
@@ -307,6 +311,37 @@ tsan: deps
 	@BUILD=build/tsan EXAMPLE_BIN=build/tsan/civetweb-mqtt \
 	    TSAN_OPTIONS="suppressions=$(CURDIR)/test/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
 	    TEST_TIMEOUT_SCALE=5 ./test/run.sh $(TESTS) $(BROWSER_TESTS)
+
+# ---- paho built for speed ------------------------------------------------
+# scripts/paho-hp.sh builds the paho.mqtt.c version Debian ships with
+# PAHO_HIGH_PERFORMANCE into build/paho-hp (once; PAHO_HP_SOURCE=DIR where
+# apt-get source cannot get it). The shared library and these tests are
+# built against it in build/test-paho-hp with the example server that
+# test_packets starts (PAHO_PREFIX: include path, library path and rpath),
+# each checked with ldd to load that paho, then run.
+PAHO_HP_PREFIX := build/paho-hp
+PAHO_HP_BUILD  := build/test-paho-hp
+PAHO_HP_TESTS  := test_config test_client test_engine test_reliability test_packets
+PAHO_HP_EXAMPLE := $(PAHO_HP_BUILD)/civetweb-mqtt
+PAHO_HP_BINS   := $(PAHO_HP_BUILD)/$(LIB_SO) $(PAHO_HP_EXAMPLE) \
+                  $(addprefix $(PAHO_HP_BUILD)/test/,$(PAHO_HP_TESTS))
+
+test-paho-hp:
+	@./scripts/deps.sh $(DEPS_BUILD) mosquitto mosquitto-clients openssl curl
+	@./scripts/paho-hp.sh $(PAHO_HP_PREFIX)
+	@$(MAKE) --no-print-directory BUILD=$(PAHO_HP_BUILD) \
+	    PAHO_PREFIX=$(CURDIR)/$(PAHO_HP_PREFIX) \
+	    LIB_SO=$(PAHO_HP_BUILD)/$(LIB_SO) EXAMPLE=$(PAHO_HP_EXAMPLE) \
+	    $(PAHO_HP_BINS)
+	@for b in $(PAHO_HP_BINS); do \
+	    l=$$(ldd $$b | awk '$$1 ~ /^libpaho-mqtt3cs[.]/ { print $$3 }'); \
+	    case $$l in \
+	    $(CURDIR)/$(PAHO_HP_PREFIX)/lib/*) ;; \
+	    *) echo "$$b loads paho from '$$l', not $(PAHO_HP_PREFIX)/lib"; exit 1 ;; \
+	    esac; \
+	done; echo "ldd: $(words $(PAHO_HP_BINS)) binaries load $(PAHO_HP_PREFIX)/lib/libpaho-mqtt3cs.so.1"
+	@BUILD=$(PAHO_HP_BUILD) EXAMPLE_BIN=$(PAHO_HP_EXAMPLE) \
+	    ./test/run.sh $(PAHO_HP_TESTS)
 
 # ---- strict builds, CMake -----------------------------------------------
 # The library, the example and the tests with -Wpedantic under gcc and clang
