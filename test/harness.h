@@ -68,6 +68,14 @@ void th_fail(const char *file, int line, const char *fmt, ...)
 			        #hay, n_, h_ ? h_ : "(null)");                             \
 	} while (0)
 
+/* hay contains each of the strings that follow. */
+#define ASSERT_CONTAINS_ALL(hay, ...)                                          \
+	do {                                                                       \
+		const char *const all_[] = {__VA_ARGS__};                              \
+		for (size_t i_ = 0; i_ < sizeof(all_) / sizeof(all_[0]); i_++)         \
+			ASSERT_CONTAINS(hay, all_[i_]);                                    \
+	} while (0)
+
 #define ASSERT_NOT_CONTAINS(hay, needle)                                       \
 	do {                                                                       \
 		const char *h_ = (hay), *n_ = (needle);                                \

@@ -320,6 +320,21 @@ static inline int rec_subs_settled(struct mg_mqtt *c, int n)
 	return ok;
 }
 
+/* c's subscriptions as "filter:qos" separated by spaces, into buf. */
+static inline const char *rec_subs_text(struct mg_mqtt *c, char *buf,
+                                        size_t len)
+{
+	struct mg_mqtt_subscription *subs = NULL;
+	int n = mg_mqtt_subscriptions(c, &subs);
+	size_t o = 0;
+	buf[0] = '\0';
+	for (int i = 0; i < n && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%s:%d", i > 0 ? " " : "",
+		                      subs[i].filter, subs[i].qos);
+	free(subs);
+	return buf;
+}
+
 /* Starts c on ctx (may be NULL) with options; fails the test with the
  * error text otherwise. */
 static inline void rec_start_on(struct mg_mqtt *c, struct mg_context *ctx,

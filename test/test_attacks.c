@@ -1281,10 +1281,8 @@ TEST_T(dns_rebinding_hosts_are_refused_on_every_route_and_the_websocket, 60)
 	ASSERT_EQ(raw_req(x.port, req, strlen(req), &h), 403);
 	hfree(&h);
 	bridge_delivers(x.port, &sub, "demo/probe");
-	char *got = th_sub_messages(&sub, NULL);
-	ASSERT_CONTAINS(got, "demo/listed x");
-	ASSERT_NOT_CONTAINS(got, "rebound");
-	free(got);
+	ASSERT(th_sub_has(&sub, "demo/listed x"));
+	ASSERT(!th_sub_has(&sub, "rebound"));
 	th_sub_stop(&sub);
 	th_kill(x.pid, SIGTERM);
 	th_broker_stop(&b);
@@ -1348,9 +1346,7 @@ TEST_T(a_body_sent_a_byte_at_a_time_is_cut_off_at_its_deadline, 240)
 	ASSERT(status == 408 || status == 400);
 	/* A whole body still goes through, and nothing half-sent was. */
 	bridge_delivers(x.port, &sub, "demo/whole");
-	char *got = th_sub_messages(&sub, NULL);
-	ASSERT_NOT_CONTAINS(got, "slow");
-	free(got);
+	ASSERT(!th_sub_has(&sub, "slow"));
 	th_sub_stop(&sub);
 	still_answers(x.port);
 	th_kill(x.pid, SIGTERM);

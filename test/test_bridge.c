@@ -414,13 +414,11 @@ TEST_T(json_and_raw_publishes_reach_mosquitto_sub_and_answer_with_the_id, 60)
 	ASSERT_EQ(th_sub_wait(&sub, 10000), 0);
 	char *got;
 	ASSERT_EQ(th_sub_lines(&sub, &got), 7);
-	ASSERT_CONTAINS(got, "pub/str|0|0|hello world");
-	ASSERT_CONTAINS(got, "pub/obj|1|0|{\"on\":true,\"n\":[1,2]}");
-	ASSERT_CONTAINS(got, "pub/b64|2|0|hi there");
-	ASSERT_CONTAINS(got, "pub/ret|1|0|kept");
-	ASSERT_CONTAINS(got, "pub/raw|1|0|on");
-	ASSERT_CONTAINS(got, "pub/raw2|2|0|off");
-	ASSERT_CONTAINS(got, "pub/num|0|0|42");
+	ASSERT_CONTAINS_ALL(got, "pub/str|0|0|hello world",
+	                    "pub/obj|1|0|{\"on\":true,\"n\":[1,2]}",
+	                    "pub/b64|2|0|hi there", "pub/ret|1|0|kept",
+	                    "pub/raw|1|0|on", "pub/raw2|2|0|off",
+	                    "pub/num|0|0|42");
 	free(got);
 
 	/* The retained ones reach a subscriber that comes later. */
@@ -443,8 +441,7 @@ TEST_T(malformed_or_mistyped_publish_requests_get_400_and_publish_nothing, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, b.url, OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#"), 0);
 	static const char *const bodies[] = {
 	    "{\"topic\":\"pub/a\"",                     /* malformed */
@@ -498,8 +495,7 @@ TEST_T(raw_publish_paths_the_server_would_rewrite_get_400, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, b.url, OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#"), 0);
 	/* --path-as-is: curl sends these as written. Each still names an
 	 * allowed topic after CivetWeb's clean-up, yet is not what was asked. */
@@ -522,8 +518,7 @@ TEST_T(a_nul_in_the_raw_publish_path_gets_400_not_a_shortened_topic, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, b.url, OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#"), 0);
 	/* "pub/x%00y" must not become a publish to "pub/x". */
 	struct th_resp r;
@@ -550,8 +545,7 @@ TEST_T(raw_publish_topics_the_server_may_have_decoded_get_400_naming_the_json_ro
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, b.url, OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#"), 0);
 	static const char *const paths[] = {
 	    "/mqtt/publish/pub/a+b",    "/mqtt/publish/pub/a%20b",
@@ -793,8 +787,7 @@ TEST_T(the_publish_allow_list_matches_topics_level_by_level, 60)
 	struct th_sub sub;
 	struct srv s;
 	struct wsc w;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, b.url, OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "a/#, b/+/c"), 0);
 	static const char *const allowed[] = {"a", "a/x", "a/x/y", "b/x/c",
 	                                      "b/y/c"};
@@ -928,8 +921,7 @@ TEST_T(without_allow_lists_browsers_can_neither_publish_nor_subscribe, 60)
 	struct th_sub sub;
 	struct srv s;
 	struct wsc w;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, b.url, NULL, 0);
 	EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish",
 	                  "{\"topic\":\"x\",\"payload\":\"1\"}", NULL, 403);
@@ -964,8 +956,7 @@ TEST_T(digest_auth_guards_every_route_and_refused_requests_never_reach_mqtt, 60)
 	struct srv s;
 	struct th_resp r;
 	char htd[512], sse_out[512];
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	write_htdigest(htd, sizeof(htd), USER, PASS);
 	srv_start(&s, b.url,
 	          OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "auth/#",
@@ -1069,8 +1060,7 @@ TEST_T(path_tricks_never_bypass_auth_or_the_publish_allow_list, 60)
 	struct srv s, open;
 	struct th_resp r;
 	char htd[512];
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	write_htdigest(htd, sizeof(htd), USER, PASS);
 	srv_start(&s, b.url,
 	          OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#",
@@ -1143,8 +1133,7 @@ TEST_T(the_right_password_works_for_percent_encoded_bridge_paths_too, 60)
 	struct srv s;
 	struct th_resp r;
 	char htd[512];
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "auth/#", 1, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "auth/#", 1, NULL);
 	write_htdigest(htd, sizeof(htd), USER, PASS);
 	srv_start(&s, b.url,
 	          OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "auth/#",
@@ -1211,8 +1200,7 @@ TEST_T(websocket_hello_subscribe_messages_and_publish_round_trip, 60)
 	struct th_sub sub;
 	struct srv s;
 	struct wsc w;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "ws/out", 1, "-q 1");
+	th_broker_sub_start(&b, NULL, &sub, "ws/out", 1, "-q 1");
 	srv_start(&s, b.url,
 	          OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "ws/#",
 	               "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "ws/#"),
@@ -1882,11 +1870,8 @@ TEST_T(mqtt5_properties_travel_from_http_to_mqtt_and_from_mqtt_to_websocket, 60)
 	ASSERT(WAIT_UNTIL(rec_find(&peer, "v5/props", "p") >= 0, 10000));
 	int k = rec_find(&peer, "v5/props", "p");
 	const char *props = peer.msgs[k].props;
-	ASSERT_CONTAINS(props, "k=v;");
-	ASSERT_CONTAINS(props, "k2=v 2;");
-	ASSERT_CONTAINS(props, "|rt=v5/reply|");
-	ASSERT_CONTAINS(props, "|cd=corr|");
-	ASSERT_CONTAINS(props, "|ct=text/plain|");
+	ASSERT_CONTAINS_ALL(props, "k=v;", "k2=v 2;", "|rt=v5/reply|",
+	                    "|cd=corr|", "|ct=text/plain|");
 	unsigned exp = 0;
 	const char *e = strstr(props, "|exp=");
 	ASSERT(e != NULL && sscanf(e, "|exp=%u", &exp) == 1);
@@ -1942,8 +1927,7 @@ TEST_T(properties_with_mqtt_3_1_1_get_400, 60)
 	struct srv s;
 	struct wsc w;
 	struct th_resp r;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, b.url, OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "v3/#"), 0);
 	th_http(s.port, "POST", "/mqtt/publish",
 	     "{\"topic\":\"v3/x\",\"payload\":\"p\",\"properties\":{\"user\":"
@@ -2335,8 +2319,7 @@ TEST_T(bad_requests_get_their_status_and_publish_nothing, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, b.url,
 	          OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "rpc/#", "MQTT_BRIDGE_MAX_BODY",
 	               "16"),
@@ -2868,8 +2851,7 @@ TEST_T(a_named_level_in_the_allow_lists_matches_like_plus, 60)
 	struct th_sub sub;
 	struct srv s;
 	struct wsc w;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "home/#", 1, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "home/#", 1, NULL);
 	srv_start(&s, b.url,
 	          OPTS("MQTT_BRIDGE_PUBLISH_ALLOW", "home/{room}/set",
 	               "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "home/{room}/state"),

@@ -138,26 +138,36 @@ static _Atomic int g_q2_newid[NCLI][NTHR][MAXSEQ];
 static _Atomic int g_q2_sends[NCLI][NTHR][MAXSEQ];
 static _Atomic int g_q2_pid2[NCLI][NTHR][MAXSEQ]; /* a second id, if any */
 
+/* A QoS 2 PUBLISH of the test's ("c<ci> t<ti> n<seq> q<qos>"): 1 with its
+ * packet id and message indexes, 0 for any other packet. */
+static int q2_publish(const unsigned char *pkt, size_t len, size_t hlen,
+                      int *pid, int *ci, int *ti, int *seq)
+{
+	if ((pkt[0] >> 4) != MQP_PUBLISH || ((pkt[0] >> 1) & 3) != 2 ||
+	    len < hlen + 2)
+		return 0;
+	const unsigned char *b = pkt + hlen;
+	size_t n = len - hlen, tl = (size_t)b[0] << 8 | b[1];
+	if (2 + tl + 2 > n)
+		return 0;
+	*pid = b[2 + tl] << 8 | b[3 + tl];
+	char text[64];
+	size_t pl = n - 4 - tl;
+	snprintf(text, sizeof(text), "%.*s", (int)(pl < 63 ? pl : 63),
+	         (const char *)b + 4 + tl);
+	int qos;
+	return sscanf(text, "c%d t%d n%d q%d", ci, ti, seq, &qos) == 4 &&
+	       *ci >= 0 && *ci < NCLI && *ti >= 0 && *ti < NTHR && *seq >= 0 &&
+	       *seq < MAXSEQ;
+}
+
 static void observe_c2s(void *ud, int dir, const unsigned char *pkt,
                         size_t len, size_t hlen, int level)
 {
 	(void)ud;
 	(void)level;
-	if (dir != MQP_C2S || (pkt[0] >> 4) != MQP_PUBLISH ||
-	    ((pkt[0] >> 1) & 3) != 2 || len < hlen + 2)
-		return;
-	const unsigned char *b = pkt + hlen;
-	size_t n = len - hlen, tl = (size_t)b[0] << 8 | b[1];
-	if (2 + tl + 2 > n)
-		return;
-	int pid = b[2 + tl] << 8 | b[3 + tl];
-	char text[64];
-	size_t pl = n - 4 - tl;
-	snprintf(text, sizeof(text), "%.*s", (int)(pl < 63 ? pl : 63),
-	         (const char *)b + 4 + tl);
-	int ci, ti, seq, qos;
-	if (sscanf(text, "c%d t%d n%d q%d", &ci, &ti, &seq, &qos) != 4 || ci < 0 ||
-	    ci >= NCLI || ti < 0 || ti >= NTHR || seq < 0 || seq >= MAXSEQ)
+	int pid, ci, ti, seq;
+	if (dir != MQP_C2S || !q2_publish(pkt, len, hlen, &pid, &ci, &ti, &seq))
 		return;
 	atomic_fetch_add(&g_q2_sends[ci][ti][seq], 1);
 	int zero = 0;
@@ -315,20 +325,8 @@ static void observe_col(void *ud, int dir, const unsigned char *pkt,
 			atomic_store(&cp->released, 1);
 		return;
 	}
-	if (type != MQP_PUBLISH || ((pkt[0] >> 1) & 3) != 2 || len < hlen + 2)
-		return;
-	const unsigned char *b = pkt + hlen;
-	size_t n = len - hlen, tl = (size_t)b[0] << 8 | b[1];
-	if (2 + tl + 2 > n)
-		return;
-	int pid = b[2 + tl] << 8 | b[3 + tl];
-	char text[64];
-	size_t pl = n - 4 - tl;
-	snprintf(text, sizeof(text), "%.*s", (int)(pl < 63 ? pl : 63),
-	         (const char *)b + 4 + tl);
-	int ci, ti, seq, qos;
-	if (sscanf(text, "c%d t%d n%d q%d", &ci, &ti, &seq, &qos) != 4 || ci < 0 ||
-	    ci >= NCLI || ti < 0 || ti >= NTHR || seq < 0 || seq >= MAXSEQ)
+	int pid, ci, ti, seq;
+	if (!q2_publish(pkt, len, hlen, &pid, &ci, &ti, &seq))
 		return;
 	int v = (ci * NTHR + ti) * MAXSEQ + seq;
 	struct colpub *cp = &g_colpub[v];

@@ -730,9 +730,7 @@ TEST(unknown_key_under_the_prefix_is_an_error_naming_it)
 	char err[512];
 	ASSERT_EQ(settings(&s, OPTS("MQTT_KEEPALIVES", "30"), err, sizeof(err)),
 	          MG_MQTT_ERR_CONFIG);
-	ASSERT_CONTAINS(err, "MQTT_KEEPALIVES");
-	ASSERT_CONTAINS(err, "unknown");
-	ASSERT_CONTAINS(err, "'30'");
+	ASSERT_CONTAINS_ALL(err, "MQTT_KEEPALIVES", "unknown", "'30'");
 	cwm_settings_free(&s);
 	ASSERT_EQ(settings(&s, OPTS("mqtt_brokerurl", "h"), err, sizeof(err)),
 	          MG_MQTT_ERR_CONFIG);
@@ -805,9 +803,8 @@ TEST(reconnect_min_above_reconnect_max_is_refused)
 	ASSERT_EQ(read_one("RECONNECT_MIN", "10", OPTS("MQTT_RECONNECT_MAX", "5"),
 	                   err, sizeof(err)),
 	          MG_MQTT_ERR_CONFIG);
-	ASSERT_CONTAINS(err, "MQTT_RECONNECT_MIN");
-	ASSERT_CONTAINS(err, "'10'");
-	ASSERT_CONTAINS(err, "MQTT_RECONNECT_MAX");
+	ASSERT_CONTAINS_ALL(err, "MQTT_RECONNECT_MIN", "'10'",
+	                    "MQTT_RECONNECT_MAX");
 	/* Against the default maximum (120). */
 	ASSERT_EQ(read_one("RECONNECT_MIN", "121", NULL, err, sizeof(err)),
 	          MG_MQTT_ERR_CONFIG);
@@ -1157,9 +1154,8 @@ TEST(broker_url_conflicting_with_tls_or_transport_is_refused)
 	ASSERT_EQ(read_one("BROKER_URL", "mqtt://h", OPTS("MQTT_TLS_ENABLED", "true"),
 	                   err, sizeof(err)),
 	          MG_MQTT_ERR_CONFIG);
-	ASSERT_CONTAINS(err, "MQTT_BROKER_URL");
-	ASSERT_CONTAINS(err, "'mqtt://h'");
-	ASSERT_CONTAINS(err, "MQTT_TLS_ENABLED");
+	ASSERT_CONTAINS_ALL(err, "MQTT_BROKER_URL", "'mqtt://h'",
+	                    "MQTT_TLS_ENABLED");
 	/* One bad entry spoils the list. */
 	ASSERT_EQ(read_one("BROKER_URL", "mqtts://a, tcp://b",
 	                   OPTS("MQTT_TLS_ENABLED", "true"), err, sizeof(err)),
@@ -1168,9 +1164,8 @@ TEST(broker_url_conflicting_with_tls_or_transport_is_refused)
 	ASSERT_EQ(read_one("BROKER_URL", "tcp://h",
 	                   OPTS("MQTT_TRANSPORT", "websockets"), err, sizeof(err)),
 	          MG_MQTT_ERR_CONFIG);
-	ASSERT_CONTAINS(err, "MQTT_BROKER_URL");
-	ASSERT_CONTAINS(err, "'tcp://h'");
-	ASSERT_CONTAINS(err, "MQTT_TRANSPORT");
+	ASSERT_CONTAINS_ALL(err, "MQTT_BROKER_URL", "'tcp://h'",
+	                    "MQTT_TRANSPORT");
 	ASSERT_EQ(read_one("BROKER_URL", "ws://h",
 	                   OPTS("MQTT_TRANSPORT", "websockets", "MQTT_TLS_ENABLED",
 	                        "on"),
@@ -1324,22 +1319,18 @@ TEST(settings_json_shows_defaults_and_unset_values_as_null)
 	char err[512];
 	ASSERT_EQ(settings(&s, NULL, err, sizeof(err)), 0);
 	char *text = settings_json(&s);
-	ASSERT_CONTAINS(text, "\"client_id\":null");
-	ASSERT_CONTAINS(text, "\"broker_url\":\"localhost\"");
-	ASSERT_CONTAINS(text, "\"broker_port\":null");
-	ASSERT_CONTAINS(text, "\"password\":null");
-	ASSERT_CONTAINS(text, "\"tls_keyfile_password\":null");
-	ASSERT_CONTAINS(text, "\"keepalive\":60");
-	ASSERT_CONTAINS(text, "\"connection_timeout\":5");
-	ASSERT_CONTAINS(text, "\"clean_session\":true");
-	ASSERT_CONTAINS(text, "\"connect_async\":false");
-	ASSERT_CONTAINS(text, "\"refresh_time\":1");
-	ASSERT_CONTAINS(text, "\"protocol_version\":\"3.1.1\"");
-	ASSERT_CONTAINS(text, "\"transport\":\"tcp\"");
-	ASSERT_CONTAINS(text, "\"tls_cert_reqs\":\"required\"");
-	ASSERT_CONTAINS(text, "\"tls_version\":\"tlsv1.2\"");
-	ASSERT_CONTAINS(text, "\"max_inflight\":20");
-	ASSERT_CONTAINS(text, "\"queue_size\":10000");
+	ASSERT_CONTAINS_ALL(text, "\"client_id\":null",
+	                    "\"broker_url\":\"localhost\"",
+	                    "\"broker_port\":null", "\"password\":null",
+	                    "\"tls_keyfile_password\":null", "\"keepalive\":60",
+	                    "\"connection_timeout\":5",
+	                    "\"clean_session\":true", "\"connect_async\":false",
+	                    "\"refresh_time\":1",
+	                    "\"protocol_version\":\"3.1.1\"",
+	                    "\"transport\":\"tcp\"",
+	                    "\"tls_cert_reqs\":\"required\"",
+	                    "\"tls_version\":\"tlsv1.2\"",
+	                    "\"max_inflight\":20", "\"queue_size\":10000");
 	free(text);
 	cwm_settings_free(&s);
 }

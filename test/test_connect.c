@@ -545,8 +545,7 @@ static void protocol_roundtrip(const char *version, const char *client_id,
 	struct th_sub s;
 	struct rec r;
 	char needle[128];
-	th_broker_start(&b, NULL);
-	th_sub_start(&s, &b, "pv/out", 1, "-q 1");
+	th_broker_sub_start(&b, NULL, &s, "pv/out", 1, "-q 1");
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
 	                   version, "MQTT_CLIENT_ID", client_id, NULL};
@@ -614,8 +613,8 @@ TEST(mqtt5_publish_properties_reach_mosquitto_sub)
 	struct th_broker b;
 	struct th_sub s;
 	struct rec r;
-	th_broker_start(&b, NULL);
-	th_sub_start(&s, &b, "p5/#", 1, "-V mqttv5 -F %t|%p|%P|%C|%D|%E|%F|%R");
+	th_broker_sub_start(&b, NULL, &s,
+	                    "p5/#", 1, "-V mqttv5 -F %t|%p|%P|%C|%D|%E|%F|%R");
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
 	                   NULL};
@@ -672,8 +671,7 @@ TEST(mqtt311_publish_props_refuses_any_property_and_accepts_none)
 	struct th_broker b;
 	struct th_sub s;
 	struct rec r;
-	th_broker_start(&b, NULL);
-	th_sub_start(&s, &b, "p3/#", 2, NULL);
+	th_broker_sub_start(&b, NULL, &s, "p3/#", 2, NULL);
 	struct mg_mqtt *c = rec_connected(&r, &b);
 
 	static const struct mg_mqtt_user_property up[] = {{"k", "v"}};
@@ -797,8 +795,8 @@ TEST(client_publishes_at_each_qos_and_retained_messages_reach_later_subscribers)
 	struct th_sub live, later, after;
 	struct rec r;
 	int n;
-	th_broker_start(&b, NULL);
-	th_sub_start(&live, &b, "qr/live/#", 3, "-q 2 -F %q|%r|%t|%p");
+	th_broker_sub_start(&b, NULL, &live,
+	                    "qr/live/#", 3, "-q 2 -F %q|%r|%t|%p");
 	struct mg_mqtt *c = rec_connected(&r, &b);
 
 	int ids[6];
@@ -817,9 +815,8 @@ TEST(client_publishes_at_each_qos_and_retained_messages_reach_later_subscribers)
 	ASSERT_EQ(th_sub_wait(&live, 10000), 0);
 	char *got = th_sub_messages(&live, &n);
 	ASSERT_EQ(n, 3);
-	ASSERT_CONTAINS(got, "0|0|qr/live/0|m0");
-	ASSERT_CONTAINS(got, "1|0|qr/live/1|m1");
-	ASSERT_CONTAINS(got, "2|0|qr/live/2|m2");
+	ASSERT_CONTAINS_ALL(got, "0|0|qr/live/0|m0", "1|0|qr/live/1|m1",
+	                    "2|0|qr/live/2|m2");
 	free(got);
 
 	/* Acknowledged, so stored: a new subscriber gets them flagged retained. */
@@ -827,9 +824,8 @@ TEST(client_publishes_at_each_qos_and_retained_messages_reach_later_subscribers)
 	ASSERT_EQ(th_sub_wait(&later, 10000), 0);
 	got = th_sub_messages(&later, &n);
 	ASSERT_EQ(n, 3);
-	ASSERT_CONTAINS(got, "0|1|qr/kept/0|state-0");
-	ASSERT_CONTAINS(got, "1|1|qr/kept/1|state-1");
-	ASSERT_CONTAINS(got, "2|1|qr/kept/2|state-2");
+	ASSERT_CONTAINS_ALL(got, "0|1|qr/kept/0|state-0",
+	                    "1|1|qr/kept/1|state-1", "2|1|qr/kept/2|state-2");
 	free(got);
 
 	/* An empty retained message clears the topic (NULL payload, len 0). */
@@ -893,8 +889,7 @@ TEST(last_will_is_published_when_the_client_process_is_killed)
 	struct th_sub s, later;
 	struct child ch;
 	int n;
-	th_broker_start(&b, NULL);
-	th_sub_start(&s, &b, "lw/dev1", 1, "-q 1 -F %q|%r|%t|%p");
+	th_broker_sub_start(&b, NULL, &s, "lw/dev1", 1, "-q 1 -F %q|%r|%t|%p");
 	const char *o[] = {"MQTT_BROKER_URL",       b.url,
 	                   "MQTT_CLIENT_ID",        "lw-dev1",
 	                   "MQTT_LAST_WILL_TOPIC",  "lw/dev1",
@@ -928,8 +923,7 @@ TEST(last_will_is_not_published_after_a_clean_stop)
 	struct th_sub s;
 	struct rec r;
 	int n;
-	th_broker_start(&b, NULL);
-	th_sub_start(&s, &b, "lw2/will", 0, "-q 1 -t lw2/probe");
+	th_broker_sub_start(&b, NULL, &s, "lw2/will", 0, "-q 1 -t lw2/probe");
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",        b.url,
 	                   "MQTT_LAST_WILL_TOPIC",   "lw2/will",
@@ -961,8 +955,8 @@ TEST_T(birth_message_is_published_on_connect_and_again_after_a_broker_restart,
 	struct th_broker b;
 	struct th_sub first, again, retained;
 	struct rec r;
-	th_broker_start(&b, NULL);
-	th_sub_start(&first, &b, "bt/dev/status", 1, "-q 1 -F %q|%t|%p");
+	th_broker_sub_start(&b, NULL, &first,
+	                    "bt/dev/status", 1, "-q 1 -F %q|%t|%p");
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",    b.url,
 	                   "MQTT_BIRTH_TOPIC",   "bt/dev/status",

@@ -362,8 +362,7 @@ TEST_T(a_released_qos2_message_arrives_once_after_short_losses, 90)
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "q2/#", 0, "-q 2");
+	th_broker_sub_start(&b, NULL, &sub, "q2/#", 0, "-q 2");
 	struct mqp *p = mqp_start(b.port);
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	start_persistent(c, mqp_url(p), "eng-q2-short", NULL);
@@ -618,9 +617,9 @@ TEST_T(a_poison_message_on_a_persistent_session_is_failed_and_the_session_kept,
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	th_broker_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
-	                    "max_packet_size 1000\n");
-	th_sub_start(&sub, &b, "pz/#", 0, "-q 1");
+	th_broker_sub_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
+	                    "max_packet_size 1000\n", &sub,
+	                    "pz/#", 0, "-q 1");
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *extra[] = {"MQTT_RECONNECT_MIN", "1", "MQTT_SUBSCRIBE",
 	                       "pz/in:1", NULL};

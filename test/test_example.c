@@ -63,8 +63,7 @@ TEST_T(post_to_the_publish_handler_reaches_mosquitto_sub, 40)
 	struct th_sub sub;
 	struct th_xsrv s;
 	char *body;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "demo/lamp", 1, "-q 1");
+	th_broker_sub_start(&b, NULL, &sub, "demo/lamp", 1, "-q 1");
 	server_start(&s, &b, NULL);
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 10000));
 	/* The port accepts before the example's own route is in place. */
@@ -118,8 +117,7 @@ TEST_T(sigterm_and_sigint_stop_the_server_cleanly_without_the_will, 40)
 	struct th_broker b;
 	struct th_sub sub;
 	struct th_xsrv s;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "demo/status", 0, "-q 1");
+	th_broker_sub_start(&b, NULL, &sub, "demo/status", 0, "-q 1");
 	const char *will = "MQTT_LAST_WILL_TOPIC demo/status\n"
 	                   "MQTT_LAST_WILL_MESSAGE offline\n"
 	                   "MQTT_BIRTH_TOPIC demo/status\n"
@@ -145,8 +143,7 @@ TEST_T(sigkill_makes_the_broker_send_the_will, 40)
 	struct th_broker b;
 	struct th_sub sub;
 	struct th_xsrv s;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "demo/status", 2, "-q 1");
+	th_broker_sub_start(&b, NULL, &sub, "demo/status", 2, "-q 1");
 	server_start(&s, &b,
 	             "MQTT_LAST_WILL_TOPIC demo/status\n"
 	             "MQTT_LAST_WILL_MESSAGE offline\n"

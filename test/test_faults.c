@@ -14,7 +14,6 @@
  */
 #include "mqproxy.h"
 #include "rec.h"
-#include "mqproxy.h"
 
 #include <arpa/inet.h>
 #include <civetweb.h>
@@ -144,6 +143,21 @@ static int hc_open(struct hc *h)
 	return 0;
 }
 
+/* Reads more of the reply into buf: 0, or -1 (closed) when the peer is
+ * gone or buf is full. */
+static int hc_fill(struct hc *h)
+{
+	ssize_t k = h->len < sizeof(h->buf) - 1
+	                ? recv(h->fd, h->buf + h->len, sizeof(h->buf) - 1 - h->len, 0)
+	                : -1;
+	if (k <= 0) {
+		hc_close(h);
+		return -1;
+	}
+	h->len += (size_t)k;
+	return 0;
+}
+
 /* POST body to path; returns the HTTP status, or -1 when the connection
  * failed (the request may or may not have been handled). Reconnects for
  * the next call. The reply body is dropped. */
@@ -172,16 +186,9 @@ static int hc_post(struct hc *h, const char *path, const char *body)
 		off += (int)k;
 	}
 	char *end;
-	while ((end = memmem(h->buf, h->len, "\r\n\r\n", 4)) == NULL) {
-		ssize_t k = h->len < sizeof(h->buf) - 1
-		                ? recv(h->fd, h->buf + h->len, sizeof(h->buf) - 1 - h->len, 0)
-		                : -1;
-		if (k <= 0) {
-			hc_close(h);
+	while ((end = memmem(h->buf, h->len, "\r\n\r\n", 4)) == NULL)
+		if (hc_fill(h) != 0)
 			return -1;
-		}
-		h->len += (size_t)k;
-	}
 	size_t head = (size_t)(end - h->buf) + 4;
 	h->buf[h->len] = '\0';
 	int status = 0;
@@ -192,16 +199,9 @@ static int hc_post(struct hc *h, const char *path, const char *body)
 	int close_after = strcasestr(h->buf, "\r\nConnection: close") != NULL;
 	h->buf[head] = saved;
 	size_t blen = cl != NULL ? (size_t)atol(cl + 17) : 0;
-	while (h->len < head + blen) {
-		ssize_t k = h->len < sizeof(h->buf) - 1
-		                ? recv(h->fd, h->buf + h->len, sizeof(h->buf) - 1 - h->len, 0)
-		                : -1;
-		if (k <= 0) {
-			hc_close(h);
+	while (h->len < head + blen)
+		if (hc_fill(h) != 0)
 			return -1;
-		}
-		h->len += (size_t)k;
-	}
 	memmove(h->buf, h->buf + head + blen, h->len - head - blen);
 	h->len -= head + blen;
 	if (close_after || status == 0)
@@ -704,9 +704,7 @@ TEST_T(when_the_first_broker_dies_traffic_moves_to_the_second_within_the_bounds,
 	struct th_sub sub;
 	struct rec r;
 	char urls[160];
-	th_broker_start(&a, NULL);
-	th_broker_start(&b, NULL);
-	snprintf(urls, sizeof(urls), "%s,%s", a.url, b.url);
+	th_two_brokers_start(&a, &b, urls, sizeof(urls));
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", urls, "MQTT_RECONNECT_MIN", "1",
 	                  "MQTT_RECONNECT_MAX", "2", "MQTT_CONNECTION_TIMEOUT", "2",
@@ -1490,8 +1488,7 @@ TEST_T(sigterm_at_any_moment_of_the_example_start_up_exits_0_without_the_will,
 	 * is on its way. Neither may make the broker send the will. */
 	struct th_broker b;
 	struct th_sub sub;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "boot/status", 0, "-q 1");
+	th_broker_sub_start(&b, NULL, &sub, "boot/status", 0, "-q 1");
 	struct mqp *p = mqp_start(b.port);
 	struct mqp_rule hold = {.type = MQP_CONNACK, .dir = MQP_S2C,
 	                        .action = MQP_DELAY, .delay_ms = 1500};

@@ -35,8 +35,7 @@ TEST(the_client_without_the_bridge_subscribes_receives_and_publishes)
 	struct th_broker b;
 	struct th_sub s;
 	struct rec r;
-	th_broker_start(&b, NULL);
-	th_sub_start(&s, &b, "nb/out", 1, "-q 1");
+	th_broker_sub_start(&b, NULL, &s, "nb/out", 1, "-q 1");
 	struct mg_mqtt *c = mg_mqtt_create(NULL);
 	rec_init(&r);
 	rec_attach(c, &r);

@@ -547,8 +547,7 @@ static void qos2_loss(int type, int dir)
 	struct th_sub sub;
 	struct rec r;
 	int counts[N];
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "q2/#", 0, "-q 2");
+	th_broker_sub_start(&b, NULL, &sub, "q2/#", 0, "-q 2");
 	struct mqp *p = mqp_start(b.port);
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, PROXY_OPTS(mqp_url(p), "pk-qos2", "false"));
@@ -631,8 +630,7 @@ TEST_T(a_broker_that_keeps_dropping_the_connection_fails_no_accepted_message,
 	struct th_sub sub;
 	struct rec r;
 	int counts[N];
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "gu/#", 0, "-q 1");
+	th_broker_sub_start(&b, NULL, &sub, "gu/#", 0, "-q 1");
 	struct mqp *p = mqp_start(b.port);
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, PROXY_OPTS(mqp_url(p), "pk-giveup", "false"));
@@ -692,8 +690,7 @@ TEST_T(a_session_dropped_after_every_connack_keeps_paho_and_the_session, 90)
 	struct th_sub sub;
 	struct rec r;
 	int counts[N];
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "nh/#", 0, "-q 1");
+	th_broker_sub_start(&b, NULL, &sub, "nh/#", 0, "-q 1");
 	struct mqp *p = mqp_start(b.port);
 	struct mg_mqtt *c = resumed(&r, mqp_url(p), "pk-new-handle");
 	/* In flight: the broker's PUBACKs never arrive. */
@@ -752,8 +749,7 @@ TEST_T(connections_cut_after_traffic_keep_paho_and_qos2_once, 90)
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "ct/#", 0, "-q 2");
+	th_broker_sub_start(&b, NULL, &sub, "ct/#", 0, "-q 2");
 	struct mqp *p = mqp_start(b.port);
 	struct mg_mqtt *c = resumed(&r, mqp_url(p), "pk-cut-traffic");
 	/* The broker releases the message; its PUBCOMP never arrives. */
@@ -806,9 +802,7 @@ TEST_T(after_the_first_broker_dies_the_next_is_tried_first_and_at_once, 60)
 	struct rec r;
 	struct attempts at;
 	char urls[160];
-	th_broker_start(&a, NULL);
-	th_broker_start(&b, NULL);
-	snprintf(urls, sizeof(urls), "%s,%s", a.url, b.url);
+	th_two_brokers_start(&a, &b, urls, sizeof(urls));
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	attempts_attach(c, &at, &r);
 	rec_start(c, OPTS("MQTT_BROKER_URL", urls, "MQTT_RECONNECT_MIN", "10",
@@ -1239,8 +1233,7 @@ TEST_T(qos0_messages_are_never_delivered_twice_across_cuts, 60)
 	struct th_sub sub;
 	struct rec r;
 	static int counts[N];
-	th_broker_start(&b, flood_broker);
-	th_sub_start(&sub, &b, "q0/#", 0, NULL);
+	th_broker_sub_start(&b, flood_broker, &sub, "q0/#", 0, NULL);
 	struct mqp *p = mqp_start(b.port);
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", mqp_url(p), "MQTT_RECONNECT_MIN",

@@ -322,8 +322,7 @@ TEST_T(c_api_refuses_bad_topics_filters_and_properties_and_sends_nothing, 60)
 	struct mg_mqtt_reply rep;
 	char *longt = repeat(65536, 't'); /* one byte over MQTT's limit */
 	char *longf = repeat(65536, 'f');
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, "-V mqttv5");
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, "-V mqttv5");
 	struct mg_mqtt *c = rec_client(&r, NULL);
 
 	/* Handlers: a bad filter is refused before start. */
@@ -483,8 +482,7 @@ TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH", "/mqtt",
 	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#",
 	                   "MQTT_BRIDGE_MAX_BODY", "200000"));
@@ -550,8 +548,7 @@ TEST_T(a_nul_escape_in_a_json_payload_is_not_cut_short, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH", "/mqtt",
 	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#"));
 	struct th_resp r;
@@ -583,8 +580,7 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
 	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH", "/mqtt",
 	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#",
 	                   "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "pub/#",
@@ -736,8 +732,7 @@ TEST_T(mqtt5_maximum_packet_size_refuses_larger_publishes_locally, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	th_broker_start(&b, MPS_BROKER);
-	th_sub_start(&sub, &b, "#", 0, "-V mqttv5");
+	th_broker_sub_start(&b, MPS_BROKER, &sub, "#", 0, "-V mqttv5");
 	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
 	                   "MQTT_BRIDGE_PATH", "/mqtt",
 	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "big/#"));
@@ -852,8 +847,7 @@ static void msl_case(const char *proto, int qos, int want)
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	th_broker_start(&b, MSL_BROKER);
-	th_sub_start(&sub, &b, "#", 0, "-V mqttv5");
+	th_broker_sub_start(&b, MSL_BROKER, &sub, "#", 0, "-V mqttv5");
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", proto));
 	char *big = repeat(2000, 'x');
@@ -902,8 +896,7 @@ TEST_T(mqtt311_a_message_over_max_packet_size_is_refused_by_the_configured_limit
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	th_broker_start(&b, MPS_BROKER);
-	th_sub_start(&sub, &b, "#", 0, "-V mqttv5");
+	th_broker_sub_start(&b, MPS_BROKER, &sub, "#", 0, "-V mqttv5");
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
 	                  "3.1.1", "MQTT_MAX_PACKET_SIZE", "1000"));
@@ -950,8 +943,7 @@ TEST_T(mqtt311_qos0_over_max_packet_size_costs_one_reconnect, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	th_broker_start(&b, MPS_BROKER);
-	th_sub_start(&sub, &b, "#", 0, "-V mqttv5");
+	th_broker_sub_start(&b, MPS_BROKER, &sub, "#", 0, "-V mqttv5");
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
 	                  "3.1.1", "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX",
@@ -1536,8 +1528,7 @@ static void takeover(const char *proto, int want_reason)
 	struct th_sub sub;
 	struct rec r;
 	char port[16];
-	th_broker_start(&b, NULL);
-	th_sub_start(&sub, &b, "after/#", 0, NULL);
+	th_broker_sub_start(&b, NULL, &sub, "after/#", 0, NULL);
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", proto,
 	                  "MQTT_CLIENT_ID", "dup-id", "MQTT_RECONNECT_MIN", "1",

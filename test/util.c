@@ -530,6 +530,14 @@ void th_broker_start_password(struct th_broker *b, const char *user,
 	th_broker_start(b, conf);
 }
 
+void th_two_brokers_start(struct th_broker *a, struct th_broker *b,
+                          char *urls, size_t len)
+{
+	th_broker_start(a, NULL);
+	th_broker_start(b, NULL);
+	snprintf(urls, len, "%s,%s", a->url, b->url);
+}
+
 void th_broker_stop(struct th_broker *b)
 {
 	th_kill(b->pid, SIGTERM);
@@ -618,6 +626,18 @@ static int th_split_args(char *extra, const char **argv, int n, int max)
 	return n;
 }
 
+/* The arguments mosquitto_sub and mosquitto_pub share: the broker's
+ * address and the topic, after prog, from argv[n]; returns the new n. */
+static int th_mosq_args(const char **argv, int n, const char *prog,
+                        const char *port, const char *topic)
+{
+	const char *const common[] = {prog, "-h", "127.0.0.1", "-p", port,
+	                              "-t", topic};
+	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
+		argv[n++] = common[i];
+	return n;
+}
+
 void th_sub_start(struct th_sub *s, const struct th_broker *b,
                   const char *topic, int count, const char *extra)
 {
@@ -634,13 +654,7 @@ void th_sub_start(struct th_sub *s, const struct th_broker *b,
 	/* Line-buffered, so that the SUBACK line shows up at once. */
 	argv[n++] = "stdbuf";
 	argv[n++] = "-oL";
-	argv[n++] = "mosquitto_sub";
-	argv[n++] = "-h";
-	argv[n++] = "127.0.0.1";
-	argv[n++] = "-p";
-	argv[n++] = port;
-	argv[n++] = "-t";
-	argv[n++] = topic;
+	n = th_mosq_args(argv, n, "mosquitto_sub", port, topic);
 	argv[n++] = "-v";
 	argv[n++] = "-d";
 	if (count > 0) {
@@ -657,6 +671,14 @@ void th_sub_start(struct th_sub *s, const struct th_broker *b,
 			th_fail(__FILE__, __LINE__, "mosquitto_sub got no SUBACK");
 		th_sleep_ms(5);
 	}
+}
+
+void th_broker_sub_start(struct th_broker *b, const char *conf,
+                         struct th_sub *s, const char *topic, int count,
+                         const char *extra)
+{
+	th_broker_start(b, conf);
+	th_sub_start(s, b, topic, count, extra);
 }
 
 int th_sub_wait(struct th_sub *s, int ms)
@@ -698,6 +720,14 @@ char *th_sub_messages(const struct th_sub *s, int *n)
 	return out;
 }
 
+int th_sub_has(const struct th_sub *s, const char *needle)
+{
+	char *got = th_sub_messages(s, NULL);
+	int found = strstr(got, needle) != NULL;
+	free(got);
+	return found;
+}
+
 void th_pub(const struct th_broker *b, const char *topic, const char *msg,
             int qos, int retain, const char *extra)
 {
@@ -707,13 +737,7 @@ void th_pub(const struct th_broker *b, const char *topic, const char *msg,
 	snprintf(port, sizeof(port), "%d", b->port);
 	snprintf(q, sizeof(q), "%d", qos);
 	snprintf(ex, sizeof(ex), "%s", extra != NULL ? extra : "");
-	argv[n++] = "mosquitto_pub";
-	argv[n++] = "-h";
-	argv[n++] = "127.0.0.1";
-	argv[n++] = "-p";
-	argv[n++] = port;
-	argv[n++] = "-t";
-	argv[n++] = topic;
+	n = th_mosq_args(argv, 0, "mosquitto_pub", port, topic);
 	argv[n++] = "-m";
 	argv[n++] = msg;
 	argv[n++] = "-q";

@@ -61,6 +61,10 @@ void th_broker_start(struct th_broker *b, const char *conf);
  * clients. */
 void th_broker_start_password(struct th_broker *b, const char *user,
                               const char *password);
+/* Two anonymous brokers; urls gets "a,b" (their URLs as a fail-over list
+ * for MQTT_BROKER_URL). */
+void th_two_brokers_start(struct th_broker *a, struct th_broker *b,
+                          char *urls, size_t len);
 void th_broker_stop(struct th_broker *b);     /* SIGTERM, wait */
 void th_broker_kill9(struct th_broker *b);    /* SIGKILL, wait */
 void th_broker_restart(struct th_broker *b);  /* same conf and ports */
@@ -89,6 +93,11 @@ struct th_sub {
 };
 void th_sub_start(struct th_sub *s, const struct th_broker *b,
                   const char *topic, int count, const char *extra);
+/* A broker (th_broker_start with conf) and a mosquitto_sub on it
+ * (th_sub_start with topic, count and extra). */
+void th_broker_sub_start(struct th_broker *b, const char *conf,
+                         struct th_sub *s, const char *topic, int count,
+                         const char *extra);
 /* Waits up to ms for it to exit (count reached); returns its status. */
 int th_sub_wait(struct th_sub *s, int ms);
 void th_sub_stop(struct th_sub *s);
@@ -98,6 +107,8 @@ int th_sub_lines(const struct th_sub *s, char **text);
 /* The received messages as "topic payload" lines, malloc()ed, '\n'-joined;
  * *n gets the number of lines. */
 char *th_sub_messages(const struct th_sub *s, int *n);
+/* 1 when one of those messages contains needle. */
+int th_sub_has(const struct th_sub *s, const char *needle);
 
 /* mosquitto_pub; fails the test if it does not succeed. extra as above. */
 void th_pub(const struct th_broker *b, const char *topic, const char *msg,
