@@ -297,16 +297,40 @@ static inline int rec_find(struct rec *r, const char *topic, const char *payload
 	return found;
 }
 
-/* Index of the publish ack for id, or -1. */
-static inline int rec_find_pub(struct rec *r, int id)
+/* The acknowledgement of id among the n of v (r->pub, r->sub or r->unsub
+ * with its count): its index, or -1; a copy into *out when found and out
+ * is not NULL. */
+static inline int rec_find_ack(struct rec *r, const struct rec_ack *v,
+                               const int *n, int id, struct rec_ack *out)
 {
 	int found = -1;
 	pthread_mutex_lock(&r->mu);
-	for (int i = 0; i < r->npub && found < 0; i++)
-		if (r->pub[i].id == id)
+	for (int i = 0; i < *n && found < 0; i++)
+		if (v[i].id == id) {
 			found = i;
+			if (out != NULL)
+				*out = v[i];
+		}
 	pthread_mutex_unlock(&r->mu);
 	return found;
+}
+
+/* Index of the publish ack for id, or -1. */
+static inline int rec_find_pub(struct rec *r, int id)
+{
+	return rec_find_ack(r, r->pub, &r->npub, id, NULL);
+}
+
+/* Index of the SUBACK of subscribe id, or -1; a copy into *out (or NULL). */
+static inline int rec_find_sub(struct rec *r, int id, struct rec_ack *out)
+{
+	return rec_find_ack(r, r->sub, &r->nsub, id, out);
+}
+
+/* Index of the UNSUBACK of unsubscribe id, or -1; a copy into *out. */
+static inline int rec_find_unsub(struct rec *r, int id, struct rec_ack *out)
+{
+	return rec_find_ack(r, r->unsub, &r->nunsub, id, out);
 }
 
 /* 1 when c has n subscriptions, each acknowledged by the broker. */

@@ -343,6 +343,31 @@ broken:
 	return -1;
 }
 
+/* A line with needle in file: one of what probe_until waits for. */
+struct seen {
+	const char *file, *needle;
+};
+
+/* POSTs "<tag><n>" to path on port every 200 ms, for up to 30 s, until
+ * each file of want (ended by a NULL file) has a line with its needle:
+ * subscriptions of a cluster may take a moment to be bound. */
+static void probe_until(struct th_raw **h, int port, const char *path,
+                        char tag, const struct seen *want)
+{
+	char body[32];
+	int64_t until = th_now_ms() + 30000LL * th_timeout_scale();
+	for (int probes = 1; th_now_ms() < until; probes++) {
+		int all = 1;
+		for (const struct seen *w = want; all && w->file != NULL; w++)
+			all = th_count_lines(w->file, w->needle) > 0;
+		if (all)
+			return;
+		snprintf(body, sizeof(body), "%c%d", tag, probes);
+		ASSERT_EQ(http_post(h, port, path, body), 200);
+		th_sleep_ms(200);
+	}
+}
+
 /* ---- counting ------------------------------------------------------------ */
 
 /* How often each sequence number of topic arrived: "topic seq" lines of a
@@ -505,27 +530,15 @@ static void cluster_run(const char *queue_type, int restart)
 
 	/* 1. Cross-node delivery, both ways. The subscriptions may take a
 	 * moment to be bound: probe until the first arrives. */
-	int probes = 0;
-	int64_t until = th_now_ms() + 30000LL * th_timeout_scale();
-	while ((th_count_lines(sub.out, "cluster/probe ") == 0 ||
-	        th_count_lines(s2.log, "message on 'cluster/probe'") == 0) &&
-	       th_now_ms() < until) {
-		snprintf(body, sizeof(body), "p%d", ++probes);
-		ASSERT_EQ(http_post(&h1, s1.port, "/api/publish/cluster/probe", body),
-		          200);
-		th_sleep_ms(200);
-	}
+	const struct seen to_s2[] = {{sub.out, "cluster/probe "},
+	                             {s2.log, "message on 'cluster/probe'"},
+	                             {NULL, NULL}};
+	probe_until(&h1, s1.port, "/api/publish/cluster/probe", 'p', to_s2);
 	ASSERT(th_count_lines(sub.out, "cluster/probe ") > 0);
 	ASSERT(th_count_lines(s2.log, "message on 'cluster/probe'") > 0);
-	probes = 0;
-	until = th_now_ms() + 30000LL * th_timeout_scale();
-	while (th_count_lines(s1.log, "message on 'cluster/back/x'") == 0 &&
-	       th_now_ms() < until) {
-		snprintf(body, sizeof(body), "b%d", ++probes);
-		ASSERT_EQ(http_post(&h2, s2.port, "/api/publish/cluster/back/x", body),
-		          200);
-		th_sleep_ms(200);
-	}
+	const struct seen to_s1[] = {{s1.log, "message on 'cluster/back/x'"},
+	                             {NULL, NULL}};
+	probe_until(&h2, s2.port, "/api/publish/cluster/back/x", 'b', to_s1);
 	ASSERT(th_count_lines(s1.log, "message on 'cluster/back/x'") > 0);
 	fprintf(stderr,
 	        "    cross-node: server 1 (node 1) -> subscriber (node 3) and "
@@ -607,16 +620,9 @@ static void cluster_run(const char *queue_type, int restart)
 	ASSERT_EQ(given_up, 0);
 
 	/* Server 1's subscription works on its new node. */
-	probes = 0;
-	until = th_now_ms() + 30000LL * th_timeout_scale();
-	while (th_count_lines(s1.log, "message on 'cluster/back/after'") == 0 &&
-	       th_now_ms() < until) {
-		snprintf(body, sizeof(body), "a%d", ++probes);
-		ASSERT_EQ(
-		    http_post(&h2, s2.port, "/api/publish/cluster/back/after", body),
-		    200);
-		th_sleep_ms(200);
-	}
+	const struct seen after[] = {{s1.log, "message on 'cluster/back/after'"},
+	                             {NULL, NULL}};
+	probe_until(&h2, s2.port, "/api/publish/cluster/back/after", 'a', after);
 	th_raw_close(h2);
 	ASSERT(th_count_lines(s1.log, "message on 'cluster/back/after'") > 0);
 

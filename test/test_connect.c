@@ -39,18 +39,6 @@ static int rec_log_line(struct rec *r, const char *start, const char *needle)
 	return found;
 }
 
-/* Index of the acknowledgement of subscribe id, or -1. */
-static int rec_find_sub(struct rec *r, int id)
-{
-	int found = -1;
-	pthread_mutex_lock(&r->mu);
-	for (int i = 0; i < r->nsub && found < 0; i++)
-		if (r->sub[i].id == id)
-			found = i;
-	pthread_mutex_unlock(&r->mu);
-	return found;
-}
-
 /* The on_publish result for id; fails the test if none comes. Entries are
  * written once, before the lock that rec_find_pub() takes is released. */
 static int pub_result(struct rec *r, int id)
@@ -62,8 +50,8 @@ static int pub_result(struct rec *r, int id)
 /* The SUBACK of subscribe id: its first code; fails if none comes. */
 static int sub_code(struct rec *r, int id)
 {
-	ASSERT(WAIT_UNTIL(rec_find_sub(r, id) >= 0, 10000));
-	int i = rec_find_sub(r, id);
+	ASSERT(WAIT_UNTIL(rec_find_sub(r, id, NULL) >= 0, 10000));
+	int i = rec_find_sub(r, id, NULL);
 	ASSERT_EQ(r->sub[i].result, 0);
 	ASSERT_EQ(r->sub[i].count, 1);
 	return r->sub[i].codes[0];
@@ -76,18 +64,6 @@ static void assert_secret_hidden(struct rec *r, const char *err,
 {
 	ASSERT_NOT_CONTAINS(r->log, secret);
 	ASSERT_NOT_CONTAINS(err, secret);
-}
-
-/* A TLS broker with th_make_certs()'s CA and the named server certificate. */
-static void tls_broker(struct th_broker *b, const char *cert, int require_cert)
-{
-	char conf[1024];
-	snprintf(conf, sizeof(conf),
-	         "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
-	         "cafile {DIR}/ca.crt\ncertfile {DIR}/%s.crt\n"
-	         "keyfile {DIR}/%s.key\nrequire_certificate %s\n",
-	         cert, cert, require_cert ? "true" : "false");
-	th_broker_start(b, conf);
 }
 
 /* A client in a forked child process, so that the test can end it the way
@@ -319,7 +295,7 @@ TEST_T(tls_right_ca_connects_and_a_wrong_ca_fails_with_a_tls_log_line, 60)
 	struct rec r, r2;
 	char url[96], ca[512], other[512], err[1024];
 	th_make_certs();
-	tls_broker(&b, "server", 0);
+	th_tls_broker_start(&b, "server", 0);
 	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", b.port);
 	th_path(ca, sizeof(ca), "ca.crt");
 	th_path(other, sizeof(other), "other-ca.crt");
@@ -359,7 +335,7 @@ TEST_T(tls_host_name_mismatch_is_refused_unless_tls_insecure, 60)
 	struct rec r, r2;
 	char url[96], ca[512], err[1024];
 	th_make_certs();
-	tls_broker(&b, "wrong-host", 0);
+	th_tls_broker_start(&b, "wrong-host", 0);
 	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", b.port);
 	th_path(ca, sizeof(ca), "ca.crt");
 
@@ -391,7 +367,7 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	struct rec r1, r2, r3;
 	char url[96], ca[512], crt[512], key[512], enc[512], err[1024];
 	th_make_certs();
-	tls_broker(&b, "server", 1);
+	th_tls_broker_start(&b, "server", 1);
 	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", b.port);
 	th_path(ca, sizeof(ca), "ca.crt");
 	th_path(crt, sizeof(crt), "client.crt");
@@ -440,7 +416,7 @@ TEST_T(tls_version_choices_and_tls_enabled_with_a_bare_host_connect, 60)
 	struct rec r;
 	char url[96], port[16], ca[512];
 	th_make_certs();
-	tls_broker(&b, "server", 0);
+	th_tls_broker_start(&b, "server", 0);
 	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", b.port);
 	snprintf(port, sizeof(port), "%d", b.port);
 	th_path(ca, sizeof(ca), "ca.crt");

@@ -104,6 +104,16 @@ static struct mg_mqtt *client_lr(struct logrec *l, const char *prefix)
 	return c;
 }
 
+/* A client of prefix with a new recorder (*l), started with opts. */
+static struct mg_mqtt *lr_started(struct logrec **l, const char *prefix,
+                                  const char **opts)
+{
+	*l = lr_new();
+	struct mg_mqtt *c = client_lr(*l, prefix);
+	rec_start_on(c, NULL, opts);
+	return c;
+}
+
 static int on_pub_ok;
 static void count_pub(struct mg_mqtt *c, int id, int result, void *ud)
 {
@@ -203,15 +213,14 @@ TEST_T(log_level_warning_makes_no_info_line_and_info_no_debug_line, 60)
 {
 	struct th_broker b;
 	th_broker_start(&b, NULL);
-	struct logrec *lw = lr_new(), *li = lr_new();
-	struct mg_mqtt *w = client_lr(lw, "W"), *i = client_lr(li, "I");
+	struct logrec *lw, *li;
 	/* A TLS option with TLS off: a warning at start. */
 	const char *opts[] = {"W_BROKER_URL", b.url, "W_LOG_LEVEL", "warning",
 	                      "W_TLS_INSECURE", "true",
 	                      "I_BROKER_URL", b.url, "I_TLS_INSECURE", "true",
 	                      NULL};
-	rec_start_on(w, NULL, opts);
-	rec_start_on(i, NULL, opts);
+	struct mg_mqtt *w = lr_started(&lw, "W", opts);
+	struct mg_mqtt *i = lr_started(&li, "I", opts);
 	ASSERT_GT(mg_mqtt_publish(w, "a/b", "x", 1, 1, 0), 0);
 	ASSERT_GT(mg_mqtt_publish(i, "a/b", "x", 1, 1, 0), 0);
 	th_sleep_ms(300);
@@ -242,8 +251,7 @@ TEST_T(paho_trace_reaches_debug_clients_only_and_drops_lines_with_a_password,
 {
 	struct th_broker b;
 	th_broker_start(&b, NULL);
-	struct logrec *ld = lr_new(), *li = lr_new();
-	struct mg_mqtt *d = client_lr(ld, "D"), *i = client_lr(li, "I");
+	struct logrec *ld, *li;
 	/* I's password is a string paho prints in every line about D (D's
 	 * client id): the lines naming D must not reach D's log handler. */
 	const char *opts[] = {"D_BROKER_URL", b.url, "D_LOG_LEVEL", "debug",
@@ -251,8 +259,8 @@ TEST_T(paho_trace_reaches_debug_clients_only_and_drops_lines_with_a_password,
 	                      "I_BROKER_URL", b.url, "I_CLIENT_ID", "cwm-info",
 	                      "I_USERNAME", "anyone", "I_PASSWORD", "trace-Hx42",
 	                      NULL};
-	rec_start_on(i, NULL, opts);
-	rec_start_on(d, NULL, opts);
+	struct mg_mqtt *i = lr_started(&li, "I", opts);
+	struct mg_mqtt *d = lr_started(&ld, "D", opts);
 	ASSERT_GT(mg_mqtt_publish(d, "t/d", "x", 1, 1, 0), 0);
 	ASSERT_GT(mg_mqtt_publish(i, "t/i", "y", 1, 1, 0), 0);
 	/* D sees paho's lines of the other client too (the trace is the
@@ -338,14 +346,10 @@ TEST_T(error_log_file_is_written_by_mqtt_dispatch_not_pahos_threads_no_loss,
        60)
 {
 	struct th_broker b;
-	char port[32], me[16];
+	char me[16];
 	th_broker_start(&b, NULL);
-	th_path(watched, sizeof(watched), "civetweb-error.log");
-	snprintf(port, sizeof(port), "127.0.0.1:%d", th_free_port());
-	const char *cw[] = {"listening_ports", port, "error_log_file", watched,
-	                    NULL};
-	struct mg_context *ctx = mg_start(NULL, NULL, cw);
-	ASSERT(ctx != NULL);
+	struct mg_context *ctx =
+	    th_civetweb_start("civetweb-error.log", watched, sizeof(watched));
 	pthread_getname_np(pthread_self(), me, sizeof(me));
 
 	/* Debug: lines made on paho's threads (CONNACK, "connected", every
@@ -403,17 +407,6 @@ TEST_T(error_log_file_is_written_by_mqtt_dispatch_not_pahos_threads_no_loss,
 
 /* ---- 5. TLS: a certificate for another host name ------------------------ */
 
-static void tls_broker(struct th_broker *b, const char *cert)
-{
-	char conf[1024];
-	snprintf(conf, sizeof(conf),
-	         "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
-	         "cafile {DIR}/ca.crt\ncertfile {DIR}/%s.crt\n"
-	         "keyfile {DIR}/%s.key\n",
-	         cert, cert);
-	th_broker_start(b, conf);
-}
-
 static void tls_start(const char *url, const char *host, int expect_rc,
                       const char *level)
 {
@@ -446,8 +439,8 @@ TEST_T(tls_host_name_mismatch_fails_start_with_err_tls_naming_the_host, 90)
 	struct th_broker bad, good;
 	char url[96];
 	th_make_certs();
-	tls_broker(&bad, "wrong-host");
-	tls_broker(&good, "server");
+	th_tls_broker_start(&bad, "wrong-host", 0);
+	th_tls_broker_start(&good, "server", 0);
 	/* The certificate names example.invalid only. */
 	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", bad.port);
 	tls_start(url, "127.0.0.1", MG_MQTT_ERR_TLS, "info");

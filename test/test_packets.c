@@ -28,32 +28,6 @@
 static const char *flood_broker =
     "listener {PORT} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n";
 
-static int rec_find_sub(struct rec *r, int id, struct rec_ack *out)
-{
-	int found = -1;
-	pthread_mutex_lock(&r->mu);
-	for (int i = 0; i < r->nsub && found < 0; i++)
-		if (r->sub[i].id == id) {
-			found = i;
-			*out = r->sub[i];
-		}
-	pthread_mutex_unlock(&r->mu);
-	return found;
-}
-
-static int rec_find_unsub(struct rec *r, int id, struct rec_ack *out)
-{
-	int found = -1;
-	pthread_mutex_lock(&r->mu);
-	for (int i = 0; i < r->nunsub && found < 0; i++)
-		if (r->unsub[i].id == id) {
-			found = i;
-			*out = r->unsub[i];
-		}
-	pthread_mutex_unlock(&r->mu);
-	return found;
-}
-
 /* Waits for the SUBACK of id to be reported as a success with granted QoS
  * qos; fails with what was reported instead. */
 static void expect_granted(struct mg_mqtt *c, struct rec *r, int id, int qos,
@@ -879,17 +853,6 @@ TEST_T(a_node_that_accepts_then_drops_is_passed_over_for_the_next, 60)
  * 6. Errors that say what happened
  * ==================================================================== */
 
-static void tls_broker(struct th_broker *b, const char *cert)
-{
-	char conf[1024];
-	snprintf(conf, sizeof(conf),
-	         "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
-	         "cafile {DIR}/ca.crt\ncertfile {DIR}/%s.crt\n"
-	         "keyfile {DIR}/%s.key\nrequire_certificate false\n",
-	         cert, cert);
-	th_broker_start(b, conf);
-}
-
 /* The certificate is signed by the trusted CA but names another host:
  * MG_MQTT_ERR_TLS ("first connection failed" with the TLS code), and a
  * log line that says TLS and host name. */
@@ -899,7 +862,7 @@ TEST_T(a_tls_host_name_mismatch_fails_start_with_err_tls_and_says_so, 60)
 	struct loglines l;
 	char url[96], ca[512], err[1024];
 	th_make_certs();
-	tls_broker(&b, "wrong-host");
+	th_tls_broker_start(&b, "wrong-host", 0);
 	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", b.port);
 	th_path(ca, sizeof(ca), "ca.crt");
 	struct mg_mqtt *c = mg_mqtt_create(NULL);
@@ -925,7 +888,7 @@ TEST_T(a_tls_broker_that_goes_silent_fails_start_with_err_timeout, 60)
 	struct rec r;
 	char url[96], ca[512], err[1024];
 	th_make_certs();
-	tls_broker(&b, "server");
+	th_tls_broker_start(&b, "server", 0);
 	struct mqp *p = mqp_start_raw(b.port);
 	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", mqp_port(p));
 	th_path(ca, sizeof(ca), "ca.crt");

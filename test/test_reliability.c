@@ -356,14 +356,10 @@ TEST(registering_after_start_and_operations_after_failed_start_are_refused)
 TEST(a_client_on_a_civetweb_context_is_found_by_prefix_and_logs_to_its_error_log)
 {
 	struct th_broker b;
-	char logfile[512], port[32];
+	char logfile[512];
 	th_broker_start(&b, NULL);
-	th_path(logfile, sizeof(logfile), "civetweb-error.log");
-	snprintf(port, sizeof(port), "127.0.0.1:%d", th_free_port());
-	const char *cw[] = {"listening_ports", port, "error_log_file", logfile,
-	                    NULL};
-	struct mg_context *ctx = mg_start(NULL, NULL, cw);
-	ASSERT(ctx != NULL);
+	struct mg_context *ctx =
+	    th_civetweb_start("civetweb-error.log", logfile, sizeof(logfile));
 
 	struct mg_mqtt *c = mg_mqtt_create("mqtt"), *c2 = mg_mqtt_create("MQTT"),
 	               *other = mg_mqtt_create("BROKER2");
@@ -395,13 +391,9 @@ TEST(a_client_on_a_civetweb_context_is_found_by_prefix_and_logs_to_its_error_log
 
 TEST(start_up_errors_reach_civetweb_error_log_and_never_show_the_password)
 {
-	char logfile[512], port[32], err[512];
-	th_path(logfile, sizeof(logfile), "civetweb-error.log");
-	snprintf(port, sizeof(port), "127.0.0.1:%d", th_free_port());
-	const char *cw[] = {"listening_ports", port, "error_log_file", logfile,
-	                    NULL};
-	struct mg_context *ctx = mg_start(NULL, NULL, cw);
-	ASSERT(ctx != NULL);
+	char logfile[512], err[512];
+	struct mg_context *ctx =
+	    th_civetweb_start("civetweb-error.log", logfile, sizeof(logfile));
 	struct mg_mqtt *c = mg_mqtt_create(NULL);
 	const char *opts[] = {"MQTT_USERNAME", "u", "MQTT_PASSWORD", "hunter2-secret",
 	                      "MQTT_PASWORD", "hunter3-secret", NULL};

@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <civetweb.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -536,6 +537,30 @@ void th_two_brokers_start(struct th_broker *a, struct th_broker *b,
 	th_broker_start(a, NULL);
 	th_broker_start(b, NULL);
 	snprintf(urls, len, "%s,%s", a->url, b->url);
+}
+
+void th_tls_broker_start(struct th_broker *b, const char *cert,
+                         int require_cert)
+{
+	char conf[1024];
+	snprintf(conf, sizeof(conf),
+	         "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
+	         "cafile {DIR}/ca.crt\ncertfile {DIR}/%s.crt\n"
+	         "keyfile {DIR}/%s.key\nrequire_certificate %s\n",
+	         cert, cert, require_cert ? "true" : "false");
+	th_broker_start(b, conf);
+}
+
+struct mg_context *th_civetweb_start(const char *name, char *log, size_t len)
+{
+	char port[32];
+	th_path(log, len, name);
+	snprintf(port, sizeof(port), "127.0.0.1:%d", th_free_port());
+	const char *cw[] = {"listening_ports", port, "error_log_file", log, NULL};
+	struct mg_context *ctx = mg_start(NULL, NULL, cw);
+	if (ctx == NULL)
+		th_fail(__FILE__, __LINE__, "CivetWeb did not start on %s", port);
+	return ctx;
 }
 
 void th_broker_stop(struct th_broker *b)

@@ -121,9 +121,21 @@ void th_pub(const struct th_broker *b, const char *topic, const char *msg,
  * ca.crt for "example.invalid" only). */
 void th_make_certs(void);
 
+/* A TLS broker (on {PORT}, anonymous clients allowed) with th_make_certs()'s
+ * CA and the named server certificate (cert.crt, cert.key); require_cert:
+ * clients must show a certificate signed by that CA. */
+void th_tls_broker_start(struct th_broker *b, const char *cert,
+                         int require_cert);
+
 /* A child process writes its own files in the test directory; a broker
  * that dropped root must be able to write its persistence there. */
 void th_chmod_world(const char *path);
+
+/* CivetWeb with no handler on a free 127.0.0.1 port, its error_log_file
+ * th_dir()/name (the path into log). Fails the test when it does not
+ * start; stop it with mg_stop. */
+struct mg_context;
+struct mg_context *th_civetweb_start(const char *name, char *log, size_t len);
 
 /* ---- the example server (example/civetweb-mqtt) --------------------------- */
 
