@@ -315,6 +315,14 @@ static inline int rec_find_ack(struct rec *r, const struct rec_ack *v,
 	return found;
 }
 
+/* mosquitto_pub sends payload to topic (QoS 1) through broker b, and the
+ * recorder r has it within ms (the test fails at the caller's line). */
+#define REC_PUB_ARRIVES(b, r, topic, payload, ms)                              \
+	do {                                                                       \
+		th_pub((b), (topic), (payload), 1, 0, NULL);                           \
+		ASSERT(WAIT_UNTIL(rec_find((r), (topic), (payload)) >= 0, (ms)));      \
+	} while (0)
+
 /* Index of the publish ack for id, or -1. */
 static inline int rec_find_pub(struct rec *r, int id)
 {

@@ -331,8 +331,7 @@ TEST(unsubscribe_and_unsubscribe_all_stop_delivery_and_are_acknowledged)
 	/* A probe on a live subscription proves the others had time. */
 	ASSERT_GT(mg_mqtt_subscribe(c, "u/probe", 1), 0);
 	ASSERT(WAIT_UNTIL(REC(&r, nsub) == 4, 5000));
-	th_pub(&b, "u/probe", "p", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "u/probe", "p") >= 0, 5000));
+	REC_PUB_ARRIVES(&b, &r, "u/probe", "p", 5000);
 	ASSERT_EQ(REC(&r, nmsgs), 1);
 	mg_mqtt_stop(c);
 	rec_free(&r);

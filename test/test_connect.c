@@ -293,15 +293,12 @@ TEST_T(tls_right_ca_connects_and_a_wrong_ca_fails_with_a_tls_log_line, 60)
 {
 	struct th_broker b;
 	struct rec r, r2;
-	char url[96], ca[512], other[512], err[1024];
-	th_make_certs();
+	char other[512], err[1024];
 	th_tls_broker_start(&b, "server", 0);
-	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", b.port);
-	th_path(ca, sizeof(ca), "ca.crt");
 	th_path(other, sizeof(other), "other-ca.crt");
 
 	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
 	                      NULL};
 	rec_start(c, opts);
 	ASSERT(mg_mqtt_is_connected(c));
@@ -317,7 +314,7 @@ TEST_T(tls_right_ca_connects_and_a_wrong_ca_fails_with_a_tls_log_line, 60)
 	rec_free(&r);
 
 	struct mg_mqtt *c2 = rec_client(&r2, NULL);
-	const char *opts2[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", other,
+	const char *opts2[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", other,
 	                       NULL};
 	int rc = mg_mqtt_start(c2, NULL, opts2, err, sizeof(err));
 	ASSERT(rc == MG_MQTT_ERR_TLS || rc == MG_MQTT_ERR_CONNECT);
@@ -333,15 +330,12 @@ TEST_T(tls_host_name_mismatch_is_refused_unless_tls_insecure, 60)
 {
 	struct th_broker b;
 	struct rec r, r2;
-	char url[96], ca[512], err[1024];
-	th_make_certs();
+	char err[1024];
 	th_tls_broker_start(&b, "wrong-host", 0);
-	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", b.port);
-	th_path(ca, sizeof(ca), "ca.crt");
 
 	/* Trusted CA, but the certificate names example.invalid only. */
 	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
+	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
 	                      NULL};
 	int rc = mg_mqtt_start(c, NULL, opts, err, sizeof(err));
 	ASSERT(rc == MG_MQTT_ERR_TLS || rc == MG_MQTT_ERR_CONNECT);
@@ -350,7 +344,7 @@ TEST_T(tls_host_name_mismatch_is_refused_unless_tls_insecure, 60)
 	rec_free(&r);
 
 	struct mg_mqtt *c2 = rec_client(&r2, NULL);
-	const char *opts2[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
+	const char *opts2[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
 	                       "MQTT_TLS_INSECURE", "true", NULL};
 	rec_start(c2, opts2);
 	ASSERT(mg_mqtt_is_connected(c2));
@@ -365,18 +359,15 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	static const char pass[] = "s3cret-pass";
 	struct th_broker b;
 	struct rec r1, r2, r3;
-	char url[96], ca[512], crt[512], key[512], enc[512], err[1024];
-	th_make_certs();
+	char crt[512], key[512], enc[512], err[1024];
 	th_tls_broker_start(&b, "server", 1);
-	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", b.port);
-	th_path(ca, sizeof(ca), "ca.crt");
 	th_path(crt, sizeof(crt), "client.crt");
 	th_path(key, sizeof(key), "client.key");
 	th_path(enc, sizeof(enc), "client-enc.key");
 
 	/* No client certificate: the broker ends the handshake. */
 	struct mg_mqtt *c1 = rec_client(&r1, NULL);
-	const char *o1[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
+	const char *o1[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
 	                    "MQTT_CONNECTION_TIMEOUT", "3", NULL};
 	int rc = mg_mqtt_start(c1, NULL, o1, err, sizeof(err));
 	ASSERT(rc == MG_MQTT_ERR_TLS || rc == MG_MQTT_ERR_CONNECT);
@@ -385,7 +376,7 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	rec_free(&r1);
 
 	struct mg_mqtt *c2 = rec_client(&r2, NULL);
-	const char *o2[] = {"MQTT_BROKER_URL", url,   "MQTT_TLS_CA_CERTS", ca,
+	const char *o2[] = {"MQTT_BROKER_URL", b.url,   "MQTT_TLS_CA_CERTS", b.ca,
 	                    "MQTT_TLS_CERTFILE", crt, "MQTT_TLS_KEYFILE",  key,
 	                    NULL};
 	rec_start(c2, o2);
@@ -394,8 +385,8 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	rec_free(&r2);
 
 	struct mg_mqtt *c3 = rec_client(&r3, NULL);
-	const char *o3[] = {"MQTT_BROKER_URL", url,
-	                    "MQTT_TLS_CA_CERTS", ca,
+	const char *o3[] = {"MQTT_BROKER_URL", b.url,
+	                    "MQTT_TLS_CA_CERTS", b.ca,
 	                    "MQTT_TLS_CERTFILE", crt,
 	                    "MQTT_TLS_KEYFILE", enc,
 	                    "MQTT_TLS_KEYFILE_PASSWORD", pass,
@@ -414,17 +405,14 @@ TEST_T(tls_version_choices_and_tls_enabled_with_a_bare_host_connect, 60)
 {
 	struct th_broker b;
 	struct rec r;
-	char url[96], port[16], ca[512];
-	th_make_certs();
+	char port[16];
 	th_tls_broker_start(&b, "server", 0);
-	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", b.port);
 	snprintf(port, sizeof(port), "%d", b.port);
-	th_path(ca, sizeof(ca), "ca.crt");
 
 	static const char *const versions[] = {"tlsv1.2", "auto"};
 	for (int i = 0; i < 2; i++) {
 		struct mg_mqtt *c = rec_client(&r, NULL);
-		const char *o[] = {"MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
+		const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
 		                   "MQTT_TLS_VERSION", versions[i], NULL};
 		rec_start(c, o);
 		ASSERT(mg_mqtt_is_connected(c));
@@ -436,7 +424,7 @@ TEST_T(tls_version_choices_and_tls_enabled_with_a_bare_host_connect, 60)
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",  "127.0.0.1", "MQTT_BROKER_PORT",
 	                   port,               "MQTT_TLS_ENABLED", "true",
-	                   "MQTT_TLS_CA_CERTS", ca,         NULL};
+	                   "MQTT_TLS_CA_CERTS", b.ca,         NULL};
 	rec_start(c, o);
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
@@ -465,8 +453,7 @@ static void ws_roundtrip(struct th_broker *b, struct mg_mqtt *c, struct rec *r,
 	th_sub_start(&s, b, out, 1, "-q 1");
 	ASSERT_GT(mg_mqtt_subscribe(c, in, 1), 0);
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
-	th_pub(b, in, "to-client", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(r, in, "to-client") >= 0, 5000));
+	REC_PUB_ARRIVES(b, r, in, "to-client", 5000);
 	int id = mg_mqtt_publish(c, out, "from-client", 11, 1, 0);
 	ASSERT_GT(id, 0);
 	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
@@ -536,8 +523,7 @@ static void protocol_roundtrip(const char *version, const char *client_id,
 	int sid = mg_mqtt_subscribe(c, "pv/in", 1);
 	ASSERT_GT(sid, 0);
 	ASSERT_EQ(sub_code(&r, sid), 1);
-	th_pub(&b, "pv/in", "hello-in", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "pv/in", "hello-in") >= 0, 5000));
+	REC_PUB_ARRIVES(&b, &r, "pv/in", "hello-in", 5000);
 	ASSERT_EQ(r.msgs[rec_find(&r, "pv/in", "hello-in")].qos, 1);
 
 	int id = mg_mqtt_publish(c, "pv/out", "hello-out", 9, 1, 0);
@@ -1226,8 +1212,7 @@ TEST_T(connect_async_starts_without_a_broker_and_flushes_when_one_appears, 60)
 	/* The subscription is live: the client got its own message, and a new
 	 * one from outside. */
 	ASSERT(WAIT_UNTIL(rec_find(&r, "late/kept", "buffered") >= 0, 5000));
-	th_pub(&b, "late/news", "fresh", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "late/news", "fresh") >= 0, 5000));
+	REC_PUB_ARRIVES(&b, &r, "late/news", "fresh", 5000);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	rec_free(&r);
 }

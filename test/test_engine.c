@@ -344,8 +344,7 @@ TEST_T(a_persistent_session_keeps_what_the_broker_queued_after_short_losses,
 	/* Every connection resumed the session. */
 	ASSERT_EQ(REC(&r, last_session), 1);
 	/* Still subscribed: a new message arrives too. */
-	th_pub(&b, "sl/x", "after", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "sl/x", "after") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &r, "sl/x", "after", 10000);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	mqp_stop(p);
 	rec_free(&r);

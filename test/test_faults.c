@@ -147,9 +147,8 @@ static int hc_open(struct hc *h)
  * gone or buf is full. */
 static int hc_fill(struct hc *h)
 {
-	ssize_t k = h->len < sizeof(h->buf) - 1
-	                ? recv(h->fd, h->buf + h->len, sizeof(h->buf) - 1 - h->len, 0)
-	                : -1;
+	size_t room = sizeof(h->buf) - 1 - h->len;
+	ssize_t k = room > 0 ? recv(h->fd, h->buf + h->len, room, 0) : -1;
 	if (k <= 0) {
 		hc_close(h);
 		return -1;
@@ -583,8 +582,7 @@ static void stream_across_broker_failure(int graceful, struct stream_result *res
 	/* The subscription was renewed on the new broker: a message published
 	 * now reaches the handler. */
 	ASSERT(WAIT_UNTIL(rec_subs_settled(recv, 1), 10000));
-	th_pub(&b, "in/probe", "after", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&rr, "in/probe", "after") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &rr, "in/probe", "after", 10000);
 	/* One reconnect; more when paho resent a corrupt message (see the
 	 * restart above). Every connection but the last was lost once. */
 	ASSERT_GE(REC(&s.r, connects), 2);
@@ -745,8 +743,7 @@ TEST_T(when_the_first_broker_dies_traffic_moves_to_the_second_within_the_bounds,
 	ASSERT_GT(mg_mqtt_publish(c, "fo/out/y", "after", 5, 1, 0), 0);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "fo/out/y after") == 1, 10000));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
-	th_pub(&b, "fo/in/z", "to-the-handler", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "fo/in/z", "to-the-handler") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &r, "fo/in/z", "to-the-handler", 10000);
 	/* The connect handler, the log and the status name the broker it is
 	 * connected to. */
 	char buf[4096], want[128];
@@ -795,8 +792,7 @@ TEST_T(a_network_that_goes_silent_is_noticed_by_keepalive_and_recovered, 90)
 	                  "quiet/in/#:1"));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
 	th_sub_start(&sub, &b, "quiet/out/#", 0, "-q 1");
-	th_pub(&b, "quiet/in/x", "before", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "quiet/in/x", "before") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &r, "quiet/in/x", "before", 10000);
 	ASSERT_GT(mg_mqtt_publish(c, "quiet/out/x", "before", 6, 1, 0), 0);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "quiet/out/x before") == 1, 10000));
 
@@ -827,8 +823,7 @@ TEST_T(a_network_that_goes_silent_is_noticed_by_keepalive_and_recovered, 90)
 	 * is renewed, and both directions work. */
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "quiet/out/x during") >= 1, 10000));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
-	th_pub(&b, "quiet/in/x", "after", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "quiet/in/x", "after") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &r, "quiet/in/x", "after", 10000);
 	ASSERT_GT(mg_mqtt_publish(c, "quiet/out/x", "after", 5, 1, 0), 0);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "quiet/out/x after") == 1, 10000));
 	ASSERT_EQ(REC(&r, disconnects), 1);

@@ -438,7 +438,6 @@ TEST_T(tls_host_name_mismatch_fails_start_with_err_tls_naming_the_host, 90)
 {
 	struct th_broker bad, good;
 	char url[96];
-	th_make_certs();
 	th_tls_broker_start(&bad, "wrong-host", 0);
 	th_tls_broker_start(&good, "server", 0);
 	/* The certificate names example.invalid only. */

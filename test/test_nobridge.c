@@ -43,8 +43,7 @@ TEST(the_client_without_the_bridge_subscribes_receives_and_publishes)
 	                      NULL};
 	rec_start(c, opts);
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
-	th_pub(&b, "nb/in", "hello", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "nb/in", "hello") >= 0, 5000));
+	REC_PUB_ARRIVES(&b, &r, "nb/in", "hello", 5000);
 	ASSERT_GT(mg_mqtt_publish(c, "nb/out", "back", 4, 1, 0), 0);
 	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
 	int n;

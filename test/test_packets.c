@@ -341,8 +341,7 @@ static void lost_subscribe(const char *clean)
 	ASSERT(WAIT_UNTIL(REC(&r, connects) >= 2, 15000));
 	EXPECT_GRANTED(c, &r, id, 1, 15000);
 	ASSERT(rec_subs_settled(c, 1));
-	th_pub(&b, "ls/a", "after-reconnect", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "ls/a", "after-reconnect") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &r, "ls/a", "after-reconnect", 10000);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	mqp_stop(p);
 	rec_free(&r);
@@ -391,8 +390,7 @@ TEST_T(an_unsubscribe_lost_with_its_connection_on_a_resumed_session_is_done,
 	/* The broker no longer sends lu/a: a message to it, then one to the
 	 * marker (same publisher, in order): only the marker arrives. */
 	th_pub(&b, "lu/a", "still-subscribed", 1, 0, NULL);
-	th_pub(&b, "lu/marker", "m", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "lu/marker", "m") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &r, "lu/marker", "m", 10000);
 	ASSERT_EQ(rec_find(&r, "lu/a", "still-subscribed"), -1);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	mqp_stop(p);
@@ -432,8 +430,7 @@ TEST_T(a_subscribe_lost_at_fail_over_is_granted_by_the_next_broker, 60)
 	ASSERT_EQ(r.last_session, 0);
 	pthread_mutex_unlock(&r.mu);
 	EXPECT_GRANTED(c, &r, id, 1, 15000);
-	th_pub(&b2, "lf/a", "on-the-second", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "lf/a", "on-the-second") >= 0, 10000));
+	REC_PUB_ARRIVES(&b2, &r, "lf/a", "on-the-second", 10000);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	mqp_stop(p);
 	rec_free(&r);
@@ -842,8 +839,7 @@ TEST_T(a_node_that_accepts_then_drops_is_passed_over_for_the_next, 60)
 	ASSERT(ok);
 	/* And it works there. */
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
-	th_pub(&b, "an/x", "on-the-third", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "an/x", "on-the-third") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &r, "an/x", "on-the-third", 10000);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	mqp_stop(p);
 	rec_free(&r);
@@ -860,17 +856,14 @@ TEST_T(a_tls_host_name_mismatch_fails_start_with_err_tls_and_says_so, 60)
 {
 	struct th_broker b;
 	struct loglines l;
-	char url[96], ca[512], err[1024];
-	th_make_certs();
+	char err[1024];
 	th_tls_broker_start(&b, "wrong-host", 0);
-	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", b.port);
-	th_path(ca, sizeof(ca), "ca.crt");
 	struct mg_mqtt *c = mg_mqtt_create(NULL);
 	loglines_init(&l);
 	ASSERT_EQ(mg_mqtt_on_log(c, loglines_on_log, &l), 0);
 	int rc = mg_mqtt_start(c, NULL,
-	                       OPTS("MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
-	                            "MQTT_CONNECTION_TIMEOUT", "3"),
+	                       OPTS("MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS",
+	                            b.ca, "MQTT_CONNECTION_TIMEOUT", "3"),
 	                       err, sizeof(err));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	fprintf(stderr, "    start: %d (%s): %s\n", rc, mg_mqtt_strerror(rc), err);
@@ -886,14 +879,12 @@ TEST_T(a_tls_broker_that_goes_silent_fails_start_with_err_timeout, 60)
 {
 	struct th_broker b;
 	struct rec r;
-	char url[96], ca[512], err[1024];
-	th_make_certs();
+	char url[96], err[1024];
 	th_tls_broker_start(&b, "server", 0);
 	struct mqp *p = mqp_start_raw(b.port);
 	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", mqp_port(p));
-	th_path(ca, sizeof(ca), "ca.crt");
 	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca));
+	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", b.ca));
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	rec_free(&r);
@@ -901,8 +892,8 @@ TEST_T(a_tls_broker_that_goes_silent_fails_start_with_err_timeout, 60)
 	mqp_mode(p, MQP_HOLD);
 	c = rec_client(&r, NULL);
 	int rc = mg_mqtt_start(c, NULL,
-	                       OPTS("MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", ca,
-	                            "MQTT_CONNECTION_TIMEOUT", "2"),
+	                       OPTS("MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS",
+	                            b.ca, "MQTT_CONNECTION_TIMEOUT", "2"),
 	                       err, sizeof(err));
 	fprintf(stderr, "    start: %d (%s): %s\n", rc, mg_mqtt_strerror(rc), err);
 	ASSERT_EQ(rc, MG_MQTT_ERR_TIMEOUT);
@@ -1280,8 +1271,7 @@ TEST_T(an_application_subscribing_lower_than_a_browser_keeps_the_higher_qos,
 	ASSERT_EQ(mg_mqtt_subscriptions(c, &subs), 1);
 	int qos = subs[0].qos, granted = subs[0].granted;
 	free(subs);
-	th_pub(&b, "ql/x", "hello", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "ql/x", "hello") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &r, "ql/x", "hello", 10000);
 	/* The message's frame, not the greeting ({"op":"hello",...}). */
 	ASSERT(WAIT_UNTIL(wsc_count(&w, "\"topic\":\"ql/x\"") >= 1, 10000));
 	int app_qos = r.msgs[rec_find(&r, "ql/x", "hello")].qos;

@@ -213,8 +213,7 @@ TEST_T(a_full_dispatch_queue_drops_new_messages_counts_and_logs_them, 40)
 	/* The queue drains: new messages are handled again. */
 	r.slow_ms = 0;
 	ASSERT(WAIT_UNTIL(rec_status_has(c, "\"queue_depth\":0"), 10000));
-	th_pub(&b, "flood/after", "ok", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "flood/after", "ok") >= 0, 5000));
+	REC_PUB_ARRIVES(&b, &r, "flood/after", "ok", 5000);
 	ASSERT(mg_mqtt_is_connected(c));
 	mg_mqtt_stop(c);
 	rec_free(&r);
@@ -609,8 +608,7 @@ TEST_T(subscriptions_made_and_undone_while_disconnected_end_as_the_last_call_say
 	 * last, so c had its chance). */
 	th_pub(&b, "s/c", "no", 1, 0, NULL);
 	th_pub(&b, "s/a", "yes", 1, 0, NULL);
-	th_pub(&b, "s/b", "probe", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "s/b", "probe") >= 0, 5000));
+	REC_PUB_ARRIVES(&b, &r, "s/b", "probe", 5000);
 	ASSERT_GE(rec_find(&r, "s/a", "yes"), 0);
 	ASSERT_EQ(rec_find(&r, "s/c", NULL), -1);
 	mg_mqtt_stop(c);
@@ -642,8 +640,7 @@ TEST_T(ten_thousand_subscriptions_are_each_acknowledged_once, 60)
 	for (int i = 0; i < N; i++)
 		ASSERT_EQ(subs[i].granted, i % 3);
 	free(subs);
-	th_pub(&b, "many/9999/x", "end", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "many/9999/x", "end") >= 0, 5000));
+	REC_PUB_ARRIVES(&b, &r, "many/9999/x", "end", 5000);
 	mg_mqtt_stop(c);
 	rec_free(&r);
 }

@@ -437,8 +437,7 @@ TEST_T(c_api_refuses_bad_topics_filters_and_properties_and_sends_nothing, 60)
 	int sid = mg_mqtt_subscribe(c, "good/#", 1);
 	ASSERT_GT(sid, 0);
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
-	th_pub(&b, "good/back", "yes", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "good/back", "yes") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &r, "good/back", "yes", 10000);
 	char *got;
 	ASSERT_EQ(th_sub_lines(&sub, &got), 2);
 	ASSERT_NOT_CONTAINS(got, "bad");
@@ -1569,8 +1568,7 @@ static void takeover(const char *proto, int want_reason)
 	ASSERT_EQ(pub_result(&r, id, 10000), 0);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "after/x z") == 1, 10000));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
-	th_pub(&b, "back/y", "w", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "back/y", "w") >= 0, 10000));
+	REC_PUB_ARRIVES(&b, &r, "back/y", "w", 10000);
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	th_sub_stop(&sub);

@@ -548,7 +548,10 @@ void th_tls_broker_start(struct th_broker *b, const char *cert,
 	         "cafile {DIR}/ca.crt\ncertfile {DIR}/%s.crt\n"
 	         "keyfile {DIR}/%s.key\nrequire_certificate %s\n",
 	         cert, cert, require_cert ? "true" : "false");
+	th_make_certs();
 	th_broker_start(b, conf);
+	snprintf(b->url, sizeof(b->url), "mqtts://127.0.0.1:%d", b->port);
+	th_path(b->ca, sizeof(b->ca), "ca.crt");
 }
 
 struct mg_context *th_civetweb_start(const char *name, char *log, size_t len)
@@ -794,7 +797,9 @@ static void th_sh(const char *script)
 
 void th_make_certs(void)
 {
-	char script[4096];
+	char script[4096], done[512];
+	if (access(th_path(done, sizeof(done), "ca.crt"), F_OK) == 0)
+		return;
 	snprintf(
 	    script, sizeof(script),
 	    "cd '%s'\n"

@@ -53,7 +53,8 @@ struct th_broker {
 	pid_t pid;
 	int port, port2, port3;
 	char conf[512], log[512];
-	char url[64]; /* tcp://127.0.0.1:{PORT} */
+	char url[64]; /* tcp://127.0.0.1:{PORT} (mqtts:// for a TLS broker) */
+	char ca[512]; /* a TLS broker's CA file (th_tls_broker_start) */
 	int n;        /* instance number, for file names */
 };
 void th_broker_start(struct th_broker *b, const char *conf);
@@ -118,12 +119,15 @@ void th_pub(const struct th_broker *b, const char *topic, const char *msg,
  * client certificate, and a second CA nobody trusts, in th_dir():
  * ca.crt, server.crt, server.key, client.crt, client.key, client-enc.key
  * (passphrase "s3cret-pass"), other-ca.crt, wrong-host.crt/.key (signed by
- * ca.crt for "example.invalid" only). */
+ * ca.crt for "example.invalid" only). Called again in the same test, it
+ * keeps what it made. */
 void th_make_certs(void);
 
 /* A TLS broker (on {PORT}, anonymous clients allowed) with th_make_certs()'s
- * CA and the named server certificate (cert.crt, cert.key); require_cert:
- * clients must show a certificate signed by that CA. */
+ * CA and the named server certificate (cert.crt, cert.key), the
+ * certificates made first if the test has none yet; require_cert: clients
+ * must show a certificate signed by that CA. Its url is
+ * mqtts://127.0.0.1:{PORT}, its ca the CA file clients trust. */
 void th_tls_broker_start(struct th_broker *b, const char *cert,
                          int require_cert);
 
