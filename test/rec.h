@@ -323,6 +323,15 @@ static inline int rec_find_ack(struct rec *r, const struct rec_ack *v,
 		ASSERT(WAIT_UNTIL(rec_find((r), (topic), (payload)) >= 0, (ms)));      \
 	} while (0)
 
+/* r has the message within ms, received with that QoS and retain flag. */
+#define REC_EXPECT_MSG(r, topic, payload, qos_, retain_, ms)                   \
+	do {                                                                       \
+		ASSERT(WAIT_UNTIL(rec_find((r), (topic), (payload)) >= 0, (ms)));      \
+		int i_ = rec_find((r), (topic), (payload));                            \
+		ASSERT_EQ((r)->msgs[i_].qos, (qos_));                                  \
+		ASSERT_EQ((r)->msgs[i_].retain, (retain_));                            \
+	} while (0)
+
 /* Index of the publish ack for id, or -1. */
 static inline int rec_find_pub(struct rec *r, int id)
 {
@@ -403,15 +412,20 @@ static inline int rec_status_has(struct mg_mqtt *c, const char *needle)
 	return found;
 }
 
+/* A client of prefix MQTT with r attached, started with opts. */
+static inline struct mg_mqtt *rec_started(struct rec *r, const char **opts)
+{
+	struct mg_mqtt *c = rec_client(r, NULL);
+	rec_start(c, opts);
+	return c;
+}
+
 /* A client of prefix MQTT with r attached, started against broker b
  * (MQTT_BROKER_URL its URL, nothing else set). */
 static inline struct mg_mqtt *rec_connected(struct rec *r,
                                             const struct th_broker *b)
 {
-	struct mg_mqtt *c = rec_client(r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b->url, NULL};
-	rec_start(c, opts);
-	return c;
+	return rec_started(r, OPTS("MQTT_BROKER_URL", b->url));
 }
 
 #endif

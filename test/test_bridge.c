@@ -27,7 +27,6 @@
 #define REALM "cwm-test"
 #define USER "alice"
 #define PASS "s3cret-Pa55"
-#define OPTS(...) ((const char *[]){__VA_ARGS__, NULL})
 
 /* Unlimited broker queues: floods must reach the client whole. */
 static const char *flood_broker =

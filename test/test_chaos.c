@@ -38,7 +38,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define OPTS(...) ((const char *[]){__VA_ARGS__, NULL})
 
 enum { NCLI = 3, NTHR = 2, MAXSEQ = 40000, IDMAP = 1 << 18 };
 

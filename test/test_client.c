@@ -59,8 +59,8 @@ TEST(subscribe_receives_mosquitto_pub_messages_with_qos_and_retain)
 	struct th_broker b;
 	struct rec r;
 	th_broker_start(&b, NULL);
-	th_pub(&b, "cwm/ret/a", "kept", 1, 1, NULL);
 	struct mg_mqtt *c = rec_connected(&r, &b);
+	th_pub(&b, "cwm/ret/a", "kept", 1, 1, NULL);
 	int sid = mg_mqtt_subscribe(c, "cwm/ret/#", 2);
 	ASSERT_GT(sid, 0);
 	ASSERT(WAIT_UNTIL(REC(&r, nsub) == 1, 5000));
@@ -68,15 +68,9 @@ TEST(subscribe_receives_mosquitto_pub_messages_with_qos_and_retain)
 	ASSERT_EQ(r.sub[0].result, 0);
 	ASSERT_EQ(r.sub[0].count, 1);
 	ASSERT_EQ(r.sub[0].codes[0], 2);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "cwm/ret/a", "kept") >= 0, 5000));
-	int i = rec_find(&r, "cwm/ret/a", "kept");
-	ASSERT_EQ(r.msgs[i].retain, 1);
-	ASSERT_EQ(r.msgs[i].qos, 1);
+	REC_EXPECT_MSG(&r, "cwm/ret/a", "kept", 1, 1, 5000);
 	th_pub(&b, "cwm/ret/b", "live", 2, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "cwm/ret/b", "live") >= 0, 5000));
-	i = rec_find(&r, "cwm/ret/b", "live");
-	ASSERT_EQ(r.msgs[i].retain, 0);
-	ASSERT_EQ(r.msgs[i].qos, 2);
+	REC_EXPECT_MSG(&r, "cwm/ret/b", "live", 2, 0, 5000);
 	mg_mqtt_stop(c);
 	rec_free(&r);
 }

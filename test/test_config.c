@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define OPTS(...) ((const char *[]){__VA_ARGS__, NULL})
 
 /* Reads options for prefix MQTT. err is always a string afterwards. */
 static int settings(struct cwm_settings *s, const char **opts, char *err,

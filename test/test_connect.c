@@ -180,10 +180,9 @@ TEST(username_and_password_connect_and_a_wrong_password_fails_start_as_refused)
 	char err[1024] = "";
 	th_broker_start_password(&b, "alice", good);
 
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "alice",
 	                      "MQTT_PASSWORD", good, NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_started(&r, opts);
 	ASSERT(mg_mqtt_is_connected(c));
 	char *st = rec_status(c);
 	ASSERT_CONTAINS(st, "\"password\":\"***\"");
@@ -219,11 +218,10 @@ TEST(wrong_password_with_connect_async_starts_and_reports_the_refusal)
 	struct th_broker b;
 	struct rec r;
 	th_broker_start_password(&b, "bob", "The-Real-One-2");
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "bob",
 	                      "MQTT_PASSWORD", bad, "MQTT_CONNECT_ASYNC", "true",
 	                      NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_started(&r, opts);
 	ASSERT(WAIT_UNTIL(REC(&r, connect_fails) >= 1, 10000));
 	ASSERT_EQ(REC(&r, connects), 0);
 	ASSERT_EQ(REC(&r, last_reason), 5);
@@ -274,10 +272,9 @@ TEST(password_file_supplies_the_password_without_its_trailing_newline)
 	th_path(path, sizeof(path), "mqtt-password");
 	snprintf(text, sizeof(text), "%s\n", pw);
 	th_write_file(path, text);
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "dave",
 	                      "MQTT_PASSWORD_FILE", path, NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_started(&r, opts);
 	ASSERT(mg_mqtt_is_connected(c));
 	char *st = rec_status(c);
 	ASSERT_NOT_CONTAINS(st, pw);
@@ -297,10 +294,9 @@ TEST_T(tls_right_ca_connects_and_a_wrong_ca_fails_with_a_tls_log_line, 60)
 	th_tls_broker_start(&b, "server", 0);
 	th_path(other, sizeof(other), "other-ca.crt");
 
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
 	                      NULL};
-	rec_start(c, opts);
+	struct mg_mqtt *c = rec_started(&r, opts);
 	ASSERT(mg_mqtt_is_connected(c));
 	char *st = rec_status(c);
 	ASSERT_CONTAINS(st, "\"tls\":true");
@@ -421,11 +417,10 @@ TEST_T(tls_version_choices_and_tls_enabled_with_a_bare_host_connect, 60)
 	}
 
 	/* TLS from TLS_ENABLED: the bare host becomes ssl://host:port. */
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",  "127.0.0.1", "MQTT_BROKER_PORT",
 	                   port,               "MQTT_TLS_ENABLED", "true",
 	                   "MQTT_TLS_CA_CERTS", b.ca,         NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_started(&r, o);
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_CONTAINS(r.last_broker, "ssl://127.0.0.1:");
@@ -473,10 +468,9 @@ TEST(websocket_transport_works_with_a_bare_host_and_port_and_with_a_ws_url)
 	snprintf(port2, sizeof(port2), "%d", b.port2);
 	snprintf(url, sizeof(url), "ws://127.0.0.1:%d", b.port2);
 
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_TRANSPORT", "websockets", "MQTT_BROKER_URL",
 	                   "127.0.0.1", "MQTT_BROKER_PORT", port2, NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_started(&r, o);
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_CONTAINS(r.last_broker, "ws://127.0.0.1:");
 	char *st = rec_status(c);
@@ -509,10 +503,9 @@ static void protocol_roundtrip(const char *version, const char *client_id,
 	struct rec r;
 	char needle[128];
 	th_broker_sub_start(&b, NULL, &s, "pv/out", 1, "-q 1");
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
 	                   version, "MQTT_CLIENT_ID", client_id, NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_started(&r, o);
 	snprintf(needle, sizeof(needle), "as %s (%s,", client_id, wire);
 	ASSERT(WAIT_UNTIL(th_count_lines(b.log, needle) == 1, 5000));
 	char *st = rec_status(c);
@@ -577,10 +570,9 @@ TEST(mqtt5_publish_properties_reach_mosquitto_sub)
 	struct rec r;
 	th_broker_sub_start(&b, NULL, &s,
 	                    "p5/#", 1, "-V mqttv5 -F %t|%p|%P|%C|%D|%E|%F|%R");
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
 	                   NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_started(&r, o);
 	struct mg_mqtt_props p = all_props();
 	int id = mg_mqtt_publish_props(c, "p5/data", "{\"v\":1}", 7, 1, 0, &p);
 	ASSERT_GT(id, 0);
@@ -705,10 +697,9 @@ TEST(mqtt5_reason_codes_from_the_broker_reach_subscribe_and_publish_handlers)
 	struct th_broker b;
 	struct rec r;
 	acl_broker(&b);
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
 	                   NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_started(&r, o);
 
 	int denied = mg_mqtt_subscribe(c, "acl/secret/x", 1);
 	int allowed = mg_mqtt_subscribe(c, "acl/open/x", 1);
@@ -820,25 +811,18 @@ TEST(client_receives_each_qos_and_retained_messages_with_their_flags)
 		char t[32], p[32];
 		snprintf(t, sizeof(t), "qb/kept/%d", q);
 		snprintf(p, sizeof(p), "old-%d", q);
-		int i = rec_find(&r, t, p);
-		ASSERT_GE(i, 0);
-		ASSERT_EQ(r.msgs[i].retain, 1);
-		ASSERT_EQ(r.msgs[i].qos, q);
+		REC_EXPECT_MSG(&r, t, p, q, 1, 0);
 	}
 	for (int q = 0; q <= 2; q++) {
 		char t[32];
 		snprintf(t, sizeof(t), "qb/live/%d", q);
 		th_pub(&b, t, "now", q, 0, NULL);
-		ASSERT(WAIT_UNTIL(rec_find(&r, t, "now") >= 0, 5000));
-		int i = rec_find(&r, t, "now");
-		ASSERT_EQ(r.msgs[i].retain, 0);
-		ASSERT_EQ(r.msgs[i].qos, q);
+		REC_EXPECT_MSG(&r, t, "now", q, 0, 5000);
 	}
 	/* A QoS 1 subscription gets a QoS 2 message at QoS 1. */
 	ASSERT_EQ(sub_code(&r, mg_mqtt_subscribe(c, "qd/#", 1)), 1);
 	th_pub(&b, "qd/x", "down", 2, 0, NULL);
-	ASSERT(WAIT_UNTIL(rec_find(&r, "qd/x", "down") >= 0, 5000));
-	ASSERT_EQ(r.msgs[rec_find(&r, "qd/x", "down")].qos, 1);
+	REC_EXPECT_MSG(&r, "qd/x", "down", 1, 0, 5000);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	rec_free(&r);
 }
@@ -886,13 +870,12 @@ TEST(last_will_is_not_published_after_a_clean_stop)
 	struct rec r;
 	int n;
 	th_broker_sub_start(&b, NULL, &s, "lw2/will", 0, "-q 1 -t lw2/probe");
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",        b.url,
 	                   "MQTT_LAST_WILL_TOPIC",   "lw2/will",
 	                   "MQTT_LAST_WILL_MESSAGE", "gone",
 	                   "MQTT_LAST_WILL_QOS",     "1",
 	                   NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_started(&r, o);
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	ASSERT_EQ(r.stopped_disconnects, 1);
@@ -919,7 +902,6 @@ TEST_T(birth_message_is_published_on_connect_and_again_after_a_broker_restart,
 	struct rec r;
 	th_broker_sub_start(&b, NULL, &first,
 	                    "bt/dev/status", 1, "-q 1 -F %q|%t|%p");
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",    b.url,
 	                   "MQTT_BIRTH_TOPIC",   "bt/dev/status",
 	                   "MQTT_BIRTH_MESSAGE", "online",
@@ -928,7 +910,7 @@ TEST_T(birth_message_is_published_on_connect_and_again_after_a_broker_restart,
 	                   "MQTT_RECONNECT_MIN", "1",
 	                   "MQTT_RECONNECT_MAX", "2",
 	                   NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_started(&r, o);
 	ASSERT_EQ(th_sub_wait(&first, 10000), 0);
 	char *got = th_sub_messages(&first, NULL);
 	ASSERT_STREQ(got, "1|bt/dev/status|online");
@@ -1145,9 +1127,8 @@ TEST(fail_over_list_skips_a_dead_broker_and_connects_to_the_live_one)
 	snprintf(list, sizeof(list), "tcp://127.0.0.1:%d, mqtt://127.0.0.1:%d",
 	         dead, b.port);
 	th_sub_start(&s, &b, "fo/x", 1, NULL);
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL", list, NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_started(&r, o);
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_STREQ(r.last_broker, b.url);
@@ -1175,9 +1156,7 @@ TEST_T(connect_async_starts_without_a_broker_and_flushes_when_one_appears, 60)
 	struct th_broker b;
 	struct th_sub s;
 	struct rec r;
-	/* Learn a port a broker can use, then leave it empty for now. */
-	th_broker_start(&b, NULL);
-	th_broker_stop(&b);
+	th_broker_later(&b, NULL);
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",         b.url,
 	                   "MQTT_CONNECT_ASYNC",      "true",
@@ -1305,14 +1284,13 @@ TEST_T(messages_over_the_brokers_maximum_packet_size_are_refused_not_resent,
 	th_broker_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
 	                    "max_packet_size 1000\n");
 	th_broker_stop(&b);
-	struct mg_mqtt *c = rec_client(&r, NULL);
 	const char *o[] = {"MQTT_BROKER_URL",       b.url,
 	                   "MQTT_PROTOCOL_VERSION", "5",
 	                   "MQTT_CONNECT_ASYNC",    "true",
 	                   "MQTT_RECONNECT_MIN",    "1",
 	                   "MQTT_RECONNECT_MAX",    "2",
 	                   NULL};
-	rec_start(c, o);
+	struct mg_mqtt *c = rec_started(&r, o);
 	int before = mg_mqtt_publish(c, "mps/a", "before", 6, 1, 0);
 	int early = mg_mqtt_publish(c, "mps/big", big, sizeof(big), 1, 0);
 	int after = mg_mqtt_publish(c, "mps/b", "after", 5, 1, 0);

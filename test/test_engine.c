@@ -21,7 +21,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#define OPTS(...) ((const char *[]){__VA_ARGS__, NULL})
 
 /* Under a sanitizer resident memory means nothing (ASan keeps freed blocks
  * in quarantine, TSan shadows everything) and everything runs slower. */
@@ -574,10 +573,10 @@ TEST_T(qos2_window_shrinks_when_the_broker_keeps_closing, 120)
 	char url[64];
 	th_quiet_broker_start(&port, "max_queued_messages 0\n");
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_CLIENT_ID", "eng-window",
-	                  "MQTT_PROTOCOL_VERSION", "3.1.1", "MQTT_MAX_INFLIGHT",
-	                  "100", "MQTT_RECONNECT_MAX", "2"));
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", url, "MQTT_CLIENT_ID", "eng-window",
+	             "MQTT_PROTOCOL_VERSION", "3.1.1", "MQTT_MAX_INFLIGHT", "100",
+	             "MQTT_RECONNECT_MAX", "2"));
 	for (int i = 0; i < N; i++) {
 		char m[16];
 		snprintf(m, sizeof(m), "w%d", i);

@@ -41,7 +41,6 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
-#define OPTS(...) ((const char *[]){__VA_ARGS__, NULL})
 
 /* ---- small things -------------------------------------------------------- */
 
@@ -703,10 +702,10 @@ TEST_T(when_the_first_broker_dies_traffic_moves_to_the_second_within_the_bounds,
 	struct rec r;
 	char urls[160];
 	th_two_brokers_start(&a, &b, urls, sizeof(urls));
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", urls, "MQTT_RECONNECT_MIN", "1",
-	                  "MQTT_RECONNECT_MAX", "2", "MQTT_CONNECTION_TIMEOUT", "2",
-	                  "MQTT_SUBSCRIBE", "fo/in/#:1"));
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", urls, "MQTT_RECONNECT_MIN", "1",
+	             "MQTT_RECONNECT_MAX", "2", "MQTT_CONNECTION_TIMEOUT", "2",
+	             "MQTT_SUBSCRIBE", "fo/in/#:1"));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
 	pthread_mutex_lock(&r.mu);
 	ASSERT_STREQ(r.last_broker, a.url);
@@ -785,11 +784,10 @@ TEST_T(a_network_that_goes_silent_is_noticed_by_keepalive_and_recovered, 90)
 	th_broker_start(&b, NULL);
 	struct mqp *x = mqp_start(b.port);
 	const char *url = mqp_url(x);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_KEEPALIVE", "2",
-	                  "MQTT_CONNECTION_TIMEOUT", "2", "MQTT_RECONNECT_MIN", "1",
-	                  "MQTT_RECONNECT_MAX", "2", "MQTT_SUBSCRIBE",
-	                  "quiet/in/#:1"));
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", url, "MQTT_KEEPALIVE", "2",
+	             "MQTT_CONNECTION_TIMEOUT", "2", "MQTT_RECONNECT_MIN", "1",
+	             "MQTT_RECONNECT_MAX", "2", "MQTT_SUBSCRIBE", "quiet/in/#:1"));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
 	th_sub_start(&sub, &b, "quiet/out/#", 0, "-q 1");
 	REC_PUB_ARRIVES(&b, &r, "quiet/in/x", "before", 10000);
@@ -1385,20 +1383,17 @@ TEST_T(sigterm_stops_the_example_server_in_the_middle_of_floods_with_browsers,
        120)
 {
 	int bport;
-	char mqtt[1024];
 	struct th_xsrv s;
 	struct flood f;
 	th_quiet_broker_start(&bport, "max_queued_messages 0\n");
-	snprintf(mqtt, sizeof(mqtt),
-	         "MQTT_BROKER_URL tcp://127.0.0.1:%d\n"
-	         "MQTT_SUBSCRIBE flood/in/#:1\n"
-	         "MQTT_QUEUE_SIZE 2000\n"
-	         "MQTT_BRIDGE_PATH /mqtt\n"
-	         "MQTT_BRIDGE_PUBLISH_ALLOW flood/#\n"
-	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW flood/#\n"
-	         "MQTT_BRIDGE_CLIENT_QUEUE 100000\n",
-	         bport);
-	th_xsrv_start(&s, mqtt, "num_threads 16\n");
+	th_xsrv_start_broker(&s, bport,
+	                     "MQTT_SUBSCRIBE flood/in/#:1\n"
+	                     "MQTT_QUEUE_SIZE 2000\n"
+	                     "MQTT_BRIDGE_PATH /mqtt\n"
+	                     "MQTT_BRIDGE_PUBLISH_ALLOW flood/#\n"
+	                     "MQTT_BRIDGE_SUBSCRIBE_ALLOW flood/#\n"
+	                     "MQTT_BRIDGE_CLIENT_QUEUE 100000\n",
+	                     "num_threads 16\n");
 	/* Logged once every client started, its bridge mounted. */
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "serving") == 1, 15000));
 	flood_start(&f, s.port, bport, "/api/publish/flood/out/c");

@@ -290,16 +290,13 @@ TEST_T(wrk_50_clients_60_s_every_200_reaches_the_broker_and_rss_is_flat, 150)
 	                      th_count_lines(subout, "load/ready r") > 0,
 	                  10000));
 
-	char mqtt[512];
-	snprintf(mqtt, sizeof(mqtt),
-	         "MQTT_BROKER_URL tcp://127.0.0.1:%d\n"
-	         "MQTT_CLIENT_ID load-test\n"
-	         "MQTT_MAX_INFLIGHT 100\n"
-	         "MQTT_BRIDGE_PATH /mqtt\n"
-	         "MQTT_BRIDGE_PUBLISH_ALLOW load/#\n",
-	         bport);
 	/* A worker thread per keep-alive connection, and some to spare. */
-	th_xsrv_start(&s, mqtt, "num_threads 64\n");
+	th_xsrv_start_broker(&s, bport,
+	                     "MQTT_CLIENT_ID load-test\n"
+	                     "MQTT_MAX_INFLIGHT 100\n"
+	                     "MQTT_BRIDGE_PATH /mqtt\n"
+	                     "MQTT_BRIDGE_PUBLISH_ALLOW load/#\n",
+	                     "num_threads 64\n");
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "connected to") == 1, 10000));
 	/* /api/publish is routed once the start is over. */
 	ASSERT(WAIT_UNTIL(th_count_lines(s.log, "serving") == 1, 10000));

@@ -21,7 +21,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define OPTS(...) ((const char *[]){__VA_ARGS__, NULL})
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -520,8 +519,8 @@ static void qos2_loss(int type, int dir)
 	int counts[N];
 	th_broker_sub_start(&b, NULL, &sub, "q2/#", 0, "-q 2");
 	struct mqp *p = mqp_start(b.port);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, PROXY_OPTS(mqp_url(p), "pk-qos2", "false"));
+	struct mg_mqtt *c =
+	    rec_started(&r, PROXY_OPTS(mqp_url(p), "pk-qos2", "false"));
 	int rule = mqp_add(p, &(struct mqp_rule){.type = type,
 	                                         .dir = dir,
 	                                         .nth = 5,
@@ -603,8 +602,8 @@ TEST_T(a_broker_that_keeps_dropping_the_connection_fails_no_accepted_message,
 	int counts[N];
 	th_broker_sub_start(&b, NULL, &sub, "gu/#", 0, "-q 1");
 	struct mqp *p = mqp_start(b.port);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, PROXY_OPTS(mqp_url(p), "pk-giveup", "false"));
+	struct mg_mqtt *c =
+	    rec_started(&r, PROXY_OPTS(mqp_url(p), "pk-giveup", "false"));
 	/* The messages are in flight: the broker's PUBACKs never arrive. */
 	mqp_add(p, &(struct mqp_rule){
 	               .type = MQP_PUBACK, .dir = MQP_S2C, .action = MQP_DROP});
@@ -883,8 +882,8 @@ TEST_T(a_tls_broker_that_goes_silent_fails_start_with_err_timeout, 60)
 	th_tls_broker_start(&b, "server", 0);
 	struct mqp *p = mqp_start_raw(b.port);
 	snprintf(url, sizeof(url), "mqtts://127.0.0.1:%d", mqp_port(p));
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", b.ca));
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", b.ca));
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	rec_free(&r);
@@ -1189,9 +1188,9 @@ TEST_T(qos0_messages_are_never_delivered_twice_across_cuts, 60)
 	static int counts[N];
 	th_broker_sub_start(&b, flood_broker, &sub, "q0/#", 0, NULL);
 	struct mqp *p = mqp_start(b.port);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", mqp_url(p), "MQTT_RECONNECT_MIN",
-	                  "1", "MQTT_RECONNECT_MAX", "1"));
+	struct mg_mqtt *c = rec_started(&r, OPTS("MQTT_BROKER_URL", mqp_url(p),
+	                                         "MQTT_RECONNECT_MIN", "1",
+	                                         "MQTT_RECONNECT_MAX", "1"));
 	int cuts = 0;
 	for (int i = 0; i < N; i++) {
 		char m[16];

@@ -41,7 +41,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define OPTS(...) ((const char *[]){__VA_ARGS__, NULL})
 #define REALM "cwm-sec"
 
 /* ======================================================================
@@ -807,12 +806,11 @@ TEST_T(mqtt5_a_buffered_message_over_the_announced_limit_fails_once, 60)
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	th_broker_start(&b, MPS_BROKER);
-	th_broker_stop(&b);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
-	                  "MQTT_CONNECT_ASYNC", "true", "MQTT_RECONNECT_MIN", "1",
-	                  "MQTT_RECONNECT_MAX", "1"));
+	th_broker_later(&b, MPS_BROKER);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
+	             "MQTT_CONNECT_ASYNC", "true", "MQTT_RECONNECT_MIN", "1",
+	             "MQTT_RECONNECT_MAX", "1"));
 	char *big = repeat(2000, 'x');
 	int id_big = mg_mqtt_publish(c, "big/buffered", big, 2000, 1, 0);
 	int id_small = mg_mqtt_publish(c, "big/small", "small", 5, 1, 0);
@@ -847,8 +845,8 @@ static void msl_case(const char *proto, int qos, int want)
 	struct th_sub sub;
 	struct rec r;
 	th_broker_sub_start(&b, MSL_BROKER, &sub, "#", 0, "-V mqttv5");
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", proto));
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", proto));
 	char *big = repeat(2000, 'x');
 	int id = mg_mqtt_publish(c, "big/msl", big, 2000, qos, 0);
 	ASSERT_GT(id, 0);
@@ -896,9 +894,9 @@ TEST_T(mqtt311_a_message_over_max_packet_size_is_refused_by_the_configured_limit
 	struct th_sub sub;
 	struct rec r;
 	th_broker_sub_start(&b, MPS_BROKER, &sub, "#", 0, "-V mqttv5");
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
-	                  "3.1.1", "MQTT_MAX_PACKET_SIZE", "1000"));
+	struct mg_mqtt *c =
+	    rec_started(&r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
+	                         "3.1.1", "MQTT_MAX_PACKET_SIZE", "1000"));
 	char *big = repeat(2000, 'x');
 	ASSERT_EQ(mg_mqtt_publish(c, "big/mps", big, 2000, 1, 0),
 	          MG_MQTT_ERR_TOO_LARGE);
@@ -943,10 +941,9 @@ TEST_T(mqtt311_qos0_over_max_packet_size_costs_one_reconnect, 60)
 	struct th_sub sub;
 	struct rec r;
 	th_broker_sub_start(&b, MPS_BROKER, &sub, "#", 0, "-V mqttv5");
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
-	                  "3.1.1", "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX",
-	                  "1"));
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "3.1.1",
+	             "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1"));
 	char *big = repeat(2000, 'x');
 	int id = mg_mqtt_publish(c, "big/mps0", big, 2000, 0, 0);
 	ASSERT_GT(id, 0);
@@ -1528,11 +1525,10 @@ static void takeover(const char *proto, int want_reason)
 	struct rec r;
 	char port[16];
 	th_broker_sub_start(&b, NULL, &sub, "after/#", 0, NULL);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", proto,
-	                  "MQTT_CLIENT_ID", "dup-id", "MQTT_RECONNECT_MIN", "1",
-	                  "MQTT_RECONNECT_MAX", "2", "MQTT_SUBSCRIBE",
-	                  "back/#:1"));
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", proto,
+	             "MQTT_CLIENT_ID", "dup-id", "MQTT_RECONNECT_MIN", "1",
+	             "MQTT_RECONNECT_MAX", "2", "MQTT_SUBSCRIBE", "back/#:1"));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 10000));
 	/* The intruder: same id, publishes once and leaves. */
 	snprintf(port, sizeof(port), "%d", b.port);
@@ -1800,10 +1796,10 @@ TEST_T(mqtt5_a_server_disconnect_0x8e_is_reported_and_the_client_returns, 60)
 	char url[64];
 	peer_start(&p, 0x8e, 0);
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", p.port);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_PROTOCOL_VERSION", "5",
-	                  "MQTT_CLIENT_ID", "dup-id", "MQTT_SUBSCRIBE", "back/#:1",
-	                  "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "2"));
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", url, "MQTT_PROTOCOL_VERSION", "5",
+	             "MQTT_CLIENT_ID", "dup-id", "MQTT_SUBSCRIBE", "back/#:1",
+	             "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "2"));
 	ASSERT(WAIT_UNTIL(atomic_load(&p.disconnects_sent) == 1, 10000));
 	ASSERT(WAIT_UNTIL(REC(&r, disconnects) >= 1, 10000));
 	pthread_mutex_lock(&r.mu);
@@ -1839,9 +1835,9 @@ TEST_T(mqtt5_a_disconnect_0x95_after_a_large_publish_fails_it_not_resends_it,
 	char url[64];
 	peer_start(&p, 0x95, 1);
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", p.port);
-	struct mg_mqtt *c = rec_client(&r, NULL);
-	rec_start(c, OPTS("MQTT_BROKER_URL", url, "MQTT_PROTOCOL_VERSION", "5",
-	                  "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1"));
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", url, "MQTT_PROTOCOL_VERSION", "5",
+	             "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1"));
 	char *big = repeat(2000, 'x');
 	int id = mg_mqtt_publish(c, "big/x", big, 2000, 1, 0);
 	ASSERT_GT(id, 0);

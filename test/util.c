@@ -531,6 +531,12 @@ void th_broker_start_password(struct th_broker *b, const char *user,
 	th_broker_start(b, conf);
 }
 
+void th_broker_later(struct th_broker *b, const char *conf)
+{
+	th_broker_start(b, conf);
+	th_broker_stop(b);
+}
+
 void th_two_brokers_start(struct th_broker *a, struct th_broker *b,
                           char *urls, size_t len)
 {
@@ -923,4 +929,13 @@ void th_xsrv_start(struct th_xsrv *s, const char *mqtt, const char *civetweb)
 	th_path(s->conf, sizeof(s->conf), name);
 	th_write_file(s->conf, text);
 	th_xsrv_launch(s);
+}
+
+void th_xsrv_start_broker(struct th_xsrv *s, int broker_port, const char *mqtt,
+                          const char *civetweb)
+{
+	char text[4096];
+	snprintf(text, sizeof(text), "MQTT_BROKER_URL tcp://127.0.0.1:%d\n%s",
+	         broker_port, mqtt);
+	th_xsrv_start(s, text, civetweb);
 }

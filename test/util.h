@@ -12,6 +12,9 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/* A NULL-ended list of options in place: OPTS("MQTT_BROKER_URL", url). */
+#define OPTS(...) ((const char *[]){__VA_ARGS__, NULL})
+
 /* The running test's own directory (created on first use, mode 0755 so
  * that a broker that dropped root can read it). Removed after a pass. */
 const char *th_dir(void);
@@ -66,6 +69,9 @@ void th_broker_start_password(struct th_broker *b, const char *user,
  * for MQTT_BROKER_URL). */
 void th_two_brokers_start(struct th_broker *a, struct th_broker *b,
                           char *urls, size_t len);
+/* A broker's configuration and ports with nothing listening on them yet
+ * (th_broker_restart starts it): for a client that starts first. */
+void th_broker_later(struct th_broker *b, const char *conf);
 void th_broker_stop(struct th_broker *b);     /* SIGTERM, wait */
 void th_broker_kill9(struct th_broker *b);    /* SIGKILL, wait */
 void th_broker_restart(struct th_broker *b);  /* same conf and ports */
@@ -156,6 +162,10 @@ struct th_xsrv {
  * or NULL) with a free 127.0.0.1 port, keep-alive and tcp_nodelay, and
  * starts the example server on it; returns once it accepts connections. */
 void th_xsrv_start(struct th_xsrv *s, const char *mqtt, const char *civetweb);
+/* th_xsrv_start with MQTT_BROKER_URL tcp://127.0.0.1:broker_port before
+ * the mqtt lines. */
+void th_xsrv_start_broker(struct th_xsrv *s, int broker_port, const char *mqtt,
+                          const char *civetweb);
 /* Starts it (again) with the same configuration, a new log file. */
 void th_xsrv_launch(struct th_xsrv *s);
 
