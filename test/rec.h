@@ -412,6 +412,19 @@ static inline int rec_status_has(struct mg_mqtt *c, const char *needle)
 	return found;
 }
 
+/* Publishes n messages to topic, "<prefix>0" ... "<prefix><n-1>", at qos;
+ * their ids into ids (each > 0, or the test fails). */
+static inline void rec_publish_seq(struct mg_mqtt *c, const char *topic,
+                                   const char *prefix, int n, int qos, int *ids)
+{
+	for (int i = 0; i < n; i++) {
+		char p[64];
+		snprintf(p, sizeof(p), "%s%d", prefix, i);
+		ids[i] = mg_mqtt_publish(c, topic, p, strlen(p), qos, 0);
+		ASSERT_GT(ids[i], 0);
+	}
+}
+
 /* A client of prefix MQTT with r attached, started with opts. */
 static inline struct mg_mqtt *rec_started(struct rec *r, const char **opts)
 {

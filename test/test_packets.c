@@ -526,12 +526,7 @@ static void qos2_loss(int type, int dir)
 	                                         .nth = 5,
 	                                         .action = MQP_CUT_BEFORE});
 	int ids[N];
-	for (int i = 0; i < N; i++) {
-		char m[16];
-		snprintf(m, sizeof(m), "m%d", i);
-		ids[i] = mg_mqtt_publish(c, "q2/x", m, strlen(m), 2, 0);
-		ASSERT_GT(ids[i], 0);
-	}
+	rec_publish_seq(c, "q2/x", "m", N, 2, ids);
 	ASSERT(WAIT_UNTIL(mqp_fired(p, rule) == 1, 10000));
 	int all = WAIT_UNTIL(REC(&r, npub) >= N, 20000);
 	th_sleep_ms(300); /* a second report would come now */

@@ -61,12 +61,7 @@ TEST_T(broker_restart_reconnects_renews_subscriptions_and_delivers_outage_messag
 	/* During the outage: a new subscription and ten QoS 1 messages. */
 	ASSERT_GT(mg_mqtt_subscribe(c, "during/#", 1), 0);
 	int ids[10];
-	for (int i = 0; i < 10; i++) {
-		char p[16];
-		snprintf(p, sizeof(p), "m%d", i);
-		ids[i] = mg_mqtt_publish(c, "outage/q1", p, strlen(p), 1, 0);
-		ASSERT_GT(ids[i], 0);
-	}
+	rec_publish_seq(c, "outage/q1", "m", 10, 1, ids);
 	ASSERT(!mg_mqtt_is_connected(c));
 
 	/* The subscriber connects first so that nothing published after the
@@ -74,16 +69,7 @@ TEST_T(broker_restart_reconnects_renews_subscriptions_and_delivers_outage_messag
 	th_broker_restart(&b);
 	th_sub_start(&s, &b, "outage/#", 10, "-q 1");
 	ASSERT(WAIT_UNTIL(mg_mqtt_is_connected(c), 10000));
-	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
-	int n;
-	char *got = th_sub_messages(&s, &n);
-	ASSERT_EQ(n, 10);
-	for (int i = 0; i < 10; i++) {
-		char line[32];
-		snprintf(line, sizeof(line), "outage/q1 m%d", i);
-		ASSERT_CONTAINS(got, line);
-	}
-	free(got);
+	th_sub_expect_seq(&s, 10000, "outage/q1 m", 10);
 	for (int i = 0; i < 10; i++)
 		ASSERT(WAIT_UNTIL(rec_find_pub(&r, ids[i]) >= 0, 5000));
 
@@ -113,27 +99,13 @@ TEST_T(qos1_messages_in_flight_when_the_broker_dies_are_sent_again, 60)
 	 * acknowledges them: they are in flight when it dies. */
 	kill(b.pid, SIGSTOP);
 	int ids[5];
-	for (int i = 0; i < 5; i++) {
-		char p[16];
-		snprintf(p, sizeof(p), "f%d", i);
-		ids[i] = mg_mqtt_publish(c, "inflight/q1", p, strlen(p), 1, 0);
-		ASSERT_GT(ids[i], 0);
-	}
+	rec_publish_seq(c, "inflight/q1", "f", 5, 1, ids);
 	th_sleep_ms(300);
 	ASSERT(rec_status_has(c, "\"in_flight\":5"));
 	th_broker_kill9(&b);
 	th_broker_restart(&b);
 	th_sub_start(&s, &b, "inflight/#", 5, "-q 1");
-	ASSERT_EQ(th_sub_wait(&s, 20000), 0);
-	int n;
-	char *got = th_sub_messages(&s, &n);
-	ASSERT_EQ(n, 5);
-	for (int i = 0; i < 5; i++) {
-		char line[32];
-		snprintf(line, sizeof(line), "inflight/q1 f%d", i);
-		ASSERT_CONTAINS(got, line);
-	}
-	free(got);
+	th_sub_expect_seq(&s, 20000, "inflight/q1 f", 5);
 	/* One acknowledgement each, all successful. */
 	ASSERT(WAIT_UNTIL(REC(&r, npub) == 5, 5000));
 	for (int i = 0; i < 5; i++) {
@@ -461,20 +433,8 @@ TEST_T(persistence_dir_sends_the_messages_of_a_killed_process_after_restart, 60)
 	th_broker_kill9(&b);
 	th_broker_restart(&b);
 	th_sub_start(&s, &b, "persist/#", 5, "-q 1");
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	rec_init(&r);
-	rec_attach(c, &r);
-	rec_start(c, opts);
-	ASSERT_EQ(th_sub_wait(&s, 20000), 0);
-	int n;
-	char *got = th_sub_messages(&s, &n);
-	ASSERT_EQ(n, 5);
-	for (int i = 0; i < 5; i++) {
-		char line[32];
-		snprintf(line, sizeof(line), "persist/q1 kept%d", i);
-		ASSERT_CONTAINS(got, line);
-	}
-	free(got);
+	struct mg_mqtt *c = rec_started(&r, opts);
+	th_sub_expect_seq(&s, 20000, "persist/q1 kept", 5);
 	ASSERT(rec_log_has(&r, "5 stored message(s) queued again"));
 	/* Acknowledged: the files are gone; the user saw no foreign acks. */
 	ASSERT(WAIT_UNTIL(rec_status_has(c, "\"published\":5"), 5000));

@@ -190,11 +190,6 @@ static void srv_stop_to(struct srv *s, struct corpus *k, const char *label)
 
 /* ---- a raw WebSocket client (any bytes in a text frame) ----------------- */
 
-static int raw_ws_upgrade(struct th_raw *r, int port)
-{
-	return th_ws_upgrade(r, port, NULL, NULL, 0);
-}
-
 /* A masked text frame of n bytes, as a browser would send it (a browser
  * never sends invalid UTF-8; a script over a raw socket may). */
 static void raw_ws_send(struct th_raw *r, const char *text, size_t n)
@@ -583,13 +578,7 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#",
 	                   "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "pub/#",
 	                   "MQTT_BRIDGE_MAX_BODY", "200000"));
-	struct th_raw *ws = th_raw_connect(s.port, 0);
-	ASSERT_EQ(raw_ws_upgrade(ws, s.port), 101);
-	char *f;
-	size_t fl;
-	ASSERT_EQ(th_ws_frame(ws, &f, &fl, 10000), 1); /* hello */
-	ASSERT_CONTAINS(f, "\"hello\"");
-	free(f);
+	struct th_raw *ws = th_ws_open(s.port);
 	/* The echo of a topic that is not UTF-8 has its own test. */
 	ws_strict = 0;
 
@@ -659,6 +648,8 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	int seen = strstr(ws->seen, "\"pub/good\"") != NULL &&
 	           strstr(ws->seen, "\"fine\"") != NULL;
 	while (!seen && th_now_ms() < until) {
+		char *f;
+		size_t fl;
 		if (th_ws_frame(ws, &f, &fl, 1000) == 1) {
 			seen = strstr(f, "\"pub/good\"") != NULL &&
 			       strstr(f, "\"fine\"") != NULL;
@@ -693,12 +684,7 @@ TEST_T(websocket_error_replies_are_utf8_even_when_the_topic_is_not, 30)
 	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH", "/mqtt",
 	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#",
 	                   "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "pub/#"));
-	struct th_raw *ws = th_raw_connect(s.port, 0);
-	ASSERT_EQ(raw_ws_upgrade(ws, s.port), 101);
-	char *f;
-	size_t fl;
-	ASSERT_EQ(th_ws_frame(ws, &f, &fl, 10000), 1); /* hello */
-	free(f);
+	struct th_raw *ws = th_ws_open(s.port);
 	ws_strict = 1;
 	WS_ERROR(ws, "{\"op\":\"publish\",\"topic\":\"pub/\xff\",\"payload\":\"x\"}",
 	         400);
@@ -769,12 +755,7 @@ TEST_T(mqtt5_maximum_packet_size_refuses_larger_publishes_locally, 60)
 	ASSERT_EQ(r.status, 413);
 	ASSERT(str_is(r.json, "error", mg_mqtt_strerror(MG_MQTT_ERR_TOO_LARGE)));
 	th_resp_free(&r);
-	struct th_raw *ws = th_raw_connect(s.port, 0);
-	ASSERT_EQ(raw_ws_upgrade(ws, s.port), 101);
-	char *f;
-	size_t fl;
-	ASSERT_EQ(th_ws_frame(ws, &f, &fl, 10000), 1);
-	free(f);
+	struct th_raw *ws = th_ws_open(s.port);
 	snprintf(json, jl,
 	         "{\"op\":\"publish\",\"topic\":\"big/ws\",\"payload\":\"%s\"}", big);
 	ws_expect_error(ws, json, strlen(json), 413, 413, __LINE__);
@@ -1344,6 +1325,22 @@ static void example_to_corpus(struct corpus *k, struct example *x,
 	/* (The config file holds the secrets by design: not added.) */
 }
 
+/* SIGTERM: the example exits 0; then its output into the corpus. */
+static void example_stop_to_corpus(struct corpus *k, struct example *x,
+                                   const char *label)
+{
+	kill(x->pid, SIGTERM);
+	ASSERT_EQ(th_wait_exit(x->pid, 15000), 0);
+	example_to_corpus(k, x, label);
+}
+
+/* The bridge's status and metrics, with the right credentials. */
+static void routes_to_corpus(struct corpus *k, int port)
+{
+	http_to_corpus(k, port, "GET", "/mqtt/status", NULL, DIGEST_OK, 200);
+	http_to_corpus(k, port, "GET", "/mqtt/metrics", NULL, DIGEST_OK, 200);
+}
+
 TEST_T(secrets_never_show_in_the_example_servers_output_or_routes, 120)
 {
 	struct secret_env e;
@@ -1369,8 +1366,7 @@ TEST_T(secrets_never_show_in_the_example_servers_output_or_routes, 120)
 	example_spawn(&x, conf, NULL);
 	ASSERT(th_wait_port(x.port, 10000));
 	ASSERT(WAIT_UNTIL(th_count_lines(x.log, "connected to") == 1, 10000));
-	http_to_corpus(&k, x.port, "GET", "/mqtt/status", NULL, DIGEST_OK, 200);
-	http_to_corpus(&k, x.port, "GET", "/mqtt/metrics", NULL, DIGEST_OK, 200);
+	routes_to_corpus(&k, x.port);
 	http_to_corpus(&k, x.port, "GET", "/mqtt/status", NULL, DIGEST_BAD, 401);
 	http_to_corpus(&k, x.port, "POST", "/mqtt/publish/sec/a", "1", NULL, 401);
 	/* The example's own route asks for the bridge's password too. */
@@ -1381,9 +1377,7 @@ TEST_T(secrets_never_show_in_the_example_servers_output_or_routes, 120)
 	               200);
 	th_broker_restart(&e.b);
 	ASSERT(WAIT_UNTIL(th_count_lines(x.log, "connected to") == 2, 20000));
-	kill(x.pid, SIGTERM);
-	ASSERT_EQ(th_wait_exit(x.pid, 15000), 0);
-	example_to_corpus(&k, &x, "example, TLS and password");
+	example_stop_to_corpus(&k, &x, "example, TLS and password");
 
 	/* Success: PASSWORD_FILE, the password on the command line for the
 	 * other prefix. */
@@ -1395,11 +1389,8 @@ TEST_T(secrets_never_show_in_the_example_servers_output_or_routes, 120)
 	example_spawn(&x, conf, OPTS("-MQTT2_PASSWORD", PW_BROKER));
 	ASSERT(th_wait_port(x.port, 10000));
 	ASSERT(WAIT_UNTIL(th_count_lines(x.log, "connected to") == 2, 10000));
-	http_to_corpus(&k, x.port, "GET", "/mqtt/status", NULL, DIGEST_OK, 200);
-	http_to_corpus(&k, x.port, "GET", "/mqtt/metrics", NULL, DIGEST_OK, 200);
-	kill(x.pid, SIGTERM);
-	ASSERT_EQ(th_wait_exit(x.pid, 15000), 0);
-	example_to_corpus(&k, &x, "example, password file");
+	routes_to_corpus(&k, x.port);
+	example_stop_to_corpus(&k, &x, "example, password file");
 
 	/* Failure: the wrong password at start (exits 1), and in the
 	 * background (keeps serving, status shows the refusal). */
@@ -1418,11 +1409,8 @@ TEST_T(secrets_never_show_in_the_example_servers_output_or_routes, 120)
 	example_spawn(&x, conf, NULL);
 	ASSERT(th_wait_port(x.port, 10000));
 	ASSERT(WAIT_UNTIL(th_count_lines(x.log, "refused") >= 2, 20000));
-	http_to_corpus(&k, x.port, "GET", "/mqtt/status", NULL, DIGEST_OK, 200);
-	http_to_corpus(&k, x.port, "GET", "/mqtt/metrics", NULL, DIGEST_OK, 200);
-	kill(x.pid, SIGTERM);
-	ASSERT_EQ(th_wait_exit(x.pid, 15000), 0);
-	example_to_corpus(&k, &x, "example, refused in the background");
+	routes_to_corpus(&k, x.port);
+	example_stop_to_corpus(&k, &x, "example, refused in the background");
 
 	/* Failure: the wrong key passphrase. */
 	snprintf(conf, sizeof(conf),
@@ -1593,6 +1581,7 @@ TEST_T(mqtt311_session_takeover_is_reported_and_the_client_returns, 60)
  * every connection (as a broker with an unannounced limit would). */
 struct peer {
 	int lfd, port;
+	char url[64]; /* tcp://127.0.0.1:port */
 	pthread_t th;
 	int first_reason, trigger_publish;
 	atomic_int stop, conns, subscribes_after, disconnects_sent;
@@ -1764,6 +1753,7 @@ static void peer_start(struct peer *p, int first_reason, int trigger_publish)
 	p->trigger_publish = trigger_publish;
 	pthread_mutex_init(&p->mu, NULL);
 	p->lfd = th_listen(&p->port, 8);
+	snprintf(p->url, sizeof(p->url), "tcp://127.0.0.1:%d", p->port);
 	ASSERT_EQ(pthread_create(&p->th, NULL, peer_main, p), 0);
 }
 
@@ -1793,11 +1783,9 @@ TEST_T(mqtt5_a_server_disconnect_0x8e_is_reported_and_the_client_returns, 60)
 {
 	struct peer p;
 	struct rec r;
-	char url[64];
 	peer_start(&p, 0x8e, 0);
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", p.port);
 	struct mg_mqtt *c = rec_started(
-	    &r, OPTS("MQTT_BROKER_URL", url, "MQTT_PROTOCOL_VERSION", "5",
+	    &r, OPTS("MQTT_BROKER_URL", p.url, "MQTT_PROTOCOL_VERSION", "5",
 	             "MQTT_CLIENT_ID", "dup-id", "MQTT_SUBSCRIBE", "back/#:1",
 	             "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "2"));
 	ASSERT(WAIT_UNTIL(atomic_load(&p.disconnects_sent) == 1, 10000));
@@ -1832,11 +1820,9 @@ TEST_T(mqtt5_a_disconnect_0x95_after_a_large_publish_fails_it_not_resends_it,
 {
 	struct peer p;
 	struct rec r;
-	char url[64];
 	peer_start(&p, 0x95, 1);
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", p.port);
 	struct mg_mqtt *c = rec_started(
-	    &r, OPTS("MQTT_BROKER_URL", url, "MQTT_PROTOCOL_VERSION", "5",
+	    &r, OPTS("MQTT_BROKER_URL", p.url, "MQTT_PROTOCOL_VERSION", "5",
 	             "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1"));
 	char *big = repeat(2000, 'x');
 	int id = mg_mqtt_publish(c, "big/x", big, 2000, 1, 0);

@@ -754,6 +754,22 @@ char *th_sub_messages(const struct th_sub *s, int *n)
 	return out;
 }
 
+void th_sub_expect_seq(struct th_sub *s, int ms, const char *prefix, int n)
+{
+	int rc = th_sub_wait(s, ms), got;
+	if (rc != 0)
+		th_fail(__FILE__, __LINE__, "mosquitto_sub: status %d", rc);
+	char *text = th_sub_messages(s, &got), line[256];
+	if (got != n)
+		th_fail(__FILE__, __LINE__, "%d messages, wanted %d: %s", got, n, text);
+	for (int i = 0; i < n; i++) {
+		snprintf(line, sizeof(line), "%s%d", prefix, i);
+		if (strstr(text, line) == NULL)
+			th_fail(__FILE__, __LINE__, "no \"%s\" in: %s", line, text);
+	}
+	free(text);
+}
+
 int th_sub_has(const struct th_sub *s, const char *needle)
 {
 	char *got = th_sub_messages(s, NULL);

@@ -200,3 +200,15 @@ int th_ws_frame_buf(struct th_raw *r, char *out, size_t cap, int ms)
 	free(p);
 	return op;
 }
+
+struct th_raw *th_ws_open(int port)
+{
+	struct th_raw *ws = th_raw_connect(port, 0);
+	char *f;
+	size_t fl;
+	ASSERT_EQ(th_ws_upgrade(ws, port, NULL, NULL, 0), 101);
+	ASSERT_EQ(th_ws_frame(ws, &f, &fl, 10000), 1);
+	ASSERT_CONTAINS(f, "\"op\":\"hello\"");
+	free(f);
+	return ws;
+}
