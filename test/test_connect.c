@@ -180,9 +180,9 @@ TEST(username_and_password_connect_and_a_wrong_password_fails_start_as_refused)
 	char err[1024] = "";
 	th_broker_start_password(&b, "alice", good);
 
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "alice",
-	                      "MQTT_PASSWORD", good, NULL};
-	struct mg_mqtt *c = rec_started(&r, opts);
+	struct mg_mqtt *c =
+	    rec_started(&r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "alice",
+	                         "MQTT_PASSWORD", good));
 	ASSERT(mg_mqtt_is_connected(c));
 	char *st = rec_status(c);
 	ASSERT_CONTAINS(st, "\"password\":\"***\"");
@@ -218,10 +218,9 @@ TEST(wrong_password_with_connect_async_starts_and_reports_the_refusal)
 	struct th_broker b;
 	struct rec r;
 	th_broker_start_password(&b, "bob", "The-Real-One-2");
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "bob",
-	                      "MQTT_PASSWORD", bad, "MQTT_CONNECT_ASYNC", "true",
-	                      NULL};
-	struct mg_mqtt *c = rec_started(&r, opts);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "bob",
+	             "MQTT_PASSWORD", bad, "MQTT_CONNECT_ASYNC", "true"));
 	ASSERT(WAIT_UNTIL(REC(&r, connect_fails) >= 1, 10000));
 	ASSERT_EQ(REC(&r, connects), 0);
 	ASSERT_EQ(REC(&r, last_reason), 5);
@@ -272,9 +271,9 @@ TEST(password_file_supplies_the_password_without_its_trailing_newline)
 	th_path(path, sizeof(path), "mqtt-password");
 	snprintf(text, sizeof(text), "%s\n", pw);
 	th_write_file(path, text);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "dave",
-	                      "MQTT_PASSWORD_FILE", path, NULL};
-	struct mg_mqtt *c = rec_started(&r, opts);
+	struct mg_mqtt *c =
+	    rec_started(&r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "dave",
+	                         "MQTT_PASSWORD_FILE", path));
 	ASSERT(mg_mqtt_is_connected(c));
 	char *st = rec_status(c);
 	ASSERT_NOT_CONTAINS(st, pw);
@@ -294,9 +293,8 @@ TEST_T(tls_right_ca_connects_and_a_wrong_ca_fails_with_a_tls_log_line, 60)
 	th_tls_broker_start(&b, "server", 0);
 	th_path(other, sizeof(other), "other-ca.crt");
 
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
-	                      NULL};
-	struct mg_mqtt *c = rec_started(&r, opts);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca));
 	ASSERT(mg_mqtt_is_connected(c));
 	char *st = rec_status(c);
 	ASSERT_CONTAINS(st, "\"tls\":true");
@@ -468,9 +466,9 @@ TEST(websocket_transport_works_with_a_bare_host_and_port_and_with_a_ws_url)
 	snprintf(port2, sizeof(port2), "%d", b.port2);
 	snprintf(url, sizeof(url), "ws://127.0.0.1:%d", b.port2);
 
-	const char *o[] = {"MQTT_TRANSPORT", "websockets", "MQTT_BROKER_URL",
-	                   "127.0.0.1", "MQTT_BROKER_PORT", port2, NULL};
-	struct mg_mqtt *c = rec_started(&r, o);
+	struct mg_mqtt *c =
+	    rec_started(&r, OPTS("MQTT_TRANSPORT", "websockets", "MQTT_BROKER_URL",
+	                         "127.0.0.1", "MQTT_BROKER_PORT", port2));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_CONTAINS(r.last_broker, "ws://127.0.0.1:");
 	char *st = rec_status(c);
@@ -503,9 +501,9 @@ static void protocol_roundtrip(const char *version, const char *client_id,
 	struct rec r;
 	char needle[128];
 	th_broker_sub_start(&b, NULL, &s, "pv/out", 1, "-q 1");
-	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
-	                   version, "MQTT_CLIENT_ID", client_id, NULL};
-	struct mg_mqtt *c = rec_started(&r, o);
+	struct mg_mqtt *c =
+	    rec_started(&r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION",
+	                         version, "MQTT_CLIENT_ID", client_id));
 	snprintf(needle, sizeof(needle), "as %s (%s,", client_id, wire);
 	ASSERT(WAIT_UNTIL(th_count_lines(b.log, needle) == 1, 5000));
 	char *st = rec_status(c);
@@ -570,9 +568,8 @@ TEST(mqtt5_publish_properties_reach_mosquitto_sub)
 	struct rec r;
 	th_broker_sub_start(&b, NULL, &s,
 	                    "p5/#", 1, "-V mqttv5 -F %t|%p|%P|%C|%D|%E|%F|%R");
-	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
-	                   NULL};
-	struct mg_mqtt *c = rec_started(&r, o);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5"));
 	struct mg_mqtt_props p = all_props();
 	int id = mg_mqtt_publish_props(c, "p5/data", "{\"v\":1}", 7, 1, 0, &p);
 	ASSERT_GT(id, 0);
@@ -697,9 +694,8 @@ TEST(mqtt5_reason_codes_from_the_broker_reach_subscribe_and_publish_handlers)
 	struct th_broker b;
 	struct rec r;
 	acl_broker(&b);
-	const char *o[] = {"MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
-	                   NULL};
-	struct mg_mqtt *c = rec_started(&r, o);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5"));
 
 	int denied = mg_mqtt_subscribe(c, "acl/secret/x", 1);
 	int allowed = mg_mqtt_subscribe(c, "acl/open/x", 1);
@@ -870,12 +866,9 @@ TEST(last_will_is_not_published_after_a_clean_stop)
 	struct rec r;
 	int n;
 	th_broker_sub_start(&b, NULL, &s, "lw2/will", 0, "-q 1 -t lw2/probe");
-	const char *o[] = {"MQTT_BROKER_URL",        b.url,
-	                   "MQTT_LAST_WILL_TOPIC",   "lw2/will",
-	                   "MQTT_LAST_WILL_MESSAGE", "gone",
-	                   "MQTT_LAST_WILL_QOS",     "1",
-	                   NULL};
-	struct mg_mqtt *c = rec_started(&r, o);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_LAST_WILL_TOPIC", "lw2/will",
+	             "MQTT_LAST_WILL_MESSAGE", "gone", "MQTT_LAST_WILL_QOS", "1"));
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	ASSERT_EQ(r.stopped_disconnects, 1);
@@ -902,15 +895,11 @@ TEST_T(birth_message_is_published_on_connect_and_again_after_a_broker_restart,
 	struct rec r;
 	th_broker_sub_start(&b, NULL, &first,
 	                    "bt/dev/status", 1, "-q 1 -F %q|%t|%p");
-	const char *o[] = {"MQTT_BROKER_URL",    b.url,
-	                   "MQTT_BIRTH_TOPIC",   "bt/dev/status",
-	                   "MQTT_BIRTH_MESSAGE", "online",
-	                   "MQTT_BIRTH_QOS",     "1",
-	                   "MQTT_BIRTH_RETAIN",  "true",
-	                   "MQTT_RECONNECT_MIN", "1",
-	                   "MQTT_RECONNECT_MAX", "2",
-	                   NULL};
-	struct mg_mqtt *c = rec_started(&r, o);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BIRTH_TOPIC", "bt/dev/status",
+	             "MQTT_BIRTH_MESSAGE", "online", "MQTT_BIRTH_QOS", "1",
+	             "MQTT_BIRTH_RETAIN", "true", "MQTT_RECONNECT_MIN", "1",
+	             "MQTT_RECONNECT_MAX", "2"));
 	ASSERT_EQ(th_sub_wait(&first, 10000), 0);
 	char *got = th_sub_messages(&first, NULL);
 	ASSERT_STREQ(got, "1|bt/dev/status|online");
@@ -1127,8 +1116,7 @@ TEST(fail_over_list_skips_a_dead_broker_and_connects_to_the_live_one)
 	snprintf(list, sizeof(list), "tcp://127.0.0.1:%d, mqtt://127.0.0.1:%d",
 	         dead, b.port);
 	th_sub_start(&s, &b, "fo/x", 1, NULL);
-	const char *o[] = {"MQTT_BROKER_URL", list, NULL};
-	struct mg_mqtt *c = rec_started(&r, o);
+	struct mg_mqtt *c = rec_started(&r, OPTS("MQTT_BROKER_URL", list));
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_STREQ(r.last_broker, b.url);
@@ -1284,13 +1272,10 @@ TEST_T(messages_over_the_brokers_maximum_packet_size_are_refused_not_resent,
 	th_broker_start(&b, "listener {PORT} 127.0.0.1\nallow_anonymous true\n"
 	                    "max_packet_size 1000\n");
 	th_broker_stop(&b);
-	const char *o[] = {"MQTT_BROKER_URL",       b.url,
-	                   "MQTT_PROTOCOL_VERSION", "5",
-	                   "MQTT_CONNECT_ASYNC",    "true",
-	                   "MQTT_RECONNECT_MIN",    "1",
-	                   "MQTT_RECONNECT_MAX",    "2",
-	                   NULL};
-	struct mg_mqtt *c = rec_started(&r, o);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
+	             "MQTT_CONNECT_ASYNC", "true", "MQTT_RECONNECT_MIN", "1",
+	             "MQTT_RECONNECT_MAX", "2"));
 	int before = mg_mqtt_publish(c, "mps/a", "before", 6, 1, 0);
 	int early = mg_mqtt_publish(c, "mps/big", big, sizeof(big), 1, 0);
 	int after = mg_mqtt_publish(c, "mps/b", "after", 5, 1, 0);

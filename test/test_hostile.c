@@ -90,51 +90,83 @@ static void probe(const struct th_broker *b, struct th_sub *sub,
  * The example's POST /api/publish/<topic>
  * ==================================================================== */
 
-TEST_T(example_publish_route_asks_for_the_bridge_password_and_allow_list, 60)
-{
+/* A broker, a subscriber to all of it, and the example server connected
+ * to the broker. */
+struct pubfix {
 	struct th_broker b;
 	struct th_sub sub;
 	struct th_xsrv s;
+};
+
+/* The example's bridge on /mqtt, publishing to demo/# allowed. */
+#define DEMO_BRIDGE "MQTT_BRIDGE_PATH /mqtt\nMQTT_BRIDGE_PUBLISH_ALLOW demo/#\n"
+
+/* Starts them; the server's MQTT lines are MQTT_BROKER_URL, then mqtt;
+ * civetweb as th_xsrv_start's. Returns once the server is serving and
+ * connected. */
+static void pubfix_start(struct pubfix *f, const char *mqtt,
+                         const char *civetweb)
+{
+	char text[2048];
+	th_broker_sub_start(&f->b, NULL, &f->sub, "#", 0, "-q 1");
+	snprintf(text, sizeof(text), "MQTT_BROKER_URL %s\n%s", f->b.url, mqtt);
+	th_xsrv_start(&f->s, text, civetweb);
+	xsrv_ready(f->s.log, 1);
+}
+
+/* A probe through the broker (see probe). */
+static void pubfix_probe(struct pubfix *f, const char *topic)
+{
+	probe(&f->b, &f->sub, topic);
+}
+
+static void pubfix_stop(struct pubfix *f)
+{
+	th_sub_stop(&f->sub);
+	th_kill(f->s.pid, SIGTERM);
+}
+
+TEST_T(example_publish_route_asks_for_the_bridge_password_and_allow_list, 60)
+{
+	struct pubfix f;
 	char htd[512], mqtt[2048], *body, *hdrs;
-	th_broker_sub_start(&b, NULL, &sub, "#", 0, "-q 1");
 	write_htdigest(htd, sizeof(htd));
 	snprintf(mqtt, sizeof(mqtt),
-	         "MQTT_BROKER_URL %s\nMQTT_BRIDGE_PATH /mqtt\n"
+	         "MQTT_BRIDGE_PATH /mqtt\n"
 	         "MQTT_BRIDGE_AUTH_FILE %s\nMQTT_BRIDGE_PUBLISH_ALLOW sec/#\n"
 	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW sec/#\n",
-	         b.url, htd);
-	th_xsrv_start(&s, mqtt, "authentication_domain " REALM "\n");
-	xsrv_ready(s.log, 1);
+	         htd);
+	pubfix_start(&f, mqtt, "authentication_domain " REALM "\n");
 
 	/* No credentials: the challenge, nothing published; inside or outside
 	 * the allow list alike (no hint about the list before the password). */
-	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/secret/x", OCTETS, "x",
+	ASSERT_EQ(curl_(f.s.port, "POST", "/api/publish/secret/x", OCTETS, "x",
 	                &body, &hdrs),
 	          401);
 	ASSERT_CONTAINS(hdrs, "WWW-Authenticate: Digest realm=\"" REALM "\"");
 	free(body);
 	free(hdrs);
-	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/sec/x", OCTETS, "x", &body,
+	ASSERT_EQ(curl_(f.s.port, "POST", "/api/publish/sec/x", OCTETS, "x", &body,
 	                NULL),
 	          401);
 	free(body);
 	/* A wrong password, and curl -d without a type as in the finding. */
-	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/sec/x",
+	ASSERT_EQ(curl_(f.s.port, "POST", "/api/publish/sec/x",
 	                "--digest -u " USER ":wrong " OCTETS, "x", &body, NULL),
 	          401);
 	free(body);
-	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/secret/x", "-d x", NULL,
+	ASSERT_EQ(curl_(f.s.port, "POST", "/api/publish/secret/x", "-d x", NULL,
 	                &body, NULL),
 	          401);
 	free(body);
 
 	/* The password: the allow list still holds. */
-	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/secret/x",
+	ASSERT_EQ(curl_(f.s.port, "POST", "/api/publish/secret/x",
 	                "--digest -u " USER ":" PASS " " OCTETS, "x", &body, NULL),
 	          403);
 	ASSERT_CONTAINS(body, "BRIDGE_PUBLISH_ALLOW");
 	free(body);
-	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/sec/ok",
+	ASSERT_EQ(curl_(f.s.port, "POST", "/api/publish/sec/ok",
 	                "--digest -u " USER ":" PASS " " OCTETS, "fine", &body,
 	                NULL),
 	          200);
@@ -150,40 +182,33 @@ TEST_T(example_publish_route_asks_for_the_bridge_password_and_allow_list, 60)
 		char args[256];
 		snprintf(args, sizeof(args), "--digest -u %s:%s %s", USER, PASS,
 		         simple[i]);
-		ASSERT_EQ(curl_(s.port, "POST", "/api/publish/sec/form", args, "f=1",
+		ASSERT_EQ(curl_(f.s.port, "POST", "/api/publish/sec/form", args, "f=1",
 		                &body, NULL),
 		          415);
 		free(body);
 	}
 
-	probe(&b, &sub, "sec/probe");
-	ASSERT(th_sub_has(&sub, "sec/ok fine"));
-	ASSERT(!th_sub_has(&sub, "secret"));
-	ASSERT(!th_sub_has(&sub, "sec/x"));
-	ASSERT(!th_sub_has(&sub, "sec/form"));
-	th_sub_stop(&sub);
-	th_kill(s.pid, SIGTERM);
+	pubfix_probe(&f, "sec/probe");
+	ASSERT(th_sub_has(&f.sub, "sec/ok fine"));
+	ASSERT(!th_sub_has(&f.sub, "secret"));
+	ASSERT(!th_sub_has(&f.sub, "sec/x"));
+	ASSERT(!th_sub_has(&f.sub, "sec/form"));
+	pubfix_stop(&f);
 }
 
 TEST_T(example_publish_route_publishes_nothing_for_a_client_without_bridge, 60)
 {
-	struct th_broker b;
-	struct th_sub sub;
-	struct th_xsrv s;
-	char mqtt[512], *body;
-	th_broker_sub_start(&b, NULL, &sub, "#", 0, "-q 1");
-	snprintf(mqtt, sizeof(mqtt), "MQTT_BROKER_URL %s\n", b.url);
-	th_xsrv_start(&s, mqtt, NULL);
-	xsrv_ready(s.log, 1);
-	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/any/thing", OCTETS, "x",
+	struct pubfix f;
+	char *body;
+	pubfix_start(&f, "", NULL);
+	ASSERT_EQ(curl_(f.s.port, "POST", "/api/publish/any/thing", OCTETS, "x",
 	                &body, NULL),
 	          403);
 	ASSERT_CONTAINS(body, "BRIDGE_PATH");
 	free(body);
-	probe(&b, &sub, "probe/t");
-	ASSERT(!th_sub_has(&sub, "any/thing"));
-	th_sub_stop(&sub);
-	th_kill(s.pid, SIGTERM);
+	pubfix_probe(&f, "probe/t");
+	ASSERT(!th_sub_has(&f.sub, "any/thing"));
+	pubfix_stop(&f);
 }
 
 TEST_T(example_404_body_is_json_whatever_the_client_parameter_holds, 40)
@@ -492,19 +517,10 @@ TEST_T(persistence_fsync_option_is_read_and_the_store_works_with_it, 60)
 
 TEST_T(example_publish_route_refuses_a_body_shorter_than_its_length, 60)
 {
-	struct th_broker b;
-	struct th_sub sub;
-	struct th_xsrv s;
-	char mqtt[512];
-	th_broker_sub_start(&b, NULL, &sub, "#", 0, "-q 1");
-	snprintf(mqtt, sizeof(mqtt),
-	         "MQTT_BROKER_URL %s\nMQTT_BRIDGE_PATH /mqtt\n"
-	         "MQTT_BRIDGE_PUBLISH_ALLOW demo/#\n",
-	         b.url);
-	th_xsrv_start(&s, mqtt, NULL);
-	xsrv_ready(s.log, 1);
+	struct pubfix f;
+	pubfix_start(&f, DEMO_BRIDGE, NULL);
 	/* Ten bytes announced, three sent, then the client's half closes. */
-	struct th_raw *r = th_raw_connect(s.port, 0);
+	struct th_raw *r = th_raw_connect(f.s.port, 0);
 	static const char req[] = "POST /api/publish/demo/short HTTP/1.1\r\n"
 	                          "Host: 127.0.0.1\r\n"
 	                          "Content-Type: application/octet-stream\r\n"
@@ -517,26 +533,17 @@ TEST_T(example_publish_route_refuses_a_body_shorter_than_its_length, 60)
 	r->buf[r->len < sizeof(r->buf) ? r->len : sizeof(r->buf) - 1] = '\0';
 	ASSERT_CONTAINS(r->buf, "HTTP/1.1 400");
 	th_raw_close(r);
-	probe(&b, &sub, "demo/probe");
-	ASSERT(!th_sub_has(&sub, "demo/short"));
-	th_sub_stop(&sub);
-	th_kill(s.pid, SIGTERM);
+	pubfix_probe(&f, "demo/probe");
+	ASSERT(!th_sub_has(&f.sub, "demo/short"));
+	pubfix_stop(&f);
 }
 
 TEST_T(example_publish_route_refuses_a_cross_site_origin, 60)
 {
-	struct th_broker b;
-	struct th_sub sub;
-	struct th_xsrv s;
-	char mqtt[512], *body, args[256];
-	th_broker_sub_start(&b, NULL, &sub, "#", 0, "-q 1");
-	snprintf(mqtt, sizeof(mqtt),
-	         "MQTT_BROKER_URL %s\nMQTT_BRIDGE_PATH /mqtt\n"
-	         "MQTT_BRIDGE_PUBLISH_ALLOW demo/#\n",
-	         b.url);
-	th_xsrv_start(&s, mqtt, NULL);
-	xsrv_ready(s.log, 1);
-	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/demo/evil",
+	struct pubfix f;
+	char *body, args[256];
+	pubfix_start(&f, DEMO_BRIDGE, NULL);
+	ASSERT_EQ(curl_(f.s.port, "POST", "/api/publish/demo/evil",
 	                OCTETS " -H 'Origin: http://evil.example'", "x", &body,
 	                NULL),
 	          403);
@@ -544,14 +551,13 @@ TEST_T(example_publish_route_refuses_a_cross_site_origin, 60)
 	free(body);
 	/* The server's own origin is fine. */
 	snprintf(args, sizeof(args), "%s -H 'Origin: http://127.0.0.1:%d'", OCTETS,
-	         s.port);
-	ASSERT_EQ(curl_(s.port, "POST", "/api/publish/demo/own", args, "y", &body,
+	         f.s.port);
+	ASSERT_EQ(curl_(f.s.port, "POST", "/api/publish/demo/own", args, "y", &body,
 	                NULL),
 	          200);
 	free(body);
-	probe(&b, &sub, "demo/probe");
-	ASSERT(th_sub_has(&sub, "demo/own y"));
-	ASSERT(!th_sub_has(&sub, "demo/evil"));
-	th_sub_stop(&sub);
-	th_kill(s.pid, SIGTERM);
+	pubfix_probe(&f, "demo/probe");
+	ASSERT(th_sub_has(&f.sub, "demo/own y"));
+	ASSERT(!th_sub_has(&f.sub, "demo/evil"));
+	pubfix_stop(&f);
 }

@@ -49,9 +49,9 @@ TEST_T(broker_restart_reconnects_renews_subscriptions_and_delivers_outage_messag
 	struct th_sub s;
 	struct rec r;
 	th_broker_start(&b, persistent_broker);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_RECONNECT_MIN", "1",
-	                      "MQTT_RECONNECT_MAX", "2", NULL};
-	struct mg_mqtt *c = rec_started(&r, opts);
+	struct mg_mqtt *c =
+	    rec_started(&r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_RECONNECT_MIN",
+	                         "1", "MQTT_RECONNECT_MAX", "2"));
 	ASSERT_GT(mg_mqtt_subscribe(c, "before/#", 1), 0);
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
 
@@ -91,10 +91,9 @@ TEST_T(qos1_messages_in_flight_when_the_broker_dies_are_sent_again, 60)
 	struct th_sub s;
 	struct rec r;
 	th_broker_start(&b, persistent_broker);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_RECONNECT_MIN", "1",
-	                      "MQTT_RECONNECT_MAX", "2", "MQTT_KEEPALIVE", "2",
-	                      NULL};
-	struct mg_mqtt *c = rec_started(&r, opts);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_RECONNECT_MIN", "1",
+	             "MQTT_RECONNECT_MAX", "2", "MQTT_KEEPALIVE", "2"));
 	/* A frozen broker takes the PUBLISHes into its socket but never
 	 * acknowledges them: they are in flight when it dies. */
 	kill(b.pid, SIGSTOP);
@@ -122,9 +121,9 @@ TEST_T(a_handler_slower_than_the_keepalive_does_not_drop_the_connection, 40)
 	struct th_broker b;
 	struct rec r;
 	th_broker_start(&b, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_KEEPALIVE", "1",
-	                      "MQTT_SUBSCRIBE", "slow/#", NULL};
-	struct mg_mqtt *c = rec_started(&r, opts);
+	struct mg_mqtt *c =
+	    rec_started(&r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_KEEPALIVE", "1",
+	                         "MQTT_SUBSCRIBE", "slow/#"));
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
 	r.slow_ms = 4000; /* mosquitto drops a client silent for 1.5 x 1 s */
 	th_pub(&b, "slow/a", "1", 0, 0, NULL);
@@ -195,10 +194,9 @@ TEST(publish_while_disconnected_obeys_max_buffered_and_max_inflight)
 	char url[64];
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", dead);
 
-	const char *opts[] = {"MQTT_BROKER_URL", url,         "MQTT_CONNECT_ASYNC",
-	                      "true",            "MQTT_MAX_BUFFERED", "3",
-	                      "MQTT_MAX_INFLIGHT", "1",        NULL};
-	struct mg_mqtt *c = rec_started(&r, opts);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", url, "MQTT_CONNECT_ASYNC", "true",
+	             "MQTT_MAX_BUFFERED", "3", "MQTT_MAX_INFLIGHT", "1"));
 	for (int i = 0; i < 4; i++)
 		ASSERT_GT(mg_mqtt_publish(c, "b/t", "x", 1, i % 3, 0), 0);
 	ASSERT_EQ(mg_mqtt_publish(c, "b/t", "x", 1, 1, 0), MG_MQTT_ERR_BUFFER_FULL);
@@ -522,10 +520,9 @@ TEST_T(subscriptions_made_and_undone_while_disconnected_end_as_the_last_call_say
 	struct th_broker b;
 	struct rec r;
 	th_broker_later(&b, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_CONNECT_ASYNC", "true",
-	                      "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1",
-	                      NULL};
-	struct mg_mqtt *c = rec_started(&r, opts);
+	struct mg_mqtt *c = rec_started(
+	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_CONNECT_ASYNC", "true",
+	             "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1"));
 	int ids[7];
 	ids[0] = mg_mqtt_subscribe(c, "s/a", 1);
 	ids[1] = mg_mqtt_subscribe(c, "s/b", 0);

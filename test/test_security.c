@@ -57,6 +57,17 @@ static char *repeat(size_t n, char ch)
 	return s;
 }
 
+/* Publishes 2000 bytes ('x') to topic at qos; the id, > 0 (or the test
+ * fails). */
+static int publish_big(struct mg_mqtt *c, const char *topic, int qos)
+{
+	char *big = repeat(2000, 'x');
+	int id = mg_mqtt_publish(c, topic, big, 2000, qos, 0);
+	free(big);
+	ASSERT_GT(id, 0);
+	return id;
+}
+
 /* 1 when s[0..n) is well-formed UTF-8 (what a browser needs in a
  * WebSocket text frame). */
 static int utf8_ok(const char *s, size_t n)
@@ -180,6 +191,11 @@ static void srv_stop_to(struct srv *s, struct corpus *k, const char *label)
 #define srv_stop(s) srv_stop_to(s, NULL, NULL)
 
 /* ---- HTTP with curl ------------------------------------------------------ */
+
+/* The options of a bridge on /mqtt that lets browsers publish to pub/#. */
+#define PUB_BRIDGE(url)                                                        \
+	"MQTT_BROKER_URL", url, "MQTT_BRIDGE_PATH", "/mqtt",                       \
+	    "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#"
 
 #define EXPECT_HTTP_ERROR(port, method, path, data, status)                    \
 	th_expect_http_error(port, method, path, data, NULL, status, 0, __FILE__,  \
@@ -476,8 +492,7 @@ TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
 	struct th_sub sub;
 	struct srv s;
 	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
-	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH", "/mqtt",
-	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#",
+	srv_start(&s, OPTS(PUB_BRIDGE(b.url),
 	                   "MQTT_BRIDGE_MAX_BODY", "200000"));
 
 	for (size_t i = 0; i < N_BAD_JSON; i++)
@@ -542,8 +557,7 @@ TEST_T(a_nul_escape_in_a_json_payload_is_not_cut_short, 60)
 	struct th_sub sub;
 	struct srv s;
 	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
-	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH", "/mqtt",
-	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#"));
+	srv_start(&s, OPTS(PUB_BRIDGE(b.url)));
 	struct th_resp r;
 	th_http(s.port, "POST", "/mqtt/publish",
 	     "{\"topic\":\"pub/nulpay\",\"payload\":\"head\\u0000tail\"}", NULL,
@@ -574,8 +588,7 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	struct th_sub sub;
 	struct srv s;
 	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
-	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH", "/mqtt",
-	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#",
+	srv_start(&s, OPTS(PUB_BRIDGE(b.url),
 	                   "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "pub/#",
 	                   "MQTT_BRIDGE_MAX_BODY", "200000"));
 	struct th_raw *ws = th_ws_open(s.port);
@@ -681,8 +694,7 @@ TEST_T(websocket_error_replies_are_utf8_even_when_the_topic_is_not, 30)
 	struct th_broker b;
 	struct srv s;
 	th_broker_start(&b, NULL);
-	srv_start(&s, OPTS("MQTT_BROKER_URL", b.url, "MQTT_BRIDGE_PATH", "/mqtt",
-	                   "MQTT_BRIDGE_PUBLISH_ALLOW", "pub/#",
+	srv_start(&s, OPTS(PUB_BRIDGE(b.url),
 	                   "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "pub/#"));
 	struct th_raw *ws = th_ws_open(s.port);
 	ws_strict = 1;
@@ -828,9 +840,7 @@ static void msl_case(const char *proto, int qos, int want)
 	th_broker_sub_start(&b, MSL_BROKER, &sub, "#", 0, "-V mqttv5");
 	struct mg_mqtt *c = rec_started(
 	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", proto));
-	char *big = repeat(2000, 'x');
-	int id = mg_mqtt_publish(c, "big/msl", big, 2000, qos, 0);
-	ASSERT_GT(id, 0);
+	int id = publish_big(c, "big/msl", qos);
 	int id2 = mg_mqtt_publish(c, "big/after", "ok", 2, qos, 0);
 	ASSERT_GT(id2, 0);
 	int res = pub_result(&r, id, 10000);
@@ -846,7 +856,6 @@ static void msl_case(const char *proto, int qos, int want)
 	th_sub_stop(&sub);
 	th_broker_stop(&b);
 	rec_free(&r);
-	free(big);
 }
 
 TEST_T(message_size_limit_drops_show_as_reason_0x95_with_mqtt5_qos1_and_2, 90)
@@ -925,9 +934,7 @@ TEST_T(mqtt311_qos0_over_max_packet_size_costs_one_reconnect, 60)
 	struct mg_mqtt *c = rec_started(
 	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "3.1.1",
 	             "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1"));
-	char *big = repeat(2000, 'x');
-	int id = mg_mqtt_publish(c, "big/mps0", big, 2000, 0, 0);
-	ASSERT_GT(id, 0);
+	publish_big(c, "big/mps0", 0);
 	ASSERT(WAIT_UNTIL(REC(&r, disconnects) == 1, 10000));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 2, 15000));
 	int id2 = mg_mqtt_publish(c, "big/after", "ok", 2, 1, 0);
@@ -939,7 +946,6 @@ TEST_T(mqtt311_qos0_over_max_packet_size_costs_one_reconnect, 60)
 	ASSERT_EQ(th_count_lines(b.log, "oversize"), 1);
 	th_sub_stop(&sub);
 	rec_free(&r);
-	free(big);
 }
 
 /* ======================================================================
@@ -1824,9 +1830,7 @@ TEST_T(mqtt5_a_disconnect_0x95_after_a_large_publish_fails_it_not_resends_it,
 	struct mg_mqtt *c = rec_started(
 	    &r, OPTS("MQTT_BROKER_URL", p.url, "MQTT_PROTOCOL_VERSION", "5",
 	             "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1"));
-	char *big = repeat(2000, 'x');
-	int id = mg_mqtt_publish(c, "big/x", big, 2000, 1, 0);
-	ASSERT_GT(id, 0);
+	int id = publish_big(c, "big/x", 1);
 	ASSERT(WAIT_UNTIL(REC(&r, disconnects) >= 1, 10000));
 	ASSERT_EQ(REC(&r, last_disc_reason), 0x95);
 	if (!WAIT_UNTIL(rec_find_pub(&r, id) >= 0, 30000))
@@ -1843,5 +1847,4 @@ TEST_T(mqtt5_a_disconnect_0x95_after_a_large_publish_fails_it_not_resends_it,
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	peer_stop(&p);
 	rec_free(&r);
-	free(big);
 }
