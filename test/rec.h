@@ -441,4 +441,13 @@ static inline struct mg_mqtt *rec_connected(struct rec *r,
 	return rec_started(r, OPTS("MQTT_BROKER_URL", b->url));
 }
 
+/* A new anonymous broker (th_broker_start) and a client connected to it
+ * as rec_connected. */
+static inline struct mg_mqtt *rec_with_broker(struct rec *r,
+                                              struct th_broker *b)
+{
+	th_broker_start(b, NULL);
+	return rec_connected(r, b);
+}
+
 #endif

@@ -13,8 +13,7 @@ TEST(anonymous_connect_calls_connect_handler_and_reports_connected)
 {
 	struct th_broker b;
 	struct rec r;
-	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = rec_connected(&r, &b);
+	struct mg_mqtt *c = rec_with_broker(&r, &b);
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_EQ(REC(&r, connect_fails), 0);
@@ -58,8 +57,7 @@ TEST(subscribe_receives_mosquitto_pub_messages_with_qos_and_retain)
 {
 	struct th_broker b;
 	struct rec r;
-	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = rec_connected(&r, &b);
+	struct mg_mqtt *c = rec_with_broker(&r, &b);
 	th_pub(&b, "cwm/ret/a", "kept", 1, 1, NULL);
 	int sid = mg_mqtt_subscribe(c, "cwm/ret/#", 2);
 	ASSERT_GT(sid, 0);
@@ -117,6 +115,15 @@ TEST(every_matching_topic_handler_runs_in_order_and_catch_all_only_when_none)
 
 /* An inline handler: records the topic, the payload and the name of the
  * thread it runs on. */
+/* n read under mu: how many entries a handler has added so far. */
+static int locked_count(pthread_mutex_t *mu, const int *n)
+{
+	pthread_mutex_lock(mu);
+	int v = *n;
+	pthread_mutex_unlock(mu);
+	return v;
+}
+
 struct inl {
 	pthread_mutex_t mu;
 	char topic[8][64], thread[8][32], room[8][16];
@@ -139,14 +146,6 @@ static void inl_cb(struct mg_mqtt *c, const struct mg_mqtt_message *m,
 		x->n++;
 	}
 	pthread_mutex_unlock(&x->mu);
-}
-
-static int inl_count(struct inl *x)
-{
-	pthread_mutex_lock(&x->mu);
-	int n = x->n;
-	pthread_mutex_unlock(&x->mu);
-	return n;
 }
 
 /* Inline handlers run on paho's thread, not mqtt-dispatch, with named
@@ -175,7 +174,7 @@ TEST(inline_handlers_run_on_paho_thread_and_queue_nothing_alone)
 	          MG_MQTT_ERR_STARTED);
 	th_pub(&b, "home/kitchen/temp", "21", 1, 0, NULL);
 	th_pub(&b, "home/hall/temp", "19", 0, 0, NULL);
-	ASSERT(WAIT_UNTIL(inl_count(&x) == 2, 5000));
+	ASSERT(WAIT_UNTIL(locked_count(&x.mu, &x.n) == 2, 5000));
 	ASSERT_STREQ(x.topic[0], "home/kitchen/temp");
 	ASSERT_STREQ(x.room[0], "kitchen");
 	ASSERT_STREQ(x.room[1], "hall");
@@ -203,7 +202,8 @@ TEST(inline_handlers_run_on_paho_thread_and_queue_nothing_alone)
 	rec_start(c, opts);
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
 	th_pub(&b, "home/kitchen/temp", "21", 0, 0, NULL);
-	ASSERT(WAIT_UNTIL(inl_count(&x) == 1 && REC(&r2, nmsgs) == 1, 5000));
+	ASSERT(WAIT_UNTIL(locked_count(&x.mu, &x.n) == 1 && REC(&r2, nmsgs) == 1,
+	                  5000));
 	th_sleep_ms(200);
 	ASSERT_EQ(REC(&r2, nmsgs), 1);
 	ASSERT_EQ(r2.msgs[0].handler, 1);
@@ -234,14 +234,6 @@ static void named_cb(struct mg_mqtt *c, const struct mg_mqtt_message *m,
 	pthread_mutex_unlock(&x->mu);
 }
 
-static int named_count(struct named *x)
-{
-	pthread_mutex_lock(&x->mu);
-	int n = x->n;
-	pthread_mutex_unlock(&x->mu);
-	return n;
-}
-
 TEST(named_levels_subscribe_as_plus_and_handlers_read_them_by_name)
 {
 	struct th_broker b;
@@ -265,8 +257,8 @@ TEST(named_levels_subscribe_as_plus_and_handlers_read_them_by_name)
 	th_pub(&b, "home/kitchen/temperature", "21", 1, 0, NULL);
 	th_pub(&b, "home/hall/door", "open", 1, 0, NULL);
 	th_pub(&b, "office/d7/lamp", "on", 1, 0, NULL);
-	ASSERT(WAIT_UNTIL(named_count(&a) == 2 && named_count(&h) == 2 &&
-	                      REC(&r, nmsgs) == 1,
+	ASSERT(WAIT_UNTIL(locked_count(&a.mu, &a.n) == 2 &&
+	                      locked_count(&h.mu, &h.n) == 2 && REC(&r, nmsgs) == 1,
 	                  5000));
 	ASSERT_STREQ(a.got[0], "home/kitchen/temperature=7:kitchen|11:temperature");
 	ASSERT_STREQ(a.got[1], "home/hall/door=4:hall|4:door");
@@ -293,8 +285,7 @@ TEST(unsubscribe_and_unsubscribe_all_stop_delivery_and_are_acknowledged)
 {
 	struct th_broker b;
 	struct rec r;
-	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = rec_connected(&r, &b);
+	struct mg_mqtt *c = rec_with_broker(&r, &b);
 	ASSERT_GT(mg_mqtt_subscribe(c, "u/a", 0), 0);
 	ASSERT_GT(mg_mqtt_subscribe(c, "u/b", 1), 0);
 	ASSERT_GT(mg_mqtt_subscribe(c, "u/c", 2), 0);

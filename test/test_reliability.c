@@ -571,8 +571,7 @@ TEST_T(ten_thousand_subscriptions_are_each_acknowledged_once, 60)
 	enum { N = 10000 };
 	struct th_broker b;
 	struct rec r;
-	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = rec_connected(&r, &b);
+	struct mg_mqtt *c = rec_with_broker(&r, &b);
 	char f[64];
 	int first = 0, last = 0;
 	for (int i = 0; i < N; i++) {
