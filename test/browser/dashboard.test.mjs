@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { ROOT, T, CHROMIUM, CHROMIUM_FLAGS, sleep, freePort, waitFor, tail, processes } from './procs.mjs';
+import { ROOT, T, CHROMIUM, CHROMIUM_FLAGS, sleep, freePort, waitFor, tail, processes, checks, childWith, closeBrowser } from './procs.mjs';
 
 const EXAMPLE_BIN = path.resolve(ROOT, process.env.EXAMPLE_BIN || 'example/civetweb-mqtt');
 const WWW = path.join(ROOT, 'example', 'www');
@@ -22,7 +22,7 @@ const OUT = path.join(ROOT, 'test', 'out');
 const SHOT = path.join(OUT, 'dashboard.png');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dashboard-test-'));
-const { children, start, waitExit, stop, waitPort } = processes(tmp);
+const { children, start, waitExit, stop, waitPort, stopAll } = processes(tmp);
 
 // ---- processes ----------------------------------------------------------------
 
@@ -101,42 +101,13 @@ function serverSub(st, filter) {
 
 // ---- checks ---------------------------------------------------------------------
 
-let passed = 0, failed = 0, fatal = null;
-
-async function check(name, fn, { critical = false } = {}) {
-  if (fatal) { failed++; console.log(`FAIL ${name}: not run (${fatal})`); return; }
-  try {
-    await fn();
-    passed++;
-    console.log(`ok ${name}`);
-  } catch (e) {
-    failed++;
-    const reason = String(e && e.message ? e.message : e).split('\n')[0];
-    console.log(`FAIL ${name}: ${reason}`);
-    if (critical) fatal = `"${name}" failed`;
-  }
-}
+const { check, run } = checks(tmp);
 
 // ---- the browser ----------------------------------------------------------------
 
 let context, page, browserPid = 0;
 const pageErrors = [], outsideRequests = [];
 const userDataDir = path.join(tmp, 'chromium-profile');
-
-// The browser process playwright started for us: our child, with our profile.
-function findBrowserPid() {
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid !== process.pid) continue;
-      const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8');
-      if (cmd.includes(userDataDir)) return Number(d);
-    } catch { /* gone */ }
-  }
-  return 0;
-}
 
 const sel = {
   ws: '[data-testid="ws-state"]',
@@ -240,7 +211,7 @@ async function main() {
       executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS,
       viewport: { width: 1280, height: 800 }, timeout: T(30000),
     });
-    browserPid = findBrowserPid();
+    browserPid = childWith(userDataDir);
     page = context.pages()[0] || await context.newPage();
     page.setDefaultTimeout(T(10000));
     page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -488,42 +459,12 @@ async function main() {
 
 // ---- run, always clean up ------------------------------------------------------------
 
-const watchdog = setTimeout(() => {
-  console.log(`FAIL watchdog: the test ran over ${T(240)} s`);
-  failed++;
-  cleanup().finally(() => finish());
-}, T(240000));
-
-let cleaned = false;
-async function cleanup() {
-  if (cleaned) return;
-  cleaned = true;
-  if (context) await Promise.race([context.close().catch(() => {}), sleep(10000)]);
-  if (browserPid) { try { process.kill(browserPid, 'SIGKILL'); } catch { /* closed */ } }
-  for (const p of [...children].reverse()) await stop(p, 10000);
-}
-
-function finish() {
-  clearTimeout(watchdog);
-  if (failed > 0 || process.env.KEEP_TMP) {
-    console.log(`# logs and configuration kept in ${tmp}`);
-    for (const f of ['server-1.log', 'server-2.log', 'mosquitto.log']) {
-      const file = path.join(tmp, f);
-      if (failed > 0 && fs.existsSync(file)) console.log(`# ${f}: ${tail(file, 8)}`);
-    }
-  } else {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed === 0 && passed > 0 ? 0 : 1);
-}
-
-try {
-  await main();
-} catch (e) {
-  failed++;
-  console.log(`FAIL dashboard test: ${e && e.stack ? e.stack.split('\n')[0] : e}`);
-} finally {
-  await cleanup();
-  finish();
-}
+run(main, {
+  label: 'dashboard test',
+  seconds: 240,
+  cleanup: async () => {
+    await closeBrowser(context, browserPid);
+    await stopAll(10000);
+  },
+  logs: ['server-1.log', 'server-2.log', 'mosquitto.log'],
+});

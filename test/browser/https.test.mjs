@@ -21,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { chromium } from 'playwright-core';
-import { ROOT, SCALE, T, CHROMIUM, CHROMIUM_FLAGS, sleep, freePort, waitFor, tail, processes } from './procs.mjs';
+import { ROOT, SCALE, T, CHROMIUM, CHROMIUM_FLAGS, sleep, freePort, waitFor, tail, processes, checks, childWith, closeBrowser } from './procs.mjs';
 
 const EXAMPLE_BIN = path.resolve(ROOT, process.env.EXAMPLE_BIN || 'example/civetweb-mqtt');
 const NGINX = process.env.NGINX || '/usr/sbin/nginx';
@@ -29,7 +29,7 @@ const WWW = path.join(ROOT, 'example', 'www');
 const USER = 'alice', PASSWORD = 'wonder land', REALM = 'cwm-https-test';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'https-test-'));
-const { children, start, waitExit, stop, waitPort } = processes(tmp);
+const { children, start, waitExit, stop, waitPort, stopAll } = processes(tmp);
 fs.chmodSync(tmp, 0o755); // nginx's workers run as another user
 
 // ---- processes ------------------------------------------------------------------
@@ -211,36 +211,10 @@ function wsSend(ws, obj) {
 
 // ---- checks -----------------------------------------------------------------------
 
-let passed = 0, failed = 0, fatal = null;
-
-async function check(name, fn, { critical = false } = {}) {
-  if (fatal) { failed++; console.log(`FAIL ${name}: not run (${fatal})`); return; }
-  try {
-    await fn();
-    passed++;
-    console.log(`ok ${name}`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${name}: ${String(e && e.message ? e.message : e).split('\n')[0]}`);
-    if (critical) fatal = `"${name}" failed`;
-  }
-}
+const { check, run } = checks(tmp);
 
 let context, browserPid = 0;
 const userDataDir = path.join(tmp, 'chromium-profile');
-
-function findBrowserPid() {
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid !== process.pid) continue;
-      if (fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(userDataDir)) return Number(d);
-    } catch { /* gone */ }
-  }
-  return 0;
-}
 
 async function startServer(withOrigins) {
   const p = start('server', EXAMPLE_BIN, [writeServerConf(withOrigins)], `server-${withOrigins ? 'o' : 'n'}.log`);
@@ -406,7 +380,7 @@ async function main() {
       executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS, ignoreHTTPSErrors: true,
       httpCredentials: { username: USER, password: PASSWORD }, timeout: T(30000),
     });
-    browserPid = findBrowserPid();
+    browserPid = childWith(userDataDir);
     page = context.pages()[0] || await context.newPage();
     page.setDefaultTimeout(T(10000));
     page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -451,42 +425,12 @@ async function main() {
   });
 }
 
-const watchdog = setTimeout(() => {
-  console.log(`FAIL watchdog: the test ran over ${T(180)} s`);
-  failed++;
-  cleanup().finally(() => finish());
-}, T(180000));
-
-let cleaned = false;
-async function cleanup() {
-  if (cleaned) return;
-  cleaned = true;
-  if (context) await Promise.race([context.close().catch(() => {}), sleep(10000)]);
-  if (browserPid) { try { process.kill(browserPid, 'SIGKILL'); } catch { /* closed */ } }
-  for (const p of [...children].reverse()) await stop(p, 10000);
-}
-
-function finish() {
-  clearTimeout(watchdog);
-  if (failed > 0 || process.env.KEEP_TMP) {
-    console.log(`# logs and configuration kept in ${tmp}`);
-    for (const f of ['server-o.log', 'server-n.log', 'nginx/logs/error.log', 'mosquitto.log']) {
-      const file = path.join(tmp, f);
-      if (failed > 0 && fs.existsSync(file)) console.log(`# ${f}: ${tail(file, 8)}`);
-    }
-  } else {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed === 0 && passed > 0 ? 0 : 1);
-}
-
-try {
-  await main();
-} catch (e) {
-  failed++;
-  console.log(`FAIL https test: ${e && e.stack ? e.stack.split('\n')[0] : e}`);
-} finally {
-  await cleanup();
-  finish();
-}
+run(main, {
+  label: 'https test',
+  seconds: 180,
+  cleanup: async () => {
+    await closeBrowser(context, browserPid);
+    await stopAll(10000);
+  },
+  logs: ['server-o.log', 'server-n.log', 'nginx/logs/error.log', 'mosquitto.log'],
+});

@@ -84,5 +84,84 @@ export function processes(tmp) {
       return answers(port);
     }, ms, 20);
   }
-  return { children, start, waitExit, stop, waitPort };
+  // Every process still running, the last started first.
+  async function stopAll(ms) {
+    for (const p of [...children].reverse()) await stop(p, ms);
+  }
+  return { children, start, waitExit, stop, waitPort, stopAll };
+}
+
+// The PID of our child process whose command line contains arg (the
+// browser playwright started for us, with our profile), or 0.
+export function childWith(arg) {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== process.pid) continue;
+      if (fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(arg)) return Number(d);
+    } catch { /* gone */ }
+  }
+  return 0;
+}
+
+// The checks of one test and its end. check(name, fn, {critical}) runs one
+// check and prints "ok name" or "FAIL name: reason" (after a critical one
+// failed, the rest fail unrun). run(main, {label, seconds, cleanup, logs})
+// runs main under a watchdog of seconds (scaled), always calls cleanup,
+// then prints "N passed, N failed" (and the tails of the logs in tmp on a
+// failure), removes tmp unless KEEP_TMP or a failure, and exits: 0 only
+// when every check passed.
+export function checks(tmp) {
+  let passed = 0, failed = 0, fatal = null;
+  const fail = (what) => { failed++; console.log(`FAIL ${what}`); };
+  async function check(name, fn, { critical = false } = {}) {
+    if (fatal) { fail(`${name}: not run (${fatal})`); return; }
+    try {
+      await fn();
+      passed++;
+      console.log(`ok ${name}`);
+    } catch (e) {
+      fail(`${name}: ${String(e && e.message ? e.message : e).split('\n')[0]}`);
+      if (critical) fatal = `"${name}" failed`;
+    }
+  }
+  async function run(main, { label, seconds, cleanup, logs }) {
+    let cleaned = false;
+    const clean = async () => { if (!cleaned) { cleaned = true; await cleanup(); } };
+    function finish() {
+      clearTimeout(watchdog);
+      if (failed > 0 || process.env.KEEP_TMP) {
+        console.log(`# logs and configuration kept in ${tmp}`);
+        for (const f of logs) {
+          const file = path.join(tmp, f);
+          if (failed > 0 && fs.existsSync(file)) console.log(`# ${f}: ${tail(file, 8)}`);
+        }
+      } else {
+        fs.rmSync(tmp, { recursive: true, force: true });
+      }
+      console.log(`${passed} passed, ${failed} failed`);
+      process.exit(failed === 0 && passed > 0 ? 0 : 1);
+    }
+    const watchdog = setTimeout(() => {
+      fail(`watchdog: the test ran over ${T(seconds)} s`);
+      clean().finally(() => finish());
+    }, T(seconds * 1000));
+    try {
+      await main();
+    } catch (e) {
+      fail(`${label}: ${e && e.stack ? e.stack.split('\n')[0] : e}`);
+    } finally {
+      await clean();
+      finish();
+    }
+  }
+  return { check, run };
+}
+
+// Closes a playwright context (at most 10 s), then SIGKILLs its browser.
+export async function closeBrowser(context, browserPid) {
+  if (context) await Promise.race([context.close().catch(() => {}), sleep(10000)]);
+  if (browserPid) { try { process.kill(browserPid, 'SIGKILL'); } catch { /* closed */ } }
 }
