@@ -433,6 +433,26 @@ static inline struct mg_mqtt *rec_started(struct rec *r, const char **opts)
 	return c;
 }
 
+/* A client started before its broker: b gets conf and its ports but
+ * nothing listens yet (th_broker_later: th_broker_restart starts it). The
+ * client, of prefix MQTT with r attached, starts against it with
+ * MQTT_CONNECT_ASYNC true, reconnect delays of 1 s, and the options of
+ * more (NULL-ended, or NULL). */
+static inline struct mg_mqtt *rec_started_early(struct rec *r,
+                                                struct th_broker *b,
+                                                const char *conf,
+                                                const char **more)
+{
+	const char *opts[64] = {"MQTT_BROKER_URL",    b->url, "MQTT_CONNECT_ASYNC",
+	                        "true",               "MQTT_RECONNECT_MIN", "1",
+	                        "MQTT_RECONNECT_MAX", "1"};
+	int n = 8;
+	th_broker_later(b, conf);
+	for (int i = 0; more != NULL && more[i] != NULL && n < 62; i++)
+		opts[n++] = more[i];
+	return rec_started(r, opts);
+}
+
 /* A client of prefix MQTT with r attached, started against broker b
  * (MQTT_BROKER_URL its URL, nothing else set). */
 static inline struct mg_mqtt *rec_connected(struct rec *r,

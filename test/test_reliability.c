@@ -88,7 +88,6 @@ TEST_T(broker_restart_reconnects_renews_subscriptions_and_delivers_outage_messag
 TEST_T(qos1_messages_in_flight_when_the_broker_dies_are_sent_again, 60)
 {
 	struct th_broker b;
-	struct th_sub s;
 	struct rec r;
 	th_broker_start(&b, persistent_broker);
 	struct mg_mqtt *c = rec_started(
@@ -103,6 +102,7 @@ TEST_T(qos1_messages_in_flight_when_the_broker_dies_are_sent_again, 60)
 	ASSERT(rec_status_has(c, "\"in_flight\":5"));
 	th_broker_kill9(&b);
 	th_broker_restart(&b);
+	struct th_sub s;
 	th_sub_start(&s, &b, "inflight/#", 5, "-q 1");
 	th_sub_expect_seq(&s, 20000, "inflight/q1 f", 5);
 	/* One acknowledgement each, all successful. */
@@ -519,10 +519,7 @@ TEST_T(subscriptions_made_and_undone_while_disconnected_end_as_the_last_call_say
 {
 	struct th_broker b;
 	struct rec r;
-	th_broker_later(&b, NULL);
-	struct mg_mqtt *c = rec_started(
-	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_CONNECT_ASYNC", "true",
-	             "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1"));
+	struct mg_mqtt *c = rec_started_early(&r, &b, NULL, NULL);
 	int ids[7];
 	ids[0] = mg_mqtt_subscribe(c, "s/a", 1);
 	ids[1] = mg_mqtt_subscribe(c, "s/b", 0);

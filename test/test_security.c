@@ -485,18 +485,35 @@ static const char *const bad_json_topics[] = {
 };
 #define N_BAD_JSON (sizeof(bad_json_topics) / sizeof(bad_json_topics[0]))
 
-TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
-       60)
-{
+/* A broker, a subscriber to all of it, and a server whose bridge lets
+ * browsers publish to pub/# (bodies up to 200000 bytes), and subscribe to
+ * subscribe_allow (NULL: no subscribing). */
+struct bridged {
 	struct th_broker b;
 	struct th_sub sub;
 	struct srv s;
-	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
-	srv_start(&s, OPTS(PUB_BRIDGE(b.url),
-	                   "MQTT_BRIDGE_MAX_BODY", "200000"));
+};
+
+static void bridged_start(struct bridged *f, const char *subscribe_allow)
+{
+	th_broker_sub_start(&f->b, NULL, &f->sub, "#", 0, NULL);
+	if (subscribe_allow != NULL)
+		srv_start(&f->s, OPTS(PUB_BRIDGE(f->b.url), "MQTT_BRIDGE_MAX_BODY",
+		                      "200000", "MQTT_BRIDGE_SUBSCRIBE_ALLOW",
+		                      subscribe_allow));
+	else
+		srv_start(&f->s,
+		          OPTS(PUB_BRIDGE(f->b.url), "MQTT_BRIDGE_MAX_BODY", "200000"));
+}
+
+TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
+       60)
+{
+	struct bridged f;
+	bridged_start(&f, NULL);
 
 	for (size_t i = 0; i < N_BAD_JSON; i++)
-		EXPECT_HTTP_ERROR(s.port, "POST", "/mqtt/publish", bad_json_topics[i],
+		EXPECT_HTTP_ERROR(f.s.port, "POST", "/mqtt/publish", bad_json_topics[i],
 		                  400);
 
 	/* The raw route: percent-encoded invalid UTF-8, a control character,
@@ -509,7 +526,7 @@ TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
 	    "/mqtt/publish/pub/x%00",         "/mqtt/publish/pub/%00/x",
 	};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
-		EXPECT_HTTP_ERROR(s.port, "POST", paths[i], "raw", 400);
+		EXPECT_HTTP_ERROR(f.s.port, "POST", paths[i], "raw", 400);
 
 	/* Over 65535 bytes: the JSON route answers 400 or 413 with a JSON
 	 * error; the raw route's request line is over CivetWeb's own limit
@@ -521,13 +538,13 @@ TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
 	char *body = malloc(bl);
 	ASSERT(body != NULL);
 	snprintf(body, bl, "{\"topic\":\"%s\",\"payload\":\"long\"}", longt);
-	th_expect_http_error(s.port, "POST", "/mqtt/publish", body, NULL, 400, 413,
-	                     __FILE__, __LINE__);
+	th_expect_http_error(f.s.port, "POST", "/mqtt/publish", body, NULL, 400,
+	                     413, __FILE__, __LINE__);
 	char *path = malloc(bl);
 	ASSERT(path != NULL);
 	snprintf(path, bl, "/mqtt/publish/%s", longt);
 	struct th_resp r;
-	th_http(s.port, "POST", path, "long", NULL, &r);
+	th_http(f.s.port, "POST", path, "long", NULL, &r);
 	ASSERT_GE(r.status, 400);
 	ASSERT_LT(r.status, 500);
 	th_resp_free(&r);
@@ -536,17 +553,17 @@ TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
 	free(longt);
 
 	/* Still usable; only the probe reached the broker. */
-	EXPECT_PUBLISHED(s.port, "/mqtt/publish/pub/probe", "p", NULL);
-	EXPECT_PUBLISHED(s.port, "/mqtt/publish",
+	EXPECT_PUBLISHED(f.s.port, "/mqtt/publish/pub/probe", "p", NULL);
+	EXPECT_PUBLISHED(f.s.port, "/mqtt/publish",
 	                 "{\"topic\":\"pub/probe2\",\"payload\":\"q\"}", NULL);
-	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "pub/probe2 q") == 1, 10000));
+	ASSERT(WAIT_UNTIL(th_count_lines(f.sub.out, "pub/probe2 q") == 1, 10000));
 	char *got;
-	ASSERT_EQ(th_sub_lines(&sub, &got), 2);
+	ASSERT_EQ(th_sub_lines(&f.sub, &got), 2);
 	ASSERT_CONTAINS(got, "pub/probe p");
 	free(got);
-	ASSERT_EQ(REC(&s.r, disconnects), 0);
-	th_sub_stop(&sub);
-	srv_stop(&s);
+	ASSERT_EQ(REC(&f.s.r, disconnects), 0);
+	th_sub_stop(&f.sub);
+	srv_stop(&f.s);
 }
 
 /* A JSON string with \u0000 in a payload: cJSON's C string ends there. The
@@ -584,14 +601,9 @@ TEST_T(a_nul_escape_in_a_json_payload_is_not_cut_short, 60)
 TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
        60)
 {
-	struct th_broker b;
-	struct th_sub sub;
-	struct srv s;
-	th_broker_sub_start(&b, NULL, &sub, "#", 0, NULL);
-	srv_start(&s, OPTS(PUB_BRIDGE(b.url),
-	                   "MQTT_BRIDGE_SUBSCRIBE_ALLOW", "pub/#",
-	                   "MQTT_BRIDGE_MAX_BODY", "200000"));
-	struct th_raw *ws = th_ws_open(s.port);
+	struct bridged f;
+	bridged_start(&f, "pub/#");
+	struct th_raw *ws = th_ws_open(f.s.port);
 	/* The echo of a topic that is not UTF-8 has its own test. */
 	ws_strict = 0;
 
@@ -637,7 +649,7 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	                           "\"payload\":\"\xff\xfe\"}";
 	cJSON *o = ws_call_(ws, junk, sizeof(junk) - 1, 0, __LINE__);
 	cJSON_Delete(o);
-	ASSERT_EQ(nsubs(s.c), 0);
+	ASSERT_EQ(nsubs(f.s.c), 0);
 
 	/* SSE: percent-encoded NUL, invalid UTF-8, bad wildcards. */
 	static const char *const bad_sse[] = {
@@ -648,12 +660,12 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	    "/mqtt/events?topic=pub/ok&topic=pub/%FF",
 	};
 	for (size_t i = 0; i < sizeof(bad_sse) / sizeof(bad_sse[0]); i++)
-		EXPECT_HTTP_ERROR(s.port, "GET", bad_sse[i], NULL, 400);
-	ASSERT_EQ(nsubs(s.c), 0);
+		EXPECT_HTTP_ERROR(f.s.port, "GET", bad_sse[i], NULL, 400);
+	ASSERT_EQ(nsubs(f.s.c), 0);
 
 	/* The WebSocket still works both ways; the broker saw only this. */
 	WS_ACK(ws, "{\"op\":\"subscribe\",\"topic\":\"pub/#\",\"id\":100}");
-	ASSERT(WAIT_UNTIL(rec_subs_settled(s.c, 1), 10000));
+	ASSERT(WAIT_UNTIL(rec_subs_settled(f.s.c, 1), 10000));
 	ASSERT_GT(WS_ACK(ws, "{\"op\":\"publish\",\"topic\":\"pub/good\","
 	                     "\"payload\":\"fine\",\"qos\":1,\"id\":101}"),
 	          0);
@@ -670,9 +682,9 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 		}
 	}
 	ASSERT(seen);
-	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "pub/good fine") == 1, 10000));
+	ASSERT(WAIT_UNTIL(th_count_lines(f.sub.out, "pub/good fine") == 1, 10000));
 	char *got;
-	int n = th_sub_lines(&sub, &got);
+	int n = th_sub_lines(&f.sub, &got);
 	/* The junk-payload publish may have gone out (as bytes): nothing else. */
 	ASSERT_LE(n, 2);
 	ASSERT_NOT_CONTAINS(got, "nul");
@@ -680,9 +692,9 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	ASSERT_NOT_CONTAINS(got, "pub/a");
 	free(got);
 	th_raw_close(ws);
-	ASSERT_EQ(REC(&s.r, disconnects), 0);
-	th_sub_stop(&sub);
-	srv_stop(&s);
+	ASSERT_EQ(REC(&f.s.r, disconnects), 0);
+	th_sub_stop(&f.sub);
+	srv_stop(&f.s);
 }
 
 /* The reply to an op echoes its "topic". When that topic is not UTF-8 the
@@ -797,19 +809,16 @@ TEST_T(mqtt5_maximum_packet_size_refuses_larger_publishes_locally, 60)
 TEST_T(mqtt5_a_buffered_message_over_the_announced_limit_fails_once, 60)
 {
 	struct th_broker b;
-	struct th_sub sub;
 	struct rec r;
-	th_broker_later(&b, MPS_BROKER);
-	struct mg_mqtt *c = rec_started(
-	    &r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_PROTOCOL_VERSION", "5",
-	             "MQTT_CONNECT_ASYNC", "true", "MQTT_RECONNECT_MIN", "1",
-	             "MQTT_RECONNECT_MAX", "1"));
+	struct mg_mqtt *c = rec_started_early(&r, &b, MPS_BROKER,
+	                                      OPTS("MQTT_PROTOCOL_VERSION", "5"));
 	char *big = repeat(2000, 'x');
 	int id_big = mg_mqtt_publish(c, "big/buffered", big, 2000, 1, 0);
 	int id_small = mg_mqtt_publish(c, "big/small", "small", 5, 1, 0);
 	ASSERT_GT(id_big, 0);
 	ASSERT_GT(id_small, 0);
 	th_broker_restart(&b);
+	struct th_sub sub;
 	th_sub_start(&sub, &b, "#", 0, "-V mqttv5");
 	ASSERT_EQ(pub_result(&r, id_big, 20000), MG_MQTT_ERR_TOO_LARGE);
 	ASSERT_EQ(pub_result(&r, id_small, 20000), 0);

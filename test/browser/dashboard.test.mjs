@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { ROOT, T, CHROMIUM, CHROMIUM_FLAGS, sleep, freePort, waitFor, tail, processes, checks, childWith, closeBrowser } from './procs.mjs';
+import { ROOT, T, CHROMIUM, CHROMIUM_FLAGS, sleep, freePort, waitFor, tail, processes, checks, childWith } from './procs.mjs';
 
 const EXAMPLE_BIN = path.resolve(ROOT, process.env.EXAMPLE_BIN || 'example/civetweb-mqtt');
 const WWW = path.join(ROOT, 'example', 'www');
@@ -22,7 +22,8 @@ const OUT = path.join(ROOT, 'test', 'out');
 const SHOT = path.join(OUT, 'dashboard.png');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dashboard-test-'));
-const { children, start, waitExit, stop, waitPort, stopAll } = processes(tmp);
+const procs = processes(tmp);
+const { children, start, waitExit, stop, waitPort } = procs;
 
 // ---- processes ----------------------------------------------------------------
 
@@ -101,7 +102,7 @@ function serverSub(st, filter) {
 
 // ---- checks ---------------------------------------------------------------------
 
-const { check, run } = checks(tmp);
+const { check, run } = checks(tmp, procs);
 
 // ---- the browser ----------------------------------------------------------------
 
@@ -459,12 +460,4 @@ async function main() {
 
 // ---- run, always clean up ------------------------------------------------------------
 
-run(main, {
-  label: 'dashboard test',
-  seconds: 240,
-  cleanup: async () => {
-    await closeBrowser(context, browserPid);
-    await stopAll(10000);
-  },
-  logs: ['server-1.log', 'server-2.log', 'mosquitto.log'],
-});
+run(main, 'dashboard test', 240, ['server-1.log', 'server-2.log', 'mosquitto.log'], () => [context, browserPid]);

@@ -21,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { chromium } from 'playwright-core';
-import { ROOT, SCALE, T, CHROMIUM, CHROMIUM_FLAGS, sleep, freePort, waitFor, tail, processes, checks, childWith, closeBrowser } from './procs.mjs';
+import { ROOT, SCALE, T, CHROMIUM, CHROMIUM_FLAGS, sleep, freePort, waitFor, tail, processes, checks, childWith } from './procs.mjs';
 
 const EXAMPLE_BIN = path.resolve(ROOT, process.env.EXAMPLE_BIN || 'example/civetweb-mqtt');
 const NGINX = process.env.NGINX || '/usr/sbin/nginx';
@@ -29,7 +29,8 @@ const WWW = path.join(ROOT, 'example', 'www');
 const USER = 'alice', PASSWORD = 'wonder land', REALM = 'cwm-https-test';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'https-test-'));
-const { children, start, waitExit, stop, waitPort, stopAll } = processes(tmp);
+const procs = processes(tmp);
+const { children, start, waitExit, stop, waitPort } = procs;
 fs.chmodSync(tmp, 0o755); // nginx's workers run as another user
 
 // ---- processes ------------------------------------------------------------------
@@ -211,7 +212,7 @@ function wsSend(ws, obj) {
 
 // ---- checks -----------------------------------------------------------------------
 
-const { check, run } = checks(tmp);
+const { check, run } = checks(tmp, procs);
 
 let context, browserPid = 0;
 const userDataDir = path.join(tmp, 'chromium-profile');
@@ -425,12 +426,4 @@ async function main() {
   });
 }
 
-run(main, {
-  label: 'https test',
-  seconds: 180,
-  cleanup: async () => {
-    await closeBrowser(context, browserPid);
-    await stopAll(10000);
-  },
-  logs: ['server-o.log', 'server-n.log', 'nginx/logs/error.log', 'mosquitto.log'],
-});
+run(main, 'https test', 180, ['server-o.log', 'server-n.log', 'nginx/logs/error.log', 'mosquitto.log'], () => [context, browserPid]);

@@ -106,14 +106,16 @@ export function childWith(arg) {
   return 0;
 }
 
-// The checks of one test and its end. check(name, fn, {critical}) runs one
-// check and prints "ok name" or "FAIL name: reason" (after a critical one
-// failed, the rest fail unrun). run(main, {label, seconds, cleanup, logs})
-// runs main under a watchdog of seconds (scaled), always calls cleanup,
-// then prints "N passed, N failed" (and the tails of the logs in tmp on a
-// failure), removes tmp unless KEEP_TMP or a failure, and exits: 0 only
-// when every check passed.
-export function checks(tmp) {
+// The checks of one test and its end (procs: what processes(tmp) gave).
+// check(name, fn, {critical}) runs one check and prints "ok name" or
+// "FAIL name: reason" (after a critical one failed, the rest fail unrun).
+// run(main, label, seconds, logs, browser) runs main under a watchdog of
+// seconds (scaled), then always closes the browser (browser() gives
+// [playwright context, its PID]) and stops every process, prints
+// "N passed, N failed" (and the tails of the logs in tmp on a failure),
+// removes tmp unless KEEP_TMP or a failure, and exits: 0 only when every
+// check passed.
+export function checks(tmp, procs) {
   let passed = 0, failed = 0, fatal = null;
   const fail = (what) => { failed++; console.log(`FAIL ${what}`); };
   async function check(name, fn, { critical = false } = {}) {
@@ -127,9 +129,14 @@ export function checks(tmp) {
       if (critical) fatal = `"${name}" failed`;
     }
   }
-  async function run(main, { label, seconds, cleanup, logs }) {
+  async function run(main, label, seconds, logs, browser) {
     let cleaned = false;
-    const clean = async () => { if (!cleaned) { cleaned = true; await cleanup(); } };
+    async function clean() {
+      if (cleaned) return;
+      cleaned = true;
+      await closeBrowser(...browser());
+      await procs.stopAll(10000);
+    }
     function finish() {
       clearTimeout(watchdog);
       if (failed > 0 || process.env.KEEP_TMP) {
