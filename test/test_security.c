@@ -506,6 +506,14 @@ static void bridged_start(struct bridged *f, const char *subscribe_allow)
 		          OPTS(PUB_BRIDGE(f->b.url), "MQTT_BRIDGE_MAX_BODY", "200000"));
 }
 
+/* Checks that the client kept its connection throughout; stops them. */
+static void bridged_stop(struct bridged *f)
+{
+	ASSERT_EQ(REC(&f->s.r, disconnects), 0);
+	th_sub_stop(&f->sub);
+	srv_stop(&f->s);
+}
+
 TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
        60)
 {
@@ -561,9 +569,7 @@ TEST_T(http_json_and_raw_publish_refuse_nul_bad_utf8_wildcards_and_long_topics,
 	ASSERT_EQ(th_sub_lines(&f.sub, &got), 2);
 	ASSERT_CONTAINS(got, "pub/probe p");
 	free(got);
-	ASSERT_EQ(REC(&f.s.r, disconnects), 0);
-	th_sub_stop(&f.sub);
-	srv_stop(&f.s);
+	bridged_stop(&f);
 }
 
 /* A JSON string with \u0000 in a payload: cJSON's C string ends there. The
@@ -692,9 +698,7 @@ TEST_T(websocket_and_sse_refuse_nul_bad_utf8_and_bad_filters_and_stay_usable,
 	ASSERT_NOT_CONTAINS(got, "pub/a");
 	free(got);
 	th_raw_close(ws);
-	ASSERT_EQ(REC(&f.s.r, disconnects), 0);
-	th_sub_stop(&f.sub);
-	srv_stop(&f.s);
+	bridged_stop(&f);
 }
 
 /* The reply to an op echoes its "topic". When that topic is not UTF-8 the
