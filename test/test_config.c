@@ -1173,18 +1173,21 @@ TEST(broker_url_conflicting_with_tls_or_transport_is_refused)
 	ASSERT_CONTAINS(err, "MQTT_TLS_ENABLED");
 }
 
+/* BROKER_URL values that are no broker address. */
+static const char *const junk_urls[] = {
+    "http://x",     "host:99999", "ho st",    ",",
+    "mqtt://",      "host:",      "host:abc", ":1883",
+    "tcp://h/path", "h/path",     "[::1",     "h:1883:1",
+    "h\xc3\xb6",    "host:0",     "host:-1",  "ws://h/a b",
+    "a,,ftp://b",   NULL};
+
 TEST(junk_broker_urls_are_refused_naming_the_key)
 {
-	const char *junk[] = {"http://x",     "host:99999", "ho st",   ",",
-	                      "mqtt://",      "host:",      "host:abc", ":1883",
-	                      "tcp://h/path", "h/path",     "[::1",    "h:1883:1",
-	                      "h\xc3\xb6",    "host:0",     "host:-1",  "ws://h/a b",
-	                      "a,,ftp://b",   NULL};
 	char err[512];
-	for (size_t i = 0; junk[i] != NULL; i++) {
-		int rc = read_one("BROKER_URL", junk[i], NULL, err, sizeof(err));
+	for (size_t i = 0; junk_urls[i] != NULL; i++) {
+		int rc = read_one("BROKER_URL", junk_urls[i], NULL, err, sizeof(err));
 		if (rc != MG_MQTT_ERR_CONFIG)
-			th_fail(__FILE__, __LINE__, "'%s' gave %d", junk[i], rc);
+			th_fail(__FILE__, __LINE__, "'%s' gave %d", junk_urls[i], rc);
 		ASSERT_CONTAINS(err, "MQTT_BROKER_URL");
 	}
 }

@@ -213,14 +213,14 @@ TEST_T(log_level_warning_makes_no_info_line_and_info_no_debug_line, 60)
 {
 	struct th_broker b;
 	th_broker_start(&b, NULL);
-	struct logrec *lw, *li;
 	/* A TLS option with TLS off: a warning at start. */
-	const char *opts[] = {"W_BROKER_URL", b.url, "W_LOG_LEVEL", "warning",
-	                      "W_TLS_INSECURE", "true",
-	                      "I_BROKER_URL", b.url, "I_TLS_INSECURE", "true",
-	                      NULL};
-	struct mg_mqtt *w = lr_started(&lw, "W", opts);
-	struct mg_mqtt *i = lr_started(&li, "I", opts);
+	struct logrec *lw, *li;
+	struct mg_mqtt *w =
+	    lr_started(&lw, "W",
+	               OPTS("W_BROKER_URL", b.url, "W_LOG_LEVEL", "warning",
+	                    "W_TLS_INSECURE", "true"));
+	struct mg_mqtt *i = lr_started(
+	    &li, "I", OPTS("I_BROKER_URL", b.url, "I_TLS_INSECURE", "true"));
 	ASSERT_GT(mg_mqtt_publish(w, "a/b", "x", 1, 1, 0), 0);
 	ASSERT_GT(mg_mqtt_publish(i, "a/b", "x", 1, 1, 0), 0);
 	th_sleep_ms(300);
@@ -251,7 +251,6 @@ TEST_T(paho_trace_reaches_debug_clients_only_and_drops_lines_with_a_password,
 {
 	struct th_broker b;
 	th_broker_start(&b, NULL);
-	struct logrec *ld, *li;
 	/* I's password is a string paho prints in every line about D (D's
 	 * client id): the lines naming D must not reach D's log handler. */
 	const char *opts[] = {"D_BROKER_URL", b.url, "D_LOG_LEVEL", "debug",
@@ -259,6 +258,7 @@ TEST_T(paho_trace_reaches_debug_clients_only_and_drops_lines_with_a_password,
 	                      "I_BROKER_URL", b.url, "I_CLIENT_ID", "cwm-info",
 	                      "I_USERNAME", "anyone", "I_PASSWORD", "trace-Hx42",
 	                      NULL};
+	struct logrec *ld, *li;
 	struct mg_mqtt *i = lr_started(&li, "I", opts);
 	struct mg_mqtt *d = lr_started(&ld, "D", opts);
 	ASSERT_GT(mg_mqtt_publish(d, "t/d", "x", 1, 1, 0), 0);
