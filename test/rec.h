@@ -254,6 +254,13 @@ static inline struct mg_mqtt *rec_client(struct rec *r, const char *prefix)
 	return c;
 }
 
+/* Stops c (mg_mqtt_stop must return 0), then frees r. */
+static inline void rec_stop(struct mg_mqtt *c, struct rec *r)
+{
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	rec_free(r);
+}
+
 /* Fails the test when an acknowledgement r recorded is not a success. */
 #define REC_ASSERT_PUBS_OK(r) rec_assert_pubs_ok((r), __FILE__, __LINE__)
 static inline void rec_assert_pubs_ok(struct rec *r, const char *file, int line)

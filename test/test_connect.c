@@ -66,6 +66,27 @@ static void assert_secret_hidden(struct rec *r, const char *err,
 	ASSERT_NOT_CONTAINS(err, secret);
 }
 
+/* Stops c (it must stop cleanly), checks assert_secret_hidden, frees r. */
+static void stop_secret_hidden(struct mg_mqtt *c, struct rec *r,
+                               const char *err, const char *secret)
+{
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	assert_secret_hidden(r, err, secret);
+	rec_free(r);
+}
+
+/* c (r attached) started with opts fails with a TLS or connection error
+ * and never connects. */
+static void tls_refused(struct mg_mqtt *c, struct rec *r, const char **opts)
+{
+	char err[1024];
+	int rc = mg_mqtt_start(c, NULL, opts, err, sizeof(err));
+	if (rc != MG_MQTT_ERR_TLS && rc != MG_MQTT_ERR_CONNECT)
+		th_fail(__FILE__, __LINE__, "start: %d (%s), not a TLS error", rc,
+		        err);
+	ASSERT_EQ(REC(r, connects), 0);
+}
+
 /* A client in a forked child process, so that the test can end it the way
  * a crash would: SIGKILL sends no DISCONNECT, so the broker sends the will.
  * The parent forks before it starts any client of its own (no threads). */
@@ -207,9 +228,7 @@ TEST(username_and_password_connect_and_a_wrong_password_fails_start_as_refused)
 	ASSERT_EQ(REC(&r2, last_error), MG_MQTT_ERR_REFUSED);
 	ASSERT(r2.last_conn_msg[0] != '\0');
 	ASSERT_CONTAINS(err, b.url);
-	ASSERT_EQ(mg_mqtt_stop(c2), 0);
-	assert_secret_hidden(&r2, err, bad);
-	rec_free(&r2);
+	stop_secret_hidden(c2, &r2, err, bad);
 }
 
 TEST(wrong_password_with_connect_async_starts_and_reports_the_refusal)
@@ -230,9 +249,7 @@ TEST(wrong_password_with_connect_async_starts_and_reports_the_refusal)
 	ASSERT_CONTAINS(st, "\"connected\":false");
 	ASSERT_NOT_CONTAINS(st, bad);
 	free(st);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	assert_secret_hidden(&r, "", bad);
-	rec_free(&r);
+	stop_secret_hidden(c, &r, "", bad);
 }
 
 TEST(mqtt5_wrong_password_is_refused_with_an_mqtt5_reason_code)
@@ -256,9 +273,7 @@ TEST(mqtt5_wrong_password_is_refused_with_an_mqtt5_reason_code)
 		        "want start and handler error %d with reason 0x86/0x87; got "
 		        "start %d, handler error %d, reason %d, message '%s', err '%s'",
 		        MG_MQTT_ERR_REFUSED, rc, error, reason, r.last_conn_msg, err);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	assert_secret_hidden(&r, err, bad);
-	rec_free(&r);
+	stop_secret_hidden(c, &r, err, bad);
 }
 
 TEST(password_file_supplies_the_password_without_its_trailing_newline)
@@ -275,12 +290,8 @@ TEST(password_file_supplies_the_password_without_its_trailing_newline)
 	    rec_started(&r, OPTS("MQTT_BROKER_URL", b.url, "MQTT_USERNAME", "dave",
 	                         "MQTT_PASSWORD_FILE", path));
 	ASSERT(mg_mqtt_is_connected(c));
-	char *st = rec_status(c);
-	ASSERT_NOT_CONTAINS(st, pw);
-	free(st);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	assert_secret_hidden(&r, "", pw);
-	rec_free(&r);
+	ASSERT(!rec_status_has(c, pw));
+	stop_secret_hidden(c, &r, "", pw);
 }
 
 /* ---- 2. TLS -------------------------------------------------------------- */
@@ -289,7 +300,7 @@ TEST_T(tls_right_ca_connects_and_a_wrong_ca_fails_with_a_tls_log_line, 60)
 {
 	struct th_broker b;
 	struct rec r, r2;
-	char other[512], err[1024];
+	char other[512];
 	th_tls_broker_start(&b, "server", 0);
 	th_path(other, sizeof(other), "other-ca.crt");
 
@@ -304,38 +315,28 @@ TEST_T(tls_right_ca_connects_and_a_wrong_ca_fails_with_a_tls_log_line, 60)
 	ASSERT(WAIT_UNTIL(rec_subs_settled(c, 1), 5000));
 	ASSERT_GT(mg_mqtt_publish(c, "tls/in", "secure", 6, 1, 0), 0);
 	ASSERT(WAIT_UNTIL(rec_find(&r, "tls/in", "secure") >= 0, 5000));
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 
 	struct mg_mqtt *c2 = rec_client(&r2, NULL);
-	const char *opts2[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", other,
-	                       NULL};
-	int rc = mg_mqtt_start(c2, NULL, opts2, err, sizeof(err));
-	ASSERT(rc == MG_MQTT_ERR_TLS || rc == MG_MQTT_ERR_CONNECT);
+	tls_refused(c2, &r2,
+	            OPTS("MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", other));
 	ASSERT(WAIT_UNTIL(REC(&r2, connect_fails) >= 1, 5000));
-	ASSERT_EQ(REC(&r2, connects), 0);
 	ASSERT(WAIT_UNTIL(rec_log_line(&r2, "TLS:", "certificate verify failed"),
 	                  5000));
-	ASSERT_EQ(mg_mqtt_stop(c2), 0);
-	rec_free(&r2);
+	rec_stop(c2, &r2);
 }
 
 TEST_T(tls_host_name_mismatch_is_refused_unless_tls_insecure, 60)
 {
 	struct th_broker b;
 	struct rec r, r2;
-	char err[1024];
 	th_tls_broker_start(&b, "wrong-host", 0);
 
 	/* Trusted CA, but the certificate names example.invalid only. */
 	struct mg_mqtt *c = rec_client(&r, NULL);
-	const char *opts[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
-	                      NULL};
-	int rc = mg_mqtt_start(c, NULL, opts, err, sizeof(err));
-	ASSERT(rc == MG_MQTT_ERR_TLS || rc == MG_MQTT_ERR_CONNECT);
-	ASSERT_EQ(REC(&r, connects), 0);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	tls_refused(c, &r,
+	            OPTS("MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca));
+	rec_stop(c, &r);
 
 	struct mg_mqtt *c2 = rec_client(&r2, NULL);
 	const char *opts2[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
@@ -353,7 +354,7 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	static const char pass[] = "s3cret-pass";
 	struct th_broker b;
 	struct rec r1, r2, r3;
-	char crt[512], key[512], enc[512], err[1024];
+	char crt[512], key[512], enc[512];
 	th_tls_broker_start(&b, "server", 1);
 	th_path(crt, sizeof(crt), "client.crt");
 	th_path(key, sizeof(key), "client.key");
@@ -361,13 +362,10 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 
 	/* No client certificate: the broker ends the handshake. */
 	struct mg_mqtt *c1 = rec_client(&r1, NULL);
-	const char *o1[] = {"MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
-	                    "MQTT_CONNECTION_TIMEOUT", "3", NULL};
-	int rc = mg_mqtt_start(c1, NULL, o1, err, sizeof(err));
-	ASSERT(rc == MG_MQTT_ERR_TLS || rc == MG_MQTT_ERR_CONNECT);
-	ASSERT_EQ(REC(&r1, connects), 0);
-	ASSERT_EQ(mg_mqtt_stop(c1), 0);
-	rec_free(&r1);
+	tls_refused(c1, &r1,
+	            OPTS("MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS", b.ca,
+	                 "MQTT_CONNECTION_TIMEOUT", "3"));
+	rec_stop(c1, &r1);
 
 	struct mg_mqtt *c2 = rec_client(&r2, NULL);
 	const char *o2[] = {"MQTT_BROKER_URL", b.url,   "MQTT_TLS_CA_CERTS", b.ca,
@@ -375,8 +373,7 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	                    NULL};
 	rec_start(c2, o2);
 	ASSERT(mg_mqtt_is_connected(c2));
-	ASSERT_EQ(mg_mqtt_stop(c2), 0);
-	rec_free(&r2);
+	rec_stop(c2, &r2);
 
 	struct mg_mqtt *c3 = rec_client(&r3, NULL);
 	const char *o3[] = {"MQTT_BROKER_URL", b.url,
@@ -387,12 +384,8 @@ TEST_T(tls_client_certificate_required_by_the_broker_plain_and_encrypted_key,
 	                    NULL};
 	rec_start(c3, o3);
 	ASSERT(mg_mqtt_is_connected(c3));
-	char *st = rec_status(c3);
-	ASSERT_NOT_CONTAINS(st, pass);
-	free(st);
-	ASSERT_EQ(mg_mqtt_stop(c3), 0);
-	assert_secret_hidden(&r3, "", pass);
-	rec_free(&r3);
+	ASSERT(!rec_status_has(c3, pass));
+	stop_secret_hidden(c3, &r3, "", pass);
 }
 
 TEST_T(tls_version_choices_and_tls_enabled_with_a_bare_host_connect, 60)
@@ -410,8 +403,7 @@ TEST_T(tls_version_choices_and_tls_enabled_with_a_bare_host_connect, 60)
 		                   "MQTT_TLS_VERSION", versions[i], NULL};
 		rec_start(c, o);
 		ASSERT(mg_mqtt_is_connected(c));
-		ASSERT_EQ(mg_mqtt_stop(c), 0);
-		rec_free(&r);
+		rec_stop(c, &r);
 	}
 
 	/* TLS from TLS_ENABLED: the bare host becomes ssl://host:port. */
@@ -423,8 +415,7 @@ TEST_T(tls_version_choices_and_tls_enabled_with_a_bare_host_connect, 60)
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_CONTAINS(r.last_broker, "ssl://127.0.0.1:");
 	ASSERT_CONTAINS(r.last_broker, port);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 /* ---- 3. WebSocket transport ---------------------------------------------- */
@@ -449,8 +440,7 @@ static void ws_roundtrip(struct th_broker *b, struct mg_mqtt *c, struct rec *r,
 	REC_PUB_ARRIVES(b, r, in, "to-client", 5000);
 	int id = mg_mqtt_publish(c, out, "from-client", 11, 1, 0);
 	ASSERT_GT(id, 0);
-	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
-	char *got = th_sub_messages(&s, NULL);
+	char *got = th_sub_done(&s, 10000, NULL);
 	snprintf(line, sizeof(line), "%s from-client", out);
 	ASSERT_CONTAINS(got, line);
 	free(got);
@@ -475,8 +465,7 @@ TEST(websocket_transport_works_with_a_bare_host_and_port_and_with_a_ws_url)
 	ASSERT_CONTAINS(st, "\"transport\":\"websockets\"");
 	free(st);
 	ws_roundtrip(&b, c, &r, "host");
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 
 	struct mg_mqtt *c2 = rec_client(&r2, NULL);
 	const char *o2[] = {"MQTT_BROKER_URL", url, NULL};
@@ -484,8 +473,7 @@ TEST(websocket_transport_works_with_a_bare_host_and_port_and_with_a_ws_url)
 	ASSERT(WAIT_UNTIL(REC(&r2, connects) == 1, 5000));
 	ASSERT_CONTAINS(r2.last_broker, url);
 	ws_roundtrip(&b, c2, &r2, "url");
-	ASSERT_EQ(mg_mqtt_stop(c2), 0);
-	rec_free(&r2);
+	rec_stop(c2, &r2);
 }
 
 /* ---- 4. protocol versions, MQTT 5 properties and reason codes ------------ */
@@ -519,13 +507,11 @@ static void protocol_roundtrip(const char *version, const char *client_id,
 
 	int id = mg_mqtt_publish(c, "pv/out", "hello-out", 9, 1, 0);
 	ASSERT_GT(id, 0);
-	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
-	char *got = th_sub_messages(&s, NULL);
+	char *got = th_sub_done(&s, 10000, NULL);
 	ASSERT_CONTAINS(got, "pv/out hello-out");
 	free(got);
 	ASSERT_EQ(pub_result(&r, id), 0);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 TEST(protocol_3_1_connects_subscribes_receives_and_publishes)
@@ -573,16 +559,14 @@ TEST(mqtt5_publish_properties_reach_mosquitto_sub)
 	struct mg_mqtt_props p = all_props();
 	int id = mg_mqtt_publish_props(c, "p5/data", "{\"v\":1}", 7, 1, 0, &p);
 	ASSERT_GT(id, 0);
-	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
-	char *got = th_sub_messages(&s, NULL);
+	char *got = th_sub_done(&s, 10000, NULL);
 	/* topic|payload|user props|content type|correlation|expiry|UTF-8|rt */
 	ASSERT_CONTAINS(got, "p5/data|{\"v\":1}|k1:v1 trace:abc-123|"
 	                     "application/json|corr-42|");
 	ASSERT_CONTAINS(got, "|1|p5/reply");
 	free(got);
 	ASSERT_EQ(pub_result(&r, id), 0);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 TEST(mqtt5_publish_properties_reach_a_second_mqtt5_clients_handler)
@@ -612,8 +596,7 @@ TEST(mqtt5_publish_properties_reach_a_second_mqtt5_clients_handler)
 	ASSERT(exp >= 55 && exp <= 60);
 	ASSERT_EQ(pub_result(&rs, id), 0);
 	ASSERT_EQ(mg_mqtt_stop(tx), 0);
-	ASSERT_EQ(mg_mqtt_stop(rx), 0);
-	rec_free(&rs);
+	rec_stop(rx, &rs);
 	rec_free(&rr);
 }
 
@@ -656,8 +639,7 @@ TEST(mqtt311_publish_props_refuses_any_property_and_accepts_none)
 	ASSERT_EQ(pub_result(&r, id2), 0);
 	/* Refused calls queue nothing, so no acknowledgement follows. */
 	ASSERT_EQ(REC(&r, npub), 2);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 /* mosquitto 2.0's acl_file never refuses a SUBSCRIBE (it filters on
@@ -718,8 +700,7 @@ TEST(mqtt5_reason_codes_from_the_broker_reach_subscribe_and_publish_handlers)
 	int ok = mg_mqtt_publish(c, "acl/open/x", "y", 1, 1, 0);
 	ASSERT_EQ(pub_result(&r, ok), 0);
 	ASSERT(WAIT_UNTIL(rec_find(&r, "acl/open/x", "y") >= 0, 5000));
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 TEST(mqtt311_refused_subscription_reports_suback_code_0x80)
@@ -732,8 +713,7 @@ TEST(mqtt311_refused_subscription_reports_suback_code_0x80)
 	int allowed = mg_mqtt_subscribe(c, "acl/open/x", 2);
 	ASSERT_EQ(sub_code(&r, denied), 0x80);
 	ASSERT_EQ(sub_code(&r, allowed), 2);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 /* ---- 5. QoS and retain, both directions ---------------------------------- */
@@ -761,8 +741,7 @@ TEST(client_publishes_at_each_qos_and_retained_messages_reach_later_subscribers)
 	for (int i = 0; i < 6; i++)
 		ASSERT_EQ(pub_result(&r, ids[i]), 0);
 
-	ASSERT_EQ(th_sub_wait(&live, 10000), 0);
-	char *got = th_sub_messages(&live, &n);
+	char *got = th_sub_done(&live, 10000, &n);
 	ASSERT_EQ(n, 3);
 	ASSERT_CONTAINS_ALL(got, "0|0|qr/live/0|m0", "1|0|qr/live/1|m1",
 	                    "2|0|qr/live/2|m2");
@@ -770,8 +749,7 @@ TEST(client_publishes_at_each_qos_and_retained_messages_reach_later_subscribers)
 
 	/* Acknowledged, so stored: a new subscriber gets them flagged retained. */
 	th_sub_start(&later, &b, "qr/kept/#", 3, "-q 2 -F %q|%r|%t|%p");
-	ASSERT_EQ(th_sub_wait(&later, 10000), 0);
-	got = th_sub_messages(&later, &n);
+	got = th_sub_done(&later, 10000, &n);
 	ASSERT_EQ(n, 3);
 	ASSERT_CONTAINS_ALL(got, "0|1|qr/kept/0|state-0",
 	                    "1|1|qr/kept/1|state-1", "2|1|qr/kept/2|state-2");
@@ -789,8 +767,7 @@ TEST(client_publishes_at_each_qos_and_retained_messages_reach_later_subscribers)
 	ASSERT_EQ(n, 3);
 	ASSERT_NOT_CONTAINS(got, "qr/kept/0");
 	free(got);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 TEST(client_receives_each_qos_and_retained_messages_with_their_flags)
@@ -819,8 +796,7 @@ TEST(client_receives_each_qos_and_retained_messages_with_their_flags)
 	ASSERT_EQ(sub_code(&r, mg_mqtt_subscribe(c, "qd/#", 1)), 1);
 	th_pub(&b, "qd/x", "down", 2, 0, NULL);
 	REC_EXPECT_MSG(&r, "qd/x", "down", 1, 0, 5000);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 /* ---- 6. last will -------------------------------------------------------- */
@@ -843,8 +819,7 @@ TEST(last_will_is_published_when_the_client_process_is_killed)
 	ASSERT(WAIT_UNTIL(th_count_lines(b.log, "as lw-dev1 (") == 1, 5000));
 	/* A crash: no DISCONNECT, the socket just closes. */
 	child_kill(&ch);
-	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
-	char *got = th_sub_messages(&s, &n);
+	char *got = th_sub_done(&s, 10000, &n);
 	ASSERT_EQ(n, 1);
 	ASSERT_STREQ(got, "1|0|lw/dev1|gone");
 	free(got);
@@ -900,8 +875,7 @@ TEST_T(birth_message_is_published_on_connect_and_again_after_a_broker_restart,
 	             "MQTT_BIRTH_MESSAGE", "online", "MQTT_BIRTH_QOS", "1",
 	             "MQTT_BIRTH_RETAIN", "true", "MQTT_RECONNECT_MIN", "1",
 	             "MQTT_RECONNECT_MAX", "2"));
-	ASSERT_EQ(th_sub_wait(&first, 10000), 0);
-	char *got = th_sub_messages(&first, NULL);
+	char *got = th_sub_done(&first, 10000, NULL);
 	ASSERT_STREQ(got, "1|bt/dev/status|online");
 	free(got);
 	/* The birth is the client's own: no on_publish for it. */
@@ -912,18 +886,15 @@ TEST_T(birth_message_is_published_on_connect_and_again_after_a_broker_restart,
 	th_broker_restart(&b);
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 2, 15000));
 	th_sub_start(&again, &b, "bt/dev/status", 1, "-q 1");
-	ASSERT_EQ(th_sub_wait(&again, 10000), 0);
-	got = th_sub_messages(&again, NULL);
+	got = th_sub_done(&again, 10000, NULL);
 	ASSERT_STREQ(got, "bt/dev/status online");
 	free(got);
 	/* And retained again. */
 	th_sub_start(&retained, &b, "bt/dev/status", 1, "-q 1 -F %r|%p");
-	ASSERT_EQ(th_sub_wait(&retained, 10000), 0);
-	got = th_sub_messages(&retained, NULL);
+	got = th_sub_done(&retained, 10000, NULL);
 	ASSERT_STREQ(got, "1|online");
 	free(got);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 TEST(presence_topic_reads_online_while_up_and_offline_after_a_crash)
@@ -946,13 +917,11 @@ TEST(presence_topic_reads_online_while_up_and_offline_after_a_crash)
 	child_client_start(&ch, o);
 	/* The birth follows the connect: it arrives live or retained. */
 	th_sub_start(&up, &b, "pr/dev/status", 1, "-q 1 -F %p");
-	ASSERT_EQ(th_sub_wait(&up, 10000), 0);
-	char *got = th_sub_messages(&up, NULL);
+	char *got = th_sub_done(&up, 10000, NULL);
 	ASSERT_STREQ(got, "online");
 	free(got);
 	th_sub_start(&now, &b, "pr/dev/status", 1, "-q 1 -F %r|%p");
-	ASSERT_EQ(th_sub_wait(&now, 10000), 0);
-	got = th_sub_messages(&now, NULL);
+	got = th_sub_done(&now, 10000, NULL);
 	ASSERT_STREQ(got, "1|online");
 	free(got);
 
@@ -961,8 +930,7 @@ TEST(presence_topic_reads_online_while_up_and_offline_after_a_crash)
 	ASSERT(WAIT_UNTIL(th_count_lines(live.out, "0|offline") == 1, 10000));
 	th_sub_stop(&live);
 	th_sub_start(&down, &b, "pr/dev/status", 1, "-q 1 -F %r|%p");
-	ASSERT_EQ(th_sub_wait(&down, 10000), 0);
-	got = th_sub_messages(&down, NULL);
+	got = th_sub_done(&down, 10000, NULL);
 	ASSERT_STREQ(got, "1|offline");
 	free(got);
 }
@@ -1027,8 +995,7 @@ TEST(shared_group_sends_share_filters_and_members_split_the_messages)
 		ASSERT_EQ(seen[i], 1);
 	ASSERT_EQ(mg_mqtt_stop(pub), 0);
 	ASSERT_EQ(mg_mqtt_stop(w2), 0);
-	ASSERT_EQ(mg_mqtt_stop(w1), 0);
-	rec_free(&rp);
+	rec_stop(w1, &rp);
 	rec_free(&r2);
 	rec_free(&r1);
 }
@@ -1129,12 +1096,10 @@ TEST(fail_over_list_skips_a_dead_broker_and_connects_to_the_live_one)
 	ASSERT_CONTAINS(st, needle);
 	free(st);
 	ASSERT_GT(mg_mqtt_publish(c, "fo/x", "via-live", 8, 1, 0), 0);
-	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
-	char *got = th_sub_messages(&s, NULL);
+	char *got = th_sub_done(&s, 10000, NULL);
 	ASSERT_STREQ(got, "fo/x via-live");
 	free(got);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 /* ---- 11. CONNECT_ASYNC true ---------------------------------------------- */
@@ -1172,16 +1137,14 @@ TEST_T(connect_async_starts_without_a_broker_and_flushes_when_one_appears, 60)
 	ASSERT_EQ(sub_code(&r, sid), 1);
 	/* Retained, so a subscriber that comes after the flush still sees it. */
 	th_sub_start(&s, &b, "late/kept", 1, "-F %r|%t|%p");
-	ASSERT_EQ(th_sub_wait(&s, 10000), 0);
-	char *got = th_sub_messages(&s, NULL);
+	char *got = th_sub_done(&s, 10000, NULL);
 	ASSERT_STREQ(got, "1|late/kept|buffered");
 	free(got);
 	/* The subscription is live: the client got its own message, and a new
 	 * one from outside. */
 	ASSERT(WAIT_UNTIL(rec_find(&r, "late/kept", "buffered") >= 0, 5000));
 	REC_PUB_ARRIVES(&b, &r, "late/news", "fresh", 5000);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 /* ---- 12. CONNECT_ASYNC false, no broker ---------------------------------- */
@@ -1251,8 +1214,7 @@ TEST_T(connect_sync_to_a_silent_listener_times_out_and_the_client_can_retry,
 	ASSERT(mg_mqtt_is_connected(c));
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 1, 5000));
 	ASSERT_STREQ(r.last_broker, b.url);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 /* A broker with max_packet_size announces it in its MQTT 5 CONNACK. A

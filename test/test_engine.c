@@ -537,8 +537,7 @@ TEST_T(a_stuck_handler_under_a_flood_keeps_memory_bounded, 240)
 		        "over the 64 MiB bound",
 		        (peak - idle) / 1024, idle, peak);
 	ASSERT_EQ(mg_mqtt_stop(f->pub), 0);
-	ASSERT_EQ(mg_mqtt_stop(sub), 0);
-	rec_free(&rs);
+	rec_stop(sub, &rs);
 	rec_free(&rp);
 	free((void *)f->got);
 	free(f);
@@ -593,8 +592,7 @@ TEST_T(qos2_window_shrinks_when_the_broker_keeps_closing, 120)
 	        N, REC(&r, disconnects), g_window_min);
 	if (g_window_min >= 0 && REC(&r, disconnects) > 0)
 		ASSERT_LT(g_window_min, 100);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 /* ======================================================================

@@ -54,6 +54,5 @@ TEST(the_client_without_the_bridge_subscribes_receives_and_publishes)
 	char status[4096];
 	ASSERT_GT(mg_mqtt_status(c, status, sizeof(status)), 0);
 	ASSERT_NOT_CONTAINS(status, "\"bridge\"");
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }

@@ -303,8 +303,7 @@ static struct mg_mqtt *resumed(struct rec *r, const char *url, const char *id)
 	struct rec r0;
 	struct mg_mqtt *c0 = rec_client(&r0, NULL);
 	rec_start(c0, PROXY_OPTS(url, id, "false"));
-	ASSERT_EQ(mg_mqtt_stop(c0), 0);
-	rec_free(&r0);
+	rec_stop(c0, &r0);
 	struct mg_mqtt *c = rec_client(r, NULL);
 	rec_start(c, PROXY_OPTS(url, id, "false"));
 	ASSERT(WAIT_UNTIL(REC(r, connects) == 1, 5000));
@@ -793,8 +792,7 @@ TEST_T(after_the_first_broker_dies_the_next_is_tried_first_and_at_once, 60)
 	char want[128];
 	snprintf(want, sizeof(want), "connected to %s", b.url);
 	ASSERT(rec_log_has(&r, want));
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 /* A node that accepts the connection and then drops it is as good as
@@ -880,8 +878,7 @@ TEST_T(a_tls_broker_that_goes_silent_fails_start_with_err_timeout, 60)
 	struct mg_mqtt *c = rec_started(
 	    &r, OPTS("MQTT_BROKER_URL", url, "MQTT_TLS_CA_CERTS", b.ca));
 	ASSERT(mg_mqtt_is_connected(c));
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 
 	mqp_mode(p, MQP_HOLD);
 	c = rec_client(&r, NULL);
@@ -1278,8 +1275,7 @@ TEST_T(an_application_subscribing_lower_than_a_browser_keeps_the_higher_qos,
 	ASSERT_GE(browser_qos1, 1);
 	wsc_close(&w);
 	mg_stop(ctx);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 }
 
 /* CLEAN_SESSION false without CLIENT_ID: a new random id every start can

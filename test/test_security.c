@@ -909,8 +909,7 @@ TEST_T(mqtt311_a_message_over_max_packet_size_is_refused_by_the_configured_limit
 	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "big/after ok") >= 1, 10000));
 	ASSERT_EQ(REC(&r, disconnects), 0);
 	ASSERT_EQ(th_count_lines(b.log, "oversize"), 0);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	rec_free(&r);
+	rec_stop(c, &r);
 
 	/* Without the option: not given up while the broker closes. */
 	c = rec_client(&r, NULL);

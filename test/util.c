@@ -754,12 +754,19 @@ char *th_sub_messages(const struct th_sub *s, int *n)
 	return out;
 }
 
+char *th_sub_done(struct th_sub *s, int ms, int *n)
+{
+	int rc = th_sub_wait(s, ms);
+	if (rc != 0)
+		th_fail(__FILE__, __LINE__, "mosquitto_sub: status %d (%s)", rc,
+		        rc == -1 ? "still running" : "exited");
+	return th_sub_messages(s, n);
+}
+
 void th_sub_expect_seq(struct th_sub *s, int ms, const char *prefix, int n)
 {
-	int rc = th_sub_wait(s, ms), got;
-	if (rc != 0)
-		th_fail(__FILE__, __LINE__, "mosquitto_sub: status %d", rc);
-	char *text = th_sub_messages(s, &got), line[256];
+	int got;
+	char *text = th_sub_done(s, ms, &got), line[256];
 	if (got != n)
 		th_fail(__FILE__, __LINE__, "%d messages, wanted %d: %s", got, n, text);
 	for (int i = 0; i < n; i++) {

@@ -114,6 +114,9 @@ int th_sub_lines(const struct th_sub *s, char **text);
 /* The received messages as "topic payload" lines, malloc()ed, '\n'-joined;
  * *n gets the number of lines. */
 char *th_sub_messages(const struct th_sub *s, int *n);
+/* Waits up to ms for s to exit (its count reached; the test fails
+ * otherwise); returns th_sub_messages(s, n). */
+char *th_sub_done(struct th_sub *s, int ms, int *n);
 /* Waits up to ms for s to exit (its count reached); fails unless it got
  * exactly n messages, "<prefix>0" ... "<prefix><n-1>" among them (prefix:
  * "topic payload-start"). */
