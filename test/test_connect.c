@@ -875,9 +875,7 @@ TEST_T(birth_message_is_published_on_connect_and_again_after_a_broker_restart,
 	             "MQTT_BIRTH_MESSAGE", "online", "MQTT_BIRTH_QOS", "1",
 	             "MQTT_BIRTH_RETAIN", "true", "MQTT_RECONNECT_MIN", "1",
 	             "MQTT_RECONNECT_MAX", "2"));
-	char *got = th_sub_done(&first, 10000, NULL);
-	ASSERT_STREQ(got, "1|bt/dev/status|online");
-	free(got);
+	th_sub_expect(&first, 10000, "1|bt/dev/status|online");
 	/* The birth is the client's own: no on_publish for it. */
 	ASSERT_EQ(REC(&r, npub), 0);
 
@@ -886,14 +884,10 @@ TEST_T(birth_message_is_published_on_connect_and_again_after_a_broker_restart,
 	th_broker_restart(&b);
 	ASSERT(WAIT_UNTIL(REC(&r, connects) == 2, 15000));
 	th_sub_start(&again, &b, "bt/dev/status", 1, "-q 1");
-	got = th_sub_done(&again, 10000, NULL);
-	ASSERT_STREQ(got, "bt/dev/status online");
-	free(got);
+	th_sub_expect(&again, 10000, "bt/dev/status online");
 	/* And retained again. */
 	th_sub_start(&retained, &b, "bt/dev/status", 1, "-q 1 -F %r|%p");
-	got = th_sub_done(&retained, 10000, NULL);
-	ASSERT_STREQ(got, "1|online");
-	free(got);
+	th_sub_expect(&retained, 10000, "1|online");
 	rec_stop(c, &r);
 }
 
@@ -917,22 +911,16 @@ TEST(presence_topic_reads_online_while_up_and_offline_after_a_crash)
 	child_client_start(&ch, o);
 	/* The birth follows the connect: it arrives live or retained. */
 	th_sub_start(&up, &b, "pr/dev/status", 1, "-q 1 -F %p");
-	char *got = th_sub_done(&up, 10000, NULL);
-	ASSERT_STREQ(got, "online");
-	free(got);
+	th_sub_expect(&up, 10000, "online");
 	th_sub_start(&now, &b, "pr/dev/status", 1, "-q 1 -F %r|%p");
-	got = th_sub_done(&now, 10000, NULL);
-	ASSERT_STREQ(got, "1|online");
-	free(got);
+	th_sub_expect(&now, 10000, "1|online");
 
 	th_sub_start(&live, &b, "pr/dev/status", 0, "-q 1 -F %r|%p");
 	child_kill(&ch);
 	ASSERT(WAIT_UNTIL(th_count_lines(live.out, "0|offline") == 1, 10000));
 	th_sub_stop(&live);
 	th_sub_start(&down, &b, "pr/dev/status", 1, "-q 1 -F %r|%p");
-	got = th_sub_done(&down, 10000, NULL);
-	ASSERT_STREQ(got, "1|offline");
-	free(got);
+	th_sub_expect(&down, 10000, "1|offline");
 }
 
 /* ---- 8. shared subscriptions --------------------------------------------- */
@@ -1096,9 +1084,7 @@ TEST(fail_over_list_skips_a_dead_broker_and_connects_to_the_live_one)
 	ASSERT_CONTAINS(st, needle);
 	free(st);
 	ASSERT_GT(mg_mqtt_publish(c, "fo/x", "via-live", 8, 1, 0), 0);
-	char *got = th_sub_done(&s, 10000, NULL);
-	ASSERT_STREQ(got, "fo/x via-live");
-	free(got);
+	th_sub_expect(&s, 10000, "fo/x via-live");
 	rec_stop(c, &r);
 }
 
@@ -1137,9 +1123,7 @@ TEST_T(connect_async_starts_without_a_broker_and_flushes_when_one_appears, 60)
 	ASSERT_EQ(sub_code(&r, sid), 1);
 	/* Retained, so a subscriber that comes after the flush still sees it. */
 	th_sub_start(&s, &b, "late/kept", 1, "-F %r|%t|%p");
-	char *got = th_sub_done(&s, 10000, NULL);
-	ASSERT_STREQ(got, "1|late/kept|buffered");
-	free(got);
+	th_sub_expect(&s, 10000, "1|late/kept|buffered");
 	/* The subscription is live: the client got its own message, and a new
 	 * one from outside. */
 	ASSERT(WAIT_UNTIL(rec_find(&r, "late/kept", "buffered") >= 0, 5000));

@@ -763,6 +763,15 @@ char *th_sub_done(struct th_sub *s, int ms, int *n)
 	return th_sub_messages(s, n);
 }
 
+void th_sub_expect(struct th_sub *s, int ms, const char *want)
+{
+	char *got = th_sub_done(s, ms, NULL);
+	if (strcmp(got, want) != 0)
+		th_fail(__FILE__, __LINE__, "mosquitto_sub got \"%s\", not \"%s\"",
+		        got, want);
+	free(got);
+}
+
 void th_sub_expect_seq(struct th_sub *s, int ms, const char *prefix, int n)
 {
 	int got;

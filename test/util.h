@@ -117,6 +117,9 @@ char *th_sub_messages(const struct th_sub *s, int *n);
 /* Waits up to ms for s to exit (its count reached; the test fails
  * otherwise); returns th_sub_messages(s, n). */
 char *th_sub_done(struct th_sub *s, int ms, int *n);
+/* Waits up to ms for s to exit (its count reached); fails unless its
+ * messages (th_sub_messages) are exactly want. */
+void th_sub_expect(struct th_sub *s, int ms, const char *want);
 /* Waits up to ms for s to exit (its count reached); fails unless it got
  * exactly n messages, "<prefix>0" ... "<prefix><n-1>" among them (prefix:
  * "topic payload-start"). */
