@@ -427,74 +427,80 @@ static void tree_free(struct tree *t)
 	memset(t, 0, sizeof(*t));
 }
 
+/* Adds filters (the first is handler 1, the next 2, ...), then checks
+ * each pair of hits: a topic and the handlers it matches, in order ("1,4";
+ * "" for none). Both lists end with NULL. */
+static void tree_expect(struct tree *t, const char *const *filters,
+                        const char *const *hits)
+{
+	char buf[256];
+	for (size_t i = 0; filters[i] != NULL; i++)
+		tree_add(t, filters[i]);
+	for (size_t i = 0; hits[i] != NULL; i += 2)
+		if (strcmp(tree_hits(t, hits[i], buf, sizeof(buf)), hits[i + 1]) != 0)
+			th_fail(__FILE__, __LINE__, "'%s' matched %s, not %s", hits[i], buf,
+			        hits[i + 1]);
+}
+
 TEST(tree_matches_each_handler_once_in_registration_order)
 {
+	static const char *const filters[] = {
+	    "home/#",
+	    "home/+/temp",
+	    "home/kitchen/temp",
+	    "#",
+	    "+/kitchen/+",
+	    "home/kitchen/temp", /* 6: the same filter again */
+	    "home/+/#",
+	    "office",
+	    "home/kitchen/temp/#", /* 9: '#' matches its parent */
+	    NULL};
+	static const char *const hits[] = {
+	    "home/kitchen/temp",     "1,2,3,4,5,6,7,9",
+	    "home/garden",           "1,4,7",
+	    "home",                  "1,4",
+	    "office",                "4,8",
+	    "office/desk",           "4",
+	    "x/kitchen/y",           "4,5",
+	    "home/kitchen/temp/x/y", "1,4,7,9",
+	    NULL};
 	struct tree t = {0};
-	char buf[256];
-	tree_add(&t, "home/#");              /* 1 */
-	tree_add(&t, "home/+/temp");         /* 2 */
-	tree_add(&t, "home/kitchen/temp");   /* 3 */
-	tree_add(&t, "#");                   /* 4 */
-	tree_add(&t, "+/kitchen/+");         /* 5 */
-	tree_add(&t, "home/kitchen/temp");   /* 6: same filter again */
-	tree_add(&t, "home/+/#");            /* 7 */
-	tree_add(&t, "office");              /* 8 */
-	tree_add(&t, "home/kitchen/temp/#"); /* 9: '#' matches its parent */
-	ASSERT_STREQ(tree_hits(&t, "home/kitchen/temp", buf, sizeof(buf)),
-	             "1,2,3,4,5,6,7,9");
-	ASSERT_STREQ(tree_hits(&t, "home/garden", buf, sizeof(buf)), "1,4,7");
-	ASSERT_STREQ(tree_hits(&t, "home", buf, sizeof(buf)), "1,4");
-	ASSERT_STREQ(tree_hits(&t, "office", buf, sizeof(buf)), "4,8");
-	ASSERT_STREQ(tree_hits(&t, "office/desk", buf, sizeof(buf)), "4");
-	ASSERT_STREQ(tree_hits(&t, "x/kitchen/y", buf, sizeof(buf)), "4,5");
-	ASSERT_STREQ(tree_hits(&t, "home/kitchen/temp/x/y", buf, sizeof(buf)),
-	             "1,4,7,9");
+	tree_expect(&t, filters, hits);
 	tree_free(&t);
 }
 
 TEST(tree_hash_child_matches_its_parent_level)
 {
+	static const char *const filters[] = {"a/#", "a/b/#", "+/#", "a/+/#", NULL};
+	static const char *const hits[] = {"a",   "1,3",   "a/b", "1,2,3,4",
+	                                   "a/c", "1,3,4", "b",   "3",
+	                                   "a/",  "1,3,4", NULL};
 	struct tree t = {0};
-	char buf[64];
-	tree_add(&t, "a/#");   /* 1 */
-	tree_add(&t, "a/b/#"); /* 2 */
-	tree_add(&t, "+/#");   /* 3 */
-	tree_add(&t, "a/+/#"); /* 4 */
-	ASSERT_STREQ(tree_hits(&t, "a", buf, sizeof(buf)), "1,3");
-	ASSERT_STREQ(tree_hits(&t, "a/b", buf, sizeof(buf)), "1,2,3,4");
-	ASSERT_STREQ(tree_hits(&t, "a/c", buf, sizeof(buf)), "1,3,4");
-	ASSERT_STREQ(tree_hits(&t, "b", buf, sizeof(buf)), "3");
-	ASSERT_STREQ(tree_hits(&t, "a/", buf, sizeof(buf)), "1,3,4");
+	tree_expect(&t, filters, hits);
 	tree_free(&t);
 }
 
 TEST(tree_skips_dollar_topics_for_leading_wildcards)
 {
+	static const char *const filters[] = {"#",   "+/x",      "$SYS/#", "$SYS/+",
+	                                      "+/#", "$SYS/x/#", NULL};
+	/* '$' deeper down is an ordinary character (a/$x). */
+	static const char *const hits[] = {"$SYS/x", "3,4,6", "$SYS", "3",
+	                                   "a/x",    "1,2,5", "a/$x", "1,5",
+	                                   NULL};
 	struct tree t = {0};
-	char buf[64];
-	tree_add(&t, "#");          /* 1 */
-	tree_add(&t, "+/x");        /* 2 */
-	tree_add(&t, "$SYS/#");     /* 3 */
-	tree_add(&t, "$SYS/+");     /* 4 */
-	tree_add(&t, "+/#");        /* 5 */
-	tree_add(&t, "$SYS/x/#");   /* 6 */
-	ASSERT_STREQ(tree_hits(&t, "$SYS/x", buf, sizeof(buf)), "3,4,6");
-	ASSERT_STREQ(tree_hits(&t, "$SYS", buf, sizeof(buf)), "3");
-	ASSERT_STREQ(tree_hits(&t, "a/x", buf, sizeof(buf)), "1,2,5");
-	/* '$' deeper down is an ordinary character. */
-	ASSERT_STREQ(tree_hits(&t, "a/$x", buf, sizeof(buf)), "1,5");
+	tree_expect(&t, filters, hits);
 	tree_free(&t);
 }
 
 TEST(tree_stores_share_filters_as_the_plain_filter)
 {
+	static const char *const filters[] = {"$share/g1/a/+", "a/b", "$share/g2/#",
+	                                      NULL};
+	static const char *const hits[] = {"a/b", "1,2,3", "$share/g1/a/b", "",
+	                                   NULL};
 	struct tree t = {0};
-	char buf[64];
-	tree_add(&t, "$share/g1/a/+"); /* 1 */
-	tree_add(&t, "a/b");           /* 2 */
-	tree_add(&t, "$share/g2/#");   /* 3 */
-	ASSERT_STREQ(tree_hits(&t, "a/b", buf, sizeof(buf)), "1,2,3");
-	ASSERT_STREQ(tree_hits(&t, "$share/g1/a/b", buf, sizeof(buf)), "");
+	tree_expect(&t, filters, hits);
 	/* Stored under "a", not under "$share". */
 	ASSERT(cwm_map_get(&t.root.kids, "$share", 6) == NULL);
 	ASSERT(cwm_map_get(&t.root.kids, "a", 1) != NULL);
@@ -504,27 +510,22 @@ TEST(tree_stores_share_filters_as_the_plain_filter)
 
 TEST(tree_handles_empty_levels)
 {
+	static const char *const filters[] = {"a//c", "a/+/c", "/",
+	                                      "+/+",  "/#",    NULL};
+	static const char *const hits[] = {"a//c", "1,2", "a/b/c", "2",
+	                                   "/",    "3,4,5", "/x",  "4,5",
+	                                   "x",    "",      NULL};
 	struct tree t = {0};
-	char buf[64];
-	tree_add(&t, "a//c");  /* 1 */
-	tree_add(&t, "a/+/c"); /* 2 */
-	tree_add(&t, "/");     /* 3 */
-	tree_add(&t, "+/+");   /* 4 */
-	tree_add(&t, "/#");    /* 5 */
-	ASSERT_STREQ(tree_hits(&t, "a//c", buf, sizeof(buf)), "1,2");
-	ASSERT_STREQ(tree_hits(&t, "a/b/c", buf, sizeof(buf)), "2");
-	ASSERT_STREQ(tree_hits(&t, "/", buf, sizeof(buf)), "3,4,5");
-	ASSERT_STREQ(tree_hits(&t, "/x", buf, sizeof(buf)), "4,5");
-	ASSERT_STREQ(tree_hits(&t, "x", buf, sizeof(buf)), "");
+	tree_expect(&t, filters, hits);
 	tree_free(&t);
 }
 
 TEST(empty_tree_matches_nothing)
 {
+	static const char *const none[] = {NULL};
+	static const char *const hits[] = {"a/b", "", "$SYS", "", NULL};
 	struct tree t = {0};
-	char buf[16];
-	ASSERT_STREQ(tree_hits(&t, "a/b", buf, sizeof(buf)), "");
-	ASSERT_STREQ(tree_hits(&t, "$SYS", buf, sizeof(buf)), "");
+	tree_expect(&t, none, hits);
 	tree_free(&t);
 }
 
