@@ -442,6 +442,14 @@ static void tree_expect(struct tree *t, const char *const *filters,
 			        hits[i + 1]);
 }
 
+/* tree_expect on a new tree, freed after. */
+static void tree_check(const char *const *filters, const char *const *hits)
+{
+	struct tree t = {0};
+	tree_expect(&t, filters, hits);
+	tree_free(&t);
+}
+
 TEST(tree_matches_each_handler_once_in_registration_order)
 {
 	static const char *const filters[] = {
@@ -464,9 +472,7 @@ TEST(tree_matches_each_handler_once_in_registration_order)
 	    "x/kitchen/y",           "4,5",
 	    "home/kitchen/temp/x/y", "1,4,7,9",
 	    NULL};
-	struct tree t = {0};
-	tree_expect(&t, filters, hits);
-	tree_free(&t);
+	tree_check(filters, hits);
 }
 
 TEST(tree_hash_child_matches_its_parent_level)
@@ -475,9 +481,7 @@ TEST(tree_hash_child_matches_its_parent_level)
 	static const char *const hits[] = {"a",   "1,3",   "a/b", "1,2,3,4",
 	                                   "a/c", "1,3,4", "b",   "3",
 	                                   "a/",  "1,3,4", NULL};
-	struct tree t = {0};
-	tree_expect(&t, filters, hits);
-	tree_free(&t);
+	tree_check(filters, hits);
 }
 
 TEST(tree_skips_dollar_topics_for_leading_wildcards)
@@ -488,9 +492,7 @@ TEST(tree_skips_dollar_topics_for_leading_wildcards)
 	static const char *const hits[] = {"$SYS/x", "3,4,6", "$SYS", "3",
 	                                   "a/x",    "1,2,5", "a/$x", "1,5",
 	                                   NULL};
-	struct tree t = {0};
-	tree_expect(&t, filters, hits);
-	tree_free(&t);
+	tree_check(filters, hits);
 }
 
 TEST(tree_stores_share_filters_as_the_plain_filter)
@@ -515,18 +517,14 @@ TEST(tree_handles_empty_levels)
 	static const char *const hits[] = {"a//c", "1,2", "a/b/c", "2",
 	                                   "/",    "3,4,5", "/x",  "4,5",
 	                                   "x",    "",      NULL};
-	struct tree t = {0};
-	tree_expect(&t, filters, hits);
-	tree_free(&t);
+	tree_check(filters, hits);
 }
 
 TEST(empty_tree_matches_nothing)
 {
 	static const char *const none[] = {NULL};
 	static const char *const hits[] = {"a/b", "", "$SYS", "", NULL};
-	struct tree t = {0};
-	tree_expect(&t, none, hits);
-	tree_free(&t);
+	tree_check(none, hits);
 }
 
 /* Deterministic xorshift32: the same tree and topics on every run. */
