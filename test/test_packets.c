@@ -129,6 +129,18 @@ static void loglines_init(struct loglines *l)
 	pthread_mutex_init(&l->mu, NULL);
 }
 
+/* A client (*c) with l collecting its log lines, started with opts:
+ * mg_mqtt_start's result, its error text into err. The caller stops c and
+ * frees l. */
+static int start_logged(struct mg_mqtt **c, struct loglines *l,
+                        const char **opts, char *err, size_t len)
+{
+	*c = mg_mqtt_create(NULL);
+	loglines_init(l);
+	ASSERT_EQ(mg_mqtt_on_log(*c, loglines_on_log, l), 0);
+	return mg_mqtt_start(*c, NULL, opts, err, len);
+}
+
 static void loglines_free(struct loglines *l)
 {
 	for (int i = 0; i < l->n; i++)
@@ -200,6 +212,56 @@ static void sub_payload_counts(const struct th_sub *s, const char *prefix,
 			counts[k]++;
 	}
 	free(all);
+}
+
+/* A marker ("end" to end_topic at qos) after the messages "<prefix>0" ...
+ * "<prefix><n-1>"; once the subscriber has it, each of them must have
+ * reached it: exactly once, or at least once. */
+static void each_arrived(struct mg_mqtt *c, struct th_sub *sub,
+                         const char *end_topic, int qos, const char *prefix,
+                         int n, int exactly_once)
+{
+	char line[128];
+	int *counts = calloc((size_t)n, sizeof(int));
+	ASSERT(counts != NULL);
+	ASSERT_GT(mg_mqtt_publish(c, end_topic, "end", 3, qos, 0), 0);
+	snprintf(line, sizeof(line), "%s end", end_topic);
+	ASSERT(WAIT_UNTIL(th_count_lines(sub->out, line) == 1, 10000));
+	sub_payload_counts(sub, prefix, counts, n);
+	for (int i = 0; i < n; i++)
+		if (counts[i] < 1 || (exactly_once && counts[i] != 1))
+			th_fail(__FILE__, __LINE__, "%s%d reached the subscriber %d times",
+			        prefix, i, counts[i]);
+	free(counts);
+}
+
+/* A broker behind a new mqproxy with rule (or NULL) added. */
+static struct mqp *proxied(struct th_broker *b, const struct mqp_rule *rule)
+{
+	th_broker_start(b, NULL);
+	struct mqp *p = mqp_start(b->port);
+	if (rule != NULL)
+		mqp_add(p, rule);
+	return p;
+}
+
+/* A broker with a subscriber to topic (extra: its mosquitto_sub
+ * arguments), behind a new mqproxy. */
+static struct mqp *proxied_sub(struct th_broker *b, struct th_sub *sub,
+                               const char *topic, const char *extra)
+{
+	th_broker_sub_start(b, NULL, sub, topic, 0, extra);
+	return mqp_start(b->port);
+}
+
+/* Stops c (cleanly), the subscriber and the proxy; frees r. */
+static void proxied_stop(struct mg_mqtt *c, struct rec *r, struct th_sub *sub,
+                         struct mqp *p)
+{
+	ASSERT_EQ(mg_mqtt_stop(c), 0);
+	th_sub_stop(sub);
+	mqp_stop(p);
+	rec_free(r);
 }
 
 /* ======================================================================
@@ -515,9 +577,7 @@ static void qos2_loss(int type, int dir)
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	int counts[N];
-	th_broker_sub_start(&b, NULL, &sub, "q2/#", 0, "-q 2");
-	struct mqp *p = mqp_start(b.port);
+	struct mqp *p = proxied_sub(&b, &sub, "q2/#", "-q 2");
 	struct mg_mqtt *c =
 	    rec_started(&r, PROXY_OPTS(mqp_url(p), "pk-qos2", "false"));
 	int rule = mqp_add(p, &(struct mqp_rule){.type = type,
@@ -547,17 +607,8 @@ static void qos2_loss(int type, int dir)
 	pthread_mutex_unlock(&r.mu);
 	ASSERT(all);
 	/* A marker after them, then every one exactly once. */
-	ASSERT_GT(mg_mqtt_publish(c, "q2/end", "end", 3, 2, 0), 0);
-	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "q2/end end") == 1, 10000));
-	sub_payload_counts(&sub, "m", counts, N);
-	for (int i = 0; i < N; i++)
-		if (counts[i] != 1)
-			th_fail(__FILE__, __LINE__, "m%d reached the subscriber %d times",
-			        i, counts[i]);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	th_sub_stop(&sub);
-	mqp_stop(p);
-	rec_free(&r);
+	each_arrived(c, &sub, "q2/end", 2, "m", N, 1);
+	proxied_stop(c, &r, &sub, p);
 }
 
 TEST_T(qos2_exactly_once_when_a_pubrec_is_lost_with_the_connection, 60)
@@ -593,19 +644,13 @@ TEST_T(a_broker_that_keeps_dropping_the_connection_fails_no_accepted_message,
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	int counts[N];
-	th_broker_sub_start(&b, NULL, &sub, "gu/#", 0, "-q 1");
-	struct mqp *p = mqp_start(b.port);
+	struct mqp *p = proxied_sub(&b, &sub, "gu/#", "-q 1");
 	struct mg_mqtt *c =
 	    rec_started(&r, PROXY_OPTS(mqp_url(p), "pk-giveup", "false"));
 	/* The messages are in flight: the broker's PUBACKs never arrive. */
 	mqp_add(p, &(struct mqp_rule){
 	               .type = MQP_PUBACK, .dir = MQP_S2C, .action = MQP_DROP});
-	for (int i = 0; i < N; i++) {
-		char m[16];
-		snprintf(m, sizeof(m), "g%d", i);
-		ASSERT_GT(mg_mqtt_publish(c, "gu/x", m, strlen(m), 1, 0), 0);
-	}
+	rec_publish_seq(c, "gu/x", "g", N, 1, NULL);
 	ASSERT(WAIT_UNTIL(mqp_count(p, MQP_C2S, MQP_PUBLISH) >= N, 10000));
 	/* Then every connection dies when the client sends them again, CUTS
 	 * times: accepted, then dropped, without a word. */
@@ -621,24 +666,9 @@ TEST_T(a_broker_that_keeps_dropping_the_connection_fails_no_accepted_message,
 	fprintf(stderr, "    %d connections dropped, %d reports\n",
 	        mqp_fired(p, rule), REC(&r, npub));
 	ASSERT(WAIT_UNTIL(REC(&r, npub) >= N && mg_mqtt_is_connected(c), 20000));
-	pthread_mutex_lock(&r.mu);
-	for (int i = 0; i < r.npub; i++)
-		if (r.pub[i].result != 0)
-			th_fail(__FILE__, __LINE__,
-			        "publish %d reported %d (%s) though no broker refused it",
-			        r.pub[i].id, r.pub[i].result,
-			        mg_mqtt_strerror(r.pub[i].result));
-	pthread_mutex_unlock(&r.mu);
-	ASSERT_GT(mg_mqtt_publish(c, "gu/end", "end", 3, 1, 0), 0);
-	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "gu/end end") == 1, 10000));
-	sub_payload_counts(&sub, "g", counts, N);
-	for (int i = 0; i < N; i++)
-		if (counts[i] < 1)
-			th_fail(__FILE__, __LINE__, "g%d never reached the broker", i);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	th_sub_stop(&sub);
-	mqp_stop(p);
-	rec_free(&r);
+	REC_ASSERT_PUBS_OK(&r);
+	each_arrived(c, &sub, "gu/end", 1, "g", N, 0);
+	proxied_stop(c, &r, &sub, p);
 }
 
 /* A persistent session whose connections the broker closes right after
@@ -653,18 +683,12 @@ TEST_T(a_session_dropped_after_every_connack_keeps_paho_and_the_session, 90)
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	int counts[N];
-	th_broker_sub_start(&b, NULL, &sub, "nh/#", 0, "-q 1");
-	struct mqp *p = mqp_start(b.port);
+	struct mqp *p = proxied_sub(&b, &sub, "nh/#", "-q 1");
 	struct mg_mqtt *c = resumed(&r, mqp_url(p), "pk-new-handle");
 	/* In flight: the broker's PUBACKs never arrive. */
 	mqp_add(p, &(struct mqp_rule){
 	               .type = MQP_PUBACK, .dir = MQP_S2C, .action = MQP_DROP});
-	for (int i = 0; i < N; i++) {
-		char m[16];
-		snprintf(m, sizeof(m), "h%d", i);
-		ASSERT_GT(mg_mqtt_publish(c, "nh/x", m, strlen(m), 1, 0), 0);
-	}
+	rec_publish_seq(c, "nh/x", "h", N, 1, NULL);
 	ASSERT(WAIT_UNTIL(mqp_count(p, MQP_C2S, MQP_PUBLISH) >= N, 10000));
 	mqp_clear(p);
 	/* Cut at the first PUBLISH of each new connection: paho's resend of
@@ -683,23 +707,9 @@ TEST_T(a_session_dropped_after_every_connack_keeps_paho_and_the_session, 90)
 	char st[16384];
 	ASSERT(mg_mqtt_status(c, st, sizeof(st)) > 0);
 	ASSERT_CONTAINS(st, "\"paho_renewals\":0");
-	pthread_mutex_lock(&r.mu);
-	for (int i = 0; i < r.npub; i++)
-		if (r.pub[i].result != 0)
-			th_fail(__FILE__, __LINE__, "publish %d reported %d (%s)",
-			        r.pub[i].id, r.pub[i].result,
-			        mg_mqtt_strerror(r.pub[i].result));
-	pthread_mutex_unlock(&r.mu);
-	ASSERT_GT(mg_mqtt_publish(c, "nh/end", "end", 3, 1, 0), 0);
-	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "nh/end end") == 1, 10000));
-	sub_payload_counts(&sub, "h", counts, N);
-	for (int i = 0; i < N; i++)
-		if (counts[i] < 1)
-			th_fail(__FILE__, __LINE__, "h%d never reached the broker", i);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	th_sub_stop(&sub);
-	mqp_stop(p);
-	rec_free(&r);
+	REC_ASSERT_PUBS_OK(&r);
+	each_arrived(c, &sub, "nh/end", 1, "h", N, 0);
+	proxied_stop(c, &r, &sub, p);
 }
 
 /* Connections that are cut soon after CONNACK but do carry traffic are no
@@ -713,8 +723,7 @@ TEST_T(connections_cut_after_traffic_keep_paho_and_qos2_once, 90)
 	struct th_broker b;
 	struct th_sub sub;
 	struct rec r;
-	th_broker_sub_start(&b, NULL, &sub, "ct/#", 0, "-q 2");
-	struct mqp *p = mqp_start(b.port);
+	struct mqp *p = proxied_sub(&b, &sub, "ct/#", "-q 2");
 	struct mg_mqtt *c = resumed(&r, mqp_url(p), "pk-cut-traffic");
 	/* The broker releases the message; its PUBCOMP never arrives. */
 	mqp_add(p, &(struct mqp_rule){
@@ -746,10 +755,7 @@ TEST_T(connections_cut_after_traffic_keep_paho_and_qos2_once, 90)
 		        "paho's client was made anew though every connection "
 		        "carried traffic");
 	ASSERT_EQ(th_count_lines(sub.out, "ct/once once"), 1);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	th_sub_stop(&sub);
-	mqp_stop(p);
-	rec_free(&r);
+	proxied_stop(c, &r, &sub, p);
 }
 
 /* ======================================================================
@@ -850,13 +856,11 @@ TEST_T(a_tls_host_name_mismatch_fails_start_with_err_tls_and_says_so, 60)
 	struct loglines l;
 	char err[1024];
 	th_tls_broker_start(&b, "wrong-host", 0);
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	loglines_init(&l);
-	ASSERT_EQ(mg_mqtt_on_log(c, loglines_on_log, &l), 0);
-	int rc = mg_mqtt_start(c, NULL,
-	                       OPTS("MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS",
-	                            b.ca, "MQTT_CONNECTION_TIMEOUT", "3"),
-	                       err, sizeof(err));
+	struct mg_mqtt *c;
+	int rc = start_logged(&c, &l,
+	                      OPTS("MQTT_BROKER_URL", b.url, "MQTT_TLS_CA_CERTS",
+	                           b.ca, "MQTT_CONNECTION_TIMEOUT", "3"),
+	                      err, sizeof(err));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	fprintf(stderr, "    start: %d (%s): %s\n", rc, mg_mqtt_strerror(rc), err);
 	loglines_print(&l, 20);
@@ -901,10 +905,9 @@ TEST_T(a_broker_that_never_answers_fails_start_with_err_timeout, 30)
 	struct th_broker b;
 	struct rec r;
 	char err[1024];
-	th_broker_start(&b, NULL);
-	struct mqp *p = mqp_start(b.port);
-	mqp_add(p, &(struct mqp_rule){
-	               .type = MQP_CONNECT, .dir = MQP_C2S, .action = MQP_BLACKHOLE});
+	struct mqp *p = proxied(&b, &(struct mqp_rule){.type = MQP_CONNECT,
+	                                               .dir = MQP_C2S,
+	                                               .action = MQP_BLACKHOLE});
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	int rc = mg_mqtt_start(c, NULL,
 	                       OPTS("MQTT_BROKER_URL", mqp_url(p),
@@ -928,17 +931,14 @@ TEST_T(a_broker_that_closes_after_connect_is_logged_as_such, 30)
 	struct th_broker b;
 	struct loglines l;
 	char err[1024];
-	th_broker_start(&b, NULL);
-	struct mqp *p = mqp_start(b.port);
-	mqp_add(p, &(struct mqp_rule){
-	               .type = MQP_CONNECT, .dir = MQP_C2S, .action = MQP_CUT_BEFORE});
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	loglines_init(&l);
-	ASSERT_EQ(mg_mqtt_on_log(c, loglines_on_log, &l), 0);
-	int rc = mg_mqtt_start(c, NULL,
-	                       OPTS("MQTT_BROKER_URL", mqp_url(p),
-	                            "MQTT_CONNECTION_TIMEOUT", "3"),
-	                       err, sizeof(err));
+	struct mqp *p = proxied(&b, &(struct mqp_rule){.type = MQP_CONNECT,
+	                                               .dir = MQP_C2S,
+	                                               .action = MQP_CUT_BEFORE});
+	struct mg_mqtt *c;
+	int rc = start_logged(
+	    &c, &l,
+	    OPTS("MQTT_BROKER_URL", mqp_url(p), "MQTT_CONNECTION_TIMEOUT", "3"),
+	    err, sizeof(err));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	fprintf(stderr, "    start: %d (%s): %s\n", rc, mg_mqtt_strerror(rc), err);
 	loglines_print(&l, 10);
@@ -960,12 +960,10 @@ TEST_T(protocol_fallback_from_5_to_3_1_1_only_when_asked, 40)
 	struct th_broker b;
 	struct loglines l;
 	char err[1024];
-	th_broker_start(&b, NULL);
-	struct mqp *p = mqp_start(b.port);
-	mqp_add(p, &(struct mqp_rule){.type = MQP_CONNECT,
-	                              .dir = MQP_C2S,
-	                              .level = 5,
-	                              .action = MQP_CUT_BEFORE});
+	struct mqp *p = proxied(&b, &(struct mqp_rule){.type = MQP_CONNECT,
+	                                               .dir = MQP_C2S,
+	                                               .level = 5,
+	                                               .action = MQP_CUT_BEFORE});
 	/* Off by default. */
 	struct mg_mqtt *c = mg_mqtt_create(NULL);
 	int rc = mg_mqtt_start(c, NULL,
@@ -1016,22 +1014,17 @@ TEST_T(shared_group_on_a_broker_without_shared_subscriptions_is_not_silent, 30)
 	struct th_broker b;
 	struct loglines l;
 	char err[1024] = "";
-	th_broker_start(&b, NULL);
-	struct mqp *p = mqp_start(b.port);
-	mqp_add(p, &(struct mqp_rule){.type = MQP_CONNACK,
-	                              .dir = MQP_S2C,
-	                              .action = MQP_ADD_PROPS,
-	                              .props = {0x2a, 0x00},
-	                              .props_len = 2});
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	loglines_init(&l);
-	ASSERT_EQ(mg_mqtt_on_log(c, loglines_on_log, &l), 0);
-	int rc = mg_mqtt_start(c, NULL,
-	                       OPTS("MQTT_BROKER_URL", mqp_url(p),
-	                            "MQTT_PROTOCOL_VERSION", "5",
-	                            "MQTT_SHARED_GROUP", "web", "MQTT_SUBSCRIBE",
-	                            "jobs/#:1"),
-	                       err, sizeof(err));
+	struct mqp *p = proxied(&b, &(struct mqp_rule){.type = MQP_CONNACK,
+	                                               .dir = MQP_S2C,
+	                                               .action = MQP_ADD_PROPS,
+	                                               .props = {0x2a, 0x00},
+	                                               .props_len = 2});
+	struct mg_mqtt *c;
+	int rc = start_logged(
+	    &c, &l,
+	    OPTS("MQTT_BROKER_URL", mqp_url(p), "MQTT_PROTOCOL_VERSION", "5",
+	         "MQTT_SHARED_GROUP", "web", "MQTT_SUBSCRIBE", "jobs/#:1"),
+	    err, sizeof(err));
 	if (rc == 0)
 		th_sleep_ms(500); /* a warning from the connect handler */
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
@@ -1051,21 +1044,17 @@ TEST_T(a_wildcard_subscription_on_a_broker_without_them_is_not_silent, 30)
 	struct th_broker b;
 	struct loglines l;
 	char err[1024] = "";
-	th_broker_start(&b, NULL);
-	struct mqp *p = mqp_start(b.port);
-	mqp_add(p, &(struct mqp_rule){.type = MQP_CONNACK,
-	                              .dir = MQP_S2C,
-	                              .action = MQP_ADD_PROPS,
-	                              .props = {0x28, 0x00},
-	                              .props_len = 2});
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	loglines_init(&l);
-	ASSERT_EQ(mg_mqtt_on_log(c, loglines_on_log, &l), 0);
-	int rc = mg_mqtt_start(c, NULL,
-	                       OPTS("MQTT_BROKER_URL", mqp_url(p),
-	                            "MQTT_PROTOCOL_VERSION", "5", "MQTT_SUBSCRIBE",
-	                            "wc/+/x:1"),
-	                       err, sizeof(err));
+	struct mqp *p = proxied(&b, &(struct mqp_rule){.type = MQP_CONNACK,
+	                                               .dir = MQP_S2C,
+	                                               .action = MQP_ADD_PROPS,
+	                                               .props = {0x28, 0x00},
+	                                               .props_len = 2});
+	struct mg_mqtt *c;
+	int rc = start_logged(&c, &l,
+	                      OPTS("MQTT_BROKER_URL", mqp_url(p),
+	                           "MQTT_PROTOCOL_VERSION", "5", "MQTT_SUBSCRIBE",
+	                           "wc/+/x:1"),
+	                      err, sizeof(err));
 	if (rc == 0)
 		th_sleep_ms(500);
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
@@ -1219,10 +1208,7 @@ TEST_T(qos0_messages_are_never_delivered_twice_across_cuts, 60)
 	        cuts, got, N, dups, first);
 	ASSERT_GT(cuts, 0);
 	ASSERT_EQ(dups, 0);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	th_sub_stop(&sub);
-	mqp_stop(p);
-	rec_free(&r);
+	proxied_stop(c, &r, &sub, p);
 }
 
 /* The header: a subscription's qos is "requested QoS (the highest asked
@@ -1287,13 +1273,10 @@ TEST(clean_session_false_without_client_id_is_refused_or_warned)
 	struct loglines l;
 	char err[1024] = "";
 	th_broker_start(&b, NULL);
-	struct mg_mqtt *c = mg_mqtt_create(NULL);
-	loglines_init(&l);
-	ASSERT_EQ(mg_mqtt_on_log(c, loglines_on_log, &l), 0);
-	int rc = mg_mqtt_start(c, NULL,
-	                       OPTS("MQTT_BROKER_URL", b.url, "MQTT_CLEAN_SESSION",
-	                            "false"),
-	                       err, sizeof(err));
+	struct mg_mqtt *c;
+	int rc = start_logged(
+	    &c, &l, OPTS("MQTT_BROKER_URL", b.url, "MQTT_CLEAN_SESSION", "false"),
+	    err, sizeof(err));
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	fprintf(stderr, "    start: %d %s\n", rc, err);
 	if (rc != 0) {
