@@ -245,23 +245,68 @@ static struct mqp *proxied(struct th_broker *b, const struct mqp_rule *rule)
 	return p;
 }
 
-/* A broker with a subscriber to topic (extra: its mosquitto_sub
- * arguments), behind a new mqproxy. */
-static struct mqp *proxied_sub(struct th_broker *b, struct th_sub *sub,
-                               const char *topic, const char *extra)
+/* A broker behind a new mqproxy that does action (MQP_BLACKHOLE,
+ * MQP_CUT_BEFORE...) to the CONNECT of protocol level (0: any). */
+static struct mqp *connect_proxy(struct th_broker *b, int action, int level)
 {
-	th_broker_sub_start(b, NULL, sub, topic, 0, extra);
-	return mqp_start(b->port);
+	return proxied(b, &(struct mqp_rule){.type = MQP_CONNECT,
+	                                     .dir = MQP_C2S,
+	                                     .level = level,
+	                                     .action = action});
 }
 
-/* Stops c (cleanly), the subscriber and the proxy; frees r. */
-static void proxied_stop(struct mg_mqtt *c, struct rec *r, struct th_sub *sub,
-                         struct mqp *p)
+/* A broker with a subscriber, behind mqproxy, and a recorder for the
+ * test's client. */
+struct pfix {
+	struct th_broker b;
+	struct th_sub sub;
+	struct rec r;
+	struct mqp *p;
+};
+
+/* Starts the broker (conf as th_broker_start's) with a subscriber to topic
+ * (extra: its mosquitto_sub arguments), and a new mqproxy in front of it. */
+static void pfix_start(struct pfix *f, const char *conf, const char *topic,
+                       const char *extra)
+{
+	th_broker_sub_start(&f->b, conf, &f->sub, topic, 0, extra);
+	f->p = mqp_start(f->b.port);
+}
+
+/* n QoS 1 messages "<prefix>0" ... to topic whose PUBACKs the proxy drops:
+ * in flight once the broker has them all; then the proxy's rules are
+ * cleared. */
+static void in_flight(struct mqp *p, struct mg_mqtt *c, const char *topic,
+                      const char *prefix, int n)
+{
+	mqp_add(p, &(struct mqp_rule){
+	               .type = MQP_PUBACK, .dir = MQP_S2C, .action = MQP_DROP});
+	rec_publish_seq(c, topic, prefix, n, 1, NULL);
+	ASSERT(WAIT_UNTIL(mqp_count(p, MQP_C2S, MQP_PUBLISH) >= n, 10000));
+	mqp_clear(p);
+}
+
+/* Cuts the connection now, and then the next times connections at their
+ * first PUBLISH (to topic; NULL: any) from the client, before the broker
+ * has it: the rule's index. */
+static int cut_resends(struct mqp *p, const char *topic, int times)
+{
+	int rule = mqp_add(p, &(struct mqp_rule){.type = MQP_PUBLISH,
+	                                         .dir = MQP_C2S,
+	                                         .topic = topic,
+	                                         .times = times,
+	                                         .action = MQP_CUT_BEFORE});
+	mqp_cut_all(p);
+	return rule;
+}
+
+/* Stops c (cleanly), the subscriber and the proxy; frees the recorder. */
+static void pfix_stop(struct pfix *f, struct mg_mqtt *c)
 {
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	th_sub_stop(sub);
-	mqp_stop(p);
-	rec_free(r);
+	th_sub_stop(&f->sub);
+	mqp_stop(f->p);
+	rec_free(&f->r);
 }
 
 /* ======================================================================
@@ -358,16 +403,21 @@ TEST_T(a_full_dispatch_queue_of_one_client_stalls_no_other_client, 150)
 	     clean, "MQTT_RECONNECT_MIN", "1", "MQTT_RECONNECT_MAX", "1",          \
 	     "MQTT_CONNECTION_TIMEOUT", "3")
 
+/* A client with r attached and a persistent session (client id id,
+ * CLEAN_SESSION false) against url. */
+static struct mg_mqtt *persistent(struct rec *r, const char *url,
+                                  const char *id)
+{
+	return rec_started(r, PROXY_OPTS(url, id, "false"));
+}
+
 /* Starts a client on a session the broker already holds: the first start
  * creates it, the second finds it (CONNACK session present). */
 static struct mg_mqtt *resumed(struct rec *r, const char *url, const char *id)
 {
 	struct rec r0;
-	struct mg_mqtt *c0 = rec_client(&r0, NULL);
-	rec_start(c0, PROXY_OPTS(url, id, "false"));
-	rec_stop(c0, &r0);
-	struct mg_mqtt *c = rec_client(r, NULL);
-	rec_start(c, PROXY_OPTS(url, id, "false"));
+	rec_stop(persistent(&r0, url, id), &r0);
+	struct mg_mqtt *c = persistent(r, url, id);
 	ASSERT(WAIT_UNTIL(REC(r, connects) == 1, 5000));
 	ASSERT_EQ(REC(r, last_session), 1);
 	return c;
@@ -574,41 +624,38 @@ TEST_T(a_browser_subscribe_lost_with_its_connection_is_made_after_reconnect,
 static void qos2_loss(int type, int dir)
 {
 	enum { N = 20 };
-	struct th_broker b;
-	struct th_sub sub;
-	struct rec r;
-	struct mqp *p = proxied_sub(&b, &sub, "q2/#", "-q 2");
-	struct mg_mqtt *c =
-	    rec_started(&r, PROXY_OPTS(mqp_url(p), "pk-qos2", "false"));
-	int rule = mqp_add(p, &(struct mqp_rule){.type = type,
+	struct pfix f;
+	pfix_start(&f, NULL, "q2/#", "-q 2");
+	struct mg_mqtt *c = persistent(&f.r, mqp_url(f.p), "pk-qos2");
+	int rule = mqp_add(f.p, &(struct mqp_rule){.type = type,
 	                                         .dir = dir,
 	                                         .nth = 5,
 	                                         .action = MQP_CUT_BEFORE});
 	int ids[N];
 	rec_publish_seq(c, "q2/x", "m", N, 2, ids);
-	ASSERT(WAIT_UNTIL(mqp_fired(p, rule) == 1, 10000));
-	int all = WAIT_UNTIL(REC(&r, npub) >= N, 20000);
+	ASSERT(WAIT_UNTIL(mqp_fired(f.p, rule) == 1, 10000));
+	int all = WAIT_UNTIL(REC(&f.r, npub) >= N, 20000);
 	th_sleep_ms(300); /* a second report would come now */
-	pthread_mutex_lock(&r.mu);
+	pthread_mutex_lock(&f.r.mu);
 	fprintf(stderr, "    %s lost: %d reports for %d publishes\n",
-	        mqp_type_name(type), r.npub, N);
+	        mqp_type_name(type), f.r.npub, N);
 	for (int i = 0; i < N; i++) {
 		int k = 0, res = 0;
-		for (int j = 0; j < r.npub; j++)
-			if (r.pub[j].id == ids[i]) {
+		for (int j = 0; j < f.r.npub; j++)
+			if (f.r.pub[j].id == ids[i]) {
 				k++;
-				res = r.pub[j].result;
+				res = f.r.pub[j].result;
 			}
 		if (k != 1 || res != 0)
 			th_fail(__FILE__, __LINE__,
 			        "publish m%d (id %d): %d reports, last result %d", i,
 			        ids[i], k, res);
 	}
-	pthread_mutex_unlock(&r.mu);
+	pthread_mutex_unlock(&f.r.mu);
 	ASSERT(all);
 	/* A marker after them, then every one exactly once. */
-	each_arrived(c, &sub, "q2/end", 2, "m", N, 1);
-	proxied_stop(c, &r, &sub, p);
+	each_arrived(c, &f.sub, "q2/end", 2, "m", N, 1);
+	pfix_stop(&f, c);
 }
 
 TEST_T(qos2_exactly_once_when_a_pubrec_is_lost_with_the_connection, 60)
@@ -641,34 +688,21 @@ TEST_T(a_broker_that_keeps_dropping_the_connection_fails_no_accepted_message,
        90)
 {
 	enum { N = 10, CUTS = 6 };
-	struct th_broker b;
-	struct th_sub sub;
-	struct rec r;
-	struct mqp *p = proxied_sub(&b, &sub, "gu/#", "-q 1");
-	struct mg_mqtt *c =
-	    rec_started(&r, PROXY_OPTS(mqp_url(p), "pk-giveup", "false"));
-	/* The messages are in flight: the broker's PUBACKs never arrive. */
-	mqp_add(p, &(struct mqp_rule){
-	               .type = MQP_PUBACK, .dir = MQP_S2C, .action = MQP_DROP});
-	rec_publish_seq(c, "gu/x", "g", N, 1, NULL);
-	ASSERT(WAIT_UNTIL(mqp_count(p, MQP_C2S, MQP_PUBLISH) >= N, 10000));
+	struct pfix f;
+	pfix_start(&f, NULL, "gu/#", "-q 1");
+	struct mg_mqtt *c = persistent(&f.r, mqp_url(f.p), "pk-giveup");
+	in_flight(f.p, c, "gu/x", "g", N);
 	/* Then every connection dies when the client sends them again, CUTS
 	 * times: accepted, then dropped, without a word. */
-	mqp_clear(p);
-	int rule = mqp_add(p, &(struct mqp_rule){.type = MQP_PUBLISH,
-	                                         .dir = MQP_C2S,
-	                                         .topic = "gu/#",
-	                                         .times = CUTS,
-	                                         .action = MQP_CUT_BEFORE});
-	mqp_cut_all(p);
+	int rule = cut_resends(f.p, "gu/#", CUTS);
 	/* Until the faults are spent, or the messages were given up. */
-	WAIT_UNTIL(mqp_fired(p, rule) == CUTS || REC(&r, npub) >= N, 40000);
+	WAIT_UNTIL(mqp_fired(f.p, rule) == CUTS || REC(&f.r, npub) >= N, 40000);
 	fprintf(stderr, "    %d connections dropped, %d reports\n",
-	        mqp_fired(p, rule), REC(&r, npub));
-	ASSERT(WAIT_UNTIL(REC(&r, npub) >= N && mg_mqtt_is_connected(c), 20000));
-	REC_ASSERT_PUBS_OK(&r);
-	each_arrived(c, &sub, "gu/end", 1, "g", N, 0);
-	proxied_stop(c, &r, &sub, p);
+	        mqp_fired(f.p, rule), REC(&f.r, npub));
+	ASSERT(WAIT_UNTIL(REC(&f.r, npub) >= N && mg_mqtt_is_connected(c), 20000));
+	REC_ASSERT_PUBS_OK(&f.r);
+	each_arrived(c, &f.sub, "gu/end", 1, "g", N, 0);
+	pfix_stop(&f, c);
 }
 
 /* A persistent session whose connections the broker closes right after
@@ -680,36 +714,25 @@ TEST_T(a_broker_that_keeps_dropping_the_connection_fails_no_accepted_message,
 TEST_T(a_session_dropped_after_every_connack_keeps_paho_and_the_session, 90)
 {
 	enum { N = 10 };
-	struct th_broker b;
-	struct th_sub sub;
-	struct rec r;
-	struct mqp *p = proxied_sub(&b, &sub, "nh/#", "-q 1");
-	struct mg_mqtt *c = resumed(&r, mqp_url(p), "pk-new-handle");
-	/* In flight: the broker's PUBACKs never arrive. */
-	mqp_add(p, &(struct mqp_rule){
-	               .type = MQP_PUBACK, .dir = MQP_S2C, .action = MQP_DROP});
-	rec_publish_seq(c, "nh/x", "h", N, 1, NULL);
-	ASSERT(WAIT_UNTIL(mqp_count(p, MQP_C2S, MQP_PUBLISH) >= N, 10000));
-	mqp_clear(p);
+	struct pfix f;
+	pfix_start(&f, NULL, "nh/#", "-q 1");
+	struct mg_mqtt *c = resumed(&f.r, mqp_url(f.p), "pk-new-handle");
+	in_flight(f.p, c, "nh/x", "h", N);
 	/* Cut at the first PUBLISH of each new connection: paho's resend of
 	 * what it kept, right after CONNACK, as a broker that closes over a
 	 * corrupt resend does. Nothing is acknowledged on those connections. */
-	int rule = mqp_add(p, &(struct mqp_rule){.type = MQP_PUBLISH,
-	                                         .dir = MQP_C2S,
-	                                         .times = 3,
-	                                         .action = MQP_CUT_BEFORE});
-	mqp_cut_all(p);
-	ASSERT(WAIT_UNTIL(mqp_fired(p, rule) == 3, 30000));
-	if (!WAIT_UNTIL(rec_log_has(&r, "in-flight window is now"), 20000))
+	int rule = cut_resends(f.p, NULL, 3);
+	ASSERT(WAIT_UNTIL(mqp_fired(f.p, rule) == 3, 30000));
+	if (!WAIT_UNTIL(rec_log_has(&f.r, "in-flight window is now"), 20000))
 		th_fail(__FILE__, __LINE__, "the window did not shrink; log:\n%s",
-		        r.log != NULL ? r.log : "");
-	ASSERT(WAIT_UNTIL(REC(&r, npub) >= N && mg_mqtt_is_connected(c), 20000));
+		        f.r.log != NULL ? f.r.log : "");
+	ASSERT(WAIT_UNTIL(REC(&f.r, npub) >= N && mg_mqtt_is_connected(c), 20000));
 	char st[16384];
 	ASSERT(mg_mqtt_status(c, st, sizeof(st)) > 0);
 	ASSERT_CONTAINS(st, "\"paho_renewals\":0");
-	REC_ASSERT_PUBS_OK(&r);
-	each_arrived(c, &sub, "nh/end", 1, "h", N, 0);
-	proxied_stop(c, &r, &sub, p);
+	REC_ASSERT_PUBS_OK(&f.r);
+	each_arrived(c, &f.sub, "nh/end", 1, "h", N, 0);
+	pfix_stop(&f, c);
 }
 
 /* Connections that are cut soon after CONNACK but do carry traffic are no
@@ -720,42 +743,40 @@ TEST_T(a_session_dropped_after_every_connack_keeps_paho_and_the_session, 90)
  * packet id, and the broker would deliver it twice. */
 TEST_T(connections_cut_after_traffic_keep_paho_and_qos2_once, 90)
 {
-	struct th_broker b;
-	struct th_sub sub;
-	struct rec r;
-	struct mqp *p = proxied_sub(&b, &sub, "ct/#", "-q 2");
-	struct mg_mqtt *c = resumed(&r, mqp_url(p), "pk-cut-traffic");
+	struct pfix f;
+	pfix_start(&f, NULL, "ct/#", "-q 2");
+	struct mg_mqtt *c = resumed(&f.r, mqp_url(f.p), "pk-cut-traffic");
 	/* The broker releases the message; its PUBCOMP never arrives. */
-	mqp_add(p, &(struct mqp_rule){
+	mqp_add(f.p, &(struct mqp_rule){
 	               .type = MQP_PUBCOMP, .dir = MQP_S2C, .action = MQP_DROP});
 	ASSERT_GT(mg_mqtt_publish(c, "ct/once", "once", 4, 2, 0), 0);
-	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "ct/once once") == 1, 10000));
-	ASSERT(WAIT_UNTIL(mqp_count(p, MQP_C2S, MQP_PUBREL) >= 1, 10000));
+	ASSERT(WAIT_UNTIL(th_count_lines(f.sub.out, "ct/once once") == 1, 10000));
+	ASSERT(WAIT_UNTIL(mqp_count(f.p, MQP_C2S, MQP_PUBREL) >= 1, 10000));
 	/* Then 4 connections in a row, each cut right after the PUBACK of a
 	 * QoS 1 message sent on it. */
 	for (int i = 0; i < 4; i++) {
-		int conns = REC(&r, connects);
-		int rule = mqp_add(p, &(struct mqp_rule){.type = MQP_PUBACK,
+		int conns = REC(&f.r, connects);
+		int rule = mqp_add(f.p, &(struct mqp_rule){.type = MQP_PUBACK,
 		                                         .dir = MQP_S2C,
 		                                         .times = 1,
 		                                         .action = MQP_CUT_AFTER});
 		if (i == 0)
-			mqp_cut_all(p);
-		ASSERT(WAIT_UNTIL(REC(&r, connects) > conns, 20000));
+			mqp_cut_all(f.p);
+		ASSERT(WAIT_UNTIL(REC(&f.r, connects) > conns, 20000));
 		ASSERT_GT(mg_mqtt_publish(c, "ct/tick", "tick", 4, 1, 0), 0);
-		ASSERT(WAIT_UNTIL(mqp_fired(p, rule) == 1, 20000));
+		ASSERT(WAIT_UNTIL(mqp_fired(f.p, rule) == 1, 20000));
 	}
-	mqp_clear(p);
-	ASSERT(WAIT_UNTIL(REC(&r, npub) >= 5 && mg_mqtt_is_connected(c), 20000));
+	mqp_clear(f.p);
+	ASSERT(WAIT_UNTIL(REC(&f.r, npub) >= 5 && mg_mqtt_is_connected(c), 20000));
 	ASSERT_GT(mg_mqtt_publish(c, "ct/end", "end", 3, 1, 0), 0);
-	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "ct/end end") == 1, 10000));
-	ASSERT(WAIT_UNTIL(REC(&r, npub) >= 6, 20000));
-	if (rec_log_has(&r, "made anew"))
+	ASSERT(WAIT_UNTIL(th_count_lines(f.sub.out, "ct/end end") == 1, 10000));
+	ASSERT(WAIT_UNTIL(REC(&f.r, npub) >= 6, 20000));
+	if (rec_log_has(&f.r, "made anew"))
 		th_fail(__FILE__, __LINE__,
 		        "paho's client was made anew though every connection "
 		        "carried traffic");
-	ASSERT_EQ(th_count_lines(sub.out, "ct/once once"), 1);
-	proxied_stop(c, &r, &sub, p);
+	ASSERT_EQ(th_count_lines(f.sub.out, "ct/once once"), 1);
+	pfix_stop(&f, c);
 }
 
 /* ======================================================================
@@ -905,9 +926,7 @@ TEST_T(a_broker_that_never_answers_fails_start_with_err_timeout, 30)
 	struct th_broker b;
 	struct rec r;
 	char err[1024];
-	struct mqp *p = proxied(&b, &(struct mqp_rule){.type = MQP_CONNECT,
-	                                               .dir = MQP_C2S,
-	                                               .action = MQP_BLACKHOLE});
+	struct mqp *p = connect_proxy(&b, MQP_BLACKHOLE, 0);
 	struct mg_mqtt *c = rec_client(&r, NULL);
 	int rc = mg_mqtt_start(c, NULL,
 	                       OPTS("MQTT_BROKER_URL", mqp_url(p),
@@ -931,9 +950,7 @@ TEST_T(a_broker_that_closes_after_connect_is_logged_as_such, 30)
 	struct th_broker b;
 	struct loglines l;
 	char err[1024];
-	struct mqp *p = proxied(&b, &(struct mqp_rule){.type = MQP_CONNECT,
-	                                               .dir = MQP_C2S,
-	                                               .action = MQP_CUT_BEFORE});
+	struct mqp *p = connect_proxy(&b, MQP_CUT_BEFORE, 0);
 	struct mg_mqtt *c;
 	int rc = start_logged(
 	    &c, &l,
@@ -960,10 +977,7 @@ TEST_T(protocol_fallback_from_5_to_3_1_1_only_when_asked, 40)
 	struct th_broker b;
 	struct loglines l;
 	char err[1024];
-	struct mqp *p = proxied(&b, &(struct mqp_rule){.type = MQP_CONNECT,
-	                                               .dir = MQP_C2S,
-	                                               .level = 5,
-	                                               .action = MQP_CUT_BEFORE});
+	struct mqp *p = connect_proxy(&b, MQP_CUT_BEFORE, 5);
 	/* Off by default. */
 	struct mg_mqtt *c = mg_mqtt_create(NULL);
 	int rc = mg_mqtt_start(c, NULL,
@@ -1006,10 +1020,13 @@ TEST_T(protocol_fallback_from_5_to_3_1_1_only_when_asked, 40)
  * 7. What an MQTT 5 broker announces in CONNACK
  * ==================================================================== */
 
-/* Shared Subscription Available 0 (RabbitMQ takes $share/... as a plain
- * topic; 0 of 2,000 delivered, nothing logged): SHARED_GROUP is refused
- * with an error naming it, or warned about loudly. */
-TEST_T(shared_group_on_a_broker_without_shared_subscriptions_is_not_silent, 30)
+/* A broker whose CONNACK announces the availability property id as 0
+ * (not available); a client asking for that with MQTT 5 and more options
+ * (key, value, ...): its start fails with an error naming word, or it
+ * warns with a line naming it. */
+static void unavailable_is_not_silent(unsigned char id, const char *word,
+                                      const char *k1, const char *v1,
+                                      const char *k2, const char *v2)
 {
 	struct th_broker b;
 	struct loglines l;
@@ -1017,53 +1034,40 @@ TEST_T(shared_group_on_a_broker_without_shared_subscriptions_is_not_silent, 30)
 	struct mqp *p = proxied(&b, &(struct mqp_rule){.type = MQP_CONNACK,
 	                                               .dir = MQP_S2C,
 	                                               .action = MQP_ADD_PROPS,
-	                                               .props = {0x2a, 0x00},
+	                                               .props = {id, 0x00},
 	                                               .props_len = 2});
 	struct mg_mqtt *c;
-	int rc = start_logged(
-	    &c, &l,
-	    OPTS("MQTT_BROKER_URL", mqp_url(p), "MQTT_PROTOCOL_VERSION", "5",
-	         "MQTT_SHARED_GROUP", "web", "MQTT_SUBSCRIBE", "jobs/#:1"),
-	    err, sizeof(err));
+	int rc = start_logged(&c, &l,
+	                      OPTS("MQTT_BROKER_URL", mqp_url(p),
+	                           "MQTT_PROTOCOL_VERSION", "5", k1, v1, k2, v2),
+	                      err, sizeof(err));
 	if (rc == 0)
 		th_sleep_ms(500); /* a warning from the connect handler */
 	ASSERT_EQ(mg_mqtt_stop(c), 0);
 	fprintf(stderr, "    start: %d %s\n", rc, err);
 	loglines_print(&l, 10);
-	int said = (rc != 0 && strcasestr(err, "shared") != NULL) ||
-	           loglines_count(&l, MG_MQTT_LOG_WARNING, "shared") > 0;
+	int said = (rc != 0 && strcasestr(err, word) != NULL) ||
+	           loglines_count(&l, MG_MQTT_LOG_WARNING, word) > 0;
 	ASSERT(said);
 	loglines_free(&l);
 	mqp_stop(p);
+}
+
+/* Shared Subscription Available 0 (RabbitMQ takes $share/... as a plain
+ * topic; 0 of 2,000 delivered, nothing logged): SHARED_GROUP is refused
+ * with an error naming it, or warned about loudly. */
+TEST_T(shared_group_on_a_broker_without_shared_subscriptions_is_not_silent, 30)
+{
+	unavailable_is_not_silent(0x2a, "shared", "MQTT_SHARED_GROUP", "web",
+	                          "MQTT_SUBSCRIBE", "jobs/#:1");
 }
 
 /* Wildcard Subscription Available 0: a wildcard subscription is refused by
  * such a broker; the client says why. */
 TEST_T(a_wildcard_subscription_on_a_broker_without_them_is_not_silent, 30)
 {
-	struct th_broker b;
-	struct loglines l;
-	char err[1024] = "";
-	struct mqp *p = proxied(&b, &(struct mqp_rule){.type = MQP_CONNACK,
-	                                               .dir = MQP_S2C,
-	                                               .action = MQP_ADD_PROPS,
-	                                               .props = {0x28, 0x00},
-	                                               .props_len = 2});
-	struct mg_mqtt *c;
-	int rc = start_logged(&c, &l,
-	                      OPTS("MQTT_BROKER_URL", mqp_url(p),
-	                           "MQTT_PROTOCOL_VERSION", "5", "MQTT_SUBSCRIBE",
-	                           "wc/+/x:1"),
-	                      err, sizeof(err));
-	if (rc == 0)
-		th_sleep_ms(500);
-	ASSERT_EQ(mg_mqtt_stop(c), 0);
-	loglines_print(&l, 10);
-	int said = (rc != 0 && strcasestr(err, "wildcard") != NULL) ||
-	           loglines_count(&l, MG_MQTT_LOG_WARNING, "wildcard") > 0;
-	ASSERT(said);
-	loglines_free(&l);
-	mqp_stop(p);
+	unavailable_is_not_silent(0x28, "wildcard", "MQTT_SUBSCRIBE", "wc/+/x:1",
+	                          NULL, NULL);
 }
 
 /* ======================================================================
@@ -1163,13 +1167,10 @@ TEST_T(no_log_line_arrives_after_on_disconnect_at_stop, 60)
 TEST_T(qos0_messages_are_never_delivered_twice_across_cuts, 60)
 {
 	enum { N = 12000 };
-	struct th_broker b;
-	struct th_sub sub;
-	struct rec r;
+	struct pfix f;
 	static int counts[N];
-	th_broker_sub_start(&b, flood_broker, &sub, "q0/#", 0, NULL);
-	struct mqp *p = mqp_start(b.port);
-	struct mg_mqtt *c = rec_started(&r, OPTS("MQTT_BROKER_URL", mqp_url(p),
+	pfix_start(&f, flood_broker, "q0/#", NULL);
+	struct mg_mqtt *c = rec_started(&f.r, OPTS("MQTT_BROKER_URL", mqp_url(f.p),
 	                                         "MQTT_RECONNECT_MIN", "1",
 	                                         "MQTT_RECONNECT_MAX", "1"));
 	int cuts = 0;
@@ -1182,11 +1183,11 @@ TEST_T(qos0_messages_are_never_delivered_twice_across_cuts, 60)
 		/* Cuts at once, and cuts right after a PUBLISH went through
 		 * (paho is in the middle of its queue then). */
 		if (i % 4000 == 1000 && mg_mqtt_is_connected(c)) {
-			mqp_cut_all(p);
+			mqp_cut_all(f.p);
 			cuts++;
 		}
 		if (i % 4000 == 3000)
-			mqp_add(p, &(struct mqp_rule){.type = MQP_PUBLISH,
+			mqp_add(f.p, &(struct mqp_rule){.type = MQP_PUBLISH,
 			                              .dir = MQP_C2S,
 			                              .topic = "q0/#",
 			                              .nth = 50,
@@ -1195,8 +1196,8 @@ TEST_T(qos0_messages_are_never_delivered_twice_across_cuts, 60)
 	}
 	ASSERT(WAIT_UNTIL(mg_mqtt_is_connected(c), 10000));
 	ASSERT_GT(mg_mqtt_publish(c, "q0/end", "end", 3, 1, 0), 0);
-	ASSERT(WAIT_UNTIL(th_count_lines(sub.out, "q0/end end") == 1, 20000));
-	sub_payload_counts(&sub, "s", counts, N);
+	ASSERT(WAIT_UNTIL(th_count_lines(f.sub.out, "q0/end end") == 1, 20000));
+	sub_payload_counts(&f.sub, "s", counts, N);
 	int dups = 0, got = 0, first = -1;
 	for (int i = 0; i < N; i++) {
 		got += counts[i] > 0;
@@ -1208,7 +1209,7 @@ TEST_T(qos0_messages_are_never_delivered_twice_across_cuts, 60)
 	        cuts, got, N, dups, first);
 	ASSERT_GT(cuts, 0);
 	ASSERT_EQ(dups, 0);
-	proxied_stop(c, &r, &sub, p);
+	pfix_stop(&f, c);
 }
 
 /* The header: a subscription's qos is "requested QoS (the highest asked
