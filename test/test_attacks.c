@@ -122,6 +122,16 @@ static void still_answers(int port)
 #define JSON_CT "Content-Type: application/json\r\n"
 #define RAW_CT "Content-Type: application/octet-stream\r\n"
 
+/* http() for its status alone. */
+static int status_of(int port, const char *method, const char *path,
+                     const char *headers, const char *body)
+{
+	struct hresp h;
+	int status = http(port, method, path, headers, body, &h);
+	hfree(&h);
+	return status;
+}
+
 /* ---- a raw WebSocket client ------------------------------------------------ */
 
 /* GET /mqtt/ws by hand with extra header lines; returns the status. */
@@ -191,6 +201,32 @@ static void start(struct th_broker *b, struct th_xsrv *x, const char *mqtt,
 	wait_bridge(x->port);
 }
 
+/* Stops the example server, then the broker. */
+static void stop_all(struct th_broker *b, struct th_xsrv *x)
+{
+	th_kill(x->pid, SIGTERM);
+	th_broker_stop(b);
+}
+
+/* The example still answers; then it and the broker stop. */
+static void answers_then_stop(struct th_broker *b, struct th_xsrv *x)
+{
+	still_answers(x->port);
+	stop_all(b, x);
+}
+
+/* Frames are read up to the first that is no text frame: it must be a
+ * close; its code. */
+static int close_code(struct th_raw *r)
+{
+	char out[4096];
+	int op;
+	while ((op = th_ws_frame_buf(r, out, sizeof(out), 10000)) == 1)
+		;
+	ASSERT_EQ(op, 8);
+	return (unsigned char)out[0] << 8 | (unsigned char)out[1];
+}
+
 /* ======================================================================
  * 1. BRIDGE_AUTH_FILE and CivetWeb's own authorization
  * ==================================================================== */
@@ -254,9 +290,7 @@ TEST_T(auth_file_leaves_civetweb_authorization_on_for_paths_not_the_bridges,
 		snprintf(p, sizeof(p), "%s%s", www, paths[i]);
 		ASSERT(access(p, F_OK) != 0);
 	}
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 /* ======================================================================
@@ -271,24 +305,20 @@ TEST_T(json_nested_700_deep_is_refused_over_http_and_websocket, 60)
 	char out[4096];
 	start(&b, &x, NULL, NULL);
 	char *deep = nested(700, "", "");
-	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", JSON_CT, deep, &h), 400);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "POST", "/mqtt/publish", JSON_CT, deep), 400);
 	still_answers(x.port);
 	char *deep2 = nested(700, "{\"topic\":\"demo/a\",\"payload\":", "}");
-	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", JSON_CT, deep2, &h), 400);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "POST", "/mqtt/publish", JSON_CT, deep2), 400);
 	/* 33 levels: over the default BRIDGE_MAX_JSON_DEPTH (32). */
 	char *d33 = nested(32, "{\"topic\":\"demo/a\",\"payload\":", "}");
 	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", JSON_CT, d33, &h), 400);
 	ASSERT(strstr(h.body, "BRIDGE_MAX_JSON_DEPTH") != NULL);
 	hfree(&h);
 	char *d31 = nested(30, "{\"topic\":\"demo/a\",\"payload\":", "}");
-	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", JSON_CT, d31, &h), 200);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "POST", "/mqtt/publish", JSON_CT, d31), 200);
 	still_answers(x.port);
 
-	struct th_raw *r = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	struct th_raw *r = th_ws_connect(x.port, 0);
 	ASSERT_EQ(ws_call(r, deep, out, sizeof(out)), 1);
 	ASSERT(strstr(out, "\"op\":\"error\"") != NULL);
 	ASSERT(strstr(out, "\"status\":400") != NULL);
@@ -308,8 +338,7 @@ TEST_T(json_nested_700_deep_is_refused_over_http_and_websocket, 60)
 	free(d33);
 	free(d31);
 	free(wdeep);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	stop_all(&b, &x);
 }
 
 /* The request's envelope (3.1.1) from mosquitto_sub: its reply_to. */
@@ -367,8 +396,7 @@ TEST_T(an_mqtt_reply_nested_700_deep_to_a_request_is_a_502, 60)
 	ASSERT(strcasestr(h.head, "X-Content-Type-Options: nosniff") != NULL);
 	hfree(&h);
 	free(deep);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	stop_all(&b, &x);
 }
 
 /* ======================================================================
@@ -419,8 +447,7 @@ TEST_T(a_reply_content_type_comes_from_an_allow_list_never_html, 60)
 	/* A browser may not answer it, whatever BRIDGE_PUBLISH_ALLOW says. */
 	char path[512];
 	snprintf(path, sizeof(path), "/mqtt/publish/%s", topic);
-	ASSERT_EQ(http(x.port, "POST", path, RAW_CT, "forged", &h), 403);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "POST", path, RAW_CT, "forged"), 403);
 	snprintf(cd, sizeof(cd), "-V 5 -D publish content-type text/html");
 	th_pub(&b, topic, "<script>alert(1)</script>", 1, 0, cd);
 	ASSERT_EQ(read_resp(r, &h, 30000), 200);
@@ -431,16 +458,13 @@ TEST_T(a_reply_content_type_comes_from_an_allow_list_never_html, 60)
 	ASSERT(strcasestr(h.head, "X-Content-Type-Options: nosniff") != NULL);
 	hfree(&h);
 	free(m);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 TEST_T(browsers_cannot_subscribe_or_publish_to_reply_topics, 60)
 {
 	struct th_broker b;
 	struct th_xsrv x;
-	struct hresp h;
 	char out[4096];
 	th_broker_start(&b, NULL);
 	char text[1024];
@@ -451,8 +475,7 @@ TEST_T(browsers_cannot_subscribe_or_publish_to_reply_topics, 60)
 	         b.url);
 	th_xsrv_start(&x, text, NULL);
 	wait_bridge(x.port);
-	struct th_raw *r = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	struct th_raw *r = th_ws_connect(x.port, 0);
 	static const char *const refused[] = {"attack-srv/reply/+",
 	                                      "attack-srv/reply/#", "attack-srv/#",
 	                                      "attack-srv/+/+"};
@@ -476,13 +499,10 @@ TEST_T(browsers_cannot_subscribe_or_publish_to_reply_topics, 60)
 	          1);
 	ASSERT(strstr(out, "\"op\":\"ack\"") != NULL);
 	th_raw_close(r);
-	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/attack-srv/reply/abc", RAW_CT,
-	               "forged", &h),
+	ASSERT_EQ(status_of(x.port, "POST", "/mqtt/publish/attack-srv/reply/abc",
+	                    RAW_CT, "forged"),
 	          403);
-	hfree(&h);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 TEST_T(every_bridge_reply_says_nosniff, 60)
@@ -501,8 +521,7 @@ TEST_T(every_bridge_reply_says_nosniff, 60)
 			        h.head);
 		hfree(&h);
 	}
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	stop_all(&b, &x);
 }
 
 /* ======================================================================
@@ -526,11 +545,10 @@ TEST_T(cross_site_websockets_and_simple_posts_are_refused, 60)
 	snprintf(hdr, sizeof(hdr), "Origin: http://127.0.0.1:%d\r\n", x.port);
 	ASSERT_EQ(ws_open(r, x.port, hdr), 101);
 	th_raw_close(r);
-	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish",
-	               "Origin: http://evil.example\r\n" JSON_CT,
-	               "{\"topic\":\"demo/a\",\"payload\":\"x\"}", &h),
+	ASSERT_EQ(status_of(x.port, "POST", "/mqtt/publish",
+	                    "Origin: http://evil.example\r\n" JSON_CT,
+	                    "{\"topic\":\"demo/a\",\"payload\":\"x\"}"),
 	          403);
-	hfree(&h);
 	/* The three bodies a page on any site can send without asking. */
 	static const char *const simple[] = {
 	    "Content-Type: text/plain\r\n",
@@ -541,17 +559,13 @@ TEST_T(cross_site_websockets_and_simple_posts_are_refused, 60)
 		               &h),
 		          415);
 		hfree(&h);
-		ASSERT_EQ(http(x.port, "POST", "/mqtt/publish", simple[i],
-		               "{\"topic\":\"demo/a\",\"payload\":\"x\"}", &h),
+		ASSERT_EQ(status_of(x.port, "POST", "/mqtt/publish", simple[i],
+		                    "{\"topic\":\"demo/a\",\"payload\":\"x\"}"),
 		          415);
-		hfree(&h);
 	}
-	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/demo/a", RAW_CT, "on", &h),
+	ASSERT_EQ(status_of(x.port, "POST", "/mqtt/publish/demo/a", RAW_CT, "on"),
 	          200);
-	hfree(&h);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 /* ======================================================================
@@ -613,9 +627,7 @@ TEST_T(short_bodies_trailing_text_bad_utf8_and_big_numbers_are_refused, 90)
 	               &h),
 	          200);
 	hfree(&h);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 TEST_T(a_lying_content_length_gets_408_after_the_request_timeout, 90)
@@ -637,9 +649,7 @@ TEST_T(a_lying_content_length_gets_408_after_the_request_timeout, 90)
 	if (s != 408 && s != 400)
 		th_fail(__FILE__, __LINE__, "a body that never completes got %d", s);
 	th_raw_close(r);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 /* ======================================================================
@@ -653,8 +663,7 @@ TEST_T(websocket_messages_over_max_body_close_with_1009, 60)
 	char out[4096];
 	start(&b, &x, "MQTT_BRIDGE_MAX_BODY 1000", NULL);
 	/* One frame. */
-	struct th_raw *r = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	struct th_raw *r = th_ws_connect(x.port, 0);
 	char big[3000];
 	int n = snprintf(big, sizeof(big),
 	                 "{\"op\":\"publish\",\"topic\":\"demo/a\",\"payload\":\"");
@@ -662,25 +671,17 @@ TEST_T(websocket_messages_over_max_body_close_with_1009, 60)
 	snprintf(big + n + 2000, sizeof(big) - (size_t)n - 2000, "\"}");
 	th_ws_send(r, 1, 1, big, strlen(big));
 	int op;
-	while ((op = th_ws_frame_buf(r, out, sizeof(out), 10000)) == 1) {
-	}
-	ASSERT_EQ(op, 8);
-	ASSERT_EQ((unsigned char)out[0] << 8 | (unsigned char)out[1], 1009);
+	ASSERT_EQ(close_code(r), 1009);
 	th_raw_close(r);
 	/* Fragments of 400 bytes each. */
-	r = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	r = th_ws_connect(x.port, 0);
 	th_ws_send(r, 0, 1, big, 400);
 	th_ws_send(r, 0, 0, big + 400, 400);
 	th_ws_send(r, 0, 0, big + 800, 400);
-	while ((op = th_ws_frame_buf(r, out, sizeof(out), 10000)) == 1) {
-	}
-	ASSERT_EQ(op, 8);
-	ASSERT_EQ((unsigned char)out[0] << 8 | (unsigned char)out[1], 1009);
+	ASSERT_EQ(close_code(r), 1009);
 	th_raw_close(r);
 	/* A fragmented message within the bound is put together. */
-	r = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	r = th_ws_connect(x.port, 0);
 	const char *sub = "{\"op\":\"subscribe\",\"topic\":\"demo/frag\"}";
 	th_ws_send(r, 0, 1, sub, 10);
 	th_ws_send(r, 1, 0, sub + 10, strlen(sub) - 10);
@@ -693,9 +694,7 @@ TEST_T(websocket_messages_over_max_body_close_with_1009, 60)
 	}
 	ASSERT(strstr(out, "\"op\":\"ack\"") != NULL);
 	th_raw_close(r);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 TEST_T(last_values_are_bounded_in_bytes_the_oldest_going_first, 60)
@@ -725,10 +724,10 @@ TEST_T(last_values_are_bounded_in_bytes_the_oldest_going_first, 60)
 		ASSERT_EQ(s, 200);
 	}
 	/* 3 x 2000 bytes do not fit in 5000: the first went. */
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/last/demo/lv/1", NULL, NULL, &h), 404);
-	hfree(&h);
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/last/demo/lv/2", NULL, NULL, &h), 200);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "GET", "/mqtt/last/demo/lv/1", NULL, NULL),
+	          404);
+	ASSERT_EQ(status_of(x.port, "GET", "/mqtt/last/demo/lv/2", NULL, NULL),
+	          200);
 	/* One message larger than the bound is not kept, and its topic's
 	 * older value is forgotten. */
 	char *huge = malloc(6001);
@@ -748,11 +747,9 @@ TEST_T(last_values_are_bounded_in_bytes_the_oldest_going_first, 60)
 	}
 	hfree(&h);
 	ASSERT_EQ(s, 200);
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/last/demo/lv/2", NULL, NULL, &h), 404);
-	hfree(&h);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	ASSERT_EQ(status_of(x.port, "GET", "/mqtt/last/demo/lv/2", NULL, NULL),
+	          404);
+	answers_then_stop(&b, &x);
 }
 
 TEST_T(a_browser_gets_at_most_max_filters, 60)
@@ -761,8 +758,7 @@ TEST_T(a_browser_gets_at_most_max_filters, 60)
 	struct th_xsrv x;
 	char out[4096], msg[128];
 	start(&b, &x, "MQTT_BRIDGE_MAX_FILTERS 5", NULL);
-	struct th_raw *r = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	struct th_raw *r = th_ws_connect(x.port, 0);
 	for (int i = 0; i < 6; i++) {
 		snprintf(msg, sizeof(msg), "{\"op\":\"subscribe\",\"topic\":\"demo/%d\"}",
 		         i);
@@ -773,9 +769,7 @@ TEST_T(a_browser_gets_at_most_max_filters, 60)
 			ASSERT(strstr(out, "BRIDGE_MAX_FILTERS") != NULL);
 	}
 	th_raw_close(r);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 /* ======================================================================
@@ -810,15 +804,13 @@ TEST_T(streams_beyond_max_clients_get_503_and_status_still_answers, 60)
 	          503);
 	ASSERT(strcasestr(h.head, "Retry-After:") != NULL);
 	hfree(&h);
-	ASSERT_EQ(http(x.port, "POST", "/mqtt/request/demo/q", RAW_CT, "x", &h),
+	ASSERT_EQ(status_of(x.port, "POST", "/mqtt/request/demo/q", RAW_CT, "x"),
 	          503);
-	hfree(&h);
 	still_answers(x.port);
 	th_raw_close(sse);
 	for (int i = 0; i < 3; i++)
 		th_raw_close(ws[i]);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	stop_all(&b, &x);
 }
 
 /* ======================================================================
@@ -853,47 +845,50 @@ static void nonce_of(const struct hresp *h, char *out, size_t cap)
 	out[l] = '\0';
 }
 
+/* Starts them with the bridge behind digest authentication (USER / PASS in
+ * REALM; more: further MQTT lines); a request without credentials gets 401
+ * and a nonce, into nonce. */
+static void start_digest(struct th_broker *b, struct th_xsrv *x,
+                         const char *more, char *nonce, size_t cap)
+{
+	char htd[512], mqtt[1024], cw[256];
+	struct hresp h;
+	th_path(htd, sizeof(htd), "users.htdigest");
+	write_htdigest(htd);
+	snprintf(mqtt, sizeof(mqtt), "MQTT_BRIDGE_AUTH_FILE %s\n%s", htd, more);
+	snprintf(cw, sizeof(cw), "authentication_domain %s\n", REALM);
+	start(b, x, mqtt, cw);
+	ASSERT_EQ(http(x->port, "GET", "/mqtt/status", NULL, NULL, &h), 401);
+	nonce_of(&h, nonce, cap);
+	hfree(&h);
+}
+
 TEST_T(a_captured_digest_header_cannot_be_replayed, 60)
 {
 	struct th_broker b;
 	struct th_xsrv x;
-	struct hresp h;
-	char htd[512], mqtt[1024], cw[256], nonce[128], auth[1024], hdr[1200];
-	th_path(htd, sizeof(htd), "users.htdigest");
-	write_htdigest(htd);
-	snprintf(mqtt, sizeof(mqtt), "MQTT_BRIDGE_AUTH_FILE %s", htd);
-	snprintf(cw, sizeof(cw), "authentication_domain %s\n", REALM);
-	start(&b, &x, mqtt, cw);
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 401);
-	nonce_of(&h, nonce, sizeof(nonce));
-	hfree(&h);
+	char nonce[128], auth[1024], hdr[1200];
+	start_digest(&b, &x, "", nonce, sizeof(nonce));
 	const char *uri = "/mqtt/publish/demo/a?qos=1";
 	digest(auth, sizeof(auth), "POST", uri, nonce, "00000001");
 	snprintf(hdr, sizeof(hdr), "%s" RAW_CT, auth);
-	ASSERT_EQ(http(x.port, "POST", uri, hdr, "one", &h), 200);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "POST", uri, hdr, "one"), 200);
 	/* The same header again: refused. */
-	ASSERT_EQ(http(x.port, "POST", uri, hdr, "two", &h), 401);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "POST", uri, hdr, "two"), 401);
 	/* Another query string under the same digest: refused. */
 	digest(auth, sizeof(auth), "POST", uri, nonce, "00000002");
 	snprintf(hdr, sizeof(hdr), "%s" RAW_CT, auth);
-	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/demo/a?qos=0&retain=true",
-	               hdr, "three", &h),
+	ASSERT_EQ(status_of(x.port, "POST",
+	                    "/mqtt/publish/demo/a?qos=0&retain=true", hdr, "three"),
 	          401);
-	hfree(&h);
 	/* The next nc on the right target: accepted. */
 	digest(auth, sizeof(auth), "POST", uri, nonce, "00000003");
 	snprintf(hdr, sizeof(hdr), "%s" RAW_CT, auth);
-	ASSERT_EQ(http(x.port, "POST", uri, hdr, "four", &h), 200);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "POST", uri, hdr, "four"), 200);
 	/* A nonce the server never made. */
 	digest(auth, sizeof(auth), "GET", "/mqtt/status", "5f00-1-0123", "00000001");
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 401);
-	hfree(&h);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	ASSERT_EQ(status_of(x.port, "GET", "/mqtt/status", auth, NULL), 401);
+	answers_then_stop(&b, &x);
 }
 
 TEST_T(an_expired_nonce_gets_401_with_stale_true, 60)
@@ -901,23 +896,14 @@ TEST_T(an_expired_nonce_gets_401_with_stale_true, 60)
 	struct th_broker b;
 	struct th_xsrv x;
 	struct hresp h;
-	char htd[512], mqtt[1024], cw[256], nonce[128], auth[1024];
-	th_path(htd, sizeof(htd), "users.htdigest");
-	write_htdigest(htd);
-	snprintf(mqtt, sizeof(mqtt),
-	         "MQTT_BRIDGE_AUTH_FILE %s\nMQTT_BRIDGE_NONCE_LIFETIME 1", htd);
-	snprintf(cw, sizeof(cw), "authentication_domain %s\n", REALM);
-	start(&b, &x, mqtt, cw);
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 401);
-	nonce_of(&h, nonce, sizeof(nonce));
-	hfree(&h);
+	char nonce[128], auth[1024];
+	start_digest(&b, &x, "MQTT_BRIDGE_NONCE_LIFETIME 1", nonce, sizeof(nonce));
 	sleep(3); /* the lifetime is 1 s: this nonce is out of it */
 	digest(auth, sizeof(auth), "GET", "/mqtt/status", nonce, "00000001");
 	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 401);
 	ASSERT(strstr(h.head, "stale=true") != NULL);
 	hfree(&h);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	stop_all(&b, &x);
 }
 
 /* ======================================================================
@@ -961,8 +947,7 @@ TEST_T(a_2000_level_websocket_filter_is_refused_and_leaving_does_not_crash,
 	 * then the socket closed: SIGSEGV in the tree's recursive removal. */
 	char *f = deep_filter(2000);
 	ASSERT_GT(strlen(f), 4000);
-	struct th_raw *r = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	struct th_raw *r = th_ws_connect(x.port, 0);
 	ASSERT_EQ(ws_filter_call(r, "subscribe", f, out, sizeof(out)), 1);
 	th_raw_close(r);
 	free(f);
@@ -972,8 +957,7 @@ TEST_T(a_2000_level_websocket_filter_is_refused_and_leaving_does_not_crash,
 	/* The most a browser may hold: 200 levels (MAX_TOPIC_LEVELS), within
 	 * 511 bytes; subscribed, unsubscribed, subscribed and left. */
 	f = deep_filter(200);
-	r = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	r = th_ws_connect(x.port, 0);
 	ASSERT_EQ(ws_filter_call(r, "subscribe", f, out, sizeof(out)), 1);
 	ASSERT_CONTAINS(out, "\"op\":\"ack\"");
 	ASSERT_EQ(ws_filter_call(r, "unsubscribe", f, out, sizeof(out)), 1);
@@ -984,16 +968,14 @@ TEST_T(a_2000_level_websocket_filter_is_refused_and_leaving_does_not_crash,
 	free(f);
 	/* 201 levels: more than MAX_TOPIC_LEVELS. */
 	f = deep_filter(201);
-	r = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	r = th_ws_connect(x.port, 0);
 	ASSERT_EQ(ws_filter_call(r, "subscribe", f, out, sizeof(out)), 1);
 	ASSERT_CONTAINS(out, "MAX_TOPIC_LEVELS");
 	th_raw_close(r);
 	free(f);
 	still_answers(x.port);
 	ASSERT_EQ(kill(x.pid, 0), 0);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	stop_all(&b, &x);
 }
 
 /* A topic of levels levels ("demo/l/l/..."), malloc()ed. */
@@ -1011,11 +993,9 @@ static char *deep_topic(int levels)
  * reaches an independent subscriber. */
 static void bridge_delivers(int port, struct th_sub *sub, const char *topic)
 {
-	struct hresp h;
 	char path[256], line[300];
 	snprintf(path, sizeof(path), "/mqtt/publish/%s?qos=1", topic);
-	ASSERT_EQ(http(port, "POST", path, RAW_CT, "alive", &h), 200);
-	hfree(&h);
+	ASSERT_EQ(status_of(port, "POST", path, RAW_CT, "alive"), 200);
 	snprintf(line, sizeof(line), "%s alive", topic);
 	ASSERT(WAIT_UNTIL(th_count_lines(sub->out, line) == 1, 10000));
 }
@@ -1034,21 +1014,18 @@ TEST_T(noncharacters_and_251_levels_get_400_and_the_client_stays_connected,
 
 	/* The finding's curl: a U+FFFF in an SSE filter. mosquitto drops a
 	 * client over it, on every resend after each reconnect. */
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/events?topic=demo/%EF%BF%BF", NULL,
-	               NULL, &h),
+	ASSERT_EQ(status_of(x.port, "GET", "/mqtt/events?topic=demo/%EF%BF%BF",
+	                    NULL, NULL),
 	          400);
-	hfree(&h);
 	/* The other non-characters, over SSE, WebSocket and publish. */
 	static const char *const nonchars[] = {"%EF%BF%BE", "%EF%B7%90",
 	                                       "%EF%B7%AF", "%F0%9F%BF%BF",
 	                                       "%F4%8F%BF%BE"};
 	for (size_t i = 0; i < sizeof(nonchars) / sizeof(nonchars[0]); i++) {
 		snprintf(path, sizeof(path), "/mqtt/events?topic=demo/%s", nonchars[i]);
-		ASSERT_EQ(http(x.port, "GET", path, NULL, NULL, &h), 400);
-		hfree(&h);
+		ASSERT_EQ(status_of(x.port, "GET", path, NULL, NULL), 400);
 	}
-	struct th_raw *r = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(r, x.port, NULL), 101);
+	struct th_raw *r = th_ws_connect(x.port, 0);
 	ASSERT_EQ(ws_filter_call(r, "subscribe", "demo/\xef\xbf\xbe", out,
 	                         sizeof(out)),
 	          1);
@@ -1060,10 +1037,9 @@ TEST_T(noncharacters_and_251_levels_get_400_and_the_client_stays_connected,
 	          1);
 	ASSERT_CONTAINS(out, "\"op\":\"error\"");
 	th_raw_close(r);
-	ASSERT_EQ(http(x.port, "POST", "/mqtt/publish/demo/%EF%BF%BF?qos=1", RAW_CT,
-	               "x", &h),
+	ASSERT_EQ(status_of(x.port, "POST", "/mqtt/publish/demo/%EF%BF%BF?qos=1",
+	                    RAW_CT, "x"),
 	          400);
-	hfree(&h);
 
 	/* The finding's 251-level topic at QoS 1, as JSON and raw; and a
 	 * filter of 201 levels over SSE. */
@@ -1074,11 +1050,9 @@ TEST_T(noncharacters_and_251_levels_get_400_and_the_client_stays_connected,
 	ASSERT_CONTAINS(h.body, "MAX_TOPIC_LEVELS");
 	hfree(&h);
 	snprintf(path, sizeof(path), "/mqtt/publish/%s?qos=1", t);
-	ASSERT_EQ(http(x.port, "POST", path, RAW_CT, "x", &h), 400);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "POST", path, RAW_CT, "x"), 400);
 	snprintf(path, sizeof(path), "/mqtt/request/%s?timeout=1", t);
-	ASSERT_EQ(http(x.port, "POST", path, RAW_CT, "x", &h), 400);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "POST", path, RAW_CT, "x"), 400);
 	free(t);
 	t = deep_filter(201);
 	snprintf(path, sizeof(path), "/mqtt/events?topic=%s", t);
@@ -1086,8 +1060,7 @@ TEST_T(noncharacters_and_251_levels_get_400_and_the_client_stays_connected,
 		memmove(p + 3, p + 1, strlen(p + 1) + 1);
 		memcpy(p, "%23", 3);
 	}
-	ASSERT_EQ(http(x.port, "GET", path, NULL, NULL, &h), 400);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "GET", path, NULL, NULL), 400);
 	free(t);
 
 	/* The MQTT client was never dropped: it delivers at once, and
@@ -1098,8 +1071,7 @@ TEST_T(noncharacters_and_251_levels_get_400_and_the_client_stays_connected,
 	hfree(&h);
 	ASSERT_EQ(th_count_lines(x.log, "connected to"), 1);
 	th_sub_stop(&sub);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	stop_all(&b, &x);
 }
 
 TEST_T(the_c_api_refuses_noncharacters_and_topics_over_max_topic_levels, 60)
@@ -1176,43 +1148,28 @@ TEST_T(simultaneous_upgrades_never_pass_max_clients, 90)
 		/* Their places come back once they are gone. */
 		ASSERT(WAIT_UNTIL(no_websockets(x.port), 10000));
 	}
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 TEST_T(a_flood_of_challenges_does_not_evict_a_nonce_being_answered, 90)
 {
 	struct th_broker b;
 	struct th_xsrv x;
-	struct hresp h;
-	char htd[512], mqtt[1024], cw[256], nonce[128], auth[1024];
-	th_path(htd, sizeof(htd), "users.htdigest");
-	write_htdigest(htd);
-	snprintf(mqtt, sizeof(mqtt), "MQTT_BRIDGE_AUTH_FILE %s", htd);
-	snprintf(cw, sizeof(cw), "authentication_domain %s\n", REALM);
-	start(&b, &x, mqtt, cw);
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 401);
-	nonce_of(&h, nonce, sizeof(nonce));
-	hfree(&h);
+	char nonce[128], auth[1024];
+	start_digest(&b, &x, "", nonce, sizeof(nonce));
 	/* While the browser computes its answer, an attacker without
 	 * credentials asks for more challenges than the server tracks nonces
 	 * (1,024). */
 	for (int i = 0; i < 1100; i++) {
-		ASSERT_EQ(http(x.port, "GET", "/mqtt/status", NULL, NULL, &h), 401);
-		hfree(&h);
+		ASSERT_EQ(status_of(x.port, "GET", "/mqtt/status", NULL, NULL), 401);
 	}
 	digest(auth, sizeof(auth), "GET", "/mqtt/status", nonce, "00000001");
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 200);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "GET", "/mqtt/status", auth, NULL), 200);
 	/* Still no replay. */
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 401);
-	hfree(&h);
+	ASSERT_EQ(status_of(x.port, "GET", "/mqtt/status", auth, NULL), 401);
 	digest(auth, sizeof(auth), "GET", "/mqtt/status", nonce, "00000002");
-	ASSERT_EQ(http(x.port, "GET", "/mqtt/status", auth, NULL, &h), 200);
-	hfree(&h);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	ASSERT_EQ(status_of(x.port, "GET", "/mqtt/status", auth, NULL), 200);
+	stop_all(&b, &x);
 }
 
 TEST_T(dns_rebinding_hosts_are_refused_on_every_route_and_the_websocket, 60)
@@ -1284,8 +1241,7 @@ TEST_T(dns_rebinding_hosts_are_refused_on_every_route_and_the_websocket, 60)
 	ASSERT(th_sub_has(&sub, "demo/listed x"));
 	ASSERT(!th_sub_has(&sub, "rebound"));
 	th_sub_stop(&sub);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	stop_all(&b, &x);
 }
 
 /* Sends the request head, then its body a byte every gap_ms, until a
@@ -1348,9 +1304,7 @@ TEST_T(a_body_sent_a_byte_at_a_time_is_cut_off_at_its_deadline, 240)
 	bridge_delivers(x.port, &sub, "demo/whole");
 	ASSERT(!th_sub_has(&sub, "slow"));
 	th_sub_stop(&sub);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 /* Publishes a live message on topic mark (again every second until it
@@ -1360,13 +1314,11 @@ TEST_T(a_body_sent_a_byte_at_a_time_is_cut_off_at_its_deadline, 240)
 static int retained_before_mark(int port, struct th_raw *r, const char *mark)
 {
 	char out[1024], want[128], path[128];
-	struct hresp h;
 	int n = 0;
 	snprintf(want, sizeof(want), "\"topic\":\"%s\"", mark);
 	snprintf(path, sizeof(path), "/mqtt/publish/%s", mark);
 	for (int tries = 0; tries < 20; tries++) {
-		ASSERT_EQ(http(port, "POST", path, RAW_CT, "m", &h), 200);
-		hfree(&h);
+		ASSERT_EQ(status_of(port, "POST", path, RAW_CT, "m"), 200);
 		int op;
 		while ((op = th_ws_frame_buf(r, out, sizeof(out), 1000)) == 1) {
 			if (strstr(out, want) != NULL)
@@ -1412,8 +1364,7 @@ TEST_T(browsers_that_never_read_hold_no_writer_from_a_reading_one, 180)
 	 * browser gets every message as it goes. */
 	for (int i = 0; i < MSGS; i++) {
 		snprintf(path, sizeof(path), "/mqtt/publish/demo/m%d", i);
-		ASSERT_EQ(http(x.port, "POST", path, RAW_CT, body, &h), 200);
-		hfree(&h);
+		ASSERT_EQ(status_of(x.port, "POST", path, RAW_CT, body), 200);
 		char want[64];
 		snprintf(want, sizeof(want), "\"demo/m%d\"", i);
 		for (;;) {
@@ -1436,9 +1387,7 @@ TEST_T(browsers_that_never_read_hold_no_writer_from_a_reading_one, 180)
 	for (int i = 0; i < SILENT; i++)
 		th_raw_close(silent[i]);
 	th_raw_close(reader);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 TEST_T(a_browser_queue_is_bounded_in_bytes, 90)
@@ -1452,8 +1401,7 @@ TEST_T(a_browser_queue_is_bounded_in_bytes, 90)
 	      "MQTT_BRIDGE_CLIENT_QUEUE_BYTES 1048576\n"
 	      "MQTT_BRIDGE_MAX_BODY 1048576",
 	      NULL);
-	struct th_raw *silent = th_raw_connect(x.port, 2048);
-	ASSERT_EQ(ws_open(silent, x.port, NULL), 101);
+	struct th_raw *silent = th_ws_connect(x.port, 2048);
 	ASSERT_EQ(ws_filter_call(silent, "subscribe", "demo/#", out, sizeof(out)),
 	          1);
 	ASSERT_CONTAINS(out, "\"op\":\"ack\"");
@@ -1474,9 +1422,7 @@ TEST_T(a_browser_queue_is_bounded_in_bytes, 90)
 	ASSERT(WAIT_UNTIL(th_count_lines(x.log, "BRIDGE_CLIENT_QUEUE_BYTES") == 1,
 	                  10000));
 	th_raw_close(silent);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 TEST_T(retained_replays_go_only_to_the_browser_whose_subscribe_brought_them,
@@ -1485,7 +1431,6 @@ TEST_T(retained_replays_go_only_to_the_browser_whose_subscribe_brought_them,
 	enum { RETAINED = 100, ROUNDS = 20 };
 	struct th_broker b;
 	struct th_xsrv x;
-	struct hresp h;
 	char out[1024], path[128];
 	start(&b, &x,
 	      "MQTT_BRIDGE_RETAINED_WINDOW 1000\nMQTT_BRIDGE_CLIENT_QUEUE 5000",
@@ -1493,20 +1438,17 @@ TEST_T(retained_replays_go_only_to_the_browser_whose_subscribe_brought_them,
 	for (int i = 0; i < RETAINED; i++) {
 		snprintf(path, sizeof(path), "/mqtt/publish/demo/r/%d?retain=true&qos=1",
 		         i);
-		ASSERT_EQ(http(x.port, "POST", path, RAW_CT, "kept", &h), 200);
-		hfree(&h);
+		ASSERT_EQ(status_of(x.port, "POST", path, RAW_CT, "kept"), 200);
 	}
 	/* The watcher's own subscribe brings it the retained messages. */
-	struct th_raw *watcher = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(watcher, x.port, NULL), 101);
+	struct th_raw *watcher = th_ws_connect(x.port, 0);
 	th_ws_send(watcher, 1, 1, "{\"op\":\"subscribe\",\"topic\":\"demo/#\"}", 35);
 	ASSERT_EQ(retained_before_mark(x.port, watcher, "demo/mark1"), RETAINED);
 	/* Once its subscription is older than BRIDGE_RETAINED_WINDOW, another
 	 * browser subscribing and unsubscribing the retained filter gets the
 	 * replays itself, the watcher none of them. */
 	th_sleep_ms(1500);
-	struct th_raw *churn = th_raw_connect(x.port, 0);
-	ASSERT_EQ(ws_open(churn, x.port, NULL), 101);
+	struct th_raw *churn = th_ws_connect(x.port, 0);
 	for (int i = 0; i < ROUNDS; i++) {
 		ASSERT_EQ(ws_filter_call(churn, "subscribe", "demo/r/#", out,
 		                         sizeof(out)),
@@ -1524,9 +1466,7 @@ TEST_T(retained_replays_go_only_to_the_browser_whose_subscribe_brought_them,
 	ASSERT_EQ(retained_before_mark(x.port, watcher, "demo/mark2"), 0);
 	th_raw_close(churn);
 	th_raw_close(watcher);
-	still_answers(x.port);
-	th_kill(x.pid, SIGTERM);
-	th_broker_stop(&b);
+	answers_then_stop(&b, &x);
 }
 
 TEST_T(bridge_auth_file_with_civetweb_global_auth_file_is_refused_at_start,
@@ -1558,9 +1498,7 @@ TEST_T(bridge_auth_file_with_civetweb_global_auth_file_is_refused_at_start,
 	                       "/mqtt", NULL};
 	ASSERT_EQ(mg_mqtt_start(c, ctx, alone, err, sizeof(err)), 0);
 	int p = atoi(strchr(port, ':') + 1);
-	struct hresp h;
-	ASSERT_EQ(http(p, "GET", "/mqtt/status", NULL, NULL, &h), 401);
-	hfree(&h);
+	ASSERT_EQ(status_of(p, "GET", "/mqtt/status", NULL, NULL), 401);
 	char cmd[1024], out[512];
 	th_path(out, sizeof(out), "status.out");
 	snprintf(cmd, sizeof(cmd),

@@ -201,12 +201,18 @@ int th_ws_frame_buf(struct th_raw *r, char *out, size_t cap, int ms)
 	return op;
 }
 
+struct th_raw *th_ws_connect(int port, int rcvbuf)
+{
+	struct th_raw *ws = th_raw_connect(port, rcvbuf);
+	ASSERT_EQ(th_ws_upgrade(ws, port, NULL, NULL, 0), 101);
+	return ws;
+}
+
 struct th_raw *th_ws_open(int port)
 {
-	struct th_raw *ws = th_raw_connect(port, 0);
+	struct th_raw *ws = th_ws_connect(port, 0);
 	char *f;
 	size_t fl;
-	ASSERT_EQ(th_ws_upgrade(ws, port, NULL, NULL, 0), 101);
 	ASSERT_EQ(th_ws_frame(ws, &f, &fl, 10000), 1);
 	ASSERT_CONTAINS(f, "\"op\":\"hello\"");
 	free(f);

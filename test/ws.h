@@ -40,9 +40,10 @@ int th_raw_head(struct th_raw *r, char *head, size_t cap);
  * "\r\n" (may be NULL). Returns the status, the head as th_raw_head. */
 int th_ws_upgrade(struct th_raw *r, int port, const char *extra, char *head,
                   size_t cap);
-/* A raw connection to port upgraded to /mqtt/ws (101), the bridge's
- * greeting ({"op":"hello",...}) read; fails the test otherwise. Close it
- * with th_raw_close. */
+/* A raw connection to port (rcvbuf as th_raw_connect's) upgraded to
+ * /mqtt/ws (101, or the test fails). Close it with th_raw_close. */
+struct th_raw *th_ws_connect(int port, int rcvbuf);
+/* The same, and the bridge's greeting ({"op":"hello",...}) read. */
 struct th_raw *th_ws_open(int port);
 /* A masked frame as a client sends it: fin, opcode, n bytes of p. */
 void th_ws_send(struct th_raw *r, int fin, int op, const void *p, size_t n);
