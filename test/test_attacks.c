@@ -132,6 +132,20 @@ static int status_of(int port, const char *method, const char *path,
 	return status;
 }
 
+/* What follows key in text up to the next '"', into out (the test fails
+ * when key is missing or the value does not fit). */
+static void quoted_after(const char *text, const char *key, char *out,
+                         size_t cap)
+{
+	const char *p = strstr(text, key);
+	ASSERT(p != NULL);
+	p += strlen(key);
+	size_t l = strcspn(p, "\"");
+	ASSERT(l < cap);
+	memcpy(out, p, l);
+	out[l] = '\0';
+}
+
 /* ---- a raw WebSocket client ------------------------------------------------ */
 
 /* GET /mqtt/ws by hand with extra header lines; returns the status. */
@@ -187,18 +201,30 @@ static void wait_bridge(int port)
 	th_fail(__FILE__, __LINE__, "the bridge did not come up (%d)", s);
 }
 
+/* A broker, and the example server connected to it (MQTT_BROKER_URL, then
+ * the lines of mqtt; civetweb: more CivetWeb lines or NULL) with its
+ * bridge up. */
+static void start_bridge(struct th_broker *b, struct th_xsrv *x,
+                         const char *mqtt, const char *civetweb)
+{
+	char text[4096];
+	th_broker_start(b, NULL);
+	snprintf(text, sizeof(text), "MQTT_BROKER_URL %s\n%s\n", b->url, mqtt);
+	th_xsrv_start(x, text, civetweb);
+	wait_bridge(x->port);
+}
+
+/* start_bridge with the bridge on /mqtt, demo/# allowed both ways, then
+ * the lines of mqtt (or NULL). */
 static void start(struct th_broker *b, struct th_xsrv *x, const char *mqtt,
                   const char *civetweb)
 {
 	char text[4096];
-	th_broker_start(b, NULL);
 	snprintf(text, sizeof(text),
-	         "MQTT_BROKER_URL %s\nMQTT_BRIDGE_PATH /mqtt\n"
-	         "MQTT_BRIDGE_PUBLISH_ALLOW demo/#\n"
-	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW demo/#\n%s\n",
-	         b->url, mqtt != NULL ? mqtt : "");
-	th_xsrv_start(x, text, civetweb);
-	wait_bridge(x->port);
+	         "MQTT_BRIDGE_PATH /mqtt\nMQTT_BRIDGE_PUBLISH_ALLOW demo/#\n"
+	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW demo/#\n%s",
+	         mqtt != NULL ? mqtt : "");
+	start_bridge(b, x, text, civetweb);
 }
 
 /* Stops the example server, then the broker. */
@@ -346,13 +372,7 @@ static void reply_to_of(const struct th_sub *s, char *out, size_t cap)
 {
 	int n;
 	char *m = th_sub_messages(s, &n);
-	const char *p = strstr(m, "\"reply_to\":\"");
-	ASSERT(p != NULL);
-	p += 12;
-	size_t l = strcspn(p, "\"");
-	ASSERT(l < cap);
-	memcpy(out, p, l);
-	out[l] = '\0';
+	quoted_after(m, "\"reply_to\":\"", out, cap);
 	free(m);
 }
 
@@ -408,15 +428,11 @@ TEST_T(a_reply_content_type_comes_from_an_allow_list_never_html, 60)
 	struct th_broker b;
 	struct th_xsrv x;
 	struct hresp h;
-	th_broker_start(&b, NULL);
-	char text[1024];
-	snprintf(text, sizeof(text),
-	         "MQTT_BROKER_URL %s\nMQTT_PROTOCOL_VERSION 5\n"
-	         "MQTT_BRIDGE_PATH /mqtt\nMQTT_BRIDGE_PUBLISH_ALLOW #\n"
-	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW demo/#\n",
-	         b.url);
-	th_xsrv_start(&x, text, NULL);
-	wait_bridge(x.port);
+	start_bridge(&b, &x,
+	             "MQTT_PROTOCOL_VERSION 5\n"
+	             "MQTT_BRIDGE_PATH /mqtt\nMQTT_BRIDGE_PUBLISH_ALLOW #\n"
+	             "MQTT_BRIDGE_SUBSCRIBE_ALLOW demo/#\n",
+	             NULL);
 	/* MQTT 5: the request carries its reply topic as a property; the
 	 * responder below reads it from mosquitto_sub's JSON output. */
 	struct th_sub s;
@@ -466,15 +482,11 @@ TEST_T(browsers_cannot_subscribe_or_publish_to_reply_topics, 60)
 	struct th_broker b;
 	struct th_xsrv x;
 	char out[4096];
-	th_broker_start(&b, NULL);
-	char text[1024];
-	snprintf(text, sizeof(text),
-	         "MQTT_BROKER_URL %s\nMQTT_CLIENT_ID attack-srv\n"
-	         "MQTT_BRIDGE_PATH /mqtt\nMQTT_BRIDGE_PUBLISH_ALLOW #\n"
-	         "MQTT_BRIDGE_SUBSCRIBE_ALLOW #\n",
-	         b.url);
-	th_xsrv_start(&x, text, NULL);
-	wait_bridge(x.port);
+	start_bridge(&b, &x,
+	             "MQTT_CLIENT_ID attack-srv\n"
+	             "MQTT_BRIDGE_PATH /mqtt\nMQTT_BRIDGE_PUBLISH_ALLOW #\n"
+	             "MQTT_BRIDGE_SUBSCRIBE_ALLOW #\n",
+	             NULL);
 	struct th_raw *r = th_ws_connect(x.port, 0);
 	static const char *const refused[] = {"attack-srv/reply/+",
 	                                      "attack-srv/reply/#", "attack-srv/#",
@@ -836,13 +848,7 @@ static void digest(char *out, size_t cap, const char *method, const char *uri,
 /* The nonce of a 401's WWW-Authenticate. */
 static void nonce_of(const struct hresp *h, char *out, size_t cap)
 {
-	const char *p = strstr(h->head, "nonce=\"");
-	ASSERT(p != NULL);
-	p += 7;
-	size_t l = strcspn(p, "\"");
-	ASSERT(l < cap);
-	memcpy(out, p, l);
-	out[l] = '\0';
+	quoted_after(h->head, "nonce=\"", out, cap);
 }
 
 /* Starts them with the bridge behind digest authentication (USER / PASS in
