@@ -5673,6 +5673,36 @@ static void cwm_eng_caps(MQTTProperties *p, struct cwm_caps *k)
 	k->alias_max = cwm_prop_num(p, MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, 0);
 }
 
+/* Fills paho's will options from WILL_*. */
+static void cwm_eng_will(const struct cwm_settings *s,
+                         MQTTClient_willOptions *will)
+{
+	will->topicName = s->will_topic;
+	will->message = NULL;
+	will->payload.data = s->will_message != NULL ? s->will_message : "";
+	will->payload.len = s->will_message != NULL ? (int)strlen(s->will_message)
+	                                            : 0;
+	will->qos = s->will_qos;
+	will->retained = s->will_retain;
+}
+
+/* Fills paho's TLS options from TLS_*. */
+static void cwm_eng_ssl(struct mg_mqtt *c, MQTTClient_SSLOptions *ssl)
+{
+	const struct cwm_settings *s = &c->cfg;
+
+	ssl->trustStore = s->tls_ca_certs;
+	ssl->keyStore = s->tls_certfile;
+	ssl->privateKey = s->tls_keyfile;
+	ssl->privateKeyPassword = s->tls_keyfile_password;
+	ssl->enabledCipherSuites = s->tls_ciphers;
+	ssl->enableServerCertAuth = s->tls_cert_reqs != CWM_CERT_NONE;
+	ssl->verify = s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
+	ssl->sslVersion = s->tls_version;
+	ssl->ssl_error_cb = cwm_on_ssl_error;
+	ssl->ssl_error_context = c;
+}
+
 /* mqtt-io: one connection attempt to BROKER_URL entry idx; blocks until
  * CONNACK, a failure or CONNECTION_TIMEOUT. The fail-over list is walked
  * by the library (connection.c), one URI per attempt. Fills *a. */
@@ -5717,26 +5747,11 @@ static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a)
 		o.cleansession = s->clean_session;
 	}
 	if (s->will_topic != NULL) {
-		will.topicName = s->will_topic;
-		will.message = NULL;
-		will.payload.data = s->will_message != NULL ? s->will_message : "";
-		will.payload.len = s->will_message != NULL ? (int)strlen(s->will_message)
-		                                           : 0;
-		will.qos = s->will_qos;
-		will.retained = s->will_retain;
+		cwm_eng_will(s, &will);
 		o.will = &will;
 	}
 	if (c->cfg.use_tls) {
-		ssl.trustStore = s->tls_ca_certs;
-		ssl.keyStore = s->tls_certfile;
-		ssl.privateKey = s->tls_keyfile;
-		ssl.privateKeyPassword = s->tls_keyfile_password;
-		ssl.enabledCipherSuites = s->tls_ciphers;
-		ssl.enableServerCertAuth = s->tls_cert_reqs != CWM_CERT_NONE;
-		ssl.verify = s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
-		ssl.sslVersion = s->tls_version;
-		ssl.ssl_error_cb = cwm_on_ssl_error;
-		ssl.ssl_error_context = c;
+		cwm_eng_ssl(c, &ssl);
 		o.ssl = &ssl;
 	}
 	int64_t t0 = cwm_now_ms();
@@ -6597,54 +6612,95 @@ static const char *cwm_connack_text(int rc)
 	return rc >= 0 && rc <= 5 ? t[rc] : "refused";
 }
 
-static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
-                               const char *text)
+/* Wakes mqtt-io if it sleeps idle, then releases the client's lock. [L] */
+static void cwm_connect_wake_unlock(struct mg_mqtt *c)
 {
-	char brokers[512] = "", msg[300], host[256];
+	if (c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Logs a TLS host name mismatch, which paho says only in its trace
+ * (trace.c), and marks the attempt as a TLS error. */
+static void cwm_connect_note_tls(struct mg_mqtt *c)
+{
+	char host[256];
+
+	if (!cwm_trace_tls_failed(c, host, sizeof(host)))
+		return;
+	cwm_log(c, MG_MQTT_LOG_ERROR,
+	        "TLS: the broker's certificate does not match host name %s", host);
+	pthread_mutex_lock(&c->lock);
+	c->tls_error = 1; /* MG_MQTT_ERR_TLS, in cwm_connect_round_failed() */
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Schedules the same broker again shortly when a "socket error" follows
+ * a loss at once; returns 1 if it did (nothing else to do). [L]
+ * Right after a loss, paho sometimes fails the next connect at once
+ * with "socket error" (the dead connection's socket still in its
+ * receive thread's hands, which can sleep up to a second): that says
+ * nothing of this broker, which is tried again shortly, a few times,
+ * instead of counting as refused. */
+static int cwm_connect_retry_same(struct mg_mqtt *c, const char *text)
+{
+	if (text == NULL || strcmp(text, "socket error") != 0 || c->stopping ||
+	    c->same_again >= 3 || cwm_now_ms() - c->lost_at >= CWM_SAME_AGAIN_MS)
+		return 0;
+	c->same_again++;
+	c->state = CWM_DISCONNECTED;
+	c->reconnect_at = cwm_now_ms() + 300;
+	return 1;
+}
+
+/* Moves to the next broker of BROKER_URL when this round has one left;
+ * returns 1 if it did. [L] */
+static int cwm_connect_try_next(struct mg_mqtt *c, int reason,
+                                const char *text)
+{
+	if (c->uri_try + 1 >= c->cfg.nuris || c->stopping)
+		return 0;
+	const char *tried = c->cfg.uris[c->uri_cur];
+	c->uri_try++;
+	c->state = CWM_DISCONNECTED;
+	c->reconnect_at = cwm_now_ms();
+	cwm_log_locked(c, MG_MQTT_LOG_INFO,
+	               "connection to %s failed: %s%s%s; trying %s", tried,
+	               reason >= 0 ? "refused by the broker: " : "",
+	               text != NULL ? text : "failed",
+	               c->tls_error ? " (TLS error, see the log)" : "",
+	               c->cfg.uris[(c->uri_base + c->uri_try) % c->cfg.nuris]);
+	return 1;
+}
+
+/* Queues the EV_CONNECT event of a failed round for on_connect. [L] */
+static void cwm_connect_fail_event(struct mg_mqtt *c, int error, int reason,
+                                   int attempt, const char *brokers,
+                                   const char *msg)
+{
+	if (c->on_connect == NULL)
+		return;
+	struct cwm_event *ev =
+	    cwm_event_new(EV_CONNECT, strlen(brokers) + strlen(msg) + 2);
+	if (ev == NULL)
+		return;
+	size_t u = 0;
+	ev->u.conn.error = error;
+	ev->u.conn.reason_code = reason;
+	ev->u.conn.attempt = attempt;
+	ev->u.conn.broker = cwm_event_str(ev, &u, brokers);
+	ev->u.conn.message = cwm_event_str(ev, &u, msg);
+	cwm_push_event(c, ev);
+}
+
+/* A whole round of BROKER_URL failed: back-off, the first result a
+ * waiting start reads, the event and the warning. [L] */
+static void cwm_connect_round_failed(struct mg_mqtt *c, int error,
+                                     int reason, const char *text)
+{
+	char brokers[512] = "", msg[300];
 	size_t used = 0;
 
-	/* trace.c: a host name mismatch, which paho says only in its trace. */
-	if (cwm_trace_tls_failed(c, host, sizeof(host))) {
-		cwm_log(c, MG_MQTT_LOG_ERROR,
-		        "TLS: the broker's certificate does not match host name %s",
-		        host);
-		pthread_mutex_lock(&c->lock);
-		c->tls_error = 1; /* MG_MQTT_ERR_TLS, below */
-		pthread_mutex_unlock(&c->lock);
-	}
-	pthread_mutex_lock(&c->lock);
-	/* Right after a loss, paho sometimes fails the next connect at once
-	 * with "socket error" (the dead connection's socket still in its
-	 * receive thread's hands, which can sleep up to a second): that says
-	 * nothing of this broker, which is tried again shortly, a few times,
-	 * instead of counting as refused. */
-	if (text != NULL && strcmp(text, "socket error") == 0 && !c->stopping &&
-	    c->same_again < 3 && cwm_now_ms() - c->lost_at < CWM_SAME_AGAIN_MS) {
-		c->same_again++;
-		c->state = CWM_DISCONNECTED;
-		c->reconnect_at = cwm_now_ms() + 300;
-		if (c->io_waiting == CWM_IDLE_WAIT)
-			pthread_cond_signal(&c->io_cond);
-		pthread_mutex_unlock(&c->lock);
-		return;
-	}
-	if (c->uri_try + 1 < c->cfg.nuris && !c->stopping) {
-		/* More of BROKER_URL to try in this round: the next one now. */
-		const char *tried = c->cfg.uris[c->uri_cur];
-		c->uri_try++;
-		c->state = CWM_DISCONNECTED;
-		c->reconnect_at = cwm_now_ms();
-		cwm_log_locked(c, MG_MQTT_LOG_INFO,
-		               "connection to %s failed: %s%s%s; trying %s", tried,
-		               reason >= 0 ? "refused by the broker: " : "",
-		               text != NULL ? text : "failed",
-		               c->tls_error ? " (TLS error, see the log)" : "",
-		               c->cfg.uris[(c->uri_base + c->uri_try) % c->cfg.nuris]);
-		if (c->io_waiting == CWM_IDLE_WAIT)
-			pthread_cond_signal(&c->io_cond);
-		pthread_mutex_unlock(&c->lock);
-		return;
-	}
 	c->uri_try = 0;
 	for (int i = 0; i < c->cfg.nuris && used < sizeof(brokers); i++)
 		used += (size_t)snprintf(brokers + used, sizeof(brokers) - used,
@@ -6671,19 +6727,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		        c->prefix, brokers, msg);
 		pthread_cond_broadcast(&c->state_cond);
 	}
-	if (c->on_connect != NULL) {
-		struct cwm_event *ev =
-		    cwm_event_new(EV_CONNECT, strlen(brokers) + strlen(msg) + 2);
-		if (ev != NULL) {
-			size_t u = 0;
-			ev->u.conn.error = error;
-			ev->u.conn.reason_code = reason;
-			ev->u.conn.attempt = attempt;
-			ev->u.conn.broker = cwm_event_str(ev, &u, brokers);
-			ev->u.conn.message = cwm_event_str(ev, &u, msg);
-			cwm_push_event(c, ev);
-		}
-	}
+	cwm_connect_fail_event(c, error, reason, attempt, brokers, msg);
 	if (!c->stopping && start_fails)
 		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 		               "connection attempt %d to %s failed: %s", attempt,
@@ -6693,9 +6737,19 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		               "connection attempt %d to %s failed: %s; next attempt "
 		               "in %.1f s",
 		               attempt, brokers, msg, (double)delay / 1000.0);
-	if (c->io_waiting == CWM_IDLE_WAIT)
-		pthread_cond_signal(&c->io_cond);
-	pthread_mutex_unlock(&c->lock);
+}
+
+/* A connect attempt failed: the same broker again, the next one, or the
+ * round's failure. */
+static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
+                               const char *text)
+{
+	cwm_connect_note_tls(c);
+	pthread_mutex_lock(&c->lock);
+	if (!cwm_connect_retry_same(c, text) &&
+	    !cwm_connect_try_next(c, reason, text))
+		cwm_connect_round_failed(c, error, reason, text);
+	cwm_connect_wake_unlock(c);
 }
 
 /* What a failed attempt without a refusal means, said plainly: the error
@@ -7909,6 +7963,90 @@ static char *cwm_req_envelope(const char *reply_to, const char *corr,
 	return out;
 }
 
+/* Gives q a random correlation id and links it into c->reqs. Returns 0,
+ * MG_MQTT_ERR_STOPPED or MG_MQTT_ERR_IO. */
+static int cwm_req_enlist(struct mg_mqtt *c, struct cwm_req *q)
+{
+	unsigned char rnd[16];
+	int rc = 0;
+
+	pthread_mutex_lock(&c->req_lock);
+	if (c->req_stopping)
+		rc = MG_MQTT_ERR_STOPPED;
+	else if (cwm_random(rnd, sizeof(rnd)) != 0)
+		rc = MG_MQTT_ERR_IO;
+	if (rc == 0) {
+		for (size_t i = 0; i < sizeof(rnd); i++)
+			snprintf(q->corr + 2 * i, 3, "%02x", rnd[i]);
+		++c->req_seq;
+		q->next = c->reqs;
+		c->reqs = q;
+	}
+	pthread_mutex_unlock(&c->req_lock);
+	return rc;
+}
+
+/* Publishes the request with its reply topic and correlation id (MQTT 5
+ * properties, or the 3.1.1 envelope). Returns what the publish returned. */
+static int cwm_req_publish(struct mg_mqtt *c, const char *topic,
+                           const void *payload, size_t len, int qos,
+                           const char *corr)
+{
+	size_t bl = c->reply_base_len, cl = strlen(corr);
+	char *reply_to = malloc(bl + cl + 1), *env = NULL;
+	int rc;
+
+	if (reply_to == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	memcpy(reply_to, c->reply_base, bl);
+	memcpy(reply_to + bl, corr, cl + 1);
+	if (cwm_v5_now(c)) {
+		struct mg_mqtt_props p;
+		memset(&p, 0, sizeof(p));
+		p.response_topic = reply_to;
+		p.correlation_data = corr;
+		p.correlation_len = cl;
+		rc = mg_mqtt_publish_props(c, topic, payload, len, qos, 0, &p);
+	} else if ((env = cwm_req_envelope(reply_to, corr, payload, len)) ==
+	           NULL) {
+		rc = MG_MQTT_ERR_NOMEM;
+	} else {
+		rc = mg_mqtt_publish(c, topic, env, strlen(env), qos, 0);
+	}
+	free(reply_to);
+	cJSON_free(env);
+	return rc;
+}
+
+/* Waits for the reply to q (rc: its publish's result) until the deadline,
+ * then unlinks q. Returns 0 (replied) or a negative code. */
+static int cwm_req_wait(struct mg_mqtt *c, struct cwm_req *q, int rc,
+                        int64_t deadline)
+{
+	pthread_mutex_lock(&c->req_lock);
+	if (rc > 0)
+		q->pub_id = rc;
+	if (rc > 0 && q->done == 0) {
+		struct timespec until = cwm_deadline(deadline - cwm_now_ms());
+		while (q->done == 0 && !c->req_stopping &&
+		       pthread_cond_timedwait(&q->cond, &c->req_lock, &until) !=
+		           ETIMEDOUT) {
+		}
+		rc = q->done == 1    ? 0
+		     : q->done == -2 ? q->err
+		     : q->done < 0   ? MG_MQTT_ERR_NOMEM
+		     : c->req_stopping ? MG_MQTT_ERR_STOPPED
+		                       : MG_MQTT_ERR_TIMEOUT;
+	}
+	for (struct cwm_req **pp = &c->reqs; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == q) {
+			*pp = q->next;
+			break;
+		}
+	pthread_mutex_unlock(&c->req_lock);
+	return rc;
+}
+
 /* mg_mqtt_request() once the arguments are checked and the caller
  * counted in c->req_active. */
 static int cwm_request(struct mg_mqtt *c, const char *topic,
@@ -7923,70 +8061,12 @@ static int cwm_request(struct mg_mqtt *c, const char *topic,
 	struct cwm_req q;
 	memset(&q, 0, sizeof(q));
 	pthread_cond_init(&q.cond, NULL);
-	pthread_mutex_lock(&c->req_lock);
-	if (c->req_stopping) {
-		pthread_mutex_unlock(&c->req_lock);
+	if ((rc = cwm_req_enlist(c, &q)) != 0) {
 		pthread_cond_destroy(&q.cond);
-		return MG_MQTT_ERR_STOPPED;
+		return rc;
 	}
-	unsigned char rnd[16];
-	if (cwm_random(rnd, sizeof(rnd)) != 0) {
-		pthread_mutex_unlock(&c->req_lock);
-		pthread_cond_destroy(&q.cond);
-		return MG_MQTT_ERR_IO;
-	}
-	for (size_t i = 0; i < sizeof(rnd); i++)
-		snprintf(q.corr + 2 * i, 3, "%02x", rnd[i]);
-	++c->req_seq;
-	q.next = c->reqs;
-	c->reqs = &q;
-	pthread_mutex_unlock(&c->req_lock);
-
-	size_t bl = c->reply_base_len, cl = strlen(q.corr);
-	char *reply_to = malloc(bl + cl + 1), *env = NULL;
-	if (reply_to == NULL) {
-		rc = MG_MQTT_ERR_NOMEM;
-	} else {
-		memcpy(reply_to, c->reply_base, bl);
-		memcpy(reply_to + bl, q.corr, cl + 1);
-		if (cwm_v5_now(c)) {
-			struct mg_mqtt_props p;
-			memset(&p, 0, sizeof(p));
-			p.response_topic = reply_to;
-			p.correlation_data = q.corr;
-			p.correlation_len = cl;
-			rc = mg_mqtt_publish_props(c, topic, payload, len, qos, 0, &p);
-		} else if ((env = cwm_req_envelope(reply_to, q.corr, payload, len)) ==
-		           NULL) {
-			rc = MG_MQTT_ERR_NOMEM;
-		} else {
-			rc = mg_mqtt_publish(c, topic, env, strlen(env), qos, 0);
-		}
-	}
-	free(reply_to);
-	cJSON_free(env);
-
-	pthread_mutex_lock(&c->req_lock);
-	if (rc > 0)
-		q.pub_id = rc;
-	if (rc > 0 && q.done == 0) {
-		struct timespec until = cwm_deadline(deadline - cwm_now_ms());
-		while (q.done == 0 && !c->req_stopping &&
-		       pthread_cond_timedwait(&q.cond, &c->req_lock, &until) !=
-		           ETIMEDOUT) {
-		}
-		rc = q.done == 1    ? 0
-		     : q.done == -2 ? q.err
-		     : q.done < 0   ? MG_MQTT_ERR_NOMEM
-		     : c->req_stopping ? MG_MQTT_ERR_STOPPED
-		                       : MG_MQTT_ERR_TIMEOUT;
-	}
-	for (struct cwm_req **pp = &c->reqs; *pp != NULL; pp = &(*pp)->next)
-		if (*pp == &q) {
-			*pp = q.next;
-			break;
-		}
-	pthread_mutex_unlock(&c->req_lock);
+	rc = cwm_req_publish(c, topic, payload, len, qos, q.corr);
+	rc = cwm_req_wait(c, &q, rc, deadline);
 	pthread_cond_destroy(&q.cond);
 
 	if (rc == 0) {
