@@ -164,35 +164,30 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The shared types and cross-part functions, by concern, in this order
+ * (scripts/amalgamate.sh inlines them in the same order). */
+
+
+
+
+/*
+ * Core: what every part uses and no part owns alone: the containers (hash
+ * map, vector, growable byte buffer), strings and clocks, topic rules, the
+ * handler tree, logging and JSON payloads. Included by internal.h only
+ * (first of its headers): it needs the system headers, paho's, cJSON's
+ * and civetweb_mqtt.h, which internal.h includes before it.
+ */
+#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
+#line 7 "src/core.h"
+#endif
+#ifndef CWM_CORE_H
+#define CWM_CORE_H
+
+struct cwm_event; /* client.h */
+
 /* ------------------------------------------------------------------------
- * Constants and shared types
+ * Containers
  * ---------------------------------------------------------------------- */
-
-#define CWM_MAX_PACKET 268435455u /* MQTT's largest remaining length */
-#define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
-#define CWM_BATCH 256             /* commands mqtt-io takes per lock */
-#define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
-#define CWM_SLOT_CHUNK 64   /* the first chunk of message slots; each next
-                               one doubles the pool, up to QUEUE_SIZE */
-#define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
-#define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
-#define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
-                               the back-off (see cwm_conn_lost_locked) */
-#define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
-#define CWM_POISON_STRIKES 2 /* see cwm_window_lost (connection.c) */
-#define CWM_POISON_MS 1000   /* ... a close this soon after the write */
-#define CWM_ACK_TIMEOUT_MS 15000 /* see cwm_io_stalled (io.c) */
-#define CWM_ID_BUCKETS 256   /* c->byid: QoS 1/2 messages by packet id */
-#define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
-                                   recurses once a level, and a CivetWeb
-                                   worker has a 100 kB stack */
-#define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
-#define CWM_COALESCE_MAX_US 800
-#define CWM_FAST_US 40              /* a stream faster than 25,000 items/s */
-
-/* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
- * only an idle one. */
-enum { CWM_RUNNING = 0, CWM_COALESCING = 1, CWM_IDLE_WAIT = 2 };
 
 /* A string-keyed hash map with chaining; keys are copied. */
 struct cwm_map_ent {
@@ -209,6 +204,23 @@ struct cwm_map {
 	size_t n;  /* entries */
 };
 
+struct cwm_vec {
+	void **v;
+	size_t n, cap;
+};
+
+/* A growable byte buffer; on allocation failure it stops growing and
+ * remembers it (oom). */
+struct cwm_wbuf {
+	unsigned char *p;
+	size_t n, cap;
+	int oom;
+};
+
+/* ------------------------------------------------------------------------
+ * Topics and the handler tree
+ * ---------------------------------------------------------------------- */
+
 /* Named levels: "home/{room}/temperature". */
 struct mg_mqtt_params {
 	int n;
@@ -217,6 +229,108 @@ struct mg_mqtt_params {
 		const char *name; /* NUL-terminated, in the same block */
 	} p[];
 };
+
+struct cwm_handler {
+	struct cwm_handler *next; /* next handler at the same node */
+	mg_mqtt_message_handler fn;
+	void *ud;
+	unsigned seq;             /* registration order */
+	struct mg_mqtt_params *params; /* its filter's {names}; NULL: none */
+	int64_t since;            /* bridge: when the browser subscribed (ms) */
+};
+
+struct cwm_tnode {
+	struct cwm_map kids;      /* level -> struct cwm_tnode * */
+	struct cwm_tnode *plus;   /* "+" child */
+	struct cwm_tnode *hash;   /* "#" child */
+	struct cwm_handler *handlers, *last;
+	struct cwm_tnode *up;     /* the parent (NULL for a tree's root) */
+	struct cwm_tnode *fnext;  /* the free list of cwm_tnode_free */
+};
+
+/* ------------------------------------------------------------------------
+ * Functions of the core parts, by part
+ * ---------------------------------------------------------------------- */
+
+/* src/util.c */
+static char *cwm_strndup(const char *s, size_t n);
+static char *cwm_strdup(const char *s);
+static void cwm_strv_free(char **v, int n);
+static int64_t cwm_now_ms(void);
+static struct timespec cwm_deadline_us(int64_t us);
+static struct timespec cwm_deadline(int64_t ms_from_now);
+static void cwm_fmt(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static const char *cwm_quote(const char *v, char out[72]);
+static const char *cwm_quote_path(const char *v, char out[320]);
+static void *cwm_map_get(const struct cwm_map *m, const char *k, size_t klen);
+static int cwm_map_put_key(struct cwm_map *m, const char *k, size_t klen,
+                           void *v, const char **stored);
+static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v);
+static void *cwm_map_del(struct cwm_map *m, const char *k, size_t klen);
+static void cwm_map_free(struct cwm_map *m, void (*free_val)(void *));
+static int cwm_vec_push(struct cwm_vec *v, void *p);
+static void cwm_wput(struct cwm_wbuf *b, const void *data, size_t n);
+static void cwm_wput32(struct cwm_wbuf *b, uint32_t v);
+static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n);
+
+/* src/topics.c */
+static int cwm_utf8_valid(const char *s, size_t n);
+static int cwm_topic_check(const char *t, size_t n);
+static int cwm_share_len(const char *f, size_t n);
+static size_t cwm_levels(const char *s, size_t n);
+static int cwm_levels_check(const struct mg_mqtt *c, const char *f,
+                            int filter);
+static int cwm_filter_normalize(const char *filter, char **out,
+                                struct mg_mqtt_params **params);
+static int cwm_filter_normalize_owned(char **f);
+static int cwm_match(const char *f, const char *t, size_t n);
+static int cwm_utf8_text(const char *s, size_t n);
+
+/* src/tree.c */
+static void cwm_handler_free(struct cwm_handler *h);
+static void cwm_tree_clear(struct cwm_tnode *root);
+static int cwm_tree_add(struct cwm_tnode *root, const char *f,
+                        struct cwm_handler *h);
+#if MG_MQTT_ENABLE_BRIDGE
+static void cwm_tree_remove(struct cwm_tnode *root, const char *f, void *ud);
+#endif
+static int cwm_tree_match(const struct cwm_tnode *root, const char *t, size_t n,
+                          struct cwm_vec *cur, struct cwm_vec *nxt,
+                          struct cwm_vec *out);
+
+/* src/log.c */
+static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int cwm_log_wants(const struct mg_mqtt *c, int level);
+static void cwm_log_event(struct mg_mqtt *c, const struct cwm_event *ev);
+static void cwm_log_push_trace(struct mg_mqtt *c, const char *line);
+
+/* src/json.c */
+static char *cwm_base64(const void *data, size_t n);
+static int cwm_add_payload(cJSON *o, const void *payload, size_t len);
+static void cwm_json_str_or_null(cJSON *o, const char *name, const char *v);
+
+#endif /* CWM_CORE_H */
+/*
+ * Configuration: the option table's types, the settings a client reads
+ * from its options, and the functions of config.c and config_check.c.
+ * Included by internal.h only, after core.h.
+ */
+#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
+#line 5 "src/config.h"
+#endif
+#ifndef CWM_CONFIG_H
+#define CWM_CONFIG_H
+
+
+#define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
+                                   recurses once a level, and a CivetWeb
+                                   worker has a 100 kB stack */
 
 enum cwm_ktype {
 	K_STR,    /* any string; "" means unset */
@@ -324,28 +438,62 @@ struct cwm_key {
 
 #define CWM_S(f) offsetof(struct cwm_settings, f)
 
-struct cwm_handler {
-	struct cwm_handler *next; /* next handler at the same node */
-	mg_mqtt_message_handler fn;
-	void *ud;
-	unsigned seq;             /* registration order */
-	struct mg_mqtt_params *params; /* its filter's {names}; NULL: none */
-	int64_t since;            /* bridge: when the browser subscribed (ms) */
-};
+/* ------------------------------------------------------------------------
+ * Functions of the configuration parts
+ * ---------------------------------------------------------------------- */
 
-struct cwm_tnode {
-	struct cwm_map kids;      /* level -> struct cwm_tnode * */
-	struct cwm_tnode *plus;   /* "+" child */
-	struct cwm_tnode *hash;   /* "#" child */
-	struct cwm_handler *handlers, *last;
-	struct cwm_tnode *up;     /* the parent (NULL for a tree's root) */
-	struct cwm_tnode *fnext;  /* the free list of cwm_tnode_free */
-};
+/* src/config.c */
+static char *cwm_trimdup(const char *v);
+static int cwm_parse_bool(const char *v, int *out);
+static int cwm_parse_long(const char *v, long min, long max, long *out);
+static void cwm_settings_free(struct cwm_settings *s);
+static int cwm_settings_read(struct cwm_settings *s, const char *prefix,
+                             const char **options, char *err, size_t errlen);
+static const char *cwm_protocol_name(int p);
+static const char *cwm_bridge_key_given(const struct cwm_settings *s);
+static size_t cwm_key_suffix_len(const char *name);
+static void cwm_settings_json(const struct cwm_settings *s, cJSON *o);
 
-struct cwm_vec {
-	void **v;
-	size_t n, cap;
-};
+/* src/config_check.c */
+static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
+                               char *err, size_t errlen);
+
+#endif /* CWM_CONFIG_H */
+/*
+ * The client: its constants, the commands for mqtt-io, the subscriptions,
+ * the events for mqtt-dispatch, the result of a connect, struct mg_mqtt
+ * itself, and the functions the client's parts call across. Included by
+ * internal.h only, after core.h and config.h.
+ */
+#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
+#line 6 "src/client.h"
+#endif
+#ifndef CWM_CLIENT_H
+#define CWM_CLIENT_H
+
+
+#define CWM_MAX_PACKET 268435455u /* MQTT's largest remaining length */
+#define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
+#define CWM_BATCH 256             /* commands mqtt-io takes per lock */
+#define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
+#define CWM_SLOT_CHUNK 64   /* the first chunk of message slots; each next
+                               one doubles the pool, up to QUEUE_SIZE */
+#define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
+#define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
+#define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
+                               the back-off (see cwm_conn_lost_locked) */
+#define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
+#define CWM_POISON_STRIKES 2 /* see cwm_window_lost (connection.c) */
+#define CWM_POISON_MS 1000   /* ... a close this soon after the write */
+#define CWM_ACK_TIMEOUT_MS 15000 /* see cwm_io_stalled (io.c) */
+#define CWM_ID_BUCKETS 256   /* c->byid: QoS 1/2 messages by packet id */
+#define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
+#define CWM_COALESCE_MAX_US 800
+#define CWM_FAST_US 40              /* a stream faster than 25,000 items/s */
+
+/* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
+ * only an idle one. */
+enum { CWM_RUNNING = 0, CWM_COALESCING = 1, CWM_IDLE_WAIT = 2 };
 
 enum cwm_state { CWM_IDLE, CWM_DISCONNECTED, CWM_CONNECTING, CWM_CONNECTED };
 enum cwm_cmd { CMD_PUBLISH, CMD_SUBSCRIBE, CMD_UNSUBSCRIBE };
@@ -641,15 +789,164 @@ static inline int cwm_v5_now(const struct mg_mqtt *c)
 	return c->v5 && !atomic_load(&c->v311_now);
 }
 
+/* ------------------------------------------------------------------------
+ * Functions of the client parts, by part
+ * ---------------------------------------------------------------------- */
 
-/* A growable byte buffer; on allocation failure it stops growing and
- * remembers it (oom). */
-struct cwm_wbuf {
-	unsigned char *p;
-	size_t n, cap;
-	int oom;
+/* src/trace.c: LOG_LEVEL debug lines of the library's own packets, paho's
+ * trace (process-wide) forwarded to debug clients, and what paho says
+ * only in its trace (a TLS host name mismatch). Every function here is
+ * called without c->lock. */
+static void cwm_trace_join(struct mg_mqtt *c);
+static void cwm_trace_leave(struct mg_mqtt *c);
+static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx);
+static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len);
+static void cwm_trace_watch_end(struct mg_mqtt *c);
+static void cwm_debug_connack(struct mg_mqtt *c, int session,
+                              MQTTProperties *props);
+static void cwm_debug_send(struct mg_mqtt *c, const struct cwm_out *r);
+static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
+                           int result, int retry, const int *codes,
+                           int ncodes);
+static void cwm_debug_received(struct mg_mqtt *c, const char *topic,
+                               size_t tl, const MQTTClient_message *m);
+static int cwm_trace_connect_sent(struct mg_mqtt *c);
+static void cwm_debug_disconnect(struct mg_mqtt *c);
+
+/* src/props.c */
+static int cwm_props_dup(const struct mg_mqtt_props *p,
+                         struct mg_mqtt_props **out);
+static int cwm_props_check(const struct mg_mqtt_props *p, size_t *bytes);
+static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o);
+static void cwm_props_from_paho(MQTTProperties *pp, struct mg_mqtt_props *p,
+                                void **mem);
+
+/* src/commands.c */
+static int cwm_next_id(struct mg_mqtt *c);
+static void cwm_out_free(struct cwm_out *r);
+static void cwm_fifo_push(struct cwm_out **head, struct cwm_out **tail,
+                          struct cwm_out *r);
+static void cwm_retry_insert(struct mg_mqtt *c, struct cwm_out *r);
+static void cwm_inpaho_link(struct mg_mqtt *c, struct cwm_out *r);
+static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r);
+static struct cwm_out *cwm_cmd_new(struct mg_mqtt *c, enum cwm_cmd type);
+static int cwm_cmd_add(struct mg_mqtt *c, struct cwm_out *r, const char *filter,
+                       int qos, int id, int counted);
+static struct cwm_out *cwm_cmd_filters(struct mg_mqtt *c, enum cwm_cmd type,
+                                       const char *const *filters,
+                                       const int *qos, int n);
+static int cwm_buffered_locked(const struct mg_mqtt *c);
+static int cwm_ops_check(const struct mg_mqtt *c);
+static void cwm_enqueue(struct mg_mqtt *c, struct cwm_out *r);
+static size_t cwm_publish_size(int v5, size_t tlen, size_t pbytes, int qos,
+                               size_t len);
+
+/* src/subs.c */
+static int cwm_subs_from_config(struct mg_mqtt *c);
+static void cwm_sub_free(struct cwm_sub *s);
+static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s);
+static void cwm_sub_ref(struct mg_mqtt *c, const char *filter, int qos,
+                        int sys);
+#if MG_MQTT_ENABLE_BRIDGE
+static void cwm_sub_unref(struct mg_mqtt *c, const char *filter);
+#endif
+
+/* src/persist.c */
+static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r);
+static void cwm_persist_remove(struct mg_mqtt *c, struct cwm_out *r);
+static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen);
+
+/* src/io.c */
+static struct cwm_out *cwm_take_batch(struct mg_mqtt *c);
+static void cwm_fail_all(struct mg_mqtt *c);
+/* A worker thread's wake-up pacing (cwm_worked, cwm_wait_for_work). */
+struct cwm_pace {
+	int busy;
+	int64_t last_us;
+	int window_us;
 };
+static void cwm_worked(struct cwm_pace *p, int n);
+static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
+                              int *waiting, struct cwm_pace *p,
+                              int64_t wait_ms);
+static void *cwm_io_main(void *arg);
 
+/* src/engine.c: the only part that calls paho's client API (its
+ * contract is at the top of engine.c). */
+static int cwm_eng_create(struct mg_mqtt *c, char *err, size_t errlen);
+static void cwm_eng_destroy(struct mg_mqtt *c);
+static int cwm_eng_released(struct mg_mqtt *c, int msgid);
+static int cwm_eng_renew(struct mg_mqtt *c, const int *drop, int ndrop,
+                         char *err, size_t errlen);
+static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a);
+static int cwm_eng_publish(struct mg_mqtt *c, const struct cwm_out *r,
+                           int *msgid);
+static int cwm_eng_filters(struct mg_mqtt *c, const struct cwm_out *r, int sub,
+                           int *codes);
+static void cwm_eng_disconnect(struct mg_mqtt *c, int timeout_ms);
+static void cwm_eng_free_message(MQTTClient_message *m, char *topic);
+static void cwm_eng_trace(int level, MQTTClient_traceCallback *cb, int set_cb,
+                          int set_level);
+static const char *cwm_eng_strerror(int rc);
+
+/* src/connection.c */
+static void cwm_connect_result(struct mg_mqtt *c, const struct cwm_connack *a);
+static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
+                               const char *text);
+static void cwm_on_lost(void *ctx, char *cause);
+static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost);
+static void cwm_window_set(struct mg_mqtt *c);
+static void cwm_window_acked(struct mg_mqtt *c);
+static struct cwm_out *cwm_oldest_in_flight(struct mg_mqtt *c);
+static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
+                                     enum MQTTReasonCodes reason);
+
+/* src/done.c */
+static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
+                     int retry, const int *codes, int ncodes);
+static void cwm_pub_acked(struct mg_mqtt *c, int msgid, int result);
+static void cwm_byid_add(struct mg_mqtt *c, struct cwm_out *r, int msgid);
+static struct cwm_out *cwm_byid_take(struct mg_mqtt *c, int msgid);
+
+/* src/dispatch.c */
+static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev);
+static struct cwm_event *cwm_event_new(enum cwm_evtype type, size_t extra);
+static char *cwm_event_str(struct cwm_event *ev, size_t *used, const char *s);
+static int cwm_on_message(void *ctx, char *topic, int topic_len,
+                          MQTTClient_message *m);
+static void cwm_flow_check(struct mg_mqtt *c);
+static void cwm_event_discard(struct cwm_event *ev);
+static void *cwm_dispatch_main(void *arg);
+
+/* src/request.c */
+static int cwm_req_setup(struct mg_mqtt *c);
+static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
+                           MQTTClient_message *m);
+static void cwm_req_stop(struct mg_mqtt *c, int wait);
+static void cwm_req_failed(struct mg_mqtt *c, int id, int result);
+
+/* src/client.c */
+/* Calls fn for every started client of ctx, holding the registry lock:
+ * each stays alive during its call; fn may take the client's locks. */
+static void cwm_registry_each(const struct mg_context *ctx,
+                              void (*fn)(struct mg_mqtt *c, void *arg),
+                              void *arg);
+
+/* src/status.c */
+static cJSON *cwm_status_object(struct mg_mqtt *c);
+
+#endif /* CWM_CLIENT_H */
+/*
+ * The bridge (MG_MQTT_ENABLE_BRIDGE): its types and the functions its
+ * parts call across, or the do-nothing stand-ins the client calls without
+ * it; and what bridge_guard.c gives both builds. Included by internal.h
+ * only, last.
+ */
+#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
+#line 6 "src/bridge.h"
+#endif
+#ifndef CWM_BRIDGE_H
+#define CWM_BRIDGE_H
 
 
 /* src/bridge_guard.c, in both builds: request bodies. */
@@ -789,231 +1086,6 @@ struct cwm_lv {
 };
 
 #endif /* MG_MQTT_ENABLE_BRIDGE */
-
-/* ------------------------------------------------------------------------
- * Functions one part defines and others call, by part
- * ---------------------------------------------------------------------- */
-
-/* src/util.c */
-static char *cwm_strndup(const char *s, size_t n);
-static char *cwm_strdup(const char *s);
-static void cwm_strv_free(char **v, int n);
-static int64_t cwm_now_ms(void);
-static struct timespec cwm_deadline_us(int64_t us);
-static struct timespec cwm_deadline(int64_t ms_from_now);
-static void cwm_fmt(char *buf, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static const char *cwm_quote(const char *v, char out[72]);
-static const char *cwm_quote_path(const char *v, char out[320]);
-static void *cwm_map_get(const struct cwm_map *m, const char *k, size_t klen);
-static int cwm_map_put_key(struct cwm_map *m, const char *k, size_t klen,
-                           void *v, const char **stored);
-static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v);
-static void *cwm_map_del(struct cwm_map *m, const char *k, size_t klen);
-static void cwm_map_free(struct cwm_map *m, void (*free_val)(void *));
-static int cwm_vec_push(struct cwm_vec *v, void *p);
-static void cwm_wput(struct cwm_wbuf *b, const void *data, size_t n);
-static void cwm_wput32(struct cwm_wbuf *b, uint32_t v);
-static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n);
-
-/* src/topics.c */
-static int cwm_utf8_valid(const char *s, size_t n);
-static int cwm_topic_check(const char *t, size_t n);
-static int cwm_share_len(const char *f, size_t n);
-static size_t cwm_levels(const char *s, size_t n);
-static int cwm_levels_check(const struct mg_mqtt *c, const char *f,
-                            int filter);
-static int cwm_filter_normalize(const char *filter, char **out,
-                                struct mg_mqtt_params **params);
-static int cwm_filter_normalize_owned(char **f);
-static int cwm_match(const char *f, const char *t, size_t n);
-static int cwm_utf8_text(const char *s, size_t n);
-
-/* src/config.c */
-static char *cwm_trimdup(const char *v);
-static int cwm_parse_bool(const char *v, int *out);
-static int cwm_parse_long(const char *v, long min, long max, long *out);
-static void cwm_settings_free(struct cwm_settings *s);
-static int cwm_settings_read(struct cwm_settings *s, const char *prefix,
-                             const char **options, char *err, size_t errlen);
-static const char *cwm_protocol_name(int p);
-static const char *cwm_bridge_key_given(const struct cwm_settings *s);
-static size_t cwm_key_suffix_len(const char *name);
-static void cwm_settings_json(const struct cwm_settings *s, cJSON *o);
-
-/* src/config_check.c */
-static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
-                               char *err, size_t errlen);
-
-/* src/tree.c */
-static void cwm_handler_free(struct cwm_handler *h);
-static void cwm_tree_clear(struct cwm_tnode *root);
-static int cwm_tree_add(struct cwm_tnode *root, const char *f,
-                        struct cwm_handler *h);
-#if MG_MQTT_ENABLE_BRIDGE
-static void cwm_tree_remove(struct cwm_tnode *root, const char *f, void *ud);
-#endif
-static int cwm_tree_match(const struct cwm_tnode *root, const char *t, size_t n,
-                          struct cwm_vec *cur, struct cwm_vec *nxt,
-                          struct cwm_vec *out);
-
-/* src/log.c */
-static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int cwm_log_wants(const struct mg_mqtt *c, int level);
-static void cwm_log_event(struct mg_mqtt *c, const struct cwm_event *ev);
-static void cwm_log_push_trace(struct mg_mqtt *c, const char *line);
-
-/* src/trace.c: LOG_LEVEL debug lines of the library's own packets, paho's
- * trace (process-wide) forwarded to debug clients, and what paho says
- * only in its trace (a TLS host name mismatch). Every function here is
- * called without c->lock. */
-static void cwm_trace_join(struct mg_mqtt *c);
-static void cwm_trace_leave(struct mg_mqtt *c);
-static void cwm_trace_connect_begin(struct mg_mqtt *c, int idx);
-static int cwm_trace_tls_failed(struct mg_mqtt *c, char *why, size_t len);
-static void cwm_trace_watch_end(struct mg_mqtt *c);
-static void cwm_debug_connack(struct mg_mqtt *c, int session,
-                              MQTTProperties *props);
-static void cwm_debug_send(struct mg_mqtt *c, const struct cwm_out *r);
-static void cwm_debug_done(struct mg_mqtt *c, const struct cwm_out *r,
-                           int result, int retry, const int *codes,
-                           int ncodes);
-static void cwm_debug_received(struct mg_mqtt *c, const char *topic,
-                               size_t tl, const MQTTClient_message *m);
-static int cwm_trace_connect_sent(struct mg_mqtt *c);
-static void cwm_debug_disconnect(struct mg_mqtt *c);
-
-/* src/props.c */
-static int cwm_props_dup(const struct mg_mqtt_props *p,
-                         struct mg_mqtt_props **out);
-static int cwm_props_check(const struct mg_mqtt_props *p, size_t *bytes);
-static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o);
-static void cwm_props_from_paho(MQTTProperties *pp, struct mg_mqtt_props *p,
-                                void **mem);
-
-/* src/commands.c */
-static int cwm_next_id(struct mg_mqtt *c);
-static void cwm_out_free(struct cwm_out *r);
-static void cwm_fifo_push(struct cwm_out **head, struct cwm_out **tail,
-                          struct cwm_out *r);
-static void cwm_retry_insert(struct mg_mqtt *c, struct cwm_out *r);
-static void cwm_inpaho_link(struct mg_mqtt *c, struct cwm_out *r);
-static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r);
-static struct cwm_out *cwm_cmd_new(struct mg_mqtt *c, enum cwm_cmd type);
-static int cwm_cmd_add(struct mg_mqtt *c, struct cwm_out *r, const char *filter,
-                       int qos, int id, int counted);
-static struct cwm_out *cwm_cmd_filters(struct mg_mqtt *c, enum cwm_cmd type,
-                                       const char *const *filters,
-                                       const int *qos, int n);
-static int cwm_buffered_locked(const struct mg_mqtt *c);
-static int cwm_ops_check(const struct mg_mqtt *c);
-static void cwm_enqueue(struct mg_mqtt *c, struct cwm_out *r);
-static size_t cwm_publish_size(int v5, size_t tlen, size_t pbytes, int qos,
-                               size_t len);
-
-/* src/subs.c */
-static int cwm_subs_from_config(struct mg_mqtt *c);
-static void cwm_sub_free(struct cwm_sub *s);
-static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s);
-static void cwm_sub_ref(struct mg_mqtt *c, const char *filter, int qos,
-                        int sys);
-#if MG_MQTT_ENABLE_BRIDGE
-static void cwm_sub_unref(struct mg_mqtt *c, const char *filter);
-#endif
-
-/* src/persist.c */
-static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r);
-static void cwm_persist_remove(struct mg_mqtt *c, struct cwm_out *r);
-static int cwm_persist_open(struct mg_mqtt *c, char *err, size_t errlen);
-
-/* src/io.c */
-static struct cwm_out *cwm_take_batch(struct mg_mqtt *c);
-static void cwm_fail_all(struct mg_mqtt *c);
-/* A worker thread's wake-up pacing (cwm_worked, cwm_wait_for_work). */
-struct cwm_pace {
-	int busy;
-	int64_t last_us;
-	int window_us;
-};
-static void cwm_worked(struct cwm_pace *p, int n);
-static void cwm_wait_for_work(struct mg_mqtt *c, pthread_cond_t *cond,
-                              int *waiting, struct cwm_pace *p,
-                              int64_t wait_ms);
-static void *cwm_io_main(void *arg);
-
-/* src/engine.c: the only part that calls paho's client API (its
- * contract is at the top of engine.c). */
-static int cwm_eng_create(struct mg_mqtt *c, char *err, size_t errlen);
-static void cwm_eng_destroy(struct mg_mqtt *c);
-static int cwm_eng_released(struct mg_mqtt *c, int msgid);
-static int cwm_eng_renew(struct mg_mqtt *c, const int *drop, int ndrop,
-                         char *err, size_t errlen);
-static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a);
-static int cwm_eng_publish(struct mg_mqtt *c, const struct cwm_out *r,
-                           int *msgid);
-static int cwm_eng_filters(struct mg_mqtt *c, const struct cwm_out *r, int sub,
-                           int *codes);
-static void cwm_eng_disconnect(struct mg_mqtt *c, int timeout_ms);
-static void cwm_eng_free_message(MQTTClient_message *m, char *topic);
-static void cwm_eng_trace(int level, MQTTClient_traceCallback *cb, int set_cb,
-                          int set_level);
-static const char *cwm_eng_strerror(int rc);
-
-/* src/connection.c */
-static void cwm_connect_result(struct mg_mqtt *c, const struct cwm_connack *a);
-static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
-                               const char *text);
-static void cwm_on_lost(void *ctx, char *cause);
-static void cwm_conn_gone_locked(struct mg_mqtt *c, const char *why, int lost);
-static void cwm_window_set(struct mg_mqtt *c);
-static void cwm_window_acked(struct mg_mqtt *c);
-static struct cwm_out *cwm_oldest_in_flight(struct mg_mqtt *c);
-static void cwm_on_server_disconnect(void *ctx, MQTTProperties *props,
-                                     enum MQTTReasonCodes reason);
-
-/* src/done.c */
-static void cwm_done(struct mg_mqtt *c, struct cwm_out *r, int result,
-                     int retry, const int *codes, int ncodes);
-static void cwm_pub_acked(struct mg_mqtt *c, int msgid, int result);
-static void cwm_byid_add(struct mg_mqtt *c, struct cwm_out *r, int msgid);
-static struct cwm_out *cwm_byid_take(struct mg_mqtt *c, int msgid);
-
-/* src/dispatch.c */
-static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev);
-static struct cwm_event *cwm_event_new(enum cwm_evtype type, size_t extra);
-static char *cwm_event_str(struct cwm_event *ev, size_t *used, const char *s);
-static int cwm_on_message(void *ctx, char *topic, int topic_len,
-                          MQTTClient_message *m);
-static void cwm_flow_check(struct mg_mqtt *c);
-static void cwm_event_discard(struct cwm_event *ev);
-static void *cwm_dispatch_main(void *arg);
-
-/* src/request.c */
-static int cwm_req_setup(struct mg_mqtt *c);
-static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
-                           MQTTClient_message *m);
-static void cwm_req_stop(struct mg_mqtt *c, int wait);
-static void cwm_req_failed(struct mg_mqtt *c, int id, int result);
-
-/* src/json.c */
-static char *cwm_base64(const void *data, size_t n);
-static int cwm_add_payload(cJSON *o, const void *payload, size_t len);
-static void cwm_json_str_or_null(cJSON *o, const char *name, const char *v);
-
-/* src/client.c */
-/* Calls fn for every started client of ctx, holding the registry lock:
- * each stays alive during its call; fn may take the client's locks. */
-static void cwm_registry_each(const struct mg_context *ctx,
-                              void (*fn)(struct mg_mqtt *c, void *arg),
-                              void *arg);
-
-/* src/status.c */
-static cJSON *cwm_status_object(struct mg_mqtt *c);
 
 #if MG_MQTT_ENABLE_BRIDGE
 /* src/bridge.c */
@@ -1167,6 +1239,8 @@ static inline void cwm_bridge_status(struct cwm_bridge *b, cJSON *o,
 	(void)gauges;
 }
 #endif /* MG_MQTT_ENABLE_BRIDGE */
+
+#endif /* CWM_BRIDGE_H */
 /*
  * Small tools every part uses: strings, clocks, quoting for error messages,
  * a string-keyed hash map, a pointer vector, growable byte and text buffers,
