@@ -52,22 +52,64 @@
  *                  (BRIDGE_CLIENT_QUEUE_BYTES); a browser that lets it fill
  *                  is dropped.
  *
- * Locks.  One mutex per client, c->lock, guards every field marked [L] in
- * struct mg_mqtt. Nothing calls paho or a user handler while holding it
- * (paho holds its own lock when it calls us). c->req_lock guards the
- * waiting requests. c->pstore_lock (engine.c) guards paho's session store
- * and is a leaf. Per bridge, the anchor's lock (the bridge lock, [B])
- * guards its clients, their queues and filters and the delivery tree; it
- * is taken before c->lock, never after. The bridge's lv_lock (last
- * values) and nonce_lock (digest nonces) are leaves: nothing else is
- * taken while one is held. The registry lock (client.c)
- * guards the list of started clients and is taken before any client's
- * lock. cwm_trace_lock (trace.c, process-wide) guards the clients paho's
- * trace is forwarded to; paho's trace callback takes it holding paho's
- * locks, so it is taken before a client's c->lock, never while one is
- * held; the only paho calls made holding it are the trace setters, which
- * take no lock. No lock is held across a call into paho or CivetWeb that
- * can block on the network.
+ * Locks.  Every mutex of src/, ranked: a thread holding one may take only
+ * a lock of a higher rank, and only along an edge listed here ("then"),
+ * whose calls are named; a leaf takes nothing while held. paho holds its
+ * own locks when it calls us (its callbacks, its trace, its persistence).
+ * c->lock is never held across a call into paho (engine.c's contract), and
+ * no lock across a call into paho or CivetWeb that can block on the
+ * network.
+ *
+ *  rank  mutex (where)              guards
+ *  ----  -------------------------  ---------------------------------------
+ *   1    cwm_registry_lock          the started clients (cwm_registry),
+ *        (client.c, process)        c->registered.
+ *        then c->lock, b->lv_lock:  cwm_registry_each() -> cwm_snap_take()
+ *                                   (bridge_metrics.c, GET <path>/metrics).
+ *   2    cwm_trace_lock             the clients paho's trace goes to
+ *        (trace.c, process)         (cwm_tr_*), paho's trace level and
+ *                                   callback, each client's trace_* fields.
+ *                                   Taken by paho's trace callback holding
+ *                                   paho's locks; the only paho calls under
+ *                                   it are the trace setters (no lock).
+ *        then c->lock:              cwm_trace_cb() -> cwm_log_push_trace().
+ *   3    the bridge lock [B]        per bridge: its clients, their queues
+ *        (cwm_anchor.lock)          and filters, the delivery tree, the
+ *                                   writers' ready list (struct cwm_bridge,
+ *                                   "Under the bridge lock").
+ *        then c->lock:              cwm_bridge_subscribe() -> cwm_sub_ref(),
+ *                                   cwm_bclient_unsubscribe_all() (from
+ *                                   _drop, _remove) -> cwm_sub_unref().
+ *        then cwm_logfile_lock:     cwm_bclient_drop() -> cwm_log().
+ *   4    c->lock [L]                per client: every field marked [L] in
+ *        (struct mg_mqtt)           struct mg_mqtt (queues, state, subs,
+ *                                   counters), the events queue.
+ *        then c->pstore_lock:       cwm_window_lost() -> cwm_eng_released().
+ *        then cwm_logfile_lock:     cwm_log_locked() when the line is
+ *                                   written on this thread (mqtt-dispatch
+ *                                   not running: start-up, after a stop).
+ *   5    c->req_lock (leaf)         per client: the waiting requests
+ *                                   (c->reqs and each struct cwm_req),
+ *                                   req_seq, req_stopping, req_active.
+ *   5    c->pstore_lock (leaf)      per client: paho's session store
+ *        (engine.c)                 (c->pstore); taken by paho's
+ *                                   persistence callbacks too.
+ *   5    b->lv_lock (leaf)          per bridge: the last values (lv,
+ *                                   lv_old, lv_new, lv_bytes).
+ *   5    b->nonce_lock (leaf)       per bridge: the digest nonces answered
+ *                                   (bridge_auth.c).
+ *   5    cwm_anchors_lock (leaf)    the anchors, one per context and prefix
+ *        (bridge.c, process)        (never freed).
+ *   5    cwm_logfile_lock (leaf)    appends to error_log_file (open, write,
+ *        (log.c, process)           close), one line at a time.
+ *   5    cwm_bw_lock (leaf)         the request bodies watched, the watch
+ *        (bridge_guard.c, process)  thread's wake-up and start; that thread
+ *                                   shutdown()s a late body's socket under
+ *                                   it (no lock).
+ *
+ * No other edge exists: c->lock is never held when the bridge lock, the
+ * trace lock or the registry lock is taken; two clients' locks, or two
+ * bridges' locks, are never held together.
  *
  * Ownership.  A command belongs to the queue it is in, then to c->inpaho
  * (and byid) until it is done, then it is freed by the thread that saw it
