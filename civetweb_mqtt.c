@@ -259,6 +259,41 @@ struct cwm_wbuf {
 	int oom;
 };
 
+/* Intrusive lists, for any struct whose link fields are named:
+ * CWM_FIFO_PUSH appends e to a singly linked FIFO (first .. last);
+ * CWM_DL_APPEND appends e to a doubly linked list (first .. last);
+ * CWM_DL_UNLINK takes e out of one, and CWM_DL_UNLINK_HEAD out of one
+ * that keeps no pointer to its last element. */
+#define CWM_FIFO_PUSH(first, last, e, next)                                    \
+	do {                                                                       \
+		(e)->next = NULL;                                                      \
+		if ((last) != NULL)                                                    \
+			(last)->next = (e);                                                \
+		else                                                                   \
+			(first) = (e);                                                     \
+		(last) = (e);                                                          \
+	} while (0)
+#define CWM_DL_APPEND(first, last, e, prev, next)                              \
+	do {                                                                       \
+		(e)->prev = (last);                                                    \
+		CWM_FIFO_PUSH(first, last, e, next);                                   \
+	} while (0)
+#define CWM_DL_UNLINK_HEAD(first, e, prev, next)                               \
+	do {                                                                       \
+		if ((e)->prev != NULL)                                                 \
+			(e)->prev->next = (e)->next;                                       \
+		else                                                                   \
+			(first) = (e)->next;                                               \
+		if ((e)->next != NULL)                                                 \
+			(e)->next->prev = (e)->prev;                                       \
+	} while (0)
+#define CWM_DL_UNLINK(first, last, e, prev, next)                              \
+	do {                                                                       \
+		if ((e)->next == NULL)                                                 \
+			(last) = (e)->prev;                                                \
+		CWM_DL_UNLINK_HEAD(first, e, prev, next);                              \
+	} while (0)
+
 /* ------------------------------------------------------------------------
  * Topics and the handler tree
  * ---------------------------------------------------------------------- */
@@ -297,6 +332,10 @@ struct cwm_tnode {
 /* src/util.c */
 static char *cwm_strndup(const char *s, size_t n);
 static char *cwm_strdup(const char *s);
+static void cwm_freev(void *const *v, size_t n);
+#define CWM_FREE_ALL(...)                                                      \
+	cwm_freev((void *const[]){__VA_ARGS__},                                    \
+	          sizeof((void *const[]){__VA_ARGS__}) / sizeof(void *))
 static void cwm_strv_free(char **v, int n);
 static int64_t cwm_now_ms(void);
 static struct timespec cwm_deadline_us(int64_t us);
@@ -355,6 +394,8 @@ static void cwm_log_push_trace(struct mg_mqtt *c, const char *line);
 /* src/json.c */
 static char *cwm_base64(const void *data, size_t n);
 static int cwm_add_payload(cJSON *o, const void *payload, size_t len);
+static void cwm_json_count(cJSON *o, const char *name,
+                           const atomic_uint_fast64_t *v);
 static void cwm_json_str_or_null(cJSON *o, const char *name, const char *v);
 
 #endif /* CWM_CORE_H */
@@ -859,6 +900,8 @@ static void cwm_debug_disconnect(struct mg_mqtt *c);
 static int cwm_props_dup(const struct mg_mqtt_props *p,
                          struct mg_mqtt_props **out);
 static int cwm_props_check(const struct mg_mqtt_props *p, size_t *bytes);
+static void cwm_prop_add_int4(MQTTProperties *o, enum MQTTPropertyCodes id,
+                              unsigned v);
 static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o);
 static void cwm_props_from_paho(MQTTProperties *pp, struct mg_mqtt_props *p,
                                 void **mem);
@@ -1008,6 +1051,8 @@ static int cwm_conn_fd(const struct mg_connection *conn);
 #define CWM_HOST_ERR                                                           \
 	"this Host is not one the server answers for (localhost, an IP address "   \
 	"or BRIDGE_ALLOWED_HOSTS)"
+#define CWM_ORIGIN_ERR                                                         \
+	"cross-site request: this Origin is not allowed (BRIDGE_ALLOWED_ORIGINS)"
 #define CWM_LEVELS_ERR "more topic levels than MAX_TOPIC_LEVELS allows"
 
 /* Bridge-only error codes, in the MG_MQTT_ERR_* space; cwm_http_status()
@@ -1208,6 +1253,10 @@ static int cwm_host_ok(const struct cwm_bridge *b,
 static int cwm_origin_ok(const struct cwm_bridge *b,
                          const struct mg_connection *conn);
 static int cwm_reply_busy(struct mg_connection *conn);
+static int cwm_reply_denied(struct cwm_bridge *b, struct mg_connection *conn,
+                            const char *why);
+static int cwm_publish_refused(struct cwm_bridge *b, struct mg_connection *conn,
+                               const char *topic);
 static int cwm_bridge_http(struct mg_connection *conn, void *cbdata);
 
 /* src/bridge_last.c */
@@ -1308,6 +1357,14 @@ static char *cwm_strdup(const char *s)
 }
 
 /* Frees an array of n strings and the array. */
+/* Frees each of the n pointers of v (NULL ones too, as free() does);
+ * CWM_FREE_ALL(a, b, ...) is the call with a list. */
+static void cwm_freev(void *const *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+}
+
 static void cwm_strv_free(char **v, int n)
 {
 	if (v == NULL)
@@ -1944,6 +2001,18 @@ static const struct cwm_enum cwm_log_levels[] = {
     {"warn", MG_MQTT_LOG_WARNING},    {NULL, 0}};
 static const char cwm_bool_hint[] = "true or false";
 
+/* The four options of a message the client publishes by itself (the last
+ * will, the birth message): <name>_TOPIC, _MESSAGE, _QOS and _RETAIN, into
+ * the settings' <f>_topic, _message, _qos and _retain. */
+#define CWM_MESSAGE_KEYS(name, f)                                              \
+	{name "_TOPIC", K_TOPIC, CWM_S(f##_topic), 0, 0, NULL, NULL,               \
+	 "a topic name (no wildcards)"},                                           \
+	{name "_MESSAGE", K_STR, CWM_S(f##_message), 0, 0, NULL, NULL, NULL},      \
+	{name "_QOS", K_INT, CWM_S(f##_qos), 0, 2, "0", NULL,                      \
+	 "a QoS (0, 1 or 2)"},                                                     \
+	{name "_RETAIN", K_BOOL, CWM_S(f##_retain), 0, 0, "false", NULL,           \
+	 cwm_bool_hint}
+
 /* The table behind every key: name, type, field, range, default. The
  * README's configuration reference lists the same keys. */
 static const struct cwm_key cwm_keys[] = {
@@ -1984,20 +2053,10 @@ static const struct cwm_key cwm_keys[] = {
     {"TLS_CIPHERS", K_STR, CWM_S(tls_ciphers), 0, 0, NULL, NULL, NULL},
     {"TLS_INSECURE", K_BOOL, CWM_S(tls_insecure), 0, 0, "false", NULL,
      cwm_bool_hint},
-    {"LAST_WILL_TOPIC", K_TOPIC, CWM_S(will_topic), 0, 0, NULL, NULL,
-     "a topic name (no wildcards)"},
-    {"LAST_WILL_MESSAGE", K_STR, CWM_S(will_message), 0, 0, NULL, NULL, NULL},
-    {"LAST_WILL_QOS", K_INT, CWM_S(will_qos), 0, 2, "0", NULL,
-     "a QoS (0, 1 or 2)"},
-    {"LAST_WILL_RETAIN", K_BOOL, CWM_S(will_retain), 0, 0, "false", NULL,
-     cwm_bool_hint},
-    {"BIRTH_TOPIC", K_TOPIC, CWM_S(birth_topic), 0, 0, NULL, NULL,
-     "a topic name (no wildcards)"},
-    {"BIRTH_MESSAGE", K_STR, CWM_S(birth_message), 0, 0, NULL, NULL, NULL},
-    {"BIRTH_QOS", K_INT, CWM_S(birth_qos), 0, 2, "0", NULL,
-     "a QoS (0, 1 or 2)"},
-    {"BIRTH_RETAIN", K_BOOL, CWM_S(birth_retain), 0, 0, "false", NULL,
-     cwm_bool_hint},
+    /* LAST_WILL_TOPIC, _MESSAGE, _QOS, _RETAIN */
+    CWM_MESSAGE_KEYS("LAST_WILL", will),
+    /* BIRTH_TOPIC, _MESSAGE, _QOS, _RETAIN */
+    CWM_MESSAGE_KEYS("BIRTH", birth),
     {"SHARED_GROUP", K_STR, CWM_S(shared_group), 0, 0, NULL, NULL, NULL},
     {"SUBSCRIBE", K_STR, CWM_S(subscribe), 0, 0, NULL, NULL, NULL},
     {"RECONNECT_MIN", K_INT, CWM_S(reconnect_min), 1, 3600, "1", NULL,
@@ -2056,6 +2115,7 @@ static const struct cwm_key cwm_keys[] = {
     {"BRIDGE_MAX_FILTERS", K_INT, CWM_S(bridge_max_filters), 1, 1000000, "100",
      NULL, "a number of filters (1-1000000)"},
 };
+#undef CWM_MESSAGE_KEYS
 #define CWM_NKEYS (sizeof(cwm_keys) / sizeof(cwm_keys[0]))
 _Static_assert(CWM_NKEYS <= 64, "cwm_settings.set has one bit a key");
 
@@ -3581,38 +3641,25 @@ static void cwm_log_push_trace(struct mg_mqtt *c, const char *line)
 		free(ev);
 }
 
-static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cwm_vlog(c, 0, 0, level, fmt, ap);
-	va_end(ap);
-}
+/* Defines a printf-like logging function over cwm_vlog (declared in
+ * core.h with its format attribute): locked, quiet_stderr as there. */
+#define CWM_LOG_FN(name, locked, quiet)                                        \
+	static void name(struct mg_mqtt *c, int level, const char *fmt, ...)       \
+	{                                                                          \
+		va_list ap;                                                            \
+		va_start(ap, fmt);                                                     \
+		cwm_vlog(c, locked, quiet, level, fmt, ap);                            \
+		va_end(ap);                                                            \
+	}
 
+/* A line, from any thread without c->lock. */
+CWM_LOG_FN(cwm_log, 0, 0)
 /* A start-up error: to the log handler and CivetWeb's error log, not to
  * stderr, because mg_mqtt_start() hands the same sentence to its caller. */
-static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cwm_vlog(c, 0, 1, level, fmt, ap);
-	va_end(ap);
-}
-
-/* The same, for callers that hold c->lock. */
-static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cwm_vlog(c, 1, 0, level, fmt, ap);
-	va_end(ap);
-}
+CWM_LOG_FN(cwm_log_quiet, 0, 1)
+/* The same as cwm_log, for callers that hold c->lock. */
+CWM_LOG_FN(cwm_log_locked, 1, 0)
+#undef CWM_LOG_FN
 /*
  * Tracing. LOG_LEVEL debug: one line per packet-level event of the
  * library's own (CONNECT, CONNACK with its properties, SUBSCRIBE and
@@ -4209,6 +4256,29 @@ static int cwm_props_check(const struct mg_mqtt_props *p, size_t *bytes)
 	return 0;
 }
 
+/* Adds a string or binary property (paho copies data) to o. */
+static void cwm_prop_add_data(MQTTProperties *o, enum MQTTPropertyCodes id,
+                              const void *data, size_t len)
+{
+	MQTTProperty pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.identifier = id;
+	pr.value.data.data = (char *)data;
+	pr.value.data.len = (int)len;
+	MQTTProperties_add(o, &pr);
+}
+
+/* Adds a four-byte integer property to o. */
+static void cwm_prop_add_int4(MQTTProperties *o, enum MQTTPropertyCodes id,
+                              unsigned v)
+{
+	MQTTProperty pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.identifier = id;
+	pr.value.integer4 = v;
+	MQTTProperties_add(o, &pr);
+}
+
 /* Builds paho properties from ours (paho copies string data). */
 static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o)
 {
@@ -4222,33 +4292,18 @@ static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o)
 		pr.value.value.len = (int)strlen(p->user[i].value);
 		MQTTProperties_add(o, &pr);
 	}
-	if (p->message_expiry != 0) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL;
-		pr.value.integer4 = p->message_expiry;
-		MQTTProperties_add(o, &pr);
-	}
-	if (p->response_topic != NULL) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_RESPONSE_TOPIC;
-		pr.value.data.data = (char *)p->response_topic;
-		pr.value.data.len = (int)strlen(p->response_topic);
-		MQTTProperties_add(o, &pr);
-	}
-	if (p->correlation_data != NULL) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_CORRELATION_DATA;
-		pr.value.data.data = (char *)p->correlation_data;
-		pr.value.data.len = (int)p->correlation_len;
-		MQTTProperties_add(o, &pr);
-	}
-	if (p->content_type != NULL) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_CONTENT_TYPE;
-		pr.value.data.data = (char *)p->content_type;
-		pr.value.data.len = (int)strlen(p->content_type);
-		MQTTProperties_add(o, &pr);
-	}
+	if (p->message_expiry != 0)
+		cwm_prop_add_int4(o, MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL,
+		                  p->message_expiry);
+	if (p->response_topic != NULL)
+		cwm_prop_add_data(o, MQTTPROPERTY_CODE_RESPONSE_TOPIC,
+		                  p->response_topic, strlen(p->response_topic));
+	if (p->correlation_data != NULL)
+		cwm_prop_add_data(o, MQTTPROPERTY_CODE_CORRELATION_DATA,
+		                  p->correlation_data, p->correlation_len);
+	if (p->content_type != NULL)
+		cwm_prop_add_data(o, MQTTPROPERTY_CODE_CONTENT_TYPE, p->content_type,
+		                  strlen(p->content_type));
 	if (p->payload_utf8) {
 		memset(&pr, 0, sizeof(pr));
 		pr.identifier = MQTTPROPERTY_CODE_PAYLOAD_FORMAT_INDICATOR;
@@ -4357,25 +4412,15 @@ static void cwm_out_free(struct cwm_out *r)
 		if (!(r->flags[i] & CMD_BORROWED))
 			free(r->filters[i]);
 	}
-	free(r->filters);
-	free(r->wire);
-	free(r->qos_list);
-	free(r->ids);
-	free(r->flags);
-	free(r->props);
-	free(r);
+	CWM_FREE_ALL(r->filters, r->wire, r->qos_list, r->ids, r->flags, r->props,
+	             r);
 }
 
 /* [L] Appends r to a FIFO. */
 static void cwm_fifo_push(struct cwm_out **head, struct cwm_out **tail,
                           struct cwm_out *r)
 {
-	r->next = NULL;
-	if (*tail != NULL)
-		(*tail)->next = r;
-	else
-		*head = r;
-	*tail = r;
+	CWM_FIFO_PUSH(*head, *tail, r, next);
 }
 
 /* [L] Puts a command paho gave back into retry, keeping id order so that
@@ -4419,12 +4464,7 @@ static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r)
 {
 	if (!r->in_paho)
 		return;
-	if (r->iprev != NULL)
-		r->iprev->inext = r->inext;
-	else
-		c->inpaho = r->inext;
-	if (r->inext != NULL)
-		r->inext->iprev = r->iprev;
+	CWM_DL_UNLINK_HEAD(c->inpaho, r, iprev, inext);
 	r->in_paho = 0;
 	if (r->type == CMD_PUBLISH && r->qos > 0)
 		c->inflight--;
@@ -4705,13 +4745,7 @@ static int cwm_queue_subscribe(struct mg_mqtt *c, const char *filter, int qos,
 /* [L] Appends s to the subscription list (subscription order). */
 static void cwm_sub_link(struct mg_mqtt *c, struct cwm_sub *s)
 {
-	s->next = NULL;
-	s->prev = c->sub_tail;
-	if (c->sub_tail != NULL)
-		c->sub_tail->next = s;
-	else
-		c->sub_head = s;
-	c->sub_tail = s;
+	CWM_DL_APPEND(c->sub_head, c->sub_tail, s, prev, next);
 }
 
 /* At start, before the threads: the SUBSCRIBE option's filters, renewed
@@ -4758,6 +4792,19 @@ static struct cwm_sub *cwm_sub_get(struct mg_mqtt *c, const char *filter,
 	return s;
 }
 
+/* A filter of the API, normalized (a malloc()ed copy in *plain) and
+ * checked against MAX_TOPIC_LEVELS. Returns 0 or a negative code. */
+static int cwm_filter_plain(struct mg_mqtt *c, const char *filter,
+                            char **plain)
+{
+	int rc = cwm_filter_normalize(filter, plain, NULL);
+	if (rc == 0 && (rc = cwm_levels_check(c, *plain, 1)) != 0) {
+		free(*plain);
+		*plain = NULL;
+	}
+	return rc;
+}
+
 int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 {
 	int rc, made;
@@ -4768,12 +4815,8 @@ int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 		return MG_MQTT_ERR_INVALID;
 	if (qos < 0 || qos > 2)
 		return MG_MQTT_ERR_QOS;
-	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
+	if ((rc = cwm_filter_plain(c, filter, &plain)) != 0)
 		return rc;
-	if ((rc = cwm_levels_check(c, plain, 1)) != 0) { /* MAX_TOPIC_LEVELS */
-		free(plain);
-		return rc;
-	}
 	filter = plain;
 	struct cwm_sub *n = calloc(1, sizeof(*n));
 
@@ -4816,14 +4859,7 @@ static void cwm_sub_free(struct cwm_sub *s)
  * last of them is done (or revived by a new subscribe). */
 static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s)
 {
-	if (s->prev != NULL)
-		s->prev->next = s->next;
-	else
-		c->sub_head = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
-	else
-		c->sub_tail = s->prev;
+	CWM_DL_UNLINK(c->sub_head, c->sub_tail, s, prev, next);
 	s->prev = s->next = NULL;
 	s->app = 0;
 	s->brefs = 0;
@@ -4844,12 +4880,8 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 	if (filter == NULL)
 		return MG_MQTT_ERR_INVALID;
 	char *plain;
-	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
+	if ((rc = cwm_filter_plain(c, filter, &plain)) != 0)
 		return rc;
-	if ((rc = cwm_levels_check(c, plain, 1)) != 0) { /* MAX_TOPIC_LEVELS */
-		free(plain);
-		return rc;
-	}
 	filter = plain;
 	size_t fl = strlen(filter);
 	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &filter, NULL, 1);
@@ -5831,7 +5863,6 @@ static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a)
 	MQTTClient_willOptions will = MQTTClient_willOptions_initializer;
 	MQTTClient_SSLOptions ssl = MQTTClient_SSLOptions_initializer;
 	MQTTProperties props = MQTTProperties_initializer;
-	MQTTProperty pr;
 
 	if (v5)
 		o = o5;
@@ -5854,10 +5885,8 @@ static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a)
 		o.cleanstart = s->clean_session;
 		if (!s->clean_session) {
 			/* MQTT 5 ends a session at disconnect unless told otherwise. */
-			memset(&pr, 0, sizeof(pr));
-			pr.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
-			pr.value.integer4 = 0xFFFFFFFFu;
-			MQTTProperties_add(&props, &pr);
+			cwm_prop_add_int4(&props, MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL,
+			                  0xFFFFFFFFu);
 		}
 	} else {
 		o.cleansession = s->clean_session;
@@ -6215,11 +6244,7 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 		}
 		r->internal = 1;
 		r->id = cwm_next_id(c);
-		if (last != NULL)
-			last->next = r;
-		else
-			first = r;
-		last = r;
+		CWM_FIFO_PUSH(first, last, r, next);
 	}
 	if (c->birth_needed) {
 		const char *t = c->cfg.birth_topic, *m = c->cfg.birth_message;
@@ -6238,11 +6263,7 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 			if (ml > 0)
 				memcpy(r->payload, m, ml);
 			r->id = cwm_next_id(c);
-			if (last != NULL)
-				last->next = r;
-			else
-				first = r;
-			last = r;
+			CWM_FIFO_PUSH(first, last, r, next);
 		}
 	}
 	if (first != NULL) {
@@ -7463,12 +7484,7 @@ static const struct mg_mqtt_props cwm_no_props; /* a message without any */
 /* [L] Appends an event and wakes mqtt-dispatch. */
 static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev)
 {
-	ev->next = NULL;
-	if (c->evq_tail != NULL)
-		c->evq_tail->next = ev;
-	else
-		c->evq = ev;
-	c->evq_tail = ev;
+	CWM_FIFO_PUSH(c->evq, c->evq_tail, ev, next);
 	c->ev_pushed++;
 	if (c->dispatch_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->ev_cond);
@@ -8244,6 +8260,13 @@ void mg_mqtt_reply_free(struct mg_mqtt_reply *reply)
 #line 5 "src/json.c"
 #endif
 
+/* Adds counter v to o under name. */
+static void cwm_json_count(cJSON *o, const char *name,
+                           const atomic_uint_fast64_t *v)
+{
+	cJSON_AddNumberToObject(o, name, (double)atomic_load(v));
+}
+
 /* -- base64 ---------------------------------------------------------------- */
 
 static char *cwm_base64(const void *data, size_t n)
@@ -8564,12 +8587,8 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	cwm_map_free(&c->pstore, free); /* paho's session store */
 	free(c->pst_given.v);
 	cwm_settings_free(&c->cfg);
-	free(c->client_id);
-	free(c->reply_base);
-	free(c->broker);
-	free(c->error_log_file);
-	free(c->pdir);
-	free(c->unlinks);
+	CWM_FREE_ALL(c->client_id, c->reply_base, c->broker, c->error_log_file,
+	             c->pdir, c->unlinks);
 	c->unlinks = NULL;
 	c->nunlinks = c->capunlinks = 0;
 	free(c->cur.v);
@@ -8879,14 +8898,10 @@ static cJSON *cwm_status_object(struct mg_mqtt *c)
 	cJSON_AddItemToObject(o, "subscriptions", cwm_status_subs(c));
 	cwm_status_counts(c, counters, gauges);
 	pthread_mutex_unlock(&c->lock);
-	cJSON_AddNumberToObject(counters, "requests_replied",
-	                        (double)atomic_load(&c->req_replied));
-	cJSON_AddNumberToObject(counters, "requests_timed_out",
-	                        (double)atomic_load(&c->req_timeouts));
-	cJSON_AddNumberToObject(counters, "requests_failed",
-	                        (double)atomic_load(&c->req_failed));
-	cJSON_AddNumberToObject(counters, "late_replies",
-	                        (double)atomic_load(&c->req_late));
+	cwm_json_count(counters, "requests_replied", &c->req_replied);
+	cwm_json_count(counters, "requests_timed_out", &c->req_timeouts);
+	cwm_json_count(counters, "requests_failed", &c->req_failed);
+	cwm_json_count(counters, "late_replies", &c->req_late);
 	/* The bridge lives from start to stop. */
 	if (running && c->bridge != NULL)
 		cwm_bridge_status(c->bridge, o, counters, gauges);
@@ -9133,14 +9148,10 @@ static void cwm_bridge_status(struct cwm_bridge *b, cJSON *o, cJSON *counters,
 	                      b->c->cfg.bridge_auth_file != NULL);
 	cJSON_AddItemToObject(o, "bridge", bo);
 	cJSON_AddNumberToObject(gauges, "bridge_clients", ws + sse);
-	cJSON_AddNumberToObject(counters, "bridge_delivered",
-	                        (double)atomic_load(&b->delivered));
-	cJSON_AddNumberToObject(counters, "bridge_dropped_clients",
-	                        (double)atomic_load(&b->dropped_clients));
-	cJSON_AddNumberToObject(counters, "bridge_publishes",
-	                        (double)atomic_load(&b->publishes));
-	cJSON_AddNumberToObject(counters, "bridge_rejected",
-	                        (double)atomic_load(&b->rejected));
+	cwm_json_count(counters, "bridge_delivered", &b->delivered);
+	cwm_json_count(counters, "bridge_dropped_clients", &b->dropped_clients);
+	cwm_json_count(counters, "bridge_publishes", &b->publishes);
+	cwm_json_count(counters, "bridge_rejected", &b->rejected);
 	pthread_mutex_lock(&b->lv_lock);
 	cJSON_AddNumberToObject(gauges, "bridge_last_values", (double)b->lv.n);
 	pthread_mutex_unlock(&b->lv_lock);
@@ -9375,12 +9386,7 @@ static void cwm_bclient_list(struct cwm_bridge *b, struct cwm_bclient *bc)
 	if (bc->kind != BC_WS || bc->busy || bc->listed)
 		return;
 	bc->listed = 1;
-	bc->ready_next = NULL;
-	if (b->ready_tail != NULL)
-		b->ready_tail->ready_next = bc;
-	else
-		b->ready = bc;
-	b->ready_tail = bc;
+	CWM_FIFO_PUSH(b->ready, b->ready_tail, bc, ready_next);
 	pthread_cond_signal(&b->wcond);
 }
 
@@ -9553,12 +9559,7 @@ static void cwm_bclient_remove(struct cwm_bridge *b, struct cwm_bclient *bc)
 	}
 	cwm_bclient_flush(bc);
 	cwm_bclient_unsubscribe_all(b, bc);
-	if (bc->prev != NULL)
-		bc->prev->next = bc->next;
-	else
-		b->clients = bc->next;
-	if (bc->next != NULL)
-		bc->next->prev = bc->prev;
+	CWM_DL_UNLINK_HEAD(b->clients, bc, prev, next);
 	atomic_fetch_sub(bc->kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
 	if (bc->kind == BC_WS)
 		atomic_fetch_sub(&b->n_streams, 1);
@@ -10305,21 +10306,39 @@ static int cwm_query_qos(struct mg_connection *conn, const char *qs, int *qos)
 
 /* -- routes ------------------------------------------------------------------------ */
 
+/* The 403 of a refusal by an allow list, counted in b->rejected. */
+static int cwm_reply_denied(struct cwm_bridge *b, struct mg_connection *conn,
+                            const char *why)
+{
+	atomic_fetch_add(&b->rejected, 1);
+	return cwm_reply_error(conn, 403, why);
+}
+
+/* A publish route's topic checks: MAX_TOPIC_LEVELS, then
+ * BRIDGE_PUBLISH_ALLOW (a refusal is counted). Returns 0, or the status of
+ * the error reply it sent. */
+static int cwm_publish_refused(struct cwm_bridge *b, struct mg_connection *conn,
+                               const char *topic)
+{
+	if (cwm_levels_check(b->c, topic, 0) != 0)
+		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
+	if (!cwm_may_publish(b, topic))
+		return cwm_reply_denied(b, conn,
+		                        "publishing to this topic is not allowed "
+		                        "(BRIDGE_PUBLISH_ALLOW)");
+	return 0;
+}
+
 /* The raw publish and request routes: 403 unless BRIDGE_PUBLISH_ALLOW
  * lets browsers publish to topic, else the body into *body (the caller
  * frees it). Returns 0, or the status of the error reply it sent. */
 static int cwm_publish_body(struct cwm_bridge *b, struct mg_connection *conn,
                             const char *topic, char **body, size_t *len)
 {
-	if (cwm_levels_check(b->c, topic, 0) != 0)
-		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
-	if (!cwm_may_publish(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "publishing to this topic is not allowed "
-		                       "(BRIDGE_PUBLISH_ALLOW)");
-	}
-	int status = cwm_body_type(conn, 0);
+	int status = cwm_publish_refused(b, conn, topic);
+	if (status != 0)
+		return status;
+	status = cwm_body_type(conn, 0);
 	return status != 0 ? status : cwm_body_or_reply(b, conn, body, len);
 }
 
@@ -10612,6 +10631,49 @@ static int cwm_reply_405(struct mg_connection *conn, const char *method)
 	                                                 : "{\"error\":\"use POST\"}",
 	                      "Allow", method);
 }
+/* The routes under BRIDGE_PATH, tried in this order: a path matched whole,
+ * or a prefix whose rest is the route's argument (fn_rest). */
+static const struct cwm_route {
+	const char *path;
+	int prefix; /* 1: path is a prefix of the route */
+	int post;   /* 1: POST; 0: GET (and HEAD) */
+	int (*fn)(struct cwm_bridge *b, struct mg_connection *conn);
+	int (*fn_rest)(struct cwm_bridge *b, struct mg_connection *conn,
+	               const char *rest);
+} cwm_routes[] = {
+    {"/publish", 0, 1, cwm_route_publish, NULL},
+    {"/publish/", 1, 1, NULL, cwm_route_publish_raw},
+    {"/status", 0, 0, cwm_route_status, NULL},
+    {"/events", 0, 0, cwm_route_events, NULL},
+    {"/request/", 1, 1, NULL, cwm_route_request},
+    {"/last", 0, 0, cwm_route_last_list, NULL},
+    {"/last/", 1, 0, NULL, cwm_route_last},
+    {"/metrics", 0, 0, cwm_route_metrics, NULL},
+};
+
+/* Runs the route of a request that passed the Host, Origin and credential
+ * checks: 405 for another method, 426 for /ws without an upgrade, 404 for
+ * no route. Returns the status. */
+static int cwm_route_run(struct cwm_bridge *b, struct mg_connection *conn,
+                         const char *route, int get, int post)
+{
+	for (size_t i = 0; i < sizeof(cwm_routes) / sizeof(cwm_routes[0]); i++) {
+		const struct cwm_route *r = &cwm_routes[i];
+		size_t n = strlen(r->path);
+		if (r->prefix ? strncmp(route, r->path, n) != 0
+		              : strcmp(route, r->path) != 0)
+			continue;
+		if (!(r->post ? post : get))
+			return cwm_reply_405(conn, r->post ? "POST" : "GET");
+		return r->fn != NULL ? r->fn(b, conn) : r->fn_rest(b, conn, route + n);
+	}
+	if (strcmp(route, "/ws") == 0)
+		return cwm_reply_text(conn, 426,
+		                      "{\"error\":\"a WebSocket upgrade is required\"}",
+		                      "Upgrade", "websocket");
+	return cwm_reply_error(conn, 404, "no such route");
+}
+
 /* Every plain HTTP request under BRIDGE_PATH. */
 static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 {
@@ -10631,41 +10693,11 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 	if (!cwm_host_ok(b, conn))
 		status = cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	else if (post && !cwm_origin_ok(b, conn))
-		status = cwm_reply_error(conn, 403,
-		                         "cross-site request: this Origin is not "
-		                         "allowed (BRIDGE_ALLOWED_ORIGINS)");
+		status = cwm_reply_error(conn, 403, CWM_ORIGIN_ERR);
 	else if (!cwm_bridge_authorized(b, conn))
 		status = 401;
-	else if (strcmp(route, "/publish") == 0)
-		status = post ? cwm_route_publish(b, conn)
-		              : cwm_reply_405(conn, "POST");
-	else if (strncmp(route, "/publish/", 9) == 0)
-		status = post ? cwm_route_publish_raw(b, conn, route + 9)
-		              : cwm_reply_405(conn, "POST");
-	else if (strcmp(route, "/status") == 0)
-		status = get ? cwm_route_status(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strcmp(route, "/events") == 0)
-		status = get ? cwm_route_events(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strncmp(route, "/request/", 9) == 0)
-		status = post ? cwm_route_request(b, conn, route + 9)
-		              : cwm_reply_405(conn, "POST");
-	else if (strcmp(route, "/last") == 0)
-		status = get ? cwm_route_last_list(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strncmp(route, "/last/", 6) == 0)
-		status = get ? cwm_route_last(b, conn, route + 6)
-		             : cwm_reply_405(conn, "GET");
-	else if (strcmp(route, "/metrics") == 0)
-		status = get ? cwm_route_metrics(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strcmp(route, "/ws") == 0)
-		status = cwm_reply_text(conn, 426,
-		                        "{\"error\":\"a WebSocket upgrade is required\"}",
-		                        "Upgrade", "websocket");
 	else
-		status = cwm_reply_error(conn, 404, "no such route");
+		status = cwm_route_run(b, conn, route, get, post);
 	cwm_bridge_release(b);
 	return status;
 }
@@ -10683,14 +10715,7 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 
 static void cwm_lv_unlink(struct cwm_bridge *b, struct cwm_lv *e)
 {
-	if (e->older != NULL)
-		e->older->newer = e->newer;
-	else
-		b->lv_old = e->newer;
-	if (e->newer != NULL)
-		e->newer->older = e->older;
-	else
-		b->lv_new = e->older;
+	CWM_DL_UNLINK(b->lv_old, b->lv_new, e, older, newer);
 	e->older = e->newer = NULL;
 }
 
@@ -10774,12 +10799,7 @@ static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 	e->qos = m->qos;
 	e->retain = m->retain;
 	e->at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-	e->older = b->lv_new;
-	if (b->lv_new != NULL)
-		b->lv_new->newer = e;
-	else
-		b->lv_old = e;
-	b->lv_new = e;
+	CWM_DL_APPEND(b->lv_old, b->lv_new, e, older, newer);
 	pthread_mutex_unlock(&b->lv_lock);
 }
 
@@ -10820,12 +10840,10 @@ static int cwm_route_last(struct cwm_bridge *b, struct mg_connection *conn,
 	if ((status = cwm_path_topic(conn, topic,
 	                             "; list it with GET <path>/last?filter=")) != 0)
 		return status;
-	if (!cwm_may_subscribe(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "reading this topic is not allowed "
-		                       "(BRIDGE_SUBSCRIBE_ALLOW)");
-	}
+	if (!cwm_may_subscribe(b, topic))
+		return cwm_reply_denied(b, conn,
+		                        "reading this topic is not allowed "
+		                        "(BRIDGE_SUBSCRIBE_ALLOW)");
 	if (b->c->cfg.bridge_last_values == 0)
 		return cwm_reply_error(conn, 404,
 		                       "last values are off (BRIDGE_LAST_VALUES 0)");
@@ -10859,12 +10877,10 @@ static int cwm_route_last_list(struct cwm_bridge *b, struct mg_connection *conn)
 		                       "last values are off (BRIDGE_LAST_VALUES 0)");
 	if (cwm_bridge_filter(filter) != 0 || cwm_share_len(filter, strlen(filter)))
 		return cwm_reply_error(conn, 400, "invalid topic filter");
-	if (!cwm_may_subscribe(b, filter)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "reading this filter is not allowed "
-		                       "(BRIDGE_SUBSCRIBE_ALLOW)");
-	}
+	if (!cwm_may_subscribe(b, filter))
+		return cwm_reply_denied(b, conn,
+		                        "reading this filter is not allowed "
+		                        "(BRIDGE_SUBSCRIBE_ALLOW)");
 	cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "values");
 	int oom = a == NULL;
 	pthread_mutex_lock(&b->lv_lock);
@@ -11031,8 +11047,7 @@ static const struct cwm_family {
     {"messages_dropped_total", "counter",
      "Messages lost, by reason: queue_full (QUEUE_SIZE), publish_failed "
      "(failed or refused after it was accepted), late_reply (a reply after "
-     "its request timed out).",
-     "reason", 0,
+     "its request timed out).", "reason", 0,
      {{"queue_full", CWM_F(dropped_queue_full)},
       {"publish_failed", CWM_F(publish_failed)},
       {"late_reply", CWM_F(late)}}},
@@ -11050,8 +11065,7 @@ static const struct cwm_family {
      NULL, 0, {{NULL, CWM_F(subscriptions)}}},
     {"requests_total", "counter",
      "Requests (mg_mqtt_request, POST <path>/request/...) by outcome: "
-     "replied, timeout, failed.",
-     "outcome", 0,
+     "replied, timeout, failed.", "outcome", 0,
      {{"replied", CWM_F(replied)},
       {"timeout", CWM_F(timeouts)},
       {"failed", CWM_F(failed)}}},
@@ -11194,12 +11208,10 @@ static int cwm_sse_filters(struct cwm_bridge *b, struct mg_connection *conn,
 	for (int i = 0; i < *n; i++) {
 		if (cwm_bridge_filter(filters[i]) != 0)
 			return cwm_reply_error(conn, 400, "invalid topic filter");
-		if (!cwm_may_subscribe(b, filters[i])) {
-			atomic_fetch_add(&b->rejected, 1);
-			return cwm_reply_error(conn, 403,
-			                       "subscribing to this filter is not allowed "
-			                       "(BRIDGE_SUBSCRIBE_ALLOW)");
-		}
+		if (!cwm_may_subscribe(b, filters[i]))
+			return cwm_reply_denied(b, conn,
+			                        "subscribing to this filter is not allowed "
+			                        "(BRIDGE_SUBSCRIBE_ALLOW)");
 	}
 	return 0;
 }
@@ -12403,22 +12415,12 @@ static int cwm_guard_publish(struct cwm_bridge *b, struct mg_connection *conn,
 	if (!cwm_host_ok(b, conn))
 		return cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	if (!cwm_origin_ok(b, conn))
-		return cwm_reply_error(conn, 403,
-		                       "cross-site request: this Origin is not "
-		                       "allowed (BRIDGE_ALLOWED_ORIGINS)");
+		return cwm_reply_error(conn, 403, CWM_ORIGIN_ERR);
 	if (!cwm_bridge_authorized(b, conn))
 		return 401;
 	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
 		return cwm_reply_error(conn, 400, "invalid topic name");
-	if (cwm_levels_check(b->c, topic, 0) != 0)
-		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
-	if (!cwm_may_publish(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "publishing to this topic is not allowed "
-		                       "(BRIDGE_PUBLISH_ALLOW)");
-	}
-	return 0;
+	return cwm_publish_refused(b, conn, topic);
 }
 
 MG_MQTT_API int mg_mqtt_bridge_check_publish(struct mg_mqtt *c,

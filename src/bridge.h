@@ -25,6 +25,8 @@ static int cwm_conn_fd(const struct mg_connection *conn);
 #define CWM_HOST_ERR                                                           \
 	"this Host is not one the server answers for (localhost, an IP address "   \
 	"or BRIDGE_ALLOWED_HOSTS)"
+#define CWM_ORIGIN_ERR                                                         \
+	"cross-site request: this Origin is not allowed (BRIDGE_ALLOWED_ORIGINS)"
 #define CWM_LEVELS_ERR "more topic levels than MAX_TOPIC_LEVELS allows"
 
 /* Bridge-only error codes, in the MG_MQTT_ERR_* space; cwm_http_status()
@@ -225,6 +227,10 @@ static int cwm_host_ok(const struct cwm_bridge *b,
 static int cwm_origin_ok(const struct cwm_bridge *b,
                          const struct mg_connection *conn);
 static int cwm_reply_busy(struct mg_connection *conn);
+static int cwm_reply_denied(struct cwm_bridge *b, struct mg_connection *conn,
+                            const char *why);
+static int cwm_publish_refused(struct cwm_bridge *b, struct mg_connection *conn,
+                               const char *topic);
 static int cwm_bridge_http(struct mg_connection *conn, void *cbdata);
 
 /* src/bridge_last.c */

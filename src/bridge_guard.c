@@ -335,22 +335,12 @@ static int cwm_guard_publish(struct cwm_bridge *b, struct mg_connection *conn,
 	if (!cwm_host_ok(b, conn))
 		return cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	if (!cwm_origin_ok(b, conn))
-		return cwm_reply_error(conn, 403,
-		                       "cross-site request: this Origin is not "
-		                       "allowed (BRIDGE_ALLOWED_ORIGINS)");
+		return cwm_reply_error(conn, 403, CWM_ORIGIN_ERR);
 	if (!cwm_bridge_authorized(b, conn))
 		return 401;
 	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
 		return cwm_reply_error(conn, 400, "invalid topic name");
-	if (cwm_levels_check(b->c, topic, 0) != 0)
-		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
-	if (!cwm_may_publish(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "publishing to this topic is not allowed "
-		                       "(BRIDGE_PUBLISH_ALLOW)");
-	}
-	return 0;
+	return cwm_publish_refused(b, conn, topic);
 }
 
 MG_MQTT_API int mg_mqtt_bridge_check_publish(struct mg_mqtt *c,

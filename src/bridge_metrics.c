@@ -141,8 +141,7 @@ static const struct cwm_family {
     {"messages_dropped_total", "counter",
      "Messages lost, by reason: queue_full (QUEUE_SIZE), publish_failed "
      "(failed or refused after it was accepted), late_reply (a reply after "
-     "its request timed out).",
-     "reason", 0,
+     "its request timed out).", "reason", 0,
      {{"queue_full", CWM_F(dropped_queue_full)},
       {"publish_failed", CWM_F(publish_failed)},
       {"late_reply", CWM_F(late)}}},
@@ -160,8 +159,7 @@ static const struct cwm_family {
      NULL, 0, {{NULL, CWM_F(subscriptions)}}},
     {"requests_total", "counter",
      "Requests (mg_mqtt_request, POST <path>/request/...) by outcome: "
-     "replied, timeout, failed.",
-     "outcome", 0,
+     "replied, timeout, failed.", "outcome", 0,
      {{"replied", CWM_F(replied)},
       {"timeout", CWM_F(timeouts)},
       {"failed", CWM_F(failed)}}},

@@ -260,12 +260,8 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	cwm_map_free(&c->pstore, free); /* paho's session store */
 	free(c->pst_given.v);
 	cwm_settings_free(&c->cfg);
-	free(c->client_id);
-	free(c->reply_base);
-	free(c->broker);
-	free(c->error_log_file);
-	free(c->pdir);
-	free(c->unlinks);
+	CWM_FREE_ALL(c->client_id, c->reply_base, c->broker, c->error_log_file,
+	             c->pdir, c->unlinks);
 	c->unlinks = NULL;
 	c->nunlinks = c->capunlinks = 0;
 	free(c->cur.v);

@@ -353,6 +353,8 @@ static void cwm_debug_disconnect(struct mg_mqtt *c);
 static int cwm_props_dup(const struct mg_mqtt_props *p,
                          struct mg_mqtt_props **out);
 static int cwm_props_check(const struct mg_mqtt_props *p, size_t *bytes);
+static void cwm_prop_add_int4(MQTTProperties *o, enum MQTTPropertyCodes id,
+                              unsigned v);
 static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o);
 static void cwm_props_from_paho(MQTTProperties *pp, struct mg_mqtt_props *p,
                                 void **mem);

@@ -22,25 +22,15 @@ static void cwm_out_free(struct cwm_out *r)
 		if (!(r->flags[i] & CMD_BORROWED))
 			free(r->filters[i]);
 	}
-	free(r->filters);
-	free(r->wire);
-	free(r->qos_list);
-	free(r->ids);
-	free(r->flags);
-	free(r->props);
-	free(r);
+	CWM_FREE_ALL(r->filters, r->wire, r->qos_list, r->ids, r->flags, r->props,
+	             r);
 }
 
 /* [L] Appends r to a FIFO. */
 static void cwm_fifo_push(struct cwm_out **head, struct cwm_out **tail,
                           struct cwm_out *r)
 {
-	r->next = NULL;
-	if (*tail != NULL)
-		(*tail)->next = r;
-	else
-		*head = r;
-	*tail = r;
+	CWM_FIFO_PUSH(*head, *tail, r, next);
 }
 
 /* [L] Puts a command paho gave back into retry, keeping id order so that
@@ -84,12 +74,7 @@ static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r)
 {
 	if (!r->in_paho)
 		return;
-	if (r->iprev != NULL)
-		r->iprev->inext = r->inext;
-	else
-		c->inpaho = r->inext;
-	if (r->inext != NULL)
-		r->inext->iprev = r->iprev;
+	CWM_DL_UNLINK_HEAD(c->inpaho, r, iprev, inext);
 	r->in_paho = 0;
 	if (r->type == CMD_PUBLISH && r->qos > 0)
 		c->inflight--;

@@ -42,6 +42,41 @@ struct cwm_wbuf {
 	int oom;
 };
 
+/* Intrusive lists, for any struct whose link fields are named:
+ * CWM_FIFO_PUSH appends e to a singly linked FIFO (first .. last);
+ * CWM_DL_APPEND appends e to a doubly linked list (first .. last);
+ * CWM_DL_UNLINK takes e out of one, and CWM_DL_UNLINK_HEAD out of one
+ * that keeps no pointer to its last element. */
+#define CWM_FIFO_PUSH(first, last, e, next)                                    \
+	do {                                                                       \
+		(e)->next = NULL;                                                      \
+		if ((last) != NULL)                                                    \
+			(last)->next = (e);                                                \
+		else                                                                   \
+			(first) = (e);                                                     \
+		(last) = (e);                                                          \
+	} while (0)
+#define CWM_DL_APPEND(first, last, e, prev, next)                              \
+	do {                                                                       \
+		(e)->prev = (last);                                                    \
+		CWM_FIFO_PUSH(first, last, e, next);                                   \
+	} while (0)
+#define CWM_DL_UNLINK_HEAD(first, e, prev, next)                               \
+	do {                                                                       \
+		if ((e)->prev != NULL)                                                 \
+			(e)->prev->next = (e)->next;                                       \
+		else                                                                   \
+			(first) = (e)->next;                                               \
+		if ((e)->next != NULL)                                                 \
+			(e)->next->prev = (e)->prev;                                       \
+	} while (0)
+#define CWM_DL_UNLINK(first, last, e, prev, next)                              \
+	do {                                                                       \
+		if ((e)->next == NULL)                                                 \
+			(last) = (e)->prev;                                                \
+		CWM_DL_UNLINK_HEAD(first, e, prev, next);                              \
+	} while (0)
+
 /* ------------------------------------------------------------------------
  * Topics and the handler tree
  * ---------------------------------------------------------------------- */
@@ -80,6 +115,10 @@ struct cwm_tnode {
 /* src/util.c */
 static char *cwm_strndup(const char *s, size_t n);
 static char *cwm_strdup(const char *s);
+static void cwm_freev(void *const *v, size_t n);
+#define CWM_FREE_ALL(...)                                                      \
+	cwm_freev((void *const[]){__VA_ARGS__},                                    \
+	          sizeof((void *const[]){__VA_ARGS__}) / sizeof(void *))
 static void cwm_strv_free(char **v, int n);
 static int64_t cwm_now_ms(void);
 static struct timespec cwm_deadline_us(int64_t us);
@@ -138,6 +177,8 @@ static void cwm_log_push_trace(struct mg_mqtt *c, const char *line);
 /* src/json.c */
 static char *cwm_base64(const void *data, size_t n);
 static int cwm_add_payload(cJSON *o, const void *payload, size_t len);
+static void cwm_json_count(cJSON *o, const char *name,
+                           const atomic_uint_fast64_t *v);
 static void cwm_json_str_or_null(cJSON *o, const char *name, const char *v);
 
 #endif /* CWM_CORE_H */

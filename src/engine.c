@@ -378,7 +378,6 @@ static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a)
 	MQTTClient_willOptions will = MQTTClient_willOptions_initializer;
 	MQTTClient_SSLOptions ssl = MQTTClient_SSLOptions_initializer;
 	MQTTProperties props = MQTTProperties_initializer;
-	MQTTProperty pr;
 
 	if (v5)
 		o = o5;
@@ -401,10 +400,8 @@ static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a)
 		o.cleanstart = s->clean_session;
 		if (!s->clean_session) {
 			/* MQTT 5 ends a session at disconnect unless told otherwise. */
-			memset(&pr, 0, sizeof(pr));
-			pr.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
-			pr.value.integer4 = 0xFFFFFFFFu;
-			MQTTProperties_add(&props, &pr);
+			cwm_prop_add_int4(&props, MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL,
+			                  0xFFFFFFFFu);
 		}
 	} else {
 		o.cleansession = s->clean_session;

@@ -207,11 +207,7 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 		}
 		r->internal = 1;
 		r->id = cwm_next_id(c);
-		if (last != NULL)
-			last->next = r;
-		else
-			first = r;
-		last = r;
+		CWM_FIFO_PUSH(first, last, r, next);
 	}
 	if (c->birth_needed) {
 		const char *t = c->cfg.birth_topic, *m = c->cfg.birth_message;
@@ -230,11 +226,7 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 			if (ml > 0)
 				memcpy(r->payload, m, ml);
 			r->id = cwm_next_id(c);
-			if (last != NULL)
-				last->next = r;
-			else
-				first = r;
-			last = r;
+			CWM_FIFO_PUSH(first, last, r, next);
 		}
 	}
 	if (first != NULL) {

@@ -21,6 +21,14 @@ static char *cwm_strdup(const char *s)
 }
 
 /* Frees an array of n strings and the array. */
+/* Frees each of the n pointers of v (NULL ones too, as free() does);
+ * CWM_FREE_ALL(a, b, ...) is the call with a list. */
+static void cwm_freev(void *const *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+}
+
 static void cwm_strv_free(char **v, int n)
 {
 	if (v == NULL)
