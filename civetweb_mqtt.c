@@ -65,17 +65,22 @@
  *
  *  rank  mutex (where)              guards
  *  ----  -------------------------  ---------------------------------------
- *   1    cwm_registry_lock          the started clients (cwm_registry),
- *        (client.c, process)        c->registered.
+ *   1    cwm_trace_lock             paho's trace level and callback, the
+ *        (trace.c, process)         counts of clients it serves (cwm_tr_*),
+ *                                   each client's trace_* fields. Taken by
+ *                                   paho's trace callback holding paho's
+ *                                   locks; the only paho calls under it are
+ *                                   the trace setters (no lock).
+ *        then cwm_registry_lock:    cwm_trace_cb() and cwm_trace_watch()
+ *                                   -> cwm_registry_all().
+ *        then c->lock:              cwm_trace_cb() -> cwm_trace_forward()
+ *                                   -> cwm_log_push_trace().
+ *   2    cwm_registry_lock          the process registry of started
+ *        (client.c, process)        clients (cwm_registry), c->registered.
  *        then c->lock, b->lv_lock:  cwm_registry_each() -> cwm_snap_take()
- *                                   (bridge_metrics.c, GET <path>/metrics).
- *   2    cwm_trace_lock             the clients paho's trace goes to
- *        (trace.c, process)         (cwm_tr_*), paho's trace level and
- *                                   callback, each client's trace_* fields.
- *                                   Taken by paho's trace callback holding
- *                                   paho's locks; the only paho calls under
- *                                   it are the trace setters (no lock).
- *        then c->lock:              cwm_trace_cb() -> cwm_log_push_trace().
+ *                                   (bridge_metrics.c, GET <path>/metrics);
+ *                                   cwm_registry_all() -> cwm_trace_forward()
+ *                                   -> cwm_log_push_trace() (c->lock).
  *   3    the bridge lock [B]        per bridge: its clients, their queues
  *        (cwm_anchor.lock)          and filters, the delivery tree, the
  *                                   writers' ready list (struct cwm_bridge,
@@ -150,7 +155,7 @@
  * C, which then leaves the file out) cannot build it. The missing include
  * after the #error stops the compiler there, before hundreds of errors. */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 148 "src/internal.h"
+#line 153 "src/internal.h"
 #endif
 #ifdef __cplusplus
 #error "civetweb_mqtt.c is C: compile it with a C compiler (gcc -c civetweb_mqtt.c; CMake: project(app LANGUAGES C CXX)), see docs/cpp.md"
@@ -351,7 +356,14 @@ static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v);
 static void *cwm_map_del(struct cwm_map *m, const char *k, size_t klen);
 static void cwm_map_free(struct cwm_map *m, void (*free_val)(void *));
 static int cwm_vec_push(struct cwm_vec *v, void *p);
+static int cwm_wgrow(struct cwm_wbuf *b, size_t cap);
+static int cwm_wreserve(struct cwm_wbuf *b, size_t n);
+static void cwm_wreset(struct cwm_wbuf *b);
 static void cwm_wput(struct cwm_wbuf *b, const void *data, size_t n);
+#if MG_MQTT_ENABLE_BRIDGE
+static void cwm_wprintf(struct cwm_wbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#endif
 static void cwm_wput32(struct cwm_wbuf *b, uint32_t v);
 static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n);
 
@@ -914,6 +926,10 @@ static void cwm_fifo_push(struct cwm_out **head, struct cwm_out **tail,
 static void cwm_retry_insert(struct mg_mqtt *c, struct cwm_out *r);
 static void cwm_inpaho_link(struct mg_mqtt *c, struct cwm_out *r);
 static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r);
+static struct cwm_out *cwm_pub_new(struct mg_mqtt *c, const char *topic,
+                                   size_t tlen, const void *payload,
+                                   size_t len, int qos, int retain,
+                                   const struct mg_mqtt_props *props, int *rc);
 static struct cwm_out *cwm_cmd_new(struct mg_mqtt *c, enum cwm_cmd type);
 static int cwm_cmd_add(struct mg_mqtt *c, struct cwm_out *r, const char *filter,
                        int qos, int id, int counted);
@@ -1010,12 +1026,16 @@ static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
 static void cwm_req_stop(struct mg_mqtt *c, int wait);
 static void cwm_req_failed(struct mg_mqtt *c, int id, int result);
 
-/* src/client.c */
+/* src/client.c: the process registry of started clients. */
 /* Calls fn for every started client of ctx, holding the registry lock:
  * each stays alive during its call; fn may take the client's locks. */
 static void cwm_registry_each(const struct mg_context *ctx,
                               void (*fn)(struct mg_mqtt *c, void *arg),
                               void *arg);
+/* Calls fn for every client of the registry (from its start until its
+ * threads are joined, a stopping one too), holding the registry lock. */
+static void cwm_registry_all(void (*fn)(struct mg_mqtt *c, void *arg),
+                             void *arg);
 
 /* src/status.c */
 static cJSON *cwm_status_object(struct mg_mqtt *c);
@@ -1093,8 +1113,7 @@ struct cwm_bclient {
 	uint64_t stamp;           /* last message it was given (dedupe) */
 	pthread_cond_t cond;      /* SSE: its handler waits here */
 	/* WS: a fragmented message being put together (its handler's). */
-	char *frag;
-	size_t frag_len;
+	struct cwm_wbuf frag;
 	int frag_op;              /* the first frame's opcode, 0: none */
 };
 
@@ -1592,23 +1611,67 @@ static int cwm_vec_push(struct cwm_vec *v, void *p)
 
 /* -- growable buffers ------------------------------------------------------ */
 
+/* Grows b to hold cap bytes (no less than it has). Returns 0, or -1 out
+ * of memory (now or before: b->oom). */
+static int cwm_wgrow(struct cwm_wbuf *b, size_t cap)
+{
+	if (b->oom)
+		return -1;
+	if (cap <= b->cap)
+		return 0;
+	unsigned char *p = realloc(b->p, cap);
+	if (p == NULL) {
+		b->oom = 1;
+		return -1;
+	}
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+/* Makes room for n more bytes (doubling). Returns 0 or -1 (b->oom). */
+static int cwm_wreserve(struct cwm_wbuf *b, size_t n)
+{
+	if (!b->oom && b->n + n <= b->cap)
+		return 0;
+	return cwm_wgrow(b, (b->cap + n) * 2);
+}
+
+/* Frees b's bytes and empties it (ready for use again). */
+static void cwm_wreset(struct cwm_wbuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
 static void cwm_wput(struct cwm_wbuf *b, const void *data, size_t n)
 {
-	if (b->oom || n == 0)
+	if (n == 0 || cwm_wreserve(b, n) != 0)
 		return;
-	if (b->n + n > b->cap) {
-		size_t cap = (b->cap + n) * 2;
-		unsigned char *p = realloc(b->p, cap);
-		if (p == NULL) {
-			b->oom = 1;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
 	memcpy(b->p + b->n, data, n);
 	b->n += n;
 }
+
+#if MG_MQTT_ENABLE_BRIDGE
+/* Appends formatted text (kept NUL-terminated past b->n). */
+static void cwm_wprintf(struct cwm_wbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int k = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (k < 0) {
+		b->oom = 1;
+		return;
+	}
+	if (cwm_wreserve(b, (size_t)k + 1) != 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf((char *)b->p + b->n, b->cap - b->n, fmt, ap);
+	va_end(ap);
+	b->n += (size_t)k;
+}
+#endif
 
 static void cwm_wput32(struct cwm_wbuf *b, uint32_t v)
 {
@@ -3671,7 +3734,8 @@ CWM_LOG_FN(cwm_log_locked, 1, 0)
  * _setTraceCallback), its callback runs on whichever thread paho traces
  * on, holding paho's locks. So: the callback only queues (an EV_LOG for
  * each debug client, cwm_log_push_trace), under cwm_trace_lock, which is
- * taken before a client's c->lock and never while one is held, and never
+ * taken before the registry lock (the clients are the process registry's,
+ * client.c) and a client's c->lock and never while one is held, and never
  * held across a call into paho that takes a lock (setting the level and
  * the callback takes none). Lines that could carry a secret are dropped,
  * payload bytes cut off (cwm_trace_clean).
@@ -3696,14 +3760,12 @@ CWM_LOG_FN(cwm_log_locked, 1, 0)
  * the level the environment set: the library then never changes it.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 36 "src/trace.c"
+#line 37 "src/trace.c"
 #endif
 
 static pthread_mutex_t cwm_trace_lock = PTHREAD_MUTEX_INITIALIZER;
-/* Under cwm_trace_lock: */
-static struct mg_mqtt **cwm_tr_clients; /* started clients, for their
-                                           secrets and as recipients */
-static size_t cwm_tr_n, cwm_tr_cap;
+/* Under cwm_trace_lock (the clients themselves are the registry's, those
+ * with trace_joined set: cwm_registry_all). */
 static int cwm_tr_debug;   /* of them at LOG_LEVEL debug */
 static int cwm_tr_tls;     /* of them with trace_tls set */
 static int cwm_tr_level;   /* the level set; 0: none yet */
@@ -3736,6 +3798,28 @@ static int cwm_has_ci(const char *hay, const char *needle)
 	return strcasestr(hay, needle) != NULL;
 }
 
+/* A line of paho's trace and what a walk over the clients found in it. */
+struct cwm_tr_scan {
+	const char *t;
+	size_t n;   /* cwm_trace_watch: the host name's length */
+	int hit;
+};
+
+/* [T] cwm_registry_all: the line holds the password or key passphrase of
+ * a joined client. */
+static void cwm_trace_secret_of(struct mg_mqtt *c, void *arg)
+{
+	struct cwm_tr_scan *scan = arg;
+	const struct cwm_settings *s = &c->cfg;
+	if (c->trace_joined &&
+	    ((s->secret != NULL && s->secret[0] != '\0' &&
+	      strstr(scan->t, s->secret) != NULL) ||
+	     (s->tls_keyfile_password != NULL &&
+	      s->tls_keyfile_password[0] != '\0' &&
+	      strstr(scan->t, s->tls_keyfile_password) != NULL)))
+		scan->hit = 1;
+}
+
 /* [T] 1 when the line may carry a secret: it names credentials (user
  * name, password, proxy authentication, an Authorization header), dumps
  * heap contents (paho's leak report at exit prints memory), or holds
@@ -3748,16 +3832,9 @@ static int cwm_trace_secret(const char *t)
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		if (cwm_has_ci(t, words[i]))
 			return 1;
-	for (size_t i = 0; i < cwm_tr_n; i++) {
-		const struct cwm_settings *s = &cwm_tr_clients[i]->cfg;
-		if ((s->secret != NULL && s->secret[0] != '\0' &&
-		     strstr(t, s->secret) != NULL) ||
-		    (s->tls_keyfile_password != NULL &&
-		     s->tls_keyfile_password[0] != '\0' &&
-		     strstr(t, s->tls_keyfile_password) != NULL))
-			return 1;
-	}
-	return 0;
+	struct cwm_tr_scan scan = {t, 0, 0};
+	cwm_registry_all(cwm_trace_secret_of, &scan);
+	return scan.hit;
 }
 
 /* The line as forwarded: "paho: <text>", a PUBLISH without the payload
@@ -3789,6 +3866,38 @@ static void cwm_uri_host(const char *uri, char *out, size_t len)
 	snprintf(out, len, "%.*s", (int)n, h);
 }
 
+/* [T] cwm_registry_all: the host name check failed for scan's host (n
+ * bytes), which a joined client's watched connect may be to. */
+static void cwm_trace_host_failed(struct mg_mqtt *c, void *arg)
+{
+	const struct cwm_tr_scan *scan = arg;
+	if (c->trace_joined && c->trace_tls && c->trace_checkhost &&
+	    strlen(c->trace_host) == scan->n &&
+	    strncasecmp(c->trace_host, scan->t, scan->n) == 0)
+		c->trace_host_bad = 1;
+}
+
+/* [T] cwm_registry_all: paho sent the CONNECT of client id scan->t (n
+ * bytes): the handshake of a joined client's watched connect succeeded. */
+static void cwm_trace_connect_seen(struct mg_mqtt *c, void *arg)
+{
+	const struct cwm_tr_scan *scan = arg;
+	if (c->trace_joined && c->trace_tls &&
+	    strlen(c->client_id) == scan->n &&
+	    strncmp(c->client_id, scan->t, scan->n) == 0) {
+		c->trace_host_bad = 0;
+		c->trace_sent = 1;
+	}
+}
+
+/* [T] cwm_registry_all: the cleaned line to a joined client at LOG_LEVEL
+ * debug. */
+static void cwm_trace_forward(struct mg_mqtt *c, void *arg)
+{
+	if (c->trace_joined && cwm_debug_on(c))
+		cwm_log_push_trace(c, arg);
+}
+
 /* [T] The TLS watch: a host name check failed for the host in the line,
  * or paho sent a client's CONNECT (its handshake succeeded). */
 static void cwm_trace_watch(const char *t)
@@ -3803,13 +3912,8 @@ static void cwm_trace_watch(const char *t)
 		size_t n = (size_t)(e - h);
 		if (n > 0 && h[n - 1] == ']')
 			n--;
-		for (size_t i = 0; i < cwm_tr_n; i++) {
-			struct mg_mqtt *c = cwm_tr_clients[i];
-			if (c->trace_tls && c->trace_checkhost &&
-			    strlen(c->trace_host) == n &&
-			    strncasecmp(c->trace_host, h, n) == 0)
-				c->trace_host_bad = 1;
-		}
+		struct cwm_tr_scan scan = {h, n, 0};
+		cwm_registry_all(cwm_trace_host_failed, &scan);
 		return;
 	}
 	const char *p = strstr(t, " -> CONNECT ");
@@ -3817,14 +3921,8 @@ static void cwm_trace_watch(const char *t)
 	if (p == NULL || id == NULL || id >= p)
 		return;
 	id++;
-	for (size_t i = 0; i < cwm_tr_n; i++) {
-		struct mg_mqtt *c = cwm_tr_clients[i];
-		if (c->trace_tls && strlen(c->client_id) == (size_t)(p - id) &&
-		    strncmp(c->client_id, id, (size_t)(p - id)) == 0) {
-			c->trace_host_bad = 0;
-			c->trace_sent = 1;
-		}
-	}
+	struct cwm_tr_scan scan = {id, (size_t)(p - id), 0};
+	cwm_registry_all(cwm_trace_connect_seen, &scan);
 }
 
 /* paho's trace callback: paho's threads (or mqtt-io inside a paho call),
@@ -3840,9 +3938,7 @@ static void cwm_trace_cb(enum MQTTCLIENT_TRACE_LEVELS level, char *message)
 	if (cwm_tr_debug > 0 && !cwm_trace_secret(t)) {
 		char line[600];
 		cwm_trace_clean(t, line, sizeof(line));
-		for (size_t i = 0; i < cwm_tr_n; i++)
-			if (cwm_debug_on(cwm_tr_clients[i]))
-				cwm_log_push_trace(cwm_tr_clients[i], line);
+		cwm_registry_all(cwm_trace_forward, line);
 	}
 	pthread_mutex_unlock(&cwm_trace_lock);
 }
@@ -3868,20 +3964,7 @@ static void cwm_trace_apply(void)
 static void cwm_trace_join(struct mg_mqtt *c)
 {
 	pthread_mutex_lock(&cwm_trace_lock);
-	if (cwm_tr_n == cwm_tr_cap) {
-		size_t cap = cwm_tr_cap > 0 ? cwm_tr_cap * 2 : 8;
-		struct mg_mqtt **v = realloc(cwm_tr_clients, cap * sizeof(*v));
-		if (v == NULL) {
-			/* Out of memory: this client gets no paho trace and no host
-			 * name check; the level stays as it is. */
-			pthread_mutex_unlock(&cwm_trace_lock);
-			return;
-		}
-		cwm_tr_clients = v;
-		cwm_tr_cap = cap;
-	}
-	cwm_tr_clients[cwm_tr_n++] = c;
-	c->trace_joined = 1;
+	c->trace_joined = 1; /* it is in the registry from start to stop */
 	cwm_tr_debug += cwm_debug_on(c);
 	cwm_trace_apply();
 	pthread_mutex_unlock(&cwm_trace_lock);
@@ -3904,19 +3987,9 @@ static void cwm_trace_leave(struct mg_mqtt *c)
 	pthread_mutex_lock(&cwm_trace_lock);
 	if (c->trace_joined) {
 		cwm_trace_tls_end(c);
-		for (size_t i = 0; i < cwm_tr_n; i++)
-			if (cwm_tr_clients[i] == c) {
-				cwm_tr_clients[i] = cwm_tr_clients[--cwm_tr_n];
-				break;
-			}
 		cwm_tr_debug -= cwm_debug_on(c);
 		c->trace_joined = 0;
 		cwm_trace_apply();
-	}
-	if (cwm_tr_n == 0) {
-		free(cwm_tr_clients);
-		cwm_tr_clients = NULL;
-		cwm_tr_cap = 0;
 	}
 	pthread_mutex_unlock(&cwm_trace_lock);
 }
@@ -4628,6 +4701,36 @@ static size_t cwm_publish_size(int v5, size_t tlen, size_t pbytes, int qos,
 	return 1 + cwm_varint_len(rem) + rem;
 }
 
+/* The one constructor of a publish command: one allocation holding the
+ * topic (tlen bytes, NUL added) and the payload, copied; props copied too
+ * (NULL: none). Returns it, or NULL with *rc MG_MQTT_ERR_NOMEM or the
+ * error of copying props. */
+static struct cwm_out *cwm_pub_new(struct mg_mqtt *c, const char *topic,
+                                   size_t tlen, const void *payload,
+                                   size_t len, int qos, int retain,
+                                   const struct mg_mqtt_props *props, int *rc)
+{
+	struct cwm_out *r = calloc(1, sizeof(*r) + tlen + 1 + len);
+	*rc = MG_MQTT_ERR_NOMEM;
+	if (r == NULL)
+		return NULL;
+	if ((*rc = cwm_props_dup(props, &r->props)) != 0) {
+		free(r);
+		return NULL;
+	}
+	r->c = c;
+	r->type = CMD_PUBLISH;
+	r->qos = qos;
+	r->retain = retain != 0;
+	r->topic = memcpy((char *)(r + 1), topic, tlen);
+	r->topic[tlen] = '\0';
+	r->payload = r->topic + tlen + 1;
+	r->len = len;
+	if (len > 0)
+		memcpy(r->payload, payload, len);
+	return r;
+}
+
 int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
                           const void *payload, size_t len, int qos, int retain,
                           const struct mg_mqtt_props *props)
@@ -4654,27 +4757,14 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 	if (maxp > 0 && cwm_publish_size(c->v5, tlen, pbytes, qos, len) > maxp)
 		return MG_MQTT_ERR_TOO_LARGE;
 
-	struct cwm_out *r = malloc(sizeof(*r) + tlen + 1 + len);
+	struct cwm_out *r =
+	    cwm_pub_new(c, topic, tlen, payload, len, qos, retain, props, &rc);
 	if (r == NULL)
-		return MG_MQTT_ERR_NOMEM;
-	memset(r, 0, sizeof(*r));
-	if ((rc = cwm_props_dup(props, &r->props)) != 0) {
-		free(r);
 		return rc;
-	}
 	if (r->props != NULL && !cwm_v5_now(c)) {
 		cwm_out_free(r);
 		return MG_MQTT_ERR_PROTOCOL;
 	}
-	r->c = c;
-	r->type = CMD_PUBLISH;
-	r->qos = qos;
-	r->retain = retain != 0;
-	r->topic = memcpy((char *)(r + 1), topic, tlen + 1);
-	r->payload = r->topic + tlen + 1;
-	r->len = len;
-	if (len > 0)
-		memcpy(r->payload, payload, len);
 	if (c->pdir != NULL && qos > 0 && (rc = cwm_persist_write(c, r)) != 0) {
 		cwm_out_free(r);
 		return rc;
@@ -5096,7 +5186,7 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 	cwm_wputs(&b, p != NULL && p->correlation_data ? p->correlation_data : "",
 	          p != NULL && p->correlation_data ? p->correlation_len : 0);
 	if (b.oom) {
-		free(b.p);
+		cwm_wreset(&b);
 		return MG_MQTT_ERR_NOMEM;
 	}
 	cwm_persist_path(c, seq, ".msg", path);
@@ -5120,7 +5210,7 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 	if (!renamed ||
 	    (c->cfg.persistence_fsync && cwm_fsync_dir(c->pdir) != 0))
 		ok = 0;
-	free(b.p);
+	cwm_wreset(&b);
 	if (!ok) {
 		int e = errno;
 		unlink(renamed ? path : tmp); /* publish() fails: no file left */
@@ -5253,23 +5343,12 @@ static struct cwm_out *cwm_persist_parse(struct mg_mqtt *c,
 	props.correlation_len = cdl;
 
 	struct cwm_out *r = NULL;
+	int rc;
 	if (!b.bad && qos >= 1 && qos <= 2 && tops != NULL &&
-	    cwm_topic_check(tops, tl) == 0 && (r = calloc(1, sizeof(*r) + tl + 1 + pl)) != NULL) {
-		r->c = c;
-		r->type = CMD_PUBLISH;
-		r->qos = qos;
-		r->retain = retain != 0;
+	    cwm_topic_check(tops, tl) == 0 &&
+	    (r = cwm_pub_new(c, tops, tl, payload, pl, qos, retain, &props,
+	                     &rc)) != NULL)
 		r->restored = 1;
-		r->topic = memcpy((char *)(r + 1), tops, tl + 1);
-		r->payload = r->topic + tl + 1;
-		r->len = pl;
-		if (pl > 0)
-			memcpy(r->payload, payload, pl);
-		if (cwm_props_dup(&props, &r->props) != 0) {
-			free(r);
-			r = NULL;
-		}
-	}
 	for (uint32_t i = 0; i < 2 * nuser; i++)
 		free(strs[i]);
 	free(rts);
@@ -6248,20 +6327,14 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 	}
 	if (c->birth_needed) {
 		const char *t = c->cfg.birth_topic, *m = c->cfg.birth_message;
-		size_t tl = strlen(t), ml = m != NULL ? strlen(m) : 0;
-		struct cwm_out *r = calloc(1, sizeof(*r) + tl + 1 + ml + 1);
+		int rc;
+		struct cwm_out *r = cwm_pub_new(c, t, strlen(t), m,
+		                                m != NULL ? strlen(m) : 0,
+		                                c->cfg.birth_qos, c->cfg.birth_retain,
+		                                NULL, &rc);
 		c->birth_needed = 0;
 		if (r != NULL) {
-			r->c = c;
-			r->type = CMD_PUBLISH;
 			r->internal = 1;
-			r->qos = c->cfg.birth_qos;
-			r->retain = c->cfg.birth_retain;
-			r->topic = memcpy((char *)(r + 1), t, tl + 1);
-			r->payload = r->topic + tl + 1;
-			r->len = ml;
-			if (ml > 0)
-				memcpy(r->payload, m, ml);
 			r->id = cwm_next_id(c);
 			CWM_FIFO_PUSH(first, last, r, next);
 		}
@@ -8446,23 +8519,28 @@ CWM_SETTER(mg_mqtt_on_unsubscribe, mg_mqtt_ack_handler, on_unsubscribe)
 CWM_SETTER(mg_mqtt_on_log, mg_mqtt_log_handler, on_log)
 #undef CWM_SETTER
 
-/* The started clients, for mg_mqtt_get() and the bridge's metrics. */
+/* The process registry of started clients: one entry a client from its
+ * start until its threads are joined at stop. listed: from start until
+ * the stop begins; only those count for a prefix already started on a
+ * server, mg_mqtt_get() and the bridge's metrics (cwm_registry_each).
+ * paho's trace (trace.c) walks every entry (cwm_registry_all). */
 struct cwm_reg {
 	const struct mg_context *ctx;
 	struct mg_mqtt *c;
+	int listed;
 };
 static pthread_mutex_t cwm_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct cwm_reg *cwm_registry; /* under cwm_registry_lock */
 static size_t cwm_nregistry;
 
+/* Start: adds c, unless a listed client has its prefix on its server
+ * (MG_MQTT_ERR_EXISTS). */
 static int cwm_registry_add(struct mg_mqtt *c)
 {
 	int rc = 0;
-	if (c->ctx == NULL)
-		return 0;
 	pthread_mutex_lock(&cwm_registry_lock);
-	for (size_t i = 0; i < cwm_nregistry; i++)
-		if (cwm_registry[i].ctx == c->ctx &&
+	for (size_t i = 0; i < cwm_nregistry && c->ctx != NULL; i++)
+		if (cwm_registry[i].listed && cwm_registry[i].ctx == c->ctx &&
 		    strcmp(cwm_registry[i].c->prefix, c->prefix) == 0)
 			rc = MG_MQTT_ERR_EXISTS;
 	if (rc == 0) {
@@ -8474,6 +8552,7 @@ static int cwm_registry_add(struct mg_mqtt *c)
 			cwm_registry = r;
 			r[cwm_nregistry].ctx = c->ctx;
 			r[cwm_nregistry].c = c;
+			r[cwm_nregistry].listed = 1;
 			cwm_nregistry++;
 		}
 	}
@@ -8481,6 +8560,18 @@ static int cwm_registry_add(struct mg_mqtt *c)
 	return rc;
 }
 
+/* Stop, first: c is no longer listed (mg_mqtt_get() cannot return it). */
+static void cwm_registry_unlist(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_registry_lock);
+	for (size_t i = 0; i < cwm_nregistry; i++)
+		if (cwm_registry[i].c == c)
+			cwm_registry[i].listed = 0;
+	atomic_store(&c->registered, 0);
+	pthread_mutex_unlock(&cwm_registry_lock);
+}
+
+/* Stop, once c's threads are joined: c leaves the registry. */
 static void cwm_registry_remove(struct mg_mqtt *c)
 {
 	pthread_mutex_lock(&cwm_registry_lock);
@@ -8493,10 +8584,8 @@ static void cwm_registry_remove(struct mg_mqtt *c)
 		free(cwm_registry);
 		cwm_registry = NULL;
 	}
-	atomic_store(&c->registered, 0);
 	pthread_mutex_unlock(&cwm_registry_lock);
 }
-
 
 static void cwm_registry_each(const struct mg_context *ctx,
                               void (*fn)(struct mg_mqtt *c, void *arg),
@@ -8504,9 +8593,18 @@ static void cwm_registry_each(const struct mg_context *ctx,
 {
 	pthread_mutex_lock(&cwm_registry_lock);
 	for (size_t i = 0; i < cwm_nregistry; i++)
-		if (cwm_registry[i].ctx == ctx &&
+		if (cwm_registry[i].listed && cwm_registry[i].ctx == ctx &&
 		    atomic_load(&cwm_registry[i].c->registered))
 			fn(cwm_registry[i].c, arg);
+	pthread_mutex_unlock(&cwm_registry_lock);
+}
+
+static void cwm_registry_all(void (*fn)(struct mg_mqtt *c, void *arg),
+                             void *arg)
+{
+	pthread_mutex_lock(&cwm_registry_lock);
+	for (size_t i = 0; i < cwm_nregistry; i++)
+		fn(cwm_registry[i].c, arg);
 	pthread_mutex_unlock(&cwm_registry_lock);
 }
 
@@ -8549,7 +8647,7 @@ static char *cwm_make_client_id(void)
  * mg_mqtt_create() left it, with its handlers. */
 static void cwm_shutdown(struct mg_mqtt *c)
 {
-	cwm_registry_remove(c);
+	cwm_registry_unlist(c);
 	pthread_mutex_lock(&c->lock);
 	c->stopping = 1;
 	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
@@ -8565,6 +8663,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 		cwm_fail_all(c);
 		pthread_mutex_unlock(&c->lock);
 	}
+	cwm_registry_remove(c); /* mqtt-io left paho's trace (trace.c) */
 	pthread_mutex_lock(&c->lock);
 	c->dispatch_exit = 1;
 	pthread_cond_signal(&c->ev_cond);
@@ -9571,7 +9670,7 @@ static void cwm_bclient_free(struct cwm_bclient *bc)
 	cwm_bclient_flush(bc);
 	cwm_map_free(&bc->filters, NULL);
 	free(bc->q);
-	free(bc->frag);
+	cwm_wreset(&bc->frag);
 	pthread_cond_destroy(&bc->cond);
 	free(bc);
 }
@@ -10913,45 +11012,6 @@ static int cwm_route_last_list(struct cwm_bridge *b, struct mg_connection *conn)
 
 #if MG_MQTT_ENABLE_BRIDGE
 
-/* A growing text buffer; on allocation failure it stops growing and
- * remembers it. */
-struct cwm_sbuf {
-	char *p;
-	size_t n, cap;
-	int oom;
-};
-
-static void cwm_sbuf_printf(struct cwm_sbuf *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void cwm_sbuf_printf(struct cwm_sbuf *s, const char *fmt, ...)
-{
-	va_list ap;
-	for (int pass = 0; pass < 2 && !s->oom; pass++) {
-		va_start(ap, fmt);
-		int k = vsnprintf(s->p != NULL ? s->p + s->n : NULL,
-		                  s->p != NULL ? s->cap - s->n : 0, fmt, ap);
-		va_end(ap);
-		if (k < 0) {
-			s->oom = 1;
-			return;
-		}
-		if (s->p != NULL && (size_t)k < s->cap - s->n) {
-			s->n += (size_t)k;
-			return;
-		}
-		size_t cap = s->cap > 0 ? s->cap : 4096;
-		while (cap < s->n + (size_t)k + 1)
-			cap *= 2;
-		char *np = realloc(s->p, cap);
-		if (np == NULL) {
-			s->oom = 1;
-			return;
-		}
-		s->p = np;
-		s->cap = cap;
-	}
-}
-
 /* One client's numbers, taken under its locks. */
 struct cwm_snap {
 	char prefix[64];
@@ -11090,35 +11150,35 @@ static const struct cwm_family {
 };
 
 /* A label value in the exposition format: \\, \" and \n escaped. */
-static void cwm_sbuf_label(struct cwm_sbuf *o, const char *v)
+static void cwm_wlabel(struct cwm_wbuf *o, const char *v)
 {
 	for (; *v != '\0'; v++) {
 		if (*v == '\\' || *v == '"')
-			cwm_sbuf_printf(o, "\\%c", *v);
+			cwm_wprintf(o, "\\%c", *v);
 		else if (*v == '\n')
-			cwm_sbuf_printf(o, "\\n");
+			cwm_wprintf(o, "\\n");
 		else
-			cwm_sbuf_printf(o, "%c", *v);
+			cwm_wprintf(o, "%c", *v);
 	}
 }
 
-static void cwm_family_head(struct cwm_sbuf *o, const char *name,
+static void cwm_family_head(struct cwm_wbuf *o, const char *name,
                             const char *type, const char *help)
 {
-	cwm_sbuf_printf(o, "# HELP civetweb_mqtt_%s %s\n# TYPE civetweb_mqtt_%s %s\n",
-	                name, help, name, type);
+	cwm_wprintf(o, "# HELP civetweb_mqtt_%s %s\n# TYPE civetweb_mqtt_%s %s\n",
+	            name, help, name, type);
 }
 
-static void cwm_metrics_render(struct cwm_sbuf *o, const struct cwm_snaps *s)
+static void cwm_metrics_render(struct cwm_wbuf *o, const struct cwm_snaps *s)
 {
 	cwm_family_head(o, "info", "gauge",
 	                "Client identity: 1 for each client, its id and protocol "
 	                "as labels.");
 	for (size_t i = 0; i < s->n; i++) {
-		cwm_sbuf_printf(o, "civetweb_mqtt_info{client=\"%s\",client_id=\"",
-		                s->v[i].prefix);
-		cwm_sbuf_label(o, s->v[i].client_id);
-		cwm_sbuf_printf(o, "\",protocol=\"%s\"} 1\n", s->v[i].protocol);
+		cwm_wprintf(o, "civetweb_mqtt_info{client=\"%s\",client_id=\"",
+		            s->v[i].prefix);
+		cwm_wlabel(o, s->v[i].client_id);
+		cwm_wprintf(o, "\",protocol=\"%s\"} 1\n", s->v[i].protocol);
 	}
 	for (size_t f = 0; f < sizeof(cwm_families) / sizeof(*cwm_families); f++) {
 		const struct cwm_family *fam = &cwm_families[f];
@@ -11130,12 +11190,12 @@ static void cwm_metrics_render(struct cwm_sbuf *o, const struct cwm_snaps *s)
 				uint64_t val;
 				memcpy(&val, (const char *)&s->v[i] + fam->rows[r].off,
 				       sizeof(val));
-				cwm_sbuf_printf(o, "civetweb_mqtt_%s{client=\"%s\"", fam->name,
-				                s->v[i].prefix);
+				cwm_wprintf(o, "civetweb_mqtt_%s{client=\"%s\"", fam->name,
+				            s->v[i].prefix);
 				if (fam->label != NULL)
-					cwm_sbuf_printf(o, ",%s=\"%s\"", fam->label,
-					                fam->rows[r].value);
-				cwm_sbuf_printf(o, "} %llu\n", (unsigned long long)val);
+					cwm_wprintf(o, ",%s=\"%s\"", fam->label,
+					            fam->rows[r].value);
+				cwm_wprintf(o, "} %llu\n", (unsigned long long)val);
 			}
 		}
 	}
@@ -11143,7 +11203,7 @@ static void cwm_metrics_render(struct cwm_sbuf *o, const struct cwm_snaps *s)
 
 static int cwm_route_metrics(struct cwm_bridge *b, struct mg_connection *conn)
 {
-	struct cwm_sbuf o = {NULL, 0, 0, 0};
+	struct cwm_wbuf o = {NULL, 0, 0, 0};
 	struct cwm_snaps s = {NULL, 0, 0};
 
 	cwm_registry_each(b->c->ctx, cwm_snap_take, &s);
@@ -11254,7 +11314,7 @@ static void cwm_sse_stream(struct cwm_bridge *b, struct cwm_bclient *bc,
 			alive = 0;
 		pthread_mutex_lock(&b->a->lock);
 	}
-	free(out.p);
+	cwm_wreset(&out);
 }
 
 /* GET <path>/events?topic=F&topic=G[&qos=N]: Server-Sent Events. The
@@ -11492,7 +11552,7 @@ static void *cwm_bridge_writer(void *arg)
 		pthread_cond_broadcast(&b->idle);
 	}
 	pthread_mutex_unlock(&b->a->lock);
-	free(out.p);
+	cwm_wreset(&out);
 	return NULL;
 }
 
@@ -11667,9 +11727,7 @@ static void cwm_ws_op(struct cwm_bridge *b, struct cwm_bclient *bc,
 static int cwm_ws_too_big(struct mg_connection *conn, struct cwm_bclient *bc)
 {
 	static const char bye[] = "\x03\xf1larger than BRIDGE_MAX_BODY";
-	free(bc->frag);
-	bc->frag = NULL;
-	bc->frag_len = 0;
+	cwm_wreset(&bc->frag);
 	bc->frag_op = 0;
 	mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, bye,
 	                   sizeof(bye) - 1);
@@ -11692,26 +11750,19 @@ static int cwm_ws_message(struct cwm_bridge *b, struct cwm_bclient *bc,
 	if (opcode != MG_WEBSOCKET_OPCODE_CONTINUATION && fin && bc->frag_op == 0)
 		return len > max ? -1 : 1;
 	if (opcode != MG_WEBSOCKET_OPCODE_CONTINUATION) {
-		free(bc->frag); /* a new message ends one left unfinished */
-		bc->frag = NULL;
-		bc->frag_len = 0;
+		cwm_wreset(&bc->frag); /* a new message ends one left unfinished */
 		bc->frag_op = opcode;
 	} else if (bc->frag_op == 0) {
 		*op = -1; /* a continuation of nothing */
 		return fin ? 1 : 0;
 	}
-	if (bc->frag_len + len > max)
+	if (bc->frag.n + len > max || cwm_wreserve(&bc->frag, len + 1) != 0)
 		return -1;
-	char *nb = realloc(bc->frag, bc->frag_len + len + 1);
-	if (nb == NULL)
-		return -1;
-	memcpy(nb + bc->frag_len, data, len);
-	bc->frag = nb;
-	bc->frag_len += len;
+	cwm_wput(&bc->frag, data, len);
 	if (!fin)
 		return 0;
-	*msg = bc->frag;
-	*n = bc->frag_len;
+	*msg = (char *)bc->frag.p;
+	*n = bc->frag.n;
 	*op = bc->frag_op;
 	bc->frag_op = 0;
 	return 1;
@@ -11756,11 +11807,8 @@ static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
 		struct cwm_ws_result res;
 		cwm_ws_op(b, bc, req, text, jerr, &res);
 		cJSON_Delete(req);
-		if (msg == bc->frag) {
-			free(bc->frag);
-			bc->frag = NULL;
-			bc->frag_len = 0;
-		}
+		if (msg == (char *)bc->frag.p)
+			cwm_wreset(&bc->frag);
 	}
 	cwm_bridge_release(b);
 	return 1;
@@ -12306,50 +12354,49 @@ static int cwm_body_loop(struct mg_connection *conn, size_t max, char **bufp,
 	/* Chunked bodies carry their framing in the socket's bytes too. */
 	int fd = cl < 0 ? -1 : cwm_conn_fd(conn);
 	int64_t start = cwm_now_ms();
-	size_t cap = cl >= 0 ? (size_t)cl + 1 : 4096, n = 0;
-	char *buf = malloc(cap);
-	int rc = buf == NULL ? MG_MQTT_ERR_NOMEM : 0;
+	struct cwm_wbuf in = {NULL, 0, 0, 0};
+	int rc = cwm_wgrow(&in, cl >= 0 ? (size_t)cl + 1 : 4096) != 0
+	             ? MG_MQTT_ERR_NOMEM
+	             : 0;
 	struct cwm_bwatch w = {NULL, NULL, fd, 0, 0};
 	w.deadline = cwm_body_deadline(start, timeout, cl >= 0 ? (size_t)cl : 0);
-	if (rc == 0 && fd >= 0 && cwm_bw_begin(&w)) {
-		rc = cwm_body_watched(conn, &w, buf, (size_t)cl, np);
-		*bufp = buf;
-		return rc;
-	}
+	*bufp = (char *)in.p;
+	if (rc == 0 && fd >= 0 && cwm_bw_begin(&w))
+		return cwm_body_watched(conn, &w, *bufp, (size_t)cl, np);
 	if (ri->is_ssl)
 		fd = -1; /* FIONREAD would count bytes still encrypted */
-	while (rc == 0 && (cl < 0 || n < (size_t)cl)) {
-		if (n + 1 >= cap) {
-			size_t ncap = cap * 2 > max + 2 ? max + 2 : cap * 2;
-			char *nb = cap > max + 1 ? NULL : realloc(buf, ncap);
-			if (nb == NULL) {
-				rc = cap > max + 1 ? MG_MQTT_ERR_TOO_LARGE : MG_MQTT_ERR_NOMEM;
+	while (rc == 0 && (cl < 0 || in.n < (size_t)cl)) {
+		if (in.n + 1 >= in.cap) {
+			if (in.cap > max + 1) {
+				rc = MG_MQTT_ERR_TOO_LARGE;
 				break;
 			}
-			cap = ncap;
-			buf = nb;
+			if (cwm_wgrow(&in, in.cap * 2 > max + 2 ? max + 2 : in.cap * 2)) {
+				rc = MG_MQTT_ERR_NOMEM;
+				break;
+			}
 		}
 		/* bytes due by 1 s a KiB: of the length, or of what came */
 		int64_t deadline = cwm_body_deadline(
-		    start, timeout, cl >= 0 ? (size_t)cl : n);
-		size_t want = cap - n - 1;
-		if (cl >= 0 && want > (size_t)cl - n)
-			want = (size_t)cl - n;
-		int r = mg_read(conn, buf + n,
+		    start, timeout, cl >= 0 ? (size_t)cl : in.n);
+		size_t want = in.cap - in.n - 1;
+		if (cl >= 0 && want > (size_t)cl - in.n)
+			want = (size_t)cl - in.n;
+		int r = mg_read(conn, in.p + in.n,
 		                cwm_body_chunk(fd, want, deadline - cwm_now_ms(),
 		                               timeout));
 		if (r < 0)
 			rc = MG_MQTT_ERR_INVALID;
 		if (r <= 0)
 			break;
-		n += (size_t)r;
-		if (n > max)
+		in.n += (size_t)r;
+		if (in.n > max)
 			rc = MG_MQTT_ERR_TOO_LARGE;
-		else if (cwm_now_ms() > deadline && (cl < 0 || n < (size_t)cl))
+		else if (cwm_now_ms() > deadline && (cl < 0 || in.n < (size_t)cl))
 			rc = MG_MQTT_ERR_TIMEOUT;
 	}
-	*bufp = buf;
-	*np = n;
+	*bufp = (char *)in.p;
+	*np = in.n;
 	return rc;
 }
 

@@ -67,8 +67,7 @@ struct cwm_bclient {
 	uint64_t stamp;           /* last message it was given (dedupe) */
 	pthread_cond_t cond;      /* SSE: its handler waits here */
 	/* WS: a fragmented message being put together (its handler's). */
-	char *frag;
-	size_t frag_len;
+	struct cwm_wbuf frag;
 	int frag_op;              /* the first frame's opcode, 0: none */
 };
 

@@ -208,7 +208,7 @@ static void cwm_bclient_free(struct cwm_bclient *bc)
 	cwm_bclient_flush(bc);
 	cwm_map_free(&bc->filters, NULL);
 	free(bc->q);
-	free(bc->frag);
+	cwm_wreset(&bc->frag);
 	pthread_cond_destroy(&bc->cond);
 	free(bc);
 }

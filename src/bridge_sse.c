@@ -88,7 +88,7 @@ static void cwm_sse_stream(struct cwm_bridge *b, struct cwm_bclient *bc,
 			alive = 0;
 		pthread_mutex_lock(&b->a->lock);
 	}
-	free(out.p);
+	cwm_wreset(&out);
 }
 
 /* GET <path>/events?topic=F&topic=G[&qos=N]: Server-Sent Events. The

@@ -367,6 +367,10 @@ static void cwm_fifo_push(struct cwm_out **head, struct cwm_out **tail,
 static void cwm_retry_insert(struct mg_mqtt *c, struct cwm_out *r);
 static void cwm_inpaho_link(struct mg_mqtt *c, struct cwm_out *r);
 static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r);
+static struct cwm_out *cwm_pub_new(struct mg_mqtt *c, const char *topic,
+                                   size_t tlen, const void *payload,
+                                   size_t len, int qos, int retain,
+                                   const struct mg_mqtt_props *props, int *rc);
 static struct cwm_out *cwm_cmd_new(struct mg_mqtt *c, enum cwm_cmd type);
 static int cwm_cmd_add(struct mg_mqtt *c, struct cwm_out *r, const char *filter,
                        int qos, int id, int counted);
@@ -463,12 +467,16 @@ static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
 static void cwm_req_stop(struct mg_mqtt *c, int wait);
 static void cwm_req_failed(struct mg_mqtt *c, int id, int result);
 
-/* src/client.c */
+/* src/client.c: the process registry of started clients. */
 /* Calls fn for every started client of ctx, holding the registry lock:
  * each stays alive during its call; fn may take the client's locks. */
 static void cwm_registry_each(const struct mg_context *ctx,
                               void (*fn)(struct mg_mqtt *c, void *arg),
                               void *arg);
+/* Calls fn for every client of the registry (from its start until its
+ * threads are joined, a stopping one too), holding the registry lock. */
+static void cwm_registry_all(void (*fn)(struct mg_mqtt *c, void *arg),
+                             void *arg);
 
 /* src/status.c */
 static cJSON *cwm_status_object(struct mg_mqtt *c);

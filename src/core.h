@@ -134,7 +134,14 @@ static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v);
 static void *cwm_map_del(struct cwm_map *m, const char *k, size_t klen);
 static void cwm_map_free(struct cwm_map *m, void (*free_val)(void *));
 static int cwm_vec_push(struct cwm_vec *v, void *p);
+static int cwm_wgrow(struct cwm_wbuf *b, size_t cap);
+static int cwm_wreserve(struct cwm_wbuf *b, size_t n);
+static void cwm_wreset(struct cwm_wbuf *b);
 static void cwm_wput(struct cwm_wbuf *b, const void *data, size_t n);
+#if MG_MQTT_ENABLE_BRIDGE
+static void cwm_wprintf(struct cwm_wbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#endif
 static void cwm_wput32(struct cwm_wbuf *b, uint32_t v);
 static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n);
 

@@ -62,17 +62,22 @@
  *
  *  rank  mutex (where)              guards
  *  ----  -------------------------  ---------------------------------------
- *   1    cwm_registry_lock          the started clients (cwm_registry),
- *        (client.c, process)        c->registered.
+ *   1    cwm_trace_lock             paho's trace level and callback, the
+ *        (trace.c, process)         counts of clients it serves (cwm_tr_*),
+ *                                   each client's trace_* fields. Taken by
+ *                                   paho's trace callback holding paho's
+ *                                   locks; the only paho calls under it are
+ *                                   the trace setters (no lock).
+ *        then cwm_registry_lock:    cwm_trace_cb() and cwm_trace_watch()
+ *                                   -> cwm_registry_all().
+ *        then c->lock:              cwm_trace_cb() -> cwm_trace_forward()
+ *                                   -> cwm_log_push_trace().
+ *   2    cwm_registry_lock          the process registry of started
+ *        (client.c, process)        clients (cwm_registry), c->registered.
  *        then c->lock, b->lv_lock:  cwm_registry_each() -> cwm_snap_take()
- *                                   (bridge_metrics.c, GET <path>/metrics).
- *   2    cwm_trace_lock             the clients paho's trace goes to
- *        (trace.c, process)         (cwm_tr_*), paho's trace level and
- *                                   callback, each client's trace_* fields.
- *                                   Taken by paho's trace callback holding
- *                                   paho's locks; the only paho calls under
- *                                   it are the trace setters (no lock).
- *        then c->lock:              cwm_trace_cb() -> cwm_log_push_trace().
+ *                                   (bridge_metrics.c, GET <path>/metrics);
+ *                                   cwm_registry_all() -> cwm_trace_forward()
+ *                                   -> cwm_log_push_trace() (c->lock).
  *   3    the bridge lock [B]        per bridge: its clients, their queues
  *        (cwm_anchor.lock)          and filters, the delivery tree, the
  *                                   writers' ready list (struct cwm_bridge,
