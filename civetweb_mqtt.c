@@ -55,22 +55,69 @@
  *                  (BRIDGE_CLIENT_QUEUE_BYTES); a browser that lets it fill
  *                  is dropped.
  *
- * Locks.  One mutex per client, c->lock, guards every field marked [L] in
- * struct mg_mqtt. Nothing calls paho or a user handler while holding it
- * (paho holds its own lock when it calls us). c->req_lock guards the
- * waiting requests. c->pstore_lock (engine.c) guards paho's session store
- * and is a leaf. Per bridge, the anchor's lock (the bridge lock, [B])
- * guards its clients, their queues and filters and the delivery tree; it
- * is taken before c->lock, never after. The bridge's lv_lock (last
- * values) and nonce_lock (digest nonces) are leaves: nothing else is
- * taken while one is held. The registry lock (client.c)
- * guards the list of started clients and is taken before any client's
- * lock. cwm_trace_lock (trace.c, process-wide) guards the clients paho's
- * trace is forwarded to; paho's trace callback takes it holding paho's
- * locks, so it is taken before a client's c->lock, never while one is
- * held; the only paho calls made holding it are the trace setters, which
- * take no lock. No lock is held across a call into paho or CivetWeb that
- * can block on the network.
+ * Locks.  Every mutex of src/, ranked: a thread holding one may take only
+ * a lock of a higher rank, and only along an edge listed here ("then"),
+ * whose calls are named; a leaf takes nothing while held. paho holds its
+ * own locks when it calls us (its callbacks, its trace, its persistence).
+ * c->lock is never held across a call into paho (engine.c's contract), and
+ * no lock across a call into paho or CivetWeb that can block on the
+ * network.
+ *
+ *  rank  mutex (where)              guards
+ *  ----  -------------------------  ---------------------------------------
+ *   1    cwm_trace_lock             paho's trace level and callback, the
+ *        (trace.c, process)         counts of clients it serves (cwm_tr_*),
+ *                                   each client's trace_* fields. Taken by
+ *                                   paho's trace callback holding paho's
+ *                                   locks; the only paho calls under it are
+ *                                   the trace setters (no lock).
+ *        then cwm_registry_lock:    cwm_trace_cb() and cwm_trace_watch()
+ *                                   -> cwm_registry_all().
+ *        then c->lock:              cwm_trace_cb() -> cwm_trace_forward()
+ *                                   -> cwm_log_push_trace().
+ *   2    cwm_registry_lock          the process registry of started
+ *        (client.c, process)        clients (cwm_registry), c->registered.
+ *        then c->lock, b->lv_lock:  cwm_registry_each() -> cwm_snap_take()
+ *                                   (bridge_metrics.c, GET <path>/metrics);
+ *                                   cwm_registry_all() -> cwm_trace_forward()
+ *                                   -> cwm_log_push_trace() (c->lock).
+ *   3    the bridge lock [B]        per bridge: its clients, their queues
+ *        (cwm_anchor.lock)          and filters, the delivery tree, the
+ *                                   writers' ready list (struct cwm_bridge,
+ *                                   "Under the bridge lock").
+ *        then c->lock:              cwm_bridge_subscribe() -> cwm_sub_ref(),
+ *                                   cwm_bclient_unsubscribe_all() (from
+ *                                   _drop, _remove) -> cwm_sub_unref().
+ *        then cwm_logfile_lock:     cwm_bclient_drop() -> cwm_log().
+ *   4    c->lock [L]                per client: every field marked [L] in
+ *        (struct mg_mqtt)           struct mg_mqtt (queues, state, subs,
+ *                                   counters), the events queue.
+ *        then c->pstore_lock:       cwm_window_lost() -> cwm_eng_released().
+ *        then cwm_logfile_lock:     cwm_log_locked() when the line is
+ *                                   written on this thread (mqtt-dispatch
+ *                                   not running: start-up, after a stop).
+ *   5    c->req_lock (leaf)         per client: the waiting requests
+ *                                   (c->reqs and each struct cwm_req),
+ *                                   req_seq, req_stopping, req_active.
+ *   5    c->pstore_lock (leaf)      per client: paho's session store
+ *        (engine.c)                 (c->pstore); taken by paho's
+ *                                   persistence callbacks too.
+ *   5    b->lv_lock (leaf)          per bridge: the last values (lv,
+ *                                   lv_old, lv_new, lv_bytes).
+ *   5    b->nonce_lock (leaf)       per bridge: the digest nonces answered
+ *                                   (bridge_auth.c).
+ *   5    cwm_anchors_lock (leaf)    the anchors, one per context and prefix
+ *        (bridge.c, process)        (never freed).
+ *   5    cwm_logfile_lock (leaf)    appends to error_log_file (open, write,
+ *        (log.c, process)           close), one line at a time.
+ *   5    cwm_bw_lock (leaf)         the request bodies watched, the watch
+ *        (bridge_guard.c, process)  thread's wake-up and start; that thread
+ *                                   shutdown()s a late body's socket under
+ *                                   it (no lock).
+ *
+ * No other edge exists: c->lock is never held when the bridge lock, the
+ * trace lock or the registry lock is taken; two clients' locks, or two
+ * bridges' locks, are never held together.
  *
  * Ownership.  A command belongs to the queue it is in, then to c->inpaho
  * (and byid) until it is done, then it is freed by the thread that saw it
@@ -108,7 +155,7 @@
  * C, which then leaves the file out) cannot build it. The missing include
  * after the #error stops the compiler there, before hundreds of errors. */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 106 "src/internal.h"
+#line 153 "src/internal.h"
 #endif
 #ifdef __cplusplus
 #error "civetweb_mqtt.c is C: compile it with a C compiler (gcc -c civetweb_mqtt.c; CMake: project(app LANGUAGES C CXX)), see docs/cpp.md"
@@ -164,35 +211,30 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The shared types and cross-part functions, by concern, in this order
+ * (scripts/amalgamate.sh inlines them in the same order). */
+
+
+
+
+/*
+ * Core: what every part uses and no part owns alone: the containers (hash
+ * map, vector, growable byte buffer), strings and clocks, topic rules, the
+ * handler tree, logging and JSON payloads. Included by internal.h only
+ * (first of its headers): it needs the system headers, paho's, cJSON's
+ * and civetweb_mqtt.h, which internal.h includes before it.
+ */
+#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
+#line 7 "src/core.h"
+#endif
+#ifndef CWM_CORE_H
+#define CWM_CORE_H
+
+struct cwm_event; /* client.h */
+
 /* ------------------------------------------------------------------------
- * Constants and shared types
+ * Containers
  * ---------------------------------------------------------------------- */
-
-#define CWM_MAX_PACKET 268435455u /* MQTT's largest remaining length */
-#define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
-#define CWM_BATCH 256             /* commands mqtt-io takes per lock */
-#define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
-#define CWM_SLOT_CHUNK 64   /* the first chunk of message slots; each next
-                               one doubles the pool, up to QUEUE_SIZE */
-#define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
-#define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
-#define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
-                               the back-off (see cwm_conn_lost_locked) */
-#define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
-#define CWM_POISON_STRIKES 2 /* see cwm_window_lost (connection.c) */
-#define CWM_POISON_MS 1000   /* ... a close this soon after the write */
-#define CWM_ACK_TIMEOUT_MS 15000 /* see cwm_io_stalled (io.c) */
-#define CWM_ID_BUCKETS 256   /* c->byid: QoS 1/2 messages by packet id */
-#define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
-                                   recurses once a level, and a CivetWeb
-                                   worker has a 100 kB stack */
-#define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
-#define CWM_COALESCE_MAX_US 800
-#define CWM_FAST_US 40              /* a stream faster than 25,000 items/s */
-
-/* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
- * only an idle one. */
-enum { CWM_RUNNING = 0, CWM_COALESCING = 1, CWM_IDLE_WAIT = 2 };
 
 /* A string-keyed hash map with chaining; keys are copied. */
 struct cwm_map_ent {
@@ -209,6 +251,58 @@ struct cwm_map {
 	size_t n;  /* entries */
 };
 
+struct cwm_vec {
+	void **v;
+	size_t n, cap;
+};
+
+/* A growable byte buffer; on allocation failure it stops growing and
+ * remembers it (oom). */
+struct cwm_wbuf {
+	unsigned char *p;
+	size_t n, cap;
+	int oom;
+};
+
+/* Intrusive lists, for any struct whose link fields are named:
+ * CWM_FIFO_PUSH appends e to a singly linked FIFO (first .. last);
+ * CWM_DL_APPEND appends e to a doubly linked list (first .. last);
+ * CWM_DL_UNLINK takes e out of one, and CWM_DL_UNLINK_HEAD out of one
+ * that keeps no pointer to its last element. */
+#define CWM_FIFO_PUSH(first, last, e, next)                                    \
+	do {                                                                       \
+		(e)->next = NULL;                                                      \
+		if ((last) != NULL)                                                    \
+			(last)->next = (e);                                                \
+		else                                                                   \
+			(first) = (e);                                                     \
+		(last) = (e);                                                          \
+	} while (0)
+#define CWM_DL_APPEND(first, last, e, prev, next)                              \
+	do {                                                                       \
+		(e)->prev = (last);                                                    \
+		CWM_FIFO_PUSH(first, last, e, next);                                   \
+	} while (0)
+#define CWM_DL_UNLINK_HEAD(first, e, prev, next)                               \
+	do {                                                                       \
+		if ((e)->prev != NULL)                                                 \
+			(e)->prev->next = (e)->next;                                       \
+		else                                                                   \
+			(first) = (e)->next;                                               \
+		if ((e)->next != NULL)                                                 \
+			(e)->next->prev = (e)->prev;                                       \
+	} while (0)
+#define CWM_DL_UNLINK(first, last, e, prev, next)                              \
+	do {                                                                       \
+		if ((e)->next == NULL)                                                 \
+			(last) = (e)->prev;                                                \
+		CWM_DL_UNLINK_HEAD(first, e, prev, next);                              \
+	} while (0)
+
+/* ------------------------------------------------------------------------
+ * Topics and the handler tree
+ * ---------------------------------------------------------------------- */
+
 /* Named levels: "home/{room}/temperature". */
 struct mg_mqtt_params {
 	int n;
@@ -217,6 +311,121 @@ struct mg_mqtt_params {
 		const char *name; /* NUL-terminated, in the same block */
 	} p[];
 };
+
+struct cwm_handler {
+	struct cwm_handler *next; /* next handler at the same node */
+	mg_mqtt_message_handler fn;
+	void *ud;
+	unsigned seq;             /* registration order */
+	struct mg_mqtt_params *params; /* its filter's {names}; NULL: none */
+	int64_t since;            /* bridge: when the browser subscribed (ms) */
+};
+
+struct cwm_tnode {
+	struct cwm_map kids;      /* level -> struct cwm_tnode * */
+	struct cwm_tnode *plus;   /* "+" child */
+	struct cwm_tnode *hash;   /* "#" child */
+	struct cwm_handler *handlers, *last;
+	struct cwm_tnode *up;     /* the parent (NULL for a tree's root) */
+	struct cwm_tnode *fnext;  /* the free list of cwm_tnode_free */
+};
+
+/* ------------------------------------------------------------------------
+ * Functions of the core parts, by part
+ * ---------------------------------------------------------------------- */
+
+/* src/util.c */
+static char *cwm_strndup(const char *s, size_t n);
+static char *cwm_strdup(const char *s);
+static void cwm_freev(void *const *v, size_t n);
+#define CWM_FREE_ALL(...)                                                      \
+	cwm_freev((void *const[]){__VA_ARGS__},                                    \
+	          sizeof((void *const[]){__VA_ARGS__}) / sizeof(void *))
+static void cwm_strv_free(char **v, int n);
+static int64_t cwm_now_ms(void);
+static struct timespec cwm_deadline_us(int64_t us);
+static struct timespec cwm_deadline(int64_t ms_from_now);
+static void cwm_fmt(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static const char *cwm_quote(const char *v, char out[72]);
+static const char *cwm_quote_path(const char *v, char out[320]);
+static void *cwm_map_get(const struct cwm_map *m, const char *k, size_t klen);
+static int cwm_map_put_key(struct cwm_map *m, const char *k, size_t klen,
+                           void *v, const char **stored);
+static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v);
+static void *cwm_map_del(struct cwm_map *m, const char *k, size_t klen);
+static void cwm_map_free(struct cwm_map *m, void (*free_val)(void *));
+static int cwm_vec_push(struct cwm_vec *v, void *p);
+static int cwm_wgrow(struct cwm_wbuf *b, size_t cap);
+static int cwm_wreserve(struct cwm_wbuf *b, size_t n);
+static void cwm_wreset(struct cwm_wbuf *b);
+static void cwm_wput(struct cwm_wbuf *b, const void *data, size_t n);
+#if MG_MQTT_ENABLE_BRIDGE
+static void cwm_wprintf(struct cwm_wbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#endif
+static void cwm_wput32(struct cwm_wbuf *b, uint32_t v);
+static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n);
+
+/* src/topics.c */
+static int cwm_utf8_valid(const char *s, size_t n);
+static int cwm_topic_check(const char *t, size_t n);
+static int cwm_share_len(const char *f, size_t n);
+static size_t cwm_levels(const char *s, size_t n);
+static int cwm_levels_check(const struct mg_mqtt *c, const char *f,
+                            int filter);
+static int cwm_filter_normalize(const char *filter, char **out,
+                                struct mg_mqtt_params **params);
+static int cwm_filter_normalize_owned(char **f);
+static int cwm_match(const char *f, const char *t, size_t n);
+static int cwm_utf8_text(const char *s, size_t n);
+
+/* src/tree.c */
+static void cwm_handler_free(struct cwm_handler *h);
+static void cwm_tree_clear(struct cwm_tnode *root);
+static int cwm_tree_add(struct cwm_tnode *root, const char *f,
+                        struct cwm_handler *h);
+#if MG_MQTT_ENABLE_BRIDGE
+static void cwm_tree_remove(struct cwm_tnode *root, const char *f, void *ud);
+#endif
+static int cwm_tree_match(const struct cwm_tnode *root, const char *t, size_t n,
+                          struct cwm_vec *cur, struct cwm_vec *nxt,
+                          struct cwm_vec *out);
+
+/* src/log.c */
+static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int cwm_log_wants(const struct mg_mqtt *c, int level);
+static void cwm_log_event(struct mg_mqtt *c, const struct cwm_event *ev);
+static void cwm_log_push_trace(struct mg_mqtt *c, const char *line);
+
+/* src/json.c */
+static char *cwm_base64(const void *data, size_t n);
+static int cwm_add_payload(cJSON *o, const void *payload, size_t len);
+static void cwm_json_count(cJSON *o, const char *name,
+                           const atomic_uint_fast64_t *v);
+static void cwm_json_str_or_null(cJSON *o, const char *name, const char *v);
+
+#endif /* CWM_CORE_H */
+/*
+ * Configuration: the option table's types, the settings a client reads
+ * from its options, and the functions of config.c and config_check.c.
+ * Included by internal.h only, after core.h.
+ */
+#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
+#line 5 "src/config.h"
+#endif
+#ifndef CWM_CONFIG_H
+#define CWM_CONFIG_H
+
+
+#define CWM_JSON_DEPTH_LIMIT 128 /* BRIDGE_MAX_JSON_DEPTH at most: cJSON
+                                   recurses once a level, and a CivetWeb
+                                   worker has a 100 kB stack */
 
 enum cwm_ktype {
 	K_STR,    /* any string; "" means unset */
@@ -324,28 +533,62 @@ struct cwm_key {
 
 #define CWM_S(f) offsetof(struct cwm_settings, f)
 
-struct cwm_handler {
-	struct cwm_handler *next; /* next handler at the same node */
-	mg_mqtt_message_handler fn;
-	void *ud;
-	unsigned seq;             /* registration order */
-	struct mg_mqtt_params *params; /* its filter's {names}; NULL: none */
-	int64_t since;            /* bridge: when the browser subscribed (ms) */
-};
+/* ------------------------------------------------------------------------
+ * Functions of the configuration parts
+ * ---------------------------------------------------------------------- */
 
-struct cwm_tnode {
-	struct cwm_map kids;      /* level -> struct cwm_tnode * */
-	struct cwm_tnode *plus;   /* "+" child */
-	struct cwm_tnode *hash;   /* "#" child */
-	struct cwm_handler *handlers, *last;
-	struct cwm_tnode *up;     /* the parent (NULL for a tree's root) */
-	struct cwm_tnode *fnext;  /* the free list of cwm_tnode_free */
-};
+/* src/config.c */
+static char *cwm_trimdup(const char *v);
+static int cwm_parse_bool(const char *v, int *out);
+static int cwm_parse_long(const char *v, long min, long max, long *out);
+static void cwm_settings_free(struct cwm_settings *s);
+static int cwm_settings_read(struct cwm_settings *s, const char *prefix,
+                             const char **options, char *err, size_t errlen);
+static const char *cwm_protocol_name(int p);
+static const char *cwm_bridge_key_given(const struct cwm_settings *s);
+static size_t cwm_key_suffix_len(const char *name);
+static void cwm_settings_json(const struct cwm_settings *s, cJSON *o);
 
-struct cwm_vec {
-	void **v;
-	size_t n, cap;
-};
+/* src/config_check.c */
+static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
+                               char *err, size_t errlen);
+
+#endif /* CWM_CONFIG_H */
+/*
+ * The client: its constants, the commands for mqtt-io, the subscriptions,
+ * the events for mqtt-dispatch, the result of a connect, struct mg_mqtt
+ * itself, and the functions the client's parts call across. Included by
+ * internal.h only, after core.h and config.h.
+ */
+#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
+#line 6 "src/client.h"
+#endif
+#ifndef CWM_CLIENT_H
+#define CWM_CLIENT_H
+
+
+#define CWM_MAX_PACKET 268435455u /* MQTT's largest remaining length */
+#define CWM_QOS0_WINDOW 1024      /* QoS 0 messages handed to paho at once */
+#define CWM_BATCH 256             /* commands mqtt-io takes per lock */
+#define CWM_RENEW_CHUNK 128       /* filters per renewing SUBSCRIBE */
+#define CWM_SLOT_CHUNK 64   /* the first chunk of message slots; each next
+                               one doubles the pool, up to QUEUE_SIZE */
+#define CWM_SLOT_CHUNKS 40  /* enough doublings for QUEUE_SIZE's maximum */
+#define CWM_SAME_AGAIN_MS 3000 /* see cwm_connect_failed */
+#define CWM_STABLE_MS 10000 /* a connection that lasted this long resets
+                               the back-off (see cwm_conn_lost_locked) */
+#define CWM_SHORT_MS 3000    /* a connection lost this soon after CONNACK */
+#define CWM_POISON_STRIKES 2 /* see cwm_window_lost (connection.c) */
+#define CWM_POISON_MS 1000   /* ... a close this soon after the write */
+#define CWM_ACK_TIMEOUT_MS 15000 /* see cwm_io_stalled (io.c) */
+#define CWM_ID_BUCKETS 256   /* c->byid: QoS 1/2 messages by packet id */
+#define CWM_COALESCE_US 100        /* see cwm_wait_for_work */
+#define CWM_COALESCE_MAX_US 800
+#define CWM_FAST_US 40              /* a stream faster than 25,000 items/s */
+
+/* How a worker thread (mqtt-io, mqtt-dispatch) waits; producers signal
+ * only an idle one. */
+enum { CWM_RUNNING = 0, CWM_COALESCING = 1, CWM_IDLE_WAIT = 2 };
 
 enum cwm_state { CWM_IDLE, CWM_DISCONNECTED, CWM_CONNECTING, CWM_CONNECTED };
 enum cwm_cmd { CMD_PUBLISH, CMD_SUBSCRIBE, CMD_UNSUBSCRIBE };
@@ -641,232 +884,9 @@ static inline int cwm_v5_now(const struct mg_mqtt *c)
 	return c->v5 && !atomic_load(&c->v311_now);
 }
 
-
-/* A growable byte buffer; on allocation failure it stops growing and
- * remembers it (oom). */
-struct cwm_wbuf {
-	unsigned char *p;
-	size_t n, cap;
-	int oom;
-};
-
-
-
-/* src/bridge_guard.c, in both builds: request bodies. */
-#define CWM_BODY_RATE 1024 /* bytes a second a request body must keep up */
-static int cwm_conn_fd(const struct mg_connection *conn);
-
-#if MG_MQTT_ENABLE_BRIDGE
 /* ------------------------------------------------------------------------
- * Bridge types
+ * Functions of the client parts, by part
  * ---------------------------------------------------------------------- */
-
-#define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
-#define CWM_WS_RETRY_MAX 1000 /* ms: a full socket is tried at most this rarely */
-#define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
-#define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
-                              and WebSocket alike) */
-#define CWM_HOST_ERR                                                           \
-	"this Host is not one the server answers for (localhost, an IP address "   \
-	"or BRIDGE_ALLOWED_HOSTS)"
-#define CWM_LEVELS_ERR "more topic levels than MAX_TOPIC_LEVELS allows"
-
-/* Bridge-only error codes, in the MG_MQTT_ERR_* space; cwm_http_status()
- * turns them into 403 and 410. */
-enum { CWM_ERR_DENIED = -100, CWM_ERR_GONE = -101 };
-
-/* One outgoing message as JSON, shared by every client it goes to. */
-struct cwm_bmsg {
-	atomic_int refs;
-	size_t len;
-	char *sse; /* "data: <json>\n\n", made under the bridge lock when needed */
-	size_t sse_len;
-	char text[];
-};
-
-enum cwm_bkind { BC_WS, BC_SSE };
-
-struct cwm_bridge;
-
-struct cwm_bclient {
-	struct cwm_bridge *b;     /* NULL once the bridge is gone */
-	struct mg_connection *conn;
-	enum cwm_bkind kind;
-	unsigned id;
-	/* Under the bridge lock: */
-	struct cwm_bmsg **q;      /* ring of queued messages */
-	unsigned qhead, qlen, qcap;
-	size_t qbytes;            /* bytes of the messages queued */
-	int busy;                 /* a writer is writing to it */
-	int listed;               /* in b->ready */
-	int dead;                 /* dropped or closing: nothing more queued */
-	int close_frame;          /* WS: a writer should send a close frame */
-	int fd;                   /* WS over plain TCP: its socket, else -1 */
-	int64_t retry_at;         /* WS: its socket was full; not before (ms) */
-	int retry_gap;            /* WS: ms to the next try while it stays full */
-	struct cwm_bclient *prev, *next, *ready_next;
-	struct cwm_map filters;   /* its filters -> (intptr_t)qos + 1 */
-	uint64_t stamp;           /* last message it was given (dedupe) */
-	pthread_cond_t cond;      /* SSE: its handler waits here */
-	/* WS: a fragmented message being put together (its handler's). */
-	char *frag;
-	size_t frag_len;
-	int frag_op;              /* the first frame's opcode, 0: none */
-};
-
-struct cwm_anchor {
-	struct cwm_anchor *next;
-	const struct mg_context *ctx;
-	char prefix[64];
-	pthread_mutex_t lock;     /* the bridge lock */
-	pthread_cond_t idle;      /* cwm_bridge_destroy waits for users */
-	_Atomic(struct cwm_bridge *) bridge;
-	atomic_int users;         /* CivetWeb threads inside the bridge */
-	atomic_int draining;      /* a destroy waits for users to reach 0 */
-};
-
-
-struct cwm_bridge {
-	struct mg_mqtt *c;
-	struct cwm_anchor *a;
-	const char *path;         /* c->cfg.bridge_path */
-	size_t plen;
-	char *realm;              /* CivetWeb's authentication_domain */
-	unsigned char secret[16]; /* signs digest nonces */
-	/* Digest nonces answered (bridge_auth.c), under nonce_lock: slot
-	 * seq % CWM_NONCES holds the last nc seen for nonce seq. */
-	pthread_mutex_t nonce_lock;
-	struct cwm_nonce {
-		uint64_t seq;
-		int64_t issued;  /* s since the epoch */
-		uint64_t nc;     /* highest nc accepted (0: none yet) */
-	} nonces[CWM_NONCES];
-	uint64_t nonce_seq;
-	int max_clients;          /* BRIDGE_MAX_CLIENTS, or num_threads / 2 */
-	atomic_int n_req;         /* POST <path>/request calls waiting */
-	atomic_int n_streams;     /* WebSocket + SSE + n_req, against max_clients */
-	size_t lv_bytes;          /* under lv_lock: bytes the last values hold */
-	int read_timeout_ms;      /* CivetWeb's request_timeout_ms */
-	/* Under the bridge lock: */
-	pthread_cond_t wcond;     /* writers wait for ready clients */
-	pthread_cond_t idle;      /* a writer let go of a client */
-	atomic_int stopping;      /* set under the bridge lock */
-	struct cwm_tnode tree;    /* browser filters -> clients (handler ud) */
-	struct cwm_bclient *clients, *ready, *ready_tail;
-	uint64_t seq;
-	unsigned next_id;
-	struct cwm_vec cur, nxt, hits;
-	pthread_t writers[CWM_WRITERS];
-	int nwriters;
-	/* Counters, read by the status without the lock. */
-	atomic_int n_ws, n_sse;
-	atomic_uint_fast64_t delivered, dropped_clients, publishes, rejected;
-	/* Last values (BRIDGE_LAST_VALUES): written by mqtt-dispatch, read by
-	 * requests, under lv_lock. */
-	pthread_mutex_t lv_lock;
-	struct cwm_map lv;              /* topic -> struct cwm_lv */
-	struct cwm_lv *lv_old, *lv_new; /* least .. most recently updated */
-};
-
-/* What one WebSocket op did (cwm_ws_op). */
-struct cwm_ws_result {
-	enum { CWM_WS_OTHER, CWM_WS_SUBSCRIBE, CWM_WS_UNSUBSCRIBE,
-	       CWM_WS_PUBLISH } kind;
-	int rc;          /* 0, or a negative code (the reply was an error) */
-	int mid;         /* publish: the message id */
-	const char *err; /* rc != 0: the error text of the reply */
-};
-
-/* The last message seen on one topic. */
-struct cwm_lv {
-	struct cwm_lv *older, *newer;
-	const char *topic; /* the map's key */
-	size_t topic_len;
-	void *payload;
-	size_t len;
-	int qos, retain;
-	int64_t at_ms;     /* when it arrived: ms since the epoch */
-};
-
-#endif /* MG_MQTT_ENABLE_BRIDGE */
-
-/* ------------------------------------------------------------------------
- * Functions one part defines and others call, by part
- * ---------------------------------------------------------------------- */
-
-/* src/util.c */
-static char *cwm_strndup(const char *s, size_t n);
-static char *cwm_strdup(const char *s);
-static void cwm_strv_free(char **v, int n);
-static int64_t cwm_now_ms(void);
-static struct timespec cwm_deadline_us(int64_t us);
-static struct timespec cwm_deadline(int64_t ms_from_now);
-static void cwm_fmt(char *buf, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static const char *cwm_quote(const char *v, char out[72]);
-static const char *cwm_quote_path(const char *v, char out[320]);
-static void *cwm_map_get(const struct cwm_map *m, const char *k, size_t klen);
-static int cwm_map_put_key(struct cwm_map *m, const char *k, size_t klen,
-                           void *v, const char **stored);
-static int cwm_map_put(struct cwm_map *m, const char *k, size_t klen, void *v);
-static void *cwm_map_del(struct cwm_map *m, const char *k, size_t klen);
-static void cwm_map_free(struct cwm_map *m, void (*free_val)(void *));
-static int cwm_vec_push(struct cwm_vec *v, void *p);
-static void cwm_wput(struct cwm_wbuf *b, const void *data, size_t n);
-static void cwm_wput32(struct cwm_wbuf *b, uint32_t v);
-static void cwm_wputs(struct cwm_wbuf *b, const void *s, size_t n);
-
-/* src/topics.c */
-static int cwm_utf8_valid(const char *s, size_t n);
-static int cwm_topic_check(const char *t, size_t n);
-static int cwm_share_len(const char *f, size_t n);
-static size_t cwm_levels(const char *s, size_t n);
-static int cwm_levels_check(const struct mg_mqtt *c, const char *f,
-                            int filter);
-static int cwm_filter_normalize(const char *filter, char **out,
-                                struct mg_mqtt_params **params);
-static int cwm_filter_normalize_owned(char **f);
-static int cwm_match(const char *f, const char *t, size_t n);
-static int cwm_utf8_text(const char *s, size_t n);
-
-/* src/config.c */
-static char *cwm_trimdup(const char *v);
-static int cwm_parse_bool(const char *v, int *out);
-static int cwm_parse_long(const char *v, long min, long max, long *out);
-static void cwm_settings_free(struct cwm_settings *s);
-static int cwm_settings_read(struct cwm_settings *s, const char *prefix,
-                             const char **options, char *err, size_t errlen);
-static const char *cwm_protocol_name(int p);
-static const char *cwm_bridge_key_given(const struct cwm_settings *s);
-static size_t cwm_key_suffix_len(const char *name);
-static void cwm_settings_json(const struct cwm_settings *s, cJSON *o);
-
-/* src/config_check.c */
-static int cwm_settings_finish(struct cwm_settings *s, const char *prefix,
-                               char *err, size_t errlen);
-
-/* src/tree.c */
-static void cwm_handler_free(struct cwm_handler *h);
-static void cwm_tree_clear(struct cwm_tnode *root);
-static int cwm_tree_add(struct cwm_tnode *root, const char *f,
-                        struct cwm_handler *h);
-#if MG_MQTT_ENABLE_BRIDGE
-static void cwm_tree_remove(struct cwm_tnode *root, const char *f, void *ud);
-#endif
-static int cwm_tree_match(const struct cwm_tnode *root, const char *t, size_t n,
-                          struct cwm_vec *cur, struct cwm_vec *nxt,
-                          struct cwm_vec *out);
-
-/* src/log.c */
-static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int cwm_log_wants(const struct mg_mqtt *c, int level);
-static void cwm_log_event(struct mg_mqtt *c, const struct cwm_event *ev);
-static void cwm_log_push_trace(struct mg_mqtt *c, const char *line);
 
 /* src/trace.c: LOG_LEVEL debug lines of the library's own packets, paho's
  * trace (process-wide) forwarded to debug clients, and what paho says
@@ -892,6 +912,8 @@ static void cwm_debug_disconnect(struct mg_mqtt *c);
 static int cwm_props_dup(const struct mg_mqtt_props *p,
                          struct mg_mqtt_props **out);
 static int cwm_props_check(const struct mg_mqtt_props *p, size_t *bytes);
+static void cwm_prop_add_int4(MQTTProperties *o, enum MQTTPropertyCodes id,
+                              unsigned v);
 static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o);
 static void cwm_props_from_paho(MQTTProperties *pp, struct mg_mqtt_props *p,
                                 void **mem);
@@ -904,6 +926,10 @@ static void cwm_fifo_push(struct cwm_out **head, struct cwm_out **tail,
 static void cwm_retry_insert(struct mg_mqtt *c, struct cwm_out *r);
 static void cwm_inpaho_link(struct mg_mqtt *c, struct cwm_out *r);
 static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r);
+static struct cwm_out *cwm_pub_new(struct mg_mqtt *c, const char *topic,
+                                   size_t tlen, const void *payload,
+                                   size_t len, int qos, int retain,
+                                   const struct mg_mqtt_props *props, int *rc);
 static struct cwm_out *cwm_cmd_new(struct mg_mqtt *c, enum cwm_cmd type);
 static int cwm_cmd_add(struct mg_mqtt *c, struct cwm_out *r, const char *filter,
                        int qos, int id, int counted);
@@ -1000,20 +1026,172 @@ static int cwm_req_arrived(struct mg_mqtt *c, const char *topic, size_t tl,
 static void cwm_req_stop(struct mg_mqtt *c, int wait);
 static void cwm_req_failed(struct mg_mqtt *c, int id, int result);
 
-/* src/json.c */
-static char *cwm_base64(const void *data, size_t n);
-static int cwm_add_payload(cJSON *o, const void *payload, size_t len);
-static void cwm_json_str_or_null(cJSON *o, const char *name, const char *v);
-
-/* src/client.c */
+/* src/client.c: the process registry of started clients. */
 /* Calls fn for every started client of ctx, holding the registry lock:
  * each stays alive during its call; fn may take the client's locks. */
 static void cwm_registry_each(const struct mg_context *ctx,
                               void (*fn)(struct mg_mqtt *c, void *arg),
                               void *arg);
+/* Calls fn for every client of the registry (from its start until its
+ * threads are joined, a stopping one too), holding the registry lock. */
+static void cwm_registry_all(void (*fn)(struct mg_mqtt *c, void *arg),
+                             void *arg);
 
 /* src/status.c */
 static cJSON *cwm_status_object(struct mg_mqtt *c);
+
+#endif /* CWM_CLIENT_H */
+/*
+ * The bridge (MG_MQTT_ENABLE_BRIDGE): its types and the functions its
+ * parts call across, or the do-nothing stand-ins the client calls without
+ * it; and what bridge_guard.c gives both builds. Included by internal.h
+ * only, last.
+ */
+#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
+#line 6 "src/bridge.h"
+#endif
+#ifndef CWM_BRIDGE_H
+#define CWM_BRIDGE_H
+
+
+/* src/bridge_guard.c, in both builds: request bodies. */
+#define CWM_BODY_RATE 1024 /* bytes a second a request body must keep up */
+static int cwm_conn_fd(const struct mg_connection *conn);
+
+#if MG_MQTT_ENABLE_BRIDGE
+/* ------------------------------------------------------------------------
+ * Bridge types
+ * ---------------------------------------------------------------------- */
+
+#define CWM_WRITERS 4 /* WebSocket writer threads per bridge */
+#define CWM_WS_RETRY_MAX 1000 /* ms: a full socket is tried at most this rarely */
+#define CWM_NONCES 1024 /* digest nonces tracked (nc replay table) */
+#define CWM_FILTER_LEN 512 /* a browser's topic filter, with its NUL (SSE
+                              and WebSocket alike) */
+#define CWM_HOST_ERR                                                           \
+	"this Host is not one the server answers for (localhost, an IP address "   \
+	"or BRIDGE_ALLOWED_HOSTS)"
+#define CWM_ORIGIN_ERR                                                         \
+	"cross-site request: this Origin is not allowed (BRIDGE_ALLOWED_ORIGINS)"
+#define CWM_LEVELS_ERR "more topic levels than MAX_TOPIC_LEVELS allows"
+
+/* Bridge-only error codes, in the MG_MQTT_ERR_* space; cwm_http_status()
+ * turns them into 403 and 410. */
+enum { CWM_ERR_DENIED = -100, CWM_ERR_GONE = -101 };
+
+/* One outgoing message as JSON, shared by every client it goes to. */
+struct cwm_bmsg {
+	atomic_int refs;
+	size_t len;
+	char *sse; /* "data: <json>\n\n", made under the bridge lock when needed */
+	size_t sse_len;
+	char text[];
+};
+
+enum cwm_bkind { BC_WS, BC_SSE };
+
+struct cwm_bridge;
+
+struct cwm_bclient {
+	struct cwm_bridge *b;     /* NULL once the bridge is gone */
+	struct mg_connection *conn;
+	enum cwm_bkind kind;
+	unsigned id;
+	/* Under the bridge lock: */
+	struct cwm_bmsg **q;      /* ring of queued messages */
+	unsigned qhead, qlen, qcap;
+	size_t qbytes;            /* bytes of the messages queued */
+	int busy;                 /* a writer is writing to it */
+	int listed;               /* in b->ready */
+	int dead;                 /* dropped or closing: nothing more queued */
+	int close_frame;          /* WS: a writer should send a close frame */
+	int fd;                   /* WS over plain TCP: its socket, else -1 */
+	int64_t retry_at;         /* WS: its socket was full; not before (ms) */
+	int retry_gap;            /* WS: ms to the next try while it stays full */
+	struct cwm_bclient *prev, *next, *ready_next;
+	struct cwm_map filters;   /* its filters -> (intptr_t)qos + 1 */
+	uint64_t stamp;           /* last message it was given (dedupe) */
+	pthread_cond_t cond;      /* SSE: its handler waits here */
+	/* WS: a fragmented message being put together (its handler's). */
+	struct cwm_wbuf frag;
+	int frag_op;              /* the first frame's opcode, 0: none */
+};
+
+struct cwm_anchor {
+	struct cwm_anchor *next;
+	const struct mg_context *ctx;
+	char prefix[64];
+	pthread_mutex_t lock;     /* the bridge lock */
+	pthread_cond_t idle;      /* cwm_bridge_destroy waits for users */
+	_Atomic(struct cwm_bridge *) bridge;
+	atomic_int users;         /* CivetWeb threads inside the bridge */
+	atomic_int draining;      /* a destroy waits for users to reach 0 */
+};
+
+
+struct cwm_bridge {
+	struct mg_mqtt *c;
+	struct cwm_anchor *a;
+	const char *path;         /* c->cfg.bridge_path */
+	size_t plen;
+	char *realm;              /* CivetWeb's authentication_domain */
+	unsigned char secret[16]; /* signs digest nonces */
+	/* Digest nonces answered (bridge_auth.c), under nonce_lock: slot
+	 * seq % CWM_NONCES holds the last nc seen for nonce seq. */
+	pthread_mutex_t nonce_lock;
+	struct cwm_nonce {
+		uint64_t seq;
+		int64_t issued;  /* s since the epoch */
+		uint64_t nc;     /* highest nc accepted (0: none yet) */
+	} nonces[CWM_NONCES];
+	uint64_t nonce_seq;
+	int max_clients;          /* BRIDGE_MAX_CLIENTS, or num_threads / 2 */
+	atomic_int n_req;         /* POST <path>/request calls waiting */
+	atomic_int n_streams;     /* WebSocket + SSE + n_req, against max_clients */
+	size_t lv_bytes;          /* under lv_lock: bytes the last values hold */
+	int read_timeout_ms;      /* CivetWeb's request_timeout_ms */
+	/* Under the bridge lock: */
+	pthread_cond_t wcond;     /* writers wait for ready clients */
+	pthread_cond_t idle;      /* a writer let go of a client */
+	atomic_int stopping;      /* set under the bridge lock */
+	struct cwm_tnode tree;    /* browser filters -> clients (handler ud) */
+	struct cwm_bclient *clients, *ready, *ready_tail;
+	uint64_t seq;
+	unsigned next_id;
+	struct cwm_vec cur, nxt, hits;
+	pthread_t writers[CWM_WRITERS];
+	int nwriters;
+	/* Counters, read by the status without the lock. */
+	atomic_int n_ws, n_sse;
+	atomic_uint_fast64_t delivered, dropped_clients, publishes, rejected;
+	/* Last values (BRIDGE_LAST_VALUES): written by mqtt-dispatch, read by
+	 * requests, under lv_lock. */
+	pthread_mutex_t lv_lock;
+	struct cwm_map lv;              /* topic -> struct cwm_lv */
+	struct cwm_lv *lv_old, *lv_new; /* least .. most recently updated */
+};
+
+/* What one WebSocket op did (cwm_ws_op). */
+struct cwm_ws_result {
+	enum { CWM_WS_OTHER, CWM_WS_SUBSCRIBE, CWM_WS_UNSUBSCRIBE,
+	       CWM_WS_PUBLISH } kind;
+	int rc;          /* 0, or a negative code (the reply was an error) */
+	int mid;         /* publish: the message id */
+	const char *err; /* rc != 0: the error text of the reply */
+};
+
+/* The last message seen on one topic. */
+struct cwm_lv {
+	struct cwm_lv *older, *newer;
+	const char *topic; /* the map's key */
+	size_t topic_len;
+	void *payload;
+	size_t len;
+	int qos, retain;
+	int64_t at_ms;     /* when it arrived: ms since the epoch */
+};
+
+#endif /* MG_MQTT_ENABLE_BRIDGE */
 
 #if MG_MQTT_ENABLE_BRIDGE
 /* src/bridge.c */
@@ -1094,6 +1272,10 @@ static int cwm_host_ok(const struct cwm_bridge *b,
 static int cwm_origin_ok(const struct cwm_bridge *b,
                          const struct mg_connection *conn);
 static int cwm_reply_busy(struct mg_connection *conn);
+static int cwm_reply_denied(struct cwm_bridge *b, struct mg_connection *conn,
+                            const char *why);
+static int cwm_publish_refused(struct cwm_bridge *b, struct mg_connection *conn,
+                               const char *topic);
 static int cwm_bridge_http(struct mg_connection *conn, void *cbdata);
 
 /* src/bridge_last.c */
@@ -1167,6 +1349,8 @@ static inline void cwm_bridge_status(struct cwm_bridge *b, cJSON *o,
 	(void)gauges;
 }
 #endif /* MG_MQTT_ENABLE_BRIDGE */
+
+#endif /* CWM_BRIDGE_H */
 /*
  * Small tools every part uses: strings, clocks, quoting for error messages,
  * a string-keyed hash map, a pointer vector, growable byte and text buffers,
@@ -1192,6 +1376,14 @@ static char *cwm_strdup(const char *s)
 }
 
 /* Frees an array of n strings and the array. */
+/* Frees each of the n pointers of v (NULL ones too, as free() does);
+ * CWM_FREE_ALL(a, b, ...) is the call with a list. */
+static void cwm_freev(void *const *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+}
+
 static void cwm_strv_free(char **v, int n)
 {
 	if (v == NULL)
@@ -1419,23 +1611,67 @@ static int cwm_vec_push(struct cwm_vec *v, void *p)
 
 /* -- growable buffers ------------------------------------------------------ */
 
+/* Grows b to hold cap bytes (no less than it has). Returns 0, or -1 out
+ * of memory (now or before: b->oom). */
+static int cwm_wgrow(struct cwm_wbuf *b, size_t cap)
+{
+	if (b->oom)
+		return -1;
+	if (cap <= b->cap)
+		return 0;
+	unsigned char *p = realloc(b->p, cap);
+	if (p == NULL) {
+		b->oom = 1;
+		return -1;
+	}
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+/* Makes room for n more bytes (doubling). Returns 0 or -1 (b->oom). */
+static int cwm_wreserve(struct cwm_wbuf *b, size_t n)
+{
+	if (!b->oom && b->n + n <= b->cap)
+		return 0;
+	return cwm_wgrow(b, (b->cap + n) * 2);
+}
+
+/* Frees b's bytes and empties it (ready for use again). */
+static void cwm_wreset(struct cwm_wbuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
 static void cwm_wput(struct cwm_wbuf *b, const void *data, size_t n)
 {
-	if (b->oom || n == 0)
+	if (n == 0 || cwm_wreserve(b, n) != 0)
 		return;
-	if (b->n + n > b->cap) {
-		size_t cap = (b->cap + n) * 2;
-		unsigned char *p = realloc(b->p, cap);
-		if (p == NULL) {
-			b->oom = 1;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
 	memcpy(b->p + b->n, data, n);
 	b->n += n;
 }
+
+#if MG_MQTT_ENABLE_BRIDGE
+/* Appends formatted text (kept NUL-terminated past b->n). */
+static void cwm_wprintf(struct cwm_wbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int k = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (k < 0) {
+		b->oom = 1;
+		return;
+	}
+	if (cwm_wreserve(b, (size_t)k + 1) != 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf((char *)b->p + b->n, b->cap - b->n, fmt, ap);
+	va_end(ap);
+	b->n += (size_t)k;
+}
+#endif
 
 static void cwm_wput32(struct cwm_wbuf *b, uint32_t v)
 {
@@ -1828,6 +2064,18 @@ static const struct cwm_enum cwm_log_levels[] = {
     {"warn", MG_MQTT_LOG_WARNING},    {NULL, 0}};
 static const char cwm_bool_hint[] = "true or false";
 
+/* The four options of a message the client publishes by itself (the last
+ * will, the birth message): <name>_TOPIC, _MESSAGE, _QOS and _RETAIN, into
+ * the settings' <f>_topic, _message, _qos and _retain. */
+#define CWM_MESSAGE_KEYS(name, f)                                              \
+	{name "_TOPIC", K_TOPIC, CWM_S(f##_topic), 0, 0, NULL, NULL,               \
+	 "a topic name (no wildcards)"},                                           \
+	{name "_MESSAGE", K_STR, CWM_S(f##_message), 0, 0, NULL, NULL, NULL},      \
+	{name "_QOS", K_INT, CWM_S(f##_qos), 0, 2, "0", NULL,                      \
+	 "a QoS (0, 1 or 2)"},                                                     \
+	{name "_RETAIN", K_BOOL, CWM_S(f##_retain), 0, 0, "false", NULL,           \
+	 cwm_bool_hint}
+
 /* The table behind every key: name, type, field, range, default. The
  * README's configuration reference lists the same keys. */
 static const struct cwm_key cwm_keys[] = {
@@ -1868,20 +2116,10 @@ static const struct cwm_key cwm_keys[] = {
     {"TLS_CIPHERS", K_STR, CWM_S(tls_ciphers), 0, 0, NULL, NULL, NULL},
     {"TLS_INSECURE", K_BOOL, CWM_S(tls_insecure), 0, 0, "false", NULL,
      cwm_bool_hint},
-    {"LAST_WILL_TOPIC", K_TOPIC, CWM_S(will_topic), 0, 0, NULL, NULL,
-     "a topic name (no wildcards)"},
-    {"LAST_WILL_MESSAGE", K_STR, CWM_S(will_message), 0, 0, NULL, NULL, NULL},
-    {"LAST_WILL_QOS", K_INT, CWM_S(will_qos), 0, 2, "0", NULL,
-     "a QoS (0, 1 or 2)"},
-    {"LAST_WILL_RETAIN", K_BOOL, CWM_S(will_retain), 0, 0, "false", NULL,
-     cwm_bool_hint},
-    {"BIRTH_TOPIC", K_TOPIC, CWM_S(birth_topic), 0, 0, NULL, NULL,
-     "a topic name (no wildcards)"},
-    {"BIRTH_MESSAGE", K_STR, CWM_S(birth_message), 0, 0, NULL, NULL, NULL},
-    {"BIRTH_QOS", K_INT, CWM_S(birth_qos), 0, 2, "0", NULL,
-     "a QoS (0, 1 or 2)"},
-    {"BIRTH_RETAIN", K_BOOL, CWM_S(birth_retain), 0, 0, "false", NULL,
-     cwm_bool_hint},
+    /* LAST_WILL_TOPIC, _MESSAGE, _QOS, _RETAIN */
+    CWM_MESSAGE_KEYS("LAST_WILL", will),
+    /* BIRTH_TOPIC, _MESSAGE, _QOS, _RETAIN */
+    CWM_MESSAGE_KEYS("BIRTH", birth),
     {"SHARED_GROUP", K_STR, CWM_S(shared_group), 0, 0, NULL, NULL, NULL},
     {"SUBSCRIBE", K_STR, CWM_S(subscribe), 0, 0, NULL, NULL, NULL},
     {"RECONNECT_MIN", K_INT, CWM_S(reconnect_min), 1, 3600, "1", NULL,
@@ -1940,6 +2178,7 @@ static const struct cwm_key cwm_keys[] = {
     {"BRIDGE_MAX_FILTERS", K_INT, CWM_S(bridge_max_filters), 1, 1000000, "100",
      NULL, "a number of filters (1-1000000)"},
 };
+#undef CWM_MESSAGE_KEYS
 #define CWM_NKEYS (sizeof(cwm_keys) / sizeof(cwm_keys[0]))
 _Static_assert(CWM_NKEYS <= 64, "cwm_settings.set has one bit a key");
 
@@ -3465,38 +3704,25 @@ static void cwm_log_push_trace(struct mg_mqtt *c, const char *line)
 		free(ev);
 }
 
-static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cwm_vlog(c, 0, 0, level, fmt, ap);
-	va_end(ap);
-}
+/* Defines a printf-like logging function over cwm_vlog (declared in
+ * core.h with its format attribute): locked, quiet_stderr as there. */
+#define CWM_LOG_FN(name, locked, quiet)                                        \
+	static void name(struct mg_mqtt *c, int level, const char *fmt, ...)       \
+	{                                                                          \
+		va_list ap;                                                            \
+		va_start(ap, fmt);                                                     \
+		cwm_vlog(c, locked, quiet, level, fmt, ap);                            \
+		va_end(ap);                                                            \
+	}
 
+/* A line, from any thread without c->lock. */
+CWM_LOG_FN(cwm_log, 0, 0)
 /* A start-up error: to the log handler and CivetWeb's error log, not to
  * stderr, because mg_mqtt_start() hands the same sentence to its caller. */
-static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cwm_vlog(c, 0, 1, level, fmt, ap);
-	va_end(ap);
-}
-
-/* The same, for callers that hold c->lock. */
-static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cwm_vlog(c, 1, 0, level, fmt, ap);
-	va_end(ap);
-}
+CWM_LOG_FN(cwm_log_quiet, 0, 1)
+/* The same as cwm_log, for callers that hold c->lock. */
+CWM_LOG_FN(cwm_log_locked, 1, 0)
+#undef CWM_LOG_FN
 /*
  * Tracing. LOG_LEVEL debug: one line per packet-level event of the
  * library's own (CONNECT, CONNACK with its properties, SUBSCRIBE and
@@ -3508,7 +3734,8 @@ static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
  * _setTraceCallback), its callback runs on whichever thread paho traces
  * on, holding paho's locks. So: the callback only queues (an EV_LOG for
  * each debug client, cwm_log_push_trace), under cwm_trace_lock, which is
- * taken before a client's c->lock and never while one is held, and never
+ * taken before the registry lock (the clients are the process registry's,
+ * client.c) and a client's c->lock and never while one is held, and never
  * held across a call into paho that takes a lock (setting the level and
  * the callback takes none). Lines that could carry a secret are dropped,
  * payload bytes cut off (cwm_trace_clean).
@@ -3533,14 +3760,12 @@ static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
  * the level the environment set: the library then never changes it.
  */
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
-#line 36 "src/trace.c"
+#line 37 "src/trace.c"
 #endif
 
 static pthread_mutex_t cwm_trace_lock = PTHREAD_MUTEX_INITIALIZER;
-/* Under cwm_trace_lock: */
-static struct mg_mqtt **cwm_tr_clients; /* started clients, for their
-                                           secrets and as recipients */
-static size_t cwm_tr_n, cwm_tr_cap;
+/* Under cwm_trace_lock (the clients themselves are the registry's, those
+ * with trace_joined set: cwm_registry_all). */
 static int cwm_tr_debug;   /* of them at LOG_LEVEL debug */
 static int cwm_tr_tls;     /* of them with trace_tls set */
 static int cwm_tr_level;   /* the level set; 0: none yet */
@@ -3573,6 +3798,28 @@ static int cwm_has_ci(const char *hay, const char *needle)
 	return strcasestr(hay, needle) != NULL;
 }
 
+/* A line of paho's trace and what a walk over the clients found in it. */
+struct cwm_tr_scan {
+	const char *t;
+	size_t n;   /* cwm_trace_watch: the host name's length */
+	int hit;
+};
+
+/* [T] cwm_registry_all: the line holds the password or key passphrase of
+ * a joined client. */
+static void cwm_trace_secret_of(struct mg_mqtt *c, void *arg)
+{
+	struct cwm_tr_scan *scan = arg;
+	const struct cwm_settings *s = &c->cfg;
+	if (c->trace_joined &&
+	    ((s->secret != NULL && s->secret[0] != '\0' &&
+	      strstr(scan->t, s->secret) != NULL) ||
+	     (s->tls_keyfile_password != NULL &&
+	      s->tls_keyfile_password[0] != '\0' &&
+	      strstr(scan->t, s->tls_keyfile_password) != NULL)))
+		scan->hit = 1;
+}
+
 /* [T] 1 when the line may carry a secret: it names credentials (user
  * name, password, proxy authentication, an Authorization header), dumps
  * heap contents (paho's leak report at exit prints memory), or holds
@@ -3585,16 +3832,9 @@ static int cwm_trace_secret(const char *t)
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		if (cwm_has_ci(t, words[i]))
 			return 1;
-	for (size_t i = 0; i < cwm_tr_n; i++) {
-		const struct cwm_settings *s = &cwm_tr_clients[i]->cfg;
-		if ((s->secret != NULL && s->secret[0] != '\0' &&
-		     strstr(t, s->secret) != NULL) ||
-		    (s->tls_keyfile_password != NULL &&
-		     s->tls_keyfile_password[0] != '\0' &&
-		     strstr(t, s->tls_keyfile_password) != NULL))
-			return 1;
-	}
-	return 0;
+	struct cwm_tr_scan scan = {t, 0, 0};
+	cwm_registry_all(cwm_trace_secret_of, &scan);
+	return scan.hit;
 }
 
 /* The line as forwarded: "paho: <text>", a PUBLISH without the payload
@@ -3626,6 +3866,38 @@ static void cwm_uri_host(const char *uri, char *out, size_t len)
 	snprintf(out, len, "%.*s", (int)n, h);
 }
 
+/* [T] cwm_registry_all: the host name check failed for scan's host (n
+ * bytes), which a joined client's watched connect may be to. */
+static void cwm_trace_host_failed(struct mg_mqtt *c, void *arg)
+{
+	const struct cwm_tr_scan *scan = arg;
+	if (c->trace_joined && c->trace_tls && c->trace_checkhost &&
+	    strlen(c->trace_host) == scan->n &&
+	    strncasecmp(c->trace_host, scan->t, scan->n) == 0)
+		c->trace_host_bad = 1;
+}
+
+/* [T] cwm_registry_all: paho sent the CONNECT of client id scan->t (n
+ * bytes): the handshake of a joined client's watched connect succeeded. */
+static void cwm_trace_connect_seen(struct mg_mqtt *c, void *arg)
+{
+	const struct cwm_tr_scan *scan = arg;
+	if (c->trace_joined && c->trace_tls &&
+	    strlen(c->client_id) == scan->n &&
+	    strncmp(c->client_id, scan->t, scan->n) == 0) {
+		c->trace_host_bad = 0;
+		c->trace_sent = 1;
+	}
+}
+
+/* [T] cwm_registry_all: the cleaned line to a joined client at LOG_LEVEL
+ * debug. */
+static void cwm_trace_forward(struct mg_mqtt *c, void *arg)
+{
+	if (c->trace_joined && cwm_debug_on(c))
+		cwm_log_push_trace(c, arg);
+}
+
 /* [T] The TLS watch: a host name check failed for the host in the line,
  * or paho sent a client's CONNECT (its handshake succeeded). */
 static void cwm_trace_watch(const char *t)
@@ -3640,13 +3912,8 @@ static void cwm_trace_watch(const char *t)
 		size_t n = (size_t)(e - h);
 		if (n > 0 && h[n - 1] == ']')
 			n--;
-		for (size_t i = 0; i < cwm_tr_n; i++) {
-			struct mg_mqtt *c = cwm_tr_clients[i];
-			if (c->trace_tls && c->trace_checkhost &&
-			    strlen(c->trace_host) == n &&
-			    strncasecmp(c->trace_host, h, n) == 0)
-				c->trace_host_bad = 1;
-		}
+		struct cwm_tr_scan scan = {h, n, 0};
+		cwm_registry_all(cwm_trace_host_failed, &scan);
 		return;
 	}
 	const char *p = strstr(t, " -> CONNECT ");
@@ -3654,14 +3921,8 @@ static void cwm_trace_watch(const char *t)
 	if (p == NULL || id == NULL || id >= p)
 		return;
 	id++;
-	for (size_t i = 0; i < cwm_tr_n; i++) {
-		struct mg_mqtt *c = cwm_tr_clients[i];
-		if (c->trace_tls && strlen(c->client_id) == (size_t)(p - id) &&
-		    strncmp(c->client_id, id, (size_t)(p - id)) == 0) {
-			c->trace_host_bad = 0;
-			c->trace_sent = 1;
-		}
-	}
+	struct cwm_tr_scan scan = {id, (size_t)(p - id), 0};
+	cwm_registry_all(cwm_trace_connect_seen, &scan);
 }
 
 /* paho's trace callback: paho's threads (or mqtt-io inside a paho call),
@@ -3677,9 +3938,7 @@ static void cwm_trace_cb(enum MQTTCLIENT_TRACE_LEVELS level, char *message)
 	if (cwm_tr_debug > 0 && !cwm_trace_secret(t)) {
 		char line[600];
 		cwm_trace_clean(t, line, sizeof(line));
-		for (size_t i = 0; i < cwm_tr_n; i++)
-			if (cwm_debug_on(cwm_tr_clients[i]))
-				cwm_log_push_trace(cwm_tr_clients[i], line);
+		cwm_registry_all(cwm_trace_forward, line);
 	}
 	pthread_mutex_unlock(&cwm_trace_lock);
 }
@@ -3705,20 +3964,7 @@ static void cwm_trace_apply(void)
 static void cwm_trace_join(struct mg_mqtt *c)
 {
 	pthread_mutex_lock(&cwm_trace_lock);
-	if (cwm_tr_n == cwm_tr_cap) {
-		size_t cap = cwm_tr_cap > 0 ? cwm_tr_cap * 2 : 8;
-		struct mg_mqtt **v = realloc(cwm_tr_clients, cap * sizeof(*v));
-		if (v == NULL) {
-			/* Out of memory: this client gets no paho trace and no host
-			 * name check; the level stays as it is. */
-			pthread_mutex_unlock(&cwm_trace_lock);
-			return;
-		}
-		cwm_tr_clients = v;
-		cwm_tr_cap = cap;
-	}
-	cwm_tr_clients[cwm_tr_n++] = c;
-	c->trace_joined = 1;
+	c->trace_joined = 1; /* it is in the registry from start to stop */
 	cwm_tr_debug += cwm_debug_on(c);
 	cwm_trace_apply();
 	pthread_mutex_unlock(&cwm_trace_lock);
@@ -3741,19 +3987,9 @@ static void cwm_trace_leave(struct mg_mqtt *c)
 	pthread_mutex_lock(&cwm_trace_lock);
 	if (c->trace_joined) {
 		cwm_trace_tls_end(c);
-		for (size_t i = 0; i < cwm_tr_n; i++)
-			if (cwm_tr_clients[i] == c) {
-				cwm_tr_clients[i] = cwm_tr_clients[--cwm_tr_n];
-				break;
-			}
 		cwm_tr_debug -= cwm_debug_on(c);
 		c->trace_joined = 0;
 		cwm_trace_apply();
-	}
-	if (cwm_tr_n == 0) {
-		free(cwm_tr_clients);
-		cwm_tr_clients = NULL;
-		cwm_tr_cap = 0;
 	}
 	pthread_mutex_unlock(&cwm_trace_lock);
 }
@@ -4093,6 +4329,29 @@ static int cwm_props_check(const struct mg_mqtt_props *p, size_t *bytes)
 	return 0;
 }
 
+/* Adds a string or binary property (paho copies data) to o. */
+static void cwm_prop_add_data(MQTTProperties *o, enum MQTTPropertyCodes id,
+                              const void *data, size_t len)
+{
+	MQTTProperty pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.identifier = id;
+	pr.value.data.data = (char *)data;
+	pr.value.data.len = (int)len;
+	MQTTProperties_add(o, &pr);
+}
+
+/* Adds a four-byte integer property to o. */
+static void cwm_prop_add_int4(MQTTProperties *o, enum MQTTPropertyCodes id,
+                              unsigned v)
+{
+	MQTTProperty pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.identifier = id;
+	pr.value.integer4 = v;
+	MQTTProperties_add(o, &pr);
+}
+
 /* Builds paho properties from ours (paho copies string data). */
 static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o)
 {
@@ -4106,33 +4365,18 @@ static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o)
 		pr.value.value.len = (int)strlen(p->user[i].value);
 		MQTTProperties_add(o, &pr);
 	}
-	if (p->message_expiry != 0) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL;
-		pr.value.integer4 = p->message_expiry;
-		MQTTProperties_add(o, &pr);
-	}
-	if (p->response_topic != NULL) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_RESPONSE_TOPIC;
-		pr.value.data.data = (char *)p->response_topic;
-		pr.value.data.len = (int)strlen(p->response_topic);
-		MQTTProperties_add(o, &pr);
-	}
-	if (p->correlation_data != NULL) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_CORRELATION_DATA;
-		pr.value.data.data = (char *)p->correlation_data;
-		pr.value.data.len = (int)p->correlation_len;
-		MQTTProperties_add(o, &pr);
-	}
-	if (p->content_type != NULL) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_CONTENT_TYPE;
-		pr.value.data.data = (char *)p->content_type;
-		pr.value.data.len = (int)strlen(p->content_type);
-		MQTTProperties_add(o, &pr);
-	}
+	if (p->message_expiry != 0)
+		cwm_prop_add_int4(o, MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL,
+		                  p->message_expiry);
+	if (p->response_topic != NULL)
+		cwm_prop_add_data(o, MQTTPROPERTY_CODE_RESPONSE_TOPIC,
+		                  p->response_topic, strlen(p->response_topic));
+	if (p->correlation_data != NULL)
+		cwm_prop_add_data(o, MQTTPROPERTY_CODE_CORRELATION_DATA,
+		                  p->correlation_data, p->correlation_len);
+	if (p->content_type != NULL)
+		cwm_prop_add_data(o, MQTTPROPERTY_CODE_CONTENT_TYPE, p->content_type,
+		                  strlen(p->content_type));
 	if (p->payload_utf8) {
 		memset(&pr, 0, sizeof(pr));
 		pr.identifier = MQTTPROPERTY_CODE_PAYLOAD_FORMAT_INDICATOR;
@@ -4241,25 +4485,15 @@ static void cwm_out_free(struct cwm_out *r)
 		if (!(r->flags[i] & CMD_BORROWED))
 			free(r->filters[i]);
 	}
-	free(r->filters);
-	free(r->wire);
-	free(r->qos_list);
-	free(r->ids);
-	free(r->flags);
-	free(r->props);
-	free(r);
+	CWM_FREE_ALL(r->filters, r->wire, r->qos_list, r->ids, r->flags, r->props,
+	             r);
 }
 
 /* [L] Appends r to a FIFO. */
 static void cwm_fifo_push(struct cwm_out **head, struct cwm_out **tail,
                           struct cwm_out *r)
 {
-	r->next = NULL;
-	if (*tail != NULL)
-		(*tail)->next = r;
-	else
-		*head = r;
-	*tail = r;
+	CWM_FIFO_PUSH(*head, *tail, r, next);
 }
 
 /* [L] Puts a command paho gave back into retry, keeping id order so that
@@ -4303,12 +4537,7 @@ static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r)
 {
 	if (!r->in_paho)
 		return;
-	if (r->iprev != NULL)
-		r->iprev->inext = r->inext;
-	else
-		c->inpaho = r->inext;
-	if (r->inext != NULL)
-		r->inext->iprev = r->iprev;
+	CWM_DL_UNLINK_HEAD(c->inpaho, r, iprev, inext);
 	r->in_paho = 0;
 	if (r->type == CMD_PUBLISH && r->qos > 0)
 		c->inflight--;
@@ -4472,6 +4701,36 @@ static size_t cwm_publish_size(int v5, size_t tlen, size_t pbytes, int qos,
 	return 1 + cwm_varint_len(rem) + rem;
 }
 
+/* The one constructor of a publish command: one allocation holding the
+ * topic (tlen bytes, NUL added) and the payload, copied; props copied too
+ * (NULL: none). Returns it, or NULL with *rc MG_MQTT_ERR_NOMEM or the
+ * error of copying props. */
+static struct cwm_out *cwm_pub_new(struct mg_mqtt *c, const char *topic,
+                                   size_t tlen, const void *payload,
+                                   size_t len, int qos, int retain,
+                                   const struct mg_mqtt_props *props, int *rc)
+{
+	struct cwm_out *r = calloc(1, sizeof(*r) + tlen + 1 + len);
+	*rc = MG_MQTT_ERR_NOMEM;
+	if (r == NULL)
+		return NULL;
+	if ((*rc = cwm_props_dup(props, &r->props)) != 0) {
+		free(r);
+		return NULL;
+	}
+	r->c = c;
+	r->type = CMD_PUBLISH;
+	r->qos = qos;
+	r->retain = retain != 0;
+	r->topic = memcpy((char *)(r + 1), topic, tlen);
+	r->topic[tlen] = '\0';
+	r->payload = r->topic + tlen + 1;
+	r->len = len;
+	if (len > 0)
+		memcpy(r->payload, payload, len);
+	return r;
+}
+
 int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
                           const void *payload, size_t len, int qos, int retain,
                           const struct mg_mqtt_props *props)
@@ -4498,27 +4757,14 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 	if (maxp > 0 && cwm_publish_size(c->v5, tlen, pbytes, qos, len) > maxp)
 		return MG_MQTT_ERR_TOO_LARGE;
 
-	struct cwm_out *r = malloc(sizeof(*r) + tlen + 1 + len);
+	struct cwm_out *r =
+	    cwm_pub_new(c, topic, tlen, payload, len, qos, retain, props, &rc);
 	if (r == NULL)
-		return MG_MQTT_ERR_NOMEM;
-	memset(r, 0, sizeof(*r));
-	if ((rc = cwm_props_dup(props, &r->props)) != 0) {
-		free(r);
 		return rc;
-	}
 	if (r->props != NULL && !cwm_v5_now(c)) {
 		cwm_out_free(r);
 		return MG_MQTT_ERR_PROTOCOL;
 	}
-	r->c = c;
-	r->type = CMD_PUBLISH;
-	r->qos = qos;
-	r->retain = retain != 0;
-	r->topic = memcpy((char *)(r + 1), topic, tlen + 1);
-	r->payload = r->topic + tlen + 1;
-	r->len = len;
-	if (len > 0)
-		memcpy(r->payload, payload, len);
 	if (c->pdir != NULL && qos > 0 && (rc = cwm_persist_write(c, r)) != 0) {
 		cwm_out_free(r);
 		return rc;
@@ -4589,13 +4835,7 @@ static int cwm_queue_subscribe(struct mg_mqtt *c, const char *filter, int qos,
 /* [L] Appends s to the subscription list (subscription order). */
 static void cwm_sub_link(struct mg_mqtt *c, struct cwm_sub *s)
 {
-	s->next = NULL;
-	s->prev = c->sub_tail;
-	if (c->sub_tail != NULL)
-		c->sub_tail->next = s;
-	else
-		c->sub_head = s;
-	c->sub_tail = s;
+	CWM_DL_APPEND(c->sub_head, c->sub_tail, s, prev, next);
 }
 
 /* At start, before the threads: the SUBSCRIBE option's filters, renewed
@@ -4642,6 +4882,19 @@ static struct cwm_sub *cwm_sub_get(struct mg_mqtt *c, const char *filter,
 	return s;
 }
 
+/* A filter of the API, normalized (a malloc()ed copy in *plain) and
+ * checked against MAX_TOPIC_LEVELS. Returns 0 or a negative code. */
+static int cwm_filter_plain(struct mg_mqtt *c, const char *filter,
+                            char **plain)
+{
+	int rc = cwm_filter_normalize(filter, plain, NULL);
+	if (rc == 0 && (rc = cwm_levels_check(c, *plain, 1)) != 0) {
+		free(*plain);
+		*plain = NULL;
+	}
+	return rc;
+}
+
 int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 {
 	int rc, made;
@@ -4652,12 +4905,8 @@ int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 		return MG_MQTT_ERR_INVALID;
 	if (qos < 0 || qos > 2)
 		return MG_MQTT_ERR_QOS;
-	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
+	if ((rc = cwm_filter_plain(c, filter, &plain)) != 0)
 		return rc;
-	if ((rc = cwm_levels_check(c, plain, 1)) != 0) { /* MAX_TOPIC_LEVELS */
-		free(plain);
-		return rc;
-	}
 	filter = plain;
 	struct cwm_sub *n = calloc(1, sizeof(*n));
 
@@ -4700,14 +4949,7 @@ static void cwm_sub_free(struct cwm_sub *s)
  * last of them is done (or revived by a new subscribe). */
 static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s)
 {
-	if (s->prev != NULL)
-		s->prev->next = s->next;
-	else
-		c->sub_head = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
-	else
-		c->sub_tail = s->prev;
+	CWM_DL_UNLINK(c->sub_head, c->sub_tail, s, prev, next);
 	s->prev = s->next = NULL;
 	s->app = 0;
 	s->brefs = 0;
@@ -4728,12 +4970,8 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 	if (filter == NULL)
 		return MG_MQTT_ERR_INVALID;
 	char *plain;
-	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
+	if ((rc = cwm_filter_plain(c, filter, &plain)) != 0)
 		return rc;
-	if ((rc = cwm_levels_check(c, plain, 1)) != 0) { /* MAX_TOPIC_LEVELS */
-		free(plain);
-		return rc;
-	}
 	filter = plain;
 	size_t fl = strlen(filter);
 	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &filter, NULL, 1);
@@ -4948,7 +5186,7 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 	cwm_wputs(&b, p != NULL && p->correlation_data ? p->correlation_data : "",
 	          p != NULL && p->correlation_data ? p->correlation_len : 0);
 	if (b.oom) {
-		free(b.p);
+		cwm_wreset(&b);
 		return MG_MQTT_ERR_NOMEM;
 	}
 	cwm_persist_path(c, seq, ".msg", path);
@@ -4972,7 +5210,7 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 	if (!renamed ||
 	    (c->cfg.persistence_fsync && cwm_fsync_dir(c->pdir) != 0))
 		ok = 0;
-	free(b.p);
+	cwm_wreset(&b);
 	if (!ok) {
 		int e = errno;
 		unlink(renamed ? path : tmp); /* publish() fails: no file left */
@@ -5105,23 +5343,12 @@ static struct cwm_out *cwm_persist_parse(struct mg_mqtt *c,
 	props.correlation_len = cdl;
 
 	struct cwm_out *r = NULL;
+	int rc;
 	if (!b.bad && qos >= 1 && qos <= 2 && tops != NULL &&
-	    cwm_topic_check(tops, tl) == 0 && (r = calloc(1, sizeof(*r) + tl + 1 + pl)) != NULL) {
-		r->c = c;
-		r->type = CMD_PUBLISH;
-		r->qos = qos;
-		r->retain = retain != 0;
+	    cwm_topic_check(tops, tl) == 0 &&
+	    (r = cwm_pub_new(c, tops, tl, payload, pl, qos, retain, &props,
+	                     &rc)) != NULL)
 		r->restored = 1;
-		r->topic = memcpy((char *)(r + 1), tops, tl + 1);
-		r->payload = r->topic + tl + 1;
-		r->len = pl;
-		if (pl > 0)
-			memcpy(r->payload, payload, pl);
-		if (cwm_props_dup(&props, &r->props) != 0) {
-			free(r);
-			r = NULL;
-		}
-	}
 	for (uint32_t i = 0; i < 2 * nuser; i++)
 		free(strs[i]);
 	free(rts);
@@ -5673,6 +5900,36 @@ static void cwm_eng_caps(MQTTProperties *p, struct cwm_caps *k)
 	k->alias_max = cwm_prop_num(p, MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, 0);
 }
 
+/* Fills paho's will options from WILL_*. */
+static void cwm_eng_will(const struct cwm_settings *s,
+                         MQTTClient_willOptions *will)
+{
+	will->topicName = s->will_topic;
+	will->message = NULL;
+	will->payload.data = s->will_message != NULL ? s->will_message : "";
+	will->payload.len = s->will_message != NULL ? (int)strlen(s->will_message)
+	                                            : 0;
+	will->qos = s->will_qos;
+	will->retained = s->will_retain;
+}
+
+/* Fills paho's TLS options from TLS_*. */
+static void cwm_eng_ssl(struct mg_mqtt *c, MQTTClient_SSLOptions *ssl)
+{
+	const struct cwm_settings *s = &c->cfg;
+
+	ssl->trustStore = s->tls_ca_certs;
+	ssl->keyStore = s->tls_certfile;
+	ssl->privateKey = s->tls_keyfile;
+	ssl->privateKeyPassword = s->tls_keyfile_password;
+	ssl->enabledCipherSuites = s->tls_ciphers;
+	ssl->enableServerCertAuth = s->tls_cert_reqs != CWM_CERT_NONE;
+	ssl->verify = s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
+	ssl->sslVersion = s->tls_version;
+	ssl->ssl_error_cb = cwm_on_ssl_error;
+	ssl->ssl_error_context = c;
+}
+
 /* mqtt-io: one connection attempt to BROKER_URL entry idx; blocks until
  * CONNACK, a failure or CONNECTION_TIMEOUT. The fail-over list is walked
  * by the library (connection.c), one URI per attempt. Fills *a. */
@@ -5685,7 +5942,6 @@ static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a)
 	MQTTClient_willOptions will = MQTTClient_willOptions_initializer;
 	MQTTClient_SSLOptions ssl = MQTTClient_SSLOptions_initializer;
 	MQTTProperties props = MQTTProperties_initializer;
-	MQTTProperty pr;
 
 	if (v5)
 		o = o5;
@@ -5708,35 +5964,18 @@ static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a)
 		o.cleanstart = s->clean_session;
 		if (!s->clean_session) {
 			/* MQTT 5 ends a session at disconnect unless told otherwise. */
-			memset(&pr, 0, sizeof(pr));
-			pr.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
-			pr.value.integer4 = 0xFFFFFFFFu;
-			MQTTProperties_add(&props, &pr);
+			cwm_prop_add_int4(&props, MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL,
+			                  0xFFFFFFFFu);
 		}
 	} else {
 		o.cleansession = s->clean_session;
 	}
 	if (s->will_topic != NULL) {
-		will.topicName = s->will_topic;
-		will.message = NULL;
-		will.payload.data = s->will_message != NULL ? s->will_message : "";
-		will.payload.len = s->will_message != NULL ? (int)strlen(s->will_message)
-		                                           : 0;
-		will.qos = s->will_qos;
-		will.retained = s->will_retain;
+		cwm_eng_will(s, &will);
 		o.will = &will;
 	}
 	if (c->cfg.use_tls) {
-		ssl.trustStore = s->tls_ca_certs;
-		ssl.keyStore = s->tls_certfile;
-		ssl.privateKey = s->tls_keyfile;
-		ssl.privateKeyPassword = s->tls_keyfile_password;
-		ssl.enabledCipherSuites = s->tls_ciphers;
-		ssl.enableServerCertAuth = s->tls_cert_reqs != CWM_CERT_NONE;
-		ssl.verify = s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
-		ssl.sslVersion = s->tls_version;
-		ssl.ssl_error_cb = cwm_on_ssl_error;
-		ssl.ssl_error_context = c;
+		cwm_eng_ssl(c, &ssl);
 		o.ssl = &ssl;
 	}
 	int64_t t0 = cwm_now_ms();
@@ -6084,34 +6323,20 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 		}
 		r->internal = 1;
 		r->id = cwm_next_id(c);
-		if (last != NULL)
-			last->next = r;
-		else
-			first = r;
-		last = r;
+		CWM_FIFO_PUSH(first, last, r, next);
 	}
 	if (c->birth_needed) {
 		const char *t = c->cfg.birth_topic, *m = c->cfg.birth_message;
-		size_t tl = strlen(t), ml = m != NULL ? strlen(m) : 0;
-		struct cwm_out *r = calloc(1, sizeof(*r) + tl + 1 + ml + 1);
+		int rc;
+		struct cwm_out *r = cwm_pub_new(c, t, strlen(t), m,
+		                                m != NULL ? strlen(m) : 0,
+		                                c->cfg.birth_qos, c->cfg.birth_retain,
+		                                NULL, &rc);
 		c->birth_needed = 0;
 		if (r != NULL) {
-			r->c = c;
-			r->type = CMD_PUBLISH;
 			r->internal = 1;
-			r->qos = c->cfg.birth_qos;
-			r->retain = c->cfg.birth_retain;
-			r->topic = memcpy((char *)(r + 1), t, tl + 1);
-			r->payload = r->topic + tl + 1;
-			r->len = ml;
-			if (ml > 0)
-				memcpy(r->payload, m, ml);
 			r->id = cwm_next_id(c);
-			if (last != NULL)
-				last->next = r;
-			else
-				first = r;
-			last = r;
+			CWM_FIFO_PUSH(first, last, r, next);
 		}
 	}
 	if (first != NULL) {
@@ -6597,54 +6822,95 @@ static const char *cwm_connack_text(int rc)
 	return rc >= 0 && rc <= 5 ? t[rc] : "refused";
 }
 
-static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
-                               const char *text)
+/* Wakes mqtt-io if it sleeps idle, then releases the client's lock. [L] */
+static void cwm_connect_wake_unlock(struct mg_mqtt *c)
 {
-	char brokers[512] = "", msg[300], host[256];
+	if (c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Logs a TLS host name mismatch, which paho says only in its trace
+ * (trace.c), and marks the attempt as a TLS error. */
+static void cwm_connect_note_tls(struct mg_mqtt *c)
+{
+	char host[256];
+
+	if (!cwm_trace_tls_failed(c, host, sizeof(host)))
+		return;
+	cwm_log(c, MG_MQTT_LOG_ERROR,
+	        "TLS: the broker's certificate does not match host name %s", host);
+	pthread_mutex_lock(&c->lock);
+	c->tls_error = 1; /* MG_MQTT_ERR_TLS, in cwm_connect_round_failed() */
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Schedules the same broker again shortly when a "socket error" follows
+ * a loss at once; returns 1 if it did (nothing else to do). [L]
+ * Right after a loss, paho sometimes fails the next connect at once
+ * with "socket error" (the dead connection's socket still in its
+ * receive thread's hands, which can sleep up to a second): that says
+ * nothing of this broker, which is tried again shortly, a few times,
+ * instead of counting as refused. */
+static int cwm_connect_retry_same(struct mg_mqtt *c, const char *text)
+{
+	if (text == NULL || strcmp(text, "socket error") != 0 || c->stopping ||
+	    c->same_again >= 3 || cwm_now_ms() - c->lost_at >= CWM_SAME_AGAIN_MS)
+		return 0;
+	c->same_again++;
+	c->state = CWM_DISCONNECTED;
+	c->reconnect_at = cwm_now_ms() + 300;
+	return 1;
+}
+
+/* Moves to the next broker of BROKER_URL when this round has one left;
+ * returns 1 if it did. [L] */
+static int cwm_connect_try_next(struct mg_mqtt *c, int reason,
+                                const char *text)
+{
+	if (c->uri_try + 1 >= c->cfg.nuris || c->stopping)
+		return 0;
+	const char *tried = c->cfg.uris[c->uri_cur];
+	c->uri_try++;
+	c->state = CWM_DISCONNECTED;
+	c->reconnect_at = cwm_now_ms();
+	cwm_log_locked(c, MG_MQTT_LOG_INFO,
+	               "connection to %s failed: %s%s%s; trying %s", tried,
+	               reason >= 0 ? "refused by the broker: " : "",
+	               text != NULL ? text : "failed",
+	               c->tls_error ? " (TLS error, see the log)" : "",
+	               c->cfg.uris[(c->uri_base + c->uri_try) % c->cfg.nuris]);
+	return 1;
+}
+
+/* Queues the EV_CONNECT event of a failed round for on_connect. [L] */
+static void cwm_connect_fail_event(struct mg_mqtt *c, int error, int reason,
+                                   int attempt, const char *brokers,
+                                   const char *msg)
+{
+	if (c->on_connect == NULL)
+		return;
+	struct cwm_event *ev =
+	    cwm_event_new(EV_CONNECT, strlen(brokers) + strlen(msg) + 2);
+	if (ev == NULL)
+		return;
+	size_t u = 0;
+	ev->u.conn.error = error;
+	ev->u.conn.reason_code = reason;
+	ev->u.conn.attempt = attempt;
+	ev->u.conn.broker = cwm_event_str(ev, &u, brokers);
+	ev->u.conn.message = cwm_event_str(ev, &u, msg);
+	cwm_push_event(c, ev);
+}
+
+/* A whole round of BROKER_URL failed: back-off, the first result a
+ * waiting start reads, the event and the warning. [L] */
+static void cwm_connect_round_failed(struct mg_mqtt *c, int error,
+                                     int reason, const char *text)
+{
+	char brokers[512] = "", msg[300];
 	size_t used = 0;
 
-	/* trace.c: a host name mismatch, which paho says only in its trace. */
-	if (cwm_trace_tls_failed(c, host, sizeof(host))) {
-		cwm_log(c, MG_MQTT_LOG_ERROR,
-		        "TLS: the broker's certificate does not match host name %s",
-		        host);
-		pthread_mutex_lock(&c->lock);
-		c->tls_error = 1; /* MG_MQTT_ERR_TLS, below */
-		pthread_mutex_unlock(&c->lock);
-	}
-	pthread_mutex_lock(&c->lock);
-	/* Right after a loss, paho sometimes fails the next connect at once
-	 * with "socket error" (the dead connection's socket still in its
-	 * receive thread's hands, which can sleep up to a second): that says
-	 * nothing of this broker, which is tried again shortly, a few times,
-	 * instead of counting as refused. */
-	if (text != NULL && strcmp(text, "socket error") == 0 && !c->stopping &&
-	    c->same_again < 3 && cwm_now_ms() - c->lost_at < CWM_SAME_AGAIN_MS) {
-		c->same_again++;
-		c->state = CWM_DISCONNECTED;
-		c->reconnect_at = cwm_now_ms() + 300;
-		if (c->io_waiting == CWM_IDLE_WAIT)
-			pthread_cond_signal(&c->io_cond);
-		pthread_mutex_unlock(&c->lock);
-		return;
-	}
-	if (c->uri_try + 1 < c->cfg.nuris && !c->stopping) {
-		/* More of BROKER_URL to try in this round: the next one now. */
-		const char *tried = c->cfg.uris[c->uri_cur];
-		c->uri_try++;
-		c->state = CWM_DISCONNECTED;
-		c->reconnect_at = cwm_now_ms();
-		cwm_log_locked(c, MG_MQTT_LOG_INFO,
-		               "connection to %s failed: %s%s%s; trying %s", tried,
-		               reason >= 0 ? "refused by the broker: " : "",
-		               text != NULL ? text : "failed",
-		               c->tls_error ? " (TLS error, see the log)" : "",
-		               c->cfg.uris[(c->uri_base + c->uri_try) % c->cfg.nuris]);
-		if (c->io_waiting == CWM_IDLE_WAIT)
-			pthread_cond_signal(&c->io_cond);
-		pthread_mutex_unlock(&c->lock);
-		return;
-	}
 	c->uri_try = 0;
 	for (int i = 0; i < c->cfg.nuris && used < sizeof(brokers); i++)
 		used += (size_t)snprintf(brokers + used, sizeof(brokers) - used,
@@ -6671,19 +6937,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		        c->prefix, brokers, msg);
 		pthread_cond_broadcast(&c->state_cond);
 	}
-	if (c->on_connect != NULL) {
-		struct cwm_event *ev =
-		    cwm_event_new(EV_CONNECT, strlen(brokers) + strlen(msg) + 2);
-		if (ev != NULL) {
-			size_t u = 0;
-			ev->u.conn.error = error;
-			ev->u.conn.reason_code = reason;
-			ev->u.conn.attempt = attempt;
-			ev->u.conn.broker = cwm_event_str(ev, &u, brokers);
-			ev->u.conn.message = cwm_event_str(ev, &u, msg);
-			cwm_push_event(c, ev);
-		}
-	}
+	cwm_connect_fail_event(c, error, reason, attempt, brokers, msg);
 	if (!c->stopping && start_fails)
 		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 		               "connection attempt %d to %s failed: %s", attempt,
@@ -6693,9 +6947,19 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		               "connection attempt %d to %s failed: %s; next attempt "
 		               "in %.1f s",
 		               attempt, brokers, msg, (double)delay / 1000.0);
-	if (c->io_waiting == CWM_IDLE_WAIT)
-		pthread_cond_signal(&c->io_cond);
-	pthread_mutex_unlock(&c->lock);
+}
+
+/* A connect attempt failed: the same broker again, the next one, or the
+ * round's failure. */
+static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
+                               const char *text)
+{
+	cwm_connect_note_tls(c);
+	pthread_mutex_lock(&c->lock);
+	if (!cwm_connect_retry_same(c, text) &&
+	    !cwm_connect_try_next(c, reason, text))
+		cwm_connect_round_failed(c, error, reason, text);
+	cwm_connect_wake_unlock(c);
 }
 
 /* What a failed attempt without a refusal means, said plainly: the error
@@ -7293,12 +7557,7 @@ static const struct mg_mqtt_props cwm_no_props; /* a message without any */
 /* [L] Appends an event and wakes mqtt-dispatch. */
 static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev)
 {
-	ev->next = NULL;
-	if (c->evq_tail != NULL)
-		c->evq_tail->next = ev;
-	else
-		c->evq = ev;
-	c->evq_tail = ev;
+	CWM_FIFO_PUSH(c->evq, c->evq_tail, ev, next);
 	c->ev_pushed++;
 	if (c->dispatch_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->ev_cond);
@@ -7909,6 +8168,90 @@ static char *cwm_req_envelope(const char *reply_to, const char *corr,
 	return out;
 }
 
+/* Gives q a random correlation id and links it into c->reqs. Returns 0,
+ * MG_MQTT_ERR_STOPPED or MG_MQTT_ERR_IO. */
+static int cwm_req_enlist(struct mg_mqtt *c, struct cwm_req *q)
+{
+	unsigned char rnd[16];
+	int rc = 0;
+
+	pthread_mutex_lock(&c->req_lock);
+	if (c->req_stopping)
+		rc = MG_MQTT_ERR_STOPPED;
+	else if (cwm_random(rnd, sizeof(rnd)) != 0)
+		rc = MG_MQTT_ERR_IO;
+	if (rc == 0) {
+		for (size_t i = 0; i < sizeof(rnd); i++)
+			snprintf(q->corr + 2 * i, 3, "%02x", rnd[i]);
+		++c->req_seq;
+		q->next = c->reqs;
+		c->reqs = q;
+	}
+	pthread_mutex_unlock(&c->req_lock);
+	return rc;
+}
+
+/* Publishes the request with its reply topic and correlation id (MQTT 5
+ * properties, or the 3.1.1 envelope). Returns what the publish returned. */
+static int cwm_req_publish(struct mg_mqtt *c, const char *topic,
+                           const void *payload, size_t len, int qos,
+                           const char *corr)
+{
+	size_t bl = c->reply_base_len, cl = strlen(corr);
+	char *reply_to = malloc(bl + cl + 1), *env = NULL;
+	int rc;
+
+	if (reply_to == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	memcpy(reply_to, c->reply_base, bl);
+	memcpy(reply_to + bl, corr, cl + 1);
+	if (cwm_v5_now(c)) {
+		struct mg_mqtt_props p;
+		memset(&p, 0, sizeof(p));
+		p.response_topic = reply_to;
+		p.correlation_data = corr;
+		p.correlation_len = cl;
+		rc = mg_mqtt_publish_props(c, topic, payload, len, qos, 0, &p);
+	} else if ((env = cwm_req_envelope(reply_to, corr, payload, len)) ==
+	           NULL) {
+		rc = MG_MQTT_ERR_NOMEM;
+	} else {
+		rc = mg_mqtt_publish(c, topic, env, strlen(env), qos, 0);
+	}
+	free(reply_to);
+	cJSON_free(env);
+	return rc;
+}
+
+/* Waits for the reply to q (rc: its publish's result) until the deadline,
+ * then unlinks q. Returns 0 (replied) or a negative code. */
+static int cwm_req_wait(struct mg_mqtt *c, struct cwm_req *q, int rc,
+                        int64_t deadline)
+{
+	pthread_mutex_lock(&c->req_lock);
+	if (rc > 0)
+		q->pub_id = rc;
+	if (rc > 0 && q->done == 0) {
+		struct timespec until = cwm_deadline(deadline - cwm_now_ms());
+		while (q->done == 0 && !c->req_stopping &&
+		       pthread_cond_timedwait(&q->cond, &c->req_lock, &until) !=
+		           ETIMEDOUT) {
+		}
+		rc = q->done == 1    ? 0
+		     : q->done == -2 ? q->err
+		     : q->done < 0   ? MG_MQTT_ERR_NOMEM
+		     : c->req_stopping ? MG_MQTT_ERR_STOPPED
+		                       : MG_MQTT_ERR_TIMEOUT;
+	}
+	for (struct cwm_req **pp = &c->reqs; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == q) {
+			*pp = q->next;
+			break;
+		}
+	pthread_mutex_unlock(&c->req_lock);
+	return rc;
+}
+
 /* mg_mqtt_request() once the arguments are checked and the caller
  * counted in c->req_active. */
 static int cwm_request(struct mg_mqtt *c, const char *topic,
@@ -7923,70 +8266,12 @@ static int cwm_request(struct mg_mqtt *c, const char *topic,
 	struct cwm_req q;
 	memset(&q, 0, sizeof(q));
 	pthread_cond_init(&q.cond, NULL);
-	pthread_mutex_lock(&c->req_lock);
-	if (c->req_stopping) {
-		pthread_mutex_unlock(&c->req_lock);
+	if ((rc = cwm_req_enlist(c, &q)) != 0) {
 		pthread_cond_destroy(&q.cond);
-		return MG_MQTT_ERR_STOPPED;
+		return rc;
 	}
-	unsigned char rnd[16];
-	if (cwm_random(rnd, sizeof(rnd)) != 0) {
-		pthread_mutex_unlock(&c->req_lock);
-		pthread_cond_destroy(&q.cond);
-		return MG_MQTT_ERR_IO;
-	}
-	for (size_t i = 0; i < sizeof(rnd); i++)
-		snprintf(q.corr + 2 * i, 3, "%02x", rnd[i]);
-	++c->req_seq;
-	q.next = c->reqs;
-	c->reqs = &q;
-	pthread_mutex_unlock(&c->req_lock);
-
-	size_t bl = c->reply_base_len, cl = strlen(q.corr);
-	char *reply_to = malloc(bl + cl + 1), *env = NULL;
-	if (reply_to == NULL) {
-		rc = MG_MQTT_ERR_NOMEM;
-	} else {
-		memcpy(reply_to, c->reply_base, bl);
-		memcpy(reply_to + bl, q.corr, cl + 1);
-		if (cwm_v5_now(c)) {
-			struct mg_mqtt_props p;
-			memset(&p, 0, sizeof(p));
-			p.response_topic = reply_to;
-			p.correlation_data = q.corr;
-			p.correlation_len = cl;
-			rc = mg_mqtt_publish_props(c, topic, payload, len, qos, 0, &p);
-		} else if ((env = cwm_req_envelope(reply_to, q.corr, payload, len)) ==
-		           NULL) {
-			rc = MG_MQTT_ERR_NOMEM;
-		} else {
-			rc = mg_mqtt_publish(c, topic, env, strlen(env), qos, 0);
-		}
-	}
-	free(reply_to);
-	cJSON_free(env);
-
-	pthread_mutex_lock(&c->req_lock);
-	if (rc > 0)
-		q.pub_id = rc;
-	if (rc > 0 && q.done == 0) {
-		struct timespec until = cwm_deadline(deadline - cwm_now_ms());
-		while (q.done == 0 && !c->req_stopping &&
-		       pthread_cond_timedwait(&q.cond, &c->req_lock, &until) !=
-		           ETIMEDOUT) {
-		}
-		rc = q.done == 1    ? 0
-		     : q.done == -2 ? q.err
-		     : q.done < 0   ? MG_MQTT_ERR_NOMEM
-		     : c->req_stopping ? MG_MQTT_ERR_STOPPED
-		                       : MG_MQTT_ERR_TIMEOUT;
-	}
-	for (struct cwm_req **pp = &c->reqs; *pp != NULL; pp = &(*pp)->next)
-		if (*pp == &q) {
-			*pp = q.next;
-			break;
-		}
-	pthread_mutex_unlock(&c->req_lock);
+	rc = cwm_req_publish(c, topic, payload, len, qos, q.corr);
+	rc = cwm_req_wait(c, &q, rc, deadline);
 	pthread_cond_destroy(&q.cond);
 
 	if (rc == 0) {
@@ -8047,6 +8332,13 @@ void mg_mqtt_reply_free(struct mg_mqtt_reply *reply)
 #if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES
 #line 5 "src/json.c"
 #endif
+
+/* Adds counter v to o under name. */
+static void cwm_json_count(cJSON *o, const char *name,
+                           const atomic_uint_fast64_t *v)
+{
+	cJSON_AddNumberToObject(o, name, (double)atomic_load(v));
+}
 
 /* -- base64 ---------------------------------------------------------------- */
 
@@ -8227,23 +8519,28 @@ CWM_SETTER(mg_mqtt_on_unsubscribe, mg_mqtt_ack_handler, on_unsubscribe)
 CWM_SETTER(mg_mqtt_on_log, mg_mqtt_log_handler, on_log)
 #undef CWM_SETTER
 
-/* The started clients, for mg_mqtt_get() and the bridge's metrics. */
+/* The process registry of started clients: one entry a client from its
+ * start until its threads are joined at stop. listed: from start until
+ * the stop begins; only those count for a prefix already started on a
+ * server, mg_mqtt_get() and the bridge's metrics (cwm_registry_each).
+ * paho's trace (trace.c) walks every entry (cwm_registry_all). */
 struct cwm_reg {
 	const struct mg_context *ctx;
 	struct mg_mqtt *c;
+	int listed;
 };
 static pthread_mutex_t cwm_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct cwm_reg *cwm_registry; /* under cwm_registry_lock */
 static size_t cwm_nregistry;
 
+/* Start: adds c, unless a listed client has its prefix on its server
+ * (MG_MQTT_ERR_EXISTS). */
 static int cwm_registry_add(struct mg_mqtt *c)
 {
 	int rc = 0;
-	if (c->ctx == NULL)
-		return 0;
 	pthread_mutex_lock(&cwm_registry_lock);
-	for (size_t i = 0; i < cwm_nregistry; i++)
-		if (cwm_registry[i].ctx == c->ctx &&
+	for (size_t i = 0; i < cwm_nregistry && c->ctx != NULL; i++)
+		if (cwm_registry[i].listed && cwm_registry[i].ctx == c->ctx &&
 		    strcmp(cwm_registry[i].c->prefix, c->prefix) == 0)
 			rc = MG_MQTT_ERR_EXISTS;
 	if (rc == 0) {
@@ -8255,6 +8552,7 @@ static int cwm_registry_add(struct mg_mqtt *c)
 			cwm_registry = r;
 			r[cwm_nregistry].ctx = c->ctx;
 			r[cwm_nregistry].c = c;
+			r[cwm_nregistry].listed = 1;
 			cwm_nregistry++;
 		}
 	}
@@ -8262,6 +8560,18 @@ static int cwm_registry_add(struct mg_mqtt *c)
 	return rc;
 }
 
+/* Stop, first: c is no longer listed (mg_mqtt_get() cannot return it). */
+static void cwm_registry_unlist(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_registry_lock);
+	for (size_t i = 0; i < cwm_nregistry; i++)
+		if (cwm_registry[i].c == c)
+			cwm_registry[i].listed = 0;
+	atomic_store(&c->registered, 0);
+	pthread_mutex_unlock(&cwm_registry_lock);
+}
+
+/* Stop, once c's threads are joined: c leaves the registry. */
 static void cwm_registry_remove(struct mg_mqtt *c)
 {
 	pthread_mutex_lock(&cwm_registry_lock);
@@ -8274,10 +8584,8 @@ static void cwm_registry_remove(struct mg_mqtt *c)
 		free(cwm_registry);
 		cwm_registry = NULL;
 	}
-	atomic_store(&c->registered, 0);
 	pthread_mutex_unlock(&cwm_registry_lock);
 }
-
 
 static void cwm_registry_each(const struct mg_context *ctx,
                               void (*fn)(struct mg_mqtt *c, void *arg),
@@ -8285,9 +8593,18 @@ static void cwm_registry_each(const struct mg_context *ctx,
 {
 	pthread_mutex_lock(&cwm_registry_lock);
 	for (size_t i = 0; i < cwm_nregistry; i++)
-		if (cwm_registry[i].ctx == ctx &&
+		if (cwm_registry[i].listed && cwm_registry[i].ctx == ctx &&
 		    atomic_load(&cwm_registry[i].c->registered))
 			fn(cwm_registry[i].c, arg);
+	pthread_mutex_unlock(&cwm_registry_lock);
+}
+
+static void cwm_registry_all(void (*fn)(struct mg_mqtt *c, void *arg),
+                             void *arg)
+{
+	pthread_mutex_lock(&cwm_registry_lock);
+	for (size_t i = 0; i < cwm_nregistry; i++)
+		fn(cwm_registry[i].c, arg);
 	pthread_mutex_unlock(&cwm_registry_lock);
 }
 
@@ -8330,7 +8647,7 @@ static char *cwm_make_client_id(void)
  * mg_mqtt_create() left it, with its handlers. */
 static void cwm_shutdown(struct mg_mqtt *c)
 {
-	cwm_registry_remove(c);
+	cwm_registry_unlist(c);
 	pthread_mutex_lock(&c->lock);
 	c->stopping = 1;
 	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
@@ -8346,6 +8663,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 		cwm_fail_all(c);
 		pthread_mutex_unlock(&c->lock);
 	}
+	cwm_registry_remove(c); /* mqtt-io left paho's trace (trace.c) */
 	pthread_mutex_lock(&c->lock);
 	c->dispatch_exit = 1;
 	pthread_cond_signal(&c->ev_cond);
@@ -8368,12 +8686,8 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	cwm_map_free(&c->pstore, free); /* paho's session store */
 	free(c->pst_given.v);
 	cwm_settings_free(&c->cfg);
-	free(c->client_id);
-	free(c->reply_base);
-	free(c->broker);
-	free(c->error_log_file);
-	free(c->pdir);
-	free(c->unlinks);
+	CWM_FREE_ALL(c->client_id, c->reply_base, c->broker, c->error_log_file,
+	             c->pdir, c->unlinks);
 	c->unlinks = NULL;
 	c->nunlinks = c->capunlinks = 0;
 	free(c->cur.v);
@@ -8683,14 +8997,10 @@ static cJSON *cwm_status_object(struct mg_mqtt *c)
 	cJSON_AddItemToObject(o, "subscriptions", cwm_status_subs(c));
 	cwm_status_counts(c, counters, gauges);
 	pthread_mutex_unlock(&c->lock);
-	cJSON_AddNumberToObject(counters, "requests_replied",
-	                        (double)atomic_load(&c->req_replied));
-	cJSON_AddNumberToObject(counters, "requests_timed_out",
-	                        (double)atomic_load(&c->req_timeouts));
-	cJSON_AddNumberToObject(counters, "requests_failed",
-	                        (double)atomic_load(&c->req_failed));
-	cJSON_AddNumberToObject(counters, "late_replies",
-	                        (double)atomic_load(&c->req_late));
+	cwm_json_count(counters, "requests_replied", &c->req_replied);
+	cwm_json_count(counters, "requests_timed_out", &c->req_timeouts);
+	cwm_json_count(counters, "requests_failed", &c->req_failed);
+	cwm_json_count(counters, "late_replies", &c->req_late);
 	/* The bridge lives from start to stop. */
 	if (running && c->bridge != NULL)
 		cwm_bridge_status(c->bridge, o, counters, gauges);
@@ -8937,14 +9247,10 @@ static void cwm_bridge_status(struct cwm_bridge *b, cJSON *o, cJSON *counters,
 	                      b->c->cfg.bridge_auth_file != NULL);
 	cJSON_AddItemToObject(o, "bridge", bo);
 	cJSON_AddNumberToObject(gauges, "bridge_clients", ws + sse);
-	cJSON_AddNumberToObject(counters, "bridge_delivered",
-	                        (double)atomic_load(&b->delivered));
-	cJSON_AddNumberToObject(counters, "bridge_dropped_clients",
-	                        (double)atomic_load(&b->dropped_clients));
-	cJSON_AddNumberToObject(counters, "bridge_publishes",
-	                        (double)atomic_load(&b->publishes));
-	cJSON_AddNumberToObject(counters, "bridge_rejected",
-	                        (double)atomic_load(&b->rejected));
+	cwm_json_count(counters, "bridge_delivered", &b->delivered);
+	cwm_json_count(counters, "bridge_dropped_clients", &b->dropped_clients);
+	cwm_json_count(counters, "bridge_publishes", &b->publishes);
+	cwm_json_count(counters, "bridge_rejected", &b->rejected);
 	pthread_mutex_lock(&b->lv_lock);
 	cJSON_AddNumberToObject(gauges, "bridge_last_values", (double)b->lv.n);
 	pthread_mutex_unlock(&b->lv_lock);
@@ -9179,12 +9485,7 @@ static void cwm_bclient_list(struct cwm_bridge *b, struct cwm_bclient *bc)
 	if (bc->kind != BC_WS || bc->busy || bc->listed)
 		return;
 	bc->listed = 1;
-	bc->ready_next = NULL;
-	if (b->ready_tail != NULL)
-		b->ready_tail->ready_next = bc;
-	else
-		b->ready = bc;
-	b->ready_tail = bc;
+	CWM_FIFO_PUSH(b->ready, b->ready_tail, bc, ready_next);
 	pthread_cond_signal(&b->wcond);
 }
 
@@ -9357,12 +9658,7 @@ static void cwm_bclient_remove(struct cwm_bridge *b, struct cwm_bclient *bc)
 	}
 	cwm_bclient_flush(bc);
 	cwm_bclient_unsubscribe_all(b, bc);
-	if (bc->prev != NULL)
-		bc->prev->next = bc->next;
-	else
-		b->clients = bc->next;
-	if (bc->next != NULL)
-		bc->next->prev = bc->prev;
+	CWM_DL_UNLINK_HEAD(b->clients, bc, prev, next);
 	atomic_fetch_sub(bc->kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
 	if (bc->kind == BC_WS)
 		atomic_fetch_sub(&b->n_streams, 1);
@@ -9374,7 +9670,7 @@ static void cwm_bclient_free(struct cwm_bclient *bc)
 	cwm_bclient_flush(bc);
 	cwm_map_free(&bc->filters, NULL);
 	free(bc->q);
-	free(bc->frag);
+	cwm_wreset(&bc->frag);
 	pthread_cond_destroy(&bc->cond);
 	free(bc);
 }
@@ -10109,21 +10405,39 @@ static int cwm_query_qos(struct mg_connection *conn, const char *qs, int *qos)
 
 /* -- routes ------------------------------------------------------------------------ */
 
+/* The 403 of a refusal by an allow list, counted in b->rejected. */
+static int cwm_reply_denied(struct cwm_bridge *b, struct mg_connection *conn,
+                            const char *why)
+{
+	atomic_fetch_add(&b->rejected, 1);
+	return cwm_reply_error(conn, 403, why);
+}
+
+/* A publish route's topic checks: MAX_TOPIC_LEVELS, then
+ * BRIDGE_PUBLISH_ALLOW (a refusal is counted). Returns 0, or the status of
+ * the error reply it sent. */
+static int cwm_publish_refused(struct cwm_bridge *b, struct mg_connection *conn,
+                               const char *topic)
+{
+	if (cwm_levels_check(b->c, topic, 0) != 0)
+		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
+	if (!cwm_may_publish(b, topic))
+		return cwm_reply_denied(b, conn,
+		                        "publishing to this topic is not allowed "
+		                        "(BRIDGE_PUBLISH_ALLOW)");
+	return 0;
+}
+
 /* The raw publish and request routes: 403 unless BRIDGE_PUBLISH_ALLOW
  * lets browsers publish to topic, else the body into *body (the caller
  * frees it). Returns 0, or the status of the error reply it sent. */
 static int cwm_publish_body(struct cwm_bridge *b, struct mg_connection *conn,
                             const char *topic, char **body, size_t *len)
 {
-	if (cwm_levels_check(b->c, topic, 0) != 0)
-		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
-	if (!cwm_may_publish(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "publishing to this topic is not allowed "
-		                       "(BRIDGE_PUBLISH_ALLOW)");
-	}
-	int status = cwm_body_type(conn, 0);
+	int status = cwm_publish_refused(b, conn, topic);
+	if (status != 0)
+		return status;
+	status = cwm_body_type(conn, 0);
 	return status != 0 ? status : cwm_body_or_reply(b, conn, body, len);
 }
 
@@ -10416,6 +10730,49 @@ static int cwm_reply_405(struct mg_connection *conn, const char *method)
 	                                                 : "{\"error\":\"use POST\"}",
 	                      "Allow", method);
 }
+/* The routes under BRIDGE_PATH, tried in this order: a path matched whole,
+ * or a prefix whose rest is the route's argument (fn_rest). */
+static const struct cwm_route {
+	const char *path;
+	int prefix; /* 1: path is a prefix of the route */
+	int post;   /* 1: POST; 0: GET (and HEAD) */
+	int (*fn)(struct cwm_bridge *b, struct mg_connection *conn);
+	int (*fn_rest)(struct cwm_bridge *b, struct mg_connection *conn,
+	               const char *rest);
+} cwm_routes[] = {
+    {"/publish", 0, 1, cwm_route_publish, NULL},
+    {"/publish/", 1, 1, NULL, cwm_route_publish_raw},
+    {"/status", 0, 0, cwm_route_status, NULL},
+    {"/events", 0, 0, cwm_route_events, NULL},
+    {"/request/", 1, 1, NULL, cwm_route_request},
+    {"/last", 0, 0, cwm_route_last_list, NULL},
+    {"/last/", 1, 0, NULL, cwm_route_last},
+    {"/metrics", 0, 0, cwm_route_metrics, NULL},
+};
+
+/* Runs the route of a request that passed the Host, Origin and credential
+ * checks: 405 for another method, 426 for /ws without an upgrade, 404 for
+ * no route. Returns the status. */
+static int cwm_route_run(struct cwm_bridge *b, struct mg_connection *conn,
+                         const char *route, int get, int post)
+{
+	for (size_t i = 0; i < sizeof(cwm_routes) / sizeof(cwm_routes[0]); i++) {
+		const struct cwm_route *r = &cwm_routes[i];
+		size_t n = strlen(r->path);
+		if (r->prefix ? strncmp(route, r->path, n) != 0
+		              : strcmp(route, r->path) != 0)
+			continue;
+		if (!(r->post ? post : get))
+			return cwm_reply_405(conn, r->post ? "POST" : "GET");
+		return r->fn != NULL ? r->fn(b, conn) : r->fn_rest(b, conn, route + n);
+	}
+	if (strcmp(route, "/ws") == 0)
+		return cwm_reply_text(conn, 426,
+		                      "{\"error\":\"a WebSocket upgrade is required\"}",
+		                      "Upgrade", "websocket");
+	return cwm_reply_error(conn, 404, "no such route");
+}
+
 /* Every plain HTTP request under BRIDGE_PATH. */
 static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 {
@@ -10435,41 +10792,11 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 	if (!cwm_host_ok(b, conn))
 		status = cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	else if (post && !cwm_origin_ok(b, conn))
-		status = cwm_reply_error(conn, 403,
-		                         "cross-site request: this Origin is not "
-		                         "allowed (BRIDGE_ALLOWED_ORIGINS)");
+		status = cwm_reply_error(conn, 403, CWM_ORIGIN_ERR);
 	else if (!cwm_bridge_authorized(b, conn))
 		status = 401;
-	else if (strcmp(route, "/publish") == 0)
-		status = post ? cwm_route_publish(b, conn)
-		              : cwm_reply_405(conn, "POST");
-	else if (strncmp(route, "/publish/", 9) == 0)
-		status = post ? cwm_route_publish_raw(b, conn, route + 9)
-		              : cwm_reply_405(conn, "POST");
-	else if (strcmp(route, "/status") == 0)
-		status = get ? cwm_route_status(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strcmp(route, "/events") == 0)
-		status = get ? cwm_route_events(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strncmp(route, "/request/", 9) == 0)
-		status = post ? cwm_route_request(b, conn, route + 9)
-		              : cwm_reply_405(conn, "POST");
-	else if (strcmp(route, "/last") == 0)
-		status = get ? cwm_route_last_list(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strncmp(route, "/last/", 6) == 0)
-		status = get ? cwm_route_last(b, conn, route + 6)
-		             : cwm_reply_405(conn, "GET");
-	else if (strcmp(route, "/metrics") == 0)
-		status = get ? cwm_route_metrics(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strcmp(route, "/ws") == 0)
-		status = cwm_reply_text(conn, 426,
-		                        "{\"error\":\"a WebSocket upgrade is required\"}",
-		                        "Upgrade", "websocket");
 	else
-		status = cwm_reply_error(conn, 404, "no such route");
+		status = cwm_route_run(b, conn, route, get, post);
 	cwm_bridge_release(b);
 	return status;
 }
@@ -10487,14 +10814,7 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 
 static void cwm_lv_unlink(struct cwm_bridge *b, struct cwm_lv *e)
 {
-	if (e->older != NULL)
-		e->older->newer = e->newer;
-	else
-		b->lv_old = e->newer;
-	if (e->newer != NULL)
-		e->newer->older = e->older;
-	else
-		b->lv_new = e->older;
+	CWM_DL_UNLINK(b->lv_old, b->lv_new, e, older, newer);
 	e->older = e->newer = NULL;
 }
 
@@ -10578,12 +10898,7 @@ static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 	e->qos = m->qos;
 	e->retain = m->retain;
 	e->at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-	e->older = b->lv_new;
-	if (b->lv_new != NULL)
-		b->lv_new->newer = e;
-	else
-		b->lv_old = e;
-	b->lv_new = e;
+	CWM_DL_APPEND(b->lv_old, b->lv_new, e, older, newer);
 	pthread_mutex_unlock(&b->lv_lock);
 }
 
@@ -10624,12 +10939,10 @@ static int cwm_route_last(struct cwm_bridge *b, struct mg_connection *conn,
 	if ((status = cwm_path_topic(conn, topic,
 	                             "; list it with GET <path>/last?filter=")) != 0)
 		return status;
-	if (!cwm_may_subscribe(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "reading this topic is not allowed "
-		                       "(BRIDGE_SUBSCRIBE_ALLOW)");
-	}
+	if (!cwm_may_subscribe(b, topic))
+		return cwm_reply_denied(b, conn,
+		                        "reading this topic is not allowed "
+		                        "(BRIDGE_SUBSCRIBE_ALLOW)");
 	if (b->c->cfg.bridge_last_values == 0)
 		return cwm_reply_error(conn, 404,
 		                       "last values are off (BRIDGE_LAST_VALUES 0)");
@@ -10663,12 +10976,10 @@ static int cwm_route_last_list(struct cwm_bridge *b, struct mg_connection *conn)
 		                       "last values are off (BRIDGE_LAST_VALUES 0)");
 	if (cwm_bridge_filter(filter) != 0 || cwm_share_len(filter, strlen(filter)))
 		return cwm_reply_error(conn, 400, "invalid topic filter");
-	if (!cwm_may_subscribe(b, filter)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "reading this filter is not allowed "
-		                       "(BRIDGE_SUBSCRIBE_ALLOW)");
-	}
+	if (!cwm_may_subscribe(b, filter))
+		return cwm_reply_denied(b, conn,
+		                        "reading this filter is not allowed "
+		                        "(BRIDGE_SUBSCRIBE_ALLOW)");
 	cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "values");
 	int oom = a == NULL;
 	pthread_mutex_lock(&b->lv_lock);
@@ -10700,45 +11011,6 @@ static int cwm_route_last_list(struct cwm_bridge *b, struct mg_connection *conn)
 #endif
 
 #if MG_MQTT_ENABLE_BRIDGE
-
-/* A growing text buffer; on allocation failure it stops growing and
- * remembers it. */
-struct cwm_sbuf {
-	char *p;
-	size_t n, cap;
-	int oom;
-};
-
-static void cwm_sbuf_printf(struct cwm_sbuf *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void cwm_sbuf_printf(struct cwm_sbuf *s, const char *fmt, ...)
-{
-	va_list ap;
-	for (int pass = 0; pass < 2 && !s->oom; pass++) {
-		va_start(ap, fmt);
-		int k = vsnprintf(s->p != NULL ? s->p + s->n : NULL,
-		                  s->p != NULL ? s->cap - s->n : 0, fmt, ap);
-		va_end(ap);
-		if (k < 0) {
-			s->oom = 1;
-			return;
-		}
-		if (s->p != NULL && (size_t)k < s->cap - s->n) {
-			s->n += (size_t)k;
-			return;
-		}
-		size_t cap = s->cap > 0 ? s->cap : 4096;
-		while (cap < s->n + (size_t)k + 1)
-			cap *= 2;
-		char *np = realloc(s->p, cap);
-		if (np == NULL) {
-			s->oom = 1;
-			return;
-		}
-		s->p = np;
-		s->cap = cap;
-	}
-}
 
 /* One client's numbers, taken under its locks. */
 struct cwm_snap {
@@ -10835,8 +11107,7 @@ static const struct cwm_family {
     {"messages_dropped_total", "counter",
      "Messages lost, by reason: queue_full (QUEUE_SIZE), publish_failed "
      "(failed or refused after it was accepted), late_reply (a reply after "
-     "its request timed out).",
-     "reason", 0,
+     "its request timed out).", "reason", 0,
      {{"queue_full", CWM_F(dropped_queue_full)},
       {"publish_failed", CWM_F(publish_failed)},
       {"late_reply", CWM_F(late)}}},
@@ -10854,8 +11125,7 @@ static const struct cwm_family {
      NULL, 0, {{NULL, CWM_F(subscriptions)}}},
     {"requests_total", "counter",
      "Requests (mg_mqtt_request, POST <path>/request/...) by outcome: "
-     "replied, timeout, failed.",
-     "outcome", 0,
+     "replied, timeout, failed.", "outcome", 0,
      {{"replied", CWM_F(replied)},
       {"timeout", CWM_F(timeouts)},
       {"failed", CWM_F(failed)}}},
@@ -10880,35 +11150,35 @@ static const struct cwm_family {
 };
 
 /* A label value in the exposition format: \\, \" and \n escaped. */
-static void cwm_sbuf_label(struct cwm_sbuf *o, const char *v)
+static void cwm_wlabel(struct cwm_wbuf *o, const char *v)
 {
 	for (; *v != '\0'; v++) {
 		if (*v == '\\' || *v == '"')
-			cwm_sbuf_printf(o, "\\%c", *v);
+			cwm_wprintf(o, "\\%c", *v);
 		else if (*v == '\n')
-			cwm_sbuf_printf(o, "\\n");
+			cwm_wprintf(o, "\\n");
 		else
-			cwm_sbuf_printf(o, "%c", *v);
+			cwm_wprintf(o, "%c", *v);
 	}
 }
 
-static void cwm_family_head(struct cwm_sbuf *o, const char *name,
+static void cwm_family_head(struct cwm_wbuf *o, const char *name,
                             const char *type, const char *help)
 {
-	cwm_sbuf_printf(o, "# HELP civetweb_mqtt_%s %s\n# TYPE civetweb_mqtt_%s %s\n",
-	                name, help, name, type);
+	cwm_wprintf(o, "# HELP civetweb_mqtt_%s %s\n# TYPE civetweb_mqtt_%s %s\n",
+	            name, help, name, type);
 }
 
-static void cwm_metrics_render(struct cwm_sbuf *o, const struct cwm_snaps *s)
+static void cwm_metrics_render(struct cwm_wbuf *o, const struct cwm_snaps *s)
 {
 	cwm_family_head(o, "info", "gauge",
 	                "Client identity: 1 for each client, its id and protocol "
 	                "as labels.");
 	for (size_t i = 0; i < s->n; i++) {
-		cwm_sbuf_printf(o, "civetweb_mqtt_info{client=\"%s\",client_id=\"",
-		                s->v[i].prefix);
-		cwm_sbuf_label(o, s->v[i].client_id);
-		cwm_sbuf_printf(o, "\",protocol=\"%s\"} 1\n", s->v[i].protocol);
+		cwm_wprintf(o, "civetweb_mqtt_info{client=\"%s\",client_id=\"",
+		            s->v[i].prefix);
+		cwm_wlabel(o, s->v[i].client_id);
+		cwm_wprintf(o, "\",protocol=\"%s\"} 1\n", s->v[i].protocol);
 	}
 	for (size_t f = 0; f < sizeof(cwm_families) / sizeof(*cwm_families); f++) {
 		const struct cwm_family *fam = &cwm_families[f];
@@ -10920,12 +11190,12 @@ static void cwm_metrics_render(struct cwm_sbuf *o, const struct cwm_snaps *s)
 				uint64_t val;
 				memcpy(&val, (const char *)&s->v[i] + fam->rows[r].off,
 				       sizeof(val));
-				cwm_sbuf_printf(o, "civetweb_mqtt_%s{client=\"%s\"", fam->name,
-				                s->v[i].prefix);
+				cwm_wprintf(o, "civetweb_mqtt_%s{client=\"%s\"", fam->name,
+				            s->v[i].prefix);
 				if (fam->label != NULL)
-					cwm_sbuf_printf(o, ",%s=\"%s\"", fam->label,
-					                fam->rows[r].value);
-				cwm_sbuf_printf(o, "} %llu\n", (unsigned long long)val);
+					cwm_wprintf(o, ",%s=\"%s\"", fam->label,
+					            fam->rows[r].value);
+				cwm_wprintf(o, "} %llu\n", (unsigned long long)val);
 			}
 		}
 	}
@@ -10933,7 +11203,7 @@ static void cwm_metrics_render(struct cwm_sbuf *o, const struct cwm_snaps *s)
 
 static int cwm_route_metrics(struct cwm_bridge *b, struct mg_connection *conn)
 {
-	struct cwm_sbuf o = {NULL, 0, 0, 0};
+	struct cwm_wbuf o = {NULL, 0, 0, 0};
 	struct cwm_snaps s = {NULL, 0, 0};
 
 	cwm_registry_each(b->c->ctx, cwm_snap_take, &s);
@@ -10998,12 +11268,10 @@ static int cwm_sse_filters(struct cwm_bridge *b, struct mg_connection *conn,
 	for (int i = 0; i < *n; i++) {
 		if (cwm_bridge_filter(filters[i]) != 0)
 			return cwm_reply_error(conn, 400, "invalid topic filter");
-		if (!cwm_may_subscribe(b, filters[i])) {
-			atomic_fetch_add(&b->rejected, 1);
-			return cwm_reply_error(conn, 403,
-			                       "subscribing to this filter is not allowed "
-			                       "(BRIDGE_SUBSCRIBE_ALLOW)");
-		}
+		if (!cwm_may_subscribe(b, filters[i]))
+			return cwm_reply_denied(b, conn,
+			                        "subscribing to this filter is not allowed "
+			                        "(BRIDGE_SUBSCRIBE_ALLOW)");
 	}
 	return 0;
 }
@@ -11046,7 +11314,7 @@ static void cwm_sse_stream(struct cwm_bridge *b, struct cwm_bclient *bc,
 			alive = 0;
 		pthread_mutex_lock(&b->a->lock);
 	}
-	free(out.p);
+	cwm_wreset(&out);
 }
 
 /* GET <path>/events?topic=F&topic=G[&qos=N]: Server-Sent Events. The
@@ -11284,7 +11552,7 @@ static void *cwm_bridge_writer(void *arg)
 		pthread_cond_broadcast(&b->idle);
 	}
 	pthread_mutex_unlock(&b->a->lock);
-	free(out.p);
+	cwm_wreset(&out);
 	return NULL;
 }
 
@@ -11459,9 +11727,7 @@ static void cwm_ws_op(struct cwm_bridge *b, struct cwm_bclient *bc,
 static int cwm_ws_too_big(struct mg_connection *conn, struct cwm_bclient *bc)
 {
 	static const char bye[] = "\x03\xf1larger than BRIDGE_MAX_BODY";
-	free(bc->frag);
-	bc->frag = NULL;
-	bc->frag_len = 0;
+	cwm_wreset(&bc->frag);
 	bc->frag_op = 0;
 	mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, bye,
 	                   sizeof(bye) - 1);
@@ -11484,26 +11750,19 @@ static int cwm_ws_message(struct cwm_bridge *b, struct cwm_bclient *bc,
 	if (opcode != MG_WEBSOCKET_OPCODE_CONTINUATION && fin && bc->frag_op == 0)
 		return len > max ? -1 : 1;
 	if (opcode != MG_WEBSOCKET_OPCODE_CONTINUATION) {
-		free(bc->frag); /* a new message ends one left unfinished */
-		bc->frag = NULL;
-		bc->frag_len = 0;
+		cwm_wreset(&bc->frag); /* a new message ends one left unfinished */
 		bc->frag_op = opcode;
 	} else if (bc->frag_op == 0) {
 		*op = -1; /* a continuation of nothing */
 		return fin ? 1 : 0;
 	}
-	if (bc->frag_len + len > max)
+	if (bc->frag.n + len > max || cwm_wreserve(&bc->frag, len + 1) != 0)
 		return -1;
-	char *nb = realloc(bc->frag, bc->frag_len + len + 1);
-	if (nb == NULL)
-		return -1;
-	memcpy(nb + bc->frag_len, data, len);
-	bc->frag = nb;
-	bc->frag_len += len;
+	cwm_wput(&bc->frag, data, len);
 	if (!fin)
 		return 0;
-	*msg = bc->frag;
-	*n = bc->frag_len;
+	*msg = (char *)bc->frag.p;
+	*n = bc->frag.n;
 	*op = bc->frag_op;
 	bc->frag_op = 0;
 	return 1;
@@ -11548,11 +11807,8 @@ static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
 		struct cwm_ws_result res;
 		cwm_ws_op(b, bc, req, text, jerr, &res);
 		cJSON_Delete(req);
-		if (msg == bc->frag) {
-			free(bc->frag);
-			bc->frag = NULL;
-			bc->frag_len = 0;
-		}
+		if (msg == (char *)bc->frag.p)
+			cwm_wreset(&bc->frag);
 	}
 	cwm_bridge_release(b);
 	return 1;
@@ -12098,50 +12354,49 @@ static int cwm_body_loop(struct mg_connection *conn, size_t max, char **bufp,
 	/* Chunked bodies carry their framing in the socket's bytes too. */
 	int fd = cl < 0 ? -1 : cwm_conn_fd(conn);
 	int64_t start = cwm_now_ms();
-	size_t cap = cl >= 0 ? (size_t)cl + 1 : 4096, n = 0;
-	char *buf = malloc(cap);
-	int rc = buf == NULL ? MG_MQTT_ERR_NOMEM : 0;
+	struct cwm_wbuf in = {NULL, 0, 0, 0};
+	int rc = cwm_wgrow(&in, cl >= 0 ? (size_t)cl + 1 : 4096) != 0
+	             ? MG_MQTT_ERR_NOMEM
+	             : 0;
 	struct cwm_bwatch w = {NULL, NULL, fd, 0, 0};
 	w.deadline = cwm_body_deadline(start, timeout, cl >= 0 ? (size_t)cl : 0);
-	if (rc == 0 && fd >= 0 && cwm_bw_begin(&w)) {
-		rc = cwm_body_watched(conn, &w, buf, (size_t)cl, np);
-		*bufp = buf;
-		return rc;
-	}
+	*bufp = (char *)in.p;
+	if (rc == 0 && fd >= 0 && cwm_bw_begin(&w))
+		return cwm_body_watched(conn, &w, *bufp, (size_t)cl, np);
 	if (ri->is_ssl)
 		fd = -1; /* FIONREAD would count bytes still encrypted */
-	while (rc == 0 && (cl < 0 || n < (size_t)cl)) {
-		if (n + 1 >= cap) {
-			size_t ncap = cap * 2 > max + 2 ? max + 2 : cap * 2;
-			char *nb = cap > max + 1 ? NULL : realloc(buf, ncap);
-			if (nb == NULL) {
-				rc = cap > max + 1 ? MG_MQTT_ERR_TOO_LARGE : MG_MQTT_ERR_NOMEM;
+	while (rc == 0 && (cl < 0 || in.n < (size_t)cl)) {
+		if (in.n + 1 >= in.cap) {
+			if (in.cap > max + 1) {
+				rc = MG_MQTT_ERR_TOO_LARGE;
 				break;
 			}
-			cap = ncap;
-			buf = nb;
+			if (cwm_wgrow(&in, in.cap * 2 > max + 2 ? max + 2 : in.cap * 2)) {
+				rc = MG_MQTT_ERR_NOMEM;
+				break;
+			}
 		}
 		/* bytes due by 1 s a KiB: of the length, or of what came */
 		int64_t deadline = cwm_body_deadline(
-		    start, timeout, cl >= 0 ? (size_t)cl : n);
-		size_t want = cap - n - 1;
-		if (cl >= 0 && want > (size_t)cl - n)
-			want = (size_t)cl - n;
-		int r = mg_read(conn, buf + n,
+		    start, timeout, cl >= 0 ? (size_t)cl : in.n);
+		size_t want = in.cap - in.n - 1;
+		if (cl >= 0 && want > (size_t)cl - in.n)
+			want = (size_t)cl - in.n;
+		int r = mg_read(conn, in.p + in.n,
 		                cwm_body_chunk(fd, want, deadline - cwm_now_ms(),
 		                               timeout));
 		if (r < 0)
 			rc = MG_MQTT_ERR_INVALID;
 		if (r <= 0)
 			break;
-		n += (size_t)r;
-		if (n > max)
+		in.n += (size_t)r;
+		if (in.n > max)
 			rc = MG_MQTT_ERR_TOO_LARGE;
-		else if (cwm_now_ms() > deadline && (cl < 0 || n < (size_t)cl))
+		else if (cwm_now_ms() > deadline && (cl < 0 || in.n < (size_t)cl))
 			rc = MG_MQTT_ERR_TIMEOUT;
 	}
-	*bufp = buf;
-	*np = n;
+	*bufp = (char *)in.p;
+	*np = in.n;
 	return rc;
 }
 
@@ -12207,22 +12462,12 @@ static int cwm_guard_publish(struct cwm_bridge *b, struct mg_connection *conn,
 	if (!cwm_host_ok(b, conn))
 		return cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	if (!cwm_origin_ok(b, conn))
-		return cwm_reply_error(conn, 403,
-		                       "cross-site request: this Origin is not "
-		                       "allowed (BRIDGE_ALLOWED_ORIGINS)");
+		return cwm_reply_error(conn, 403, CWM_ORIGIN_ERR);
 	if (!cwm_bridge_authorized(b, conn))
 		return 401;
 	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
 		return cwm_reply_error(conn, 400, "invalid topic name");
-	if (cwm_levels_check(b->c, topic, 0) != 0)
-		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
-	if (!cwm_may_publish(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "publishing to this topic is not allowed "
-		                       "(BRIDGE_PUBLISH_ALLOW)");
-	}
-	return 0;
+	return cwm_publish_refused(b, conn, topic);
 }
 
 MG_MQTT_API int mg_mqtt_bridge_check_publish(struct mg_mqtt *c,

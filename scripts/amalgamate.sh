@@ -1,18 +1,22 @@
 #!/bin/sh
-# Writes civetweb_mqtt.c (to stdout) from src/internal.h and the parts in
-# src/, in the fixed order below, as Mongoose writes mongoose.c from its
-# src/. Each part's own '#include "internal.h"' becomes a blank line, so
-# that the line numbers behind each '#line' marker stay right; the markers
-# are on only when MG_MQTT_ENABLE_LINES is 1 (the project's own builds).
+# Writes civetweb_mqtt.c (to stdout) from src/internal.h, the headers it
+# includes (core.h, config.h, client.h, bridge.h) and the parts in src/, in
+# the fixed order below, as Mongoose writes mongoose.c from its src/. Each
+# '#include' of a header of src/ (a part's '#include "internal.h"',
+# internal.h's of its headers) becomes a blank line, so that the line
+# numbers behind each '#line' marker stay right; the markers are on only
+# when MG_MQTT_ENABLE_LINES is 1 (the project's own builds).
 #
 #   scripts/amalgamate.sh > civetweb_mqtt.c      (make does this)
 #   scripts/amalgamate.sh --check civetweb_mqtt.c  exit 1 if it differs
 set -eu
 cd "$(dirname "$0")/.."
 
-# The client first, then the bridge (each bridge part is wrapped in
-# #if MG_MQTT_ENABLE_BRIDGE by itself).
-PARTS="internal.h
+# The headers first, in the order internal.h includes them (it includes
+# them at its end), then the client, then the bridge (each bridge part is
+# wrapped in #if MG_MQTT_ENABLE_BRIDGE by itself).
+HEADERS="internal.h core.h config.h client.h bridge.h"
+PARTS="$HEADERS
 util.c topics.c config.c config_check.c conffile.c tree.c log.c trace.c props.c
 commands.c subs.c persist.c engine.c io.c connection.c done.c dispatch.c request.c
 json.c client.c status.c
@@ -40,17 +44,28 @@ generate() {
 		# The marker goes at the part's first preprocessor line (after its
 		# opening comment), replacing '#include "internal.h"' there. The
 		# marker's own #endif takes a line number, hence NR / NR - 1.
-		awk -v f="src/$p" '
+		# Any other '#include' of a header of src/ is inlined by this
+		# loop instead (HEADERS): a blank line.
+		awk -v f="src/$p" -v headers=" $(echo $HEADERS) " '
 		function mark(n) {
 			print "#if defined(MG_MQTT_ENABLE_LINES) && MG_MQTT_ENABLE_LINES"
 			printf "#line %d \"%s\"\n", n, f
 			print "#endif"
+		}
+		function ours(line,   h) {
+			if (line !~ /^#include "[a-z_]+\.h"$/)
+				return 0
+			h = line
+			sub(/^#include "/, "", h)
+			sub(/"$/, "", h)
+			return index(headers, " " h " ") > 0
 		}
 		!done && /^#/ {
 			done = 1
 			if ($0 == "#include \"internal.h\"") { mark(NR); next }
 			mark(NR - 1)
 		}
+		ours($0) { print ""; next }
 		{ print }' "src/$p"
 	done
 }

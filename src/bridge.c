@@ -213,14 +213,10 @@ static void cwm_bridge_status(struct cwm_bridge *b, cJSON *o, cJSON *counters,
 	                      b->c->cfg.bridge_auth_file != NULL);
 	cJSON_AddItemToObject(o, "bridge", bo);
 	cJSON_AddNumberToObject(gauges, "bridge_clients", ws + sse);
-	cJSON_AddNumberToObject(counters, "bridge_delivered",
-	                        (double)atomic_load(&b->delivered));
-	cJSON_AddNumberToObject(counters, "bridge_dropped_clients",
-	                        (double)atomic_load(&b->dropped_clients));
-	cJSON_AddNumberToObject(counters, "bridge_publishes",
-	                        (double)atomic_load(&b->publishes));
-	cJSON_AddNumberToObject(counters, "bridge_rejected",
-	                        (double)atomic_load(&b->rejected));
+	cwm_json_count(counters, "bridge_delivered", &b->delivered);
+	cwm_json_count(counters, "bridge_dropped_clients", &b->dropped_clients);
+	cwm_json_count(counters, "bridge_publishes", &b->publishes);
+	cwm_json_count(counters, "bridge_rejected", &b->rejected);
 	pthread_mutex_lock(&b->lv_lock);
 	cJSON_AddNumberToObject(gauges, "bridge_last_values", (double)b->lv.n);
 	pthread_mutex_unlock(&b->lv_lock);

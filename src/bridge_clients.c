@@ -23,12 +23,7 @@ static void cwm_bclient_list(struct cwm_bridge *b, struct cwm_bclient *bc)
 	if (bc->kind != BC_WS || bc->busy || bc->listed)
 		return;
 	bc->listed = 1;
-	bc->ready_next = NULL;
-	if (b->ready_tail != NULL)
-		b->ready_tail->ready_next = bc;
-	else
-		b->ready = bc;
-	b->ready_tail = bc;
+	CWM_FIFO_PUSH(b->ready, b->ready_tail, bc, ready_next);
 	pthread_cond_signal(&b->wcond);
 }
 
@@ -201,12 +196,7 @@ static void cwm_bclient_remove(struct cwm_bridge *b, struct cwm_bclient *bc)
 	}
 	cwm_bclient_flush(bc);
 	cwm_bclient_unsubscribe_all(b, bc);
-	if (bc->prev != NULL)
-		bc->prev->next = bc->next;
-	else
-		b->clients = bc->next;
-	if (bc->next != NULL)
-		bc->next->prev = bc->prev;
+	CWM_DL_UNLINK_HEAD(b->clients, bc, prev, next);
 	atomic_fetch_sub(bc->kind == BC_WS ? &b->n_ws : &b->n_sse, 1);
 	if (bc->kind == BC_WS)
 		atomic_fetch_sub(&b->n_streams, 1);
@@ -218,7 +208,7 @@ static void cwm_bclient_free(struct cwm_bclient *bc)
 	cwm_bclient_flush(bc);
 	cwm_map_free(&bc->filters, NULL);
 	free(bc->q);
-	free(bc->frag);
+	cwm_wreset(&bc->frag);
 	pthread_cond_destroy(&bc->cond);
 	free(bc);
 }

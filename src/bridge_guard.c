@@ -226,50 +226,49 @@ static int cwm_body_loop(struct mg_connection *conn, size_t max, char **bufp,
 	/* Chunked bodies carry their framing in the socket's bytes too. */
 	int fd = cl < 0 ? -1 : cwm_conn_fd(conn);
 	int64_t start = cwm_now_ms();
-	size_t cap = cl >= 0 ? (size_t)cl + 1 : 4096, n = 0;
-	char *buf = malloc(cap);
-	int rc = buf == NULL ? MG_MQTT_ERR_NOMEM : 0;
+	struct cwm_wbuf in = {NULL, 0, 0, 0};
+	int rc = cwm_wgrow(&in, cl >= 0 ? (size_t)cl + 1 : 4096) != 0
+	             ? MG_MQTT_ERR_NOMEM
+	             : 0;
 	struct cwm_bwatch w = {NULL, NULL, fd, 0, 0};
 	w.deadline = cwm_body_deadline(start, timeout, cl >= 0 ? (size_t)cl : 0);
-	if (rc == 0 && fd >= 0 && cwm_bw_begin(&w)) {
-		rc = cwm_body_watched(conn, &w, buf, (size_t)cl, np);
-		*bufp = buf;
-		return rc;
-	}
+	*bufp = (char *)in.p;
+	if (rc == 0 && fd >= 0 && cwm_bw_begin(&w))
+		return cwm_body_watched(conn, &w, *bufp, (size_t)cl, np);
 	if (ri->is_ssl)
 		fd = -1; /* FIONREAD would count bytes still encrypted */
-	while (rc == 0 && (cl < 0 || n < (size_t)cl)) {
-		if (n + 1 >= cap) {
-			size_t ncap = cap * 2 > max + 2 ? max + 2 : cap * 2;
-			char *nb = cap > max + 1 ? NULL : realloc(buf, ncap);
-			if (nb == NULL) {
-				rc = cap > max + 1 ? MG_MQTT_ERR_TOO_LARGE : MG_MQTT_ERR_NOMEM;
+	while (rc == 0 && (cl < 0 || in.n < (size_t)cl)) {
+		if (in.n + 1 >= in.cap) {
+			if (in.cap > max + 1) {
+				rc = MG_MQTT_ERR_TOO_LARGE;
 				break;
 			}
-			cap = ncap;
-			buf = nb;
+			if (cwm_wgrow(&in, in.cap * 2 > max + 2 ? max + 2 : in.cap * 2)) {
+				rc = MG_MQTT_ERR_NOMEM;
+				break;
+			}
 		}
 		/* bytes due by 1 s a KiB: of the length, or of what came */
 		int64_t deadline = cwm_body_deadline(
-		    start, timeout, cl >= 0 ? (size_t)cl : n);
-		size_t want = cap - n - 1;
-		if (cl >= 0 && want > (size_t)cl - n)
-			want = (size_t)cl - n;
-		int r = mg_read(conn, buf + n,
+		    start, timeout, cl >= 0 ? (size_t)cl : in.n);
+		size_t want = in.cap - in.n - 1;
+		if (cl >= 0 && want > (size_t)cl - in.n)
+			want = (size_t)cl - in.n;
+		int r = mg_read(conn, in.p + in.n,
 		                cwm_body_chunk(fd, want, deadline - cwm_now_ms(),
 		                               timeout));
 		if (r < 0)
 			rc = MG_MQTT_ERR_INVALID;
 		if (r <= 0)
 			break;
-		n += (size_t)r;
-		if (n > max)
+		in.n += (size_t)r;
+		if (in.n > max)
 			rc = MG_MQTT_ERR_TOO_LARGE;
-		else if (cwm_now_ms() > deadline && (cl < 0 || n < (size_t)cl))
+		else if (cwm_now_ms() > deadline && (cl < 0 || in.n < (size_t)cl))
 			rc = MG_MQTT_ERR_TIMEOUT;
 	}
-	*bufp = buf;
-	*np = n;
+	*bufp = (char *)in.p;
+	*np = in.n;
 	return rc;
 }
 
@@ -335,22 +334,12 @@ static int cwm_guard_publish(struct cwm_bridge *b, struct mg_connection *conn,
 	if (!cwm_host_ok(b, conn))
 		return cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	if (!cwm_origin_ok(b, conn))
-		return cwm_reply_error(conn, 403,
-		                       "cross-site request: this Origin is not "
-		                       "allowed (BRIDGE_ALLOWED_ORIGINS)");
+		return cwm_reply_error(conn, 403, CWM_ORIGIN_ERR);
 	if (!cwm_bridge_authorized(b, conn))
 		return 401;
 	if (topic[0] == '\0' || mg_mqtt_topic_valid(topic) != 0)
 		return cwm_reply_error(conn, 400, "invalid topic name");
-	if (cwm_levels_check(b->c, topic, 0) != 0)
-		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
-	if (!cwm_may_publish(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "publishing to this topic is not allowed "
-		                       "(BRIDGE_PUBLISH_ALLOW)");
-	}
-	return 0;
+	return cwm_publish_refused(b, conn, topic);
 }
 
 MG_MQTT_API int mg_mqtt_bridge_check_publish(struct mg_mqtt *c,

@@ -241,21 +241,39 @@ static int cwm_query_qos(struct mg_connection *conn, const char *qs, int *qos)
 
 /* -- routes ------------------------------------------------------------------------ */
 
+/* The 403 of a refusal by an allow list, counted in b->rejected. */
+static int cwm_reply_denied(struct cwm_bridge *b, struct mg_connection *conn,
+                            const char *why)
+{
+	atomic_fetch_add(&b->rejected, 1);
+	return cwm_reply_error(conn, 403, why);
+}
+
+/* A publish route's topic checks: MAX_TOPIC_LEVELS, then
+ * BRIDGE_PUBLISH_ALLOW (a refusal is counted). Returns 0, or the status of
+ * the error reply it sent. */
+static int cwm_publish_refused(struct cwm_bridge *b, struct mg_connection *conn,
+                               const char *topic)
+{
+	if (cwm_levels_check(b->c, topic, 0) != 0)
+		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
+	if (!cwm_may_publish(b, topic))
+		return cwm_reply_denied(b, conn,
+		                        "publishing to this topic is not allowed "
+		                        "(BRIDGE_PUBLISH_ALLOW)");
+	return 0;
+}
+
 /* The raw publish and request routes: 403 unless BRIDGE_PUBLISH_ALLOW
  * lets browsers publish to topic, else the body into *body (the caller
  * frees it). Returns 0, or the status of the error reply it sent. */
 static int cwm_publish_body(struct cwm_bridge *b, struct mg_connection *conn,
                             const char *topic, char **body, size_t *len)
 {
-	if (cwm_levels_check(b->c, topic, 0) != 0)
-		return cwm_reply_error(conn, 400, CWM_LEVELS_ERR);
-	if (!cwm_may_publish(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "publishing to this topic is not allowed "
-		                       "(BRIDGE_PUBLISH_ALLOW)");
-	}
-	int status = cwm_body_type(conn, 0);
+	int status = cwm_publish_refused(b, conn, topic);
+	if (status != 0)
+		return status;
+	status = cwm_body_type(conn, 0);
 	return status != 0 ? status : cwm_body_or_reply(b, conn, body, len);
 }
 
@@ -548,6 +566,49 @@ static int cwm_reply_405(struct mg_connection *conn, const char *method)
 	                                                 : "{\"error\":\"use POST\"}",
 	                      "Allow", method);
 }
+/* The routes under BRIDGE_PATH, tried in this order: a path matched whole,
+ * or a prefix whose rest is the route's argument (fn_rest). */
+static const struct cwm_route {
+	const char *path;
+	int prefix; /* 1: path is a prefix of the route */
+	int post;   /* 1: POST; 0: GET (and HEAD) */
+	int (*fn)(struct cwm_bridge *b, struct mg_connection *conn);
+	int (*fn_rest)(struct cwm_bridge *b, struct mg_connection *conn,
+	               const char *rest);
+} cwm_routes[] = {
+    {"/publish", 0, 1, cwm_route_publish, NULL},
+    {"/publish/", 1, 1, NULL, cwm_route_publish_raw},
+    {"/status", 0, 0, cwm_route_status, NULL},
+    {"/events", 0, 0, cwm_route_events, NULL},
+    {"/request/", 1, 1, NULL, cwm_route_request},
+    {"/last", 0, 0, cwm_route_last_list, NULL},
+    {"/last/", 1, 0, NULL, cwm_route_last},
+    {"/metrics", 0, 0, cwm_route_metrics, NULL},
+};
+
+/* Runs the route of a request that passed the Host, Origin and credential
+ * checks: 405 for another method, 426 for /ws without an upgrade, 404 for
+ * no route. Returns the status. */
+static int cwm_route_run(struct cwm_bridge *b, struct mg_connection *conn,
+                         const char *route, int get, int post)
+{
+	for (size_t i = 0; i < sizeof(cwm_routes) / sizeof(cwm_routes[0]); i++) {
+		const struct cwm_route *r = &cwm_routes[i];
+		size_t n = strlen(r->path);
+		if (r->prefix ? strncmp(route, r->path, n) != 0
+		              : strcmp(route, r->path) != 0)
+			continue;
+		if (!(r->post ? post : get))
+			return cwm_reply_405(conn, r->post ? "POST" : "GET");
+		return r->fn != NULL ? r->fn(b, conn) : r->fn_rest(b, conn, route + n);
+	}
+	if (strcmp(route, "/ws") == 0)
+		return cwm_reply_text(conn, 426,
+		                      "{\"error\":\"a WebSocket upgrade is required\"}",
+		                      "Upgrade", "websocket");
+	return cwm_reply_error(conn, 404, "no such route");
+}
+
 /* Every plain HTTP request under BRIDGE_PATH. */
 static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 {
@@ -567,41 +628,11 @@ static int cwm_bridge_http(struct mg_connection *conn, void *cbdata)
 	if (!cwm_host_ok(b, conn))
 		status = cwm_reply_error(conn, 403, CWM_HOST_ERR);
 	else if (post && !cwm_origin_ok(b, conn))
-		status = cwm_reply_error(conn, 403,
-		                         "cross-site request: this Origin is not "
-		                         "allowed (BRIDGE_ALLOWED_ORIGINS)");
+		status = cwm_reply_error(conn, 403, CWM_ORIGIN_ERR);
 	else if (!cwm_bridge_authorized(b, conn))
 		status = 401;
-	else if (strcmp(route, "/publish") == 0)
-		status = post ? cwm_route_publish(b, conn)
-		              : cwm_reply_405(conn, "POST");
-	else if (strncmp(route, "/publish/", 9) == 0)
-		status = post ? cwm_route_publish_raw(b, conn, route + 9)
-		              : cwm_reply_405(conn, "POST");
-	else if (strcmp(route, "/status") == 0)
-		status = get ? cwm_route_status(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strcmp(route, "/events") == 0)
-		status = get ? cwm_route_events(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strncmp(route, "/request/", 9) == 0)
-		status = post ? cwm_route_request(b, conn, route + 9)
-		              : cwm_reply_405(conn, "POST");
-	else if (strcmp(route, "/last") == 0)
-		status = get ? cwm_route_last_list(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strncmp(route, "/last/", 6) == 0)
-		status = get ? cwm_route_last(b, conn, route + 6)
-		             : cwm_reply_405(conn, "GET");
-	else if (strcmp(route, "/metrics") == 0)
-		status = get ? cwm_route_metrics(b, conn)
-		             : cwm_reply_405(conn, "GET");
-	else if (strcmp(route, "/ws") == 0)
-		status = cwm_reply_text(conn, 426,
-		                        "{\"error\":\"a WebSocket upgrade is required\"}",
-		                        "Upgrade", "websocket");
 	else
-		status = cwm_reply_error(conn, 404, "no such route");
+		status = cwm_route_run(b, conn, route, get, post);
 	cwm_bridge_release(b);
 	return status;
 }

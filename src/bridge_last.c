@@ -8,14 +8,7 @@
 
 static void cwm_lv_unlink(struct cwm_bridge *b, struct cwm_lv *e)
 {
-	if (e->older != NULL)
-		e->older->newer = e->newer;
-	else
-		b->lv_old = e->newer;
-	if (e->newer != NULL)
-		e->newer->older = e->older;
-	else
-		b->lv_new = e->older;
+	CWM_DL_UNLINK(b->lv_old, b->lv_new, e, older, newer);
 	e->older = e->newer = NULL;
 }
 
@@ -99,12 +92,7 @@ static void cwm_lv_update(struct cwm_bridge *b, const struct mg_mqtt_message *m)
 	e->qos = m->qos;
 	e->retain = m->retain;
 	e->at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-	e->older = b->lv_new;
-	if (b->lv_new != NULL)
-		b->lv_new->newer = e;
-	else
-		b->lv_old = e;
-	b->lv_new = e;
+	CWM_DL_APPEND(b->lv_old, b->lv_new, e, older, newer);
 	pthread_mutex_unlock(&b->lv_lock);
 }
 
@@ -145,12 +133,10 @@ static int cwm_route_last(struct cwm_bridge *b, struct mg_connection *conn,
 	if ((status = cwm_path_topic(conn, topic,
 	                             "; list it with GET <path>/last?filter=")) != 0)
 		return status;
-	if (!cwm_may_subscribe(b, topic)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "reading this topic is not allowed "
-		                       "(BRIDGE_SUBSCRIBE_ALLOW)");
-	}
+	if (!cwm_may_subscribe(b, topic))
+		return cwm_reply_denied(b, conn,
+		                        "reading this topic is not allowed "
+		                        "(BRIDGE_SUBSCRIBE_ALLOW)");
 	if (b->c->cfg.bridge_last_values == 0)
 		return cwm_reply_error(conn, 404,
 		                       "last values are off (BRIDGE_LAST_VALUES 0)");
@@ -184,12 +170,10 @@ static int cwm_route_last_list(struct cwm_bridge *b, struct mg_connection *conn)
 		                       "last values are off (BRIDGE_LAST_VALUES 0)");
 	if (cwm_bridge_filter(filter) != 0 || cwm_share_len(filter, strlen(filter)))
 		return cwm_reply_error(conn, 400, "invalid topic filter");
-	if (!cwm_may_subscribe(b, filter)) {
-		atomic_fetch_add(&b->rejected, 1);
-		return cwm_reply_error(conn, 403,
-		                       "reading this filter is not allowed "
-		                       "(BRIDGE_SUBSCRIBE_ALLOW)");
-	}
+	if (!cwm_may_subscribe(b, filter))
+		return cwm_reply_denied(b, conn,
+		                        "reading this filter is not allowed "
+		                        "(BRIDGE_SUBSCRIBE_ALLOW)");
 	cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "values");
 	int oom = a == NULL;
 	pthread_mutex_lock(&b->lv_lock);

@@ -7,45 +7,6 @@
 
 #if MG_MQTT_ENABLE_BRIDGE
 
-/* A growing text buffer; on allocation failure it stops growing and
- * remembers it. */
-struct cwm_sbuf {
-	char *p;
-	size_t n, cap;
-	int oom;
-};
-
-static void cwm_sbuf_printf(struct cwm_sbuf *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void cwm_sbuf_printf(struct cwm_sbuf *s, const char *fmt, ...)
-{
-	va_list ap;
-	for (int pass = 0; pass < 2 && !s->oom; pass++) {
-		va_start(ap, fmt);
-		int k = vsnprintf(s->p != NULL ? s->p + s->n : NULL,
-		                  s->p != NULL ? s->cap - s->n : 0, fmt, ap);
-		va_end(ap);
-		if (k < 0) {
-			s->oom = 1;
-			return;
-		}
-		if (s->p != NULL && (size_t)k < s->cap - s->n) {
-			s->n += (size_t)k;
-			return;
-		}
-		size_t cap = s->cap > 0 ? s->cap : 4096;
-		while (cap < s->n + (size_t)k + 1)
-			cap *= 2;
-		char *np = realloc(s->p, cap);
-		if (np == NULL) {
-			s->oom = 1;
-			return;
-		}
-		s->p = np;
-		s->cap = cap;
-	}
-}
-
 /* One client's numbers, taken under its locks. */
 struct cwm_snap {
 	char prefix[64];
@@ -141,8 +102,7 @@ static const struct cwm_family {
     {"messages_dropped_total", "counter",
      "Messages lost, by reason: queue_full (QUEUE_SIZE), publish_failed "
      "(failed or refused after it was accepted), late_reply (a reply after "
-     "its request timed out).",
-     "reason", 0,
+     "its request timed out).", "reason", 0,
      {{"queue_full", CWM_F(dropped_queue_full)},
       {"publish_failed", CWM_F(publish_failed)},
       {"late_reply", CWM_F(late)}}},
@@ -160,8 +120,7 @@ static const struct cwm_family {
      NULL, 0, {{NULL, CWM_F(subscriptions)}}},
     {"requests_total", "counter",
      "Requests (mg_mqtt_request, POST <path>/request/...) by outcome: "
-     "replied, timeout, failed.",
-     "outcome", 0,
+     "replied, timeout, failed.", "outcome", 0,
      {{"replied", CWM_F(replied)},
       {"timeout", CWM_F(timeouts)},
       {"failed", CWM_F(failed)}}},
@@ -186,35 +145,35 @@ static const struct cwm_family {
 };
 
 /* A label value in the exposition format: \\, \" and \n escaped. */
-static void cwm_sbuf_label(struct cwm_sbuf *o, const char *v)
+static void cwm_wlabel(struct cwm_wbuf *o, const char *v)
 {
 	for (; *v != '\0'; v++) {
 		if (*v == '\\' || *v == '"')
-			cwm_sbuf_printf(o, "\\%c", *v);
+			cwm_wprintf(o, "\\%c", *v);
 		else if (*v == '\n')
-			cwm_sbuf_printf(o, "\\n");
+			cwm_wprintf(o, "\\n");
 		else
-			cwm_sbuf_printf(o, "%c", *v);
+			cwm_wprintf(o, "%c", *v);
 	}
 }
 
-static void cwm_family_head(struct cwm_sbuf *o, const char *name,
+static void cwm_family_head(struct cwm_wbuf *o, const char *name,
                             const char *type, const char *help)
 {
-	cwm_sbuf_printf(o, "# HELP civetweb_mqtt_%s %s\n# TYPE civetweb_mqtt_%s %s\n",
-	                name, help, name, type);
+	cwm_wprintf(o, "# HELP civetweb_mqtt_%s %s\n# TYPE civetweb_mqtt_%s %s\n",
+	            name, help, name, type);
 }
 
-static void cwm_metrics_render(struct cwm_sbuf *o, const struct cwm_snaps *s)
+static void cwm_metrics_render(struct cwm_wbuf *o, const struct cwm_snaps *s)
 {
 	cwm_family_head(o, "info", "gauge",
 	                "Client identity: 1 for each client, its id and protocol "
 	                "as labels.");
 	for (size_t i = 0; i < s->n; i++) {
-		cwm_sbuf_printf(o, "civetweb_mqtt_info{client=\"%s\",client_id=\"",
-		                s->v[i].prefix);
-		cwm_sbuf_label(o, s->v[i].client_id);
-		cwm_sbuf_printf(o, "\",protocol=\"%s\"} 1\n", s->v[i].protocol);
+		cwm_wprintf(o, "civetweb_mqtt_info{client=\"%s\",client_id=\"",
+		            s->v[i].prefix);
+		cwm_wlabel(o, s->v[i].client_id);
+		cwm_wprintf(o, "\",protocol=\"%s\"} 1\n", s->v[i].protocol);
 	}
 	for (size_t f = 0; f < sizeof(cwm_families) / sizeof(*cwm_families); f++) {
 		const struct cwm_family *fam = &cwm_families[f];
@@ -226,12 +185,12 @@ static void cwm_metrics_render(struct cwm_sbuf *o, const struct cwm_snaps *s)
 				uint64_t val;
 				memcpy(&val, (const char *)&s->v[i] + fam->rows[r].off,
 				       sizeof(val));
-				cwm_sbuf_printf(o, "civetweb_mqtt_%s{client=\"%s\"", fam->name,
-				                s->v[i].prefix);
+				cwm_wprintf(o, "civetweb_mqtt_%s{client=\"%s\"", fam->name,
+				            s->v[i].prefix);
 				if (fam->label != NULL)
-					cwm_sbuf_printf(o, ",%s=\"%s\"", fam->label,
-					                fam->rows[r].value);
-				cwm_sbuf_printf(o, "} %llu\n", (unsigned long long)val);
+					cwm_wprintf(o, ",%s=\"%s\"", fam->label,
+					            fam->rows[r].value);
+				cwm_wprintf(o, "} %llu\n", (unsigned long long)val);
 			}
 		}
 	}
@@ -239,7 +198,7 @@ static void cwm_metrics_render(struct cwm_sbuf *o, const struct cwm_snaps *s)
 
 static int cwm_route_metrics(struct cwm_bridge *b, struct mg_connection *conn)
 {
-	struct cwm_sbuf o = {NULL, 0, 0, 0};
+	struct cwm_wbuf o = {NULL, 0, 0, 0};
 	struct cwm_snaps s = {NULL, 0, 0};
 
 	cwm_registry_each(b->c->ctx, cwm_snap_take, &s);

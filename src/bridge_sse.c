@@ -42,12 +42,10 @@ static int cwm_sse_filters(struct cwm_bridge *b, struct mg_connection *conn,
 	for (int i = 0; i < *n; i++) {
 		if (cwm_bridge_filter(filters[i]) != 0)
 			return cwm_reply_error(conn, 400, "invalid topic filter");
-		if (!cwm_may_subscribe(b, filters[i])) {
-			atomic_fetch_add(&b->rejected, 1);
-			return cwm_reply_error(conn, 403,
-			                       "subscribing to this filter is not allowed "
-			                       "(BRIDGE_SUBSCRIBE_ALLOW)");
-		}
+		if (!cwm_may_subscribe(b, filters[i]))
+			return cwm_reply_denied(b, conn,
+			                        "subscribing to this filter is not allowed "
+			                        "(BRIDGE_SUBSCRIBE_ALLOW)");
 	}
 	return 0;
 }
@@ -90,7 +88,7 @@ static void cwm_sse_stream(struct cwm_bridge *b, struct cwm_bclient *bc,
 			alive = 0;
 		pthread_mutex_lock(&b->a->lock);
 	}
-	free(out.p);
+	cwm_wreset(&out);
 }
 
 /* GET <path>/events?topic=F&topic=G[&qos=N]: Server-Sent Events. The

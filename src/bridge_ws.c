@@ -183,7 +183,7 @@ static void *cwm_bridge_writer(void *arg)
 		pthread_cond_broadcast(&b->idle);
 	}
 	pthread_mutex_unlock(&b->a->lock);
-	free(out.p);
+	cwm_wreset(&out);
 	return NULL;
 }
 
@@ -358,9 +358,7 @@ static void cwm_ws_op(struct cwm_bridge *b, struct cwm_bclient *bc,
 static int cwm_ws_too_big(struct mg_connection *conn, struct cwm_bclient *bc)
 {
 	static const char bye[] = "\x03\xf1larger than BRIDGE_MAX_BODY";
-	free(bc->frag);
-	bc->frag = NULL;
-	bc->frag_len = 0;
+	cwm_wreset(&bc->frag);
 	bc->frag_op = 0;
 	mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, bye,
 	                   sizeof(bye) - 1);
@@ -383,26 +381,19 @@ static int cwm_ws_message(struct cwm_bridge *b, struct cwm_bclient *bc,
 	if (opcode != MG_WEBSOCKET_OPCODE_CONTINUATION && fin && bc->frag_op == 0)
 		return len > max ? -1 : 1;
 	if (opcode != MG_WEBSOCKET_OPCODE_CONTINUATION) {
-		free(bc->frag); /* a new message ends one left unfinished */
-		bc->frag = NULL;
-		bc->frag_len = 0;
+		cwm_wreset(&bc->frag); /* a new message ends one left unfinished */
 		bc->frag_op = opcode;
 	} else if (bc->frag_op == 0) {
 		*op = -1; /* a continuation of nothing */
 		return fin ? 1 : 0;
 	}
-	if (bc->frag_len + len > max)
+	if (bc->frag.n + len > max || cwm_wreserve(&bc->frag, len + 1) != 0)
 		return -1;
-	char *nb = realloc(bc->frag, bc->frag_len + len + 1);
-	if (nb == NULL)
-		return -1;
-	memcpy(nb + bc->frag_len, data, len);
-	bc->frag = nb;
-	bc->frag_len += len;
+	cwm_wput(&bc->frag, data, len);
 	if (!fin)
 		return 0;
-	*msg = bc->frag;
-	*n = bc->frag_len;
+	*msg = (char *)bc->frag.p;
+	*n = bc->frag.n;
 	*op = bc->frag_op;
 	bc->frag_op = 0;
 	return 1;
@@ -447,11 +438,8 @@ static int cwm_ws_data(struct mg_connection *conn, int bits, char *data,
 		struct cwm_ws_result res;
 		cwm_ws_op(b, bc, req, text, jerr, &res);
 		cJSON_Delete(req);
-		if (msg == bc->frag) {
-			free(bc->frag);
-			bc->frag = NULL;
-			bc->frag_len = 0;
-		}
+		if (msg == (char *)bc->frag.p)
+			cwm_wreset(&bc->frag);
 	}
 	cwm_bridge_release(b);
 	return 1;

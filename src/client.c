@@ -119,23 +119,28 @@ CWM_SETTER(mg_mqtt_on_unsubscribe, mg_mqtt_ack_handler, on_unsubscribe)
 CWM_SETTER(mg_mqtt_on_log, mg_mqtt_log_handler, on_log)
 #undef CWM_SETTER
 
-/* The started clients, for mg_mqtt_get() and the bridge's metrics. */
+/* The process registry of started clients: one entry a client from its
+ * start until its threads are joined at stop. listed: from start until
+ * the stop begins; only those count for a prefix already started on a
+ * server, mg_mqtt_get() and the bridge's metrics (cwm_registry_each).
+ * paho's trace (trace.c) walks every entry (cwm_registry_all). */
 struct cwm_reg {
 	const struct mg_context *ctx;
 	struct mg_mqtt *c;
+	int listed;
 };
 static pthread_mutex_t cwm_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct cwm_reg *cwm_registry; /* under cwm_registry_lock */
 static size_t cwm_nregistry;
 
+/* Start: adds c, unless a listed client has its prefix on its server
+ * (MG_MQTT_ERR_EXISTS). */
 static int cwm_registry_add(struct mg_mqtt *c)
 {
 	int rc = 0;
-	if (c->ctx == NULL)
-		return 0;
 	pthread_mutex_lock(&cwm_registry_lock);
-	for (size_t i = 0; i < cwm_nregistry; i++)
-		if (cwm_registry[i].ctx == c->ctx &&
+	for (size_t i = 0; i < cwm_nregistry && c->ctx != NULL; i++)
+		if (cwm_registry[i].listed && cwm_registry[i].ctx == c->ctx &&
 		    strcmp(cwm_registry[i].c->prefix, c->prefix) == 0)
 			rc = MG_MQTT_ERR_EXISTS;
 	if (rc == 0) {
@@ -147,6 +152,7 @@ static int cwm_registry_add(struct mg_mqtt *c)
 			cwm_registry = r;
 			r[cwm_nregistry].ctx = c->ctx;
 			r[cwm_nregistry].c = c;
+			r[cwm_nregistry].listed = 1;
 			cwm_nregistry++;
 		}
 	}
@@ -154,6 +160,18 @@ static int cwm_registry_add(struct mg_mqtt *c)
 	return rc;
 }
 
+/* Stop, first: c is no longer listed (mg_mqtt_get() cannot return it). */
+static void cwm_registry_unlist(struct mg_mqtt *c)
+{
+	pthread_mutex_lock(&cwm_registry_lock);
+	for (size_t i = 0; i < cwm_nregistry; i++)
+		if (cwm_registry[i].c == c)
+			cwm_registry[i].listed = 0;
+	atomic_store(&c->registered, 0);
+	pthread_mutex_unlock(&cwm_registry_lock);
+}
+
+/* Stop, once c's threads are joined: c leaves the registry. */
 static void cwm_registry_remove(struct mg_mqtt *c)
 {
 	pthread_mutex_lock(&cwm_registry_lock);
@@ -166,10 +184,8 @@ static void cwm_registry_remove(struct mg_mqtt *c)
 		free(cwm_registry);
 		cwm_registry = NULL;
 	}
-	atomic_store(&c->registered, 0);
 	pthread_mutex_unlock(&cwm_registry_lock);
 }
-
 
 static void cwm_registry_each(const struct mg_context *ctx,
                               void (*fn)(struct mg_mqtt *c, void *arg),
@@ -177,9 +193,18 @@ static void cwm_registry_each(const struct mg_context *ctx,
 {
 	pthread_mutex_lock(&cwm_registry_lock);
 	for (size_t i = 0; i < cwm_nregistry; i++)
-		if (cwm_registry[i].ctx == ctx &&
+		if (cwm_registry[i].listed && cwm_registry[i].ctx == ctx &&
 		    atomic_load(&cwm_registry[i].c->registered))
 			fn(cwm_registry[i].c, arg);
+	pthread_mutex_unlock(&cwm_registry_lock);
+}
+
+static void cwm_registry_all(void (*fn)(struct mg_mqtt *c, void *arg),
+                             void *arg)
+{
+	pthread_mutex_lock(&cwm_registry_lock);
+	for (size_t i = 0; i < cwm_nregistry; i++)
+		fn(cwm_registry[i].c, arg);
 	pthread_mutex_unlock(&cwm_registry_lock);
 }
 
@@ -222,7 +247,7 @@ static char *cwm_make_client_id(void)
  * mg_mqtt_create() left it, with its handlers. */
 static void cwm_shutdown(struct mg_mqtt *c)
 {
-	cwm_registry_remove(c);
+	cwm_registry_unlist(c);
 	pthread_mutex_lock(&c->lock);
 	c->stopping = 1;
 	c->stop_deadline = cwm_now_ms() + (int64_t)c->cfg.connection_timeout * 1000;
@@ -238,6 +263,7 @@ static void cwm_shutdown(struct mg_mqtt *c)
 		cwm_fail_all(c);
 		pthread_mutex_unlock(&c->lock);
 	}
+	cwm_registry_remove(c); /* mqtt-io left paho's trace (trace.c) */
 	pthread_mutex_lock(&c->lock);
 	c->dispatch_exit = 1;
 	pthread_cond_signal(&c->ev_cond);
@@ -260,12 +286,8 @@ static void cwm_shutdown(struct mg_mqtt *c)
 	cwm_map_free(&c->pstore, free); /* paho's session store */
 	free(c->pst_given.v);
 	cwm_settings_free(&c->cfg);
-	free(c->client_id);
-	free(c->reply_base);
-	free(c->broker);
-	free(c->error_log_file);
-	free(c->pdir);
-	free(c->unlinks);
+	CWM_FREE_ALL(c->client_id, c->reply_base, c->broker, c->error_log_file,
+	             c->pdir, c->unlinks);
 	c->unlinks = NULL;
 	c->nunlinks = c->capunlinks = 0;
 	free(c->cur.v);

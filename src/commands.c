@@ -22,25 +22,15 @@ static void cwm_out_free(struct cwm_out *r)
 		if (!(r->flags[i] & CMD_BORROWED))
 			free(r->filters[i]);
 	}
-	free(r->filters);
-	free(r->wire);
-	free(r->qos_list);
-	free(r->ids);
-	free(r->flags);
-	free(r->props);
-	free(r);
+	CWM_FREE_ALL(r->filters, r->wire, r->qos_list, r->ids, r->flags, r->props,
+	             r);
 }
 
 /* [L] Appends r to a FIFO. */
 static void cwm_fifo_push(struct cwm_out **head, struct cwm_out **tail,
                           struct cwm_out *r)
 {
-	r->next = NULL;
-	if (*tail != NULL)
-		(*tail)->next = r;
-	else
-		*head = r;
-	*tail = r;
+	CWM_FIFO_PUSH(*head, *tail, r, next);
 }
 
 /* [L] Puts a command paho gave back into retry, keeping id order so that
@@ -84,12 +74,7 @@ static void cwm_inpaho_unlink(struct mg_mqtt *c, struct cwm_out *r)
 {
 	if (!r->in_paho)
 		return;
-	if (r->iprev != NULL)
-		r->iprev->inext = r->inext;
-	else
-		c->inpaho = r->inext;
-	if (r->inext != NULL)
-		r->inext->iprev = r->iprev;
+	CWM_DL_UNLINK_HEAD(c->inpaho, r, iprev, inext);
 	r->in_paho = 0;
 	if (r->type == CMD_PUBLISH && r->qos > 0)
 		c->inflight--;
@@ -253,6 +238,36 @@ static size_t cwm_publish_size(int v5, size_t tlen, size_t pbytes, int qos,
 	return 1 + cwm_varint_len(rem) + rem;
 }
 
+/* The one constructor of a publish command: one allocation holding the
+ * topic (tlen bytes, NUL added) and the payload, copied; props copied too
+ * (NULL: none). Returns it, or NULL with *rc MG_MQTT_ERR_NOMEM or the
+ * error of copying props. */
+static struct cwm_out *cwm_pub_new(struct mg_mqtt *c, const char *topic,
+                                   size_t tlen, const void *payload,
+                                   size_t len, int qos, int retain,
+                                   const struct mg_mqtt_props *props, int *rc)
+{
+	struct cwm_out *r = calloc(1, sizeof(*r) + tlen + 1 + len);
+	*rc = MG_MQTT_ERR_NOMEM;
+	if (r == NULL)
+		return NULL;
+	if ((*rc = cwm_props_dup(props, &r->props)) != 0) {
+		free(r);
+		return NULL;
+	}
+	r->c = c;
+	r->type = CMD_PUBLISH;
+	r->qos = qos;
+	r->retain = retain != 0;
+	r->topic = memcpy((char *)(r + 1), topic, tlen);
+	r->topic[tlen] = '\0';
+	r->payload = r->topic + tlen + 1;
+	r->len = len;
+	if (len > 0)
+		memcpy(r->payload, payload, len);
+	return r;
+}
+
 int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
                           const void *payload, size_t len, int qos, int retain,
                           const struct mg_mqtt_props *props)
@@ -279,27 +294,14 @@ int mg_mqtt_publish_props(struct mg_mqtt *c, const char *topic,
 	if (maxp > 0 && cwm_publish_size(c->v5, tlen, pbytes, qos, len) > maxp)
 		return MG_MQTT_ERR_TOO_LARGE;
 
-	struct cwm_out *r = malloc(sizeof(*r) + tlen + 1 + len);
+	struct cwm_out *r =
+	    cwm_pub_new(c, topic, tlen, payload, len, qos, retain, props, &rc);
 	if (r == NULL)
-		return MG_MQTT_ERR_NOMEM;
-	memset(r, 0, sizeof(*r));
-	if ((rc = cwm_props_dup(props, &r->props)) != 0) {
-		free(r);
 		return rc;
-	}
 	if (r->props != NULL && !cwm_v5_now(c)) {
 		cwm_out_free(r);
 		return MG_MQTT_ERR_PROTOCOL;
 	}
-	r->c = c;
-	r->type = CMD_PUBLISH;
-	r->qos = qos;
-	r->retain = retain != 0;
-	r->topic = memcpy((char *)(r + 1), topic, tlen + 1);
-	r->payload = r->topic + tlen + 1;
-	r->len = len;
-	if (len > 0)
-		memcpy(r->payload, payload, len);
 	if (c->pdir != NULL && qos > 0 && (rc = cwm_persist_write(c, r)) != 0) {
 		cwm_out_free(r);
 		return rc;

@@ -28,6 +28,18 @@ static const struct cwm_enum cwm_log_levels[] = {
     {"warn", MG_MQTT_LOG_WARNING},    {NULL, 0}};
 static const char cwm_bool_hint[] = "true or false";
 
+/* The four options of a message the client publishes by itself (the last
+ * will, the birth message): <name>_TOPIC, _MESSAGE, _QOS and _RETAIN, into
+ * the settings' <f>_topic, _message, _qos and _retain. */
+#define CWM_MESSAGE_KEYS(name, f)                                              \
+	{name "_TOPIC", K_TOPIC, CWM_S(f##_topic), 0, 0, NULL, NULL,               \
+	 "a topic name (no wildcards)"},                                           \
+	{name "_MESSAGE", K_STR, CWM_S(f##_message), 0, 0, NULL, NULL, NULL},      \
+	{name "_QOS", K_INT, CWM_S(f##_qos), 0, 2, "0", NULL,                      \
+	 "a QoS (0, 1 or 2)"},                                                     \
+	{name "_RETAIN", K_BOOL, CWM_S(f##_retain), 0, 0, "false", NULL,           \
+	 cwm_bool_hint}
+
 /* The table behind every key: name, type, field, range, default. The
  * README's configuration reference lists the same keys. */
 static const struct cwm_key cwm_keys[] = {
@@ -68,20 +80,10 @@ static const struct cwm_key cwm_keys[] = {
     {"TLS_CIPHERS", K_STR, CWM_S(tls_ciphers), 0, 0, NULL, NULL, NULL},
     {"TLS_INSECURE", K_BOOL, CWM_S(tls_insecure), 0, 0, "false", NULL,
      cwm_bool_hint},
-    {"LAST_WILL_TOPIC", K_TOPIC, CWM_S(will_topic), 0, 0, NULL, NULL,
-     "a topic name (no wildcards)"},
-    {"LAST_WILL_MESSAGE", K_STR, CWM_S(will_message), 0, 0, NULL, NULL, NULL},
-    {"LAST_WILL_QOS", K_INT, CWM_S(will_qos), 0, 2, "0", NULL,
-     "a QoS (0, 1 or 2)"},
-    {"LAST_WILL_RETAIN", K_BOOL, CWM_S(will_retain), 0, 0, "false", NULL,
-     cwm_bool_hint},
-    {"BIRTH_TOPIC", K_TOPIC, CWM_S(birth_topic), 0, 0, NULL, NULL,
-     "a topic name (no wildcards)"},
-    {"BIRTH_MESSAGE", K_STR, CWM_S(birth_message), 0, 0, NULL, NULL, NULL},
-    {"BIRTH_QOS", K_INT, CWM_S(birth_qos), 0, 2, "0", NULL,
-     "a QoS (0, 1 or 2)"},
-    {"BIRTH_RETAIN", K_BOOL, CWM_S(birth_retain), 0, 0, "false", NULL,
-     cwm_bool_hint},
+    /* LAST_WILL_TOPIC, _MESSAGE, _QOS, _RETAIN */
+    CWM_MESSAGE_KEYS("LAST_WILL", will),
+    /* BIRTH_TOPIC, _MESSAGE, _QOS, _RETAIN */
+    CWM_MESSAGE_KEYS("BIRTH", birth),
     {"SHARED_GROUP", K_STR, CWM_S(shared_group), 0, 0, NULL, NULL, NULL},
     {"SUBSCRIBE", K_STR, CWM_S(subscribe), 0, 0, NULL, NULL, NULL},
     {"RECONNECT_MIN", K_INT, CWM_S(reconnect_min), 1, 3600, "1", NULL,
@@ -140,6 +142,7 @@ static const struct cwm_key cwm_keys[] = {
     {"BRIDGE_MAX_FILTERS", K_INT, CWM_S(bridge_max_filters), 1, 1000000, "100",
      NULL, "a number of filters (1-1000000)"},
 };
+#undef CWM_MESSAGE_KEYS
 #define CWM_NKEYS (sizeof(cwm_keys) / sizeof(cwm_keys[0]))
 _Static_assert(CWM_NKEYS <= 64, "cwm_settings.set has one bit a key");
 

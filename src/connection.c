@@ -142,54 +142,95 @@ static const char *cwm_connack_text(int rc)
 	return rc >= 0 && rc <= 5 ? t[rc] : "refused";
 }
 
-static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
-                               const char *text)
+/* Wakes mqtt-io if it sleeps idle, then releases the client's lock. [L] */
+static void cwm_connect_wake_unlock(struct mg_mqtt *c)
 {
-	char brokers[512] = "", msg[300], host[256];
+	if (c->io_waiting == CWM_IDLE_WAIT)
+		pthread_cond_signal(&c->io_cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Logs a TLS host name mismatch, which paho says only in its trace
+ * (trace.c), and marks the attempt as a TLS error. */
+static void cwm_connect_note_tls(struct mg_mqtt *c)
+{
+	char host[256];
+
+	if (!cwm_trace_tls_failed(c, host, sizeof(host)))
+		return;
+	cwm_log(c, MG_MQTT_LOG_ERROR,
+	        "TLS: the broker's certificate does not match host name %s", host);
+	pthread_mutex_lock(&c->lock);
+	c->tls_error = 1; /* MG_MQTT_ERR_TLS, in cwm_connect_round_failed() */
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Schedules the same broker again shortly when a "socket error" follows
+ * a loss at once; returns 1 if it did (nothing else to do). [L]
+ * Right after a loss, paho sometimes fails the next connect at once
+ * with "socket error" (the dead connection's socket still in its
+ * receive thread's hands, which can sleep up to a second): that says
+ * nothing of this broker, which is tried again shortly, a few times,
+ * instead of counting as refused. */
+static int cwm_connect_retry_same(struct mg_mqtt *c, const char *text)
+{
+	if (text == NULL || strcmp(text, "socket error") != 0 || c->stopping ||
+	    c->same_again >= 3 || cwm_now_ms() - c->lost_at >= CWM_SAME_AGAIN_MS)
+		return 0;
+	c->same_again++;
+	c->state = CWM_DISCONNECTED;
+	c->reconnect_at = cwm_now_ms() + 300;
+	return 1;
+}
+
+/* Moves to the next broker of BROKER_URL when this round has one left;
+ * returns 1 if it did. [L] */
+static int cwm_connect_try_next(struct mg_mqtt *c, int reason,
+                                const char *text)
+{
+	if (c->uri_try + 1 >= c->cfg.nuris || c->stopping)
+		return 0;
+	const char *tried = c->cfg.uris[c->uri_cur];
+	c->uri_try++;
+	c->state = CWM_DISCONNECTED;
+	c->reconnect_at = cwm_now_ms();
+	cwm_log_locked(c, MG_MQTT_LOG_INFO,
+	               "connection to %s failed: %s%s%s; trying %s", tried,
+	               reason >= 0 ? "refused by the broker: " : "",
+	               text != NULL ? text : "failed",
+	               c->tls_error ? " (TLS error, see the log)" : "",
+	               c->cfg.uris[(c->uri_base + c->uri_try) % c->cfg.nuris]);
+	return 1;
+}
+
+/* Queues the EV_CONNECT event of a failed round for on_connect. [L] */
+static void cwm_connect_fail_event(struct mg_mqtt *c, int error, int reason,
+                                   int attempt, const char *brokers,
+                                   const char *msg)
+{
+	if (c->on_connect == NULL)
+		return;
+	struct cwm_event *ev =
+	    cwm_event_new(EV_CONNECT, strlen(brokers) + strlen(msg) + 2);
+	if (ev == NULL)
+		return;
+	size_t u = 0;
+	ev->u.conn.error = error;
+	ev->u.conn.reason_code = reason;
+	ev->u.conn.attempt = attempt;
+	ev->u.conn.broker = cwm_event_str(ev, &u, brokers);
+	ev->u.conn.message = cwm_event_str(ev, &u, msg);
+	cwm_push_event(c, ev);
+}
+
+/* A whole round of BROKER_URL failed: back-off, the first result a
+ * waiting start reads, the event and the warning. [L] */
+static void cwm_connect_round_failed(struct mg_mqtt *c, int error,
+                                     int reason, const char *text)
+{
+	char brokers[512] = "", msg[300];
 	size_t used = 0;
 
-	/* trace.c: a host name mismatch, which paho says only in its trace. */
-	if (cwm_trace_tls_failed(c, host, sizeof(host))) {
-		cwm_log(c, MG_MQTT_LOG_ERROR,
-		        "TLS: the broker's certificate does not match host name %s",
-		        host);
-		pthread_mutex_lock(&c->lock);
-		c->tls_error = 1; /* MG_MQTT_ERR_TLS, below */
-		pthread_mutex_unlock(&c->lock);
-	}
-	pthread_mutex_lock(&c->lock);
-	/* Right after a loss, paho sometimes fails the next connect at once
-	 * with "socket error" (the dead connection's socket still in its
-	 * receive thread's hands, which can sleep up to a second): that says
-	 * nothing of this broker, which is tried again shortly, a few times,
-	 * instead of counting as refused. */
-	if (text != NULL && strcmp(text, "socket error") == 0 && !c->stopping &&
-	    c->same_again < 3 && cwm_now_ms() - c->lost_at < CWM_SAME_AGAIN_MS) {
-		c->same_again++;
-		c->state = CWM_DISCONNECTED;
-		c->reconnect_at = cwm_now_ms() + 300;
-		if (c->io_waiting == CWM_IDLE_WAIT)
-			pthread_cond_signal(&c->io_cond);
-		pthread_mutex_unlock(&c->lock);
-		return;
-	}
-	if (c->uri_try + 1 < c->cfg.nuris && !c->stopping) {
-		/* More of BROKER_URL to try in this round: the next one now. */
-		const char *tried = c->cfg.uris[c->uri_cur];
-		c->uri_try++;
-		c->state = CWM_DISCONNECTED;
-		c->reconnect_at = cwm_now_ms();
-		cwm_log_locked(c, MG_MQTT_LOG_INFO,
-		               "connection to %s failed: %s%s%s; trying %s", tried,
-		               reason >= 0 ? "refused by the broker: " : "",
-		               text != NULL ? text : "failed",
-		               c->tls_error ? " (TLS error, see the log)" : "",
-		               c->cfg.uris[(c->uri_base + c->uri_try) % c->cfg.nuris]);
-		if (c->io_waiting == CWM_IDLE_WAIT)
-			pthread_cond_signal(&c->io_cond);
-		pthread_mutex_unlock(&c->lock);
-		return;
-	}
 	c->uri_try = 0;
 	for (int i = 0; i < c->cfg.nuris && used < sizeof(brokers); i++)
 		used += (size_t)snprintf(brokers + used, sizeof(brokers) - used,
@@ -216,19 +257,7 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		        c->prefix, brokers, msg);
 		pthread_cond_broadcast(&c->state_cond);
 	}
-	if (c->on_connect != NULL) {
-		struct cwm_event *ev =
-		    cwm_event_new(EV_CONNECT, strlen(brokers) + strlen(msg) + 2);
-		if (ev != NULL) {
-			size_t u = 0;
-			ev->u.conn.error = error;
-			ev->u.conn.reason_code = reason;
-			ev->u.conn.attempt = attempt;
-			ev->u.conn.broker = cwm_event_str(ev, &u, brokers);
-			ev->u.conn.message = cwm_event_str(ev, &u, msg);
-			cwm_push_event(c, ev);
-		}
-	}
+	cwm_connect_fail_event(c, error, reason, attempt, brokers, msg);
 	if (!c->stopping && start_fails)
 		cwm_log_locked(c, MG_MQTT_LOG_WARNING,
 		               "connection attempt %d to %s failed: %s", attempt,
@@ -238,9 +267,19 @@ static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
 		               "connection attempt %d to %s failed: %s; next attempt "
 		               "in %.1f s",
 		               attempt, brokers, msg, (double)delay / 1000.0);
-	if (c->io_waiting == CWM_IDLE_WAIT)
-		pthread_cond_signal(&c->io_cond);
-	pthread_mutex_unlock(&c->lock);
+}
+
+/* A connect attempt failed: the same broker again, the next one, or the
+ * round's failure. */
+static void cwm_connect_failed(struct mg_mqtt *c, int error, int reason,
+                               const char *text)
+{
+	cwm_connect_note_tls(c);
+	pthread_mutex_lock(&c->lock);
+	if (!cwm_connect_retry_same(c, text) &&
+	    !cwm_connect_try_next(c, reason, text))
+		cwm_connect_round_failed(c, error, reason, text);
+	cwm_connect_wake_unlock(c);
 }
 
 /* What a failed attempt without a refusal means, said plainly: the error

@@ -9,12 +9,7 @@ static const struct mg_mqtt_props cwm_no_props; /* a message without any */
 /* [L] Appends an event and wakes mqtt-dispatch. */
 static void cwm_push_event(struct mg_mqtt *c, struct cwm_event *ev)
 {
-	ev->next = NULL;
-	if (c->evq_tail != NULL)
-		c->evq_tail->next = ev;
-	else
-		c->evq = ev;
-	c->evq_tail = ev;
+	CWM_FIFO_PUSH(c->evq, c->evq_tail, ev, next);
 	c->ev_pushed++;
 	if (c->dispatch_waiting == CWM_IDLE_WAIT)
 		pthread_cond_signal(&c->ev_cond);

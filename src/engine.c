@@ -336,6 +336,36 @@ static void cwm_eng_caps(MQTTProperties *p, struct cwm_caps *k)
 	k->alias_max = cwm_prop_num(p, MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM, 0);
 }
 
+/* Fills paho's will options from WILL_*. */
+static void cwm_eng_will(const struct cwm_settings *s,
+                         MQTTClient_willOptions *will)
+{
+	will->topicName = s->will_topic;
+	will->message = NULL;
+	will->payload.data = s->will_message != NULL ? s->will_message : "";
+	will->payload.len = s->will_message != NULL ? (int)strlen(s->will_message)
+	                                            : 0;
+	will->qos = s->will_qos;
+	will->retained = s->will_retain;
+}
+
+/* Fills paho's TLS options from TLS_*. */
+static void cwm_eng_ssl(struct mg_mqtt *c, MQTTClient_SSLOptions *ssl)
+{
+	const struct cwm_settings *s = &c->cfg;
+
+	ssl->trustStore = s->tls_ca_certs;
+	ssl->keyStore = s->tls_certfile;
+	ssl->privateKey = s->tls_keyfile;
+	ssl->privateKeyPassword = s->tls_keyfile_password;
+	ssl->enabledCipherSuites = s->tls_ciphers;
+	ssl->enableServerCertAuth = s->tls_cert_reqs != CWM_CERT_NONE;
+	ssl->verify = s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
+	ssl->sslVersion = s->tls_version;
+	ssl->ssl_error_cb = cwm_on_ssl_error;
+	ssl->ssl_error_context = c;
+}
+
 /* mqtt-io: one connection attempt to BROKER_URL entry idx; blocks until
  * CONNACK, a failure or CONNECTION_TIMEOUT. The fail-over list is walked
  * by the library (connection.c), one URI per attempt. Fills *a. */
@@ -348,7 +378,6 @@ static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a)
 	MQTTClient_willOptions will = MQTTClient_willOptions_initializer;
 	MQTTClient_SSLOptions ssl = MQTTClient_SSLOptions_initializer;
 	MQTTProperties props = MQTTProperties_initializer;
-	MQTTProperty pr;
 
 	if (v5)
 		o = o5;
@@ -371,35 +400,18 @@ static void cwm_eng_connect(struct mg_mqtt *c, int idx, struct cwm_connack *a)
 		o.cleanstart = s->clean_session;
 		if (!s->clean_session) {
 			/* MQTT 5 ends a session at disconnect unless told otherwise. */
-			memset(&pr, 0, sizeof(pr));
-			pr.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
-			pr.value.integer4 = 0xFFFFFFFFu;
-			MQTTProperties_add(&props, &pr);
+			cwm_prop_add_int4(&props, MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL,
+			                  0xFFFFFFFFu);
 		}
 	} else {
 		o.cleansession = s->clean_session;
 	}
 	if (s->will_topic != NULL) {
-		will.topicName = s->will_topic;
-		will.message = NULL;
-		will.payload.data = s->will_message != NULL ? s->will_message : "";
-		will.payload.len = s->will_message != NULL ? (int)strlen(s->will_message)
-		                                           : 0;
-		will.qos = s->will_qos;
-		will.retained = s->will_retain;
+		cwm_eng_will(s, &will);
 		o.will = &will;
 	}
 	if (c->cfg.use_tls) {
-		ssl.trustStore = s->tls_ca_certs;
-		ssl.keyStore = s->tls_certfile;
-		ssl.privateKey = s->tls_keyfile;
-		ssl.privateKeyPassword = s->tls_keyfile_password;
-		ssl.enabledCipherSuites = s->tls_ciphers;
-		ssl.enableServerCertAuth = s->tls_cert_reqs != CWM_CERT_NONE;
-		ssl.verify = s->tls_cert_reqs != CWM_CERT_NONE && !s->tls_insecure;
-		ssl.sslVersion = s->tls_version;
-		ssl.ssl_error_cb = cwm_on_ssl_error;
-		ssl.ssl_error_context = c;
+		cwm_eng_ssl(c, &ssl);
 		o.ssl = &ssl;
 	}
 	int64_t t0 = cwm_now_ms();

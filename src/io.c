@@ -207,34 +207,20 @@ static void cwm_queue_renewal(struct mg_mqtt *c)
 		}
 		r->internal = 1;
 		r->id = cwm_next_id(c);
-		if (last != NULL)
-			last->next = r;
-		else
-			first = r;
-		last = r;
+		CWM_FIFO_PUSH(first, last, r, next);
 	}
 	if (c->birth_needed) {
 		const char *t = c->cfg.birth_topic, *m = c->cfg.birth_message;
-		size_t tl = strlen(t), ml = m != NULL ? strlen(m) : 0;
-		struct cwm_out *r = calloc(1, sizeof(*r) + tl + 1 + ml + 1);
+		int rc;
+		struct cwm_out *r = cwm_pub_new(c, t, strlen(t), m,
+		                                m != NULL ? strlen(m) : 0,
+		                                c->cfg.birth_qos, c->cfg.birth_retain,
+		                                NULL, &rc);
 		c->birth_needed = 0;
 		if (r != NULL) {
-			r->c = c;
-			r->type = CMD_PUBLISH;
 			r->internal = 1;
-			r->qos = c->cfg.birth_qos;
-			r->retain = c->cfg.birth_retain;
-			r->topic = memcpy((char *)(r + 1), t, tl + 1);
-			r->payload = r->topic + tl + 1;
-			r->len = ml;
-			if (ml > 0)
-				memcpy(r->payload, m, ml);
 			r->id = cwm_next_id(c);
-			if (last != NULL)
-				last->next = r;
-			else
-				first = r;
-			last = r;
+			CWM_FIFO_PUSH(first, last, r, next);
 		}
 	}
 	if (first != NULL) {

@@ -4,6 +4,13 @@
  */
 #include "internal.h"
 
+/* Adds counter v to o under name. */
+static void cwm_json_count(cJSON *o, const char *name,
+                           const atomic_uint_fast64_t *v)
+{
+	cJSON_AddNumberToObject(o, name, (double)atomic_load(v));
+}
+
 /* -- base64 ---------------------------------------------------------------- */
 
 static char *cwm_base64(const void *data, size_t n)

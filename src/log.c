@@ -156,35 +156,22 @@ static void cwm_log_push_trace(struct mg_mqtt *c, const char *line)
 		free(ev);
 }
 
-static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log(struct mg_mqtt *c, int level, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cwm_vlog(c, 0, 0, level, fmt, ap);
-	va_end(ap);
-}
+/* Defines a printf-like logging function over cwm_vlog (declared in
+ * core.h with its format attribute): locked, quiet_stderr as there. */
+#define CWM_LOG_FN(name, locked, quiet)                                        \
+	static void name(struct mg_mqtt *c, int level, const char *fmt, ...)       \
+	{                                                                          \
+		va_list ap;                                                            \
+		va_start(ap, fmt);                                                     \
+		cwm_vlog(c, locked, quiet, level, fmt, ap);                            \
+		va_end(ap);                                                            \
+	}
 
+/* A line, from any thread without c->lock. */
+CWM_LOG_FN(cwm_log, 0, 0)
 /* A start-up error: to the log handler and CivetWeb's error log, not to
  * stderr, because mg_mqtt_start() hands the same sentence to its caller. */
-static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log_quiet(struct mg_mqtt *c, int level, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cwm_vlog(c, 0, 1, level, fmt, ap);
-	va_end(ap);
-}
-
-/* The same, for callers that hold c->lock. */
-static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cwm_log_locked(struct mg_mqtt *c, int level, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cwm_vlog(c, 1, 0, level, fmt, ap);
-	va_end(ap);
-}
+CWM_LOG_FN(cwm_log_quiet, 0, 1)
+/* The same as cwm_log, for callers that hold c->lock. */
+CWM_LOG_FN(cwm_log_locked, 1, 0)
+#undef CWM_LOG_FN

@@ -64,7 +64,7 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 	cwm_wputs(&b, p != NULL && p->correlation_data ? p->correlation_data : "",
 	          p != NULL && p->correlation_data ? p->correlation_len : 0);
 	if (b.oom) {
-		free(b.p);
+		cwm_wreset(&b);
 		return MG_MQTT_ERR_NOMEM;
 	}
 	cwm_persist_path(c, seq, ".msg", path);
@@ -88,7 +88,7 @@ static int cwm_persist_write(struct mg_mqtt *c, struct cwm_out *r)
 	if (!renamed ||
 	    (c->cfg.persistence_fsync && cwm_fsync_dir(c->pdir) != 0))
 		ok = 0;
-	free(b.p);
+	cwm_wreset(&b);
 	if (!ok) {
 		int e = errno;
 		unlink(renamed ? path : tmp); /* publish() fails: no file left */
@@ -221,23 +221,12 @@ static struct cwm_out *cwm_persist_parse(struct mg_mqtt *c,
 	props.correlation_len = cdl;
 
 	struct cwm_out *r = NULL;
+	int rc;
 	if (!b.bad && qos >= 1 && qos <= 2 && tops != NULL &&
-	    cwm_topic_check(tops, tl) == 0 && (r = calloc(1, sizeof(*r) + tl + 1 + pl)) != NULL) {
-		r->c = c;
-		r->type = CMD_PUBLISH;
-		r->qos = qos;
-		r->retain = retain != 0;
+	    cwm_topic_check(tops, tl) == 0 &&
+	    (r = cwm_pub_new(c, tops, tl, payload, pl, qos, retain, &props,
+	                     &rc)) != NULL)
 		r->restored = 1;
-		r->topic = memcpy((char *)(r + 1), tops, tl + 1);
-		r->payload = r->topic + tl + 1;
-		r->len = pl;
-		if (pl > 0)
-			memcpy(r->payload, payload, pl);
-		if (cwm_props_dup(&props, &r->props) != 0) {
-			free(r);
-			r = NULL;
-		}
-	}
 	for (uint32_t i = 0; i < 2 * nuser; i++)
 		free(strs[i]);
 	free(rts);

@@ -89,6 +89,29 @@ static int cwm_props_check(const struct mg_mqtt_props *p, size_t *bytes)
 	return 0;
 }
 
+/* Adds a string or binary property (paho copies data) to o. */
+static void cwm_prop_add_data(MQTTProperties *o, enum MQTTPropertyCodes id,
+                              const void *data, size_t len)
+{
+	MQTTProperty pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.identifier = id;
+	pr.value.data.data = (char *)data;
+	pr.value.data.len = (int)len;
+	MQTTProperties_add(o, &pr);
+}
+
+/* Adds a four-byte integer property to o. */
+static void cwm_prop_add_int4(MQTTProperties *o, enum MQTTPropertyCodes id,
+                              unsigned v)
+{
+	MQTTProperty pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.identifier = id;
+	pr.value.integer4 = v;
+	MQTTProperties_add(o, &pr);
+}
+
 /* Builds paho properties from ours (paho copies string data). */
 static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o)
 {
@@ -102,33 +125,18 @@ static void cwm_props_to_paho(const struct mg_mqtt_props *p, MQTTProperties *o)
 		pr.value.value.len = (int)strlen(p->user[i].value);
 		MQTTProperties_add(o, &pr);
 	}
-	if (p->message_expiry != 0) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL;
-		pr.value.integer4 = p->message_expiry;
-		MQTTProperties_add(o, &pr);
-	}
-	if (p->response_topic != NULL) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_RESPONSE_TOPIC;
-		pr.value.data.data = (char *)p->response_topic;
-		pr.value.data.len = (int)strlen(p->response_topic);
-		MQTTProperties_add(o, &pr);
-	}
-	if (p->correlation_data != NULL) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_CORRELATION_DATA;
-		pr.value.data.data = (char *)p->correlation_data;
-		pr.value.data.len = (int)p->correlation_len;
-		MQTTProperties_add(o, &pr);
-	}
-	if (p->content_type != NULL) {
-		memset(&pr, 0, sizeof(pr));
-		pr.identifier = MQTTPROPERTY_CODE_CONTENT_TYPE;
-		pr.value.data.data = (char *)p->content_type;
-		pr.value.data.len = (int)strlen(p->content_type);
-		MQTTProperties_add(o, &pr);
-	}
+	if (p->message_expiry != 0)
+		cwm_prop_add_int4(o, MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL,
+		                  p->message_expiry);
+	if (p->response_topic != NULL)
+		cwm_prop_add_data(o, MQTTPROPERTY_CODE_RESPONSE_TOPIC,
+		                  p->response_topic, strlen(p->response_topic));
+	if (p->correlation_data != NULL)
+		cwm_prop_add_data(o, MQTTPROPERTY_CODE_CORRELATION_DATA,
+		                  p->correlation_data, p->correlation_len);
+	if (p->content_type != NULL)
+		cwm_prop_add_data(o, MQTTPROPERTY_CODE_CONTENT_TYPE, p->content_type,
+		                  strlen(p->content_type));
 	if (p->payload_utf8) {
 		memset(&pr, 0, sizeof(pr));
 		pr.identifier = MQTTPROPERTY_CODE_PAYLOAD_FORMAT_INDICATOR;

@@ -200,6 +200,90 @@ static char *cwm_req_envelope(const char *reply_to, const char *corr,
 	return out;
 }
 
+/* Gives q a random correlation id and links it into c->reqs. Returns 0,
+ * MG_MQTT_ERR_STOPPED or MG_MQTT_ERR_IO. */
+static int cwm_req_enlist(struct mg_mqtt *c, struct cwm_req *q)
+{
+	unsigned char rnd[16];
+	int rc = 0;
+
+	pthread_mutex_lock(&c->req_lock);
+	if (c->req_stopping)
+		rc = MG_MQTT_ERR_STOPPED;
+	else if (cwm_random(rnd, sizeof(rnd)) != 0)
+		rc = MG_MQTT_ERR_IO;
+	if (rc == 0) {
+		for (size_t i = 0; i < sizeof(rnd); i++)
+			snprintf(q->corr + 2 * i, 3, "%02x", rnd[i]);
+		++c->req_seq;
+		q->next = c->reqs;
+		c->reqs = q;
+	}
+	pthread_mutex_unlock(&c->req_lock);
+	return rc;
+}
+
+/* Publishes the request with its reply topic and correlation id (MQTT 5
+ * properties, or the 3.1.1 envelope). Returns what the publish returned. */
+static int cwm_req_publish(struct mg_mqtt *c, const char *topic,
+                           const void *payload, size_t len, int qos,
+                           const char *corr)
+{
+	size_t bl = c->reply_base_len, cl = strlen(corr);
+	char *reply_to = malloc(bl + cl + 1), *env = NULL;
+	int rc;
+
+	if (reply_to == NULL)
+		return MG_MQTT_ERR_NOMEM;
+	memcpy(reply_to, c->reply_base, bl);
+	memcpy(reply_to + bl, corr, cl + 1);
+	if (cwm_v5_now(c)) {
+		struct mg_mqtt_props p;
+		memset(&p, 0, sizeof(p));
+		p.response_topic = reply_to;
+		p.correlation_data = corr;
+		p.correlation_len = cl;
+		rc = mg_mqtt_publish_props(c, topic, payload, len, qos, 0, &p);
+	} else if ((env = cwm_req_envelope(reply_to, corr, payload, len)) ==
+	           NULL) {
+		rc = MG_MQTT_ERR_NOMEM;
+	} else {
+		rc = mg_mqtt_publish(c, topic, env, strlen(env), qos, 0);
+	}
+	free(reply_to);
+	cJSON_free(env);
+	return rc;
+}
+
+/* Waits for the reply to q (rc: its publish's result) until the deadline,
+ * then unlinks q. Returns 0 (replied) or a negative code. */
+static int cwm_req_wait(struct mg_mqtt *c, struct cwm_req *q, int rc,
+                        int64_t deadline)
+{
+	pthread_mutex_lock(&c->req_lock);
+	if (rc > 0)
+		q->pub_id = rc;
+	if (rc > 0 && q->done == 0) {
+		struct timespec until = cwm_deadline(deadline - cwm_now_ms());
+		while (q->done == 0 && !c->req_stopping &&
+		       pthread_cond_timedwait(&q->cond, &c->req_lock, &until) !=
+		           ETIMEDOUT) {
+		}
+		rc = q->done == 1    ? 0
+		     : q->done == -2 ? q->err
+		     : q->done < 0   ? MG_MQTT_ERR_NOMEM
+		     : c->req_stopping ? MG_MQTT_ERR_STOPPED
+		                       : MG_MQTT_ERR_TIMEOUT;
+	}
+	for (struct cwm_req **pp = &c->reqs; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == q) {
+			*pp = q->next;
+			break;
+		}
+	pthread_mutex_unlock(&c->req_lock);
+	return rc;
+}
+
 /* mg_mqtt_request() once the arguments are checked and the caller
  * counted in c->req_active. */
 static int cwm_request(struct mg_mqtt *c, const char *topic,
@@ -214,70 +298,12 @@ static int cwm_request(struct mg_mqtt *c, const char *topic,
 	struct cwm_req q;
 	memset(&q, 0, sizeof(q));
 	pthread_cond_init(&q.cond, NULL);
-	pthread_mutex_lock(&c->req_lock);
-	if (c->req_stopping) {
-		pthread_mutex_unlock(&c->req_lock);
+	if ((rc = cwm_req_enlist(c, &q)) != 0) {
 		pthread_cond_destroy(&q.cond);
-		return MG_MQTT_ERR_STOPPED;
+		return rc;
 	}
-	unsigned char rnd[16];
-	if (cwm_random(rnd, sizeof(rnd)) != 0) {
-		pthread_mutex_unlock(&c->req_lock);
-		pthread_cond_destroy(&q.cond);
-		return MG_MQTT_ERR_IO;
-	}
-	for (size_t i = 0; i < sizeof(rnd); i++)
-		snprintf(q.corr + 2 * i, 3, "%02x", rnd[i]);
-	++c->req_seq;
-	q.next = c->reqs;
-	c->reqs = &q;
-	pthread_mutex_unlock(&c->req_lock);
-
-	size_t bl = c->reply_base_len, cl = strlen(q.corr);
-	char *reply_to = malloc(bl + cl + 1), *env = NULL;
-	if (reply_to == NULL) {
-		rc = MG_MQTT_ERR_NOMEM;
-	} else {
-		memcpy(reply_to, c->reply_base, bl);
-		memcpy(reply_to + bl, q.corr, cl + 1);
-		if (cwm_v5_now(c)) {
-			struct mg_mqtt_props p;
-			memset(&p, 0, sizeof(p));
-			p.response_topic = reply_to;
-			p.correlation_data = q.corr;
-			p.correlation_len = cl;
-			rc = mg_mqtt_publish_props(c, topic, payload, len, qos, 0, &p);
-		} else if ((env = cwm_req_envelope(reply_to, q.corr, payload, len)) ==
-		           NULL) {
-			rc = MG_MQTT_ERR_NOMEM;
-		} else {
-			rc = mg_mqtt_publish(c, topic, env, strlen(env), qos, 0);
-		}
-	}
-	free(reply_to);
-	cJSON_free(env);
-
-	pthread_mutex_lock(&c->req_lock);
-	if (rc > 0)
-		q.pub_id = rc;
-	if (rc > 0 && q.done == 0) {
-		struct timespec until = cwm_deadline(deadline - cwm_now_ms());
-		while (q.done == 0 && !c->req_stopping &&
-		       pthread_cond_timedwait(&q.cond, &c->req_lock, &until) !=
-		           ETIMEDOUT) {
-		}
-		rc = q.done == 1    ? 0
-		     : q.done == -2 ? q.err
-		     : q.done < 0   ? MG_MQTT_ERR_NOMEM
-		     : c->req_stopping ? MG_MQTT_ERR_STOPPED
-		                       : MG_MQTT_ERR_TIMEOUT;
-	}
-	for (struct cwm_req **pp = &c->reqs; *pp != NULL; pp = &(*pp)->next)
-		if (*pp == &q) {
-			*pp = q.next;
-			break;
-		}
-	pthread_mutex_unlock(&c->req_lock);
+	rc = cwm_req_publish(c, topic, payload, len, qos, q.corr);
+	rc = cwm_req_wait(c, &q, rc, deadline);
 	pthread_cond_destroy(&q.cond);
 
 	if (rc == 0) {

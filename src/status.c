@@ -133,14 +133,10 @@ static cJSON *cwm_status_object(struct mg_mqtt *c)
 	cJSON_AddItemToObject(o, "subscriptions", cwm_status_subs(c));
 	cwm_status_counts(c, counters, gauges);
 	pthread_mutex_unlock(&c->lock);
-	cJSON_AddNumberToObject(counters, "requests_replied",
-	                        (double)atomic_load(&c->req_replied));
-	cJSON_AddNumberToObject(counters, "requests_timed_out",
-	                        (double)atomic_load(&c->req_timeouts));
-	cJSON_AddNumberToObject(counters, "requests_failed",
-	                        (double)atomic_load(&c->req_failed));
-	cJSON_AddNumberToObject(counters, "late_replies",
-	                        (double)atomic_load(&c->req_late));
+	cwm_json_count(counters, "requests_replied", &c->req_replied);
+	cwm_json_count(counters, "requests_timed_out", &c->req_timeouts);
+	cwm_json_count(counters, "requests_failed", &c->req_failed);
+	cwm_json_count(counters, "late_replies", &c->req_late);
 	/* The bridge lives from start to stop. */
 	if (running && c->bridge != NULL)
 		cwm_bridge_status(c->bridge, o, counters, gauges);

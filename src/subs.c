@@ -36,13 +36,7 @@ static int cwm_queue_subscribe(struct mg_mqtt *c, const char *filter, int qos,
 /* [L] Appends s to the subscription list (subscription order). */
 static void cwm_sub_link(struct mg_mqtt *c, struct cwm_sub *s)
 {
-	s->next = NULL;
-	s->prev = c->sub_tail;
-	if (c->sub_tail != NULL)
-		c->sub_tail->next = s;
-	else
-		c->sub_head = s;
-	c->sub_tail = s;
+	CWM_DL_APPEND(c->sub_head, c->sub_tail, s, prev, next);
 }
 
 /* At start, before the threads: the SUBSCRIBE option's filters, renewed
@@ -89,6 +83,19 @@ static struct cwm_sub *cwm_sub_get(struct mg_mqtt *c, const char *filter,
 	return s;
 }
 
+/* A filter of the API, normalized (a malloc()ed copy in *plain) and
+ * checked against MAX_TOPIC_LEVELS. Returns 0 or a negative code. */
+static int cwm_filter_plain(struct mg_mqtt *c, const char *filter,
+                            char **plain)
+{
+	int rc = cwm_filter_normalize(filter, plain, NULL);
+	if (rc == 0 && (rc = cwm_levels_check(c, *plain, 1)) != 0) {
+		free(*plain);
+		*plain = NULL;
+	}
+	return rc;
+}
+
 int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 {
 	int rc, made;
@@ -99,12 +106,8 @@ int mg_mqtt_subscribe(struct mg_mqtt *c, const char *filter, int qos)
 		return MG_MQTT_ERR_INVALID;
 	if (qos < 0 || qos > 2)
 		return MG_MQTT_ERR_QOS;
-	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
+	if ((rc = cwm_filter_plain(c, filter, &plain)) != 0)
 		return rc;
-	if ((rc = cwm_levels_check(c, plain, 1)) != 0) { /* MAX_TOPIC_LEVELS */
-		free(plain);
-		return rc;
-	}
 	filter = plain;
 	struct cwm_sub *n = calloc(1, sizeof(*n));
 
@@ -147,14 +150,7 @@ static void cwm_sub_free(struct cwm_sub *s)
  * last of them is done (or revived by a new subscribe). */
 static void cwm_sub_forget(struct mg_mqtt *c, struct cwm_sub *s)
 {
-	if (s->prev != NULL)
-		s->prev->next = s->next;
-	else
-		c->sub_head = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
-	else
-		c->sub_tail = s->prev;
+	CWM_DL_UNLINK(c->sub_head, c->sub_tail, s, prev, next);
 	s->prev = s->next = NULL;
 	s->app = 0;
 	s->brefs = 0;
@@ -175,12 +171,8 @@ int mg_mqtt_unsubscribe(struct mg_mqtt *c, const char *filter)
 	if (filter == NULL)
 		return MG_MQTT_ERR_INVALID;
 	char *plain;
-	if ((rc = cwm_filter_normalize(filter, &plain, NULL)) != 0)
+	if ((rc = cwm_filter_plain(c, filter, &plain)) != 0)
 		return rc;
-	if ((rc = cwm_levels_check(c, plain, 1)) != 0) { /* MAX_TOPIC_LEVELS */
-		free(plain);
-		return rc;
-	}
 	filter = plain;
 	size_t fl = strlen(filter);
 	struct cwm_out *r = cwm_cmd_filters(c, CMD_UNSUBSCRIBE, &filter, NULL, 1);

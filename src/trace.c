@@ -9,7 +9,8 @@
  * _setTraceCallback), its callback runs on whichever thread paho traces
  * on, holding paho's locks. So: the callback only queues (an EV_LOG for
  * each debug client, cwm_log_push_trace), under cwm_trace_lock, which is
- * taken before a client's c->lock and never while one is held, and never
+ * taken before the registry lock (the clients are the process registry's,
+ * client.c) and a client's c->lock and never while one is held, and never
  * held across a call into paho that takes a lock (setting the level and
  * the callback takes none). Lines that could carry a secret are dropped,
  * payload bytes cut off (cwm_trace_clean).
@@ -36,10 +37,8 @@
 #include "internal.h"
 
 static pthread_mutex_t cwm_trace_lock = PTHREAD_MUTEX_INITIALIZER;
-/* Under cwm_trace_lock: */
-static struct mg_mqtt **cwm_tr_clients; /* started clients, for their
-                                           secrets and as recipients */
-static size_t cwm_tr_n, cwm_tr_cap;
+/* Under cwm_trace_lock (the clients themselves are the registry's, those
+ * with trace_joined set: cwm_registry_all). */
 static int cwm_tr_debug;   /* of them at LOG_LEVEL debug */
 static int cwm_tr_tls;     /* of them with trace_tls set */
 static int cwm_tr_level;   /* the level set; 0: none yet */
@@ -72,6 +71,28 @@ static int cwm_has_ci(const char *hay, const char *needle)
 	return strcasestr(hay, needle) != NULL;
 }
 
+/* A line of paho's trace and what a walk over the clients found in it. */
+struct cwm_tr_scan {
+	const char *t;
+	size_t n;   /* cwm_trace_watch: the host name's length */
+	int hit;
+};
+
+/* [T] cwm_registry_all: the line holds the password or key passphrase of
+ * a joined client. */
+static void cwm_trace_secret_of(struct mg_mqtt *c, void *arg)
+{
+	struct cwm_tr_scan *scan = arg;
+	const struct cwm_settings *s = &c->cfg;
+	if (c->trace_joined &&
+	    ((s->secret != NULL && s->secret[0] != '\0' &&
+	      strstr(scan->t, s->secret) != NULL) ||
+	     (s->tls_keyfile_password != NULL &&
+	      s->tls_keyfile_password[0] != '\0' &&
+	      strstr(scan->t, s->tls_keyfile_password) != NULL)))
+		scan->hit = 1;
+}
+
 /* [T] 1 when the line may carry a secret: it names credentials (user
  * name, password, proxy authentication, an Authorization header), dumps
  * heap contents (paho's leak report at exit prints memory), or holds
@@ -84,16 +105,9 @@ static int cwm_trace_secret(const char *t)
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		if (cwm_has_ci(t, words[i]))
 			return 1;
-	for (size_t i = 0; i < cwm_tr_n; i++) {
-		const struct cwm_settings *s = &cwm_tr_clients[i]->cfg;
-		if ((s->secret != NULL && s->secret[0] != '\0' &&
-		     strstr(t, s->secret) != NULL) ||
-		    (s->tls_keyfile_password != NULL &&
-		     s->tls_keyfile_password[0] != '\0' &&
-		     strstr(t, s->tls_keyfile_password) != NULL))
-			return 1;
-	}
-	return 0;
+	struct cwm_tr_scan scan = {t, 0, 0};
+	cwm_registry_all(cwm_trace_secret_of, &scan);
+	return scan.hit;
 }
 
 /* The line as forwarded: "paho: <text>", a PUBLISH without the payload
@@ -125,6 +139,38 @@ static void cwm_uri_host(const char *uri, char *out, size_t len)
 	snprintf(out, len, "%.*s", (int)n, h);
 }
 
+/* [T] cwm_registry_all: the host name check failed for scan's host (n
+ * bytes), which a joined client's watched connect may be to. */
+static void cwm_trace_host_failed(struct mg_mqtt *c, void *arg)
+{
+	const struct cwm_tr_scan *scan = arg;
+	if (c->trace_joined && c->trace_tls && c->trace_checkhost &&
+	    strlen(c->trace_host) == scan->n &&
+	    strncasecmp(c->trace_host, scan->t, scan->n) == 0)
+		c->trace_host_bad = 1;
+}
+
+/* [T] cwm_registry_all: paho sent the CONNECT of client id scan->t (n
+ * bytes): the handshake of a joined client's watched connect succeeded. */
+static void cwm_trace_connect_seen(struct mg_mqtt *c, void *arg)
+{
+	const struct cwm_tr_scan *scan = arg;
+	if (c->trace_joined && c->trace_tls &&
+	    strlen(c->client_id) == scan->n &&
+	    strncmp(c->client_id, scan->t, scan->n) == 0) {
+		c->trace_host_bad = 0;
+		c->trace_sent = 1;
+	}
+}
+
+/* [T] cwm_registry_all: the cleaned line to a joined client at LOG_LEVEL
+ * debug. */
+static void cwm_trace_forward(struct mg_mqtt *c, void *arg)
+{
+	if (c->trace_joined && cwm_debug_on(c))
+		cwm_log_push_trace(c, arg);
+}
+
 /* [T] The TLS watch: a host name check failed for the host in the line,
  * or paho sent a client's CONNECT (its handshake succeeded). */
 static void cwm_trace_watch(const char *t)
@@ -139,13 +185,8 @@ static void cwm_trace_watch(const char *t)
 		size_t n = (size_t)(e - h);
 		if (n > 0 && h[n - 1] == ']')
 			n--;
-		for (size_t i = 0; i < cwm_tr_n; i++) {
-			struct mg_mqtt *c = cwm_tr_clients[i];
-			if (c->trace_tls && c->trace_checkhost &&
-			    strlen(c->trace_host) == n &&
-			    strncasecmp(c->trace_host, h, n) == 0)
-				c->trace_host_bad = 1;
-		}
+		struct cwm_tr_scan scan = {h, n, 0};
+		cwm_registry_all(cwm_trace_host_failed, &scan);
 		return;
 	}
 	const char *p = strstr(t, " -> CONNECT ");
@@ -153,14 +194,8 @@ static void cwm_trace_watch(const char *t)
 	if (p == NULL || id == NULL || id >= p)
 		return;
 	id++;
-	for (size_t i = 0; i < cwm_tr_n; i++) {
-		struct mg_mqtt *c = cwm_tr_clients[i];
-		if (c->trace_tls && strlen(c->client_id) == (size_t)(p - id) &&
-		    strncmp(c->client_id, id, (size_t)(p - id)) == 0) {
-			c->trace_host_bad = 0;
-			c->trace_sent = 1;
-		}
-	}
+	struct cwm_tr_scan scan = {id, (size_t)(p - id), 0};
+	cwm_registry_all(cwm_trace_connect_seen, &scan);
 }
 
 /* paho's trace callback: paho's threads (or mqtt-io inside a paho call),
@@ -176,9 +211,7 @@ static void cwm_trace_cb(enum MQTTCLIENT_TRACE_LEVELS level, char *message)
 	if (cwm_tr_debug > 0 && !cwm_trace_secret(t)) {
 		char line[600];
 		cwm_trace_clean(t, line, sizeof(line));
-		for (size_t i = 0; i < cwm_tr_n; i++)
-			if (cwm_debug_on(cwm_tr_clients[i]))
-				cwm_log_push_trace(cwm_tr_clients[i], line);
+		cwm_registry_all(cwm_trace_forward, line);
 	}
 	pthread_mutex_unlock(&cwm_trace_lock);
 }
@@ -204,20 +237,7 @@ static void cwm_trace_apply(void)
 static void cwm_trace_join(struct mg_mqtt *c)
 {
 	pthread_mutex_lock(&cwm_trace_lock);
-	if (cwm_tr_n == cwm_tr_cap) {
-		size_t cap = cwm_tr_cap > 0 ? cwm_tr_cap * 2 : 8;
-		struct mg_mqtt **v = realloc(cwm_tr_clients, cap * sizeof(*v));
-		if (v == NULL) {
-			/* Out of memory: this client gets no paho trace and no host
-			 * name check; the level stays as it is. */
-			pthread_mutex_unlock(&cwm_trace_lock);
-			return;
-		}
-		cwm_tr_clients = v;
-		cwm_tr_cap = cap;
-	}
-	cwm_tr_clients[cwm_tr_n++] = c;
-	c->trace_joined = 1;
+	c->trace_joined = 1; /* it is in the registry from start to stop */
 	cwm_tr_debug += cwm_debug_on(c);
 	cwm_trace_apply();
 	pthread_mutex_unlock(&cwm_trace_lock);
@@ -240,19 +260,9 @@ static void cwm_trace_leave(struct mg_mqtt *c)
 	pthread_mutex_lock(&cwm_trace_lock);
 	if (c->trace_joined) {
 		cwm_trace_tls_end(c);
-		for (size_t i = 0; i < cwm_tr_n; i++)
-			if (cwm_tr_clients[i] == c) {
-				cwm_tr_clients[i] = cwm_tr_clients[--cwm_tr_n];
-				break;
-			}
 		cwm_tr_debug -= cwm_debug_on(c);
 		c->trace_joined = 0;
 		cwm_trace_apply();
-	}
-	if (cwm_tr_n == 0) {
-		free(cwm_tr_clients);
-		cwm_tr_clients = NULL;
-		cwm_tr_cap = 0;
 	}
 	pthread_mutex_unlock(&cwm_trace_lock);
 }

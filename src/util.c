@@ -21,6 +21,14 @@ static char *cwm_strdup(const char *s)
 }
 
 /* Frees an array of n strings and the array. */
+/* Frees each of the n pointers of v (NULL ones too, as free() does);
+ * CWM_FREE_ALL(a, b, ...) is the call with a list. */
+static void cwm_freev(void *const *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+}
+
 static void cwm_strv_free(char **v, int n)
 {
 	if (v == NULL)
@@ -248,23 +256,67 @@ static int cwm_vec_push(struct cwm_vec *v, void *p)
 
 /* -- growable buffers ------------------------------------------------------ */
 
+/* Grows b to hold cap bytes (no less than it has). Returns 0, or -1 out
+ * of memory (now or before: b->oom). */
+static int cwm_wgrow(struct cwm_wbuf *b, size_t cap)
+{
+	if (b->oom)
+		return -1;
+	if (cap <= b->cap)
+		return 0;
+	unsigned char *p = realloc(b->p, cap);
+	if (p == NULL) {
+		b->oom = 1;
+		return -1;
+	}
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+/* Makes room for n more bytes (doubling). Returns 0 or -1 (b->oom). */
+static int cwm_wreserve(struct cwm_wbuf *b, size_t n)
+{
+	if (!b->oom && b->n + n <= b->cap)
+		return 0;
+	return cwm_wgrow(b, (b->cap + n) * 2);
+}
+
+/* Frees b's bytes and empties it (ready for use again). */
+static void cwm_wreset(struct cwm_wbuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
 static void cwm_wput(struct cwm_wbuf *b, const void *data, size_t n)
 {
-	if (b->oom || n == 0)
+	if (n == 0 || cwm_wreserve(b, n) != 0)
 		return;
-	if (b->n + n > b->cap) {
-		size_t cap = (b->cap + n) * 2;
-		unsigned char *p = realloc(b->p, cap);
-		if (p == NULL) {
-			b->oom = 1;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
 	memcpy(b->p + b->n, data, n);
 	b->n += n;
 }
+
+#if MG_MQTT_ENABLE_BRIDGE
+/* Appends formatted text (kept NUL-terminated past b->n). */
+static void cwm_wprintf(struct cwm_wbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int k = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (k < 0) {
+		b->oom = 1;
+		return;
+	}
+	if (cwm_wreserve(b, (size_t)k + 1) != 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf((char *)b->p + b->n, b->cap - b->n, fmt, ap);
+	va_end(ap);
+	b->n += (size_t)k;
+}
+#endif
 
 static void cwm_wput32(struct cwm_wbuf *b, uint32_t v)
 {
