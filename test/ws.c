@@ -182,7 +182,12 @@ int th_ws_frame(struct th_raw *r, char **out, size_t *n_out, int ms)
 				return op;
 			}
 		}
-		if (th_now_ms() > until || th_raw_fill(r, 200) <= 0)
+		if (th_now_ms() > until)
+			return -1;
+		/* 0: closed; -1 with a full buffer: a frame larger than it. A
+		 * poll that times out (-1) polls again until `until`. */
+		int k = th_raw_fill(r, 200);
+		if (k == 0 || (k < 0 && r->len == sizeof(r->buf)))
 			return -1;
 	}
 }
