@@ -247,10 +247,12 @@ static struct cwm_out *cwm_pub_new(struct mg_mqtt *c, const char *topic,
                                    size_t len, int qos, int retain,
                                    const struct mg_mqtt_props *props, int *rc)
 {
-	struct cwm_out *r = calloc(1, sizeof(*r) + tlen + 1 + len);
+	/* Only the header is zeroed: the payload is written once, by memcpy. */
+	struct cwm_out *r = malloc(sizeof(*r) + tlen + 1 + len);
 	*rc = MG_MQTT_ERR_NOMEM;
 	if (r == NULL)
 		return NULL;
+	memset(r, 0, sizeof(*r));
 	if ((*rc = cwm_props_dup(props, &r->props)) != 0) {
 		free(r);
 		return NULL;
